@@ -1,0 +1,18 @@
+//! The mesh node core, with no I/O and no tokio.
+//!
+//! [`NetmapState`] folds control's full maps and deltas into the node's
+//! current view of the tailnet. [`NodeState`] owns one WireGuard tunnel per
+//! peer and moves packets: IP packets from the TUN device become UDP
+//! datagrams for a peer's endpoint, and datagrams from peers become IP
+//! packets for the TUN device once they pass the source check and the
+//! packet filter. The shell (the appliance's data-plane driver) owns the TUN
+//! device, the one UDP socket and one timer, and hands in the time.
+
+mod netmap;
+mod node;
+mod packet;
+mod tunnel;
+
+pub use netmap::{NetmapError, NetmapState};
+pub use node::{Delivery, Drop, NodeState, PeerStats, Transmit, TICK};
+pub use packet::{IpHeader, parse_ip_header};

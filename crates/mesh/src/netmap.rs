@@ -1,0 +1,202 @@
+//! [`NetmapState`]: the node's view of the tailnet, built from control's
+//! full maps and deltas.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use causeway_wire::{DnsConfig, MapResponse, Node, NodeId, PacketFilter};
+use ipnet::IpNet;
+
+/// A map message that cannot be applied; the node should reconnect and ask
+/// for a full map.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NetmapError {
+    /// A delta arrived before any full map.
+    #[error("delta (seq {0}) before the first full map")]
+    DeltaBeforeFull(u64),
+    /// A message was skipped.
+    #[error("netmap sequence gap: expected {expected}, got {got}")]
+    Gap {
+        /// The sequence number we expected.
+        expected: u64,
+        /// The one that arrived.
+        got: u64,
+    },
+    /// The first full map did not say who we are.
+    #[error("full map without the node itself")]
+    NoSelf,
+}
+
+/// The current netmap of one node.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct NetmapState {
+    seq: u64,
+    node: Option<Node>,
+    peers: BTreeMap<NodeId, Node>,
+    dns: DnsConfig,
+    filter: Option<PacketFilter>,
+}
+
+impl NetmapState {
+    /// Folds one message in. Returns whether the peer set changed (so the
+    /// data plane must be reconfigured).
+    pub fn apply(&mut self, map: MapResponse) -> Result<bool, NetmapError> {
+        if let Some(peers) = map.peers {
+            let node = map.node.or_else(|| self.node.clone()).ok_or(NetmapError::NoSelf)?;
+            self.node = Some(node);
+            self.peers = peers.into_iter().map(|n| (n.id, n)).collect();
+            self.seq = map.seq;
+            self.dns = map.dns.unwrap_or_default();
+            self.filter = map.packet_filter;
+            return Ok(true);
+        }
+        if self.node.is_none() {
+            return Err(NetmapError::DeltaBeforeFull(map.seq));
+        }
+        if map.seq != self.seq + 1 {
+            return Err(NetmapError::Gap { expected: self.seq + 1, got: map.seq });
+        }
+        self.seq = map.seq;
+        let mut changed = false;
+        if let Some(node) = map.node {
+            self.node = Some(node);
+        }
+        for node in map.peers_changed {
+            changed = true;
+            self.peers.insert(node.id, node);
+        }
+        for id in map.peers_removed {
+            changed |= self.peers.remove(&id).is_some();
+        }
+        for patch in map.endpoint_patches {
+            if let Some(peer) = self.peers.get_mut(&patch.id) {
+                peer.endpoints = patch.endpoints;
+                changed = true;
+            }
+        }
+        if let Some(dns) = map.dns {
+            self.dns = dns;
+        }
+        if let Some(filter) = map.packet_filter {
+            self.filter = Some(filter);
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    /// The node itself, once a full map arrived.
+    pub fn node(&self) -> Option<&Node> {
+        self.node.as_ref()
+    }
+
+    /// Peers, sorted by id.
+    pub fn peers(&self) -> impl Iterator<Item = &Node> {
+        self.peers.values()
+    }
+
+    /// DNS configuration.
+    pub fn dns(&self) -> &DnsConfig {
+        &self.dns
+    }
+
+    /// The packet filter control sent, if any.
+    pub fn filter(&self) -> Option<&PacketFilter> {
+        self.filter.as_ref()
+    }
+
+    /// The last sequence number applied.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Kernel routes the node should point at its TUN device: every peer's
+    /// addresses, plus their primary subnet routes when `accept_routes` is
+    /// on, minus routes this node serves itself (`own_routes`).
+    pub fn kernel_routes(&self, accept_routes: bool, own_routes: &[IpNet]) -> BTreeSet<IpNet> {
+        let mut routes = BTreeSet::new();
+        for peer in self.peers.values() {
+            routes.extend(peer.addresses.iter().map(IpNet::trunc));
+            if accept_routes {
+                routes.extend(
+                    peer.primary_routes
+                        .iter()
+                        .filter(|r| !own_routes.iter().any(|own| own.contains(*r) || r.contains(own)))
+                        .map(IpNet::trunc),
+                );
+            }
+        }
+        routes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use causeway_wire::{EndpointPatch, PublicKey};
+
+    fn node(id: u64, routes: &[&str]) -> Node {
+        let address: IpNet = format!("100.64.0.{id}/32").parse().expect("valid");
+        let routes: Vec<IpNet> = routes.iter().map(|r| r.parse().expect("valid")).collect();
+        Node {
+            id: NodeId(id),
+            name: format!("n{id}"),
+            node_key: PublicKey::from_bytes([id as u8; 32]),
+            key_expiry: None,
+            addresses: vec![address],
+            allowed_ips: std::iter::once(address).chain(routes.iter().copied()).collect(),
+            primary_routes: routes,
+            endpoints: vec![],
+            tags: vec![],
+            online: true,
+            wireguard_only: false,
+        }
+    }
+
+    fn full(seq: u64, peers: Vec<Node>) -> MapResponse {
+        MapResponse { seq, node: Some(node(1, &[])), peers: Some(peers), ..Default::default() }
+    }
+
+    #[test]
+    fn deltas_change_the_peer_set() {
+        let mut map = NetmapState::default();
+        map.apply(full(1, vec![node(2, &[])])).expect("full map applies");
+        let delta = MapResponse { seq: 2, peers_changed: vec![node(3, &[])], peers_removed: vec![NodeId(2)], ..Default::default() };
+        assert_eq!(map.apply(delta), Ok(true));
+        assert_eq!(map.peers().map(|n| n.id).collect::<Vec<_>>(), vec![NodeId(3)]);
+    }
+
+    #[test]
+    fn endpoint_patch_touches_only_endpoints() {
+        let mut map = NetmapState::default();
+        map.apply(full(1, vec![node(2, &[])])).expect("full map applies");
+        let endpoint = "198.18.0.9:41641".parse().expect("valid");
+        let patch = MapResponse { seq: 2, endpoint_patches: vec![EndpointPatch { id: NodeId(2), endpoints: vec![endpoint] }], ..Default::default() };
+        map.apply(patch).expect("patch applies");
+        let peer = map.peers().next().expect("one peer");
+        assert_eq!(peer.endpoints, vec![endpoint]);
+        assert_eq!(peer.name, "n2");
+    }
+
+    #[test]
+    fn a_gap_is_an_error() {
+        let mut map = NetmapState::default();
+        map.apply(full(1, vec![])).expect("full map applies");
+        let delta = MapResponse { seq: 3, ..Default::default() };
+        assert_eq!(map.apply(delta), Err(NetmapError::Gap { expected: 2, got: 3 }));
+    }
+
+    #[test]
+    fn a_delta_first_is_an_error() {
+        let mut map = NetmapState::default();
+        assert_eq!(map.apply(MapResponse { seq: 1, ..Default::default() }), Err(NetmapError::DeltaBeforeFull(1)));
+    }
+
+    #[test]
+    fn kernel_routes_respect_accept_routes_and_own_routes() {
+        let mut map = NetmapState::default();
+        map.apply(full(1, vec![node(2, &["198.19.1.0/24"]), node(3, &["198.19.2.0/24"])])).expect("applies");
+        let own: Vec<IpNet> = vec!["198.19.2.0/24".parse().expect("valid")];
+        let with: Vec<String> = map.kernel_routes(true, &own).iter().map(ToString::to_string).collect();
+        assert_eq!(with, ["100.64.0.2/32", "100.64.0.3/32", "198.19.1.0/24"]);
+        assert_eq!(map.kernel_routes(false, &[]).len(), 2);
+    }
+}

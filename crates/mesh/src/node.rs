@@ -1,0 +1,424 @@
+//! [`NodeState`]: the packet path of one node.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use causeway_wire::{Node, NodeId, PacketFilter, PrivateKey, PublicKey};
+use ip_network::IpNetwork;
+use ip_network_table::IpNetworkTable;
+use ipnet::IpNet;
+
+use crate::packet::parse_ip_header;
+use crate::tunnel::{Addressee, Identity, Output, Tunnel};
+
+/// How often the shell should call [`NodeState::handle_timeout`]; boringtun's
+/// own timers have a resolution of about this (WireGuard paper §6.1).
+pub const TICK: Duration = Duration::from_millis(250);
+
+/// The handshake rate limiter counts per second.
+const RATE_LIMIT_WINDOW: Duration = Duration::from_secs(1);
+
+/// Session indices are 24 bits; the low 8 bits belong to boringtun.
+const SLOT_MASK: u32 = 0x00ff_ffff;
+
+/// How long an unanswered handshake initiation stands (WireGuard paper §6.4).
+const REKEY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// WireGuard message type 1 (WireGuard paper §5.4.2).
+const HANDSHAKE_INIT: u8 = 1;
+
+/// WireGuard message type 4, transport data (§5.4.6).
+const DATA: u8 = 4;
+
+/// A datagram to send on the node's UDP socket.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Transmit<'a> {
+    /// Where to.
+    pub destination: SocketAddr,
+    /// The WireGuard message.
+    pub payload: &'a [u8],
+}
+
+/// What became of a datagram from the network.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Delivery<'a> {
+    /// A decrypted IP packet to write to the TUN device.
+    Tun(&'a [u8]),
+    /// A reply (handshake response, cookie) to send back.
+    Network(Transmit<'a>),
+    /// Valid, but nothing to do (a keepalive, for instance).
+    Nothing,
+    /// Discarded, and why.
+    Dropped(Drop),
+}
+
+/// Why a packet was discarded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Drop {
+    /// Not a WireGuard message, or one that fails to authenticate.
+    Garbage,
+    /// A handshake from a key, or for a session, we do not know.
+    UnknownPeer,
+    /// The inner source address does not belong to the peer that sent it.
+    SpoofedSource {
+        /// The peer that sent it.
+        peer: NodeId,
+        /// The address it claimed.
+        source: IpAddr,
+    },
+    /// The packet filter does not allow it.
+    Filtered,
+    /// No peer is responsible for the destination.
+    NoRoute(IpAddr),
+    /// The peer's endpoint is not known yet.
+    NoEndpoint(NodeId),
+    /// The inner packet is not IPv4 or IPv6.
+    NotIp,
+    /// WireGuard refused it (replay, expired session, …).
+    Tunnel(String),
+}
+
+/// Counters for `appliance status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStats {
+    /// The peer's id.
+    pub id: NodeId,
+    /// Its tailnet name.
+    pub name: String,
+    /// Its WireGuard key.
+    pub node_key: PublicKey,
+    /// Where we send to.
+    pub endpoint: Option<SocketAddr>,
+    /// Time since the last completed handshake.
+    pub last_handshake: Option<Duration>,
+    /// Payload bytes sent.
+    pub tx_bytes: u64,
+    /// Payload bytes received.
+    pub rx_bytes: u64,
+    /// What it may send from and receive for.
+    pub allowed_ips: Vec<IpNet>,
+}
+
+/// The packet path of one node: its peers, their tunnels, and cryptokey
+/// routing (WireGuard paper §2).
+pub struct NodeState {
+    identity: Identity,
+    public_key: PublicKey,
+    peers: BTreeMap<NodeId, Peer>,
+    by_key: HashMap<PublicKey, NodeId>,
+    by_slot: HashMap<u32, NodeId>,
+    routes: IpNetworkTable<NodeId>,
+    filter: Option<PacketFilter>,
+    next_slot: u32,
+    work: VecDeque<Work>,
+    next_tick: Option<Instant>,
+    next_rate_reset: Option<Instant>,
+    dropped: u64,
+}
+
+struct Peer {
+    node: Node,
+    tunnel: Tunnel,
+    slot: u32,
+    endpoint: Option<SocketAddr>,
+    /// Packets may wait in the tunnel for a handshake to finish.
+    queued: bool,
+    /// When we last sent a handshake initiation.
+    initiated_at: Option<Instant>,
+}
+
+#[derive(Clone, Copy)]
+enum Work {
+    /// Send packets queued during a handshake.
+    Flush(NodeId),
+    /// Run the tunnel's timers.
+    Timers(NodeId),
+}
+
+impl NodeState {
+    /// A node with this WireGuard key and no peers.
+    pub fn new(key: &PrivateKey) -> Self {
+        Self {
+            identity: Identity::new(key),
+            public_key: key.public_key(),
+            peers: BTreeMap::new(),
+            by_key: HashMap::new(),
+            by_slot: HashMap::new(),
+            routes: IpNetworkTable::new(),
+            filter: None,
+            next_slot: 1,
+            work: VecDeque::new(),
+            next_tick: None,
+            next_rate_reset: None,
+            dropped: 0,
+        }
+    }
+
+    /// The node's WireGuard public key.
+    pub fn public_key(&self) -> PublicKey {
+        self.public_key
+    }
+
+    /// Replaces the peer set. Peers whose key is unchanged keep their
+    /// tunnel, so established sessions survive netmap changes.
+    pub fn set_peers<'n>(&mut self, peers: impl IntoIterator<Item = &'n Node>) {
+        let mut next: BTreeMap<NodeId, Peer> = BTreeMap::new();
+        for node in peers {
+            if node.node_key == self.public_key {
+                continue;
+            }
+            let peer = match self.peers.remove(&node.id) {
+                Some(mut old) if old.node.node_key == node.node_key => {
+                    if old.node.endpoints != node.endpoints {
+                        old.endpoint = match old.endpoint {
+                            Some(learned) if node.endpoints.contains(&learned) => Some(learned),
+                            _ => node.endpoints.first().copied(),
+                        };
+                    }
+                    old.node = node.clone();
+                    old
+                }
+                _ => {
+                    let slot = self.allocate_slot();
+                    Peer {
+                        tunnel: Tunnel::new(&self.identity, &node.node_key, slot),
+                        slot,
+                        endpoint: node.endpoints.first().copied(),
+                        queued: false,
+                        initiated_at: None,
+                        node: node.clone(),
+                    }
+                }
+            };
+            next.insert(node.id, peer);
+        }
+        self.peers = next;
+        self.reindex();
+    }
+
+    /// Sets the packet filter compiled by control; `None` accepts every
+    /// packet that passes the source check.
+    pub fn set_filter(&mut self, filter: Option<PacketFilter>) {
+        self.filter = filter;
+    }
+
+    /// Encrypts a packet read from the TUN device for the peer that owns
+    /// its destination. `out` must be at least `packet.len() + 32` and 148
+    /// bytes long.
+    pub fn handle_tun_packet<'a>(
+        &mut self,
+        packet: &[u8],
+        out: &'a mut [u8],
+        now: Instant,
+    ) -> Result<Option<Transmit<'a>>, Drop> {
+        let header = parse_ip_header(packet).ok_or(Drop::NotIp)?;
+        let Some((_, &id)) = self.routes.longest_match(header.destination) else {
+            return Err(self.drop(Drop::NoRoute(header.destination)));
+        };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return Err(self.drop(Drop::NoRoute(header.destination)));
+        };
+        let output = peer.tunnel.encapsulate(packet, out);
+        if let Output::Network(range) = &output {
+            if out.get(range.start) == Some(&HANDSHAKE_INIT) {
+                // A handshake initiation instead of data: the packet is queued.
+                peer.queued = true;
+                peer.initiated_at = Some(now);
+            }
+        }
+        let endpoint = peer.endpoint;
+        match output {
+            Output::Network(range) => match endpoint {
+                Some(destination) => Ok(Some(Transmit { destination, payload: &out[range] })),
+                None => Err(self.drop(Drop::NoEndpoint(id))),
+            },
+            Output::Done | Output::Tunnel(..) => Ok(None),
+            Output::Error(e) => Err(self.drop(Drop::Tunnel(format!("{e:?}")))),
+        }
+    }
+
+    /// Handles a datagram that arrived on the UDP socket from `from`.
+    pub fn handle_datagram<'a>(
+        &mut self,
+        from: SocketAddr,
+        datagram: &[u8],
+        out: &'a mut [u8],
+        now: Instant,
+    ) -> Delivery<'a> {
+        let id = match self.identity.addressee(datagram) {
+            Some(Addressee::Initiator(key)) => {
+                let id = self.by_key.get(&key).copied();
+                if let Some(peer) = id.and_then(|id| self.peers.get(&id))
+                    && self.public_key < key
+                    && peer.initiated_at.is_some_and(|t| now.saturating_duration_since(t) < REKEY_TIMEOUT)
+                {
+                    // Both sides initiated at once. If each answered the
+                    // other, both would hold responder sessions and neither
+                    // could send until REKEY_TIMEOUT; the lower key keeps its
+                    // own initiation instead.
+                    return Delivery::Nothing;
+                }
+                id
+            }
+            Some(Addressee::Index(slot)) => self.by_slot.get(&(slot & SLOT_MASK)).copied(),
+            None => return Delivery::Dropped(self.drop(Drop::Garbage)),
+        };
+        let Some(peer) = id.and_then(|id| self.peers.get_mut(&id)) else {
+            return Delivery::Dropped(self.drop(Drop::UnknownPeer));
+        };
+        let id = peer.node.id;
+        let output = peer.tunnel.decapsulate(Some(from.ip()), datagram, out);
+        if !matches!(output, Output::Error(_)) {
+            // Authenticated: this is where the peer is now (roaming, §2.1).
+            peer.endpoint = Some(from);
+        }
+        if matches!(output, Output::Tunnel(..) | Output::Done) && std::mem::take(&mut peer.queued) {
+            // Data arrived, so a session is confirmed: packets queued while
+            // we were initiating can go (the peer may have won the race).
+            self.work.push_back(Work::Flush(id));
+        }
+        match output {
+            Output::Done => Delivery::Nothing,
+            Output::Network(range) => {
+                // After a handshake response arrives, boringtun answers with a
+                // keepalive on the new session: now queued packets can go.
+                // (After we answer an initiation, they cannot: a responder
+                // waits for the initiator's first data, §5.4.4.)
+                let confirmed = out.get(range.start) == Some(&DATA);
+                if confirmed && !self.work.iter().any(|w| matches!(w, Work::Flush(f) if *f == id)) {
+                    self.work.push_back(Work::Flush(id));
+                }
+                Delivery::Network(Transmit { destination: from, payload: &out[range] })
+            }
+            Output::Tunnel(range, source) => {
+                if self.routes.longest_match(source).map(|(_, &owner)| owner) != Some(id) {
+                    return Delivery::Dropped(self.drop(Drop::SpoofedSource { peer: id, source }));
+                }
+                if !self.filter_allows(&out[range.clone()]) {
+                    return Delivery::Dropped(self.drop(Drop::Filtered));
+                }
+                Delivery::Tun(&out[range])
+            }
+            Output::Error(e) => Delivery::Dropped(self.drop(Drop::Tunnel(format!("{e:?}")))),
+        }
+    }
+
+    /// Advances timers. Call at [`NodeState::poll_timeout`], then drain
+    /// [`NodeState::poll_transmit`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.next_rate_reset.is_none_or(|t| now >= t) {
+            self.identity.reset_rate_limit();
+            self.next_rate_reset = Some(now + RATE_LIMIT_WINDOW);
+        }
+        if self.next_tick.is_none_or(|t| now >= t) {
+            self.work.extend(self.peers.keys().map(|&id| Work::Timers(id)));
+            self.next_tick = Some(now + TICK);
+        }
+    }
+
+    /// When [`NodeState::handle_timeout`] wants to run next.
+    pub fn poll_timeout(&self, now: Instant) -> Instant {
+        self.next_tick.unwrap_or(now)
+    }
+
+    /// The next datagram to send, from handshakes, timers or packets queued
+    /// during a handshake.
+    pub fn poll_transmit<'a>(&mut self, out: &'a mut [u8], now: Instant) -> Option<Transmit<'a>> {
+        while let Some(work) = self.work.pop_front() {
+            let (Work::Flush(id) | Work::Timers(id)) = work;
+            let Some(peer) = self.peers.get_mut(&id) else { continue };
+            let output = match work {
+                Work::Flush(_) => peer.tunnel.decapsulate(None, &[], out),
+                Work::Timers(_) => peer.tunnel.update_timers(out),
+            };
+            let Output::Network(range) = output else { continue };
+            if out.get(range.start) == Some(&HANDSHAKE_INIT) {
+                peer.initiated_at = Some(now);
+            }
+            if matches!(work, Work::Flush(_)) {
+                // More may be queued; come back to this peer.
+                self.work.push_front(work);
+            }
+            if let Some(destination) = peer.endpoint {
+                return Some(Transmit { destination, payload: &out[range] });
+            }
+            self.dropped += 1;
+        }
+        None
+    }
+
+    /// Counters per peer, sorted by id.
+    pub fn peer_stats(&self) -> Vec<PeerStats> {
+        self.peers
+            .values()
+            .map(|p| {
+                let (last_handshake, tx, rx) = p.tunnel.stats();
+                PeerStats {
+                    id: p.node.id,
+                    name: p.node.name.clone(),
+                    node_key: p.node.node_key,
+                    endpoint: p.endpoint,
+                    last_handshake,
+                    tx_bytes: tx as u64,
+                    rx_bytes: rx as u64,
+                    allowed_ips: p.node.allowed_ips.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Packets discarded so far, for any reason.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// The peer responsible for an address (cryptokey routing).
+    pub fn peer_for(&self, address: IpAddr) -> Option<NodeId> {
+        self.routes.longest_match(address).map(|(_, &id)| id)
+    }
+
+    fn drop(&mut self, why: Drop) -> Drop {
+        self.dropped += 1;
+        tracing::trace!(reason = ?why, "packet dropped");
+        why
+    }
+
+    fn allocate_slot(&mut self) -> u32 {
+        loop {
+            let slot = self.next_slot & SLOT_MASK;
+            self.next_slot = self.next_slot.wrapping_add(1);
+            if slot != 0 && !self.by_slot.contains_key(&slot) && !self.peers.values().any(|p| p.slot == slot) {
+                return slot;
+            }
+        }
+    }
+
+    fn reindex(&mut self) {
+        self.by_key = self.peers.iter().map(|(&id, p)| (p.node.node_key, id)).collect();
+        self.by_slot = self.peers.iter().map(|(&id, p)| (p.slot, id)).collect();
+        let mut routes = IpNetworkTable::new();
+        for (&id, peer) in &self.peers {
+            for net in &peer.node.allowed_ips {
+                if let Some(network) = to_network(net) {
+                    routes.insert(network, id);
+                }
+            }
+        }
+        self.routes = routes;
+    }
+
+    fn filter_allows(&self, packet: &[u8]) -> bool {
+        let Some(filter) = &self.filter else { return true };
+        let Some(header) = parse_ip_header(packet) else { return false };
+        filter.rules.iter().any(|rule| {
+            rule.sources.iter().any(|s| s.contains(&header.source))
+                && rule.destinations.iter().any(|d| d.contains(&header.destination))
+        })
+    }
+}
+
+fn to_network(net: &IpNet) -> Option<IpNetwork> {
+    let net = net.trunc();
+    IpNetwork::new(net.addr(), net.prefix_len()).ok()
+}

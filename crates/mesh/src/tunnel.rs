@@ -1,0 +1,142 @@
+//! The one place that touches boringtun's `Tunn`.
+//!
+//! boringtun reads the monotonic clock itself for its handshake and rekey
+//! timers (RFC-less, per the WireGuard paper §6); everything else in this
+//! crate takes `now` from the caller. Keeping `Tunn` behind this module
+//! means a later switch to a clock-injected implementation touches one file.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use boringtun::x25519;
+use causeway_wire::{PrivateKey, PublicKey};
+
+/// Handshakes per second per node before boringtun answers with cookies
+/// (WireGuard paper §5.4.7, under load).
+const HANDSHAKE_RATE_LIMIT: u64 = 100;
+
+/// Keepalive for peers that cannot be reached first (WireGuard-only devices
+/// behind NAT send their own; we keep ours off by default).
+const PERSISTENT_KEEPALIVE: Option<u16> = None;
+
+/// What one tunnel operation produced, as byte ranges of the caller's buffer.
+#[derive(Debug)]
+pub(crate) enum Output {
+    /// Nothing to do.
+    Done,
+    /// Send `out[range]` to the peer.
+    Network(std::ops::Range<usize>),
+    /// Write `out[range]` to the TUN device; its inner source address.
+    Tunnel(std::ops::Range<usize>, IpAddr),
+    /// The operation failed (bad packet, expired session, …).
+    Error(WireGuardError),
+}
+
+/// How an incoming datagram maps to a peer, before decryption.
+pub(crate) enum Addressee {
+    /// A handshake initiation from the holder of this static key.
+    Initiator(PublicKey),
+    /// A message for the session with this local index (24-bit peer slot).
+    Index(u32),
+}
+
+/// Node-wide WireGuard state shared by all tunnels.
+pub(crate) struct Identity {
+    secret: x25519::StaticSecret,
+    public: x25519::PublicKey,
+    limiter: Arc<RateLimiter>,
+}
+
+impl Identity {
+    pub(crate) fn new(key: &PrivateKey) -> Self {
+        let secret = key.to_static_secret();
+        let public = x25519::PublicKey::from(&secret);
+        let limiter = Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT));
+        Self { secret, public, limiter }
+    }
+
+    /// Clears the handshake rate limiter's count; call once a second.
+    pub(crate) fn reset_rate_limit(&self) {
+        self.limiter.reset_count();
+    }
+
+    /// Finds which peer a datagram is for. Handshake initiations are
+    /// decrypted far enough to learn the sender's static key.
+    pub(crate) fn addressee(&self, datagram: &[u8]) -> Option<Addressee> {
+        match Tunn::parse_incoming_packet(datagram).ok()? {
+            Packet::HandshakeInit(init) => {
+                let half = parse_handshake_anon(&self.secret, &self.public, &init).ok()?;
+                Some(Addressee::Initiator(PublicKey::from_bytes(half.peer_static_public)))
+            }
+            Packet::HandshakeResponse(p) => Some(Addressee::Index(p.receiver_idx >> 8)),
+            Packet::PacketCookieReply(p) => Some(Addressee::Index(p.receiver_idx >> 8)),
+            Packet::PacketData(p) => Some(Addressee::Index(p.receiver_idx >> 8)),
+        }
+    }
+}
+
+/// One WireGuard tunnel to one peer.
+pub(crate) struct Tunnel {
+    tunn: Box<Tunn>,
+}
+
+impl Tunnel {
+    /// A tunnel to `peer`, using `slot` (24 bits) as its session index.
+    pub(crate) fn new(identity: &Identity, peer: &PublicKey, slot: u32) -> Self {
+        let tunn = Tunn::new(
+            identity.secret.clone(),
+            x25519::PublicKey::from(*peer.as_bytes()),
+            None,
+            PERSISTENT_KEEPALIVE,
+            slot,
+            Some(Arc::clone(&identity.limiter)),
+        );
+        Self { tunn: Box::new(tunn) }
+    }
+
+    /// Encrypts an IP packet (or starts a handshake and queues it).
+    pub(crate) fn encapsulate(&mut self, packet: &[u8], out: &mut [u8]) -> Output {
+        let base = out.as_ptr() as usize;
+        convert(base, self.tunn.encapsulate(packet, out))
+    }
+
+    /// Decrypts a datagram from `from`; an empty datagram flushes packets
+    /// queued while the handshake was in flight.
+    pub(crate) fn decapsulate(&mut self, from: Option<IpAddr>, datagram: &[u8], out: &mut [u8]) -> Output {
+        let base = out.as_ptr() as usize;
+        convert(base, self.tunn.decapsulate(from, datagram, out))
+    }
+
+    /// Runs handshake, rekey and keepalive timers.
+    pub(crate) fn update_timers(&mut self, out: &mut [u8]) -> Output {
+        let base = out.as_ptr() as usize;
+        convert(base, self.tunn.update_timers(out))
+    }
+
+    /// Time since the last completed handshake, bytes sent, bytes received.
+    pub(crate) fn stats(&self) -> (Option<Duration>, usize, usize) {
+        let (since, tx, rx, _, _) = self.tunn.stats();
+        (since, tx, rx)
+    }
+}
+
+/// boringtun hands back a slice of the caller's buffer; turn it into a range
+/// so the caller can re-borrow the buffer afterwards.
+fn convert(base: usize, result: TunnResult<'_>) -> Output {
+    let range = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        start..start + s.len()
+    };
+    match result {
+        TunnResult::Done => Output::Done,
+        TunnResult::Err(e) => Output::Error(e),
+        TunnResult::WriteToNetwork(s) => Output::Network(range(s)),
+        TunnResult::WriteToTunnelV4(s, src) => Output::Tunnel(range(s), src.into()),
+        TunnResult::WriteToTunnelV6(s, src) => Output::Tunnel(range(s), src.into()),
+    }
+}

@@ -1,0 +1,339 @@
+//! Messages exchanged over the control channel, and the netmap they carry.
+//!
+//! Every collection that reaches the wire is ordered (`Vec` sorted by the
+//! sender, or `BTreeMap`), so the same state always encodes to the same
+//! bytes.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::PublicKey;
+
+/// Control's identifier for a node, stable for the node's lifetime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(pub u64);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Seconds since the Unix epoch. Cores are handed the time; they never read
+/// a clock.
+pub type UnixTime = i64;
+
+/// Payload of the first Noise message (node → control).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientHello {
+    /// The node's [`crate::CAPABILITY_VERSION`].
+    pub capability_version: u32,
+}
+
+/// Payload of the second Noise message (control → node).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum ServerHello {
+    /// The channel is open.
+    Accepted {
+        /// Control's capability version.
+        capability_version: u32,
+    },
+    /// Control will not serve this node; it closes the channel after this.
+    Refused {
+        /// Why, in words for the operator.
+        reason: String,
+    },
+}
+
+/// A message from a node to control.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// Register a node key (first join, or rotation of an expired key).
+    Register(RegisterRequest),
+    /// Open the netmap stream for a registered node key.
+    Map(MapRequest),
+    /// Tell control about a change (endpoints, advertised routes) on an open
+    /// map stream.
+    Update(NodeUpdate),
+}
+
+/// Registration of a node key under the channel's machine key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    /// The node's new WireGuard public key.
+    pub node_key: PublicKey,
+    /// When rotating: the key being replaced. The machine key proves the
+    /// node owns it, so no auth key is needed.
+    pub old_node_key: Option<PublicKey>,
+    /// A pre-authorised key, needed for a machine control does not know.
+    pub auth_key: Option<String>,
+    /// The node's host name, used for its tailnet name.
+    pub hostname: String,
+}
+
+impl fmt::Debug for RegisterRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegisterRequest")
+            .field("node_key", &self.node_key)
+            .field("old_node_key", &self.old_node_key)
+            .field("auth_key", &self.auth_key.as_ref().map(|_| "<redacted>"))
+            .field("hostname", &self.hostname)
+            .finish()
+    }
+}
+
+/// Control's answer to a successful registration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    /// The node's id.
+    pub node_id: NodeId,
+    /// Its tailnet addresses (one IPv4 /32 and one IPv6 /128).
+    pub addresses: Vec<IpNet>,
+    /// When the node key expires; the node must rotate before then.
+    pub key_expiry: Option<UnixTime>,
+    /// The node's tags, from its auth key.
+    pub tags: Vec<String>,
+}
+
+/// Opens the netmap stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapRequest {
+    /// The node key the stream is for; it must belong to the channel's
+    /// machine key.
+    pub node_key: PublicKey,
+    /// The node's host name (may change between runs).
+    pub hostname: String,
+    /// UDP endpoints where the node's WireGuard socket can be reached.
+    pub endpoints: Vec<SocketAddr>,
+    /// Routes the node offers to forward for the tailnet.
+    pub advertised_routes: Vec<IpNet>,
+}
+
+/// A change reported on an open map stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeUpdate {
+    /// New endpoints, when they changed.
+    pub endpoints: Option<Vec<SocketAddr>>,
+    /// New advertised routes, when they changed.
+    pub advertised_routes: Option<Vec<IpNet>>,
+}
+
+/// A message from control to a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// Answer to [`ClientMessage::Register`].
+    Registered(RegisterResponse),
+    /// A full netmap or a delta.
+    Map(MapResponse),
+    /// Sent on an idle stream so both ends (and middleboxes) know it lives.
+    KeepAlive,
+    /// A request failed; control closes the channel after this.
+    Error(ControlError),
+}
+
+/// Why control refused a request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlError {
+    /// What kind of failure, for the node to branch on.
+    pub code: ErrorCode,
+    /// What went wrong, in words for the operator.
+    pub message: String,
+}
+
+/// Failure kinds a node reacts to differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The auth key is unknown, expired, revoked or used up.
+    AuthKeyRefused,
+    /// The node key is not registered under this machine key.
+    NodeUnknown,
+    /// The node key has expired: rotate it.
+    NodeKeyExpired,
+    /// The request itself was malformed.
+    BadRequest,
+    /// Control failed; try again later.
+    Internal,
+}
+
+/// One netmap message. The first on a stream is full (`peers` is `Some`);
+/// later ones are deltas against everything sent before on that stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapResponse {
+    /// Position on the stream, from 1; a node that sees a gap resyncs.
+    pub seq: u64,
+    /// The node itself, when it changed (always on a full map).
+    pub node: Option<Node>,
+    /// The whole peer list (full map only), sorted by id.
+    pub peers: Option<Vec<Node>>,
+    /// Delta: peers added or changed, sorted by id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers_changed: Vec<Node>,
+    /// Delta: peers removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers_removed: Vec<NodeId>,
+    /// Delta: only the endpoints of these peers changed (a small patch).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoint_patches: Vec<EndpointPatch>,
+    /// DNS configuration, when it changed.
+    pub dns: Option<DnsConfig>,
+    /// The node's packet filter, when it changed. `None` on a full map means
+    /// the node applies no filter beyond the source check.
+    pub packet_filter: Option<PacketFilter>,
+}
+
+impl MapResponse {
+    /// Whether this is a full map rather than a delta.
+    pub fn is_full(&self) -> bool {
+        self.peers.is_some()
+    }
+}
+
+/// A node as control describes it to others.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// Control's id for the node.
+    pub id: NodeId,
+    /// Its tailnet name (host name, made unique).
+    pub name: String,
+    /// Its WireGuard public key.
+    pub node_key: PublicKey,
+    /// When the node key expires.
+    pub key_expiry: Option<UnixTime>,
+    /// Its own tailnet addresses.
+    pub addresses: Vec<IpNet>,
+    /// Everything it may send from and receive for: its addresses plus the
+    /// routes for which it is primary.
+    pub allowed_ips: Vec<IpNet>,
+    /// Approved routes for which this node is the primary router.
+    pub primary_routes: Vec<IpNet>,
+    /// Where its WireGuard socket can be reached.
+    pub endpoints: Vec<SocketAddr>,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// Whether it has an open map stream (or, for a WireGuard-only device,
+    /// always true).
+    pub online: bool,
+    /// A plain WireGuard peer without Causeway software.
+    pub wireguard_only: bool,
+}
+
+/// A small patch for a peer whose endpoints alone changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointPatch {
+    /// Which peer.
+    pub id: NodeId,
+    /// Its endpoints now.
+    pub endpoints: Vec<SocketAddr>,
+}
+
+/// DNS configuration for a node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsConfig {
+    /// The tailnet's own domain (MagicDNS), e.g. `tailnet.causeway.internal`.
+    pub domain: String,
+    /// Names in that domain and their addresses.
+    pub records: BTreeMap<String, Vec<IpAddr>>,
+    /// Split DNS: domain suffix → resolvers for it.
+    pub split: BTreeMap<String, Vec<IpAddr>>,
+}
+
+/// A node's packet filter: which sources may reach which destinations.
+///
+/// The policy compiler that fills it arrives with tailnet policy; until then
+/// control sends none and nodes enforce only the source check.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PacketFilter {
+    /// Rules; a packet is accepted when any rule matches.
+    pub rules: Vec<FilterRule>,
+}
+
+/// One accept rule of a [`PacketFilter`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilterRule {
+    /// Source prefixes.
+    pub sources: Vec<IpNet>,
+    /// Destination prefixes.
+    pub destinations: Vec<IpNet>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn node(id: u64) -> Node {
+        Node {
+            id: NodeId(id),
+            name: format!("node-{id}"),
+            node_key: PublicKey::from_bytes([id as u8; 32]),
+            key_expiry: Some(1_800_000_000),
+            addresses: vec!["100.64.0.1/32".parse().expect("valid prefix")],
+            allowed_ips: vec!["100.64.0.1/32".parse().expect("valid prefix")],
+            primary_routes: vec![],
+            endpoints: vec!["198.18.0.3:41641".parse().expect("valid addr")],
+            tags: vec!["tag:router".into()],
+            online: true,
+            wireguard_only: false,
+        }
+    }
+
+    #[test]
+    fn delta_omits_empty_lists() {
+        let delta = MapResponse { seq: 2, ..Default::default() };
+        let json = serde_json::to_string(&delta).expect("serialises");
+        assert_eq!(json, r#"{"seq":2,"node":null,"peers":null,"dns":null,"packet_filter":null}"#);
+    }
+
+    #[test]
+    fn server_message_is_tagged() {
+        let msg = ServerMessage::Map(MapResponse {
+            seq: 1,
+            peers: Some(vec![node(2)]),
+            ..Default::default()
+        });
+        let json = serde_json::to_string(&msg).expect("serialises");
+        assert!(json.starts_with(r#"{"type":"map","seq":1"#), "{json}");
+        let back: ServerMessage = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn register_request_debug_hides_the_auth_key() {
+        let req = RegisterRequest {
+            node_key: PublicKey::from_bytes([1; 32]),
+            old_node_key: None,
+            auth_key: Some("cwk_secret".into()),
+            hostname: "laptop".into(),
+        };
+        assert!(!format!("{req:?}").contains("cwk_secret"));
+    }
+
+    proptest! {
+        #[test]
+        fn client_messages_parse_or_error_without_panicking(s in ".*") {
+            let _ = serde_json::from_str::<ClientMessage>(&s);
+        }
+
+        #[test]
+        fn map_responses_round_trip(seq in any::<u64>(), ids in proptest::collection::vec(any::<u64>(), 0..8)) {
+            let msg = MapResponse {
+                seq,
+                peers_changed: ids.iter().copied().map(node).collect(),
+                peers_removed: ids.iter().copied().map(NodeId).collect(),
+                ..Default::default()
+            };
+            let json = serde_json::to_vec(&msg).expect("serialises");
+            let back: MapResponse = serde_json::from_slice(&json).expect("parses");
+            prop_assert_eq!(back, msg);
+        }
+    }
+}
