@@ -1,0 +1,176 @@
+//! The appliance's TOML configuration. Each section enables a role.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use causeway_wire::PublicKey;
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where keys, the control database and the status socket live.
+    pub state_dir: PathBuf,
+    /// Role `control`.
+    pub control: Option<causeway_control::ControlConfig>,
+    /// Role `device`.
+    pub node: Option<NodeConfig>,
+    /// Role `subnet-router`.
+    pub subnet_router: Option<SubnetRouterConfig>,
+}
+
+/// `[node]`: the base mesh node.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Control's node-facing URL, `http://host:port`.
+    pub control_url: String,
+    /// Control's public key, pinned.
+    pub control_public_key: Option<PublicKey>,
+    /// A file holding control's public key.
+    pub control_public_key_file: Option<PathBuf>,
+    /// The auth key, read only for the first registration.
+    pub auth_key_file: Option<PathBuf>,
+    /// The node's host name.
+    #[serde(default = "default_hostname")]
+    pub hostname: String,
+    /// UDP port of the WireGuard socket.
+    #[serde(default = "default_listen_port")]
+    pub listen_port: u16,
+    /// Name of the TUN device.
+    #[serde(default = "default_tun_name")]
+    pub tun_name: String,
+    /// Install routes for peers' approved subnet routes.
+    #[serde(default)]
+    pub accept_routes: bool,
+    /// MTU of the TUN device (default 1280).
+    pub mtu: Option<u16>,
+    /// Endpoints to advertise; default: the addresses of local interfaces.
+    #[serde(default)]
+    pub advertise_endpoints: Vec<SocketAddr>,
+}
+
+/// `[subnet_router]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubnetRouterConfig {
+    /// Routes to advertise.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// One advertised route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The prefix.
+    pub prefix: IpNet,
+    /// Masquerade tailnet sources (default). Off keeps source addresses;
+    /// the network then needs a return route for the tailnet via this node.
+    #[serde(default = "default_true")]
+    pub snat: bool,
+}
+
+fn default_hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "node".to_owned())
+}
+fn default_listen_port() -> u16 {
+    41641
+}
+fn default_tun_name() -> String {
+    "cw0".to_owned()
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Config {
+    /// Reads and validates a config file; errors name the file and the key.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+        let config: Self = toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
+        config.validate().with_context(|| format!("checking config file {}", path.display()))?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.control.is_none() && self.node.is_none() {
+            bail!("no role enabled: expected a [control] or [node] section");
+        }
+        if self.subnet_router.is_some() && self.node.is_none() {
+            bail!("[subnet_router] needs a [node] section: a router is a mesh node");
+        }
+        if let Some(node) = &self.node {
+            if !node.control_url.starts_with("http://") && !node.control_url.starts_with("https://") {
+                bail!("node.control_url = {:?}: expected http://HOST:PORT", node.control_url);
+            }
+            if node.control_public_key.is_none() == node.control_public_key_file.is_none() {
+                bail!("[node]: expected exactly one of control_public_key and control_public_key_file");
+            }
+            if node.tun_name.is_empty() || node.tun_name.len() > 15 {
+                bail!("node.tun_name = {:?}: expected 1 to 15 characters", node.tun_name);
+            }
+        }
+        if let Some(router) = &self.subnet_router {
+            for route in &router.routes {
+                if route.prefix != route.prefix.trunc() {
+                    bail!("subnet_router.routes: prefix {} has host bits set; expected {}", route.prefix, route.prefix.trunc());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<Config> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    const NODE: &str = r#"
+        state_dir = "/tmp/x"
+        [node]
+        control_url = "http://198.18.0.2:8080"
+        control_public_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+    "#;
+
+    #[test]
+    fn a_minimal_node_config_gets_defaults() {
+        let config = parse(NODE).expect("valid config");
+        let node = config.node.expect("node role");
+        assert_eq!(node.listen_port, 41641);
+        assert_eq!(node.tun_name, "cw0");
+        assert!(!node.accept_routes);
+    }
+
+    #[test]
+    fn routes_default_to_snat_and_host_bits_are_refused() {
+        let ok = parse(&format!("{NODE}\n[subnet_router]\nroutes = [{{ prefix = \"198.19.1.0/24\" }}]")).expect("valid");
+        assert!(ok.subnet_router.expect("router role").routes[0].snat);
+        let err = parse(&format!("{NODE}\n[subnet_router]\nroutes = [{{ prefix = \"198.19.1.7/24\" }}]"))
+            .expect_err("host bits refused");
+        assert!(err.to_string().contains("198.19.1.7/24"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let err = parse(&format!("{NODE}\nlisten_prot = 1")).expect_err("typo refused");
+        assert!(format!("{err:#}").contains("listen_prot"), "{err:#}");
+    }
+
+    #[test]
+    fn a_file_with_no_role_is_refused() {
+        let err = parse("state_dir = \"/tmp/x\"").expect_err("no role");
+        assert!(err.to_string().contains("no role"));
+    }
+}

@@ -1,0 +1,168 @@
+//! `appliance`: the one Causeway daemon (every role, enabled by its config)
+//! and its local CLI.
+
+mod config;
+mod node;
+mod state;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tokio::sync::watch;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Config;
+use crate::state::StateDir;
+
+/// Causeway appliance: mesh node, subnet router and coordination server.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon with the roles its config file enables.
+    Run(RunArgs),
+    /// Show the running daemon's node, peers, handshakes and counters.
+    Status(StatusArgs),
+    /// Coordination-server set-up.
+    #[command(subcommand)]
+    Control(ControlCommand),
+    /// Administer control over its HTTP API (keys, nodes, routes, policy).
+    Admin(causeway_control::admin_cli::AdminArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The TOML config file.
+    #[arg(long, env = "CAUSEWAY_CONFIG")]
+    config: PathBuf,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// The daemon's state directory.
+    #[arg(long, env = "CAUSEWAY_STATE_DIR", default_value = "/var/lib/causeway")]
+    state_dir: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum ControlCommand {
+    /// Create a tailnet (idempotent): control's key, admin token, ULA /48.
+    Init {
+        /// Where control keeps its state.
+        #[arg(long, env = "CAUSEWAY_STATE_DIR")]
+        state_dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("CAUSEWAY_LOG")
+                .or_else(|_| EnvFilter::try_from_default_env())
+                .unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run(args) => run(args).await,
+        Command::Status(args) => {
+            let status = node::status::query(&args.state_dir).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&status).context("serialising status")?);
+            } else {
+                print_stdout(&node::status::render(&status))?;
+            }
+            Ok(())
+        }
+        Command::Control(ControlCommand::Init { state_dir }) => {
+            let output = causeway_control::init(&state_dir)?;
+            println!("{}", output.public_key);
+            Ok(())
+        }
+        Command::Admin(args) => causeway_control::admin_cli::run(args).await,
+    }
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to stdout"),
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args.config)?;
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("stopping");
+        let _ = stop.send(true);
+    });
+
+    let control = config.control.clone().map(|mut control| {
+        control.state_dir = config.state_dir.clone();
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            causeway_control::serve(control, async move {
+                let _ = stopped.changed().await;
+            })
+            .await
+        })
+    });
+
+    let node_result = match &config.node {
+        Some(node_config) => {
+            let state = StateDir::open(&config.state_dir)?;
+            node::run(node_config, config.subnet_router.as_ref(), state, stopped.clone()).await
+        }
+        None => Ok(()),
+    };
+    let control_result = match control {
+        Some(handle) => handle.await.context("control task failed")?,
+        None => Ok(()),
+    };
+    node_result.and(control_result)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers we can only run until killed.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

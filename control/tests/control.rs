@@ -1,0 +1,686 @@
+//! Control end to end, in process: `serve_on` on 127.0.0.1 ephemeral ports
+//! with a temporary state directory, nodes speaking the real Noise channel
+//! over a hand-made HTTP upgrade, and the admin API over HTTP.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use causeway_control::{ControlConfig, Listeners, serve_on};
+use causeway_tailnet::apply_delta;
+use causeway_wire::noise::{Initiator, Opener, Sealer};
+use causeway_wire::{
+    CAPABILITY_VERSION, ClientHello, ClientMessage, ControlError, ErrorCode, MapRequest, MapResponse, Node, NodeId,
+    NodeUpdate, PrivateKey, PublicKey, RegisterRequest, RegisterResponse, ServerHello, ServerMessage,
+};
+use ipnet::IpNet;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+// --- harness --------------------------------------------------------------
+
+struct Control {
+    state_dir: PathBuf,
+    node_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    public_key: PublicKey,
+    token: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    http: reqwest::Client,
+}
+
+async fn start(state_dir: &Path, tweak: impl FnOnce(&mut ControlConfig)) -> Control {
+    let node = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (node_addr, admin_addr) = (node.local_addr().unwrap(), admin.local_addr().unwrap());
+    let mut config = ControlConfig::new(state_dir);
+    config.listen = node_addr;
+    config.admin_listen = admin_addr;
+    tweak(&mut config);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve_on(config, Listeners { node, admin }, async move {
+        let _ = stopped.await;
+    }));
+    // serve_on initialises the state dir before it accepts; wait for health.
+    let http = reqwest::Client::new();
+    let health = format!("http://{admin_addr}/healthz");
+    for _ in 0..100 {
+        if http.get(&health).send().await.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let public_key = std::fs::read_to_string(state_dir.join("control.pub")).unwrap().trim().parse().unwrap();
+    let token = std::fs::read_to_string(state_dir.join("admin.token")).unwrap().trim().to_owned();
+    Control {
+        state_dir: state_dir.to_owned(),
+        node_addr,
+        admin_addr,
+        public_key,
+        token,
+        stop: Some(stop),
+        task: Some(task),
+        http,
+    }
+}
+
+impl Control {
+    async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(TIMEOUT, self.task.take().unwrap()).await.unwrap().unwrap().unwrap();
+    }
+
+    async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.admin_raw(method, path, body.map(|b| b.to_string()), Some(&self.token)).await
+    }
+
+    async fn admin_raw(&self, method: &str, path: &str, body: Option<String>, token: Option<&str>) -> (u16, Value) {
+        let url = format!("http://{}{path}", self.admin_addr);
+        let mut req = self.http.request(method.parse().unwrap(), url);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.header("content-type", "application/json").body(body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn create_key(&self, body: Value) -> String {
+        let (status, v) = self.admin("POST", "/api/v1/keys", Some(body)).await;
+        assert_eq!(status, 200, "{v}");
+        v["key"].as_str().unwrap().to_owned()
+    }
+
+    async fn node_count(&self) -> usize {
+        self.admin("GET", "/api/v1/nodes", None).await.1.as_array().unwrap().len()
+    }
+}
+
+/// A node speaking the control protocol.
+struct TestNode {
+    stream: TcpStream,
+    sealer: Sealer,
+    opener: Opener,
+    node_key: PublicKey,
+    hostname: String,
+    /// The netmap as built from everything received.
+    map: MapResponse,
+}
+
+/// Result of the HTTP upgrade when it did not produce a channel.
+#[derive(Debug)]
+enum Dial {
+    Http(u16, String),
+    Refused(String),
+}
+
+async fn dial(control: &Control, pinned: &PublicKey, machine: &PrivateKey, version: u32) -> Result<TestNode, Dial> {
+    let hello = ClientHello { capability_version: version };
+    let (initiator, msg1) = Initiator::start(machine, pinned, &hello).unwrap();
+    let mut stream = TcpStream::connect(control.node_addr).await.unwrap();
+    let request = format!(
+        "POST /causeway/v1/control HTTP/1.1\r\nHost: control\r\nUpgrade: causeway-noise\r\nConnection: upgrade\r\ncauseway-handshake: {}\r\nContent-Length: 0\r\n\r\n",
+        STANDARD.encode(&msg1)
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos + 4;
+        }
+        let mut chunk = [0u8; 1024];
+        let n = tokio::time::timeout(TIMEOUT, stream.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(n > 0, "connection closed during HTTP response");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut rest = buf[head_end..].to_vec();
+    if status != 101 {
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+            .unwrap_or(0);
+        while rest.len() < len {
+            let mut chunk = [0u8; 1024];
+            let n = stream.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            rest.extend_from_slice(&chunk[..n]);
+        }
+        return Err(Dial::Http(status, String::from_utf8_lossy(&rest).to_string()));
+    }
+    while rest.len() < 2 || rest.len() < 2 + usize::from(u16::from_be_bytes([rest[0], rest[1]])) {
+        let mut chunk = [0u8; 1024];
+        let n = tokio::time::timeout(TIMEOUT, stream.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(n > 0, "connection closed before msg2");
+        rest.extend_from_slice(&chunk[..n]);
+    }
+    let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+    let (server_hello, channel) = initiator.finish(&rest[2..2 + len]).unwrap();
+    let (sealer, mut opener) = channel.split();
+    opener.push(&rest[2 + len..]);
+    if let ServerHello::Refused { reason } = server_hello {
+        return Err(Dial::Refused(reason));
+    }
+    Ok(TestNode {
+        stream,
+        sealer,
+        opener,
+        node_key: PrivateKey::from_random_bytes(rand_bytes()).public_key(),
+        hostname: String::new(),
+        map: MapResponse::default(),
+    })
+}
+
+fn rand_bytes() -> [u8; 32] {
+    rand::random()
+}
+
+async fn connect(control: &Control) -> TestNode {
+    connect_as(control, &PrivateKey::from_random_bytes(rand_bytes())).await
+}
+
+async fn connect_as(control: &Control, machine: &PrivateKey) -> TestNode {
+    dial(control, &control.public_key, machine, CAPABILITY_VERSION).await.unwrap()
+}
+
+impl TestNode {
+    async fn send(&mut self, msg: &ClientMessage) {
+        let mut out = Vec::new();
+        self.sealer.seal(msg, &mut out).unwrap();
+        self.stream.write_all(&out).await.unwrap();
+    }
+
+    /// The next message, or None when the stream ended.
+    async fn recv(&mut self) -> Option<ServerMessage> {
+        loop {
+            if let Some(msg) = self.opener.next_message().unwrap() {
+                return Some(msg);
+            }
+            let mut chunk = vec![0u8; 64 * 1024];
+            let n = tokio::time::timeout(TIMEOUT, self.stream.read(&mut chunk))
+                .await
+                .expect("timed out waiting for control")
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+            self.opener.push(&chunk[..n]);
+        }
+    }
+
+    async fn register(&mut self, hostname: &str, auth_key: Option<&str>) -> Result<RegisterResponse, ControlError> {
+        self.hostname = hostname.to_owned();
+        let req = RegisterRequest {
+            node_key: self.node_key,
+            old_node_key: None,
+            auth_key: auth_key.map(str::to_owned),
+            hostname: hostname.to_owned(),
+        };
+        self.send(&ClientMessage::Register(req)).await;
+        match self.recv().await {
+            Some(ServerMessage::Registered(r)) => Ok(r),
+            Some(ServerMessage::Error(e)) => Err(e),
+            other => panic!("unexpected answer to register: {other:?}"),
+        }
+    }
+
+    /// Opens the map stream and returns the full map.
+    async fn map(&mut self, endpoints: &[&str], routes: &[&str]) -> Result<MapResponse, ControlError> {
+        let req = MapRequest {
+            node_key: self.node_key,
+            hostname: self.hostname.clone(),
+            endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
+            advertised_routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
+        };
+        self.send(&ClientMessage::Map(req)).await;
+        match self.recv().await {
+            Some(ServerMessage::Map(m)) => {
+                assert!(m.is_full(), "first map must be full");
+                self.map = m.clone();
+                Ok(m)
+            }
+            Some(ServerMessage::Error(e)) => Err(e),
+            other => panic!("unexpected answer to map: {other:?}"),
+        }
+    }
+
+    /// Waits for the next map message (skipping keepalives) and applies it.
+    async fn next_delta(&mut self) -> MapResponse {
+        loop {
+            match self.recv().await {
+                Some(ServerMessage::Map(m)) => {
+                    apply_delta(&mut self.map, &m);
+                    return m;
+                }
+                Some(ServerMessage::KeepAlive) => {}
+                other => panic!("expected a map message, got {other:?}"),
+            }
+        }
+    }
+
+    /// Applies deltas until `pred` holds for the held map.
+    async fn wait_for(&mut self, what: &str, pred: impl Fn(&MapResponse) -> bool) {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while !pred(&self.map) {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}; map: {:#?}", self.map);
+            self.next_delta().await;
+        }
+    }
+
+    fn peer(&self, id: NodeId) -> Option<&Node> {
+        self.map.peers.as_ref().and_then(|p| p.iter().find(|n| n.id == id))
+    }
+}
+
+async fn join(control: &Control, key: &str, hostname: &str, endpoints: &[&str], routes: &[&str]) -> (TestNode, NodeId) {
+    let mut node = connect(control).await;
+    let reg = node.register(hostname, Some(key)).await.unwrap();
+    node.map(endpoints, routes).await.unwrap();
+    (node, reg.node_id)
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+// --- tests ----------------------------------------------------------------
+
+#[tokio::test]
+async fn register_map_delta_and_endpoint_patch() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = start(dir.path(), |c| c.keepalive_interval = Duration::from_millis(300)).await;
+    let key = control.create_key(json!({"reusable": true})).await;
+
+    let mut a = connect(&control).await;
+    let reg = a.register("laptop", Some(&key)).await.unwrap();
+    assert_eq!(reg.addresses[0], net("100.64.0.1/32"));
+    assert!(reg.addresses[1].addr().to_string().starts_with("fd"));
+    let full = a.map(&["198.18.0.3:41641"], &[]).await.unwrap();
+    assert_eq!(full.peers, Some(vec![]));
+    assert_eq!(full.node.as_ref().unwrap().name, "laptop");
+    let dns = full.dns.unwrap();
+    assert_eq!(dns.domain, "tailnet.causeway.internal");
+    assert!(dns.records.contains_key("laptop.tailnet.causeway.internal"));
+
+    // Idle stream: keepalives flow.
+    assert_eq!(a.recv().await, Some(ServerMessage::KeepAlive));
+
+    let (mut b, b_id) = join(&control, &key, "server", &["198.18.0.4:41641"], &[]).await;
+    let b_full = b.map.clone();
+    assert_eq!(b_full.peers.as_ref().unwrap().len(), 1);
+    // Registration and the map request each produce a delta.
+    let delta = a.next_delta().await;
+    assert!(!delta.is_full());
+    assert_eq!(delta.peers_changed.len(), 1);
+    assert_eq!(delta.peers_changed[0].id, b_id);
+    assert!(delta.dns.unwrap().records.contains_key("server.tailnet.causeway.internal"));
+    a.wait_for("server online with endpoints", |m| {
+        m.peers.as_ref().unwrap().iter().any(|p| p.id == b_id && p.online && p.endpoints == vec!["198.18.0.4:41641".parse().unwrap()])
+    })
+    .await;
+
+    let moved: SocketAddr = "198.18.0.99:5555".parse().unwrap();
+    b.send(&ClientMessage::Update(NodeUpdate { endpoints: Some(vec![moved]), advertised_routes: None })).await;
+    let patch = a.next_delta().await;
+    assert!(patch.peers_changed.is_empty(), "{patch:?}");
+    assert_eq!(patch.endpoint_patches.len(), 1);
+    assert_eq!(patch.endpoint_patches[0].id, b_id);
+    assert_eq!(patch.endpoint_patches[0].endpoints, vec![moved]);
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_auth_keys_are_refused_and_register_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = start(dir.path(), |_| {}).await;
+    let single = control.create_key(json!({})).await;
+    let expired = control.create_key(json!({"expiry_seconds": 0})).await;
+    let revoked = control.create_key(json!({"reusable": true})).await;
+    let revoked_id = revoked.split('_').nth(1).unwrap().to_owned();
+    let (status, _) = control.admin("DELETE", &format!("/api/v1/keys/{revoked_id}"), None).await;
+    assert_eq!(status, 200);
+
+    let mut first = connect(&control).await;
+    first.register("first", Some(&single)).await.unwrap();
+    assert_eq!(control.node_count().await, 1);
+
+    let cases = [
+        ("cwk_garbage", "not known"),
+        ("cwk_000000000000_000000000000000000000000000000000000000000000000", "not known"),
+        (expired.as_str(), "expired"),
+        (revoked.as_str(), "revoked"),
+        (single.as_str(), "already used"),
+    ];
+    for (key, needle) in cases {
+        let mut node = connect(&control).await;
+        let err = node.register("intruder", Some(key)).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::AuthKeyRefused, "{key}");
+        assert!(err.message.contains(needle), "{key}: {}", err.message);
+        assert_eq!(node.recv().await, None, "channel closes after an error");
+    }
+    let mut no_key = connect(&control).await;
+    let err = no_key.register("intruder", None).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::AuthKeyRefused);
+    assert!(err.message.contains("no auth key"), "{}", err.message);
+    assert_eq!(control.node_count().await, 1);
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn old_capability_version_and_wrong_pinned_key_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = start(dir.path(), |_| {}).await;
+    let machine = PrivateKey::from_random_bytes(rand_bytes());
+    match dial(&control, &control.public_key, &machine, 0).await {
+        Err(Dial::Refused(reason)) => assert_eq!(
+            reason,
+            format!(
+                "node capability version 0 is below the minimum {}; upgrade the appliance",
+                causeway_wire::MIN_CAPABILITY_VERSION
+            )
+        ),
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+    let wrong = PrivateKey::from_random_bytes(rand_bytes()).public_key();
+    match dial(&control, &wrong, &machine, CAPABILITY_VERSION).await {
+        Err(Dial::Http(400, body)) => {
+            assert!(body.contains("handshake failed: did the node pin the right control key?"), "{body}");
+        }
+        other => panic!("expected 400, got {:?}", other.map(|_| ())),
+    }
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn routes_appear_only_after_approval() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = start(dir.path(), |_| {}).await;
+    let key = control.create_key(json!({"reusable": true})).await;
+    let (mut client, _) = join(&control, &key, "client", &["198.18.0.3:41641"], &[]).await;
+    let (_router, router_id) = join(&control, &key, "router", &["198.18.0.4:41641"], &["198.19.1.0/24"]).await;
+    client.wait_for("router as peer", |m| m.peers.as_ref().unwrap().len() == 1).await;
+    let route = net("198.19.1.0/24");
+    assert!(!client.peer(router_id).unwrap().allowed_ips.contains(&route));
+
+    let (status, routes) = control.admin("GET", "/api/v1/routes", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(routes[0]["advertised"], json!(["198.19.1.0/24"]));
+    assert_eq!(routes[0]["approved"], json!([]));
+
+    let (status, v) =
+        control.admin("POST", "/api/v1/routes/approve", Some(json!({"node": "router", "prefix": "198.19.1.0/24"}))).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["primary"], json!(["198.19.1.0/24"]));
+    client.wait_for("approved route", |m| {
+        m.peers.as_ref().unwrap().iter().any(|p| p.allowed_ips.contains(&route) && p.primary_routes == vec![route])
+    })
+    .await;
+
+    let (status, _) = control
+        .admin("POST", "/api/v1/routes/unapprove", Some(json!({"node": router_id.0.to_string(), "prefix": "198.19.1.0/24"})))
+        .await;
+    assert_eq!(status, 200);
+    client.wait_for("route withdrawn", |m| m.peers.as_ref().unwrap().iter().all(|p| p.primary_routes.is_empty())).await;
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn auto_approvers_and_failover_between_two_routers() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = start(dir.path(), |_| {}).await;
+    let policy = r#"{
+        // routers may carry the VPC
+        "autoApprovers": {"routes": {"198.19.0.0/16": ["tag:router"],},},
+        "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+    }"#;
+    let (status, v) = control.admin_raw("PUT", "/api/v1/policy", Some(policy.into()), Some(&control.token)).await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = control
+        .admin_raw("PUT", "/api/v1/policy", Some(r#"{"autoApprovers": {"routes": {"10.0.0.1/8": []}}}"#.into()), Some(&control.token))
+        .await;
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().contains("10.0.0.1/8"), "{v}");
+    let (_, text) = control.admin("GET", "/api/v1/policy", None).await;
+    assert_eq!(text.as_str().unwrap(), policy, "invalid policy must not replace the old one");
+
+    let routers = control.create_key(json!({"reusable": true, "tags": ["tag:router"]})).await;
+    let plain = control.create_key(json!({"reusable": true})).await;
+    let route = net("198.19.1.0/24");
+    let (mut client, _) = join(&control, &plain, "client", &["198.18.0.3:1"], &[]).await;
+    let (r1, r1_id) = join(&control, &routers, "r1", &["198.18.0.4:1"], &["198.19.1.0/24"]).await;
+    let (_r2, r2_id) = join(&control, &routers, "r2", &["198.18.0.5:1"], &["198.19.1.0/24"]).await;
+    let (_other, other_id) = join(&control, &plain, "untagged", &["198.18.0.6:1"], &["198.19.2.0/24"]).await;
+    client.wait_for("r1 primary", |m| m.peers.as_ref().unwrap().len() == 3).await;
+    client.wait_for("r1 primary", |m| {
+        m.peers.as_ref().unwrap().iter().any(|p| p.id == r1_id && p.primary_routes == vec![route])
+    })
+    .await;
+    assert!(client.peer(r2_id).unwrap().primary_routes.is_empty(), "one primary per prefix");
+    assert!(client.peer(other_id).unwrap().primary_routes.is_empty(), "untagged router is not auto-approved");
+
+    drop(r1);
+    client.wait_for("failover to r2", |m| {
+        let peers = m.peers.as_ref().unwrap();
+        peers.iter().any(|p| p.id == r2_id && p.allowed_ips.contains(&route))
+            && peers.iter().any(|p| p.id == r1_id && !p.online && p.primary_routes.is_empty())
+    })
+    .await;
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn restart_keeps_state_and_nodes_remap() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = start(dir.path(), |_| {}).await;
+    let public_key = control.public_key;
+    let key = control.create_key(json!({"reusable": true})).await;
+    let machine = PrivateKey::from_random_bytes(rand_bytes());
+    let mut router = connect_as(&control, &machine).await;
+    let reg = router.register("router", Some(&key)).await.unwrap();
+    router.map(&["198.18.0.4:1"], &["198.19.1.0/24"]).await.unwrap();
+    let (status, _) =
+        control.admin("POST", "/api/v1/routes/approve", Some(json!({"node": "router", "prefix": "198.19.1.0/24"}))).await;
+    assert_eq!(status, 200);
+    let (_, nodes_before) = control.admin("GET", "/api/v1/nodes", None).await;
+    let node_key = router.node_key;
+    drop(router);
+    control.shutdown().await;
+
+    let control = start(dir.path(), |_| {}).await;
+    assert_eq!(control.public_key, public_key);
+    let (_, nodes_after) = control.admin("GET", "/api/v1/nodes", None).await;
+    let (before, after) = (&nodes_before[0], &nodes_after[0]);
+    for field in ["id", "name", "node_key", "machine_key", "addresses", "key_expiry", "approved_routes", "advertised_routes"] {
+        assert_eq!(before[field], after[field], "{field}");
+    }
+    assert_eq!(after["online"], json!(false));
+    // The reusable key survives too.
+    let (mut other, _) = join(&control, &key, "other", &["198.18.0.5:1"], &[]).await;
+    assert_eq!(other.map.node.as_ref().unwrap().addresses[0], net("100.64.0.2/32"));
+
+    let mut router = connect_as(&control, &machine).await;
+    router.node_key = node_key;
+    router.hostname = "router".into();
+    let full = router.map(&["198.18.0.4:1"], &["198.19.1.0/24"]).await.unwrap();
+    assert_eq!(full.node.as_ref().unwrap().id, reg.node_id);
+    assert_eq!(full.node.as_ref().unwrap().primary_routes, vec![net("198.19.1.0/24")]);
+    other.wait_for("router back with its route", |m| {
+        m.peers.as_ref().unwrap().iter().any(|p| p.id == reg.node_id && p.online && !p.primary_routes.is_empty())
+    })
+    .await;
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn admin_api_rejects_bad_requests_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = start(dir.path(), |_| {}).await;
+    let key = control.create_key(json!({"reusable": true})).await;
+    let (_node, _) = join(&control, &key, "router", &["198.18.0.4:1"], &["198.19.1.0/24"]).await;
+
+    let (status, _) = control.admin_raw("GET", "/api/v1/nodes", None, None).await;
+    assert_eq!(status, 401);
+    let (status, _) = control.admin_raw("GET", "/api/v1/nodes", None, Some("wrong")).await;
+    assert_eq!(status, 401);
+
+    let cases: Vec<(&str, &str, Option<&str>, u16, &str)> = vec![
+        ("POST", "/api/v1/keys", Some("{not json"), 400, "invalid JSON"),
+        ("POST", "/api/v1/keys", Some(r#"{"tags": ["router"]}"#), 400, "\"router\""),
+        ("POST", "/api/v1/keys", Some(r#"{"reuseable": true}"#), 400, "reuseable"),
+        ("DELETE", "/api/v1/keys/nope", None, 404, "nope"),
+        ("DELETE", "/api/v1/nodes/99", None, 404, "99"),
+        ("DELETE", "/api/v1/nodes/abc", None, 400, "abc"),
+        ("POST", "/api/v1/nodes/99/expire", None, 404, "99"),
+        ("POST", "/api/v1/routes/approve", Some(r#"{"node": "router", "prefix": "198.19.1.0"}"#), 400, "198.19.1.0"),
+        ("POST", "/api/v1/routes/approve", Some(r#"{"node": "router", "prefix": "198.19.1.1/24"}"#), 400, "host bits"),
+        ("POST", "/api/v1/routes/approve", Some(r#"{"node": "ghost", "prefix": "198.19.1.0/24"}"#), 404, "ghost"),
+        ("POST", "/api/v1/routes/approve", Some(r#"{"node": "router", "prefix": "198.19.9.0/24"}"#), 400, "does not advertise"),
+        ("POST", "/api/v1/wireguard-devices", Some(r#"{"name": "bad name!"}"#), 400, "bad name!"),
+        ("PUT", "/api/v1/policy", Some("{"), 400, "huJSON"),
+        ("GET", "/api/v1/nope", None, 404, "no such endpoint"),
+    ];
+    for (method, path, body, want, needle) in cases {
+        let (status, v) = control.admin_raw(method, path, body.map(str::to_owned), Some(&control.token)).await;
+        assert_eq!(status, want, "{method} {path} {body:?}: {v}");
+        let message = v["error"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{method} {path}: {message}");
+    }
+    let (_, keys) = control.admin("GET", "/api/v1/keys", None).await;
+    assert_eq!(keys.as_array().unwrap().len(), 1);
+    assert!(keys[0].get("key").is_none(), "secrets are never listed");
+    let (_, routes) = control.admin("GET", "/api/v1/routes", None).await;
+    assert_eq!(routes[0]["approved"], json!([]));
+    assert_eq!(control.node_count().await, 1);
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn wireguard_only_device_gets_a_config_and_appears_as_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = start(dir.path(), |_| {}).await;
+    let key = control.create_key(json!({"reusable": true})).await;
+    let (mut router, router_id) = join(&control, &key, "router", &["198.18.0.4:41641"], &["198.19.1.0/24"]).await;
+    control.admin("POST", "/api/v1/routes/approve", Some(json!({"node": "router", "prefix": "198.19.1.0/24"}))).await;
+    let (_quiet, _) = join(&control, &key, "no-endpoints", &[], &[]).await;
+
+    let (status, v) = control.admin("POST", "/api/v1/wireguard-devices", Some(json!({"name": "printer"}))).await;
+    assert_eq!(status, 200, "{v}");
+    let config = v["config"].as_str().unwrap();
+    let device_id = NodeId(v["node"]["id"].as_u64().unwrap());
+    let router_key = router.node_key;
+    assert!(config.starts_with("[Interface]\nPrivateKey = "), "{config}");
+    let private = config.lines().nth(1).unwrap().trim_start_matches("PrivateKey = ");
+    let private = PrivateKey::from_base64(private).unwrap();
+    assert_eq!(v["node"]["node_key"], json!(private.public_key().to_string()));
+    let v4 = v["node"]["addresses"][0].as_str().unwrap();
+    let v6 = v["node"]["addresses"][1].as_str().unwrap();
+    assert!(config.contains(&format!("Address = {v4}, {v6}")), "{config}");
+    assert_eq!(config.matches("[Peer]").count(), 1, "only nodes with endpoints: {config}");
+    assert!(config.contains(&format!("PublicKey = {router_key}")));
+    assert!(config.contains(&format!(
+        "AllowedIPs = {}, 198.19.1.0/24",
+        router.map.node.as_ref().unwrap().addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    )), "{config}");
+    assert!(config.contains("Endpoint = 198.18.0.4:41641"));
+    assert!(config.contains("PersistentKeepalive = 25"));
+    // The private key is not stored anywhere control keeps.
+    let db = std::fs::read(control.state_dir.join("control.db")).unwrap();
+    let wal = std::fs::read(control.state_dir.join("control.db-wal")).unwrap_or_default();
+    let secret = private.to_base64();
+    for bytes in [db, wal] {
+        assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
+    }
+
+    router.wait_for("device as peer", |m| m.peers.as_ref().unwrap().iter().any(|p| p.id == device_id)).await;
+    let device = router.peer(device_id).unwrap();
+    assert!(device.wireguard_only && device.online && device.endpoints.is_empty());
+    assert_ne!(device.id, router_id);
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn ephemeral_node_is_removed_after_its_stream_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = start(dir.path(), |c| c.ephemeral_grace = Duration::from_millis(500)).await;
+    let durable = control.create_key(json!({"reusable": true})).await;
+    let ephemeral = control.create_key(json!({"ephemeral": true})).await;
+    let (mut watcher, _) = join(&control, &durable, "watcher", &["198.18.0.3:1"], &[]).await;
+    let (eph, eph_id) = join(&control, &ephemeral, "ci-runner", &["198.18.0.9:1"], &[]).await;
+    watcher.wait_for("ephemeral peer", |m| m.peers.as_ref().unwrap().iter().any(|p| p.id == eph_id)).await;
+    drop(eph);
+    watcher.wait_for("ephemeral removed", |m| m.peers.as_ref().unwrap().iter().all(|p| p.id != eph_id)).await;
+    assert_eq!(control.node_count().await, 1);
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn expired_node_key_forces_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = start(dir.path(), |_| {}).await;
+    let key = control.create_key(json!({"reusable": true})).await;
+    let (mut watcher, _) = join(&control, &key, "watcher", &["198.18.0.3:1"], &[]).await;
+    let machine = PrivateKey::from_random_bytes(rand_bytes());
+    let mut node = connect_as(&control, &machine).await;
+    let reg = node.register("laptop", Some(&key)).await.unwrap();
+    node.map(&["198.18.0.7:1"], &[]).await.unwrap();
+    watcher.wait_for("laptop", |m| m.peers.as_ref().unwrap().len() == 1).await;
+
+    let (status, v) = control.admin("POST", &format!("/api/v1/nodes/{}/expire", reg.node_id), None).await;
+    assert_eq!(status, 200, "{v}");
+    loop {
+        match node.recv().await {
+            Some(ServerMessage::Error(e)) => {
+                assert_eq!(e.code, ErrorCode::NodeKeyExpired);
+                break;
+            }
+            Some(ServerMessage::KeepAlive | ServerMessage::Map(_)) => {}
+            other => panic!("expected NodeKeyExpired, got {other:?}"),
+        }
+    }
+    watcher.wait_for("expired node dropped", |m| m.peers.as_ref().unwrap().is_empty()).await;
+
+    // Mapping with the expired key is refused; rotating with the old key
+    // (no auth key) works and the node comes back.
+    let mut again = connect_as(&control, &machine).await;
+    again.node_key = node.node_key;
+    again.hostname = "laptop".into();
+    assert_eq!(again.map(&[], &[]).await.unwrap_err().code, ErrorCode::NodeKeyExpired);
+    let mut rotated = connect_as(&control, &machine).await;
+    let new_key = PrivateKey::from_random_bytes(rand_bytes()).public_key();
+    rotated.send(&ClientMessage::Register(RegisterRequest {
+        node_key: new_key,
+        old_node_key: Some(node.node_key),
+        auth_key: None,
+        hostname: "laptop".into(),
+    }))
+    .await;
+    match rotated.recv().await {
+        Some(ServerMessage::Registered(r)) => assert_eq!(r.node_id, reg.node_id),
+        other => panic!("expected Registered, got {other:?}"),
+    }
+    rotated.node_key = new_key;
+    rotated.hostname = "laptop".into();
+    rotated.map(&["198.18.0.7:1"], &[]).await.unwrap();
+    watcher.wait_for("rotated node back", |m| {
+        m.peers.as_ref().unwrap().iter().any(|p| p.id == reg.node_id && p.node_key == new_key)
+    })
+    .await;
+    control.shutdown().await;
+}

@@ -1,0 +1,26 @@
+//! Sans-IO coordination logic for a tailnet: address allocation, auth keys,
+//! node registration, subnet routes and their primaries, policy
+//! (`autoApprovers` for now) and netmaps with deltas.
+//!
+//! Nothing here reads a clock, draws random numbers or touches a socket or
+//! a disk: callers pass `now` and random bytes in, apply the returned
+//! [`ChangeSet`] to their storage, and fan a [`PreparedChange`] out to every
+//! open [`MapSession`].
+
+pub mod addresses;
+pub mod auth_keys;
+pub mod netmap;
+pub mod policy;
+pub mod routes;
+mod state;
+
+pub use auth_keys::{AuthKey, AuthKeyRefusal, AuthKeySpec, InvalidTag, NewAuthKey};
+pub use netmap::{DeltaOutcome, MapSession, PreparedChange, apply_delta};
+pub use policy::{Policy, PolicyError};
+pub use state::{
+    AdminError, ChangeSet, NodeRecord, Presence, RegisterError, Registration, SessionId, TailnetInfo,
+    TailnetState,
+};
+
+#[cfg(test)]
+mod tests;

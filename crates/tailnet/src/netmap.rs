@@ -1,0 +1,182 @@
+//! Netmaps: the full map a stream starts with, and the deltas after it.
+//!
+//! After each change control builds one [`PreparedChange`] (each changed
+//! node's public view, computed once) and hands the same value to every
+//! open [`MapSession`]; a session compares the views with what it last sent
+//! for those nodes only. So a change costs O(changed nodes × streams), never
+//! O(nodes²).
+
+use std::collections::BTreeMap;
+
+use causeway_wire::{DnsConfig, EndpointPatch, MapResponse, Node, NodeId, UnixTime};
+
+use crate::state::{ChangeSet, TailnetState};
+
+/// One change, ready to be turned into each stream's delta.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreparedChange {
+    /// The time of the change (decides which node keys count as expired).
+    pub now: UnixTime,
+    /// Each changed node's view; `None` when it was removed.
+    pub nodes: BTreeMap<NodeId, Option<Node>>,
+    /// The DNS configuration and its generation, when it changed.
+    pub dns: Option<(u64, DnsConfig)>,
+}
+
+impl PreparedChange {
+    /// Computes the views of the nodes in `changes`.
+    pub fn new(state: &TailnetState, changes: &ChangeSet, now: UnixTime) -> Self {
+        Self {
+            now,
+            nodes: changes.nodes.iter().map(|&id| (id, state.view(id))).collect(),
+            dns: changes.dns_changed.then(|| state.dns()),
+        }
+    }
+}
+
+/// What a stream should do with a change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeltaOutcome {
+    /// Send this delta.
+    Send(Box<MapResponse>),
+    /// Nothing this node can see changed.
+    Nothing,
+    /// The node itself was deleted: close the stream.
+    SelfRemoved,
+    /// The node's own key expired: tell it and close the stream.
+    SelfExpired,
+}
+
+/// Per-stream netmap state: what this node has been told so far.
+#[derive(Clone, Debug)]
+pub struct MapSession {
+    node_id: NodeId,
+    seq: u64,
+    self_view: Option<Node>,
+    peers: BTreeMap<NodeId, Node>,
+    dns_generation: u64,
+}
+
+impl MapSession {
+    /// A session for `node_id`; call [`MapSession::full_map`] first.
+    pub fn new(node_id: NodeId) -> Self {
+        Self { node_id, seq: 0, self_view: None, peers: BTreeMap::new(), dns_generation: 0 }
+    }
+
+    /// The node this session serves.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The full netmap: the node itself, every other node whose key has
+    /// not expired (all see all until policy filters arrive), and DNS.
+    pub fn full_map(&mut self, state: &TailnetState, now: UnixTime) -> MapResponse {
+        self.seq += 1;
+        self.self_view = state.view(self.node_id);
+        self.peers = state
+            .nodes()
+            .filter(|n| n.id != self.node_id && !n.is_expired(now))
+            .filter_map(|n| state.view(n.id).map(|v| (n.id, v)))
+            .collect();
+        let (generation, dns) = state.dns();
+        self.dns_generation = generation;
+        MapResponse {
+            seq: self.seq,
+            node: self.self_view.clone(),
+            peers: Some(self.peers.values().cloned().collect()),
+            dns: Some(dns),
+            ..MapResponse::default()
+        }
+    }
+
+    /// The delta this node needs for `change`.
+    pub fn delta(&mut self, change: &PreparedChange) -> DeltaOutcome {
+        let mut out = MapResponse::default();
+        for (&id, view) in &change.nodes {
+            if id == self.node_id {
+                let Some(view) = view else { return DeltaOutcome::SelfRemoved };
+                if view.key_expiry.is_some_and(|e| e <= change.now) {
+                    return DeltaOutcome::SelfExpired;
+                }
+                if self.self_view.as_ref() != Some(view) {
+                    self.self_view = Some(view.clone());
+                    out.node = Some(view.clone());
+                }
+                continue;
+            }
+            let visible = view.as_ref().filter(|v| v.key_expiry.is_none_or(|e| e > change.now));
+            match (self.peers.get(&id), visible) {
+                (None, None) => {}
+                (Some(_), None) => {
+                    self.peers.remove(&id);
+                    out.peers_removed.push(id);
+                }
+                (Some(old), Some(new)) if old == new => {}
+                (Some(old), Some(new)) if only_endpoints_differ(old, new) => {
+                    out.endpoint_patches.push(EndpointPatch { id, endpoints: new.endpoints.clone() });
+                    self.peers.insert(id, new.clone());
+                }
+                (Some(_) | None, Some(new)) => {
+                    out.peers_changed.push(new.clone());
+                    self.peers.insert(id, new.clone());
+                }
+            }
+        }
+        if let Some((generation, dns)) = &change.dns
+            && *generation != self.dns_generation
+        {
+            self.dns_generation = *generation;
+            out.dns = Some(dns.clone());
+        }
+        let empty = out.node.is_none()
+            && out.peers_changed.is_empty()
+            && out.peers_removed.is_empty()
+            && out.endpoint_patches.is_empty()
+            && out.dns.is_none();
+        if empty {
+            return DeltaOutcome::Nothing;
+        }
+        self.seq += 1;
+        out.seq = self.seq;
+        DeltaOutcome::Send(Box::new(out))
+    }
+}
+
+/// Applies a map message to the map a node holds (a full map replaces it).
+/// Nodes use this; tests use it to check deltas against full maps.
+pub fn apply_delta(map: &mut MapResponse, delta: &MapResponse) {
+    if delta.is_full() {
+        *map = delta.clone();
+        return;
+    }
+    map.seq = delta.seq;
+    if let Some(node) = &delta.node {
+        map.node = Some(node.clone());
+    }
+    let peers = map.peers.get_or_insert_with(Vec::new);
+    let mut by_id: BTreeMap<NodeId, Node> = peers.drain(..).map(|p| (p.id, p)).collect();
+    for id in &delta.peers_removed {
+        by_id.remove(id);
+    }
+    for node in &delta.peers_changed {
+        by_id.insert(node.id, node.clone());
+    }
+    for patch in &delta.endpoint_patches {
+        if let Some(node) = by_id.get_mut(&patch.id) {
+            node.endpoints = patch.endpoints.clone();
+        }
+    }
+    *peers = by_id.into_values().collect();
+    if let Some(dns) = &delta.dns {
+        map.dns = Some(dns.clone());
+    }
+    if let Some(filter) = &delta.packet_filter {
+        map.packet_filter = Some(filter.clone());
+    }
+}
+
+fn only_endpoints_differ(old: &Node, new: &Node) -> bool {
+    let mut old = old.clone();
+    old.endpoints = new.endpoints.clone();
+    &old == new
+}

@@ -1,0 +1,897 @@
+//! The tailnet: nodes, auth keys, policy and route primaries, with every
+//! operation control performs on them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use causeway_wire::{
+    DnsConfig, ErrorCode, MapRequest, Node, NodeId, NodeUpdate, PublicKey, RegisterRequest, UnixTime,
+};
+use ipnet::{IpNet, Ipv6Net};
+
+use crate::addresses::{lowest_free_v4, v6_for};
+use crate::auth_keys::{self, AuthKey, AuthKeyRefusal, AuthKeySpec, InvalidTag, NewAuthKey};
+use crate::policy::{Policy, PolicyError};
+use crate::routes::select_primaries;
+
+/// Identity of the tailnet, fixed at creation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TailnetInfo {
+    /// Short name, the first label of [`TailnetInfo::domain`].
+    pub name: String,
+    /// MagicDNS domain, e.g. `tailnet.causeway.internal`.
+    pub domain: String,
+    /// The tailnet's unique local /48 (RFC 4193).
+    pub ula: Ipv6Net,
+}
+
+impl TailnetInfo {
+    /// A tailnet called `name` with the given ULA.
+    pub fn new(name: &str, ula: Ipv6Net) -> Self {
+        Self { name: name.to_owned(), domain: format!("{name}.causeway.internal"), ula }
+    }
+}
+
+/// A node as control stores it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeRecord {
+    /// Control's id.
+    pub id: NodeId,
+    /// The machine key that registered it; `None` for a WireGuard-only
+    /// device, which has no control channel.
+    pub machine_key: Option<PublicKey>,
+    /// Its WireGuard public key.
+    pub node_key: PublicKey,
+    /// When the node key expires.
+    pub key_expiry: Option<UnixTime>,
+    /// Tailnet IPv4 address.
+    pub ipv4: Ipv4Addr,
+    /// Tailnet IPv6 address.
+    pub ipv6: Ipv6Addr,
+    /// Host name the node reported.
+    pub hostname: String,
+    /// Unique tailnet name (DNS label).
+    pub name: String,
+    /// Tags, sorted.
+    pub tags: Vec<String>,
+    /// Deleted once its stream has been gone for a grace period.
+    pub ephemeral: bool,
+    /// A plain WireGuard peer (no Causeway software).
+    pub wireguard_only: bool,
+    /// Routes the node offers.
+    pub advertised_routes: BTreeSet<IpNet>,
+    /// Routes an admin or `autoApprovers` allowed (kept when the node stops
+    /// advertising them, so a restarting router gets them back).
+    pub approved_routes: BTreeSet<IpNet>,
+    /// Where its WireGuard socket can be reached, in the node's order.
+    pub endpoints: Vec<SocketAddr>,
+    /// When it was created.
+    pub created: UnixTime,
+    /// When its stream was last seen.
+    pub last_seen: Option<UnixTime>,
+}
+
+impl NodeRecord {
+    /// Whether the node key has expired at `now`.
+    pub fn is_expired(&self, now: UnixTime) -> bool {
+        self.key_expiry.is_some_and(|e| e <= now)
+    }
+
+    /// Its tailnet addresses as host prefixes (/32, /128).
+    pub fn addresses(&self) -> Vec<IpNet> {
+        vec![IpNet::from(IpAddr::V4(self.ipv4)), IpNet::from(IpAddr::V6(self.ipv6))]
+    }
+}
+
+/// Identifies one map stream of a node, so a stale stream closing does not
+/// mark a reconnected node offline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+/// Runtime presence of a node (not persisted).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Presence {
+    /// The open stream, if any.
+    pub session: Option<SessionId>,
+    /// The last stream that closed.
+    pub last_session: Option<SessionId>,
+}
+
+/// What an operation changed: callers persist these nodes (upsert, or
+/// delete when gone) and keys, and fan the node set out to map streams.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChangeSet {
+    /// Nodes whose record or public view changed (or that were removed).
+    pub nodes: BTreeSet<NodeId>,
+    /// Auth keys that changed.
+    pub auth_keys: BTreeSet<String>,
+    /// Whether the DNS records changed.
+    pub dns_changed: bool,
+}
+
+impl ChangeSet {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty() && self.auth_keys.is_empty() && !self.dns_changed
+    }
+
+    fn node(id: NodeId) -> Self {
+        Self { nodes: BTreeSet::from([id]), ..Self::default() }
+    }
+}
+
+/// A successful registration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registration {
+    /// The node registered (new or existing).
+    pub node_id: NodeId,
+    /// What changed.
+    pub changes: ChangeSet,
+}
+
+/// Why a registration or map request was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    /// The auth key was refused.
+    #[error("{0}")]
+    AuthKey(#[from] AuthKeyRefusal),
+    /// A machine control does not know came without an auth key.
+    #[error("this machine is not registered and no auth key was given")]
+    AuthKeyRequired,
+    /// The machine is registered with another node key and neither the old
+    /// key nor an auth key was presented.
+    #[error("this machine is registered with another node key; present old_node_key or an auth key")]
+    NodeUnknown,
+    /// The node key has expired.
+    #[error("node key has expired; register a new node key with old_node_key set")]
+    NodeKeyExpired,
+    /// Another node already uses that node key.
+    #[error("node key {0} is already registered to another node")]
+    NodeKeyInUse(String),
+    /// No address left.
+    #[error("the tailnet address range is exhausted")]
+    AddressesExhausted,
+}
+
+impl RegisterError {
+    /// The wire error code for this refusal.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::AuthKey(_) | Self::AuthKeyRequired => ErrorCode::AuthKeyRefused,
+            Self::NodeUnknown => ErrorCode::NodeUnknown,
+            Self::NodeKeyExpired => ErrorCode::NodeKeyExpired,
+            Self::NodeKeyInUse(_) => ErrorCode::BadRequest,
+            Self::AddressesExhausted => ErrorCode::Internal,
+        }
+    }
+}
+
+/// Why an admin operation was refused. Nothing changed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    /// No node with that id or name.
+    #[error("no node {0:?}")]
+    NodeNotFound(String),
+    /// No auth key with that id.
+    #[error("no auth key {0:?}")]
+    AuthKeyNotFound(String),
+    /// Approval of a route the node does not advertise.
+    #[error("node {node} does not advertise {prefix}")]
+    RouteNotAdvertised {
+        /// Node name.
+        node: String,
+        /// The prefix.
+        prefix: IpNet,
+    },
+    /// A prefix with host bits set.
+    #[error("prefix {prefix} has host bits set; did you mean {}?", prefix.trunc())]
+    NonCanonicalPrefix {
+        /// The prefix.
+        prefix: IpNet,
+    },
+    /// A bad tag.
+    #[error(transparent)]
+    InvalidTag(#[from] InvalidTag),
+    /// A bad policy.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// A bad device name.
+    #[error("invalid name {0:?}: expected letters, digits and - (a DNS label)")]
+    InvalidName(String),
+    /// The random key id collided with an existing one.
+    #[error("auth key id collision; try again")]
+    KeyIdCollision,
+    /// No address left.
+    #[error("the tailnet address range is exhausted")]
+    AddressesExhausted,
+    /// The key is already taken.
+    #[error("public key {0} is already registered to another node")]
+    NodeKeyInUse(String),
+}
+
+/// The tailnet's complete control state.
+#[derive(Clone, Debug)]
+pub struct TailnetState {
+    info: TailnetInfo,
+    nodes: BTreeMap<NodeId, NodeRecord>,
+    by_machine: BTreeMap<PublicKey, NodeId>,
+    by_node_key: BTreeMap<PublicKey, NodeId>,
+    by_name: BTreeMap<String, NodeId>,
+    used_v4: BTreeSet<Ipv4Addr>,
+    auth_keys: BTreeMap<String, AuthKey>,
+    policy: Policy,
+    policy_text: Option<String>,
+    primaries: BTreeMap<IpNet, NodeId>,
+    primary_by_node: BTreeMap<NodeId, BTreeSet<IpNet>>,
+    presence: BTreeMap<NodeId, Presence>,
+    expired_announced: BTreeSet<NodeId>,
+    next_node_id: u64,
+    next_session: u64,
+    dns_records: BTreeMap<String, Vec<IpAddr>>,
+    dns_names: BTreeMap<NodeId, String>,
+    dns_generation: u64,
+}
+
+impl TailnetState {
+    /// An empty tailnet.
+    pub fn new(info: TailnetInfo) -> Self {
+        Self {
+            info,
+            nodes: BTreeMap::new(),
+            by_machine: BTreeMap::new(),
+            by_node_key: BTreeMap::new(),
+            by_name: BTreeMap::new(),
+            used_v4: BTreeSet::new(),
+            auth_keys: BTreeMap::new(),
+            policy: Policy::default(),
+            policy_text: None,
+            primaries: BTreeMap::new(),
+            primary_by_node: BTreeMap::new(),
+            presence: BTreeMap::new(),
+            expired_announced: BTreeSet::new(),
+            next_node_id: 1,
+            next_session: 1,
+            dns_records: BTreeMap::new(),
+            dns_names: BTreeMap::new(),
+            dns_generation: 1,
+        }
+    }
+
+    /// Rebuilds the state from storage. Every node starts offline except
+    /// WireGuard-only devices.
+    pub fn restore(
+        info: TailnetInfo,
+        nodes: Vec<NodeRecord>,
+        keys: Vec<AuthKey>,
+        policy_text: Option<String>,
+        next_node_id: u64,
+        now: UnixTime,
+    ) -> Result<Self, PolicyError> {
+        let mut state = Self::new(info);
+        if let Some(text) = policy_text {
+            state.policy = Policy::parse(&text)?;
+            state.policy_text = Some(text);
+        }
+        let mut changes = ChangeSet::default();
+        for node in nodes {
+            state.next_node_id = state.next_node_id.max(node.id.0 + 1);
+            if node.is_expired(now) {
+                state.expired_announced.insert(node.id);
+            }
+            changes.nodes.insert(node.id);
+            state.index(node);
+        }
+        state.next_node_id = state.next_node_id.max(next_node_id);
+        for key in keys {
+            state.auth_keys.insert(key.id.clone(), key);
+        }
+        state.commit(changes, now);
+        Ok(state)
+    }
+
+    /// The tailnet's identity.
+    pub fn info(&self) -> &TailnetInfo {
+        &self.info
+    }
+
+    /// The id the next node will get (persist it so ids are never reused).
+    pub fn next_node_id(&self) -> u64 {
+        self.next_node_id
+    }
+
+    /// A node by id.
+    pub fn node(&self, id: NodeId) -> Option<&NodeRecord> {
+        self.nodes.get(&id)
+    }
+
+    /// All nodes, by id.
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeRecord> {
+        self.nodes.values()
+    }
+
+    /// The node registered by a machine key.
+    pub fn node_by_machine(&self, machine_key: &PublicKey) -> Option<&NodeRecord> {
+        self.by_machine.get(machine_key).and_then(|id| self.nodes.get(id))
+    }
+
+    /// A node by decimal id or by name.
+    pub fn find_node(&self, id_or_name: &str) -> Option<NodeId> {
+        if let Ok(n) = id_or_name.parse::<u64>() {
+            return self.nodes.contains_key(&NodeId(n)).then_some(NodeId(n));
+        }
+        self.by_name.get(id_or_name).copied()
+    }
+
+    /// Whether a node has an open stream (WireGuard-only devices always do).
+    pub fn is_online(&self, id: NodeId) -> bool {
+        let wg_only = self.nodes.get(&id).is_some_and(|n| n.wireguard_only);
+        wg_only || self.presence.get(&id).is_some_and(|p| p.session.is_some())
+    }
+
+    /// Runtime presence of a node.
+    pub fn presence(&self, id: NodeId) -> Presence {
+        self.presence.get(&id).copied().unwrap_or_default()
+    }
+
+    /// Routes for which a node is primary.
+    pub fn primary_routes(&self, id: NodeId) -> BTreeSet<IpNet> {
+        self.primary_by_node.get(&id).cloned().unwrap_or_default()
+    }
+
+    /// Prefix → primary node.
+    pub fn primaries(&self) -> &BTreeMap<IpNet, NodeId> {
+        &self.primaries
+    }
+
+    /// All auth keys, by id.
+    pub fn auth_keys(&self) -> impl Iterator<Item = &AuthKey> {
+        self.auth_keys.values()
+    }
+
+    /// One auth key.
+    pub fn auth_key(&self, id: &str) -> Option<&AuthKey> {
+        self.auth_keys.get(id)
+    }
+
+    /// The current policy text, as set.
+    pub fn policy_text(&self) -> Option<&str> {
+        self.policy_text.as_deref()
+    }
+
+    /// The parsed policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Checks an auth key string without using it.
+    pub fn validate_auth_key(&self, key: &str, now: UnixTime) -> Result<&AuthKey, AuthKeyRefusal> {
+        let (id, secret) = auth_keys::parse(key).ok_or(AuthKeyRefusal::Unknown)?;
+        let stored = self.auth_keys.get(id).ok_or(AuthKeyRefusal::Unknown)?;
+        stored.check(secret, now)?;
+        Ok(stored)
+    }
+
+    /// Creates an auth key from caller-supplied randomness.
+    pub fn create_auth_key(
+        &mut self,
+        spec: &AuthKeySpec,
+        random_id: [u8; auth_keys::ID_BYTES],
+        random_secret: [u8; auth_keys::SECRET_BYTES],
+        now: UnixTime,
+    ) -> Result<(NewAuthKey, ChangeSet), AdminError> {
+        let new = auth_keys::create(spec, random_id, random_secret, now)?;
+        if self.auth_keys.contains_key(&new.key.id) {
+            return Err(AdminError::KeyIdCollision);
+        }
+        self.auth_keys.insert(new.key.id.clone(), new.key.clone());
+        let changes = ChangeSet { auth_keys: BTreeSet::from([new.key.id.clone()]), ..ChangeSet::default() };
+        Ok((new, changes))
+    }
+
+    /// Revokes an auth key (idempotent).
+    pub fn revoke_auth_key(&mut self, id: &str) -> Result<ChangeSet, AdminError> {
+        let key = self.auth_keys.get_mut(id).ok_or_else(|| AdminError::AuthKeyNotFound(id.to_owned()))?;
+        key.revoked = true;
+        Ok(ChangeSet { auth_keys: BTreeSet::from([id.to_owned()]), ..ChangeSet::default() })
+    }
+
+    /// Registers a node key for `machine_key`: a new machine (needs an auth
+    /// key), a rotation (`old_node_key` is the current key), a
+    /// re-authentication (an auth key), or a repeat of the current
+    /// registration. `key_lifetime` is how long the node key stays valid.
+    pub fn register(
+        &mut self,
+        machine_key: PublicKey,
+        req: &RegisterRequest,
+        key_lifetime: i64,
+        now: UnixTime,
+    ) -> Result<Registration, RegisterError> {
+        if let Some(&owner) = self.by_node_key.get(&req.node_key) {
+            let same_machine = self.nodes.get(&owner).and_then(|n| n.machine_key) == Some(machine_key);
+            if !same_machine {
+                return Err(RegisterError::NodeKeyInUse(req.node_key.short()));
+            }
+        }
+        let expiry = Some(now.saturating_add(key_lifetime));
+        if let Some(&id) = self.by_machine.get(&machine_key) {
+            return self.reregister(id, req, expiry, now);
+        }
+        // A machine we do not know: only an auth key lets it in.
+        let Some(key_text) = req.auth_key.as_deref() else {
+            return Err(RegisterError::AuthKeyRequired);
+        };
+        let key = self.validate_auth_key(key_text, now)?.clone();
+        let ipv4 = lowest_free_v4(&self.used_v4).ok_or(RegisterError::AddressesExhausted)?;
+        let id = NodeId(self.next_node_id);
+        self.next_node_id += 1;
+        let name = self.unique_name(&req.hostname, None);
+        let node = NodeRecord {
+            id,
+            machine_key: Some(machine_key),
+            node_key: req.node_key,
+            key_expiry: expiry,
+            ipv4,
+            ipv6: v6_for(self.info.ula, ipv4),
+            hostname: req.hostname.clone(),
+            name,
+            tags: key.tags.clone(),
+            ephemeral: key.ephemeral,
+            wireguard_only: false,
+            advertised_routes: BTreeSet::new(),
+            approved_routes: BTreeSet::new(),
+            endpoints: Vec::new(),
+            created: now,
+            last_seen: None,
+        };
+        self.index(node);
+        let mut changes = ChangeSet::node(id);
+        changes.auth_keys.insert(self.use_key(&key.id));
+        Ok(Registration { node_id: id, changes: self.commit(changes, now) })
+    }
+
+    fn reregister(
+        &mut self,
+        id: NodeId,
+        req: &RegisterRequest,
+        expiry: Option<UnixTime>,
+        now: UnixTime,
+    ) -> Result<Registration, RegisterError> {
+        let Some(node) = self.nodes.get(&id).cloned() else { return Err(RegisterError::NodeUnknown) };
+        let mut changes = ChangeSet::node(id);
+        let mut new_tags = None;
+        if let Some(key_text) = req.auth_key.as_deref() {
+            // Re-authentication: the key decides tags and ephemerality anew.
+            let key = self.validate_auth_key(key_text, now)?.clone();
+            changes.auth_keys.insert(self.use_key(&key.id));
+            new_tags = Some((key.tags, key.ephemeral));
+        } else if req.old_node_key == Some(node.node_key) {
+            // Rotation, proven by the machine key of the channel.
+        } else if req.node_key == node.node_key {
+            if node.is_expired(now) {
+                return Err(RegisterError::NodeKeyExpired);
+            }
+            // Repeat of the current registration: nothing changes.
+            return Ok(Registration { node_id: id, changes: ChangeSet::default() });
+        } else {
+            return Err(RegisterError::NodeUnknown);
+        }
+        let old_key = node.node_key;
+        let name = self.unique_name(&req.hostname, Some(id));
+        self.by_node_key.remove(&old_key);
+        self.by_node_key.insert(req.node_key, id);
+        let old_name = self.nodes.get(&id).map(|n| n.name.clone());
+        if let Some(old_name) = old_name {
+            self.by_name.remove(&old_name);
+        }
+        self.by_name.insert(name.clone(), id);
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.node_key = req.node_key;
+            node.key_expiry = expiry;
+            node.hostname = req.hostname.clone();
+            node.name = name;
+            if let Some((tags, ephemeral)) = new_tags {
+                node.tags = tags;
+                node.ephemeral = ephemeral;
+            }
+        }
+        self.expired_announced.remove(&id);
+        self.auto_approve(id);
+        Ok(Registration { node_id: id, changes: self.commit(changes, now) })
+    }
+
+    /// Opens a map stream: checks the node key belongs to the machine and
+    /// has not expired, stores what the node reports and marks it online.
+    pub fn connect(
+        &mut self,
+        machine_key: PublicKey,
+        req: &MapRequest,
+        now: UnixTime,
+    ) -> Result<(NodeId, SessionId, ChangeSet), RegisterError> {
+        let Some(&id) = self.by_machine.get(&machine_key) else {
+            return Err(RegisterError::NodeUnknown);
+        };
+        let Some(node) = self.nodes.get(&id) else { return Err(RegisterError::NodeUnknown) };
+        if node.node_key != req.node_key {
+            return Err(RegisterError::NodeUnknown);
+        }
+        if node.is_expired(now) {
+            return Err(RegisterError::NodeKeyExpired);
+        }
+        let name = self.unique_name(&req.hostname, Some(id));
+        let old_name = node.name.clone();
+        self.by_name.remove(&old_name);
+        self.by_name.insert(name.clone(), id);
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.hostname = req.hostname.clone();
+            node.name = name;
+            node.endpoints = dedup_endpoints(&req.endpoints);
+            node.advertised_routes = req.advertised_routes.iter().map(IpNet::trunc).collect();
+            node.last_seen = Some(now);
+        }
+        let session = SessionId(self.next_session);
+        self.next_session += 1;
+        self.presence.entry(id).or_default().session = Some(session);
+        self.auto_approve(id);
+        Ok((id, session, self.commit(ChangeSet::node(id), now)))
+    }
+
+    /// Applies an update sent on an open stream; ignored for a stream that
+    /// is no longer the node's current one.
+    pub fn update(&mut self, id: NodeId, session: SessionId, update: &NodeUpdate, now: UnixTime) -> ChangeSet {
+        if self.presence(id).session != Some(session) {
+            return ChangeSet::default();
+        }
+        let Some(node) = self.nodes.get_mut(&id) else { return ChangeSet::default() };
+        if let Some(endpoints) = &update.endpoints {
+            node.endpoints = dedup_endpoints(endpoints);
+        }
+        if let Some(routes) = &update.advertised_routes {
+            node.advertised_routes = routes.iter().map(IpNet::trunc).collect();
+        }
+        node.last_seen = Some(now);
+        self.auto_approve(id);
+        self.commit(ChangeSet::node(id), now)
+    }
+
+    /// Marks a node offline when its current stream ends.
+    pub fn disconnect(&mut self, id: NodeId, session: SessionId, now: UnixTime) -> ChangeSet {
+        let Some(presence) = self.presence.get_mut(&id) else { return ChangeSet::default() };
+        if presence.session != Some(session) {
+            return ChangeSet::default();
+        }
+        presence.session = None;
+        presence.last_session = Some(session);
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.last_seen = Some(now);
+        }
+        self.commit(ChangeSet::node(id), now)
+    }
+
+    /// Deletes an ephemeral node if it is still offline and no stream has
+    /// come and gone since `last_session` (what the caller saw when it
+    /// started the grace period).
+    pub fn remove_ephemeral_if_idle(
+        &mut self,
+        id: NodeId,
+        last_session: Option<SessionId>,
+        now: UnixTime,
+    ) -> ChangeSet {
+        let Some(node) = self.nodes.get(&id) else { return ChangeSet::default() };
+        let presence = self.presence(id);
+        if !node.ephemeral || presence.session.is_some() || presence.last_session != last_session {
+            return ChangeSet::default();
+        }
+        self.remove(id, now)
+    }
+
+    /// Deletes a node.
+    pub fn delete_node(&mut self, id: NodeId, now: UnixTime) -> Result<ChangeSet, AdminError> {
+        if !self.nodes.contains_key(&id) {
+            return Err(AdminError::NodeNotFound(id.to_string()));
+        }
+        Ok(self.remove(id, now))
+    }
+
+    /// Expires a node's key now, so it must rotate.
+    pub fn expire_node(&mut self, id: NodeId, now: UnixTime) -> Result<ChangeSet, AdminError> {
+        let node = self.nodes.get_mut(&id).ok_or_else(|| AdminError::NodeNotFound(id.to_string()))?;
+        node.key_expiry = Some(now);
+        self.expired_announced.insert(id);
+        Ok(self.commit(ChangeSet::node(id), now))
+    }
+
+    /// Finds node keys that expired since the last call (peers must drop
+    /// them); call it periodically.
+    pub fn expire_due(&mut self, now: UnixTime) -> ChangeSet {
+        let due: Vec<NodeId> = self
+            .nodes
+            .values()
+            .filter(|n| n.is_expired(now) && !self.expired_announced.contains(&n.id))
+            .map(|n| n.id)
+            .collect();
+        if due.is_empty() {
+            return ChangeSet::default();
+        }
+        self.expired_announced.extend(due.iter().copied());
+        self.commit(ChangeSet { nodes: due.into_iter().collect(), ..ChangeSet::default() }, now)
+    }
+
+    /// Approves a route the node advertises.
+    pub fn approve_route(&mut self, id: NodeId, prefix: IpNet, now: UnixTime) -> Result<ChangeSet, AdminError> {
+        if prefix.trunc() != prefix {
+            return Err(AdminError::NonCanonicalPrefix { prefix });
+        }
+        let node = self.nodes.get_mut(&id).ok_or_else(|| AdminError::NodeNotFound(id.to_string()))?;
+        if !node.advertised_routes.contains(&prefix) {
+            return Err(AdminError::RouteNotAdvertised { node: node.name.clone(), prefix });
+        }
+        node.approved_routes.insert(prefix);
+        Ok(self.commit(ChangeSet::node(id), now))
+    }
+
+    /// Withdraws approval of a route (idempotent).
+    pub fn unapprove_route(&mut self, id: NodeId, prefix: IpNet, now: UnixTime) -> Result<ChangeSet, AdminError> {
+        if prefix.trunc() != prefix {
+            return Err(AdminError::NonCanonicalPrefix { prefix });
+        }
+        let node = self.nodes.get_mut(&id).ok_or_else(|| AdminError::NodeNotFound(id.to_string()))?;
+        node.approved_routes.remove(&prefix);
+        Ok(self.commit(ChangeSet::node(id), now))
+    }
+
+    /// Replaces the policy; on error the old one stays. Routes the new
+    /// `autoApprovers` allow are approved at once; approvals are not
+    /// withdrawn by a policy change.
+    pub fn set_policy(&mut self, text: &str, now: UnixTime) -> Result<ChangeSet, AdminError> {
+        let policy = Policy::parse(text)?;
+        self.policy = policy;
+        self.policy_text = Some(text.to_owned());
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let mut changes = ChangeSet::default();
+        for id in ids {
+            if self.auto_approve(id) {
+                changes.nodes.insert(id);
+            }
+        }
+        Ok(self.commit(changes, now))
+    }
+
+    /// Registers a WireGuard-only device with the given public key: it gets
+    /// addresses, is always online and has no endpoints (peers learn them
+    /// from its handshakes).
+    pub fn add_wireguard_device(
+        &mut self,
+        name: &str,
+        public_key: PublicKey,
+        now: UnixTime,
+    ) -> Result<(NodeId, ChangeSet), AdminError> {
+        let valid = !name.is_empty()
+            && name.len() <= 63
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !valid {
+            return Err(AdminError::InvalidName(name.to_owned()));
+        }
+        if self.by_node_key.contains_key(&public_key) {
+            return Err(AdminError::NodeKeyInUse(public_key.short()));
+        }
+        let ipv4 = lowest_free_v4(&self.used_v4).ok_or(AdminError::AddressesExhausted)?;
+        let id = NodeId(self.next_node_id);
+        self.next_node_id += 1;
+        let node = NodeRecord {
+            id,
+            machine_key: None,
+            node_key: public_key,
+            key_expiry: None,
+            ipv4,
+            ipv6: v6_for(self.info.ula, ipv4),
+            hostname: name.to_owned(),
+            name: self.unique_name(name, None),
+            tags: Vec::new(),
+            ephemeral: false,
+            wireguard_only: true,
+            advertised_routes: BTreeSet::new(),
+            approved_routes: BTreeSet::new(),
+            endpoints: Vec::new(),
+            created: now,
+            last_seen: None,
+        };
+        self.index(node);
+        Ok((id, self.commit(ChangeSet::node(id), now)))
+    }
+
+    /// A wg-quick configuration for a WireGuard-only device: its interface
+    /// and one peer per node with a known endpoint.
+    pub fn wg_quick_config(&self, device: NodeId, private_key_base64: &str, now: UnixTime) -> Option<String> {
+        let dev = self.nodes.get(&device)?;
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "[Interface]");
+        let _ = writeln!(out, "PrivateKey = {private_key_base64}");
+        let _ = writeln!(out, "Address = {}/32, {}/128", dev.ipv4, dev.ipv6);
+        for node in self.nodes.values() {
+            if node.id == device || node.wireguard_only || node.is_expired(now) {
+                continue;
+            }
+            let Some(endpoint) = node.endpoints.first() else { continue };
+            let Some(view) = self.view(node.id) else { continue };
+            let allowed: Vec<String> = view.allowed_ips.iter().map(ToString::to_string).collect();
+            let _ = writeln!(out, "\n[Peer]");
+            let _ = writeln!(out, "# {}", node.name);
+            let _ = writeln!(out, "PublicKey = {}", node.node_key);
+            let _ = writeln!(out, "AllowedIPs = {}", allowed.join(", "));
+            let _ = writeln!(out, "Endpoint = {endpoint}");
+            let _ = writeln!(out, "PersistentKeepalive = 25");
+        }
+        Some(out)
+    }
+
+    /// The public view of a node, as peers and the node itself see it.
+    pub fn view(&self, id: NodeId) -> Option<Node> {
+        let node = self.nodes.get(&id)?;
+        let addresses = node.addresses();
+        let primary_routes: Vec<IpNet> = self.primary_routes(id).into_iter().collect();
+        let mut allowed_ips = addresses.clone();
+        allowed_ips.extend(primary_routes.iter().copied());
+        Some(Node {
+            id,
+            name: node.name.clone(),
+            node_key: node.node_key,
+            key_expiry: node.key_expiry,
+            addresses,
+            allowed_ips,
+            primary_routes,
+            endpoints: node.endpoints.clone(),
+            tags: node.tags.clone(),
+            online: self.is_online(id),
+            wireguard_only: node.wireguard_only,
+        })
+    }
+
+    /// The DNS configuration every node gets, and its generation (bumped
+    /// whenever a record changes).
+    pub fn dns(&self) -> (u64, DnsConfig) {
+        let config = DnsConfig {
+            domain: self.info.domain.clone(),
+            records: self.dns_records.clone(),
+            split: BTreeMap::new(),
+        };
+        (self.dns_generation, config)
+    }
+
+    // --- internals -------------------------------------------------------
+
+    fn index(&mut self, node: NodeRecord) {
+        if let Some(machine) = node.machine_key {
+            self.by_machine.insert(machine, node.id);
+        }
+        self.by_node_key.insert(node.node_key, node.id);
+        self.by_name.insert(node.name.clone(), node.id);
+        self.used_v4.insert(node.ipv4);
+        self.nodes.insert(node.id, node);
+    }
+
+    fn remove(&mut self, id: NodeId, now: UnixTime) -> ChangeSet {
+        if let Some(node) = self.nodes.remove(&id) {
+            if let Some(machine) = node.machine_key {
+                self.by_machine.remove(&machine);
+            }
+            self.by_node_key.remove(&node.node_key);
+            self.by_name.remove(&node.name);
+            self.used_v4.remove(&node.ipv4);
+        }
+        self.presence.remove(&id);
+        self.expired_announced.remove(&id);
+        self.commit(ChangeSet::node(id), now)
+    }
+
+    /// Marks a key used; returns its id for the change set.
+    fn use_key(&mut self, id: &str) -> String {
+        if let Some(key) = self.auth_keys.get_mut(id) {
+            key.used = true;
+        }
+        id.to_owned()
+    }
+
+    /// Approves advertised routes the policy's `autoApprovers` allow;
+    /// returns whether anything was approved.
+    fn auto_approve(&mut self, id: NodeId) -> bool {
+        let Some(node) = self.nodes.get(&id) else { return false };
+        let newly: Vec<IpNet> = node
+            .advertised_routes
+            .iter()
+            .filter(|p| !node.approved_routes.contains(p) && self.policy.auto_approves(p, &node.tags))
+            .copied()
+            .collect();
+        let Some(node) = self.nodes.get_mut(&id) else { return false };
+        node.approved_routes.extend(newly.iter().copied());
+        !newly.is_empty()
+    }
+
+    /// Finishes an operation: recomputes primaries (adding nodes whose
+    /// primary routes moved) and the DNS records of changed nodes.
+    fn commit(&mut self, mut changes: ChangeSet, now: UnixTime) -> ChangeSet {
+        changes.nodes.extend(self.recompute_primaries(now));
+        for &id in &changes.nodes {
+            let old = self.dns_names.remove(&id);
+            if let Some(old) = &old {
+                self.dns_records.remove(old);
+            }
+            let new = self.nodes.get(&id).filter(|n| !n.is_expired(now)).map(|n| {
+                let fqdn = format!("{}.{}", n.name, self.info.domain);
+                (fqdn, vec![IpAddr::V4(n.ipv4), IpAddr::V6(n.ipv6)])
+            });
+            let unchanged = match (&old, &new) {
+                (Some(o), Some((n, _))) => o == n,
+                (None, None) => true,
+                _ => false,
+            };
+            if let Some((fqdn, addrs)) = new {
+                self.dns_names.insert(id, fqdn.clone());
+                self.dns_records.insert(fqdn, addrs);
+            }
+            if !unchanged {
+                changes.dns_changed = true;
+            }
+        }
+        if changes.dns_changed {
+            self.dns_generation += 1;
+        }
+        changes
+    }
+
+    /// Re-selects primaries; returns the nodes whose primary routes changed.
+    fn recompute_primaries(&mut self, now: UnixTime) -> BTreeSet<NodeId> {
+        let mut candidates: BTreeMap<IpNet, Vec<NodeId>> = BTreeMap::new();
+        for node in self.nodes.values() {
+            if !self.is_online(node.id) || node.is_expired(now) {
+                continue;
+            }
+            for prefix in node.advertised_routes.intersection(&node.approved_routes) {
+                candidates.entry(*prefix).or_default().push(node.id);
+            }
+        }
+        let next = select_primaries(&candidates, &self.primaries);
+        let mut by_node: BTreeMap<NodeId, BTreeSet<IpNet>> = BTreeMap::new();
+        for (prefix, id) in &next {
+            by_node.entry(*id).or_default().insert(*prefix);
+        }
+        let touched: BTreeSet<NodeId> = by_node
+            .keys()
+            .chain(self.primary_by_node.keys())
+            .filter(|id| by_node.get(id) != self.primary_by_node.get(id))
+            .copied()
+            .collect();
+        self.primaries = next;
+        self.primary_by_node = by_node;
+        touched
+    }
+
+    /// A DNS label for `hostname`, made unique by a numeric suffix; names
+    /// held by `owner` count as free.
+    fn unique_name(&self, hostname: &str, owner: Option<NodeId>) -> String {
+        let mut base: String = hostname
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+            .collect();
+        base = base.trim_matches('-').to_owned();
+        base.truncate(56);
+        if base.is_empty() {
+            base = "node".to_owned();
+        }
+        let free = |name: &str| self.by_name.get(name).is_none_or(|holder| Some(*holder) == owner);
+        if free(&base) {
+            return base;
+        }
+        (1u64..)
+            .map(|n| format!("{base}-{n}"))
+            .find(|name| free(name))
+            .unwrap_or(base)
+    }
+}
+
+fn dedup_endpoints(endpoints: &[SocketAddr]) -> Vec<SocketAddr> {
+    let mut seen = BTreeSet::new();
+    endpoints.iter().filter(|e| seen.insert(**e)).copied().collect()
+}

@@ -1,0 +1,367 @@
+//! Scenario and property tests of the whole tailnet state.
+
+use std::net::SocketAddr;
+
+use causeway_wire::{MapRequest, MapResponse, NodeId, NodeUpdate, PublicKey, RegisterRequest, UnixTime};
+use ipnet::IpNet;
+use proptest::prelude::*;
+
+use crate::addresses::ula_from_random;
+use crate::auth_keys::{ID_BYTES, SECRET_BYTES};
+use crate::*;
+
+const LIFETIME: i64 = 180 * 86_400;
+const T0: UnixTime = 1_700_000_000;
+
+fn key(n: u8) -> PublicKey {
+    PublicKey::from_bytes([n; 32])
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse().expect("valid prefix")
+}
+
+fn tailnet() -> TailnetState {
+    TailnetState::new(TailnetInfo::new("test", ula_from_random([1, 2, 3, 4, 5])))
+}
+
+fn auth_key(state: &mut TailnetState, tags: &[&str], n: u8) -> String {
+    let spec = AuthKeySpec { reusable: true, tags: tags.iter().map(|t| t.to_string()).collect(), ..Default::default() };
+    state.create_auth_key(&spec, [n; ID_BYTES], [n; SECRET_BYTES], T0).expect("valid spec").0.secret
+}
+
+/// Registers machine `n` (machine key n, node key n+100) and opens its stream.
+fn join(state: &mut TailnetState, key_text: &str, n: u8, routes: &[&str]) -> (NodeId, SessionId) {
+    let req = RegisterRequest {
+        node_key: key(n + 100),
+        old_node_key: None,
+        auth_key: Some(key_text.to_owned()),
+        hostname: format!("host{n}"),
+    };
+    state.register(key(n), &req, LIFETIME, T0).expect("registers");
+    let map = MapRequest {
+        node_key: key(n + 100),
+        hostname: format!("host{n}"),
+        endpoints: vec![SocketAddr::from(([198, 18, 0, n], 41641))],
+        advertised_routes: routes.iter().map(|r| net(r)).collect(),
+    };
+    let (id, session, _) = state.connect(key(n), &map, T0).expect("connects");
+    (id, session)
+}
+
+fn peer(map: &MapResponse, id: NodeId) -> Option<&causeway_wire::Node> {
+    map.peers.as_ref().and_then(|p| p.iter().find(|n| n.id == id))
+}
+
+#[test]
+fn nodes_get_sequential_addresses_and_unique_names() {
+    let mut state = tailnet();
+    let k = auth_key(&mut state, &[], 1);
+    let (a, _) = join(&mut state, &k, 1, &[]);
+    let req = RegisterRequest { node_key: key(150), old_node_key: None, auth_key: Some(k), hostname: "host1".into() };
+    let b = state.register(key(50), &req, LIFETIME, T0).expect("registers").node_id;
+    let (a, b) = (state.node(a).expect("a"), state.node(b).expect("b"));
+    assert_eq!(a.ipv4.to_string(), "100.64.0.1");
+    assert_eq!(b.ipv4.to_string(), "100.64.0.2");
+    assert_eq!(a.ipv6.to_string(), "fd01:203:405::6440:1");
+    assert_eq!((a.name.as_str(), b.name.as_str()), ("host1", "host1-1"));
+}
+
+#[test]
+fn unknown_machine_without_key_is_refused_and_nothing_changes() {
+    let mut state = tailnet();
+    let req = RegisterRequest { node_key: key(9), old_node_key: None, auth_key: None, hostname: "x".into() };
+    assert_eq!(state.register(key(1), &req, LIFETIME, T0), Err(RegisterError::AuthKeyRequired));
+    let req = RegisterRequest { auth_key: Some("cwk_nope".into()), ..req };
+    assert_eq!(
+        state.register(key(1), &req, LIFETIME, T0),
+        Err(RegisterError::AuthKey(AuthKeyRefusal::Unknown))
+    );
+    assert_eq!(state.nodes().count(), 0);
+}
+
+#[test]
+fn single_use_key_registers_once() {
+    let mut state = tailnet();
+    let spec = AuthKeySpec::default();
+    let k = state.create_auth_key(&spec, [1; ID_BYTES], [1; SECRET_BYTES], T0).expect("creates").0.secret;
+    join(&mut state, &k, 1, &[]);
+    let req = RegisterRequest { node_key: key(102), old_node_key: None, auth_key: Some(k), hostname: "b".into() };
+    assert!(matches!(
+        state.register(key(2), &req, LIFETIME, T0),
+        Err(RegisterError::AuthKey(AuthKeyRefusal::AlreadyUsed { .. }))
+    ));
+}
+
+#[test]
+fn rotation_needs_the_old_key_and_no_auth_key() {
+    let mut state = tailnet();
+    let k = auth_key(&mut state, &[], 1);
+    let (id, _) = join(&mut state, &k, 1, &[]);
+    state.expire_node(id, T0 + 10).expect("exists");
+    let stale = RegisterRequest { node_key: key(101), old_node_key: None, auth_key: None, hostname: "host1".into() };
+    assert_eq!(state.register(key(1), &stale, LIFETIME, T0 + 20), Err(RegisterError::NodeKeyExpired));
+    let rotate = RegisterRequest { node_key: key(201), old_node_key: Some(key(101)), ..stale };
+    let reg = state.register(key(1), &rotate, LIFETIME, T0 + 20).expect("rotates");
+    assert_eq!(reg.node_id, id);
+    assert_eq!(state.node(id).expect("node").node_key, key(201));
+    assert_eq!(state.node(id).expect("node").key_expiry, Some(T0 + 20 + LIFETIME));
+}
+
+#[test]
+fn routes_need_approval_then_become_primary() {
+    let mut state = tailnet();
+    let k = auth_key(&mut state, &[], 1);
+    let (router, _) = join(&mut state, &k, 1, &["198.19.1.0/24"]);
+    let (client, _) = join(&mut state, &k, 2, &[]);
+    let mut session = MapSession::new(client);
+    let map = session.full_map(&state, T0);
+    assert_eq!(peer(&map, router).expect("router").allowed_ips.len(), 2);
+
+    assert!(matches!(
+        state.approve_route(router, net("198.19.2.0/24"), T0),
+        Err(AdminError::RouteNotAdvertised { .. })
+    ));
+    let changes = state.approve_route(router, net("198.19.1.0/24"), T0).expect("approves");
+    let DeltaOutcome::Send(delta) = session.delta(&PreparedChange::new(&state, &changes, T0)) else {
+        panic!("expected a delta")
+    };
+    assert_eq!(delta.peers_changed[0].primary_routes, vec![net("198.19.1.0/24")]);
+    assert!(delta.peers_changed[0].allowed_ips.contains(&net("198.19.1.0/24")));
+}
+
+#[test]
+fn auto_approvers_approve_tagged_routers() {
+    let mut state = tailnet();
+    state
+        .set_policy(r#"{"autoApprovers": {"routes": {"198.19.0.0/16": ["tag:router"]}}, "acls": []}"#, T0)
+        .expect("valid policy");
+    let tagged = auth_key(&mut state, &["tag:router"], 1);
+    let plain = auth_key(&mut state, &[], 2);
+    let (a, _) = join(&mut state, &tagged, 1, &["198.19.1.0/24", "10.0.0.0/8"]);
+    let (b, _) = join(&mut state, &plain, 2, &["198.19.2.0/24"]);
+    assert_eq!(state.node(a).expect("a").approved_routes.iter().collect::<Vec<_>>(), [&net("198.19.1.0/24")]);
+    assert!(state.node(b).expect("b").approved_routes.is_empty());
+}
+
+#[test]
+fn failover_moves_the_primary_and_sticks() {
+    let mut state = tailnet();
+    state.set_policy(r#"{"autoApprovers": {"routes": {"198.19.0.0/16": ["tag:r"]}}}"#, T0).expect("valid");
+    let k = auth_key(&mut state, &["tag:r"], 1);
+    let (a, sa) = join(&mut state, &k, 1, &["198.19.1.0/24"]);
+    let (b, sb) = join(&mut state, &k, 2, &["198.19.1.0/24"]);
+    let p = net("198.19.1.0/24");
+    assert_eq!(state.primaries().get(&p), Some(&a));
+    let changes = state.disconnect(a, sa, T0 + 1);
+    assert!(changes.nodes.contains(&a) && changes.nodes.contains(&b));
+    assert_eq!(state.primaries().get(&p), Some(&b));
+    // a comes back: b keeps the route.
+    let map = MapRequest { node_key: key(101), hostname: "host1".into(), endpoints: vec![], advertised_routes: vec![p] };
+    state.connect(key(1), &map, T0 + 2).expect("reconnects");
+    assert_eq!(state.primaries().get(&p), Some(&b));
+    state.disconnect(b, sb, T0 + 3);
+    assert_eq!(state.primaries().get(&p), Some(&a));
+}
+
+#[test]
+fn stale_session_close_does_not_mark_offline() {
+    let mut state = tailnet();
+    let k = auth_key(&mut state, &[], 1);
+    let (a, old) = join(&mut state, &k, 1, &[]);
+    let map = MapRequest { node_key: key(101), hostname: "host1".into(), endpoints: vec![], advertised_routes: vec![] };
+    state.connect(key(1), &map, T0).expect("reconnects");
+    assert!(state.disconnect(a, old, T0).is_empty());
+    assert!(state.is_online(a));
+}
+
+#[test]
+fn ephemeral_nodes_go_after_idle_check() {
+    let mut state = tailnet();
+    let spec = AuthKeySpec { ephemeral: true, reusable: true, ..Default::default() };
+    let k = state.create_auth_key(&spec, [1; ID_BYTES], [1; SECRET_BYTES], T0).expect("creates").0.secret;
+    let (a, s) = join(&mut state, &k, 1, &[]);
+    state.disconnect(a, s, T0);
+    assert!(state.remove_ephemeral_if_idle(a, None, T0).is_empty(), "a newer stream closed since");
+    let changes = state.remove_ephemeral_if_idle(a, Some(s), T0);
+    assert!(changes.nodes.contains(&a));
+    assert!(state.node(a).is_none());
+}
+
+#[test]
+fn endpoint_only_change_is_a_patch() {
+    let mut state = tailnet();
+    let k = auth_key(&mut state, &[], 1);
+    let (a, sa) = join(&mut state, &k, 1, &[]);
+    let (b, _) = join(&mut state, &k, 2, &[]);
+    let mut session = MapSession::new(b);
+    session.full_map(&state, T0);
+    let new_ep: SocketAddr = "198.18.9.9:1234".parse().expect("addr");
+    let update = NodeUpdate { endpoints: Some(vec![new_ep]), advertised_routes: None };
+    let changes = state.update(a, sa, &update, T0);
+    let DeltaOutcome::Send(delta) = session.delta(&PreparedChange::new(&state, &changes, T0)) else {
+        panic!("expected a delta")
+    };
+    assert!(delta.peers_changed.is_empty());
+    assert_eq!(delta.endpoint_patches.len(), 1);
+    assert_eq!(delta.endpoint_patches[0].endpoints, vec![new_ep]);
+}
+
+#[test]
+fn wg_quick_config_lists_nodes_with_endpoints() {
+    let mut state = tailnet();
+    let k = auth_key(&mut state, &[], 1);
+    join(&mut state, &k, 1, &[]);
+    let (dev, _) = state.add_wireguard_device("printer", key(77), T0).expect("adds");
+    let config = state.wg_quick_config(dev, "PRIVATE", T0).expect("exists");
+    assert!(config.contains("PrivateKey = PRIVATE"));
+    assert!(config.contains("Address = 100.64.0.2/32, fd01:203:405::6440:2/128"));
+    assert!(config.contains(&format!("PublicKey = {}", key(101))));
+    assert!(config.contains("AllowedIPs = 100.64.0.1/32, fd01:203:405::6440:1/128"));
+    assert!(config.contains("Endpoint = 198.18.0.1:41641"));
+    assert!(config.contains("PersistentKeepalive = 25"));
+    assert!(state.is_online(dev));
+}
+
+/// One step of the random walk in the property test.
+#[derive(Clone, Debug)]
+enum Op {
+    Join(u8, bool),
+    Disconnect(u8),
+    Reconnect(u8),
+    Endpoints(u8, u16),
+    Routes(u8, bool),
+    Approve(u8),
+    Unapprove(u8),
+    Delete(u8),
+    Expire(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let n = 0u8..6;
+    prop_oneof![
+        (n.clone(), any::<bool>()).prop_map(|(n, r)| Op::Join(n, r)),
+        n.clone().prop_map(Op::Disconnect),
+        n.clone().prop_map(Op::Reconnect),
+        (n.clone(), any::<u16>()).prop_map(|(n, p)| Op::Endpoints(n, p)),
+        (n.clone(), any::<bool>()).prop_map(|(n, r)| Op::Routes(n, r)),
+        n.clone().prop_map(Op::Approve),
+        n.clone().prop_map(Op::Unapprove),
+        n.clone().prop_map(Op::Delete),
+        n.prop_map(Op::Expire),
+    ]
+}
+
+fn strip_seq(mut map: MapResponse) -> MapResponse {
+    map.seq = 0;
+    map
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// After any sequence of operations: at most one primary per prefix,
+    /// every primary online, approved and advertised; and an observer that
+    /// applied every delta holds exactly the full map it would get now.
+    #[test]
+    fn invariants_hold_and_deltas_match_full_maps(ops in proptest::collection::vec(op(), 1..40)) {
+        let mut state = tailnet();
+        let k = auth_key(&mut state, &["tag:r"], 200);
+        state.set_policy(r#"{"autoApprovers": {"routes": {"10.1.0.0/16": ["tag:r"]}}}"#, T0).expect("valid");
+        // The observer is a node that never changes.
+        let (observer, _) = join(&mut state, &k, 50, &[]);
+        let mut session = MapSession::new(observer);
+        let mut held = session.full_map(&state, T0);
+        let mut sessions: std::collections::BTreeMap<u8, SessionId> = Default::default();
+        let prefix_a = net("10.1.0.0/24");
+        let prefix_b = net("198.19.0.0/24");
+        for (step, op) in ops.into_iter().enumerate() {
+            let now = T0 + step as i64;
+            let id_of = |state: &TailnetState, n: u8| state.node_by_machine(&key(n)).map(|r| r.id);
+            let changes = match op {
+                Op::Join(n, routes) => {
+                    let routes: Vec<IpNet> = if routes { vec![prefix_a, prefix_b] } else { vec![] };
+                    let req = RegisterRequest { node_key: key(n + 100), old_node_key: None, auth_key: Some(k.clone()), hostname: format!("h{n}") };
+                    match state.register(key(n), &req, LIFETIME, now) {
+                        Ok(reg) => {
+                            let mut changes = reg.changes;
+                            let map = MapRequest { node_key: key(n + 100), hostname: format!("h{n}"), endpoints: vec![], advertised_routes: routes };
+                            if let Ok((_, s, c)) = state.connect(key(n), &map, now) {
+                                sessions.insert(n, s);
+                                changes.nodes.extend(c.nodes);
+                                changes.dns_changed |= c.dns_changed;
+                            }
+                            changes
+                        }
+                        Err(_) => ChangeSet::default(),
+                    }
+                }
+                Op::Disconnect(n) => match (id_of(&state, n), sessions.get(&n)) {
+                    (Some(id), Some(&s)) => state.disconnect(id, s, now),
+                    _ => ChangeSet::default(),
+                },
+                Op::Reconnect(n) => {
+                    let map = MapRequest { node_key: key(n + 100), hostname: format!("h{n}"), endpoints: vec![], advertised_routes: vec![prefix_a, prefix_b] };
+                    match state.connect(key(n), &map, now) {
+                        Ok((_, s, c)) => { sessions.insert(n, s); c }
+                        Err(_) => ChangeSet::default(),
+                    }
+                }
+                Op::Endpoints(n, port) => match (id_of(&state, n), sessions.get(&n)) {
+                    (Some(id), Some(&s)) => {
+                        let ep = SocketAddr::from(([198, 18, 0, n], port));
+                        state.update(id, s, &NodeUpdate { endpoints: Some(vec![ep]), advertised_routes: None }, now)
+                    }
+                    _ => ChangeSet::default(),
+                },
+                Op::Routes(n, on) => match (id_of(&state, n), sessions.get(&n)) {
+                    (Some(id), Some(&s)) => {
+                        let routes = if on { vec![prefix_a, prefix_b] } else { vec![] };
+                        state.update(id, s, &NodeUpdate { endpoints: None, advertised_routes: Some(routes) }, now)
+                    }
+                    _ => ChangeSet::default(),
+                },
+                Op::Approve(n) => id_of(&state, n)
+                    .and_then(|id| state.approve_route(id, prefix_b, now).ok())
+                    .unwrap_or_default(),
+                Op::Unapprove(n) => id_of(&state, n)
+                    .and_then(|id| state.unapprove_route(id, prefix_a, now).ok())
+                    .unwrap_or_default(),
+                Op::Delete(n) => id_of(&state, n)
+                    .and_then(|id| state.delete_node(id, now).ok())
+                    .unwrap_or_default(),
+                Op::Expire(n) => id_of(&state, n)
+                    .and_then(|id| state.expire_node(id, now).ok())
+                    .unwrap_or_default(),
+            };
+            let mut changes = changes;
+            let due = state.expire_due(now);
+            changes.nodes.extend(due.nodes);
+            changes.dns_changed |= due.dns_changed;
+
+            for (prefix, id) in state.primaries() {
+                let node = state.node(*id).expect("primary exists");
+                prop_assert!(state.is_online(*id));
+                prop_assert!(!node.is_expired(now));
+                prop_assert!(node.approved_routes.contains(prefix) && node.advertised_routes.contains(prefix));
+            }
+            let mut owners = 0;
+            for node in state.nodes() {
+                if state.primary_routes(node.id).contains(&prefix_a) { owners += 1; }
+            }
+            prop_assert!(owners <= 1);
+
+            let prepared = PreparedChange::new(&state, &changes, now);
+            match session.delta(&prepared) {
+                DeltaOutcome::Send(delta) => {
+                    prop_assert!(!delta.is_full());
+                    apply_delta(&mut held, &delta);
+                }
+                DeltaOutcome::Nothing => {}
+                other => prop_assert!(false, "observer unexpectedly got {:?}", other),
+            }
+            let fresh = MapSession::new(observer).full_map(&state, now);
+            prop_assert_eq!(strip_seq(held.clone()), strip_seq(fresh));
+        }
+    }
+}

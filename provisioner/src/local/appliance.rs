@@ -1,0 +1,460 @@
+//! The `appliance` binary as the provisioner drives it: `control init`,
+//! `admin keys …`, `status --json`, `run --config`; and the config files
+//! and policy it is given (see docs/reference/appliance.md).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::exec;
+use super::netns::Netns;
+use super::state::{Node, Secret, StateDir};
+use super::topology::{
+    ADMIN_PORT, CLIENT_ADDR, CONTROL_ADDR, CONTROL_PORT, ROUTER_PUBLIC_ADDR, VPC_SUBNET, WG_PORT,
+};
+
+/// The tag the subnet router's auth key carries; the policy auto-approves
+/// the VPC subnet for it.
+pub const ROUTER_TAG: &str = "tag:subnet-router";
+/// The TUN device name of every node.
+pub const TUN_NAME: &str = "cw0";
+
+/// Finds the `appliance` binary: the override, else next to the running
+/// executable (or one directory up, where cargo puts binaries relative to
+/// test executables in `target/debug/deps`).
+pub fn locate(overridden: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = overridden {
+        if !path.is_file() {
+            bail!("--appliance-bin {}: no such file", path.display());
+        }
+        return Ok(path.to_owned());
+    }
+    let exe = std::env::current_exe().context("finding the provisioner's own executable")?;
+    let dir = exe
+        .parent()
+        .context("the executable has no parent directory")?;
+    let candidates = [dir.join("appliance"), dir.join("../appliance")];
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .with_context(|| {
+            format!(
+                "no `appliance` binary next to {} (build it, or pass --appliance-bin / CAUSEWAY_APPLIANCE_BIN)",
+                exe.display()
+            )
+        })
+}
+
+/// The appliance binary, run inside namespaces.
+#[derive(Debug, Clone)]
+pub struct Appliance {
+    bin: PathBuf,
+}
+
+impl Appliance {
+    /// The appliance at `bin`.
+    pub fn new(bin: PathBuf) -> Self {
+        Self { bin }
+    }
+
+    /// Its path.
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+
+    /// `appliance control init --state-dir DIR` in `ns`: returns control's
+    /// public key. Idempotent in the appliance.
+    pub fn control_init(&self, ns: &Netns, dir: &Path) -> anyhow::Result<String> {
+        let mut cmd = ns.command(&self.bin);
+        cmd.args(["control", "init", "--state-dir"]).arg(dir);
+        let out = exec::run(&mut cmd).context("initialising control")?;
+        Ok(out.trim().to_owned())
+    }
+
+    /// `appliance run --config FILE` in `ns`, to be spawned by the caller.
+    pub fn run_command(&self, ns: &Netns, config: &Path) -> Command {
+        let mut cmd = ns.command(&self.bin);
+        cmd.args(["run", "--config"]).arg(config);
+        cmd
+    }
+
+    /// `appliance admin --url … --token-file … ARGS…` in the control namespace.
+    pub fn admin_command(&self, ns: &Netns, token_file: &Path, args: &[&str]) -> Command {
+        let mut cmd = ns.command(&self.bin);
+        cmd.arg("admin")
+            .args(["--url", &admin_url()])
+            .arg("--token-file")
+            .arg(token_file)
+            .args(args);
+        cmd
+    }
+
+    /// Whether the admin API answers `keys list`; `Err` carries why not.
+    pub fn admin_ready(&self, ns: &Netns, token_file: &Path) -> Result<(), String> {
+        let mut cmd = self.admin_command(ns, token_file, &["keys", "list"]);
+        match exec::output(&mut cmd, None) {
+            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) => Err(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    }
+
+    /// Creates an auth key with `tags`. The key is captured, never printed.
+    pub fn create_auth_key(
+        &self,
+        ns: &Netns,
+        token_file: &Path,
+        tags: &[&str],
+    ) -> anyhow::Result<Secret> {
+        let mut args = vec!["keys", "create"];
+        for tag in tags {
+            args.extend(["--tag", tag]);
+        }
+        let mut cmd = self.admin_command(ns, token_file, &args);
+        let out = exec::run(&mut cmd).context("creating an auth key")?;
+        let key = out.trim();
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            bail!("`appliance admin keys create` printed something other than a single key");
+        }
+        Ok(Secret::new(key.to_owned()))
+    }
+
+    /// `appliance status --state-dir DIR --json` in `ns`, parsed.
+    pub fn status(&self, ns: &Netns, state_dir: &Path) -> anyhow::Result<Value> {
+        let mut cmd = ns.command(&self.bin);
+        cmd.arg("status")
+            .arg("--state-dir")
+            .arg(state_dir)
+            .arg("--json");
+        let out = exec::run(&mut cmd)?;
+        serde_json::from_str(&out).context("parsing `appliance status --json`")
+    }
+}
+
+/// Control's admin URL, on the control namespace's loopback.
+pub fn admin_url() -> String {
+    format!("http://127.0.0.1:{ADMIN_PORT}")
+}
+
+/// Control's node-facing URL.
+pub fn control_url() -> String {
+    format!("http://{CONTROL_ADDR}:{CONTROL_PORT}")
+}
+
+#[derive(Serialize)]
+struct ControlFile {
+    state_dir: PathBuf,
+    control: ControlSection,
+}
+
+#[derive(Serialize)]
+struct ControlSection {
+    listen: String,
+    admin_listen: String,
+    policy_file: PathBuf,
+}
+
+#[derive(Serialize)]
+struct NodeFile {
+    state_dir: PathBuf,
+    node: NodeSection,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subnet_router: Option<SubnetRouterSection>,
+}
+
+#[derive(Serialize)]
+struct NodeSection {
+    control_url: String,
+    control_public_key_file: PathBuf,
+    auth_key_file: PathBuf,
+    hostname: String,
+    listen_port: u16,
+    tun_name: String,
+    accept_routes: bool,
+    advertise_endpoints: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct SubnetRouterSection {
+    routes: Vec<RouteEntry>,
+}
+
+#[derive(Serialize)]
+struct RouteEntry {
+    prefix: String,
+}
+
+/// Control's config file.
+pub fn control_config(dir: &StateDir) -> anyhow::Result<String> {
+    let file = ControlFile {
+        state_dir: dir.control_dir(),
+        control: ControlSection {
+            listen: format!("{CONTROL_ADDR}:{CONTROL_PORT}"),
+            admin_listen: format!("127.0.0.1:{ADMIN_PORT}"),
+            policy_file: dir.policy(),
+        },
+    };
+    toml::to_string(&file).context("rendering control's config")
+}
+
+/// A node's config file: the router advertises the VPC subnet, the client
+/// accepts routes.
+pub fn node_config(dir: &StateDir, node: Node) -> anyhow::Result<String> {
+    let (addr, subnet_router, accept_routes) = match node {
+        Node::Router => (
+            ROUTER_PUBLIC_ADDR,
+            Some(SubnetRouterSection {
+                routes: vec![RouteEntry {
+                    prefix: VPC_SUBNET.to_owned(),
+                }],
+            }),
+            false,
+        ),
+        Node::Client => (CLIENT_ADDR, None, true),
+    };
+    let file = NodeFile {
+        state_dir: dir.node_dir(node),
+        node: NodeSection {
+            control_url: control_url(),
+            control_public_key_file: dir.control_pub(),
+            auth_key_file: dir.node_auth_key(node),
+            hostname: node.as_str().to_owned(),
+            listen_port: WG_PORT,
+            tun_name: TUN_NAME.to_owned(),
+            accept_routes,
+            advertise_endpoints: vec![format!("{addr}:{WG_PORT}")],
+        },
+        subnet_router,
+    };
+    toml::to_string(&file).with_context(|| format!("rendering the {} config", node.as_str()))
+}
+
+/// The tailnet policy: everyone may reach everything (this is a demo
+/// tailnet of two devices), and the VPC subnet is auto-approved for routers
+/// tagged [`ROUTER_TAG`].
+pub fn policy() -> String {
+    format!(
+        r#"// Written by the Causeway provisioner (--cloud local).
+{{
+  "tagOwners": {{
+    "{ROUTER_TAG}": ["autogroup:admin"],
+  }},
+  "autoApprovers": {{
+    "routes": {{
+      "{VPC_SUBNET}": ["{ROUTER_TAG}"],
+    }},
+  }},
+  "acls": [
+    {{"action": "accept", "src": ["*"], "dst": ["*:*"]}},
+  ],
+}}
+"#
+    )
+}
+
+/// What `appliance status --json` says about a node, reduced to what the
+/// provisioner shows and waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeSummary {
+    /// The daemon's state (`running` when up).
+    pub state: String,
+    /// Its tailnet name.
+    pub name: Option<String>,
+    /// Its tailnet addresses.
+    pub addresses: Vec<String>,
+    /// Routes it points at its TUN device (`None`: not reported).
+    pub kernel_routes: Option<Vec<String>>,
+    /// Its peers.
+    pub peers: Vec<PeerSummary>,
+}
+
+/// One peer of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeerSummary {
+    /// Hostname (or key, if the status has no hostname).
+    pub name: String,
+    /// Routes (allowed IPs / primary routes) through this peer.
+    pub routes: Vec<String>,
+    /// Latest handshake, as the appliance reports it.
+    pub handshake: Option<String>,
+    /// Bytes received from the peer.
+    pub rx_bytes: Option<u64>,
+    /// Bytes sent to the peer.
+    pub tx_bytes: Option<u64>,
+}
+
+impl NodeSummary {
+    /// Reduces a status document. Tolerant of field names, as the status
+    /// format is the appliance's to evolve.
+    pub fn from_status(v: &Value) -> Self {
+        let state = v
+            .get("state")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_owned();
+        let peers = match v.get("peers") {
+            Some(Value::Array(a)) => a.iter().map(PeerSummary::from_status).collect(),
+            Some(Value::Object(m)) => m.values().map(PeerSummary::from_status).collect(),
+            _ => Vec::new(),
+        };
+        let strings = |key: &str| {
+            v.get(key).and_then(Value::as_array).map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+        };
+        Self {
+            state,
+            name: v.get("name").and_then(Value::as_str).map(str::to_owned),
+            addresses: strings("addresses").unwrap_or_default(),
+            kernel_routes: strings("kernel_routes"),
+            peers,
+        }
+    }
+
+    /// Whether the daemon reports `running`.
+    pub fn is_running(&self) -> bool {
+        self.state == "running"
+    }
+
+    /// Whether some peer routes `prefix` and, where the status reports
+    /// kernel routes, the route points at the TUN device.
+    pub fn has_route(&self, prefix: &str) -> bool {
+        self.peers
+            .iter()
+            .any(|p| p.routes.iter().any(|r| r == prefix))
+            && self
+                .kernel_routes
+                .as_ref()
+                .is_none_or(|k| k.iter().any(|r| r == prefix))
+    }
+}
+
+impl PeerSummary {
+    fn from_status(v: &Value) -> Self {
+        let text = |keys: &[&str]| {
+            keys.iter().find_map(|k| match v.get(*k) {
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            })
+        };
+        let number = |keys: &[&str]| keys.iter().find_map(|k| v.get(*k).and_then(Value::as_u64));
+        let mut routes = Vec::new();
+        if let Value::Object(m) = v {
+            for (k, val) in m {
+                if (k.contains("route") || k.contains("allowed_ips"))
+                    && let Value::Array(items) = val
+                {
+                    routes.extend(items.iter().filter_map(Value::as_str).map(str::to_owned));
+                }
+            }
+        }
+        routes.sort();
+        routes.dedup();
+        Self {
+            name: text(&["hostname", "name", "node_key", "id"]).unwrap_or_else(|| "?".into()),
+            routes,
+            handshake: number(&["last_handshake_seconds"])
+                .map(|s| format!("{s} s ago"))
+                .or_else(|| text(&["latest_handshake", "last_handshake", "handshake"])),
+            rx_bytes: number(&["rx_bytes", "bytes_in", "rx"]),
+            tx_bytes: number(&["tx_bytes", "bytes_out", "tx"]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn router_config_advertises_the_vpc_subnet() {
+        let dir = StateDir::new("/run/causeway/local/demo");
+        let text = node_config(&dir, Node::Router).expect("renders");
+        let v: toml::Value = toml::from_str(&text).expect("valid toml");
+        assert_eq!(
+            v["state_dir"].as_str(),
+            Some("/run/causeway/local/demo/router")
+        );
+        assert_eq!(
+            v["node"]["control_url"].as_str(),
+            Some("http://198.18.0.2:8080")
+        );
+        assert_eq!(
+            v["node"]["auth_key_file"].as_str(),
+            Some("/run/causeway/local/demo/router.authkey")
+        );
+        assert_eq!(
+            v["subnet_router"]["routes"][0]["prefix"].as_str(),
+            Some("198.19.1.0/24")
+        );
+    }
+
+    #[test]
+    fn client_config_accepts_routes_and_has_no_router_section() {
+        let dir = StateDir::new("/s");
+        let v: toml::Value =
+            toml::from_str(&node_config(&dir, Node::Client).expect("renders")).expect("toml");
+        assert_eq!(v["node"]["accept_routes"].as_bool(), Some(true));
+        assert_eq!(
+            v["node"]["advertise_endpoints"][0].as_str(),
+            Some("198.18.0.4:41641")
+        );
+        assert!(v.get("subnet_router").is_none());
+    }
+
+    #[test]
+    fn control_config_listens_where_nodes_and_admin_expect() {
+        let v: toml::Value =
+            toml::from_str(&control_config(&StateDir::new("/s")).expect("renders")).expect("toml");
+        assert_eq!(v["control"]["listen"].as_str(), Some("198.18.0.2:8080"));
+        assert_eq!(
+            v["control"]["admin_listen"].as_str(),
+            Some("127.0.0.1:8081")
+        );
+        assert_eq!(
+            v["control"]["policy_file"].as_str(),
+            Some("/s/policy.hujson")
+        );
+    }
+
+    #[test]
+    fn summary_finds_state_and_routed_peer() {
+        // The shape of appliance/src/node/status.rs.
+        let v = serde_json::json!({
+            "state": "running", "name": "client", "addresses": ["100.64.0.2/32"],
+            "kernel_routes": ["198.19.1.0/24"],
+            "peers": [{"id": 1, "name": "router", "allowed_ips": ["100.64.0.1/32", "198.19.1.0/24"],
+                       "last_handshake_seconds": 2, "rx_bytes": 10, "tx_bytes": 20}]
+        });
+        let s = NodeSummary::from_status(&v);
+        assert!(s.is_running());
+        assert!(s.has_route("198.19.1.0/24"));
+        assert_eq!(s.peers[0].rx_bytes, Some(10));
+        assert_eq!(s.peers[0].name, "router");
+        assert_eq!(s.peers[0].handshake.as_deref(), Some("2 s ago"));
+        assert_eq!(s.addresses, ["100.64.0.2/32"]);
+    }
+
+    #[test]
+    fn a_peer_route_not_yet_in_the_kernel_is_not_ready() {
+        let v = serde_json::json!({
+            "state": "running", "kernel_routes": [],
+            "peers": [{"name": "router", "allowed_ips": ["198.19.1.0/24"]}]
+        });
+        assert!(!NodeSummary::from_status(&v).has_route("198.19.1.0/24"));
+    }
+
+    #[test]
+    fn policy_auto_approves_the_vpc_subnet_for_the_router_tag() {
+        let p = policy();
+        assert!(p.contains(r#""198.19.1.0/24": ["tag:subnet-router"]"#));
+    }
+}

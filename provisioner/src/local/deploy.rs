@@ -1,0 +1,413 @@
+//! The deploy steps, in order. Each step looks before it acts, so running
+//! deploy again resumes an interrupted deploy and changes nothing on a
+//! healthy one.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use super::appliance::{self, ROUTER_TAG};
+use super::exec;
+use super::observe::{CONTROL_KEY, node_ready};
+use super::process::{self, ProcessRecord};
+use super::services::{DB_QUERY, HttpServer, Postgres, vpc_url};
+use super::state::{
+    DeploymentLock, DeploymentState, Node, STATE_VERSION, Secret, write_if_changed,
+};
+use super::topology::{Site, VPC_HOST_ADDR};
+use super::{LocalDeployment, network, node_site, services};
+use crate::console::{Progress, StepOutcome};
+
+const STEPS: [&str; 9] = [
+    "preflight",
+    "network namespaces and links",
+    "postgres in the VPC",
+    "http server in the VPC",
+    "control",
+    "auth keys and node configs",
+    "subnet router",
+    "client",
+    "verify client -> router -> VPC",
+];
+
+/// Runs every step; on failure reports the step and leaves what was built
+/// (recorded in `state.json`) for the next deploy or for destroy.
+pub fn run(dep: &LocalDeployment) -> anyhow::Result<()> {
+    let _lock = DeploymentLock::acquire(&dep.dir)?;
+    let mut p = Progress::new(dep.opts.progress, STEPS.len());
+    let mut state = initial_state(dep)?;
+    let mut changed = false;
+    let mut restart = Restart::default();
+    let mut details = Vec::new();
+    for (i, label) in STEPS.iter().enumerate() {
+        p.begin(label);
+        let result = match i {
+            0 => preflight(dep, &mut state),
+            1 => network::ensure(&dep.topo).map(outcome),
+            2 => Postgres::new(dep.pg_bin.clone(), dep.dir.clone(), dep.netns(Site::Vpc))
+                .ensure(&mut state),
+            3 => HttpServer::new(dep.dir.clone(), dep.netns(Site::Vpc)).ensure(
+                &mut state,
+                dep.name().as_str(),
+                dep.opts.wait_timeout,
+            ),
+            4 => control(dep, &mut state),
+            5 => keys_and_configs(dep, &mut state, &mut restart),
+            6 => node(dep, &mut state, Node::Router, &restart),
+            7 => node(dep, &mut state, Node::Client, &restart),
+            _ => verify(dep, &mut details),
+        };
+        let saved = if dep.dir.root().is_dir() {
+            state.save(&dep.dir)
+        } else {
+            Ok(())
+        };
+        match result.and_then(|o| saved.map(|()| o)) {
+            Ok(o) => {
+                changed |= o == StepOutcome::Changed;
+                p.end(o);
+                for line in details.drain(..) {
+                    p.detail(&line);
+                }
+            }
+            Err(e) => {
+                p.fail();
+                return Err(e.context(format!(
+                    "deploy of {} stopped at {}; run deploy again to resume, or destroy to clean up",
+                    dep.name(),
+                    p.current_step()
+                )));
+            }
+        }
+    }
+    if changed {
+        p.line(&format!(
+            "deployment {} is deployed and healthy",
+            dep.name()
+        ));
+    } else {
+        p.line(&format!(
+            "deployment {} was already healthy: nothing changed",
+            dep.name()
+        ));
+    }
+    Ok(())
+}
+
+/// Nodes whose config changed, so a running daemon must be restarted.
+#[derive(Debug, Default)]
+struct Restart {
+    router: bool,
+    client: bool,
+}
+
+fn outcome(changed: bool) -> StepOutcome {
+    if changed {
+        StepOutcome::Changed
+    } else {
+        StepOutcome::Unchanged
+    }
+}
+
+fn initial_state(dep: &LocalDeployment) -> anyhow::Result<DeploymentState> {
+    if let Some(state) = DeploymentState::load(&dep.dir)? {
+        return Ok(state);
+    }
+    Ok(DeploymentState {
+        version: STATE_VERSION,
+        name: dep.name().to_string(),
+        cloud: "local".into(),
+        role: crate::role::Role::SubnetRouter.to_string(),
+        namespaces: dep.topo.namespaces(),
+        processes: Default::default(),
+        postgres_data_dir: dep.dir.pg_data(),
+        configs: Default::default(),
+        secret_files: Default::default(),
+    })
+}
+
+/// Checks privileges and tools before anything is created, then creates
+/// the state directory and records the deployment in it.
+fn preflight(dep: &LocalDeployment, state: &mut DeploymentState) -> anyhow::Result<StepOutcome> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("the local cloud needs root (network namespaces, PostgreSQL as user postgres)");
+    }
+    for tool in ["ip", "runuser", "curl", "sysctl"] {
+        if find_in_path(tool).is_none() {
+            bail!("`{tool}` is not installed (needed by --cloud local)");
+        }
+    }
+    for bin in ["initdb", "pg_ctl", "psql"] {
+        if !dep.pg_bin.join(bin).is_file() {
+            bail!("{} has no {bin}", dep.pg_bin.display());
+        }
+    }
+    if dep.opts.start_control {
+        dep.appliance_or_err()?;
+    }
+    let root = dep.dir.root();
+    let created = !root.is_dir();
+    fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+    // PostgreSQL runs as `postgres` from a directory inside: every
+    // directory we create on the way must be traversable.
+    for dir in root
+        .ancestors()
+        .take_while(|d| d.starts_with("/run/causeway") || *d == root)
+    {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("chmod 0755 {}", dir.display()))?;
+    }
+    let mut probe = Command::new("runuser");
+    probe.args(["-u", "postgres", "--", "test", "-x"]).arg(root);
+    if !exec::output(&mut probe, None)?.status.success() {
+        bail!(
+            "user postgres cannot enter the state directory {} (a parent directory is not world-traversable); choose another --state-dir",
+            root.display()
+        );
+    }
+    state.save(&dep.dir)?;
+    Ok(outcome(created))
+}
+
+fn control(dep: &LocalDeployment, state: &mut DeploymentState) -> anyhow::Result<StepOutcome> {
+    if !dep.opts.start_control {
+        return Ok(StepOutcome::Skipped);
+    }
+    let app = dep.appliance_or_err()?;
+    let ctl = dep.netns(Site::Ctl);
+    let dir = &dep.dir;
+    let mut changed = false;
+    if !dir.control_pub().is_file() || !dir.admin_token().is_file() {
+        fs::create_dir_all(dir.control_dir())
+            .with_context(|| format!("creating {}", dir.control_dir().display()))?;
+        app.control_init(&ctl, &dir.control_dir())?;
+        changed = true;
+    }
+    let mut config_changed = write_if_changed(&dir.policy(), &appliance::policy(), 0o644)?;
+    config_changed |= write_if_changed(
+        &dir.control_config(),
+        &appliance::control_config(dir)?,
+        0o644,
+    )?;
+    state.configs.insert("control".into(), dir.control_config());
+    state.configs.insert("policy".into(), dir.policy());
+    let alive = state
+        .processes
+        .get(CONTROL_KEY)
+        .filter(|p| p.is_alive())
+        .cloned();
+    let record = match alive {
+        Some(rec) if !config_changed => rec,
+        other => {
+            if let Some(old) = other {
+                old.stop(Duration::from_secs(5));
+            }
+            let mut cmd = app.run_command(&ctl, &dir.control_config());
+            let rec = process::spawn_logged(&mut cmd, ctl.name(), &dir.control_log())?;
+            state.processes.insert(CONTROL_KEY.into(), rec.clone());
+            changed = true;
+            rec
+        }
+    };
+    let mut last = String::new();
+    let ready = process::poll(dep.opts.wait_timeout, || {
+        if !record.is_alive() {
+            bail!(
+                "control exited; {} ends with:\n{}",
+                dir.control_log().display(),
+                record.log_tail(15)
+            );
+        }
+        match app.admin_ready(&ctl, &dir.admin_token()) {
+            Ok(()) => Ok(Some(())),
+            Err(why) => {
+                last = why;
+                Ok(None)
+            }
+        }
+    })?;
+    if ready.is_none() {
+        bail!(
+            "control's admin API did not answer within {} s (last error: {last}); see {}",
+            dep.opts.wait_timeout.as_secs(),
+            dir.control_log().display()
+        );
+    }
+    Ok(outcome(changed || config_changed))
+}
+
+fn keys_and_configs(
+    dep: &LocalDeployment,
+    state: &mut DeploymentState,
+    restart: &mut Restart,
+) -> anyhow::Result<StepOutcome> {
+    if !dep.opts.start_control {
+        return Ok(StepOutcome::Skipped);
+    }
+    let app = dep.appliance_or_err()?;
+    let ctl = dep.netns(Site::Ctl);
+    let mut changed = false;
+    for node in [Node::Router, Node::Client] {
+        let key_file = dep.dir.node_auth_key(node);
+        if !key_file.is_file() {
+            let tags: &[&str] = match node {
+                Node::Router => &[ROUTER_TAG],
+                Node::Client => &[],
+            };
+            app.create_auth_key(&ctl, &dep.dir.admin_token(), tags)?
+                .write(&key_file)?;
+            changed = true;
+        }
+        state
+            .secret_files
+            .insert(format!("{}_auth_key", node.as_str()), key_file);
+        fs::create_dir_all(dep.dir.node_dir(node))
+            .with_context(|| format!("creating {}", dep.dir.node_dir(node).display()))?;
+        let config = dep.dir.node_config(node);
+        let config_changed =
+            write_if_changed(&config, &appliance::node_config(&dep.dir, node)?, 0o644)?;
+        state.configs.insert(node.as_str().into(), config);
+        match node {
+            Node::Router => restart.router = config_changed,
+            Node::Client => restart.client = config_changed,
+        }
+        changed |= config_changed;
+    }
+    Ok(outcome(changed))
+}
+
+fn node(
+    dep: &LocalDeployment,
+    state: &mut DeploymentState,
+    node: Node,
+    restart: &Restart,
+) -> anyhow::Result<StepOutcome> {
+    let (wanted, must_restart) = match node {
+        Node::Router => (dep.opts.start_router, restart.router),
+        Node::Client => (dep.opts.start_client, restart.client),
+    };
+    if !wanted {
+        return Ok(StepOutcome::Skipped);
+    }
+    let app = dep.appliance_or_err()?;
+    let ns = dep.netns(node_site(node));
+    let alive = state
+        .processes
+        .get(node.as_str())
+        .filter(|p| p.is_alive())
+        .cloned();
+    let mut changed = false;
+    let record = match alive {
+        Some(rec) if !must_restart => rec,
+        other => {
+            if let Some(old) = other {
+                old.stop(Duration::from_secs(5));
+            }
+            let mut cmd = app.run_command(&ns, &dep.dir.node_config(node));
+            let rec = process::spawn_logged(&mut cmd, ns.name(), &dep.dir.node_log(node))?;
+            state.processes.insert(node.as_str().into(), rec.clone());
+            changed = true;
+            rec
+        }
+    };
+    wait_node(dep, node, &record)?;
+    Ok(outcome(changed))
+}
+
+fn wait_node(dep: &LocalDeployment, node: Node, record: &ProcessRecord) -> anyhow::Result<()> {
+    let mut last = String::from("no status yet");
+    let ready = process::poll(dep.opts.wait_timeout, || {
+        if !record.is_alive() {
+            bail!(
+                "the {} exited; {} ends with:\n{}",
+                node.as_str(),
+                dep.dir.node_log(node).display(),
+                record.log_tail(15)
+            );
+        }
+        match dep.node_status(node) {
+            Ok(s) if node_ready(node, &s) => Ok(Some(())),
+            Ok(s) => {
+                last = format!("state {:?}, {} peer(s)", s.state, s.peers.len());
+                Ok(None)
+            }
+            Err(e) => {
+                last = format!("{e:#}");
+                Ok(None)
+            }
+        }
+    })?;
+    if ready.is_none() {
+        let wanted = match node {
+            Node::Router => "\"state\": \"running\"".to_owned(),
+            Node::Client => format!(
+                "\"state\": \"running\" and a peer routing {}",
+                super::topology::VPC_SUBNET
+            ),
+        };
+        bail!(
+            "the {} did not report {wanted} within {} s (last: {last}); see {}",
+            node.as_str(),
+            dep.opts.wait_timeout.as_secs(),
+            dep.dir.node_log(node).display()
+        );
+    }
+    Ok(())
+}
+
+/// The proof: from the client namespace, which has no route to the VPC
+/// except through the tailnet, query the database and fetch the page.
+fn verify(dep: &LocalDeployment, details: &mut Vec<String>) -> anyhow::Result<StepOutcome> {
+    if !(dep.opts.verify && dep.opts.start_router && dep.opts.start_client) {
+        return Ok(StepOutcome::Skipped);
+    }
+    let cli = dep.netns(Site::Cli);
+    let pw = Secret::read(&dep.dir.pg_password())?;
+    let mut last = String::new();
+    let proof = process::poll(dep.opts.wait_timeout, || {
+        let row = services::query(&cli, &dep.pg_bin, &pw, DB_QUERY);
+        let page = services::http_get(&cli, &vpc_url());
+        match (row, page) {
+            (Ok(row), Ok(page)) => Ok(Some((row, page))),
+            (Err(e), _) | (_, Err(e)) => {
+                last = format!("{e:#}");
+                Ok(None)
+            }
+        }
+    })?;
+    let Some((row, page)) = proof else {
+        bail!(
+            "the client could not reach the VPC host through the router within {} s: {last}",
+            dep.opts.wait_timeout.as_secs()
+        );
+    };
+    let line = page
+        .lines()
+        .find(|l| l.contains(services::HTTP_GREETING))
+        .unwrap_or("(page without the expected line)");
+    details.push(format!(
+        "psql {VPC_HOST_ADDR}:5432 from {} -> {row}",
+        cli.name()
+    ));
+    details.push(format!(
+        "curl {} from {} -> {}",
+        vpc_url(),
+        cli.name(),
+        line.trim()
+    ));
+    if row != services::DB_GREETING || !page.contains(services::HTTP_GREETING) {
+        bail!("the VPC services answered, but not with the expected content");
+    }
+    Ok(StepOutcome::Checked)
+}
+
+fn find_in_path(tool: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| Path::new(p).is_file())
+}

@@ -1,0 +1,445 @@
+//! `--cloud local`: a deployment built from network namespaces on this
+//! machine, standing in for a cloud (see docs/reference/appliance.md for
+//! the appliance it runs). Also the library the end-to-end tests use:
+//!
+//! ```no_run
+//! use causeway_provisioner::local::{DeployOptions, DestroyGuard, Site, deploy};
+//! let opts = DeployOptions::new("e2e1".parse()?);
+//! let guard = DestroyGuard::new(&opts); // armed before anything exists
+//! let dep = deploy(&opts)?;
+//! let out = dep.exec_in(Site::Cli, &["curl", "-s", "http://198.19.1.10/"])?;
+//! assert!(out.status.success());
+//! drop(guard); // destroys, even when a test panics
+//! # anyhow::Ok(())
+//! ```
+
+pub mod appliance;
+mod deploy;
+mod destroy;
+pub mod exec;
+pub mod netns;
+pub mod network;
+mod observe;
+pub mod process;
+pub mod services;
+pub mod state;
+mod status;
+pub mod topology;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use anyhow::Context;
+
+pub use self::appliance::{Appliance, NodeSummary, PeerSummary};
+pub use self::destroy::DestroyReport;
+pub use self::netns::Netns;
+pub use self::observe::{Action, Observation, Plan, PlanItem};
+pub use self::process::{ProcessRecord, Stopped};
+pub use self::state::{DeploymentState, Node, Secret, StateDir};
+pub use self::status::StatusReport;
+pub use self::topology::{Site, Topology};
+
+use crate::cloud::{Provider, Verdict};
+use crate::console::{OutputFormat, ProgressSink};
+use crate::name::DeploymentName;
+
+/// Where local deployments keep their state by default.
+pub const DEFAULT_STATE_ROOT: &str = "/run/causeway/local";
+
+/// What to deploy, and where.
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    /// Deployment name; every namespace and file is named after it.
+    pub name: DeploymentName,
+    /// State directory (default `/run/causeway/local/NAME`). PostgreSQL
+    /// runs as `postgres` from inside it, so every parent must be
+    /// traversable by that user.
+    pub state_dir: PathBuf,
+    /// The `appliance` binary (default: found next to the executable).
+    pub appliance_bin: Option<PathBuf>,
+    /// PostgreSQL's server binaries (default: newest /usr/lib/postgresql/*/bin).
+    pub pg_bin_dir: Option<PathBuf>,
+    /// How long to wait for each service to come up.
+    pub wait_timeout: Duration,
+    /// Initialise and run control, write node configs and auth keys.
+    pub start_control: bool,
+    /// Start the subnet router (needs control).
+    pub start_router: bool,
+    /// Start the client (needs control).
+    pub start_client: bool,
+    /// Prove the path client → router → VPC with `psql` and `curl`
+    /// (only when router and client are started).
+    pub verify: bool,
+    /// Where progress lines go.
+    pub progress: ProgressSink,
+}
+
+impl DeployOptions {
+    /// Everything on, default state directory, progress on stdout.
+    pub fn new(name: DeploymentName) -> Self {
+        Self {
+            state_dir: Path::new(DEFAULT_STATE_ROOT).join(name.as_str()),
+            name,
+            appliance_bin: None,
+            pg_bin_dir: None,
+            wait_timeout: Duration::from_secs(30),
+            start_control: true,
+            start_router: true,
+            start_client: true,
+            verify: true,
+            progress: ProgressSink::Stdout,
+        }
+    }
+
+    /// Only the topology and the VPC services: no appliance at all.
+    pub fn services_only(mut self) -> Self {
+        self.start_control = false;
+        self.start_router = false;
+        self.start_client = false;
+        self.verify = false;
+        self
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if (self.start_router || self.start_client) && !self.start_control {
+            anyhow::bail!("starting the router or the client needs control: set start_control");
+        }
+        Ok(())
+    }
+}
+
+/// A local deployment: its topology, state directory and the binaries it
+/// runs. Cheap to open; opening changes nothing.
+#[derive(Debug, Clone)]
+pub struct LocalDeployment {
+    opts: DeployOptions,
+    topo: Topology,
+    dir: StateDir,
+    pg_bin: PathBuf,
+    appliance: Option<Appliance>,
+    /// Why no appliance binary was found, for the step that needs one.
+    appliance_missing: Option<String>,
+}
+
+impl LocalDeployment {
+    /// Opens the deployment `opts` describes, whether it exists or not.
+    /// The appliance binary is optional here; steps that need it fail clearly.
+    pub fn open(opts: &DeployOptions) -> anyhow::Result<Self> {
+        opts.check()?;
+        let pg_bin = services::find_pg_bin_dir(opts.pg_bin_dir.as_deref())?;
+        let (appliance, appliance_missing) = match appliance::locate(opts.appliance_bin.as_deref())
+        {
+            Ok(bin) => (Some(Appliance::new(bin)), None),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        };
+        Ok(Self {
+            opts: opts.clone(),
+            topo: Topology::new(opts.name.clone()),
+            dir: StateDir::new(&opts.state_dir),
+            pg_bin,
+            appliance,
+            appliance_missing,
+        })
+    }
+
+    /// The appliance, or why there is none.
+    fn appliance_or_err(&self) -> anyhow::Result<&Appliance> {
+        match (&self.appliance, &self.appliance_missing) {
+            (Some(app), _) => Ok(app),
+            (None, Some(why)) => anyhow::bail!("{why}"),
+            (None, None) => anyhow::bail!("no appliance binary"),
+        }
+    }
+
+    /// The deployment name.
+    pub fn name(&self) -> &DeploymentName {
+        self.topo.name()
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &DeployOptions {
+        &self.opts
+    }
+
+    /// Its address plan.
+    pub fn topology(&self) -> &Topology {
+        &self.topo
+    }
+
+    /// The namespace name of `site` (`cw-NAME-SUFFIX`).
+    pub fn namespace(&self, site: Site) -> String {
+        self.topo.namespace(site)
+    }
+
+    /// The namespace of `site`, to run commands in.
+    pub fn netns(&self, site: Site) -> Netns {
+        network::netns(&self.topo, site)
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        self.dir.root()
+    }
+
+    /// Paths inside the state directory.
+    pub fn paths(&self) -> &StateDir {
+        &self.dir
+    }
+
+    /// The appliance binary in use, if found.
+    pub fn appliance(&self) -> Option<&Appliance> {
+        self.appliance.as_ref()
+    }
+
+    /// PostgreSQL's server binary directory.
+    pub fn pg_bin_dir(&self) -> &Path {
+        &self.pg_bin
+    }
+
+    /// Control's public address (198.18.0.2).
+    pub fn control_addr(&self) -> &'static str {
+        topology::CONTROL_ADDR
+    }
+
+    /// The subnet router's public address (198.18.0.3).
+    pub fn router_public_addr(&self) -> &'static str {
+        topology::ROUTER_PUBLIC_ADDR
+    }
+
+    /// The subnet router's VPC address (198.19.1.1).
+    pub fn router_vpc_addr(&self) -> &'static str {
+        topology::ROUTER_VPC_ADDR
+    }
+
+    /// The client's public address (198.18.0.4).
+    pub fn client_addr(&self) -> &'static str {
+        topology::CLIENT_ADDR
+    }
+
+    /// The VPC host (198.19.1.10), serving PostgreSQL and HTTP.
+    pub fn vpc_host_addr(&self) -> &'static str {
+        topology::VPC_HOST_ADDR
+    }
+
+    /// The VPC subnet the router advertises (198.19.1.0/24).
+    pub fn vpc_subnet(&self) -> &'static str {
+        topology::VPC_SUBNET
+    }
+
+    /// Runs `cmd[0] cmd[1..]` inside the namespace of `site` and returns its
+    /// output, whatever its exit status.
+    pub fn exec_in(&self, site: Site, cmd: &[&str]) -> anyhow::Result<Output> {
+        let (program, args) = cmd.split_first().context("exec_in needs a program")?;
+        let mut c = self.netns(site).command(program);
+        c.args(args);
+        exec::output(&mut c, None)
+    }
+
+    /// Queries the VPC database as user `causeway` from `site`; returns the row.
+    pub fn query_db(&self, site: Site) -> anyhow::Result<String> {
+        let pw = Secret::read(&self.dir.pg_password())?;
+        services::query(&self.netns(site), &self.pg_bin, &pw, services::DB_QUERY)
+    }
+
+    /// Fetches the VPC web page from `site`.
+    pub fn http_get(&self, site: Site) -> anyhow::Result<String> {
+        services::http_get(&self.netns(site), &services::vpc_url())
+    }
+
+    /// The command that runs `node`'s appliance in its namespace with its
+    /// config, for tests that start nodes themselves.
+    pub fn node_command(&self, node: Node) -> anyhow::Result<Command> {
+        let app = self.appliance_or_err()?;
+        Ok(app.run_command(&self.netns(node_site(node)), &self.dir.node_config(node)))
+    }
+
+    /// `appliance status --json` of `node`, summarised.
+    pub fn node_status(&self, node: Node) -> anyhow::Result<NodeSummary> {
+        let app = self.appliance_or_err()?;
+        let v = app.status(&self.netns(node_site(node)), &self.dir.node_dir(node))?;
+        Ok(NodeSummary::from_status(&v))
+    }
+
+    /// Creates another auth key with `tags` (never printed).
+    pub fn create_auth_key(&self, tags: &[&str]) -> anyhow::Result<Secret> {
+        let app = self.appliance_or_err()?;
+        app.create_auth_key(&self.netns(Site::Ctl), &self.dir.admin_token(), tags)
+    }
+
+    /// `state.json`, if the deployment exists.
+    pub fn state(&self) -> anyhow::Result<Option<DeploymentState>> {
+        DeploymentState::load(&self.dir)
+    }
+}
+
+/// The namespace a node runs in.
+pub fn node_site(node: Node) -> Site {
+    match node {
+        Node::Router => Site::Rtr,
+        Node::Client => Site::Cli,
+    }
+}
+
+/// Creates or repairs the deployment until healthy; prints progress to
+/// `opts.progress`. On failure, names the step; a later `deploy` resumes and
+/// `destroy` cleans up.
+pub fn deploy(opts: &DeployOptions) -> anyhow::Result<LocalDeployment> {
+    let dep = LocalDeployment::open(opts)?;
+    deploy::run(&dep)?;
+    Ok(dep)
+}
+
+/// What `deploy` would do; changes nothing.
+pub fn plan(opts: &DeployOptions) -> anyhow::Result<Plan> {
+    let dep = LocalDeployment::open(opts)?;
+    let obs = observe::observe(&dep)?;
+    Ok(observe::plan_from(
+        &obs,
+        opts.name.as_str(),
+        &observe::Wanted::from(opts),
+    ))
+}
+
+/// What runs and whether it is healthy.
+pub fn status(opts: &DeployOptions) -> anyhow::Result<StatusReport> {
+    let dep = LocalDeployment::open(opts)?;
+    status::report(&dep)
+}
+
+/// Removes everything the deployment created (also a half-finished one),
+/// then checks nothing is left. A missing deployment is a no-op.
+pub fn destroy(opts: &DeployOptions) -> anyhow::Result<DestroyReport> {
+    let mut opts = opts.clone();
+    // Destroy needs no appliance binary: processes are found by pid.
+    opts.start_control = false;
+    opts.start_router = false;
+    opts.start_client = false;
+    let dep = LocalDeployment::open(&opts)?;
+    destroy::run(&dep)
+}
+
+/// Destroys a deployment when dropped, also when a test panics. Create it
+/// before calling [`deploy`], so a deploy that fails half-way is cleaned too.
+#[derive(Debug)]
+pub struct DestroyGuard {
+    opts: Option<DeployOptions>,
+}
+
+impl DestroyGuard {
+    /// A guard for the deployment `opts` describes.
+    pub fn new(opts: &DeployOptions) -> Self {
+        Self {
+            opts: Some(opts.clone()),
+        }
+    }
+
+    /// Destroys now and returns the report (for asserting on it).
+    pub fn destroy(mut self) -> anyhow::Result<DestroyReport> {
+        match self.opts.take() {
+            Some(opts) => destroy(&opts),
+            None => anyhow::bail!("already destroyed"),
+        }
+    }
+
+    /// Keeps the deployment (for debugging a failed test).
+    pub fn disarm(mut self) {
+        self.opts = None;
+    }
+}
+
+impl Drop for DestroyGuard {
+    fn drop(&mut self) {
+        if let Some(opts) = self.opts.take() {
+            match destroy(&opts) {
+                Ok(report) if report.leftovers.is_empty() => {}
+                Ok(report) => eprintln!("destroy of {} left: {:?}", opts.name, report.leftovers),
+                Err(e) => eprintln!("destroy of {} failed: {e:#}", opts.name),
+            }
+        }
+    }
+}
+
+/// `--cloud local` behind the [`Provider`] interface.
+#[derive(Debug, Clone)]
+pub struct LocalProvider {
+    opts: DeployOptions,
+}
+
+impl LocalProvider {
+    /// A provider for the deployment `opts` describes.
+    pub fn new(opts: DeployOptions) -> Self {
+        Self { opts }
+    }
+
+    fn opts_for(&self, format: OutputFormat) -> DeployOptions {
+        let mut opts = self.opts.clone();
+        opts.progress = match format {
+            OutputFormat::Text => ProgressSink::Stdout,
+            OutputFormat::Json => ProgressSink::Stderr,
+        };
+        opts
+    }
+}
+
+impl Provider for LocalProvider {
+    fn plan(&self, format: OutputFormat) -> anyhow::Result<Verdict> {
+        let opts = self.opts_for(format);
+        let plan = plan(&opts)?;
+        match format {
+            OutputFormat::Text => {
+                print!("{}", plan.render(&opts));
+                if let Err(e) = LocalDeployment::open(&opts)?.appliance_or_err() {
+                    println!("note: deploy will fail in preflight: {e:#}");
+                }
+            }
+            OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+        }
+        Ok(if plan.is_noop() {
+            Verdict::Healthy
+        } else {
+            Verdict::Unhealthy
+        })
+    }
+
+    fn deploy(&self, format: OutputFormat) -> anyhow::Result<Verdict> {
+        let opts = self.opts_for(format);
+        deploy(&opts)?;
+        if format == OutputFormat::Json {
+            let report = status(&opts)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Ok(Verdict::Healthy)
+    }
+
+    fn status(&self, format: OutputFormat) -> anyhow::Result<Verdict> {
+        let opts = self.opts_for(format);
+        let report = status(&opts)?;
+        match format {
+            OutputFormat::Text => print!("{}", report.render()),
+            OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        }
+        Ok(if report.healthy {
+            Verdict::Healthy
+        } else {
+            Verdict::Unhealthy
+        })
+    }
+
+    fn destroy(&self, format: OutputFormat) -> anyhow::Result<Verdict> {
+        let opts = self.opts_for(format);
+        let report = destroy(&opts)?;
+        match format {
+            OutputFormat::Text => print!("{}", report.render()),
+            OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        }
+        if !report.leftovers.is_empty() {
+            anyhow::bail!(
+                "destroy left resources behind: {}",
+                report.leftovers.join(", ")
+            );
+        }
+        Ok(Verdict::Healthy)
+    }
+}

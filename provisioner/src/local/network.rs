@@ -1,0 +1,229 @@
+//! Builds and checks the namespaces and veth pairs of a [`Topology`].
+//! Every operation converges: whatever already exists as wanted is left
+//! alone, and a half-built link is removed and built again.
+
+use super::netns::{HostLinks, Interface, Netns};
+use super::topology::{BRIDGE, BRIDGE_ADDR, LinkEnd, Site, Topology, VethLink};
+
+/// Creates whatever of the topology is missing; returns whether anything changed.
+pub fn ensure(topo: &Topology) -> anyhow::Result<bool> {
+    let mut changed = false;
+    for site in Site::ALL {
+        let ns = netns(topo, site);
+        if ns.exists()? {
+            let lo_up = ns
+                .interfaces()?
+                .iter()
+                .any(|i| i.ifname == "lo" && i.is_up());
+            if !lo_up {
+                ns.ip(&["link", "set", "lo", "up"])?;
+                changed = true;
+            }
+        } else {
+            ns.create()?;
+            changed = true;
+        }
+    }
+    changed |= ensure_bridge(&netns(topo, Site::Pub))?;
+    for link in topo.links() {
+        changed |= ensure_link(topo, &link)?;
+    }
+    changed |= ensure_forwarding(&netns(topo, Site::Rtr))?;
+    let problems = findings(topo)?;
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "the topology is still not as planned: {}",
+            problems.join("; ")
+        );
+    }
+    Ok(changed)
+}
+
+/// What is missing or wrong, without changing anything. Empty when healthy.
+pub fn findings(topo: &Topology) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let existing = Netns::list()?;
+    for site in Site::ALL {
+        let name = topo.namespace(site);
+        if !existing.contains(&name) {
+            out.push(format!("namespace {name} is missing"));
+            continue;
+        }
+        let ns = Netns::new(&name);
+        if ns.routes()?.iter().any(|r| r.starts_with("default")) {
+            out.push(format!(
+                "namespace {name} has a default route (expected none)"
+            ));
+        }
+    }
+    if !out.is_empty() {
+        return Ok(out);
+    }
+    let pubns = netns(topo, Site::Pub);
+    let bridge_ok = pubns
+        .interfaces()?
+        .iter()
+        .any(|i| i.ifname == BRIDGE && i.is_up() && i.has_addr(BRIDGE_ADDR));
+    if !bridge_ok {
+        out.push(format!(
+            "bridge {BRIDGE} in {} is missing or not configured",
+            pubns.name()
+        ));
+    }
+    for link in topo.links() {
+        for end in [&link.a, &link.b] {
+            let ns = netns(topo, end.site);
+            let ifaces = ns.interfaces()?;
+            match ifaces.iter().find(|i| i.ifname == end.ifname) {
+                None => out.push(format!("{} in {} is missing", end.ifname, ns.name())),
+                Some(i) if !end_configured(end, i) => {
+                    out.push(format!("{} in {} is not configured", end.ifname, ns.name()));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Temporary veth names of this deployment still present in the host namespace.
+pub fn host_leftovers(topo: &Topology) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for name in topo.temp_link_names() {
+        if HostLinks.exists(&name)? {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
+/// The namespace of `site`.
+pub fn netns(topo: &Topology, site: Site) -> Netns {
+    Netns::new(topo.namespace(site))
+}
+
+fn ensure_bridge(pubns: &Netns) -> anyhow::Result<bool> {
+    let mut changed = false;
+    let ifaces = pubns.interfaces()?;
+    let bridge = match ifaces.into_iter().find(|i| i.ifname == BRIDGE) {
+        Some(b) => b,
+        None => {
+            pubns.ip(&["link", "add", BRIDGE, "type", "bridge"])?;
+            changed = true;
+            pubns
+                .interfaces()?
+                .into_iter()
+                .find(|i| i.ifname == BRIDGE)
+                .ok_or_else(|| anyhow::anyhow!("bridge {BRIDGE} vanished after creation"))?
+        }
+    };
+    if !bridge.has_addr(BRIDGE_ADDR) {
+        pubns.ip(&["addr", "add", BRIDGE_ADDR, "dev", BRIDGE])?;
+        changed = true;
+    }
+    if !bridge.is_up() {
+        pubns.ip(&["link", "set", BRIDGE, "up"])?;
+        changed = true;
+    }
+    Ok(changed)
+}
+
+fn ensure_link(topo: &Topology, link: &VethLink) -> anyhow::Result<bool> {
+    let ns_a = netns(topo, link.a.site);
+    let ns_b = netns(topo, link.b.site);
+    let a = ns_a
+        .interfaces()?
+        .into_iter()
+        .find(|i| i.ifname == link.a.ifname);
+    let b = ns_b
+        .interfaces()?
+        .into_iter()
+        .find(|i| i.ifname == link.b.ifname);
+    if let (Some(a), Some(b)) = (&a, &b) {
+        let fixed_a = configure_end(&ns_a, &link.a, a)?;
+        let fixed_b = configure_end(&ns_b, &link.b, b)?;
+        return Ok(fixed_a || fixed_b);
+    }
+    // Half-built (interrupted deploy): remove every trace and start over.
+    for (ns, ifname) in [
+        (&ns_a, link.a.ifname),
+        (&ns_b, link.b.ifname),
+        (&ns_a, link.temp_a.as_str()),
+        (&ns_b, link.temp_b.as_str()),
+    ] {
+        if ns.has_link(ifname)? {
+            ns.ip(&["link", "delete", "dev", ifname])?;
+        }
+    }
+    for temp in [&link.temp_a, &link.temp_b] {
+        HostLinks.delete_if_exists(temp)?;
+    }
+    HostLinks.ip(&[
+        "link",
+        "add",
+        &link.temp_a,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &link.temp_b,
+    ])?;
+    HostLinks.ip(&["link", "set", "dev", &link.temp_a, "netns", ns_a.name()])?;
+    HostLinks.ip(&["link", "set", "dev", &link.temp_b, "netns", ns_b.name()])?;
+    ns_a.ip(&["link", "set", "dev", &link.temp_a, "name", link.a.ifname])?;
+    ns_b.ip(&["link", "set", "dev", &link.temp_b, "name", link.b.ifname])?;
+    for (ns, end) in [(&ns_a, &link.a), (&ns_b, &link.b)] {
+        let iface = ns
+            .interfaces()?
+            .into_iter()
+            .find(|i| i.ifname == end.ifname)
+            .ok_or_else(|| {
+                anyhow::anyhow!("{} in {} vanished after creation", end.ifname, ns.name())
+            })?;
+        configure_end(ns, end, &iface)?;
+    }
+    Ok(true)
+}
+
+fn configure_end(ns: &Netns, end: &LinkEnd, iface: &Interface) -> anyhow::Result<bool> {
+    let mut changed = false;
+    if let Some(master) = end.master
+        && iface.master.as_deref() != Some(master)
+    {
+        ns.ip(&["link", "set", "dev", end.ifname, "master", master])?;
+        changed = true;
+    }
+    if let Some(addr) = end.addr
+        && !iface.has_addr(addr)
+    {
+        ns.ip(&["addr", "add", addr, "dev", end.ifname])?;
+        changed = true;
+    }
+    if !iface.is_up() {
+        ns.ip(&["link", "set", "dev", end.ifname, "up"])?;
+        changed = true;
+    }
+    Ok(changed)
+}
+
+fn end_configured(end: &LinkEnd, iface: &Interface) -> bool {
+    iface.is_up()
+        && end.addr.is_none_or(|a| iface.has_addr(a))
+        && end
+            .master
+            .is_none_or(|m| iface.master.as_deref() == Some(m))
+}
+
+/// The subnet router forwards between its TUN device and the VPC, as a
+/// cloud image would have it configured by sysctl.
+fn ensure_forwarding(rtr: &Netns) -> anyhow::Result<bool> {
+    let mut get = rtr.command("sysctl");
+    get.args(["-n", "net.ipv4.ip_forward"]);
+    if super::exec::run(&mut get)?.trim() == "1" {
+        return Ok(false);
+    }
+    let mut set = rtr.command("sysctl");
+    set.args(["-qw", "net.ipv4.ip_forward=1"]);
+    super::exec::run(&mut set)?;
+    Ok(true)
+}

@@ -1,0 +1,424 @@
+//! Looking at a deployment without changing it, and the plan that follows
+//! from what was seen. `plan_from` is pure, so plans are unit-tested on
+//! made-up observations.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use super::services::{HttpServer, PgState, Postgres};
+use super::state::{DeploymentState, Node};
+use super::topology::{Site, VPC_SUBNET};
+use super::{DeployOptions, LocalDeployment, network};
+
+/// Process key of control in `state.json`.
+pub const CONTROL_KEY: &str = "control";
+
+/// How a daemon looks from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Health {
+    /// Never set up.
+    Absent,
+    /// Set up, not running (or not answering).
+    Down,
+    /// Running but not yet as wanted (e.g. no route yet).
+    Degraded,
+    /// Running and answering.
+    Up,
+}
+
+/// What a deployment looks like right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    /// Whether `state.json` exists.
+    pub state_exists: bool,
+    /// Problems with namespaces and links (empty: healthy).
+    pub network: Vec<String>,
+    /// Whether no namespace of the deployment exists at all.
+    pub network_absent: bool,
+    /// PostgreSQL.
+    pub postgres: PgState,
+    /// Whether the HTTP server runs and serves the page.
+    pub http: bool,
+    /// Control.
+    pub control: Health,
+    /// Which nodes have an auth key file.
+    pub auth_keys: BTreeMap<Node, bool>,
+    /// The nodes.
+    pub nodes: BTreeMap<Node, Health>,
+}
+
+/// What the deployment should run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wanted {
+    /// Control runs.
+    pub control: bool,
+    /// The router runs.
+    pub router: bool,
+    /// The client runs.
+    pub client: bool,
+}
+
+impl From<&DeployOptions> for Wanted {
+    fn from(o: &DeployOptions) -> Self {
+        Self {
+            control: o.start_control,
+            router: o.start_router,
+            client: o.start_client,
+        }
+    }
+}
+
+/// What `deploy` will do to one component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Create it.
+    Create,
+    /// It exists; start it.
+    Start,
+    /// It exists but is not as planned; fix it.
+    Repair,
+    /// Already as wanted.
+    Keep,
+    /// Not requested.
+    Skip,
+}
+
+/// One line of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlanItem {
+    /// The component.
+    pub component: &'static str,
+    /// What happens to it.
+    pub action: Action,
+    /// What it is, or what is wrong with it.
+    pub detail: String,
+}
+
+/// What `deploy` would do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// Deployment name.
+    pub name: String,
+    /// One item per component, in deploy order.
+    pub items: Vec<PlanItem>,
+}
+
+impl Plan {
+    /// Whether `deploy` would change nothing.
+    pub fn is_noop(&self) -> bool {
+        self.items
+            .iter()
+            .all(|i| matches!(i.action, Action::Keep | Action::Skip))
+    }
+
+    /// The plan as text.
+    pub fn render(&self, opts: &DeployOptions) -> String {
+        let mut out = String::new();
+        let dir = opts.state_dir.display();
+        if self.is_noop() {
+            let _ = writeln!(
+                out,
+                "deployment {} (local, state {dir}) exists and is healthy: deploy would change nothing",
+                self.name
+            );
+            return out;
+        }
+        let _ = writeln!(
+            out,
+            "plan for deployment {} (local, state {dir}):",
+            self.name
+        );
+        for item in &self.items {
+            let sign = match item.action {
+                Action::Create => "+ create",
+                Action::Start => "> start ",
+                Action::Repair => "~ repair",
+                Action::Keep => "= keep  ",
+                Action::Skip => "- skip  ",
+            };
+            let _ = writeln!(out, "  {sign} {:<10} {}", item.component, item.detail);
+        }
+        let count = |a: Action| self.items.iter().filter(|i| i.action == a).count();
+        let _ = writeln!(
+            out,
+            "{} to create, {} to start, {} to repair, {} unchanged",
+            count(Action::Create),
+            count(Action::Start),
+            count(Action::Repair),
+            count(Action::Keep)
+        );
+        out
+    }
+}
+
+/// Observes everything `deploy` manages.
+pub fn observe(dep: &LocalDeployment) -> anyhow::Result<Observation> {
+    let state = DeploymentState::load(&dep.dir)?;
+    let topo = &dep.topo;
+    let network = network::findings(topo)?;
+    let network_absent =
+        network.len() == Site::ALL.len() && network.iter().all(|f| f.ends_with("is missing"));
+    let vpc = dep.netns(Site::Vpc);
+    let postgres = Postgres::new(dep.pg_bin.clone(), dep.dir.clone(), vpc.clone()).observe();
+    let http = state
+        .as_ref()
+        .is_some_and(|s| HttpServer::new(dep.dir.clone(), vpc).is_healthy(s));
+    let proc_alive = |key: &str| {
+        state
+            .as_ref()
+            .and_then(|s| s.processes.get(key))
+            .is_some_and(|p| p.is_alive())
+    };
+    let control = if !dep.dir.control_pub().is_file() {
+        Health::Absent
+    } else if !proc_alive(CONTROL_KEY) {
+        Health::Down
+    } else {
+        match &dep.appliance {
+            Some(app)
+                if app
+                    .admin_ready(&dep.netns(Site::Ctl), &dep.dir.admin_token())
+                    .is_ok() =>
+            {
+                Health::Up
+            }
+            _ => Health::Degraded,
+        }
+    };
+    let mut auth_keys = BTreeMap::new();
+    let mut nodes = BTreeMap::new();
+    for node in [Node::Router, Node::Client] {
+        auth_keys.insert(node, dep.dir.node_auth_key(node).is_file());
+        let health = if !proc_alive(node.as_str()) {
+            Health::Down
+        } else {
+            match dep.node_status(node) {
+                Ok(s) if node_ready(node, &s) => Health::Up,
+                _ => Health::Degraded,
+            }
+        };
+        nodes.insert(node, health);
+    }
+    Ok(Observation {
+        state_exists: state.is_some(),
+        network,
+        network_absent,
+        postgres,
+        http,
+        control,
+        auth_keys,
+        nodes,
+    })
+}
+
+/// Whether a node's status is what deploy waits for: running, and for the
+/// client a peer routing the VPC subnet.
+pub fn node_ready(node: Node, s: &super::NodeSummary) -> bool {
+    match node {
+        Node::Router => s.is_running(),
+        Node::Client => s.is_running() && s.has_route(VPC_SUBNET),
+    }
+}
+
+/// The plan that follows from an observation.
+pub fn plan_from(obs: &Observation, name: &str, want: &Wanted) -> Plan {
+    let mut items = Vec::new();
+    let mut item = |component, action, detail: String| {
+        items.push(PlanItem {
+            component,
+            action,
+            detail,
+        })
+    };
+
+    let net_detail = format!(
+        "namespaces cw-{name}-{{pub,ctl,rtr,vpc,cli}}, bridge br0 198.18.0.1/24, 4 veth pairs, VPC 198.19.1.0/24"
+    );
+    let net_action = if obs.network_absent {
+        Action::Create
+    } else if obs.network.is_empty() {
+        Action::Keep
+    } else {
+        Action::Repair
+    };
+    let net_detail = match net_action {
+        Action::Repair => obs.network.join("; "),
+        _ => net_detail,
+    };
+    item("network", net_action, net_detail);
+
+    let pg_action = match obs.postgres {
+        PgState::Absent => Action::Create,
+        PgState::Stopped => Action::Start,
+        PgState::Unhealthy => Action::Repair,
+        PgState::Healthy => Action::Keep,
+    };
+    item(
+        "postgres",
+        pg_action,
+        "PostgreSQL on 198.19.1.10:5432 in the VPC namespace, database causeway".into(),
+    );
+    let http_action = if obs.http {
+        Action::Keep
+    } else if obs.state_exists {
+        Action::Start
+    } else {
+        Action::Create
+    };
+    item(
+        "http",
+        http_action,
+        "python3 http.server on 198.19.1.10:80 in the VPC namespace".into(),
+    );
+
+    let daemon = |wanted: bool, health: Health| match (wanted, health) {
+        (false, _) => Action::Skip,
+        (true, Health::Absent) => Action::Create,
+        (true, Health::Down) => Action::Start,
+        (true, Health::Degraded) => Action::Repair,
+        (true, Health::Up) => Action::Keep,
+    };
+    item(
+        "control",
+        daemon(want.control, obs.control),
+        "appliance control on 198.18.0.2:8080 (admin 127.0.0.1:8081), policy auto-approving 198.19.1.0/24".into(),
+    );
+    let keys_missing = obs.auth_keys.values().any(|present| !present);
+    let keys_action = match (want.control, keys_missing) {
+        (false, _) => Action::Skip,
+        (true, true) => Action::Create,
+        (true, false) => Action::Keep,
+    };
+    item(
+        "auth-keys",
+        keys_action,
+        "auth keys for router (tag:subnet-router) and client, in 0600 files; node configs".into(),
+    );
+    let health = |n: Node| obs.nodes.get(&n).copied().unwrap_or(Health::Down);
+    let router = daemon(want.router, health(Node::Router));
+    item(
+        "router",
+        router,
+        "appliance subnet router in cw-NAME-rtr advertising 198.19.1.0/24".replace("NAME", name),
+    );
+    let client = daemon(want.client, health(Node::Client));
+    item(
+        "client",
+        client,
+        "appliance client in cw-NAME-cli accepting routes".replace("NAME", name),
+    );
+    Plan {
+        name: name.to_owned(),
+        items,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_wanted() -> Wanted {
+        Wanted {
+            control: true,
+            router: true,
+            client: true,
+        }
+    }
+
+    fn nothing() -> Observation {
+        Observation {
+            state_exists: false,
+            network: Site::ALL
+                .iter()
+                .map(|s| format!("namespace cw-t-{} is missing", s.suffix()))
+                .collect(),
+            network_absent: true,
+            postgres: PgState::Absent,
+            http: false,
+            control: Health::Absent,
+            auth_keys: [(Node::Router, false), (Node::Client, false)].into(),
+            nodes: [(Node::Router, Health::Down), (Node::Client, Health::Down)].into(),
+        }
+    }
+
+    fn healthy() -> Observation {
+        Observation {
+            state_exists: true,
+            network: vec![],
+            network_absent: false,
+            postgres: PgState::Healthy,
+            http: true,
+            control: Health::Up,
+            auth_keys: [(Node::Router, true), (Node::Client, true)].into(),
+            nodes: [(Node::Router, Health::Up), (Node::Client, Health::Up)].into(),
+        }
+    }
+
+    #[test]
+    fn empty_machine_plans_to_create_everything() {
+        let plan = plan_from(&nothing(), "t", &all_wanted());
+        let actions: Vec<_> = plan.items.iter().map(|i| (i.component, i.action)).collect();
+        assert_eq!(
+            actions,
+            [
+                ("network", Action::Create),
+                ("postgres", Action::Create),
+                ("http", Action::Create),
+                ("control", Action::Create),
+                ("auth-keys", Action::Create),
+                ("router", Action::Start),
+                ("client", Action::Start),
+            ]
+        );
+        assert!(!plan.is_noop());
+        let text = plan.render(&DeployOptions::new("t".parse().expect("valid")));
+        assert!(text.contains("+ create network"), "{text}");
+        assert!(
+            text.contains("5 to create, 2 to start, 0 to repair, 0 unchanged"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn healthy_deployment_plans_no_change() {
+        let plan = plan_from(&healthy(), "t", &all_wanted());
+        assert!(plan.is_noop());
+        let text = plan.render(&DeployOptions::new("t".parse().expect("valid")));
+        assert!(
+            text.contains("exists and is healthy: deploy would change nothing"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_dead_router_and_a_broken_link_are_restarted_and_repaired() {
+        let mut obs = healthy();
+        obs.nodes.insert(Node::Router, Health::Down);
+        obs.network = vec!["p-rtr in cw-t-pub is missing".into()];
+        let plan = plan_from(&obs, "t", &all_wanted());
+        assert_eq!(plan.items[0].action, Action::Repair);
+        assert_eq!(plan.items[0].detail, "p-rtr in cw-t-pub is missing");
+        assert_eq!(plan.items[5].action, Action::Start);
+        assert_eq!(plan.items[6].action, Action::Keep);
+    }
+
+    #[test]
+    fn services_only_skips_the_appliance() {
+        let want = Wanted {
+            control: false,
+            router: false,
+            client: false,
+        };
+        let plan = plan_from(&nothing(), "t", &want);
+        let skipped = plan
+            .items
+            .iter()
+            .filter(|i| i.action == Action::Skip)
+            .count();
+        assert_eq!(skipped, 4);
+    }
+}

@@ -1,0 +1,283 @@
+//! `status`: namespaces, processes and each node's view of the tailnet.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::appliance::NodeSummary;
+use super::netns::Netns;
+use super::observe::node_ready;
+use super::services::{self, HttpServer, PgState, Postgres};
+use super::state::{DeploymentState, Node};
+use super::topology::Site;
+use super::{LocalDeployment, network};
+
+/// Everything `status` reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusReport {
+    /// Deployment name.
+    pub name: String,
+    /// Always `local`.
+    pub cloud: &'static str,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Whether the deployment exists at all.
+    pub deployed: bool,
+    /// Whether everything recorded runs and answers.
+    pub healthy: bool,
+    /// Namespaces and whether they exist.
+    pub namespaces: Vec<NamespaceStatus>,
+    /// Problems with namespaces and links.
+    pub network_problems: Vec<String>,
+    /// Recorded processes.
+    pub processes: Vec<ProcessStatus>,
+    /// PostgreSQL answers the proof query from inside the VPC.
+    pub postgres_healthy: bool,
+    /// The HTTP server serves its page inside the VPC.
+    pub http_healthy: bool,
+    /// Each node's status, as the appliance reports it.
+    pub nodes: Vec<NodeStatus>,
+    /// Whether the client reaches the VPC web server through the router
+    /// (checked only when both nodes were started).
+    pub client_reaches_vpc: Option<bool>,
+}
+
+/// One namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NamespaceStatus {
+    /// Its name.
+    pub name: String,
+    /// Whether it exists.
+    pub present: bool,
+}
+
+/// One recorded process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProcessStatus {
+    /// Its key (`postgres`, `http`, `control`, `router`, `client`).
+    pub key: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its pid.
+    pub pid: i32,
+    /// Whether it still runs (same pid and start time).
+    pub alive: bool,
+}
+
+/// One node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeStatus {
+    /// Which node.
+    pub node: Node,
+    /// Its status summary, if it answered.
+    pub status: Option<NodeSummary>,
+    /// Why it did not, if it did not.
+    pub error: Option<String>,
+}
+
+/// Builds the report.
+pub fn report(dep: &LocalDeployment) -> anyhow::Result<StatusReport> {
+    let state = DeploymentState::load(&dep.dir)?;
+    let existing = Netns::list()?;
+    let namespaces: Vec<NamespaceStatus> = dep
+        .topo
+        .namespaces()
+        .into_iter()
+        .map(|name| NamespaceStatus {
+            present: existing.contains(&name),
+            name,
+        })
+        .collect();
+    let any_ns = namespaces.iter().any(|n| n.present);
+    let deployed = state.is_some() || any_ns;
+    let network_problems = if any_ns {
+        network::findings(&dep.topo)?
+    } else {
+        Vec::new()
+    };
+    let processes: Vec<ProcessStatus> = state
+        .iter()
+        .flat_map(|s| s.processes.iter())
+        .map(|(key, rec)| ProcessStatus {
+            key: key.clone(),
+            namespace: rec.namespace.clone(),
+            pid: rec.pid,
+            alive: rec.is_alive(),
+        })
+        .collect();
+    let vpc = dep.netns(Site::Vpc);
+    let postgres_healthy = any_ns
+        && Postgres::new(dep.pg_bin.clone(), dep.dir.clone(), vpc.clone()).observe()
+            == PgState::Healthy;
+    let http_healthy = state
+        .as_ref()
+        .is_some_and(|s| HttpServer::new(dep.dir.clone(), vpc).is_healthy(s));
+    let mut nodes = Vec::new();
+    for node in [Node::Router, Node::Client] {
+        if !processes.iter().any(|p| p.key == node.as_str()) {
+            continue;
+        }
+        let (status, error) = match dep.node_status(node) {
+            Ok(s) => (Some(s), None),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        };
+        nodes.push(NodeStatus {
+            node,
+            status,
+            error,
+        });
+    }
+    let client_reaches_vpc = (nodes.len() == 2).then(|| {
+        services::http_get(&dep.netns(Site::Cli), &services::vpc_url())
+            .is_ok_and(|page| page.contains(services::HTTP_GREETING))
+    });
+    let healthy = deployed
+        && client_reaches_vpc != Some(false)
+        && namespaces.iter().all(|n| n.present)
+        && network_problems.is_empty()
+        && processes.iter().all(|p| p.alive)
+        && postgres_healthy
+        && http_healthy
+        && nodes
+            .iter()
+            .all(|n| n.status.as_ref().is_some_and(|s| node_ready(n.node, s)));
+    Ok(StatusReport {
+        name: dep.name().to_string(),
+        cloud: "local",
+        state_dir: dep.dir.root().to_owned(),
+        deployed,
+        healthy,
+        namespaces,
+        network_problems,
+        processes,
+        postgres_healthy,
+        http_healthy,
+        nodes,
+        client_reaches_vpc,
+    })
+}
+
+impl StatusReport {
+    /// The report as text tables.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if !self.deployed {
+            let _ = writeln!(out, "deployment {} (local) does not exist", self.name);
+            return out;
+        }
+        let verdict = if self.healthy {
+            "healthy"
+        } else {
+            "NOT HEALTHY"
+        };
+        let _ = writeln!(
+            out,
+            "deployment {} (local, state {}): {verdict}\n",
+            self.name,
+            self.state_dir.display()
+        );
+        let _ = writeln!(out, "{:<16} PRESENT", "NAMESPACE");
+        for ns in &self.namespaces {
+            let _ = writeln!(out, "{:<16} {}", ns.name, yes(ns.present));
+        }
+        for p in &self.network_problems {
+            let _ = writeln!(out, "  problem: {p}");
+        }
+        let _ = writeln!(
+            out,
+            "\n{:<10} {:<16} {:>8}  ALIVE",
+            "PROCESS", "NAMESPACE", "PID"
+        );
+        for p in &self.processes {
+            let _ = writeln!(
+                out,
+                "{:<10} {:<16} {:>8}  {}",
+                p.key,
+                p.namespace,
+                p.pid,
+                yes(p.alive)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nservices: postgres {} / http {} (checked from inside the VPC)",
+            if self.postgres_healthy {
+                "answers"
+            } else {
+                "DOES NOT ANSWER"
+            },
+            if self.http_healthy {
+                "answers"
+            } else {
+                "DOES NOT ANSWER"
+            },
+        );
+        if !self.nodes.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n{:<8} {:<10} {:<10} {:<18} {:<12} {:>10} {:>10}",
+                "NODE", "STATE", "PEER", "ROUTES", "HANDSHAKE", "RX BYTES", "TX BYTES"
+            );
+        }
+        for n in &self.nodes {
+            let node = n.node.as_str();
+            match (&n.status, &n.error) {
+                (Some(s), _) if s.peers.is_empty() => {
+                    let _ = writeln!(out, "{node:<8} {:<10} (no peers)", s.state);
+                }
+                (Some(s), _) => {
+                    for (i, p) in s.peers.iter().enumerate() {
+                        let (nd, st) = if i == 0 {
+                            (node, s.state.as_str())
+                        } else {
+                            ("", "")
+                        };
+                        let opt = |v: Option<u64>| v.map_or("-".to_owned(), |b| b.to_string());
+                        // Host routes are the peer's own tailnet addresses; show subnets.
+                        let subnets: Vec<&str> = p
+                            .routes
+                            .iter()
+                            .map(String::as_str)
+                            .filter(|r| !(r.ends_with("/32") || r.ends_with("/128")))
+                            .collect();
+                        let routes = if subnets.is_empty() {
+                            "-".to_owned()
+                        } else {
+                            subnets.join(",")
+                        };
+                        let _ = writeln!(
+                            out,
+                            "{nd:<8} {st:<10} {:<10} {routes:<18} {:<12} {:>10} {:>10}",
+                            p.name,
+                            p.handshake.as_deref().unwrap_or("never"),
+                            opt(p.rx_bytes),
+                            opt(p.tx_bytes)
+                        );
+                    }
+                }
+                (None, e) => {
+                    let _ = writeln!(
+                        out,
+                        "{node:<8} {:<10} {}",
+                        "unknown",
+                        e.as_deref().unwrap_or("")
+                    );
+                }
+            }
+        }
+        if let Some(ok) = self.client_reaches_vpc {
+            let _ = writeln!(
+                out,
+                "\nclient -> router -> VPC ({}): {}",
+                services::vpc_url(),
+                if ok { "reachable" } else { "NOT REACHABLE" }
+            );
+        }
+        out
+    }
+}
+
+fn yes(b: bool) -> &'static str {
+    if b { "yes" } else { "NO" }
+}
