@@ -92,9 +92,13 @@ fn default_true() -> bool {
 impl Config {
     /// Reads and validates a config file; errors name the file and the key.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-        let config: Self = toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
-        config.validate().with_context(|| format!("checking config file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        let config: Self = toml::from_str(&text)
+            .with_context(|| format!("parsing config file {}", path.display()))?;
+        config
+            .validate()
+            .with_context(|| format!("checking config file {}", path.display()))?;
         Ok(config)
     }
 
@@ -106,20 +110,33 @@ impl Config {
             bail!("[subnet_router] needs a [node] section: a router is a mesh node");
         }
         if let Some(node) = &self.node {
-            if !node.control_url.starts_with("http://") && !node.control_url.starts_with("https://") {
-                bail!("node.control_url = {:?}: expected http://HOST:PORT", node.control_url);
+            if !node.control_url.starts_with("http://") && !node.control_url.starts_with("https://")
+            {
+                bail!(
+                    "node.control_url = {:?}: expected http://HOST:PORT",
+                    node.control_url
+                );
             }
             if node.control_public_key.is_none() == node.control_public_key_file.is_none() {
-                bail!("[node]: expected exactly one of control_public_key and control_public_key_file");
+                bail!(
+                    "[node]: expected exactly one of control_public_key and control_public_key_file"
+                );
             }
             if node.tun_name.is_empty() || node.tun_name.len() > 15 {
-                bail!("node.tun_name = {:?}: expected 1 to 15 characters", node.tun_name);
+                bail!(
+                    "node.tun_name = {:?}: expected 1 to 15 characters",
+                    node.tun_name
+                );
             }
         }
         if let Some(router) = &self.subnet_router {
             for route in &router.routes {
                 if route.prefix != route.prefix.trunc() {
-                    bail!("subnet_router.routes: prefix {} has host bits set; expected {}", route.prefix, route.prefix.trunc());
+                    bail!(
+                        "subnet_router.routes: prefix {} has host bits set; expected {}",
+                        route.prefix,
+                        route.prefix.trunc()
+                    );
                 }
             }
         }
@@ -155,10 +172,15 @@ mod tests {
 
     #[test]
     fn routes_default_to_snat_and_host_bits_are_refused() {
-        let ok = parse(&format!("{NODE}\n[subnet_router]\nroutes = [{{ prefix = \"198.19.1.0/24\" }}]")).expect("valid");
+        let ok = parse(&format!(
+            "{NODE}\n[subnet_router]\nroutes = [{{ prefix = \"198.19.1.0/24\" }}]"
+        ))
+        .expect("valid");
         assert!(ok.subnet_router.expect("router role").routes[0].snat);
-        let err = parse(&format!("{NODE}\n[subnet_router]\nroutes = [{{ prefix = \"198.19.1.7/24\" }}]"))
-            .expect_err("host bits refused");
+        let err = parse(&format!(
+            "{NODE}\n[subnet_router]\nroutes = [{{ prefix = \"198.19.1.7/24\" }}]"
+        ))
+        .expect_err("host bits refused");
         assert!(err.to_string().contains("198.19.1.7/24"), "{err}");
     }
 

@@ -74,7 +74,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");
@@ -96,7 +99,10 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Status(args) => {
             let status = node::status::query(&args.state_dir).await?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&status).context("serialising status")?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status).context("serialising status")?
+                );
             } else {
                 print_stdout(&node::status::render(&status))?;
             }
@@ -143,7 +149,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let node_result = match &config.node {
         Some(node_config) => {
             let state = StateDir::open(&config.state_dir)?;
-            node::run(node_config, config.subnet_router.as_ref(), state, stopped.clone()).await
+            node::run(
+                node_config,
+                config.subnet_router.as_ref(),
+                state,
+                stopped.clone(),
+            )
+            .await
         }
         None => Ok(()),
     };
@@ -156,7 +168,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers we can only run until killed.
         std::future::pending::<()>().await;
         return;

@@ -29,10 +29,13 @@ pub struct Registration {
 impl StateDir {
     /// Opens (creating with 0700) the directory.
     pub fn open(root: &Path) -> anyhow::Result<Self> {
-        fs::create_dir_all(root).with_context(|| format!("creating state directory {}", root.display()))?;
+        fs::create_dir_all(root)
+            .with_context(|| format!("creating state directory {}", root.display()))?;
         fs::set_permissions(root, fs::Permissions::from_mode(0o700))
             .with_context(|| format!("restricting state directory {}", root.display()))?;
-        Ok(Self { root: root.to_owned() })
+        Ok(Self {
+            root: root.to_owned(),
+        })
     }
 
     /// Path of the status socket.
@@ -62,7 +65,10 @@ impl StateDir {
     pub fn registration(&self) -> anyhow::Result<Option<Registration>> {
         let path = self.root.join("registration.json");
         match fs::read(&path) {
-            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?)),
+            Ok(bytes) => Ok(Some(
+                serde_json::from_slice(&bytes)
+                    .with_context(|| format!("parsing {}", path.display()))?,
+            )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
@@ -77,7 +83,8 @@ impl StateDir {
     fn key(&self, name: &str) -> anyhow::Result<PrivateKey> {
         let path = self.root.join(name);
         match fs::read_to_string(&path) {
-            Ok(text) => PrivateKey::from_base64(&text).with_context(|| format!("reading key file {}", path.display())),
+            Ok(text) => PrivateKey::from_base64(&text)
+                .with_context(|| format!("reading key file {}", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = PrivateKey::from_random_bytes(rand::random());
                 write_secret(&path, key.to_base64().as_bytes())?;
@@ -98,7 +105,9 @@ fn write_secret(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
         .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(contents).and_then(|()| file.sync_all()).with_context(|| format!("writing {}", tmp.display()))?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
     fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
 }
 
@@ -113,7 +122,10 @@ mod tests {
         let first = state.machine_key().expect("created").public_key();
         let again = state.machine_key().expect("read back").public_key();
         assert_eq!(first, again);
-        let mode = fs::metadata(dir.path().join("machine.key")).expect("exists").permissions().mode();
+        let mode = fs::metadata(dir.path().join("machine.key"))
+            .expect("exists")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 

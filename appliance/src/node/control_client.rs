@@ -9,8 +9,8 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use causeway_wire::noise::{Initiator, Opener, Sealer};
 use causeway_wire::{
-    CAPABILITY_VERSION, CONTROL_PATH, ClientHello, ClientMessage, HANDSHAKE_HEADER, PrivateKey, PublicKey,
-    ServerHello, ServerMessage, UPGRADE_PROTOCOL,
+    CAPABILITY_VERSION, CONTROL_PATH, ClientHello, ClientMessage, HANDSHAKE_HEADER, PrivateKey,
+    PublicKey, ServerHello, ServerMessage, UPGRADE_PROTOCOL,
 };
 use http_body_util::{BodyExt, Empty};
 use hyper::upgrade::Upgraded;
@@ -44,14 +44,27 @@ pub struct ControlChannel {
 impl ControlChannel {
     /// Connects to control at `url`, authenticating with `machine_key` and
     /// requiring control to hold the private half of `control_key`.
-    pub async fn connect(url: &str, control_key: &PublicKey, machine_key: &PrivateKey) -> Result<Self, ConnectError> {
-        tokio::time::timeout(CONNECT_TIMEOUT, Self::connect_inner(url, control_key, machine_key))
-            .await
-            .map_err(|_| ConnectError::Transient(anyhow!("connecting to control at {url} timed out")))?
+    pub async fn connect(
+        url: &str,
+        control_key: &PublicKey,
+        machine_key: &PrivateKey,
+    ) -> Result<Self, ConnectError> {
+        tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            Self::connect_inner(url, control_key, machine_key),
+        )
+        .await
+        .map_err(|_| ConnectError::Transient(anyhow!("connecting to control at {url} timed out")))?
     }
 
-    async fn connect_inner(url: &str, control_key: &PublicKey, machine_key: &PrivateKey) -> Result<Self, ConnectError> {
-        let uri: hyper::Uri = url.parse().map_err(|e| ConnectError::Refused(format!("control_url {url:?}: {e}")))?;
+    async fn connect_inner(
+        url: &str,
+        control_key: &PublicKey,
+        machine_key: &PrivateKey,
+    ) -> Result<Self, ConnectError> {
+        let uri: hyper::Uri = url
+            .parse()
+            .map_err(|e| ConnectError::Refused(format!("control_url {url:?}: {e}")))?;
         if uri.scheme_str() != Some("http") {
             return Err(ConnectError::Refused(format!(
                 "control_url {url:?}: only http:// is supported here (terminate TLS at a load balancer)"
@@ -59,7 +72,9 @@ impl ControlChannel {
         }
         let authority = uri
             .authority()
-            .ok_or_else(|| ConnectError::Refused(format!("control_url {url:?}: expected http://HOST:PORT")))?
+            .ok_or_else(|| {
+                ConnectError::Refused(format!("control_url {url:?}: expected http://HOST:PORT"))
+            })?
             .clone();
         let port = authority.port_u16().unwrap_or(80);
         let transient = |e: anyhow::Error| ConnectError::Transient(e);
@@ -79,7 +94,9 @@ impl ControlChannel {
             }
         });
 
-        let hello = ClientHello { capability_version: CAPABILITY_VERSION };
+        let hello = ClientHello {
+            capability_version: CAPABILITY_VERSION,
+        };
         let (initiator, first) = Initiator::start(machine_key, control_key, &hello)
             .map_err(|e| ConnectError::Refused(format!("starting Noise handshake: {e}")))?;
         let request = hyper::Request::post(CONTROL_PATH)
@@ -89,36 +106,75 @@ impl ControlChannel {
             .header(HANDSHAKE_HEADER, STANDARD.encode(&first))
             .body(Empty::<Bytes>::new())
             .map_err(|e| ConnectError::Refused(format!("building upgrade request: {e}")))?;
-        let response = sender.send_request(request).await.context("sending upgrade request to control").map_err(transient)?;
+        let response = sender
+            .send_request(request)
+            .await
+            .context("sending upgrade request to control")
+            .map_err(transient)?;
         let status = response.status();
         if status != hyper::StatusCode::SWITCHING_PROTOCOLS {
-            let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             let text = String::from_utf8_lossy(&body).trim().to_owned();
             let message = format!("control answered {status} to the channel upgrade: {text}");
-            return Err(if status.is_client_error() { ConnectError::Refused(message) } else { ConnectError::Transient(anyhow!(message)) });
+            return Err(if status.is_client_error() {
+                ConnectError::Refused(message)
+            } else {
+                ConnectError::Transient(anyhow!(message))
+            });
         }
-        let upgraded = hyper::upgrade::on(response).await.context("upgrading the control connection").map_err(transient)?;
+        let upgraded = hyper::upgrade::on(response)
+            .await
+            .context("upgrading the control connection")
+            .map_err(transient)?;
         let (mut reader, writer) = tokio::io::split(TokioIo::new(upgraded));
 
         let mut len = [0u8; 2];
-        reader.read_exact(&mut len).await.context("reading control's handshake").map_err(transient)?;
+        reader
+            .read_exact(&mut len)
+            .await
+            .context("reading control's handshake")
+            .map_err(transient)?;
         let mut second = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        reader.read_exact(&mut second).await.context("reading control's handshake").map_err(transient)?;
-        let (server_hello, channel) = initiator
-            .finish(&second)
-            .map_err(|e| ConnectError::Refused(format!("control's handshake did not verify (is control_public_key right?): {e}")))?;
+        reader
+            .read_exact(&mut second)
+            .await
+            .context("reading control's handshake")
+            .map_err(transient)?;
+        let (server_hello, channel) = initiator.finish(&second).map_err(|e| {
+            ConnectError::Refused(format!(
+                "control's handshake did not verify (is control_public_key right?): {e}"
+            ))
+        })?;
         if let ServerHello::Refused { reason } = server_hello {
-            return Err(ConnectError::Refused(format!("control refused this node: {reason}")));
+            return Err(ConnectError::Refused(format!(
+                "control refused this node: {reason}"
+            )));
         }
         let (sealer, opener) = channel.split();
-        Ok(Self { sealer, opener, reader, writer, buf: vec![0u8; 64 * 1024] })
+        Ok(Self {
+            sealer,
+            opener,
+            reader,
+            writer,
+            buf: vec![0u8; 64 * 1024],
+        })
     }
 
     /// Sends one message.
     pub async fn send(&mut self, message: &ClientMessage) -> anyhow::Result<()> {
         let mut out = Vec::new();
-        self.sealer.seal(message, &mut out).context("sealing a control message")?;
-        self.writer.write_all(&out).await.context("writing to control")?;
+        self.sealer
+            .seal(message, &mut out)
+            .context("sealing a control message")?;
+        self.writer
+            .write_all(&out)
+            .await
+            .context("writing to control")?;
         self.writer.flush().await.context("writing to control")
     }
 
@@ -128,7 +184,11 @@ impl ControlChannel {
             if let Some(message) = self.opener.next_message().context("reading from control")? {
                 return Ok(message);
             }
-            let n = self.reader.read(&mut self.buf).await.context("reading from control")?;
+            let n = self
+                .reader
+                .read(&mut self.buf)
+                .await
+                .context("reading from control")?;
             if n == 0 {
                 bail!("control closed the channel");
             }

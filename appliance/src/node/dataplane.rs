@@ -44,8 +44,18 @@ pub struct DataplaneDriver {
 
 impl DataplaneDriver {
     /// Wires a core to its devices.
-    pub fn new(node: NodeState, tun: AsyncDevice, socket: UdpSocket, commands: mpsc::Receiver<Command>) -> Self {
-        Self { node, tun, socket, commands }
+    pub fn new(
+        node: NodeState,
+        tun: AsyncDevice,
+        socket: UdpSocket,
+        commands: mpsc::Receiver<Command>,
+    ) -> Self {
+        Self {
+            node,
+            tun,
+            socket,
+            commands,
+        }
     }
 
     /// Moves packets until the command channel closes.
@@ -100,7 +110,7 @@ impl DataplaneDriver {
                 self.node.set_filter(filter);
             }
             Command::SetKey(key, peers) => {
-                self.node = NodeState::new(&key);
+                self.node = NodeState::new(&key, rand::random());
                 self.node.set_peers(peers.iter());
             }
             Command::Stats(reply) => {
@@ -118,15 +128,22 @@ impl DataplaneDriver {
     }
 
     async fn on_datagram(&mut self, from: SocketAddr, datagram: &[u8], out: &mut [u8]) {
-        match self.node.handle_datagram(from, datagram, out, Instant::now()) {
+        match self
+            .node
+            .handle_datagram(from, datagram, out, Instant::now())
+        {
             Delivery::Tun(packet) => {
                 if let Err(e) = self.tun.send(packet).await {
                     tracing::debug!(error = %e, "TUN write failed");
                 }
             }
-            Delivery::Network(transmit) => send(&self.socket, transmit.destination, transmit.payload).await,
+            Delivery::Network(transmit) => {
+                send(&self.socket, transmit.destination, transmit.payload).await
+            }
             Delivery::Nothing => {}
-            Delivery::Dropped(why) => tracing::trace!(%from, reason = ?why, "inbound datagram dropped"),
+            Delivery::Dropped(why) => {
+                tracing::trace!(%from, reason = ?why, "inbound datagram dropped")
+            }
         }
     }
 

@@ -50,7 +50,9 @@ pub async fn run(
     let control_key = control_key(config)?;
     let machine_key = state.machine_key()?;
     let mut node_key = state.node_key()?;
-    let advertised: Vec<IpNet> = router.map(|r| r.routes.iter().map(|r| r.prefix).collect()).unwrap_or_default();
+    let advertised: Vec<IpNet> = router
+        .map(|r| r.routes.iter().map(|r| r.prefix).collect())
+        .unwrap_or_default();
 
     let status = Arc::new(Mutex::new(NodeStatus::new(config, &advertised)));
 
@@ -72,25 +74,43 @@ pub async fn run(
         .build_async()
         .with_context(|| format!("creating TUN device {}", config.tun_name))?;
     let routes = RouteTable::new().await.context("opening rtnetlink")?;
-    let ifindex = routes.interface_index(&config.tun_name).await.context("finding the TUN device")?;
-    for address in &registration.addresses {
-        routes.add_address(ifindex, *address).await.with_context(|| format!("adding {address} to {}", config.tun_name))?;
-    }
-    routes.set_up(ifindex).await.context("bringing the TUN device up")?;
-    let socket = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.listen_port)))
+    let ifindex = routes
+        .interface_index(&config.tun_name)
         .await
-        .with_context(|| format!("binding UDP port {}", config.listen_port))?;
+        .context("finding the TUN device")?;
+    for address in &registration.addresses {
+        routes
+            .add_address(ifindex, *address)
+            .await
+            .with_context(|| format!("adding {address} to {}", config.tun_name))?;
+    }
+    routes
+        .set_up(ifindex)
+        .await
+        .context("bringing the TUN device up")?;
+    let socket = UdpSocket::bind(SocketAddr::from((
+        Ipv4Addr::UNSPECIFIED,
+        config.listen_port,
+    )))
+    .await
+    .with_context(|| format!("binding UDP port {}", config.listen_port))?;
     let (commands, command_rx) = mpsc::channel(64);
-    let driver = DataplaneDriver::new(NodeState::new(&node_key), tun, socket, command_rx);
+    let driver = DataplaneDriver::new(NodeState::new(&node_key, rand::random()), tun, socket, command_rx);
     let mut dataplane = tokio::spawn(driver.run());
 
     if let Some(router) = router {
         start_router(config, router, &registration)?;
     }
-    let status_server = tokio::spawn(status::serve(state.status_socket(), Arc::clone(&status), commands.clone()));
+    let status_server = tokio::spawn(status::serve(
+        state.status_socket(),
+        Arc::clone(&status),
+        commands.clone(),
+    ));
 
     {
-        let mut s = status.lock().map_err(|_| anyhow::anyhow!("status lock poisoned"))?;
+        let mut s = status
+            .lock()
+            .map_err(|_| anyhow::anyhow!("status lock poisoned"))?;
         s.node_id = Some(registration.node_id);
         s.addresses = registration.addresses.clone();
         s.node_key = Some(node_key.public_key());
@@ -125,21 +145,39 @@ pub async fn run(
         };
         match outcome {
             SessionEnd::Lost(e) => {
-                status::set(&status, |s| { s.control_connected = false; if s.state == StatusState::Running { s.state = StatusState::Reconnecting } });
+                status::set(&status, |s| {
+                    s.control_connected = false;
+                    if s.state == StatusState::Running {
+                        s.state = StatusState::Reconnecting
+                    }
+                });
                 tracing::warn!(error = %format!("{e:#}"), retry_in = ?backoff, "lost control; the data plane keeps running");
             }
             SessionEnd::Refused(message) => break Err(anyhow::anyhow!(message)),
             SessionEnd::KeyExpired => {
                 tracing::info!("node key expired; rotating");
                 let new_key = state.rotate_node_key()?;
-                match register(config, &control_key, &machine_key, &new_key, Some(node_key.public_key())).await {
+                match register(
+                    config,
+                    &control_key,
+                    &machine_key,
+                    &new_key,
+                    Some(node_key.public_key()),
+                )
+                .await
+                {
                     Ok(r) => state.save_registration(&r)?,
-                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "key rotation failed; will retry"),
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "key rotation failed; will retry")
+                    }
                 }
                 node_key = new_key;
                 status::set(&status, |s| s.node_key = Some(node_key.public_key()));
                 let peers = netmap.peers().cloned().collect();
-                commands.send(Command::SetKey(node_key.clone(), peers)).await.ok();
+                commands
+                    .send(Command::SetKey(node_key.clone(), peers))
+                    .await
+                    .ok();
                 continue;
             }
         }
@@ -192,11 +230,12 @@ async fn follow_control(
     status: &Arc<Mutex<NodeStatus>>,
     backoff: &mut Duration,
 ) -> SessionEnd {
-    let mut channel = match ControlChannel::connect(&config.control_url, control_key, machine_key).await {
-        Ok(c) => c,
-        Err(ConnectError::Refused(m)) => return SessionEnd::Refused(m),
-        Err(ConnectError::Transient(e)) => return SessionEnd::Lost(e),
-    };
+    let mut channel =
+        match ControlChannel::connect(&config.control_url, control_key, machine_key).await {
+            Ok(c) => c,
+            Err(ConnectError::Refused(m)) => return SessionEnd::Refused(m),
+            Err(ConnectError::Transient(e)) => return SessionEnd::Lost(e),
+        };
     let request = ClientMessage::Map(MapRequest {
         node_key: node_key.public_key(),
         hostname: config.hostname.clone(),
@@ -222,7 +261,11 @@ async fn follow_control(
                 };
                 if changed || full {
                     let peers = netmap.peers().cloned().collect();
-                    if commands.send(Command::SetPeers(peers, netmap.filter().cloned())).await.is_err() {
+                    if commands
+                        .send(Command::SetPeers(peers, netmap.filter().cloned()))
+                        .await
+                        .is_err()
+                    {
                         return SessionEnd::Lost(anyhow::anyhow!("data plane gone"));
                     }
                     let wanted = netmap.kernel_routes(config.accept_routes, advertised);
@@ -246,7 +289,10 @@ async fn follow_control(
                 }
                 status::set(status, |s| {
                     s.netmap_seq = netmap.seq();
-                    s.kernel_routes = netmap.kernel_routes(config.accept_routes, advertised).into_iter().collect();
+                    s.kernel_routes = netmap
+                        .kernel_routes(config.accept_routes, advertised)
+                        .into_iter()
+                        .collect();
                     if let Some(me) = netmap.node() {
                         s.primary_routes = me.primary_routes.clone();
                         s.name = Some(me.name.clone());
@@ -254,22 +300,35 @@ async fn follow_control(
                 });
             }
             ServerMessage::KeepAlive => tracing::trace!("control keepalive"),
-            ServerMessage::Registered(_) => tracing::debug!("unexpected registration answer on a map stream"),
+            ServerMessage::Registered(_) => {
+                tracing::debug!("unexpected registration answer on a map stream")
+            }
             ServerMessage::Error(e) => {
                 return match e.code {
                     ErrorCode::NodeKeyExpired => SessionEnd::KeyExpired,
                     ErrorCode::NodeUnknown | ErrorCode::AuthKeyRefused | ErrorCode::BadRequest => {
-                        SessionEnd::Refused(format!("control refused the map request: {}", e.message))
+                        SessionEnd::Refused(format!(
+                            "control refused the map request: {}",
+                            e.message
+                        ))
                     }
-                    ErrorCode::Internal => SessionEnd::Lost(anyhow::anyhow!("control failed: {}", e.message)),
+                    ErrorCode::Internal => {
+                        SessionEnd::Lost(anyhow::anyhow!("control failed: {}", e.message))
+                    }
                 };
             }
         }
     }
 }
 
-async fn sync_routes(routes: &RouteTable, ifindex: u32, wanted: &BTreeSet<IpNet>) -> anyhow::Result<()> {
-    let changes = causeway_netconf::sync_routes(routes, ifindex, wanted).await.context("syncing kernel routes")?;
+async fn sync_routes(
+    routes: &RouteTable,
+    ifindex: u32,
+    wanted: &BTreeSet<IpNet>,
+) -> anyhow::Result<()> {
+    let changes = causeway_netconf::sync_routes(routes, ifindex, wanted)
+        .await
+        .context("syncing kernel routes")?;
     if !changes.added.is_empty() || !changes.removed.is_empty() {
         tracing::debug!(added = ?changes.added, removed = ?changes.removed, "kernel routes changed");
     }
@@ -293,7 +352,9 @@ async fn register(
                 .trim()
                 .to_owned(),
         ),
-        (None, None) => bail!("this node is not registered yet: set node.auth_key_file to an auth key from control"),
+        (None, None) => bail!(
+            "this node is not registered yet: set node.auth_key_file to an auth key from control"
+        ),
     };
     let mut channel = ControlChannel::connect(&config.control_url, control_key, machine_key)
         .await
@@ -307,7 +368,10 @@ async fn register(
         }))
         .await?;
     match channel.recv().await? {
-        ServerMessage::Registered(r) => Ok(Registration { node_id: r.node_id, addresses: r.addresses }),
+        ServerMessage::Registered(r) => Ok(Registration {
+            node_id: r.node_id,
+            addresses: r.addresses,
+        }),
         ServerMessage::Error(e) => bail!("control refused the registration: {}", e.message),
         other => bail!("unexpected answer to registration: {other:?}"),
     }
@@ -317,9 +381,15 @@ fn control_key(config: &NodeConfig) -> anyhow::Result<PublicKey> {
     if let Some(key) = config.control_public_key {
         return Ok(key);
     }
-    let path = config.control_public_key_file.as_ref().context("node.control_public_key_file is not set")?;
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.trim().parse().with_context(|| format!("parsing control public key in {}", path.display()))
+    let path = config
+        .control_public_key_file
+        .as_ref()
+        .context("node.control_public_key_file is not set")?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.trim()
+        .parse()
+        .with_context(|| format!("parsing control public key in {}", path.display()))
 }
 
 /// The endpoints to advertise: configured ones, or every non-loopback
@@ -331,10 +401,18 @@ fn endpoints(config: &NodeConfig) -> anyhow::Result<Vec<SocketAddr>> {
     let tailnet: IpNet = TAILNET_V4.parse().expect("TAILNET_V4 is a valid prefix");
     let mut found = BTreeSet::new();
     for interface in nix::ifaddrs::getifaddrs().context("listing local addresses")? {
-        let Some(address) = interface.address.as_ref().and_then(|a| a.as_sockaddr_in()).map(|a| IpAddr::V4(a.ip())) else {
+        let Some(address) = interface
+            .address
+            .as_ref()
+            .and_then(|a| a.as_sockaddr_in())
+            .map(|a| IpAddr::V4(a.ip()))
+        else {
             continue;
         };
-        if address.is_loopback() || tailnet.contains(&address) || interface.interface_name == config.tun_name {
+        if address.is_loopback()
+            || tailnet.contains(&address)
+            || interface.interface_name == config.tun_name
+        {
             continue;
         }
         found.insert(SocketAddr::new(address, config.listen_port));
@@ -343,7 +421,11 @@ fn endpoints(config: &NodeConfig) -> anyhow::Result<Vec<SocketAddr>> {
 }
 
 /// Subnet-router set-up: forwarding and the masquerade table, one batch.
-fn start_router(config: &NodeConfig, router: &SubnetRouterConfig, registration: &Registration) -> anyhow::Result<()> {
+fn start_router(
+    config: &NodeConfig,
+    router: &SubnetRouterConfig,
+    registration: &Registration,
+) -> anyhow::Result<()> {
     let ipv6 = router.routes.iter().any(|r| r.prefix.addr().is_ipv6());
     causeway_netconf::enable_forwarding(true, ipv6).context("enabling IP forwarding")?;
     let tailnet_v6 = registration.addresses.iter().find_map(|a| match a {
@@ -355,7 +437,12 @@ fn start_router(config: &NodeConfig, router: &SubnetRouterConfig, registration: 
         tun_interface: config.tun_name.clone(),
         tailnet_v4: TAILNET_V4.parse().expect("TAILNET_V4 is a valid prefix"),
         tailnet_v6,
-        masquerade: router.routes.iter().filter(|r| r.snat).map(|r| r.prefix).collect(),
+        masquerade: router
+            .routes
+            .iter()
+            .filter(|r| r.snat)
+            .map(|r| r.prefix)
+            .collect(),
         forward: true,
     };
     causeway_netconf::apply_firewall(&policy).context("applying the nftables table")?;

@@ -104,16 +104,26 @@ impl NodeStatus {
 
 /// Updates the shared status under its lock.
 pub fn set<T>(status: &Arc<Mutex<NodeStatus>>, f: impl FnOnce(&mut NodeStatus) -> T) -> T {
-    let mut guard = status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut guard = status
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     f(&mut guard)
 }
 
 /// Answers status requests until aborted.
-pub async fn serve(path: PathBuf, status: Arc<Mutex<NodeStatus>>, dataplane: mpsc::Sender<Command>) -> anyhow::Result<()> {
+pub async fn serve(
+    path: PathBuf,
+    status: Arc<Mutex<NodeStatus>>,
+    dataplane: mpsc::Sender<Command>,
+) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path).with_context(|| format!("binding status socket {}", path.display()))?;
+    let listener = UnixListener::bind(&path)
+        .with_context(|| format!("binding status socket {}", path.display()))?;
     loop {
-        let (mut stream, _) = listener.accept().await.context("accepting on the status socket")?;
+        let (mut stream, _) = listener
+            .accept()
+            .await
+            .context("accepting on the status socket")?;
         let (reply, answer) = oneshot::channel();
         let mut snapshot = set(&status, |s| s.clone());
         if dataplane.send(Command::Stats(reply)).await.is_ok()
@@ -144,11 +154,17 @@ pub async fn serve(path: PathBuf, status: Arc<Mutex<NodeStatus>>, dataplane: mps
 /// Asks the daemon whose state directory is `state_dir` for its status.
 pub async fn query(state_dir: &Path) -> anyhow::Result<NodeStatus> {
     let path = state_dir.join("appliance.sock");
-    let mut stream = UnixStream::connect(&path)
-        .await
-        .with_context(|| format!("connecting to {} (is `appliance run` running with this state_dir?)", path.display()))?;
+    let mut stream = UnixStream::connect(&path).await.with_context(|| {
+        format!(
+            "connecting to {} (is `appliance run` running with this state_dir?)",
+            path.display()
+        )
+    })?;
     let mut bytes = Vec::new();
-    stream.read_to_end(&mut bytes).await.context("reading status")?;
+    stream
+        .read_to_end(&mut bytes)
+        .await
+        .context("reading status")?;
     serde_json::from_slice(&bytes).context("parsing status")
 }
 
@@ -158,21 +174,69 @@ pub fn render(status: &NodeStatus) -> String {
     let mut out = String::new();
     let name = status.name.as_deref().unwrap_or("-");
     let addresses: Vec<String> = status.addresses.iter().map(ToString::to_string).collect();
-    let _ = writeln!(out, "node      {name} (id {}) {}", status.node_id.map_or("-".into(), |i| i.to_string()), addresses.join(" "));
-    let _ = writeln!(out, "state     {:?}, control {} ({})", status.state, if status.control_connected { "connected" } else { "disconnected" }, status.control_url);
+    let _ = writeln!(
+        out,
+        "node      {name} (id {}) {}",
+        status.node_id.map_or("-".into(), |i| i.to_string()),
+        addresses.join(" ")
+    );
+    let _ = writeln!(
+        out,
+        "state     {:?}, control {} ({})",
+        status.state,
+        if status.control_connected {
+            "connected"
+        } else {
+            "disconnected"
+        },
+        status.control_url
+    );
     if !status.advertised_routes.is_empty() {
-        let adv: Vec<String> = status.advertised_routes.iter().map(ToString::to_string).collect();
-        let pri: Vec<String> = status.primary_routes.iter().map(ToString::to_string).collect();
-        let _ = writeln!(out, "routes    advertised {} ; primary for {}", adv.join(" "), if pri.is_empty() { "-".into() } else { pri.join(" ") });
+        let adv: Vec<String> = status
+            .advertised_routes
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let pri: Vec<String> = status
+            .primary_routes
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let _ = writeln!(
+            out,
+            "routes    advertised {} ; primary for {}",
+            adv.join(" "),
+            if pri.is_empty() {
+                "-".into()
+            } else {
+                pri.join(" ")
+            }
+        );
     }
     let _ = writeln!(out, "dropped   {} packets", status.dropped_packets);
     let _ = writeln!(out);
-    let _ = writeln!(out, "{:<6} {:<16} {:<22} {:>10} {:>12} {:>12}  allowed IPs", "id", "peer", "endpoint", "handshake", "tx bytes", "rx bytes");
+    let _ = writeln!(
+        out,
+        "{:<6} {:<16} {:<22} {:>10} {:>12} {:>12}  allowed IPs",
+        "id", "peer", "endpoint", "handshake", "tx bytes", "rx bytes"
+    );
     for p in &status.peers {
-        let handshake = p.last_handshake_seconds.map_or("never".to_owned(), |s| format!("{s}s ago"));
+        let handshake = p
+            .last_handshake_seconds
+            .map_or("never".to_owned(), |s| format!("{s}s ago"));
         let endpoint = p.endpoint.map_or("-".to_owned(), |e| e.to_string());
         let allowed: Vec<String> = p.allowed_ips.iter().map(ToString::to_string).collect();
-        let _ = writeln!(out, "{:<6} {:<16} {:<22} {:>10} {:>12} {:>12}  {}", p.id, p.name, endpoint, handshake, p.tx_bytes, p.rx_bytes, allowed.join(" "));
+        let _ = writeln!(
+            out,
+            "{:<6} {:<16} {:<22} {:>10} {:>12} {:>12}  {}",
+            p.id,
+            p.name,
+            endpoint,
+            handshake,
+            p.tx_bytes,
+            p.rx_bytes,
+            allowed.join(" ")
+        );
     }
     out
 }

@@ -14,5 +14,5 @@ mod packet;
 mod tunnel;
 
 pub use netmap::{NetmapError, NetmapState};
-pub use node::{Delivery, Drop, NodeState, PeerStats, Transmit, TICK};
+pub use node::{Delivery, Drop, NodeState, PeerStats, TICK, Transmit};
 pub use packet::{IpHeader, parse_ip_header};

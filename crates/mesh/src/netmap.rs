@@ -41,7 +41,10 @@ impl NetmapState {
     /// data plane must be reconfigured).
     pub fn apply(&mut self, map: MapResponse) -> Result<bool, NetmapError> {
         if let Some(peers) = map.peers {
-            let node = map.node.or_else(|| self.node.clone()).ok_or(NetmapError::NoSelf)?;
+            let node = map
+                .node
+                .or_else(|| self.node.clone())
+                .ok_or(NetmapError::NoSelf)?;
             self.node = Some(node);
             self.peers = peers.into_iter().map(|n| (n.id, n)).collect();
             self.seq = map.seq;
@@ -53,7 +56,10 @@ impl NetmapState {
             return Err(NetmapError::DeltaBeforeFull(map.seq));
         }
         if map.seq != self.seq + 1 {
-            return Err(NetmapError::Gap { expected: self.seq + 1, got: map.seq });
+            return Err(NetmapError::Gap {
+                expected: self.seq + 1,
+                got: map.seq,
+            });
         }
         self.seq = map.seq;
         let mut changed = false;
@@ -119,7 +125,11 @@ impl NetmapState {
                 routes.extend(
                     peer.primary_routes
                         .iter()
-                        .filter(|r| !own_routes.iter().any(|own| own.contains(*r) || r.contains(own)))
+                        .filter(|r| {
+                            !own_routes
+                                .iter()
+                                .any(|own| own.contains(*r) || r.contains(own))
+                        })
                         .map(IpNet::trunc),
                 );
             }
@@ -142,7 +152,9 @@ mod tests {
             node_key: PublicKey::from_bytes([id as u8; 32]),
             key_expiry: None,
             addresses: vec![address],
-            allowed_ips: std::iter::once(address).chain(routes.iter().copied()).collect(),
+            allowed_ips: std::iter::once(address)
+                .chain(routes.iter().copied())
+                .collect(),
             primary_routes: routes,
             endpoints: vec![],
             tags: vec![],
@@ -152,24 +164,46 @@ mod tests {
     }
 
     fn full(seq: u64, peers: Vec<Node>) -> MapResponse {
-        MapResponse { seq, node: Some(node(1, &[])), peers: Some(peers), ..Default::default() }
+        MapResponse {
+            seq,
+            node: Some(node(1, &[])),
+            peers: Some(peers),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn deltas_change_the_peer_set() {
         let mut map = NetmapState::default();
-        map.apply(full(1, vec![node(2, &[])])).expect("full map applies");
-        let delta = MapResponse { seq: 2, peers_changed: vec![node(3, &[])], peers_removed: vec![NodeId(2)], ..Default::default() };
+        map.apply(full(1, vec![node(2, &[])]))
+            .expect("full map applies");
+        let delta = MapResponse {
+            seq: 2,
+            peers_changed: vec![node(3, &[])],
+            peers_removed: vec![NodeId(2)],
+            ..Default::default()
+        };
         assert_eq!(map.apply(delta), Ok(true));
-        assert_eq!(map.peers().map(|n| n.id).collect::<Vec<_>>(), vec![NodeId(3)]);
+        assert_eq!(
+            map.peers().map(|n| n.id).collect::<Vec<_>>(),
+            vec![NodeId(3)]
+        );
     }
 
     #[test]
     fn endpoint_patch_touches_only_endpoints() {
         let mut map = NetmapState::default();
-        map.apply(full(1, vec![node(2, &[])])).expect("full map applies");
+        map.apply(full(1, vec![node(2, &[])]))
+            .expect("full map applies");
         let endpoint = "198.18.0.9:41641".parse().expect("valid");
-        let patch = MapResponse { seq: 2, endpoint_patches: vec![EndpointPatch { id: NodeId(2), endpoints: vec![endpoint] }], ..Default::default() };
+        let patch = MapResponse {
+            seq: 2,
+            endpoint_patches: vec![EndpointPatch {
+                id: NodeId(2),
+                endpoints: vec![endpoint],
+            }],
+            ..Default::default()
+        };
         map.apply(patch).expect("patch applies");
         let peer = map.peers().next().expect("one peer");
         assert_eq!(peer.endpoints, vec![endpoint]);
@@ -180,22 +214,45 @@ mod tests {
     fn a_gap_is_an_error() {
         let mut map = NetmapState::default();
         map.apply(full(1, vec![])).expect("full map applies");
-        let delta = MapResponse { seq: 3, ..Default::default() };
-        assert_eq!(map.apply(delta), Err(NetmapError::Gap { expected: 2, got: 3 }));
+        let delta = MapResponse {
+            seq: 3,
+            ..Default::default()
+        };
+        assert_eq!(
+            map.apply(delta),
+            Err(NetmapError::Gap {
+                expected: 2,
+                got: 3
+            })
+        );
     }
 
     #[test]
     fn a_delta_first_is_an_error() {
         let mut map = NetmapState::default();
-        assert_eq!(map.apply(MapResponse { seq: 1, ..Default::default() }), Err(NetmapError::DeltaBeforeFull(1)));
+        assert_eq!(
+            map.apply(MapResponse {
+                seq: 1,
+                ..Default::default()
+            }),
+            Err(NetmapError::DeltaBeforeFull(1))
+        );
     }
 
     #[test]
     fn kernel_routes_respect_accept_routes_and_own_routes() {
         let mut map = NetmapState::default();
-        map.apply(full(1, vec![node(2, &["198.19.1.0/24"]), node(3, &["198.19.2.0/24"])])).expect("applies");
+        map.apply(full(
+            1,
+            vec![node(2, &["198.19.1.0/24"]), node(3, &["198.19.2.0/24"])],
+        ))
+        .expect("applies");
         let own: Vec<IpNet> = vec!["198.19.2.0/24".parse().expect("valid")];
-        let with: Vec<String> = map.kernel_routes(true, &own).iter().map(ToString::to_string).collect();
+        let with: Vec<String> = map
+            .kernel_routes(true, &own)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(with, ["100.64.0.2/32", "100.64.0.3/32", "198.19.1.0/24"]);
         assert_eq!(map.kernel_routes(false, &[]).len(), 2);
     }

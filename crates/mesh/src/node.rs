@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use boringtun::noise::errors::WireGuardError;
 use causeway_wire::{Node, NodeId, PacketFilter, PrivateKey, PublicKey};
 use ip_network::IpNetwork;
 use ip_network_table::IpNetworkTable;
@@ -138,7 +139,10 @@ enum Work {
 
 impl NodeState {
     /// A node with this WireGuard key and no peers.
-    pub fn new(key: &PrivateKey) -> Self {
+    ///
+    /// `seed` picks where session indices start, so a restarted node does
+    /// not reuse the indices its peers still hold sessions for.
+    pub fn new(key: &PrivateKey, seed: u64) -> Self {
         Self {
             identity: Identity::new(key),
             public_key: key.public_key(),
@@ -147,7 +151,7 @@ impl NodeState {
             by_slot: HashMap::new(),
             routes: IpNetworkTable::new(),
             filter: None,
-            next_slot: 1,
+            next_slot: (seed as u32) & SLOT_MASK,
             work: VecDeque::new(),
             next_tick: None,
             next_rate_reset: None,
@@ -220,17 +224,20 @@ impl NodeState {
             return Err(self.drop(Drop::NoRoute(header.destination)));
         };
         let output = peer.tunnel.encapsulate(packet, out);
-        if let Output::Network(range) = &output {
-            if out.get(range.start) == Some(&HANDSHAKE_INIT) {
-                // A handshake initiation instead of data: the packet is queued.
-                peer.queued = true;
-                peer.initiated_at = Some(now);
-            }
+        if let Output::Network(range) = &output
+            && out.get(range.start) == Some(&HANDSHAKE_INIT)
+        {
+            // A handshake initiation instead of data: the packet is queued.
+            peer.queued = true;
+            peer.initiated_at = Some(now);
         }
         let endpoint = peer.endpoint;
         match output {
             Output::Network(range) => match endpoint {
-                Some(destination) => Ok(Some(Transmit { destination, payload: &out[range] })),
+                Some(destination) => Ok(Some(Transmit {
+                    destination,
+                    payload: &out[range],
+                })),
                 None => Err(self.drop(Drop::NoEndpoint(id))),
             },
             Output::Done | Output::Tunnel(..) => Ok(None),
@@ -251,7 +258,9 @@ impl NodeState {
                 let id = self.by_key.get(&key).copied();
                 if let Some(peer) = id.and_then(|id| self.peers.get(&id))
                     && self.public_key < key
-                    && peer.initiated_at.is_some_and(|t| now.saturating_duration_since(t) < REKEY_TIMEOUT)
+                    && peer
+                        .initiated_at
+                        .is_some_and(|t| now.saturating_duration_since(t) < REKEY_TIMEOUT)
                 {
                     // Both sides initiated at once. If each answered the
                     // other, both would hold responder sessions and neither
@@ -265,13 +274,22 @@ impl NodeState {
             None => return Delivery::Dropped(self.drop(Drop::Garbage)),
         };
         let Some(peer) = id.and_then(|id| self.peers.get_mut(&id)) else {
-            return Delivery::Dropped(self.drop(Drop::UnknownPeer));
+            return self.rescue_session(from, datagram, out, now);
         };
         let id = peer.node.id;
         let output = peer.tunnel.decapsulate(Some(from.ip()), datagram, out);
         if !matches!(output, Output::Error(_)) {
             // Authenticated: this is where the peer is now (roaming, §2.1).
             peer.endpoint = Some(from);
+        }
+        let session_confirmed = match &output {
+            Output::Tunnel(..) | Output::Done => true,
+            Output::Network(range) => out.get(range.start) == Some(&DATA),
+            Output::Error(_) => false,
+        };
+        if session_confirmed {
+            // Our initiation, if any, is settled; the tie-break no longer applies.
+            peer.initiated_at = None;
         }
         if matches!(output, Output::Tunnel(..) | Output::Done) && std::mem::take(&mut peer.queued) {
             // Data arrived, so a session is confirmed: packets queued while
@@ -286,10 +304,18 @@ impl NodeState {
                 // (After we answer an initiation, they cannot: a responder
                 // waits for the initiator's first data, §5.4.4.)
                 let confirmed = out.get(range.start) == Some(&DATA);
-                if confirmed && !self.work.iter().any(|w| matches!(w, Work::Flush(f) if *f == id)) {
+                if confirmed
+                    && !self
+                        .work
+                        .iter()
+                        .any(|w| matches!(w, Work::Flush(f) if *f == id))
+                {
                     self.work.push_back(Work::Flush(id));
                 }
-                Delivery::Network(Transmit { destination: from, payload: &out[range] })
+                Delivery::Network(Transmit {
+                    destination: from,
+                    payload: &out[range],
+                })
             }
             Output::Tunnel(range, source) => {
                 if self.routes.longest_match(source).map(|(_, &owner)| owner) != Some(id) {
@@ -300,7 +326,31 @@ impl NodeState {
                 }
                 Delivery::Tun(&out[range])
             }
+            Output::Error(WireGuardError::NoCurrentSession | WireGuardError::WrongIndex) => {
+                self.rescue_session(from, datagram, out, now)
+            }
             Output::Error(e) => Delivery::Dropped(self.drop(Drop::Tunnel(format!("{e:?}")))),
+        }
+    }
+
+    /// A message for a session we do not have, from where a known peer
+    /// lives: we probably restarted and lost our sessions while the peer
+    /// kept its own. Rather than leave the peer sending into the void until
+    /// its keepalive timeout (KEEPALIVE + REKEY_TIMEOUT, 15 s), start a
+    /// handshake at once, at most once per [`REKEY_TIMEOUT`] per peer.
+    fn rescue_session<'a>(&mut self, from: SocketAddr, datagram: &[u8], out: &'a mut [u8], now: Instant) -> Delivery<'a> {
+        let is_data = datagram.first() == Some(&DATA);
+        let peer = self.peers.values_mut().find(|p| p.endpoint == Some(from) || p.node.endpoints.contains(&from));
+        let Some(peer) = peer.filter(|_| is_data) else {
+            return Delivery::Dropped(self.drop(Drop::UnknownPeer));
+        };
+        if peer.initiated_at.is_some_and(|t| now.saturating_duration_since(t) < REKEY_TIMEOUT) {
+            return Delivery::Dropped(self.drop(Drop::UnknownPeer));
+        }
+        peer.initiated_at = Some(now);
+        match peer.tunnel.initiate(out) {
+            Output::Network(range) => Delivery::Network(Transmit { destination: from, payload: &out[range] }),
+            Output::Done | Output::Tunnel(..) | Output::Error(_) => Delivery::Dropped(self.drop(Drop::UnknownPeer)),
         }
     }
 
@@ -312,7 +362,8 @@ impl NodeState {
             self.next_rate_reset = Some(now + RATE_LIMIT_WINDOW);
         }
         if self.next_tick.is_none_or(|t| now >= t) {
-            self.work.extend(self.peers.keys().map(|&id| Work::Timers(id)));
+            self.work
+                .extend(self.peers.keys().map(|&id| Work::Timers(id)));
             self.next_tick = Some(now + TICK);
         }
     }
@@ -327,12 +378,16 @@ impl NodeState {
     pub fn poll_transmit<'a>(&mut self, out: &'a mut [u8], now: Instant) -> Option<Transmit<'a>> {
         while let Some(work) = self.work.pop_front() {
             let (Work::Flush(id) | Work::Timers(id)) = work;
-            let Some(peer) = self.peers.get_mut(&id) else { continue };
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
             let output = match work {
                 Work::Flush(_) => peer.tunnel.decapsulate(None, &[], out),
                 Work::Timers(_) => peer.tunnel.update_timers(out),
             };
-            let Output::Network(range) = output else { continue };
+            let Output::Network(range) = output else {
+                continue;
+            };
             if out.get(range.start) == Some(&HANDSHAKE_INIT) {
                 peer.initiated_at = Some(now);
             }
@@ -341,7 +396,10 @@ impl NodeState {
                 self.work.push_front(work);
             }
             if let Some(destination) = peer.endpoint {
-                return Some(Transmit { destination, payload: &out[range] });
+                return Some(Transmit {
+                    destination,
+                    payload: &out[range],
+                });
             }
             self.dropped += 1;
         }
@@ -388,14 +446,21 @@ impl NodeState {
         loop {
             let slot = self.next_slot & SLOT_MASK;
             self.next_slot = self.next_slot.wrapping_add(1);
-            if slot != 0 && !self.by_slot.contains_key(&slot) && !self.peers.values().any(|p| p.slot == slot) {
+            if slot != 0
+                && !self.by_slot.contains_key(&slot)
+                && !self.peers.values().any(|p| p.slot == slot)
+            {
                 return slot;
             }
         }
     }
 
     fn reindex(&mut self) {
-        self.by_key = self.peers.iter().map(|(&id, p)| (p.node.node_key, id)).collect();
+        self.by_key = self
+            .peers
+            .iter()
+            .map(|(&id, p)| (p.node.node_key, id))
+            .collect();
         self.by_slot = self.peers.iter().map(|(&id, p)| (p.slot, id)).collect();
         let mut routes = IpNetworkTable::new();
         for (&id, peer) in &self.peers {
@@ -409,11 +474,18 @@ impl NodeState {
     }
 
     fn filter_allows(&self, packet: &[u8]) -> bool {
-        let Some(filter) = &self.filter else { return true };
-        let Some(header) = parse_ip_header(packet) else { return false };
+        let Some(filter) = &self.filter else {
+            return true;
+        };
+        let Some(header) = parse_ip_header(packet) else {
+            return false;
+        };
         filter.rules.iter().any(|rule| {
             rule.sources.iter().any(|s| s.contains(&header.source))
-                && rule.destinations.iter().any(|d| d.contains(&header.destination))
+                && rule
+                    .destinations
+                    .iter()
+                    .any(|d| d.contains(&header.destination))
         })
     }
 }

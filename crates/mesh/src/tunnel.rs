@@ -57,7 +57,11 @@ impl Identity {
         let secret = key.to_static_secret();
         let public = x25519::PublicKey::from(&secret);
         let limiter = Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT));
-        Self { secret, public, limiter }
+        Self {
+            secret,
+            public,
+            limiter,
+        }
     }
 
     /// Clears the handshake rate limiter's count; call once a second.
@@ -71,7 +75,9 @@ impl Identity {
         match Tunn::parse_incoming_packet(datagram).ok()? {
             Packet::HandshakeInit(init) => {
                 let half = parse_handshake_anon(&self.secret, &self.public, &init).ok()?;
-                Some(Addressee::Initiator(PublicKey::from_bytes(half.peer_static_public)))
+                Some(Addressee::Initiator(PublicKey::from_bytes(
+                    half.peer_static_public,
+                )))
             }
             Packet::HandshakeResponse(p) => Some(Addressee::Index(p.receiver_idx >> 8)),
             Packet::PacketCookieReply(p) => Some(Addressee::Index(p.receiver_idx >> 8)),
@@ -96,7 +102,9 @@ impl Tunnel {
             slot,
             Some(Arc::clone(&identity.limiter)),
         );
-        Self { tunn: Box::new(tunn) }
+        Self {
+            tunn: Box::new(tunn),
+        }
     }
 
     /// Encrypts an IP packet (or starts a handshake and queues it).
@@ -107,9 +115,20 @@ impl Tunnel {
 
     /// Decrypts a datagram from `from`; an empty datagram flushes packets
     /// queued while the handshake was in flight.
-    pub(crate) fn decapsulate(&mut self, from: Option<IpAddr>, datagram: &[u8], out: &mut [u8]) -> Output {
+    pub(crate) fn decapsulate(
+        &mut self,
+        from: Option<IpAddr>,
+        datagram: &[u8],
+        out: &mut [u8],
+    ) -> Output {
         let base = out.as_ptr() as usize;
         convert(base, self.tunn.decapsulate(from, datagram, out))
+    }
+
+    /// Starts a handshake now, unless one is already in flight.
+    pub(crate) fn initiate(&mut self, out: &mut [u8]) -> Output {
+        let base = out.as_ptr() as usize;
+        convert(base, self.tunn.format_handshake_initiation(out, false))
     }
 
     /// Runs handshake, rekey and keepalive timers.

@@ -86,13 +86,25 @@ impl Sim {
             let mut netmap = NetmapState::default();
             let peers: Vec<Node> = (1..=NODES).filter(|&p| p != id).map(describe).collect();
             netmap
-                .apply(MapResponse { seq: 1, node: Some(describe(id)), peers: Some(peers), ..Default::default() })
+                .apply(MapResponse {
+                    seq: 1,
+                    node: Some(describe(id)),
+                    peers: Some(peers),
+                    ..Default::default()
+                })
                 .expect("full map applies");
-            let mut node = NodeState::new(&key(id));
+            let mut node = NodeState::new(&key(id), seed.wrapping_mul(id));
             node.set_peers(netmap.peers());
             nodes.insert(id, node);
         }
-        Self { nodes, wire: VecDeque::new(), now: Instant::now(), rng: seed | 1, delivered: vec![], drops: vec![] }
+        Self {
+            nodes,
+            wire: VecDeque::new(),
+            now: Instant::now(),
+            rng: seed | 1,
+            delivered: vec![],
+            drops: vec![],
+        }
     }
 
     fn random(&mut self) -> u64 {
@@ -107,7 +119,9 @@ impl Sim {
         let mut out = vec![0u8; BUF];
         let node = self.nodes.get_mut(&from).expect("node exists");
         match node.handle_tun_packet(packet, &mut out, self.now) {
-            Ok(Some(t)) => self.wire.push_back((endpoint(from), t.destination, t.payload.to_vec())),
+            Ok(Some(t)) => self
+                .wire
+                .push_back((endpoint(from), t.destination, t.payload.to_vec())),
             Ok(None) => {}
             Err(e) => self.drops.push((from, e)),
         }
@@ -118,7 +132,8 @@ impl Sim {
         let mut out = vec![0u8; BUF];
         let node = self.nodes.get_mut(&id).expect("node exists");
         while let Some(t) = node.poll_transmit(&mut out, self.now) {
-            self.wire.push_back((endpoint(id), t.destination, t.payload.to_vec()));
+            self.wire
+                .push_back((endpoint(id), t.destination, t.payload.to_vec()));
         }
     }
 
@@ -131,14 +146,30 @@ impl Sim {
         let window = self.wire.len().min(3) as u64;
         let pick = (self.random() % window) as usize;
         let (from, to, datagram) = self.wire.remove(pick).expect("index within queue");
-        if std::env::var("SIM_TRACE").is_ok() { eprintln!("{} -> {} type {} len {}", owner_of(from), owner_of(to), datagram.first().copied().unwrap_or(255), datagram.len()); }
+        if std::env::var("SIM_TRACE").is_ok() {
+            eprintln!(
+                "{} -> {} type {} len {}",
+                owner_of(from),
+                owner_of(to),
+                datagram.first().copied().unwrap_or(255),
+                datagram.len()
+            );
+        }
         let receiver = owner_of(to);
         let mut out = vec![0u8; BUF];
-        let node = self.nodes.get_mut(&receiver).expect("datagram for a known node");
+        let node = self
+            .nodes
+            .get_mut(&receiver)
+            .expect("datagram for a known node");
         match node.handle_datagram(from, &datagram, &mut out, self.now) {
             Delivery::Tun(packet) => {
                 let header = parse_ip_header(packet).expect("delivered packets are IP");
-                self.delivered.push((receiver, header.source, header.destination, packet[20..].to_vec()));
+                self.delivered.push((
+                    receiver,
+                    header.source,
+                    header.destination,
+                    packet[20..].to_vec(),
+                ));
             }
             Delivery::Network(t) => self.wire.push_back((to, t.destination, t.payload.to_vec())),
             Delivery::Nothing => {}
@@ -162,14 +193,27 @@ impl Sim {
         for (receiver, source, destination, payload) in &self.delivered {
             // Only packets for the receiver (or its subnet) reach its TUN.
             let for_me = *destination == IpAddr::V4(address(*receiver))
-                || (*receiver == ROUTER && "198.19.1.0/24".parse::<IpNet>().expect("valid").contains(destination));
+                || (*receiver == ROUTER
+                    && "198.19.1.0/24"
+                        .parse::<IpNet>()
+                        .expect("valid")
+                        .contains(destination));
             assert!(for_me, "node {receiver} got a packet for {destination}");
             // The payload names its true sender; the source must be that sender's.
             let sender = u64::from(payload[0]);
-            let sender_owns_source = describe(sender).allowed_ips.iter().any(|n| n.contains(source));
-            assert!(sender_owns_source, "node {receiver} accepted {source} from node {sender}");
+            let sender_owns_source = describe(sender)
+                .allowed_ips
+                .iter()
+                .any(|n| n.contains(source));
+            assert!(
+                sender_owns_source,
+                "node {receiver} accepted {source} from node {sender}"
+            );
             // Replay protection: nothing arrives twice.
-            assert!(seen.insert((receiver, payload.clone())), "duplicate delivery to {receiver}");
+            assert!(
+                seen.insert((receiver, payload.clone())),
+                "duplicate delivery to {receiver}"
+            );
         }
     }
 
@@ -197,8 +241,15 @@ fn every_node_reaches_every_other_and_invariants_hold_each_step() {
             }
             sim.run();
         }
-        let got: BTreeSet<_> = sim.delivered.iter().map(|(r, _, _, p)| (*r, p.clone())).collect();
-        assert_eq!(got, expected, "seed {seed}: every packet arrives exactly once");
+        let got: BTreeSet<_> = sim
+            .delivered
+            .iter()
+            .map(|(r, _, _, p)| (*r, p.clone()))
+            .collect();
+        assert_eq!(
+            got, expected,
+            "seed {seed}: every packet arrives exactly once"
+        );
     }
 }
 
@@ -209,10 +260,23 @@ fn subnet_traffic_goes_to_the_router_and_replies_come_back() {
     sim.send_from_tun(1, &ipv4_packet(address(1), server, &[1, 0, 0]));
     sim.run();
     // The router's kernel would forward it; its reply comes from the VPC address.
-    sim.send_from_tun(ROUTER, &ipv4_packet(server, address(1), &[ROUTER as u8, 0, 1]));
+    sim.send_from_tun(
+        ROUTER,
+        &ipv4_packet(server, address(1), &[ROUTER as u8, 0, 1]),
+    );
     sim.run();
-    let got: Vec<_> = sim.delivered.iter().map(|(r, s, d, _)| (*r, *s, *d)).collect();
-    assert_eq!(got, vec![(ROUTER, address(1).into(), server.into()), (1, server.into(), address(1).into())]);
+    let got: Vec<_> = sim
+        .delivered
+        .iter()
+        .map(|(r, s, d, _)| (*r, *s, *d))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (ROUTER, address(1).into(), server.into()),
+            (1, server.into(), address(1).into())
+        ]
+    );
 }
 
 #[test]
@@ -223,10 +287,26 @@ fn a_peer_cannot_spoof_another_peers_source() {
     sim.run();
     // Node 2 now claims to be node 3, and to be the router's subnet.
     sim.send_from_tun(2, &ipv4_packet(address(3), address(1), &[2, 1, 1]));
-    sim.send_from_tun(2, &ipv4_packet(Ipv4Addr::new(198, 19, 1, 10), address(1), &[2, 1, 2]));
+    sim.send_from_tun(
+        2,
+        &ipv4_packet(Ipv4Addr::new(198, 19, 1, 10), address(1), &[2, 1, 2]),
+    );
     sim.run();
     assert_eq!(sim.delivered.len(), 1, "only the honest packet arrives");
-    let spoofs = sim.drops.iter().filter(|(r, d)| *r == 1 && matches!(d, Drop::SpoofedSource { peer: NodeId(2), .. })).count();
+    let spoofs = sim
+        .drops
+        .iter()
+        .filter(|(r, d)| {
+            *r == 1
+                && matches!(
+                    d,
+                    Drop::SpoofedSource {
+                        peer: NodeId(2),
+                        ..
+                    }
+                )
+        })
+        .count();
     assert_eq!(spoofs, 2);
 }
 
@@ -248,8 +328,14 @@ fn garbage_datagrams_change_nothing() {
     }
     sim.run();
     // Endpoints learned from authenticated traffic only, and the session still works.
-    assert_eq!(sim.nodes[&2].peer_stats().iter().map(|p| p.endpoint).collect::<Vec<_>>(),
-               stats_before.iter().map(|p| p.endpoint).collect::<Vec<_>>());
+    assert_eq!(
+        sim.nodes[&2]
+            .peer_stats()
+            .iter()
+            .map(|p| p.endpoint)
+            .collect::<Vec<_>>(),
+        stats_before.iter().map(|p| p.endpoint).collect::<Vec<_>>()
+    );
     sim.send_from_tun(1, &ipv4_packet(address(1), address(2), &[1, 2, 1]));
     sim.run();
     assert_eq!(sim.delivered.len(), 2);
@@ -263,8 +349,15 @@ fn a_netmap_change_keeps_established_sessions() {
     let handshakes_before = sim.wire.len();
     // Node 3 leaves; node 1 and 2 keep their tunnel to each other.
     for id in [1, 2] {
-        let peers: Vec<Node> = [1, 2, 4].into_iter().filter(|&p| p != id).map(describe).collect();
-        sim.nodes.get_mut(&id).expect("exists").set_peers(peers.iter());
+        let peers: Vec<Node> = [1, 2, 4]
+            .into_iter()
+            .filter(|&p| p != id)
+            .map(describe)
+            .collect();
+        sim.nodes
+            .get_mut(&id)
+            .expect("exists")
+            .set_peers(peers.iter());
     }
     sim.send_from_tun(1, &ipv4_packet(address(1), address(2), &[1, 2, 1]));
     // One data datagram, no new handshake.
@@ -272,4 +365,24 @@ fn a_netmap_change_keeps_established_sessions() {
     sim.run();
     assert_eq!(sim.delivered.len(), 2);
     assert_eq!(sim.nodes[&1].peer_for(address(3).into()), None);
+}
+
+#[test]
+fn a_restarted_peer_gets_a_fresh_handshake_without_waiting_for_timeouts() {
+    let mut sim = Sim::new(13);
+    sim.send_from_tun(1, &ipv4_packet(address(1), address(2), &[1, 2, 0]));
+    sim.run();
+    // Node 2 restarts: same key, no sessions.
+    let mut fresh = NodeState::new(&key(2), 0);
+    let peers: Vec<Node> = [1, 3, 4].into_iter().map(describe).collect();
+    fresh.set_peers(peers.iter());
+    sim.nodes.insert(2, fresh);
+    // Node 1 still has its old session and sends on it: lost, but it
+    // triggers a handshake from node 2, after which traffic flows again.
+    sim.send_from_tun(1, &ipv4_packet(address(1), address(2), &[1, 2, 1]));
+    sim.run();
+    sim.send_from_tun(1, &ipv4_packet(address(1), address(2), &[1, 2, 2]));
+    sim.run();
+    let got: Vec<_> = sim.delivered.iter().map(|(r, _, _, p)| (*r, p.clone())).collect();
+    assert_eq!(got, vec![(2, vec![1, 2, 0]), (2, vec![1, 2, 2])]);
 }

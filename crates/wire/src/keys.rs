@@ -117,7 +117,11 @@ impl PrivateKey {
 
 impl fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PrivateKey(<redacted>, public {})", self.public_key().short())
+        write!(
+            f,
+            "PrivateKey(<redacted>, public {})",
+            self.public_key().short()
+        )
     }
 }
 

@@ -126,6 +126,10 @@ pub struct NodeUpdate {
 }
 
 /// A message from control to a node.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a few messages per change; boxing the map buys nothing"
+)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
@@ -288,9 +292,15 @@ mod tests {
 
     #[test]
     fn delta_omits_empty_lists() {
-        let delta = MapResponse { seq: 2, ..Default::default() };
+        let delta = MapResponse {
+            seq: 2,
+            ..Default::default()
+        };
         let json = serde_json::to_string(&delta).expect("serialises");
-        assert_eq!(json, r#"{"seq":2,"node":null,"peers":null,"dns":null,"packet_filter":null}"#);
+        assert_eq!(
+            json,
+            r#"{"seq":2,"node":null,"peers":null,"dns":null,"packet_filter":null}"#
+        );
     }
 
     #[test]

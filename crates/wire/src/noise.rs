@@ -59,7 +59,8 @@ pub enum ChannelError {
 }
 
 fn builder() -> snow::Builder<'static> {
-    snow::Builder::new(PATTERN.parse().expect("PATTERN is a valid Noise pattern")).prologue(PROLOGUE)
+    snow::Builder::new(PATTERN.parse().expect("PATTERN is a valid Noise pattern"))
+        .prologue(PROLOGUE)
         .expect("prologue is set once")
 }
 
@@ -93,7 +94,10 @@ impl Initiator {
         let mut payload = vec![0u8; MAX_NOISE_MESSAGE];
         let len = self.state.read_message(message, &mut payload)?;
         let hello = serde_json::from_slice(&payload[..len])?;
-        Ok((hello, Channel::new(self.state.into_stateless_transport_mode()?)))
+        Ok((
+            hello,
+            Channel::new(self.state.into_stateless_transport_mode()?),
+        ))
     }
 }
 
@@ -125,7 +129,10 @@ impl Responder {
         let mut message = vec![0u8; MAX_NOISE_MESSAGE];
         let len = self.state.write_message(&payload, &mut message)?;
         message.truncate(len);
-        Ok((message, Channel::new(self.state.into_stateless_transport_mode()?)))
+        Ok((
+            message,
+            Channel::new(self.state.into_stateless_transport_mode()?),
+        ))
     }
 }
 
@@ -136,14 +143,24 @@ pub struct Channel {
 
 impl Channel {
     fn new(state: StatelessTransportState) -> Self {
-        Self { state: Arc::new(state) }
+        Self {
+            state: Arc::new(state),
+        }
     }
 
     /// Splits into a sending and a receiving half.
     pub fn split(self) -> (Sealer, Opener) {
         (
-            Sealer { state: Arc::clone(&self.state), nonce: 0 },
-            Opener { state: self.state, nonce: 0, buffer: Vec::new(), message: Vec::new() },
+            Sealer {
+                state: Arc::clone(&self.state),
+                nonce: 0,
+            },
+            Opener {
+                state: self.state,
+                nonce: 0,
+                buffer: Vec::new(),
+                message: Vec::new(),
+            },
         )
     }
 }
@@ -156,7 +173,11 @@ pub struct Sealer {
 
 impl Sealer {
     /// Appends the records carrying `message` to `out`.
-    pub fn seal<T: Serialize>(&mut self, message: &T, out: &mut Vec<u8>) -> Result<(), ChannelError> {
+    pub fn seal<T: Serialize>(
+        &mut self,
+        message: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ChannelError> {
         let json = serde_json::to_vec(message)?;
         let mut chunks = json.chunks(MAX_CHUNK).peekable();
         let mut plain = Vec::with_capacity(MAX_CHUNK + 1);
@@ -198,12 +219,16 @@ impl Opener {
     pub fn next_message<T: DeserializeOwned>(&mut self) -> Result<Option<T>, ChannelError> {
         let mut plain = vec![0u8; MAX_NOISE_MESSAGE];
         loop {
-            let Some(len_bytes) = self.buffer.get(..2) else { return Ok(None) };
+            let Some(len_bytes) = self.buffer.get(..2) else {
+                return Ok(None);
+            };
             let len = usize::from(u16::from_be_bytes([len_bytes[0], len_bytes[1]]));
             if self.buffer.len() < 2 + len {
                 return Ok(None);
             }
-            let n = self.state.read_message(self.nonce, &self.buffer[2..2 + len], &mut plain)?;
+            let n = self
+                .state
+                .read_message(self.nonce, &self.buffer[2..2 + len], &mut plain)?;
             self.nonce += 1;
             self.buffer.drain(..2 + len);
             let Some((&flag, chunk)) = plain[..n].split_first() else {
@@ -235,12 +260,18 @@ mod tests {
     fn handshake() -> ((Sealer, Opener), (Sealer, Opener), PublicKey) {
         let control = PrivateKey::from_random_bytes([1; 32]);
         let machine = PrivateKey::from_random_bytes([2; 32]);
-        let hello = ClientHello { capability_version: CAPABILITY_VERSION };
-        let (initiator, m1) = Initiator::start(&machine, &control.public_key(), &hello).expect("start");
-        let (responder, seen_machine, seen_hello) = Responder::accept(&control, &m1).expect("accept");
+        let hello = ClientHello {
+            capability_version: CAPABILITY_VERSION,
+        };
+        let (initiator, m1) =
+            Initiator::start(&machine, &control.public_key(), &hello).expect("start");
+        let (responder, seen_machine, seen_hello) =
+            Responder::accept(&control, &m1).expect("accept");
         assert_eq!(seen_hello, hello);
         let (m2, server) = responder
-            .reply(&ServerHello::Accepted { capability_version: CAPABILITY_VERSION })
+            .reply(&ServerHello::Accepted {
+                capability_version: CAPABILITY_VERSION,
+            })
             .expect("reply");
         let (server_hello, client) = initiator.finish(&m2).expect("finish");
         assert!(matches!(server_hello, ServerHello::Accepted { .. }));
@@ -258,7 +289,9 @@ mod tests {
         let control = PrivateKey::from_random_bytes([1; 32]);
         let impostor = PrivateKey::from_random_bytes([3; 32]);
         let machine = PrivateKey::from_random_bytes([2; 32]);
-        let hello = ClientHello { capability_version: 1 };
+        let hello = ClientHello {
+            capability_version: 1,
+        };
         let (_, m1) = Initiator::start(&machine, &impostor.public_key(), &hello).expect("start");
         assert!(Responder::accept(&control, &m1).is_err());
     }
@@ -273,7 +306,10 @@ mod tests {
         });
         let mut wire = Vec::new();
         tx.seal(&big, &mut wire).expect("seal");
-        assert!(wire.len() > MAX_NOISE_MESSAGE, "test must cross a record boundary");
+        assert!(
+            wire.len() > MAX_NOISE_MESSAGE,
+            "test must cross a record boundary"
+        );
         // Feed one byte at a time: the opener must cope with any split.
         let mut got = None;
         for b in &wire {
@@ -289,7 +325,10 @@ mod tests {
     fn a_flipped_bit_breaks_the_channel() {
         let ((mut tx, _), (_, mut rx), _) = handshake();
         let mut wire = Vec::new();
-        let msg = ClientMessage::Update(NodeUpdate { endpoints: None, advertised_routes: None });
+        let msg = ClientMessage::Update(NodeUpdate {
+            endpoints: None,
+            advertised_routes: None,
+        });
         tx.seal(&msg, &mut wire).expect("seal");
         wire[5] ^= 1;
         rx.push(&wire);
