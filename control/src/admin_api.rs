@@ -102,7 +102,10 @@ struct Admin;
 impl FromRequestParts<Arc<Control>> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, control: &Arc<Control>) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        control: &Arc<Control>,
+    ) -> Result<Self, ApiError> {
         let presented = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -127,7 +130,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
 fn parse_node_id(text: &str) -> Result<NodeId, ApiError> {
@@ -138,7 +142,9 @@ fn parse_node_id(text: &str) -> Result<NodeId, ApiError> {
 
 fn parse_prefix(text: &str) -> Result<IpNet, ApiError> {
     text.parse().map_err(|_| {
-        ApiError::BadRequest(format!("invalid prefix {text:?}: expected CIDR notation like 198.19.1.0/24"))
+        ApiError::BadRequest(format!(
+            "invalid prefix {text:?}: expected CIDR notation like 198.19.1.0/24"
+        ))
     })
 }
 
@@ -192,7 +198,11 @@ fn key_view(key: &AuthKey, now: UnixTime) -> KeyView {
     }
 }
 
-async fn create_key(_: Admin, State(control): State<Arc<Control>>, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn create_key(
+    _: Admin,
+    State(control): State<Arc<Control>>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let req: CreateKey = parse_body(&body)?;
     let spec = AuthKeySpec {
         reusable: req.reusable,
@@ -200,7 +210,10 @@ async fn create_key(_: Admin, State(control): State<Arc<Control>>, body: Bytes) 
         tags: req.tags,
         expiry_seconds: req.expiry_seconds,
     };
-    let new = control.apply(|state, now| state.create_auth_key(&spec, rand::random(), rand::random(), now), None)?;
+    let new = control.apply(
+        |state, now| state.create_auth_key(&spec, rand::random(), rand::random(), now),
+        None,
+    )?;
     tracing::info!(key_id = %new.key.id, "auth key created");
     let mut view = serde_json::to_value(key_view(&new.key, unix_now()))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -210,7 +223,14 @@ async fn create_key(_: Admin, State(control): State<Arc<Control>>, body: Bytes) 
 
 async fn list_keys(_: Admin, State(control): State<Arc<Control>>) -> Json<Vec<KeyView>> {
     let now = unix_now();
-    Json(control.lock().state.auth_keys().map(|k| key_view(k, now)).collect())
+    Json(
+        control
+            .lock()
+            .state
+            .auth_keys()
+            .map(|k| key_view(k, now))
+            .collect(),
+    )
 }
 
 async fn revoke_key(
@@ -221,7 +241,10 @@ async fn revoke_key(
     control.apply(|state, _| state.revoke_auth_key(&id).map(|c| ((), c)), None)?;
     tracing::info!(key_id = %id, "auth key revoked");
     let inner = control.lock();
-    let key = inner.state.auth_key(&id).ok_or_else(|| ApiError::NotFound(format!("no auth key {id:?}")))?;
+    let key = inner
+        .state
+        .auth_key(&id)
+        .ok_or_else(|| ApiError::NotFound(format!("no auth key {id:?}")))?;
     Ok(Json(key_view(key, unix_now())))
 }
 
@@ -273,7 +296,13 @@ fn node_view(state: &TailnetState, node: &NodeRecord, now: UnixTime) -> NodeView
 async fn list_nodes(_: Admin, State(control): State<Arc<Control>>) -> Json<Vec<NodeView>> {
     let now = unix_now();
     let inner = control.lock();
-    Json(inner.state.nodes().map(|n| node_view(&inner.state, n, now)).collect())
+    Json(
+        inner
+            .state
+            .nodes()
+            .map(|n| node_view(&inner.state, n, now))
+            .collect(),
+    )
 }
 
 async fn delete_node(
@@ -282,7 +311,10 @@ async fn delete_node(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_node_id(&id)?;
-    control.apply(|state, now| state.delete_node(id, now).map(|c| ((), c)), None)?;
+    control.apply(
+        |state, now| state.delete_node(id, now).map(|c| ((), c)),
+        None,
+    )?;
     tracing::info!(node = %id, "node deleted");
     Ok(Json(json!({ "deleted": id })))
 }
@@ -293,10 +325,16 @@ async fn expire_node(
     Path(id): Path<String>,
 ) -> Result<Json<NodeView>, ApiError> {
     let id = parse_node_id(&id)?;
-    control.apply(|state, now| state.expire_node(id, now).map(|c| ((), c)), None)?;
+    control.apply(
+        |state, now| state.expire_node(id, now).map(|c| ((), c)),
+        None,
+    )?;
     tracing::info!(node = %id, "node key expired by admin");
     let inner = control.lock();
-    let node = inner.state.node(id).ok_or_else(|| ApiError::NotFound(format!("no node {id}")))?;
+    let node = inner
+        .state
+        .node(id)
+        .ok_or_else(|| ApiError::NotFound(format!("no node {id}")))?;
     Ok(Json(node_view(&inner.state, node, unix_now())))
 }
 
@@ -342,7 +380,11 @@ struct RouteRequest {
     prefix: String,
 }
 
-async fn approve_route(_: Admin, State(control): State<Arc<Control>>, body: Bytes) -> Result<Json<RouteView>, ApiError> {
+async fn approve_route(
+    _: Admin,
+    State(control): State<Arc<Control>>,
+    body: Bytes,
+) -> Result<Json<RouteView>, ApiError> {
     change_route(&control, &body, true)
 }
 
@@ -354,25 +396,33 @@ async fn unapprove_route(
     change_route(&control, &body, false)
 }
 
-fn change_route(control: &Control, body: &Bytes, approve: bool) -> Result<Json<RouteView>, ApiError> {
+fn change_route(
+    control: &Control,
+    body: &Bytes,
+    approve: bool,
+) -> Result<Json<RouteView>, ApiError> {
     let req: RouteRequest = parse_body(body)?;
     let prefix = parse_prefix(&req.prefix)?;
-    let id = control
-        .lock()
-        .state
-        .find_node(&req.node)
-        .ok_or_else(|| ApiError::NotFound(format!("no node {:?} (give a node id or name)", req.node)))?;
+    let id = control.lock().state.find_node(&req.node).ok_or_else(|| {
+        ApiError::NotFound(format!("no node {:?} (give a node id or name)", req.node))
+    })?;
     control.apply(
         |state, now| {
-            let changes =
-                if approve { state.approve_route(id, prefix, now) } else { state.unapprove_route(id, prefix, now) }?;
+            let changes = if approve {
+                state.approve_route(id, prefix, now)
+            } else {
+                state.unapprove_route(id, prefix, now)
+            }?;
             Ok(((), changes))
         },
         None,
     )?;
     tracing::info!(node = %id, %prefix, approve, "route approval changed");
     let inner = control.lock();
-    let node = inner.state.node(id).ok_or_else(|| ApiError::NotFound(format!("no node {id}")))?;
+    let node = inner
+        .state
+        .node(id)
+        .ok_or_else(|| ApiError::NotFound(format!("no node {id}")))?;
     Ok(Json(route_view(&inner.state, node)))
 }
 
@@ -393,11 +443,17 @@ async fn add_wireguard_device(
     // The private key is handed out once in the config and never stored.
     let private = PrivateKey::from_random_bytes(rand::random());
     let public = private.public_key();
-    let id = control.apply(|state, now| state.add_wireguard_device(&req.name, public, now), None)?;
+    let id = control.apply(
+        |state, now| state.add_wireguard_device(&req.name, public, now),
+        None,
+    )?;
     tracing::info!(node = %id, "WireGuard-only device added");
     let now = unix_now();
     let inner = control.lock();
-    let node = inner.state.node(id).ok_or_else(|| ApiError::NotFound(format!("no node {id}")))?;
+    let node = inner
+        .state
+        .node(id)
+        .ok_or_else(|| ApiError::NotFound(format!("no node {id}")))?;
     let config = inner
         .state
         .wg_quick_config(id, &private.to_base64(), now)
@@ -409,17 +465,29 @@ async fn add_wireguard_device(
 // --- policy ---------------------------------------------------------------
 
 async fn get_policy(_: Admin, State(control): State<Arc<Control>>) -> Response {
-    let text = control.lock().state.policy_text().unwrap_or("{}\n").to_owned();
+    let text = control
+        .lock()
+        .state
+        .policy_text()
+        .unwrap_or("{}\n")
+        .to_owned();
     ([(header::CONTENT_TYPE, "application/hujson")], text).into_response()
 }
 
-async fn put_policy(_: Admin, State(control): State<Arc<Control>>, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn put_policy(
+    _: Admin,
+    State(control): State<Arc<Control>>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::BadRequest("policy is not UTF-8 text".into()))?
         .to_owned();
     // Validate first, so the database sees only policies the core accepted.
     causeway_tailnet::Policy::parse(&text).map_err(|e| ApiError::from(AdminError::Policy(e)))?;
-    control.apply(|state, now| state.set_policy(&text, now).map(|c| ((), c)), Some(&text))?;
+    control.apply(
+        |state, now| state.set_policy(&text, now).map(|c| ((), c)),
+        Some(&text),
+    )?;
     tracing::info!("policy replaced");
     Ok(Json(json!({ "ok": true })))
 }

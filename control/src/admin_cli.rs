@@ -12,10 +12,18 @@ use crate::duration::parse_duration;
 #[derive(Debug, Args)]
 pub struct AdminArgs {
     /// Base URL of control's admin API.
-    #[arg(long, env = "CAUSEWAY_ADMIN_URL", default_value = "http://127.0.0.1:8081")]
+    #[arg(
+        long,
+        env = "CAUSEWAY_ADMIN_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
     pub url: String,
     /// File holding the admin bearer token (control's `admin.token`).
-    #[arg(long, env = "CAUSEWAY_ADMIN_TOKEN_FILE", default_value = "/var/lib/causeway/admin.token")]
+    #[arg(
+        long,
+        env = "CAUSEWAY_ADMIN_TOKEN_FILE",
+        default_value = "/var/lib/causeway/admin.token"
+    )]
     pub token_file: PathBuf,
     /// Print machine-readable JSON.
     #[arg(long, global = true)]
@@ -136,60 +144,203 @@ pub enum PolicyCommand {
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let token = std::fs::read_to_string(&args.token_file)
         .with_context(|| format!("reading admin token {}", args.token_file.display()))?;
-    let client = Client { http: reqwest::Client::new(), base: args.url.trim_end_matches('/').to_owned(), token: token.trim().to_owned() };
+    let client = Client {
+        http: reqwest::Client::new(),
+        base: args.url.trim_end_matches('/').to_owned(),
+        token: token.trim().to_owned(),
+    };
     let out = match args.command {
-        AdminCommand::Keys(KeysCommand::Create { reusable, ephemeral, tags, expiry }) => {
+        AdminCommand::Keys(KeysCommand::Create {
+            reusable,
+            ephemeral,
+            tags,
+            expiry,
+        }) => {
             let body = json!({
                 "reusable": reusable, "ephemeral": ephemeral, "tags": tags,
                 "expiry_seconds": expiry.map(|d| d.as_secs()),
             });
-            let created = client.call(reqwest::Method::POST, "/api/v1/keys", Body::Json(body)).await?;
-            if args.json { created.to_string() } else { created["key"].as_str().unwrap_or_default().to_owned() }
+            let created = client
+                .call(reqwest::Method::POST, "/api/v1/keys", Body::Json(body))
+                .await?;
+            if args.json {
+                created.to_string()
+            } else {
+                created["key"].as_str().unwrap_or_default().to_owned()
+            }
         }
         AdminCommand::Keys(KeysCommand::List) => {
-            let keys = client.call(reqwest::Method::GET, "/api/v1/keys", Body::None).await?;
-            if args.json { keys.to_string() } else { table(&keys, &["id", "reusable", "ephemeral", "tags", "expires", "revoked", "used", "usable"]) }
+            let keys = client
+                .call(reqwest::Method::GET, "/api/v1/keys", Body::None)
+                .await?;
+            if args.json {
+                keys.to_string()
+            } else {
+                table(
+                    &keys,
+                    &[
+                        "id",
+                        "reusable",
+                        "ephemeral",
+                        "tags",
+                        "expires",
+                        "revoked",
+                        "used",
+                        "usable",
+                    ],
+                )
+            }
         }
         AdminCommand::Keys(KeysCommand::Revoke { id }) => {
-            let key = client.call(reqwest::Method::DELETE, &format!("/api/v1/keys/{id}"), Body::None).await?;
-            if args.json { key.to_string() } else { format!("revoked auth key {id}") }
+            let key = client
+                .call(
+                    reqwest::Method::DELETE,
+                    &format!("/api/v1/keys/{id}"),
+                    Body::None,
+                )
+                .await?;
+            if args.json {
+                key.to_string()
+            } else {
+                format!("revoked auth key {id}")
+            }
         }
         AdminCommand::Nodes(NodesCommand::List) => {
-            let nodes = client.call(reqwest::Method::GET, "/api/v1/nodes", Body::None).await?;
-            if args.json { nodes.to_string() } else { table(&nodes, &["id", "name", "addresses", "tags", "online", "expired", "endpoints"]) }
+            let nodes = client
+                .call(reqwest::Method::GET, "/api/v1/nodes", Body::None)
+                .await?;
+            if args.json {
+                nodes.to_string()
+            } else {
+                table(
+                    &nodes,
+                    &[
+                        "id",
+                        "name",
+                        "addresses",
+                        "tags",
+                        "online",
+                        "expired",
+                        "endpoints",
+                    ],
+                )
+            }
         }
         AdminCommand::Nodes(NodesCommand::Delete { id }) => {
-            let v = client.call(reqwest::Method::DELETE, &format!("/api/v1/nodes/{id}"), Body::None).await?;
-            if args.json { v.to_string() } else { format!("deleted node {id}") }
+            let v = client
+                .call(
+                    reqwest::Method::DELETE,
+                    &format!("/api/v1/nodes/{id}"),
+                    Body::None,
+                )
+                .await?;
+            if args.json {
+                v.to_string()
+            } else {
+                format!("deleted node {id}")
+            }
         }
         AdminCommand::Nodes(NodesCommand::Expire { id }) => {
-            let v = client.call(reqwest::Method::POST, &format!("/api/v1/nodes/{id}/expire"), Body::None).await?;
-            if args.json { v.to_string() } else { format!("expired the key of node {id}; it must rotate") }
+            let v = client
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/api/v1/nodes/{id}/expire"),
+                    Body::None,
+                )
+                .await?;
+            if args.json {
+                v.to_string()
+            } else {
+                format!("expired the key of node {id}; it must rotate")
+            }
         }
         AdminCommand::Routes(RoutesCommand::List) => {
-            let routes = client.call(reqwest::Method::GET, "/api/v1/routes", Body::None).await?;
-            if args.json { routes.to_string() } else { table(&routes, &["node", "name", "online", "advertised", "approved", "primary"]) }
+            let routes = client
+                .call(reqwest::Method::GET, "/api/v1/routes", Body::None)
+                .await?;
+            if args.json {
+                routes.to_string()
+            } else {
+                table(
+                    &routes,
+                    &[
+                        "node",
+                        "name",
+                        "online",
+                        "advertised",
+                        "approved",
+                        "primary",
+                    ],
+                )
+            }
         }
         AdminCommand::Routes(RoutesCommand::Approve { node, prefix }) => {
-            let v = client.call(reqwest::Method::POST, "/api/v1/routes/approve", Body::Json(json!({"node": node, "prefix": prefix}))).await?;
-            if args.json { v.to_string() } else { format!("approved {prefix} for {node}") }
+            let v = client
+                .call(
+                    reqwest::Method::POST,
+                    "/api/v1/routes/approve",
+                    Body::Json(json!({"node": node, "prefix": prefix})),
+                )
+                .await?;
+            if args.json {
+                v.to_string()
+            } else {
+                format!("approved {prefix} for {node}")
+            }
         }
         AdminCommand::Routes(RoutesCommand::Unapprove { node, prefix }) => {
-            let v = client.call(reqwest::Method::POST, "/api/v1/routes/unapprove", Body::Json(json!({"node": node, "prefix": prefix}))).await?;
-            if args.json { v.to_string() } else { format!("unapproved {prefix} for {node}") }
+            let v = client
+                .call(
+                    reqwest::Method::POST,
+                    "/api/v1/routes/unapprove",
+                    Body::Json(json!({"node": node, "prefix": prefix})),
+                )
+                .await?;
+            if args.json {
+                v.to_string()
+            } else {
+                format!("unapproved {prefix} for {node}")
+            }
         }
         AdminCommand::WgDevice(WgDeviceCommand::Add { name }) => {
-            let v = client.call(reqwest::Method::POST, "/api/v1/wireguard-devices", Body::Json(json!({"name": name}))).await?;
-            if args.json { v.to_string() } else { v["config"].as_str().unwrap_or_default().trim_end().to_owned() }
+            let v = client
+                .call(
+                    reqwest::Method::POST,
+                    "/api/v1/wireguard-devices",
+                    Body::Json(json!({"name": name})),
+                )
+                .await?;
+            if args.json {
+                v.to_string()
+            } else {
+                v["config"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .trim_end()
+                    .to_owned()
+            }
         }
         AdminCommand::Policy(PolicyCommand::Get) => {
-            let text = client.text(reqwest::Method::GET, "/api/v1/policy", None).await?;
-            if args.json { json!({ "policy": text }).to_string() } else { text.trim_end().to_owned() }
+            let text = client
+                .text(reqwest::Method::GET, "/api/v1/policy", None)
+                .await?;
+            if args.json {
+                json!({ "policy": text }).to_string()
+            } else {
+                text.trim_end().to_owned()
+            }
         }
         AdminCommand::Policy(PolicyCommand::Set { file }) => {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading policy {}", file.display()))?;
-            let v = client.call(reqwest::Method::PUT, "/api/v1/policy", Body::Text(text)).await?;
-            if args.json { v.to_string() } else { format!("policy set from {}", file.display()) }
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading policy {}", file.display()))?;
+            let v = client
+                .call(reqwest::Method::PUT, "/api/v1/policy", Body::Text(text))
+                .await?;
+            if args.json {
+                v.to_string()
+            } else {
+                format!("policy set from {}", file.display())
+            }
         }
     };
     println!("{out}");
@@ -211,20 +362,37 @@ struct Client {
 impl Client {
     async fn call(&self, method: reqwest::Method, path: &str, body: Body) -> anyhow::Result<Value> {
         let text = self.text(method.clone(), path, Some(body)).await?;
-        serde_json::from_str(&text).with_context(|| format!("{method} {path}: response is not JSON"))
+        serde_json::from_str(&text)
+            .with_context(|| format!("{method} {path}: response is not JSON"))
     }
 
-    async fn text(&self, method: reqwest::Method, path: &str, body: Option<Body>) -> anyhow::Result<String> {
+    async fn text(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Body>,
+    ) -> anyhow::Result<String> {
         let url = format!("{}{path}", self.base);
-        let mut req = self.http.request(method.clone(), &url).bearer_auth(&self.token);
+        let mut req = self
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(&self.token);
         req = match body {
             None | Some(Body::None) => req,
             Some(Body::Json(v)) => req.json(&v),
-            Some(Body::Text(t)) => req.header(reqwest::header::CONTENT_TYPE, "application/hujson").body(t),
+            Some(Body::Text(t)) => req
+                .header(reqwest::header::CONTENT_TYPE, "application/hujson")
+                .body(t),
         };
-        let resp = req.send().await.with_context(|| format!("{method} {url}: is control running?"))?;
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("{method} {url}: is control running?"))?;
         let status = resp.status();
-        let text = resp.text().await.with_context(|| format!("{method} {url}: reading the response"))?;
+        let text = resp
+            .text()
+            .await
+            .with_context(|| format!("{method} {url}: reading the response"))?;
         if !status.is_success() {
             let detail = serde_json::from_str::<Value>(&text)
                 .ok()
@@ -242,18 +410,29 @@ fn table(rows: &Value, columns: &[&str]) -> String {
         Value::Null => "-".to_owned(),
         Value::String(s) => s.clone(),
         Value::Array(items) if items.is_empty() => "-".to_owned(),
-        Value::Array(items) => items.iter().map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned)).collect::<Vec<_>>().join(","),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+            .collect::<Vec<_>>()
+            .join(","),
         other => other.to_string(),
     };
     let mut grid: Vec<Vec<String>> = vec![columns.iter().map(|c| c.to_uppercase()).collect()];
     for row in rows.as_array().map(Vec::as_slice).unwrap_or_default() {
         grid.push(columns.iter().map(|c| cell(&row[*c])).collect());
     }
-    let widths: Vec<usize> =
-        (0..columns.len()).map(|i| grid.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..columns.len())
+        .map(|i| grid.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
     grid.iter()
         .map(|r| {
-            r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_owned()
+            r.iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_owned()
         })
         .collect::<Vec<_>>()
         .join("\n")
@@ -266,6 +445,9 @@ mod tests {
     #[test]
     fn tables_align_columns() {
         let rows = json!([{"id": 1, "name": "router", "tags": ["tag:r"]}, {"id": 12, "name": "a", "tags": []}]);
-        assert_eq!(table(&rows, &["id", "name", "tags"]), "ID  NAME    TAGS\n1   router  tag:r\n12  a       -");
+        assert_eq!(
+            table(&rows, &["id", "name", "tags"]),
+            "ID  NAME    TAGS\n1   router  tag:r\n12  a       -"
+        );
     }
 }

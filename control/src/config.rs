@@ -89,6 +89,9 @@ mod tests {
         .expect("valid section");
         assert_eq!(config.node_key_expiry, Duration::from_secs(90 * 86_400));
         assert_eq!(config.keepalive_interval, Duration::from_secs(15));
-        assert_eq!(config.policy_file, Some(PathBuf::from("/etc/causeway/policy.hujson")));
+        assert_eq!(
+            config.policy_file,
+            Some(PathBuf::from("/etc/causeway/policy.hujson"))
+        );
     }
 }

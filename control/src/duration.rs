@@ -6,17 +6,25 @@ use std::time::Duration;
 /// seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}: expected a number and a unit, like 30s, 15m, 24h or 180d"))?;
+    let number: u64 = number.parse().map_err(|_| {
+        format!(
+            "invalid duration {text:?}: expected a number and a unit, like 30s, 15m, 24h or 180d"
+        )
+    })?;
     let scale = match unit {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        other => return Err(format!("invalid duration {text:?}: unknown unit {other:?} (use s, m, h or d)")),
+        other => {
+            return Err(format!(
+                "invalid duration {text:?}: unknown unit {other:?} (use s, m, h or d)"
+            ));
+        }
     };
     number
         .checked_mul(scale)
@@ -45,8 +53,15 @@ mod tests {
         assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
-        assert_eq!(parse_duration("180d"), Ok(Duration::from_secs(180 * 86_400)));
-        assert!(parse_duration("1w").expect_err("unknown unit").contains("\"w\""));
+        assert_eq!(
+            parse_duration("180d"),
+            Ok(Duration::from_secs(180 * 86_400))
+        );
+        assert!(
+            parse_duration("1w")
+                .expect_err("unknown unit")
+                .contains("\"w\"")
+        );
         assert!(parse_duration("h").is_err());
     }
 }

@@ -38,9 +38,16 @@ pub struct InitOutput {
 /// token (0600) and the tailnet with a random ULA /48 in the database.
 /// Running it again changes nothing and returns the same key.
 pub fn init(state_dir: &Path) -> anyhow::Result<InitOutput> {
-    match DirBuilder::new().recursive(true).mode(0o700).create(state_dir) {
+    match DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+    {
         Ok(()) => {}
-        Err(e) => return Err(e).with_context(|| format!("creating state directory {}", state_dir.display())),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("creating state directory {}", state_dir.display()));
+        }
     }
     let key_path = state_dir.join(KEY_FILE);
     let key = match fs::read_to_string(&key_path) {
@@ -51,17 +58,23 @@ pub fn init(state_dir: &Path) -> anyhow::Result<InitOutput> {
             write_secret(&key_path, &format!("{}\n", key.to_base64()))?;
             key
         }
-        Err(e) => return Err(e).with_context(|| format!("reading control key {}", key_path.display())),
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading control key {}", key_path.display()));
+        }
     };
     let public_key = key.public_key();
     let token_path = state_dir.join(TOKEN_FILE);
     if !token_path.exists() {
-        write_secret(&token_path, &format!("{}\n", hex::encode(rand::random::<[u8; 32]>())))?;
+        write_secret(
+            &token_path,
+            &format!("{}\n", hex::encode(rand::random::<[u8; 32]>())),
+        )?;
     }
     let pub_path = state_dir.join(PUBLIC_KEY_FILE);
     let pub_text = format!("{public_key}\n");
     if fs::read_to_string(&pub_path).ok().as_deref() != Some(pub_text.as_str()) {
-        fs::write(&pub_path, &pub_text).with_context(|| format!("writing {}", pub_path.display()))?;
+        fs::write(&pub_path, &pub_text)
+            .with_context(|| format!("writing {}", pub_path.display()))?;
     }
     let store = Store::open(state_dir)?;
     let created = match store.tailnet()? {
@@ -81,20 +94,27 @@ pub fn init(state_dir: &Path) -> anyhow::Result<InitOutput> {
             true
         }
     };
-    Ok(InitOutput { public_key, admin_token_file: token_path, created })
+    Ok(InitOutput {
+        public_key,
+        admin_token_file: token_path,
+        created,
+    })
 }
 
 /// Reads control's private key from the state directory.
 pub(crate) fn read_control_key(state_dir: &Path) -> anyhow::Result<PrivateKey> {
     let path = state_dir.join(KEY_FILE);
-    let text = fs::read_to_string(&path).with_context(|| format!("reading control key {}", path.display()))?;
-    PrivateKey::from_base64(&text).with_context(|| format!("parsing control key {}", path.display()))
+    let text = fs::read_to_string(&path)
+        .with_context(|| format!("reading control key {}", path.display()))?;
+    PrivateKey::from_base64(&text)
+        .with_context(|| format!("parsing control key {}", path.display()))
 }
 
 /// Reads the admin token from the state directory.
 pub(crate) fn read_admin_token(state_dir: &Path) -> anyhow::Result<String> {
     let path = state_dir.join(TOKEN_FILE);
-    let text = fs::read_to_string(&path).with_context(|| format!("reading admin token {}", path.display()))?;
+    let text = fs::read_to_string(&path)
+        .with_context(|| format!("reading admin token {}", path.display()))?;
     Ok(text.trim().to_owned())
 }
 
@@ -105,8 +125,10 @@ fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(contents.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
-    file.sync_all().with_context(|| format!("syncing {}", path.display()))?;
+    file.write_all(contents.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.sync_all()
+        .with_context(|| format!("syncing {}", path.display()))?;
     Ok(())
 }
 
@@ -126,13 +148,18 @@ mod tests {
         let second = init(&state).expect("second init");
         assert!(!second.created);
         assert_eq!(first.public_key, second.public_key);
-        assert_eq!(fs::read_to_string(state.join(TOKEN_FILE)).expect("token"), token);
+        assert_eq!(
+            fs::read_to_string(state.join(TOKEN_FILE)).expect("token"),
+            token
+        );
         let mode = |p: &Path| fs::metadata(p).expect("exists").permissions().mode() & 0o777;
         assert_eq!(mode(&state), 0o700);
         assert_eq!(mode(&state.join(KEY_FILE)), 0o600);
         assert_eq!(mode(&state.join(TOKEN_FILE)), 0o600);
         assert_eq!(
-            fs::read_to_string(state.join(PUBLIC_KEY_FILE)).expect("pub").trim(),
+            fs::read_to_string(state.join(PUBLIC_KEY_FILE))
+                .expect("pub")
+                .trim(),
             first.public_key.to_string()
         );
     }

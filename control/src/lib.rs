@@ -7,8 +7,8 @@
 //! the sans-IO crate [`causeway_tailnet`]; this crate owns the sockets, the
 //! clock, the random numbers and the SQLite database.
 
-pub mod admin_cli;
 mod admin_api;
+pub mod admin_cli;
 mod config;
 mod duration;
 mod init;

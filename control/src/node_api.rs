@@ -16,8 +16,8 @@ use causeway_tailnet::{DeltaOutcome, MapSession, RegisterError, SessionId};
 use causeway_wire::noise::{Channel, Opener, Responder, Sealer};
 use causeway_wire::{
     CAPABILITY_VERSION, CONTROL_PATH, ClientMessage, ControlError, ErrorCode, HANDSHAKE_HEADER,
-    MIN_CAPABILITY_VERSION, MapRequest, NodeId, PublicKey, RegisterResponse, ServerHello, ServerMessage,
-    UPGRADE_PROTOCOL,
+    MIN_CAPABILITY_VERSION, MapRequest, NodeId, PublicKey, RegisterResponse, ServerHello,
+    ServerMessage, UPGRADE_PROTOCOL,
 };
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -27,7 +27,9 @@ use crate::server::{ApplyError, Control};
 
 /// The node-facing router.
 pub(crate) fn router(control: Arc<Control>) -> Router {
-    Router::new().route(CONTROL_PATH, post(upgrade)).with_state(control)
+    Router::new()
+        .route(CONTROL_PATH, post(upgrade))
+        .with_state(control)
 }
 
 async fn upgrade(State(control): State<Arc<Control>>, mut req: Request) -> Response {
@@ -50,7 +52,9 @@ async fn upgrade(State(control): State<Arc<Control>>, mut req: Request) -> Respo
             }
         };
         let mut io = TokioIo::new(upgraded);
-        let Ok(len) = u16::try_from(msg2.len()) else { return };
+        let Ok(len) = u16::try_from(msg2.len()) else {
+            return;
+        };
         let mut record = len.to_be_bytes().to_vec();
         record.extend_from_slice(&msg2);
         if io.write_all(&record).await.is_err() || io.flush().await.is_err() {
@@ -79,7 +83,10 @@ fn handshake(
     control: &Control,
     headers: &HeaderMap,
 ) -> Result<(ServerHello, PublicKey, Channel, Vec<u8>), String> {
-    let upgrade = headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if !upgrade.eq_ignore_ascii_case(UPGRADE_PROTOCOL) {
         return Err(format!("expected header Upgrade: {UPGRADE_PROTOCOL}\n"));
     }
@@ -90,7 +97,9 @@ fn handshake(
         .decode(encoded.trim())
         .map_err(|e| format!("header {HANDSHAKE_HEADER} is not base64: {e}\n"))?;
     let (responder, machine_key, client_hello) = Responder::accept(&control.control_key, &msg1)
-        .map_err(|e| format!("handshake failed: did the node pin the right control key? ({e})\n"))?;
+        .map_err(|e| {
+            format!("handshake failed: did the node pin the right control key? ({e})\n")
+        })?;
     let hello = if client_hello.capability_version < MIN_CAPABILITY_VERSION {
         tracing::info!(
             machine = %machine_key.short(),
@@ -104,9 +113,13 @@ fn handshake(
             ),
         }
     } else {
-        ServerHello::Accepted { capability_version: CAPABILITY_VERSION }
+        ServerHello::Accepted {
+            capability_version: CAPABILITY_VERSION,
+        }
     };
-    let (msg2, channel) = responder.reply(&hello).map_err(|e| format!("handshake failed: {e}\n"))?;
+    let (msg2, channel) = responder
+        .reply(&hello)
+        .map_err(|e| format!("handshake failed: {e}\n"))?;
     Ok((hello, machine_key, channel, msg2))
 }
 
@@ -123,7 +136,13 @@ impl<S: AsyncRead + AsyncWrite> Conn<S> {
     fn new(io: S, channel: Channel) -> Self {
         let (reader, writer) = tokio::io::split(io);
         let (sealer, opener) = channel.split();
-        Self { reader, writer, sealer, opener, buf: vec![0; 16 * 1024] }
+        Self {
+            reader,
+            writer,
+            sealer,
+            opener,
+            buf: vec![0; 16 * 1024],
+        }
     }
 
     /// The next message, or `None` at end of stream. Cancel-safe: the only
@@ -150,7 +169,8 @@ impl<S: AsyncRead + AsyncWrite> Conn<S> {
     }
 
     async fn send_error(&mut self, code: ErrorCode, message: String) -> anyhow::Result<()> {
-        self.send(&ServerMessage::Error(ControlError { code, message })).await
+        self.send(&ServerMessage::Error(ControlError { code, message }))
+            .await
     }
 
     async fn close(&mut self) {
@@ -164,18 +184,29 @@ async fn run_channel<S: AsyncRead + AsyncWrite>(
     conn: &mut Conn<S>,
 ) -> anyhow::Result<()> {
     loop {
-        let Some(msg) = conn.recv().await? else { return Ok(()) };
+        let Some(msg) = conn.recv().await? else {
+            return Ok(());
+        };
         match msg {
             ClientMessage::Register(req) => {
-                let lifetime = i64::try_from(control.config.node_key_expiry.as_secs()).unwrap_or(i64::MAX);
+                let lifetime =
+                    i64::try_from(control.config.node_key_expiry.as_secs()).unwrap_or(i64::MAX);
                 let result = control.apply(
-                    |state, now| state.register(machine_key, &req, lifetime, now).map(|r| (r.node_id, r.changes)),
+                    |state, now| {
+                        state
+                            .register(machine_key, &req, lifetime, now)
+                            .map(|r| (r.node_id, r.changes))
+                    },
                     None,
                 );
                 match result {
                     Ok(id) => {
                         let Some(node) = control.node(id) else {
-                            conn.send_error(ErrorCode::Internal, "node vanished during registration".into()).await?;
+                            conn.send_error(
+                                ErrorCode::Internal,
+                                "node vanished during registration".into(),
+                            )
+                            .await?;
                             return Ok(());
                         };
                         tracing::info!(node = %id, "node registered");
@@ -198,7 +229,11 @@ async fn run_channel<S: AsyncRead + AsyncWrite>(
             }
             ClientMessage::Map(req) => return map_stream(control, machine_key, &req, conn).await,
             ClientMessage::Update(_) => {
-                conn.send_error(ErrorCode::BadRequest, "update sent before a map request".into()).await?;
+                conn.send_error(
+                    ErrorCode::BadRequest,
+                    "update sent before a map request".into(),
+                )
+                .await?;
                 return Ok(());
             }
         }
@@ -208,7 +243,10 @@ async fn run_channel<S: AsyncRead + AsyncWrite>(
 fn refusal(e: ApplyError<RegisterError>) -> (ErrorCode, String) {
     match e {
         ApplyError::Refused(e) => (e.code(), e.to_string()),
-        ApplyError::Storage(_) => (ErrorCode::Internal, "control could not store the change; try again".into()),
+        ApplyError::Storage(_) => (
+            ErrorCode::Internal,
+            "control could not store the change; try again".into(),
+        ),
     }
 }
 
@@ -222,9 +260,15 @@ async fn map_stream<S: AsyncRead + AsyncWrite>(
     // stream sees every later change and none twice.
     let opened = {
         let mut inner = control.lock();
-        let connected = control.apply_locked(&mut inner, |state, now| {
-            state.connect(machine_key, req, now).map(|(id, session, changes)| ((id, session, now), changes))
-        }, None);
+        let connected = control.apply_locked(
+            &mut inner,
+            |state, now| {
+                state
+                    .connect(machine_key, req, now)
+                    .map(|(id, session, changes)| ((id, session, now), changes))
+            },
+            None,
+        );
         connected.map(|(id, session, now)| {
             let rx = control.subscribe(&inner);
             let mut map = MapSession::new(id);

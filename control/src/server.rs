@@ -35,7 +35,10 @@ pub struct Listeners {
 
 /// Runs control on `config.listen` and `config.admin_listen` until
 /// `shutdown` completes. Initialises the state directory if needed.
-pub async fn serve(config: ControlConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn serve(
+    config: ControlConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let node = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding control listener {}", config.listen))?;
@@ -69,7 +72,11 @@ pub async fn serve_on(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (sessions_tx, mut sessions_rx) = mpsc::channel::<()>(1);
     let (changes, _) = broadcast::channel(CHANGE_BACKLOG);
-    let ephemeral: Vec<NodeId> = state.nodes().filter(|n| n.ephemeral).map(|n| n.id).collect();
+    let ephemeral: Vec<NodeId> = state
+        .nodes()
+        .filter(|n| n.ephemeral)
+        .map(|n| n.id)
+        .collect();
     let control = Arc::new(Control {
         inner: Mutex::new(Inner { state, store }),
         changes,
@@ -109,7 +116,10 @@ pub async fn serve_on(
     let admin_result = admin_task.await.context("admin listener task")?;
     drop(control);
     // Every stream holds a sender; recv() returns None once all are gone.
-    if tokio::time::timeout(SHUTDOWN_GRACE, sessions_rx.recv()).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, sessions_rx.recv())
+        .await
+        .is_err()
+    {
         tracing::warn!("map streams still open after shutdown grace");
     }
     node_result.context("node listener")?;
@@ -156,7 +166,9 @@ impl Control {
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves the state as the last
         // committed operation left it; keep serving.
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Runs one operation on the tailnet: mutate, write through to the
@@ -187,7 +199,9 @@ impl Control {
             tracing::error!(error = %format!("{e:#}"), "storing a change failed; reloading state from the database");
             match inner.store.load(now) {
                 Ok(state) => inner.state = state,
-                Err(reload) => tracing::error!(error = %format!("{reload:#}"), "reloading state failed"),
+                Err(reload) => {
+                    tracing::error!(error = %format!("{reload:#}"), "reloading state failed")
+                }
             }
             return Err(ApplyError::Storage(e));
         }
@@ -214,7 +228,11 @@ impl Control {
 
     /// After a stream ended: deletes the node after the grace period if it
     /// is ephemeral and has not come back.
-    pub(crate) fn schedule_ephemeral_removal(self: &Arc<Self>, id: NodeId, last_session: Option<SessionId>) {
+    pub(crate) fn schedule_ephemeral_removal(
+        self: &Arc<Self>,
+        id: NodeId,
+        last_session: Option<SessionId>,
+    ) {
         let control = Arc::clone(self);
         let grace = control.config.ephemeral_grace;
         let mut shutdown = control.shutdown.clone();
@@ -224,7 +242,12 @@ impl Control {
                 () = stopped(&mut shutdown) => return,
             }
             let removed = control.apply(
-                |state, now| Ok::<_, std::convert::Infallible>(((), state.remove_ephemeral_if_idle(id, last_session, now))),
+                |state, now| {
+                    Ok::<_, std::convert::Infallible>((
+                        (),
+                        state.remove_ephemeral_if_idle(id, last_session, now),
+                    ))
+                },
                 None,
             );
             if let Err(ApplyError::Storage(e)) = removed {
@@ -243,8 +266,10 @@ async fn expiry_sweeper(control: Arc<Control>) {
     let mut tick = tokio::time::interval(EXPIRY_SWEEP);
     loop {
         tick.tick().await;
-        let result =
-            control.apply(|state, now| Ok::<_, std::convert::Infallible>(((), state.expire_due(now))), None);
+        let result = control.apply(
+            |state, now| Ok::<_, std::convert::Infallible>(((), state.expire_due(now))),
+            None,
+        );
         if let Err(ApplyError::Storage(e)) = result {
             tracing::warn!(error = %format!("{e:#}"), "node key expiry sweep failed");
         }

@@ -70,10 +70,12 @@ impl Store {
     /// Opens (creating if needed) and migrates the database.
     pub(crate) fn open(state_dir: &Path) -> anyhow::Result<Self> {
         let path = state_dir.join(DB_FILE);
-        let mut conn =
-            Connection::open(&path).with_context(|| format!("opening database {}", path.display()))?;
-        conn.pragma_update(None, "journal_mode", "WAL").context("enabling WAL")?;
-        conn.pragma_update(None, "foreign_keys", true).context("enabling foreign keys")?;
+        let mut conn = Connection::open(&path)
+            .with_context(|| format!("opening database {}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .context("enabling WAL")?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .context("enabling foreign keys")?;
         migrate(&mut conn).with_context(|| format!("migrating database {}", path.display()))?;
         Ok(Self { conn })
     }
@@ -93,14 +95,27 @@ impl Store {
             })
             .optional()
             .context("reading the tailnet")?;
-        let Some((name, domain, ula, key, next)) = row else { return Ok(None) };
-        let ula = ula.parse().with_context(|| format!("stored ULA {ula:?} is not an IPv6 prefix"))?;
+        let Some((name, domain, ula, key, next)) = row else {
+            return Ok(None);
+        };
+        let ula = ula
+            .parse()
+            .with_context(|| format!("stored ULA {ula:?} is not an IPv6 prefix"))?;
         let key = key.parse().context("stored control public key")?;
-        Ok(Some((TailnetInfo { name, domain, ula }, key, u64::try_from(next).unwrap_or(1))))
+        Ok(Some((
+            TailnetInfo { name, domain, ula },
+            key,
+            u64::try_from(next).unwrap_or(1),
+        )))
     }
 
     /// Creates the tailnet row.
-    pub(crate) fn create_tailnet(&self, info: &TailnetInfo, key: &PublicKey, now: UnixTime) -> anyhow::Result<()> {
+    pub(crate) fn create_tailnet(
+        &self,
+        info: &TailnetInfo,
+        key: &PublicKey,
+        now: UnixTime,
+    ) -> anyhow::Result<()> {
         self.conn
             .execute(
                 "INSERT INTO tailnet (id, name, domain, ula, control_public_key, next_node_id, created)
@@ -182,11 +197,18 @@ fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
     if version > known {
-        bail!("database schema version {version} is newer than this build knows ({known}); refusing to downgrade");
+        bail!(
+            "database schema version {version} is newer than this build knows ({known}); refusing to downgrade"
+        );
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
+    for (index, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
         let tx = conn.transaction()?;
-        tx.execute_batch(sql).with_context(|| format!("migration {}", index + 1))?;
+        tx.execute_batch(sql)
+            .with_context(|| format!("migration {}", index + 1))?;
         tx.pragma_update(None, "user_version", index + 1)?;
         tx.commit()?;
     }
@@ -203,16 +225,18 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(text: &str, column: usize) -> rusqlite::Result<T> {
-    serde_json::from_str(text)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e)))
+    serde_json::from_str(text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 fn parse_col<T: std::str::FromStr>(text: &str, column: usize) -> rusqlite::Result<T>
 where
     T::Err: std::error::Error + Send + Sync + 'static,
 {
-    text.parse()
-        .map_err(|e: T::Err| rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e)))
+    text.parse().map_err(|e: T::Err| {
+        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 fn upsert_node(tx: &rusqlite::Transaction<'_>, node: &NodeRecord) -> anyhow::Result<()> {
@@ -295,7 +319,11 @@ fn upsert_key(tx: &rusqlite::Transaction<'_>, key: &AuthKey) -> anyhow::Result<(
 fn key_from_row(r: &Row<'_>) -> rusqlite::Result<AuthKey> {
     let hash: Vec<u8> = r.get(1)?;
     let secret_hash = <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| {
-        rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, "secret hash is not 32 bytes".into())
+        rusqlite::Error::FromSqlConversionFailure(
+            1,
+            rusqlite::types::Type::Blob,
+            "secret hash is not 32 bytes".into(),
+        )
     })?;
     Ok(AuthKey {
         id: r.get(0)?,

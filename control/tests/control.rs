@@ -14,8 +14,9 @@ use causeway_control::{ControlConfig, Listeners, serve_on};
 use causeway_tailnet::apply_delta;
 use causeway_wire::noise::{Initiator, Opener, Sealer};
 use causeway_wire::{
-    CAPABILITY_VERSION, ClientHello, ClientMessage, ControlError, ErrorCode, MapRequest, MapResponse, Node, NodeId,
-    NodeUpdate, PrivateKey, PublicKey, RegisterRequest, RegisterResponse, ServerHello, ServerMessage,
+    CAPABILITY_VERSION, ClientHello, ClientMessage, ControlError, ErrorCode, MapRequest,
+    MapResponse, Node, NodeId, NodeUpdate, PrivateKey, PublicKey, RegisterRequest,
+    RegisterResponse, ServerHello, ServerMessage,
 };
 use ipnet::IpNet;
 use serde_json::{Value, json};
@@ -55,13 +56,25 @@ async fn start(state_dir: &Path, tweak: impl FnOnce(&mut ControlConfig)) -> Cont
     let http = reqwest::Client::new();
     let health = format!("http://{admin_addr}/healthz");
     for _ in 0..100 {
-        if http.get(&health).send().await.is_ok_and(|r| r.status().is_success()) {
+        if http
+            .get(&health)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let public_key = std::fs::read_to_string(state_dir.join("control.pub")).unwrap().trim().parse().unwrap();
-    let token = std::fs::read_to_string(state_dir.join("admin.token")).unwrap().trim().to_owned();
+    let public_key = std::fs::read_to_string(state_dir.join("control.pub"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let token = std::fs::read_to_string(state_dir.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
     Control {
         state_dir: state_dir.to_owned(),
         node_addr,
@@ -77,14 +90,25 @@ async fn start(state_dir: &Path, tweak: impl FnOnce(&mut ControlConfig)) -> Cont
 impl Control {
     async fn shutdown(mut self) {
         let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(TIMEOUT, self.task.take().unwrap()).await.unwrap().unwrap().unwrap();
+        tokio::time::timeout(TIMEOUT, self.task.take().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
     }
 
     async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        self.admin_raw(method, path, body.map(|b| b.to_string()), Some(&self.token)).await
+        self.admin_raw(method, path, body.map(|b| b.to_string()), Some(&self.token))
+            .await
     }
 
-    async fn admin_raw(&self, method: &str, path: &str, body: Option<String>, token: Option<&str>) -> (u16, Value) {
+    async fn admin_raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
         let url = format!("http://{}{path}", self.admin_addr);
         let mut req = self.http.request(method.parse().unwrap(), url);
         if let Some(token) = token {
@@ -96,7 +120,10 @@ impl Control {
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     async fn create_key(&self, body: Value) -> String {
@@ -106,7 +133,12 @@ impl Control {
     }
 
     async fn node_count(&self) -> usize {
-        self.admin("GET", "/api/v1/nodes", None).await.1.as_array().unwrap().len()
+        self.admin("GET", "/api/v1/nodes", None)
+            .await
+            .1
+            .as_array()
+            .unwrap()
+            .len()
     }
 }
 
@@ -128,8 +160,15 @@ enum Dial {
     Refused(String),
 }
 
-async fn dial(control: &Control, pinned: &PublicKey, machine: &PrivateKey, version: u32) -> Result<TestNode, Dial> {
-    let hello = ClientHello { capability_version: version };
+async fn dial(
+    control: &Control,
+    pinned: &PublicKey,
+    machine: &PrivateKey,
+    version: u32,
+) -> Result<TestNode, Dial> {
+    let hello = ClientHello {
+        capability_version: version,
+    };
     let (initiator, msg1) = Initiator::start(machine, pinned, &hello).unwrap();
     let mut stream = TcpStream::connect(control.node_addr).await.unwrap();
     let request = format!(
@@ -143,7 +182,10 @@ async fn dial(control: &Control, pinned: &PublicKey, machine: &PrivateKey, versi
             break pos + 4;
         }
         let mut chunk = [0u8; 1024];
-        let n = tokio::time::timeout(TIMEOUT, stream.read(&mut chunk)).await.unwrap().unwrap();
+        let n = tokio::time::timeout(TIMEOUT, stream.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(n > 0, "connection closed during HTTP response");
         buf.extend_from_slice(&chunk[..n]);
     };
@@ -153,7 +195,11 @@ async fn dial(control: &Control, pinned: &PublicKey, machine: &PrivateKey, versi
     if status != 101 {
         let len: usize = head
             .lines()
-            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
             .unwrap_or(0);
         while rest.len() < len {
             let mut chunk = [0u8; 1024];
@@ -163,11 +209,17 @@ async fn dial(control: &Control, pinned: &PublicKey, machine: &PrivateKey, versi
             }
             rest.extend_from_slice(&chunk[..n]);
         }
-        return Err(Dial::Http(status, String::from_utf8_lossy(&rest).to_string()));
+        return Err(Dial::Http(
+            status,
+            String::from_utf8_lossy(&rest).to_string(),
+        ));
     }
     while rest.len() < 2 || rest.len() < 2 + usize::from(u16::from_be_bytes([rest[0], rest[1]])) {
         let mut chunk = [0u8; 1024];
-        let n = tokio::time::timeout(TIMEOUT, stream.read(&mut chunk)).await.unwrap().unwrap();
+        let n = tokio::time::timeout(TIMEOUT, stream.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(n > 0, "connection closed before msg2");
         rest.extend_from_slice(&chunk[..n]);
     }
@@ -197,7 +249,9 @@ async fn connect(control: &Control) -> TestNode {
 }
 
 async fn connect_as(control: &Control, machine: &PrivateKey) -> TestNode {
-    dial(control, &control.public_key, machine, CAPABILITY_VERSION).await.unwrap()
+    dial(control, &control.public_key, machine, CAPABILITY_VERSION)
+        .await
+        .unwrap()
 }
 
 impl TestNode {
@@ -225,7 +279,11 @@ impl TestNode {
         }
     }
 
-    async fn register(&mut self, hostname: &str, auth_key: Option<&str>) -> Result<RegisterResponse, ControlError> {
+    async fn register(
+        &mut self,
+        hostname: &str,
+        auth_key: Option<&str>,
+    ) -> Result<RegisterResponse, ControlError> {
         self.hostname = hostname.to_owned();
         let req = RegisterRequest {
             node_key: self.node_key,
@@ -242,7 +300,11 @@ impl TestNode {
     }
 
     /// Opens the map stream and returns the full map.
-    async fn map(&mut self, endpoints: &[&str], routes: &[&str]) -> Result<MapResponse, ControlError> {
+    async fn map(
+        &mut self,
+        endpoints: &[&str],
+        routes: &[&str],
+    ) -> Result<MapResponse, ControlError> {
         let req = MapRequest {
             node_key: self.node_key,
             hostname: self.hostname.clone(),
@@ -279,17 +341,30 @@ impl TestNode {
     async fn wait_for(&mut self, what: &str, pred: impl Fn(&MapResponse) -> bool) {
         let deadline = tokio::time::Instant::now() + TIMEOUT;
         while !pred(&self.map) {
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}; map: {:#?}", self.map);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; map: {:#?}",
+                self.map
+            );
             self.next_delta().await;
         }
     }
 
     fn peer(&self, id: NodeId) -> Option<&Node> {
-        self.map.peers.as_ref().and_then(|p| p.iter().find(|n| n.id == id))
+        self.map
+            .peers
+            .as_ref()
+            .and_then(|p| p.iter().find(|n| n.id == id))
     }
 }
 
-async fn join(control: &Control, key: &str, hostname: &str, endpoints: &[&str], routes: &[&str]) -> (TestNode, NodeId) {
+async fn join(
+    control: &Control,
+    key: &str,
+    hostname: &str,
+    endpoints: &[&str],
+    routes: &[&str],
+) -> (TestNode, NodeId) {
     let mut node = connect(control).await;
     let reg = node.register(hostname, Some(key)).await.unwrap();
     node.map(endpoints, routes).await.unwrap();
@@ -305,7 +380,10 @@ fn net(s: &str) -> IpNet {
 #[tokio::test]
 async fn register_map_delta_and_endpoint_patch() {
     let dir = tempfile::tempdir().unwrap();
-    let control = start(dir.path(), |c| c.keepalive_interval = Duration::from_millis(300)).await;
+    let control = start(dir.path(), |c| {
+        c.keepalive_interval = Duration::from_millis(300)
+    })
+    .await;
     let key = control.create_key(json!({"reusable": true})).await;
 
     let mut a = connect(&control).await;
@@ -330,14 +408,26 @@ async fn register_map_delta_and_endpoint_patch() {
     assert!(!delta.is_full());
     assert_eq!(delta.peers_changed.len(), 1);
     assert_eq!(delta.peers_changed[0].id, b_id);
-    assert!(delta.dns.unwrap().records.contains_key("server.tailnet.causeway.internal"));
+    assert!(
+        delta
+            .dns
+            .unwrap()
+            .records
+            .contains_key("server.tailnet.causeway.internal")
+    );
     a.wait_for("server online with endpoints", |m| {
-        m.peers.as_ref().unwrap().iter().any(|p| p.id == b_id && p.online && p.endpoints == vec!["198.18.0.4:41641".parse().unwrap()])
+        m.peers.as_ref().unwrap().iter().any(|p| {
+            p.id == b_id && p.online && p.endpoints == vec!["198.18.0.4:41641".parse().unwrap()]
+        })
     })
     .await;
 
     let moved: SocketAddr = "198.18.0.99:5555".parse().unwrap();
-    b.send(&ClientMessage::Update(NodeUpdate { endpoints: Some(vec![moved]), advertised_routes: None })).await;
+    b.send(&ClientMessage::Update(NodeUpdate {
+        endpoints: Some(vec![moved]),
+        advertised_routes: None,
+    }))
+    .await;
     let patch = a.next_delta().await;
     assert!(patch.peers_changed.is_empty(), "{patch:?}");
     assert_eq!(patch.endpoint_patches.len(), 1);
@@ -354,7 +444,9 @@ async fn bad_auth_keys_are_refused_and_register_nothing() {
     let expired = control.create_key(json!({"expiry_seconds": 0})).await;
     let revoked = control.create_key(json!({"reusable": true})).await;
     let revoked_id = revoked.split('_').nth(1).unwrap().to_owned();
-    let (status, _) = control.admin("DELETE", &format!("/api/v1/keys/{revoked_id}"), None).await;
+    let (status, _) = control
+        .admin("DELETE", &format!("/api/v1/keys/{revoked_id}"), None)
+        .await;
     assert_eq!(status, 200);
 
     let mut first = connect(&control).await;
@@ -363,7 +455,10 @@ async fn bad_auth_keys_are_refused_and_register_nothing() {
 
     let cases = [
         ("cwk_garbage", "not known"),
-        ("cwk_000000000000_000000000000000000000000000000000000000000000000", "not known"),
+        (
+            "cwk_000000000000_000000000000000000000000000000000000000000000000",
+            "not known",
+        ),
         (expired.as_str(), "expired"),
         (revoked.as_str(), "revoked"),
         (single.as_str(), "already used"),
@@ -401,7 +496,10 @@ async fn old_capability_version_and_wrong_pinned_key_are_refused() {
     let wrong = PrivateKey::from_random_bytes(rand_bytes()).public_key();
     match dial(&control, &wrong, &machine, CAPABILITY_VERSION).await {
         Err(Dial::Http(400, body)) => {
-            assert!(body.contains("handshake failed: did the node pin the right control key?"), "{body}");
+            assert!(
+                body.contains("handshake failed: did the node pin the right control key?"),
+                "{body}"
+            );
         }
         other => panic!("expected 400, got {:?}", other.map(|_| ())),
     }
@@ -414,8 +512,17 @@ async fn routes_appear_only_after_approval() {
     let control = start(dir.path(), |_| {}).await;
     let key = control.create_key(json!({"reusable": true})).await;
     let (mut client, _) = join(&control, &key, "client", &["198.18.0.3:41641"], &[]).await;
-    let (_router, router_id) = join(&control, &key, "router", &["198.18.0.4:41641"], &["198.19.1.0/24"]).await;
-    client.wait_for("router as peer", |m| m.peers.as_ref().unwrap().len() == 1).await;
+    let (_router, router_id) = join(
+        &control,
+        &key,
+        "router",
+        &["198.18.0.4:41641"],
+        &["198.19.1.0/24"],
+    )
+    .await;
+    client
+        .wait_for("router as peer", |m| m.peers.as_ref().unwrap().len() == 1)
+        .await;
     let route = net("198.19.1.0/24");
     assert!(!client.peer(router_id).unwrap().allowed_ips.contains(&route));
 
@@ -424,20 +531,42 @@ async fn routes_appear_only_after_approval() {
     assert_eq!(routes[0]["advertised"], json!(["198.19.1.0/24"]));
     assert_eq!(routes[0]["approved"], json!([]));
 
-    let (status, v) =
-        control.admin("POST", "/api/v1/routes/approve", Some(json!({"node": "router", "prefix": "198.19.1.0/24"}))).await;
+    let (status, v) = control
+        .admin(
+            "POST",
+            "/api/v1/routes/approve",
+            Some(json!({"node": "router", "prefix": "198.19.1.0/24"})),
+        )
+        .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["primary"], json!(["198.19.1.0/24"]));
-    client.wait_for("approved route", |m| {
-        m.peers.as_ref().unwrap().iter().any(|p| p.allowed_ips.contains(&route) && p.primary_routes == vec![route])
-    })
-    .await;
+    client
+        .wait_for("approved route", |m| {
+            m.peers
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|p| p.allowed_ips.contains(&route) && p.primary_routes == vec![route])
+        })
+        .await;
 
     let (status, _) = control
-        .admin("POST", "/api/v1/routes/unapprove", Some(json!({"node": router_id.0.to_string(), "prefix": "198.19.1.0/24"})))
+        .admin(
+            "POST",
+            "/api/v1/routes/unapprove",
+            Some(json!({"node": router_id.0.to_string(), "prefix": "198.19.1.0/24"})),
+        )
         .await;
     assert_eq!(status, 200);
-    client.wait_for("route withdrawn", |m| m.peers.as_ref().unwrap().iter().all(|p| p.primary_routes.is_empty())).await;
+    client
+        .wait_for("route withdrawn", |m| {
+            m.peers
+                .as_ref()
+                .unwrap()
+                .iter()
+                .all(|p| p.primary_routes.is_empty())
+        })
+        .await;
     control.shutdown().await;
 }
 
@@ -450,38 +579,95 @@ async fn auto_approvers_and_failover_between_two_routers() {
         "autoApprovers": {"routes": {"198.19.0.0/16": ["tag:router"],},},
         "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
     }"#;
-    let (status, v) = control.admin_raw("PUT", "/api/v1/policy", Some(policy.into()), Some(&control.token)).await;
+    let (status, v) = control
+        .admin_raw(
+            "PUT",
+            "/api/v1/policy",
+            Some(policy.into()),
+            Some(&control.token),
+        )
+        .await;
     assert_eq!(status, 200, "{v}");
     let (status, v) = control
-        .admin_raw("PUT", "/api/v1/policy", Some(r#"{"autoApprovers": {"routes": {"10.0.0.1/8": []}}}"#.into()), Some(&control.token))
+        .admin_raw(
+            "PUT",
+            "/api/v1/policy",
+            Some(r#"{"autoApprovers": {"routes": {"10.0.0.1/8": []}}}"#.into()),
+            Some(&control.token),
+        )
         .await;
     assert_eq!(status, 400);
     assert!(v["error"].as_str().unwrap().contains("10.0.0.1/8"), "{v}");
     let (_, text) = control.admin("GET", "/api/v1/policy", None).await;
-    assert_eq!(text.as_str().unwrap(), policy, "invalid policy must not replace the old one");
+    assert_eq!(
+        text.as_str().unwrap(),
+        policy,
+        "invalid policy must not replace the old one"
+    );
 
-    let routers = control.create_key(json!({"reusable": true, "tags": ["tag:router"]})).await;
+    let routers = control
+        .create_key(json!({"reusable": true, "tags": ["tag:router"]}))
+        .await;
     let plain = control.create_key(json!({"reusable": true})).await;
     let route = net("198.19.1.0/24");
     let (mut client, _) = join(&control, &plain, "client", &["198.18.0.3:1"], &[]).await;
-    let (r1, r1_id) = join(&control, &routers, "r1", &["198.18.0.4:1"], &["198.19.1.0/24"]).await;
-    let (_r2, r2_id) = join(&control, &routers, "r2", &["198.18.0.5:1"], &["198.19.1.0/24"]).await;
-    let (_other, other_id) = join(&control, &plain, "untagged", &["198.18.0.6:1"], &["198.19.2.0/24"]).await;
-    client.wait_for("r1 primary", |m| m.peers.as_ref().unwrap().len() == 3).await;
-    client.wait_for("r1 primary", |m| {
-        m.peers.as_ref().unwrap().iter().any(|p| p.id == r1_id && p.primary_routes == vec![route])
-    })
+    let (r1, r1_id) = join(
+        &control,
+        &routers,
+        "r1",
+        &["198.18.0.4:1"],
+        &["198.19.1.0/24"],
+    )
     .await;
-    assert!(client.peer(r2_id).unwrap().primary_routes.is_empty(), "one primary per prefix");
-    assert!(client.peer(other_id).unwrap().primary_routes.is_empty(), "untagged router is not auto-approved");
+    let (_r2, r2_id) = join(
+        &control,
+        &routers,
+        "r2",
+        &["198.18.0.5:1"],
+        &["198.19.1.0/24"],
+    )
+    .await;
+    let (_other, other_id) = join(
+        &control,
+        &plain,
+        "untagged",
+        &["198.18.0.6:1"],
+        &["198.19.2.0/24"],
+    )
+    .await;
+    client
+        .wait_for("r1 primary", |m| m.peers.as_ref().unwrap().len() == 3)
+        .await;
+    client
+        .wait_for("r1 primary", |m| {
+            m.peers
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|p| p.id == r1_id && p.primary_routes == vec![route])
+        })
+        .await;
+    assert!(
+        client.peer(r2_id).unwrap().primary_routes.is_empty(),
+        "one primary per prefix"
+    );
+    assert!(
+        client.peer(other_id).unwrap().primary_routes.is_empty(),
+        "untagged router is not auto-approved"
+    );
 
     drop(r1);
-    client.wait_for("failover to r2", |m| {
-        let peers = m.peers.as_ref().unwrap();
-        peers.iter().any(|p| p.id == r2_id && p.allowed_ips.contains(&route))
-            && peers.iter().any(|p| p.id == r1_id && !p.online && p.primary_routes.is_empty())
-    })
-    .await;
+    client
+        .wait_for("failover to r2", |m| {
+            let peers = m.peers.as_ref().unwrap();
+            peers
+                .iter()
+                .any(|p| p.id == r2_id && p.allowed_ips.contains(&route))
+                && peers
+                    .iter()
+                    .any(|p| p.id == r1_id && !p.online && p.primary_routes.is_empty())
+        })
+        .await;
     control.shutdown().await;
 }
 
@@ -494,9 +680,17 @@ async fn restart_keeps_state_and_nodes_remap() {
     let machine = PrivateKey::from_random_bytes(rand_bytes());
     let mut router = connect_as(&control, &machine).await;
     let reg = router.register("router", Some(&key)).await.unwrap();
-    router.map(&["198.18.0.4:1"], &["198.19.1.0/24"]).await.unwrap();
-    let (status, _) =
-        control.admin("POST", "/api/v1/routes/approve", Some(json!({"node": "router", "prefix": "198.19.1.0/24"}))).await;
+    router
+        .map(&["198.18.0.4:1"], &["198.19.1.0/24"])
+        .await
+        .unwrap();
+    let (status, _) = control
+        .admin(
+            "POST",
+            "/api/v1/routes/approve",
+            Some(json!({"node": "router", "prefix": "198.19.1.0/24"})),
+        )
+        .await;
     assert_eq!(status, 200);
     let (_, nodes_before) = control.admin("GET", "/api/v1/nodes", None).await;
     let node_key = router.node_key;
@@ -507,24 +701,47 @@ async fn restart_keeps_state_and_nodes_remap() {
     assert_eq!(control.public_key, public_key);
     let (_, nodes_after) = control.admin("GET", "/api/v1/nodes", None).await;
     let (before, after) = (&nodes_before[0], &nodes_after[0]);
-    for field in ["id", "name", "node_key", "machine_key", "addresses", "key_expiry", "approved_routes", "advertised_routes"] {
+    for field in [
+        "id",
+        "name",
+        "node_key",
+        "machine_key",
+        "addresses",
+        "key_expiry",
+        "approved_routes",
+        "advertised_routes",
+    ] {
         assert_eq!(before[field], after[field], "{field}");
     }
     assert_eq!(after["online"], json!(false));
     // The reusable key survives too.
     let (mut other, _) = join(&control, &key, "other", &["198.18.0.5:1"], &[]).await;
-    assert_eq!(other.map.node.as_ref().unwrap().addresses[0], net("100.64.0.2/32"));
+    assert_eq!(
+        other.map.node.as_ref().unwrap().addresses[0],
+        net("100.64.0.2/32")
+    );
 
     let mut router = connect_as(&control, &machine).await;
     router.node_key = node_key;
     router.hostname = "router".into();
-    let full = router.map(&["198.18.0.4:1"], &["198.19.1.0/24"]).await.unwrap();
+    let full = router
+        .map(&["198.18.0.4:1"], &["198.19.1.0/24"])
+        .await
+        .unwrap();
     assert_eq!(full.node.as_ref().unwrap().id, reg.node_id);
-    assert_eq!(full.node.as_ref().unwrap().primary_routes, vec![net("198.19.1.0/24")]);
-    other.wait_for("router back with its route", |m| {
-        m.peers.as_ref().unwrap().iter().any(|p| p.id == reg.node_id && p.online && !p.primary_routes.is_empty())
-    })
-    .await;
+    assert_eq!(
+        full.node.as_ref().unwrap().primary_routes,
+        vec![net("198.19.1.0/24")]
+    );
+    other
+        .wait_for("router back with its route", |m| {
+            m.peers
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|p| p.id == reg.node_id && p.online && !p.primary_routes.is_empty())
+        })
+        .await;
     control.shutdown().await;
 }
 
@@ -533,31 +750,90 @@ async fn admin_api_rejects_bad_requests_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let control = start(dir.path(), |_| {}).await;
     let key = control.create_key(json!({"reusable": true})).await;
-    let (_node, _) = join(&control, &key, "router", &["198.18.0.4:1"], &["198.19.1.0/24"]).await;
+    let (_node, _) = join(
+        &control,
+        &key,
+        "router",
+        &["198.18.0.4:1"],
+        &["198.19.1.0/24"],
+    )
+    .await;
 
     let (status, _) = control.admin_raw("GET", "/api/v1/nodes", None, None).await;
     assert_eq!(status, 401);
-    let (status, _) = control.admin_raw("GET", "/api/v1/nodes", None, Some("wrong")).await;
+    let (status, _) = control
+        .admin_raw("GET", "/api/v1/nodes", None, Some("wrong"))
+        .await;
     assert_eq!(status, 401);
 
     let cases: Vec<(&str, &str, Option<&str>, u16, &str)> = vec![
-        ("POST", "/api/v1/keys", Some("{not json"), 400, "invalid JSON"),
-        ("POST", "/api/v1/keys", Some(r#"{"tags": ["router"]}"#), 400, "\"router\""),
-        ("POST", "/api/v1/keys", Some(r#"{"reuseable": true}"#), 400, "reuseable"),
+        (
+            "POST",
+            "/api/v1/keys",
+            Some("{not json"),
+            400,
+            "invalid JSON",
+        ),
+        (
+            "POST",
+            "/api/v1/keys",
+            Some(r#"{"tags": ["router"]}"#),
+            400,
+            "\"router\"",
+        ),
+        (
+            "POST",
+            "/api/v1/keys",
+            Some(r#"{"reuseable": true}"#),
+            400,
+            "reuseable",
+        ),
         ("DELETE", "/api/v1/keys/nope", None, 404, "nope"),
         ("DELETE", "/api/v1/nodes/99", None, 404, "99"),
         ("DELETE", "/api/v1/nodes/abc", None, 400, "abc"),
         ("POST", "/api/v1/nodes/99/expire", None, 404, "99"),
-        ("POST", "/api/v1/routes/approve", Some(r#"{"node": "router", "prefix": "198.19.1.0"}"#), 400, "198.19.1.0"),
-        ("POST", "/api/v1/routes/approve", Some(r#"{"node": "router", "prefix": "198.19.1.1/24"}"#), 400, "host bits"),
-        ("POST", "/api/v1/routes/approve", Some(r#"{"node": "ghost", "prefix": "198.19.1.0/24"}"#), 404, "ghost"),
-        ("POST", "/api/v1/routes/approve", Some(r#"{"node": "router", "prefix": "198.19.9.0/24"}"#), 400, "does not advertise"),
-        ("POST", "/api/v1/wireguard-devices", Some(r#"{"name": "bad name!"}"#), 400, "bad name!"),
+        (
+            "POST",
+            "/api/v1/routes/approve",
+            Some(r#"{"node": "router", "prefix": "198.19.1.0"}"#),
+            400,
+            "198.19.1.0",
+        ),
+        (
+            "POST",
+            "/api/v1/routes/approve",
+            Some(r#"{"node": "router", "prefix": "198.19.1.1/24"}"#),
+            400,
+            "host bits",
+        ),
+        (
+            "POST",
+            "/api/v1/routes/approve",
+            Some(r#"{"node": "ghost", "prefix": "198.19.1.0/24"}"#),
+            404,
+            "ghost",
+        ),
+        (
+            "POST",
+            "/api/v1/routes/approve",
+            Some(r#"{"node": "router", "prefix": "198.19.9.0/24"}"#),
+            400,
+            "does not advertise",
+        ),
+        (
+            "POST",
+            "/api/v1/wireguard-devices",
+            Some(r#"{"name": "bad name!"}"#),
+            400,
+            "bad name!",
+        ),
         ("PUT", "/api/v1/policy", Some("{"), 400, "huJSON"),
         ("GET", "/api/v1/nope", None, 404, "no such endpoint"),
     ];
     for (method, path, body, want, needle) in cases {
-        let (status, v) = control.admin_raw(method, path, body.map(str::to_owned), Some(&control.token)).await;
+        let (status, v) = control
+            .admin_raw(method, path, body.map(str::to_owned), Some(&control.token))
+            .await;
         assert_eq!(status, want, "{method} {path} {body:?}: {v}");
         let message = v["error"].as_str().unwrap_or_default();
         assert!(message.contains(needle), "{method} {path}: {message}");
@@ -576,28 +852,73 @@ async fn wireguard_only_device_gets_a_config_and_appears_as_peer() {
     let dir = tempfile::tempdir().unwrap();
     let control = start(dir.path(), |_| {}).await;
     let key = control.create_key(json!({"reusable": true})).await;
-    let (mut router, router_id) = join(&control, &key, "router", &["198.18.0.4:41641"], &["198.19.1.0/24"]).await;
-    control.admin("POST", "/api/v1/routes/approve", Some(json!({"node": "router", "prefix": "198.19.1.0/24"}))).await;
+    let (mut router, router_id) = join(
+        &control,
+        &key,
+        "router",
+        &["198.18.0.4:41641"],
+        &["198.19.1.0/24"],
+    )
+    .await;
+    control
+        .admin(
+            "POST",
+            "/api/v1/routes/approve",
+            Some(json!({"node": "router", "prefix": "198.19.1.0/24"})),
+        )
+        .await;
     let (_quiet, _) = join(&control, &key, "no-endpoints", &[], &[]).await;
 
-    let (status, v) = control.admin("POST", "/api/v1/wireguard-devices", Some(json!({"name": "printer"}))).await;
+    let (status, v) = control
+        .admin(
+            "POST",
+            "/api/v1/wireguard-devices",
+            Some(json!({"name": "printer"})),
+        )
+        .await;
     assert_eq!(status, 200, "{v}");
     let config = v["config"].as_str().unwrap();
     let device_id = NodeId(v["node"]["id"].as_u64().unwrap());
     let router_key = router.node_key;
     assert!(config.starts_with("[Interface]\nPrivateKey = "), "{config}");
-    let private = config.lines().nth(1).unwrap().trim_start_matches("PrivateKey = ");
+    let private = config
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim_start_matches("PrivateKey = ");
     let private = PrivateKey::from_base64(private).unwrap();
-    assert_eq!(v["node"]["node_key"], json!(private.public_key().to_string()));
+    assert_eq!(
+        v["node"]["node_key"],
+        json!(private.public_key().to_string())
+    );
     let v4 = v["node"]["addresses"][0].as_str().unwrap();
     let v6 = v["node"]["addresses"][1].as_str().unwrap();
-    assert!(config.contains(&format!("Address = {v4}, {v6}")), "{config}");
-    assert_eq!(config.matches("[Peer]").count(), 1, "only nodes with endpoints: {config}");
+    assert!(
+        config.contains(&format!("Address = {v4}, {v6}")),
+        "{config}"
+    );
+    assert_eq!(
+        config.matches("[Peer]").count(),
+        1,
+        "only nodes with endpoints: {config}"
+    );
     assert!(config.contains(&format!("PublicKey = {router_key}")));
-    assert!(config.contains(&format!(
-        "AllowedIPs = {}, 198.19.1.0/24",
-        router.map.node.as_ref().unwrap().addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-    )), "{config}");
+    assert!(
+        config.contains(&format!(
+            "AllowedIPs = {}, 198.19.1.0/24",
+            router
+                .map
+                .node
+                .as_ref()
+                .unwrap()
+                .addresses
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        "{config}"
+    );
     assert!(config.contains("Endpoint = 198.18.0.4:41641"));
     assert!(config.contains("PersistentKeepalive = 25"));
     // The private key is not stored anywhere control keeps.
@@ -608,7 +929,11 @@ async fn wireguard_only_device_gets_a_config_and_appears_as_peer() {
         assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
     }
 
-    router.wait_for("device as peer", |m| m.peers.as_ref().unwrap().iter().any(|p| p.id == device_id)).await;
+    router
+        .wait_for("device as peer", |m| {
+            m.peers.as_ref().unwrap().iter().any(|p| p.id == device_id)
+        })
+        .await;
     let device = router.peer(device_id).unwrap();
     assert!(device.wireguard_only && device.online && device.endpoints.is_empty());
     assert_ne!(device.id, router_id);
@@ -618,14 +943,25 @@ async fn wireguard_only_device_gets_a_config_and_appears_as_peer() {
 #[tokio::test]
 async fn ephemeral_node_is_removed_after_its_stream_closes() {
     let dir = tempfile::tempdir().unwrap();
-    let control = start(dir.path(), |c| c.ephemeral_grace = Duration::from_millis(500)).await;
+    let control = start(dir.path(), |c| {
+        c.ephemeral_grace = Duration::from_millis(500)
+    })
+    .await;
     let durable = control.create_key(json!({"reusable": true})).await;
     let ephemeral = control.create_key(json!({"ephemeral": true})).await;
     let (mut watcher, _) = join(&control, &durable, "watcher", &["198.18.0.3:1"], &[]).await;
     let (eph, eph_id) = join(&control, &ephemeral, "ci-runner", &["198.18.0.9:1"], &[]).await;
-    watcher.wait_for("ephemeral peer", |m| m.peers.as_ref().unwrap().iter().any(|p| p.id == eph_id)).await;
+    watcher
+        .wait_for("ephemeral peer", |m| {
+            m.peers.as_ref().unwrap().iter().any(|p| p.id == eph_id)
+        })
+        .await;
     drop(eph);
-    watcher.wait_for("ephemeral removed", |m| m.peers.as_ref().unwrap().iter().all(|p| p.id != eph_id)).await;
+    watcher
+        .wait_for("ephemeral removed", |m| {
+            m.peers.as_ref().unwrap().iter().all(|p| p.id != eph_id)
+        })
+        .await;
     assert_eq!(control.node_count().await, 1);
     control.shutdown().await;
 }
@@ -640,9 +976,17 @@ async fn expired_node_key_forces_rotation() {
     let mut node = connect_as(&control, &machine).await;
     let reg = node.register("laptop", Some(&key)).await.unwrap();
     node.map(&["198.18.0.7:1"], &[]).await.unwrap();
-    watcher.wait_for("laptop", |m| m.peers.as_ref().unwrap().len() == 1).await;
+    watcher
+        .wait_for("laptop", |m| m.peers.as_ref().unwrap().len() == 1)
+        .await;
 
-    let (status, v) = control.admin("POST", &format!("/api/v1/nodes/{}/expire", reg.node_id), None).await;
+    let (status, v) = control
+        .admin(
+            "POST",
+            &format!("/api/v1/nodes/{}/expire", reg.node_id),
+            None,
+        )
+        .await;
     assert_eq!(status, 200, "{v}");
     loop {
         match node.recv().await {
@@ -654,23 +998,31 @@ async fn expired_node_key_forces_rotation() {
             other => panic!("expected NodeKeyExpired, got {other:?}"),
         }
     }
-    watcher.wait_for("expired node dropped", |m| m.peers.as_ref().unwrap().is_empty()).await;
+    watcher
+        .wait_for("expired node dropped", |m| {
+            m.peers.as_ref().unwrap().is_empty()
+        })
+        .await;
 
     // Mapping with the expired key is refused; rotating with the old key
     // (no auth key) works and the node comes back.
     let mut again = connect_as(&control, &machine).await;
     again.node_key = node.node_key;
     again.hostname = "laptop".into();
-    assert_eq!(again.map(&[], &[]).await.unwrap_err().code, ErrorCode::NodeKeyExpired);
+    assert_eq!(
+        again.map(&[], &[]).await.unwrap_err().code,
+        ErrorCode::NodeKeyExpired
+    );
     let mut rotated = connect_as(&control, &machine).await;
     let new_key = PrivateKey::from_random_bytes(rand_bytes()).public_key();
-    rotated.send(&ClientMessage::Register(RegisterRequest {
-        node_key: new_key,
-        old_node_key: Some(node.node_key),
-        auth_key: None,
-        hostname: "laptop".into(),
-    }))
-    .await;
+    rotated
+        .send(&ClientMessage::Register(RegisterRequest {
+            node_key: new_key,
+            old_node_key: Some(node.node_key),
+            auth_key: None,
+            hostname: "laptop".into(),
+        }))
+        .await;
     match rotated.recv().await {
         Some(ServerMessage::Registered(r)) => assert_eq!(r.node_id, reg.node_id),
         other => panic!("expected Registered, got {other:?}"),
@@ -678,9 +1030,14 @@ async fn expired_node_key_forces_rotation() {
     rotated.node_key = new_key;
     rotated.hostname = "laptop".into();
     rotated.map(&["198.18.0.7:1"], &[]).await.unwrap();
-    watcher.wait_for("rotated node back", |m| {
-        m.peers.as_ref().unwrap().iter().any(|p| p.id == reg.node_id && p.node_key == new_key)
-    })
-    .await;
+    watcher
+        .wait_for("rotated node back", |m| {
+            m.peers
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|p| p.id == reg.node_id && p.node_key == new_key)
+        })
+        .await;
     control.shutdown().await;
 }

@@ -94,7 +94,10 @@ mod tests {
 
     #[test]
     fn first_address_is_100_64_0_1() {
-        assert_eq!(lowest_free_v4(&BTreeSet::new()), Some(Ipv4Addr::new(100, 64, 0, 1)));
+        assert_eq!(
+            lowest_free_v4(&BTreeSet::new()),
+            Some(Ipv4Addr::new(100, 64, 0, 1))
+        );
     }
 
     #[test]
@@ -105,7 +108,10 @@ mod tests {
 
     #[test]
     fn fills_the_lowest_hole() {
-        let used: BTreeSet<_> = [1, 2, 4].iter().map(|&i| Ipv4Addr::new(100, 64, 0, i)).collect();
+        let used: BTreeSet<_> = [1, 2, 4]
+            .iter()
+            .map(|&i| Ipv4Addr::new(100, 64, 0, i))
+            .collect();
         assert_eq!(lowest_free_v4(&used), Some(Ipv4Addr::new(100, 64, 0, 3)));
     }
 

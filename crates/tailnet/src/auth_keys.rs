@@ -93,7 +93,10 @@ pub struct NewAuthKey {
 
 impl fmt::Debug for NewAuthKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NewAuthKey").field("key", &self.key).field("secret", &"<redacted>").finish()
+        f.debug_struct("NewAuthKey")
+            .field("key", &self.key)
+            .field("secret", &"<redacted>")
+            .finish()
     }
 }
 
@@ -136,7 +139,8 @@ pub fn create(
 pub fn parse(key: &str) -> Option<(&str, &str)> {
     let rest = key.trim().strip_prefix(KEY_PREFIX)?;
     let (id, secret) = rest.split_once('_')?;
-    let is_hex = |s: &str, len: usize| s.len() == len * 2 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let is_hex =
+        |s: &str, len: usize| s.len() == len * 2 && s.bytes().all(|b| b.is_ascii_hexdigit());
     (is_hex(id, ID_BYTES) && is_hex(secret, SECRET_BYTES)).then_some((id, secret))
 }
 
@@ -147,16 +151,26 @@ pub fn hash_secret(secret: &str) -> [u8; 32] {
 
 /// Compares two hashes in time independent of where they differ.
 pub fn hashes_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    let diff = a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    let diff = a
+        .iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
     std::hint::black_box(diff) == 0
 }
 
 /// Checks `tag:[a-z0-9-]+`.
 pub fn validate_tag(tag: &str) -> Result<(), InvalidTag> {
-    let ok = tag
-        .strip_prefix("tag:")
-        .is_some_and(|name| !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
-    if ok { Ok(()) } else { Err(InvalidTag(tag.to_owned())) }
+    let ok = tag.strip_prefix("tag:").is_some_and(|name| {
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidTag(tag.to_owned()))
+    }
 }
 
 impl AuthKey {
@@ -167,13 +181,19 @@ impl AuthKey {
             return Err(AuthKeyRefusal::Unknown);
         }
         if self.revoked {
-            return Err(AuthKeyRefusal::Revoked { id: self.id.clone() });
+            return Err(AuthKeyRefusal::Revoked {
+                id: self.id.clone(),
+            });
         }
         if self.expires.is_some_and(|e| e <= now) {
-            return Err(AuthKeyRefusal::Expired { id: self.id.clone() });
+            return Err(AuthKeyRefusal::Expired {
+                id: self.id.clone(),
+            });
         }
         if self.used && !self.reusable {
-            return Err(AuthKeyRefusal::AlreadyUsed { id: self.id.clone() });
+            return Err(AuthKeyRefusal::AlreadyUsed {
+                id: self.id.clone(),
+            });
         }
         Ok(())
     }
@@ -204,19 +224,39 @@ mod tests {
 
     #[test]
     fn refusals_are_distinct() {
-        let mut key = make(AuthKeySpec { expiry_seconds: Some(10), ..Default::default() }).key;
+        let mut key = make(AuthKeySpec {
+            expiry_seconds: Some(10),
+            ..Default::default()
+        })
+        .key;
         let secret = hex::encode([2u8; SECRET_BYTES]);
-        assert_eq!(key.check(&hex::encode([3u8; SECRET_BYTES]), 1001), Err(AuthKeyRefusal::Unknown));
-        assert_eq!(key.check(&secret, 1010), Err(AuthKeyRefusal::Expired { id: key.id.clone() }));
+        assert_eq!(
+            key.check(&hex::encode([3u8; SECRET_BYTES]), 1001),
+            Err(AuthKeyRefusal::Unknown)
+        );
+        assert_eq!(
+            key.check(&secret, 1010),
+            Err(AuthKeyRefusal::Expired { id: key.id.clone() })
+        );
         key.used = true;
-        assert_eq!(key.check(&secret, 1001), Err(AuthKeyRefusal::AlreadyUsed { id: key.id.clone() }));
+        assert_eq!(
+            key.check(&secret, 1001),
+            Err(AuthKeyRefusal::AlreadyUsed { id: key.id.clone() })
+        );
         key.revoked = true;
-        assert_eq!(key.check(&secret, 1001), Err(AuthKeyRefusal::Revoked { id: key.id.clone() }));
+        assert_eq!(
+            key.check(&secret, 1001),
+            Err(AuthKeyRefusal::Revoked { id: key.id.clone() })
+        );
     }
 
     #[test]
     fn reusable_keys_survive_use() {
-        let mut key = make(AuthKeySpec { reusable: true, ..Default::default() }).key;
+        let mut key = make(AuthKeySpec {
+            reusable: true,
+            ..Default::default()
+        })
+        .key;
         key.used = true;
         assert_eq!(key.check(&hex::encode([2u8; SECRET_BYTES]), 1001), Ok(()));
     }
@@ -227,13 +267,23 @@ mod tests {
         for bad in ["router", "tag:", "tag:Router", "tag:a_b", "tag:a b"] {
             assert_eq!(validate_tag(bad), Err(InvalidTag(bad.into())), "{bad}");
         }
-        let spec = AuthKeySpec { tags: vec!["tag:ok".into(), "nope".into()], ..Default::default() };
+        let spec = AuthKeySpec {
+            tags: vec!["tag:ok".into(), "nope".into()],
+            ..Default::default()
+        };
         assert!(create(&spec, [0; ID_BYTES], [0; SECRET_BYTES], 0).is_err());
     }
 
     #[test]
     fn malformed_keys_do_not_parse() {
-        for bad in ["", "cwk_", "cwk__", "tskey-abc", "cwk_0101_02", "cwk_zzzzzzzzzzzz_00"] {
+        for bad in [
+            "",
+            "cwk_",
+            "cwk__",
+            "tskey-abc",
+            "cwk_0101_02",
+            "cwk_zzzzzzzzzzzz_00",
+        ] {
             assert_eq!(parse(bad), None, "{bad}");
         }
     }

@@ -28,7 +28,11 @@ impl PreparedChange {
     pub fn new(state: &TailnetState, changes: &ChangeSet, now: UnixTime) -> Self {
         Self {
             now,
-            nodes: changes.nodes.iter().map(|&id| (id, state.view(id))).collect(),
+            nodes: changes
+                .nodes
+                .iter()
+                .map(|&id| (id, state.view(id)))
+                .collect(),
             dns: changes.dns_changed.then(|| state.dns()),
         }
     }
@@ -60,7 +64,13 @@ pub struct MapSession {
 impl MapSession {
     /// A session for `node_id`; call [`MapSession::full_map`] first.
     pub fn new(node_id: NodeId) -> Self {
-        Self { node_id, seq: 0, self_view: None, peers: BTreeMap::new(), dns_generation: 0 }
+        Self {
+            node_id,
+            seq: 0,
+            self_view: None,
+            peers: BTreeMap::new(),
+            dns_generation: 0,
+        }
     }
 
     /// The node this session serves.
@@ -94,7 +104,9 @@ impl MapSession {
         let mut out = MapResponse::default();
         for (&id, view) in &change.nodes {
             if id == self.node_id {
-                let Some(view) = view else { return DeltaOutcome::SelfRemoved };
+                let Some(view) = view else {
+                    return DeltaOutcome::SelfRemoved;
+                };
                 if view.key_expiry.is_some_and(|e| e <= change.now) {
                     return DeltaOutcome::SelfExpired;
                 }
@@ -104,7 +116,9 @@ impl MapSession {
                 }
                 continue;
             }
-            let visible = view.as_ref().filter(|v| v.key_expiry.is_none_or(|e| e > change.now));
+            let visible = view
+                .as_ref()
+                .filter(|v| v.key_expiry.is_none_or(|e| e > change.now));
             match (self.peers.get(&id), visible) {
                 (None, None) => {}
                 (Some(_), None) => {
@@ -113,7 +127,10 @@ impl MapSession {
                 }
                 (Some(old), Some(new)) if old == new => {}
                 (Some(old), Some(new)) if only_endpoints_differ(old, new) => {
-                    out.endpoint_patches.push(EndpointPatch { id, endpoints: new.endpoints.clone() });
+                    out.endpoint_patches.push(EndpointPatch {
+                        id,
+                        endpoints: new.endpoints.clone(),
+                    });
                     self.peers.insert(id, new.clone());
                 }
                 (Some(_) | None, Some(new)) => {

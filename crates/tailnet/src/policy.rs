@@ -106,7 +106,9 @@ fn parse_auto_approvers(value: &Value) -> Result<AutoApprovers, PolicyError> {
         match key.as_str() {
             "routes" => {
                 let Value::Object(routes) = value else {
-                    return Err(invalid("autoApprovers.routes must be an object of prefix → approvers"));
+                    return Err(invalid(
+                        "autoApprovers.routes must be an object of prefix → approvers",
+                    ));
                 };
                 for (prefix_text, approvers) in routes {
                     let prefix: IpNet = prefix_text.parse().map_err(|_| {
@@ -119,7 +121,8 @@ fn parse_auto_approvers(value: &Value) -> Result<AutoApprovers, PolicyError> {
                         )));
                     }
                     let context = format!("autoApprovers.routes[{prefix_text:?}]");
-                    out.routes.insert(prefix, parse_approvers(approvers, &context)?);
+                    out.routes
+                        .insert(prefix, parse_approvers(approvers, &context)?);
                 }
             }
             "exitNode" => out.exit_node = parse_approvers(value, "autoApprovers.exitNode")?,
@@ -140,7 +143,9 @@ fn parse_approvers(value: &Value, context: &str) -> Result<Vec<Approver>, Policy
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         let Value::String(s) = item else {
-            return Err(invalid(format!("{context}: approver {item} must be a string")));
+            return Err(invalid(format!(
+                "{context}: approver {item} must be a string"
+            )));
         };
         let approver = if s.starts_with("tag:") {
             validate_tag(s).map_err(|e| invalid(format!("{context}: {e}")))?;
@@ -188,9 +193,15 @@ mod tests {
         let policy = Policy::parse(SAMPLE).expect("valid policy");
         assert_eq!(
             policy.auto_approvers.routes.get(&net("198.19.0.0/16")),
-            Some(&vec![Approver::Tag("tag:router".into()), Approver::User("alice@example.com".into())])
+            Some(&vec![
+                Approver::Tag("tag:router".into()),
+                Approver::User("alice@example.com".into())
+            ])
         );
-        assert_eq!(policy.other.keys().collect::<Vec<_>>(), ["acls", "tagOwners"]);
+        assert_eq!(
+            policy.other.keys().collect::<Vec<_>>(),
+            ["acls", "tagOwners"]
+        );
     }
 
     #[test]
@@ -207,11 +218,23 @@ mod tests {
     #[test]
     fn errors_name_the_offender() {
         let cases = [
-            (r#"{"autoApprovers": {"routes": {"10.0.0.0/33": []}}}"#, "10.0.0.0/33"),
-            (r#"{"autoApprovers": {"routes": {"10.0.0.1/8": []}}}"#, "did you mean 10.0.0.0/8"),
+            (
+                r#"{"autoApprovers": {"routes": {"10.0.0.0/33": []}}}"#,
+                "10.0.0.0/33",
+            ),
+            (
+                r#"{"autoApprovers": {"routes": {"10.0.0.1/8": []}}}"#,
+                "did you mean 10.0.0.0/8",
+            ),
             (r#"{"autoApprovers": {"route": {}}}"#, "\"route\""),
-            (r#"{"autoApprovers": {"routes": {"10.0.0.0/8": ["router"]}}}"#, "\"router\""),
-            (r#"{"autoApprovers": {"routes": {"10.0.0.0/8": ["tag:Bad"]}}}"#, "tag:Bad"),
+            (
+                r#"{"autoApprovers": {"routes": {"10.0.0.0/8": ["router"]}}}"#,
+                "\"router\"",
+            ),
+            (
+                r#"{"autoApprovers": {"routes": {"10.0.0.0/8": ["tag:Bad"]}}}"#,
+                "tag:Bad",
+            ),
             (r#"[1]"#, "top level"),
             (r#"{"#, "huJSON"),
         ];

@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use causeway_wire::{
-    DnsConfig, ErrorCode, MapRequest, Node, NodeId, NodeUpdate, PublicKey, RegisterRequest, UnixTime,
+    DnsConfig, ErrorCode, MapRequest, Node, NodeId, NodeUpdate, PublicKey, RegisterRequest,
+    UnixTime,
 };
 use ipnet::{IpNet, Ipv6Net};
 
@@ -29,7 +30,11 @@ pub struct TailnetInfo {
 impl TailnetInfo {
     /// A tailnet called `name` with the given ULA.
     pub fn new(name: &str, ula: Ipv6Net) -> Self {
-        Self { name: name.to_owned(), domain: format!("{name}.causeway.internal"), ula }
+        Self {
+            name: name.to_owned(),
+            domain: format!("{name}.causeway.internal"),
+            ula,
+        }
     }
 }
 
@@ -80,7 +85,10 @@ impl NodeRecord {
 
     /// Its tailnet addresses as host prefixes (/32, /128).
     pub fn addresses(&self) -> Vec<IpNet> {
-        vec![IpNet::from(IpAddr::V4(self.ipv4)), IpNet::from(IpAddr::V6(self.ipv6))]
+        vec![
+            IpNet::from(IpAddr::V4(self.ipv4)),
+            IpNet::from(IpAddr::V6(self.ipv6)),
+        ]
     }
 }
 
@@ -117,7 +125,10 @@ impl ChangeSet {
     }
 
     fn node(id: NodeId) -> Self {
-        Self { nodes: BTreeSet::from([id]), ..Self::default() }
+        Self {
+            nodes: BTreeSet::from([id]),
+            ..Self::default()
+        }
     }
 }
 
@@ -141,7 +152,9 @@ pub enum RegisterError {
     AuthKeyRequired,
     /// The machine is registered with another node key and neither the old
     /// key nor an auth key was presented.
-    #[error("this machine is registered with another node key; present old_node_key or an auth key")]
+    #[error(
+        "this machine is registered with another node key; present old_node_key or an auth key"
+    )]
     NodeUnknown,
     /// The node key has expired.
     #[error("node key has expired; register a new node key with old_node_key set")]
@@ -312,7 +325,9 @@ impl TailnetState {
 
     /// The node registered by a machine key.
     pub fn node_by_machine(&self, machine_key: &PublicKey) -> Option<&NodeRecord> {
-        self.by_machine.get(machine_key).and_then(|id| self.nodes.get(id))
+        self.by_machine
+            .get(machine_key)
+            .and_then(|id| self.nodes.get(id))
     }
 
     /// A node by decimal id or by name.
@@ -385,15 +400,24 @@ impl TailnetState {
             return Err(AdminError::KeyIdCollision);
         }
         self.auth_keys.insert(new.key.id.clone(), new.key.clone());
-        let changes = ChangeSet { auth_keys: BTreeSet::from([new.key.id.clone()]), ..ChangeSet::default() };
+        let changes = ChangeSet {
+            auth_keys: BTreeSet::from([new.key.id.clone()]),
+            ..ChangeSet::default()
+        };
         Ok((new, changes))
     }
 
     /// Revokes an auth key (idempotent).
     pub fn revoke_auth_key(&mut self, id: &str) -> Result<ChangeSet, AdminError> {
-        let key = self.auth_keys.get_mut(id).ok_or_else(|| AdminError::AuthKeyNotFound(id.to_owned()))?;
+        let key = self
+            .auth_keys
+            .get_mut(id)
+            .ok_or_else(|| AdminError::AuthKeyNotFound(id.to_owned()))?;
         key.revoked = true;
-        Ok(ChangeSet { auth_keys: BTreeSet::from([id.to_owned()]), ..ChangeSet::default() })
+        Ok(ChangeSet {
+            auth_keys: BTreeSet::from([id.to_owned()]),
+            ..ChangeSet::default()
+        })
     }
 
     /// Registers a node key for `machine_key`: a new machine (needs an auth
@@ -408,7 +432,8 @@ impl TailnetState {
         now: UnixTime,
     ) -> Result<Registration, RegisterError> {
         if let Some(&owner) = self.by_node_key.get(&req.node_key) {
-            let same_machine = self.nodes.get(&owner).and_then(|n| n.machine_key) == Some(machine_key);
+            let same_machine =
+                self.nodes.get(&owner).and_then(|n| n.machine_key) == Some(machine_key);
             if !same_machine {
                 return Err(RegisterError::NodeKeyInUse(req.node_key.short()));
             }
@@ -447,7 +472,10 @@ impl TailnetState {
         self.index(node);
         let mut changes = ChangeSet::node(id);
         changes.auth_keys.insert(self.use_key(&key.id));
-        Ok(Registration { node_id: id, changes: self.commit(changes, now) })
+        Ok(Registration {
+            node_id: id,
+            changes: self.commit(changes, now),
+        })
     }
 
     fn reregister(
@@ -457,7 +485,9 @@ impl TailnetState {
         expiry: Option<UnixTime>,
         now: UnixTime,
     ) -> Result<Registration, RegisterError> {
-        let Some(node) = self.nodes.get(&id).cloned() else { return Err(RegisterError::NodeUnknown) };
+        let Some(node) = self.nodes.get(&id).cloned() else {
+            return Err(RegisterError::NodeUnknown);
+        };
         let mut changes = ChangeSet::node(id);
         let mut new_tags = None;
         if let Some(key_text) = req.auth_key.as_deref() {
@@ -472,7 +502,10 @@ impl TailnetState {
                 return Err(RegisterError::NodeKeyExpired);
             }
             // Repeat of the current registration: nothing changes.
-            return Ok(Registration { node_id: id, changes: ChangeSet::default() });
+            return Ok(Registration {
+                node_id: id,
+                changes: ChangeSet::default(),
+            });
         } else {
             return Err(RegisterError::NodeUnknown);
         }
@@ -497,7 +530,10 @@ impl TailnetState {
         }
         self.expired_announced.remove(&id);
         self.auto_approve(id);
-        Ok(Registration { node_id: id, changes: self.commit(changes, now) })
+        Ok(Registration {
+            node_id: id,
+            changes: self.commit(changes, now),
+        })
     }
 
     /// Opens a map stream: checks the node key belongs to the machine and
@@ -511,7 +547,9 @@ impl TailnetState {
         let Some(&id) = self.by_machine.get(&machine_key) else {
             return Err(RegisterError::NodeUnknown);
         };
-        let Some(node) = self.nodes.get(&id) else { return Err(RegisterError::NodeUnknown) };
+        let Some(node) = self.nodes.get(&id) else {
+            return Err(RegisterError::NodeUnknown);
+        };
         if node.node_key != req.node_key {
             return Err(RegisterError::NodeUnknown);
         }
@@ -538,11 +576,19 @@ impl TailnetState {
 
     /// Applies an update sent on an open stream; ignored for a stream that
     /// is no longer the node's current one.
-    pub fn update(&mut self, id: NodeId, session: SessionId, update: &NodeUpdate, now: UnixTime) -> ChangeSet {
+    pub fn update(
+        &mut self,
+        id: NodeId,
+        session: SessionId,
+        update: &NodeUpdate,
+        now: UnixTime,
+    ) -> ChangeSet {
         if self.presence(id).session != Some(session) {
             return ChangeSet::default();
         }
-        let Some(node) = self.nodes.get_mut(&id) else { return ChangeSet::default() };
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return ChangeSet::default();
+        };
         if let Some(endpoints) = &update.endpoints {
             node.endpoints = dedup_endpoints(endpoints);
         }
@@ -556,7 +602,9 @@ impl TailnetState {
 
     /// Marks a node offline when its current stream ends.
     pub fn disconnect(&mut self, id: NodeId, session: SessionId, now: UnixTime) -> ChangeSet {
-        let Some(presence) = self.presence.get_mut(&id) else { return ChangeSet::default() };
+        let Some(presence) = self.presence.get_mut(&id) else {
+            return ChangeSet::default();
+        };
         if presence.session != Some(session) {
             return ChangeSet::default();
         }
@@ -577,7 +625,9 @@ impl TailnetState {
         last_session: Option<SessionId>,
         now: UnixTime,
     ) -> ChangeSet {
-        let Some(node) = self.nodes.get(&id) else { return ChangeSet::default() };
+        let Some(node) = self.nodes.get(&id) else {
+            return ChangeSet::default();
+        };
         let presence = self.presence(id);
         if !node.ephemeral || presence.session.is_some() || presence.last_session != last_session {
             return ChangeSet::default();
@@ -595,7 +645,10 @@ impl TailnetState {
 
     /// Expires a node's key now, so it must rotate.
     pub fn expire_node(&mut self, id: NodeId, now: UnixTime) -> Result<ChangeSet, AdminError> {
-        let node = self.nodes.get_mut(&id).ok_or_else(|| AdminError::NodeNotFound(id.to_string()))?;
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or_else(|| AdminError::NodeNotFound(id.to_string()))?;
         node.key_expiry = Some(now);
         self.expired_announced.insert(id);
         Ok(self.commit(ChangeSet::node(id), now))
@@ -614,28 +667,53 @@ impl TailnetState {
             return ChangeSet::default();
         }
         self.expired_announced.extend(due.iter().copied());
-        self.commit(ChangeSet { nodes: due.into_iter().collect(), ..ChangeSet::default() }, now)
+        self.commit(
+            ChangeSet {
+                nodes: due.into_iter().collect(),
+                ..ChangeSet::default()
+            },
+            now,
+        )
     }
 
     /// Approves a route the node advertises.
-    pub fn approve_route(&mut self, id: NodeId, prefix: IpNet, now: UnixTime) -> Result<ChangeSet, AdminError> {
+    pub fn approve_route(
+        &mut self,
+        id: NodeId,
+        prefix: IpNet,
+        now: UnixTime,
+    ) -> Result<ChangeSet, AdminError> {
         if prefix.trunc() != prefix {
             return Err(AdminError::NonCanonicalPrefix { prefix });
         }
-        let node = self.nodes.get_mut(&id).ok_or_else(|| AdminError::NodeNotFound(id.to_string()))?;
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or_else(|| AdminError::NodeNotFound(id.to_string()))?;
         if !node.advertised_routes.contains(&prefix) {
-            return Err(AdminError::RouteNotAdvertised { node: node.name.clone(), prefix });
+            return Err(AdminError::RouteNotAdvertised {
+                node: node.name.clone(),
+                prefix,
+            });
         }
         node.approved_routes.insert(prefix);
         Ok(self.commit(ChangeSet::node(id), now))
     }
 
     /// Withdraws approval of a route (idempotent).
-    pub fn unapprove_route(&mut self, id: NodeId, prefix: IpNet, now: UnixTime) -> Result<ChangeSet, AdminError> {
+    pub fn unapprove_route(
+        &mut self,
+        id: NodeId,
+        prefix: IpNet,
+        now: UnixTime,
+    ) -> Result<ChangeSet, AdminError> {
         if prefix.trunc() != prefix {
             return Err(AdminError::NonCanonicalPrefix { prefix });
         }
-        let node = self.nodes.get_mut(&id).ok_or_else(|| AdminError::NodeNotFound(id.to_string()))?;
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or_else(|| AdminError::NodeNotFound(id.to_string()))?;
         node.approved_routes.remove(&prefix);
         Ok(self.commit(ChangeSet::node(id), now))
     }
@@ -668,7 +746,9 @@ impl TailnetState {
     ) -> Result<(NodeId, ChangeSet), AdminError> {
         let valid = !name.is_empty()
             && name.len() <= 63
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
         if !valid {
             return Err(AdminError::InvalidName(name.to_owned()));
         }
@@ -702,7 +782,12 @@ impl TailnetState {
 
     /// A wg-quick configuration for a WireGuard-only device: its interface
     /// and one peer per node with a known endpoint.
-    pub fn wg_quick_config(&self, device: NodeId, private_key_base64: &str, now: UnixTime) -> Option<String> {
+    pub fn wg_quick_config(
+        &self,
+        device: NodeId,
+        private_key_base64: &str,
+        now: UnixTime,
+    ) -> Option<String> {
         let dev = self.nodes.get(&device)?;
         let mut out = String::new();
         // Writing to a String cannot fail.
@@ -713,8 +798,12 @@ impl TailnetState {
             if node.id == device || node.wireguard_only || node.is_expired(now) {
                 continue;
             }
-            let Some(endpoint) = node.endpoints.first() else { continue };
-            let Some(view) = self.view(node.id) else { continue };
+            let Some(endpoint) = node.endpoints.first() else {
+                continue;
+            };
+            let Some(view) = self.view(node.id) else {
+                continue;
+            };
             let allowed: Vec<String> = view.allowed_ips.iter().map(ToString::to_string).collect();
             let _ = writeln!(out, "\n[Peer]");
             let _ = writeln!(out, "# {}", node.name);
@@ -796,14 +885,20 @@ impl TailnetState {
     /// Approves advertised routes the policy's `autoApprovers` allow;
     /// returns whether anything was approved.
     fn auto_approve(&mut self, id: NodeId) -> bool {
-        let Some(node) = self.nodes.get(&id) else { return false };
+        let Some(node) = self.nodes.get(&id) else {
+            return false;
+        };
         let newly: Vec<IpNet> = node
             .advertised_routes
             .iter()
-            .filter(|p| !node.approved_routes.contains(p) && self.policy.auto_approves(p, &node.tags))
+            .filter(|p| {
+                !node.approved_routes.contains(p) && self.policy.auto_approves(p, &node.tags)
+            })
             .copied()
             .collect();
-        let Some(node) = self.nodes.get_mut(&id) else { return false };
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return false;
+        };
         node.approved_routes.extend(newly.iter().copied());
         !newly.is_empty()
     }
@@ -873,14 +968,24 @@ impl TailnetState {
         let mut base: String = hostname
             .to_ascii_lowercase()
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .collect();
         base = base.trim_matches('-').to_owned();
         base.truncate(56);
         if base.is_empty() {
             base = "node".to_owned();
         }
-        let free = |name: &str| self.by_name.get(name).is_none_or(|holder| Some(*holder) == owner);
+        let free = |name: &str| {
+            self.by_name
+                .get(name)
+                .is_none_or(|holder| Some(*holder) == owner)
+        };
         if free(&base) {
             return base;
         }
@@ -893,5 +998,9 @@ impl TailnetState {
 
 fn dedup_endpoints(endpoints: &[SocketAddr]) -> Vec<SocketAddr> {
     let mut seen = BTreeSet::new();
-    endpoints.iter().filter(|e| seen.insert(**e)).copied().collect()
+    endpoints
+        .iter()
+        .filter(|e| seen.insert(**e))
+        .copied()
+        .collect()
 }

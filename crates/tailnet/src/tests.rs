@@ -2,7 +2,9 @@
 
 use std::net::SocketAddr;
 
-use causeway_wire::{MapRequest, MapResponse, NodeId, NodeUpdate, PublicKey, RegisterRequest, UnixTime};
+use causeway_wire::{
+    MapRequest, MapResponse, NodeId, NodeUpdate, PublicKey, RegisterRequest, UnixTime,
+};
 use ipnet::IpNet;
 use proptest::prelude::*;
 
@@ -26,8 +28,16 @@ fn tailnet() -> TailnetState {
 }
 
 fn auth_key(state: &mut TailnetState, tags: &[&str], n: u8) -> String {
-    let spec = AuthKeySpec { reusable: true, tags: tags.iter().map(|t| t.to_string()).collect(), ..Default::default() };
-    state.create_auth_key(&spec, [n; ID_BYTES], [n; SECRET_BYTES], T0).expect("valid spec").0.secret
+    let spec = AuthKeySpec {
+        reusable: true,
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        ..Default::default()
+    };
+    state
+        .create_auth_key(&spec, [n; ID_BYTES], [n; SECRET_BYTES], T0)
+        .expect("valid spec")
+        .0
+        .secret
 }
 
 /// Registers machine `n` (machine key n, node key n+100) and opens its stream.
@@ -38,7 +48,9 @@ fn join(state: &mut TailnetState, key_text: &str, n: u8, routes: &[&str]) -> (No
         auth_key: Some(key_text.to_owned()),
         hostname: format!("host{n}"),
     };
-    state.register(key(n), &req, LIFETIME, T0).expect("registers");
+    state
+        .register(key(n), &req, LIFETIME, T0)
+        .expect("registers");
     let map = MapRequest {
         node_key: key(n + 100),
         hostname: format!("host{n}"),
@@ -50,7 +62,9 @@ fn join(state: &mut TailnetState, key_text: &str, n: u8, routes: &[&str]) -> (No
 }
 
 fn peer(map: &MapResponse, id: NodeId) -> Option<&causeway_wire::Node> {
-    map.peers.as_ref().and_then(|p| p.iter().find(|n| n.id == id))
+    map.peers
+        .as_ref()
+        .and_then(|p| p.iter().find(|n| n.id == id))
 }
 
 #[test]
@@ -58,8 +72,16 @@ fn nodes_get_sequential_addresses_and_unique_names() {
     let mut state = tailnet();
     let k = auth_key(&mut state, &[], 1);
     let (a, _) = join(&mut state, &k, 1, &[]);
-    let req = RegisterRequest { node_key: key(150), old_node_key: None, auth_key: Some(k), hostname: "host1".into() };
-    let b = state.register(key(50), &req, LIFETIME, T0).expect("registers").node_id;
+    let req = RegisterRequest {
+        node_key: key(150),
+        old_node_key: None,
+        auth_key: Some(k),
+        hostname: "host1".into(),
+    };
+    let b = state
+        .register(key(50), &req, LIFETIME, T0)
+        .expect("registers")
+        .node_id;
     let (a, b) = (state.node(a).expect("a"), state.node(b).expect("b"));
     assert_eq!(a.ipv4.to_string(), "100.64.0.1");
     assert_eq!(b.ipv4.to_string(), "100.64.0.2");
@@ -70,9 +92,20 @@ fn nodes_get_sequential_addresses_and_unique_names() {
 #[test]
 fn unknown_machine_without_key_is_refused_and_nothing_changes() {
     let mut state = tailnet();
-    let req = RegisterRequest { node_key: key(9), old_node_key: None, auth_key: None, hostname: "x".into() };
-    assert_eq!(state.register(key(1), &req, LIFETIME, T0), Err(RegisterError::AuthKeyRequired));
-    let req = RegisterRequest { auth_key: Some("cwk_nope".into()), ..req };
+    let req = RegisterRequest {
+        node_key: key(9),
+        old_node_key: None,
+        auth_key: None,
+        hostname: "x".into(),
+    };
+    assert_eq!(
+        state.register(key(1), &req, LIFETIME, T0),
+        Err(RegisterError::AuthKeyRequired)
+    );
+    let req = RegisterRequest {
+        auth_key: Some("cwk_nope".into()),
+        ..req
+    };
     assert_eq!(
         state.register(key(1), &req, LIFETIME, T0),
         Err(RegisterError::AuthKey(AuthKeyRefusal::Unknown))
@@ -84,9 +117,18 @@ fn unknown_machine_without_key_is_refused_and_nothing_changes() {
 fn single_use_key_registers_once() {
     let mut state = tailnet();
     let spec = AuthKeySpec::default();
-    let k = state.create_auth_key(&spec, [1; ID_BYTES], [1; SECRET_BYTES], T0).expect("creates").0.secret;
+    let k = state
+        .create_auth_key(&spec, [1; ID_BYTES], [1; SECRET_BYTES], T0)
+        .expect("creates")
+        .0
+        .secret;
     join(&mut state, &k, 1, &[]);
-    let req = RegisterRequest { node_key: key(102), old_node_key: None, auth_key: Some(k), hostname: "b".into() };
+    let req = RegisterRequest {
+        node_key: key(102),
+        old_node_key: None,
+        auth_key: Some(k),
+        hostname: "b".into(),
+    };
     assert!(matches!(
         state.register(key(2), &req, LIFETIME, T0),
         Err(RegisterError::AuthKey(AuthKeyRefusal::AlreadyUsed { .. }))
@@ -99,13 +141,30 @@ fn rotation_needs_the_old_key_and_no_auth_key() {
     let k = auth_key(&mut state, &[], 1);
     let (id, _) = join(&mut state, &k, 1, &[]);
     state.expire_node(id, T0 + 10).expect("exists");
-    let stale = RegisterRequest { node_key: key(101), old_node_key: None, auth_key: None, hostname: "host1".into() };
-    assert_eq!(state.register(key(1), &stale, LIFETIME, T0 + 20), Err(RegisterError::NodeKeyExpired));
-    let rotate = RegisterRequest { node_key: key(201), old_node_key: Some(key(101)), ..stale };
-    let reg = state.register(key(1), &rotate, LIFETIME, T0 + 20).expect("rotates");
+    let stale = RegisterRequest {
+        node_key: key(101),
+        old_node_key: None,
+        auth_key: None,
+        hostname: "host1".into(),
+    };
+    assert_eq!(
+        state.register(key(1), &stale, LIFETIME, T0 + 20),
+        Err(RegisterError::NodeKeyExpired)
+    );
+    let rotate = RegisterRequest {
+        node_key: key(201),
+        old_node_key: Some(key(101)),
+        ..stale
+    };
+    let reg = state
+        .register(key(1), &rotate, LIFETIME, T0 + 20)
+        .expect("rotates");
     assert_eq!(reg.node_id, id);
     assert_eq!(state.node(id).expect("node").node_key, key(201));
-    assert_eq!(state.node(id).expect("node").key_expiry, Some(T0 + 20 + LIFETIME));
+    assert_eq!(
+        state.node(id).expect("node").key_expiry,
+        Some(T0 + 20 + LIFETIME)
+    );
 }
 
 #[test]
@@ -122,32 +181,58 @@ fn routes_need_approval_then_become_primary() {
         state.approve_route(router, net("198.19.2.0/24"), T0),
         Err(AdminError::RouteNotAdvertised { .. })
     ));
-    let changes = state.approve_route(router, net("198.19.1.0/24"), T0).expect("approves");
-    let DeltaOutcome::Send(delta) = session.delta(&PreparedChange::new(&state, &changes, T0)) else {
+    let changes = state
+        .approve_route(router, net("198.19.1.0/24"), T0)
+        .expect("approves");
+    let DeltaOutcome::Send(delta) = session.delta(&PreparedChange::new(&state, &changes, T0))
+    else {
         panic!("expected a delta")
     };
-    assert_eq!(delta.peers_changed[0].primary_routes, vec![net("198.19.1.0/24")]);
-    assert!(delta.peers_changed[0].allowed_ips.contains(&net("198.19.1.0/24")));
+    assert_eq!(
+        delta.peers_changed[0].primary_routes,
+        vec![net("198.19.1.0/24")]
+    );
+    assert!(
+        delta.peers_changed[0]
+            .allowed_ips
+            .contains(&net("198.19.1.0/24"))
+    );
 }
 
 #[test]
 fn auto_approvers_approve_tagged_routers() {
     let mut state = tailnet();
     state
-        .set_policy(r#"{"autoApprovers": {"routes": {"198.19.0.0/16": ["tag:router"]}}, "acls": []}"#, T0)
+        .set_policy(
+            r#"{"autoApprovers": {"routes": {"198.19.0.0/16": ["tag:router"]}}, "acls": []}"#,
+            T0,
+        )
         .expect("valid policy");
     let tagged = auth_key(&mut state, &["tag:router"], 1);
     let plain = auth_key(&mut state, &[], 2);
     let (a, _) = join(&mut state, &tagged, 1, &["198.19.1.0/24", "10.0.0.0/8"]);
     let (b, _) = join(&mut state, &plain, 2, &["198.19.2.0/24"]);
-    assert_eq!(state.node(a).expect("a").approved_routes.iter().collect::<Vec<_>>(), [&net("198.19.1.0/24")]);
+    assert_eq!(
+        state
+            .node(a)
+            .expect("a")
+            .approved_routes
+            .iter()
+            .collect::<Vec<_>>(),
+        [&net("198.19.1.0/24")]
+    );
     assert!(state.node(b).expect("b").approved_routes.is_empty());
 }
 
 #[test]
 fn failover_moves_the_primary_and_sticks() {
     let mut state = tailnet();
-    state.set_policy(r#"{"autoApprovers": {"routes": {"198.19.0.0/16": ["tag:r"]}}}"#, T0).expect("valid");
+    state
+        .set_policy(
+            r#"{"autoApprovers": {"routes": {"198.19.0.0/16": ["tag:r"]}}}"#,
+            T0,
+        )
+        .expect("valid");
     let k = auth_key(&mut state, &["tag:r"], 1);
     let (a, sa) = join(&mut state, &k, 1, &["198.19.1.0/24"]);
     let (b, sb) = join(&mut state, &k, 2, &["198.19.1.0/24"]);
@@ -157,7 +242,12 @@ fn failover_moves_the_primary_and_sticks() {
     assert!(changes.nodes.contains(&a) && changes.nodes.contains(&b));
     assert_eq!(state.primaries().get(&p), Some(&b));
     // a comes back: b keeps the route.
-    let map = MapRequest { node_key: key(101), hostname: "host1".into(), endpoints: vec![], advertised_routes: vec![p] };
+    let map = MapRequest {
+        node_key: key(101),
+        hostname: "host1".into(),
+        endpoints: vec![],
+        advertised_routes: vec![p],
+    };
     state.connect(key(1), &map, T0 + 2).expect("reconnects");
     assert_eq!(state.primaries().get(&p), Some(&b));
     state.disconnect(b, sb, T0 + 3);
@@ -169,7 +259,12 @@ fn stale_session_close_does_not_mark_offline() {
     let mut state = tailnet();
     let k = auth_key(&mut state, &[], 1);
     let (a, old) = join(&mut state, &k, 1, &[]);
-    let map = MapRequest { node_key: key(101), hostname: "host1".into(), endpoints: vec![], advertised_routes: vec![] };
+    let map = MapRequest {
+        node_key: key(101),
+        hostname: "host1".into(),
+        endpoints: vec![],
+        advertised_routes: vec![],
+    };
     state.connect(key(1), &map, T0).expect("reconnects");
     assert!(state.disconnect(a, old, T0).is_empty());
     assert!(state.is_online(a));
@@ -178,11 +273,22 @@ fn stale_session_close_does_not_mark_offline() {
 #[test]
 fn ephemeral_nodes_go_after_idle_check() {
     let mut state = tailnet();
-    let spec = AuthKeySpec { ephemeral: true, reusable: true, ..Default::default() };
-    let k = state.create_auth_key(&spec, [1; ID_BYTES], [1; SECRET_BYTES], T0).expect("creates").0.secret;
+    let spec = AuthKeySpec {
+        ephemeral: true,
+        reusable: true,
+        ..Default::default()
+    };
+    let k = state
+        .create_auth_key(&spec, [1; ID_BYTES], [1; SECRET_BYTES], T0)
+        .expect("creates")
+        .0
+        .secret;
     let (a, s) = join(&mut state, &k, 1, &[]);
     state.disconnect(a, s, T0);
-    assert!(state.remove_ephemeral_if_idle(a, None, T0).is_empty(), "a newer stream closed since");
+    assert!(
+        state.remove_ephemeral_if_idle(a, None, T0).is_empty(),
+        "a newer stream closed since"
+    );
     let changes = state.remove_ephemeral_if_idle(a, Some(s), T0);
     assert!(changes.nodes.contains(&a));
     assert!(state.node(a).is_none());
@@ -197,9 +303,13 @@ fn endpoint_only_change_is_a_patch() {
     let mut session = MapSession::new(b);
     session.full_map(&state, T0);
     let new_ep: SocketAddr = "198.18.9.9:1234".parse().expect("addr");
-    let update = NodeUpdate { endpoints: Some(vec![new_ep]), advertised_routes: None };
+    let update = NodeUpdate {
+        endpoints: Some(vec![new_ep]),
+        advertised_routes: None,
+    };
     let changes = state.update(a, sa, &update, T0);
-    let DeltaOutcome::Send(delta) = session.delta(&PreparedChange::new(&state, &changes, T0)) else {
+    let DeltaOutcome::Send(delta) = session.delta(&PreparedChange::new(&state, &changes, T0))
+    else {
         panic!("expected a delta")
     };
     assert!(delta.peers_changed.is_empty());
@@ -212,7 +322,9 @@ fn wg_quick_config_lists_nodes_with_endpoints() {
     let mut state = tailnet();
     let k = auth_key(&mut state, &[], 1);
     join(&mut state, &k, 1, &[]);
-    let (dev, _) = state.add_wireguard_device("printer", key(77), T0).expect("adds");
+    let (dev, _) = state
+        .add_wireguard_device("printer", key(77), T0)
+        .expect("adds");
     let config = state.wg_quick_config(dev, "PRIVATE", T0).expect("exists");
     assert!(config.contains("PrivateKey = PRIVATE"));
     assert!(config.contains("Address = 100.64.0.2/32, fd01:203:405::6440:2/128"));
