@@ -34,6 +34,9 @@ pub struct NodeConfig {
     pub control_public_key_file: Option<PathBuf>,
     /// The auth key, read only for the first registration.
     pub auth_key_file: Option<PathBuf>,
+    /// Or: the ARN of an AWS Secrets Manager secret holding it, fetched at
+    /// first registration with the default credential chain (IMDSv2 on EC2).
+    pub auth_key_secret: Option<String>,
     /// The node's host name.
     #[serde(default = "default_hostname")]
     pub hostname: String,
@@ -122,6 +125,14 @@ impl Config {
                     "[node]: expected exactly one of control_public_key and control_public_key_file"
                 );
             }
+            if node.auth_key_file.is_some() && node.auth_key_secret.is_some() {
+                bail!(
+                    "[node]: expected at most one of auth_key_file and auth_key_secret (the auth key's source)"
+                );
+            }
+            if let Some(arn) = &node.auth_key_secret {
+                crate::secrets::SecretArn::parse(arn).context("node.auth_key_secret")?;
+            }
             if node.tun_name.is_empty() || node.tun_name.len() > 15 {
                 bail!(
                     "node.tun_name = {:?}: expected 1 to 15 characters",
@@ -188,6 +199,28 @@ mod tests {
     fn unknown_keys_are_refused_by_name() {
         let err = parse(&format!("{NODE}\nlisten_prot = 1")).expect_err("typo refused");
         assert!(format!("{err:#}").contains("listen_prot"), "{err:#}");
+    }
+
+    #[test]
+    fn the_auth_key_comes_from_a_file_or_a_secret_not_both() {
+        let arn =
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:causeway/p/relay-authkey-AbCdEf";
+        let config = parse(&format!("{NODE}auth_key_secret = \"{arn}\"\n")).expect("valid");
+        assert_eq!(
+            config.node.expect("node").auth_key_secret.as_deref(),
+            Some(arn)
+        );
+        let err = parse(&format!(
+            "{NODE}auth_key_secret = \"{arn}\"\nauth_key_file = \"/k\"\n"
+        ))
+        .expect_err("both refused");
+        assert!(err.to_string().contains("at most one"), "{err}");
+        let err =
+            parse(&format!("{NODE}auth_key_secret = \"causeway/p\"\n")).expect_err("not an ARN");
+        assert!(
+            format!("{err:#}").contains("node.auth_key_secret"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod config;
 mod node;
+mod secrets;
 mod state;
 
 use std::path::PathBuf;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::aws::{AdminApi, Arch, AwsOptions, AwsProvider, DnsMode, Endpoint, Size};
 use crate::cloud::{Cloud, CloudError, Provider, Verdict};
 use crate::console::OutputFormat;
 use crate::local::{DeployOptions, LocalProvider};
@@ -64,7 +65,7 @@ pub struct TargetArgs {
     /// Cloud to deploy to.
     #[arg(long, env = "CAUSEWAY_CLOUD", value_enum, default_value_t = Cloud::Local)]
     pub cloud: Cloud,
-    /// Deployment name: 1-8 of a-z, 0-9 and '-'; names every resource.
+    /// Deployment name: 1-24 of a-z, 0-9 and '-', starting with a letter (--cloud local: 1-8); names and tags every resource.
     #[arg(long, env = "CAUSEWAY_NAME", default_value = "demo")]
     pub name: DeploymentName,
     /// Where the deployment's state lives [default: /run/causeway/local/NAME].
@@ -94,18 +95,125 @@ pub struct LocalArgs {
     pub wait_timeout: u64,
 }
 
+/// Options of `--cloud aws` every command takes.
+#[derive(Debug, Args)]
+pub struct AwsCommonArgs {
+    /// AWS region [default: the SDK's chain (AWS_REGION, profile), then us-east-1].
+    #[arg(long, env = "CAUSEWAY_AWS_REGION")]
+    pub region: Option<String>,
+    /// AWS endpoint override, e.g. a local emulator (AWS_ENDPOINT_URL works too).
+    #[arg(long, env = "CAUSEWAY_AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+    /// Control's admin API: mints the auth key (deploy) and tells the HA primary (status).
+    #[arg(
+        long,
+        env = "CAUSEWAY_ADMIN_URL",
+        requires = "control_admin_token_file"
+    )]
+    pub control_admin_url: Option<String>,
+    /// File holding control's admin bearer token.
+    #[arg(long, env = "CAUSEWAY_ADMIN_TOKEN_FILE")]
+    pub control_admin_token_file: Option<PathBuf>,
+    /// How long to wait for instances to run or terminate, in seconds.
+    #[arg(long, env = "CAUSEWAY_AWS_WAIT_TIMEOUT", default_value_t = 600)]
+    pub aws_wait_timeout: u64,
+}
+
+/// Options of `--cloud aws` for `plan` and `deploy`
+/// (docs/reference/aws-contract.md).
+#[derive(Debug, Args)]
+pub struct AwsArgs {
+    /// Region, endpoint, control admin API.
+    #[command(flatten)]
+    pub common: AwsCommonArgs,
+    /// The VPC to serve (required with --cloud aws).
+    #[arg(long, env = "CAUSEWAY_VPC")]
+    pub vpc: Option<String>,
+    /// Two instances in two availability zones (an HA pair).
+    #[arg(long, env = "CAUSEWAY_HA")]
+    pub ha: bool,
+    /// Sizing tier: small (2 vCPU), standard (4), consistent-network (more than 16).
+    #[arg(long, env = "CAUSEWAY_SIZE", value_enum, default_value_t = Size::Standard)]
+    pub size: Size,
+    /// An explicit instance type, checked against the catalogue, image and AZs.
+    #[arg(long, env = "CAUSEWAY_INSTANCE_TYPE")]
+    pub instance_type: Option<String>,
+    /// Accept burstable (T-family) instance types.
+    #[arg(long, env = "CAUSEWAY_ALLOW_BURSTABLE")]
+    pub allow_burstable: bool,
+    /// Architecture of the image and instance type (without --ami).
+    #[arg(long, env = "CAUSEWAY_ARCH", value_enum, default_value_t = Arch::Arm64)]
+    pub arch: Arch,
+    /// An explicit appliance image [default: newest own image tagged causeway:image=appliance].
+    #[arg(long, env = "CAUSEWAY_AMI")]
+    pub ami: Option<String>,
+    /// A route to advertise (repeatable) [default: the VPC's CIDR blocks].
+    #[arg(long = "route", env = "CAUSEWAY_ROUTES", value_delimiter = ',')]
+    pub routes: Vec<String>,
+    /// Keep tailnet source addresses: disables the source/destination check and adds 100.64.0.0/10 return routes.
+    #[arg(long, env = "CAUSEWAY_NO_SNAT")]
+    pub no_snat: bool,
+    /// Split DNS: the VPC resolver (base + 2) or a Route 53 Resolver inbound endpoint.
+    #[arg(long, env = "CAUSEWAY_DNS", value_enum, default_value_t = DnsMode::Vpc)]
+    pub dns: DnsMode,
+    /// Control's node-facing URL, written into the appliance's config.
+    #[arg(long, env = "CAUSEWAY_CONTROL_URL")]
+    pub control_url: Option<String>,
+    /// Control's public key (base64), pinned in the appliance's config.
+    #[arg(long, env = "CAUSEWAY_CONTROL_PUBLIC_KEY")]
+    pub control_public_key: Option<String>,
+    /// A file holding the auth key to store in Secrets Manager (else control's admin API mints one).
+    #[arg(long, env = "CAUSEWAY_AUTH_KEY_FILE")]
+    pub auth_key_file: Option<PathBuf>,
+    /// Recordings bucket (role recorder) [default: causeway-NAME-recordings-ACCOUNT].
+    #[arg(long, env = "CAUSEWAY_BUCKET")]
+    pub bucket: Option<String>,
+    /// KMS key for the recordings bucket [default: SSE-S3].
+    #[arg(long, env = "CAUSEWAY_KMS_KEY")]
+    pub kms_key: Option<String>,
+    /// Days until recordings move to STANDARD_IA.
+    #[arg(long, env = "CAUSEWAY_IA_DAYS", default_value_t = 30)]
+    pub ia_days: i32,
+    /// Days until recordings move to GLACIER.
+    #[arg(long, env = "CAUSEWAY_ARCHIVE_DAYS", default_value_t = 90)]
+    pub archive_days: i32,
+    /// Days until recordings expire.
+    #[arg(long, env = "CAUSEWAY_EXPIRE_DAYS", default_value_t = 365)]
+    pub expire_days: i32,
+    /// The recorder's web UI is on: its role may also read and list recordings.
+    #[arg(long, env = "CAUSEWAY_RECORDER_UI")]
+    pub recorder_ui: bool,
+    /// Root volume size in GiB.
+    #[arg(long, env = "CAUSEWAY_ROOT_VOLUME_SIZE", default_value_t = 8)]
+    pub root_volume_size: i32,
+}
+
+/// Options of `--cloud aws` for `status` and `destroy`.
+#[derive(Debug, Args)]
+pub struct AwsInspectArgs {
+    /// Region, endpoint, control admin API.
+    #[command(flatten)]
+    pub common: AwsCommonArgs,
+    /// destroy: also delete recordings left in the bucket (otherwise a non-empty bucket stops destroy).
+    #[arg(long, env = "CAUSEWAY_DELETE_RECORDINGS")]
+    pub delete_recordings: bool,
+}
+
 /// Arguments of `plan` and `deploy`.
 #[derive(Debug, Args)]
 pub struct ChangeArgs {
     /// Target deployment.
     #[command(flatten)]
     pub target: TargetArgs,
-    /// Role to deploy.
+    /// Role to deploy (--cloud local: subnet-router only).
     #[arg(long, env = "CAUSEWAY_ROLE", value_enum)]
     pub role: Role,
     /// Local-cloud options.
     #[command(flatten)]
     pub local: LocalArgs,
+    /// AWS options.
+    #[command(flatten)]
+    pub aws: AwsArgs,
     /// Output format.
     #[command(flatten)]
     pub output: OutputArgs,
@@ -117,12 +225,15 @@ pub struct InspectArgs {
     /// Target deployment.
     #[command(flatten)]
     pub target: TargetArgs,
-    /// Role of the deployment (optional; only subnet-router exists today).
+    /// Role of the deployment (optional; status --cloud aws: show only this role).
     #[arg(long, env = "CAUSEWAY_ROLE", value_enum)]
     pub role: Option<Role>,
     /// Local-cloud options.
     #[command(flatten)]
     pub local: LocalArgs,
+    /// AWS options.
+    #[command(flatten)]
+    pub aws: AwsInspectArgs,
     /// Output format.
     #[command(flatten)]
     pub output: OutputArgs,
@@ -131,15 +242,81 @@ pub struct InspectArgs {
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let verdict = match cli.command {
-        Command::Plan(a) => provider(&a.target, &a.local)?.plan(a.output.output)?,
-        Command::Deploy(a) => provider(&a.target, &a.local)?.deploy(a.output.output)?,
-        Command::Status(a) => provider(&a.target, &a.local)?.status(a.output.output)?,
-        Command::Destroy(a) => provider(&a.target, &a.local)?.destroy(a.output.output)?,
+        Command::Plan(a) => change_provider(&a)?.plan(a.output.output)?,
+        Command::Deploy(a) => change_provider(&a)?.deploy(a.output.output)?,
+        Command::Status(a) => inspect_provider(&a)?.status(a.output.output)?,
+        Command::Destroy(a) => inspect_provider(&a)?.destroy(a.output.output)?,
     };
     Ok(match verdict {
         Verdict::Healthy => ExitCode::SUCCESS,
         Verdict::Unhealthy => ExitCode::from(EXIT_UNHEALTHY),
     })
+}
+
+fn change_provider(a: &ChangeArgs) -> anyhow::Result<Box<dyn Provider>> {
+    match a.target.cloud {
+        Cloud::Local if a.role != Role::SubnetRouter => anyhow::bail!(
+            "--role {}: --cloud local deploys only subnet-router; the other roles need --cloud aws",
+            a.role
+        ),
+        Cloud::Local => provider(&a.target, &a.local),
+        Cloud::Aws => {
+            let mut opts = aws_options(&a.target, Some(a.role), &a.aws.common);
+            let x = &a.aws;
+            opts.vpc = x.vpc.clone();
+            opts.ha = x.ha;
+            opts.size = x.size;
+            opts.instance_type = x.instance_type.clone();
+            opts.allow_burstable = x.allow_burstable;
+            opts.arch = x.arch;
+            opts.ami = x.ami.clone();
+            opts.routes = x.routes.clone();
+            opts.snat = !x.no_snat;
+            opts.dns = x.dns;
+            opts.control_url = x.control_url.clone();
+            opts.control_public_key = x.control_public_key.clone();
+            opts.auth_key_file = x.auth_key_file.clone();
+            opts.bucket = x.bucket.clone();
+            opts.kms_key = x.kms_key.clone();
+            opts.ia_days = x.ia_days;
+            opts.archive_days = x.archive_days;
+            opts.expire_days = x.expire_days;
+            opts.recorder_ui = x.recorder_ui;
+            opts.root_volume_gib = x.root_volume_size;
+            Ok(Box::new(AwsProvider::new(opts)))
+        }
+        Cloud::Azure => provider(&a.target, &a.local),
+    }
+}
+
+fn inspect_provider(a: &InspectArgs) -> anyhow::Result<Box<dyn Provider>> {
+    match a.target.cloud {
+        Cloud::Aws => {
+            let mut opts = aws_options(&a.target, a.role, &a.aws.common);
+            opts.delete_recordings = a.aws.delete_recordings;
+            Ok(Box::new(AwsProvider::new(opts)))
+        }
+        Cloud::Local | Cloud::Azure => provider(&a.target, &a.local),
+    }
+}
+
+fn aws_options(target: &TargetArgs, role: Option<Role>, c: &AwsCommonArgs) -> AwsOptions {
+    let mut opts = AwsOptions::new(target.name.clone());
+    opts.role = role;
+    opts.endpoint = Endpoint {
+        region: c.region.clone(),
+        url: c.endpoint_url.clone(),
+        max_attempts: None,
+    };
+    opts.admin = match (&c.control_admin_url, &c.control_admin_token_file) {
+        (Some(url), Some(token_file)) => Some(AdminApi {
+            url: url.clone(),
+            token_file: token_file.clone(),
+        }),
+        _ => None,
+    };
+    opts.wait_timeout = Duration::from_secs(c.aws_wait_timeout);
+    opts
 }
 
 fn provider(target: &TargetArgs, local: &LocalArgs) -> anyhow::Result<Box<dyn Provider>> {
@@ -180,7 +357,7 @@ mod tests {
 
     #[test]
     fn unknown_role_names_the_flag_and_the_accepted_values() {
-        let err = parse(&["deploy", "--role", "exit-node"]).expect_err("must fail");
+        let err = parse(&["deploy", "--role", "exit-nod"]).expect_err("must fail");
         let msg = err.to_string();
         assert!(msg.contains("--role"), "{msg}");
         assert!(msg.contains("subnet-router"), "{msg}");
@@ -196,13 +373,71 @@ mod tests {
     }
 
     #[test]
-    fn aws_parses_but_is_not_implemented() {
-        let cli = parse(&["deploy", "--cloud", "aws", "--role", "subnet-router"]).expect("parses");
-        let err = run(cli).expect_err("aws is not implemented");
+    fn azure_parses_but_is_not_implemented() {
+        let cli =
+            parse(&["deploy", "--cloud", "azure", "--role", "subnet-router"]).expect("parses");
+        let err = run(cli).expect_err("azure is not implemented");
         assert_eq!(
             err.to_string(),
-            "--cloud aws is not implemented yet; only --cloud local works today"
+            "--cloud azure is not implemented yet; only --cloud local works today"
         );
+    }
+
+    #[test]
+    fn local_refuses_roles_other_than_subnet_router() {
+        let cli = parse(&["deploy", "--role", "exit-node"]).expect("parses");
+        let err = run(cli).expect_err("local has only subnet-router");
+        assert!(err.to_string().contains("--role exit-node"), "{err}");
+    }
+
+    #[test]
+    fn aws_flags_parse_with_the_contract_defaults() {
+        let cli = parse(&[
+            "deploy",
+            "--cloud",
+            "aws",
+            "--role",
+            "recorder",
+            "--name",
+            "prod-recordings-1",
+            "--vpc",
+            "vpc-1",
+            "--ha",
+            "--route",
+            "10.0.0.0/16,10.1.0.0/16",
+            "--no-snat",
+            "--dns",
+            "resolver-endpoint",
+        ])
+        .expect("parses");
+        let Command::Deploy(a) = cli.command else {
+            panic!("expected deploy");
+        };
+        assert_eq!(a.aws.size, Size::Standard);
+        assert_eq!(a.aws.arch, Arch::Arm64);
+        assert_eq!(a.aws.routes, ["10.0.0.0/16", "10.1.0.0/16"]);
+        assert_eq!(
+            (a.aws.ia_days, a.aws.archive_days, a.aws.expire_days),
+            (30, 90, 365)
+        );
+        assert!(a.aws.ha && a.aws.no_snat && !a.aws.allow_burstable);
+        assert_eq!(a.aws.dns, DnsMode::ResolverEndpoint);
+    }
+
+    #[test]
+    fn aws_without_a_vpc_is_refused_naming_the_flag() {
+        let cli = parse(&[
+            "plan",
+            "--cloud",
+            "aws",
+            "--role",
+            "subnet-router",
+            "--endpoint-url",
+            "http://127.0.0.1:9",
+        ])
+        .expect("parses");
+        let err = run(cli).expect_err("no --vpc");
+        assert!(format!("{err:#}").contains("--vpc is required"), "{err:#}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The clouds a deployment can target, and the small interface each one
-//! implements. `local` lives in [`crate::local`]; `aws` and `azure` will get
-//! their own modules behind the same [`Provider`] trait.
+//! implements. `local` lives in [`crate::local`], `aws` in [`crate::aws`];
+//! `azure` will get its own module behind the same [`Provider`] trait.
 
 use std::fmt;
 
@@ -12,7 +12,7 @@ pub enum Cloud {
     /// Network namespaces on this machine stand in for a cloud (the default).
     #[default]
     Local,
-    /// Amazon Web Services (not implemented yet).
+    /// Amazon Web Services (docs/aws.md).
     Aws,
     /// Microsoft Azure (not implemented yet).
     Azure,

@@ -14,6 +14,14 @@ pub enum OutputFormat {
     Json,
 }
 
+/// Prints a command's result on stdout, best effort: a closed pipe
+/// (`provisioner status | head`) must not turn into a panic.
+pub fn print_result(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
 /// Where progress lines go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressSink {
@@ -46,6 +54,8 @@ pub struct Progress {
     current: usize,
     label: String,
     started: Option<Instant>,
+    /// A `[i/n] label ... ` line waits for its outcome.
+    open: bool,
 }
 
 impl Progress {
@@ -57,6 +67,7 @@ impl Progress {
             current: 0,
             label: String::new(),
             started: None,
+            open: false,
         }
     }
 
@@ -76,6 +87,7 @@ impl Progress {
         self.started = Some(Instant::now());
         let (i, n) = (self.current, self.total);
         self.write(&format!("[{i}/{n}] {label} ... "), false);
+        self.open = true;
     }
 
     /// The step in progress, as `[i/n] label`, for error messages.
@@ -92,23 +104,43 @@ impl Progress {
             StepOutcome::Skipped => "skipped",
         };
         let took = self.elapsed();
+        self.reopen();
         self.write(&format!("{word} ({:.1} s)", took.as_secs_f64()), true);
     }
 
     /// Ends the current step as failed.
     pub fn fail(&mut self) {
         let took = self.elapsed();
+        self.reopen();
         self.write(&format!("FAILED ({:.1} s)", took.as_secs_f64()), true);
     }
 
-    /// An indented detail line below the current step.
+    /// An indented detail line below the current step (while a step runs,
+    /// it goes on its own line and the step's line is repeated at its end).
     pub fn detail(&mut self, line: &str) {
+        self.close();
         self.write(&format!("      {line}"), true);
     }
 
     /// A plain line.
     pub fn line(&mut self, line: &str) {
+        self.close();
         self.write(line, true);
+    }
+
+    fn close(&mut self) {
+        if self.open {
+            self.write("", true);
+            self.open = false;
+        }
+    }
+
+    fn reopen(&mut self) {
+        if !self.open {
+            let (i, n, label) = (self.current, self.total, self.label.clone());
+            self.write(&format!("[{i}/{n}] {label} ... "), false);
+        }
+        self.open = false;
     }
 
     fn elapsed(&self) -> Duration {

@@ -3,12 +3,17 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// Longest accepted deployment name: `cw-NAME-pub` and the temporary veth
-/// names `cw-NAME-0a` must fit Linux's 15-byte interface-name limit.
-pub const MAX_NAME_LEN: usize = 8;
+/// Longest accepted deployment name (docs/reference/aws-contract.md): cloud
+/// resource names such as `causeway-NAME-app-connector` derive from it.
+pub const MAX_NAME_LEN: usize = 24;
 
-/// A validated deployment name: 1–8 of `a-z`, `0-9`, `-`, not starting or
-/// ending with `-`.
+/// Longest name `--cloud local` accepts: `cw-NAME-pub` and the temporary
+/// veth names `cw-NAME-0a` must fit Linux's 15-byte interface-name limit.
+pub const LOCAL_MAX_NAME_LEN: usize = 8;
+
+/// A validated deployment name: 1–24 of `a-z`, `0-9`, `-`, starting with a
+/// letter and not ending with `-` (`--cloud local`: at most 8, see
+/// [`DeploymentName::check_local`]).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DeploymentName(String);
 
@@ -20,7 +25,7 @@ pub enum NameError {
     Empty,
     /// The name is longer than [`MAX_NAME_LEN`].
     #[error(
-        "deployment name {0:?} is {1} characters long; at most {MAX_NAME_LEN} are allowed (namespace and interface names derive from it)"
+        "deployment name {0:?} is {1} characters long; at most {MAX_NAME_LEN} are allowed (resource names derive from it)"
     )]
     TooLong(String, usize),
     /// The name holds a character outside `a-z0-9-`.
@@ -31,12 +36,28 @@ pub enum NameError {
     /// The name starts or ends with `-`.
     #[error("deployment name {0:?} must not start or end with '-'")]
     EdgeHyphen(String),
+    /// The name starts with a digit.
+    #[error("deployment name {0:?} must start with a letter a-z")]
+    LeadingDigit(String),
+    /// The name is too long for `--cloud local`.
+    #[error(
+        "deployment name {0:?} is {1} characters long; --cloud local allows at most {LOCAL_MAX_NAME_LEN} (namespace and interface names derive from it)"
+    )]
+    TooLongForLocal(String, usize),
 }
 
 impl DeploymentName {
     /// The name as a string slice.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Checks the stricter length limit of `--cloud local`.
+    pub fn check_local(&self) -> Result<(), NameError> {
+        if self.0.len() > LOCAL_MAX_NAME_LEN {
+            return Err(NameError::TooLongForLocal(self.0.clone(), self.0.len()));
+        }
+        Ok(())
     }
 }
 
@@ -64,6 +85,9 @@ impl FromStr for DeploymentName {
         }
         if s.starts_with('-') || s.ends_with('-') {
             return Err(NameError::EdgeHyphen(s.to_owned()));
+        }
+        if s.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(NameError::LeadingDigit(s.to_owned()));
         }
         Ok(Self(s.to_owned()))
     }
@@ -97,17 +121,31 @@ mod tests {
             "a_b".parse::<DeploymentName>(),
             Err(NameError::BadChar("a_b".into(), '_'))
         );
+        let long = "a".repeat(25);
         assert_eq!(
-            "abcdefghi".parse::<DeploymentName>(),
-            Err(NameError::TooLong("abcdefghi".into(), 9))
+            long.parse::<DeploymentName>(),
+            Err(NameError::TooLong(long.clone(), 25))
         );
         assert_eq!(
             "-ab".parse::<DeploymentName>(),
             Err(NameError::EdgeHyphen("-ab".into()))
         );
-        let msg = "abcdefghi"
-            .parse::<DeploymentName>()
-            .map_err(|e| e.to_string());
-        assert!(msg.is_err_and(|m| m.contains("at most 8")));
+        assert_eq!(
+            "1ab".parse::<DeploymentName>(),
+            Err(NameError::LeadingDigit("1ab".into()))
+        );
+        let msg = long.parse::<DeploymentName>().map_err(|e| e.to_string());
+        assert!(msg.is_err_and(|m| m.contains("at most 24")));
+    }
+
+    #[test]
+    fn local_names_are_at_most_eight_characters() {
+        let name: DeploymentName = "abcdefghi".parse().expect("valid for the cloud");
+        assert_eq!(
+            name.check_local(),
+            Err(NameError::TooLongForLocal("abcdefghi".into(), 9))
+        );
+        let short: DeploymentName = "abcdefgh".parse().expect("valid");
+        assert_eq!(short.check_local(), Ok(()));
     }
 }

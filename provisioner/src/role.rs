@@ -4,17 +4,80 @@ use std::fmt;
 
 /// A role to deploy. Unknown values are rejected by the parser, naming
 /// `--role` and the accepted values, before anything is created.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     /// A subnet router advertising a VPC's CIDR to the tailnet, with SNAT.
     SubnetRouter,
+    /// 4via6: a site's IPv4 ranges advertised as IPv6 prefixes (AWS only).
+    Via6,
+    /// An exit node (AWS only).
+    ExitNode,
+    /// An app connector routing configured domains (AWS only).
+    AppConnector,
+    /// The SSH session recorder, with its recordings bucket (AWS only).
+    Recorder,
+    /// The coordination server itself (AWS only).
+    Control,
+    /// A relay for nodes that cannot reach each other directly (AWS only).
+    Relay,
+}
+
+impl Role {
+    /// The role's name as on the command line and in tags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::SubnetRouter => "subnet-router",
+            Role::Via6 => "via6",
+            Role::ExitNode => "exit-node",
+            Role::AppConnector => "app-connector",
+            Role::Recorder => "recorder",
+            Role::Control => "control",
+            Role::Relay => "relay",
+        }
+    }
+
+    /// Whether the role forwards traffic for advertised routes (and so gets
+    /// the routes in its config, and the no-SNAT return path).
+    pub fn advertises_routes(self) -> bool {
+        match self {
+            Role::SubnetRouter | Role::Via6 | Role::ExitNode | Role::AppConnector => true,
+            Role::Recorder | Role::Control | Role::Relay => false,
+        }
+    }
+
+    /// Whether the role is a mesh node that joins with an auth key
+    /// (everything but control, which issues them).
+    pub fn needs_auth_key(self) -> bool {
+        match self {
+            Role::Control => false,
+            Role::SubnetRouter
+            | Role::Via6
+            | Role::ExitNode
+            | Role::AppConnector
+            | Role::Recorder
+            | Role::Relay => true,
+        }
+    }
 }
 
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Role::SubnetRouter => f.write_str("subnet-router"),
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum;
+
+    #[test]
+    fn display_matches_the_command_line_spelling() {
+        for role in Role::value_variants() {
+            let parsed = Role::from_str(role.as_str(), false).expect("own spelling parses");
+            assert_eq!(parsed, *role);
         }
+        assert_eq!(Role::ExitNode.to_string(), "exit-node");
     }
 }

@@ -508,6 +508,112 @@ impl TestDeployment {
         rec
     }
 
+    /// Stops `node` with SIGTERM (asserting it obeyed), rewrites its config
+    /// file with `edit`, starts it again as the provisioner does and waits
+    /// until its status says `running`.
+    pub fn restart_node_with_config(
+        &self,
+        node: Node,
+        edit: impl FnOnce(&str) -> String,
+    ) -> ProcessRecord {
+        let how = self.process(node.as_str()).stop(Duration::from_secs(10));
+        assert_eq!(
+            format!("{how:?}"),
+            "Terminated",
+            "the {} ignored SIGTERM",
+            node.as_str()
+        );
+        rewrite_file(&self.dep.paths().node_config(node), edit);
+        let rec = self.respawn_node(node);
+        wait_until(
+            WAIT,
+            &format!("the restarted {} to run", node.as_str()),
+            || {
+                let s = self.status(node)?;
+                anyhow::ensure!(s["state"] == "running", "{s}");
+                Ok(())
+            },
+        );
+        rec
+    }
+
+    /// Stops control with SIGTERM, rewrites its config file with `edit`,
+    /// starts it again, and waits until the admin API answers and both
+    /// nodes are connected and running again.
+    pub fn restart_control_with_config(&self, edit: impl FnOnce(&str) -> String) -> ProcessRecord {
+        let how = self.process(CONTROL_KEY).stop(Duration::from_secs(10));
+        assert_eq!(format!("{how:?}"), "Terminated", "control ignored SIGTERM");
+        rewrite_file(&self.dep.paths().control_config(), edit);
+        let rec = self.respawn_control();
+        wait_until(WAIT, "the restarted control's admin API", || {
+            let ran = self.admin(&["nodes", "list"]);
+            anyhow::ensure!(ran.success(), "{ran}");
+            Ok(())
+        });
+        for node in [Node::Router, Node::Client] {
+            wait_until(
+                WAIT,
+                &format!("the {} to reconnect to control", node.as_str()),
+                || {
+                    let s = self.status(node)?;
+                    anyhow::ensure!(
+                        s["control_connected"] == true && s["state"] == "running",
+                        "{s}"
+                    );
+                    Ok(())
+                },
+            );
+        }
+        rec
+    }
+
+    /// Starts `cmd` (already set up to run inside a namespace called
+    /// `namespace`) with its output appended to `log`, and records it in
+    /// `state.json` under `key`, so teardown stops it and checks it is gone.
+    pub fn spawn_recorded(
+        &self,
+        key: &str,
+        namespace: &str,
+        cmd: &mut Command,
+        log: &Path,
+    ) -> ProcessRecord {
+        let rec =
+            spawn_logged(cmd, namespace, log).unwrap_or_else(|e| panic!("starting {key}: {e:#}"));
+        self.record(key, rec.clone());
+        rec
+    }
+
+    /// `appliance status --json` of an appliance in `site` whose state
+    /// directory is `state_dir` (for nodes a test starts itself).
+    pub fn status_at(&self, site: Site, state_dir: &Path) -> anyhow::Result<Value> {
+        let mut cmd = self.command_in(site, self.appliance_bin());
+        cmd.arg("status")
+            .arg("--state-dir")
+            .arg(state_dir)
+            .arg("--json");
+        let ran = run(&mut cmd, Duration::from_secs(10));
+        if !ran.success() {
+            bail!("{ran}");
+        }
+        serde_json::from_str(&ran.stdout).with_context(|| format!("parsing status: {ran}"))
+    }
+
+    /// The rules of nftables table `inet causeway` in `site`
+    /// (`nft -j list table inet causeway`), each the JSON object under `"rule"`.
+    pub fn causeway_nft_rules(&self, site: Site) -> Vec<Value> {
+        let ran = self
+            .run_in(site, &["nft", "-j", "list", "table", "inet", "causeway"])
+            .expect_success();
+        let doc: Value = serde_json::from_str(&ran.stdout)
+            .unwrap_or_else(|e| panic!("nft output is not JSON ({e}): {ran}"));
+        doc["nftables"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no \"nftables\" array: {ran}"))
+            .iter()
+            .filter_map(|item| item.get("rule").cloned())
+            .collect()
+    }
+
     fn record(&self, key: &str, rec: ProcessRecord) {
         let mut state = self.state();
         state.processes.insert(key.to_owned(), rec);
@@ -712,4 +818,34 @@ pub fn write_secret_file(path: &Path, text: &str) {
         .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
     f.write_all(text.as_bytes())
         .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+/// Replaces the text of `path` with `edit(old text)`, keeping its mode.
+pub fn rewrite_file(path: &Path, edit: impl FnOnce(&str) -> String) {
+    let old =
+        fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let new = edit(&old);
+    fs::write(path, new).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+/// Whether an nftables JSON rule masquerades.
+pub fn nft_rule_masquerades(rule: &Value) -> bool {
+    rule["expr"]
+        .as_array()
+        .is_some_and(|es| es.iter().any(|e| e.get("masquerade").is_some()))
+}
+
+/// The IPv4 tailnet address (100.64.0.0/10) in a status document, without
+/// its prefix length.
+pub fn tailnet_ipv4(status: &Value) -> anyhow::Result<String> {
+    status["addresses"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(|s| s.split('/').next().unwrap_or(s))
+                .find(|s| s.starts_with("100."))
+        })
+        .map(str::to_owned)
+        .with_context(|| format!("no 100.64.0.0/10 address in status {status}"))
 }

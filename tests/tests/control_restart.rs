@@ -20,6 +20,24 @@ fn control_restart_does_not_interrupt_an_established_flow() {
     let dir = tempfile::tempdir().expect("tempdir");
     let download = dir.path().join("big.bin");
 
+    // Pace the VPC host's uplink to 200 KB/s with a token bucket: curl's own
+    // --limit-rate does not hold on a fast path, and the transfer must span
+    // the whole control restart.
+    let pace = t
+        .command_in(Site::Vpc, "sh")
+        .args([
+            "-c",
+            "for i in /sys/class/net/*; do n=${i##*/}; [ \"$n\" = lo ] && continue; \
+             tc qdisc add dev \"$n\" root tbf rate 1600kbit burst 32kbit latency 2s || exit 1; done",
+        ])
+        .output()
+        .expect("running tc in the VPC namespace");
+    assert!(
+        pace.status.success(),
+        "tc tbf in the VPC namespace failed: {}",
+        String::from_utf8_lossy(&pace.stderr)
+    );
+
     let mut cmd = t.command_in(Site::Cli, "curl");
     cmd.args(["-fsS", "--limit-rate", "200k", "--max-time", "60", "-o"])
         .arg(&download)

@@ -1,6 +1,16 @@
 //! The data-plane driver: the shell around `causeway_mesh::NodeState`. It
 //! owns the TUN device, the node's one UDP socket and one timer, and runs
 //! on a single task so the core needs no locks.
+//!
+//! System calls, not cryptography, bound a tunnel's throughput, so both
+//! devices move packets in batches where the kernel allows: a TUN read is
+//! one TCP/UDP super-packet (TSO), encrypted packets to one peer leave in
+//! one `sendmsg` (UDP GSO), a UDP read is a run of datagrams (UDP GRO), and
+//! decrypted packets of one flow enter the TUN device as one write (GRO).
+//! The core still sees one packet at a time.
+
+mod tun_offload;
+mod udp_offload;
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
@@ -11,18 +21,26 @@ use causeway_mesh::{Delivery, NodeState, PeerStats};
 use causeway_wire::{Node, PacketFilter, PrivateKey};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
-use tun_rs::AsyncDevice;
+use tun_rs::{AsyncDevice, IDEAL_BATCH_SIZE};
+
+use self::tun_offload::{TunReads, TunWrites, is_device_error};
+use self::udp_offload::{GsoBatch, OffloadSocket, RECV_BUF_LEN};
+
+pub use self::tun_offload::open as open_tun;
 
 /// Packets handled per wake-up before checking other inputs, so one busy
 /// direction cannot starve the other.
-const BATCH: usize = 64;
+const BATCH: usize = IDEAL_BATCH_SIZE;
 
-/// Largest packet on either side (a TUN read is at most the MTU; a UDP
-/// datagram at most 64 KiB).
+/// Largest datagram from timers and handshakes (a UDP datagram is at most
+/// 64 KiB).
 const BUF_LEN: usize = 65_536;
 
 /// WireGuard adds at most this much to a packet (header, counter, tag).
 const OVERHEAD: usize = 32;
+
+/// The core writes handshake messages (148 bytes) into any output buffer.
+const MIN_OUT: usize = 256;
 
 /// Requests from the rest of the appliance.
 pub enum Command {
@@ -38,7 +56,7 @@ pub enum Command {
 pub struct DataplaneDriver {
     node: NodeState,
     tun: AsyncDevice,
-    socket: UdpSocket,
+    udp: OffloadSocket,
     commands: mpsc::Receiver<Command>,
 }
 
@@ -53,15 +71,17 @@ impl DataplaneDriver {
         Self {
             node,
             tun,
-            socket,
+            udp: OffloadSocket::new(socket),
             commands,
         }
     }
 
     /// Moves packets until the command channel closes.
     pub async fn run(mut self) -> anyhow::Result<()> {
-        let mut tun_buf = vec![0u8; BUF_LEN];
-        let mut udp_buf = vec![0u8; BUF_LEN];
+        let mut tun_reads = TunReads::new();
+        let mut tun_writes = TunWrites::new();
+        let mut udp_rx = vec![0u8; RECV_BUF_LEN];
+        let mut udp_tx = GsoBatch::new();
         let mut out = vec![0u8; BUF_LEN + OVERHEAD];
         loop {
             let deadline = self.node.poll_timeout(Instant::now());
@@ -70,30 +90,52 @@ impl DataplaneDriver {
                     let Some(command) = command else { return Ok(()) };
                     self.handle_command(command);
                 }
-                read = self.tun.recv(&mut tun_buf) => {
-                    let n = read.context("reading from the TUN device")?;
-                    self.on_tun_packet(&tun_buf[..n], &mut out).await;
-                    for _ in 1..BATCH {
-                        match self.tun.try_recv(&mut tun_buf) {
-                            Ok(n) => self.on_tun_packet(&tun_buf[..n], &mut out).await,
+                read = tun_reads.recv(&self.tun) => {
+                    let mut read = read;
+                    let mut packets = 0;
+                    loop {
+                        match read {
+                            Ok(n) => {
+                                for i in 0..n {
+                                    encrypt(&mut self.node, &mut self.udp, &mut udp_tx, tun_reads.packet(i)).await;
+                                }
+                                packets += n;
+                            }
                             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                            Err(e) => return Err(e).context("reading from the TUN device"),
+                            Err(e) if is_device_error(&e) => {
+                                return Err(e).context("reading from the TUN device");
+                            }
+                            Err(e) => tracing::trace!(error = %e, "malformed TUN super-packet dropped"),
                         }
+                        if packets >= BATCH {
+                            break;
+                        }
+                        read = tun_reads.try_recv(&self.tun);
                     }
+                    send_pending(&mut self.udp, &udp_tx).await;
+                    udp_tx.clear();
                 }
-                read = self.socket.recv_from(&mut udp_buf) => {
-                    match read {
-                        Ok((n, from)) => self.on_datagram(from, &udp_buf[..n], &mut out).await,
-                        // ICMP port unreachable from a peer surfaces here; not fatal.
-                        Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
-                    }
-                    for _ in 1..BATCH {
-                        match self.socket.try_recv_from(&mut udp_buf) {
-                            Ok((n, from)) => self.on_datagram(from, &udp_buf[..n], &mut out).await,
+                received = self.udp.recv(&mut udp_rx) => {
+                    let mut received = received;
+                    let mut packets = 0;
+                    loop {
+                        match received {
+                            Ok(r) => {
+                                for datagram in udp_offload::datagrams(&udp_rx, r) {
+                                    decrypt(&mut self.node, &self.udp, &self.tun, &mut tun_writes, r.from, datagram).await;
+                                    packets += 1;
+                                }
+                            }
                             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                            // ICMP port unreachable from a peer surfaces here; not fatal.
                             Err(e) => { tracing::debug!(error = %e, "UDP receive failed"); break }
                         }
+                        if packets >= BATCH {
+                            break;
+                        }
+                        received = self.udp.try_recv(&mut udp_rx);
                     }
+                    tun_writes.flush(&self.tun).await;
                 }
                 () = tokio::time::sleep_until(deadline.into()) => {
                     self.node.handle_timeout(Instant::now());
@@ -119,43 +161,77 @@ impl DataplaneDriver {
         }
     }
 
-    async fn on_tun_packet(&mut self, packet: &[u8], out: &mut [u8]) {
-        match self.node.handle_tun_packet(packet, out, Instant::now()) {
-            Ok(Some(transmit)) => send(&self.socket, transmit.destination, transmit.payload).await,
-            Ok(None) => {}
-            Err(why) => tracing::trace!(reason = ?why, "outbound packet dropped"),
-        }
-    }
-
-    async fn on_datagram(&mut self, from: SocketAddr, datagram: &[u8], out: &mut [u8]) {
-        match self
-            .node
-            .handle_datagram(from, datagram, out, Instant::now())
-        {
-            Delivery::Tun(packet) => {
-                if let Err(e) = self.tun.send(packet).await {
-                    tracing::debug!(error = %e, "TUN write failed");
-                }
-            }
-            Delivery::Network(transmit) => {
-                send(&self.socket, transmit.destination, transmit.payload).await
-            }
-            Delivery::Nothing => {}
-            Delivery::Dropped(why) => {
-                tracing::trace!(%from, reason = ?why, "inbound datagram dropped")
-            }
-        }
-    }
-
     async fn flush(&mut self, out: &mut [u8]) {
         while let Some(transmit) = self.node.poll_transmit(out, Instant::now()) {
-            send(&self.socket, transmit.destination, transmit.payload).await;
+            self.udp
+                .send_to(transmit.payload, transmit.destination)
+                .await;
         }
     }
 }
 
-async fn send(socket: &UdpSocket, destination: SocketAddr, payload: &[u8]) {
-    if let Err(e) = socket.send_to(payload, destination).await {
-        tracing::debug!(%destination, error = %e, "UDP send failed");
+/// Encrypts a packet from the TUN device straight into the pending GSO run,
+/// sending the run first when this datagram cannot join it.
+async fn encrypt(
+    node: &mut NodeState,
+    udp: &mut OffloadSocket,
+    batch: &mut GsoBatch,
+    packet: &[u8],
+) {
+    let need = (packet.len() + OVERHEAD).max(MIN_OUT);
+    if batch.spare_len() < need {
+        send_pending(udp, batch).await;
+        batch.clear();
+    }
+    let (base, spare) = batch.spare();
+    let (destination, offset, len) = match node.handle_tun_packet(packet, spare, Instant::now()) {
+        Ok(Some(transmit)) => (
+            transmit.destination,
+            transmit.payload.as_ptr() as usize - base,
+            transmit.payload.len(),
+        ),
+        Ok(None) => return,
+        Err(why) => return tracing::trace!(reason = ?why, "outbound packet dropped"),
+    };
+    if batch.can_extend(destination, offset, len) {
+        batch.extend(len);
+    } else {
+        send_pending(udp, batch).await;
+        batch.begin(destination, offset, len);
+    }
+}
+
+async fn send_pending(udp: &mut OffloadSocket, batch: &GsoBatch) {
+    if let Some(run) = batch.pending() {
+        udp.send_segments(run.destination, run.payload, run.segment_size)
+            .await;
+    }
+}
+
+/// Decrypts one datagram straight into the next TUN write slot.
+async fn decrypt(
+    node: &mut NodeState,
+    udp: &OffloadSocket,
+    tun: &AsyncDevice,
+    writes: &mut TunWrites,
+    from: SocketAddr,
+    datagram: &[u8],
+) {
+    if writes.is_full() {
+        writes.flush(tun).await;
+    }
+    let out = writes.slot(datagram.len().max(MIN_OUT));
+    let base = out.as_ptr() as usize;
+    match node.handle_datagram(from, datagram, out, Instant::now()) {
+        Delivery::Tun(packet) => {
+            let start = packet.as_ptr() as usize - base;
+            let range = start..start + packet.len();
+            writes.commit(range);
+        }
+        Delivery::Network(transmit) => udp.send_to(transmit.payload, transmit.destination).await,
+        Delivery::Nothing => {}
+        Delivery::Dropped(why) => {
+            tracing::trace!(%from, reason = ?why, "inbound datagram dropped")
+        }
     }
 }

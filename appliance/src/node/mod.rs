@@ -68,10 +68,7 @@ pub async fn run(
     tracing::info!(node_id = %registration.node_id, addresses = ?registration.addresses, "registered");
 
     // Data plane: TUN device, UDP socket, driver task.
-    let tun = tun_rs::DeviceBuilder::new()
-        .name(&config.tun_name)
-        .mtu(config.mtu.unwrap_or(DEFAULT_MTU))
-        .build_async()
+    let tun = dataplane::open_tun(&config.tun_name, config.mtu.unwrap_or(DEFAULT_MTU))
         .with_context(|| format!("creating TUN device {}", config.tun_name))?;
     let routes = RouteTable::new().await.context("opening rtnetlink")?;
     let ifindex = routes
@@ -95,7 +92,12 @@ pub async fn run(
     .await
     .with_context(|| format!("binding UDP port {}", config.listen_port))?;
     let (commands, command_rx) = mpsc::channel(64);
-    let driver = DataplaneDriver::new(NodeState::new(&node_key, rand::random()), tun, socket, command_rx);
+    let driver = DataplaneDriver::new(
+        NodeState::new(&node_key, rand::random()),
+        tun,
+        socket,
+        command_rx,
+    );
     let mut dataplane = tokio::spawn(driver.run());
 
     if let Some(router) = router {
@@ -344,16 +346,21 @@ async fn register(
     node_key: &PrivateKey,
     old_key: Option<PublicKey>,
 ) -> anyhow::Result<Registration> {
-    let auth_key = match (&old_key, &config.auth_key_file) {
-        (Some(_), _) => None,
-        (None, Some(path)) => Some(
+    let auth_key = match (&old_key, &config.auth_key_file, &config.auth_key_secret) {
+        (Some(_), _, _) => None,
+        (None, Some(path), _) => Some(
             std::fs::read_to_string(path)
                 .with_context(|| format!("reading auth key file {}", path.display()))?
                 .trim()
                 .to_owned(),
         ),
-        (None, None) => bail!(
-            "this node is not registered yet: set node.auth_key_file to an auth key from control"
+        (None, None, Some(arn)) => Some(
+            crate::secrets::fetch_auth_key(arn)
+                .await
+                .context("fetching the auth key named by node.auth_key_secret")?,
+        ),
+        (None, None, None) => bail!(
+            "this node is not registered yet: set node.auth_key_file or node.auth_key_secret to an auth key from control"
         ),
     };
     let mut channel = ControlChannel::connect(&config.control_url, control_key, machine_key)

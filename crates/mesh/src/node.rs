@@ -338,19 +338,36 @@ impl NodeState {
     /// kept its own. Rather than leave the peer sending into the void until
     /// its keepalive timeout (KEEPALIVE + REKEY_TIMEOUT, 15 s), start a
     /// handshake at once, at most once per [`REKEY_TIMEOUT`] per peer.
-    fn rescue_session<'a>(&mut self, from: SocketAddr, datagram: &[u8], out: &'a mut [u8], now: Instant) -> Delivery<'a> {
+    fn rescue_session<'a>(
+        &mut self,
+        from: SocketAddr,
+        datagram: &[u8],
+        out: &'a mut [u8],
+        now: Instant,
+    ) -> Delivery<'a> {
         let is_data = datagram.first() == Some(&DATA);
-        let peer = self.peers.values_mut().find(|p| p.endpoint == Some(from) || p.node.endpoints.contains(&from));
+        let peer = self
+            .peers
+            .values_mut()
+            .find(|p| p.endpoint == Some(from) || p.node.endpoints.contains(&from));
         let Some(peer) = peer.filter(|_| is_data) else {
             return Delivery::Dropped(self.drop(Drop::UnknownPeer));
         };
-        if peer.initiated_at.is_some_and(|t| now.saturating_duration_since(t) < REKEY_TIMEOUT) {
+        if peer
+            .initiated_at
+            .is_some_and(|t| now.saturating_duration_since(t) < REKEY_TIMEOUT)
+        {
             return Delivery::Dropped(self.drop(Drop::UnknownPeer));
         }
         peer.initiated_at = Some(now);
         match peer.tunnel.initiate(out) {
-            Output::Network(range) => Delivery::Network(Transmit { destination: from, payload: &out[range] }),
-            Output::Done | Output::Tunnel(..) | Output::Error(_) => Delivery::Dropped(self.drop(Drop::UnknownPeer)),
+            Output::Network(range) => Delivery::Network(Transmit {
+                destination: from,
+                payload: &out[range],
+            }),
+            Output::Done | Output::Tunnel(..) | Output::Error(_) => {
+                Delivery::Dropped(self.drop(Drop::UnknownPeer))
+            }
         }
     }
 

@@ -383,6 +383,10 @@ fn a_restarted_peer_gets_a_fresh_handshake_without_waiting_for_timeouts() {
     sim.run();
     sim.send_from_tun(1, &ipv4_packet(address(1), address(2), &[1, 2, 2]));
     sim.run();
-    let got: Vec<_> = sim.delivered.iter().map(|(r, _, _, p)| (*r, p.clone())).collect();
+    let got: Vec<_> = sim
+        .delivered
+        .iter()
+        .map(|(r, _, _, p)| (*r, p.clone()))
+        .collect();
     assert_eq!(got, vec![(2, vec![1, 2, 0]), (2, vec![1, 2, 2])]);
 }

@@ -103,6 +103,7 @@ impl DeployOptions {
     }
 
     fn check(&self) -> anyhow::Result<()> {
+        self.name.check_local().context("--name")?;
         if (self.start_router || self.start_client) && !self.start_control {
             anyhow::bail!("starting the router or the client needs control: set start_control");
         }

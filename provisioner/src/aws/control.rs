@@ -1,0 +1,225 @@
+//! The bits of control's admin API the AWS provisioner uses
+//! (docs/reference/admin-api.md): minting an auth key for a role, and
+//! asking which router is primary for a route.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// An auth key. Never printed: `Debug` and `Display` show only a marker.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthKey(String);
+
+impl AuthKey {
+    /// Reads a key from a file (`--auth-key-file`), trimmed; empty is refused.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--auth-key-file {}: reading it", path.display()))?;
+        let key = text.trim();
+        if key.is_empty() {
+            anyhow::bail!("--auth-key-file {}: the file is empty", path.display());
+        }
+        Ok(Self(key.to_owned()))
+    }
+
+    /// The key, for storing it in Secrets Manager only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AuthKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuthKey(<redacted>)")
+    }
+}
+
+/// Control's admin API.
+#[derive(Debug, Clone)]
+pub struct AdminApi {
+    /// Base URL, e.g. `http://127.0.0.1:8081`.
+    pub url: String,
+    /// File holding the bearer token.
+    pub token_file: PathBuf,
+}
+
+/// One entry of `GET /api/v1/routes`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct RouteEntry {
+    /// Node id.
+    pub node: serde_json::Value,
+    /// Node name (its hostname).
+    pub name: String,
+    /// Online.
+    #[serde(default)]
+    pub online: bool,
+    /// Prefixes it is primary for.
+    #[serde(default)]
+    pub primary: Vec<String>,
+}
+
+impl AdminApi {
+    fn token(&self) -> anyhow::Result<String> {
+        let t = std::fs::read_to_string(&self.token_file).with_context(|| {
+            format!(
+                "--control-admin-token-file {}: reading it",
+                self.token_file.display()
+            )
+        })?;
+        Ok(t.trim().to_owned())
+    }
+
+    fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.url.trim_end_matches('/'))
+    }
+
+    /// Mints a reusable auth key tagged `tag:ROLE` (`POST /api/v1/keys`).
+    /// Reusable, because both instances of an HA pair and any replacement
+    /// instance join with it.
+    pub async fn create_key(&self, role: &str) -> anyhow::Result<AuthKey> {
+        #[derive(Deserialize)]
+        struct Created {
+            key: String,
+        }
+        let url = self.endpoint("/api/v1/keys");
+        let resp = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(self.token()?)
+            .json(&serde_json::json!({
+                "reusable": true,
+                "ephemeral": false,
+                "tags": [format!("tag:{role}")],
+            }))
+            .send()
+            .await
+            .with_context(|| format!("--control-admin-url: POST {url}"))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            anyhow::bail!("--control-admin-url: POST {url} failed ({status}): {body}");
+        }
+        let created: Created = resp
+            .json()
+            .await
+            .with_context(|| format!("--control-admin-url: POST {url}: reading the answer"))?;
+        Ok(AuthKey(created.key))
+    }
+
+    /// The routes table (`GET /api/v1/routes`).
+    pub async fn routes(&self) -> anyhow::Result<Vec<RouteEntry>> {
+        let url = self.endpoint("/api/v1/routes");
+        let resp = reqwest::Client::new()
+            .get(&url)
+            .bearer_auth(self.token()?)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let status = resp.status();
+        if !status.is_success() {
+            anyhow::bail!("GET {url} failed ({status})");
+        }
+        resp.json()
+            .await
+            .with_context(|| format!("GET {url}: reading the answer"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_auth_key_never_prints() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("key");
+        std::fs::write(&path, "cwk_0123_secret\n").expect("write");
+        let key = AuthKey::from_file(&path).expect("reads");
+        assert_eq!(key.expose(), "cwk_0123_secret");
+        assert!(!format!("{key:?}").contains("secret"));
+        std::fs::write(&path, "  \n").expect("write");
+        let err = AuthKey::from_file(&path).expect_err("empty");
+        assert!(err.to_string().contains("--auth-key-file"), "{err}");
+    }
+
+    /// Answers one HTTP request with `body`; returns what was asked.
+    fn fake_control(body: &'static str) -> (String, std::thread::JoinHandle<String>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let handle = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = conn.read(&mut buf).expect("read");
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request).to_string();
+                if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(str::to_owned)
+                        })
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if rest.len() >= len {
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            conn.write_all(answer.as_bytes()).expect("write");
+            String::from_utf8_lossy(&request).to_string()
+        });
+        (url, handle)
+    }
+
+    #[test]
+    fn a_reusable_key_tagged_with_the_role_is_minted_with_the_bearer_token() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token_file = dir.path().join("admin.token");
+        std::fs::write(&token_file, "tok123\n").expect("write");
+        let (url, server) =
+            fake_control(r#"{"id":"0123456789ab","key":"cwk_0123456789ab_s3cret"}"#);
+        let api = AdminApi { url, token_file };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+
+        let key = rt
+            .block_on(api.create_key("subnet-router"))
+            .expect("minted");
+
+        assert_eq!(key.expose(), "cwk_0123456789ab_s3cret");
+        let request = server.join().expect("server");
+        assert!(request.starts_with("POST /api/v1/keys "), "{request}");
+        assert!(
+            request
+                .to_ascii_lowercase()
+                .contains("authorization: bearer tok123"),
+            "{request}"
+        );
+        let body: serde_json::Value = serde_json::from_str(
+            request
+                .split_once("\r\n\r\n")
+                .map(|(_, b)| b)
+                .unwrap_or_default(),
+        )
+        .expect("JSON body");
+        assert_eq!(
+            body,
+            serde_json::json!({"reusable": true, "ephemeral": false, "tags": ["tag:subnet-router"]})
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! `--cloud aws`: the deployment of docs/reference/aws-contract.md through
+//! the official AWS SDK. [`api`] is the only module that talks to AWS; the
+//! decisions (sizing, subnets, desired resources, diffs) are plain
+//! functions in [`sizing`], [`network`] and [`spec`]; [`deploy`],
+//! [`destroy`] and [`status`] walk the resources in order.
+
+pub mod api;
+pub mod control;
+mod deploy;
+mod destroy;
+pub mod network;
+pub mod sizing;
+pub mod spec;
+mod status;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use self::api::Endpoint;
+pub use self::control::{AdminApi, AuthKey};
+pub use self::sizing::{Arch, Size};
+
+use crate::cloud::{Provider, Verdict};
+use crate::console::OutputFormat;
+use crate::name::DeploymentName;
+use crate::role::Role;
+
+/// How split DNS reaches the VPC's private zones (`--dns`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DnsMode {
+    /// The VPC resolver (CIDR base + 2), reached through the subnet router.
+    #[default]
+    Vpc,
+    /// A Route 53 Resolver inbound endpoint with addresses in two AZs.
+    ResolverEndpoint,
+}
+
+/// Everything `--cloud aws` needs for one command.
+#[derive(Debug, Clone)]
+pub struct AwsOptions {
+    /// Deployment name.
+    pub name: DeploymentName,
+    /// Role (`plan`/`deploy`: required; `status`/`destroy`: a filter).
+    pub role: Option<Role>,
+    /// Region and endpoint.
+    pub endpoint: Endpoint,
+    /// The VPC (`--vpc`).
+    pub vpc: Option<String>,
+    /// Two instances in two AZs.
+    pub ha: bool,
+    /// Sizing tier.
+    pub size: Size,
+    /// Explicit instance type.
+    pub instance_type: Option<String>,
+    /// Allow burstable types.
+    pub allow_burstable: bool,
+    /// Architecture when no `--ami` is given.
+    pub arch: Arch,
+    /// Explicit image.
+    pub ami: Option<String>,
+    /// Advertised routes (default: the VPC's CIDRs).
+    pub routes: Vec<String>,
+    /// Masquerade tailnet sources.
+    pub snat: bool,
+    /// Split-DNS mode.
+    pub dns: DnsMode,
+    /// Control's node-facing URL (user data).
+    pub control_url: Option<String>,
+    /// Control's public key (user data).
+    pub control_public_key: Option<String>,
+    /// A file holding the auth key.
+    pub auth_key_file: Option<PathBuf>,
+    /// Control's admin API (mints keys; tells the primary).
+    pub admin: Option<AdminApi>,
+    /// Recordings bucket name override.
+    pub bucket: Option<String>,
+    /// KMS key for the bucket (default SSE-S3).
+    pub kms_key: Option<String>,
+    /// Days to Standard-IA.
+    pub ia_days: i32,
+    /// Days to Glacier.
+    pub archive_days: i32,
+    /// Days to expiry.
+    pub expire_days: i32,
+    /// The recorder's web UI is on (read and list).
+    pub recorder_ui: bool,
+    /// Root volume size in GiB.
+    pub root_volume_gib: i32,
+    /// `destroy` empties and deletes a non-empty recordings bucket.
+    pub delete_recordings: bool,
+    /// How long to wait for instances to run or terminate.
+    pub wait_timeout: Duration,
+}
+
+impl AwsOptions {
+    /// Defaults of the contract for `name`.
+    pub fn new(name: DeploymentName) -> Self {
+        Self {
+            name,
+            role: None,
+            endpoint: Endpoint::default(),
+            vpc: None,
+            ha: false,
+            size: Size::Standard,
+            instance_type: None,
+            allow_burstable: false,
+            arch: Arch::Arm64,
+            ami: None,
+            routes: Vec::new(),
+            snat: true,
+            dns: DnsMode::Vpc,
+            control_url: None,
+            control_public_key: None,
+            auth_key_file: None,
+            admin: None,
+            bucket: None,
+            kms_key: None,
+            ia_days: 30,
+            archive_days: 90,
+            expire_days: 365,
+            recorder_ui: false,
+            root_volume_gib: 8,
+            delete_recordings: false,
+            wait_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// `--cloud aws` behind the [`Provider`] interface.
+#[derive(Debug, Clone)]
+pub struct AwsProvider {
+    opts: AwsOptions,
+}
+
+impl AwsProvider {
+    /// A provider for the deployment `opts` describes.
+    pub fn new(opts: AwsOptions) -> Self {
+        Self { opts }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+impl Provider for AwsProvider {
+    fn plan(&self, format: OutputFormat) -> anyhow::Result<Verdict> {
+        runtime()?.block_on(deploy::run(&self.opts, format, deploy::Mode::Plan))
+    }
+
+    fn deploy(&self, format: OutputFormat) -> anyhow::Result<Verdict> {
+        runtime()?.block_on(deploy::run(&self.opts, format, deploy::Mode::Apply))
+    }
+
+    fn status(&self, format: OutputFormat) -> anyhow::Result<Verdict> {
+        runtime()?.block_on(status::run(&self.opts, format))
+    }
+
+    fn destroy(&self, format: OutputFormat) -> anyhow::Result<Verdict> {
+        runtime()?.block_on(destroy::run(&self.opts, format))
+    }
+}

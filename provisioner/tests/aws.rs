@@ -1,0 +1,1140 @@
+//! `provisioner --cloud aws` against moto in server mode (started and
+//! stopped by each test, on a free port), asserted through the AWS API
+//! with the Rust SDK. Needs `moto_server` (`pip install 'moto[server]'`):
+//! without it these tests fail, loudly.
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::types::{Filter, Tag};
+use base64::Engine;
+use serde_json::Value;
+
+const SECRET: &str = "cwk_0123456789ab_0123456789abcdef0123456789abcdef0123456789abcdef";
+const CONTROL_KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+/// moto_server on a free port, killed on drop (even when a test panics).
+struct Moto {
+    child: Child,
+    url: String,
+}
+
+impl Moto {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+            .env("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "1")
+            .env("MOTO_ENABLE_AMI_VALIDATION", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "moto_server is missing ({e}): these tests need it; install with `pip install 'moto[server]'`"
+                )
+            });
+        let moto = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "moto_server did not listen on {port} within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        moto
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Clients {
+    ec2: aws_sdk_ec2::Client,
+    iam: aws_sdk_iam::Client,
+    sm: aws_sdk_secretsmanager::Client,
+    s3: aws_sdk_s3::Client,
+    r53: aws_sdk_route53::Client,
+    r53r: aws_sdk_route53resolver::Client,
+}
+
+/// A moto with a VPC like a customer's: two public subnets in two AZs,
+/// a private one, a private hosted zone, and our appliance images.
+struct Cloud {
+    moto: Moto,
+    rt: tokio::runtime::Runtime,
+    c: Clients,
+    vpc: String,
+    dir: tempfile::TempDir,
+}
+
+impl Cloud {
+    fn new() -> Self {
+        let moto = Moto::start();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let config = rt.block_on(
+            aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .region(aws_config::Region::new("us-east-1"))
+                .endpoint_url(&moto.url)
+                .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                    "testing", "testing", None, None, "test",
+                ))
+                .retry_config(aws_config::retry::RetryConfig::disabled())
+                .load(),
+        );
+        let s3 = aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build();
+        let c = Clients {
+            ec2: aws_sdk_ec2::Client::new(&config),
+            iam: aws_sdk_iam::Client::new(&config),
+            sm: aws_sdk_secretsmanager::Client::new(&config),
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            r53: aws_sdk_route53::Client::new(&config),
+            r53r: aws_sdk_route53resolver::Client::new(&config),
+        };
+        let vpc = rt.block_on(fixture(&c));
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("authkey"), format!("{SECRET}\n")).expect("key file");
+        Self {
+            moto,
+            rt,
+            c,
+            vpc,
+            dir,
+        }
+    }
+
+    fn key_file(&self) -> String {
+        self.dir.path().join("authkey").display().to_string()
+    }
+
+    /// Runs the provisioner against moto.
+    fn run(&self, args: &[&str]) -> Output {
+        let out = Command::new(env!("CARGO_BIN_EXE_provisioner"))
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_MAX_ATTEMPTS", "1")
+            .env("CAUSEWAY_AWS_ENDPOINT_URL", &self.moto.url)
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .expect("provisioner runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !text.contains(SECRET),
+            "the auth key leaked into the provisioner's output:\n{text}"
+        );
+        out
+    }
+
+    fn deploy_args<'a>(&'a self, verb: &'a str, name: &'a str, role: &'a str) -> Vec<&'a str> {
+        vec![
+            verb,
+            "--cloud",
+            "aws",
+            "--name",
+            name,
+            "--role",
+            role,
+            "--vpc",
+            &self.vpc,
+            "--control-url",
+            "https://control.example.com:8080",
+            "--control-public-key",
+            CONTROL_KEY,
+        ]
+    }
+
+    fn block<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn ok(out: Output) -> Output {
+    assert!(out.status.success(), "provisioner failed:\n{}", text(&out));
+    out
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", text(out)))
+}
+
+fn tag(k: &str, v: &str) -> Tag {
+    Tag::builder().key(k).value(v).build()
+}
+
+fn filter(name: &str, value: &str) -> Filter {
+    Filter::builder().name(name).values(value).build()
+}
+
+async fn fixture(c: &Clients) -> String {
+    let ec2 = &c.ec2;
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.0.0.0/16")
+        .send()
+        .await
+        .expect("vpc")
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .expect("vpc id")
+        .to_owned();
+    let igw = ec2
+        .create_internet_gateway()
+        .send()
+        .await
+        .expect("igw")
+        .internet_gateway()
+        .and_then(|g| g.internet_gateway_id())
+        .expect("igw id")
+        .to_owned();
+    ec2.attach_internet_gateway()
+        .internet_gateway_id(&igw)
+        .vpc_id(&vpc)
+        .send()
+        .await
+        .expect("attach igw");
+    let public_rt = ec2
+        .create_route_table()
+        .vpc_id(&vpc)
+        .send()
+        .await
+        .expect("route table")
+        .route_table()
+        .and_then(|t| t.route_table_id())
+        .expect("rtb id")
+        .to_owned();
+    ec2.create_route()
+        .route_table_id(&public_rt)
+        .destination_cidr_block("0.0.0.0/0")
+        .gateway_id(&igw)
+        .send()
+        .await
+        .expect("default route");
+    for (cidr, az, public) in [
+        ("10.0.1.0/24", "us-east-1a", true),
+        ("10.0.2.0/24", "us-east-1b", true),
+        ("10.0.3.0/24", "us-east-1c", false),
+    ] {
+        let subnet = ec2
+            .create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block(cidr)
+            .availability_zone(az)
+            .send()
+            .await
+            .expect("subnet")
+            .subnet()
+            .and_then(|s| s.subnet_id())
+            .expect("subnet id")
+            .to_owned();
+        if public {
+            ec2.associate_route_table()
+                .route_table_id(&public_rt)
+                .subnet_id(&subnet)
+                .send()
+                .await
+                .expect("associate");
+        }
+    }
+    for arch in ["arm64", "x86_64"] {
+        let image = ec2
+            .register_image()
+            .name(format!("causeway-appliance-{arch}"))
+            .root_device_name("/dev/xvda")
+            .architecture(aws_sdk_ec2::types::ArchitectureValues::from(arch))
+            .send()
+            .await
+            .expect("register image")
+            .image_id()
+            .expect("ami id")
+            .to_owned();
+        ec2.create_tags()
+            .resources(&image)
+            .tags(tag("causeway:image", "appliance"))
+            .tags(tag("causeway:arch", arch))
+            .send()
+            .await
+            .expect("tag image");
+    }
+    c.r53
+        .create_hosted_zone()
+        .name("corp.internal")
+        .caller_reference("causeway-test")
+        .hosted_zone_config(
+            aws_sdk_route53::types::HostedZoneConfig::builder()
+                .private_zone(true)
+                .build(),
+        )
+        .vpc(
+            aws_sdk_route53::types::Vpc::builder()
+                .vpc_id(&vpc)
+                .vpc_region(aws_sdk_route53::types::VpcRegion::UsEast1)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("private zone");
+    vpc
+}
+
+/// Instances (any state but terminated) tagged with the deployment.
+async fn instances(c: &Clients, deployment: &str) -> Vec<aws_sdk_ec2::types::Instance> {
+    c.ec2
+        .describe_instances()
+        .filters(filter("tag:causeway:deployment", deployment))
+        .send()
+        .await
+        .expect("describe instances")
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances().to_vec())
+        .filter(|i| i.state().and_then(|s| s.name()).map(|n| n.as_str()) != Some("terminated"))
+        .collect()
+}
+
+/// Everything tagged with the deployment, as readable strings.
+async fn tagged(c: &Clients, deployment: &str) -> Vec<String> {
+    let mut out: Vec<String> = instances(c, deployment)
+        .await
+        .iter()
+        .map(|i| format!("instance {}", i.instance_id().unwrap_or_default()))
+        .collect();
+    let sgs = c
+        .ec2
+        .describe_security_groups()
+        .filters(filter("tag:causeway:deployment", deployment))
+        .send()
+        .await
+        .expect("sgs");
+    out.extend(
+        sgs.security_groups()
+            .iter()
+            .map(|g| format!("sg {}", g.group_name().unwrap_or_default())),
+    );
+    let lts = c
+        .ec2
+        .describe_launch_templates()
+        .filters(filter("tag:causeway:deployment", deployment))
+        .send()
+        .await
+        .expect("lts");
+    out.extend(
+        lts.launch_templates()
+            .iter()
+            .map(|t| format!("lt {}", t.launch_template_name().unwrap_or_default())),
+    );
+    let secrets = c.sm.list_secrets().send().await.expect("secrets");
+    for s in secrets.secret_list() {
+        if s.tags()
+            .iter()
+            .any(|t| t.key() == Some("causeway:deployment") && t.value() == Some(deployment))
+        {
+            out.push(format!("secret {}", s.name().unwrap_or_default()));
+        }
+    }
+    let roles = c.iam.list_roles().send().await.expect("roles");
+    for r in roles.roles() {
+        let tags = c
+            .iam
+            .list_role_tags()
+            .role_name(r.role_name())
+            .send()
+            .await
+            .expect("role tags");
+        if tags
+            .tags()
+            .iter()
+            .any(|t| t.key() == "causeway:deployment" && t.value() == deployment)
+        {
+            out.push(format!("role {}", r.role_name()));
+        }
+    }
+    let profiles = c
+        .iam
+        .list_instance_profiles()
+        .send()
+        .await
+        .expect("profiles");
+    for p in profiles.instance_profiles() {
+        if p.instance_profile_name()
+            .starts_with(&format!("causeway-{deployment}-"))
+        {
+            out.push(format!("profile {}", p.instance_profile_name()));
+        }
+    }
+    for b in c.s3.list_buckets().send().await.expect("buckets").buckets() {
+        let name = b.name().unwrap_or_default();
+        if let Ok(t) = c.s3.get_bucket_tagging().bucket(name).send().await
+            && t.tag_set()
+                .iter()
+                .any(|t| t.key() == "causeway:deployment" && t.value() == deployment)
+        {
+            out.push(format!("bucket {name}"));
+        }
+    }
+    let eps = c
+        .r53r
+        .list_resolver_endpoints()
+        .send()
+        .await
+        .expect("resolver endpoints");
+    for e in eps.resolver_endpoints() {
+        if e.name()
+            .is_some_and(|n| n.starts_with(&format!("causeway-{deployment}-")))
+        {
+            out.push(format!("resolver endpoint {}", e.id().unwrap_or_default()));
+        }
+    }
+    out
+}
+
+fn policy_doc(raw: &str) -> Value {
+    let decoded = if raw.trim_start().starts_with('{') {
+        raw.to_owned()
+    } else {
+        causeway_provisioner::aws::api::percent_decode(raw)
+    };
+    serde_json::from_str(&decoded).expect("policy is JSON")
+}
+
+fn ingress(g: &aws_sdk_ec2::types::SecurityGroup) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for p in g.ip_permissions() {
+        let proto = p.ip_protocol().unwrap_or_default();
+        let (from, to) = (p.from_port().unwrap_or(-1), p.to_port().unwrap_or(-1));
+        for r in p.ip_ranges() {
+            out.insert(format!(
+                "{proto} {from}-{to} {}",
+                r.cidr_ip().unwrap_or_default()
+            ));
+        }
+        for r in p.ipv6_ranges() {
+            out.insert(format!(
+                "{proto} {from}-{to} {}",
+                r.cidr_ipv6().unwrap_or_default()
+            ));
+        }
+        for g in p.user_id_group_pairs() {
+            out.insert(format!(
+                "{proto} {from}-{to} {}",
+                g.group_id().unwrap_or_default()
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn ha_subnet_router_is_hardened_converges_and_destroys_exactly_its_own() {
+    let cloud = Cloud::new();
+    let c = &cloud.c;
+    // Someone else's instance in the same VPC, tagged with another deployment.
+    let bystander = cloud.block(async {
+        let image = c
+            .ec2
+            .describe_images()
+            .owners("self")
+            .send()
+            .await
+            .expect("images")
+            .images()[0]
+            .image_id()
+            .expect("id")
+            .to_owned();
+        let out = c
+            .ec2
+            .run_instances()
+            .image_id(image)
+            .instance_type(aws_sdk_ec2::types::InstanceType::M7gLarge)
+            .min_count(1)
+            .max_count(1)
+            .tag_specifications(
+                aws_sdk_ec2::types::TagSpecification::builder()
+                    .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
+                    .tags(tag("causeway:deployment", "other"))
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("bystander");
+        out.instances()[0].instance_id().expect("id").to_owned()
+    });
+
+    let key_file = cloud.key_file();
+    let mut plan = cloud.deploy_args("plan", "ha1", "subnet-router");
+    plan.extend(["--ha", "--auth-key-file", &key_file]);
+    let out = cloud.run(&plan);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "plan shows pending changes:\n{}",
+        text(&out)
+    );
+    let planned = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        planned.contains("create    launch template causeway-ha1-subnet-router"),
+        "{planned}"
+    );
+    assert!(
+        cloud.block(tagged(c, "ha1")).is_empty(),
+        "plan created something"
+    );
+
+    let mut deploy = cloud.deploy_args("deploy", "ha1", "subnet-router");
+    deploy.extend(["--ha", "--auth-key-file", &key_file]);
+    let started = Instant::now();
+    let mut first = deploy.clone();
+    first.extend(["--output", "json"]);
+    let report = json(&ok(cloud.run(&first)));
+    eprintln!("first deploy: {:.1} s", started.elapsed().as_secs_f64());
+
+    assert_eq!(report["routes"], serde_json::json!(["10.0.0.0/16"]));
+    assert_eq!(
+        report["split_dns"]["resolvers"],
+        serde_json::json!(["10.0.0.2"])
+    );
+    assert_eq!(report["split_dns"]["entries"][0]["domain"], "corp.internal");
+    let chosen = report["sizing"]["instance_type"]
+        .as_str()
+        .expect("type")
+        .to_owned();
+
+    cloud.block(async {
+        // Two non-burstable arm64 instances in two AZs, IMDSv2 required.
+        let found = instances(c, "ha1").await;
+        assert_eq!(found.len(), 2, "an HA pair");
+        let azs: BTreeSet<&str> = found
+            .iter()
+            .filter_map(|i| i.placement().and_then(|p| p.availability_zone()))
+            .collect();
+        assert_eq!(azs.len(), 2, "two distinct AZs: {azs:?}");
+        let names: BTreeSet<String> = found
+            .iter()
+            .flat_map(|i| i.tags().iter())
+            .filter(|t| t.key() == Some("Name"))
+            .filter_map(|t| t.value().map(str::to_owned))
+            .collect();
+        assert_eq!(
+            names,
+            BTreeSet::from([
+                "causeway-ha1-subnet-router-0".into(),
+                "causeway-ha1-subnet-router-1".into()
+            ])
+        );
+        for i in &found {
+            let t = i.instance_type().expect("type").as_str();
+            assert_eq!(t, chosen);
+            let info = c
+                .ec2
+                .describe_instance_types()
+                .instance_types(aws_sdk_ec2::types::InstanceType::from(t))
+                .send()
+                .await
+                .expect("type info");
+            let info = &info.instance_types()[0];
+            assert_eq!(info.burstable_performance_supported(), Some(false), "{t}");
+            let arches: Vec<&str> = info
+                .processor_info()
+                .expect("cpu")
+                .supported_architectures()
+                .iter()
+                .map(|a| a.as_str())
+                .collect();
+            assert!(arches.contains(&"arm64"), "{t}: {arches:?}");
+            let md = i.metadata_options().expect("metadata options");
+            assert_eq!(md.http_tokens().map(|t| t.as_str()), Some("required"));
+            assert_eq!(i.key_name(), None, "no key pair");
+            assert_eq!(i.source_dest_check(), Some(true), "SNAT on: check stays on");
+            let ud = c
+                .ec2
+                .describe_instance_attribute()
+                .instance_id(i.instance_id().expect("id"))
+                .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+                .send()
+                .await
+                .expect("user data");
+            let ud = ud.user_data().and_then(|v| v.value()).unwrap_or_default();
+            let ud = base64::engine::general_purpose::STANDARD
+                .decode(ud)
+                .map(|b| String::from_utf8_lossy(&b).to_string())
+                .unwrap_or_default();
+            assert!(!ud.contains(SECRET), "secret in instance user data");
+        }
+
+        // The launch template: IMDSv2, encrypted gp3, no key, no secret.
+        let lt = c
+            .ec2
+            .describe_launch_template_versions()
+            .launch_template_name("causeway-ha1-subnet-router")
+            .versions("$Default")
+            .send()
+            .await
+            .expect("lt");
+        let data = lt.launch_template_versions()[0]
+            .launch_template_data()
+            .expect("data");
+        let md = data.metadata_options().expect("metadata");
+        assert_eq!(md.http_tokens().map(|t| t.as_str()), Some("required"));
+        assert_eq!(md.http_put_response_hop_limit(), Some(1));
+        assert_eq!(md.http_endpoint().map(|t| t.as_str()), Some("enabled"));
+        let ebs = data.block_device_mappings()[0].ebs().expect("ebs");
+        assert_eq!(ebs.encrypted(), Some(true));
+        assert_eq!(ebs.volume_type().map(|t| t.as_str()), Some("gp3"));
+        assert_eq!(data.key_name(), None);
+        let user_data = String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(data.user_data().expect("user data"))
+                .expect("base64"),
+        )
+        .expect("utf-8");
+        assert!(!user_data.contains(SECRET), "secret in the launch template");
+        let lt_debug = format!("{lt:?}");
+        assert!(!lt_debug.contains(SECRET), "secret in the launch template");
+
+        // The secret holds the key; the user data names only its ARN.
+        let secret =
+            c.sm.describe_secret()
+                .secret_id("causeway/ha1/subnet-router-authkey")
+                .send()
+                .await
+                .expect("secret");
+        let arn = secret.arn().expect("arn").to_owned();
+        assert!(
+            user_data.contains(&format!("auth_key_secret = \"{arn}\"")),
+            "{user_data}"
+        );
+        assert!(
+            user_data.contains("prefix = \"10.0.0.0/16\""),
+            "{user_data}"
+        );
+        let value =
+            c.sm.get_secret_value()
+                .secret_id(&arn)
+                .send()
+                .await
+                .expect("value");
+        assert_eq!(value.secret_string(), Some(SECRET));
+
+        // Only UDP 41641 inbound.
+        let sg = c
+            .ec2
+            .describe_security_groups()
+            .filters(filter("group-name", "causeway-ha1-subnet-router"))
+            .send()
+            .await
+            .expect("sg");
+        assert_eq!(
+            ingress(&sg.security_groups()[0]),
+            BTreeSet::from([
+                "udp 41641-41641 0.0.0.0/0".into(),
+                "udp 41641-41641 ::/0".into()
+            ])
+        );
+
+        // IAM: one inline policy, GetSecretValue on that one secret.
+        let role = "causeway-ha1-subnet-router";
+        let policies = c
+            .iam
+            .list_role_policies()
+            .role_name(role)
+            .send()
+            .await
+            .expect("policies");
+        assert_eq!(policies.policy_names(), ["causeway-auth-key"]);
+        let attached = c
+            .iam
+            .list_attached_role_policies()
+            .role_name(role)
+            .send()
+            .await
+            .expect("attached");
+        assert!(
+            attached.attached_policies().is_empty(),
+            "no managed policies"
+        );
+        let doc = c
+            .iam
+            .get_role_policy()
+            .role_name(role)
+            .policy_name("causeway-auth-key")
+            .send()
+            .await
+            .expect("policy");
+        let doc = policy_doc(doc.policy_document());
+        let statements = doc["Statement"].as_array().expect("statements");
+        assert_eq!(statements.len(), 1);
+        assert_eq!(statements[0]["Effect"], "Allow");
+        assert_eq!(statements[0]["Action"], "secretsmanager:GetSecretValue");
+        assert_eq!(statements[0]["Resource"], Value::String(arn.clone()));
+        let profile = c
+            .iam
+            .get_instance_profile()
+            .instance_profile_name(role)
+            .send()
+            .await
+            .expect("profile");
+        let roles: Vec<&str> = profile
+            .instance_profile()
+            .expect("profile")
+            .roles()
+            .iter()
+            .map(|r| r.role_name())
+            .collect();
+        assert_eq!(roles, [role]);
+    });
+
+    // Deploying again changes nothing, and says so per resource.
+    let started = Instant::now();
+    let again = ok(cloud.run(&deploy));
+    eprintln!("second deploy: {:.1} s", started.elapsed().as_secs_f64());
+    let again = String::from_utf8_lossy(&again.stdout).to_string();
+    assert!(again.contains("0 create, 0 update, 0 delete"), "{again}");
+    assert!(
+        again.contains("unchanged security group causeway-ha1-subnet-router"),
+        "{again}"
+    );
+    assert!(
+        again.contains("unchanged launch template causeway-ha1-subnet-router"),
+        "{again}"
+    );
+    assert!(again.contains("ok, unchanged"), "{again}");
+    let out = cloud.run(&plan);
+    assert_eq!(out.status.code(), Some(0), "nothing to do:\n{}", text(&out));
+
+    // Status shows both instances.
+    let status = json(&ok(cloud.run(&[
+        "status", "--cloud", "aws", "--name", "ha1", "--output", "json",
+    ])));
+    assert_eq!(status["healthy"], true);
+    assert_eq!(status["instances"].as_array().map(Vec::len), Some(2));
+
+    // --no-snat: source/destination check off, tailnet return routes to instance 0.
+    let mut no_snat = deploy.clone();
+    no_snat.push("--no-snat");
+    let out = String::from_utf8_lossy(&ok(cloud.run(&no_snat)).stdout).to_string();
+    assert!(out.contains("update    launch template"), "{out}");
+    cloud.block(async {
+        let found = instances(c, "ha1").await;
+        assert!(found.iter().all(|i| i.source_dest_check() == Some(false)));
+        let tables = c
+            .ec2
+            .describe_route_tables()
+            .filters(filter("vpc-id", &cloud.vpc))
+            .send()
+            .await
+            .expect("tables");
+        for t in tables.route_tables() {
+            let route = t
+                .routes()
+                .iter()
+                .find(|r| r.destination_cidr_block() == Some("100.64.0.0/10"))
+                .unwrap_or_else(|| panic!("no tailnet route in {:?}", t.route_table_id()));
+            assert!(
+                route
+                    .network_interface_id()
+                    .is_some_and(|e| e.starts_with("eni-"))
+            );
+        }
+    });
+
+    // Destroy removes everything tagged ha1, and only that.
+    let started = Instant::now();
+    ok(cloud.run(&["destroy", "--cloud", "aws", "--name", "ha1"]));
+    eprintln!("destroy: {:.1} s", started.elapsed().as_secs_f64());
+    cloud.block(async {
+        assert_eq!(tagged(c, "ha1").await, Vec::<String>::new());
+        let tables = c
+            .ec2
+            .describe_route_tables()
+            .filters(filter("vpc-id", &cloud.vpc))
+            .send()
+            .await
+            .expect("tables");
+        assert!(
+            tables
+                .route_tables()
+                .iter()
+                .flat_map(|t| t.routes())
+                .all(|r| r.destination_cidr_block() != Some("100.64.0.0/10")),
+            "tailnet routes removed"
+        );
+        let other = instances(c, "other").await;
+        assert_eq!(other.len(), 1, "the bystander survives");
+        assert_eq!(other[0].instance_id(), Some(bystander.as_str()));
+    });
+}
+
+#[test]
+fn recorder_bucket_is_locked_down_with_the_asked_lifecycle() {
+    let cloud = Cloud::new();
+    let c = &cloud.c;
+    let key_file = cloud.key_file();
+    let mut deploy = cloud.deploy_args("deploy", "rec1", "recorder");
+    deploy.extend([
+        "--auth-key-file",
+        &key_file,
+        "--ia-days",
+        "45",
+        "--archive-days",
+        "120",
+        "--expire-days",
+        "400",
+        "--dns",
+        "resolver-endpoint",
+        "--output",
+        "json",
+    ]);
+    let started = Instant::now();
+    let report = json(&ok(cloud.run(&deploy)));
+    eprintln!("recorder deploy: {:.1} s", started.elapsed().as_secs_f64());
+    let bucket = "causeway-rec1-recordings-123456789012";
+
+    cloud.block(async {
+        let lc =
+            c.s3.get_bucket_lifecycle_configuration()
+                .bucket(bucket)
+                .send()
+                .await
+                .expect("lifecycle");
+        assert_eq!(lc.rules().len(), 1);
+        let rule = &lc.rules()[0];
+        assert_eq!(rule.id(), Some("causeway-recordings"));
+        assert_eq!(rule.status().as_str(), "Enabled");
+        let transitions: Vec<(i32, String)> = rule
+            .transitions()
+            .iter()
+            .map(|t| {
+                (
+                    t.days().unwrap_or(0),
+                    t.storage_class()
+                        .map(|s| s.as_str().to_owned())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            transitions,
+            [(45, "STANDARD_IA".to_owned()), (120, "GLACIER".to_owned())]
+        );
+        assert_eq!(rule.expiration().and_then(|e| e.days()), Some(400));
+        assert_eq!(
+            rule.abort_incomplete_multipart_upload()
+                .and_then(|a| a.days_after_initiation()),
+            Some(7)
+        );
+
+        let pab =
+            c.s3.get_public_access_block()
+                .bucket(bucket)
+                .send()
+                .await
+                .expect("public access block");
+        let pab = pab.public_access_block_configuration().expect("config");
+        assert_eq!(
+            (
+                pab.block_public_acls(),
+                pab.ignore_public_acls(),
+                pab.block_public_policy(),
+                pab.restrict_public_buckets()
+            ),
+            (Some(true), Some(true), Some(true), Some(true))
+        );
+        let enc =
+            c.s3.get_bucket_encryption()
+                .bucket(bucket)
+                .send()
+                .await
+                .expect("encryption");
+        let algo = enc
+            .server_side_encryption_configuration()
+            .and_then(|c| c.rules().first())
+            .and_then(|r| r.apply_server_side_encryption_by_default())
+            .map(|d| d.sse_algorithm().as_str().to_owned());
+        assert_eq!(algo.as_deref(), Some("AES256"));
+        let policy =
+            c.s3.get_bucket_policy()
+                .bucket(bucket)
+                .send()
+                .await
+                .expect("policy");
+        let policy: Value = serde_json::from_str(policy.policy().expect("policy")).expect("json");
+        let st = &policy["Statement"][0];
+        assert_eq!(st["Effect"], "Deny");
+        assert_eq!(st["Condition"]["Bool"]["aws:SecureTransport"], "false");
+
+        // The recorder may put objects and locate the bucket, nothing more.
+        let role = "causeway-rec1-recorder";
+        let names = c
+            .iam
+            .list_role_policies()
+            .role_name(role)
+            .send()
+            .await
+            .expect("policies");
+        let mut names = names.policy_names().to_vec();
+        names.sort();
+        assert_eq!(names, ["causeway-auth-key", "causeway-recordings"]);
+        let doc = c
+            .iam
+            .get_role_policy()
+            .role_name(role)
+            .policy_name("causeway-recordings")
+            .send()
+            .await
+            .expect("policy");
+        let doc = policy_doc(doc.policy_document());
+        let mut grants: Vec<(String, String)> = doc["Statement"]
+            .as_array()
+            .expect("statements")
+            .iter()
+            .map(|s| {
+                assert_eq!(s["Effect"], "Allow");
+                (
+                    s["Action"].as_str().expect("one action").to_owned(),
+                    s["Resource"].as_str().expect("one resource").to_owned(),
+                )
+            })
+            .collect();
+        grants.sort();
+        assert_eq!(
+            grants,
+            [
+                (
+                    "s3:GetBucketLocation".to_owned(),
+                    format!("arn:aws:s3:::{bucket}")
+                ),
+                (
+                    "s3:PutObject".to_owned(),
+                    format!("arn:aws:s3:::{bucket}/*")
+                ),
+            ]
+        );
+
+        // Split DNS through a resolver endpoint in two AZs, DNS-only SG.
+        let eps = c
+            .r53r
+            .list_resolver_endpoints()
+            .send()
+            .await
+            .expect("endpoints");
+        let ep = eps
+            .resolver_endpoints()
+            .iter()
+            .find(|e| e.name() == Some("causeway-rec1-dns"))
+            .expect("resolver endpoint");
+        assert_eq!(ep.direction().map(|d| d.as_str()), Some("INBOUND"));
+        let ips = c
+            .r53r
+            .list_resolver_endpoint_ip_addresses()
+            .resolver_endpoint_id(ep.id().expect("id"))
+            .send()
+            .await
+            .expect("ips");
+        assert_eq!(ips.ip_addresses().len(), 2);
+        let subnets: BTreeSet<&str> = ips
+            .ip_addresses()
+            .iter()
+            .filter_map(|a| a.subnet_id())
+            .collect();
+        assert_eq!(subnets.len(), 2, "two subnets (two AZs)");
+        let sg = c
+            .ec2
+            .describe_security_groups()
+            .filters(filter("group-name", "causeway-rec1-dns"))
+            .send()
+            .await
+            .expect("dns sg");
+        assert_eq!(
+            ingress(&sg.security_groups()[0]),
+            BTreeSet::from([
+                "tcp 53-53 10.0.0.0/16".into(),
+                "tcp 53-53 100.64.0.0/10".into(),
+                "udp 53-53 10.0.0.0/16".into(),
+                "udp 53-53 100.64.0.0/10".into(),
+            ])
+        );
+    });
+    let resolvers = report["split_dns"]["resolvers"]
+        .as_array()
+        .expect("resolvers");
+    assert_eq!(resolvers.len(), 2, "{report}");
+    assert_eq!(
+        report["split_dns"]["entries"][0]["nameservers"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+
+    // Converged: a second run changes nothing.
+    let again = json(&ok(cloud.run(&deploy)));
+    let changed: Vec<&Value> = again["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|i| i["change"] != "unchanged")
+        .collect();
+    assert!(changed.is_empty(), "second deploy changed {changed:?}");
+
+    // The TLS-only policy bites: moto refuses a plain-HTTP upload.
+    // Then, without the policy, a bucket holding recordings stops destroy
+    // unless asked.
+    cloud.block(async {
+        let put = || {
+            c.s3.put_object()
+                .bucket(bucket)
+                .key("2026/session.cast")
+                .body(aws_sdk_s3::primitives::ByteStream::from_static(b"{}"))
+                .send()
+        };
+        let refused = put()
+            .await
+            .expect_err("plain HTTP is denied by the bucket policy");
+        assert_eq!(
+            refused.raw_response().map(|r| r.status().as_u16()),
+            Some(403)
+        );
+        c.s3.delete_bucket_policy()
+            .bucket(bucket)
+            .send()
+            .await
+            .expect("delete policy");
+        put().await.expect("put over HTTP without the policy");
+    });
+    let out = cloud.run(&["destroy", "--cloud", "aws", "--name", "rec1"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("--delete-recordings"), "{}", text(&out));
+    ok(cloud.run(&[
+        "destroy",
+        "--cloud",
+        "aws",
+        "--name",
+        "rec1",
+        "--delete-recordings",
+    ]));
+    assert_eq!(cloud.block(tagged(c, "rec1")), Vec::<String>::new());
+}
+
+#[test]
+fn impossible_requests_are_refused_before_anything_is_created() {
+    let cloud = Cloud::new();
+    let c = &cloud.c;
+    let key_file = cloud.key_file();
+    let refuse = |extra: &[&str], expect: &str| {
+        let mut args = cloud.deploy_args("deploy", "bad1", "subnet-router");
+        args.extend(["--auth-key-file", &key_file]);
+        args.extend(extra);
+        let out = cloud.run(&args);
+        assert!(!out.status.success(), "{extra:?} must be refused");
+        let t = text(&out);
+        assert!(t.contains(expect), "{extra:?}: expected {expect:?} in\n{t}");
+        assert!(
+            t.contains("refused before creating anything") || expect == "--role",
+            "{t}"
+        );
+    };
+    refuse(&["--instance-type", "t4g.medium"], "--allow-burstable");
+    refuse(&["--instance-type", "c7i.xlarge"], "the image is arm64");
+    refuse(
+        &["--instance-type", "x9.nonsense"],
+        "--instance-type x9.nonsense",
+    );
+    refuse(&["--ami", "ami-12345678"], "--ami ami-12345678");
+
+    // A type in the catalogue but not offered in one of the AZs.
+    let missing = cloud.block(async {
+        let offered = |az: &'static str| async move {
+            c.ec2
+                .describe_instance_type_offerings()
+                .location_type(aws_sdk_ec2::types::LocationType::AvailabilityZone)
+                .filters(filter("location", az))
+                .send()
+                .await
+                .expect("offerings")
+                .instance_type_offerings()
+                .iter()
+                .filter_map(|o| o.instance_type().map(|t| t.as_str().to_owned()))
+                .collect::<BTreeSet<String>>()
+        };
+        let (a, b) = (offered("us-east-1a").await, offered("us-east-1b").await);
+        let types = c
+            .ec2
+            .describe_instance_types()
+            .filters(filter("processor-info.supported-architecture", "arm64"))
+            .filters(filter("burstable-performance-supported", "false"))
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .expect("catalogue");
+        types
+            .iter()
+            .filter_map(|t| t.instance_type().map(|t| t.as_str().to_owned()))
+            .find(|t| !a.contains(t) || !b.contains(t))
+            .expect("moto's catalogue has an arm64 type not offered in us-east-1a or us-east-1b")
+    });
+    refuse(
+        &["--ha", "--instance-type", &missing],
+        "is not offered in availability zone",
+    );
+
+    // An unknown role is refused by the parser, naming the flag.
+    let out = cloud.run(&[
+        "deploy", "--cloud", "aws", "--name", "bad1", "--role", "gateway", "--vpc", &cloud.vpc,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("--role"), "{}", text(&out));
+
+    // Nothing was created by any of them.
+    assert_eq!(cloud.block(tagged(c, "bad1")), Vec::<String>::new());
+    let names: Vec<String> = cloud.block(async {
+        c.ec2
+            .describe_security_groups()
+            .send()
+            .await
+            .expect("sgs")
+            .security_groups()
+            .iter()
+            .filter_map(|g| g.group_name().map(str::to_owned))
+            .filter(|n| n.starts_with("causeway-"))
+            .collect()
+    });
+    assert!(names.is_empty(), "{names:?}");
+    let _ = Path::new(&key_file);
+}

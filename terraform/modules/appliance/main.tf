@@ -1,0 +1,409 @@
+# One Causeway appliance (or an HA pair) as docs/reference/aws-contract.md
+# describes it: the same names, tags, sizing rules and hardening as
+# `provisioner deploy --cloud aws`.
+
+locals {
+  base_name      = "causeway-${var.name}-${var.role}"
+  instance_count = var.ha ? 2 : 1
+
+  contract_tags = {
+    "causeway:deployment" = var.name
+    "causeway:role"       = var.role
+  }
+  tags = merge(var.tags, local.contract_tags, { Name = local.base_name })
+
+  instance_names = [for i in range(local.instance_count) : var.ha ? "${local.base_name}-${i}" : local.base_name]
+
+  # The tailnet's CGNAT range: the return route when SNAT is off.
+  tailnet_cidr = "100.64.0.0/10"
+}
+
+data "aws_region" "current" {}
+
+data "aws_vpc" "this" {
+  id = var.vpc_id
+}
+
+data "aws_subnet" "this" {
+  count = local.instance_count
+  id    = var.subnet_ids[count.index]
+}
+
+locals {
+  availability_zones = data.aws_subnet.this[*].availability_zone
+
+  vpc_cidrs = compact(concat(
+    [for a in data.aws_vpc.this.cidr_block_associations : a.cidr_block if a.state == "associated"],
+    [data.aws_vpc.this.ipv6_cidr_block],
+  ))
+  routes = var.routes != null ? var.routes : local.vpc_cidrs
+}
+
+# ---------------------------------------------------------------------------
+# Image: `ami_id`, or the newest of ours tagged for the architecture.
+
+data "aws_ami" "tagged" {
+  count       = var.ami_id == null ? 1 : 0
+  owners      = ["self"]
+  most_recent = true
+
+  filter {
+    name   = "tag:causeway:image"
+    values = ["appliance"]
+  }
+  filter {
+    name   = "tag:causeway:arch"
+    values = [var.arch]
+  }
+  filter {
+    name   = "state"
+    values = ["available"]
+  }
+}
+
+data "aws_ami" "given" {
+  count              = var.ami_id == null ? 0 : 1
+  include_deprecated = true
+
+  filter {
+    name   = "image-id"
+    values = [var.ami_id]
+  }
+}
+
+locals {
+  image = var.ami_id == null ? data.aws_ami.tagged[0] : data.aws_ami.given[0]
+  # An image found by tag has the tag's architecture; a given one its own.
+  arch = var.ami_id == null ? var.arch : data.aws_ami.given[0].architecture
+
+  # The root volume keeps the image's snapshot size unless asked otherwise;
+  # stating it keeps the gp3 override complete (RunInstances then needs no
+  # lookup of the snapshot).
+  image_root_size = one([
+    for m in local.image.block_device_mappings : tonumber(m.ebs["volume_size"])
+    if m.device_name == local.image.root_device_name && try(m.ebs["volume_size"], "") != ""
+  ])
+  root_volume_size = var.root_volume_size != null ? var.root_volume_size : local.image_root_size
+}
+
+# ---------------------------------------------------------------------------
+# Sizing from the catalogue, never a hard-coded list: current generation,
+# the image's architecture, no bare metal, non-burstable unless allowed,
+# offered in every chosen AZ. A tier is a minimum vCPU count; the search
+# covers the minimum up to twice it, one query per count.
+
+locals {
+  tier_min_vcpus = {
+    small                = 2
+    standard             = 4
+    "consistent-network" = 17
+  }
+  min_vcpus   = local.tier_min_vcpus[var.size]
+  vcpu_ladder = var.instance_type == null ? range(local.min_vcpus, local.min_vcpus * 2 + 1) : []
+
+  catalogue_filters = merge(
+    {
+      "current-generation"                    = ["true"]
+      "bare-metal"                            = ["false"]
+      "processor-info.supported-architecture" = [local.arch]
+    },
+    var.allow_burstable ? {} : { "burstable-performance-supported" = ["false"] },
+  )
+}
+
+data "aws_ec2_instance_types" "by_vcpus" {
+  for_each = toset([for n in local.vcpu_ladder : tostring(n)])
+
+  dynamic "filter" {
+    for_each = merge(local.catalogue_filters, { "vcpu-info.default-vcpus" = [each.key] })
+    content {
+      name   = filter.key
+      values = filter.value
+    }
+  }
+}
+
+locals {
+  # The fewest vCPUs with any candidate in the region. Memory is looked up
+  # only for those, so the lookups do not wait for the subnets' AZs (which
+  # are unknown at plan time when the subnets are created alongside).
+  vcpu_counts_found = [for n in local.vcpu_ladder : n if length(data.aws_ec2_instance_types.by_vcpus[tostring(n)].instance_types) > 0]
+  candidates        = length(local.vcpu_counts_found) > 0 ? toset(data.aws_ec2_instance_types.by_vcpus[tostring(local.vcpu_counts_found[0])].instance_types) : toset([])
+}
+
+data "aws_ec2_instance_type" "candidate" {
+  for_each      = local.candidates
+  instance_type = each.key
+}
+
+data "aws_ec2_instance_type" "given" {
+  count         = var.instance_type == null ? 0 : 1
+  instance_type = var.instance_type
+}
+
+data "aws_ec2_instance_type_offerings" "in_az" {
+  count         = local.instance_count
+  location_type = "availability-zone"
+
+  filter {
+    name   = "location"
+    values = [local.availability_zones[count.index]]
+  }
+  filter {
+    name   = "instance-type"
+    values = var.instance_type == null ? (length(local.candidates) > 0 ? tolist(local.candidates) : ["none"]) : [var.instance_type]
+  }
+}
+
+locals {
+  offered_everywhere = setintersection([for o in data.aws_ec2_instance_type_offerings.in_az : toset(o.instance_types)]...)
+
+  # Least memory, then c over m over other families, then the name.
+  family_rank = { for t in local.candidates : t => startswith(t, "c") ? 0 : startswith(t, "m") ? 1 : 2 }
+  ranked = sort([
+    for t in local.candidates :
+    format("%012d/%d/%s", data.aws_ec2_instance_type.candidate[t].memory_size, local.family_rank[t], t)
+    if contains(local.offered_everywhere, t)
+  ])
+  chosen_instance_type = length(local.ranked) > 0 ? split("/", local.ranked[0])[2] : null
+
+  instance_type = var.instance_type != null ? var.instance_type : local.chosen_instance_type
+  instance_type_problem = var.instance_type == null ? (
+    local.chosen_instance_type == null ? "no ${local.arch}${var.allow_burstable ? "" : " non-burstable"} current-generation instance type with ${local.min_vcpus}-${local.min_vcpus * 2} vCPUs is offered in ${join(", ", local.availability_zones)}; set instance_type or another size" : ""
+    ) : (
+    !contains(data.aws_ec2_instance_type.given[0].supported_architectures, local.arch) ? "instance_type ${var.instance_type} does not support the image's architecture ${local.arch}" :
+    data.aws_ec2_instance_type.given[0].burstable_performance_supported && !var.allow_burstable ? "instance_type ${var.instance_type} is burstable; set allow_burstable = true to use it" :
+    !contains(local.offered_everywhere, var.instance_type) ? "instance_type ${var.instance_type} is not offered in every availability zone of ${join(", ", local.availability_zones)}" : ""
+  )
+}
+
+# ---------------------------------------------------------------------------
+# Auth key: a secret only the instance role can read.
+
+resource "aws_secretsmanager_secret" "auth_key" {
+  #checkov:skip=CKV_AWS_149: the contract uses the account's AWS-managed key (aws/secretsmanager); a customer key would add a KMS grant to the minimal instance policy.
+  #checkov:skip=CKV2_AWS_57: auth keys are single-use registration keys issued by control; rotation means issuing a new key in control, not a Lambda rotation.
+  count = local.create_secret ? 1 : 0
+
+  name                    = "causeway/${var.name}/${var.role}-authkey"
+  description             = "Causeway auth key for ${local.base_name}"
+  recovery_window_in_days = var.secret_recovery_window_in_days
+  tags                    = local.tags
+}
+
+resource "aws_secretsmanager_secret_version" "auth_key" {
+  count = local.create_secret ? 1 : 0
+
+  secret_id = aws_secretsmanager_secret.auth_key[0].id
+  # Write-only: the key is sent to Secrets Manager and kept out of plan and state.
+  secret_string_wo         = var.auth_key
+  secret_string_wo_version = var.auth_key_version
+}
+
+locals {
+  create_secret   = var.auth_key_secret_arn == null && var.role != "control"
+  has_secret      = local.create_secret || var.auth_key_secret_arn != null
+  auth_key_secret = local.create_secret ? aws_secretsmanager_secret.auth_key[0].arn : var.auth_key_secret_arn
+}
+
+# ---------------------------------------------------------------------------
+# IAM: the instance role reads that one secret and nothing else.
+
+data "aws_iam_policy_document" "assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["ec2.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "this" {
+  name               = local.base_name
+  assume_role_policy = data.aws_iam_policy_document.assume.json
+  tags               = local.tags
+}
+
+data "aws_iam_policy_document" "auth_key" {
+  count = local.has_secret ? 1 : 0
+
+  statement {
+    sid       = "ReadOwnAuthKey"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [local.auth_key_secret]
+  }
+}
+
+resource "aws_iam_role_policy" "auth_key" {
+  count  = local.has_secret ? 1 : 0
+  name   = "causeway-authkey"
+  role   = aws_iam_role.this.id
+  policy = data.aws_iam_policy_document.auth_key[0].json
+}
+
+resource "aws_iam_role_policy" "extra" {
+  for_each = var.extra_role_policies
+  name     = each.key
+  role     = aws_iam_role.this.id
+  policy   = each.value
+}
+
+resource "aws_iam_instance_profile" "this" {
+  name = local.base_name
+  role = aws_iam_role.this.name
+  tags = local.tags
+}
+
+# ---------------------------------------------------------------------------
+# Network: WireGuard in, anything out.
+
+resource "aws_security_group" "this" {
+  name        = local.base_name
+  description = "Causeway ${var.role}: WireGuard UDP 41641 inbound only"
+  vpc_id      = var.vpc_id
+  tags        = local.tags
+}
+
+resource "aws_vpc_security_group_ingress_rule" "wireguard" {
+  for_each = toset(["0.0.0.0/0", "::/0"])
+
+  security_group_id = aws_security_group.this.id
+  description       = "WireGuard"
+  ip_protocol       = "udp"
+  from_port         = 41641
+  to_port           = 41641
+  cidr_ipv4         = strcontains(each.key, ":") ? null : each.key
+  cidr_ipv6         = strcontains(each.key, ":") ? each.key : null
+  tags              = local.tags
+}
+
+resource "aws_vpc_security_group_egress_rule" "all" {
+  #checkov:skip=CKV_AWS_382: a mesh node talks to control, relays, peers and routed subnets on any port; egress all is the contract.
+  for_each = toset(["0.0.0.0/0", "::/0"])
+
+  security_group_id = aws_security_group.this.id
+  description       = "All egress"
+  ip_protocol       = "-1"
+  cidr_ipv4         = strcontains(each.key, ":") ? null : each.key
+  cidr_ipv6         = strcontains(each.key, ":") ? each.key : null
+  tags              = local.tags
+}
+
+# ---------------------------------------------------------------------------
+# Launch template and instances.
+
+locals {
+  routing_roles = ["subnet-router", "via6", "exit-node", "app-connector"]
+
+  # Non-secret appliance config (docs/reference/appliance.md): the auth key
+  # itself is fetched at boot from Secrets Manager with the instance role.
+  user_data = join("\n", compact([
+    "state_dir = \"/var/lib/causeway\"",
+    "",
+    "[node]",
+    "control_url = ${jsonencode(var.control_url)}",
+    "control_public_key = ${jsonencode(var.control_public_key)}",
+    !local.has_secret ? "" : "auth_key_secret = ${jsonencode(local.auth_key_secret)}",
+    contains(local.routing_roles, var.role) ? "\n[subnet_router]\nroutes = [\n${join("", [for r in local.routes : "  { prefix = ${jsonencode(r)}, snat = ${var.snat} },\n"])}]" : "",
+    "",
+  ]))
+}
+
+resource "aws_launch_template" "this" {
+  name                   = local.base_name
+  description            = "Causeway ${var.role} appliance"
+  image_id               = local.image.id
+  instance_type          = local.instance_type
+  update_default_version = true
+  ebs_optimized          = true
+  user_data              = base64encode(local.user_data)
+  # No key_name: no SSH key pair. Administration goes through the mesh.
+
+  iam_instance_profile {
+    arn = aws_iam_instance_profile.this.arn
+  }
+
+  metadata_options {
+    http_endpoint               = "enabled"
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
+    instance_metadata_tags      = "disabled"
+  }
+
+  block_device_mappings {
+    device_name = local.image.root_device_name
+    ebs {
+      volume_type           = "gp3"
+      volume_size           = local.root_volume_size
+      encrypted             = true
+      kms_key_id            = var.root_volume_kms_key_id
+      delete_on_termination = true
+    }
+  }
+
+  monitoring {
+    enabled = true
+  }
+
+  dynamic "tag_specifications" {
+    for_each = toset(["instance", "volume", "network-interface"])
+    content {
+      resource_type = tag_specifications.key
+      tags          = local.tags
+    }
+  }
+
+  tags = local.tags
+
+  lifecycle {
+    precondition {
+      condition     = local.instance_type_problem == ""
+      error_message = local.instance_type_problem
+    }
+    precondition {
+      condition     = !var.ha || length(distinct(local.availability_zones)) == 2
+      error_message = "ha = true needs two subnets in distinct availability zones; got ${join(", ", local.availability_zones)}."
+    }
+    precondition {
+      condition     = length(var.subnet_ids) == local.instance_count
+      error_message = "subnet_ids must hold exactly ${local.instance_count} subnet(s) for ha = ${var.ha}."
+    }
+  }
+}
+
+resource "aws_instance" "this" {
+  #checkov:skip=CKV_AWS_8: the encrypted gp3 root volume is in the launch template (aws_launch_template.this), which checkov does not follow.
+  #checkov:skip=CKV_AWS_135: ebs_optimized is set in the launch template, which checkov does not follow.
+  #checkov:skip=CKV_AWS_126: detailed monitoring is enabled in the launch template, which checkov does not follow.
+  #checkov:skip=CKV2_AWS_41: the instance profile (role causeway-NAME-ROLE) is in the launch template, which checkov does not follow.
+  count = local.instance_count
+
+  launch_template {
+    id      = aws_launch_template.this.id
+    version = aws_launch_template.this.latest_version
+  }
+
+  # Subnet and security group at the top level of RunInstances, as the
+  # contract says (moto ignores those inside a template).
+  subnet_id              = var.subnet_ids[count.index]
+  vpc_security_group_ids = [aws_security_group.this.id]
+  source_dest_check      = var.snat
+
+  # Repeated from the template so that drift on the instance is visible.
+  metadata_options {
+    http_endpoint               = "enabled"
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
+  }
+
+  tags = merge(local.tags, { Name = local.instance_names[count.index] })
+}
+
+resource "aws_route" "tailnet" {
+  count = var.snat ? 0 : length(var.route_table_ids)
+
+  route_table_id         = var.route_table_ids[count.index]
+  destination_cidr_block = local.tailnet_cidr
+  network_interface_id   = aws_instance.this[0].primary_network_interface_id
+}

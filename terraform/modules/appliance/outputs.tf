@@ -1,0 +1,82 @@
+output "instance_ids" {
+  description = "Instance IDs, index 0 first (two with ha = true)."
+  value       = aws_instance.this[*].id
+}
+
+output "availability_zones" {
+  description = "Availability zone of each instance."
+  value       = aws_instance.this[*].availability_zone
+}
+
+output "private_ips" {
+  description = "Private IPv4 address of each instance."
+  value       = aws_instance.this[*].private_ip
+}
+
+output "public_ips" {
+  description = "Public IPv4 address of each instance (empty strings in subnets without public addresses)."
+  value       = aws_instance.this[*].public_ip
+}
+
+output "network_interface_ids" {
+  description = "Primary network interface of each instance."
+  value       = aws_instance.this[*].primary_network_interface_id
+}
+
+output "instance_type" {
+  description = "The instance type used (given, or chosen from the catalogue)."
+  value       = local.instance_type
+}
+
+output "instance_type_reason" {
+  description = "One line explaining the instance type, as `provisioner plan` prints it."
+  value = var.instance_type != null ? "${var.instance_type}: given (${local.arch}, checked against the catalogue and the AZ offerings)" : (
+    local.chosen_instance_type == null ? null :
+    "${local.chosen_instance_type}: fewest vCPUs (${local.vcpu_counts_found[0]}) for size ${var.size}, then least memory, c over m over other families, then name; ${local.arch}, ${var.allow_burstable ? "burstable allowed" : "non-burstable"}, offered in ${join(" and ", local.availability_zones)}"
+  )
+}
+
+output "ami_id" {
+  description = "The image the instances boot."
+  value       = local.image.id
+}
+
+output "launch_template_id" {
+  description = "ID of launch template causeway-NAME-ROLE."
+  value       = aws_launch_template.this.id
+}
+
+output "security_group_id" {
+  description = "ID of security group causeway-NAME-ROLE."
+  value       = aws_security_group.this.id
+}
+
+output "iam_role_name" {
+  description = "Name of the instance role causeway-NAME-ROLE (attach more policies to it, e.g. the recorder's)."
+  value       = aws_iam_role.this.name
+}
+
+output "iam_role_arn" {
+  description = "ARN of the instance role."
+  value       = aws_iam_role.this.arn
+}
+
+output "instance_profile_name" {
+  description = "Name of the instance profile causeway-NAME-ROLE."
+  value       = aws_iam_instance_profile.this.name
+}
+
+output "auth_key_secret_arn" {
+  description = "ARN of the secret the appliance reads its auth key from (created here, or auth_key_secret_arn)."
+  value       = local.auth_key_secret
+}
+
+output "routes" {
+  description = "Prefixes the appliance advertises."
+  value       = local.routes
+}
+
+output "tailnet_route_ids" {
+  description = "IDs of the 100.64.0.0/10 routes added when snat = false."
+  value       = aws_route.tailnet[*].id
+}

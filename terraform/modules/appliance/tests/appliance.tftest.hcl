@@ -1,0 +1,382 @@
+# Logic of the appliance module against a mocked AWS provider: no network,
+# runs in seconds. The real API round trip is the examples' apply against
+# moto (tests/tests/terraform.rs).
+
+mock_provider "aws" {
+  source = "./tests/mocks"
+}
+
+variables {
+  name               = "t1"
+  role               = "subnet-router"
+  vpc_id             = "vpc-0123456789abcdef0"
+  subnet_ids         = ["subnet-a"]
+  control_url        = "http://control.example:8080"
+  control_public_key = "test-control-public-key"
+  #checkov:skip=CKV_SECRET_6: a made-up test value that the tests check never reaches user data or state
+  auth_key = "tskey-test-never-in-state"
+}
+
+run "hardening_and_names" {
+  command = apply
+
+  assert {
+    condition     = aws_launch_template.this.name == "causeway-t1-subnet-router"
+    error_message = "launch template must be named causeway-NAME-ROLE"
+  }
+  assert {
+    condition     = aws_launch_template.this.metadata_options[0].http_tokens == "required" && aws_launch_template.this.metadata_options[0].http_put_response_hop_limit == 1 && aws_launch_template.this.metadata_options[0].http_endpoint == "enabled"
+    error_message = "IMDSv2 must be required with hop limit 1"
+  }
+  assert {
+    condition     = aws_instance.this[0].metadata_options[0].http_tokens == "required"
+    error_message = "the instance must require IMDSv2 too"
+  }
+  assert {
+    condition     = aws_launch_template.this.key_name == null
+    error_message = "no SSH key pair (the instance sets none either: see main.tf)"
+  }
+  assert {
+    condition     = aws_launch_template.this.block_device_mappings[0].device_name == "/dev/xvda" && aws_launch_template.this.block_device_mappings[0].ebs[0].volume_type == "gp3" && aws_launch_template.this.block_device_mappings[0].ebs[0].encrypted == "true" && aws_launch_template.this.block_device_mappings[0].ebs[0].volume_size == 8
+    error_message = "root volume must be the image's root device, gp3, encrypted, the snapshot's size"
+  }
+  assert {
+    condition     = aws_launch_template.this.iam_instance_profile[0].arn == "arn:aws:iam::123456789012:instance-profile/causeway-t1-subnet-router"
+    error_message = "the template must carry the instance profile"
+  }
+  assert {
+    condition     = length(aws_instance.this) == 1 && aws_instance.this[0].tags["Name"] == "causeway-t1-subnet-router"
+    error_message = "a single instance is named causeway-NAME-ROLE without an index"
+  }
+  assert {
+    condition = alltrue([for t in [aws_instance.this[0].tags, aws_security_group.this.tags, aws_iam_role.this.tags, aws_secretsmanager_secret.auth_key[0].tags, aws_launch_template.this.tags] :
+    t["causeway:deployment"] == "t1" && t["causeway:role"] == "subnet-router"])
+    error_message = "every resource carries causeway:deployment and causeway:role"
+  }
+  assert {
+    condition     = aws_instance.this[0].subnet_id == "subnet-a" && aws_instance.this[0].vpc_security_group_ids == toset([aws_security_group.this.id])
+    error_message = "subnet and security group go at the top level of RunInstances"
+  }
+}
+
+run "security_group_only_wireguard_in" {
+  command = apply
+
+  assert {
+    condition     = aws_security_group.this.name == "causeway-t1-subnet-router" && length(aws_security_group.this.ingress) == 0 && length(aws_security_group.this.egress) == 0
+    error_message = "no inline rules: every rule is a separate resource"
+  }
+  assert {
+    condition     = toset(keys(aws_vpc_security_group_ingress_rule.wireguard)) == toset(["0.0.0.0/0", "::/0"])
+    error_message = "inbound rules: exactly 0.0.0.0/0 and ::/0"
+  }
+  assert {
+    condition = alltrue([for r in values(aws_vpc_security_group_ingress_rule.wireguard) :
+    r.ip_protocol == "udp" && r.from_port == 41641 && r.to_port == 41641])
+    error_message = "inbound is only UDP 41641"
+  }
+  assert {
+    condition     = aws_vpc_security_group_ingress_rule.wireguard["0.0.0.0/0"].cidr_ipv4 == "0.0.0.0/0" && aws_vpc_security_group_ingress_rule.wireguard["::/0"].cidr_ipv6 == "::/0"
+    error_message = "inbound sources must be 0.0.0.0/0 and ::/0"
+  }
+  assert {
+    condition     = alltrue([for r in values(aws_vpc_security_group_egress_rule.all) : r.ip_protocol == "-1"]) && length(aws_vpc_security_group_egress_rule.all) == 2
+    error_message = "egress all, IPv4 and IPv6"
+  }
+}
+
+run "secret_policy_scoped_to_one_secret" {
+  command = apply
+
+  assert {
+    condition     = aws_secretsmanager_secret.auth_key[0].name == "causeway/t1/subnet-router-authkey"
+    error_message = "secret name per contract"
+  }
+  assert {
+    condition     = aws_secretsmanager_secret_version.auth_key[0].secret_string == null && aws_secretsmanager_secret_version.auth_key[0].secret_string_wo == null
+    error_message = "the auth key must not be stored in state"
+  }
+  assert {
+    condition     = length(data.aws_iam_policy_document.auth_key[0].statement) == 1 && data.aws_iam_policy_document.auth_key[0].statement[0].actions == toset(["secretsmanager:GetSecretValue"])
+    error_message = "the instance policy allows only secretsmanager:GetSecretValue"
+  }
+  assert {
+    condition     = data.aws_iam_policy_document.auth_key[0].statement[0].resources == toset([aws_secretsmanager_secret.auth_key[0].arn])
+    error_message = "the instance policy names exactly the one secret"
+  }
+  assert {
+    condition     = aws_iam_role.this.name == "causeway-t1-subnet-router" && aws_iam_instance_profile.this.name == "causeway-t1-subnet-router" && aws_iam_instance_profile.this.role == aws_iam_role.this.name
+    error_message = "role and instance profile named causeway-NAME-ROLE"
+  }
+  assert {
+    condition     = [for p in data.aws_iam_policy_document.assume.statement[0].principals : p.identifiers] == [toset(["ec2.amazonaws.com"])]
+    error_message = "the role trusts only EC2"
+  }
+  assert {
+    condition     = strcontains(local.user_data, "auth_key_secret = \"${aws_secretsmanager_secret.auth_key[0].arn}\"") && !strcontains(local.user_data, "tskey-")
+    error_message = "user data names the secret's ARN and never holds the key"
+  }
+}
+
+run "auth_key_and_arn_are_exclusive" {
+  command = plan
+
+  variables {
+    auth_key_secret_arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:mine-XyZ123"
+  }
+
+  expect_failures = [var.auth_key]
+}
+
+run "ha_pair_in_two_azs" {
+  command = apply
+
+  variables {
+    ha         = true
+    subnet_ids = ["subnet-a", "subnet-b"]
+  }
+
+  override_data {
+    target = data.aws_subnet.this[1]
+    values = { availability_zone = "us-east-1b" }
+  }
+
+  assert {
+    condition     = length(aws_instance.this) == 2
+    error_message = "an HA pair is two instances"
+  }
+  assert {
+    condition     = aws_instance.this[0].subnet_id == "subnet-a" && aws_instance.this[1].subnet_id == "subnet-b"
+    error_message = "one instance per subnet"
+  }
+  assert {
+    condition     = local.availability_zones == ["us-east-1a", "us-east-1b"]
+    error_message = "the pair spans two distinct AZs"
+  }
+  assert {
+    condition     = [for i in aws_instance.this : i.tags["Name"]] == ["causeway-t1-subnet-router-0", "causeway-t1-subnet-router-1"]
+    error_message = "HA instances are named causeway-NAME-ROLE-INDEX"
+  }
+  assert {
+    condition     = length(data.aws_ec2_instance_type_offerings.in_az) == 2
+    error_message = "the instance type is checked against the offerings of both AZs"
+  }
+}
+
+run "ha_pair_refused_in_one_az" {
+  command = plan
+
+  variables {
+    ha         = true
+    subnet_ids = ["subnet-a", "subnet-b"]
+  }
+
+  expect_failures = [aws_launch_template.this]
+}
+
+run "snat_on_keeps_source_dest_check_and_adds_no_route" {
+  command = apply
+
+  variables {
+    route_table_ids = ["rtb-1", "rtb-2"]
+  }
+
+  assert {
+    condition     = aws_instance.this[0].source_dest_check == true && length(aws_route.tailnet) == 0
+    error_message = "with SNAT on, source/dest check stays on and no route is added"
+  }
+  assert {
+    condition     = strcontains(local.user_data, "{ prefix = \"10.0.0.0/16\", snat = true }")
+    error_message = "routes default to the VPC CIDR, with snat"
+  }
+}
+
+run "snat_off_disables_check_and_routes_tailnet" {
+  command = apply
+
+  variables {
+    snat            = false
+    route_table_ids = ["rtb-1", "rtb-2"]
+  }
+
+  assert {
+    condition     = aws_instance.this[0].source_dest_check == false
+    error_message = "with SNAT off, source/dest check is disabled"
+  }
+  assert {
+    condition     = length(aws_route.tailnet) == 2 && alltrue([for r in aws_route.tailnet : r.destination_cidr_block == "100.64.0.0/10" && r.network_interface_id == "eni-0123456789abcdef0"])
+    error_message = "100.64.0.0/10 -> the instance's ENI in every given route table"
+  }
+  assert {
+    condition     = [for r in aws_route.tailnet : r.route_table_id] == ["rtb-1", "rtb-2"]
+    error_message = "routes go into the given route tables"
+  }
+  assert {
+    condition     = strcontains(local.user_data, "snat = false")
+    error_message = "the appliance config keeps source addresses"
+  }
+}
+
+run "sizing_fewest_vcpus_then_memory_then_family" {
+  command = apply
+
+  override_data {
+    target = data.aws_ec2_instance_type.candidate["c6g.xlarge"]
+    values = { memory_size = 16384 }
+  }
+  override_data {
+    target = data.aws_ec2_instance_type.candidate["c7g.xlarge"]
+    values = { memory_size = 16384 }
+  }
+  override_data {
+    target = data.aws_ec2_instance_type.candidate["r7g.xlarge"]
+    values = { memory_size = 32768 }
+  }
+
+  assert {
+    condition     = local.vcpu_counts_found[0] == 4 && local.instance_type == "m7g.xlarge"
+    error_message = "least memory wins over the c family: expected m7g.xlarge, got ${local.instance_type}"
+  }
+  assert {
+    condition     = aws_launch_template.this.instance_type == "m7g.xlarge"
+    error_message = "the template carries the chosen type"
+  }
+}
+
+run "sizing_prefers_c_family_at_equal_memory" {
+  command = apply
+
+  assert {
+    condition     = local.instance_type == "c6g.xlarge"
+    error_message = "at equal vCPU and memory: c family first, then name; got ${local.instance_type}"
+  }
+  assert {
+    condition     = length(data.aws_ec2_instance_types.by_vcpus) == 5 && alltrue([for d in data.aws_ec2_instance_types.by_vcpus : contains([for f in d.filter : "${f.name}=${join(",", f.values)}"], "burstable-performance-supported=false") && contains([for f in d.filter : "${f.name}=${join(",", f.values)}"], "processor-info.supported-architecture=arm64") && contains([for f in d.filter : "${f.name}=${join(",", f.values)}"], "current-generation=true") && contains([for f in d.filter : "${f.name}=${join(",", f.values)}"], "bare-metal=false")])
+    error_message = "standard searches 4-8 vCPUs, arm64, non-burstable, current generation, no bare metal"
+  }
+}
+
+run "sizing_consistent_network_tier" {
+  command = plan
+
+  variables {
+    size = "consistent-network"
+  }
+
+  assert {
+    condition     = local.vcpu_ladder[0] == 17
+    error_message = "consistent-network means more than 16 vCPUs"
+  }
+}
+
+run "burstable_allowed_drops_the_filter" {
+  command = plan
+
+  variables {
+    allow_burstable = true
+    arch            = "x86_64"
+  }
+
+  override_data {
+    target = data.aws_ami.tagged[0]
+    values = {
+      id               = "ami-0123456789abcdef1"
+      architecture     = "x86_64"
+      root_device_name = "/dev/xvda"
+      block_device_mappings = [
+        { device_name = "/dev/xvda", ebs = { volume_size = "8" }, no_device = "", virtual_name = "" },
+      ]
+    }
+  }
+
+  assert {
+    condition     = alltrue([for d in data.aws_ec2_instance_types.by_vcpus : !contains([for f in d.filter : f.name], "burstable-performance-supported") && contains([for f in d.filter : "${f.name}=${join(",", f.values)}"], "processor-info.supported-architecture=x86_64")])
+    error_message = "allow_burstable drops the burstability filter; arch selects the architecture"
+  }
+}
+
+run "given_burstable_type_refused" {
+  command = plan
+
+  variables {
+    instance_type = "t4g.xlarge"
+  }
+
+  override_data {
+    target = data.aws_ec2_instance_type.given[0]
+    values = { burstable_performance_supported = true, supported_architectures = ["arm64"] }
+  }
+
+  expect_failures = [aws_launch_template.this]
+}
+
+run "given_type_of_other_arch_refused" {
+  command = plan
+
+  variables {
+    instance_type = "c7g.2xlarge"
+  }
+
+  override_data {
+    target = data.aws_ec2_instance_type.given[0]
+    values = { supported_architectures = ["x86_64"] }
+  }
+
+  expect_failures = [aws_launch_template.this]
+}
+
+run "given_type_not_offered_refused" {
+  command = plan
+
+  variables {
+    instance_type = "c8g.xlarge"
+  }
+
+  expect_failures = [aws_launch_template.this]
+}
+
+run "given_type_accepted" {
+  command = apply
+
+  variables {
+    instance_type = "c7g.2xlarge"
+  }
+
+  assert {
+    condition     = aws_launch_template.this.instance_type == "c7g.2xlarge" && length(data.aws_ec2_instance_types.by_vcpus) == 0
+    error_message = "a given, valid type is used as is, without a catalogue search"
+  }
+}
+
+run "image_by_tags" {
+  command = plan
+
+  assert {
+    condition     = data.aws_ami.tagged[0].owners == tolist(["self"]) && data.aws_ami.tagged[0].most_recent == true
+    error_message = "the newest image owned by self"
+  }
+  assert {
+    condition     = toset([for f in data.aws_ami.tagged[0].filter : "${f.name}=${join(",", f.values)}"]) == toset(["tag:causeway:image=appliance", "tag:causeway:arch=arm64", "state=available"])
+    error_message = "found by tags causeway:image = appliance and causeway:arch"
+  }
+}
+
+run "bad_name_refused" {
+  command = plan
+
+  variables {
+    name = "Bad_Name"
+  }
+
+  expect_failures = [var.name]
+}
+
+run "unknown_role_refused" {
+  command = plan
+
+  variables {
+    role = "router"
+  }
+
+  expect_failures = [var.role]
+}

@@ -1,0 +1,168 @@
+variable "name" {
+  description = "Required. Deployment name: 1-24 of a-z, 0-9 and '-', starting with a letter. Tagged on everything as causeway:deployment."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{0,23}$", var.name))
+    error_message = "name must be 1-24 characters of a-z, 0-9 and '-', starting with a letter."
+  }
+}
+
+variable "role" {
+  description = "Required. Appliance role: subnet-router, via6, exit-node, app-connector, recorder, control or relay."
+  type        = string
+
+  validation {
+    condition     = contains(["subnet-router", "via6", "exit-node", "app-connector", "recorder", "control", "relay"], var.role)
+    error_message = "role must be one of subnet-router, via6, exit-node, app-connector, recorder, control, relay."
+  }
+}
+
+variable "vpc_id" {
+  description = "Required. The VPC the appliance runs in."
+  type        = string
+}
+
+variable "subnet_ids" {
+  description = "Required. Subnets to launch into, one per instance: one subnet, or two in distinct availability zones when ha = true. Public subnets (0.0.0.0/0 to an internet gateway) allow direct WireGuard connections; behind a NAT gateway peers reach the appliance only through relays."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.subnet_ids) >= 1 && length(var.subnet_ids) <= 2
+    error_message = "subnet_ids must hold one subnet, or two (one per availability zone) for an HA pair."
+  }
+}
+
+variable "ha" {
+  description = "Optional. Deploy an HA pair: two instances in two availability zones advertising the same routes; control picks the primary."
+  type        = bool
+  default     = false
+}
+
+variable "control_url" {
+  description = "Required. Control's node-facing URL, http(s)://HOST:PORT, written into the appliance config in user data."
+  type        = string
+
+  validation {
+    condition     = can(regex("^https?://", var.control_url))
+    error_message = "control_url must start with http:// or https://."
+  }
+}
+
+variable "control_public_key" {
+  description = "Required. Control's public key (base64), pinned in the appliance config."
+  type        = string
+}
+
+variable "auth_key" {
+  description = "Optional. The auth key, stored in Secrets Manager as causeway/NAME/ROLE-authkey through a write-only attribute: it is kept out of plan files and state (Terraform >= 1.11), but it does pass through the Terraform run and whatever supplies the variable. To keep it out of Terraform altogether, store it yourself and pass auth_key_secret_arn. Exactly one of the two is required, except for role control (which takes neither)."
+  type        = string
+  default     = null
+  sensitive   = true
+  ephemeral   = true
+
+  validation {
+    condition     = var.role == "control" ? (var.auth_key == null && var.auth_key_secret_arn == null) : ((var.auth_key == null) != (var.auth_key_secret_arn == null))
+    error_message = "Set exactly one of auth_key and auth_key_secret_arn (neither for role control)."
+  }
+}
+
+variable "auth_key_version" {
+  description = "Optional. Bump to write a new auth_key into the existing secret (write-only values are not compared with state)."
+  type        = number
+  default     = 1
+}
+
+variable "auth_key_secret_arn" {
+  description = "Optional. ARN of an existing Secrets Manager secret holding the auth key, instead of auth_key. The instance role may read only this secret."
+  type        = string
+  default     = null
+}
+
+variable "secret_recovery_window_in_days" {
+  description = "Optional. Recovery window of the auth-key secret on destroy: 0 deletes it at once (so the same name can be deployed again), otherwise 7-30."
+  type        = number
+  default     = 7
+}
+
+variable "routes" {
+  description = "Optional. Prefixes to advertise. Default: the VPC's IPv4 and IPv6 CIDR blocks."
+  type        = list(string)
+  default     = null
+}
+
+variable "snat" {
+  description = "Optional. Masquerade tailnet sources. false keeps source addresses: source/destination check is then disabled and 100.64.0.0/10 -> instance 0's ENI is added to route_table_ids."
+  type        = bool
+  default     = true
+}
+
+variable "route_table_ids" {
+  description = "Optional. The VPC's route tables that get 100.64.0.0/10 -> the appliance when snat = false. With an HA pair the route points at instance 0; control's failover does not move it."
+  type        = list(string)
+  default     = []
+}
+
+variable "instance_type" {
+  description = "Optional. Instance type; checked against the catalogue, the image's architecture, burstability and the AZ offerings. Default: chosen from the catalogue by size and arch."
+  type        = string
+  default     = null
+}
+
+variable "size" {
+  description = "Optional. Sizing tier when instance_type is null: small (2 vCPU), standard (4 vCPU) or consistent-network (more than 16 vCPU). The fewest vCPUs that meet the tier, then the least memory, then c over m over other families, then the name."
+  type        = string
+  default     = "standard"
+
+  validation {
+    condition     = contains(["small", "standard", "consistent-network"], var.size)
+    error_message = "size must be small, standard or consistent-network."
+  }
+}
+
+variable "arch" {
+  description = "Optional. CPU architecture: arm64 (Graviton) or x86_64."
+  type        = string
+  default     = "arm64"
+
+  validation {
+    condition     = contains(["arm64", "x86_64"], var.arch)
+    error_message = "arch must be arm64 or x86_64."
+  }
+}
+
+variable "allow_burstable" {
+  description = "Optional. Allow burstable (T-family) instance types."
+  type        = bool
+  default     = false
+}
+
+variable "ami_id" {
+  description = "Optional. Image to boot. Default: the newest image owned by this account tagged causeway:image = appliance and causeway:arch = arch."
+  type        = string
+  default     = null
+}
+
+variable "root_volume_size" {
+  description = "Optional. Root volume size in GiB (gp3, encrypted). Default: the size of the image's root snapshot."
+  type        = number
+  default     = null
+}
+
+variable "root_volume_kms_key_id" {
+  description = "Optional. KMS key for the root volume. Default: the account's EBS default key."
+  type        = string
+  default     = null
+}
+
+variable "extra_role_policies" {
+  description = "Optional. More inline policies for the instance role, name => policy JSON (for example the recorder-storage module's recorder_policy_json)."
+  type        = map(string)
+  default     = {}
+}
+
+variable "tags" {
+  description = "Optional. Extra tags on every resource; the causeway:* and Name tags win."
+  type        = map(string)
+  default     = {}
+}

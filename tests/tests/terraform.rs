@@ -1,0 +1,1191 @@
+//! The Terraform modules in `terraform/`, tested three ways:
+//!
+//! - `terraform test` with a mocked AWS provider, per module (logic, seconds);
+//! - each example applied to moto in server mode through the real AWS
+//!   provider, inspected through the AWS API (aws CLI), checked to plan no
+//!   change, destroyed, and checked to leave nothing tagged behind;
+//! - checkov over `terraform/`, offline, with no failed check.
+//!
+//! Needs terraform (>= 1.11), the `hashicorp/aws` provider in a filesystem
+//! mirror (`/opt/tf-plugins`, or `CAUSEWAY_TF_MIRROR`), `moto_server`, the
+//! `aws` CLI and checkov (`/opt/checkov-venv/bin/checkov`, or `CHECKOV`).
+//! A missing tool fails the test with what to install; nothing is skipped.
+//!
+//! Nothing is written to the source tree: `terraform/` is copied into a
+//! temporary directory, where the moto provider settings go into an override
+//! file (the modules and examples stay cloud-agnostic).
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use causeway_e2e::{KillOnDrop, Ran, run};
+use serde_json::Value;
+
+/// Inspects one example's deployment through the AWS API: (aws, outputs, name).
+type Inspect = fn(&Aws, &Value, &str);
+
+/// Upper bound for any single terraform command (apply waits ~55 s on moto
+/// for S3 lifecycle consistency).
+const TF_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Upper bound for one aws CLI call.
+const AWS_TIMEOUT: Duration = Duration::from_secs(60);
+
+const MODULES: [&str; 3] = ["appliance", "recorder-storage", "split-dns"];
+
+const CONTROL_URL: &str = "http://control.example.internal:8080";
+const CONTROL_PUBLIC_KEY: &str = "test-control-public-key";
+
+// ---------------------------------------------------------------------------
+// Tests
+
+#[test]
+fn modules_pass_terraform_test_with_a_mocked_provider() {
+    let tf = Terraform::new();
+    let tree = tf.copy_tree();
+    // The modules are independent: test them side by side.
+    let results: Vec<(String, Ran)> = std::thread::scope(|s| {
+        let handles: Vec<_> = MODULES
+            .iter()
+            .map(|module| {
+                let dir = tree.path().join("modules").join(module);
+                let tf = &tf;
+                s.spawn(move || {
+                    tf.run(&dir, &["init", "-backend=false"]).expect_success();
+                    (module.to_string(), tf.run(&dir, &["test"]))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a module test thread panicked"))
+            .collect()
+    });
+    let mut failures = Vec::new();
+    for (module, ran) in &results {
+        eprintln!("module {module}: {:.1} s", ran.elapsed.as_secs_f64());
+        if !ran.success() || !ran.stdout.contains(", 0 failed") {
+            failures.push(format!("module {module}: {ran}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "terraform test failed:\n{}",
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn examples_apply_to_moto_inspect_and_destroy_cleanly() {
+    let tf = Terraform::new();
+    let moto = Moto::start();
+    let aws = Aws::new(&moto.url);
+    seed_appliance_image(&aws);
+    let tree = tf.copy_tree();
+    let tag = format!("tf{}", std::process::id() % 100_000);
+
+    let examples: [(&str, Inspect); 3] = [
+        ("ha-subnet-router", inspect_ha_subnet_router),
+        ("exit-node", inspect_exit_node),
+        ("recorder", inspect_recorder),
+    ];
+    // The examples share moto but not names or state: run them side by side
+    // (the recorder's apply alone waits ~55 s on S3 lifecycle polling).
+    let outcomes: Vec<(String, std::thread::Result<Duration>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = examples
+            .iter()
+            .map(|(example, inspect)| {
+                let dir = tree.path().join("examples").join(example);
+                let name = format!("{tag}-{}", &example[..3]);
+                let (tf, aws, moto_url) = (&tf, &aws, moto.url.as_str());
+                let inspect = *inspect;
+                s.spawn(move || {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let started = Instant::now();
+                        exercise_example(tf, aws, moto_url, &dir, &name, inspect);
+                        started.elapsed()
+                    }))
+                })
+            })
+            .collect();
+        examples
+            .iter()
+            .zip(handles)
+            .map(|((example, _), h)| {
+                (
+                    example.to_string(),
+                    h.join().expect("the example thread itself panicked"),
+                )
+            })
+            .collect()
+    });
+    let mut failures = Vec::new();
+    for (example, outcome) in outcomes {
+        match outcome {
+            Ok(took) => eprintln!("example {example}: {:.0} s", took.as_secs_f64()),
+            Err(panic) => failures.push(format!("example {example}: {}", panic_text(&panic))),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn checkov_finds_no_unexplained_failure() {
+    let checkov = checkov();
+    let root = terraform_source();
+    let ran = run(
+        Command::new(&checkov)
+            .args(["--directory", "."])
+            .args(["--skip-download", "--compact", "--quiet"])
+            .args(["--skip-path", r"\.terraform"])
+            .current_dir(&root),
+        Duration::from_secs(300),
+    );
+    assert!(
+        !ran.stdout.contains("Parsing errors") && !ran.stderr.contains("Parsing errors"),
+        "checkov could not parse part of terraform/: {ran}"
+    );
+    assert!(
+        ran.success(),
+        "checkov reports failed checks in terraform/ (fix them, or suppress one in the code with `#checkov:skip=CKV_…: reason`): {ran}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// One example, end to end
+
+fn exercise_example(
+    tf: &Terraform,
+    aws: &Aws,
+    moto_url: &str,
+    dir: &Path,
+    name: &str,
+    inspect: Inspect,
+) {
+    let example = dir
+        .file_name()
+        .expect("an example directory")
+        .to_string_lossy()
+        .into_owned();
+    fs::write(
+        dir.join("moto_override.tf"),
+        moto_override(moto_url, &example),
+    )
+    .expect("writing the moto override file");
+    let auth_key = format!("tskey-{name}-not-for-user-data");
+    let vars = [
+        format!("name={name}"),
+        format!("control_url={CONTROL_URL}"),
+        format!("control_public_key={CONTROL_PUBLIC_KEY}"),
+        format!("auth_key={auth_key}"),
+    ];
+    let var_args: Vec<String> = vars
+        .iter()
+        .flat_map(|v| ["-var".to_owned(), v.clone()])
+        .collect();
+    let with_vars = |args: &[&str]| -> Vec<String> {
+        args.iter()
+            .map(|a| (*a).to_owned())
+            .chain(var_args.iter().cloned())
+            .collect()
+    };
+
+    tf.run(dir, &["init"]).expect_success();
+    let apply = tf.run_owned(dir, &with_vars(&["apply", "-auto-approve"]));
+    if !apply.success() {
+        // Leave moto tidy for the other examples' leftover checks.
+        let _ = tf.run_owned(dir, &with_vars(&["destroy", "-auto-approve"]));
+        panic!("apply failed: {apply}");
+    }
+    eprintln!("{example}: apply {:.0} s", apply.elapsed.as_secs_f64());
+    let outputs: Value =
+        serde_json::from_str(&tf.run(dir, &["output", "-json"]).expect_success().stdout)
+            .expect("terraform output -json is JSON");
+    let outputs = strip_output_values(&outputs);
+
+    common_checks(aws, &outputs, name, &auth_key);
+    inspect(aws, &outputs, name);
+    assert_plan_settles(tf, dir, &with_vars(&["plan", "-out=settle.plan"]));
+
+    let destroy = tf
+        .run_owned(dir, &with_vars(&["destroy", "-auto-approve"]))
+        .expect_success();
+    eprintln!("{example}: destroy {:.0} s", destroy.elapsed.as_secs_f64());
+    assert_nothing_tagged_left(aws, name, &outputs);
+}
+
+/// The checks every example shares: the appliance's instances, template,
+/// security group, secret and role.
+fn common_checks(aws: &Aws, outputs: &Value, name: &str, auth_key: &str) {
+    let instance_ids = strings(&outputs["instance_ids"]);
+    let mut args = vec!["ec2", "describe-instances", "--instance-ids"];
+    args.extend(instance_ids.iter().map(String::as_str));
+    let described = aws.json(&args);
+    let instances: Vec<&Value> = described["Reservations"]
+        .as_array()
+        .expect("Reservations")
+        .iter()
+        .flat_map(|r| r["Instances"].as_array().expect("Instances"))
+        .collect();
+    assert_eq!(instances.len(), instance_ids.len(), "{described:#}");
+    for instance in &instances {
+        let id = instance["InstanceId"].as_str().unwrap_or_default();
+        let meta = &instance["MetadataOptions"];
+        assert_eq!(
+            meta["HttpTokens"], "required",
+            "{id}: IMDSv2 must be required"
+        );
+        assert_eq!(meta["HttpPutResponseHopLimit"], 1, "{id}: hop limit");
+        assert_eq!(meta["HttpEndpoint"], "enabled", "{id}: metadata endpoint");
+        assert!(
+            instance.get("KeyName").is_none_or(Value::is_null),
+            "{id}: has a key pair: {instance:#}"
+        );
+        assert_eq!(
+            tag(instance, "causeway:deployment"),
+            Some(name),
+            "{id}: tags"
+        );
+
+        let itype = instance["InstanceType"].as_str().expect("InstanceType");
+        let t = aws.json(&["ec2", "describe-instance-types", "--instance-types", itype]);
+        let t = &t["InstanceTypes"][0];
+        let arches = strings(&t["ProcessorInfo"]["SupportedArchitectures"]);
+        assert!(
+            arches.iter().any(|a| a == "arm64"),
+            "{id}: {itype} is not arm64: {arches:?}"
+        );
+        assert_eq!(instance["Architecture"], "arm64", "{id}: architecture");
+        assert_eq!(
+            t["BurstablePerformanceSupported"], false,
+            "{id}: {itype} is burstable"
+        );
+        assert_eq!(
+            t["CurrentGeneration"], true,
+            "{id}: {itype} is not current generation"
+        );
+    }
+
+    let lt_id = outputs["launch_template_id"]
+        .as_str()
+        .expect("launch_template_id");
+    let versions = aws.json(&[
+        "ec2",
+        "describe-launch-template-versions",
+        "--launch-template-id",
+        lt_id,
+        "--versions",
+        "$Latest",
+    ]);
+    let data = &versions["LaunchTemplateVersions"][0]["LaunchTemplateData"];
+    assert_eq!(
+        data["MetadataOptions"]["HttpTokens"], "required",
+        "template IMDSv2: {data:#}"
+    );
+    assert_eq!(
+        data["MetadataOptions"]["HttpPutResponseHopLimit"], 1,
+        "template hop limit"
+    );
+    assert!(
+        data.get("KeyName").is_none_or(Value::is_null),
+        "template has a key pair: {data:#}"
+    );
+    let ebs = &data["BlockDeviceMappings"][0]["Ebs"];
+    assert_eq!(ebs["VolumeType"], "gp3", "root volume type: {data:#}");
+    assert_eq!(ebs["Encrypted"], true, "root volume encryption: {data:#}");
+    let user_data = decode_base64(data["UserData"].as_str().expect("template UserData"));
+    let secret_arn = outputs["auth_key_secret_arn"]
+        .as_str()
+        .expect("auth_key_secret_arn");
+    assert!(
+        user_data.contains(&format!("auth_key_secret = \"{secret_arn}\"")),
+        "user data must name the secret: {user_data}"
+    );
+    assert!(
+        !user_data.contains(auth_key) && !data.to_string().contains(auth_key),
+        "the auth key leaked into the launch template: {user_data}"
+    );
+
+    // The key reached Secrets Manager (write-only) under the contract's name.
+    let secret = aws.json(&[
+        "secretsmanager",
+        "get-secret-value",
+        "--secret-id",
+        secret_arn,
+    ]);
+    assert_eq!(secret["SecretString"], auth_key, "secret value");
+    let role = outputs["iam_role_name"].as_str().expect("iam_role_name");
+    assert!(
+        secret["Name"].as_str().is_some_and(|n| n.starts_with(&format!("causeway/{name}/")) && n.ends_with("-authkey")),
+        "secret name: {secret:#}"
+    );
+
+    // The role may read exactly that secret.
+    let policy = aws.json(&[
+        "iam",
+        "get-role-policy",
+        "--role-name",
+        role,
+        "--policy-name",
+        "causeway-authkey",
+    ]);
+    let statements = statements(&policy["PolicyDocument"]);
+    assert_eq!(statements.len(), 1, "auth-key policy: {policy:#}");
+    assert_eq!(
+        strings(&statements[0]["Action"]),
+        ["secretsmanager:GetSecretValue"]
+    );
+    assert_eq!(strings(&statements[0]["Resource"]), [secret_arn]);
+
+    // Only WireGuard in.
+    let sg_id = outputs["security_group_id"]
+        .as_str()
+        .expect("security_group_id");
+    {
+        let sg = aws.json(&["ec2", "describe-security-groups", "--group-ids", sg_id]);
+        let perms = sg["SecurityGroups"][0]["IpPermissions"]
+            .as_array()
+            .expect("IpPermissions");
+        let inbound: BTreeSet<String> = perms.iter().flat_map(permission_lines).collect();
+        assert_eq!(
+            inbound,
+            BTreeSet::from([
+                "udp 41641-41641 from 0.0.0.0/0".to_owned(),
+                "udp 41641-41641 from ::/0".to_owned()
+            ]),
+            "inbound rules: {sg:#}"
+        );
+    }
+}
+
+fn inspect_ha_subnet_router(aws: &Aws, outputs: &Value, _name: &str) {
+    let ids = strings(&outputs["instance_ids"]);
+    assert_eq!(ids.len(), 2, "an HA pair");
+    let azs: BTreeSet<String> = strings(&outputs["availability_zones"])
+        .into_iter()
+        .collect();
+    assert_eq!(azs.len(), 2, "two distinct AZs: {azs:?}");
+
+    // The example runs without SNAT: no source/dest check (read from the
+    // instance: moto leaves the ENI's flag at true), 100.64.0.0/10 -> router 0.
+    for id in &ids {
+        let attr = aws.json(&[
+            "ec2",
+            "describe-instance-attribute",
+            "--instance-id",
+            id,
+            "--attribute",
+            "sourceDestCheck",
+        ]);
+        assert_eq!(
+            attr["SourceDestCheck"]["Value"], false,
+            "{id}: source/dest check"
+        );
+    }
+    let rtb = outputs["route_table_id"].as_str().expect("route_table_id");
+    let tables = aws.json(&["ec2", "describe-route-tables", "--route-table-ids", rtb]);
+    let routes = tables["RouteTables"][0]["Routes"]
+        .as_array()
+        .expect("Routes");
+    let tailnet: Vec<&Value> = routes
+        .iter()
+        .filter(|r| r["DestinationCidrBlock"] == "100.64.0.0/10")
+        .collect();
+    assert_eq!(tailnet.len(), 1, "one tailnet route: {routes:#?}");
+    let eni = aws.json(&["ec2", "describe-instances", "--instance-ids", &ids[0]])["Reservations"]
+        [0]["Instances"][0]["NetworkInterfaces"][0]["NetworkInterfaceId"]
+        .clone();
+    assert_eq!(
+        tailnet[0]["NetworkInterfaceId"], eni,
+        "the tailnet route points at router 0"
+    );
+
+    // Split DNS through a Resolver inbound endpoint in both subnets.
+    let split: &Value = &outputs["split_dns"];
+    let (zone, ips) = split
+        .as_object()
+        .and_then(|m| m.iter().next())
+        .expect("one split-DNS zone");
+    assert!(zone.starts_with("internal."), "zone name: {zone}");
+    assert_eq!(strings(ips).len(), 2, "two resolver addresses: {split:#}");
+    let dns_sg = outputs["dns_security_group_id"]
+        .as_str()
+        .expect("dns_security_group_id");
+    let sg = aws.json(&["ec2", "describe-security-groups", "--group-ids", dns_sg]);
+    let inbound: BTreeSet<String> = sg["SecurityGroups"][0]["IpPermissions"]
+        .as_array()
+        .expect("IpPermissions")
+        .iter()
+        .flat_map(permission_lines)
+        .collect();
+    let expected: BTreeSet<String> = ["tcp", "udp"]
+        .iter()
+        .flat_map(|p| ["10.42.0.0/16", "100.64.0.0/10"].map(|c| format!("{p} 53-53 from {c}")))
+        .collect();
+    assert_eq!(inbound, expected, "DNS security group: {sg:#}");
+}
+
+fn inspect_exit_node(aws: &Aws, outputs: &Value, _name: &str) {
+    let ids = strings(&outputs["instance_ids"]);
+    assert_eq!(ids.len(), 1, "one exit node");
+    let attr = aws.json(&[
+        "ec2",
+        "describe-instance-attribute",
+        "--instance-id",
+        &ids[0],
+        "--attribute",
+        "sourceDestCheck",
+    ]);
+    assert_eq!(
+        attr["SourceDestCheck"]["Value"], true,
+        "with SNAT the source/dest check stays on"
+    );
+    let described = aws.json(&["ec2", "describe-instances", "--instance-ids", &ids[0]]);
+    let itype = described["Reservations"][0]["Instances"][0]["InstanceType"]
+        .as_str()
+        .expect("type")
+        .to_owned();
+    let t = aws.json(&["ec2", "describe-instance-types", "--instance-types", &itype]);
+    assert_eq!(
+        t["InstanceTypes"][0]["VCpuInfo"]["DefaultVCpus"], 2,
+        "size small is 2 vCPUs: {itype}"
+    );
+}
+
+fn inspect_recorder(aws: &Aws, outputs: &Value, _name: &str) {
+    let bucket = outputs["bucket_name"].as_str().expect("bucket_name");
+    let lifecycle = aws.json(&[
+        "s3api",
+        "get-bucket-lifecycle-configuration",
+        "--bucket",
+        bucket,
+    ]);
+    let rules = lifecycle["Rules"].as_array().expect("Rules");
+    assert_eq!(rules.len(), 1, "one lifecycle rule: {lifecycle:#}");
+    let rule = &rules[0];
+    assert_eq!(rule["ID"], "causeway-recordings");
+    assert_eq!(rule["Status"], "Enabled");
+    let transitions: BTreeSet<String> = rule["Transitions"]
+        .as_array()
+        .expect("Transitions")
+        .iter()
+        .map(|t| {
+            format!(
+                "{}@{}",
+                t["StorageClass"].as_str().unwrap_or("?"),
+                t["Days"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        transitions,
+        BTreeSet::from(["STANDARD_IA@45".to_owned(), "GLACIER@120".to_owned()]),
+        "transitions as configured: {rule:#}"
+    );
+    assert_eq!(
+        rule["Expiration"]["Days"], 400,
+        "expiry as configured: {rule:#}"
+    );
+    assert_eq!(
+        rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"], 7,
+        "{rule:#}"
+    );
+    assert!(
+        rule.get("NoncurrentVersionExpiration").is_none(),
+        "no other actions: {rule:#}"
+    );
+
+    let pab = aws.json(&["s3api", "get-public-access-block", "--bucket", bucket]);
+    for flag in [
+        "BlockPublicAcls",
+        "IgnorePublicAcls",
+        "BlockPublicPolicy",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(
+            pab["PublicAccessBlockConfiguration"][flag], true,
+            "{flag}: {pab:#}"
+        );
+    }
+    let enc = aws.json(&["s3api", "get-bucket-encryption", "--bucket", bucket]);
+    assert_eq!(
+        enc["ServerSideEncryptionConfiguration"]["Rules"][0]["ApplyServerSideEncryptionByDefault"]
+            ["SSEAlgorithm"],
+        "AES256",
+        "{enc:#}"
+    );
+    let policy = aws.json(&["s3api", "get-bucket-policy", "--bucket", bucket]);
+    let policy: Value =
+        serde_json::from_str(policy["Policy"].as_str().expect("Policy")).expect("policy JSON");
+    assert!(
+        statements(&policy)
+            .iter()
+            .any(|s| s["Effect"] == "Deny"
+                && s["Condition"]["Bool"]["aws:SecureTransport"] == "false"),
+        "TLS-only bucket policy: {policy:#}"
+    );
+
+    // The example turns the UI on: PutObject, GetBucketLocation, GetObject, ListBucket.
+    let role = outputs["iam_role_name"].as_str().expect("iam_role_name");
+    let names = aws.json(&["iam", "list-role-policies", "--role-name", role]);
+    assert_eq!(
+        strings(&names["PolicyNames"])
+            .into_iter()
+            .collect::<BTreeSet<_>>(),
+        BTreeSet::from([
+            "causeway-authkey".to_owned(),
+            "causeway-recordings".to_owned()
+        ])
+    );
+    let doc = aws.json(&[
+        "iam",
+        "get-role-policy",
+        "--role-name",
+        role,
+        "--policy-name",
+        "causeway-recordings",
+    ]);
+    let granted: BTreeSet<String> = statements(&doc["PolicyDocument"])
+        .iter()
+        .flat_map(|s| {
+            let resources = strings(&s["Resource"]);
+            strings(&s["Action"]).into_iter().flat_map(move |a| {
+                resources
+                    .iter()
+                    .map(move |r| format!("{a} on {r}"))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let arn = format!("arn:aws:s3:::{bucket}");
+    let expected = BTreeSet::from([
+        format!("s3:PutObject on {arn}/*"),
+        format!("s3:GetBucketLocation on {arn}"),
+        format!("s3:GetObject on {arn}/*"),
+        format!("s3:ListBucket on {arn}"),
+    ]);
+    assert_eq!(granted, expected, "recorder policy: {doc:#}");
+}
+
+/// A second plan changes nothing, apart from two kinds of moto drift
+/// (LOCAL-CLOUD.md), each allowed only in its exact shape:
+/// - an instance's `user_data` read back differs from what the provider
+///   derives from the launch template: an update of `aws_instance` whose
+///   only changed attribute is `user_data`;
+/// - moto copies the launch template's own tags into its data as a
+///   `launch-template` tag specification: an update of
+///   `aws_launch_template` removing just that entry (plus the new version
+///   numbers), the instance replacement that the new version forces, and
+///   the tailnet route that follows the replaced instance's new ENI.
+fn assert_plan_settles(tf: &Terraform, dir: &Path, plan_args: &[String]) {
+    tf.run_owned(dir, plan_args).expect_success();
+    let shown = tf
+        .run(dir, &["show", "-json", "settle.plan"])
+        .expect_success();
+    let plan: Value = serde_json::from_str(&shown.stdout).expect("terraform show -json is JSON");
+    let changes: Vec<&Value> = plan["resource_changes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| {
+            let actions = strings(&c["change"]["actions"]);
+            actions != ["no-op"] && actions != ["read"]
+        })
+        .collect();
+    let template_drift = changes.iter().any(|c| is_moto_template_tag_drift(c));
+    let mut unexpected = Vec::new();
+    for change in changes {
+        let actions = strings(&change["change"]["actions"]);
+        let address = change["address"].as_str().unwrap_or("?");
+        let changed = changed_keys(&change["change"]["before"], &change["change"]["after"]);
+        let user_data_drift =
+            change["type"] == "aws_instance" && actions == ["update"] && changed == ["user_data"];
+        let replaced_for_template = change["type"] == "aws_instance"
+            && template_drift
+            && change["change"]["replace_paths"]
+                == serde_json::json!([["launch_template", 0, "version"]]);
+        // The replaced instance gets a new ENI, so the tailnet route follows.
+        let route_follows_replacement = change["type"] == "aws_route"
+            && template_drift
+            && actions == ["update"]
+            && changed == ["network_interface_id"]
+            && change["change"]["after_unknown"]["network_interface_id"] == true;
+        if !(user_data_drift
+            || replaced_for_template
+            || route_follows_replacement
+            || is_moto_template_tag_drift(change))
+        {
+            unexpected.push(format!(
+                "{address}: {actions:?} {changed:?} {}",
+                change["change"]["replace_paths"]
+            ));
+        }
+    }
+    assert!(
+        unexpected.is_empty(),
+        "a second plan wants changes:\n{}",
+        unexpected.join("\n")
+    );
+}
+
+fn is_moto_template_tag_drift(change: &Value) -> bool {
+    if change["type"] != "aws_launch_template"
+        || strings(&change["change"]["actions"]) != ["update"]
+    {
+        return false;
+    }
+    let (before, after) = (&change["change"]["before"], &change["change"]["after"]);
+    let allowed = ["default_version", "latest_version", "tag_specifications"];
+    if !changed_keys(before, after)
+        .iter()
+        .all(|k| allowed.contains(&k.as_str()))
+    {
+        return false;
+    }
+    let without_template_entry: Vec<&Value> = before["tag_specifications"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["resource_type"] != "launch-template")
+        .collect();
+    let after_specs: Vec<&Value> = after["tag_specifications"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    without_template_entry == after_specs
+}
+
+/// After destroy nothing tagged `causeway:deployment = name` is left, apart
+/// from terminated instances (which EC2 keeps listing for a while).
+fn assert_nothing_tagged_left(aws: &Aws, name: &str, outputs: &Value) {
+    let filter = format!("Key=causeway:deployment,Values={name}");
+    let tagged = aws.json(&[
+        "resourcegroupstaggingapi",
+        "get-resources",
+        "--tag-filters",
+        &filter,
+    ]);
+    let mut left = Vec::new();
+    for arn in tagged["ResourceTagMappingList"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let arn = arn["ResourceARN"].as_str().unwrap_or_default();
+        if let Some(id) = arn.split(":instance/").nth(1) {
+            let state = aws.json(&["ec2", "describe-instances", "--instance-ids", id]);
+            if state["Reservations"][0]["Instances"][0]["State"]["Name"] == "terminated" {
+                continue;
+            }
+        }
+        left.push(arn.to_owned());
+    }
+    let tag_filter = format!("Name=tag:causeway:deployment,Values={name}");
+    for (what, args, key) in [
+        (
+            "security groups",
+            vec!["ec2", "describe-security-groups", "--filters", &tag_filter],
+            "SecurityGroups",
+        ),
+        (
+            "launch templates",
+            vec!["ec2", "describe-launch-templates", "--filters", &tag_filter],
+            "LaunchTemplates",
+        ),
+        (
+            "VPCs",
+            vec!["ec2", "describe-vpcs", "--filters", &tag_filter],
+            "Vpcs",
+        ),
+        (
+            "subnets",
+            vec!["ec2", "describe-subnets", "--filters", &tag_filter],
+            "Subnets",
+        ),
+    ] {
+        let found = aws.json(&args);
+        for item in found[key].as_array().into_iter().flatten() {
+            left.push(format!("{what}: {item}"));
+        }
+    }
+    let running = aws.json(&[
+        "ec2",
+        "describe-instances",
+        "--filters",
+        &tag_filter,
+        "Name=instance-state-name,Values=pending,running,stopping,stopped",
+    ]);
+    for r in running["Reservations"].as_array().into_iter().flatten() {
+        left.push(format!("instances: {r}"));
+    }
+    let role = outputs["iam_role_name"].as_str().expect("iam_role_name");
+    if aws
+        .call(&["iam", "get-role", "--role-name", role])
+        .success()
+    {
+        left.push(format!("IAM role {role}"));
+    }
+    let secret = outputs["auth_key_secret_arn"]
+        .as_str()
+        .expect("auth_key_secret_arn");
+    if aws
+        .call(&["secretsmanager", "get-secret-value", "--secret-id", secret])
+        .success()
+    {
+        left.push(format!("secret {secret}"));
+    }
+    if let Some(bucket) = outputs["bucket_name"].as_str()
+        && aws
+            .call(&["s3api", "head-bucket", "--bucket", bucket])
+            .success()
+    {
+        left.push(format!("bucket {bucket}"));
+    }
+    assert!(
+        left.is_empty(),
+        "left behind after destroy:\n{}",
+        left.join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// moto fixtures
+
+/// The provider pointed at moto, and the example's moto drift worked
+/// around here rather than in the modules.
+fn moto_override(url: &str, example: &str) -> String {
+    let services = [
+        "ec2",
+        "s3",
+        "secretsmanager",
+        "iam",
+        "sts",
+        "ssm",
+        "autoscaling",
+        "route53",
+        "route53resolver",
+        "resourcegroupstaggingapi",
+    ];
+    let endpoints: String = services
+        .iter()
+        .map(|s| format!("    {s} = \"{url}\"\n"))
+        .collect();
+    let mut text = format!(
+        r#"# Generated by tests/tests/terraform.rs: the provider against moto.
+provider "aws" {{
+  access_key                  = "testing"
+  secret_key                  = "testing"
+  skip_credentials_validation = true
+  skip_requesting_account_id  = true
+  skip_metadata_api_check     = true
+  skip_region_validation      = true
+  s3_use_path_style           = true
+  max_retries                 = 1
+  endpoints {{
+{endpoints}  }}
+}}
+"#
+    );
+    if example == "ha-subnet-router" {
+        // moto returns a zone created with a vpc block as public, so the
+        // provider would try to associate the VPC again on every plan.
+        text.push_str(
+            r#"
+resource "aws_route53_zone" "internal" {
+  lifecycle {
+    ignore_changes = [vpc]
+  }
+}
+"#,
+        );
+    }
+    text
+}
+
+/// An arm64 image owned by the account and tagged as the appliance image,
+/// as the image pipeline would leave it. moto's register-image ignores the
+/// architecture, so the image is a copy of one of moto's arm64 images.
+fn seed_appliance_image(aws: &Aws) {
+    let images = aws.json(&[
+        "ec2",
+        "describe-images",
+        "--filters",
+        "Name=architecture,Values=arm64",
+        "Name=root-device-type,Values=ebs",
+    ]);
+    let source = images["Images"][0]["ImageId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("moto lists no arm64 image: {images:#}"));
+    let copy = aws.json(&[
+        "ec2",
+        "copy-image",
+        "--source-image-id",
+        source,
+        "--source-region",
+        "us-east-1",
+        "--name",
+        "causeway-appliance-arm64-test",
+    ]);
+    let id = copy["ImageId"]
+        .as_str()
+        .expect("copy-image returns ImageId");
+    aws.call(&[
+        "ec2",
+        "create-tags",
+        "--resources",
+        id,
+        "--tags",
+        "Key=causeway:image,Value=appliance",
+        "Key=causeway:arch,Value=arm64",
+    ])
+    .expect_success();
+}
+
+// ---------------------------------------------------------------------------
+// Tools
+
+/// terraform with a CLI config that installs providers only from the
+/// filesystem mirror.
+struct Terraform {
+    bin: PathBuf,
+    config_dir: tempfile::TempDir,
+}
+
+impl Terraform {
+    fn new() -> Self {
+        let bin = which("terraform").unwrap_or_else(|| {
+            panic!("terraform is missing from PATH: these tests need terraform >= 1.11 (it comes with the machine image, not from a package registry)")
+        });
+        let mirror = std::env::var_os("CAUSEWAY_TF_MIRROR")
+            .map_or_else(|| PathBuf::from("/opt/tf-plugins"), PathBuf::from);
+        let provider = mirror.join("registry.terraform.io/hashicorp/aws");
+        assert!(
+            provider.is_dir(),
+            "the hashicorp/aws provider mirror is missing: expected {} (set CAUSEWAY_TF_MIRROR to the folder holding registry.terraform.io)",
+            provider.display()
+        );
+        let config_dir = tempfile::tempdir().expect("a temporary directory");
+        let config = format!(
+            r#"provider_installation {{
+  filesystem_mirror {{
+    path    = "{}"
+    include = ["registry.terraform.io/hashicorp/*"]
+  }}
+  direct {{ exclude = ["registry.terraform.io/*/*"] }}
+}}
+"#,
+            mirror.display()
+        );
+        fs::write(config_dir.path().join("cli.tfrc"), config)
+            .expect("writing the terraform CLI config");
+        Self { bin, config_dir }
+    }
+
+    /// A copy of `terraform/` (sources only) to run in.
+    fn copy_tree(&self) -> tempfile::TempDir {
+        let dest = tempfile::tempdir().expect("a temporary directory");
+        copy_sources(&terraform_source(), dest.path());
+        dest
+    }
+
+    fn run(&self, dir: &Path, args: &[&str]) -> Ran {
+        let owned: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        self.run_owned(dir, &owned)
+    }
+
+    fn run_owned(&self, dir: &Path, args: &[String]) -> Ran {
+        run(
+            Command::new(&self.bin)
+                .args(args)
+                .arg("-no-color")
+                .current_dir(dir)
+                .env(
+                    "TF_CLI_CONFIG_FILE",
+                    self.config_dir.path().join("cli.tfrc"),
+                )
+                .env("TF_IN_AUTOMATION", "1")
+                .env("TF_INPUT", "0")
+                .env("CHECKPOINT_DISABLE", "1")
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .env_remove("TF_PLUGIN_CACHE_DIR"),
+            TF_TIMEOUT,
+        )
+    }
+}
+
+/// moto_server on a free port, killed when dropped (also on a panic).
+struct Moto {
+    url: String,
+    _process: KillOnDrop,
+    _log: tempfile::NamedTempFile,
+}
+
+impl Moto {
+    fn start() -> Self {
+        let bin = which("moto_server").unwrap_or_else(|| {
+            panic!("moto_server is missing from PATH: install it with `pip install 'moto[server]'`")
+        });
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free local port")
+            .port();
+        let log = tempfile::NamedTempFile::new().expect("a log file for moto");
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+            // A typo'd instance type or image must fail as it would on AWS.
+            .env("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "1")
+            .env("MOTO_ENABLE_AMI_VALIDATION", "1")
+            .stdin(Stdio::null())
+            .stdout(log.reopen().expect("moto log"))
+            .stderr(log.reopen().expect("moto log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting moto_server: {e}"));
+        let mut process = KillOnDrop(child);
+        let started = Instant::now();
+        while !http_ok(port, "/moto-api/") {
+            assert!(
+                process.is_running(),
+                "moto_server exited at start; log: {}",
+                fs::read_to_string(log.path()).unwrap_or_default()
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "moto_server did not answer on port {port} within 30 s"
+            );
+            sleep(Duration::from_millis(200));
+        }
+        Self {
+            url: format!("http://127.0.0.1:{port}"),
+            _process: process,
+            _log: log,
+        }
+    }
+}
+
+/// The aws CLI against moto, JSON out, no retries.
+struct Aws {
+    bin: PathBuf,
+    url: String,
+}
+
+impl Aws {
+    fn new(url: &str) -> Self {
+        let bin = which("aws").unwrap_or_else(|| {
+            panic!("the aws CLI is missing from PATH: install it with `pip install awscli`")
+        });
+        Self {
+            bin,
+            url: url.to_owned(),
+        }
+    }
+
+    fn call(&self, args: &[&str]) -> Ran {
+        run(
+            Command::new(&self.bin)
+                .args(args)
+                .args(["--output", "json"])
+                .env("AWS_ENDPOINT_URL", &self.url)
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .env("AWS_DEFAULT_REGION", "us-east-1")
+                .env("AWS_REGION", "us-east-1")
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .env("AWS_MAX_ATTEMPTS", "1")
+                .env("AWS_PAGER", ""),
+            AWS_TIMEOUT,
+        )
+    }
+
+    #[track_caller]
+    fn json(&self, args: &[&str]) -> Value {
+        let ran = self.call(args).expect_success();
+        if ran.stdout.trim().is_empty() {
+            return Value::Null;
+        }
+        serde_json::from_str(&ran.stdout)
+            .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {}", ran.command, ran.stdout))
+    }
+}
+
+fn checkov() -> PathBuf {
+    let candidates = [
+        std::env::var_os("CHECKOV").map(PathBuf::from),
+        Some(PathBuf::from("/opt/checkov-venv/bin/checkov")),
+        which("checkov"),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "checkov is missing: install it into its own venv with \
+             `python3 -m venv /opt/checkov-venv && /opt/checkov-venv/bin/pip install checkov` \
+             (or set CHECKOV to its path)"
+            )
+        })
+}
+
+// ---------------------------------------------------------------------------
+// Small helpers
+
+fn terraform_source() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lives inside the workspace")
+        .join("terraform")
+}
+
+/// Copies `.tf`, `.hcl` and `.md` files, leaving out `.terraform/`, state
+/// and lock files.
+fn copy_sources(from: &Path, to: &Path) {
+    for entry in fs::read_dir(from).unwrap_or_else(|e| panic!("reading {}: {e}", from.display())) {
+        let entry = entry.expect("a directory entry");
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if path.is_dir() {
+            if name != ".terraform" {
+                let sub = to.join(&name);
+                fs::create_dir_all(&sub).expect("creating a directory in the copy");
+                copy_sources(&path, &sub);
+            }
+        } else if [".tf", ".hcl", ".md"].iter().any(|ext| name.ends_with(ext))
+            && name != ".terraform.lock.hcl"
+        {
+            fs::copy(&path, to.join(&name))
+                .unwrap_or_else(|e| panic!("copying {}: {e}", path.display()));
+        }
+    }
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+fn http_ok(port: u16, path: &str) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 16];
+    stream.read(&mut head).is_ok_and(|n| {
+        head[..n].starts_with(b"HTTP/1.0 200") || head[..n].starts_with(b"HTTP/1.1 200")
+    })
+}
+
+/// `terraform output -json` wraps each value in `{ "value": …, "type": … }`.
+fn strip_output_values(outputs: &Value) -> Value {
+    Value::Object(
+        outputs
+            .as_object()
+            .expect("outputs object")
+            .iter()
+            .map(|(k, v)| (k.clone(), v["value"].clone()))
+            .collect(),
+    )
+}
+
+/// A string or an array of strings, as IAM and the CLI write them.
+fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|i| i.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn statements(policy: &Value) -> Vec<Value> {
+    match &policy["Statement"] {
+        Value::Array(items) => items.clone(),
+        Value::Null => Vec::new(),
+        one => vec![one.clone()],
+    }
+}
+
+fn tag<'a>(resource: &'a Value, key: &str) -> Option<&'a str> {
+    resource["Tags"]
+        .as_array()?
+        .iter()
+        .find(|t| t["Key"] == key)
+        .and_then(|t| t["Value"].as_str())
+}
+
+/// One line per (protocol, ports, source) of an EC2 IpPermission.
+fn permission_lines(p: &Value) -> Vec<String> {
+    let proto = p["IpProtocol"].as_str().unwrap_or("?");
+    let ports = format!("{}-{}", p["FromPort"], p["ToPort"]);
+    let v4 = p["IpRanges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["CidrIp"].as_str());
+    let v6 = p["Ipv6Ranges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["CidrIpv6"].as_str());
+    v4.chain(v6)
+        .map(|cidr| format!("{proto} {ports} from {cidr}"))
+        .collect()
+}
+
+fn changed_keys(before: &Value, after: &Value) -> Vec<String> {
+    let (Some(b), Some(a)) = (before.as_object(), after.as_object()) else {
+        return vec!["<whole resource>".to_owned()];
+    };
+    let keys: BTreeSet<&String> = b.keys().chain(a.keys()).collect();
+    keys.into_iter()
+        .filter(|k| b.get(*k) != a.get(*k))
+        .map(|k| k.to_string())
+        .collect()
+}
+
+fn decode_base64(text: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in text
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+    {
+        let v = ALPHABET
+            .iter()
+            .position(|a| *a == c)
+            .unwrap_or_else(|| panic!("not base64: {text}"));
+        bits = (bits << 6) | v as u32;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+            bits &= (1 << n) - 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "(non-string panic)".to_owned())
+}
