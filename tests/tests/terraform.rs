@@ -787,7 +787,9 @@ provider "aws" {{
   skip_metadata_api_check     = true
   skip_region_validation      = true
   s3_use_path_style           = true
-  max_retries                 = 1
+  # moto's single-process server drops idle keep-alive connections under
+  # load ("use of closed network connection"); let the SDK retry those.
+  max_retries                 = 5
   endpoints {{
 {endpoints}  }}
 }}
