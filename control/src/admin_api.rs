@@ -2,6 +2,8 @@
 //! status codes; a refused request changes nothing. Documented in
 //! docs/reference/admin-api.md.
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Path, State};
@@ -34,6 +36,11 @@ pub(crate) fn router(control: Arc<Control>) -> Router {
         .route("/api/v1/routes/unapprove", post(unapprove_route))
         .route("/api/v1/wireguard-devices", post(add_wireguard_device))
         .route("/api/v1/policy", get(get_policy).put(put_policy))
+        .route("/api/v1/dns/split", get(list_split_dns))
+        .route(
+            "/api/v1/dns/split/{domain}",
+            axum::routing::put(set_split_dns).delete(remove_split_dns),
+        )
         .fallback(not_found)
         .with_state(control)
 }
@@ -80,7 +87,10 @@ impl From<AdminError> for ApiError {
             | AdminError::NonCanonicalPrefix { .. }
             | AdminError::InvalidTag(_)
             | AdminError::Policy(_)
-            | AdminError::InvalidName(_) => Self::BadRequest(message),
+            | AdminError::InvalidName(_)
+            | AdminError::InvalidSplitDnsDomain { .. }
+            | AdminError::SplitDnsResolverCount { .. } => Self::BadRequest(message),
+            AdminError::SplitDnsNotFound(_) => Self::NotFound(message),
             AdminError::NodeKeyInUse(_) => Self::Conflict(message),
             AdminError::KeyIdCollision | AdminError::AddressesExhausted => Self::Internal(message),
         }
@@ -424,6 +434,60 @@ fn change_route(
         .node(id)
         .ok_or_else(|| ApiError::NotFound(format!("no node {id}")))?;
     Ok(Json(route_view(&inner.state, node)))
+}
+
+// --- split DNS ------------------------------------------------------------
+
+async fn list_split_dns(
+    _: Admin,
+    State(control): State<Arc<Control>>,
+) -> Json<BTreeMap<String, Vec<IpAddr>>> {
+    Json(control.lock().state.split_dns().clone())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SplitDnsRequest {
+    resolvers: Vec<String>,
+}
+
+async fn set_split_dns(
+    _: Admin,
+    State(control): State<Arc<Control>>,
+    Path(domain): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: SplitDnsRequest = parse_body(&body)?;
+    let resolvers = req
+        .resolvers
+        .iter()
+        .map(|r| {
+            r.parse::<IpAddr>().map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "resolver {r:?} for {domain:?}: expected an IPv4 or IPv6 address"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let name = control.apply(
+        |state, now| state.set_split_dns(&domain, resolvers.clone(), now),
+        None,
+    )?;
+    tracing::info!(domain = %name, resolvers = resolvers.len(), "split DNS set");
+    Ok(Json(json!({ "domain": name, "resolvers": resolvers })))
+}
+
+async fn remove_split_dns(
+    _: Admin,
+    State(control): State<Arc<Control>>,
+    Path(domain): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    control.apply(
+        |state, now| state.remove_split_dns(&domain, now).map(|c| ((), c)),
+        None,
+    )?;
+    tracing::info!(%domain, "split DNS removed");
+    Ok(Json(json!({ "ok": true })))
 }
 
 // --- WireGuard-only devices ----------------------------------------------

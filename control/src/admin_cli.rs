@@ -51,6 +51,29 @@ pub enum AdminCommand {
     /// Tailnet policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// DNS: split-DNS entries sent to every node.
+    #[command(subcommand)]
+    Dns(DnsCommand),
+}
+
+/// `admin dns …`
+#[derive(Debug, Subcommand)]
+pub enum DnsCommand {
+    /// Lists split-DNS entries.
+    List,
+    /// Sends queries for a domain (and its subdomains) to these resolvers.
+    SetSplit {
+        /// Domain, like corp.example or ec2.internal.
+        domain: String,
+        /// Resolver address (repeatable, tried in order).
+        #[arg(long = "resolver", required = true)]
+        resolvers: Vec<String>,
+    },
+    /// Removes a split-DNS entry.
+    RemoveSplit {
+        /// Domain.
+        domain: String,
+    },
 }
 
 /// `admin keys …`
@@ -342,9 +365,71 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 format!("policy set from {}", file.display())
             }
         }
+        AdminCommand::Dns(DnsCommand::List) => {
+            let v = client
+                .call(reqwest::Method::GET, "/api/v1/dns/split", Body::None)
+                .await?;
+            if args.json {
+                v.to_string()
+            } else {
+                split_dns_lines(&v)
+            }
+        }
+        AdminCommand::Dns(DnsCommand::SetSplit { domain, resolvers }) => {
+            let v = client
+                .call(
+                    reqwest::Method::PUT,
+                    &format!("/api/v1/dns/split/{domain}"),
+                    Body::Json(json!({ "resolvers": resolvers })),
+                )
+                .await?;
+            if args.json {
+                v.to_string()
+            } else {
+                format!(
+                    "split DNS: {} → {}",
+                    v["domain"].as_str().unwrap_or(&domain),
+                    resolvers.join(", ")
+                )
+            }
+        }
+        AdminCommand::Dns(DnsCommand::RemoveSplit { domain }) => {
+            let v = client
+                .call(
+                    reqwest::Method::DELETE,
+                    &format!("/api/v1/dns/split/{domain}"),
+                    Body::None,
+                )
+                .await?;
+            if args.json {
+                v.to_string()
+            } else {
+                format!("split DNS for {domain} removed")
+            }
+        }
     };
     println!("{out}");
     Ok(())
+}
+
+/// `domain  resolver, resolver` lines, one per entry.
+fn split_dns_lines(entries: &Value) -> String {
+    let Some(map) = entries.as_object() else {
+        return String::new();
+    };
+    if map.is_empty() {
+        return "no split-DNS entries".into();
+    }
+    map.iter()
+        .map(|(domain, resolvers)| {
+            let list: Vec<&str> = resolvers
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            format!("{domain}  {}", list.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 enum Body {

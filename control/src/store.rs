@@ -1,7 +1,8 @@
 //! The SQLite database: forward-only migrations keyed on `PRAGMA
 //! user_version`, and write-through persistence of the tailnet state.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::path::Path;
 
 use anyhow::{Context, bail};
@@ -15,7 +16,8 @@ pub(crate) const DB_FILE: &str = "control.db";
 
 /// Migrations, in order; migration `i` brings the schema to version `i + 1`.
 /// Never edit one that has shipped: add a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE tailnet (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     name TEXT NOT NULL,
@@ -59,7 +61,14 @@ CREATE TABLE policy (
     text TEXT NOT NULL,
     updated INTEGER NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE split_dns (
+    domain TEXT PRIMARY KEY,
+    resolvers TEXT NOT NULL
+);
+"#,
+];
 
 /// An open database.
 pub(crate) struct Store {
@@ -152,7 +161,20 @@ impl Store {
             .query_row("SELECT text FROM policy WHERE id = 1", [], |r| r.get(0))
             .optional()
             .context("reading the policy")?;
-        TailnetState::restore(info, nodes, keys, policy, next_node_id, now).context("stored policy")
+        let mut stmt = self
+            .conn
+            .prepare("SELECT domain, resolvers FROM split_dns ORDER BY domain")?;
+        let split_dns = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    from_json(&r.get::<_, String>(1)?, 1)?,
+                ))
+            })?
+            .collect::<Result<BTreeMap<String, Vec<IpAddr>>, _>>()
+            .context("reading split DNS")?;
+        TailnetState::restore(info, nodes, keys, policy, split_dns, next_node_id, now)
+            .context("stored policy")
     }
 
     /// Writes what `changes` says changed, and the new policy text if
@@ -181,6 +203,16 @@ impl Store {
             "UPDATE tailnet SET next_node_id = ?1 WHERE id = 1",
             params![i64::try_from(state.next_node_id()).unwrap_or(i64::MAX)],
         )?;
+        if changes.split_dns_changed {
+            // A handful of rows: rewriting them all keeps this obviously right.
+            tx.execute("DELETE FROM split_dns", [])?;
+            for (domain, resolvers) in state.split_dns() {
+                tx.execute(
+                    "INSERT INTO split_dns (domain, resolvers) VALUES (?1, ?2)",
+                    params![domain, json(resolvers)],
+                )?;
+            }
+        }
         if let Some(text) = policy {
             tx.execute(
                 "INSERT INTO policy (id, text, updated) VALUES (1, ?1, 0)

@@ -1041,3 +1041,99 @@ async fn expired_node_key_forces_rotation() {
         .await;
     control.shutdown().await;
 }
+
+#[tokio::test]
+async fn split_dns_reaches_nodes_survives_restart_and_refuses_bad_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = start(dir.path(), |_| {}).await;
+    let key = control.create_key(json!({"reusable": true})).await;
+    let (mut node, _) = join(&control, &key, "laptop", &["198.18.0.4:1"], &[]).await;
+
+    let (status, body) = control
+        .admin(
+            "PUT",
+            "/api/v1/dns/split/Corp.Example.",
+            Some(json!({"resolvers": ["198.19.0.2", "198.19.0.3"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["domain"], json!("corp.example"));
+    node.wait_for("the split-DNS entry", |m| {
+        m.dns
+            .as_ref()
+            .is_some_and(|d| d.split.contains_key("corp.example"))
+    })
+    .await;
+    let split = &node.map.dns.as_ref().unwrap().split["corp.example"];
+    assert_eq!(
+        split,
+        &vec![
+            "198.19.0.2".parse::<std::net::IpAddr>().unwrap(),
+            "198.19.0.3".parse().unwrap()
+        ]
+    );
+
+    for (path, body, expected) in [
+        (
+            "/api/v1/dns/split/corp..example",
+            json!({"resolvers": ["198.19.0.2"]}),
+            "labels",
+        ),
+        (
+            "/api/v1/dns/split/other.example",
+            json!({"resolvers": []}),
+            "expected 1 to 8",
+        ),
+        (
+            "/api/v1/dns/split/other.example",
+            json!({"resolvers": ["dns.example"]}),
+            "expected an IPv4 or IPv6 address",
+        ),
+        (
+            "/api/v1/dns/split/other.example",
+            json!({"servers": ["198.19.0.2"]}),
+            "unknown field",
+        ),
+    ] {
+        let (status, answer) = control.admin("PUT", path, Some(body)).await;
+        assert_eq!(status, 400, "{path}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(expected),
+            "{answer}"
+        );
+    }
+    let (status, _) = control
+        .admin("DELETE", "/api/v1/dns/split/nowhere.example", None)
+        .await;
+    assert_eq!(status, 404);
+    let (_, listed) = control.admin("GET", "/api/v1/dns/split", None).await;
+    assert_eq!(
+        listed,
+        json!({"corp.example": ["198.19.0.2", "198.19.0.3"]})
+    );
+    drop(node);
+    control.shutdown().await;
+
+    let control = start(dir.path(), |_| {}).await;
+    let (_, listed) = control.admin("GET", "/api/v1/dns/split", None).await;
+    assert_eq!(
+        listed,
+        json!({"corp.example": ["198.19.0.2", "198.19.0.3"]})
+    );
+    let (node, _) = join(&control, &key, "phone", &["198.18.0.5:1"], &[]).await;
+    assert!(
+        node.map
+            .dns
+            .as_ref()
+            .unwrap()
+            .split
+            .contains_key("corp.example")
+    );
+    let (status, _) = control
+        .admin("DELETE", "/api/v1/dns/split/corp.example", None)
+        .await;
+    assert_eq!(status, 200);
+    let (_, listed) = control.admin("GET", "/api/v1/dns/split", None).await;
+    assert_eq!(listed, json!({}));
+    control.shutdown().await;
+}

@@ -581,6 +581,10 @@ fn ha_subnet_router_is_hardened_converges_and_destroys_exactly_its_own() {
             assert_eq!(md.http_tokens().map(|t| t.as_str()), Some("required"));
             assert_eq!(i.key_name(), None, "no key pair");
             assert_eq!(i.source_dest_check(), Some(true), "SNAT on: check stays on");
+            assert!(
+                i.public_ip_address().is_some(),
+                "an instance in a public subnet gets a public address for direct connections"
+            );
             let ud = c
                 .ec2
                 .describe_instance_attribute()
@@ -744,13 +748,41 @@ fn ha_subnet_router_is_hardened_converges_and_destroys_exactly_its_own() {
     assert_eq!(status["healthy"], true);
     assert_eq!(status["instances"].as_array().map(Vec::len), Some(2));
 
-    // --no-snat: source/destination check off, tailnet return routes to instance 0.
+    // --no-snat changes the user data, so a new template version, and the
+    // instances are replaced one at a time: source/destination check off,
+    // tailnet return routes to instance 0.
+    let before: BTreeSet<String> = cloud.block(async {
+        instances(c, "ha1")
+            .await
+            .iter()
+            .filter_map(|i| i.instance_id().map(str::to_owned))
+            .collect()
+    });
     let mut no_snat = deploy.clone();
     no_snat.push("--no-snat");
     let out = String::from_utf8_lossy(&ok(cloud.run(&no_snat)).stdout).to_string();
     assert!(out.contains("update    launch template"), "{out}");
+    for n in 0..2 {
+        assert!(
+            out.contains(&format!(
+                "update    instance causeway-ha1-subnet-router-{n}"
+            )) && out.contains("default is now 2"),
+            "{out}"
+        );
+    }
     cloud.block(async {
         let found = instances(c, "ha1").await;
+        assert_eq!(found.len(), 2, "still a pair");
+        for i in &found {
+            let id = i.instance_id().unwrap_or_default();
+            assert!(!before.contains(id), "{id} was not replaced");
+            let version = i
+                .tags()
+                .iter()
+                .find(|t| t.key() == Some("causeway:template-version"))
+                .and_then(|t| t.value());
+            assert_eq!(version, Some("2"), "{id}");
+        }
         assert!(found.iter().all(|i| i.source_dest_check() == Some(false)));
         let tables = c
             .ec2
@@ -1137,4 +1169,194 @@ fn impossible_requests_are_refused_before_anything_is_created() {
     });
     assert!(names.is_empty(), "{names:?}");
     let _ = Path::new(&key_file);
+}
+
+/// A real control server, in this process on its own runtime, whose admin
+/// API the provisioner calls. Stopped on drop.
+struct LiveControl {
+    rt: tokio::runtime::Runtime,
+    url: String,
+    token_file: std::path::PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl LiveControl {
+    fn start() -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let url = rt.block_on(async {
+            let node = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let mut config = causeway_control::ControlConfig::new(dir.path());
+            config.listen = node.local_addr().expect("addr");
+            config.admin_listen = admin.local_addr().expect("addr");
+            let url = format!("http://{}", config.admin_listen);
+            tokio::spawn(causeway_control::serve_on(
+                config,
+                causeway_control::Listeners { node, admin },
+                async move {
+                    let _ = stopped.await;
+                },
+            ));
+            let health = format!("{url}/healthz");
+            for _ in 0..100 {
+                if reqwest::get(&health)
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+                {
+                    return url;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("control did not answer {health}");
+        });
+        Self {
+            rt,
+            url,
+            token_file: dir.path().join("admin.token"),
+            stop: Some(stop),
+            _dir: dir,
+        }
+    }
+
+    fn admin_args(&self) -> [String; 4] {
+        [
+            "--control-admin-url".into(),
+            self.url.clone(),
+            "--control-admin-token-file".into(),
+            self.token_file.display().to_string(),
+        ]
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let token = std::fs::read_to_string(&self.token_file).expect("admin token");
+        self.rt.block_on(async {
+            reqwest::Client::new()
+                .get(format!("{}{path}", self.url))
+                .bearer_auth(token.trim())
+                .send()
+                .await
+                .expect("admin API answers")
+                .json()
+                .await
+                .expect("JSON")
+        })
+    }
+}
+
+impl Drop for LiveControl {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+#[test]
+fn control_mints_the_key_and_gets_the_split_dns_entries() {
+    let cloud = Cloud::new();
+    let c = &cloud.c;
+    let control = LiveControl::start();
+    let admin = control.admin_args();
+    let mut deploy = cloud.deploy_args("deploy", "lc1", "subnet-router");
+    deploy.extend(admin.iter().map(String::as_str));
+    let mut first = deploy.clone();
+    first.extend(["--output", "json"]);
+
+    let out = ok(cloud.run(&first));
+
+    let report = json(&out);
+    assert_eq!(
+        report["split_dns"]["registered_in_control"], true,
+        "{report}"
+    );
+    let resolver = serde_json::json!(["10.0.0.2"]);
+    assert_eq!(
+        control.get("/api/v1/dns/split"),
+        serde_json::json!({"corp.internal": resolver, "ec2.internal": resolver}),
+        "the VPC's private zone and its instance names resolve through the VPC resolver"
+    );
+    let keys = control.get("/api/v1/keys");
+    let keys = keys.as_array().expect("key list");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(keys[0]["reusable"], true);
+    assert_eq!(keys[0]["tags"], serde_json::json!(["tag:subnet-router"]));
+    let minted = cloud.block(async {
+        c.sm.get_secret_value()
+            .secret_id("causeway/lc1/subnet-router-authkey")
+            .send()
+            .await
+            .expect("the secret")
+            .secret_string()
+            .expect("a string secret")
+            .to_owned()
+    });
+    let key_id = keys[0]["id"].as_str().expect("key id");
+    assert!(
+        minted.contains(key_id),
+        "the stored key is the one control minted"
+    );
+    assert!(
+        !text(&out).contains(&minted),
+        "the minted key leaked into the provisioner's output"
+    );
+
+    // Deploying again mints nothing and registers nothing.
+    let again = String::from_utf8_lossy(&ok(cloud.run(&deploy)).stdout).to_string();
+    assert!(again.contains("0 create, 0 update, 0 delete"), "{again}");
+    assert!(
+        again.contains("unchanged split-DNS entry in control corp.internal"),
+        "{again}"
+    );
+    assert_eq!(
+        control.get("/api/v1/keys").as_array().map(Vec::len),
+        Some(1)
+    );
+
+    // Status asks control: the instance has not joined (moto runs nothing).
+    let mut status = vec![
+        "status", "--cloud", "aws", "--name", "lc1", "--output", "json",
+    ];
+    status.extend(admin.iter().map(String::as_str));
+    let status = json(&ok(cloud.run(&status)));
+    assert_eq!(
+        status["instances"][0]["ha_role"], "not registered",
+        "{status}"
+    );
+
+    // Role control opens its TCP port to nodes, not the WireGuard port.
+    let mut ctl = cloud.deploy_args("deploy", "ctl1", "control");
+    ctl.retain(|a| {
+        !["--control-url", "--control-public-key"].contains(a)
+            && !a.contains("control.example")
+            && *a != CONTROL_KEY
+    });
+    ok(cloud.run(&ctl));
+    cloud.block(async {
+        let groups = c
+            .ec2
+            .describe_security_groups()
+            .filters(filter("group-name", "causeway-ctl1-control"))
+            .send()
+            .await
+            .expect("sgs");
+        let group = groups.security_groups().first().expect("control's group");
+        assert_eq!(
+            ingress(group),
+            BTreeSet::from([
+                "tcp 8080-8080 0.0.0.0/0".into(),
+                "tcp 8080-8080 ::/0".into()
+            ])
+        );
+    });
 }

@@ -114,14 +114,19 @@ pub struct ChangeSet {
     pub nodes: BTreeSet<NodeId>,
     /// Auth keys that changed.
     pub auth_keys: BTreeSet<String>,
-    /// Whether the DNS records changed.
+    /// Whether the DNS configuration (records or split DNS) changed.
     pub dns_changed: bool,
+    /// Whether the split-DNS entries changed (persist them).
+    pub split_dns_changed: bool,
 }
 
 impl ChangeSet {
     /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty() && self.auth_keys.is_empty() && !self.dns_changed
+        self.nodes.is_empty()
+            && self.auth_keys.is_empty()
+            && !self.dns_changed
+            && !self.split_dns_changed
     }
 
     fn node(id: NodeId) -> Self {
@@ -221,7 +226,32 @@ pub enum AdminError {
     /// The key is already taken.
     #[error("public key {0} is already registered to another node")]
     NodeKeyInUse(String),
+    /// A split-DNS domain that is not a DNS name, or is the tailnet's own.
+    #[error("split-DNS domain {domain:?}: {reason}")]
+    InvalidSplitDnsDomain {
+        /// The domain as given.
+        domain: String,
+        /// What was expected.
+        reason: &'static str,
+    },
+    /// A split-DNS entry with no resolvers, or too many.
+    #[error(
+        "split-DNS domain {domain:?}: expected 1 to {MAX_SPLIT_DNS_RESOLVERS} resolver addresses, got {count}"
+    )]
+    SplitDnsResolverCount {
+        /// The domain.
+        domain: String,
+        /// How many were given.
+        count: usize,
+    },
+    /// No split-DNS entry for that domain.
+    #[error("no split-DNS entry for {0:?}")]
+    SplitDnsNotFound(String),
 }
+
+/// The most resolvers one split-DNS domain may name (clients try them in
+/// order; more than a few only slows failure down).
+pub const MAX_SPLIT_DNS_RESOLVERS: usize = 8;
 
 /// The tailnet's complete control state.
 #[derive(Clone, Debug)]
@@ -244,6 +274,7 @@ pub struct TailnetState {
     dns_records: BTreeMap<String, Vec<IpAddr>>,
     dns_names: BTreeMap<NodeId, String>,
     dns_generation: u64,
+    split_dns: BTreeMap<String, Vec<IpAddr>>,
 }
 
 impl TailnetState {
@@ -268,6 +299,7 @@ impl TailnetState {
             dns_records: BTreeMap::new(),
             dns_names: BTreeMap::new(),
             dns_generation: 1,
+            split_dns: BTreeMap::new(),
         }
     }
 
@@ -278,10 +310,12 @@ impl TailnetState {
         nodes: Vec<NodeRecord>,
         keys: Vec<AuthKey>,
         policy_text: Option<String>,
+        split_dns: BTreeMap<String, Vec<IpAddr>>,
         next_node_id: u64,
         now: UnixTime,
     ) -> Result<Self, PolicyError> {
         let mut state = Self::new(info);
+        state.split_dns = split_dns;
         if let Some(text) = policy_text {
             state.policy = Policy::parse(&text)?;
             state.policy_text = Some(text);
@@ -735,6 +769,62 @@ impl TailnetState {
         Ok(self.commit(changes, now))
     }
 
+    /// The split-DNS entries: domain suffix → resolvers, in order.
+    pub fn split_dns(&self) -> &BTreeMap<String, Vec<IpAddr>> {
+        &self.split_dns
+    }
+
+    /// Sends queries for `domain` and its subdomains to `resolvers`
+    /// (replacing any entry for it). The domain is stored lower-case without
+    /// a trailing dot; it may not be the tailnet's own domain, which
+    /// control answers itself.
+    pub fn set_split_dns(
+        &mut self,
+        domain: &str,
+        resolvers: Vec<IpAddr>,
+        now: UnixTime,
+    ) -> Result<(String, ChangeSet), AdminError> {
+        let name = normalize_domain(domain)?;
+        if name == self.info.domain || name.ends_with(&format!(".{}", self.info.domain)) {
+            return Err(AdminError::InvalidSplitDnsDomain {
+                domain: domain.to_owned(),
+                reason: "it is inside the tailnet's own domain, which control answers",
+            });
+        }
+        if resolvers.is_empty() || resolvers.len() > MAX_SPLIT_DNS_RESOLVERS {
+            return Err(AdminError::SplitDnsResolverCount {
+                domain: domain.to_owned(),
+                count: resolvers.len(),
+            });
+        }
+        if self.split_dns.get(&name) == Some(&resolvers) {
+            return Ok((name, ChangeSet::default()));
+        }
+        self.split_dns.insert(name.clone(), resolvers);
+        let changes = ChangeSet {
+            split_dns_changed: true,
+            ..ChangeSet::default()
+        };
+        Ok((name, self.commit(changes, now)))
+    }
+
+    /// Removes the split-DNS entry for `domain`.
+    pub fn remove_split_dns(
+        &mut self,
+        domain: &str,
+        now: UnixTime,
+    ) -> Result<ChangeSet, AdminError> {
+        let name = normalize_domain(domain)?;
+        if self.split_dns.remove(&name).is_none() {
+            return Err(AdminError::SplitDnsNotFound(domain.to_owned()));
+        }
+        let changes = ChangeSet {
+            split_dns_changed: true,
+            ..ChangeSet::default()
+        };
+        Ok(self.commit(changes, now))
+    }
+
     /// Registers a WireGuard-only device with the given public key: it gets
     /// addresses, is always online and has no endpoints (peers learn them
     /// from its handshakes).
@@ -843,7 +933,7 @@ impl TailnetState {
         let config = DnsConfig {
             domain: self.info.domain.clone(),
             records: self.dns_records.clone(),
-            split: BTreeMap::new(),
+            split: self.split_dns.clone(),
         };
         (self.dns_generation, config)
     }
@@ -929,6 +1019,7 @@ impl TailnetState {
                 changes.dns_changed = true;
             }
         }
+        changes.dns_changed |= changes.split_dns_changed;
         if changes.dns_changed {
             self.dns_generation += 1;
         }
@@ -1003,4 +1094,39 @@ fn dedup_endpoints(endpoints: &[SocketAddr]) -> Vec<SocketAddr> {
         .filter(|e| seen.insert(**e))
         .copied()
         .collect()
+}
+
+/// A domain as given by an admin → lower case, no trailing dot, checked
+/// against RFC 1035's limits (labels of 1–63 letters, digits, `-` or `_`,
+/// 253 characters in all).
+fn normalize_domain(domain: &str) -> Result<String, AdminError> {
+    let refuse = |reason| AdminError::InvalidSplitDnsDomain {
+        domain: domain.to_owned(),
+        reason,
+    };
+    let name = domain
+        .strip_suffix('.')
+        .unwrap_or(domain)
+        .to_ascii_lowercase();
+    if name.is_empty() || name.len() > 253 {
+        return Err(refuse("expected a DNS name of 1 to 253 characters"));
+    }
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err(refuse(
+                "expected dot-separated labels of 1 to 63 characters",
+            ));
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            || label.starts_with('-')
+            || label.ends_with('-')
+        {
+            return Err(refuse(
+                "expected labels of letters, digits, '-' and '_', not starting or ending with '-'",
+            ));
+        }
+    }
+    Ok(name)
 }

@@ -477,3 +477,62 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn split_dns_reaches_connected_nodes_as_a_dns_delta() {
+    let mut state = tailnet();
+    let k = auth_key(&mut state, &[], 1);
+    let (a, _) = join(&mut state, &k, 1, &[]);
+    let mut session = MapSession::new(a);
+    session.full_map(&state, T0);
+    let resolver: std::net::IpAddr = "198.19.0.2".parse().expect("addr");
+
+    let (name, changes) = state
+        .set_split_dns("Corp.Example.", vec![resolver], T0)
+        .expect("valid entry");
+
+    assert_eq!(name, "corp.example");
+    assert!(changes.split_dns_changed && changes.dns_changed);
+    let DeltaOutcome::Send(delta) = session.delta(&PreparedChange::new(&state, &changes, T0))
+    else {
+        panic!("expected a DNS delta")
+    };
+    let dns = delta.dns.expect("the delta carries DNS");
+    assert_eq!(dns.split.get("corp.example"), Some(&vec![resolver]));
+    // Setting the same entry again changes nothing.
+    let (_, again) = state
+        .set_split_dns("corp.example", vec![resolver], T0)
+        .expect("valid entry");
+    assert!(again.is_empty());
+    // Removing it is another DNS change.
+    let removed = state.remove_split_dns("corp.example.", T0).expect("exists");
+    assert!(removed.dns_changed);
+    assert!(state.split_dns().is_empty());
+}
+
+#[test]
+fn bad_split_dns_entries_are_refused_and_change_nothing() {
+    let mut state = tailnet();
+    let resolver: std::net::IpAddr = "198.19.0.2".parse().expect("addr");
+    let own = format!("db.{}", state.info().domain);
+    let before = state.dns();
+    for (domain, resolvers) in [
+        ("", vec![resolver]),
+        ("a..b", vec![resolver]),
+        ("-corp.example", vec![resolver]),
+        ("corp example", vec![resolver]),
+        (own.as_str(), vec![resolver]),
+        ("corp.example", vec![]),
+        ("corp.example", vec![resolver; MAX_SPLIT_DNS_RESOLVERS + 1]),
+    ] {
+        let err = state
+            .set_split_dns(domain, resolvers, T0)
+            .expect_err("refused");
+        assert!(err.to_string().contains("split-DNS domain"), "{err}");
+    }
+    assert_eq!(
+        state.remove_split_dns("corp.example", T0),
+        Err(AdminError::SplitDnsNotFound("corp.example".into()))
+    );
+    assert_eq!(state.dns(), before);
+}

@@ -15,7 +15,10 @@ use aws_sdk_s3::types as s3t;
 
 use super::network::{Route, RouteTable};
 use super::sizing::{Arch, InstanceType, Offerings};
-use super::spec::{IngressRule, LIFECYCLE_RULE_ID, Lifecycle, TAG_ARCH, TAG_DEPLOYMENT, TAG_IMAGE};
+use super::spec::{
+    IngressRule, LIFECYCLE_RULE_ID, Lifecycle, TAG_ARCH, TAG_DEPLOYMENT, TAG_IMAGE,
+    TAG_TEMPLATE_VERSION,
+};
 
 /// A failed AWS call: what, on which resource, and AWS's error code.
 #[derive(Debug, thiserror::Error)]
@@ -145,8 +148,29 @@ pub struct LaunchTemplate {
     pub id: String,
     /// Name.
     pub name: String,
+    /// The default version's number.
+    pub default_version: i64,
     /// The default version's data (`None` if it could not be read).
     pub data: Option<TemplateData>,
+}
+
+/// What [`Aws::run_instance`] launches.
+#[derive(Debug, Clone, Copy)]
+pub struct Launch<'a> {
+    /// `lt-…`; its default version is used.
+    pub template_id: &'a str,
+    /// `subnet-…`.
+    pub subnet: &'a str,
+    /// `sg-…`.
+    pub security_group: &'a str,
+    /// Whether the primary interface gets a public IPv4 address.
+    pub public_ip: bool,
+    /// Instance profile name.
+    pub instance_profile: &'a str,
+    /// `Name` tag (also used in errors).
+    pub name: &'a str,
+    /// Tags for the instance, its volume and its interface.
+    pub tags: &'a [(String, String)],
 }
 
 /// An instance of the deployment.
@@ -174,6 +198,8 @@ pub struct Instance {
     pub private_ip: String,
     /// Public IPv4, if any.
     pub public_ip: Option<String>,
+    /// The launch template version it was launched from (our tag).
+    pub template_version: Option<i64>,
     /// Private DNS name's first label (the default hostname).
     pub hostname: String,
     /// Source/destination check.
@@ -796,6 +822,7 @@ impl Aws {
         Ok(Some(LaunchTemplate {
             id,
             name: name.to_owned(),
+            default_version: lt.default_version_number().unwrap_or(1),
             data,
         }))
     }
@@ -815,12 +842,13 @@ impl Aws {
             .map(|t| LaunchTemplate {
                 id: t.launch_template_id().unwrap_or_default().to_owned(),
                 name: t.launch_template_name().unwrap_or_default().to_owned(),
+                default_version: t.default_version_number().unwrap_or(1),
                 data: None,
             })
             .collect())
     }
 
-    /// Creates the launch template; returns its id.
+    /// Creates the launch template; returns its id (its version is 1).
     pub async fn create_launch_template(
         &self,
         name: &str,
@@ -844,13 +872,14 @@ impl Aws {
             .to_owned())
     }
 
-    /// Adds a version with `data` and makes it the default.
+    /// Adds a version with `data` and makes it the default; returns its
+    /// number.
     pub async fn update_launch_template(
         &self,
         id: &str,
         data: &TemplateData,
         tags: &[(String, String)],
-    ) -> AwsResult<()> {
+    ) -> AwsResult<i64> {
         let out = self
             .ec2
             .create_launch_template_version()
@@ -871,7 +900,7 @@ impl Aws {
             .send()
             .await
             .map_err(fail("setting the default version of launch template", id))?;
-        Ok(())
+        Ok(version)
     }
 
     /// Deletes a launch template.
@@ -926,15 +955,16 @@ impl Aws {
     /// Launches one instance from the template, with subnet, security
     /// group, instance profile and IMDSv2 also at the top level (moto
     /// ignores them inside a template; AWS takes the same values either way).
-    pub async fn run_instance(
-        &self,
-        template_id: &str,
-        subnet: &str,
-        sg: &str,
-        profile: &str,
-        name: &str,
-        tags: &[(String, String)],
-    ) -> AwsResult<String> {
+    pub async fn run_instance(&self, launch: &Launch<'_>) -> AwsResult<String> {
+        let Launch {
+            template_id,
+            subnet,
+            security_group: sg,
+            public_ip,
+            instance_profile: profile,
+            name,
+            tags,
+        } = *launch;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -947,8 +977,18 @@ impl Aws {
                         .version("$Default")
                         .build(),
                 )
-                .subnet_id(subnet)
-                .security_group_ids(sg)
+                // The primary interface is given here, not in the template:
+                // it carries the subnet, the group and whether the
+                // instance gets a public address for direct connections.
+                .network_interfaces(
+                    ec2t::InstanceNetworkInterfaceSpecification::builder()
+                        .device_index(0)
+                        .subnet_id(subnet)
+                        .groups(sg)
+                        .associate_public_ip_address(public_ip)
+                        .delete_on_termination(true)
+                        .build(),
+                )
                 .iam_instance_profile(
                     ec2t::IamInstanceProfileSpecification::builder()
                         .name(profile)
@@ -1957,6 +1997,12 @@ fn instance(i: &ec2t::Instance) -> Instance {
             .to_owned(),
         private_ip: i.private_ip_address().unwrap_or_default().to_owned(),
         public_ip: i.public_ip_address().map(str::to_owned),
+        template_version: i
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(TAG_TEMPLATE_VERSION))
+            .and_then(|t| t.value())
+            .and_then(|v| v.parse().ok()),
         hostname: i
             .private_dns_name()
             .unwrap_or_default()

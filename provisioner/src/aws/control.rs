@@ -1,12 +1,14 @@
 //! The bits of control's admin API the AWS provisioner uses
-//! (docs/reference/admin-api.md): minting an auth key for a role, and
-//! asking which router is primary for a route.
+//! (docs/reference/admin-api.md): minting an auth key for a role, asking
+//! which router is primary for a route, and registering split DNS.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 /// An auth key. Never printed: `Debug` and `Display` show only a marker.
 #[derive(Clone, PartialEq, Eq)]
@@ -61,20 +63,6 @@ pub struct RouteEntry {
 }
 
 impl AdminApi {
-    fn token(&self) -> anyhow::Result<String> {
-        let t = std::fs::read_to_string(&self.token_file).with_context(|| {
-            format!(
-                "--control-admin-token-file {}: reading it",
-                self.token_file.display()
-            )
-        })?;
-        Ok(t.trim().to_owned())
-    }
-
-    fn endpoint(&self, path: &str) -> String {
-        format!("{}{path}", self.url.trim_end_matches('/'))
-    }
-
     /// Mints a reusable auth key tagged `tag:ROLE` (`POST /api/v1/keys`).
     /// Reusable, because both instances of an HA pair and any replacement
     /// instance join with it.
@@ -83,46 +71,73 @@ impl AdminApi {
         struct Created {
             key: String,
         }
-        let url = self.endpoint("/api/v1/keys");
-        let resp = reqwest::Client::new()
-            .post(&url)
-            .bearer_auth(self.token()?)
-            .json(&serde_json::json!({
-                "reusable": true,
-                "ephemeral": false,
-                "tags": [format!("tag:{role}")],
-            }))
-            .send()
-            .await
-            .with_context(|| format!("--control-admin-url: POST {url}"))?;
-        let status = resp.status();
-        if !status.is_success() {
-            let body = resp.text().await.unwrap_or_default();
-            anyhow::bail!("--control-admin-url: POST {url} failed ({status}): {body}");
-        }
-        let created: Created = resp
-            .json()
-            .await
-            .with_context(|| format!("--control-admin-url: POST {url}: reading the answer"))?;
+        let body = serde_json::json!({
+            "reusable": true,
+            "ephemeral": false,
+            "tags": [format!("tag:{role}")],
+        });
+        let created: Created = self
+            .call(reqwest::Method::POST, "/api/v1/keys", Some(body))
+            .await?;
         Ok(AuthKey(created.key))
     }
 
     /// The routes table (`GET /api/v1/routes`).
     pub async fn routes(&self) -> anyhow::Result<Vec<RouteEntry>> {
-        let url = self.endpoint("/api/v1/routes");
-        let resp = reqwest::Client::new()
-            .get(&url)
-            .bearer_auth(self.token()?)
-            .send()
+        self.call(reqwest::Method::GET, "/api/v1/routes", None)
             .await
-            .with_context(|| format!("GET {url}"))?;
+    }
+
+    /// The split-DNS entries (`GET /api/v1/dns/split`): domain → resolvers.
+    pub async fn split_dns(&self) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+        self.call(reqwest::Method::GET, "/api/v1/dns/split", None)
+            .await
+    }
+
+    /// Sets one split-DNS entry (`PUT /api/v1/dns/split/DOMAIN`).
+    pub async fn set_split_dns(&self, domain: &str, resolvers: &[String]) -> anyhow::Result<()> {
+        let body = serde_json::json!({ "resolvers": resolvers });
+        let _: serde_json::Value = self
+            .call(
+                reqwest::Method::PUT,
+                &format!("/api/v1/dns/split/{domain}"),
+                Some(body),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// One admin API call; errors name the flag, the request and control's
+    /// own error message.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<T> {
+        let token = std::fs::read_to_string(&self.token_file).with_context(|| {
+            format!(
+                "--control-admin-token-file {}: reading it",
+                self.token_file.display()
+            )
+        })?;
+        let url = format!("{}{path}", self.url.trim_end_matches('/'));
+        let what = format!("--control-admin-url: {method} {url}");
+        let mut request = reqwest::Client::new()
+            .request(method, &url)
+            .bearer_auth(token.trim());
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let resp = request.send().await.with_context(|| what.clone())?;
         let status = resp.status();
         if !status.is_success() {
-            anyhow::bail!("GET {url} failed ({status})");
+            let body = resp.text().await.unwrap_or_default();
+            anyhow::bail!("{what} failed ({status}): {}", body.trim());
         }
         resp.json()
             .await
-            .with_context(|| format!("GET {url}: reading the answer"))
+            .with_context(|| format!("{what}: reading the answer"))
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::Context;
 use serde::Serialize;
 
-use super::api::{Aws, Image, Instance, LifecycleRule, SecretInfo, TemplateData, Vpc};
+use super::api::{Aws, Image, Instance, Launch, LifecycleRule, SecretInfo, TemplateData, Vpc};
 use super::control::AuthKey;
 use super::network::{self, RouteChange, RouteTable, Subnet, SubnetChoice};
 use super::sizing::{self, Arch, Choice, Criteria};
@@ -162,6 +162,7 @@ pub async fn run(opts: &AwsOptions, format: OutputFormat, mode: Mode) -> anyhow:
         secret_arn: prepared.secret.as_ref().map(|s| s.arn.clone()),
         sg_id: None,
         template_id: None,
+        template_version: 0,
         instances: Vec::new(),
         split_dns: None,
         progress,
@@ -467,6 +468,9 @@ struct Walk<'a> {
     secret_arn: Option<String>,
     sg_id: Option<String>,
     template_id: Option<String>,
+    /// The launch template's default version once `launch_template` ran
+    /// (in a plan: the version deploy would make the default).
+    template_version: i64,
     instances: Vec<Instance>,
     split_dns: Option<SplitDns>,
     progress: Progress,
@@ -712,13 +716,14 @@ impl Walk<'_> {
 
     async fn security_group(&mut self) -> anyhow::Result<()> {
         let name = self.p.names.base();
+        let (protocol, port) = spec::listen_port(self.p.role);
         let description = format!(
-            "Causeway {} appliance: inbound WireGuard UDP {} only",
+            "Causeway {} appliance: inbound {} {port} only",
             self.p.role,
-            spec::WIREGUARD_PORT
+            protocol.to_uppercase()
         );
         self.sg_id = self
-            .ensure_sg(&name, &description, &spec::appliance_ingress())
+            .ensure_sg(&name, &description, &spec::appliance_ingress(self.p.role))
             .await?;
         Ok(())
     }
@@ -888,16 +893,53 @@ impl Walk<'_> {
                 }
             }
         };
-        let zones = self.aws.private_zones(&self.p.vpc.id).await?;
-        let entries = spec::split_dns_entries(&zones, &resolvers);
+        let mut domains = self.aws.private_zones(&self.p.vpc.id).await?;
+        domains.push(spec::vpc_internal_domain(&self.aws.region));
+        let entries = spec::split_dns_entries(&domains, &resolvers);
+        let (registered_in_control, note) = self.register_split_dns(&entries).await?;
         self.split_dns = Some(SplitDns {
             mode: self.opts.dns,
             resolvers,
             entries,
-            registered_in_control: false,
-            note: "control's admin API has no split-DNS endpoint yet: add these entries to control's DNS config by hand".into(),
+            registered_in_control,
+            note,
         });
         Ok(())
+    }
+
+    /// Registers split-DNS entries in control through its admin API, each
+    /// only when control's entry differs. Returns whether they are
+    /// registered, and a note saying how to do it otherwise.
+    async fn register_split_dns(
+        &mut self,
+        entries: &[SplitDnsEntry],
+    ) -> anyhow::Result<(bool, String)> {
+        if entries.iter().any(|e| e.nameservers.is_empty()) {
+            return Ok((
+                false,
+                "the entries are registered in control once deploy has created the resolver endpoint".into(),
+            ));
+        }
+        let Some(admin) = self.opts.admin.clone() else {
+            return Ok((
+                false,
+                "pass --control-admin-url and --control-admin-token-file to register these in control, or run `appliance admin dns set-split DOMAIN --resolver IP` there".into(),
+            ));
+        };
+        let current = admin.split_dns().await?;
+        for e in entries {
+            let change = match current.get(&e.domain) {
+                Some(now) if *now == e.nameservers => Change::Unchanged,
+                Some(_) => Change::Update,
+                None => Change::Create,
+            };
+            let detail = (change != Change::Unchanged).then(|| e.nameservers.join(", "));
+            self.push("split-DNS entry in control", &e.domain, change, detail);
+            if change != Change::Unchanged && self.apply() {
+                admin.set_split_dns(&e.domain, &e.nameservers).await?;
+            }
+        }
+        Ok((self.apply(), String::new()))
     }
 
     fn template_data(&self) -> TemplateData {
@@ -945,6 +987,7 @@ impl Walk<'_> {
                         .await?;
                     self.template_id = Some(id);
                 }
+                self.template_version = 1;
                 self.push(
                     "launch template",
                     &name,
@@ -959,6 +1002,7 @@ impl Walk<'_> {
                     .map(|d| template_diff(d, &wanted))
                     .unwrap_or_else(|| vec!["unreadable default version"]);
                 if differs.is_empty() {
+                    self.template_version = lt.default_version;
                     self.push(
                         "launch template",
                         &name,
@@ -966,8 +1010,11 @@ impl Walk<'_> {
                         Some(template_line(&wanted)),
                     );
                 } else {
+                    // A plan predicts the version the update will create.
+                    self.template_version = lt.default_version + 1;
                     if self.apply() {
-                        self.aws
+                        self.template_version = self
+                            .aws
                             .update_launch_template(&lt.id, &wanted, &self.tags(&name))
                             .await?;
                     }
@@ -976,7 +1023,8 @@ impl Walk<'_> {
                         &name,
                         Change::Update,
                         Some(format!(
-                            "new default version ({} changed); running instances keep theirs until replaced",
+                            "new default version {} ({} changed); instances are replaced one at a time",
+                            self.template_version,
                             differs.join(", ")
                         )),
                     );
@@ -998,31 +1046,40 @@ impl Walk<'_> {
             .collect();
         let mut launched = Vec::new();
         for (i, name) in wanted.iter().enumerate() {
-            let subnet = &self.p.subnets.subnets[i];
+            let subnet = self.p.subnets.subnets[i].clone();
             if let Some(inst) = existing.iter().find(|x| &x.name == name) {
+                if inst.template_version == Some(self.template_version) {
+                    let detail = format!(
+                        "{} {} in {} ({})",
+                        inst.id, inst.instance_type, inst.az, inst.state
+                    );
+                    self.push("instance", name, Change::Unchanged, Some(detail));
+                    continue;
+                }
+                // Replaced one at a time, each new instance running before
+                // the next old one goes, so an HA pair always has one
+                // router up.
                 let detail = format!(
-                    "{} {} in {} ({})",
-                    inst.id, inst.instance_type, inst.az, inst.state
+                    "replace {} (launched from template version {}, the default is now {})",
+                    inst.id,
+                    inst.template_version
+                        .map_or_else(|| "unknown".to_owned(), |v| v.to_string()),
+                    self.template_version
                 );
-                self.push("instance", name, Change::Unchanged, Some(detail));
+                self.push("instance", name, Change::Update, Some(detail));
+                if self.apply() {
+                    self.progress
+                        .detail(&format!("replacing {name} ({})", inst.id));
+                    let old = [inst.id.clone()];
+                    self.aws.terminate(&old).await?;
+                    self.wait_for(&old, "terminated").await?;
+                    let id = self.launch(name, &subnet).await?;
+                    self.wait_for(&[id], "running").await?;
+                }
                 continue;
             }
             if self.apply() {
-                let (Some(lt), Some(sg)) = (&self.template_id, &self.sg_id) else {
-                    anyhow::bail!("the launch template or security group is missing");
-                };
-                let id = self
-                    .aws
-                    .run_instance(
-                        lt,
-                        &subnet.id,
-                        sg,
-                        &self.p.names.base(),
-                        name,
-                        &self.tags(name),
-                    )
-                    .await?;
-                launched.push(id);
+                launched.push(self.launch(name, &subnet).await?);
             }
             self.push(
                 "instance",
@@ -1064,6 +1121,31 @@ impl Walk<'_> {
         Ok(())
     }
 
+    /// Launches instance `name` into `subnet` from the launch template,
+    /// tagged with the template version; a public address when the subnet
+    /// is public, for direct connections.
+    async fn launch(&mut self, name: &str, subnet: &network::Subnet) -> anyhow::Result<String> {
+        let (Some(lt), Some(sg)) = (&self.template_id, &self.sg_id) else {
+            anyhow::bail!("the launch template or security group is missing");
+        };
+        let mut tags = self.tags(name);
+        tags.push((
+            spec::TAG_TEMPLATE_VERSION.to_owned(),
+            self.template_version.to_string(),
+        ));
+        let profile = self.p.names.base();
+        let launch = Launch {
+            template_id: lt,
+            subnet: &subnet.id,
+            security_group: sg,
+            public_ip: subnet.exposure == network::Exposure::Public,
+            instance_profile: &profile,
+            name,
+            tags: &tags,
+        };
+        Ok(self.aws.run_instance(&launch).await?)
+    }
+
     async fn wait_for(&mut self, ids: &[String], state: &str) -> anyhow::Result<()> {
         if ids.is_empty() {
             return Ok(());
@@ -1089,7 +1171,7 @@ impl Walk<'_> {
             }
             if let Some((id, s)) = states
                 .iter()
-                .find(|(_, s)| *s == "terminated" || *s == "shutting-down")
+                .find(|(_, s)| state == "running" && (*s == "terminated" || *s == "shutting-down"))
             {
                 anyhow::bail!("instance {id} went {s} while starting; see its console output");
             }

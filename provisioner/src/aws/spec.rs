@@ -12,6 +12,8 @@ use crate::role::Role;
 
 /// The WireGuard UDP port, the only one open inbound.
 pub const WIREGUARD_PORT: u16 = 41641;
+/// Control's node-facing TCP port.
+pub const CONTROL_PORT: u16 = 8080;
 /// Tag naming the deployment; `destroy` deletes what carries it.
 pub const TAG_DEPLOYMENT: &str = "causeway:deployment";
 /// Tag naming the role.
@@ -20,6 +22,9 @@ pub const TAG_ROLE: &str = "causeway:role";
 pub const TAG_IMAGE: &str = "causeway:image";
 /// Tag giving an image's architecture.
 pub const TAG_ARCH: &str = "causeway:arch";
+/// Tag on an instance: the launch template version it was launched from,
+/// so `deploy` knows which instances a template change must replace.
+pub const TAG_TEMPLATE_VERSION: &str = "causeway:template-version";
 /// The id of the recordings lifecycle rule.
 pub const LIFECYCLE_RULE_ID: &str = "causeway-recordings";
 /// Name of the inline policy that reads the auth-key secret.
@@ -117,7 +122,9 @@ pub fn user_data(c: &ApplianceConfig) -> String {
     ));
     out.push_str("state_dir = \"/var/lib/causeway\"\n");
     if c.role == Role::Control {
-        out.push_str("\n[control]\nlisten = \"0.0.0.0:8080\"\nadmin_listen = \"127.0.0.1:8081\"\n");
+        out.push_str(&format!(
+            "\n[control]\nlisten = \"0.0.0.0:{CONTROL_PORT}\"\nadmin_listen = \"127.0.0.1:8081\"\n"
+        ));
         return out;
     }
     out.push_str("\n[node]\n");
@@ -293,14 +300,31 @@ impl IngressRule {
     }
 }
 
-/// The appliance's inbound rules: UDP 41641 from anywhere, nothing else.
-pub fn appliance_ingress() -> BTreeSet<IngressRule> {
+/// The appliance's inbound rules, from anywhere and nothing else: the
+/// WireGuard UDP port for nodes, control's TCP port (the Noise channel
+/// nodes dial) for role `control`, which runs no WireGuard node.
+pub fn appliance_ingress(role: Role) -> BTreeSet<IngressRule> {
+    let (protocol, port) = listen_port(role);
     [
-        IngressRule::new("udp", WIREGUARD_PORT, "0.0.0.0/0"),
-        IngressRule::new("udp", WIREGUARD_PORT, "::/0"),
+        IngressRule::new(protocol, port, "0.0.0.0/0"),
+        IngressRule::new(protocol, port, "::/0"),
     ]
     .into_iter()
     .collect()
+}
+
+/// The one port a role listens on from the internet: `("udp", 41641)` for
+/// nodes, `("tcp", 8080)` for control.
+pub fn listen_port(role: Role) -> (&'static str, u16) {
+    match role {
+        Role::Control => ("tcp", CONTROL_PORT),
+        Role::SubnetRouter
+        | Role::Via6
+        | Role::ExitNode
+        | Role::AppConnector
+        | Role::Recorder
+        | Role::Relay => ("udp", WIREGUARD_PORT),
+    }
 }
 
 /// The resolver endpoint's inbound rules: DNS over TCP and UDP from the
@@ -336,6 +360,17 @@ pub struct SplitDnsEntry {
     pub domain: String,
     /// Resolver addresses.
     pub nameservers: Vec<String>,
+}
+
+/// The domain of the VPC's own private DNS names (hostnames of instances),
+/// which only the VPC resolver answers: `ec2.internal` in us-east-1,
+/// `REGION.compute.internal` elsewhere.
+pub fn vpc_internal_domain(region: &str) -> String {
+    if region == "us-east-1" {
+        "ec2.internal".into()
+    } else {
+        format!("{region}.compute.internal")
+    }
 }
 
 /// Split-DNS entries: each private zone's domain → the resolvers.
@@ -488,7 +523,7 @@ mod tests {
 
     #[test]
     fn rule_diff_adds_missing_and_removes_extra_rules() {
-        let wanted = appliance_ingress();
+        let wanted = appliance_ingress(Role::SubnetRouter);
         let mut actual = BTreeSet::new();
         actual.insert(IngressRule::new("tcp", 22, "0.0.0.0/0"));
         actual.insert(IngressRule::new("udp", WIREGUARD_PORT, "0.0.0.0/0"));
@@ -503,6 +538,15 @@ mod tests {
         let rules = dns_ingress(&["10.0.0.0/16".into()]);
         assert_eq!(rules.len(), 4);
         assert!(rules.contains(&IngressRule::new("tcp", 53, "100.64.0.0/10")));
+    }
+
+    #[test]
+    fn the_vpc_internal_domain_follows_the_region() {
+        assert_eq!(vpc_internal_domain("us-east-1"), "ec2.internal");
+        assert_eq!(
+            vpc_internal_domain("eu-west-1"),
+            "eu-west-1.compute.internal"
+        );
     }
 
     #[test]

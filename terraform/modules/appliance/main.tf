@@ -256,23 +256,29 @@ resource "aws_iam_instance_profile" "this" {
 }
 
 # ---------------------------------------------------------------------------
-# Network: WireGuard in, anything out.
+# Network: the role's one port in, anything out. Nodes take WireGuard on
+# UDP 41641; control runs no WireGuard node and takes nodes' connections on
+# TCP 8080 (its admin API stays on 127.0.0.1:8081).
+
+locals {
+  listen = var.role == "control" ? { protocol = "tcp", port = 8080, what = "control" } : { protocol = "udp", port = 41641, what = "WireGuard" }
+}
 
 resource "aws_security_group" "this" {
   name        = local.base_name
-  description = "Causeway ${var.role}: WireGuard UDP 41641 inbound only"
+  description = "Causeway ${var.role}: ${local.listen.what} ${upper(local.listen.protocol)} ${local.listen.port} inbound only"
   vpc_id      = var.vpc_id
   tags        = local.tags
 }
 
-resource "aws_vpc_security_group_ingress_rule" "wireguard" {
+resource "aws_vpc_security_group_ingress_rule" "listen" {
   for_each = toset(["0.0.0.0/0", "::/0"])
 
   security_group_id = aws_security_group.this.id
-  description       = "WireGuard"
-  ip_protocol       = "udp"
-  from_port         = 41641
-  to_port           = 41641
+  description       = local.listen.what
+  ip_protocol       = local.listen.protocol
+  from_port         = local.listen.port
+  to_port           = local.listen.port
   cidr_ipv4         = strcontains(each.key, ":") ? null : each.key
   cidr_ipv6         = strcontains(each.key, ":") ? each.key : null
   tags              = local.tags
@@ -298,15 +304,22 @@ locals {
 
   # Non-secret appliance config (docs/reference/appliance.md): the auth key
   # itself is fetched at boot from Secrets Manager with the instance role.
-  user_data = join("\n", compact([
+  user_data = var.role == "control" ? join("\n", [
     "state_dir = \"/var/lib/causeway\"",
     "",
-    "[node]",
-    "control_url = ${jsonencode(var.control_url)}",
-    "control_public_key = ${jsonencode(var.control_public_key)}",
-    !local.has_secret ? "" : "auth_key_secret = ${jsonencode(local.auth_key_secret)}",
-    contains(local.routing_roles, var.role) ? "\n[subnet_router]\nroutes = [\n${join("", [for r in local.routes : "  { prefix = ${jsonencode(r)}, snat = ${var.snat} },\n"])}]" : "",
+    "[control]",
+    "listen = \"0.0.0.0:${local.listen.port}\"",
+    "admin_listen = \"127.0.0.1:8081\"",
     "",
+    ]) : join("\n", compact([
+      "state_dir = \"/var/lib/causeway\"",
+      "",
+      "[node]",
+      "control_url = ${jsonencode(var.control_url)}",
+      "control_public_key = ${jsonencode(var.control_public_key)}",
+      !local.has_secret ? "" : "auth_key_secret = ${jsonencode(local.auth_key_secret)}",
+      contains(local.routing_roles, var.role) ? "\n[subnet_router]\nroutes = [\n${join("", [for r in local.routes : "  { prefix = ${jsonencode(r)}, snat = ${var.snat} },\n"])}]" : "",
+      "",
   ]))
 }
 
@@ -386,9 +399,10 @@ resource "aws_instance" "this" {
 
   # Subnet and security group at the top level of RunInstances, as the
   # contract says (moto ignores those inside a template).
-  subnet_id              = var.subnet_ids[count.index]
-  vpc_security_group_ids = [aws_security_group.this.id]
-  source_dest_check      = var.snat
+  subnet_id                   = var.subnet_ids[count.index]
+  vpc_security_group_ids      = [aws_security_group.this.id]
+  source_dest_check           = var.snat
+  associate_public_ip_address = var.associate_public_ip_address
 
   # Repeated from the template so that drift on the instance is visible.
   metadata_options {

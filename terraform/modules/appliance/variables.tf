@@ -39,8 +39,14 @@ variable "ha" {
   default     = false
 }
 
+variable "associate_public_ip_address" {
+  description = "Optional. Give each instance a public IPv4 address, so peers connect directly (subnet_ids should be public subnets, whose route table sends 0.0.0.0/0 to an internet gateway). Set false for subnets behind a NAT gateway, where peers reach the appliance through relays only."
+  type        = bool
+  default     = true
+}
+
 variable "control_url" {
-  description = "Required. Control's node-facing URL, http(s)://HOST:PORT, written into the appliance config in user data."
+  description = "Required. Control's node-facing URL, http(s)://HOST:PORT, written into the appliance config in user data (unused for role control)."
   type        = string
 
   validation {

@@ -57,6 +57,10 @@ run "hardening_and_names" {
     condition     = aws_instance.this[0].subnet_id == "subnet-a" && aws_instance.this[0].vpc_security_group_ids == toset([aws_security_group.this.id])
     error_message = "subnet and security group go at the top level of RunInstances"
   }
+  assert {
+    condition     = aws_instance.this[0].associate_public_ip_address == true
+    error_message = "instances get a public address by default, for direct connections"
+  }
 }
 
 run "security_group_only_wireguard_in" {
@@ -67,16 +71,16 @@ run "security_group_only_wireguard_in" {
     error_message = "no inline rules: every rule is a separate resource"
   }
   assert {
-    condition     = toset(keys(aws_vpc_security_group_ingress_rule.wireguard)) == toset(["0.0.0.0/0", "::/0"])
+    condition     = toset(keys(aws_vpc_security_group_ingress_rule.listen)) == toset(["0.0.0.0/0", "::/0"])
     error_message = "inbound rules: exactly 0.0.0.0/0 and ::/0"
   }
   assert {
-    condition = alltrue([for r in values(aws_vpc_security_group_ingress_rule.wireguard) :
+    condition = alltrue([for r in values(aws_vpc_security_group_ingress_rule.listen) :
     r.ip_protocol == "udp" && r.from_port == 41641 && r.to_port == 41641])
     error_message = "inbound is only UDP 41641"
   }
   assert {
-    condition     = aws_vpc_security_group_ingress_rule.wireguard["0.0.0.0/0"].cidr_ipv4 == "0.0.0.0/0" && aws_vpc_security_group_ingress_rule.wireguard["::/0"].cidr_ipv6 == "::/0"
+    condition     = aws_vpc_security_group_ingress_rule.listen["0.0.0.0/0"].cidr_ipv4 == "0.0.0.0/0" && aws_vpc_security_group_ingress_rule.listen["::/0"].cidr_ipv6 == "::/0"
     error_message = "inbound sources must be 0.0.0.0/0 and ::/0"
   }
   assert {

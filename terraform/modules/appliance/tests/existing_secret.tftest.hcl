@@ -43,3 +43,22 @@ run "control_needs_no_secret" {
     error_message = "control gets neither a secret nor a secret policy"
   }
 }
+
+run "control_listens_on_tcp_8080_and_runs_no_node" {
+  command = plan
+
+  variables {
+    role                = "control"
+    auth_key_secret_arn = null
+  }
+
+  assert {
+    condition = alltrue([for r in values(aws_vpc_security_group_ingress_rule.listen) :
+    r.ip_protocol == "tcp" && r.from_port == 8080 && r.to_port == 8080]) && length(aws_vpc_security_group_ingress_rule.listen) == 2
+    error_message = "control's only inbound port is TCP 8080, from 0.0.0.0/0 and ::/0"
+  }
+  assert {
+    condition     = strcontains(local.user_data, "[control]\nlisten = \"0.0.0.0:8080\"") && !strcontains(local.user_data, "[node]")
+    error_message = "control's user data configures the control role, not a node"
+  }
+}
