@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use causeway_recording::RetentionPolicy;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -100,6 +100,7 @@ async fn accept_loop(
     // Notice a vanished SSH server even while its session is idle.
     builder
         .http2()
+        .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(20));
     let builder = Arc::new(builder);
