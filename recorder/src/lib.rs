@@ -104,7 +104,11 @@ async fn accept_loop(
         .keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(20));
     let builder = Arc::new(builder);
+    // Dropping the set on return aborts live connections: what they had
+    // acked is in the spool, and the next start uploads it.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => return Ok(()),
             accepted = listener.accept() => match accepted {
@@ -118,7 +122,7 @@ async fn accept_loop(
         };
         let ingest = Arc::clone(&ingest);
         let builder = Arc::clone(&builder);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let service =
                 hyper::service::service_fn(move |req| Arc::clone(&ingest).handle(peer, req));
             if let Err(e) = builder

@@ -255,3 +255,34 @@ async fn hundred_concurrent_sessions_are_stored_byte_for_byte() {
     let files = wait_stored(&rec.store(), 100, 60).await;
     assert_eq!(files, want);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_live_sessions_and_a_restart_uploads_them() {
+    // Storage that never gets the recording before the stop: a path that cannot be a directory.
+    let rec = Recorder::start(|c| {
+        c.storage = causeway_recorder::StorageConfig::Local {
+            dir: "/dev/null/not-a-dir".into(),
+            retention_days: None,
+        }
+    })
+    .await;
+    let mut h2 = H2::connect(rec.addr).await;
+    let (_, mut up) = h2.post().await;
+    let body = recording("nSTOP", "stop", 10);
+    up.send(body.clone()).await;
+    up.ack_at_least(body.len() as u64).await;
+
+    let dir = rec.stop().await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Reply::Ack(_)) = up.next_reply().await {}
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the live session ended when the recorder stopped"
+    );
+
+    let rec = Recorder::start_in(dir, |_| {}).await;
+    let files = wait_stored(&rec.store(), 1, 10).await;
+    assert_eq!(files.get("nSTOP/20231114T221320Z-stop.cast"), Some(&body));
+}

@@ -49,7 +49,14 @@ pub struct Recorder {
 impl Recorder {
     /// Starts a recorder with [`test_config`] changed by `change`.
     pub async fn start(change: impl FnOnce(&mut RecorderConfig)) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(tempfile::tempdir().expect("tempdir"), change).await
+    }
+
+    /// Starts a recorder on the spool and storage of `dir` (a restart).
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        change: impl FnOnce(&mut RecorderConfig),
+    ) -> Self {
         let mut config = test_config(dir.path());
         change(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -74,6 +81,19 @@ impl Recorder {
 
     pub fn spool(&self) -> PathBuf {
         self.dir.path().join("spool")
+    }
+}
+
+impl Recorder {
+    /// Stops serving; returns the directory for a restart.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let served = (&mut self.task).await.expect("serve task");
+        served.expect("serve returned Ok");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self.dir, dir)
     }
 }
 
@@ -297,7 +317,14 @@ pub fn stored(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
                     .expect("below root")
                     .to_string_lossy()
                     .into_owned();
-                out.insert(rel, std::fs::read(&path).expect("readable"));
+                // A temporary file may be renamed away between listing and reading.
+                match std::fs::read(&path) {
+                    Ok(bytes) => {
+                        out.insert(rel, bytes);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => panic!("reading {}: {e}", path.display()),
+                }
             }
         }
     }
