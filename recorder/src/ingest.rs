@@ -150,9 +150,12 @@ impl Ingest {
         };
         let result = self.pump(&mut session, body, acks).await;
         match &result {
-            Ok(()) => tracing::info!(%peer, bytes = session.state.durable(), "recording finished"),
+            Ok(()) => tracing::debug!(%peer, bytes = session.state.durable(), "recording finished"),
             Err(e) => {
-                tracing::info!(%peer, bytes = session.state.durable(), error = %e, "recording ended with an error")
+                // Peer addresses stay at DEBUG; the key names the node.
+                let key = session.writer.as_ref().map(|w| w.key().to_owned());
+                tracing::info!(key, bytes = session.state.durable(), error = %e, "recording ended with an error");
+                tracing::debug!(%peer, error = %e, "recording ended with an error");
             }
         }
         if let Some(writer) = session.writer.take() {

@@ -214,6 +214,11 @@ impl SpoolWriter {
         Ok(self.recording.len)
     }
 
+    /// The storage key of this recording.
+    pub fn key(&self) -> &str {
+        &self.recording.key
+    }
+
     /// Bytes durable so far.
     pub fn len(&self) -> u64 {
         self.recording.len
