@@ -103,6 +103,8 @@ async fn accept_loop(
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(20));
+    // With a timer, hyper drops HTTP/1 clients that dawdle over their headers.
+    builder.http1().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     // Dropping the set on return aborts live connections: what they had
     // acked is in the spool, and the next start uploads it.

@@ -372,3 +372,18 @@ pub fn wait_listening(port: u16, what: &str, secs: u64) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Waits (up to `secs`) for the recording stored under `key` below `root`.
+pub async fn wait_key(root: &Path, key: &str, secs: u64) -> Vec<u8> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(bytes) = stored(root).remove(key) {
+            return bytes;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{key} not stored within {secs} s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
