@@ -49,7 +49,9 @@ pub async fn serve(
             served
         }
         StorageConfig::S3(s3) => {
-            let storage = S3Storage::from_config(&s3).await;
+            let storage = S3Storage::from_config(&s3)
+                .await
+                .context("configuring S3 storage")?;
             serve_with(config, storage, listener, shutdown).await
         }
     }

@@ -87,9 +87,14 @@ impl Spool {
                     return Err(e).with_context(|| format!("reading {}", meta_path.display()));
                 }
             };
-            let meta: Meta = serde_json::from_slice(&meta).with_context(|| {
-                format!("spool metadata {} is not valid JSON", meta_path.display())
-            })?;
+            let meta: Meta = match serde_json::from_slice(&meta) {
+                Ok(m) => m,
+                Err(e) => {
+                    // Leave both files for an operator rather than refuse to start.
+                    tracing::warn!(file = %meta_path.display(), error = %e, "skipping a spooled recording with unreadable metadata");
+                    continue;
+                }
+            };
             let len = recover(&data).await?;
             if len == 0 {
                 remove_if_exists(&data).await?;
@@ -275,4 +280,43 @@ pub(crate) async fn sync_dir(dir: &Path) -> anyhow::Result<()> {
     d.sync_all()
         .await
         .with_context(|| format!("syncing directory {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn open_recovers_what_a_crash_left() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        // A recording whose last write was torn mid-line.
+        std::fs::write(d.join("1-0.meta"), br#"{"key":"n/a.cast"}"#).expect("write");
+        std::fs::write(d.join("1-0.cast"), b"{\"h\":1}\n[0,\"o\",\"x\"]\n[1,\"o").expect("write");
+        // Data without metadata never had an acked byte; a temporary metadata file never took effect.
+        std::fs::write(d.join("2-0.cast"), b"junk\n").expect("write");
+        std::fs::write(d.join("3-0.meta.tmp"), b"{").expect("write");
+        // Unreadable metadata is left alone for an operator.
+        std::fs::write(d.join("4-0.meta"), b"not json").expect("write");
+        std::fs::write(d.join("4-0.cast"), b"kept\n").expect("write");
+
+        let (_spool, left) = Spool::open(d).await.expect("open");
+
+        assert_eq!(
+            left,
+            vec![SpooledRecording {
+                id: "1-0".to_owned(),
+                key: "n/a.cast".to_owned(),
+                data: d.join("1-0.cast"),
+                len: 20,
+            }]
+        );
+        assert_eq!(
+            std::fs::read(d.join("1-0.cast")).expect("read"),
+            b"{\"h\":1}\n[0,\"o\",\"x\"]\n"
+        );
+        assert!(!d.join("2-0.cast").exists());
+        assert!(!d.join("3-0.meta.tmp").exists());
+        assert!(d.join("4-0.meta").exists() && d.join("4-0.cast").exists());
+    }
 }

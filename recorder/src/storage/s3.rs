@@ -32,7 +32,7 @@ impl S3Storage {
     }
 
     /// Builds a client from the environment's credentials and `config`.
-    pub async fn from_config(config: &S3Config) -> Self {
+    pub async fn from_config(config: &S3Config) -> anyhow::Result<Self> {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
         if let Some(region) = &config.region {
             loader = loader.region(aws_config::Region::new(region.clone()));
@@ -41,14 +41,19 @@ impl S3Storage {
             loader = loader.endpoint_url(url);
         }
         let shared = loader.load().await;
+        anyhow::ensure!(
+            shared.region().is_some(),
+            "no AWS region for S3 bucket {}: set storage.region or AWS_REGION",
+            config.bucket
+        );
         let s3 = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(config.force_path_style)
             .build();
-        Self::new(
+        Ok(Self::new(
             aws_sdk_s3::Client::from_conf(s3),
             &config.bucket,
             config.part_size_bytes,
-        )
+        ))
     }
 
     async fn put_multipart(&self, key: &str, path: &Path, len: u64) -> anyhow::Result<()> {
