@@ -54,6 +54,15 @@ mod tests {
     }
 
     #[test]
+    fn accepts_go_encodings() {
+        // Go's encoding/json writes small floats with exponents and escapes <, >, &.
+        assert_eq!(
+            validate_event(br#"[1.5e-05,"o","\u003cb\u003e \u0026"]"#, 2),
+            Ok(())
+        );
+    }
+
+    #[test]
     fn refuses_a_negative_time() {
         assert_eq!(
             validate_event(br#"[-1,"o","x"]"#, 5),
