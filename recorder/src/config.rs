@@ -1,0 +1,215 @@
+//! The recorder's configuration: TOML-friendly, every field defaulted.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// Everything the recorder role needs, as read from the appliance's config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecorderConfig {
+    /// Source addresses allowed to send recordings; everyone else gets 403.
+    pub allow: Vec<IpNet>,
+    /// Local directory where recordings are fsync'd before they are acked.
+    pub spool_dir: PathBuf,
+    /// Longest accepted line of a recording, in bytes.
+    pub max_line_bytes: usize,
+    /// Interval between keep-alive acks on an idle `/v2/record` stream.
+    pub ack_interval_ms: u64,
+    /// A sender silent for this long has its recording ended with an error.
+    pub stall_timeout_ms: u64,
+    /// Upload retry and parallelism.
+    pub upload: UploadConfig,
+    /// Where finished recordings go.
+    pub storage: StorageConfig,
+}
+
+/// How the spool hands recordings to storage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UploadConfig {
+    /// First retry delay after a failed upload.
+    pub retry_min_ms: u64,
+    /// Cap on the (doubling) retry delay.
+    pub retry_max_ms: u64,
+    /// Uploads running at once.
+    pub concurrency: usize,
+}
+
+/// The storage backend for finished recordings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum StorageConfig {
+    /// A local directory.
+    Local {
+        /// Root directory; recordings go to `<dir>/<node-id>/<time>-<connection>.cast`.
+        dir: PathBuf,
+        /// Delete recordings older than this many days; keep forever when absent.
+        #[serde(default)]
+        retention_days: Option<u32>,
+    },
+    /// An S3 bucket (or an S3-compatible endpoint such as moto).
+    S3(S3Config),
+}
+
+/// Where and how to write recordings to S3.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// Bucket name.
+    pub bucket: String,
+    /// Key prefix; keys are `<prefix>/<node-id>/<time>-<connection>.cast`.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Region; taken from the environment when absent.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Endpoint override, for S3-compatible stores and tests.
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`), needed by moto and MinIO.
+    #[serde(default)]
+    pub force_path_style: bool,
+    /// Recordings larger than this go up as multipart uploads of this part size.
+    #[serde(default = "default_part_size")]
+    pub part_size_bytes: u64,
+}
+
+/// S3's minimum size for all but the last part of a multipart upload.
+pub const S3_MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+
+fn default_prefix() -> String {
+    "recordings".to_owned()
+}
+
+fn default_part_size() -> u64 {
+    8 * 1024 * 1024
+}
+
+impl Default for RecorderConfig {
+    fn default() -> Self {
+        Self {
+            // The tailnet's IPv4 range: SSH servers send from their tailnet address.
+            allow: vec![IpNet::V4(
+                ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(100, 64, 0, 0), 10)
+                    .expect("100.64.0.0/10 is a valid prefix"),
+            )],
+            spool_dir: PathBuf::from("/var/lib/causeway/recorder/spool"),
+            max_line_bytes: 1024 * 1024,
+            ack_interval_ms: 5_000,
+            stall_timeout_ms: 3_600_000,
+            upload: UploadConfig::default(),
+            storage: StorageConfig::Local {
+                dir: PathBuf::from("/var/lib/causeway/recorder/recordings"),
+                retention_days: None,
+            },
+        }
+    }
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        Self {
+            retry_min_ms: 1_000,
+            retry_max_ms: 60_000,
+            concurrency: 4,
+        }
+    }
+}
+
+impl RecorderConfig {
+    /// Checks values serde cannot: non-zero limits, S3's part minimum.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_line_bytes == 0 {
+            return Err("recorder max_line_bytes is 0, expected a positive byte count".to_owned());
+        }
+        if self.ack_interval_ms == 0 || self.ack_interval_ms >= 30_000 {
+            return Err(format!(
+                "recorder ack_interval_ms is {}, expected 1..29999 (Tailscale SSH gives up after 30 s without an ack)",
+                self.ack_interval_ms
+            ));
+        }
+        if self.stall_timeout_ms == 0 {
+            return Err("recorder stall_timeout_ms is 0, expected a positive duration".to_owned());
+        }
+        if self.upload.concurrency == 0 {
+            return Err("recorder upload.concurrency is 0, expected at least 1".to_owned());
+        }
+        if let StorageConfig::S3(s3) = &self.storage
+            && s3.part_size_bytes < S3_MIN_PART_SIZE
+        {
+            return Err(format!(
+                "recorder storage.part_size_bytes is {}, expected at least {S3_MIN_PART_SIZE} (S3's minimum part size)",
+                s3.part_size_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    /// The keep-alive ack interval.
+    pub fn ack_interval(&self) -> Duration {
+        Duration::from_millis(self.ack_interval_ms)
+    }
+
+    /// The stall timeout.
+    pub fn stall_timeout(&self) -> Duration {
+        Duration::from_millis(self.stall_timeout_ms)
+    }
+
+    /// The key prefix of the configured storage.
+    pub fn key_prefix(&self) -> &str {
+        match &self.storage {
+            StorageConfig::Local { .. } => "",
+            StorageConfig::S3(s3) => &s3.prefix,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_minimal_s3_config() {
+        let config: RecorderConfig = toml::from_str(
+            r#"
+            allow = ["100.64.0.0/10", "fd7a:115c:a1e0::/48"]
+            spool_dir = "/tmp/spool"
+            [storage]
+            kind = "s3"
+            bucket = "recordings"
+            "#,
+        )
+        .expect("valid config");
+        assert_eq!(config.allow.len(), 2);
+        assert_eq!(config.max_line_bytes, 1024 * 1024);
+        assert_eq!(config.key_prefix(), "recordings");
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn refuses_a_part_size_below_s3s_minimum() {
+        let config = RecorderConfig {
+            storage: StorageConfig::S3(S3Config {
+                bucket: "b".into(),
+                prefix: String::new(),
+                region: None,
+                endpoint_url: None,
+                force_path_style: false,
+                part_size_bytes: 1024,
+            }),
+            ..RecorderConfig::default()
+        };
+        let err = config.validate().expect_err("too small");
+        assert!(err.contains("part_size_bytes is 1024"), "{err}");
+    }
+
+    #[test]
+    fn default_round_trips_through_toml() {
+        let text = toml::to_string(&RecorderConfig::default()).expect("serializes");
+        let back: RecorderConfig = toml::from_str(&text).expect("parses");
+        assert_eq!(back, RecorderConfig::default());
+    }
+}

@@ -1,0 +1,294 @@
+//! The ingest endpoint, following Tailscale SSH's session-recording
+//! protocol: `HEAD /v2/record` answers 200 so the client knows HTTP/2 acks
+//! are spoken; `POST /v2/record` streams the recording up while the response
+//! streams `{"ack":N}` lines back; `POST /record` (HTTP/1.1 with
+//! `Expect: 100-continue`) is the fallback without acks.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use causeway_recording::{
+    AckFrame, CastHeader, EventError, FrameError, HeaderError, IngestState, LineFramer, Stalled,
+    validate_event,
+};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::config::RecorderConfig;
+use crate::spool::{Spool, SpoolWriter, SpooledRecording};
+
+/// The response body type of every ingest route.
+pub type ResponseBody = BoxBody<Bytes, Infallible>;
+
+/// Why a recording stream was ended; the text goes back to the sender.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The first line is not an acceptable header.
+    #[error("bad recording header: {0}")]
+    Header(#[from] HeaderError),
+    /// An event line is malformed.
+    #[error("bad recording event: {0}")]
+    Event(#[from] EventError),
+    /// A line is too long, or the stream ended inside one.
+    #[error("bad recording stream: {0}")]
+    Frame(#[from] FrameError),
+    /// The sender went silent.
+    #[error("recording stream stalled: {0}")]
+    Stalled(#[from] Stalled),
+    /// The request body failed (connection reset, protocol error).
+    #[error("reading the recording stream failed: {0}")]
+    Body(#[from] hyper::Error),
+    /// The spool could not store the bytes; details are in the recorder's log.
+    #[error("the recorder could not store the recording")]
+    Spool(#[source] anyhow::Error),
+}
+
+/// Shared state of the ingest routes.
+#[derive(Debug)]
+pub struct Ingest {
+    config: Arc<RecorderConfig>,
+    spool: Arc<Spool>,
+    finished: mpsc::UnboundedSender<SpooledRecording>,
+}
+
+impl Ingest {
+    /// Routes that spool into `spool` and hand finished recordings to `finished`.
+    pub fn new(
+        config: Arc<RecorderConfig>,
+        spool: Arc<Spool>,
+        finished: mpsc::UnboundedSender<SpooledRecording>,
+    ) -> Self {
+        Self {
+            config,
+            spool,
+            finished,
+        }
+    }
+
+    /// Answers one request from `peer`.
+    pub async fn handle(
+        self: Arc<Self>,
+        peer: SocketAddr,
+        req: Request<Incoming>,
+    ) -> Result<Response<ResponseBody>, Infallible> {
+        if !self.allowed(peer.ip()) {
+            tracing::debug!(%peer, "refused a recording from a source outside the allow-list");
+            return Ok(text(
+                StatusCode::FORBIDDEN,
+                "source address is not allowed to send recordings\n",
+            ));
+        }
+        let response = match (req.method(), req.uri().path()) {
+            (&Method::HEAD, "/v2/record") => text(StatusCode::OK, ""),
+            (&Method::POST, "/v2/record") => self.start_v2(peer, req.into_body()),
+            (&Method::POST, "/record") => self.record_v1(peer, req.into_body()).await,
+            (_, "/v2/record" | "/record") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        };
+        Ok(response)
+    }
+
+    fn allowed(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.config.allow.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Streams acks back while a task reads the recording.
+    fn start_v2(self: Arc<Self>, peer: SocketAddr, body: Incoming) -> Response<ResponseBody> {
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            let result = self.receive(peer, body, Some(&tx)).await;
+            if let Err(e) = result {
+                let _ = tx
+                    .send(Bytes::from(AckFrame::Error(e.to_string()).to_line()))
+                    .await;
+            }
+        });
+        let mut response = Response::new(AckBody { rx }.boxed());
+        response.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/x-ndjson"),
+        );
+        response
+    }
+
+    /// Reads the whole recording, then answers.
+    async fn record_v1(
+        self: Arc<Self>,
+        peer: SocketAddr,
+        body: Incoming,
+    ) -> Response<ResponseBody> {
+        match self.receive(peer, body, None).await {
+            Ok(()) => text(StatusCode::OK, ""),
+            Err(e) => text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
+        }
+    }
+
+    /// Reads one recording into the spool; acked bytes reach storage even
+    /// when the stream ends in an error.
+    async fn receive(
+        &self,
+        peer: SocketAddr,
+        body: Incoming,
+        acks: Option<&mpsc::Sender<Bytes>>,
+    ) -> Result<(), SessionError> {
+        let mut session = Session {
+            framer: LineFramer::new(self.config.max_line_bytes),
+            state: IngestState::new(
+                Instant::now().into_std(),
+                self.config.ack_interval(),
+                self.config.stall_timeout(),
+            ),
+            writer: None,
+        };
+        let result = self.pump(&mut session, body, acks).await;
+        match &result {
+            Ok(()) => tracing::debug!(%peer, bytes = session.state.durable(), "recording finished"),
+            Err(e) => {
+                // Peer addresses stay at DEBUG; the key names the node.
+                let key = session.writer.as_ref().map(|w| w.key().to_owned());
+                tracing::info!(key, bytes = session.state.durable(), error = %e, "recording ended with an error");
+                tracing::debug!(%peer, error = %e, "recording ended with an error");
+            }
+        }
+        if let Some(writer) = session.writer.take() {
+            self.close(writer).await;
+        }
+        result
+    }
+
+    async fn pump(
+        &self,
+        s: &mut Session,
+        mut body: Incoming,
+        acks: Option<&mpsc::Sender<Bytes>>,
+    ) -> Result<(), SessionError> {
+        loop {
+            let deadline = Instant::from_std(s.state.poll_timeout());
+            tokio::select! {
+                frame = body.frame() => {
+                    let Some(frame) = frame else { break };
+                    if let Ok(data) = frame?.into_data() {
+                        s.state.handle_received(data.len() as u64, Instant::now().into_std());
+                        s.framer.push(&data)?;
+                        self.store_complete_lines(s).await?;
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => s.state.check_stall(Instant::now().into_std())?,
+            }
+            if let (Some(tx), Some(ack)) = (acks, s.state.poll_ack(Instant::now().into_std())) {
+                // A client that stopped reading acks will be cut off by h2 flow control anyway.
+                let _ = tx.try_send(Bytes::from(ack.to_line()));
+            }
+        }
+        s.framer.finish()?;
+        if s.writer.is_none() {
+            return Err(HeaderError::Json(
+                "the stream was empty, expected a header line".to_owned(),
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Validates the complete lines, stores the valid ones, then reports the first bad one.
+    async fn store_complete_lines(&self, s: &mut Session) -> Result<(), SessionError> {
+        let mut line_no = s.framer.lines_completed() - s.framer.lines().count() as u64;
+        let mut valid = 0usize;
+        let mut header = None;
+        let mut failure = None;
+        for line in s.framer.lines() {
+            line_no += 1;
+            let checked = if line_no == 1 {
+                CastHeader::parse(line)
+                    .map(|h| header = Some(h))
+                    .map_err(SessionError::from)
+            } else {
+                validate_event(line, line_no).map_err(SessionError::from)
+            };
+            if let Err(e) = checked {
+                failure = Some(e);
+                break;
+            }
+            valid += line.len() + 1;
+        }
+        if let Some(header) = header {
+            let writer = self
+                .spool
+                .create(&header, self.config.key_prefix())
+                .await
+                .map_err(spool_error)?;
+            tracing::debug!(node = %header.src_node_id, connection = %header.connection_id, "recording started");
+            s.writer = Some(writer);
+        }
+        if valid > 0
+            && let Some(writer) = s.writer.as_mut()
+        {
+            let durable = writer
+                .append(&s.framer.complete()[..valid])
+                .await
+                .map_err(spool_error)?;
+            s.state.handle_durable(durable);
+        }
+        s.framer.consume_complete();
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Hands a recording to the uploader, or drops it if it holds nothing.
+    async fn close(&self, writer: SpoolWriter) {
+        if writer.is_empty() {
+            if let Err(e) = self.spool.discard(writer).await {
+                tracing::warn!(error = %format!("{e:#}"), "could not remove an empty spooled recording");
+            }
+            return;
+        }
+        if self.finished.send(writer.finish()).is_err() {
+            tracing::debug!(
+                "uploader stopped; the recording stays in the spool for the next start"
+            );
+        }
+    }
+}
+
+struct Session {
+    framer: LineFramer,
+    state: IngestState,
+    writer: Option<SpoolWriter>,
+}
+
+fn spool_error(e: anyhow::Error) -> SessionError {
+    tracing::warn!(error = %format!("{e:#}"), "spooling a recording failed");
+    SessionError::Spool(e)
+}
+
+fn text(status: StatusCode, body: &str) -> Response<ResponseBody> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_owned())).boxed());
+    *response.status_mut() = status;
+    response
+}
+
+/// The `/v2/record` response: ack lines as the session task sends them.
+struct AckBody {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl Body for AckBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|line| line.map(|b| Ok(Frame::data(b))))
+    }
+}

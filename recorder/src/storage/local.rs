@@ -1,0 +1,151 @@
+//! Recordings in a local directory, with retention.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::Context;
+use causeway_recording::{RetentionPolicy, StoredRecording, expired};
+
+use super::Storage;
+use crate::spool::sync_dir;
+
+/// A directory of recordings: `<root>/<key>`.
+#[derive(Debug, Clone)]
+pub struct LocalStorage {
+    root: PathBuf,
+}
+
+impl LocalStorage {
+    /// Storage under `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// Deletes recordings older than the policy allows at `now`; returns their keys.
+    pub async fn apply_retention(
+        &self,
+        policy: RetentionPolicy,
+        now: SystemTime,
+    ) -> anyhow::Result<Vec<String>> {
+        let root = self.root.clone();
+        let stored = tokio::task::spawn_blocking(move || list(&root))
+            .await
+            .context("listing recordings for retention")??;
+        let mut deleted = Vec::new();
+        for key in expired(policy, &stored, now) {
+            let path = self.root.join(&key);
+            tokio::fs::remove_file(&path)
+                .await
+                .with_context(|| format!("deleting expired recording {}", path.display()))?;
+            tracing::info!(key = %key, "deleted a recording past retention");
+            deleted.push(key);
+        }
+        Ok(deleted)
+    }
+}
+
+impl Storage for LocalStorage {
+    async fn put(&self, key: &str, path: &Path, len: u64) -> anyhow::Result<()> {
+        let target = self.root.join(key);
+        let parent = target
+            .parent()
+            .with_context(|| format!("recording key {key:?} has no directory"))?
+            .to_owned();
+        tokio::fs::create_dir_all(&parent)
+            .await
+            .with_context(|| format!("creating {}", parent.display()))?;
+        let tmp = target.with_extension("cast.tmp");
+        let copied = tokio::fs::copy(path, &tmp)
+            .await
+            .with_context(|| format!("copying {} to {}", path.display(), tmp.display()))?;
+        anyhow::ensure!(
+            copied == len,
+            "copied {copied} bytes of {}, expected {len}",
+            path.display()
+        );
+        let f = tokio::fs::File::open(&tmp)
+            .await
+            .with_context(|| format!("opening {}", tmp.display()))?;
+        f.sync_all()
+            .await
+            .with_context(|| format!("syncing {}", tmp.display()))?;
+        tokio::fs::rename(&tmp, &target)
+            .await
+            .with_context(|| format!("renaming {} into place", tmp.display()))?;
+        sync_dir(&parent).await
+    }
+
+    fn describe(&self) -> String {
+        format!("dir://{}", self.root.display())
+    }
+}
+
+/// Every `.cast` file below `root`, with its key and modification time.
+fn list(root: &Path) -> anyhow::Result<Vec<StoredRecording>> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+        };
+        for entry in entries {
+            let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+            let path = entry.path();
+            let meta = entry
+                .metadata()
+                .with_context(|| format!("reading {}", path.display()))?;
+            if meta.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "cast") {
+                continue;
+            }
+            let Ok(rel) = path.strip_prefix(root) else {
+                continue;
+            };
+            out.push(StoredRecording {
+                key: rel.to_string_lossy().into_owned(),
+                modified: meta
+                    .modified()
+                    .with_context(|| format!("reading mtime of {}", path.display()))?,
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn stores_and_expires_recordings() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("src.cast");
+        std::fs::write(&src, b"{}\n").expect("write");
+        let storage = LocalStorage::new(dir.path().join("store"));
+        storage.put("n1/a.cast", &src, 3).await.expect("put");
+        assert_eq!(
+            std::fs::read(dir.path().join("store/n1/a.cast")).expect("stored"),
+            b"{}\n"
+        );
+
+        let now = SystemTime::now();
+        let kept = storage
+            .apply_retention(RetentionPolicy::days(1), now)
+            .await
+            .expect("retention");
+        assert!(kept.is_empty());
+        let later = now + Duration::from_secs(2 * 86_400);
+        let gone = storage
+            .apply_retention(RetentionPolicy::days(1), later)
+            .await
+            .expect("retention");
+        assert_eq!(gone, vec!["n1/a.cast".to_owned()]);
+        assert!(!dir.path().join("store/n1/a.cast").exists());
+    }
+}
