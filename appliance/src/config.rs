@@ -16,6 +16,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Role `control`.
     pub control: Option<causeway_control::ControlConfig>,
+    /// Role `recorder`: session-recording ingest, spool and storage.
+    pub recorder: Option<causeway_recorder::RecorderConfig>,
     /// Role `device`.
     pub node: Option<NodeConfig>,
     /// Role `subnet-router`.
@@ -106,8 +108,11 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        if self.control.is_none() && self.node.is_none() {
-            bail!("no role enabled: expected a [control] or [node] section");
+        if self.control.is_none() && self.node.is_none() && self.recorder.is_none() {
+            bail!("no role enabled: expected a [control], [node] or [recorder] section");
+        }
+        if let Some(recorder) = &self.recorder {
+            recorder.validate().map_err(anyhow::Error::msg)?;
         }
         if self.subnet_router.is_some() && self.node.is_none() {
             bail!("[subnet_router] needs a [node] section: a router is a mesh node");

@@ -147,6 +147,22 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         })
     });
 
+    let recorder = match config.recorder.clone() {
+        Some(recorder) => {
+            let listener = tokio::net::TcpListener::bind(recorder.listen)
+                .await
+                .with_context(|| format!("binding recorder listener {}", recorder.listen))?;
+            let mut stopped = stopped.clone();
+            Some(tokio::spawn(async move {
+                causeway_recorder::serve(recorder, listener, async move {
+                    let _ = stopped.changed().await;
+                })
+                .await
+            }))
+        }
+        None => None,
+    };
+
     let node_result = match &config.node {
         Some(node_config) => {
             let state = StateDir::open(&config.state_dir)?;
@@ -164,7 +180,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(handle) => handle.await.context("control task failed")?,
         None => Ok(()),
     };
-    node_result.and(control_result)
+    let recorder_result = match recorder {
+        Some(handle) => handle.await.context("recorder task failed")?,
+        None => Ok(()),
+    };
+    node_result.and(control_result).and(recorder_result)
 }
 
 async fn wait_for_signal() {

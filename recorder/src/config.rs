@@ -1,5 +1,6 @@
 //! The recorder's configuration: TOML-friendly, every field defaulted.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,6 +11,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RecorderConfig {
+    /// Where ingest listens (HTTP/1.1 and h2c on one port). Port 80 by
+    /// default, the port Tailscale SSH assumes for a recorder address.
+    pub listen: SocketAddr,
     /// Source addresses allowed to send recordings; everyone else gets 403.
     pub allow: Vec<IpNet>,
     /// Local directory where recordings are fsync'd before they are acked.
@@ -91,6 +95,7 @@ fn default_part_size() -> u64 {
 impl Default for RecorderConfig {
     fn default() -> Self {
         Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 80)),
             // The tailnet's IPv4 range: SSH servers send from their tailnet address.
             allow: vec![IpNet::V4(
                 ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(100, 64, 0, 0), 10)

@@ -21,6 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 /// A recorder config for tests: loopback allowed, short timers, local storage.
 pub fn test_config(dir: &Path) -> RecorderConfig {
     RecorderConfig {
+        // Tests bind their own listener; this is never used.
+        listen: "127.0.0.1:0".parse().expect("valid address"),
         allow: vec!["127.0.0.0/8".parse().expect("valid net")],
         spool_dir: dir.join("spool"),
         max_line_bytes: 64 * 1024,

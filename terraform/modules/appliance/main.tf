@@ -390,6 +390,7 @@ resource "aws_instance" "this" {
   #checkov:skip=CKV_AWS_135: ebs_optimized is set in the launch template, which checkov does not follow.
   #checkov:skip=CKV_AWS_126: detailed monitoring is enabled in the launch template, which checkov does not follow.
   #checkov:skip=CKV2_AWS_41: the instance profile (role causeway-NAME-ROLE) is in the launch template, which checkov does not follow.
+  #checkov:skip=CKV_AWS_88: a public address is what lets peers reach a mesh node directly (docs/aws.md); its security group admits only the one listening port. Set associate_public_ip_address = false behind a NAT gateway.
   count = local.instance_count
 
   launch_template {
