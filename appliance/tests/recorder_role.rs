@@ -116,7 +116,12 @@ fn recorder_role_stores_an_upload_and_stops_on_sigterm() {
     assert_eq!(String::from_utf8_lossy(&bytes), body);
     assert!(file.starts_with(store.join("n1")), "{}", file.display());
 
-    nix_kill(appliance.0.id(), "TERM");
+    let pid = i32::try_from(appliance.0.id()).expect("a pid fits in i32");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM delivered");
     let status = appliance.0.wait().expect("appliance exits");
     assert!(status.success(), "SIGTERM is a clean stop: {status}");
 }
@@ -139,12 +144,4 @@ fn bad_recorder_config_is_refused_before_listening() {
         "the error names the file and the key: {stderr}"
     );
     assert!(!dir.path().join("spool").exists(), "nothing was created");
-}
-
-fn nix_kill(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
 }

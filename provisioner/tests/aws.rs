@@ -1335,13 +1335,9 @@ fn control_mints_the_key_and_gets_the_split_dns_entries() {
     );
 
     // Role control opens its TCP port to nodes, not the WireGuard port.
-    let mut ctl = cloud.deploy_args("deploy", "ctl1", "control");
-    ctl.retain(|a| {
-        !["--control-url", "--control-public-key"].contains(a)
-            && !a.contains("control.example")
-            && *a != CONTROL_KEY
-    });
-    ok(cloud.run(&ctl));
+    ok(cloud.run(&[
+        "deploy", "--cloud", "aws", "--name", "ctl1", "--role", "control", "--vpc", &cloud.vpc,
+    ]));
     cloud.block(async {
         let groups = c
             .ec2

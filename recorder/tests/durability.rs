@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{H2, Reply, recording};
 
-/// The recorder binary on a fixed port, killed (SIGKILL) on drop.
+/// The recorder binary on the port its config names, killed (SIGKILL) on drop.
 struct Process {
     child: Child,
 }
@@ -19,12 +19,8 @@ struct Process {
 impl Process {
     fn start(config: &Path, port: u16) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_causeway-recorder"))
-            .args([
-                "--config",
-                &config.display().to_string(),
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
+            .arg("--config")
+            .arg(config)
             .env("RUST_LOG", "causeway_recorder=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -52,15 +48,16 @@ impl Drop for Process {
 async fn kill_9_mid_stream_loses_no_acked_byte() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config_path = dir.path().join("recorder.toml");
+    let port = common::free_port();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut config = common::test_config(dir.path());
     config.ack_interval_ms = 100;
+    config.listen = addr;
     std::fs::write(
         &config_path,
         toml::to_string(&config).expect("config serializes"),
     )
     .expect("write config");
-    let port = common::free_port();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
 
     // Kill at three different depths into three sessions.
     let mut sessions = Vec::new();

@@ -9,12 +9,9 @@ use clap::Parser;
 /// Runs the session recorder.
 #[derive(Debug, Parser)]
 struct Args {
-    /// Recorder configuration (TOML).
+    /// Recorder configuration (TOML, the appliance's `[recorder]` section).
     #[arg(long, env = "CAUSEWAY_RECORDER_CONFIG")]
     config: PathBuf,
-    /// Address to listen on.
-    #[arg(long, env = "CAUSEWAY_RECORDER_LISTEN")]
-    listen: std::net::SocketAddr,
 }
 
 #[tokio::main]
@@ -37,9 +34,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", args.config.display()))?;
     let config: causeway_recorder::RecorderConfig =
         toml::from_str(&text).with_context(|| format!("parsing {}", args.config.display()))?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("listening on {}", args.listen))?;
+        .with_context(|| format!("listening on {}", config.listen))?;
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };

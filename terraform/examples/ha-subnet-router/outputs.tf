@@ -1,6 +1,6 @@
 output "vpc_id" {
   description = "The example VPC."
-  value       = aws_vpc.this.id
+  value       = module.vpc.vpc_id
 }
 
 output "instance_ids" {
@@ -40,7 +40,7 @@ output "iam_role_name" {
 
 output "route_table_id" {
   description = "The public route table (holds 100.64.0.0/10 when snat = false)."
-  value       = aws_route_table.public.id
+  value       = module.vpc.public_route_table_id
 }
 
 output "split_dns" {

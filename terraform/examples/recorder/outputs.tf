@@ -1,6 +1,6 @@
 output "vpc_id" {
   description = "The example VPC."
-  value       = aws_vpc.this.id
+  value       = module.vpc.vpc_id
 }
 
 output "instance_ids" {
