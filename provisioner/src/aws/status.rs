@@ -17,7 +17,8 @@ pub struct InstanceStatus {
     /// The instance.
     #[serde(flatten)]
     pub instance: Instance,
-    /// `primary`, `standby`, or `unknown` (no admin API or no answer).
+    /// `primary`, `standby`, `offline` (registered, not connected), `not
+    /// registered`, or `unknown` (no admin API or no answer).
     pub ha_role: String,
 }
 
@@ -87,6 +88,7 @@ async fn inspect(aws: &Aws, opts: &AwsOptions) -> anyhow::Result<StatusReport> {
                     .find(|r| r.name == i.hostname || r.name == i.id || r.name == i.name)
                 {
                     Some(r) if !r.primary.is_empty() => "primary".to_owned(),
+                    Some(r) if !r.online => "offline".to_owned(),
                     Some(_) => "standby".to_owned(),
                     None => "not registered".to_owned(),
                 },

@@ -1,0 +1,411 @@
+//! An HA subnet-router pair deployed with `provisioner deploy --cloud aws
+//! --ha` against moto, then booted for real: each "instance" is an
+//! appliance in its own namespace, run with the launch template's user data
+//! as its config (only the state directory and the EC2 hostname filled in,
+//! as the image would), fetching its auth key from Secrets Manager on moto.
+//! Control approves the route for both; `provisioner status` asks control
+//! and names the primary, and names the other one after a failover.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use base64::Engine;
+use causeway_e2e::local::{Site, topology::CONTROL_ADDR};
+use causeway_e2e::{Ran, TestDeployment, VPC_SUBNET, WAIT, binary, run, wait_until};
+use serde_json::Value;
+
+/// moto's port, inside control's namespace on every address (nodes on the
+/// public bridge reach it at CONTROL_ADDR, the provisioner at loopback).
+const MOTO_PORT: u16 = 5000;
+
+/// The instances' addresses on the public bridge.
+const INSTANCE_ADDRS: [&str; 2] = ["198.18.0.61/24", "198.18.0.62/24"];
+
+#[test]
+fn ha_pair_boots_from_user_data_and_status_names_the_primary() {
+    let mut t = TestDeployment::deploy();
+    let root = t.dep().paths().root().to_owned();
+    let ctl = t.dep().netns(Site::Ctl);
+    // The local router advertises the same subnet; it leaves the pair alone.
+    t.process("router").stop(Duration::from_secs(10));
+
+    let mut moto = t.command_in(Site::Ctl, "moto_server");
+    moto.args(["-H", "0.0.0.0", "-p", &MOTO_PORT.to_string()]);
+    t.spawn_recorded("moto", ctl.name(), &mut moto, &root.join("moto.log"));
+    wait_until(WAIT, "moto to answer", || {
+        let ran = aws_cli(&t, &["ec2", "describe-regions"]);
+        ensure!(ran.success(), "{ran}");
+        Ok(())
+    });
+    let vpc = public_vpc(&t);
+
+    let control_key = std::fs::read_to_string(t.dep().paths().control_pub())
+        .expect("control's public key")
+        .trim()
+        .to_owned();
+    let control_url = format!("http://{CONTROL_ADDR}:8080");
+    provisioner(
+        &t,
+        &[
+            "deploy",
+            "--role",
+            "subnet-router",
+            "--ha",
+            "--vpc",
+            &vpc,
+            "--route",
+            VPC_SUBNET,
+            "--control-url",
+            &control_url,
+            "--control-public-key",
+            &control_key,
+        ],
+    )
+    .expect_success();
+
+    let status = status_json(&t);
+    let instances = status["instances"].as_array().expect("instances").clone();
+    assert_eq!(instances.len(), 2, "{status}");
+    for i in &instances {
+        assert_eq!(
+            i["ha_role"], "not registered",
+            "nothing has booted: {status}"
+        );
+    }
+
+    // Boot both from the launch template's user data.
+    let template = aws(
+        &t,
+        &[
+            "ec2",
+            "describe-launch-template-versions",
+            "--launch-template-name",
+            &format!("causeway-{}-subnet-router", t.name()),
+            "--versions",
+            "$Latest",
+            "--query",
+            "LaunchTemplateVersions[0].LaunchTemplateData.UserData",
+        ],
+    );
+    let user_data = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(&template)
+            .expect("user data is base64"),
+    )
+    .expect("user data is text");
+    assert!(
+        user_data.contains("auth_key_secret = \"arn:aws:secretsmanager:"),
+        "{user_data}"
+    );
+    let mut hostnames = Vec::new();
+    for (n, (instance, addr)) in instances.iter().zip(INSTANCE_ADDRS).enumerate() {
+        let hostname = instance["hostname"].as_str().expect("hostname").to_owned();
+        assert!(hostname.starts_with("ip-"), "an EC2 hostname: {instance}");
+        let ns = t.add_bridge_namespace(&format!("ha{n}"), addr);
+        let state_dir = root.join(format!("ha{n}"));
+        let config = root.join(format!("ha{n}.toml"));
+        std::fs::write(&config, boot_config(&user_data, &state_dir, &hostname))
+            .expect("writing the config");
+        let mut cmd = ns.command(binary("appliance"));
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&config)
+            .envs(aws_env())
+            .env(
+                "AWS_ENDPOINT_URL",
+                format!("http://{CONTROL_ADDR}:{MOTO_PORT}"),
+            );
+        t.spawn_recorded(
+            &format!("ha{n}"),
+            ns.name(),
+            &mut cmd,
+            &root.join(format!("ha{n}.log")),
+        );
+        hostnames.push(hostname);
+    }
+
+    let first = wait_for_primary(&t, &hostnames, None);
+    let status = status_json(&t);
+    assert_eq!(
+        roles(&status),
+        expected_roles(&hostnames, &first, "standby"),
+        "{status}"
+    );
+
+    // Fail over: the primary stops; control moves the route; status follows.
+    let index = hostnames.iter().position(|h| *h == first).expect("known");
+    t.process(&format!("ha{index}"))
+        .stop(Duration::from_secs(10));
+    let second = wait_for_primary(&t, &hostnames, Some(&first));
+    assert_ne!(first, second);
+    let status = status_json(&t);
+    assert_eq!(
+        roles(&status),
+        expected_roles(&hostnames, &second, "offline"),
+        "{status}"
+    );
+    let text = provisioner(&t, &["status"]).stdout;
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&instance_id(&status, &second)) && l.contains("primary")),
+        "{text}"
+    );
+
+    provisioner(&t, &["destroy"]).expect_success();
+    t.finish();
+}
+
+/// Credentials and region for moto; no instance metadata lookups.
+fn aws_env() -> [(&'static str, &'static str); 5] {
+    [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+}
+
+/// A VPC with two public subnets in two AZs and an arm64 appliance image,
+/// made with the AWS CLI; returns the VPC id.
+fn public_vpc(t: &TestDeployment) -> String {
+    let vpc = aws(
+        t,
+        &[
+            "ec2",
+            "create-vpc",
+            "--cidr-block",
+            "10.0.0.0/16",
+            "--query",
+            "Vpc.VpcId",
+        ],
+    );
+    let igw = aws(
+        t,
+        &[
+            "ec2",
+            "create-internet-gateway",
+            "--query",
+            "InternetGateway.InternetGatewayId",
+        ],
+    );
+    aws(
+        t,
+        &[
+            "ec2",
+            "attach-internet-gateway",
+            "--internet-gateway-id",
+            &igw,
+            "--vpc-id",
+            &vpc,
+        ],
+    );
+    let table = aws(
+        t,
+        &[
+            "ec2",
+            "create-route-table",
+            "--vpc-id",
+            &vpc,
+            "--query",
+            "RouteTable.RouteTableId",
+        ],
+    );
+    aws(
+        t,
+        &[
+            "ec2",
+            "create-route",
+            "--route-table-id",
+            &table,
+            "--destination-cidr-block",
+            "0.0.0.0/0",
+            "--gateway-id",
+            &igw,
+        ],
+    );
+    for (cidr, az) in [("10.0.1.0/24", "us-east-1a"), ("10.0.2.0/24", "us-east-1b")] {
+        let subnet = aws(
+            t,
+            &[
+                "ec2",
+                "create-subnet",
+                "--vpc-id",
+                &vpc,
+                "--cidr-block",
+                cidr,
+                "--availability-zone",
+                az,
+                "--query",
+                "Subnet.SubnetId",
+            ],
+        );
+        aws(
+            t,
+            &[
+                "ec2",
+                "associate-route-table",
+                "--route-table-id",
+                &table,
+                "--subnet-id",
+                &subnet,
+            ],
+        );
+    }
+    let image = aws(
+        t,
+        &[
+            "ec2",
+            "register-image",
+            "--name",
+            "causeway-appliance-arm64",
+            "--architecture",
+            "arm64",
+            "--root-device-name",
+            "/dev/xvda",
+            "--query",
+            "ImageId",
+        ],
+    );
+    aws(
+        t,
+        &[
+            "ec2",
+            "create-tags",
+            "--resources",
+            &image,
+            "--tags",
+            "Key=causeway:image,Value=appliance",
+            "Key=causeway:arch,Value=arm64",
+        ],
+    );
+    vpc
+}
+
+/// The user data as the image's boot would use it: its state directory
+/// under the test's root, and the instance's EC2 hostname (the OS hostname
+/// on a real instance).
+fn boot_config(user_data: &str, state_dir: &Path, hostname: &str) -> String {
+    let with_dir = user_data.replace(
+        "state_dir = \"/var/lib/causeway\"",
+        &format!("state_dir = {:?}", state_dir.display().to_string()),
+    );
+    assert_ne!(with_dir, user_data, "no state_dir line in:\n{user_data}");
+    let config = with_dir.replace(
+        "\n[node]\n",
+        &format!("\n[node]\nhostname = {hostname:?}\n"),
+    );
+    assert_ne!(config, with_dir, "no [node] section in:\n{user_data}");
+    config
+}
+
+/// `aws ARGS…` against moto in control's namespace.
+fn aws_cli(t: &TestDeployment, args: &[&str]) -> Ran {
+    let mut cmd = t.command_in(Site::Ctl, "aws");
+    cmd.args(["--endpoint-url", &format!("http://127.0.0.1:{MOTO_PORT}")])
+        .args(["--output", "text"])
+        .args(args)
+        .envs(aws_env());
+    run(&mut cmd, Duration::from_secs(60))
+}
+
+/// Like [`aws_cli`], which must succeed; its trimmed output.
+fn aws(t: &TestDeployment, args: &[&str]) -> String {
+    aws_cli(t, args).expect_success().stdout.trim().to_owned()
+}
+
+/// `provisioner ARGS… --cloud aws` for the test's deployment, in control's
+/// namespace, against moto and control's admin API.
+fn provisioner(t: &TestDeployment, args: &[&str]) -> Ran {
+    let mut cmd = t.command_in(Site::Ctl, binary("provisioner"));
+    cmd.args(args)
+        .args(["--cloud", "aws", "--name", &t.name()])
+        .args(["--control-admin-url", "http://127.0.0.1:8081"])
+        .arg("--control-admin-token-file")
+        .arg(t.dep().paths().admin_token())
+        .envs(aws_env())
+        .env(
+            "CAUSEWAY_AWS_ENDPOINT_URL",
+            format!("http://127.0.0.1:{MOTO_PORT}"),
+        );
+    run(&mut cmd, Duration::from_secs(120))
+}
+
+/// `provisioner status --output json`, parsed.
+fn status_json(t: &TestDeployment) -> Value {
+    let ran = provisioner(t, &["status", "--output", "json"]).expect_success();
+    serde_json::from_str(&ran.stdout).unwrap_or_else(|e| panic!("status is not JSON ({e}): {ran}"))
+}
+
+/// hostname → ha_role, from a status report.
+fn roles(status: &Value) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = status["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .map(|i| {
+            (
+                i["hostname"].as_str().unwrap_or_default().to_owned(),
+                i["ha_role"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// hostname → ha_role when `primary` is primary and the other is `other`.
+fn expected_roles(hostnames: &[String], primary: &str, other: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = hostnames
+        .iter()
+        .map(|h| {
+            let role = if h == primary { "primary" } else { other };
+            (h.clone(), role.to_owned())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn instance_id(status: &Value, hostname: &str) -> String {
+    status["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["hostname"] == hostname)
+        .and_then(|i| i["id"].as_str())
+        .unwrap_or_else(|| panic!("no instance {hostname} in {status}"))
+        .to_owned()
+}
+
+/// Waits until control lists both hostnames as routers of the subnet and
+/// one of them (not `not`) as its primary; returns that one.
+fn wait_for_primary(t: &TestDeployment, hostnames: &[String], not: Option<&str>) -> String {
+    wait_until(
+        Duration::from_secs(60),
+        "control to choose a primary",
+        || {
+            let routes = t.admin_json(&["routes", "list"]);
+            let entries = routes.as_array().context("a route list")?;
+            let mut primary = None;
+            for h in hostnames {
+                let Some(e) = entries.iter().find(|e| e["name"] == h.as_str()) else {
+                    bail!("{h} has not registered: {routes}");
+                };
+                let approved = e["approved"].to_string();
+                ensure!(
+                    approved.contains(VPC_SUBNET),
+                    "{h} is not approved: {routes}"
+                );
+                if e["primary"].to_string().contains(VPC_SUBNET) {
+                    primary = Some(h.clone());
+                }
+            }
+            match primary {
+                Some(p) if Some(p.as_str()) != not => Ok(p),
+                _ => bail!("no new primary yet: {routes}"),
+            }
+        },
+    )
+}
