@@ -129,6 +129,11 @@ impl Cloud {
 
     /// Runs the provisioner against moto.
     fn run(&self, args: &[&str]) -> Output {
+        self.run_at(&self.moto.url, args)
+    }
+
+    /// Runs the provisioner against `endpoint` (moto, or a proxy in front).
+    fn run_at(&self, endpoint: &str, args: &[&str]) -> Output {
         let out = Command::new(env!("CARGO_BIN_EXE_provisioner"))
             .args(args)
             .env("AWS_ACCESS_KEY_ID", "testing")
@@ -136,7 +141,7 @@ impl Cloud {
             .env("AWS_REGION", "us-east-1")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("AWS_MAX_ATTEMPTS", "1")
-            .env("CAUSEWAY_AWS_ENDPOINT_URL", &self.moto.url)
+            .env("CAUSEWAY_AWS_ENDPOINT_URL", endpoint)
             .env_remove("AWS_ENDPOINT_URL")
             .env_remove("AWS_PROFILE")
             .output()
@@ -1169,6 +1174,183 @@ fn impossible_requests_are_refused_before_anything_is_created() {
     });
     assert!(names.is_empty(), "{names:?}");
     let _ = Path::new(&key_file);
+}
+
+/// A deploy that fails half-way names the resource and AWS's error code,
+/// keeps what it created, and the next deploy resumes from there. The
+/// failure is injected by a proxy in front of moto that answers
+/// `CreateLaunchTemplate` the way EC2 answers a caller without permission.
+#[test]
+fn a_deploy_that_fails_half_way_names_the_resource_and_resumes() {
+    let cloud = Cloud::new();
+    let c = &cloud.c;
+    let key_file = cloud.key_file();
+    let proxy = FaultProxy::start(&cloud.moto.url, "Action=CreateLaunchTemplate");
+    let mut args = cloud.deploy_args("deploy", "half1", "subnet-router");
+    args.extend(["--auth-key-file", &key_file]);
+
+    let out = cloud.run_at(&proxy.url, &args);
+
+    assert!(!out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("launch template causeway-half1-subnet-router")
+            && said.contains("AWS error UnauthorizedOperation"),
+        "the error names the resource and AWS's code:\n{said}"
+    );
+    assert!(said.contains("the next deploy resumes"), "{said}");
+    let before = cloud.block(tagged(c, "half1"));
+    for kind in ["secret ", "role ", "sg "] {
+        assert!(
+            before.iter().any(|r| r.starts_with(kind)),
+            "what was created before the failure stays ({kind}): {before:?}"
+        );
+    }
+    assert!(cloud.block(instances(c, "half1")).is_empty());
+
+    // Permission granted: the next deploy picks up where it stopped.
+    let out = ok(cloud.run(&args));
+
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    for kept in [
+        "secret causeway/half1/subnet-router-authkey",
+        "IAM role causeway-half1-subnet-router",
+        "security group causeway-half1-subnet-router",
+    ] {
+        assert!(
+            said.contains(&format!("unchanged {kept}")),
+            "{kept} is reused, not created again:\n{said}"
+        );
+    }
+    assert!(
+        said.contains("create    launch template causeway-half1-subnet-router"),
+        "{said}"
+    );
+    assert_eq!(cloud.block(instances(c, "half1")).len(), 1);
+    let after = cloud.block(tagged(c, "half1"));
+    for r in &before {
+        assert!(after.contains(r), "{r} was replaced: {after:?}");
+    }
+}
+
+/// A resource with the deployment's name that the deployment does not own
+/// (no `causeway:deployment` tag) is refused, not taken over.
+#[test]
+fn a_launch_template_of_someone_else_is_not_taken_over() {
+    let cloud = Cloud::new();
+    let c = &cloud.c;
+    let key_file = cloud.key_file();
+    let template = "causeway-squat1-subnet-router";
+    cloud.block(async {
+        c.ec2
+            .create_launch_template()
+            .launch_template_name(template)
+            .launch_template_data(
+                aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                    .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("the other launch template")
+    });
+    let mut args = cloud.deploy_args("deploy", "squat1", "subnet-router");
+    args.extend(["--auth-key-file", &key_file]);
+
+    let out = cloud.run(&args);
+
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "launch template {template} exists but is not tagged causeway:deployment=squat1; refusing to take it over"
+        )),
+        "{}",
+        text(&out)
+    );
+    let versions = cloud.block(async {
+        c.ec2
+            .describe_launch_template_versions()
+            .launch_template_name(template)
+            .send()
+            .await
+            .expect("versions")
+            .launch_template_versions()
+            .len()
+    });
+    assert_eq!(versions, 1, "the other launch template was changed");
+}
+
+/// An HTTP proxy in front of moto that answers requests whose body holds
+/// `fail_on` with EC2's `UnauthorizedOperation` and forwards the rest.
+/// Runs on its own runtime; stopped on drop.
+struct FaultProxy {
+    url: String,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl FaultProxy {
+    fn start(upstream: &str, fail_on: &'static str) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let upstream = upstream.to_owned();
+        let url = rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let url = format!("http://{}", listener.local_addr().expect("addr"));
+            let client = reqwest::Client::new();
+            let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+                let (client, upstream) = (client.clone(), upstream.clone());
+                async move { forward(client, &upstream, fail_on, req).await }
+            });
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            url
+        });
+        Self { url, _rt: rt }
+    }
+}
+
+async fn forward(
+    client: reqwest::Client,
+    upstream: &str,
+    fail_on: &str,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .expect("request body");
+    if String::from_utf8_lossy(&body).contains(fail_on) {
+        let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>UnauthorizedOperation</Code><Message>You are not authorized to perform this operation.</Message></Error></Errors><RequestID>fault-proxy</RequestID></Response>";
+        return (axum::http::StatusCode::FORBIDDEN, xml).into_response();
+    }
+    let mut up = client.request(
+        parts.method.clone(),
+        format!(
+            "{upstream}{}",
+            parts.uri.path_and_query().map_or("/", |p| p.as_str())
+        ),
+    );
+    for (k, v) in &parts.headers {
+        if k != axum::http::header::HOST {
+            up = up.header(k, v);
+        }
+    }
+    let answer = up.body(body).send().await.expect("moto answers");
+    let status = answer.status();
+    let headers = answer.headers().clone();
+    let bytes = answer.bytes().await.expect("moto's body");
+    let mut out = (status, bytes).into_response();
+    for (k, v) in &headers {
+        if k != axum::http::header::CONTENT_LENGTH && k != axum::http::header::TRANSFER_ENCODING {
+            out.headers_mut().insert(k, v.clone());
+        }
+    }
+    out
 }
 
 /// A real control server, in this process on its own runtime, whose admin

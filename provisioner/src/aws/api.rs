@@ -152,6 +152,8 @@ pub struct LaunchTemplate {
     pub default_version: i64,
     /// The default version's data (`None` if it could not be read).
     pub data: Option<TemplateData>,
+    /// Its tags.
+    pub tags: BTreeMap<String, String>,
 }
 
 /// What [`Aws::run_instance`] launches.
@@ -287,6 +289,8 @@ pub struct SecretInfo {
     pub name: String,
     /// Scheduled for deletion.
     pub deleted: bool,
+    /// Its tags.
+    pub tags: BTreeMap<String, String>,
 }
 
 fn fail<E, R>(action: &str, resource: impl Display) -> impl FnOnce(SdkError<E, R>) -> AwsError
@@ -343,6 +347,18 @@ fn tag_spec(kind: ec2t::ResourceType, tags: &[(String, String)]) -> ec2t::TagSpe
         .resource_type(kind)
         .set_tags(Some(ec2_tags(tags)))
         .build()
+}
+
+fn ec2_tag_map(tags: &[ec2t::Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
+        .collect()
+}
+
+fn secret_tag_map(tags: &[aws_sdk_secretsmanager::types::Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
+        .collect()
 }
 
 fn tag_value(tags: &[ec2t::Tag], key: &str) -> Option<String> {
@@ -824,6 +840,7 @@ impl Aws {
             name: name.to_owned(),
             default_version: lt.default_version_number().unwrap_or(1),
             data,
+            tags: ec2_tag_map(lt.tags()),
         }))
     }
 
@@ -844,6 +861,7 @@ impl Aws {
                 name: t.launch_template_name().unwrap_or_default().to_owned(),
                 default_version: t.default_version_number().unwrap_or(1),
                 data: None,
+                tags: ec2_tag_map(t.tags()),
             })
             .collect())
     }
@@ -1310,6 +1328,7 @@ impl Aws {
                 arn: out.arn().unwrap_or_default().to_owned(),
                 name: out.name().unwrap_or_default().to_owned(),
                 deleted: out.deleted_date().is_some(),
+                tags: secret_tag_map(out.tags()),
             })),
             Err(e) if code(&e) == Some("ResourceNotFoundException") => Ok(None),
             Err(e) => Err(fail("reading secret", name)(e)),
@@ -1342,6 +1361,7 @@ impl Aws {
                     arn: s.arn().unwrap_or_default().to_owned(),
                     name: s.name().unwrap_or_default().to_owned(),
                     deleted: s.deleted_date().is_some(),
+                    tags: secret_tag_map(s.tags()),
                 });
             }
         }

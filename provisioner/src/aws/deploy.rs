@@ -505,6 +505,9 @@ impl Walk<'_> {
             return Ok(());
         }
         let name = self.p.names.secret();
+        if let Some(s) = &self.p.secret {
+            check_owner(&s.tags, self.opts.name.as_str(), "secret", &name)?;
+        }
         match &self.p.secret {
             Some(s) if s.deleted => {
                 if self.apply() {
@@ -978,7 +981,11 @@ impl Walk<'_> {
     async fn launch_template(&mut self) -> anyhow::Result<()> {
         let name = self.p.names.base();
         let wanted = self.template_data();
-        match self.aws.launch_template(&name).await? {
+        let existing = self.aws.launch_template(&name).await?;
+        if let Some(lt) = &existing {
+            check_owner(&lt.tags, self.opts.name.as_str(), "launch template", &name)?;
+        }
+        match existing {
             None => {
                 if self.apply() {
                     let id = self
