@@ -218,6 +218,40 @@ mod tests {
     }
 
     #[test]
+    fn parses_the_documented_recorder_section() {
+        let config: crate::RecorderConfig = toml::from_str(
+            r#"
+            [storage]
+            kind = "azure"
+            account = "causewayrec"
+            container = "recordings"
+            block_size_bytes = 4194304
+            [storage.credential]
+            kind = "managed_identity"
+            client_id = "6b2e3b2a-53a4-4c0e-9c53-3a1f0b1c2d3e"
+            "#,
+        )
+        .expect("valid config");
+        let crate::StorageConfig::Azure(azure) = &config.storage else {
+            panic!("expected azure storage, got {:?}", config.storage);
+        };
+        assert_eq!(azure.block_size_bytes, 4 * 1024 * 1024);
+        assert_eq!(
+            azure.credential,
+            AzureCredential::ManagedIdentity {
+                client_id: Some("6b2e3b2a-53a4-4c0e-9c53-3a1f0b1c2d3e".into())
+            }
+        );
+        assert_eq!(config.key_prefix(), "recordings");
+        assert_eq!(config.validate(), Ok(()));
+        let err = toml::from_str::<crate::RecorderConfig>(
+            "[storage]\nkind = \"azure\"\naccount = \"a\"\n",
+        )
+        .expect_err("container is required");
+        assert!(err.to_string().contains("container"), "{err}");
+    }
+
+    #[test]
     fn refuses_an_inline_sas_field() {
         let err = toml::from_str::<AzureConfig>(
             r#"
