@@ -34,6 +34,9 @@ const CONTENT_TYPE: &str = "application/x-asciicast";
 /// not stall a recording's upload forever.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Most committed blocks one block blob can have.
+const MAX_BLOCKS: u64 = 50_000;
+
 /// An Azure Blob Storage container holding recordings.
 #[derive(Clone)]
 pub struct AzureStorage {
@@ -185,30 +188,33 @@ impl AzureStorage {
             },
             ..Default::default()
         };
-        BlockBlobClient::new(url, credential, Some(options)).map_err(|e| self.error(e, key))
+        BlockBlobClient::new(url, credential, Some(options)).map_err(Self::error)
     }
 
-    async fn put_blocks(&self, key: &str, path: &Path, len: u64) -> anyhow::Result<()> {
-        let blob = self.blob(key)?;
-        let mut file = tokio::fs::File::open(path)
-            .await
-            .with_context(|| format!("opening {}", path.display()))?;
+    /// Stages `len` bytes of `file` as blocks of `block` bytes, then commits them.
+    async fn put_blocks(
+        &self,
+        blob: &BlockBlobClient,
+        key: &str,
+        file: &mut tokio::fs::File,
+        len: u64,
+        block: u64,
+    ) -> anyhow::Result<()> {
         let mut ids = Vec::new();
         let mut offset = 0u64;
         while offset < len {
-            let size = self.block_size.min(len - offset);
-            let mut buf = vec![0u8; usize::try_from(size).context("block size fits in memory")?];
-            file.read_exact(&mut buf)
+            let size = block.min(len - offset);
+            let index = ids.len();
+            let buf = read_exactly(file, size)
                 .await
-                .with_context(|| format!("reading block {} of {}", ids.len(), path.display()))?;
+                .with_context(|| format!("reading block {index} of {key} from the spool"))?;
             // Block IDs must all have the same length within a blob; the
             // same IDs on a retry replace the blocks staged before.
-            let id = format!("{:06}", ids.len()).into_bytes();
-            let staged = blob.stage_block(&id, size, RequestContent::from(buf), None);
-            timed(staged)
+            let id = format!("{index:06}").into_bytes();
+            timed(blob.stage_block(&id, size, RequestContent::from(buf), None))
                 .await
-                .and_then(|r| r.map_err(|e| self.error(e, key)))
-                .with_context(|| format!("staging block {} of {key}", ids.len()))?;
+                .and_then(|r| r.map_err(Self::error))
+                .with_context(|| format!("staging block {index} of {key}"))?;
             ids.push(id);
             offset += size;
         }
@@ -222,36 +228,51 @@ impl AzureStorage {
         };
         let content = list
             .try_into()
-            .map_err(|e| self.error(e, key))
+            .map_err(Self::error)
             .context("encoding the block list")?;
         timed(blob.commit_block_list(content, Some(options)))
             .await
-            .and_then(|r| r.map_err(|e| self.error(e, key)))
+            .and_then(|r| r.map_err(Self::error))
             .with_context(|| format!("committing the block list of {key}"))?;
         Ok(())
     }
 
-    async fn put_one(&self, key: &str, path: &Path) -> anyhow::Result<()> {
-        let blob = self.blob(key)?;
-        let body = tokio::fs::read(path)
+    /// Uploads `len` bytes of `file` in one Put Blob.
+    async fn put_one(
+        &self,
+        blob: &BlockBlobClient,
+        key: &str,
+        file: &mut tokio::fs::File,
+        len: u64,
+    ) -> anyhow::Result<()> {
+        let body = read_exactly(file, len)
             .await
-            .with_context(|| format!("reading {}", path.display()))?;
+            .with_context(|| format!("reading {key} from the spool"))?;
         let options = BlockBlobClientUploadOptions {
             blob_content_type: Some(CONTENT_TYPE.to_owned()),
             // Never split: a short recording is one Put Blob.
-            partition_size: std::num::NonZero::new(self.block_size.max(1)),
+            partition_size: std::num::NonZero::new(len.max(1)),
             ..Default::default()
         };
         timed(blob.upload(RequestContent::from(body), Some(options)))
             .await
-            .and_then(|r| r.map_err(|e| self.error(e, key)))
+            .and_then(|r| r.map_err(Self::error))
             .with_context(|| format!("putting {key} into {}", self.describe()))?;
         Ok(())
     }
 
     /// An SDK error as text with any SAS signature redacted (a transport
     /// error quotes the request URL, and with it the SAS).
-    fn error(&self, e: azure_core::Error, key: &str) -> anyhow::Error {
+    fn error(e: azure_core::Error) -> anyhow::Error {
+        // The service's answer: its status and error code say it all (the
+        // body is an XML document repeating them).
+        if let azure_core::error::ErrorKind::HttpResponse {
+            status, error_code, ..
+        } = e.kind()
+        {
+            let code = error_code.as_deref().unwrap_or("no error code");
+            return anyhow::anyhow!("Azure Blob answered HTTP {status} ({code})");
+        }
         let mut text = e.to_string();
         let mut source = std::error::Error::source(&e);
         while let Some(s) = source {
@@ -259,16 +280,21 @@ impl AzureStorage {
             text.push_str(&s.to_string());
             source = s.source();
         }
-        anyhow::anyhow!("Azure Blob request for {key} failed: {}", redact_sig(&text))
+        anyhow::anyhow!("Azure Blob request failed: {}", redact_sig(&text))
     }
 }
 
 impl Storage for AzureStorage {
     async fn put(&self, key: &str, path: &Path, len: u64) -> anyhow::Result<()> {
-        if len > self.block_size {
-            return self.put_blocks(key, path, len).await;
+        let blob = self.blob(key)?;
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .with_context(|| format!("opening {}", path.display()))?;
+        let block = block_size_for(len, self.block_size);
+        if len > block {
+            return self.put_blocks(&blob, key, &mut file, len, block).await;
         }
-        self.put_one(key, path).await
+        self.put_one(&blob, key, &mut file, len).await
     }
 
     fn describe(&self) -> String {
@@ -276,6 +302,19 @@ impl Storage for AzureStorage {
         url.set_query(None);
         format!("azure+{url}")
     }
+}
+
+/// The block size for a recording of `len` bytes: the configured one, grown
+/// when the recording would otherwise need more blocks than a blob can hold.
+fn block_size_for(len: u64, configured: u64) -> u64 {
+    configured.max(len.div_ceil(MAX_BLOCKS))
+}
+
+/// The next `size` bytes of `file`.
+async fn read_exactly(file: &mut tokio::fs::File, size: u64) -> anyhow::Result<Vec<u8>> {
+    let mut buf = vec![0u8; usize::try_from(size).context("the block fits in memory")?];
+    file.read_exact(&mut buf).await?;
+    Ok(buf)
 }
 
 /// `fut`, failing after [`REQUEST_TIMEOUT`].
@@ -305,6 +344,16 @@ fn redact_sig(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blocks_grow_only_when_a_blob_would_need_too_many() {
+        assert_eq!(block_size_for(0, 1024), 1024);
+        assert_eq!(block_size_for(50_000 * 1024, 1024), 1024);
+        assert_eq!(block_size_for(50_000 * 1024 + 1, 1024), 1025);
+        let huge = 3 * 1024 * 1024 * 1024 * 1024; // 3 TiB at 1 KiB blocks
+        let block = block_size_for(huge, 1024);
+        assert!(huge.div_ceil(block) <= MAX_BLOCKS, "block {block}");
+    }
 
     #[test]
     fn redacts_every_signature() {
