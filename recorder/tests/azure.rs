@@ -83,14 +83,18 @@ impl Drop for Azurite {
 /// create on service, containers and objects), signed with the account key
 /// as the Azure Storage REST reference "Create an account SAS" describes.
 fn account_sas() -> String {
+    account_sas_signed_with(&BASE64.decode(ACCOUNT_KEY).expect("the dev key is base64"))
+}
+
+/// [`account_sas`] signed with `key`.
+fn account_sas_signed_with(key: &[u8]) -> String {
     let (permissions, services, types, expiry, version) =
         ("rwdlac", "b", "sco", "2099-01-01T00:00:00Z", "2020-12-06");
     // Fields: account, permissions, services, resource types, start, expiry,
     // IP range, protocol, version, encryption scope, and a final newline.
     let to_sign =
         format!("{ACCOUNT}\n{permissions}\n{services}\n{types}\n\n{expiry}\n\n\n{version}\n\n");
-    let key = BASE64.decode(ACCOUNT_KEY).expect("the dev key is base64");
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).expect("any key length works");
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length works");
     mac.update(to_sign.as_bytes());
     let sig = BASE64.encode(mac.finalize().into_bytes());
     let sig = sig
@@ -117,10 +121,10 @@ async fn create_container(port: u16) {
         .expect("create container");
 }
 
-/// A recorder config writing to Azurite on `port` through a SAS file in `dir`.
-fn azure_config(dir: &Path, port: u16) -> causeway_recorder::RecorderConfig {
+/// A recorder config writing to Azurite on `port` through a file in `dir` holding `sas`.
+fn azure_config(dir: &Path, port: u16, sas: &str) -> causeway_recorder::RecorderConfig {
     let sas_path = dir.join("azure.sas");
-    std::fs::write(&sas_path, format!("?{}\n", account_sas())).expect("write SAS file");
+    std::fs::write(&sas_path, format!("?{sas}\n")).expect("write SAS file");
     let mut config = test_config(dir);
     config.storage = StorageConfig::Azure(AzureConfig {
         account: ACCOUNT.to_owned(),
@@ -140,9 +144,9 @@ struct AzureRecorder {
     _stop: oneshot::Sender<()>,
 }
 
-async fn start_recorder(port: u16) -> AzureRecorder {
+async fn start_recorder(port: u16, sas: &str) -> AzureRecorder {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = azure_config(dir.path(), port);
+    let config = azure_config(dir.path(), port, sas);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -198,7 +202,7 @@ async fn recordings_land_under_the_key_layout_and_long_ones_go_in_blocks() {
     let port = free_port();
     let _azurite = Azurite::on_port(port);
     create_container(port).await;
-    let rec = start_recorder(port).await;
+    let rec = start_recorder(port, &account_sas()).await;
 
     let short = recording("nAZ", "short", 10);
     assert_eq!(send_v2(rec.addr, &short, 4096).await.1, None);
@@ -236,7 +240,7 @@ async fn an_azure_outage_mid_session_loses_nothing() {
     let port = free_port();
     let azurite = Azurite::on_port(port);
     create_container(port).await;
-    let rec = start_recorder(port).await;
+    let rec = start_recorder(port, &account_sas()).await;
 
     // Azurite goes away while a (multi-block) session is being recorded.
     let during = recording("nOUT", "during", 3_000);
@@ -265,6 +269,31 @@ async fn an_azure_outage_mid_session_loses_nothing() {
     common::wait_spool_empty(&rec.dir.path().join("spool"), 5).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_sas_keeps_the_recording_in_the_spool() {
+    let port = free_port();
+    let _azurite = Azurite::on_port(port);
+    create_container(port).await;
+    let forged = account_sas_signed_with(b"not the account key");
+    let rec = start_recorder(port, &forged).await;
+
+    let refused = recording("nSAS", "refused", 20);
+    assert_eq!(send_v2(rec.addr, &refused, 4096).await.1, None);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    common::assert_spooled(&rec.dir.path().join("spool"), &refused);
+    let blob = BlobClient::new(
+        sas_url(
+            port,
+            &format!("{CONTAINER}/rec/prod/nSAS/20231114T221320Z-refused.cast"),
+        ),
+        None,
+        None,
+    )
+    .expect("blob client");
+    assert!(!blob.exists().await.expect("exists"), "nothing was stored");
+}
+
 /// Runs `serve` on `config` and returns its error; it must fail at once.
 async fn refused(config: causeway_recorder::RecorderConfig) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -285,7 +314,7 @@ async fn a_bad_azure_config_is_refused_before_anything_is_created() {
     let port = free_port();
     let dir = tempfile::tempdir().expect("tempdir");
 
-    let mut bad_name = azure_config(dir.path(), port);
+    let mut bad_name = azure_config(dir.path(), port, &account_sas());
     if let StorageConfig::Azure(azure) = &mut bad_name.storage {
         azure.container = "Recordings_2024".to_owned();
     }
@@ -295,7 +324,7 @@ async fn a_bad_azure_config_is_refused_before_anything_is_created() {
         "{err}"
     );
 
-    let mut token_over_http = azure_config(dir.path(), port);
+    let mut token_over_http = azure_config(dir.path(), port, &account_sas());
     if let StorageConfig::Azure(azure) = &mut token_over_http.storage {
         azure.credential = AzureCredential::default();
     }
@@ -305,7 +334,7 @@ async fn a_bad_azure_config_is_refused_before_anything_is_created() {
         "{err}"
     );
 
-    let mut no_sas = azure_config(dir.path(), port);
+    let mut no_sas = azure_config(dir.path(), port, &account_sas());
     let missing = dir.path().join("missing.sas");
     if let StorageConfig::Azure(azure) = &mut no_sas.storage {
         azure.credential = AzureCredential::SasFile {
@@ -320,7 +349,7 @@ async fn a_bad_azure_config_is_refused_before_anything_is_created() {
 
     let not_a_sas = dir.path().join("not-a.sas");
     std::fs::write(&not_a_sas, "AccountKey=abc\n").expect("write");
-    let mut bad_sas = azure_config(dir.path(), port);
+    let mut bad_sas = azure_config(dir.path(), port, &account_sas());
     if let StorageConfig::Azure(azure) = &mut bad_sas.storage {
         azure.credential = AzureCredential::SasFile { path: not_a_sas };
     }
