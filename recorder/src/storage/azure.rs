@@ -46,72 +46,7 @@ pub struct AzureStorage {
     block_size: u64,
 }
 
-impl std::fmt::Debug for AzureStorage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AzureStorage")
-            .field("container", &self.describe())
-            .field("block_size", &self.block_size)
-            .finish_non_exhaustive()
-    }
-}
-
-/// How requests are authorised.
-#[derive(Clone)]
-enum Auth {
-    /// A bearer token from this credential on every request.
-    Token(Arc<dyn TokenCredential>),
-    /// The SAS query string appended to every request URL.
-    Sas(Sas),
-}
-
-/// A shared access signature; never printed.
-#[derive(Clone)]
-struct Sas(String);
-
-impl Sas {
-    /// Parses the contents of a SAS file: one query string, `?` optional.
-    fn parse(text: &str) -> anyhow::Result<Self> {
-        let query = text.trim().trim_start_matches('?');
-        anyhow::ensure!(!query.is_empty(), "the file is empty, expected a SAS");
-        let has_sig = query
-            .split('&')
-            .any(|pair| pair.starts_with("sig=") && pair.len() > 4);
-        anyhow::ensure!(
-            has_sig && !query.contains(char::is_whitespace),
-            "the file does not hold a SAS: expected one URL query string with a sig= parameter"
-        );
-        Ok(Self(query.to_owned()))
-    }
-}
-
 impl AzureStorage {
-    /// Storage on `container_url` (`<endpoint>/<container>`) authorised by
-    /// the SAS in `sas` (a query string; with or without a leading `?`).
-    pub fn with_sas(container_url: Url, sas: &str, block_size: u64) -> anyhow::Result<Self> {
-        Ok(Self::new(
-            container_url,
-            Auth::Sas(Sas::parse(sas)?),
-            block_size,
-        ))
-    }
-
-    /// Storage on `container_url` authorised by Entra ID tokens from `credential` (https only).
-    pub fn with_token(
-        container_url: Url,
-        credential: Arc<dyn TokenCredential>,
-        block_size: u64,
-    ) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            container_url.scheme() == "https",
-            "Azure Blob endpoint {container_url} is not https: Entra ID tokens are only sent over https"
-        );
-        Ok(Self::new(
-            container_url,
-            Auth::Token(credential),
-            block_size,
-        ))
-    }
-
     /// Builds the backend `config` describes; reads the SAS file now, so a
     /// missing or malformed one stops the start.
     pub fn from_config(config: &AzureConfig) -> anyhow::Result<Self> {
@@ -141,6 +76,33 @@ impl AzureStorage {
                     .with_context(|| format!("reading storage.credential.path {}", path.display()))
             }
         }
+    }
+
+    /// Storage on `container_url` (`<endpoint>/<container>`) authorised by
+    /// the SAS in `sas` (a query string; with or without a leading `?`).
+    pub fn with_sas(container_url: Url, sas: &str, block_size: u64) -> anyhow::Result<Self> {
+        Ok(Self::new(
+            container_url,
+            Auth::Sas(Sas::parse(sas)?),
+            block_size,
+        ))
+    }
+
+    /// Storage on `container_url` authorised by Entra ID tokens from `credential` (https only).
+    pub fn with_token(
+        container_url: Url,
+        credential: Arc<dyn TokenCredential>,
+        block_size: u64,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            container_url.scheme() == "https",
+            "Azure Blob endpoint {container_url} is not https: Entra ID tokens are only sent over https"
+        );
+        Ok(Self::new(
+            container_url,
+            Auth::Token(credential),
+            block_size,
+        ))
     }
 
     fn new(container_url: Url, auth: Auth, block_size: u64) -> Self {
@@ -301,6 +263,44 @@ impl Storage for AzureStorage {
         let mut url = self.container_url.clone();
         url.set_query(None);
         format!("azure+{url}")
+    }
+}
+
+impl std::fmt::Debug for AzureStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AzureStorage")
+            .field("container", &self.describe())
+            .field("block_size", &self.block_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How requests are authorised.
+#[derive(Clone)]
+enum Auth {
+    /// A bearer token from this credential on every request.
+    Token(Arc<dyn TokenCredential>),
+    /// The SAS query string appended to every request URL.
+    Sas(Sas),
+}
+
+/// A shared access signature; never printed.
+#[derive(Clone)]
+struct Sas(String);
+
+impl Sas {
+    /// Parses the contents of a SAS file: one query string, `?` optional.
+    fn parse(text: &str) -> anyhow::Result<Self> {
+        let query = text.trim().trim_start_matches('?');
+        anyhow::ensure!(!query.is_empty(), "the file is empty, expected a SAS");
+        let has_sig = query
+            .split('&')
+            .any(|pair| pair.starts_with("sig=") && pair.len() > 4);
+        anyhow::ensure!(
+            has_sig && !query.contains(char::is_whitespace),
+            "the file does not hold a SAS: expected one URL query string with a sig= parameter"
+        );
+        Ok(Self(query.to_owned()))
     }
 }
 
