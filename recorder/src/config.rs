@@ -7,6 +7,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+mod azure;
+pub use azure::{AZURE_MAX_BLOCK_SIZE, AZURE_MIN_BLOCK_SIZE, AzureConfig, AzureCredential};
+
 /// Everything the recorder role needs, as read from the appliance's config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -56,6 +59,8 @@ pub enum StorageConfig {
     },
     /// An S3 bucket (or an S3-compatible endpoint such as moto).
     S3(S3Config),
+    /// An Azure Blob Storage container (or Azurite).
+    Azure(AzureConfig),
 }
 
 /// Where and how to write recordings to S3.
@@ -125,7 +130,7 @@ impl Default for UploadConfig {
 }
 
 impl RecorderConfig {
-    /// Checks values serde cannot: non-zero limits, S3's part minimum.
+    /// Checks values serde cannot: non-zero limits, S3's part minimum, Azure names.
     pub fn validate(&self) -> Result<(), String> {
         if self.max_line_bytes == 0 {
             return Err("recorder max_line_bytes is 0, expected a positive byte count".to_owned());
@@ -150,6 +155,9 @@ impl RecorderConfig {
                 s3.part_size_bytes
             ));
         }
+        if let StorageConfig::Azure(azure) = &self.storage {
+            azure.validate()?;
+        }
         Ok(())
     }
 
@@ -168,6 +176,7 @@ impl RecorderConfig {
         match &self.storage {
             StorageConfig::Local { .. } => "",
             StorageConfig::S3(s3) => &s3.prefix,
+            StorageConfig::Azure(azure) => &azure.prefix,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The SSH session recorder, linked into the appliance as role `recorder`:
 //! ingest over Tailscale SSH's session-recording protocol, a local fsync'd
 //! spool so every acked byte survives a crash, background upload to a local
-//! directory or S3, and retention for the local directory.
+//! directory, S3 or Azure Blob Storage, and retention for the local directory.
 
 pub mod config;
 pub mod ingest;
@@ -20,8 +20,10 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-pub use config::{RecorderConfig, S3Config, StorageConfig, UploadConfig};
-pub use storage::{LocalStorage, S3Storage, Storage};
+pub use config::{
+    AzureConfig, AzureCredential, RecorderConfig, S3Config, StorageConfig, UploadConfig,
+};
+pub use storage::{AzureStorage, LocalStorage, S3Storage, Storage};
 
 /// How often the local backend's retention runs.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
@@ -52,6 +54,16 @@ pub async fn serve(
             let storage = S3Storage::from_config(&s3)
                 .await
                 .context("configuring S3 storage")?;
+            serve_with(config, storage, listener, shutdown).await
+        }
+        StorageConfig::Azure(azure) => {
+            // Validate the whole config before reading the SAS file.
+            config
+                .validate()
+                .map_err(anyhow::Error::msg)
+                .context("checking the recorder configuration")?;
+            let storage =
+                AzureStorage::from_config(&azure).context("configuring Azure Blob storage")?;
             serve_with(config, storage, listener, shutdown).await
         }
     }

@@ -177,12 +177,7 @@ async fn an_s3_outage_loses_nothing() {
         "acks do not wait for S3"
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let spooled = common::stored(&rec.dir.path().join("spool"));
-    assert!(
-        spooled.values().any(|b| *b == during),
-        "the recording waits in the spool during the outage; spool has {:?}",
-        spooled.keys()
-    );
+    common::assert_spooled(&rec.dir.path().join("spool"), &during);
 
     // moto comes back empty (it keeps state in memory): recreate the bucket.
     let _moto = MotoServer::on_port(port);
@@ -193,12 +188,5 @@ async fn an_s3_outage_loses_nothing() {
         .expect("create bucket again");
     let (stored, _) = wait_object(&s3, "rec/prod/nOUT/20231114T221320Z-during.cast", 30).await;
     assert!(stored == during, "stored byte for byte after the outage");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !common::stored(&rec.dir.path().join("spool")).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "spool not emptied after the upload"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_spool_empty(&rec.dir.path().join("spool"), 5).await;
 }

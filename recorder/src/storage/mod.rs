@@ -3,12 +3,14 @@
 //! only has to be atomic per object (S3 objects, Azure block blobs with a
 //! final commit, and rename-into-place on a local disk all are).
 
+pub mod azure;
 pub mod local;
 pub mod s3;
 
 use std::future::Future;
 use std::path::Path;
 
+pub use azure::AzureStorage;
 pub use local::LocalStorage;
 pub use s3::S3Storage;
 

@@ -389,3 +389,25 @@ pub async fn wait_key(root: &Path, key: &str, secs: u64) -> Vec<u8> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Asserts that a recording with exactly `bytes` waits in `spool` (storage is down).
+pub fn assert_spooled(spool: &Path, bytes: &[u8]) {
+    let spooled = stored(spool);
+    assert!(
+        spooled.values().any(|b| *b == bytes),
+        "the recording waits in the spool during the outage; spool has {:?}",
+        spooled.keys()
+    );
+}
+
+/// Waits (up to `secs`) until `spool` holds nothing: every upload was confirmed.
+pub async fn wait_spool_empty(spool: &Path, secs: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !stored(spool).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "spool not emptied within {secs} s after the upload"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
