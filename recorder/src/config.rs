@@ -28,6 +28,19 @@ pub struct RecorderConfig {
     pub upload: UploadConfig,
     /// Where finished recordings go.
     pub storage: StorageConfig,
+    /// The web UI (`[recorder.web]`); no UI when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub web: Option<WebConfig>,
+}
+
+/// Where the web UI listens and who may use it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// Address of the UI's own listener (HTTP/1.1).
+    pub listen: SocketAddr,
+    /// Source networks allowed to view recordings; everyone else gets 403.
+    pub allow: Vec<IpNet>,
 }
 
 /// How the spool hands recordings to storage.
@@ -110,6 +123,7 @@ impl Default for RecorderConfig {
                 dir: PathBuf::from("/var/lib/causeway/recorder/recordings"),
                 retention_days: None,
             },
+            web: None,
         }
     }
 }
@@ -148,6 +162,14 @@ impl RecorderConfig {
             return Err(format!(
                 "recorder storage.part_size_bytes is {}, expected at least {S3_MIN_PART_SIZE} (S3's minimum part size)",
                 s3.part_size_bytes
+            ));
+        }
+        if let Some(web) = &self.web
+            && web.allow.is_empty()
+        {
+            return Err(format!(
+                "recorder web.allow is empty, expected at least one network allowed to view recordings (the UI on {} would refuse everyone)",
+                web.listen
             ));
         }
         Ok(())
@@ -209,6 +231,36 @@ mod tests {
         };
         let err = config.validate().expect_err("too small");
         assert!(err.contains("part_size_bytes is 1024"), "{err}");
+    }
+
+    #[test]
+    fn parses_a_web_section_and_refuses_an_empty_allow_list() {
+        let mut config: RecorderConfig = toml::from_str(
+            r#"
+            [web]
+            listen = "100.64.0.5:8080"
+            allow = ["100.64.0.0/10"]
+            "#,
+        )
+        .expect("valid config");
+        let web = config.web.clone().expect("web section");
+        assert_eq!(web.listen, "100.64.0.5:8080".parse().expect("address"));
+        assert_eq!(config.validate(), Ok(()));
+
+        config.web = Some(WebConfig {
+            allow: vec![],
+            ..web
+        });
+        let err = config.validate().expect_err("empty allow");
+        assert!(err.contains("web.allow is empty"), "{err}");
+
+        let err = toml::from_str::<RecorderConfig>("[web]\nallow = []\n").expect_err("no listen");
+        assert!(err.to_string().contains("missing field `listen`"), "{err}");
+        let err = toml::from_str::<RecorderConfig>(
+            "[web]\nlisten = \"127.0.0.1:1\"\nallow = []\nport = 1\n",
+        )
+        .expect_err("unknown field");
+        assert!(err.to_string().contains("unknown field `port`"), "{err}");
     }
 
     #[test]

@@ -111,6 +111,11 @@ impl SessionId {
         Ok(Self(text.to_owned()))
     }
 
+    /// What every session key under `prefix` starts with (empty for no prefix).
+    pub fn key_prefix(prefix: &str) -> String {
+        prefix_path(prefix)
+    }
+
     /// The storage key of this session under `prefix`.
     pub fn key(&self, prefix: &str) -> String {
         format!("{}{}.cast", prefix_path(prefix), self.0)
@@ -498,6 +503,9 @@ mod tests {
         assert_eq!(id.started(), Some(NOW));
         assert_eq!(id.key("recordings/prod"), key.as_str());
         assert_eq!(id.key(""), "nAbC1/20231114T221320Z-c1700000000-2.cast");
+        assert!(key.as_str().starts_with(&SessionId::key_prefix("/recordings/prod")));
+        assert_eq!(SessionId::key_prefix("/recordings/prod"), "recordings/prod/");
+        assert_eq!(SessionId::key_prefix(""), "");
     }
 
     #[test]
