@@ -307,14 +307,20 @@ impl<S: Storage> Web<S> {
             if live.contains(&id) {
                 continue;
             }
-            // Deleted between list and read (retention): skip it.
-            let Some(head) = self
+            let head = match self
                 .storage
                 .read(&object.key, Some(HEADER_READ_LIMIT))
                 .await
-                .with_context(|| format!("reading the header of {}", object.key))?
-            else {
-                continue;
+            {
+                Ok(Some(head)) => head,
+                // Deleted between list and read (retention): skip it.
+                Ok(None) => continue,
+                // An object in an archive tier cannot be read until restored;
+                // list it with what its key tells.
+                Err(e) => {
+                    tracing::debug!(key = %object.key, error = %format!("{e:#}"), "listing a recording without its header");
+                    Vec::new()
+                }
             };
             out.push(SessionSummary::new(
                 id,
