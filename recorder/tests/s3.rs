@@ -104,8 +104,8 @@ async fn start_recorder(
     }
 }
 
-/// moto with the bucket, and a recorder writing to it.
-async fn moto_and_recorder() -> (u16, MotoServer, aws_sdk_s3::Client, S3Recorder) {
+/// moto on a free port with the bucket, and a client for it.
+async fn moto_with_bucket() -> (u16, MotoServer, aws_sdk_s3::Client) {
     let port = free_port();
     let moto = MotoServer::on_port(port);
     let s3 = client(port).await;
@@ -114,6 +114,12 @@ async fn moto_and_recorder() -> (u16, MotoServer, aws_sdk_s3::Client, S3Recorder
         .send()
         .await
         .expect("create bucket");
+    (port, moto, s3)
+}
+
+/// moto with the bucket, and a recorder writing to it.
+async fn moto_and_recorder() -> (u16, MotoServer, aws_sdk_s3::Client, S3Recorder) {
+    let (port, moto, s3) = moto_with_bucket().await;
     let rec = start_recorder(s3.clone(), |_| {}).await;
     (port, moto, s3, rec)
 }
@@ -210,14 +216,7 @@ async fn an_s3_outage_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_ui_lists_and_serves_recordings_from_the_bucket() {
-    let port = free_port();
-    let _moto = MotoServer::on_port(port);
-    let s3 = client(port).await;
-    s3.create_bucket()
-        .bucket(BUCKET)
-        .send()
-        .await
-        .expect("create bucket");
+    let (_, _moto, s3) = moto_with_bucket().await;
     for stray in [
         "rec/prod/nX/notes.txt",
         "rec/other/nX/20231114T221320Z-c.cast",
