@@ -297,3 +297,53 @@ async fn read_until(stream: &mut hyper::body::Incoming, seen: &mut String, needl
     .await;
     assert_eq!(found, Ok(true), "{needle:?} not in the live stream: {seen}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_pages_by_fifty_and_links_keep_the_filter() {
+    let (rec, web) = start_with_web("127.0.0.0/8").await;
+    // Recordings already in storage (a previous run's), one a minute apart.
+    for i in 0..51i64 {
+        let ts = T0 + i * 60;
+        let key = rec
+            .store()
+            .join(format!("nPAGE/{}-c{i:02}.cast", format_key_time(ts)));
+        std::fs::create_dir_all(key.parent().expect("parent")).expect("mkdir");
+        let body = format!(
+            "{}{}",
+            header_for("nPAGE", &format!("c{i:02}"), "dave@example.com", ts),
+            event(0.1, "x")
+        );
+        std::fs::write(&key, body).expect("write");
+    }
+    let first = get_text(web, "/?node=npage").await;
+    assert!(first.contains("51 sessions, page 1 of 2"), "{first}");
+    assert_eq!(first.matches("<tr class=\"session").count(), 50);
+    assert!(first.contains("c50\""), "the newest is on page 1");
+    assert!(!first.contains("c00\""), "the oldest is not");
+    assert!(
+        first.contains("rel=\"next\" href=\"/?node=npage&#38;page=2\""),
+        "{first}"
+    );
+
+    let second = get_text(web, "/?node=npage&page=2").await;
+    assert_eq!(second.matches("<tr class=\"session").count(), 1);
+    assert!(
+        second.contains("data-id=\"nPAGE/20231114T221320Z-c00\""),
+        "{second}"
+    );
+    assert!(
+        second.contains("rel=\"prev\" href=\"/?node=npage\""),
+        "{second}"
+    );
+}
+
+/// `YYYYMMDDTHHMMSSZ` for a time on 2023-11-14 from 22:13:20 on.
+fn format_key_time(ts: i64) -> String {
+    let secs = ts - T0 + 22 * 3600 + 13 * 60 + 20;
+    format!(
+        "20231114T{:02}{:02}{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
