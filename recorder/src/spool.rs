@@ -324,6 +324,29 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn in_progress_lists_what_the_spool_holds_until_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (spool, left) = Spool::open(dir.path()).await.expect("open");
+        assert!(left.is_empty());
+        let header =
+            CastHeader::parse(br#"{"version":2,"timestamp":0,"srcNodeID":"n","connectionID":"c"}"#)
+                .expect("header");
+        let mut writer = spool.create(&header, "p").await.expect("create");
+        writer.append(b"line\n").await.expect("append");
+        // Not a recording: no metadata.
+        std::fs::write(dir.path().join("stray.cast"), b"x\n").expect("write");
+
+        let listed = spool.in_progress().await.expect("list");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].key, "p/n/19700101T000000Z-c.cast");
+        assert_eq!(listed[0].len, 5);
+
+        let finished = writer.finish();
+        spool.remove(&finished).await.expect("remove");
+        assert!(spool.in_progress().await.expect("list").is_empty());
+    }
+
+    #[tokio::test]
     async fn open_recovers_what_a_crash_left() {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();

@@ -31,13 +31,7 @@ const EARLY: [u8; 3] = [200, 40, 160];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_shows_the_recorded_block_in_the_player() {
-    let chromium = std::process::Command::new("chromium")
-        .arg("--version")
-        .output();
-    assert!(
-        chromium.as_ref().is_ok_and(|o| o.status.success()),
-        "chromium is missing ({chromium:?}): this test needs Debian's `chromium`; run .ci/install-deps"
-    );
+    require_chromium();
     let (rec, web) = start_with_web("127.0.0.0/8").await;
     let mut painted = header_for("nPAINT", "paint", "alice@example.com", 1_700_000_000);
     painted.push_str(&event(0.1, "$ paint\r\n"));
@@ -83,6 +77,7 @@ async fn chromium_shows_the_recorded_block_in_the_player() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_follows_a_live_session_in_the_player() {
+    require_chromium();
     let (rec, web) = start_with_web("127.0.0.0/8").await;
     let mut h2 = common::H2::connect(rec.addr).await;
     let (_, mut up) = h2.post().await;
@@ -116,6 +111,17 @@ async fn chromium_follows_a_live_session_in_the_player() {
     );
     up.finish();
     assert_eq!(up.drain().await.1, None);
+}
+
+/// Fails (never skips) when Chromium is missing.
+fn require_chromium() {
+    let version = std::process::Command::new("chromium")
+        .arg("--version")
+        .output();
+    assert!(
+        version.as_ref().is_ok_and(|o| o.status.success()),
+        "chromium is missing ({version:?}): this test needs Debian's `chromium`; run .ci/install-deps"
+    );
 }
 
 /// Four rows of 30 cells with background `rgb`.
