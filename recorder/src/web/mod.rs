@@ -202,19 +202,21 @@ impl<S: Storage> Web<S> {
     }
 
     async fn download(&self, id: &SessionId) -> Result<Response<ResponseBody>, WebError> {
-        let bytes = match self.spooled(id).await? {
-            Some(recording) => {
-                let mut bytes = match tokio::fs::read(&recording.data).await {
-                    Ok(b) => b,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        return Err(WebError::NotFound);
-                    }
-                    Err(e) => return Err(WebError::Internal(e.into())),
-                };
+        let spooled = match self.spooled_file(id).await? {
+            Some((mut file, _)) => {
+                let mut bytes = Vec::new();
+                file.read_to_end(&mut bytes)
+                    .await
+                    .context("reading the spool")
+                    .map_err(WebError::Internal)?;
                 // A write may be under way: offer complete lines only.
                 bytes.truncate(complete_prefix_len(&bytes));
-                bytes
+                Some(bytes)
             }
+            None => None,
+        };
+        let bytes = match spooled {
+            Some(bytes) => bytes,
             None => {
                 let key = id.key(&self.prefix);
                 self.storage
@@ -237,15 +239,8 @@ impl<S: Storage> Web<S> {
 
     async fn events(&self, id: &SessionId) -> Result<Response<ResponseBody>, WebError> {
         let (tx, rx) = mpsc::channel(16);
-        match self.spooled(id).await? {
-            Some(recording) => {
-                let file = match tokio::fs::File::open(&recording.data).await {
-                    Ok(f) => f,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        return Err(WebError::NotFound);
-                    }
-                    Err(e) => return Err(WebError::Internal(e.into())),
-                };
+        match self.spooled_file(id).await? {
+            Some((file, recording)) => {
                 let key = recording.key.clone();
                 tokio::spawn(async move {
                     if let Err(e) = follow(file, recording.data, &tx).await {
@@ -330,6 +325,22 @@ impl<S: Storage> Web<S> {
             ));
         }
         Ok(out)
+    }
+
+    /// The session's spool file, opened, if it is in the spool; `None` also
+    /// when it left the spool just now (it is in storage then).
+    async fn spooled_file(
+        &self,
+        id: &SessionId,
+    ) -> Result<Option<(tokio::fs::File, SpooledRecording)>, WebError> {
+        let Some(recording) = self.spooled(id).await? else {
+            return Ok(None);
+        };
+        match tokio::fs::File::open(&recording.data).await {
+            Ok(file) => Ok(Some((file, recording))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(WebError::Internal(e.into())),
+        }
     }
 
     /// The session's recording if it is in the spool.
