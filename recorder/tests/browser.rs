@@ -21,7 +21,7 @@ use common::{event, send_v2, wait_stored};
 /// A stored recording: let the page run 5 s of virtual time (it plays in 0.2 s).
 const STORED_WAIT: &str = "--virtual-time-budget=5000";
 /// A live page never goes idle (its event stream stays open), so virtual
-/// time would not advance: stop after 4 s of real time instead.
+/// time would not advance: stop loading after at most 4 s of real time.
 const LIVE_WAIT: &str = "--timeout=4000";
 
 /// The block's colour, as a 24-bit SGR background.
@@ -89,8 +89,8 @@ async fn chromium_follows_a_live_session_in_the_player() {
     let shots = tempfile::tempdir().expect("tempdir");
 
     let before = shots.path().join("live-before.png");
-    screenshot(&page, &before, shots.path(), LIVE_WAIT).await;
-    let (early_px, block_px) = (count_colour(&before, EARLY), count_colour(&before, BLOCK));
+    let (early_px, block_px) =
+        live_screenshot(&page, &before, shots.path(), |early, _| early > 2_000).await;
     assert!(
         early_px > 2_000 && block_px == 0,
         "before: expected the early block ({early_px} pixels) and not the later one ({block_px}); kept at {}",
@@ -102,8 +102,10 @@ async fn chromium_follows_a_live_session_in_the_player() {
     up.ack_at_least((head.len() + early.len() + block.len()) as u64)
         .await;
     let after = shots.path().join("live-after.png");
-    screenshot(&page, &after, shots.path(), LIVE_WAIT).await;
-    let (early_px, block_px) = (count_colour(&after, EARLY), count_colour(&after, BLOCK));
+    let (early_px, block_px) = live_screenshot(&page, &after, shots.path(), |early, block| {
+        early > 2_000 && block > 2_000
+    })
+    .await;
     assert!(
         early_px > 2_000 && block_px > 2_000,
         "after: expected both blocks ({early_px} and {block_px} pixels); kept at {}",
@@ -111,6 +113,27 @@ async fn chromium_follows_a_live_session_in_the_player() {
     );
     up.finish();
     assert_eq!(up.drain().await.1, None);
+}
+
+/// Screenshots a live page until `done(early, block)` holds for the pixel
+/// counts of the two colours, at most 5 times; returns the last counts.
+/// Chromium shoots once the page has loaded, and the player's event stream
+/// may deliver a moment later on a busy machine: a retry, not a longer sleep.
+async fn live_screenshot(
+    url: &str,
+    out: &Path,
+    scratch: &Path,
+    done: impl Fn(usize, usize) -> bool,
+) -> (usize, usize) {
+    let mut counts = (0, 0);
+    for _ in 0..5 {
+        screenshot(url, out, scratch, LIVE_WAIT).await;
+        counts = (count_colour(out, EARLY), count_colour(out, BLOCK));
+        if done(counts.0, counts.1) {
+            break;
+        }
+    }
+    counts
 }
 
 /// Fails (never skips) when Chromium is missing.
