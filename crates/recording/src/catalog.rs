@@ -241,18 +241,18 @@ impl SessionFilter {
                 return false;
             }
         }
-        if self.from.is_some_and(|from| session.started < from) {
-            return false;
-        }
-        if self.to.is_some_and(|to| session.started >= to) {
-            return false;
-        }
-        if let Some(last) = self.last
-            && session.started < self.now.saturating_sub(last)
-        {
-            return false;
-        }
-        true
+        self.matches_start(session.started)
+    }
+
+    /// Whether a session started at `started` (Unix seconds) passes `from`,
+    /// `to` and `last`: lets a caller skip reading a header it would drop.
+    pub fn matches_start(&self, started: i64) -> bool {
+        let after_from = self.from.is_none_or(|from| started >= from);
+        let before_to = self.to.is_none_or(|to| started < to);
+        let within_last = self
+            .last
+            .is_none_or(|last| started >= self.now.saturating_sub(last));
+        after_from && before_to && within_last
     }
 
     /// The query string of this filter on page `page` (for paging links).
@@ -503,8 +503,14 @@ mod tests {
         assert_eq!(id.started(), Some(NOW));
         assert_eq!(id.key("recordings/prod"), key.as_str());
         assert_eq!(id.key(""), "nAbC1/20231114T221320Z-c1700000000-2.cast");
-        assert!(key.as_str().starts_with(&SessionId::key_prefix("/recordings/prod")));
-        assert_eq!(SessionId::key_prefix("/recordings/prod"), "recordings/prod/");
+        assert!(
+            key.as_str()
+                .starts_with(&SessionId::key_prefix("/recordings/prod"))
+        );
+        assert_eq!(
+            SessionId::key_prefix("/recordings/prod"),
+            "recordings/prod/"
+        );
         assert_eq!(SessionId::key_prefix(""), "");
     }
 
@@ -627,6 +633,14 @@ mod tests {
         assert_eq!(shown("user=bob"), ["nB"]);
         assert_eq!(shown("user=root"), ["nA"]);
         assert_eq!(shown("last=1h"), ["nB"]);
+        let f = SessionFilter::from_query("from=2023-11-14T21:00&last=1d", NOW).expect("valid");
+        assert!(f.matches_start(NOW) && f.matches_start(1_699_995_600));
+        assert!(!f.matches_start(1_699_995_599), "before from");
+        assert!(
+            !SessionFilter::from_query("last=1h", NOW)
+                .expect("valid")
+                .matches_start(NOW - 3_601)
+        );
         assert_eq!(shown("from=2023-11-14T21:00"), ["nB"]);
         assert_eq!(shown("to=2023-11-14T21:00"), ["nA"]);
         assert!(shown("user=carol").is_empty());

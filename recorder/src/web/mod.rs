@@ -40,6 +40,8 @@ pub type ResponseBody = BoxBody<Bytes, Infallible>;
 
 /// How much of a recording is read to find its header line.
 const HEADER_READ_LIMIT: u64 = 64 * 1024;
+/// Header reads in flight at once while listing.
+const HEADER_READS_AT_ONCE: usize = 16;
 /// How often a live stream looks for new bytes in the spool.
 const LIVE_POLL: Duration = Duration::from_millis(200);
 /// A comment line this often lets a live stream notice a viewer who left.
@@ -136,7 +138,7 @@ impl<S: Storage> Web<S> {
 
     async fn list(&self, query: &str) -> Result<Response<ResponseBody>, WebError> {
         let filter = SessionFilter::from_query(query, unix_now())?;
-        let mut sessions = self.sessions().await.map_err(WebError::Internal)?;
+        let mut sessions = self.sessions(&filter).await.map_err(WebError::Internal)?;
         sessions.retain(|s| filter.matches(s));
         sort_sessions(&mut sessions);
         let shown = page(&sessions, filter.page);
@@ -273,8 +275,9 @@ impl<S: Storage> Web<S> {
         Ok(response)
     }
 
-    /// Every session: those in the spool (live) and those in storage.
-    async fn sessions(&self) -> anyhow::Result<Vec<SessionSummary>> {
+    /// The sessions that may pass `filter`: those in the spool (live) and
+    /// those in storage, unordered.
+    async fn sessions(&self, filter: &SessionFilter) -> anyhow::Result<Vec<SessionSummary>> {
         let mut out = Vec::new();
         let mut live = BTreeSet::new();
         for recording in self.spool.in_progress().await? {
@@ -295,34 +298,39 @@ impl<S: Storage> Web<S> {
             .list(&SessionId::key_prefix(&self.prefix))
             .await
             .context("listing stored recordings")?;
+        // Header reads go out a few at a time: one request each on S3.
+        let mut reads = tokio::task::JoinSet::new();
         for object in listed {
             let Some(id) = SessionId::from_key(&self.prefix, &object.key) else {
                 continue;
             };
-            if live.contains(&id) {
+            // The key's start time is the header's: skip reads the filter would drop.
+            if live.contains(&id) || id.started().is_some_and(|t| !filter.matches_start(t)) {
                 continue;
             }
-            let head = match self
-                .storage
-                .read(&object.key, Some(HEADER_READ_LIMIT))
-                .await
+            if reads.len() >= HEADER_READS_AT_ONCE
+                && let Some(done) = reads.join_next().await
             {
-                Ok(Some(head)) => head,
-                // Deleted between list and read (retention): skip it.
-                Ok(None) => continue,
-                // An object in an archive tier cannot be read until restored;
-                // list it with what its key tells.
-                Err(e) => {
-                    tracing::debug!(key = %object.key, error = %format!("{e:#}"), "listing a recording without its header");
-                    Vec::new()
-                }
-            };
-            out.push(SessionSummary::new(
-                id,
-                first_line(&head),
-                false,
-                object.bytes,
-            ));
+                out.extend(done.context("reading a header")?);
+            }
+            let storage = Arc::clone(&self.storage);
+            reads.spawn(async move {
+                let head = match storage.read(&object.key, Some(HEADER_READ_LIMIT)).await {
+                    Ok(Some(head)) => head,
+                    // Deleted between list and read (retention): skip it.
+                    Ok(None) => return None,
+                    // An object in an archive tier cannot be read until
+                    // restored; list it with what its key tells.
+                    Err(e) => {
+                        tracing::debug!(key = %object.key, error = %format!("{e:#}"), "listing a recording without its header");
+                        Vec::new()
+                    }
+                };
+                Some(SessionSummary::new(id, first_line(&head), false, object.bytes))
+            });
+        }
+        while let Some(done) = reads.join_next().await {
+            out.extend(done.context("reading a header")?);
         }
         Ok(out)
     }
