@@ -164,13 +164,19 @@ impl RecorderConfig {
                 s3.part_size_bytes
             ));
         }
-        if let Some(web) = &self.web
-            && web.allow.is_empty()
-        {
-            return Err(format!(
-                "recorder web.allow is empty, expected at least one network allowed to view recordings (the UI on {} would refuse everyone)",
-                web.listen
-            ));
+        if let Some(web) = &self.web {
+            if web.allow.is_empty() {
+                return Err(format!(
+                    "recorder web.allow is empty, expected at least one network allowed to view recordings (the UI on {} would refuse everyone)",
+                    web.listen
+                ));
+            }
+            if web.listen == self.listen {
+                return Err(format!(
+                    "recorder web.listen is {}, the same as listen, expected an address of its own",
+                    web.listen
+                ));
+            }
         }
         Ok(())
     }
@@ -249,10 +255,19 @@ mod tests {
 
         config.web = Some(WebConfig {
             allow: vec![],
-            ..web
+            ..web.clone()
         });
         let err = config.validate().expect_err("empty allow");
         assert!(err.contains("web.allow is empty"), "{err}");
+        config.web = Some(WebConfig {
+            listen: config.listen,
+            ..web
+        });
+        let err = config.validate().expect_err("shared port");
+        assert!(
+            err.contains("web.listen is 0.0.0.0:80, the same as listen"),
+            "{err}"
+        );
 
         let err = toml::from_str::<RecorderConfig>("[web]\nallow = []\n").expect_err("no listen");
         assert!(err.to_string().contains("missing field `listen`"), "{err}");
