@@ -137,6 +137,15 @@ async fn download_is_the_stored_cast_byte_for_byte() {
         "attachment; filename=\"nDL_20231114T221320Z-dl.cast\""
     );
 
+    // The event stream of a stored session: all of it in one reset, then the end.
+    let events = get_text(web, "/sessions/nDL/20231114T221320Z-dl/events").await;
+    assert!(
+        events.starts_with("data: {\"cols\":40,") && events.contains("\"time\":1.99"),
+        "{events}"
+    );
+    assert!(events.ends_with("\n\nevent: done\ndata: \n\n"), "{events}");
+    assert_eq!(events.matches("data: ").count(), 2, "{events}");
+
     let page = get_text(web, "/sessions/nDL/20231114T221320Z-dl").await;
     assert!(
         page.contains("data-src=\"/sessions/nDL/20231114T221320Z-dl.cast\""),
