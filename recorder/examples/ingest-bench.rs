@@ -293,6 +293,7 @@ impl Recorder {
             ack_interval_ms: 5_000,
             stall_timeout_ms: 3_600_000,
             upload: UploadConfig::default(),
+            web: None,
             storage: StorageConfig::Local {
                 dir: dir.join("store"),
                 retention_days: None,

@@ -31,6 +31,19 @@ pub struct RecorderConfig {
     pub upload: UploadConfig,
     /// Where finished recordings go.
     pub storage: StorageConfig,
+    /// The web UI (`[recorder.web]`); no UI when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub web: Option<WebConfig>,
+}
+
+/// Where the web UI listens and who may use it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// Address of the UI's own listener (HTTP/1.1).
+    pub listen: SocketAddr,
+    /// Source networks allowed to view recordings; everyone else gets 403.
+    pub allow: Vec<IpNet>,
 }
 
 /// How the spool hands recordings to storage.
@@ -115,6 +128,7 @@ impl Default for RecorderConfig {
                 dir: PathBuf::from("/var/lib/causeway/recorder/recordings"),
                 retention_days: None,
             },
+            web: None,
         }
     }
 }
@@ -157,6 +171,20 @@ impl RecorderConfig {
         }
         if let StorageConfig::Azure(azure) = &self.storage {
             azure.validate()?;
+        }
+        if let Some(web) = &self.web {
+            if web.allow.is_empty() {
+                return Err(format!(
+                    "recorder web.allow is empty, expected at least one network allowed to view recordings (the UI on {} would refuse everyone)",
+                    web.listen
+                ));
+            }
+            if web.listen == self.listen {
+                return Err(format!(
+                    "recorder web.listen is {}, the same as listen, expected an address of its own",
+                    web.listen
+                ));
+            }
         }
         Ok(())
     }
@@ -218,6 +246,45 @@ mod tests {
         };
         let err = config.validate().expect_err("too small");
         assert!(err.contains("part_size_bytes is 1024"), "{err}");
+    }
+
+    #[test]
+    fn parses_a_web_section_and_refuses_an_empty_allow_list() {
+        let mut config: RecorderConfig = toml::from_str(
+            r#"
+            [web]
+            listen = "100.64.0.5:8080"
+            allow = ["100.64.0.0/10"]
+            "#,
+        )
+        .expect("valid config");
+        let web = config.web.clone().expect("web section");
+        assert_eq!(web.listen, "100.64.0.5:8080".parse().expect("address"));
+        assert_eq!(config.validate(), Ok(()));
+
+        config.web = Some(WebConfig {
+            allow: vec![],
+            ..web.clone()
+        });
+        let err = config.validate().expect_err("empty allow");
+        assert!(err.contains("web.allow is empty"), "{err}");
+        config.web = Some(WebConfig {
+            listen: config.listen,
+            ..web
+        });
+        let err = config.validate().expect_err("shared port");
+        assert!(
+            err.contains("web.listen is 0.0.0.0:80, the same as listen"),
+            "{err}"
+        );
+
+        let err = toml::from_str::<RecorderConfig>("[web]\nallow = []\n").expect_err("no listen");
+        assert!(err.to_string().contains("missing field `listen`"), "{err}");
+        let err = toml::from_str::<RecorderConfig>(
+            "[web]\nlisten = \"127.0.0.1:1\"\nallow = []\nport = 1\n",
+        )
+        .expect_err("unknown field");
+        assert!(err.to_string().contains("unknown field `port`"), "{err}");
     }
 
     #[test]

@@ -111,7 +111,7 @@ impl Ingest {
                     .await;
             }
         });
-        let mut response = Response::new(AckBody { rx }.boxed());
+        let mut response = Response::new(ChannelBody { rx }.boxed());
         response.headers_mut().insert(
             hyper::header::CONTENT_TYPE,
             hyper::header::HeaderValue::from_static("application/x-ndjson"),
@@ -274,12 +274,13 @@ fn text(status: StatusCode, body: &str) -> Response<ResponseBody> {
     response
 }
 
-/// The `/v2/record` response: ack lines as the session task sends them.
-struct AckBody {
-    rx: mpsc::Receiver<Bytes>,
+/// A response body a task feeds through a channel: the `/v2/record` ack
+/// lines, and the web UI's live stream.
+pub(crate) struct ChannelBody {
+    pub(crate) rx: mpsc::Receiver<Bytes>,
 }
 
-impl Body for AckBody {
+impl Body for ChannelBody {
     type Data = Bytes;
     type Error = Infallible;
 

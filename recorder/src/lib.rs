@@ -1,29 +1,37 @@
 //! The SSH session recorder, linked into the appliance as role `recorder`:
 //! ingest over Tailscale SSH's session-recording protocol, a local fsync'd
 //! spool so every acked byte survives a crash, background upload to a local
-//! directory, S3 or Azure Blob Storage, and retention for the local directory.
+//! directory, S3 or Azure Blob Storage, retention for the local directory,
+//! and an optional web UI that lists, plays and follows recordings.
 
 pub mod config;
 pub mod ingest;
 pub mod spool;
 pub mod storage;
 pub mod upload;
+pub mod web;
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
+use bytes::Bytes;
 use causeway_recording::RetentionPolicy;
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 pub use config::{
-    AzureConfig, AzureCredential, RecorderConfig, S3Config, StorageConfig, UploadConfig,
+    AzureConfig, AzureCredential, RecorderConfig, S3Config, StorageConfig, UploadConfig, WebConfig,
 };
-pub use storage::{AzureStorage, LocalStorage, S3Storage, Storage};
+pub use storage::{AzureStorage, LocalStorage, S3Storage, Storage, StoredObject};
 
 /// How often the local backend's retention runs.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
@@ -92,23 +100,52 @@ pub async fn serve_with<S: Storage>(
         let _ = finished_tx.send(recording);
     }
     tracing::info!(storage = %storage.describe(), "recorder storage ready");
+    let storage = Arc::new(storage);
+    let web = match &config.web {
+        Some(web_config) => {
+            let web_listener = TcpListener::bind(web_config.listen)
+                .await
+                .with_context(|| format!("listening for the web UI on {}", web_config.listen))?;
+            tracing::info!(listen = %web_config.listen, "recorder web UI ready");
+            let web = Arc::new(web::Web::new(
+                web_config,
+                Arc::clone(&storage),
+                Arc::clone(&spool),
+                config.key_prefix(),
+            ));
+            Some(tokio::spawn(async move {
+                let handler = move |peer, req| Arc::clone(&web).handle(peer, req);
+                accept_loop(&web_listener, std::future::pending(), handler).await
+            }))
+        }
+        None => None,
+    };
     let uploader = tokio::spawn(upload::run(
-        Arc::new(storage),
+        storage,
         Arc::clone(&spool),
         config.upload.clone(),
         finished_rx,
     ));
     let ingest = Arc::new(ingest::Ingest::new(Arc::new(config), spool, finished_tx));
-    let accepted = accept_loop(&listener, ingest, shutdown).await;
+    let handler = move |peer, req| Arc::clone(&ingest).handle(peer, req);
+    let accepted = accept_loop(&listener, shutdown, handler).await;
     uploader.abort();
+    if let Some(web) = web {
+        web.abort();
+    }
     accepted
 }
 
-async fn accept_loop(
+/// Serves connections on `listener` with `handler` until `shutdown` resolves.
+async fn accept_loop<H, F>(
     listener: &TcpListener,
-    ingest: Arc<ingest::Ingest>,
     shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
+    handler: H,
+) -> anyhow::Result<()>
+where
+    H: Fn(SocketAddr, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<BoxBody<Bytes, Infallible>>, Infallible>> + Send + 'static,
+{
     tokio::pin!(shutdown);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Notice a vanished SSH server even while its session is idle.
@@ -136,11 +173,10 @@ async fn accept_loop(
                 }
             },
         };
-        let ingest = Arc::clone(&ingest);
+        let handler = handler.clone();
         let builder = Arc::clone(&builder);
         connections.spawn(async move {
-            let service =
-                hyper::service::service_fn(move |req| Arc::clone(&ingest).handle(peer, req));
+            let service = hyper::service::service_fn(move |req| handler(peer, req));
             if let Err(e) = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await

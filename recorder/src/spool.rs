@@ -183,6 +183,43 @@ impl Spool {
         self.remove(&recording).await
     }
 
+    /// The recordings in the spool now (being received, or waiting for
+    /// upload), by key; `len` is what was written so far.
+    pub async fn in_progress(&self) -> anyhow::Result<Vec<SpooledRecording>> {
+        let mut out = Vec::new();
+        let mut entries = tokio::fs::read_dir(&self.dir)
+            .await
+            .with_context(|| format!("reading spool directory {}", self.dir.display()))?;
+        while let Some(entry) = entries.next_entry().await.context("listing the spool")? {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "meta") {
+                continue;
+            }
+            let Some(id) = path.file_stem().and_then(|s| s.to_str()) else {
+                continue;
+            };
+            let data = self.dir.join(format!("{id}.cast"));
+            // Either file may go away at any moment: the upload just finished.
+            let (Ok(meta), Ok(stat)) = (
+                tokio::fs::read(&path).await,
+                tokio::fs::metadata(&data).await,
+            ) else {
+                continue;
+            };
+            let Ok(meta) = serde_json::from_slice::<Meta>(&meta) else {
+                continue;
+            };
+            out.push(SpooledRecording {
+                id: id.to_owned(),
+                key: meta.key,
+                data,
+                len: stat.len(),
+            });
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key).then_with(|| a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
     fn reserve_key(&self, header: &CastHeader, prefix: &str) -> String {
         let mut keys = self
             .keys
@@ -285,6 +322,29 @@ pub(crate) async fn sync_dir(dir: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn in_progress_lists_what_the_spool_holds_until_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (spool, left) = Spool::open(dir.path()).await.expect("open");
+        assert!(left.is_empty());
+        let header =
+            CastHeader::parse(br#"{"version":2,"timestamp":0,"srcNodeID":"n","connectionID":"c"}"#)
+                .expect("header");
+        let mut writer = spool.create(&header, "p").await.expect("create");
+        writer.append(b"line\n").await.expect("append");
+        // Not a recording: no metadata.
+        std::fs::write(dir.path().join("stray.cast"), b"x\n").expect("write");
+
+        let listed = spool.in_progress().await.expect("list");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].key, "p/n/19700101T000000Z-c.cast");
+        assert_eq!(listed[0].len, 5);
+
+        let finished = writer.finish();
+        spool.remove(&finished).await.expect("remove");
+        assert!(spool.in_progress().await.expect("list").is_empty());
+    }
 
     #[tokio::test]
     async fn open_recovers_what_a_crash_left() {

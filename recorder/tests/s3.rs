@@ -1,6 +1,7 @@
 //! S3 storage against moto in server mode (started per test on a free port,
 //! killed on drop): key layout, multipart for a long session, and an outage
-//! (moto stopped, then restarted on the same port) that loses nothing.
+//! (moto stopped, then restarted on the same port) that loses nothing; the
+//! web UI listing and serving what is in the bucket.
 //! Needs `moto_server` (`pip install 'moto[server]'`); fails loudly without it.
 
 mod common;
@@ -9,7 +10,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use causeway_recorder::{S3Storage, StorageConfig};
+use causeway_recorder::{RecorderConfig, S3Storage, Storage, StorageConfig};
 use common::{free_port, recording, send_v2, test_config};
 use tokio::sync::oneshot;
 
@@ -68,9 +69,13 @@ struct S3Recorder {
     _stop: oneshot::Sender<()>,
 }
 
-async fn start_recorder(s3: aws_sdk_s3::Client) -> S3Recorder {
+async fn start_recorder(
+    s3: aws_sdk_s3::Client,
+    change: impl FnOnce(&mut RecorderConfig),
+) -> S3Recorder {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = test_config(dir.path());
+    change(&mut config);
     config.storage = StorageConfig::S3(causeway_recorder::S3Config {
         bucket: BUCKET.to_owned(),
         prefix: "rec/prod".to_owned(),
@@ -99,8 +104,8 @@ async fn start_recorder(s3: aws_sdk_s3::Client) -> S3Recorder {
     }
 }
 
-/// moto with the bucket, and a recorder writing to it.
-async fn moto_and_recorder() -> (u16, MotoServer, aws_sdk_s3::Client, S3Recorder) {
+/// moto on a free port with the bucket, and a client for it.
+async fn moto_with_bucket() -> (u16, MotoServer, aws_sdk_s3::Client) {
     let port = free_port();
     let moto = MotoServer::on_port(port);
     let s3 = client(port).await;
@@ -109,7 +114,13 @@ async fn moto_and_recorder() -> (u16, MotoServer, aws_sdk_s3::Client, S3Recorder
         .send()
         .await
         .expect("create bucket");
-    let rec = start_recorder(s3.clone()).await;
+    (port, moto, s3)
+}
+
+/// moto with the bucket, and a recorder writing to it.
+async fn moto_and_recorder() -> (u16, MotoServer, aws_sdk_s3::Client, S3Recorder) {
+    let (port, moto, s3) = moto_with_bucket().await;
+    let rec = start_recorder(s3.clone(), |_| {}).await;
     (port, moto, s3, rec)
 }
 
@@ -189,4 +200,73 @@ async fn an_s3_outage_loses_nothing() {
     let (stored, _) = wait_object(&s3, "rec/prod/nOUT/20231114T221320Z-during.cast", 30).await;
     assert!(stored == during, "stored byte for byte after the outage");
     common::wait_spool_empty(&rec.dir.path().join("spool"), 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_ui_lists_and_serves_recordings_from_the_bucket() {
+    let (_, _moto, s3) = moto_with_bucket().await;
+    for stray in [
+        "rec/prod/nX/notes.txt",
+        "rec/other/nX/20231114T221320Z-c.cast",
+    ] {
+        s3.put_object()
+            .bucket(BUCKET)
+            .key(stray)
+            .body(b"{}\n".to_vec().into())
+            .send()
+            .await
+            .expect("put a stray object");
+    }
+    let web_port = free_port();
+    let rec = start_recorder(s3.clone(), |c| {
+        c.web = Some(causeway_recorder::WebConfig {
+            listen: ([127, 0, 0, 1], web_port).into(),
+            allow: vec!["127.0.0.0/8".parse().expect("net")],
+        });
+    })
+    .await;
+    let body = recording("nWEB", "web", 30);
+    assert_eq!(send_v2(rec.addr, &body, 4096).await.1, None);
+    let key = "rec/prod/nWEB/20231114T221320Z-web.cast";
+    wait_object(&s3, key, 20).await;
+
+    let storage = S3Storage::new(s3.clone(), BUCKET, PART);
+    let listed: Vec<String> = storage
+        .list("rec/prod/")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(listed, [key, "rec/prod/nX/notes.txt"]);
+    assert_eq!(
+        storage.read(key, Some(12)).await.expect("ranged read"),
+        Some(body[..12].to_vec())
+    );
+    assert_eq!(
+        storage
+            .read("rec/prod/none.cast", None)
+            .await
+            .expect("read"),
+        None
+    );
+
+    common::wait_listening(web_port, "the web UI", 10);
+    let web = ([127, 0, 0, 1], web_port).into();
+    let list = common::web::get_text(web, "/").await;
+    assert!(
+        list.contains("data-id=\"nWEB/20231114T221320Z-web\""),
+        "{list}"
+    );
+    assert!(
+        list.contains("1 session"),
+        "only the recording under the prefix: {list}"
+    );
+    let (status, _, downloaded) =
+        common::web::get(web, "/sessions/nWEB/20231114T221320Z-web.cast").await;
+    assert_eq!(status, hyper::StatusCode::OK);
+    assert!(
+        downloaded == body,
+        "the download is the object byte for byte"
+    );
 }

@@ -56,7 +56,7 @@ pub fn object_key(prefix: &str, header: &CastHeader, seq: u32) -> ObjectKey {
 
 /// One path segment from untrusted text: only `[A-Za-z0-9._-]`, no leading
 /// dot (so never `.` or `..`), at most 128 bytes.
-fn segment(raw: &str) -> String {
+pub(crate) fn segment(raw: &str) -> String {
     let mut out: String = raw
         .chars()
         .take(128)

@@ -19,12 +19,17 @@ use azure_core::http::{
 };
 use azure_identity::{ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId};
 use azure_storage_blob::models::{
+    BlobClientDownloadOptions, BlobContainerClientListBlobsOptions,
     BlockBlobClientCommitBlockListOptions, BlockBlobClientUploadOptions, BlockLookupList,
 };
-use azure_storage_blob::{BlockBlobClient, BlockBlobClientOptions};
+use azure_storage_blob::{
+    BlobClient, BlobClientOptions, BlobContainerClient, BlobContainerClientOptions,
+    BlockBlobClient, BlockBlobClientOptions,
+};
+use futures::TryStreamExt;
 use tokio::io::AsyncReadExt;
 
-use super::Storage;
+use super::{Storage, StoredObject};
 use crate::config::{AzureConfig, AzureCredential};
 
 const CONTENT_TYPE: &str = "application/x-asciicast";
@@ -120,13 +125,17 @@ impl AzureStorage {
         }
     }
 
-    /// A client for the block blob `key`; each `/`-separated part of the key
-    /// is one (percent-encoded) path segment, so the blob's name is the key.
-    fn blob(&self, key: &str) -> anyhow::Result<BlockBlobClient> {
+    /// The URL of blob `key` (each `/`-separated part of the key one
+    /// percent-encoded path segment, so the blob's name is the key) or of
+    /// the container when `key` is `None`, with the SAS when there is one;
+    /// and the token credential when there is one.
+    fn url(&self, key: Option<&str>) -> anyhow::Result<(Url, Option<Arc<dyn TokenCredential>>)> {
         let mut url = self.container_url.clone();
-        url.path_segments_mut()
-            .map_err(|()| anyhow::anyhow!("the container URL cannot have a path appended"))?
-            .extend(key.split('/'));
+        if let Some(key) = key {
+            url.path_segments_mut()
+                .map_err(|()| anyhow::anyhow!("the container URL cannot have a path appended"))?
+                .extend(key.split('/'));
+        }
         let credential = match &self.auth {
             Auth::Token(credential) => Some(Arc::clone(credential)),
             Auth::Sas(sas) => {
@@ -134,23 +143,53 @@ impl AzureStorage {
                 None
             }
         };
+        Ok((url, credential))
+    }
+
+    /// Options every client gets: the shared transport, and a few quick
+    /// retries (the spool retries a failed upload forever; these only save
+    /// re-sending a long session's earlier blocks after a blip).
+    fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            transport: Some(self.transport.clone()),
+            retry: RetryOptions::exponential(ExponentialRetryOptions {
+                max_retries: 3,
+                initial_delay: azure_core::time::Duration::milliseconds(200),
+                max_delay: azure_core::time::Duration::seconds(2),
+                max_total_elapsed: azure_core::time::Duration::seconds(10),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// A client for writing the block blob `key`.
+    fn block_blob(&self, key: &str) -> anyhow::Result<BlockBlobClient> {
+        let (url, credential) = self.url(Some(key))?;
         let options = BlockBlobClientOptions {
-            client_options: ClientOptions {
-                transport: Some(self.transport.clone()),
-                // The spool retries a failed upload forever; a few quick
-                // retries here only save re-sending a long session's
-                // earlier blocks after a blip.
-                retry: RetryOptions::exponential(ExponentialRetryOptions {
-                    max_retries: 3,
-                    initial_delay: azure_core::time::Duration::milliseconds(200),
-                    max_delay: azure_core::time::Duration::seconds(2),
-                    max_total_elapsed: azure_core::time::Duration::seconds(10),
-                }),
-                ..Default::default()
-            },
+            client_options: self.client_options(),
             ..Default::default()
         };
         BlockBlobClient::new(url, credential, Some(options)).map_err(Self::error)
+    }
+
+    /// A client for reading the blob `key`.
+    fn blob(&self, key: &str) -> anyhow::Result<BlobClient> {
+        let (url, credential) = self.url(Some(key))?;
+        let options = BlobClientOptions {
+            client_options: self.client_options(),
+            ..Default::default()
+        };
+        BlobClient::new(url, credential, Some(options)).map_err(Self::error)
+    }
+
+    /// A client for the container (listing).
+    fn container(&self) -> anyhow::Result<BlobContainerClient> {
+        let (url, credential) = self.url(None)?;
+        let options = BlobContainerClientOptions {
+            client_options: self.client_options(),
+            ..Default::default()
+        };
+        BlobContainerClient::new(url, credential, Some(options)).map_err(Self::error)
     }
 
     /// Stages `len` bytes of `file` as blocks of `block` bytes, then commits them.
@@ -248,7 +287,7 @@ impl AzureStorage {
 
 impl Storage for AzureStorage {
     async fn put(&self, key: &str, path: &Path, len: u64) -> anyhow::Result<()> {
-        let blob = self.blob(key)?;
+        let blob = self.block_blob(key)?;
         let mut file = tokio::fs::File::open(path)
             .await
             .with_context(|| format!("opening {}", path.display()))?;
@@ -257,6 +296,71 @@ impl Storage for AzureStorage {
             return self.put_blocks(&blob, key, &mut file, len, block).await;
         }
         self.put_one(&blob, key, &mut file, len).await
+    }
+
+    /// List Blobs under `prefix`, page by page (the service returns names in
+    /// order).
+    async fn list(&self, prefix: &str) -> anyhow::Result<Vec<StoredObject>> {
+        let options = BlobContainerClientListBlobsOptions {
+            prefix: (!prefix.is_empty()).then(|| prefix.to_owned()),
+            ..Default::default()
+        };
+        let mut pages = self
+            .container()?
+            .list_blobs(Some(options))
+            .map_err(Self::error)?
+            .into_pages();
+        let mut out = Vec::new();
+        while let Some(page) = timed(pages.try_next())
+            .await?
+            .map_err(Self::error)
+            .with_context(|| format!("listing {} under {prefix:?}", self.describe()))?
+        {
+            let page = page.into_model().map_err(Self::error)?;
+            for item in page.blob_items {
+                let Some(key) = item.name else { continue };
+                let bytes = item
+                    .properties
+                    .and_then(|p| p.content_length)
+                    .unwrap_or_default();
+                out.push(StoredObject { key, bytes });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// Get Blob, with `x-ms-range` when only the first `limit` bytes are wanted.
+    async fn read(&self, key: &str, limit: Option<u64>) -> anyhow::Result<Option<Vec<u8>>> {
+        if limit == Some(0) {
+            return Ok(Some(Vec::new()));
+        }
+        let options = BlobClientDownloadOptions {
+            range: limit.map(|n| (0..n).into()),
+            ..Default::default()
+        };
+        let downloaded = match timed(self.blob(key)?.download(Some(options))).await? {
+            Ok(d) => d,
+            Err(e) if e.http_status() == Some(azure_core::http::StatusCode::NotFound) => {
+                return Ok(None);
+            }
+            // A range past the end of an empty blob.
+            Err(e)
+                if e.http_status()
+                    == Some(azure_core::http::StatusCode::RequestedRangeNotSatisfiable) =>
+            {
+                return Ok(Some(Vec::new()));
+            }
+            Err(e) => {
+                return Err(Self::error(e))
+                    .with_context(|| format!("reading {key} from {}", self.describe()));
+            }
+        };
+        let bytes = timed(downloaded.body.collect())
+            .await?
+            .map_err(Self::error)
+            .with_context(|| format!("reading {key} from {}", self.describe()))?;
+        Ok(Some(bytes.to_vec()))
     }
 
     fn describe(&self) -> String {

@@ -1,12 +1,14 @@
 //! Recordings in a local directory, with retention.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::Context;
 use causeway_recording::{RetentionPolicy, StoredRecording, expired};
 
-use super::Storage;
+use tokio::io::AsyncReadExt;
+
+use super::{Storage, StoredObject};
 use crate::spool::sync_dir;
 
 /// A directory of recordings: `<root>/<key>`.
@@ -75,6 +77,44 @@ impl Storage for LocalStorage {
         sync_dir(&parent).await
     }
 
+    async fn list(&self, prefix: &str) -> anyhow::Result<Vec<StoredObject>> {
+        let root = self.root.clone();
+        let found = tokio::task::spawn_blocking(move || walk(&root))
+            .await
+            .context("listing recordings")??;
+        Ok(found
+            .into_iter()
+            .filter(|(key, _)| key.starts_with(prefix))
+            .map(|(key, meta)| StoredObject {
+                key,
+                bytes: meta.len(),
+            })
+            .collect())
+    }
+
+    async fn read(&self, key: &str, limit: Option<u64>) -> anyhow::Result<Option<Vec<u8>>> {
+        // Keys come from URLs too: never leave the root.
+        anyhow::ensure!(
+            !key.is_empty()
+                && Path::new(key)
+                    .components()
+                    .all(|c| matches!(c, Component::Normal(_))),
+            "recording key {key:?} is not a relative path below the storage directory"
+        );
+        let path = self.root.join(key);
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+        };
+        let mut bytes = Vec::new();
+        file.take(limit.unwrap_or(u64::MAX))
+            .read_to_end(&mut bytes)
+            .await
+            .with_context(|| format!("reading {}", path.display()))?;
+        Ok(Some(bytes))
+    }
+
     fn describe(&self) -> String {
         format!("dir://{}", self.root.display())
     }
@@ -82,6 +122,19 @@ impl Storage for LocalStorage {
 
 /// Every `.cast` file below `root`, with its key and modification time.
 fn list(root: &Path) -> anyhow::Result<Vec<StoredRecording>> {
+    walk(root)?
+        .into_iter()
+        .map(|(key, meta)| {
+            let modified = meta
+                .modified()
+                .with_context(|| format!("reading mtime of {key}"))?;
+            Ok(StoredRecording { key, modified })
+        })
+        .collect()
+}
+
+/// Every `.cast` file below `root` (temporary files end in `.tmp`), by key.
+fn walk(root: &Path) -> anyhow::Result<Vec<(String, std::fs::Metadata)>> {
     let mut out = Vec::new();
     let mut dirs = vec![root.to_owned()];
     while let Some(dir) = dirs.pop() {
@@ -106,14 +159,10 @@ fn list(root: &Path) -> anyhow::Result<Vec<StoredRecording>> {
             let Ok(rel) = path.strip_prefix(root) else {
                 continue;
             };
-            out.push(StoredRecording {
-                key: rel.to_string_lossy().into_owned(),
-                modified: meta
-                    .modified()
-                    .with_context(|| format!("reading mtime of {}", path.display()))?,
-            });
+            out.push((rel.to_string_lossy().into_owned(), meta));
         }
     }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
 
@@ -147,5 +196,44 @@ mod tests {
             .expect("retention");
         assert_eq!(gone, vec!["n1/a.cast".to_owned()]);
         assert!(!dir.path().join("store/n1/a.cast").exists());
+    }
+
+    #[tokio::test]
+    async fn lists_and_reads_recordings_but_nothing_outside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("src.cast");
+        std::fs::write(&src, b"line one\nline two\n").expect("write");
+        std::fs::write(dir.path().join("secret.cast"), b"secret\n").expect("write");
+        let storage = LocalStorage::new(dir.path().join("store"));
+        assert!(storage.list("").await.expect("empty list").is_empty());
+        storage.put("n2/b.cast", &src, 18).await.expect("put");
+        storage.put("n1/a.cast", &src, 18).await.expect("put");
+        std::fs::write(dir.path().join("store/n1/x.cast.tmp"), b"").expect("write");
+
+        let listed = storage.list("").await.expect("list");
+        assert_eq!(
+            listed,
+            ["n1/a.cast", "n2/b.cast"].map(|key| StoredObject {
+                key: key.to_owned(),
+                bytes: 18
+            })
+        );
+        assert_eq!(storage.list("n2/").await.expect("list").len(), 1);
+        assert_eq!(
+            storage.read("n1/a.cast", Some(9)).await.expect("read"),
+            Some(b"line one\n".to_vec())
+        );
+        assert_eq!(
+            storage.read("n1/a.cast", None).await.expect("read"),
+            Some(b"line one\nline two\n".to_vec())
+        );
+        assert_eq!(
+            storage.read("n1/none.cast", None).await.expect("read"),
+            None
+        );
+        for outside in ["../secret.cast", "/etc/passwd", "n1/../../secret.cast", ""] {
+            let err = storage.read(outside, None).await.expect_err(outside);
+            assert!(err.to_string().contains("not a relative path"), "{err}");
+        }
     }
 }

@@ -2,6 +2,10 @@
 //! a key; the spool keeps the file until `put` returns `Ok`, so a backend
 //! only has to be atomic per object (S3 objects, Azure block blobs with a
 //! final commit, and rename-into-place on a local disk all are).
+//!
+//! The web UI reads recordings back with `list` and `read`; ingest and upload
+//! never call them, so a backend's credentials need read access
+//! (`s3:ListBucket`, `s3:GetObject`) only when the UI is on.
 
 pub mod azure;
 pub mod local;
@@ -24,6 +28,27 @@ pub trait Storage: Send + Sync + 'static {
         len: u64,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 
+    /// Every object whose key starts with `prefix` (all when empty), in key
+    /// order. Keys are as `put` got them; the caller picks the recordings.
+    fn list(&self, prefix: &str) -> impl Future<Output = anyhow::Result<Vec<StoredObject>>> + Send;
+
+    /// The first `limit` bytes of the object under `key` (all of it when
+    /// `None`); `Ok(None)` when there is no such object.
+    fn read(
+        &self,
+        key: &str,
+        limit: Option<u64>,
+    ) -> impl Future<Output = anyhow::Result<Option<Vec<u8>>>> + Send;
+
     /// A short description for logs, such as `s3://bucket`.
     fn describe(&self) -> String;
+}
+
+/// An object as `Storage::list` returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    /// Its key.
+    pub key: String,
+    /// Its size in bytes.
+    pub bytes: u64,
 }

@@ -1,5 +1,6 @@
 //! Recordings in S3: one PutObject for short sessions, a multipart upload
-//! for long ones (parts of at least 5 MiB, S3's minimum).
+//! for long ones (parts of at least 5 MiB, S3's minimum). The web UI reads
+//! them back with ListObjectsV2 and GetObject (a ranged GET for a header).
 
 use std::path::Path;
 
@@ -8,7 +9,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::Storage;
+use super::{Storage, StoredObject};
 use crate::config::S3Config;
 
 const CONTENT_TYPE: &str = "application/x-asciicast";
@@ -169,6 +170,57 @@ impl Storage for S3Storage {
             .await
             .with_context(|| format!("putting {key} into s3://{}", self.bucket))?;
         Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> anyhow::Result<Vec<StoredObject>> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.with_context(|| format!("listing s3://{}/{prefix}", self.bucket))?;
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
+                out.push(StoredObject {
+                    key: key.to_owned(),
+                    bytes: object
+                        .size()
+                        .and_then(|s| u64::try_from(s).ok())
+                        .unwrap_or(0),
+                });
+            }
+        }
+        // S3 lists in UTF-8 binary order already; sorting keeps the promise for look-alikes.
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn read(&self, key: &str, limit: Option<u64>) -> anyhow::Result<Option<Vec<u8>>> {
+        let mut get = self.client.get_object().bucket(&self.bucket).key(key);
+        match limit {
+            Some(0) => return Ok(Some(Vec::new())),
+            Some(n) => get = get.range(format!("bytes=0-{}", n - 1)),
+            None => {}
+        }
+        let object = match get.send().await {
+            Ok(o) => o,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("getting {key} from s3://{}", self.bucket));
+            }
+        };
+        let bytes = object
+            .body
+            .collect()
+            .await
+            .with_context(|| format!("reading {key} from s3://{}", self.bucket))?;
+        Ok(Some(bytes.to_vec()))
     }
 
     fn describe(&self) -> String {

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod web;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -37,6 +39,7 @@ pub fn test_config(dir: &Path) -> RecorderConfig {
             dir: dir.join("store"),
             retention_days: None,
         },
+        web: None,
     }
 }
 
