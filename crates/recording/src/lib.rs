@@ -1,7 +1,7 @@
 //! Session recordings, sans-IO: the asciicast v2 header that carries a
 //! session's identity, the framer that cuts an ingest stream into lines, the
-//! ack schedule of the ingest protocol, the storage key layout and the
-//! retention decision. Nothing here reads a clock, a socket or a file: time
+//! ack schedule of the ingest protocol, the producer's event encoder and ack
+//! watchdog, the storage key layout and the retention decision. Nothing here reads a clock, a socket or a file: time
 //! comes in as `now`.
 
 pub mod event;
@@ -9,6 +9,7 @@ pub mod framer;
 pub mod header;
 pub mod ingest;
 pub mod key;
+pub mod producer;
 pub mod retention;
 
 pub use event::{EventError, validate_event};
@@ -16,4 +17,5 @@ pub use framer::{FrameError, LineFramer, complete_prefix_len};
 pub use header::{CastHeader, HeaderError};
 pub use ingest::{AckFrame, IngestState, Stalled};
 pub use key::{ObjectKey, object_key};
+pub use producer::{AckWatchdogState, EventEncoder, RecorderFailed, SessionInfo};
 pub use retention::{RetentionPolicy, StoredRecording, expired};
