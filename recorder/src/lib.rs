@@ -1,10 +1,13 @@
 //! The SSH session recorder, linked into the appliance as role `recorder`:
 //! ingest over Tailscale SSH's session-recording protocol, a local fsync'd
 //! spool so every acked byte survives a crash, background upload to a local
-//! directory or S3, and retention for the local directory.
+//! directory or S3, and retention for the local directory. Also the
+//! producer (`appliance record`) that records a session to a recorder.
 
+mod channel_body;
 pub mod config;
 pub mod ingest;
+pub mod producer;
 pub mod spool;
 pub mod storage;
 pub mod upload;
