@@ -59,6 +59,8 @@ impl Recorder {
                 .flatten()
                 .flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
+                // Local storage writes `NAME.tmp`, then renames it into place.
+                .filter(|name| name.ends_with(".cast"))
                 .collect();
             if !names.is_empty() {
                 return names;
@@ -306,38 +308,58 @@ async fn session_through_a_frozen_proxy(
         args.push("--enforce");
     }
     args.extend(["--", "sh", "-c", &script]);
-    let started = Instant::now();
-    let mut child = record(&args).spawn().expect("appliance runs");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout piped"));
-    let mut first = String::new();
-    tokio::time::timeout(Duration::from_secs(10), stdout.read_line(&mut first))
-        .await
-        .expect("the session started within 10 s")
-        .expect("read stdout");
-    assert_eq!(first, "started\r\n");
+    let session = Started::spawn(&args).await;
     proxy.freeze.send_replace(true);
-    let mut rest = Vec::new();
-    let (read, status) = tokio::time::timeout(Duration::from_secs(30), async {
-        tokio::join!(stdout.read_to_end(&mut rest), child.wait())
-    })
-    .await
-    .expect("the session ended within 30 s");
-    read.expect("read stdout");
-    let mut stderr = Vec::new();
-    if let Some(mut e) = child.stderr.take() {
-        e.read_to_end(&mut stderr).await.expect("read stderr");
+    session.finish().await
+}
+
+/// A running `appliance record` whose command has printed `started`.
+struct Started {
+    child: tokio::process::Child,
+    stdout: BufReader<tokio::process::ChildStdout>,
+    at: Instant,
+}
+
+impl Started {
+    /// Starts `appliance record ARGS` and waits (up to 10 s) for `started`.
+    async fn spawn(args: &[&str]) -> Self {
+        let at = Instant::now();
+        let mut child = record(args).spawn().expect("appliance runs");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout piped"));
+        let mut first = String::new();
+        tokio::time::timeout(Duration::from_secs(10), stdout.read_line(&mut first))
+            .await
+            .expect("the session started within 10 s")
+            .expect("read stdout");
+        assert_eq!(first, "started\r\n");
+        Self { child, stdout, at }
     }
-    let took = started.elapsed();
-    let mut stdout = first.into_bytes();
-    stdout.extend(rest);
-    (
-        Output {
-            status: status.expect("appliance exit status"),
-            stdout,
-            stderr,
-        },
-        took,
-    )
+
+    /// Waits (up to 30 s) for the end; the output (with `started`) and
+    /// how long the whole run took.
+    async fn finish(mut self) -> (Output, Duration) {
+        let mut stdout = b"started\r\n".to_vec();
+        let (read, status) = tokio::time::timeout(Duration::from_secs(30), async {
+            tokio::join!(self.stdout.read_to_end(&mut stdout), self.child.wait())
+        })
+        .await
+        .expect("the session ended within 30 s");
+        read.expect("read stdout");
+        let mut stderr = Vec::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            e.read_to_end(&mut stderr).await.expect("read stderr");
+        }
+        let status = status.expect("appliance exit status");
+        let took = self.at.elapsed();
+        (
+            Output {
+                status,
+                stdout,
+                stderr,
+            },
+            took,
+        )
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,4 +405,42 @@ async fn without_enforce_the_session_goes_on_when_acks_stop() {
             && stderr.contains("the recorder acknowledged nothing for"),
         "the failure is logged: {stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hangup_reaches_the_command_and_the_recording_is_closed() {
+    let rec = Recorder::start("127.0.0.0/8").await;
+    let script = "trap 'echo got-hup; exit 5' HUP; echo started; while :; do sleep 0.1; done";
+    let url = rec.url();
+    let args = [
+        "--recorder",
+        &url,
+        "--node-id",
+        "nHUP",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ];
+    let session = Started::spawn(&args).await;
+    // What sshd's side sees when the client goes away.
+    let pid = session.child.id().expect("running") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .expect("signalling appliance record");
+    let (out, _) = session.finish().await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "the command's trap ran; stderr: {stderr}"
+    );
+    let stored = rec.stored("nHUP").await;
+    let recording = rec.recording("nHUP", &stored[0]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.ends_with("got-hup\r\n"), "{shown}");
+    // The shell may also report the killed `sleep` ("Hangup").
+    assert_eq!(played(&recording), shown, "the whole session was recorded");
 }

@@ -162,6 +162,11 @@ impl Session<'_> {
         } else {
             None
         };
+        // sshd hangs up our terminal when the client goes away, and stops
+        // us with SIGTERM; pass both on to the command so it ends and the
+        // recording is closed properly instead of cut off.
+        let mut hangup = signal(SignalKind::hangup()).ok();
+        let mut terminate = signal(SignalKind::terminate()).ok();
         let mut status = None;
         let mut drain_deadline = None;
         let mut pty_closed = false;
@@ -197,7 +202,9 @@ impl Session<'_> {
                         }
                     }
                 },
-                Some(()) = recv_winch(&mut winch) => {
+                Some(()) = recv_signal(&mut hangup) => self.signal_command(rustix::process::Signal::HUP),
+                Some(()) = recv_signal(&mut terminate) => self.signal_command(rustix::process::Signal::TERM),
+                Some(()) = recv_signal(&mut winch) => {
                     if let Some((w, h)) = user.size() {
                         let _ = pty_in.resize(pty_process::Size::new(h, w));
                         let line = self.encoder.resize(w, h, self.started.elapsed());
@@ -231,6 +238,14 @@ impl Session<'_> {
         }
     }
 
+    /// Sends `signal` to the command's process group.
+    fn signal_command(&self, signal: rustix::process::Signal) {
+        if let Some(group) = self.group {
+            // The command leads its own session (setsid), so its group is its pid.
+            let _ = rustix::process::kill_process_group(group, signal);
+        }
+    }
+
     /// Acts on a failed recording: ends the session, or goes on unrecorded.
     async fn check_recording(&mut self) {
         let Some(failure) = self.recording.as_mut().and_then(Recording::failure) else {
@@ -242,10 +257,7 @@ impl Session<'_> {
             return;
         }
         self.ended_by_recorder = true;
-        if let Some(group) = self.group {
-            // The command leads its own session (setsid), so its group is its pid.
-            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
-        }
+        self.signal_command(rustix::process::Signal::KILL);
         eprint!(
             "\r\nThis session must be recorded, but recording failed: {failure}\r\nThe session was ended.\r\n"
         );
@@ -368,8 +380,8 @@ impl Recording {
     }
 }
 
-async fn recv_winch(winch: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
-    match winch {
+async fn recv_signal(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
         Some(s) => s.recv().await,
         None => std::future::pending().await,
     }
