@@ -125,7 +125,12 @@ impl SshLab {
             .command("curl")
             .args(["-sS", "--fail", "--max-time", "5"])
             // Signed as moto's test credentials: anonymous reads of private objects get 403.
-            .args(["--aws-sigv4", "aws:amz:us-east-1:s3", "--user", "testing:testing"])
+            .args([
+                "--aws-sigv4",
+                "aws:amz:us-east-1:s3",
+                "--user",
+                "testing:testing",
+            ])
             .args(args)
             .output()?;
         anyhow::ensure!(
@@ -207,7 +212,14 @@ impl SshLab {
 
     /// Runs the real ssh client in the client namespace.
     fn ssh(&self, remote_command: &str) -> std::process::Output {
-        let child = self
+        self.ssh_typing(Some(remote_command), b"")
+    }
+
+    /// Runs the real ssh client in the client namespace (`-tt`: a terminal
+    /// on the server), typing `input`; without a command, a login shell.
+    fn ssh_typing(&self, remote_command: Option<&str>, input: &[u8]) -> std::process::Output {
+        use std::io::Write;
+        let mut child = self
             .client
             .command("ssh")
             .args(["-tt", "-i"])
@@ -224,14 +236,19 @@ impl SshLab {
                 "-o",
                 "LogLevel=ERROR",
                 &format!("root@{SERVER_ADDR}"),
-                remote_command,
             ])
-            .stdin(Stdio::null())
+            .args(remote_command)
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("ssh runs");
-        KillOnDrop(child).wait_output(WAIT, "ssh")
+        // Kept open until ssh ends: end of input could end the session early.
+        let mut stdin = child.stdin.take().expect("stdin piped");
+        stdin.write_all(input).expect("typing into ssh");
+        let out = KillOnDrop(child).wait_output(WAIT, "ssh");
+        drop(stdin);
+        out
     }
 
     /// Keys in the bucket under `prefix`, from moto's ListObjectsV2 XML.
@@ -244,6 +261,40 @@ impl SshLab {
             .skip(1)
             .filter_map(|rest| rest.split_once("</Key>").map(|(k, _)| k.to_owned()))
             .collect())
+    }
+
+    /// Asserts ssh ended with `code` and showed `expected`; then waits for
+    /// the session's recording and returns its key (below the node's
+    /// prefix) and text.
+    fn recorded_session(
+        &self,
+        out: &std::process::Output,
+        code: i32,
+        expected: &str,
+    ) -> (String, String) {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.code() == Some(code) && stdout.contains(expected),
+            "ssh: {:?}\nstdout: {stdout}\nstderr: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            self.logs()
+        );
+        let prefix = format!("rec/{NODE_ID}/");
+        let keys = wait_until(WAIT, "the recording in the bucket", || {
+            let keys = self.keys(&prefix)?;
+            anyhow::ensure!(!keys.is_empty(), "no object under {prefix}");
+            Ok(keys)
+        });
+        assert_eq!(keys.len(), 1, "one session, one recording: {keys:?}");
+        let recording = self
+            .curl_in_server(&[&format!("{MOTO}/{BUCKET}/{}", keys[0])])
+            .expect("downloading the recording");
+        let name = keys[0]
+            .strip_prefix(&prefix)
+            .expect("under the prefix")
+            .to_owned();
+        (name, String::from_utf8(recording).expect("UTF-8"))
     }
 
     fn logs(&self) -> String {
@@ -281,6 +332,17 @@ impl Drop for SshLab {
     }
 }
 
+/// The data of a recording's output events, concatenated.
+fn output_of(recording: &str) -> String {
+    recording
+        .lines()
+        .skip(1)
+        .filter_map(|line| serde_json::from_str::<(f64, String, String)>(line).ok())
+        .filter(|(_, code, _)| code == "o")
+        .map(|(_, _, data)| data)
+        .collect()
+}
+
 /// `asciinema cat` of `file` under `script` (it insists on a terminal).
 fn asciinema_cat(file: &Path) -> std::process::Output {
     Command::new("script")
@@ -299,24 +361,8 @@ fn an_ssh_session_is_recorded_to_s3_and_plays_back() {
     let lab = SshLab::start();
     let marker = "some-marker-4d1f";
     let out = lab.ssh(&format!("echo {marker}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains(marker),
-        "ssh: {:?}\nstdout: {stdout}\nstderr: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        lab.logs()
-    );
-
-    let prefix = format!("rec/{NODE_ID}/");
-    let keys = wait_until(WAIT, "the recording in the bucket", || {
-        let keys = lab.keys(&prefix)?;
-        anyhow::ensure!(!keys.is_empty(), "no object under {prefix}");
-        Ok(keys)
-    });
-    assert_eq!(keys.len(), 1, "{keys:?}");
-    // <prefix>/<node-id>/<YYYYMMDDTHHMMSSZ>-<client-ip>-<port>-<server-ip>-22.cast
-    let name = keys[0].strip_prefix(&prefix).expect("under the prefix");
+    let (name, text) = lab.recorded_session(&out, 0, marker);
+    // <node-id>/<YYYYMMDDTHHMMSSZ>-<client-ip>-<port>-<server-ip>-22.cast
     let (stamp, connection) = name.split_once('-').expect("timestamp-connection");
     assert_eq!(stamp.len(), 16, "a UTC timestamp: {name}");
     assert!(
@@ -324,24 +370,20 @@ fn an_ssh_session_is_recorded_to_s3_and_plays_back() {
             && connection.ends_with(&format!("-{SERVER_ADDR}-22.cast")),
         "the connection from SSH_CONNECTION: {name}"
     );
-
-    let recording = lab
-        .curl_in_server(&[&format!("{MOTO}/{BUCKET}/{}", keys[0])])
-        .expect("downloading the recording");
-    let text = String::from_utf8(recording.clone()).expect("UTF-8");
     let header: serde_json::Value =
         serde_json::from_str(text.lines().next().expect("a header")).expect("JSON header");
     assert_eq!(header["srcNodeID"], NODE_ID);
     assert_eq!(header["srcNode"], CLIENT_ADDR);
     assert_eq!(header["sshUser"], "root");
     assert_eq!(header["command"], format!("echo {marker}"));
+    // The header carries the marker too (as the command): look at the output events.
     assert!(
-        text.contains(marker),
+        output_of(&text).contains(&format!("{marker}\r\n")),
         "the output is in the recording:\n{text}"
     );
 
     let file = lab.path("session.cast");
-    fs::write(&file, &recording).expect("writing the recording");
+    fs::write(&file, &text).expect("writing the recording");
     let played = asciinema_cat(&file);
     let shown = String::from_utf8_lossy(&played.stdout);
     assert!(
@@ -375,5 +417,25 @@ fn with_the_recorder_down_enforce_refuses_the_session() {
             .expect("listing")
             .is_empty(),
         "nothing was stored"
+    );
+}
+
+#[test]
+fn an_interactive_login_shell_is_recorded_with_what_was_typed() {
+    let lab = SshLab::start();
+    // The shell computes the marker, so it is in the output only if the
+    // typed line reached the shell and ran.
+    let out = lab.ssh_typing(None, b"echo $((6*7))-typed\nexit 3\n");
+    let (_, text) = lab.recorded_session(&out, 3, "42-typed");
+    let header: serde_json::Value =
+        serde_json::from_str(text.lines().next().expect("a header")).expect("JSON header");
+    assert_eq!(
+        header.get("command"),
+        None,
+        "a login shell has no command: {header}"
+    );
+    assert!(
+        output_of(&text).contains("42-typed"),
+        "the shell's answer is recorded:\n{text}"
     );
 }
