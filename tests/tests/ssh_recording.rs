@@ -2,7 +2,8 @@
 //! the real `ssh` client in one namespace logs in to Debian's `sshd` in
 //! another; the session streams to the appliance's recorder role, which
 //! stores it in S3 (moto), where it plays back in `asciinema cat`. With the
-//! recorder gone, `--enforce` refuses the session before the command runs.
+//! recorder gone, `--enforce` refuses the session before the command runs;
+//! with the recorder frozen mid-session, it ends the session.
 //!
 //! Two namespaces joined by a veth pair (198.19.0.1 server, 198.19.0.2
 //! client), no route anywhere else; moto and the recorder listen on the
@@ -172,6 +173,14 @@ impl SshLab {
         drop(self.recorder.take());
     }
 
+    /// Freezes the recorder role (SIGSTOP): connections stay open, acks stop.
+    fn freeze_recorder(&mut self) {
+        let recorder = self.recorder.as_ref().expect("the recorder runs");
+        // `ip netns exec` execs the program, so this is the appliance itself.
+        let pid = Pid::from_raw(recorder.0.id() as i32);
+        kill(pid, Signal::SIGSTOP).expect("stopping the recorder");
+    }
+
     fn start_sshd(&mut self) {
         // sshd's privilege-separation directory.
         fs::create_dir_all("/run/sshd").expect("creating /run/sshd");
@@ -188,7 +197,7 @@ impl SshLab {
         fs::write(
             &config,
             format!(
-                "ListenAddress {SERVER_ADDR}:22\nHostKey {host_key}\nAuthorizedKeysFile {keys}\nPidFile {pid}\nPubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\nLogLevel VERBOSE\nForceCommand {appliance} record --recorder http://{RECORDER} --enforce --node-id {NODE_ID}\n",
+                "ListenAddress {SERVER_ADDR}:22\nHostKey {host_key}\nAuthorizedKeysFile {keys}\nPidFile {pid}\nPubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\nLogLevel VERBOSE\nForceCommand {appliance} record --recorder http://{RECORDER} --enforce --ack-timeout-ms 2000 --node-id {NODE_ID}\n",
                 host_key = self.path("host_key").display(),
                 keys = self.path("authorized_keys").display(),
                 pid = self.path("sshd.pid").display(),
@@ -219,7 +228,19 @@ impl SshLab {
     /// on the server), typing `input`; without a command, a login shell.
     fn ssh_typing(&self, remote_command: Option<&str>, input: &[u8]) -> std::process::Output {
         use std::io::Write;
-        let mut child = self
+        let mut child = self.ssh_spawn(remote_command);
+        // Kept open until ssh ends: end of input could end the session early.
+        let mut stdin = child.0.stdin.take().expect("stdin piped");
+        stdin.write_all(input).expect("typing into ssh");
+        let out = child.wait_output(WAIT, "ssh");
+        drop(stdin);
+        out
+    }
+
+    /// Starts the real ssh client (`-tt`) in the client namespace, every
+    /// standard stream piped.
+    fn ssh_spawn(&self, remote_command: Option<&str>) -> KillOnDrop {
+        let child = self
             .client
             .command("ssh")
             .args(["-tt", "-i"])
@@ -243,12 +264,7 @@ impl SshLab {
             .stderr(Stdio::piped())
             .spawn()
             .expect("ssh runs");
-        // Kept open until ssh ends: end of input could end the session early.
-        let mut stdin = child.stdin.take().expect("stdin piped");
-        stdin.write_all(input).expect("typing into ssh");
-        let out = KillOnDrop(child).wait_output(WAIT, "ssh");
-        drop(stdin);
-        out
+        KillOnDrop(child)
     }
 
     /// Keys in the bucket under `prefix`, from moto's ListObjectsV2 XML.
@@ -437,5 +453,68 @@ fn an_interactive_login_shell_is_recorded_with_what_was_typed() {
     assert!(
         output_of(&text).contains("42-typed"),
         "the shell's answer is recorded:\n{text}"
+    );
+}
+
+#[test]
+fn when_acks_stop_enforce_ends_the_session() {
+    use std::io::Read;
+    let mut lab = SshLab::start();
+    let mut ssh = lab.ssh_spawn(Some(
+        "echo started; while :; do sleep 0.2; echo still-ticking; done",
+    ));
+    let mut stdout = ssh.0.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stdout.read(&mut buf) {
+            if tx.send(buf[..n].to_vec()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen = String::new();
+    while !seen.contains("started") {
+        let chunk = rx.recv_timeout(WAIT).unwrap_or_else(|e| {
+            panic!(
+                "no `started` from ssh ({e}); so far: {seen}\n{}",
+                lab.logs()
+            )
+        });
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    lab.freeze_recorder();
+    let out = ssh.wait_output(WAIT, "ssh after the recorder froze");
+    seen.extend(
+        rx.try_iter()
+            .map(|c| String::from_utf8_lossy(&c).into_owned()),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "ended with status 1; saw: {seen}"
+    );
+    assert!(
+        seen.contains("This session must be recorded, but recording failed: the recorder acknowledged nothing for")
+            && seen.contains("The session was ended."),
+        "the user sees why: {seen}"
+    );
+    // The session's shell loop was killed, not left running unrecorded.
+    wait_until(
+        Duration::from_secs(5),
+        "the session's commands gone",
+        || {
+            let left: Vec<i32> = lab
+                .server
+                .pids()?
+                .into_iter()
+                .filter(|pid| {
+                    fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("still-ticking"))
+                })
+                .collect();
+            anyhow::ensure!(left.is_empty(), "still running: {left:?}");
+            Ok(())
+        },
     );
 }
