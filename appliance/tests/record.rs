@@ -444,3 +444,86 @@ async fn a_hangup_reaches_the_command_and_the_recording_is_closed() {
     // The shell may also report the killed `sleep` ("Hangup").
     assert_eq!(played(&recording), shown, "the whole session was recorded");
 }
+
+/// Reads the terminal until `want` has appeared (up to 10 s); returns all read.
+async fn read_until(pty: &mut pty_process::Pty, seen: &mut String, want: &str) {
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !seen.contains(want) {
+            let n = pty.read(&mut buf).await.expect("reading the terminal");
+            assert!(n > 0, "the terminal closed before {want:?}; saw {seen:?}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {want:?} within 10 s; saw {seen:?}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_resizes_and_keys_reach_the_command() {
+    let rec = Recorder::start("127.0.0.0/8").await;
+    // appliance record runs on a terminal of ours, as under sshd.
+    let (mut pty, pts) = pty_process::open().expect("a pseudo-terminal");
+    pty.resize(pty_process::Size::new(24, 80))
+        .expect("sizing it");
+    // Waits (up to 10 s) for its own terminal to become 100x30, then for a line.
+    let script = "echo started; i=0; while [ \"$(stty size)\" != '30 100' ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; echo size=$(stty size); read line; echo got-$line";
+    let mut child = pty_process::Command::new(env!("CARGO_BIN_EXE_appliance"))
+        .args([
+            "record",
+            "--recorder",
+            &rec.url(),
+            "--node-id",
+            "nTTY",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .env_remove("SSH_CONNECTION")
+        .env_remove("SSH_ORIGINAL_COMMAND")
+        .kill_on_drop(true)
+        .spawn(pts)
+        .expect("appliance runs");
+    let mut seen = String::new();
+    read_until(&mut pty, &mut seen, "started").await;
+    // The kernel sends SIGWINCH to appliance record, the terminal's foreground process.
+    pty.resize(pty_process::Size::new(30, 100))
+        .expect("resizing");
+    read_until(&mut pty, &mut seen, "size=30 100").await;
+    pty.write_all(b"hello\r").await.expect("typing");
+    read_until(&mut pty, &mut seen, "got-hello").await;
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("ended within 10 s")
+        .expect("exit status");
+    assert_eq!(status.code(), Some(0), "saw {seen:?}");
+
+    let stored = rec.stored("nTTY").await;
+    let recording = String::from_utf8(rec.recording("nTTY", &stored[0])).expect("UTF-8");
+    let mut lines = recording.lines();
+    let header: serde_json::Value =
+        serde_json::from_str(lines.next().expect("a header")).expect("JSON header");
+    assert_eq!(
+        (header["width"].as_u64(), header["height"].as_u64()),
+        (Some(80), Some(24))
+    );
+    let events: Vec<(f64, String, String)> = lines
+        .map(|l| serde_json::from_str(l).expect("an event"))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|(_, code, data)| code == "r" && data == "100x30"),
+        "the resize is recorded: {recording}"
+    );
+    let output: String = events
+        .iter()
+        .filter(|(_, code, _)| code == "o")
+        .map(|(_, _, data)| data.as_str())
+        .collect();
+    assert!(
+        output.contains("size=30 100") && output.contains("got-hello"),
+        "the output is recorded: {recording}"
+    );
+}

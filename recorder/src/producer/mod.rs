@@ -1,6 +1,8 @@
 //! The producer: runs a command in a pseudo-terminal and streams the
 //! session to a recorder (`appliance record`). Usable as OpenSSH's
-//! `ForceCommand`; the SSH role reuses [`run`] with identities from policy.
+//! `ForceCommand`. The user's side is our standard input and output; the
+//! SSH role, when it comes, will reuse the upload, the watchdog and the
+//! session loop with its channel in their place and identities from policy.
 //!
 //! With `enforce`, a session that cannot be recorded does not run, and one
 //! whose recorder stops acknowledging is ended; without it, the session
@@ -48,7 +50,7 @@ pub struct ProducerConfig {
     pub connect_timeout: Duration,
     /// Names the session in the recording's header.
     pub session: SessionInfo,
-    /// The program and its arguments; `argv0` overrides the name it sees.
+    /// The program to run in the pseudo-terminal.
     pub program: OsString,
     /// Arguments of the program.
     pub args: Vec<OsString>,
@@ -95,8 +97,9 @@ pub async fn run(config: ProducerConfig) -> anyhow::Result<i32> {
         .with_context(|| format!("starting {}", config.program.to_string_lossy()))?;
     let group = child
         .id()
-        .and_then(|id| rustix::process::Pid::from_raw(id as i32));
-    let _raw = user
+        .and_then(|id| i32::try_from(id).ok())
+        .and_then(rustix::process::Pid::from_raw);
+    let raw_mode = user
         .raw_mode()
         .context("putting the terminal in raw mode")?;
 
@@ -114,7 +117,7 @@ pub async fn run(config: ProducerConfig) -> anyhow::Result<i32> {
     if let Some(thread) = session.stdout_thread.take() {
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     }
-    drop(_raw);
+    drop(raw_mode);
     let status = status?;
     if session.ended_by_recorder {
         return Ok(EXIT_NOT_RECORDED);
