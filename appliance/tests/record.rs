@@ -527,3 +527,28 @@ async fn on_a_terminal_resizes_and_keys_reach_the_command() {
         "the output is recorded: {recording}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_recorder_that_answers_gets_the_session() {
+    let rec = Recorder::start("127.0.0.0/8").await;
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .await
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let recorders = format!("http://{dead},{}", rec.url());
+    let args = [
+        "--recorder",
+        &recorders,
+        "--enforce",
+        "--node-id",
+        "nTWO",
+        "--",
+        "echo",
+        "second",
+    ];
+    let out = run_record(&args).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    let stored = rec.stored("nTWO").await;
+    assert_eq!(played(&rec.recording("nTWO", &stored[0])), "second\r\n");
+}

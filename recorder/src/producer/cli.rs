@@ -14,9 +14,16 @@ use super::{ProducerConfig, RecorderUrl};
 /// Record a command's terminal session to a recorder (for sshd's `ForceCommand`).
 #[derive(Debug, Clone, Args)]
 pub struct RecordArgs {
-    /// The recorder, `http://HOST[:PORT]` (cleartext HTTP/2, port 80 by default).
-    #[arg(long, env = "CAUSEWAY_RECORDER_URL", value_name = "URL")]
-    pub recorder: RecorderUrl,
+    /// The recorder, `http://HOST[:PORT]` (cleartext HTTP/2, port 80 by
+    /// default). Repeat it (or separate with commas) for recorders to try in order.
+    #[arg(
+        long = "recorder",
+        env = "CAUSEWAY_RECORDER_URL",
+        value_name = "URL",
+        required = true,
+        value_delimiter = ','
+    )]
+    pub recorders: Vec<RecorderUrl>,
     /// Refuse the session when no recorder answers, and end it when acks stop.
     #[arg(long, env = "CAUSEWAY_RECORD_ENFORCE")]
     pub enforce: bool,
@@ -159,7 +166,7 @@ impl RecordArgs {
                 }
             };
         Ok(ProducerConfig {
-            recorder: self.recorder.clone(),
+            recorders: self.recorders.clone(),
             enforce: self.enforce,
             ack_timeout: Duration::from_millis(self.ack_timeout_ms),
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
@@ -238,6 +245,7 @@ mod tests {
         assert_eq!(s.term.as_deref(), Some("xterm"));
         assert_eq!(config.ack_timeout, Duration::from_secs(30));
         assert!(!config.enforce);
+        assert_eq!(config.recorders.len(), 1);
     }
 
     #[test]
@@ -285,6 +293,25 @@ mod tests {
         assert_eq!(config.session.ssh_user, "1000");
         assert_eq!(config.session.src_node, "web1");
         assert_eq!(config.ack_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn several_recorders_are_tried_in_order() {
+        let config = args(&[
+            "--recorder",
+            "http://a,http://b:81",
+            "--recorder",
+            "http://c",
+        ])
+        .resolve(&sshd_env(), &host())
+        .expect("resolves");
+        let urls: Vec<String> = config.recorders.iter().map(ToString::to_string).collect();
+        assert_eq!(urls, ["http://a:80", "http://b:81", "http://c:80"]);
+        let err = Cli::try_parse_from(["record", "--", "true"])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("--recorder <URL>"), "{err}");
     }
 
     #[test]

@@ -40,8 +40,8 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
 /// What to run, where to record it, and how strictly.
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
-    /// The recorder.
-    pub recorder: RecorderUrl,
+    /// Recorders to try in order; the first that accepts the recording gets it.
+    pub recorders: Vec<RecorderUrl>,
     /// Refuse or end the session when it cannot be recorded.
     pub enforce: bool,
     /// How long sent bytes may wait for an ack.
@@ -63,7 +63,7 @@ pub struct ProducerConfig {
 pub async fn run(config: ProducerConfig) -> anyhow::Result<i32> {
     let user = UserTerminal::stdin();
     let (width, height) = user.size().unwrap_or(DEFAULT_SIZE);
-    let mut recording = match upload::open(&config.recorder, config.connect_timeout).await {
+    let mut recording = match open_first(&config.recorders, config.connect_timeout).await {
         Ok(upload) => Some(Recording::new(upload, config.ack_timeout)),
         Err(e) if config.enforce => {
             eprint!(
@@ -124,6 +124,25 @@ pub async fn run(config: ProducerConfig) -> anyhow::Result<i32> {
     }
     session.finish().await;
     Ok(exit_code(status))
+}
+
+/// Opens a recording at the first of `recorders` that accepts it; the
+/// error names every attempt.
+async fn open_first(recorders: &[RecorderUrl], timeout: Duration) -> Result<Upload, String> {
+    let mut failures = Vec::new();
+    for url in recorders {
+        match upload::open(url, timeout).await {
+            Ok(upload) => return Ok(upload),
+            Err(e) => {
+                tracing::debug!(%url, error = %e, "recorder unavailable");
+                failures.push(e.to_string());
+            }
+        }
+    }
+    if failures.is_empty() {
+        return Err("no recorder is configured".to_owned());
+    }
+    Err(failures.join("; "))
 }
 
 /// The exit status a shell would report: the code, or 128 + the signal.
