@@ -213,6 +213,12 @@ async fn enforce_refuses_a_session_the_recorder_forbids() {
     let stderr = refused_at(&rec.url()).await;
     let refusal = format!("{} answered HEAD /v2/record with 403 Forbidden", rec.url());
     assert!(stderr.contains(&refusal), "names the refusal: {stderr}");
+    // The fallback to HTTP/1.1 was refused too, with the recorder's reason.
+    let refusal = format!(
+        "then over HTTP/1.1: {0} refused the recording: {0} answered POST /record with 403 Forbidden: source address is not allowed",
+        rec.url()
+    );
+    assert!(stderr.contains(&refusal), "names the refusal: {stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,11 +253,26 @@ struct FreezingProxy {
 
 impl FreezingProxy {
     async fn start(upstream: SocketAddr) -> Self {
+        Self::start_with(upstream, false).await
+    }
+
+    /// With `http1_only`, connections that open with the HTTP/2 preface
+    /// are closed, so the recorder looks like one that has no h2c.
+    async fn start_with(upstream: SocketAddr, http1_only: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (freeze, frozen) = watch::channel(false);
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                let mut first = [0u8; 3];
+                if http1_only
+                    && client
+                        .peek(&mut first)
+                        .await
+                        .is_ok_and(|_| &first == b"PRI")
+                {
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(upstream).await else {
                     continue;
                 };
@@ -551,4 +572,29 @@ async fn the_first_recorder_that_answers_gets_the_session() {
     assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
     let stored = rec.stored("nTWO").await;
     assert_eq!(played(&rec.recording("nTWO", &stored[0])), "second\r\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorder_without_h2c_gets_the_session_over_http1() {
+    let rec = Recorder::start("127.0.0.0/8").await;
+    let proxy = FreezingProxy::start_with(rec.addr, true).await;
+    let url = format!("http://{}", proxy.addr);
+    let args = [
+        "--recorder",
+        &url,
+        "--enforce",
+        "--node-id",
+        "nV1",
+        "--",
+        "sh",
+        "-c",
+        "seq 1 3000",
+    ];
+    let out = run_record(&args).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert!(!stderr.contains("WARN"), "no failure logged: {stderr}");
+    let expected: String = (1..=3000).map(|i| format!("{i}\r\n")).collect();
+    let stored = rec.stored("nV1").await;
+    assert_eq!(played(&rec.recording("nV1", &stored[0])), expected);
 }

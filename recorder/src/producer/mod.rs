@@ -328,6 +328,8 @@ impl Recording {
         let n = line.len() as u64;
         match tokio::time::timeout(self.ack_timeout, self.upload.body.send(Bytes::from(line))).await
         {
+            // Without acks (`/record`) only a stalled or closed connection shows a failure.
+            Ok(Ok(())) if !self.upload.acks => {}
             Ok(Ok(())) => self.watchdog.handle_sent(n, Instant::now().into_std()),
             Ok(Err(_)) => self.lost = Some("the connection to the recorder closed".to_owned()),
             Err(_) => {
@@ -369,7 +371,9 @@ impl Recording {
             return Err(lost);
         }
         let Self {
-            upload: Upload { body, mut replies },
+            upload: Upload {
+                body, mut replies, ..
+            },
             mut watchdog,
             ..
         } = self;

@@ -12,9 +12,11 @@ use causeway_recording::ingest::AckFrame;
 use causeway_recording::producer::parse_reply;
 use http_body_util::{BodyExt, Either, Empty};
 use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::sync::mpsc;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::channel_body::ChannelBody;
 
@@ -92,6 +94,14 @@ impl FromStr for RecorderUrl {
     }
 }
 
+impl RecorderUrl {
+    /// `HOST:PORT` as a `Host` header carries it.
+    fn authority(&self) -> String {
+        let url = self.to_string();
+        url.trim_start_matches("http://").to_owned()
+    }
+}
+
 impl fmt::Display for RecorderUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.host.contains(':') {
@@ -121,37 +131,59 @@ pub enum OpenError {
         /// What the socket said.
         source: std::io::Error,
     },
-    /// The HTTP/2 exchange failed.
-    #[error("{url} does not speak HTTP/2 (h2c) as a recorder must: {source}")]
+    /// The HTTP exchange failed.
+    #[error("{url} failed {request}: {source}")]
     Http {
         /// The recorder.
         url: RecorderUrl,
+        /// The request, e.g. `HEAD /v2/record`.
+        request: &'static str,
         /// What hyper said.
         source: hyper::Error,
     },
-    /// The recorder answered, but not with 200.
-    #[error("{url} answered {method} /v2/record with {status}{detail}")]
+    /// The recorder answered, but not with 200 (or 100 Continue for `/record`).
+    #[error("{url} answered {request} with {status}{detail}")]
     Status {
         /// The recorder.
         url: RecorderUrl,
-        /// `HEAD` or `POST`.
-        method: Method,
+        /// The request, e.g. `HEAD /v2/record`.
+        request: &'static str,
         /// Its status.
         status: StatusCode,
         /// Its reason text, prefixed with ": ", if it sent one.
         detail: String,
     },
     /// The recorder did not answer in time.
-    #[error("{url} did not answer {method} /v2/record within {timeout:?}")]
+    #[error("{url} did not answer {request} within {timeout:?}")]
     AnswerTimeout {
         /// The recorder.
         url: RecorderUrl,
-        /// `HEAD` or `POST`.
-        method: Method,
+        /// The request, e.g. `HEAD /v2/record`.
+        request: &'static str,
         /// The timeout.
         timeout: Duration,
     },
+    /// The recorder answered `/record` with a refusal before `100 Continue`.
+    #[error("{url} refused the recording: {detail}")]
+    Refused {
+        /// The recorder.
+        url: RecorderUrl,
+        /// What it said.
+        detail: String,
+    },
+    /// Neither protocol worked: `/v2/record` over h2c, then `/record` over HTTP/1.1.
+    #[error("{v2}; then over HTTP/1.1: {v1}")]
+    Fallback {
+        /// Why `/v2/record` failed.
+        v2: Box<OpenError>,
+        /// Why `/record` failed.
+        v1: Box<OpenError>,
+    },
 }
+
+const HEAD_V2: &str = "HEAD /v2/record";
+const POST_V2: &str = "POST /v2/record";
+const POST_V1: &str = "POST /record";
 
 /// What the recorder's reply stream says.
 #[derive(Debug, PartialEq, Eq)]
@@ -164,21 +196,44 @@ pub enum Reply {
     Broken(String),
 }
 
-/// An open `POST /v2/record`: the request body to write the recording into
-/// and the recorder's replies.
+/// An open recording: the request body to write the recording into and
+/// the recorder's replies.
 #[derive(Debug)]
 pub struct Upload {
     /// Bytes of the recording, in order; dropping it ends the request body.
     pub body: mpsc::Sender<Bytes>,
     /// Reply frames as they arrive.
     pub replies: mpsc::Receiver<Reply>,
+    /// Whether the recorder acks (`/v2/record`); `/record` has no acks,
+    /// only a final status, which arrives as [`Reply::Ended`] or an error frame.
+    pub acks: bool,
 }
 
 type RequestBody = Either<Empty<Bytes>, ChannelBody>;
 
-/// Opens a recording at `url`: connect, `HEAD`, then `POST` with a streaming body.
+/// Opens a recording at `url`: `HEAD /v2/record` over h2c, then a
+/// streaming `POST /v2/record`. A recorder that answers the connection but
+/// not the `HEAD` with 200 over HTTP/2 gets `POST /record` over HTTP/1.1
+/// (`Expect: 100-continue`, no acks), as Tailscale's client does.
 pub async fn open(url: &RecorderUrl, timeout: Duration) -> Result<Upload, OpenError> {
-    let connect = tokio::net::TcpStream::connect((url.host.as_str(), url.port));
+    let sender = match probe_v2(url, timeout).await {
+        Ok(sender) => sender,
+        Err(e @ (OpenError::Connect { .. } | OpenError::ConnectTimeout { .. })) => return Err(e),
+        Err(v2) => {
+            tracing::debug!(%url, error = %v2, "no /v2/record; trying /record over HTTP/1.1");
+            return open_v1(url, timeout)
+                .await
+                .map_err(|v1| OpenError::Fallback {
+                    v2: Box::new(v2),
+                    v1: Box::new(v1),
+                });
+        }
+    };
+    open_v2(url, timeout, sender).await
+}
+
+async fn connect(url: &RecorderUrl, timeout: Duration) -> Result<TokioIo<TcpStream>, OpenError> {
+    let connect = TcpStream::connect((url.host.as_str(), url.port));
     let stream = tokio::time::timeout(timeout, connect)
         .await
         .map_err(|_| OpenError::ConnectTimeout {
@@ -190,63 +245,155 @@ pub async fn open(url: &RecorderUrl, timeout: Duration) -> Result<Upload, OpenEr
             source,
         })?;
     let _ = stream.set_nodelay(true);
-    let http = |source| OpenError::Http {
-        url: url.clone(),
-        source,
-    };
-    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+    Ok(TokioIo::new(stream))
+}
+
+/// Connects over h2c and checks that `HEAD /v2/record` answers 200.
+async fn probe_v2(
+    url: &RecorderUrl,
+    timeout: Duration,
+) -> Result<SendRequest<RequestBody>, OpenError> {
+    let io = connect(url, timeout).await?;
+    let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         // Notice a recorder that vanished without closing the connection.
         .keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(20))
         .keep_alive_while_idle(true)
-        .handshake::<_, RequestBody>(TokioIo::new(stream))
-        .await
-        .map_err(http)?;
+        .handshake::<_, RequestBody>(io);
+    let (mut sender, connection) = answered(url, HEAD_V2, timeout, handshake).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "recorder connection ended with an error");
         }
     });
-    let uri = format!("{url}/v2/record");
-
     let head = Request::builder()
         .method(Method::HEAD)
-        .uri(&uri)
+        .uri(format!("{url}/v2/record"))
         .body(Either::Left(Empty::new()))
         .expect("a fixed method and a validated URL make a valid request");
-    let answer = answered(url, Method::HEAD, timeout, sender.send_request(head)).await?;
-    drop(check_status(url, Method::HEAD, answer).await?);
+    let answer = answered(url, HEAD_V2, timeout, sender.send_request(head)).await?;
+    drop(check_status(url, HEAD_V2, answer).await?);
+    Ok(sender)
+}
 
+/// `POST /v2/record` on a connection that passed the probe.
+async fn open_v2(
+    url: &RecorderUrl,
+    timeout: Duration,
+    mut sender: SendRequest<RequestBody>,
+) -> Result<Upload, OpenError> {
     let (body, rx) = mpsc::channel(64);
     let post = Request::builder()
         .method(Method::POST)
-        .uri(&uri)
+        .uri(format!("{url}/v2/record"))
         .header(hyper::header::CONTENT_TYPE, "application/x-asciicast")
         .body(Either::Right(ChannelBody::new(rx)))
         .expect("a fixed method and a validated URL make a valid request");
-    let answer = answered(url, Method::POST, timeout, sender.send_request(post)).await?;
-    let response = check_status(url, Method::POST, answer).await?;
+    let answer = answered(url, POST_V2, timeout, sender.send_request(post)).await?;
+    let response = check_status(url, POST_V2, answer).await?;
     let (tx, replies) = mpsc::channel(16);
     tokio::spawn(read_replies(response, tx, sender));
-    Ok(Upload { body, replies })
+    Ok(Upload {
+        body,
+        replies,
+        acks: true,
+    })
 }
 
-async fn answered(
+/// `POST /record` over HTTP/1.1: open once the recorder sent `100 Continue`.
+async fn open_v1(url: &RecorderUrl, timeout: Duration) -> Result<Upload, OpenError> {
+    let io = connect(url, timeout).await?;
+    let (mut sender, connection) = answered(
+        url,
+        POST_V1,
+        timeout,
+        hyper::client::conn::http1::handshake::<_, RequestBody>(io),
+    )
+    .await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "recorder connection ended with an error");
+        }
+    });
+    let (body, rx) = mpsc::channel(64);
+    let mut post = Request::builder()
+        .method(Method::POST)
+        .uri("/record")
+        .header(hyper::header::HOST, url.authority())
+        .header(hyper::header::EXPECT, "100-continue")
+        .header(hyper::header::CONTENT_TYPE, "application/x-asciicast")
+        .body(Either::Right(ChannelBody::new(rx)))
+        .expect("a fixed method and a validated URL make a valid request");
+    let (continued_tx, continued) = oneshot::channel();
+    let continued_tx = std::sync::Mutex::new(Some(continued_tx));
+    hyper::ext::on_informational(&mut post, move |response| {
+        if response.status() == StatusCode::CONTINUE
+            && let Ok(mut tx) = continued_tx.lock()
+            && let Some(tx) = tx.take()
+        {
+            let _ = tx.send(());
+        }
+    });
+    let (tx, mut replies) = mpsc::channel(16);
+    let owner = url.clone();
+    tokio::spawn(async move {
+        // The only reply of /record: its final status, once the body ended.
+        let reply = match sender.send_request(post).await {
+            Ok(r) if r.status() == StatusCode::OK => Reply::Ended,
+            Ok(r) => match check_status(&owner, POST_V1, r).await {
+                Ok(_) => Reply::Ended,
+                Err(e) => Reply::Frame(AckFrame::Error(e.to_string())),
+            },
+            Err(e) => Reply::Broken(format!("{POST_V1} failed: {e}")),
+        };
+        let _ = tx.send(reply).await;
+    });
+    let early = tokio::select! {
+        // The sender is dropped, unsent, when the request ends without a 100.
+        Ok(()) = continued => None,
+        reply = replies.recv() => Some(reply),
+        () = tokio::time::sleep(timeout) => {
+            return Err(OpenError::AnswerTimeout { url: url.clone(), request: POST_V1, timeout });
+        }
+    };
+    match early {
+        None => Ok(Upload {
+            body,
+            replies,
+            acks: false,
+        }),
+        // An answer before 100 Continue is a refusal (or a broken connection).
+        Some(Some(Reply::Frame(AckFrame::Error(e)) | Reply::Broken(e))) => {
+            Err(OpenError::Refused {
+                url: url.clone(),
+                detail: e,
+            })
+        }
+        Some(_) => Err(OpenError::Refused {
+            url: url.clone(),
+            detail: format!("{POST_V1} ended before the recording began"),
+        }),
+    }
+}
+
+/// Awaits a step of the exchange with the recorder, at most `timeout`.
+async fn answered<T>(
     url: &RecorderUrl,
-    method: Method,
+    request: &'static str,
     timeout: Duration,
-    request: impl Future<Output = Result<hyper::Response<Incoming>, hyper::Error>>,
-) -> Result<hyper::Response<Incoming>, OpenError> {
-    tokio::time::timeout(timeout, request)
+    step: impl Future<Output = Result<T, hyper::Error>>,
+) -> Result<T, OpenError> {
+    tokio::time::timeout(timeout, step)
         .await
         .map_err(|_| OpenError::AnswerTimeout {
             url: url.clone(),
-            method,
+            request,
             timeout,
         })?
         .map_err(|source| OpenError::Http {
             url: url.clone(),
+            request,
             source,
         })
 }
@@ -254,7 +401,7 @@ async fn answered(
 /// Passes a 200 on; turns anything else into an error with the recorder's reason.
 async fn check_status(
     url: &RecorderUrl,
-    method: Method,
+    request: &'static str,
     response: hyper::Response<Incoming>,
 ) -> Result<Incoming, OpenError> {
     let status = response.status();
@@ -276,7 +423,7 @@ async fn check_status(
         .unwrap_or_default();
     Err(OpenError::Status {
         url: url.clone(),
-        method,
+        request,
         status,
         detail: if reason.is_empty() {
             String::new()
@@ -292,7 +439,7 @@ async fn read_replies(
     mut response: Incoming,
     tx: mpsc::Sender<Reply>,
     // Held so the connection stays up as long as replies are read.
-    _sender: hyper::client::conn::http2::SendRequest<RequestBody>,
+    _sender: SendRequest<RequestBody>,
 ) {
     let mut pending = Vec::new();
     loop {
