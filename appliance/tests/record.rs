@@ -598,3 +598,43 @@ async fn a_recorder_without_h2c_gets_the_session_over_http1() {
     let stored = rec.stored("nV1").await;
     assert_eq!(played(&rec.recording("nV1", &stored[0])), expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_input_does_not_block_the_session() {
+    let rec = Recorder::start("127.0.0.0/8").await;
+    let url = rec.url();
+    let mut child = record(&["--recorder", &url, "--node-id", "nBIG", "--", "cat"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("appliance runs");
+    // Far more than a terminal buffers either way: `cat` answers while it is read.
+    let input: String = (1..=20_000).map(|i| format!("line {i}\n")).collect();
+    let mut stdin = child.stdin.take().expect("stdin piped");
+    let writer = tokio::spawn(async move {
+        stdin
+            .write_all(input.as_bytes())
+            .await
+            .expect("writing input");
+    });
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("the session ended within 30 s")
+        .expect("appliance record output");
+    writer.await.expect("input written");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `cat` printed the last line (the terminal's echo of input may be
+    // dropped when its output queue is full, so it is not counted).
+    assert!(stdout.contains("line 20000\r\n"), "all input went through");
+    let stored = rec.stored("nBIG").await;
+    assert_eq!(
+        played(&rec.recording("nBIG", &stored[0])),
+        stdout,
+        "recorded as shown"
+    );
+}

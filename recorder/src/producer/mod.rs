@@ -14,12 +14,14 @@ pub mod terminal;
 pub mod upload;
 
 use std::ffi::OsString;
+use std::os::fd::AsFd;
 use std::process::ExitStatus;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use bytes::Bytes;
 use causeway_recording::{AckWatchdogState, EventEncoder, SessionInfo};
+use rustix::termios;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::Instant;
@@ -174,9 +176,19 @@ impl Session<'_> {
         child: &mut tokio::process::Child,
         user: &UserTerminal,
     ) -> anyhow::Result<ExitStatus> {
-        let (mut pty_out, mut pty_in) = pty.into_split();
-        let mut stdin = terminal::spawn_stdin_reader();
-        let mut stdin_open = true;
+        // A second handle on the terminal for resizes: the writer task owns the write half.
+        let resize_fd = pty
+            .as_fd()
+            .try_clone_to_owned()
+            .context("duplicating the pseudo-terminal handle")?;
+        let (mut pty_out, pty_in) = pty.into_split();
+        // Input goes in on a task of its own: written here, a command that
+        // stops reading until its output is read would block both ways.
+        let _input = AbortOnDrop(tokio::spawn(forward_input(
+            terminal::spawn_stdin_reader(),
+            pty_in,
+            user.is_tty(),
+        )));
         let (stdout, stdout_thread) = terminal::spawn_stdout_writer();
         self.stdout_thread = stdout_thread;
         let mut winch = if user.is_tty() {
@@ -211,24 +223,12 @@ impl Session<'_> {
                     let line = self.encoder.output(&buf[..n], self.started.elapsed());
                     self.record(line).await;
                 }
-                chunk = stdin.recv(), if stdin_open => match chunk {
-                    Some(bytes) => {
-                        // The command may have exited and closed its terminal; its exit is handled below.
-                        let _ = pty_in.write_all(&bytes).await;
-                    }
-                    None => {
-                        stdin_open = false;
-                        if !user.is_tty() {
-                            // End of input reaches a program on a terminal as ^D (VEOF).
-                            let _ = pty_in.write_all(&[0x04]).await;
-                        }
-                    }
-                },
                 Some(()) = recv_signal(&mut hangup) => self.signal_command(rustix::process::Signal::HUP),
                 Some(()) = recv_signal(&mut terminate) => self.signal_command(rustix::process::Signal::TERM),
                 Some(()) = recv_signal(&mut winch) => {
                     if let Some((w, h)) = user.size() {
-                        let _ = pty_in.resize(pty_process::Size::new(h, w));
+                        let size = termios::Winsize { ws_row: h, ws_col: w, ws_xpixel: 0, ws_ypixel: 0 };
+                        let _ = termios::tcsetwinsize(&resize_fd, size);
                         let line = self.encoder.resize(w, h, self.started.elapsed());
                         self.record(Some(line)).await;
                     }
@@ -403,6 +403,33 @@ impl Recording {
             ));
         }
         Ok(())
+    }
+}
+
+/// Copies what the user types to the command's terminal; at the end of
+/// input that is not a terminal, sends ^D (VEOF) so the command sees it.
+async fn forward_input(
+    mut stdin: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    mut pty: pty_process::OwnedWritePty,
+    user_is_tty: bool,
+) {
+    while let Some(bytes) = stdin.recv().await {
+        if pty.write_all(&bytes).await.is_err() {
+            // The command closed its terminal; its exit is handled by the session loop.
+            return;
+        }
+    }
+    if !user_is_tty {
+        let _ = pty.write_all(&[0x04]).await;
+    }
+}
+
+/// Aborts the task when dropped, so it does not outlive the session.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
