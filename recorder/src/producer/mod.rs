@@ -39,6 +39,9 @@ pub const EXIT_NOT_RECORDED: i32 = 1;
 /// background job of it prints on the way out.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
 
+/// How long the output may take to reach the user after the command ended.
+const STDOUT_FLUSH: Duration = Duration::from_secs(5);
+
 /// What to run, where to record it, and how strictly.
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
@@ -115,9 +118,11 @@ pub async fn run(config: ProducerConfig) -> anyhow::Result<i32> {
         stdout_thread: None,
     };
     let status = session.pump(pty, &mut child, &user).await;
-    // The writer ends when pump's sender is gone; wait until the user has every byte.
+    // The writer ends when pump's sender is gone; wait until the user has
+    // every byte, but not forever for a terminal that stopped reading.
     if let Some(thread) = session.stdout_thread.take() {
-        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        let joined = tokio::task::spawn_blocking(move || thread.join());
+        let _ = tokio::time::timeout(STDOUT_FLUSH, joined).await;
     }
     drop(raw_mode);
     let status = status?;
