@@ -240,10 +240,16 @@ impl SshLab {
     /// Starts the real ssh client (`-tt`) in the client namespace, every
     /// standard stream piped.
     fn ssh_spawn(&self, remote_command: Option<&str>) -> KillOnDrop {
+        self.ssh_spawn_with("-tt", remote_command)
+    }
+
+    /// Starts the real ssh client with `tty_flag` (`-tt`: a terminal on the
+    /// server; `-T`: none, only pipes).
+    fn ssh_spawn_with(&self, tty_flag: &str, remote_command: Option<&str>) -> KillOnDrop {
         let child = self
             .client
             .command("ssh")
-            .args(["-tt", "-i"])
+            .args([tty_flag, "-i"])
             .arg(self.path("client_key"))
             .args([
                 "-o",
@@ -516,5 +522,26 @@ fn when_acks_stop_enforce_ends_the_session() {
             anyhow::ensure!(left.is_empty(), "still running: {left:?}");
             Ok(())
         },
+    );
+}
+
+#[test]
+fn a_session_without_a_terminal_is_recorded_and_gets_its_input() {
+    use std::io::Write;
+    let lab = SshLab::start();
+    // `ssh -T`: sshd gives the command pipes, not a terminal.
+    let mut ssh = lab.ssh_spawn_with("-T", Some("read line; echo got-$line; tr a-z A-Z"));
+    let mut stdin = ssh.0.stdin.take().expect("stdin piped");
+    stdin
+        .write_all(b"first\npiped input\n")
+        .expect("writing to ssh");
+    // End of input must reach the command (as ^D on its terminal) for `tr` to end.
+    drop(stdin);
+    let out = ssh.wait_output(WAIT, "ssh -T");
+    let (_, text) = lab.recorded_session(&out, 0, "PIPED INPUT");
+    let output = output_of(&text);
+    assert!(
+        output.contains("got-first") && output.contains("PIPED INPUT"),
+        "the command's answers are recorded:\n{text}"
     );
 }
