@@ -36,6 +36,8 @@ enum Command {
     Control(ControlCommand),
     /// Administer control over its HTTP API (keys, nodes, routes, policy).
     Admin(causeway_control::admin_cli::AdminArgs),
+    /// Run a command in a pseudo-terminal and record the session (sshd's `ForceCommand`).
+    Record(causeway_recorder::producer::RecordArgs),
 }
 
 #[derive(Args)]
@@ -86,7 +88,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(dispatch(cli.command)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -94,9 +96,9 @@ fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(command: Command) -> anyhow::Result<()> {
-    match command {
-        Command::Run(args) => run(args).await,
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    let () = match command {
+        Command::Run(args) => run(args).await?,
         Command::Status(args) => {
             let status = node::status::query(&args.state_dir).await?;
             if args.json {
@@ -107,15 +109,20 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             } else {
                 print_stdout(&node::status::render(&status))?;
             }
-            Ok(())
         }
         Command::Control(ControlCommand::Init { state_dir }) => {
             let output = causeway_control::init(&state_dir)?;
             println!("{}", output.public_key);
-            Ok(())
         }
-        Command::Admin(args) => causeway_control::admin_cli::run(args).await,
-    }
+        Command::Admin(args) => causeway_control::admin_cli::run(args).await?,
+        Command::Record(args) => {
+            use causeway_recorder::producer::{self, HostFacts, SshEnvironment};
+            let config = args.resolve(&SshEnvironment::from_process(), &HostFacts::current())?;
+            let code = producer::run(config).await?;
+            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)));
+        }
+    };
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error.

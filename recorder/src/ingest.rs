@@ -6,9 +6,7 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use causeway_recording::{
@@ -16,11 +14,12 @@ use causeway_recording::{
     validate_event,
 };
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
-use hyper::body::{Body, Frame, Incoming};
+use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::channel_body::ChannelBody;
 use crate::config::RecorderConfig;
 use crate::spool::{Spool, SpoolWriter, SpooledRecording};
 
@@ -111,7 +110,8 @@ impl Ingest {
                     .await;
             }
         });
-        let mut response = Response::new(ChannelBody { rx }.boxed());
+        // The `/v2/record` response: ack lines as the session task sends them.
+        let mut response = Response::new(ChannelBody::new(rx).boxed());
         response.headers_mut().insert(
             hyper::header::CONTENT_TYPE,
             hyper::header::HeaderValue::from_static("application/x-ndjson"),
@@ -272,24 +272,4 @@ fn text(status: StatusCode, body: &str) -> Response<ResponseBody> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_owned())).boxed());
     *response.status_mut() = status;
     response
-}
-
-/// A response body a task feeds through a channel: the `/v2/record` ack
-/// lines, and the web UI's live stream.
-pub(crate) struct ChannelBody {
-    pub(crate) rx: mpsc::Receiver<Bytes>,
-}
-
-impl Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|line| line.map(|b| Ok(Frame::data(b))))
-    }
 }

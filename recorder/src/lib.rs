@@ -2,10 +2,13 @@
 //! ingest over Tailscale SSH's session-recording protocol, a local fsync'd
 //! spool so every acked byte survives a crash, background upload to a local
 //! directory, S3 or Azure Blob Storage, retention for the local directory,
-//! and an optional web UI that lists, plays and follows recordings.
+//! and an optional web UI that lists, plays and follows recordings. Also
+//! the producer (`appliance record`) that records a session to a recorder.
 
+mod channel_body;
 pub mod config;
 pub mod ingest;
+pub mod producer;
 pub mod spool;
 pub mod storage;
 pub mod upload;

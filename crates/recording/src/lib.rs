@@ -1,8 +1,9 @@
 //! Session recordings, sans-IO: the asciicast v2 header that carries a
 //! session's identity, the framer that cuts an ingest stream into lines, the
-//! ack schedule of the ingest protocol, the storage key layout, the
-//! retention decision, and the web UI's listing and live feed. Nothing here
-//! reads a clock, a socket or a file: time comes in as `now`.
+//! ack schedule of the ingest protocol, the producer's event encoder and ack
+//! watchdog, the storage key layout, the retention decision, and the web
+//! UI's listing and live feed. Nothing here reads a clock, a socket or a
+//! file: time comes in as `now`.
 
 pub mod catalog;
 pub mod event;
@@ -11,6 +12,7 @@ pub mod header;
 pub mod ingest;
 pub mod key;
 pub mod live;
+pub mod producer;
 pub mod retention;
 
 pub use catalog::{
@@ -23,4 +25,5 @@ pub use header::{CastHeader, HeaderError};
 pub use ingest::{AckFrame, IngestState, Stalled};
 pub use key::{ObjectKey, object_key};
 pub use live::{LiveError, LiveFeedState};
+pub use producer::{AckWatchdogState, EventEncoder, RecorderFailed, SessionInfo};
 pub use retention::{RetentionPolicy, StoredRecording, expired};

@@ -31,7 +31,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use crate::config::WebConfig;
-use crate::ingest::ChannelBody;
+use crate::channel_body::ChannelBody;
 use crate::spool::{Spool, SpooledRecording};
 use crate::storage::Storage;
 
@@ -269,7 +269,7 @@ impl<S: Storage> Web<S> {
                 }
             }
         }
-        let mut response = Response::new(ChannelBody { rx }.boxed());
+        let mut response = Response::new(ChannelBody::new(rx).boxed());
         set(&mut response, header::CONTENT_TYPE, "text/event-stream");
         set(&mut response, header::CACHE_CONTROL, "no-store");
         Ok(response)
