@@ -78,6 +78,11 @@ impl LineFramer {
             .take(self.complete().iter().filter(|b| **b == b'\n').count())
     }
 
+    /// Bytes held: complete lines not yet consumed and the unfinished line.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Number of lines completed over the whole stream so far.
     pub fn lines_completed(&self) -> u64 {
         self.lines
