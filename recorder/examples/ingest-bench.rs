@@ -36,7 +36,8 @@ struct Args {
     /// Bytes per request-body chunk, in KiB.
     #[arg(long, default_value_t = 16)]
     chunk_kib: usize,
-    /// Concurrent sessions to open and hold (one TCP connection each).
+    /// Concurrent sessions to open and hold (one TCP connection each); 0
+    /// skips this part.
     #[arg(long, default_value_t = 2000)]
     hold: usize,
     /// Where the spool, storage and baseline files go [default: a temporary
@@ -88,18 +89,20 @@ async fn main() -> anyhow::Result<()> {
         ingest.stored.mb_per_s()
     );
 
-    let held = hold(&recorder, args.hold).await?;
-    println!(
-        "hold: {} of {} sessions open at once, each acked again after all were open; \
-         opening took {:.1} s; recorder+client RSS grew {:.1} MiB ({:.1} KiB per session)",
-        held.sessions,
-        args.hold,
-        held.open_time.as_secs_f64(),
-        held.rss_growth as f64 / (1024.0 * 1024.0),
-        held.rss_growth as f64 / 1024.0 / held.sessions.max(1) as f64
-    );
-    if let Some(why) = held.stopped_by {
-        println!("  stopped at {} sessions: {why}", held.sessions);
+    if args.hold > 0 {
+        let held = hold(&recorder, args.hold).await?;
+        println!(
+            "hold: {} of {} sessions open at once, each acked again after all were open; \
+             opening took {:.1} s; recorder+client RSS grew {:.1} MiB ({:.1} KiB per session)",
+            held.sessions,
+            args.hold,
+            held.open_time.as_secs_f64(),
+            held.rss_growth as f64 / (1024.0 * 1024.0),
+            held.rss_growth as f64 / 1024.0 / held.sessions.max(1) as f64
+        );
+        if let Some(why) = held.stopped_by {
+            println!("  stopped at {} sessions: {why}", held.sessions);
+        }
     }
     recorder.stop().await
 }
