@@ -96,6 +96,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// Raises the soft limit on open files to the hard one, as Go programs
+/// (tailscaled, wireguard-go) do at start: the soft default of 1024 would cap
+/// a recorder at about 500 sessions (a socket and a spool file each).
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => tracing::warn!(soft, hard, error = %e, "could not raise the open-file limit"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not read the open-file limit"),
+    }
+}
+
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     let () = match command {
         Command::Run(args) => run(args).await?,
@@ -136,6 +151,7 @@ fn print_stdout(text: &str) -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
+    raise_open_file_limit();
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;

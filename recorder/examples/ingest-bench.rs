@@ -295,6 +295,8 @@ impl Recorder {
             max_line_bytes: 64 * 1024,
             ack_interval_ms: 5_000,
             stall_timeout_ms: 3_600_000,
+            // The hold part measures what the machine allows, not the cap.
+            max_sessions: 1_000_000,
             upload: UploadConfig::default(),
             web: None,
             storage: StorageConfig::Local {

@@ -27,6 +27,9 @@ pub struct RecorderConfig {
     pub ack_interval_ms: u64,
     /// A sender silent for this long has its recording ended with an error.
     pub stall_timeout_ms: u64,
+    /// Recordings received at once; one more is refused with 503, which a
+    /// sender with several recorders takes as "try the next one".
+    pub max_sessions: usize,
     /// Upload retry and parallelism.
     pub upload: UploadConfig,
     /// Where finished recordings go.
@@ -123,6 +126,7 @@ impl Default for RecorderConfig {
             max_line_bytes: 1024 * 1024,
             ack_interval_ms: 5_000,
             stall_timeout_ms: 3_600_000,
+            max_sessions: 10_000,
             upload: UploadConfig::default(),
             storage: StorageConfig::Local {
                 dir: PathBuf::from("/var/lib/causeway/recorder/recordings"),
@@ -157,6 +161,12 @@ impl RecorderConfig {
         }
         if self.stall_timeout_ms == 0 {
             return Err("recorder stall_timeout_ms is 0, expected a positive duration".to_owned());
+        }
+        if self.max_sessions == 0 {
+            return Err(
+                "recorder max_sessions is 0, expected at least 1 (0 would refuse every recording)"
+                    .to_owned(),
+            );
         }
         if self.upload.concurrency == 0 {
             return Err("recorder upload.concurrency is 0, expected at least 1".to_owned());
@@ -246,6 +256,21 @@ mod tests {
         };
         let err = config.validate().expect_err("too small");
         assert!(err.contains("part_size_bytes is 1024"), "{err}");
+    }
+
+    #[test]
+    fn refuses_zero_limits_naming_the_field() {
+        for (toml, field) in [
+            ("max_sessions = 0", "max_sessions is 0"),
+            ("max_line_bytes = 0", "max_line_bytes is 0"),
+            ("stall_timeout_ms = 0", "stall_timeout_ms is 0"),
+            ("ack_interval_ms = 30000", "ack_interval_ms is 30000"),
+            ("[upload]\nconcurrency = 0", "upload.concurrency is 0"),
+        ] {
+            let config: RecorderConfig = toml::from_str(toml).expect("parses");
+            let err = config.validate().expect_err(toml);
+            assert!(err.contains(field), "{toml}: {err}");
+        }
     }
 
     #[test]

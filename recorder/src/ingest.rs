@@ -17,7 +17,7 @@ use futures::FutureExt;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 
 use crate::channel_body::ChannelBody;
@@ -60,6 +60,8 @@ pub struct Ingest {
     config: Arc<RecorderConfig>,
     spool: Arc<Spool>,
     finished: mpsc::UnboundedSender<SpooledRecording>,
+    /// One permit per recording being received (`max_sessions`).
+    sessions: Arc<Semaphore>,
 }
 
 impl Ingest {
@@ -70,6 +72,7 @@ impl Ingest {
         finished: mpsc::UnboundedSender<SpooledRecording>,
     ) -> Self {
         Self {
+            sessions: Arc::new(Semaphore::new(config.max_sessions)),
             config,
             spool,
             finished,
@@ -91,8 +94,26 @@ impl Ingest {
         }
         let response = match (req.method(), req.uri().path()) {
             (&Method::HEAD, "/v2/record") => text(StatusCode::OK, ""),
-            (&Method::POST, "/v2/record") => self.start_v2(peer, req.into_body()),
-            (&Method::POST, "/record") => self.record_v1(peer, req.into_body()).await,
+            (&Method::POST, path @ ("/v2/record" | "/record")) => {
+                let Ok(permit) = self.sessions.clone().try_acquire_owned() else {
+                    tracing::warn!(
+                        max_sessions = self.config.max_sessions,
+                        "refused a recording: max_sessions are being received"
+                    );
+                    return Ok(text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!(
+                            "the recorder is receiving its maximum of {} recordings (max_sessions), try another recorder\n",
+                            self.config.max_sessions
+                        ),
+                    ));
+                };
+                if path == "/v2/record" {
+                    self.start_v2(peer, req.into_body(), permit)
+                } else {
+                    self.record_v1(peer, req.into_body(), permit).await
+                }
+            }
             (_, "/v2/record" | "/record") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         };
@@ -105,10 +126,16 @@ impl Ingest {
     }
 
     /// Streams acks back while a task reads the recording.
-    fn start_v2(self: Arc<Self>, peer: SocketAddr, body: Incoming) -> Response<ResponseBody> {
+    fn start_v2(
+        self: Arc<Self>,
+        peer: SocketAddr,
+        body: Incoming,
+        permit: OwnedSemaphorePermit,
+    ) -> Response<ResponseBody> {
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
             let result = self.receive(peer, body, Some(&tx)).await;
+            drop(permit);
             if let Err(e) = result {
                 let _ = tx
                     .send(Bytes::from(AckFrame::Error(e.to_string()).to_line()))
@@ -129,6 +156,7 @@ impl Ingest {
         self: Arc<Self>,
         peer: SocketAddr,
         body: Incoming,
+        _permit: OwnedSemaphorePermit,
     ) -> Response<ResponseBody> {
         match self.receive(peer, body, None).await {
             Ok(()) => text(StatusCode::OK, ""),

@@ -74,12 +74,7 @@ async fn idle_stream_gets_keepalive_acks() {
 async fn http1_fallback_with_expect_continue() {
     let rec = Recorder::start(|_| {}).await;
     let body = recording("nH1", "conn-h1", 20);
-    let mut tcp = tokio::net::TcpStream::connect(rec.addr)
-        .await
-        .expect("connect");
-    tcp.write_all(b"POST /record HTTP/1.1\r\nHost: recorder\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n")
-        .await
-        .expect("write headers");
+    let mut tcp = start_v1(rec.addr).await;
     let interim = read_some(&mut tcp).await;
     assert!(
         interim.starts_with("HTTP/1.1 100 Continue"),
@@ -97,6 +92,73 @@ async fn http1_fallback_with_expect_continue() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
     let files = wait_stored(&rec.store(), 1, 10).await;
     assert_eq!(files.get("nH1/20231114T221320Z-conn-h1.cast"), Some(&body));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_sessions_a_recording_gets_503_and_the_others_go_on() {
+    let rec = Recorder::start(|c| c.max_sessions = 2).await;
+    let mut h2 = H2::connect(rec.addr).await;
+    let mut open = Vec::new();
+    for connection in ["a", "b"] {
+        let (status, mut up) = h2.post().await;
+        assert_eq!(status, StatusCode::OK);
+        let head = header("nFULL", connection);
+        up.send(head.clone()).await;
+        up.ack_at_least(head.len() as u64).await;
+        open.push((up, head));
+    }
+
+    // A third, over HTTP/2 and over the HTTP/1.1 fallback, is refused.
+    let (status, refused) = h2.post().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let reason = refused.text().await;
+    assert!(
+        reason.contains("maximum of 2 recordings (max_sessions)"),
+        "{reason:?}"
+    );
+    let mut tcp = start_v1(rec.addr).await;
+    let answer = read_some(&mut tcp).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+
+    // The open sessions go on; once one ends, a new one is taken.
+    let (mut a, head_a) = open.remove(0);
+    let line = event(0.5, "still recorded\r\n");
+    a.send(line.clone()).await;
+    a.ack_at_least((head_a.len() + line.len()) as u64).await;
+    a.finish();
+    assert_eq!(a.drain().await.1, None);
+    let (status, mut c) = h2.post().await;
+    assert_eq!(status, StatusCode::OK, "a slot was freed");
+    let head_c = header("nFULL", "c");
+    c.send(head_c.clone()).await;
+    c.ack_at_least(head_c.len() as u64).await;
+    c.finish();
+    let (mut b, _) = open.remove(0);
+    b.finish();
+    let files = wait_stored(&rec.store(), 3, 10).await;
+    assert_eq!(
+        files.keys().collect::<Vec<_>>(),
+        [
+            "nFULL/20231114T221320Z-a.cast",
+            "nFULL/20231114T221320Z-b.cast",
+            "nFULL/20231114T221320Z-c.cast"
+        ],
+        "the refused recordings stored nothing"
+    );
+    assert_eq!(
+        files["nFULL/20231114T221320Z-a.cast"],
+        format!("{head_a}{line}").into_bytes()
+    );
+}
+
+/// Connects and sends the head of a chunked `POST /record` with
+/// `Expect: 100-continue`, as Tailscale SSH's HTTP/1.1 fallback does.
+async fn start_v1(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(b"POST /record HTTP/1.1\r\nHost: recorder\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await
+        .expect("write headers");
+    tcp
 }
 
 /// What the server sent next, within 5 s.

@@ -30,8 +30,8 @@ use ipnet::IpNet;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
-use crate::config::WebConfig;
 use crate::channel_body::ChannelBody;
+use crate::config::WebConfig;
 use crate::spool::{Spool, SpooledRecording};
 use crate::storage::Storage;
 

@@ -30,6 +30,7 @@ pub fn test_config(dir: &Path) -> RecorderConfig {
         max_line_bytes: 64 * 1024,
         ack_interval_ms: 500,
         stall_timeout_ms: 60_000,
+        max_sessions: 1_000,
         upload: UploadConfig {
             retry_min_ms: 100,
             retry_max_ms: 1_000,
@@ -149,6 +150,15 @@ pub struct Upload {
 }
 
 impl Upload {
+    /// The whole response body as text (a refusal's reason).
+    pub async fn text(self) -> String {
+        let body = tokio::time::timeout(Duration::from_secs(10), self.response.collect())
+            .await
+            .expect("the response ended within 10 s")
+            .expect("response body");
+        String::from_utf8_lossy(&body.to_bytes()).into_owned()
+    }
+
     /// Sends bytes of the recording.
     pub async fn send(&mut self, bytes: impl Into<Bytes>) {
         self.body
