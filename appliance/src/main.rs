@@ -6,6 +6,7 @@ mod node;
 mod secrets;
 mod state;
 
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -74,7 +75,9 @@ fn main() -> ExitCode {
                 .or_else(|_| EnvFilter::try_from_default_env())
                 .unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| LogWriter {
+            terminal: std::io::stderr().is_terminal(),
+        })
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -94,6 +97,41 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Standard error for log lines. On a terminal each line ends in "\r\n":
+/// `appliance record` puts the terminal in raw mode, where a bare "\n"
+/// moves down without returning to the first column.
+struct LogWriter {
+    terminal: bool,
+}
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut stderr = std::io::stderr().lock();
+        if self.terminal {
+            stderr.write_all(&crlf_line_ends(buf))?;
+        } else {
+            stderr.write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// `text` with every "\n" not already after a "\r" written as "\r\n".
+fn crlf_line_ends(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + 8);
+    for (i, &byte) in text.iter().enumerate() {
+        if byte == b'\n' && (i == 0 || text[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(byte);
+    }
+    out
 }
 
 /// Raises the soft limit on open files to the hard one, as Go programs
@@ -223,5 +261,17 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crlf_line_ends;
+
+    #[test]
+    fn log_lines_end_in_crlf_on_a_terminal() {
+        assert_eq!(crlf_line_ends(b"WARN a\nWARN b\n"), b"WARN a\r\nWARN b\r\n");
+        assert_eq!(crlf_line_ends(b"already\r\n\n"), b"already\r\n\r\n");
+        assert_eq!(crlf_line_ends(b"\nno end"), b"\r\nno end");
     }
 }
