@@ -1,7 +1,8 @@
 //! S3 storage against moto in server mode (started per test on a free port,
 //! killed on drop): key layout, multipart for a long session, and an outage
 //! (moto stopped, then restarted on the same port) that loses nothing; the
-//! web UI listing and serving what is in the bucket.
+//! web UI listing and serving what is in the bucket; a listing past S3's
+//! 1000-key page.
 //! Needs `moto_server` (`pip install 'moto[server]'`); fails loudly without it.
 
 mod common;
@@ -147,6 +148,20 @@ async fn wait_object(s3: &aws_sdk_s3::Client, key: &str, secs: u64) -> (Vec<u8>,
     }
 }
 
+/// Puts a three-byte object at `key`.
+async fn put_small(
+    s3: &aws_sdk_s3::Client,
+    key: String,
+) -> Result<(), aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::put_object::PutObjectError>> {
+    s3.put_object()
+        .bucket(BUCKET)
+        .key(key)
+        .body(b"{}\n".to_vec().into())
+        .send()
+        .await
+        .map(drop)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recordings_land_under_the_key_layout_and_long_ones_go_multipart() {
     let (_, _moto, s3, rec) = moto_and_recorder().await;
@@ -209,11 +224,7 @@ async fn the_web_ui_lists_and_serves_recordings_from_the_bucket() {
         "rec/prod/nX/notes.txt",
         "rec/other/nX/20231114T221320Z-c.cast",
     ] {
-        s3.put_object()
-            .bucket(BUCKET)
-            .key(stray)
-            .body(b"{}\n".to_vec().into())
-            .send()
+        put_small(&s3, stray.to_owned())
             .await
             .expect("put a stray object");
     }
@@ -269,4 +280,49 @@ async fn the_web_ui_lists_and_serves_recordings_from_the_bucket() {
         downloaded == body,
         "the download is the object byte for byte"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_longer_than_one_page_is_whole() {
+    use futures::{StreamExt, TryStreamExt};
+
+    // S3 returns at most 1000 keys a page; 1005 under the prefix need two.
+    const KEYS: usize = 1005;
+    let (_, _moto, s3) = moto_with_bucket().await;
+    let mut expected: Vec<String> = (0..KEYS)
+        .map(|i| format!("rec/prod/nPAGE/20231114T221320Z-{i:04}.cast"))
+        .collect();
+    let puts = expected
+        .iter()
+        .cloned()
+        .chain(["rec/other/nPAGE/20231114T221320Z-x.cast".to_owned()]);
+    futures::stream::iter(puts)
+        .map(|key| put_small(&s3, key))
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("put the objects");
+    let first_page = s3
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .prefix("rec/prod/")
+        .send()
+        .await
+        .expect("one ListObjectsV2 call");
+    assert_eq!(
+        first_page.is_truncated(),
+        Some(true),
+        "the listing spans more than one page"
+    );
+
+    let listed: Vec<String> = S3Storage::new(s3, BUCKET, PART)
+        .list("rec/prod/")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    expected.sort();
+    assert_eq!(listed.len(), KEYS);
+    assert!(listed == expected, "every key under the prefix, in order");
 }
