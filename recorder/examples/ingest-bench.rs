@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
-use causeway_recorder::{RecorderConfig, StorageConfig, UploadConfig};
+use causeway_recorder::{RecorderConfig, StorageConfig};
 use clap::Parser;
 use http_body_util::BodyExt;
 use http_body_util::channel::{Channel, Sender};
@@ -293,16 +293,13 @@ impl Recorder {
             allow: vec!["127.0.0.0/8".parse()?],
             spool_dir: dir.join("spool"),
             max_line_bytes: 64 * 1024,
-            ack_interval_ms: 5_000,
-            stall_timeout_ms: 3_600_000,
             // The hold part measures what the machine allows, not the cap.
             max_sessions: 1_000_000,
-            upload: UploadConfig::default(),
-            web: None,
             storage: StorageConfig::Local {
                 dir: dir.join("store"),
                 retention_days: None,
             },
+            ..RecorderConfig::default()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;

@@ -30,6 +30,10 @@ pub struct RecorderConfig {
     /// Recordings received at once; one more is refused with 503, which a
     /// sender with several recorders takes as "try the next one".
     pub max_sessions: usize,
+    /// Free space the spool leaves on its filesystem: a recording is refused
+    /// (503), or ended with an error after its acked bytes, rather than
+    /// fill the disk. 0 turns the check off.
+    pub spool_min_free_bytes: u64,
     /// Upload retry and parallelism.
     pub upload: UploadConfig,
     /// Where finished recordings go.
@@ -127,6 +131,7 @@ impl Default for RecorderConfig {
             ack_interval_ms: 5_000,
             stall_timeout_ms: 3_600_000,
             max_sessions: 10_000,
+            spool_min_free_bytes: 256 * 1024 * 1024,
             upload: UploadConfig::default(),
             storage: StorageConfig::Local {
                 dir: PathBuf::from("/var/lib/causeway/recorder/recordings"),

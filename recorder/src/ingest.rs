@@ -52,6 +52,28 @@ pub enum SessionError {
     /// The spool could not store the bytes; details are in the recorder's log.
     #[error("the recorder could not store the recording")]
     Spool(#[source] anyhow::Error),
+    /// Storing more would leave the spool's filesystem below its floor.
+    #[error(
+        "the recorder's spool disk is nearly full ({free} bytes free, it keeps {floor} free: spool_min_free_bytes), try another recorder"
+    )]
+    SpoolFull {
+        /// Bytes free on the spool's filesystem.
+        free: u64,
+        /// The configured `spool_min_free_bytes`.
+        floor: u64,
+    },
+}
+
+impl SessionError {
+    /// The HTTP/1.1 fallback's status for this error: the sender's fault,
+    /// or the recorder's.
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Spool(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::SpoolFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
 }
 
 /// Shared state of the ingest routes.
@@ -108,6 +130,10 @@ impl Ingest {
                         ),
                     ));
                 };
+                if let Err(full) = self.room_for(0).await {
+                    tracing::warn!(error = %full, "refused a recording");
+                    return Ok(text(full.status(), &format!("{full}\n")));
+                }
                 if path == "/v2/record" {
                     self.start_v2(peer, req.into_body(), permit)
                 } else {
@@ -160,7 +186,7 @@ impl Ingest {
     ) -> Response<ResponseBody> {
         match self.receive(peer, body, None).await {
             Ok(()) => text(StatusCode::OK, ""),
-            Err(e) => text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
+            Err(e) => text(e.status(), &format!("{e}\n")),
         }
     }
 
@@ -275,6 +301,7 @@ impl Ingest {
         if valid > 0
             && let Some(writer) = s.writer.as_mut()
         {
+            self.room_for(valid as u64).await?;
             let durable = writer
                 .append(&s.framer.complete()[..valid])
                 .await
@@ -283,6 +310,26 @@ impl Ingest {
         }
         s.framer.consume_complete();
         failure.map_or(Ok(()), Err)
+    }
+
+    /// Errs when storing `bytes` more would leave less than
+    /// `spool_min_free_bytes` free. When free space cannot be read, the
+    /// write goes ahead: a full disk still fails it, unacked.
+    async fn room_for(&self, bytes: u64) -> Result<(), SessionError> {
+        let floor = self.config.spool_min_free_bytes;
+        if floor == 0 {
+            return Ok(());
+        }
+        match self.spool.free_bytes().await {
+            Ok(free) if free.saturating_sub(bytes) < floor => {
+                Err(SessionError::SpoolFull { free, floor })
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "could not read the spool's free space");
+                Ok(())
+            }
+        }
     }
 
     /// Hands a recording to the uploader, or drops it if it holds nothing.

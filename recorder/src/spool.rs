@@ -118,6 +118,16 @@ impl Spool {
         Ok((spool, left))
     }
 
+    /// Bytes free for unprivileged writers on the spool's filesystem.
+    pub async fn free_bytes(&self) -> anyhow::Result<u64> {
+        let dir = self.dir.clone();
+        let stat = tokio::task::spawn_blocking(move || rustix::fs::statvfs(&dir))
+            .await
+            .context("asking the spool's filesystem for free space")?
+            .with_context(|| format!("statvfs on spool directory {}", self.dir.display()))?;
+        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+
     /// Starts a recording for `header`, under a key no other spooled recording has.
     pub async fn create(&self, header: &CastHeader, prefix: &str) -> anyhow::Result<SpoolWriter> {
         let key = self.reserve_key(header, prefix);

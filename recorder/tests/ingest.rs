@@ -1,6 +1,7 @@
 //! The ingest protocol end to end, in process: h2c with acks, the HTTP/1.1
-//! fallback, the allow-list, malformed streams next to a good session, and
-//! many sessions at once.
+//! fallback, the allow-list, malformed streams next to a good session,
+//! many sessions at once, and the limits: `max_sessions` and a spool disk
+//! at its free-space floor.
 
 mod common;
 
@@ -352,4 +353,114 @@ async fn shutdown_ends_live_sessions_and_a_restart_uploads_them() {
     let rec = Recorder::start_in(dir, |_| {}).await;
     let files = wait_stored(&rec.store(), 1, 10).await;
     assert_eq!(files.get("nSTOP/20231114T221320Z-stop.cast"), Some(&body));
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// A tmpfs mounted at `path` until dropped: a small disk that can really
+/// fill up. Mounting needs root, as every namespace test here does.
+struct Tmpfs {
+    path: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(path: &std::path::Path, bytes: u64) -> Self {
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes}"),
+                "causeway-test",
+            ])
+            .arg(path)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mounting a tmpfs at {} failed ({status}); the test needs root",
+            path.display()
+        );
+        Self {
+            path: path.to_owned(),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_at_its_free_space_floor_ends_and_refuses_recordings_and_keeps_acked_bytes() {
+    // An 8 MiB spool disk that the recorder keeps 4 MiB free on.
+    let spool_disk = tempfile::tempdir().expect("tempdir");
+    let _tmpfs = Tmpfs::mount(spool_disk.path(), 8 * MIB);
+    let rec = Recorder::start(|c| {
+        c.spool_dir = spool_disk.path().to_owned();
+        c.spool_min_free_bytes = 4 * MIB;
+    })
+    .await;
+
+    // A 6 MiB recording is ended once the next batch would cross the floor.
+    let big = recording("nDISK", "big", 200_000);
+    assert!(big.len() as u64 > 6 * MIB);
+    let mut h2 = H2::connect(rec.addr).await;
+    let (status, mut up) = h2.post().await;
+    assert_eq!(status, StatusCode::OK);
+    let body = up.body.take().expect("request body");
+    let sending = big.clone();
+    let sender = tokio::spawn(async move {
+        for part in sending.chunks(64 * 1024) {
+            if body.send(Bytes::copy_from_slice(part)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let (acked, error) = up.drain().await;
+    sender.abort();
+    let error = error.expect("the recording is ended with an error");
+    assert!(
+        error.contains("spool disk is nearly full") && error.contains("spool_min_free_bytes"),
+        "{error:?}"
+    );
+    assert!(
+        acked > 0 && acked <= 4 * MIB,
+        "acked {acked} bytes of an 8 MiB disk kept 4 MiB free"
+    );
+    // What was acked is stored, byte for byte; the spool empties.
+    let files = wait_stored(&rec.store(), 1, 10).await;
+    let stored = &files["nDISK/20231114T221320Z-big.cast"];
+    assert_eq!(stored.len() as u64, acked);
+    assert!(
+        stored[..] == big[..stored.len()],
+        "the acked prefix, byte for byte"
+    );
+    common::wait_spool_empty(spool_disk.path(), 10).await;
+
+    // With the disk below the floor, new recordings get 503 over both protocols.
+    let filler = spool_disk.path().join("filler");
+    std::fs::write(&filler, vec![0u8; 5 * MIB as usize]).expect("fill the spool disk");
+    let (status, refused) = h2.post().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let reason = refused.text().await;
+    assert!(reason.contains("spool_min_free_bytes"), "{reason:?}");
+    let mut tcp = start_v1(rec.addr).await;
+    let answer = read_some(&mut tcp).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+
+    // Space back, recordings back.
+    std::fs::remove_file(&filler).expect("remove the filler");
+    let small = recording("nDISK", "small", 10);
+    assert_eq!(
+        send_v2(rec.addr, &small, 4096).await,
+        (small.len() as u64, None)
+    );
+    let files = wait_stored(&rec.store(), 2, 10).await;
+    assert!(files["nDISK/20231114T221320Z-small.cast"] == small);
 }

@@ -31,6 +31,7 @@ pub fn test_config(dir: &Path) -> RecorderConfig {
         ack_interval_ms: 500,
         stall_timeout_ms: 60_000,
         max_sessions: 1_000,
+        spool_min_free_bytes: 1024 * 1024,
         upload: UploadConfig {
             retry_min_ms: 100,
             retry_max_ms: 1_000,
