@@ -54,11 +54,13 @@ pub enum SessionError {
     Spool(#[source] anyhow::Error),
     /// Storing more would leave the spool's filesystem below its floor.
     #[error(
-        "the recorder's spool disk is nearly full ({free} bytes free, it keeps {floor} free: spool_min_free_bytes), try another recorder"
+        "the recorder's spool disk is nearly full: {free} bytes free, and storing {bytes} more would leave less than spool_min_free_bytes ({floor}); try another recorder"
     )]
     SpoolFull {
         /// Bytes free on the spool's filesystem.
         free: u64,
+        /// Bytes about to be stored (0 when a recording starts).
+        bytes: u64,
         /// The configured `spool_min_free_bytes`.
         floor: u64,
     },
@@ -322,7 +324,7 @@ impl Ingest {
         }
         match self.spool.free_bytes().await {
             Ok(free) if free.saturating_sub(bytes) < floor => {
-                Err(SessionError::SpoolFull { free, floor })
+                Err(SessionError::SpoolFull { free, bytes, floor })
             }
             Ok(_) => Ok(()),
             Err(e) => {

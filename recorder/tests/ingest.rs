@@ -449,7 +449,10 @@ async fn a_spool_at_its_free_space_floor_ends_and_refuses_recordings_and_keeps_a
     let (status, refused) = h2.post().await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let reason = refused.text().await;
-    assert!(reason.contains("spool_min_free_bytes"), "{reason:?}");
+    assert!(
+        reason.contains("storing 0 more would leave less than spool_min_free_bytes (4194304)"),
+        "{reason:?}"
+    );
     let mut tcp = start_v1(rec.addr).await;
     let answer = read_some(&mut tcp).await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");

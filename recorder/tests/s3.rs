@@ -148,6 +148,17 @@ async fn wait_object(s3: &aws_sdk_s3::Client, key: &str, secs: u64) -> (Vec<u8>,
     }
 }
 
+/// The keys `storage` lists under `prefix`, in its order.
+async fn listed_keys(storage: &S3Storage, prefix: &str) -> Vec<String> {
+    storage
+        .list(prefix)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|o| o.key)
+        .collect()
+}
+
 /// Puts a three-byte object at `key`.
 async fn put_small(
     s3: &aws_sdk_s3::Client,
@@ -242,14 +253,10 @@ async fn the_web_ui_lists_and_serves_recordings_from_the_bucket() {
     wait_object(&s3, key, 20).await;
 
     let storage = S3Storage::new(s3.clone(), BUCKET, PART);
-    let listed: Vec<String> = storage
-        .list("rec/prod/")
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
-    assert_eq!(listed, [key, "rec/prod/nX/notes.txt"]);
+    assert_eq!(
+        listed_keys(&storage, "rec/prod/").await,
+        [key, "rec/prod/nX/notes.txt"]
+    );
     assert_eq!(
         storage.read(key, Some(12)).await.expect("ranged read"),
         Some(body[..12].to_vec())
@@ -289,7 +296,8 @@ async fn a_listing_longer_than_one_page_is_whole() {
     // S3 returns at most 1000 keys a page; 1005 under the prefix need two.
     const KEYS: usize = 1005;
     let (_, _moto, s3) = moto_with_bucket().await;
-    let mut expected: Vec<String> = (0..KEYS)
+    // Zero-padded, so generated in key order.
+    let expected: Vec<String> = (0..KEYS)
         .map(|i| format!("rec/prod/nPAGE/20231114T221320Z-{i:04}.cast"))
         .collect();
     let puts = expected
@@ -315,14 +323,7 @@ async fn a_listing_longer_than_one_page_is_whole() {
         "the listing spans more than one page"
     );
 
-    let listed: Vec<String> = S3Storage::new(s3, BUCKET, PART)
-        .list("rec/prod/")
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
-    expected.sort();
+    let listed = listed_keys(&S3Storage::new(s3, BUCKET, PART), "rec/prod/").await;
     assert_eq!(listed.len(), KEYS);
     assert!(listed == expected, "every key under the prefix, in order");
 }
