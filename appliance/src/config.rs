@@ -22,6 +22,8 @@ pub struct Config {
     pub node: Option<NodeConfig>,
     /// Role `subnet-router`.
     pub subnet_router: Option<SubnetRouterConfig>,
+    /// Prometheus metrics (off when absent).
+    pub metrics: Option<crate::metrics::MetricsConfig>,
 }
 
 /// `[node]`: the base mesh node.
@@ -113,6 +115,9 @@ impl Config {
         }
         if let Some(recorder) = &self.recorder {
             recorder.validate().map_err(anyhow::Error::msg)?;
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.validate()?;
         }
         if self.subnet_router.is_some() && self.node.is_none() {
             bail!("[subnet_router] needs a [node] section: a router is a mesh node");

@@ -2,6 +2,7 @@
 //! and its local CLI.
 
 mod config;
+mod metrics;
 mod node;
 mod secrets;
 mod state;
@@ -208,16 +209,37 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         })
     });
 
+    let sources = metrics::Sources::default();
+    let metrics = match &config.metrics {
+        Some(m) => {
+            let listener = metrics::bind(m.listen).await?;
+            Some(tokio::spawn(metrics::serve(
+                m.listen,
+                listener,
+                sources.clone(),
+                stopped.clone(),
+            )))
+        }
+        None => None,
+    };
+
     let recorder = match config.recorder.clone() {
         Some(recorder) => {
             let listener = tokio::net::TcpListener::bind(recorder.listen)
                 .await
                 .with_context(|| format!("binding recorder listener {}", recorder.listen))?;
+            let stats = causeway_recorder::RecorderStats::default();
+            sources.set_recorder(stats.clone(), recorder.spool_dir.clone());
             let mut stopped = stopped.clone();
             Some(tokio::spawn(async move {
-                causeway_recorder::serve(recorder, listener, async move {
-                    let _ = stopped.changed().await;
-                })
+                causeway_recorder::serve_observed(
+                    recorder,
+                    listener,
+                    async move {
+                        let _ = stopped.changed().await;
+                    },
+                    stats,
+                )
                 .await
             }))
         }
@@ -231,6 +253,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 node_config,
                 config.subnet_router.as_ref(),
                 state,
+                &sources,
                 stopped.clone(),
             )
             .await
@@ -245,7 +268,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(handle) => handle.await.context("recorder task failed")?,
         None => Ok(()),
     };
-    node_result.and(control_result).and(recorder_result)
+    let metrics_result = match metrics {
+        Some(handle) => handle.await.context("metrics task failed")?,
+        None => Ok(()),
+    };
+    node_result
+        .and(control_result)
+        .and(recorder_result)
+        .and(metrics_result)
 }
 
 async fn wait_for_signal() {

@@ -22,6 +22,11 @@ pub struct ControlConfig {
     /// Admin HTTP API listener.
     #[serde(default = "default_admin_listen")]
     pub admin_listen: SocketAddr,
+    /// UDP port, on `listen`'s address, that answers STUN Binding requests
+    /// so nodes learn the address their WireGuard socket has from outside
+    /// (default 3478; 0 turns it off).
+    #[serde(default = "default_stun_port")]
+    pub stun_port: u16,
     /// huJSON policy loaded at start (replaces the stored policy).
     #[serde(default)]
     pub policy_file: Option<PathBuf>,
@@ -44,6 +49,7 @@ impl ControlConfig {
             state_dir: state_dir.into(),
             listen: default_listen(),
             admin_listen: default_admin_listen(),
+            stun_port: default_stun_port(),
             policy_file: None,
             node_key_expiry: default_node_key_expiry(),
             keepalive_interval: default_keepalive(),
@@ -58,6 +64,10 @@ fn default_listen() -> SocketAddr {
 
 fn default_admin_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8081))
+}
+
+fn default_stun_port() -> u16 {
+    causeway_wire::stun::DEFAULT_PORT
 }
 
 fn default_node_key_expiry() -> Duration {
@@ -89,6 +99,7 @@ mod tests {
         .expect("valid section");
         assert_eq!(config.node_key_expiry, Duration::from_secs(90 * 86_400));
         assert_eq!(config.keepalive_interval, Duration::from_secs(15));
+        assert_eq!(config.stun_port, 3478);
         assert_eq!(
             config.policy_file,
             Some(PathBuf::from("/etc/causeway/policy.hujson"))

@@ -15,6 +15,7 @@ mod init;
 mod node_api;
 mod server;
 mod store;
+mod stun;
 
 pub use config::ControlConfig;
 pub use duration::parse_duration;

@@ -272,7 +272,8 @@ async fn map_stream<S: AsyncRead + AsyncWrite>(
         connected.map(|(id, session, now)| {
             let rx = control.subscribe(&inner);
             let mut map = MapSession::new(id);
-            let full = map.full_map(&inner.state, now);
+            let mut full = map.full_map(&inner.state, now);
+            full.stun_port = control.stun_port;
             (id, session, rx, map, full)
         })
     };
@@ -341,7 +342,9 @@ async fn stream_loop<S: AsyncRead + AsyncWrite>(
                         let inner = control.lock();
                         let now = crate::server::unix_now();
                         *rx = control.subscribe(&inner);
-                        DeltaOutcome::Send(Box::new(map.full_map(&inner.state, now)))
+                        let mut full = map.full_map(&inner.state, now);
+                        full.stun_port = control.stun_port;
+                        DeltaOutcome::Send(Box::new(full))
                     }
                     Err(RecvError::Closed) => return Ok(()),
                 };

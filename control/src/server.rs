@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use causeway_tailnet::{ChangeSet, NodeRecord, PreparedChange, SessionId, TailnetState};
 use causeway_wire::{NodeId, PrivateKey, UnixTime};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::config::ControlConfig;
@@ -31,6 +31,8 @@ pub struct Listeners {
     pub node: TcpListener,
     /// Admin API listener.
     pub admin: TcpListener,
+    /// STUN socket, if STUN is on.
+    pub stun: Option<UdpSocket>,
 }
 
 /// Runs control on `config.listen` and `config.admin_listen` until
@@ -45,7 +47,18 @@ pub async fn serve(
     let admin = TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| format!("binding admin listener {}", config.admin_listen))?;
-    serve_on(config, Listeners { node, admin }, shutdown).await
+    let stun = match config.stun_port {
+        0 => None,
+        port => {
+            let address = std::net::SocketAddr::new(config.listen.ip(), port);
+            Some(
+                UdpSocket::bind(address)
+                    .await
+                    .with_context(|| format!("binding the STUN port {address} (stun_port)"))?,
+            )
+        }
+    };
+    serve_on(config, Listeners { node, admin, stun }, shutdown).await
 }
 
 /// Like [`serve`], on listeners the caller bound.
@@ -77,9 +90,15 @@ pub async fn serve_on(
         .filter(|n| n.ephemeral)
         .map(|n| n.id)
         .collect();
+    let stun_port = listeners
+        .stun
+        .as_ref()
+        .and_then(|s| s.local_addr().ok())
+        .map(|a| a.port());
     let control = Arc::new(Control {
         inner: Mutex::new(Inner { state, store }),
         changes,
+        stun_port,
         config,
         control_key,
         admin_token,
@@ -94,10 +113,14 @@ pub async fn serve_on(
     let sweeper = tokio::spawn(expiry_sweeper(Arc::clone(&control)));
     let node_addr = listeners.node.local_addr().ok();
     let admin_addr = listeners.admin.local_addr().ok();
+    let stun_task = listeners
+        .stun
+        .map(|socket| tokio::spawn(crate::stun::serve(socket, control.shutdown.clone())));
     tracing::info!(
         event = "control_ready",
         listen = ?node_addr,
         admin_listen = ?admin_addr,
+        stun_port = ?stun_port,
         public_key = %init.public_key,
         "control serving"
     );
@@ -112,6 +135,9 @@ pub async fn serve_on(
     // No receiver left only means nobody listens for shutdown any more.
     let _ = shutdown_tx.send(true);
     sweeper.abort();
+    if let Some(task) = stun_task {
+        task.abort();
+    }
     let node_result = node_task.await.context("node listener task")?;
     let admin_result = admin_task.await.context("admin listener task")?;
     drop(control);
@@ -140,6 +166,8 @@ pub(crate) fn unix_now() -> UnixTime {
 pub(crate) struct Control {
     inner: Mutex<Inner>,
     changes: broadcast::Sender<Arc<PreparedChange>>,
+    /// The STUN port nodes are told about in their full maps.
+    pub(crate) stun_port: Option<u16>,
     pub(crate) config: ControlConfig,
     pub(crate) control_key: PrivateKey,
     pub(crate) admin_token: String,

@@ -49,9 +49,17 @@ async fn start(state_dir: &Path, tweak: impl FnOnce(&mut ControlConfig)) -> Cont
     config.admin_listen = admin_addr;
     tweak(&mut config);
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve_on(config, Listeners { node, admin }, async move {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(serve_on(
+        config,
+        Listeners {
+            node,
+            admin,
+            stun: None,
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     // serve_on initialises the state dir before it accepts; wait for health.
     let http = reqwest::Client::new();
     let health = format!("http://{admin_addr}/healthz");

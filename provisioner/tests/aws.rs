@@ -1385,7 +1385,11 @@ impl LiveControl {
             let url = format!("http://{}", config.admin_listen);
             tokio::spawn(causeway_control::serve_on(
                 config,
-                causeway_control::Listeners { node, admin },
+                causeway_control::Listeners {
+                    node,
+                    admin,
+                    stun: None,
+                },
                 async move {
                     let _ = stopped.await;
                 },

@@ -14,10 +14,10 @@ fn unique_name() -> String {
 
 #[test]
 fn topology_and_vpc_services_come_up_and_go_away() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test builds network namespaces and needs root"
+    );
     let name = unique_name();
     let mut opts = DeployOptions::new(name.parse().expect("valid name")).services_only();
     opts.progress = ProgressSink::Stderr;
@@ -25,16 +25,22 @@ fn topology_and_vpc_services_come_up_and_go_away() {
 
     let dep = local::deploy(&opts).expect("deploy");
 
-    // Every namespace exists, none has a default route.
+    // Every namespace exists; only the router has a default route, through
+    // the internet gateway.
     let all = Netns::list().expect("ip netns list");
     for site in Site::ALL {
         let ns = dep.namespace(site);
         assert!(all.contains(&ns), "{ns} missing");
         let routes = dep.netns(site).routes().expect("routes");
-        assert!(
-            !routes.iter().any(|r| r.starts_with("default")),
-            "{ns}: {routes:?}"
-        );
+        let defaults: Vec<&String> = routes.iter().filter(|r| r.starts_with("default")).collect();
+        if site == Site::Rtr {
+            assert!(
+                defaults.len() == 1 && defaults[0].contains("via 198.19.0.1"),
+                "{ns}: {routes:?}"
+            );
+        } else {
+            assert!(defaults.is_empty(), "{ns}: {routes:?}");
+        }
     }
     // The VPC host knows only its own subnet: no tailnet, no internet.
     let vpc_routes = dep.netns(Site::Vpc).routes().expect("routes");

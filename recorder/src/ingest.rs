@@ -7,6 +7,7 @@
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use causeway_recording::{
@@ -78,6 +79,62 @@ impl SessionError {
     }
 }
 
+/// Live figures of a running recorder, for the appliance's metrics.
+#[derive(Debug, Clone, Default)]
+pub struct RecorderStats(Arc<StatsInner>);
+
+#[derive(Debug, Default)]
+struct StatsInner {
+    receiving: AtomicUsize,
+    started: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl RecorderStats {
+    /// Recordings being received now.
+    pub fn receiving(&self) -> usize {
+        self.0.receiving.load(Ordering::Relaxed)
+    }
+
+    /// Recordings accepted since start.
+    pub fn started(&self) -> u64 {
+        self.0.started.load(Ordering::Relaxed)
+    }
+
+    /// Recordings refused since start (allow-list, `max_sessions`, spool full).
+    pub fn refused(&self) -> u64 {
+        self.0.refused.load(Ordering::Relaxed)
+    }
+
+    fn refuse(&self) {
+        self.0.refused.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A recording's place among the `max_sessions`; counted while it lives.
+#[derive(Debug)]
+struct SessionSlot {
+    _permit: OwnedSemaphorePermit,
+    stats: RecorderStats,
+}
+
+impl SessionSlot {
+    fn new(permit: OwnedSemaphorePermit, stats: &RecorderStats) -> Self {
+        stats.0.receiving.fetch_add(1, Ordering::Relaxed);
+        stats.0.started.fetch_add(1, Ordering::Relaxed);
+        Self {
+            _permit: permit,
+            stats: stats.clone(),
+        }
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.stats.0.receiving.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Shared state of the ingest routes.
 #[derive(Debug)]
 pub struct Ingest {
@@ -86,6 +143,7 @@ pub struct Ingest {
     finished: mpsc::UnboundedSender<SpooledRecording>,
     /// One permit per recording being received (`max_sessions`).
     sessions: Arc<Semaphore>,
+    stats: RecorderStats,
 }
 
 impl Ingest {
@@ -100,7 +158,14 @@ impl Ingest {
             config,
             spool,
             finished,
+            stats: RecorderStats::default(),
         }
+    }
+
+    /// Keeps `stats` up to date.
+    pub fn observed(mut self, stats: RecorderStats) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// Answers one request from `peer`.
@@ -110,6 +175,7 @@ impl Ingest {
         req: Request<Incoming>,
     ) -> Result<Response<ResponseBody>, Infallible> {
         if !self.allowed(peer.ip()) {
+            self.stats.refuse();
             tracing::debug!(%peer, "refused a recording from a source outside the allow-list");
             return Ok(text(
                 StatusCode::FORBIDDEN,
@@ -120,6 +186,7 @@ impl Ingest {
             (&Method::HEAD, "/v2/record") => text(StatusCode::OK, ""),
             (&Method::POST, path @ ("/v2/record" | "/record")) => {
                 let Ok(permit) = self.sessions.clone().try_acquire_owned() else {
+                    self.stats.refuse();
                     tracing::warn!(
                         max_sessions = self.config.max_sessions,
                         "refused a recording: max_sessions are being received"
@@ -133,9 +200,11 @@ impl Ingest {
                     ));
                 };
                 if let Err(full) = self.room_for(0).await {
+                    self.stats.refuse();
                     tracing::warn!(error = %full, "refused a recording");
                     return Ok(text(full.status(), &format!("{full}\n")));
                 }
+                let permit = SessionSlot::new(permit, &self.stats);
                 if path == "/v2/record" {
                     self.start_v2(peer, req.into_body(), permit)
                 } else {
@@ -158,7 +227,7 @@ impl Ingest {
         self: Arc<Self>,
         peer: SocketAddr,
         body: Incoming,
-        permit: OwnedSemaphorePermit,
+        permit: SessionSlot,
     ) -> Response<ResponseBody> {
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
@@ -184,7 +253,7 @@ impl Ingest {
         self: Arc<Self>,
         peer: SocketAddr,
         body: Incoming,
-        _permit: OwnedSemaphorePermit,
+        _permit: SessionSlot,
     ) -> Response<ResponseBody> {
         match self.receive(peer, body, None).await {
             Ok(()) => text(StatusCode::OK, ""),

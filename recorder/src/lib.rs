@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 pub use config::{
     AzureConfig, AzureCredential, RecorderConfig, S3Config, StorageConfig, UploadConfig, WebConfig,
 };
+pub use ingest::RecorderStats;
 pub use storage::{AzureStorage, LocalStorage, S3Storage, Storage, StoredObject};
 
 /// How often the local backend's retention runs.
@@ -45,6 +46,16 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    serve_observed(config, listener, shutdown, RecorderStats::default()).await
+}
+
+/// Like [`serve`], keeping `stats` up to date for the caller's metrics.
+pub async fn serve_observed(
+    config: RecorderConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    stats: RecorderStats,
+) -> anyhow::Result<()> {
     match config.storage.clone() {
         StorageConfig::Local {
             dir,
@@ -55,7 +66,7 @@ pub async fn serve(
                 let storage = storage.clone();
                 tokio::spawn(async move { retain(storage, RetentionPolicy::days(days)).await })
             });
-            let served = serve_with(config, storage, listener, shutdown).await;
+            let served = serve_with_stats(config, storage, listener, shutdown, stats).await;
             if let Some(task) = retention {
                 task.abort();
             }
@@ -65,7 +76,7 @@ pub async fn serve(
             let storage = S3Storage::from_config(&s3)
                 .await
                 .context("configuring S3 storage")?;
-            serve_with(config, storage, listener, shutdown).await
+            serve_with_stats(config, storage, listener, shutdown, stats).await
         }
         StorageConfig::Azure(azure) => {
             // Validate the whole config before reading the SAS file.
@@ -75,7 +86,7 @@ pub async fn serve(
                 .context("checking the recorder configuration")?;
             let storage =
                 AzureStorage::from_config(&azure).context("configuring Azure Blob storage")?;
-            serve_with(config, storage, listener, shutdown).await
+            serve_with_stats(config, storage, listener, shutdown, stats).await
         }
     }
 }
@@ -86,6 +97,23 @@ pub async fn serve_with<S: Storage>(
     storage: S,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    serve_with_stats(
+        config,
+        storage,
+        listener,
+        shutdown,
+        RecorderStats::default(),
+    )
+    .await
+}
+
+async fn serve_with_stats<S: Storage>(
+    config: RecorderConfig,
+    storage: S,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    stats: RecorderStats,
 ) -> anyhow::Result<()> {
     config
         .validate()
@@ -129,7 +157,8 @@ pub async fn serve_with<S: Storage>(
         config.upload.clone(),
         finished_rx,
     ));
-    let ingest = Arc::new(ingest::Ingest::new(Arc::new(config), spool, finished_tx));
+    let ingest =
+        Arc::new(ingest::Ingest::new(Arc::new(config), spool, finished_tx).observed(stats));
     let handler = move |peer, req| Arc::clone(&ingest).handle(peer, req);
     let accepted = accept_loop(&listener, shutdown, handler).await;
     uploader.abort();

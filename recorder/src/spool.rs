@@ -50,6 +50,20 @@ struct Meta {
     key: String,
 }
 
+/// Bytes held in the spool directory `dir` now: recordings being received
+/// and recordings waiting for upload.
+pub async fn bytes_held(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    let mut entries = tokio::fs::read_dir(dir).await?;
+    while let Some(entry) = entries.next_entry().await? {
+        let metadata = entry.metadata().await?;
+        if metadata.is_file() {
+            total += metadata.len();
+        }
+    }
+    Ok(total)
+}
+
 impl Spool {
     /// Opens (creating) the spool and returns the recordings left by a
     /// previous run, each cut back to its last complete line.

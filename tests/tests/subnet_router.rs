@@ -58,6 +58,34 @@ fn client_reaches_postgres_and_http_through_the_router() {
         .collect();
     assert!(allowed.contains(&VPC_SUBNET), "{router}");
 
+    // The router's metrics say the same as its status: primary for the VPC
+    // subnet, bytes exchanged with the client, control connected.
+    let metrics = t
+        .curl(Site::Rtr, "http://127.0.0.1:9100/metrics", 5)
+        .expect_success()
+        .stdout;
+    let value = |prefix: &str| -> Option<u64> {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    assert_eq!(
+        value("causeway_route_primary{prefix=\"198.19.1.0/24\"}"),
+        Some(1),
+        "{metrics}"
+    );
+    assert_eq!(value("causeway_control_connected "), Some(1), "{metrics}");
+    assert_eq!(
+        value("causeway_node_state{state=\"running\"}"),
+        Some(1),
+        "{metrics}"
+    );
+    let client_rx = value("causeway_peer_rx_bytes_total{peer=\"client\"");
+    assert!(client_rx.is_some_and(|n| n > 0), "{metrics}");
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+
     // The router masquerades: its nftables table exists while it runs ...
     let tables = t
         .run_in(Site::Rtr, &["nft", "list", "tables"])

@@ -12,15 +12,18 @@
 mod tun_offload;
 mod udp_offload;
 
+use std::collections::BTreeSet;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use anyhow::Context;
-use causeway_mesh::{Delivery, NodeState, PeerStats};
+use causeway_mesh::{
+    Delivery, DiscoveryEvent, DropCounts, EndpointDiscoveryState, NodeState, PeerStats,
+};
 use causeway_wire::{Node, PacketFilter, PrivateKey};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tun_rs::{AsyncDevice, IDEAL_BATCH_SIZE};
 
 use self::tun_offload::{TunReads, TunWrites, is_device_error};
@@ -49,30 +52,44 @@ pub enum Command {
     /// The node key was rotated: rebuild every tunnel under the new key.
     SetKey(PrivateKey, Vec<Node>),
     /// Counters for `appliance status`.
-    Stats(oneshot::Sender<(Vec<PeerStats>, u64)>),
+    Stats(oneshot::Sender<(Vec<PeerStats>, DropCounts)>),
+    /// The addresses of the node's own interfaces changed.
+    SetLocalEndpoints(BTreeSet<SocketAddr>),
+    /// The cloud's public address for this node, from its metadata service.
+    SetCloudEndpoint(Option<SocketAddr>),
+    /// Control's STUN address, from the netmap.
+    SetStunServer(Option<SocketAddr>),
 }
 
-/// Owns the packet path of one node.
+/// Owns the packet path of one node, and the STUN exchange that must use
+/// the same socket (a NAT maps each socket on its own).
 pub struct DataplaneDriver {
     node: NodeState,
+    discovery: EndpointDiscoveryState,
     tun: AsyncDevice,
     udp: OffloadSocket,
     commands: mpsc::Receiver<Command>,
+    endpoints: watch::Sender<Vec<SocketAddr>>,
 }
 
 impl DataplaneDriver {
-    /// Wires a core to its devices.
+    /// Wires the cores to their devices. Every change of the endpoints to
+    /// advertise is published on `endpoints`.
     pub fn new(
         node: NodeState,
+        discovery: EndpointDiscoveryState,
         tun: AsyncDevice,
         socket: UdpSocket,
         commands: mpsc::Receiver<Command>,
+        endpoints: watch::Sender<Vec<SocketAddr>>,
     ) -> Self {
         Self {
             node,
+            discovery,
             tun,
             udp: OffloadSocket::new(socket),
             commands,
+            endpoints,
         }
     }
 
@@ -84,7 +101,11 @@ impl DataplaneDriver {
         let mut udp_tx = GsoBatch::new();
         let mut out = vec![0u8; BUF_LEN + OVERHEAD];
         loop {
-            let deadline = self.node.poll_timeout(Instant::now());
+            let now = Instant::now();
+            let deadline = match self.discovery.poll_timeout() {
+                Some(probe) => self.node.poll_timeout(now).min(probe),
+                None => self.node.poll_timeout(now),
+            };
             tokio::select! {
                 command = self.commands.recv() => {
                     let Some(command) = command else { return Ok(()) };
@@ -122,8 +143,12 @@ impl DataplaneDriver {
                         match received {
                             Ok(r) => {
                                 for datagram in udp_offload::datagrams(&udp_rx, r) {
-                                    decrypt(&mut self.node, &self.udp, &self.tun, &mut tun_writes, r.from, datagram).await;
                                     packets += 1;
+                                    if causeway_wire::stun::is_stun(datagram) {
+                                        self.discovery.handle_stun(r.from, datagram, Instant::now());
+                                        continue;
+                                    }
+                                    decrypt(&mut self.node, &self.udp, &self.tun, &mut tun_writes, r.from, datagram).await;
                                 }
                             }
                             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -138,7 +163,9 @@ impl DataplaneDriver {
                     tun_writes.flush(&self.tun).await;
                 }
                 () = tokio::time::sleep_until(deadline.into()) => {
-                    self.node.handle_timeout(Instant::now());
+                    let now = Instant::now();
+                    self.node.handle_timeout(now);
+                    self.discovery.handle_timeout(now);
                 }
             }
             self.flush(&mut out).await;
@@ -156,7 +183,12 @@ impl DataplaneDriver {
                 self.node.set_peers(peers.iter());
             }
             Command::Stats(reply) => {
-                let _ = reply.send((self.node.peer_stats(), self.node.dropped()));
+                let _ = reply.send((self.node.peer_stats(), self.node.dropped().clone()));
+            }
+            Command::SetLocalEndpoints(local) => self.discovery.set_local(local),
+            Command::SetCloudEndpoint(cloud) => self.discovery.set_cloud(cloud),
+            Command::SetStunServer(server) => {
+                self.discovery.set_stun_server(server, Instant::now());
             }
         }
     }
@@ -166,6 +198,15 @@ impl DataplaneDriver {
             self.udp
                 .send_to(transmit.payload, transmit.destination)
                 .await;
+        }
+        if let Some(transmit) = self.discovery.poll_transmit() {
+            self.udp
+                .send_to(transmit.payload, transmit.destination)
+                .await;
+        }
+        while let Some(DiscoveryEvent::EndpointsChanged(endpoints)) = self.discovery.poll_event() {
+            tracing::debug!(?endpoints, "endpoints to advertise changed");
+            self.endpoints.send_replace(endpoints);
         }
     }
 }

@@ -11,10 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use causeway_mesh::{NetmapState, NodeState};
+use causeway_mesh::{EndpointDiscoveryState, NetmapState, NodeState};
 use causeway_netconf::{FirewallPolicy, RouteTable};
 use causeway_wire::{
-    ClientMessage, ErrorCode, MapRequest, PrivateKey, PublicKey, RegisterRequest, ServerMessage,
+    ClientMessage, ErrorCode, MapRequest, NodeUpdate, PrivateKey, PublicKey, RegisterRequest,
+    ServerMessage,
 };
 use ipnet::IpNet;
 use tokio::net::UdpSocket;
@@ -30,21 +31,41 @@ use crate::state::{Registration, StateDir};
 const FIREWALL_TABLE: &str = "causeway";
 
 /// The tailnet's IPv4 range (RFC 6598 shared address space).
-const TAILNET_V4: &str = "100.64.0.0/10";
+pub(crate) const TAILNET_V4: &str = "100.64.0.0/10";
 
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// How often the node re-reads its interface addresses (a new ENI, a DHCP
+/// renewal) to keep its advertised endpoints true.
+const INTERFACE_RESCAN: Duration = Duration::from_secs(30);
+
 /// Default TUN MTU: fits a WireGuard packet in a 1340-byte underlay path
 /// (Tailscale's choice; safe across IPv6 and most tunnels).
 pub const DEFAULT_MTU: u16 = 1280;
+
+/// What the rest of the appliance (metrics) reads from a running node.
+#[derive(Debug, Clone)]
+pub struct NodeHandle {
+    status: Arc<Mutex<NodeStatus>>,
+    dataplane: mpsc::Sender<Command>,
+}
+
+impl NodeHandle {
+    /// The node's status with the data plane's counters, as
+    /// `appliance status` shows it.
+    pub async fn snapshot(&self) -> NodeStatus {
+        status::snapshot(&self.status, &self.dataplane).await
+    }
+}
 
 /// Runs the node until `shutdown` fires, then removes what it installed.
 pub async fn run(
     config: &NodeConfig,
     router: Option<&SubnetRouterConfig>,
     state: StateDir,
+    metrics: &crate::metrics::Sources,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let control_key = control_key(config)?;
@@ -92,17 +113,38 @@ pub async fn run(
     .await
     .with_context(|| format!("binding UDP port {}", config.listen_port))?;
     let (commands, command_rx) = mpsc::channel(64);
+    let fixed_endpoints = !config.advertise_endpoints.is_empty();
+    let mut discovery = EndpointDiscoveryState::new(rand::random());
+    discovery.set_local(if fixed_endpoints {
+        config.advertise_endpoints.iter().copied().collect()
+    } else {
+        interface_endpoints(config)?
+    });
+    let (endpoints_tx, mut endpoints) = watch::channel(discovery.endpoints().to_vec());
     let driver = DataplaneDriver::new(
         NodeState::new(&node_key, rand::random()),
+        discovery,
         tun,
         socket,
         command_rx,
+        endpoints_tx,
     );
     let mut dataplane = tokio::spawn(driver.run());
+    let rescan = (!fixed_endpoints).then(|| {
+        tokio::spawn(rescan_interfaces(
+            config.tun_name.clone(),
+            config.listen_port,
+            commands.clone(),
+        ))
+    });
 
     if let Some(router) = router {
         start_router(config, router, &registration)?;
     }
+    metrics.set_node(NodeHandle {
+        status: Arc::clone(&status),
+        dataplane: commands.clone(),
+    });
     let status_server = tokio::spawn(status::serve(
         state.status_socket(),
         Arc::clone(&status),
@@ -118,7 +160,6 @@ pub async fn run(
         s.node_key = Some(node_key.public_key());
     }
 
-    let endpoints = endpoints(config)?;
     let mut netmap = NetmapState::default();
     let mut backoff = BACKOFF_MIN;
     let result: anyhow::Result<()> = loop {
@@ -127,7 +168,8 @@ pub async fn run(
             &control_key,
             &machine_key,
             &node_key,
-            &endpoints,
+            &mut endpoints,
+            fixed_endpoints,
             &advertised,
             &mut netmap,
             &commands,
@@ -193,6 +235,9 @@ pub async fn run(
     // Tear down what we installed: nftables table, then the TUN device (its
     // routes and addresses go with it when the driver drops it).
     status_server.abort();
+    if let Some(rescan) = rescan {
+        rescan.abort();
+    }
     let _ = std::fs::remove_file(state.status_socket());
     if router.is_some()
         && let Err(e) = causeway_netconf::remove_firewall(FIREWALL_TABLE)
@@ -223,7 +268,8 @@ async fn follow_control(
     control_key: &PublicKey,
     machine_key: &PrivateKey,
     node_key: &PrivateKey,
-    endpoints: &[SocketAddr],
+    endpoints: &mut watch::Receiver<Vec<SocketAddr>>,
+    fixed_endpoints: bool,
     advertised: &[IpNet],
     netmap: &mut NetmapState,
     commands: &mpsc::Sender<Command>,
@@ -238,10 +284,12 @@ async fn follow_control(
             Err(ConnectError::Refused(m)) => return SessionEnd::Refused(m),
             Err(ConnectError::Transient(e)) => return SessionEnd::Lost(e),
         };
+    let current = endpoints.borrow_and_update().clone();
+    status::set(status, |s| s.endpoints = current.clone());
     let request = ClientMessage::Map(MapRequest {
         node_key: node_key.public_key(),
         hostname: config.hostname.clone(),
-        endpoints: endpoints.to_vec(),
+        endpoints: current,
         advertised_routes: advertised.to_vec(),
     });
     if let Err(e) = channel.send(&request).await {
@@ -250,13 +298,41 @@ async fn follow_control(
     // A fresh stream starts with a full map.
     *netmap = NetmapState::default();
     loop {
-        let message = match channel.recv().await {
-            Ok(m) => m,
-            Err(e) => return SessionEnd::Lost(e),
+        let message = tokio::select! {
+            message = channel.recv() => match message {
+                Ok(m) => m,
+                Err(e) => return SessionEnd::Lost(e),
+            },
+            Ok(()) = endpoints.changed() => {
+                let current = endpoints.borrow_and_update().clone();
+                tracing::info!(endpoints = current.len(), "advertising new endpoints");
+                tracing::debug!(?current, "endpoints");
+                status::set(status, |s| s.endpoints = current.clone());
+                let update = ClientMessage::Update(NodeUpdate {
+                    endpoints: Some(current),
+                    advertised_routes: None,
+                });
+                if let Err(e) = channel.send(&update).await {
+                    return SessionEnd::Lost(e);
+                }
+                continue;
+            }
         };
         match message {
             ServerMessage::Map(map) => {
                 let full = map.is_full();
+                if full && !fixed_endpoints {
+                    // Every full map says where STUN is (or that it is off);
+                    // the data plane ignores an unchanged address.
+                    let server = match map.stun_port {
+                        Some(port) => stun_server(&config.control_url, port).await,
+                        None => None,
+                    };
+                    tracing::debug!(?server, "control's STUN address");
+                    if commands.send(Command::SetStunServer(server)).await.is_err() {
+                        return SessionEnd::Lost(anyhow::anyhow!("data plane gone"));
+                    }
+                }
                 let changed = match netmap.apply(map) {
                     Ok(changed) => changed,
                     Err(e) => return SessionEnd::Lost(anyhow::anyhow!("netmap out of step: {e}")),
@@ -399,12 +475,51 @@ fn control_key(config: &NodeConfig) -> anyhow::Result<PublicKey> {
         .with_context(|| format!("parsing control public key in {}", path.display()))
 }
 
-/// The endpoints to advertise: configured ones, or every non-loopback
-/// IPv4 address of this host with our port.
-fn endpoints(config: &NodeConfig) -> anyhow::Result<Vec<SocketAddr>> {
-    if !config.advertise_endpoints.is_empty() {
-        return Ok(config.advertise_endpoints.clone());
+/// Control's STUN address: the host of `control_url` (resolved now) and
+/// the port control announced. `None` when the host does not resolve to an
+/// IPv4 address (the WireGuard socket is IPv4).
+async fn stun_server(control_url: &str, port: u16) -> Option<SocketAddr> {
+    let uri: hyper::Uri = control_url.parse().ok()?;
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+    match tokio::net::lookup_host((host, port)).await {
+        Ok(mut addresses) => addresses.find(SocketAddr::is_ipv4),
+        Err(e) => {
+            tracing::warn!(error = %e, "resolving control's host for STUN");
+            None
+        }
     }
+}
+
+/// Re-reads the interface addresses every [`INTERFACE_RESCAN`] and hands
+/// them to the data plane, which advertises them if they changed.
+async fn rescan_interfaces(tun_name: String, port: u16, commands: mpsc::Sender<Command>) {
+    let mut tick = tokio::time::interval(INTERFACE_RESCAN);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match scan_interfaces(&tun_name, port) {
+            Ok(local) => {
+                if commands
+                    .send(Command::SetLocalEndpoints(local))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "listing local addresses"),
+        }
+    }
+}
+
+/// Every non-loopback, non-tailnet IPv4 address of this host, with the
+/// WireGuard port.
+fn interface_endpoints(config: &NodeConfig) -> anyhow::Result<BTreeSet<SocketAddr>> {
+    scan_interfaces(&config.tun_name, config.listen_port)
+}
+
+fn scan_interfaces(tun_name: &str, port: u16) -> anyhow::Result<BTreeSet<SocketAddr>> {
     let tailnet: IpNet = TAILNET_V4.parse().expect("TAILNET_V4 is a valid prefix");
     let mut found = BTreeSet::new();
     for interface in nix::ifaddrs::getifaddrs().context("listing local addresses")? {
@@ -418,13 +533,13 @@ fn endpoints(config: &NodeConfig) -> anyhow::Result<Vec<SocketAddr>> {
         };
         if address.is_loopback()
             || tailnet.contains(&address)
-            || interface.interface_name == config.tun_name
+            || interface.interface_name == tun_name
         {
             continue;
         }
-        found.insert(SocketAddr::new(address, config.listen_port));
+        found.insert(SocketAddr::new(address, port));
     }
-    Ok(found.into_iter().collect())
+    Ok(found)
 }
 
 /// Subnet-router set-up: forwarding and the masquerade table, one batch.

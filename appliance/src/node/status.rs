@@ -1,6 +1,7 @@
 //! `appliance status`: the daemon answers on a unix socket in its state
 //! directory with one JSON document; the CLI prints it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -46,6 +47,9 @@ pub struct NodeStatus {
     pub control_url: String,
     /// Whether the control channel is open.
     pub control_connected: bool,
+    /// The endpoints we advertise: interface addresses, the cloud's public
+    /// address, and the address control's STUN port saw.
+    pub endpoints: Vec<std::net::SocketAddr>,
     /// Last netmap sequence applied.
     pub netmap_seq: u64,
     /// Routes we advertise.
@@ -56,6 +60,9 @@ pub struct NodeStatus {
     pub kernel_routes: Vec<IpNet>,
     /// Packets dropped by the data plane.
     pub dropped_packets: u64,
+    /// The same, per reason (`garbage`, `spoofed_source`, `filtered`, …).
+    #[serde(default)]
+    pub dropped_by_reason: BTreeMap<String, u64>,
     /// Peers and their counters.
     pub peers: Vec<PeerStatus>,
 }
@@ -92,11 +99,13 @@ impl NodeStatus {
             addresses: vec![],
             control_url: config.control_url.clone(),
             control_connected: false,
+            endpoints: vec![],
             netmap_seq: 0,
             advertised_routes: advertised.to_vec(),
             primary_routes: vec![],
             kernel_routes: vec![],
             dropped_packets: 0,
+            dropped_by_reason: BTreeMap::new(),
             peers: vec![],
         }
     }
@@ -124,31 +133,45 @@ pub async fn serve(
             .accept()
             .await
             .context("accepting on the status socket")?;
-        let (reply, answer) = oneshot::channel();
-        let mut snapshot = set(&status, |s| s.clone());
-        if dataplane.send(Command::Stats(reply)).await.is_ok()
-            && let Ok((peers, dropped)) = answer.await
-        {
-            snapshot.dropped_packets = dropped;
-            snapshot.peers = peers
-                .into_iter()
-                .map(|p| PeerStatus {
-                    id: p.id,
-                    name: p.name,
-                    node_key: p.node_key,
-                    endpoint: p.endpoint,
-                    last_handshake_seconds: p.last_handshake.map(|d| d.as_secs()),
-                    tx_bytes: p.tx_bytes,
-                    rx_bytes: p.rx_bytes,
-                    allowed_ips: p.allowed_ips,
-                })
-                .collect();
-        }
+        let snapshot = snapshot(&status, &dataplane).await;
         let json = serde_json::to_vec(&snapshot).context("serialising status")?;
         if let Err(e) = stream.write_all(&json).await {
             tracing::debug!(error = %e, "status client went away");
         }
     }
+}
+
+/// The status now, with the data plane's counters (left empty if the data
+/// plane does not answer).
+pub async fn snapshot(
+    status: &Arc<Mutex<NodeStatus>>,
+    dataplane: &mpsc::Sender<Command>,
+) -> NodeStatus {
+    let (reply, answer) = oneshot::channel();
+    let mut snapshot = set(status, |s| s.clone());
+    if dataplane.send(Command::Stats(reply)).await.is_ok()
+        && let Ok((peers, dropped)) = answer.await
+    {
+        snapshot.dropped_packets = dropped.total();
+        snapshot.dropped_by_reason = dropped
+            .iter()
+            .map(|(reason, n)| (reason.as_str().to_owned(), n))
+            .collect();
+        snapshot.peers = peers
+            .into_iter()
+            .map(|p| PeerStatus {
+                id: p.id,
+                name: p.name,
+                node_key: p.node_key,
+                endpoint: p.endpoint,
+                last_handshake_seconds: p.last_handshake.map(|d| d.as_secs()),
+                tx_bytes: p.tx_bytes,
+                rx_bytes: p.rx_bytes,
+                allowed_ips: p.allowed_ips,
+            })
+            .collect();
+    }
+    snapshot
 }
 
 /// Asks the daemon whose state directory is `state_dir` for its status.
@@ -191,6 +214,16 @@ pub fn render(status: &NodeStatus) -> String {
         },
         status.control_url
     );
+    let endpoints: Vec<String> = status.endpoints.iter().map(ToString::to_string).collect();
+    let _ = writeln!(
+        out,
+        "endpoints {}",
+        if endpoints.is_empty() {
+            "-".to_owned()
+        } else {
+            endpoints.join(" ")
+        }
+    );
     if !status.advertised_routes.is_empty() {
         let adv: Vec<String> = status
             .advertised_routes
@@ -213,7 +246,22 @@ pub fn render(status: &NodeStatus) -> String {
             }
         );
     }
-    let _ = writeln!(out, "dropped   {} packets", status.dropped_packets);
+    let reasons: Vec<String> = status
+        .dropped_by_reason
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(reason, n)| format!("{reason} {n}"))
+        .collect();
+    if reasons.is_empty() {
+        let _ = writeln!(out, "dropped   {} packets", status.dropped_packets);
+    } else {
+        let _ = writeln!(
+            out,
+            "dropped   {} packets ({})",
+            status.dropped_packets,
+            reasons.join(", ")
+        );
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,

@@ -5,14 +5,18 @@
 //! peer and moves packets: IP packets from the TUN device become UDP
 //! datagrams for a peer's endpoint, and datagrams from peers become IP
 //! packets for the TUN device once they pass the source check and the
-//! packet filter. The shell (the appliance's data-plane driver) owns the TUN
-//! device, the one UDP socket and one timer, and hands in the time.
+//! packet filter. [`EndpointDiscoveryState`] works out the addresses the
+//! node advertises, including the one control's STUN port sees. The shell
+//! (the appliance's data-plane driver) owns the TUN device, the one UDP
+//! socket and one timer, and hands in the time.
 
+mod discovery;
 mod netmap;
 mod node;
 mod packet;
 mod tunnel;
 
+pub use discovery::{DiscoveryEvent, EndpointDiscoveryState, PROBE_INTERVAL};
 pub use netmap::{NetmapError, NetmapState};
-pub use node::{Delivery, Drop, NodeState, PeerStats, TICK, Transmit};
+pub use node::{Delivery, Drop, DropCounts, DropReason, NodeState, PeerStats, TICK, Transmit};
 pub use packet::{IpHeader, parse_ip_header};

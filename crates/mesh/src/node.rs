@@ -80,6 +80,96 @@ pub enum Drop {
     Tunnel(String),
 }
 
+impl Drop {
+    /// The reason without its details, for counting.
+    pub fn reason(&self) -> DropReason {
+        match self {
+            Drop::Garbage => DropReason::Garbage,
+            Drop::UnknownPeer => DropReason::UnknownPeer,
+            Drop::SpoofedSource { .. } => DropReason::SpoofedSource,
+            Drop::Filtered => DropReason::Filtered,
+            Drop::NoRoute(_) => DropReason::NoRoute,
+            Drop::NoEndpoint(_) => DropReason::NoEndpoint,
+            Drop::NotIp => DropReason::NotIp,
+            Drop::Tunnel(_) => DropReason::Tunnel,
+        }
+    }
+}
+
+/// Why packets were discarded, without details: what the counters count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DropReason {
+    /// See [`Drop::Garbage`].
+    Garbage,
+    /// See [`Drop::UnknownPeer`].
+    UnknownPeer,
+    /// See [`Drop::SpoofedSource`].
+    SpoofedSource,
+    /// See [`Drop::Filtered`].
+    Filtered,
+    /// See [`Drop::NoRoute`].
+    NoRoute,
+    /// See [`Drop::NoEndpoint`].
+    NoEndpoint,
+    /// See [`Drop::NotIp`].
+    NotIp,
+    /// See [`Drop::Tunnel`].
+    Tunnel,
+}
+
+impl DropReason {
+    /// Every reason, in the order counters are reported.
+    pub const ALL: [DropReason; 8] = [
+        DropReason::Garbage,
+        DropReason::UnknownPeer,
+        DropReason::SpoofedSource,
+        DropReason::Filtered,
+        DropReason::NoRoute,
+        DropReason::NoEndpoint,
+        DropReason::NotIp,
+        DropReason::Tunnel,
+    ];
+
+    /// The reason's name in status output and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Garbage => "garbage",
+            DropReason::UnknownPeer => "unknown_peer",
+            DropReason::SpoofedSource => "spoofed_source",
+            DropReason::Filtered => "filtered",
+            DropReason::NoRoute => "no_route",
+            DropReason::NoEndpoint => "no_endpoint",
+            DropReason::NotIp => "not_ip",
+            DropReason::Tunnel => "tunnel",
+        }
+    }
+}
+
+/// Packets discarded so far, per reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DropCounts([u64; DropReason::ALL.len()]);
+
+impl DropCounts {
+    /// The count for one reason.
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.0[reason as usize]
+    }
+
+    /// Every reason with its count, in [`DropReason::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL.into_iter().map(|r| (r, self.get(r)))
+    }
+
+    /// All reasons together.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    fn add(&mut self, reason: DropReason) {
+        self.0[reason as usize] += 1;
+    }
+}
+
 /// Counters for `appliance status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerStats {
@@ -115,7 +205,9 @@ pub struct NodeState {
     work: VecDeque<Work>,
     next_tick: Option<Instant>,
     next_rate_reset: Option<Instant>,
-    dropped: u64,
+    dropped: DropCounts,
+    /// Copies of a handshake initiation for a peer's other endpoints.
+    sprays: VecDeque<(SocketAddr, Vec<u8>)>,
 }
 
 struct Peer {
@@ -155,7 +247,8 @@ impl NodeState {
             work: VecDeque::new(),
             next_tick: None,
             next_rate_reset: None,
-            dropped: 0,
+            dropped: DropCounts::default(),
+            sprays: VecDeque::new(),
         }
     }
 
@@ -224,14 +317,16 @@ impl NodeState {
             return Err(self.drop(Drop::NoRoute(header.destination)));
         };
         let output = peer.tunnel.encapsulate(packet, out);
+        let endpoint = peer.endpoint;
         if let Output::Network(range) = &output
             && out.get(range.start) == Some(&HANDSHAKE_INIT)
         {
             // A handshake initiation instead of data: the packet is queued.
             peer.queued = true;
             peer.initiated_at = Some(now);
+            let peer = &*peer;
+            spray_initiation(&mut self.sprays, peer, &out[range.clone()]);
         }
-        let endpoint = peer.endpoint;
         match output {
             Output::Network(range) => match endpoint {
                 Some(destination) => Ok(Some(Transmit {
@@ -393,6 +488,14 @@ impl NodeState {
     /// The next datagram to send, from handshakes, timers or packets queued
     /// during a handshake.
     pub fn poll_transmit<'a>(&mut self, out: &'a mut [u8], now: Instant) -> Option<Transmit<'a>> {
+        if let Some((destination, initiation)) = self.sprays.pop_front() {
+            let payload = out.get_mut(..initiation.len())?;
+            payload.copy_from_slice(&initiation);
+            return Some(Transmit {
+                destination,
+                payload,
+            });
+        }
         while let Some(work) = self.work.pop_front() {
             let (Work::Flush(id) | Work::Timers(id)) = work;
             let Some(peer) = self.peers.get_mut(&id) else {
@@ -407,6 +510,7 @@ impl NodeState {
             };
             if out.get(range.start) == Some(&HANDSHAKE_INIT) {
                 peer.initiated_at = Some(now);
+                spray_initiation(&mut self.sprays, peer, &out[range.clone()]);
             }
             if matches!(work, Work::Flush(_)) {
                 // More may be queued; come back to this peer.
@@ -418,7 +522,7 @@ impl NodeState {
                     payload: &out[range],
                 });
             }
-            self.dropped += 1;
+            self.dropped.add(DropReason::NoEndpoint);
         }
         None
     }
@@ -443,9 +547,9 @@ impl NodeState {
             .collect()
     }
 
-    /// Packets discarded so far, for any reason.
-    pub fn dropped(&self) -> u64 {
-        self.dropped
+    /// Packets discarded so far, per reason.
+    pub fn dropped(&self) -> &DropCounts {
+        &self.dropped
     }
 
     /// The peer responsible for an address (cryptokey routing).
@@ -454,7 +558,7 @@ impl NodeState {
     }
 
     fn drop(&mut self, why: Drop) -> Drop {
-        self.dropped += 1;
+        self.dropped.add(why.reason());
         tracing::trace!(reason = ?why, "packet dropped");
         why
     }
@@ -497,13 +601,35 @@ impl NodeState {
         let Some(header) = parse_ip_header(packet) else {
             return false;
         };
+        // Ports are not read from the packet here: a rule limited to some
+        // ports does not match (fail closed). No control sends such rules
+        // before the policy compiler and stateful filter arrive together.
         filter.rules.iter().any(|rule| {
             rule.sources.iter().any(|s| s.contains(&header.source))
-                && rule
-                    .destinations
-                    .iter()
-                    .any(|d| d.contains(&header.destination))
+                && rule.destinations.iter().any(|d| {
+                    d.ports == causeway_wire::PortRange::ANY
+                        && d.prefix.contains(&header.destination)
+                })
         })
+    }
+}
+
+/// Queues copies of a handshake initiation for every endpoint of `peer`
+/// other than the one it is sent to.
+///
+/// A node advertises every address it might be reached on (interface
+/// addresses, the cloud's public address, the address STUN saw), and only
+/// some of them work from here: a private address works inside its VPC, the
+/// public one from outside. Sending the initiation to all of them costs a
+/// few 148-byte datagrams per handshake (one every two minutes per peer,
+/// WireGuard paper §6.1); whichever copy arrives first is answered, the
+/// others fail the responder's replay check (TAI64N timestamp, §5.4.2), and
+/// the answer's source becomes the peer's endpoint (roaming, §2.1). So the
+/// path that answers is the one kept, and each rekey re-chooses it.
+fn spray_initiation(sprays: &mut VecDeque<(SocketAddr, Vec<u8>)>, peer: &Peer, initiation: &[u8]) {
+    let candidates = peer.node.endpoints.iter().copied();
+    for destination in candidates.filter(|e| Some(*e) != peer.endpoint) {
+        sprays.push_back((destination, initiation.to_vec()));
     }
 }
 

@@ -25,6 +25,9 @@ struct Sim {
     /// (receiver, source, destination, payload) of everything that reached a TUN device.
     delivered: Vec<(u64, IpAddr, IpAddr, Vec<u8>)>,
     drops: Vec<(u64, Drop)>,
+    /// Datagrams sent to an address no node holds (a private address of
+    /// another network, say): lost on the way.
+    lost: Vec<SocketAddr>,
 }
 
 fn address(id: u64) -> Ipv4Addr {
@@ -104,6 +107,7 @@ impl Sim {
             rng: seed | 1,
             delivered: vec![],
             drops: vec![],
+            lost: vec![],
         }
     }
 
@@ -156,6 +160,10 @@ impl Sim {
             );
         }
         let receiver = owner_of(to);
+        if to != endpoint(receiver) {
+            self.lost.push(to);
+            return true;
+        }
         let mut out = vec![0u8; BUF];
         let node = self
             .nodes
@@ -389,4 +397,46 @@ fn a_restarted_peer_gets_a_fresh_handshake_without_waiting_for_timeouts() {
         .map(|(r, _, _, p)| (*r, p.clone()))
         .collect();
     assert_eq!(got, vec![(2, vec![1, 2, 0]), (2, vec![1, 2, 2])]);
+}
+
+#[test]
+fn a_peer_is_reached_on_whichever_advertised_endpoint_answers() {
+    // The router advertises an address that does not work from here (its
+    // private one, sorted first) and one that does (its public one).
+    let private: SocketAddr = "10.0.0.4:41641".parse().expect("valid");
+    let with_endpoints = |endpoints: Vec<SocketAddr>| {
+        let mut router = describe(ROUTER);
+        router.endpoints = endpoints;
+        let peers: Vec<Node> = vec![describe(2), describe(3), router];
+        let mut sim = Sim::new(17);
+        sim.nodes
+            .get_mut(&1)
+            .expect("exists")
+            .set_peers(peers.iter());
+        sim.send_from_tun(
+            1,
+            &ipv4_packet(address(1), Ipv4Addr::new(198, 19, 1, 10), &[1, 0, 0]),
+        );
+        sim.run();
+        sim
+    };
+
+    let sim = with_endpoints(vec![private, endpoint(ROUTER)]);
+
+    assert_eq!(sim.delivered.len(), 1, "the packet reached the router");
+    assert!(sim.lost.contains(&private), "the private address was tried");
+    let kept = sim.nodes[&1]
+        .peer_stats()
+        .into_iter()
+        .find(|p| p.id == NodeId(ROUTER))
+        .and_then(|p| p.endpoint);
+    assert_eq!(
+        kept,
+        Some(endpoint(ROUTER)),
+        "the endpoint that answered is kept"
+    );
+
+    // With only the address that does not work, nothing gets through.
+    let sim = with_endpoints(vec![private]);
+    assert!(sim.delivered.is_empty());
 }

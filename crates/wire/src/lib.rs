@@ -12,6 +12,7 @@
 pub mod keys;
 pub mod messages;
 pub mod noise;
+pub mod stun;
 
 pub use keys::{KeyError, PrivateKey, PublicKey};
 pub use messages::*;

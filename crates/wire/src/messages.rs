@@ -192,6 +192,11 @@ pub struct MapResponse {
     /// The node's packet filter, when it changed. `None` on a full map means
     /// the node applies no filter beyond the source check.
     pub packet_filter: Option<PacketFilter>,
+    /// The UDP port on control's host (the host of the node's control URL)
+    /// that answers STUN Binding requests, so the node can learn the address
+    /// its WireGuard socket has from outside. Sent on full maps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stun_port: Option<u16>,
 }
 
 impl MapResponse {
@@ -250,10 +255,10 @@ pub struct DnsConfig {
     pub split: BTreeMap<String, Vec<IpAddr>>,
 }
 
-/// A node's packet filter: which sources may reach which destinations.
-///
-/// The policy compiler that fills it arrives with tailnet policy; until then
-/// control sends none and nodes enforce only the source check.
+/// A node's packet filter: which sources may reach which destinations,
+/// ports and protocols. A packet passes when any rule matches it; the node
+/// also lets replies to a flow that a rule allowed back in (connection
+/// tracking), so rules are written for the side that opens the flow.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PacketFilter {
     /// Rules; a packet is accepted when any rule matches.
@@ -265,8 +270,44 @@ pub struct PacketFilter {
 pub struct FilterRule {
     /// Source prefixes.
     pub sources: Vec<IpNet>,
-    /// Destination prefixes.
-    pub destinations: Vec<IpNet>,
+    /// Destination prefixes, each with the ports allowed on it.
+    pub destinations: Vec<FilterDestination>,
+    /// IANA protocol numbers the rule allows; empty means TCP (6), UDP (17),
+    /// ICMP (1) and ICMPv6 (58), as in Tailscale's filters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protocols: Vec<u8>,
+}
+
+/// A destination prefix and the ports a [`FilterRule`] allows on it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FilterDestination {
+    /// Destination addresses.
+    pub prefix: IpNet,
+    /// Destination ports, for protocols that have them (TCP, UDP, SCTP);
+    /// other protocols match on the prefix alone.
+    pub ports: PortRange,
+}
+
+/// An inclusive range of ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PortRange {
+    /// First port.
+    pub first: u16,
+    /// Last port, at least `first`.
+    pub last: u16,
+}
+
+impl PortRange {
+    /// Every port.
+    pub const ANY: PortRange = PortRange {
+        first: 0,
+        last: u16::MAX,
+    };
+
+    /// Whether `port` is in the range.
+    pub fn contains(self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
 }
 
 #[cfg(test)]

@@ -12,15 +12,16 @@ use serde_json::Value;
 use super::exec;
 use super::netns::Netns;
 use super::state::{Node, Secret, StateDir};
-use super::topology::{
-    ADMIN_PORT, CLIENT_ADDR, CONTROL_ADDR, CONTROL_PORT, ROUTER_PUBLIC_ADDR, VPC_SUBNET, WG_PORT,
-};
+use super::topology::{ADMIN_PORT, CONTROL_ADDR, CONTROL_PORT, VPC_SUBNET, WG_PORT};
 
 /// The tag the subnet router's auth key carries; the policy auto-approves
 /// the VPC subnet for it.
 pub const ROUTER_TAG: &str = "tag:subnet-router";
 /// The TUN device name of every node.
 pub const TUN_NAME: &str = "cw0";
+/// Each node serves Prometheus metrics on this port of its namespace's
+/// loopback address.
+pub const METRICS_PORT: u16 = 9100;
 
 /// Finds the `appliance` binary: the override, else next to the running
 /// executable (or one directory up, where cargo puts binaries relative to
@@ -164,6 +165,12 @@ struct NodeFile {
     node: NodeSection,
     #[serde(skip_serializing_if = "Option::is_none")]
     subnet_router: Option<SubnetRouterSection>,
+    metrics: MetricsSection,
+}
+
+#[derive(Serialize)]
+struct MetricsSection {
+    listen: String,
 }
 
 #[derive(Serialize)]
@@ -175,7 +182,6 @@ struct NodeSection {
     listen_port: u16,
     tun_name: String,
     accept_routes: bool,
-    advertise_endpoints: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -202,11 +208,12 @@ pub fn control_config(dir: &StateDir) -> anyhow::Result<String> {
 }
 
 /// A node's config file: the router advertises the VPC subnet, the client
-/// accepts routes.
+/// accepts routes. Neither names its endpoints: each finds them itself
+/// (interface addresses, and the address control's STUN port sees, which
+/// for the router is its public address on the internet gateway).
 pub fn node_config(dir: &StateDir, node: Node) -> anyhow::Result<String> {
-    let (addr, subnet_router, accept_routes) = match node {
+    let (subnet_router, accept_routes) = match node {
         Node::Router => (
-            ROUTER_PUBLIC_ADDR,
             Some(SubnetRouterSection {
                 routes: vec![RouteEntry {
                     prefix: VPC_SUBNET.to_owned(),
@@ -214,7 +221,7 @@ pub fn node_config(dir: &StateDir, node: Node) -> anyhow::Result<String> {
             }),
             false,
         ),
-        Node::Client => (CLIENT_ADDR, None, true),
+        Node::Client => (None, true),
     };
     let file = NodeFile {
         state_dir: dir.node_dir(node),
@@ -226,9 +233,11 @@ pub fn node_config(dir: &StateDir, node: Node) -> anyhow::Result<String> {
             listen_port: WG_PORT,
             tun_name: TUN_NAME.to_owned(),
             accept_routes,
-            advertise_endpoints: vec![format!("{addr}:{WG_PORT}")],
         },
         subnet_router,
+        metrics: MetricsSection {
+            listen: format!("127.0.0.1:{METRICS_PORT}"),
+        },
     };
     toml::to_string(&file).with_context(|| format!("rendering the {} config", node.as_str()))
 }
@@ -403,10 +412,7 @@ mod tests {
         let v: toml::Value =
             toml::from_str(&node_config(&dir, Node::Client).expect("renders")).expect("toml");
         assert_eq!(v["node"]["accept_routes"].as_bool(), Some(true));
-        assert_eq!(
-            v["node"]["advertise_endpoints"][0].as_str(),
-            Some("198.18.0.4:41641")
-        );
+        assert!(v["node"].get("advertise_endpoints").is_none());
         assert!(v.get("subnet_router").is_none());
     }
 

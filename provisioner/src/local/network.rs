@@ -3,7 +3,12 @@
 //! alone, and a half-built link is removed and built again.
 
 use super::netns::{HostLinks, Interface, Netns};
-use super::topology::{BRIDGE, BRIDGE_ADDR, LinkEnd, Site, Topology, VethLink};
+use super::topology::{
+    BRIDGE, BRIDGE_ADDR, LinkEnd, ROUTER_PUBLIC_ADDR, ROUTER_UPLINK_ADDR, Site, Topology, VethLink,
+};
+
+/// The internet gateway's nftables table (in its own namespace).
+const GATEWAY_TABLE: &str = "causeway-igw";
 
 /// Creates whatever of the topology is missing; returns whether anything changed.
 pub fn ensure(topo: &Topology) -> anyhow::Result<bool> {
@@ -29,6 +34,11 @@ pub fn ensure(topo: &Topology) -> anyhow::Result<bool> {
         changed |= ensure_link(topo, &link)?;
     }
     changed |= ensure_forwarding(&netns(topo, Site::Rtr))?;
+    changed |= ensure_forwarding(&netns(topo, Site::Igw))?;
+    changed |= ensure_gateway_nat(&netns(topo, Site::Igw))?;
+    for site in Site::ALL {
+        changed |= ensure_default_route(&netns(topo, site), topo.default_gateway(site))?;
+    }
     let problems = findings(topo)?;
     if !problems.is_empty() {
         anyhow::bail!(
@@ -50,10 +60,16 @@ pub fn findings(topo: &Topology) -> anyhow::Result<Vec<String>> {
             continue;
         }
         let ns = Netns::new(&name);
-        if ns.routes()?.iter().any(|r| r.starts_with("default")) {
-            out.push(format!(
-                "namespace {name} has a default route (expected none)"
-            ));
+        let default = default_route(&ns)?;
+        match (default.as_deref(), topo.default_gateway(site)) {
+            (None, None) => {}
+            (Some(route), None) => out.push(format!(
+                "namespace {name} has a default route ({route}; expected none)"
+            )),
+            (Some(route), Some(gateway)) if routes_via(route, gateway) => {}
+            (_, Some(gateway)) => out.push(format!(
+                "namespace {name} has no default route via {gateway}"
+            )),
         }
     }
     if !out.is_empty() {
@@ -82,6 +98,13 @@ pub fn findings(topo: &Topology) -> anyhow::Result<Vec<String>> {
                 Some(_) => {}
             }
         }
+    }
+    let igw = netns(topo, Site::Igw);
+    if !gateway_nat_present(&igw)? {
+        out.push(format!(
+            "the 1:1 NAT of {ROUTER_PUBLIC_ADDR} to {ROUTER_UPLINK_ADDR} in {} is missing",
+            igw.name()
+        ));
     }
     Ok(out)
 }
@@ -215,15 +238,79 @@ fn end_configured(end: &LinkEnd, iface: &Interface) -> bool {
 }
 
 /// The subnet router forwards between its TUN device and the VPC, as a
-/// cloud image would have it configured by sysctl.
-fn ensure_forwarding(rtr: &Netns) -> anyhow::Result<bool> {
-    let mut get = rtr.command("sysctl");
+/// cloud image would have it configured by sysctl; the gateway forwards
+/// between the internet and the VPC. (`ip_forward` is per network
+/// namespace: this never touches the host's.)
+fn ensure_forwarding(ns: &Netns) -> anyhow::Result<bool> {
+    let mut get = ns.command("sysctl");
     get.args(["-n", "net.ipv4.ip_forward"]);
     if super::exec::run(&mut get)?.trim() == "1" {
         return Ok(false);
     }
-    let mut set = rtr.command("sysctl");
+    let mut set = ns.command("sysctl");
     set.args(["-qw", "net.ipv4.ip_forward=1"]);
     super::exec::run(&mut set)?;
     Ok(true)
+}
+
+/// The internet gateway's 1:1 NAT: traffic for the router's public address
+/// goes to its uplink address, and the router's traffic leaves from the
+/// public address, as an AWS internet gateway or an Azure public IP does.
+/// The router never sees its public address on an interface; it learns it
+/// from control's STUN port.
+fn ensure_gateway_nat(igw: &Netns) -> anyhow::Result<bool> {
+    if gateway_nat_present(igw)? {
+        return Ok(false);
+    }
+    // One nft invocation is one transaction: the table appears whole.
+    let mut nft = igw.command("nft");
+    nft.arg(format!(
+        "add table ip {GATEWAY_TABLE}; delete table ip {GATEWAY_TABLE}; \
+         add table ip {GATEWAY_TABLE}; \
+         add chain ip {GATEWAY_TABLE} prerouting {{ type nat hook prerouting priority dstnat; }}; \
+         add chain ip {GATEWAY_TABLE} postrouting {{ type nat hook postrouting priority srcnat; }}; \
+         add rule ip {GATEWAY_TABLE} prerouting ip daddr {ROUTER_PUBLIC_ADDR} dnat to {ROUTER_UPLINK_ADDR}; \
+         add rule ip {GATEWAY_TABLE} postrouting ip saddr {ROUTER_UPLINK_ADDR} oifname \"eth0\" snat to {ROUTER_PUBLIC_ADDR}"
+    ));
+    super::exec::run(&mut nft)?;
+    Ok(true)
+}
+
+fn gateway_nat_present(igw: &Netns) -> anyhow::Result<bool> {
+    let mut list = igw.command("nft");
+    list.args(["list", "table", "ip", GATEWAY_TABLE]);
+    let out = super::exec::output(&mut list, None)?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(out.status.success()
+        && text.contains(&format!("dnat to {ROUTER_UPLINK_ADDR}"))
+        && text.contains(&format!("snat to {ROUTER_PUBLIC_ADDR}")))
+}
+
+/// Makes the namespace's default route the wanted one (or none).
+fn ensure_default_route(ns: &Netns, gateway: Option<&str>) -> anyhow::Result<bool> {
+    let current = default_route(ns)?;
+    match (current.as_deref(), gateway) {
+        (None, None) => Ok(false),
+        (Some(route), Some(gateway)) if routes_via(route, gateway) => Ok(false),
+        (_, Some(gateway)) => {
+            ns.ip(&["route", "replace", "default", "via", gateway])?;
+            Ok(true)
+        }
+        (Some(_), None) => {
+            ns.ip(&["route", "delete", "default"])?;
+            Ok(true)
+        }
+    }
+}
+
+fn default_route(ns: &Netns) -> anyhow::Result<Option<String>> {
+    Ok(ns.routes()?.into_iter().find(|r| r.starts_with("default")))
+}
+
+fn routes_via(route: &str, gateway: &str) -> bool {
+    route
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .any(|w| w == ["via", gateway])
 }

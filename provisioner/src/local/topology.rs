@@ -15,8 +15,15 @@ pub const BRIDGE: &str = "br0";
 pub const BRIDGE_ADDR: &str = "198.18.0.1/24";
 /// Control's public address.
 pub const CONTROL_ADDR: &str = "198.18.0.2";
-/// The subnet router's public address.
+/// The subnet router's public address. Like an EC2 instance's public IPv4,
+/// it is on no interface of the router: the internet gateway holds it and
+/// translates it 1:1 to [`ROUTER_UPLINK_ADDR`].
 pub const ROUTER_PUBLIC_ADDR: &str = "198.18.0.3";
+/// The subnet router's address in the VPC's public subnet (its uplink).
+pub const ROUTER_UPLINK_ADDR: &str = "198.19.0.3";
+/// The internet gateway's address in the VPC's public subnet: the router's
+/// default gateway.
+pub const GATEWAY_ADDR: &str = "198.19.0.1";
 /// The client device's public address.
 pub const CLIENT_ADDR: &str = "198.18.0.4";
 /// The subnet router's address inside the VPC.
@@ -38,14 +45,17 @@ pub const PG_PORT: u16 = 5432;
 /// The HTTP server's port.
 pub const HTTP_PORT: u16 = 80;
 
-/// One of the five namespaces of a local deployment.
+/// One of the six namespaces of a local deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Site {
-    /// The "internet": a bridge every node's public veth plugs into.
+    /// The "internet": a bridge every public veth plugs into.
     Pub,
     /// The control server.
     Ctl,
+    /// The VPC's internet gateway: a 1:1 NAT between the router's public
+    /// address and its uplink address, as a cloud's gateway does.
+    Igw,
     /// The subnet router.
     Rtr,
     /// The private VPC host (no route to the tailnet, no default route).
@@ -56,13 +66,21 @@ pub enum Site {
 
 impl Site {
     /// Every site, in creation order.
-    pub const ALL: [Site; 5] = [Site::Pub, Site::Ctl, Site::Rtr, Site::Vpc, Site::Cli];
+    pub const ALL: [Site; 6] = [
+        Site::Pub,
+        Site::Ctl,
+        Site::Igw,
+        Site::Rtr,
+        Site::Vpc,
+        Site::Cli,
+    ];
 
     /// The suffix of the namespace name.
     pub fn suffix(self) -> &'static str {
         match self {
             Site::Pub => "pub",
             Site::Ctl => "ctl",
+            Site::Igw => "igw",
             Site::Rtr => "rtr",
             Site::Vpc => "vpc",
             Site::Cli => "cli",
@@ -143,7 +161,7 @@ impl Topology {
         };
         vec![
             public(0, Site::Ctl, "198.18.0.2/24", "p-ctl"),
-            public(1, Site::Rtr, "198.18.0.3/24", "p-rtr"),
+            public(1, Site::Igw, "198.18.0.3/24", "p-igw"),
             public(2, Site::Cli, "198.18.0.4/24", "p-cli"),
             VethLink {
                 temp_a: self.temp_name(3, 'a'),
@@ -161,7 +179,32 @@ impl Topology {
                     master: None,
                 },
             },
+            VethLink {
+                temp_a: self.temp_name(4, 'a'),
+                temp_b: self.temp_name(4, 'b'),
+                a: LinkEnd {
+                    site: Site::Rtr,
+                    ifname: "eth0",
+                    addr: Some("198.19.0.3/24"),
+                    master: None,
+                },
+                b: LinkEnd {
+                    site: Site::Igw,
+                    ifname: "lan0",
+                    addr: Some("198.19.0.1/24"),
+                    master: None,
+                },
+            },
         ]
+    }
+
+    /// The default route each site has: only the router, through the
+    /// internet gateway (every other namespace reaches only its own links).
+    pub fn default_gateway(&self, site: Site) -> Option<&'static str> {
+        match site {
+            Site::Rtr => Some(GATEWAY_ADDR),
+            Site::Pub | Site::Ctl | Site::Igw | Site::Vpc | Site::Cli => None,
+        }
     }
 
     /// Every temporary veth name this deployment may leave in the host
@@ -196,6 +239,7 @@ mod tests {
             [
                 "cw-demo-pub",
                 "cw-demo-ctl",
+                "cw-demo-igw",
                 "cw-demo-rtr",
                 "cw-demo-vpc",
                 "cw-demo-cli"
@@ -214,20 +258,37 @@ mod tests {
                 assert!(end.ifname.len() <= MAX_IFNAME_LEN);
             }
         }
-        assert_eq!(topo.temp_link_names()[7], "cw-abcd-fgh-3b");
+        assert_eq!(topo.temp_link_names()[9], "cw-abcd-fgh-4b");
     }
 
     #[test]
     fn temp_names_are_unique_and_final_names_unique_per_namespace() {
         let topo = longest();
         let temps: std::collections::BTreeSet<_> = topo.temp_link_names().into_iter().collect();
-        assert_eq!(temps.len(), 8);
+        assert_eq!(temps.len(), 10);
         let ends: std::collections::BTreeSet<_> = topo
             .links()
             .iter()
             .flat_map(|l| [(l.a.site, l.a.ifname), (l.b.site, l.b.ifname)])
             .collect();
-        assert_eq!(ends.len(), 8);
+        assert_eq!(ends.len(), 10);
+    }
+
+    #[test]
+    fn the_routers_public_address_is_on_no_interface_of_the_router() {
+        let router_addrs: Vec<_> = longest()
+            .links()
+            .into_iter()
+            .flat_map(|l| [l.a, l.b])
+            .filter(|e| e.site == Site::Rtr)
+            .filter_map(|e| e.addr)
+            .collect();
+        assert_eq!(router_addrs, ["198.19.1.1/24", "198.19.0.3/24"]);
+        assert!(
+            !router_addrs
+                .iter()
+                .any(|a| a.starts_with(ROUTER_PUBLIC_ADDR))
+        );
     }
 
     #[test]

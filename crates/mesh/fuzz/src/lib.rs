@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 use causeway_mesh::{Delivery, NodeState};
-use causeway_wire::{FilterRule, Node, NodeId, PacketFilter, PrivateKey};
+use causeway_wire::{FilterDestination, FilterRule, Node, NodeId, PacketFilter, PortRange, PrivateKey};
 use ipnet::IpNet;
 
 /// Big enough for any datagram the targets produce.
@@ -62,7 +62,11 @@ pub fn filter() -> PacketFilter {
     PacketFilter {
         rules: vec![FilterRule {
             sources: vec![IpNet::from(IpAddr::V4(address(2)))],
-            destinations: vec![IpNet::from(IpAddr::V4(address(1)))],
+            destinations: vec![FilterDestination {
+                prefix: IpNet::from(IpAddr::V4(address(1))),
+                ports: PortRange::ANY,
+            }],
+            protocols: vec![],
         }],
     }
 }
