@@ -93,6 +93,9 @@ pub struct InstanceType {
     pub memory_mib: u64,
     /// Supported architectures we deploy.
     pub arches: BTreeSet<Arch>,
+    /// `ProcessorInfo.SustainedClockSpeedInGhz`, in MHz (`None` when the
+    /// catalogue does not say).
+    pub clock_mhz: Option<u32>,
     /// `BurstablePerformanceSupported`.
     pub burstable: bool,
     /// `CurrentGeneration`.
@@ -327,6 +330,7 @@ mod tests {
             vcpus,
             memory_mib: memory_gib * 1024,
             arches: [arch].into_iter().collect(),
+            clock_mhz: None,
             burstable,
             current_generation: true,
             bare_metal: false,
