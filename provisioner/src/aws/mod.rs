@@ -5,9 +5,9 @@
 //! and the flag checks in [`spec`]. `plan` and `deploy` follow the same
 //! observe → plan → apply split as `--cloud local`: [`prepare`] reads and
 //! refuses before anything exists, [`observe`] reads each resource,
-//! [`plan`] decides the changes (pure), `deploy` applies them in order and
-//! [`report`] prints them; `destroy` and `status` find what carries the
-//! deployment's tag.
+//! [`plan`] decides the changes (pure, one module per resource), `deploy`
+//! walks the steps and applies the changes in order, and [`report`] prints
+//! them; `destroy` and `status` find what carries the deployment's tag.
 
 pub mod api;
 pub mod control;
@@ -21,6 +21,7 @@ pub mod report;
 pub mod sizing;
 pub mod spec;
 mod status;
+pub mod wait;
 
 use std::path::PathBuf;
 use std::time::Duration;
