@@ -90,9 +90,7 @@ async fn fetch(arn: &SecretArn, overrides: Overrides) -> anyhow::Result<String> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::TcpListener;
-    use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
+    use causeway_test_support::{Moto, REGION, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
 
     #[test]
     fn secret_arns_are_checked_for_shape() {
@@ -106,58 +104,20 @@ mod tests {
         assert!(err.to_string().contains("Secrets Manager"), "{err}");
     }
 
-    /// moto in server mode on a free port, killed on drop.
-    struct Moto {
-        child: Child,
-        url: String,
-    }
-
-    impl Moto {
-        fn start() -> Self {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
-            let child = Command::new("moto_server")
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "moto_server is missing ({e}); install it with `pip install 'moto[server]'`"
-                    )
-                });
-            let url = format!("http://127.0.0.1:{port}");
-            let started = Instant::now();
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(
-                    started.elapsed() < Duration::from_secs(20),
-                    "moto_server did not start"
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Self { child, url }
-        }
-    }
-
-    impl Drop for Moto {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
     #[tokio::test]
     async fn the_auth_key_is_fetched_from_secrets_manager() {
         let moto = Moto::start();
         let creds = aws_sdk_secretsmanager::config::Credentials::new(
-            "testing", "testing", None, None, "test",
+            TEST_ACCESS_KEY_ID,
+            TEST_SECRET_ACCESS_KEY,
+            None,
+            None,
+            "test",
         );
         let config = aws_sdk_secretsmanager::Config::builder()
             .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
-            .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
-            .endpoint_url(&moto.url)
+            .region(aws_sdk_secretsmanager::config::Region::new(REGION))
+            .endpoint_url(moto.url())
             .credentials_provider(creds.clone())
             .build();
         let admin = aws_sdk_secretsmanager::Client::from_conf(config);
@@ -170,7 +130,7 @@ mod tests {
             .expect("moto stores the secret");
         let arn = SecretArn::parse(created.arn().expect("an ARN")).expect("moto's ARN parses");
         let overrides = || Overrides {
-            endpoint: Some(moto.url.clone()),
+            endpoint: Some(moto.url().to_owned()),
             credentials: Some(creds.clone()),
         };
 

@@ -5,10 +5,12 @@
 //! `recorder/tests`.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use causeway_test_support::free_port;
 
 const HEADER: &str = "{\"version\":2,\"width\":80,\"height\":24,\"timestamp\":1700000000,\"srcNode\":\"web1.tailnet\",\"srcNodeID\":\"n1\",\"sshUser\":\"alice\",\"localUser\":\"alice\",\"connectionID\":\"c1\"}\n";
 
@@ -20,13 +22,6 @@ impl Drop for Appliance {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 fn write_config(dir: &Path, port: u16, extra: &str) -> std::path::PathBuf {

@@ -259,7 +259,7 @@ fn change_provider(a: &ChangeArgs) -> anyhow::Result<Box<dyn Provider>> {
             "--role {}: --cloud local deploys only subnet-router; the other roles need --cloud aws",
             a.role
         ),
-        Cloud::Local => provider(&a.target, &a.local),
+        Cloud::Local => Ok(local_provider(&a.target, &a.local)),
         Cloud::Aws => {
             let mut opts = aws_options(&a.target, Some(a.role), &a.aws.common);
             let x = &a.aws;
@@ -285,7 +285,7 @@ fn change_provider(a: &ChangeArgs) -> anyhow::Result<Box<dyn Provider>> {
             opts.root_volume_gib = x.root_volume_size;
             Ok(Box::new(AwsProvider::new(opts)))
         }
-        Cloud::Azure => provider(&a.target, &a.local),
+        Cloud::Azure => Err(CloudError::NotImplemented(Cloud::Azure).into()),
     }
 }
 
@@ -296,7 +296,8 @@ fn inspect_provider(a: &InspectArgs) -> anyhow::Result<Box<dyn Provider>> {
             opts.delete_recordings = a.aws.delete_recordings;
             Ok(Box::new(AwsProvider::new(opts)))
         }
-        Cloud::Local | Cloud::Azure => provider(&a.target, &a.local),
+        Cloud::Local => Ok(local_provider(&a.target, &a.local)),
+        Cloud::Azure => Err(CloudError::NotImplemented(Cloud::Azure).into()),
     }
 }
 
@@ -319,20 +320,15 @@ fn aws_options(target: &TargetArgs, role: Option<Role>, c: &AwsCommonArgs) -> Aw
     opts
 }
 
-fn provider(target: &TargetArgs, local: &LocalArgs) -> anyhow::Result<Box<dyn Provider>> {
-    match target.cloud {
-        Cloud::Local => {
-            let mut opts = DeployOptions::new(target.name.clone());
-            if let Some(dir) = &target.state_dir {
-                opts.state_dir = dir.clone();
-            }
-            opts.appliance_bin = local.appliance_bin.clone();
-            opts.pg_bin_dir = local.pg_bin_dir.clone();
-            opts.wait_timeout = Duration::from_secs(local.wait_timeout);
-            Ok(Box::new(LocalProvider::new(opts)))
-        }
-        cloud @ (Cloud::Aws | Cloud::Azure) => Err(CloudError::NotImplemented(cloud).into()),
+fn local_provider(target: &TargetArgs, local: &LocalArgs) -> Box<dyn Provider> {
+    let mut opts = DeployOptions::new(target.name.clone());
+    if let Some(dir) = &target.state_dir {
+        opts.state_dir = dir.clone();
     }
+    opts.appliance_bin = local.appliance_bin.clone();
+    opts.pg_bin_dir = local.pg_bin_dir.clone();
+    opts.wait_timeout = Duration::from_secs(local.wait_timeout);
+    Box::new(LocalProvider::new(opts))
 }
 
 #[cfg(test)]
@@ -379,7 +375,14 @@ mod tests {
         let err = run(cli).expect_err("azure is not implemented");
         assert_eq!(
             err.to_string(),
-            "--cloud azure is not implemented yet; only --cloud local works today"
+            "--cloud azure is not implemented yet; --cloud local and --cloud aws work today"
+        );
+        let cli = parse(&["status", "--cloud", "azure"]).expect("parses");
+        let err = run(cli).expect_err("azure is not implemented");
+        assert!(
+            err.to_string()
+                .starts_with("--cloud azure is not implemented yet"),
+            "{err}"
         );
     }
 

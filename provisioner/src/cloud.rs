@@ -1,6 +1,7 @@
 //! The clouds a deployment can target, and the small interface each one
 //! implements. `local` lives in [`crate::local`], `aws` in [`crate::aws`];
-//! `azure` will get its own module behind the same [`Provider`] trait.
+//! `azure` is parsed but not built yet: it will get its own module behind
+//! the same [`Provider`] trait.
 
 use std::fmt;
 
@@ -53,7 +54,8 @@ pub trait Provider {
 /// Errors choosing a cloud.
 #[derive(Debug, thiserror::Error)]
 pub enum CloudError {
-    /// The cloud is accepted by the parser but has no implementation yet.
-    #[error("--cloud {0} is not implemented yet; only --cloud local works today")]
+    /// The cloud is accepted by the parser but has no implementation yet
+    /// (Azure).
+    #[error("--cloud {0} is not implemented yet; --cloud local and --cloud aws work today")]
     NotImplemented(Cloud),
 }

@@ -1,68 +1,20 @@
 //! `provisioner --cloud aws` against moto in server mode (started and
-//! stopped by each test, on a free port), asserted through the AWS API
+//! stopped by each test, on a free port, by causeway-test-support), asserted through the AWS API
 //! with the Rust SDK. Needs `moto_server` (`pip install 'moto[server]'`):
 //! without it these tests fail, loudly.
 
 use std::collections::BTreeSet;
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{Filter, Tag};
 use base64::Engine;
+use causeway_test_support::{CLIENT_ENV, Moto, REGION, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
 use serde_json::Value;
 
 const SECRET: &str = "cwk_0123456789ab_0123456789abcdef0123456789abcdef0123456789abcdef";
 const CONTROL_KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
-
-/// moto_server on a free port, killed on drop (even when a test panics).
-struct Moto {
-    child: Child,
-    url: String,
-}
-
-impl Moto {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
-            .env("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "1")
-            .env("MOTO_ENABLE_AMI_VALIDATION", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "moto_server is missing ({e}): these tests need it; install with `pip install 'moto[server]'`"
-                )
-            });
-        let moto = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "moto_server did not listen on {port} within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        moto
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 struct Clients {
     ec2: aws_sdk_ec2::Client,
@@ -92,10 +44,14 @@ impl Cloud {
             .expect("runtime");
         let config = rt.block_on(
             aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .region(aws_config::Region::new("us-east-1"))
-                .endpoint_url(&moto.url)
+                .region(aws_config::Region::new(REGION))
+                .endpoint_url(moto.url())
                 .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-                    "testing", "testing", None, None, "test",
+                    TEST_ACCESS_KEY_ID,
+                    TEST_SECRET_ACCESS_KEY,
+                    None,
+                    None,
+                    "test",
                 ))
                 .retry_config(aws_config::retry::RetryConfig::disabled())
                 .load(),
@@ -129,17 +85,14 @@ impl Cloud {
 
     /// Runs the provisioner against moto.
     fn run(&self, args: &[&str]) -> Output {
-        self.run_at(&self.moto.url, args)
+        self.run_at(self.moto.url(), args)
     }
 
     /// Runs the provisioner against `endpoint` (moto, or a proxy in front).
     fn run_at(&self, endpoint: &str, args: &[&str]) -> Output {
         let out = Command::new(env!("CARGO_BIN_EXE_provisioner"))
             .args(args)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(CLIENT_ENV)
             .env("AWS_MAX_ATTEMPTS", "1")
             .env("CAUSEWAY_AWS_ENDPOINT_URL", endpoint)
             .env_remove("AWS_ENDPOINT_URL")
@@ -1185,7 +1138,7 @@ fn a_deploy_that_fails_half_way_names_the_resource_and_resumes() {
     let cloud = Cloud::new();
     let c = &cloud.c;
     let key_file = cloud.key_file();
-    let proxy = FaultProxy::start(&cloud.moto.url, "Action=CreateLaunchTemplate");
+    let proxy = FaultProxy::start(cloud.moto.url(), "Action=CreateLaunchTemplate");
     let mut args = cloud.deploy_args("deploy", "half1", "subnet-router");
     args.extend(["--auth-key-file", &key_file]);
 

@@ -9,7 +9,6 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use azure_core::http::Url;
@@ -19,65 +18,16 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use causeway_recorder::{AzureConfig, AzureCredential, StorageConfig};
-use common::{H2, free_port, recording, send_v2, test_config};
+use causeway_test_support::{
+    AZURITE_ACCOUNT as ACCOUNT, AZURITE_ACCOUNT_KEY as ACCOUNT_KEY, Azurite, free_port,
+};
+use common::{H2, recording, send_v2, test_config};
 use hmac::Mac as _;
 use tokio::sync::oneshot;
 
-/// Azurite's development account and its published key (not a secret).
-const ACCOUNT: &str = "devstoreaccount1";
-const ACCOUNT_KEY: &str =
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 const CONTAINER: &str = "causeway-recordings";
 /// Small blocks, so a test-sized session spans many.
 const BLOCK: u64 = 64 * 1024;
-
-/// One Azurite blob service on `port`, in memory; dropped means killed.
-struct Azurite {
-    child: Child,
-    _workspace: tempfile::TempDir,
-}
-
-impl Azurite {
-    fn on_port(port: u16) -> Self {
-        let workspace = tempfile::tempdir().expect("tempdir");
-        let spawned = Command::new("azurite-blob")
-            .args([
-                "--disableTelemetry",
-                "--blobHost",
-                "127.0.0.1",
-                "--blobPort",
-            ])
-            .arg(port.to_string())
-            .args([
-                "--inMemoryPersistence",
-                "--loose",
-                "--skipApiVersionCheck",
-                "--silent",
-            ])
-            // Azurite refuses --location with --inMemoryPersistence; whatever it
-            // still writes goes to its working directory, a temporary one.
-            .current_dir(workspace.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = spawned.unwrap_or_else(|e| {
-            panic!("azurite-blob is missing ({e}): the Azure tests need it; install with `npm install -g azurite@3.35.0`")
-        });
-        let server = Self {
-            child,
-            _workspace: workspace,
-        };
-        common::wait_listening(port, "azurite-blob", 30);
-        server
-    }
-}
-
-impl Drop for Azurite {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// An account SAS for the blob service (read, write, delete, list, add,
 /// create on service, containers and objects), signed with the account key

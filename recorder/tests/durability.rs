@@ -26,7 +26,7 @@ impl Process {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("the recorder binary starts");
-        common::wait_listening(port, "the recorder", 10);
+        causeway_test_support::wait_listening(port, "the recorder", Duration::from_secs(10));
         Self { child }
     }
 
@@ -48,7 +48,7 @@ impl Drop for Process {
 async fn kill_9_mid_stream_loses_no_acked_byte() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config_path = dir.path().join("recorder.toml");
-    let port = common::free_port();
+    let port = causeway_test_support::free_port();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut config = common::test_config(dir.path());
     config.ack_interval_ms = 100;

@@ -1,5 +1,5 @@
 //! S3 storage against moto in server mode (started per test on a free port,
-//! killed on drop): key layout, multipart for a long session, and an outage
+//! killed on drop, from causeway-test-support): key layout, multipart for a long session, and an outage
 //! (moto stopped, then restarted on the same port) that loses nothing; the
 //! web UI listing and serving what is in the bucket; a listing past S3's
 //! 1000-key page.
@@ -8,51 +8,29 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use causeway_recorder::{RecorderConfig, S3Storage, Storage, StorageConfig};
-use common::{free_port, recording, send_v2, test_config};
+use causeway_test_support::{
+    Moto, REGION, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY, free_port, wait_listening,
+};
+use common::{recording, send_v2, test_config};
 use tokio::sync::oneshot;
 
 const BUCKET: &str = "causeway-recordings";
 const PART: u64 = 5 * 1024 * 1024;
 
-/// One moto_server process on `port`; dropped means killed.
-struct MotoServer {
-    child: Child,
-}
-
-impl MotoServer {
-    fn on_port(port: u16) -> Self {
-        let spawned = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = spawned.unwrap_or_else(|e| {
-            panic!("moto_server is missing ({e}): the S3 tests need it; install with `pip install 'moto[server]'`")
-        });
-        let server = Self { child };
-        common::wait_listening(port, "moto_server", 30);
-        server
-    }
-}
-
-impl Drop for MotoServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// An S3 client for moto on `port`, with SDK retries off (the spool retries).
 async fn client(port: u16) -> aws_sdk_s3::Client {
     let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
+        .region(aws_config::Region::new(REGION))
         .endpoint_url(format!("http://127.0.0.1:{port}"))
         .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            "testing", "testing", None, None, "test",
+            TEST_ACCESS_KEY_ID,
+            TEST_SECRET_ACCESS_KEY,
+            None,
+            None,
+            "test",
         ))
         .retry_config(aws_config::retry::RetryConfig::disabled())
         .load()
@@ -106,9 +84,9 @@ async fn start_recorder(
 }
 
 /// moto on a free port with the bucket, and a client for it.
-async fn moto_with_bucket() -> (u16, MotoServer, aws_sdk_s3::Client) {
-    let port = free_port();
-    let moto = MotoServer::on_port(port);
+async fn moto_with_bucket() -> (u16, Moto, aws_sdk_s3::Client) {
+    let moto = Moto::start();
+    let port = moto.port();
     let s3 = client(port).await;
     s3.create_bucket()
         .bucket(BUCKET)
@@ -119,7 +97,7 @@ async fn moto_with_bucket() -> (u16, MotoServer, aws_sdk_s3::Client) {
 }
 
 /// moto with the bucket, and a recorder writing to it.
-async fn moto_and_recorder() -> (u16, MotoServer, aws_sdk_s3::Client, S3Recorder) {
+async fn moto_and_recorder() -> (u16, Moto, aws_sdk_s3::Client, S3Recorder) {
     let (port, moto, s3) = moto_with_bucket().await;
     let rec = start_recorder(s3.clone(), |_| {}).await;
     (port, moto, s3, rec)
@@ -217,7 +195,7 @@ async fn an_s3_outage_loses_nothing() {
     common::assert_spooled(&rec.dir.path().join("spool"), &during);
 
     // moto comes back empty (it keeps state in memory): recreate the bucket.
-    let _moto = MotoServer::on_port(port);
+    let _moto = Moto::options().listen("127.0.0.1", port).start();
     s3.create_bucket()
         .bucket(BUCKET)
         .send()
@@ -269,7 +247,7 @@ async fn the_web_ui_lists_and_serves_recordings_from_the_bucket() {
         None
     );
 
-    common::wait_listening(web_port, "the web UI", 10);
+    wait_listening(web_port, "the web UI", Duration::from_secs(10));
     let web = ([127, 0, 0, 1], web_port).into();
     let list = common::web::get_text(web, "/").await;
     assert!(

@@ -12,7 +12,8 @@ use std::time::Duration;
 use anyhow::{Context, bail, ensure};
 use base64::Engine;
 use causeway_e2e::local::{Site, topology::CONTROL_ADDR};
-use causeway_e2e::{Ran, TestDeployment, VPC_SUBNET, WAIT, binary, run, wait_until};
+use causeway_e2e::{Ran, TestDeployment, VPC_SUBNET, binary, run, wait_until};
+use causeway_test_support::{CLIENT_ENV, Moto};
 use serde_json::Value;
 
 /// moto's port, inside control's namespace on every address (nodes on the
@@ -30,14 +31,11 @@ fn ha_pair_boots_from_user_data_and_status_names_the_primary() {
     // The local router advertises the same subnet; it leaves the pair alone.
     t.process("router").stop(Duration::from_secs(10));
 
-    let mut moto = t.command_in(Site::Ctl, "moto_server");
-    moto.args(["-H", "0.0.0.0", "-p", &MOTO_PORT.to_string()]);
-    t.spawn_recorded("moto", ctl.name(), &mut moto, &root.join("moto.log"));
-    wait_until(WAIT, "moto to answer", || {
-        let ran = aws_cli(&t, &["ec2", "describe-regions"]);
-        ensure!(ran.success(), "{ran}");
-        Ok(())
-    });
+    let moto = Moto::options()
+        .listen("0.0.0.0", MOTO_PORT)
+        .log_to(&root.join("moto.log"))
+        .inside(move |program| ctl.command(program))
+        .start();
     let vpc = public_vpc(&t);
 
     let control_key = std::fs::read_to_string(t.dep().paths().control_pub())
@@ -111,7 +109,7 @@ fn ha_pair_boots_from_user_data_and_status_names_the_primary() {
         cmd.arg("run")
             .arg("--config")
             .arg(&config)
-            .envs(aws_env())
+            .envs(CLIENT_ENV)
             .env(
                 "AWS_ENDPOINT_URL",
                 format!("http://{CONTROL_ADDR}:{MOTO_PORT}"),
@@ -153,18 +151,9 @@ fn ha_pair_boots_from_user_data_and_status_names_the_primary() {
     );
 
     provisioner(&t, &["destroy"]).expect_success();
+    // moto runs in control's namespace, which teardown checks is empty.
+    drop(moto);
     t.finish();
-}
-
-/// Credentials and region for moto; no instance metadata lookups.
-fn aws_env() -> [(&'static str, &'static str); 5] {
-    [
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ]
 }
 
 /// A VPC with two public subnets in two AZs and an arm64 appliance image,
@@ -306,7 +295,7 @@ fn aws_cli(t: &TestDeployment, args: &[&str]) -> Ran {
     cmd.args(["--endpoint-url", &format!("http://127.0.0.1:{MOTO_PORT}")])
         .args(["--output", "text"])
         .args(args)
-        .envs(aws_env());
+        .envs(CLIENT_ENV);
     run(&mut cmd, Duration::from_secs(60))
 }
 
@@ -324,7 +313,7 @@ fn provisioner(t: &TestDeployment, args: &[&str]) -> Ran {
         .args(["--control-admin-url", "http://127.0.0.1:8081"])
         .arg("--control-admin-token-file")
         .arg(t.dep().paths().admin_token())
-        .envs(aws_env())
+        .envs(CLIENT_ENV)
         .env(
             "CAUSEWAY_AWS_ENDPOINT_URL",
             format!("http://127.0.0.1:{MOTO_PORT}"),

@@ -19,11 +19,13 @@ use std::time::Duration;
 
 use causeway_e2e::local::Netns;
 use causeway_e2e::{KillOnDrop, WAIT, binary, run, unique_name, wait_until};
+use causeway_test_support::Moto;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 const SERVER_ADDR: &str = "198.19.0.1";
 const CLIENT_ADDR: &str = "198.19.0.2";
+const MOTO_PORT: u16 = 5000;
 const MOTO: &str = "http://127.0.0.1:5000";
 const BUCKET: &str = "causeway-ssh-recordings";
 const RECORDER: &str = "127.0.0.1:8080";
@@ -35,7 +37,7 @@ struct SshLab {
     server: Netns,
     client: Netns,
     dir: tempfile::TempDir,
-    moto: Option<KillOnDrop>,
+    moto: Option<Moto>,
     recorder: Option<KillOnDrop>,
     sshd: Option<KillOnDrop>,
 }
@@ -53,11 +55,15 @@ impl SshLab {
             sshd: None,
         };
         lab.wire();
-        lab.moto = Some(lab.spawn_in_server(
-            Command::new("moto_server").args(["-H", "127.0.0.1", "-p", "5000"]),
-            "moto",
-        ));
-        wait_until(WAIT, "moto_server listening", || {
+        let server = lab.server.clone();
+        lab.moto = Some(
+            Moto::options()
+                .listen("127.0.0.1", MOTO_PORT)
+                .log_to(&lab.path("moto.log"))
+                .inside(move |program| server.command(program))
+                .start(),
+        );
+        wait_until(WAIT, "the recordings bucket", || {
             lab.curl_in_server(&["-X", "PUT", &format!("{MOTO}/{BUCKET}")])
         });
         lab.start_recorder();

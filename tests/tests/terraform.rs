@@ -17,14 +17,12 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::thread::sleep;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use causeway_e2e::{KillOnDrop, Ran, run};
+use causeway_e2e::{Ran, run};
+use causeway_test_support::{CLIENT_ENV, Moto};
 use serde_json::Value;
 
 /// Inspects one example's deployment through the AWS API: (aws, outputs, name).
@@ -85,7 +83,7 @@ fn modules_pass_terraform_test_with_a_mocked_provider() {
 fn examples_apply_to_moto_inspect_and_destroy_cleanly() {
     let tf = Terraform::new();
     let moto = Moto::start();
-    let aws = Aws::new(&moto.url);
+    let aws = Aws::new(moto.url());
     seed_appliance_image(&aws);
     let tree = tf.copy_tree();
     let tag = format!("tf{}", std::process::id() % 100_000);
@@ -103,7 +101,7 @@ fn examples_apply_to_moto_inspect_and_destroy_cleanly() {
             .map(|(example, inspect)| {
                 let dir = tree.path().join("examples").join(example);
                 let name = format!("{tag}-{}", &example[..3]);
-                let (tf, aws, moto_url) = (&tf, &aws, moto.url.as_str());
+                let (tf, aws, moto_url) = (&tf, &aws, moto.url());
                 let inspect = *inspect;
                 s.spawn(move || {
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -922,56 +920,6 @@ impl Terraform {
     }
 }
 
-/// moto_server on a free port, killed when dropped (also on a panic).
-struct Moto {
-    url: String,
-    _process: KillOnDrop,
-    _log: tempfile::NamedTempFile,
-}
-
-impl Moto {
-    fn start() -> Self {
-        let bin = which("moto_server").unwrap_or_else(|| {
-            panic!("moto_server is missing from PATH: install it with `pip install 'moto[server]'`")
-        });
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free local port")
-            .port();
-        let log = tempfile::NamedTempFile::new().expect("a log file for moto");
-        let child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
-            // A typo'd instance type or image must fail as it would on AWS.
-            .env("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "1")
-            .env("MOTO_ENABLE_AMI_VALIDATION", "1")
-            .stdin(Stdio::null())
-            .stdout(log.reopen().expect("moto log"))
-            .stderr(log.reopen().expect("moto log"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting moto_server: {e}"));
-        let mut process = KillOnDrop(child);
-        let started = Instant::now();
-        while !http_ok(port, "/moto-api/") {
-            assert!(
-                process.is_running(),
-                "moto_server exited at start; log: {}",
-                fs::read_to_string(log.path()).unwrap_or_default()
-            );
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "moto_server did not answer on port {port} within 30 s"
-            );
-            sleep(Duration::from_millis(200));
-        }
-        Self {
-            url: format!("http://127.0.0.1:{port}"),
-            _process: process,
-            _log: log,
-        }
-    }
-}
-
 /// The aws CLI against moto, JSON out, no retries.
 struct Aws {
     bin: PathBuf,
@@ -995,11 +943,7 @@ impl Aws {
                 .args(args)
                 .args(["--output", "json"])
                 .env("AWS_ENDPOINT_URL", &self.url)
-                .env("AWS_ACCESS_KEY_ID", "testing")
-                .env("AWS_SECRET_ACCESS_KEY", "testing")
-                .env("AWS_DEFAULT_REGION", "us-east-1")
-                .env("AWS_REGION", "us-east-1")
-                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .envs(CLIENT_ENV)
                 .env("AWS_MAX_ATTEMPTS", "1")
                 .env("AWS_PAGER", ""),
             AWS_TIMEOUT,
@@ -1073,20 +1017,6 @@ fn which(program: &str) -> Option<PathBuf> {
         std::env::split_paths(&paths)
             .map(|dir| dir.join(program))
             .find(|p| p.is_file())
-    })
-}
-
-fn http_ok(port: u16, path: &str) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut head = [0u8; 16];
-    stream.read(&mut head).is_ok_and(|n| {
-        head[..n].starts_with(b"HTTP/1.0 200") || head[..n].starts_with(b"HTTP/1.1 200")
     })
 }
 

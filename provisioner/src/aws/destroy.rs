@@ -14,6 +14,7 @@ use super::AwsOptions;
 use super::api::Aws;
 use super::network;
 use super::spec::TAG_DEPLOYMENT;
+use super::wait::{self, Waited};
 use crate::cloud::Verdict;
 use crate::console::{OutputFormat, Progress, ProgressSink, StepOutcome};
 
@@ -179,32 +180,24 @@ impl Destroyer<'_> {
             return Ok(());
         }
         self.aws.terminate(&ids).await?;
-        let started = Instant::now();
-        let mut last = String::new();
-        loop {
-            let states = self.aws.instance_states(&ids).await?;
-            let line = ids
-                .iter()
-                .map(|id| format!("{id}: {}", states.get(id).map_or("gone", String::as_str)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            if line != last {
-                self.progress.detail(&line);
-                last = line.clone();
-            }
-            if ids
-                .iter()
-                .all(|id| states.get(id).is_none_or(|s| s == "terminated"))
-            {
-                break;
-            }
-            if started.elapsed() > self.opts.wait_timeout {
-                anyhow::bail!(
-                    "instances not terminated after {} s ({line})",
-                    self.opts.wait_timeout.as_secs()
-                );
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
+        let waited = wait::instances(
+            self.aws,
+            &ids,
+            self.opts.wait_timeout,
+            "gone",
+            &mut self.progress,
+            |states| {
+                Ok(ids
+                    .iter()
+                    .all(|id| states.get(id).is_none_or(|s| s == "terminated")))
+            },
+        )
+        .await?;
+        if let Waited::TimedOut(line) = waited {
+            anyhow::bail!(
+                "instances not terminated after {} s ({line})",
+                self.opts.wait_timeout.as_secs()
+            );
         }
         for i in instances {
             self.deleted(format!("instance {} ({})", i.name, i.id));

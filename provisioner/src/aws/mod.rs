@@ -1,17 +1,27 @@
 //! `--cloud aws`: the deployment of docs/reference/aws-contract.md through
-//! the official AWS SDK. [`api`] is the only module that talks to AWS; the
-//! decisions (sizing, subnets, desired resources, diffs) are plain
-//! functions in [`sizing`], [`network`] and [`spec`]; [`deploy`],
-//! [`destroy`] and [`status`] walk the resources in order.
+//! the official AWS SDK. [`api`] is the only module that talks to AWS (one
+//! module per service); the decisions are plain functions: sizing in
+//! [`sizing`], subnets and routes in [`network`], the contract's resources
+//! and the flag checks in [`spec`]. `plan` and `deploy` follow the same
+//! observe → plan → apply split as `--cloud local`: [`prepare`] reads and
+//! refuses before anything exists, [`observe`] reads each resource,
+//! [`plan`] decides the changes (pure, one module per resource), `deploy`
+//! walks the steps and applies the changes in order, and [`report`] prints
+//! them; `destroy` and `status` find what carries the deployment's tag.
 
 pub mod api;
 pub mod control;
 mod deploy;
 mod destroy;
 pub mod network;
+pub mod observe;
+pub mod plan;
+pub mod prepare;
+pub mod report;
 pub mod sizing;
 pub mod spec;
 mod status;
+pub mod wait;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -2,6 +2,7 @@
 //! and DescribeInstanceTypeOfferings), never a hard-coded list. Pure: the
 //! catalogue is passed in, so every rule is unit-tested without AWS.
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -93,6 +94,9 @@ pub struct InstanceType {
     pub memory_mib: u64,
     /// Supported architectures we deploy.
     pub arches: BTreeSet<Arch>,
+    /// `ProcessorInfo.SustainedClockSpeedInGhz`, in MHz (`None` when the
+    /// catalogue does not say).
+    pub clock_mhz: Option<u32>,
     /// `BurstablePerformanceSupported`.
     pub burstable: bool,
     /// `CurrentGeneration`.
@@ -180,8 +184,11 @@ pub enum SizingError {
 
 /// Picks the instance type for `criteria`: current generation, the
 /// architecture, not bare metal, non-burstable unless allowed, offered in
-/// every AZ, at least the tier's vCPUs; then the fewest vCPUs, the least
-/// memory, `c` over `m` over other families, and the name.
+/// every AZ, at least the tier's vCPUs. Then the fewest vCPUs (the tier),
+/// and within it the highest sustained clock and the newest generation
+/// before the least memory: a router's packet path runs on few cores, so a
+/// faster core buys more throughput than another core or more memory.
+/// Then `c` over `m` over other families, and the name.
 pub fn choose(
     catalogue: &[InstanceType],
     offerings: &Offerings,
@@ -196,7 +203,7 @@ pub fn choose(
         .filter(|t| t.vcpus >= min)
         .filter(|t| offered_everywhere(&t.name, offerings, &criteria.azs))
         .collect();
-    candidates.sort_by_key(|t| (t.vcpus, t.memory_mib, family_rank(&t.name), t.name.clone()));
+    candidates.sort_by_key(|t| preference(t));
     let Some(best) = candidates.first() else {
         return Err(SizingError::NoCandidate {
             arch: criteria.arch,
@@ -211,11 +218,13 @@ pub fn choose(
         });
     };
     let explanation = format!(
-        "{}: fewest vCPUs ({}) meeting --size {} (>= {} vCPU), then least memory ({}), {} family preferred; {}, {}, network {:?}, offered in {}; {} candidate(s)",
+        "{}: fewest vCPUs ({}) meeting --size {} (>= {} vCPU), then the highest sustained clock ({}; a router's clock matters more than its core count) and the newest generation ({}), then least memory ({}), {} family preferred; {}, {}, network {:?}, offered in {}; {} candidate(s)",
         best.name,
         best.vcpus,
         criteria.size.as_str(),
         min,
+        clock(best.clock_mhz),
+        generation(&best.name).map_or_else(|| "unknown".to_owned(), |g| g.to_string()),
         memory(best.memory_mib),
         family_label(&best.name),
         criteria.arch,
@@ -232,6 +241,32 @@ pub fn choose(
         instance_type: best.name.clone(),
         explanation,
     })
+}
+
+/// The order of preference among candidates: smallest first.
+fn preference(t: &InstanceType) -> (u32, Reverse<u32>, Reverse<u32>, u64, u8, String) {
+    (
+        t.vcpus,
+        // Unknown clock or generation ranks last.
+        Reverse(t.clock_mhz.unwrap_or(0)),
+        Reverse(generation(&t.name).unwrap_or(0)),
+        t.memory_mib,
+        family_rank(&t.name),
+        t.name.clone(),
+    )
+}
+
+/// The generation in an instance type's name: the number after the family
+/// letters (`c7gn.xlarge` → 7, `m5zn.large` → 5); `None` when the name has
+/// none (`u-6tb1.metal`).
+pub fn generation(name: &str) -> Option<u32> {
+    let family = name.split('.').next()?;
+    let digits: String = family
+        .trim_start_matches(|c: char| c.is_ascii_lowercase())
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
 }
 
 /// Checks a type given with `--instance-type` against the catalogue, the
@@ -273,8 +308,9 @@ pub fn validate(
     Ok(Choice {
         instance_type: name.to_owned(),
         explanation: format!(
-            "{name}: given with --instance-type; {} vCPU, {}, {}, {}, offered in {}",
+            "{name}: given with --instance-type; {} vCPU, sustained clock {}, {}, {}, {}, offered in {}",
             t.vcpus,
+            clock(t.clock_mhz),
             memory(t.memory_mib),
             criteria.arch,
             if t.burstable {
@@ -309,6 +345,15 @@ fn family_label(name: &str) -> &'static str {
     }
 }
 
+/// `2.8 GHz`, `3.45 GHz`; `unknown` when the catalogue does not say.
+fn clock(mhz: Option<u32>) -> String {
+    let Some(mhz) = mhz else {
+        return "unknown".to_owned();
+    };
+    let text = format!("{}.{:03}", mhz / 1000, mhz % 1000);
+    format!("{} GHz", text.trim_end_matches('0').trim_end_matches('.'))
+}
+
 fn memory(mib: u64) -> String {
     if mib.is_multiple_of(1024) {
         format!("{} GiB", mib / 1024)
@@ -327,6 +372,7 @@ mod tests {
             vcpus,
             memory_mib: memory_gib * 1024,
             arches: [arch].into_iter().collect(),
+            clock_mhz: None,
             burstable,
             current_generation: true,
             bare_metal: false,
@@ -371,12 +417,135 @@ mod tests {
         }
     }
 
+    /// A type with the clock DescribeInstanceTypes reports for it.
+    fn clocked(name: &str, vcpus: u32, memory_gib: u64, arch: Arch, ghz_x10: u32) -> InstanceType {
+        InstanceType {
+            clock_mhz: Some(ghz_x10 * 100),
+            ..t(name, vcpus, memory_gib, arch, false)
+        }
+    }
+
+    /// Real 4-vCPU entries of the us-east-1 catalogue (clock, memory and
+    /// generation as DescribeInstanceTypes reports them).
+    fn four_vcpu_catalogue() -> Vec<InstanceType> {
+        vec![
+            clocked("c6g.xlarge", 4, 8, Arch::Arm64, 25),
+            clocked("c7g.xlarge", 4, 8, Arch::Arm64, 26),
+            clocked("c7gn.xlarge", 4, 8, Arch::Arm64, 26),
+            clocked("m7g.xlarge", 4, 16, Arch::Arm64, 26),
+            clocked("r8g.xlarge", 4, 32, Arch::Arm64, 28),
+            clocked("m8g.xlarge", 4, 16, Arch::Arm64, 28),
+            clocked("c8gn.xlarge", 4, 8, Arch::Arm64, 28),
+            clocked("c8g.xlarge", 4, 8, Arch::Arm64, 28),
+            clocked("c8g.2xlarge", 8, 16, Arch::Arm64, 28),
+            clocked("c7i.xlarge", 4, 8, Arch::X86_64, 32),
+            clocked("c6i.xlarge", 4, 8, Arch::X86_64, 35),
+            clocked("c6in.xlarge", 4, 8, Arch::X86_64, 35),
+            clocked("c7a.xlarge", 4, 8, Arch::X86_64, 37),
+            clocked("m7a.xlarge", 4, 16, Arch::X86_64, 37),
+        ]
+    }
+
     #[test]
-    fn tiers_pick_the_fewest_vcpus_then_least_memory_then_c_then_name() {
+    fn within_a_tier_the_clock_then_the_generation_beat_memory() {
+        let cat = four_vcpu_catalogue();
+        let off = everywhere(&cat, &["us-east-1a", "us-east-1b"]);
+        let c = criteria(Size::Standard);
+
+        let mut ranked: Vec<&InstanceType> = cat
+            .iter()
+            .filter(|t| t.arches.contains(&Arch::Arm64) && t.vcpus == 4)
+            .collect();
+        ranked.sort_by_key(|t| preference(t));
+        let names: Vec<&str> = ranked.iter().map(|t| t.name.as_str()).collect();
+
+        // 2.8 GHz Graviton4 first, by memory then family then name; the
+        // 2.6 GHz Graviton3 next, the 2.5 GHz Graviton2 last, even though
+        // r8g and m8g have far more memory than c7g.
+        assert_eq!(
+            names,
+            [
+                "c8g.xlarge",
+                "c8gn.xlarge",
+                "m8g.xlarge",
+                "r8g.xlarge",
+                "c7g.xlarge",
+                "c7gn.xlarge",
+                "m7g.xlarge",
+                "c6g.xlarge"
+            ]
+        );
+        let choice = choose(&cat, &off, &c).expect("a candidate");
+        assert_eq!(choice.instance_type, "c8g.xlarge");
+        assert!(
+            choice
+                .explanation
+                .contains("the highest sustained clock (2.8 GHz; a router's clock matters more than its core count) and the newest generation (8)"),
+            "{}",
+            choice.explanation
+        );
+
+        let mut x86 = c.clone();
+        x86.arch = Arch::X86_64;
+        // The older c6i (3.5 GHz) beats the newer c7i (3.2 GHz): clock first.
+        let mut without_amd = cat.clone();
+        without_amd.retain(|t| !t.name.ends_with("a.xlarge"));
+        assert_eq!(
+            choose(&without_amd, &off, &x86).expect("ok").instance_type,
+            "c6i.xlarge"
+        );
+        assert_eq!(
+            choose(&cat, &off, &x86).expect("ok").instance_type,
+            "c7a.xlarge"
+        );
+    }
+
+    #[test]
+    fn the_same_clock_prefers_the_newer_generation() {
+        let cat = vec![
+            clocked("c6i.xlarge", 4, 8, Arch::X86_64, 35),
+            clocked("c5.xlarge", 4, 8, Arch::X86_64, 35),
+        ];
+        let off = everywhere(&cat, &["us-east-1a", "us-east-1b"]);
+        let mut c = criteria(Size::Standard);
+        c.arch = Arch::X86_64;
+        assert_eq!(
+            choose(&cat, &off, &c).expect("ok").instance_type,
+            "c6i.xlarge"
+        );
+    }
+
+    #[test]
+    fn an_unknown_clock_ranks_after_any_known_one() {
+        let cat = vec![
+            t("c9g.xlarge", 4, 8, Arch::Arm64, false),
+            clocked("c6g.xlarge", 4, 8, Arch::Arm64, 25),
+        ];
+        let off = everywhere(&cat, &["us-east-1a", "us-east-1b"]);
+        let choice = choose(&cat, &off, &criteria(Size::Standard)).expect("ok");
+        assert_eq!(choice.instance_type, "c6g.xlarge");
+    }
+
+    #[test]
+    fn generations_and_clocks_read_from_the_catalogue() {
+        assert_eq!(generation("c7gn.xlarge"), Some(7));
+        assert_eq!(generation("m5zn.large"), Some(5));
+        assert_eq!(generation("x2iedn.xlarge"), Some(2));
+        assert_eq!(generation("u-6tb1.metal"), None);
+        assert_eq!(clock(Some(2800)), "2.8 GHz");
+        assert_eq!(clock(Some(3450)), "3.45 GHz");
+        assert_eq!(clock(Some(3000)), "3 GHz");
+        assert_eq!(clock(None), "unknown");
+    }
+
+    #[test]
+    fn tiers_pick_the_fewest_vcpus_then_the_newest_then_least_memory_then_c() {
         let cat = catalogue();
         let off = everywhere(&cat, &["us-east-1a", "us-east-1b"]);
         let pick = |size| choose(&cat, &off, &criteria(size)).expect("a candidate");
-        assert_eq!(pick(Size::Small).instance_type, "c6g.large");
+        // Same clock (unknown) everywhere: c7g.large (generation 7) beats
+        // c6g.large, which has as little memory.
+        assert_eq!(pick(Size::Small).instance_type, "c7g.large");
         assert_eq!(pick(Size::Standard).instance_type, "c7g.xlarge");
         assert_eq!(pick(Size::ConsistentNetwork).instance_type, "c7g.8xlarge");
         let line = pick(Size::Standard).explanation;
@@ -393,13 +562,24 @@ mod tests {
         ];
         let off = everywhere(&cat, &["us-east-1a", "us-east-1b"]);
         let mut c = criteria(Size::Small);
-        assert_eq!(
-            choose(&cat, &off, &c).expect("ok").instance_type,
-            "m7g.large"
+        let refused = choose(&cat, &off, &c).expect("ok");
+        assert_eq!(refused.instance_type, "m7g.large");
+        assert!(
+            refused.explanation.ends_with("1 candidate(s)"),
+            "{}",
+            refused.explanation
         );
+        let only_burstable = &cat[..1];
+        assert!(choose(only_burstable, &off, &c).is_err());
         c.allow_burstable = true;
+        assert!(
+            choose(&cat, &off, &c)
+                .expect("ok")
+                .explanation
+                .ends_with("2 candidate(s)")
+        );
         assert_eq!(
-            choose(&cat, &off, &c).expect("ok").instance_type,
+            choose(only_burstable, &off, &c).expect("ok").instance_type,
             "t4g.small"
         );
     }

@@ -369,26 +369,6 @@ pub async fn wait_stored(
     }
 }
 
-/// A port free on 127.0.0.1 right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// Blocks until something listens on 127.0.0.1:`port`, failing after `secs` seconds.
-pub fn wait_listening(port: u16, what: &str, secs: u64) {
-    let begun = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            begun.elapsed() < Duration::from_secs(secs),
-            "{what} did not listen on port {port} within {secs} s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Waits (up to `secs`) for the recording stored under `key` below `root`.
 pub async fn wait_key(root: &Path, key: &str, secs: u64) -> Vec<u8> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use causeway_recorder::WebConfig;
+use causeway_test_support::{free_port, wait_listening};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::{HeaderMap, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
-use super::{Recorder, free_port, wait_listening};
+use super::Recorder;
 
 /// A recorder whose web UI listens on loopback and allows `allow`.
 pub async fn start_with_web(allow: &str) -> (Recorder, SocketAddr) {
@@ -25,9 +26,11 @@ pub async fn start_with_web(allow: &str) -> (Recorder, SocketAddr) {
         });
     })
     .await;
-    tokio::task::spawn_blocking(move || wait_listening(port, "the web UI", 10))
-        .await
-        .expect("waited");
+    tokio::task::spawn_blocking(move || {
+        wait_listening(port, "the web UI", Duration::from_secs(10))
+    })
+    .await
+    .expect("waited");
     (rec, web)
 }
 

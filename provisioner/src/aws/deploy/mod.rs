@@ -1,0 +1,436 @@
+//! `plan` and `deploy`: check every flag ([`spec::check_flags`]) and read
+//! the VPC, the catalogue and the image ([`super::prepare`]) before
+//! anything is created; then walk the resources in dependency order, each
+//! one observed ([`super::observe`]), compared with what the contract
+//! wants ([`super::plan`]), and, for `deploy`, changed only where it
+//! differs (so a second run changes nothing and a failed run resumes).
+//! `plan` runs the same walk without applying anything; the changes
+//! themselves are made in [`apply`].
+
+mod apply;
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+
+use super::api::{Aws, Instance};
+use super::network::{self, Subnet};
+use super::observe;
+use super::plan::{self, BucketWanted, Planned};
+use super::prepare::{Prepared, prepare};
+use super::report::{Change, Item, Report, SplitDns, dns_label};
+use super::spec::{self, TemplateData};
+use super::{AwsOptions, DnsMode};
+use crate::cloud::Verdict;
+use crate::console::{OutputFormat, Progress, ProgressSink, StepOutcome};
+use crate::role::Role;
+
+/// Whether the walk writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Read and compare only.
+    Plan,
+    /// Create and repair.
+    Apply,
+}
+
+/// Runs `plan` or `deploy`.
+pub async fn run(opts: &AwsOptions, format: OutputFormat, mode: Mode) -> anyhow::Result<Verdict> {
+    let role = spec::check_flags(opts)?;
+    let aws = Aws::connect(&opts.endpoint).await?;
+    let sink = match (mode, format) {
+        (Mode::Plan, _) => ProgressSink::Silent,
+        (Mode::Apply, OutputFormat::Text) => ProgressSink::Stdout,
+        (Mode::Apply, OutputFormat::Json) => ProgressSink::Stderr,
+    };
+    let total = 8 + usize::from(role == Role::Recorder);
+    let mut progress = Progress::new(sink, total);
+    progress.begin("checking flags, VPC, image and instance catalogue");
+    let prepared = match prepare(&aws, opts, role).await {
+        Ok(p) => {
+            progress.end(StepOutcome::Checked);
+            p
+        }
+        Err(e) => {
+            progress.fail();
+            return Err(e.context("refused before creating anything"));
+        }
+    };
+    progress.detail(&prepared.choice.explanation);
+    if let Some(w) = &prepared.subnets.warning {
+        progress.detail(&format!("warning: {w}"));
+        tracing::warn!(warning = %w, "subnet choice");
+    }
+    let mut walk = Walk {
+        aws: &aws,
+        opts,
+        p: &prepared,
+        mode,
+        items: Vec::new(),
+        known: Known {
+            secret_arn: prepared.secret.as_ref().map(|s| s.arn.clone()),
+            ..Known::default()
+        },
+        instances: Vec::new(),
+        split_dns: None,
+        progress,
+    };
+
+    macro_rules! step {
+        ($label:expr, $call:expr) => {{
+            walk.progress.begin(&$label);
+            let before = walk.items.len();
+            let result: anyhow::Result<()> = $call.await;
+            match result {
+                Ok(()) => {
+                    let changed = walk.items[before..]
+                        .iter()
+                        .any(|i| i.change != Change::Unchanged);
+                    walk.progress.end(if changed {
+                        StepOutcome::Changed
+                    } else {
+                        StepOutcome::Unchanged
+                    });
+                    let lines: Vec<String> = walk.items[before..].iter().map(Item::line).collect();
+                    for line in lines {
+                        walk.progress.detail(&line);
+                    }
+                }
+                Err(e) => {
+                    walk.progress.fail();
+                    let step = walk.progress.current_step();
+                    return Err(e.context(format!(
+                        "deploy stopped at {step}; what was created so far stays and the next deploy resumes from here"
+                    )));
+                }
+            }
+        }};
+    }
+
+    let names = prepared.names.clone();
+    step!(format!("auth key secret {}", names.secret()), walk.secret());
+    step!(
+        format!("IAM role and instance profile {}", names.base()),
+        walk.iam()
+    );
+    step!(
+        format!("security group {}", names.base()),
+        walk.security_group()
+    );
+    if prepared.role == Role::Recorder {
+        let bucket = prepared.bucket.clone().unwrap_or_default();
+        step!(format!("recordings bucket {bucket}"), walk.bucket());
+    }
+    step!(format!("split DNS ({})", dns_label(opts.dns)), walk.dns());
+    step!(
+        format!("launch template {}", names.base()),
+        walk.launch_template()
+    );
+    step!(
+        format!("instances ({})", if opts.ha { "HA pair" } else { "one" }),
+        walk.instances()
+    );
+    step!("source/destination check and return routes", walk.routing());
+
+    let report = Report {
+        command: match mode {
+            Mode::Plan => "plan",
+            Mode::Apply => "deploy",
+        },
+        deployment: opts.name.to_string(),
+        role: prepared.role,
+        region: aws.region.clone(),
+        vpc: prepared.vpc.id.clone(),
+        sizing: prepared.choice.clone(),
+        image: prepared.image.id.clone(),
+        arch: prepared.arch,
+        subnets: prepared.subnets.subnets.clone(),
+        routes: prepared.routes.clone(),
+        warnings: prepared.subnets.warning.iter().cloned().collect(),
+        items: walk.items.clone(),
+        instances: walk.instances.clone(),
+        split_dns: walk.split_dns.clone(),
+    };
+    match format {
+        OutputFormat::Text => crate::console::print_result(&report.render()),
+        OutputFormat::Json => {
+            crate::console::print_result(&format!("{}\n", serde_json::to_string_pretty(&report)?))
+        }
+    }
+    Ok(match mode {
+        Mode::Plan if report.unchanged() => Verdict::Healthy,
+        Mode::Plan => Verdict::Unhealthy,
+        Mode::Apply if report.instances.iter().all(|i| i.state == "running") => Verdict::Healthy,
+        Mode::Apply => Verdict::Unhealthy,
+    })
+}
+
+/// What the walk has learnt of resources an earlier step read or made,
+/// for the steps that need them.
+#[derive(Debug, Default)]
+struct Known {
+    /// The auth key's secret.
+    secret_arn: Option<String>,
+    /// Security group ids by name.
+    security_groups: BTreeMap<String, String>,
+    /// The resolver endpoint this run created.
+    resolver_created: Option<String>,
+    /// The launch template.
+    template_id: Option<String>,
+    /// The launch template's default version once `launch_template` ran
+    /// (in a plan: the version deploy would make the default).
+    template_version: i64,
+    /// Instances launched by this step, waited for at its end.
+    launched: Vec<String>,
+}
+
+struct Walk<'a> {
+    aws: &'a Aws,
+    opts: &'a AwsOptions,
+    p: &'a Prepared,
+    mode: Mode,
+    items: Vec<Item>,
+    known: Known,
+    instances: Vec<Instance>,
+    split_dns: Option<SplitDns>,
+    progress: Progress,
+}
+
+impl Walk<'_> {
+    fn deployment(&self) -> &str {
+        self.opts.name.as_str()
+    }
+
+    fn tags(&self, name: &str) -> Vec<(String, String)> {
+        self.p.names.tags(name)
+    }
+
+    /// Adds `planned`'s items to the report and, for `deploy`, applies its
+    /// actions in order.
+    async fn take(&mut self, planned: Planned) -> anyhow::Result<()> {
+        self.items.extend(planned.items);
+        if self.mode == Mode::Apply {
+            for action in planned.actions {
+                self.apply(action).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn secret(&mut self) -> anyhow::Result<()> {
+        if !self.p.role.needs_auth_key() {
+            return Ok(());
+        }
+        let name = self.p.names.secret();
+        let exists = self.p.secret.as_ref().is_some_and(|s| !s.deleted);
+        let seen = observe::secret(self.aws, &name, exists, self.p.auth_key.as_ref()).await?;
+        let planned = plan::secret(
+            self.p.secret.as_ref(),
+            &seen,
+            &name,
+            self.deployment(),
+            self.p.auth_key.is_some(),
+        )?;
+        self.take(planned).await
+    }
+
+    async fn iam(&mut self) -> anyhow::Result<()> {
+        let name = self.p.names.base();
+        let seen = observe::iam(self.aws, &name).await?;
+        let wanted = plan::wanted_policies(
+            self.p.role.needs_auth_key(),
+            self.known.secret_arn.as_deref(),
+            self.p.bucket.as_deref(),
+            self.opts.recorder_ui,
+        );
+        let planned = plan::iam(&seen, &name, self.deployment(), &wanted)?;
+        self.take(planned).await
+    }
+
+    /// Security group `name` in the VPC with exactly `wanted` inbound.
+    async fn ensure_security_group(
+        &mut self,
+        name: &str,
+        description: &str,
+        wanted: &std::collections::BTreeSet<spec::IngressRule>,
+    ) -> anyhow::Result<()> {
+        let seen = self.aws.security_group(&self.p.vpc.id, name).await?;
+        let planned =
+            plan::security_group(seen.as_ref(), name, description, self.deployment(), wanted)?;
+        if let Some(sg) = seen {
+            self.known.security_groups.insert(name.to_owned(), sg.id);
+        }
+        self.take(planned).await
+    }
+
+    async fn security_group(&mut self) -> anyhow::Result<()> {
+        let name = self.p.names.base();
+        let (protocol, port) = spec::listen_port(self.p.role);
+        let description = format!(
+            "Causeway {} appliance: inbound {} {port} only",
+            self.p.role,
+            protocol.to_uppercase()
+        );
+        self.ensure_security_group(&name, &description, &spec::appliance_ingress(self.p.role))
+            .await
+    }
+
+    async fn bucket(&mut self) -> anyhow::Result<()> {
+        let (Some(bucket), Some(lifecycle)) = (self.p.bucket.clone(), self.p.lifecycle) else {
+            return Ok(());
+        };
+        let seen = observe::bucket(self.aws, &bucket).await?;
+        let tags = self.tags(&bucket);
+        let planned = plan::bucket(
+            &seen,
+            &BucketWanted {
+                name: &bucket,
+                deployment: self.deployment(),
+                tags: &tags,
+                kms_key: self.opts.kms_key.as_deref(),
+                lifecycle,
+            },
+        )?;
+        self.take(planned).await
+    }
+
+    async fn dns(&mut self) -> anyhow::Result<()> {
+        let resolvers = match self.opts.dns {
+            DnsMode::Vpc => {
+                let primary = self
+                    .p
+                    .vpc
+                    .cidrs
+                    .first()
+                    .context("the VPC has no IPv4 CIDR")?;
+                vec![network::vpc_resolver(primary)?.to_string()]
+            }
+            DnsMode::ResolverEndpoint => self.resolver_endpoint().await?,
+        };
+        let domains = observe::private_domains(self.aws, &self.p.vpc.id).await?;
+        let entries = spec::split_dns_entries(&domains, &resolvers);
+        let resolvers_known = entries.iter().all(|e| !e.nameservers.is_empty());
+        let control = match (&self.opts.admin, resolvers_known) {
+            (Some(admin), true) => Some(observe::control_split_dns(admin).await?),
+            _ => None,
+        };
+        let planned = plan::split_dns(&entries, control.as_ref());
+        let registered_in_control = planned.note.is_none() && self.mode == Mode::Apply;
+        self.take(planned.planned).await?;
+        self.split_dns = Some(SplitDns {
+            mode: self.opts.dns,
+            resolvers,
+            entries,
+            registered_in_control,
+            note: planned.note.unwrap_or_default(),
+        });
+        Ok(())
+    }
+
+    /// The inbound endpoint and its security group; returns its addresses
+    /// (none in a plan that would create it).
+    async fn resolver_endpoint(&mut self) -> anyhow::Result<Vec<String>> {
+        let sg_name = self.p.names.dns_security_group();
+        self.ensure_security_group(
+            &sg_name,
+            "Causeway split DNS: Route 53 Resolver inbound endpoint, DNS from the VPC and the tailnet",
+            &spec::dns_ingress(&self.p.vpc.cidrs),
+        )
+        .await?;
+        let ep_name = self.p.names.resolver_endpoint();
+        let seen = observe::resolver(self.aws, &self.p.vpc.id, &ep_name).await?;
+        let planned = plan::resolver_endpoint(&seen, &ep_name, &sg_name, &self.p.dns_subnets);
+        self.take(planned).await?;
+        match self.known.resolver_created.take() {
+            Some(id) => Ok(self.aws.resolver_addresses(&id).await?),
+            None => Ok(seen.addresses),
+        }
+    }
+
+    /// The launch template the contract wants, with the secret's ARN (a
+    /// placeholder in a plan that would create the secret).
+    fn wanted_template(&self) -> TemplateData {
+        let config = spec::ApplianceConfig {
+            role: self.p.role,
+            control_url: self.opts.control_url.clone().unwrap_or_default(),
+            control_public_key: self.opts.control_public_key.clone().unwrap_or_default(),
+            auth_key_secret: self.p.role.needs_auth_key().then(|| {
+                self.known
+                    .secret_arn
+                    .clone()
+                    .unwrap_or_else(|| "(the secret's ARN, known after deploy)".into())
+            }),
+            routes: self.p.routes.clone(),
+            snat: self.opts.snat,
+        };
+        TemplateData::wanted(
+            &self.p.image.id,
+            &self.p.image.root_device,
+            &self.p.choice.instance_type,
+            &self.p.names.base(),
+            spec::user_data(&config),
+            self.opts.root_volume_gib,
+        )
+    }
+
+    async fn launch_template(&mut self) -> anyhow::Result<()> {
+        let name = self.p.names.base();
+        let seen = self.aws.launch_template(&name).await?;
+        let (planned, version) = plan::launch_template(
+            seen.as_ref(),
+            &name,
+            self.deployment(),
+            &self.wanted_template(),
+        )?;
+        self.known.template_id = seen.map(|lt| lt.id);
+        self.known.template_version = version;
+        self.take(planned).await
+    }
+
+    async fn instances(&mut self) -> anyhow::Result<()> {
+        let role = self.p.role.as_str();
+        let existing = self.aws.instances_of(self.deployment(), Some(role)).await?;
+        let wanted: Vec<(String, Subnet)> = (0..self.p.count)
+            .map(|i| {
+                (
+                    self.p.names.instance(i, self.opts.ha),
+                    self.p.subnets.subnets[i].clone(),
+                )
+            })
+            .collect();
+        let planned = plan::instances(
+            &existing,
+            &wanted,
+            self.known.template_version,
+            &self.p.choice.instance_type,
+        );
+        self.take(planned).await?;
+        let launched = std::mem::take(&mut self.known.launched);
+        self.wait_for(&launched, "running").await?;
+        self.instances = self
+            .aws
+            .instances_of(self.deployment(), Some(role))
+            .await?
+            .into_iter()
+            .filter(|x| wanted.iter().any(|(w, _)| *w == x.name))
+            .collect();
+        Ok(())
+    }
+
+    async fn routing(&mut self) -> anyhow::Result<()> {
+        let forwards = self.p.role.advertises_routes();
+        let tables = if forwards {
+            self.aws.route_tables(&self.p.vpc.id).await?
+        } else {
+            Vec::new()
+        };
+        let planned = plan::routing(
+            &self.instances,
+            &tables,
+            forwards,
+            self.opts.snat,
+            &self.p.names.base(),
+        );
+        self.take(planned).await
+    }
+}

@@ -1,0 +1,183 @@
+//! What `deploy` changes, decided from what [`super::observe`] saw and what
+//! the contract wants: for each resource, the report's items and the
+//! actions that make it so, one module per resource. Pure, so every
+//! decision is unit-tested on made-up observations; `plan` prints the
+//! items, `deploy` also applies the actions in order ([`super::deploy`]).
+
+mod bucket;
+mod dns;
+mod iam;
+mod instances;
+mod routing;
+#[cfg(test)]
+mod samples;
+mod secret;
+mod security_group;
+
+pub use self::bucket::{BucketWanted, bucket};
+pub use self::dns::{SplitDnsPlan, resolver_endpoint, split_dns};
+pub use self::iam::{iam, wanted_policies};
+pub use self::instances::{instances, launch_template};
+pub use self::routing::routing;
+pub use self::secret::secret;
+pub use self::security_group::security_group;
+
+use super::network::Subnet;
+use super::report::{Change, Item};
+use super::spec::{IngressRule, LifecycleRule, TemplateData};
+
+/// One change `deploy` makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Cancel the secret's scheduled deletion.
+    RestoreSecret,
+    /// Store the key from `--auth-key-file` in the secret.
+    PutSecretValue,
+    /// Create the secret with the key from the file, or one minted by
+    /// control.
+    CreateSecret,
+    /// Create the instance role.
+    CreateRole,
+    /// Set inline policy `name` to `doc` (`None`: the secret's ARN is not
+    /// known yet, which only a plan can meet).
+    PutRolePolicy {
+        /// Policy name.
+        name: &'static str,
+        /// The document.
+        doc: Option<String>,
+    },
+    /// Remove an inline policy the contract does not have.
+    DeleteRolePolicy {
+        /// Policy name.
+        name: String,
+    },
+    /// Create the instance profile and put the role in it.
+    CreateInstanceProfile,
+    /// Put the role in the existing instance profile.
+    AddRoleToProfile,
+    /// Create security group `name` with `rules`.
+    CreateSecurityGroup {
+        /// Name.
+        name: String,
+        /// Description.
+        description: String,
+        /// Inbound rules.
+        rules: Vec<IngressRule>,
+    },
+    /// Change the inbound rules of group `id`.
+    UpdateRules {
+        /// `sg-…`.
+        id: String,
+        /// Rules to add.
+        add: Vec<IngressRule>,
+        /// Rules to remove.
+        remove: Vec<IngressRule>,
+    },
+    /// Create the recordings bucket.
+    CreateBucket,
+    /// Tag it with the contract's tags.
+    TagBucket,
+    /// Block all public access.
+    BlockPublicAccess,
+    /// Set default encryption (SSE-KMS with `--kms-key`, else SSE-S3).
+    EncryptBucket,
+    /// Set the TLS-only bucket policy.
+    PutBucketPolicy {
+        /// The policy.
+        policy: String,
+    },
+    /// Set the lifecycle rule.
+    PutLifecycle {
+        /// The rule.
+        rule: LifecycleRule,
+    },
+    /// Create the resolver endpoint in the DNS subnets.
+    CreateResolverEndpoint {
+        /// Name.
+        name: String,
+        /// Its security group's name.
+        security_group: String,
+    },
+    /// Set a split-DNS entry in control.
+    SetSplitDns {
+        /// The domain.
+        domain: String,
+        /// Its nameservers.
+        nameservers: Vec<String>,
+    },
+    /// Create the launch template.
+    CreateTemplate {
+        /// What it holds.
+        data: TemplateData,
+    },
+    /// Add a version to launch template `id` and make it the default.
+    UpdateTemplate {
+        /// `lt-…`.
+        id: String,
+        /// What it holds.
+        data: TemplateData,
+    },
+    /// Launch instance `name` into `subnet` (waited for at the step's end).
+    Launch {
+        /// `Name`.
+        name: String,
+        /// Where.
+        subnet: Subnet,
+    },
+    /// Terminate `old`, wait for it, launch `name`, wait for it: one at a
+    /// time, so an HA pair always has one router up.
+    Replace {
+        /// `Name`.
+        name: String,
+        /// The instance it replaces.
+        old: String,
+        /// Where.
+        subnet: Subnet,
+    },
+    /// Terminate instances that are not part of the deployment's shape.
+    Terminate {
+        /// `i-…`.
+        ids: Vec<String>,
+    },
+    /// Set an instance's source/destination check.
+    SetSourceDestCheck {
+        /// `i-…`.
+        id: String,
+        /// On or off.
+        on: bool,
+    },
+    /// Add, replace or delete the tailnet route of a table.
+    TailnetRoute {
+        /// `rtb-…`.
+        table: String,
+        /// The target ENI (`None`: delete).
+        eni: Option<String>,
+        /// Replace an existing route.
+        replace: bool,
+    },
+}
+
+/// Items for the report and the actions behind them, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Planned {
+    /// One per resource (or per changed part of one).
+    pub items: Vec<Item>,
+    /// What `deploy` does, in order.
+    pub actions: Vec<Action>,
+}
+
+impl Planned {
+    fn item(
+        &mut self,
+        kind: &'static str,
+        name: impl Into<String>,
+        change: Change,
+        detail: Option<String>,
+    ) {
+        self.items.push(Item::new(kind, name, change, detail));
+    }
+
+    fn act(&mut self, action: Action) {
+        self.actions.push(action);
+    }
+}

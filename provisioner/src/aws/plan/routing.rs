@@ -1,0 +1,146 @@
+//! Forwarding: the source/destination check and the tailnet return routes.
+
+use super::{Action, Planned};
+use crate::aws::api::Instance;
+use crate::aws::network::{self, RouteChange, RouteTable, TAILNET_CIDR};
+use crate::aws::report::Change;
+
+/// How the instances forward: with SNAT (or for a role that forwards
+/// nothing) the source/destination check stays on and no route points at
+/// the tailnet; without SNAT the check is off and every route table sends
+/// the tailnet to the first instance.
+pub fn routing(
+    instances: &[Instance],
+    tables: &[RouteTable],
+    forwards: bool,
+    snat: bool,
+    base: &str,
+) -> Planned {
+    let mut p = Planned::default();
+    let want_check = snat || !forwards;
+    for inst in instances
+        .iter()
+        .filter(|i| i.source_dest_check != want_check)
+    {
+        p.act(Action::SetSourceDestCheck {
+            id: inst.id.clone(),
+            on: want_check,
+        });
+        let detail = if want_check {
+            "enabled (SNAT on)"
+        } else {
+            "disabled (--no-snat)"
+        };
+        p.item(
+            "source/destination check",
+            &inst.id,
+            Change::Update,
+            Some(detail.into()),
+        );
+    }
+    if forwards {
+        let ours: Vec<String> = instances.iter().map(|i| i.eni.clone()).collect();
+        let want = if snat {
+            None
+        } else {
+            instances.first().map(|i| i.eni.clone())
+        };
+        if !snat && want.is_none() {
+            // A plan before any instance exists: each table gets a route.
+            for t in tables {
+                p.item(
+                    "route",
+                    format!("{TAILNET_CIDR} in {}", t.id),
+                    Change::Create,
+                    Some("-> the first instance's ENI".into()),
+                );
+            }
+        }
+        for change in network::tailnet_route_changes(tables, want.as_deref(), &ours) {
+            let (table, item_change, eni, replace) = match change {
+                RouteChange::Create { table, eni } => (table, Change::Create, Some(eni), false),
+                RouteChange::Replace { table, eni } => (table, Change::Update, Some(eni), true),
+                RouteChange::Delete { table } => (table, Change::Delete, None, false),
+            };
+            p.item(
+                "route",
+                format!("{TAILNET_CIDR} in {table}"),
+                item_change,
+                eni.as_ref().map(|e| format!("-> {e}")),
+            );
+            p.act(Action::TailnetRoute {
+                table,
+                eni,
+                replace,
+            });
+        }
+    }
+    if p.items.is_empty() {
+        let detail = if snat || !forwards {
+            "SNAT on: source/destination check on, no tailnet return routes"
+        } else {
+            "SNAT off: source/destination check off, tailnet return routes in place"
+        };
+        p.item("routing", base, Change::Unchanged, Some(detail.into()));
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::network::Route;
+    use crate::aws::plan::samples::{actions, changes, instance};
+
+    #[test]
+    fn without_snat_the_check_goes_off_and_every_table_routes_the_tailnet() {
+        let tables = [
+            RouteTable {
+                id: "rtb-1".into(),
+                main: true,
+                subnet_ids: vec![],
+                routes: vec![],
+            },
+            RouteTable {
+                id: "rtb-2".into(),
+                main: false,
+                subnet_ids: vec!["subnet-a".into()],
+                routes: vec![Route {
+                    destination: TAILNET_CIDR.into(),
+                    target: "eni-elsewhere".into(),
+                }],
+            },
+        ];
+        let pair = [
+            instance("r-0", "i-0", Some(1)),
+            instance("r-1", "i-1", Some(1)),
+        ];
+        let p = routing(&pair, &tables, true, false, "r");
+        assert_eq!(
+            actions(&p),
+            [
+                &Action::SetSourceDestCheck {
+                    id: "i-0".into(),
+                    on: false
+                },
+                &Action::SetSourceDestCheck {
+                    id: "i-1".into(),
+                    on: false
+                },
+                &Action::TailnetRoute {
+                    table: "rtb-1".into(),
+                    eni: Some("eni-i-0".into()),
+                    replace: false
+                },
+                &Action::TailnetRoute {
+                    table: "rtb-2".into(),
+                    eni: Some("eni-i-0".into()),
+                    replace: true
+                },
+            ]
+        );
+        let p = routing(&pair, &tables[..1], true, true, "r");
+        assert!(p.actions.is_empty());
+        assert_eq!(changes(&p), [("routing", Change::Unchanged)]);
+    }
+}

@@ -1,0 +1,240 @@
+//! What `plan` and `deploy` print: one item per resource with its change,
+//! and the whole run as text or JSON.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::DnsMode;
+use super::api::Instance;
+use super::network::Subnet;
+use super::sizing::{Arch, Choice};
+use super::spec::SplitDnsEntry;
+use crate::role::Role;
+
+/// What happened (deploy) or would happen (plan) to one resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Change {
+    /// Created.
+    Create,
+    /// Changed in place.
+    Update,
+    /// Deleted (extra instances, stray rules).
+    Delete,
+    /// Already as wanted.
+    Unchanged,
+}
+
+/// One resource in the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Item {
+    /// Kind (`security group`).
+    pub kind: &'static str,
+    /// Name or id.
+    pub name: String,
+    /// The change.
+    pub change: Change,
+    /// What differs, when something does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl Item {
+    /// An item of `kind` named `name`.
+    pub fn new(
+        kind: &'static str,
+        name: impl Into<String>,
+        change: Change,
+        detail: Option<String>,
+    ) -> Self {
+        Self {
+            kind,
+            name: name.into(),
+            change,
+            detail,
+        }
+    }
+
+    /// `create    security group causeway-x-relay (detail)`.
+    pub fn line(&self) -> String {
+        let mut line = format!(
+            "{:<9} {} {}",
+            change_word(self.change),
+            self.kind,
+            self.name
+        );
+        if let Some(d) = &self.detail {
+            let _ = write!(line, " ({d})");
+        }
+        line
+    }
+}
+
+/// Split DNS as computed for control.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SplitDns {
+    /// Mode.
+    pub mode: DnsMode,
+    /// Resolver addresses.
+    pub resolvers: Vec<String>,
+    /// Entries for control.
+    pub entries: Vec<SplitDnsEntry>,
+    /// Whether they were registered in control.
+    pub registered_in_control: bool,
+    /// Why not.
+    pub note: String,
+}
+
+/// The result of `plan` or `deploy`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `plan` or `deploy`.
+    pub command: &'static str,
+    /// Deployment name.
+    pub deployment: String,
+    /// Role.
+    pub role: Role,
+    /// Region.
+    pub region: String,
+    /// VPC.
+    pub vpc: String,
+    /// Sizing choice and its explanation.
+    pub sizing: Choice,
+    /// Image and its architecture.
+    pub image: String,
+    /// Architecture.
+    pub arch: Arch,
+    /// Chosen subnets.
+    pub subnets: Vec<Subnet>,
+    /// Advertised routes.
+    pub routes: Vec<String>,
+    /// Warnings.
+    pub warnings: Vec<String>,
+    /// Resources.
+    pub items: Vec<Item>,
+    /// Instances after the run.
+    pub instances: Vec<Instance>,
+    /// Split DNS.
+    pub split_dns: Option<SplitDns>,
+}
+
+impl Report {
+    /// Whether every resource is as wanted.
+    pub fn unchanged(&self) -> bool {
+        self.items.iter().all(|i| i.change == Change::Unchanged)
+    }
+
+    /// The report as text.
+    pub fn render(&self) -> String {
+        let r = self;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{} for deployment {}, role {}, in {} ({})",
+            r.command, r.deployment, r.role, r.region, r.vpc
+        );
+        let _ = writeln!(out, "  sizing:  {}", r.sizing.explanation);
+        let _ = writeln!(out, "  image:   {} ({})", r.image, r.arch);
+        let subnets: Vec<String> = r
+            .subnets
+            .iter()
+            .map(|s| format!("{} ({}, {:?})", s.id, s.az, s.exposure).to_lowercase())
+            .collect();
+        let _ = writeln!(out, "  subnets: {}", subnets.join(", "));
+        let _ = writeln!(out, "  routes:  {}", r.routes.join(", "));
+        for w in &r.warnings {
+            let _ = writeln!(out, "  warning: {w}");
+        }
+        if r.command == "plan" {
+            for i in &r.items {
+                let _ = writeln!(out, "  {}", i.line());
+            }
+        }
+        for i in &r.instances {
+            let _ = writeln!(
+                out,
+                "  instance {} {} {} in {} ({}), private {}{}",
+                i.name,
+                i.id,
+                i.instance_type,
+                i.az,
+                i.state,
+                i.private_ip,
+                i.public_ip
+                    .as_ref()
+                    .map(|p| format!(", public {p}"))
+                    .unwrap_or_default()
+            );
+        }
+        if let Some(d) = &r.split_dns {
+            let _ = writeln!(
+                out,
+                "  split DNS via {}: {}",
+                dns_label(d.mode),
+                d.resolvers.join(", ")
+            );
+            if d.entries.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "    no private hosted zones are associated with the VPC"
+                );
+            }
+            for e in &d.entries {
+                let _ = writeln!(out, "    {} -> {}", e.domain, e.nameservers.join(", "));
+            }
+            if !d.registered_in_control && !d.entries.is_empty() {
+                let _ = writeln!(out, "    note: {}", d.note);
+            }
+        }
+        let count = |c| r.items.iter().filter(|i| i.change == c).count();
+        let verb = if r.command == "plan" { "to " } else { "" };
+        let _ = writeln!(
+            out,
+            "{} {verb}create, {} {verb}update, {} {verb}delete, {} unchanged",
+            count(Change::Create),
+            count(Change::Update),
+            count(Change::Delete),
+            count(Change::Unchanged)
+        );
+        out
+    }
+}
+
+/// How `--dns` reaches the resolvers, in words.
+pub fn dns_label(mode: DnsMode) -> &'static str {
+    match mode {
+        DnsMode::Vpc => "VPC resolver",
+        DnsMode::ResolverEndpoint => "Route 53 Resolver inbound endpoint",
+    }
+}
+
+fn change_word(c: Change) -> &'static str {
+    match c {
+        Change::Create => "create",
+        Change::Update => "update",
+        Change::Delete => "delete",
+        Change::Unchanged => "unchanged",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_item_line_says_the_change_kind_name_and_detail() {
+        let item = Item::new(
+            "security group",
+            "causeway-t-relay",
+            Change::Create,
+            Some("inbound only: udp 41641 from 0.0.0.0/0".into()),
+        );
+        assert_eq!(
+            item.line(),
+            "create    security group causeway-t-relay (inbound only: udp 41641 from 0.0.0.0/0)"
+        );
+        let bare = Item::new("IAM role", "r", Change::Unchanged, None);
+        assert_eq!(bare.line(), "unchanged IAM role r");
+    }
+}

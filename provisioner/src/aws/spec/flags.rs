@@ -1,0 +1,170 @@
+//! The checks of `plan`/`deploy --cloud aws` flags that need no AWS call,
+//! made before connecting: required flags, route syntax, lifecycle days,
+//! bucket names, volume size. Each error names the flag.
+
+use std::net::IpAddr;
+
+use anyhow::Context;
+
+use super::Lifecycle;
+use crate::aws::AwsOptions;
+use crate::role::Role;
+
+/// Checks the flags of `opts`; returns the role.
+pub fn check_flags(opts: &AwsOptions) -> anyhow::Result<Role> {
+    let Some(role) = opts.role else {
+        anyhow::bail!("--role is required with --cloud aws");
+    };
+    if opts.vpc.is_none() {
+        anyhow::bail!("--vpc is required with --cloud aws (the VPC the {role} serves)");
+    }
+    if role != Role::Control {
+        let Some(url) = &opts.control_url else {
+            anyhow::bail!(
+                "--control-url is required for role {role}: the appliance's config names control"
+            );
+        };
+        if !url.starts_with("http://") && !url.starts_with("https://") {
+            anyhow::bail!("--control-url {url:?}: expected http(s)://HOST:PORT");
+        }
+        if opts.control_public_key.is_none() {
+            anyhow::bail!(
+                "--control-public-key is required for role {role}: the appliance pins control's key"
+            );
+        }
+    }
+    for r in &opts.routes {
+        check_prefix(r).with_context(|| format!("--route {r}"))?;
+    }
+    if role == Role::Recorder {
+        Lifecycle::new(opts.ia_days, opts.archive_days, opts.expire_days)
+            .map_err(anyhow::Error::msg)?;
+    }
+    if let Some(bucket) = &opts.bucket {
+        check_bucket_name(bucket).with_context(|| format!("--bucket {bucket:?}"))?;
+    }
+    if !(8..=16384).contains(&opts.root_volume_gib) {
+        anyhow::bail!(
+            "--root-volume-size {}: expected 8 to 16384 GiB",
+            opts.root_volume_gib
+        );
+    }
+    Ok(role)
+}
+
+/// S3's bucket naming rules: 3-63 of `a-z0-9.-`, starting and ending with
+/// a letter or digit, not shaped like an IP address.
+pub fn check_bucket_name(name: &str) -> anyhow::Result<()> {
+    if !(3..=63).contains(&name.len()) {
+        anyhow::bail!("a bucket name has 3 to 63 characters");
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '.' || *c == '-'))
+    {
+        anyhow::bail!("{c:?} is not allowed in a bucket name (only a-z, 0-9, '.', '-')");
+    }
+    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if !edge_ok(name.chars().next()) || !edge_ok(name.chars().last()) {
+        anyhow::bail!("a bucket name starts and ends with a letter or digit");
+    }
+    if name.parse::<std::net::Ipv4Addr>().is_ok() || name.contains("..") {
+        anyhow::bail!("a bucket name is not an IP address and has no '..'");
+    }
+    Ok(())
+}
+
+/// An address prefix: `ADDRESS/LENGTH`, IPv4 or IPv6.
+pub fn check_prefix(s: &str) -> anyhow::Result<()> {
+    let (addr, len) = s
+        .split_once('/')
+        .context("expected an address prefix like 10.0.0.0/16")?;
+    let addr: IpAddr = addr.parse().context("not an IP address")?;
+    let len: u8 = len.parse().context("bad prefix length")?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    if len > max {
+        anyhow::bail!("prefix length {len} is over {max}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(role: Role) -> AwsOptions {
+        let mut o = AwsOptions::new("t".parse().expect("name"));
+        o.role = Some(role);
+        o.vpc = Some("vpc-1".into());
+        o.control_url = Some("https://c:8080".into());
+        o.control_public_key = Some("AAAA=".into());
+        o
+    }
+
+    #[test]
+    fn flags_are_checked_before_any_aws_call_naming_the_flag() {
+        assert_eq!(check_flags(&opts(Role::Relay)).expect("valid"), Role::Relay);
+        let mut o = opts(Role::Relay);
+        o.vpc = None;
+        assert!(
+            check_flags(&o)
+                .expect_err("no vpc")
+                .to_string()
+                .contains("--vpc")
+        );
+        let mut o = opts(Role::ExitNode);
+        o.control_url = None;
+        assert!(
+            check_flags(&o)
+                .expect_err("no url")
+                .to_string()
+                .contains("--control-url")
+        );
+        let mut o = opts(Role::Control);
+        o.control_url = None;
+        o.control_public_key = None;
+        assert!(check_flags(&o).is_ok(), "control needs no control URL");
+        let mut o = opts(Role::SubnetRouter);
+        o.routes = vec!["10.0.0.0/33".into()];
+        assert!(
+            format!("{:#}", check_flags(&o).expect_err("bad route"))
+                .contains("--route 10.0.0.0/33")
+        );
+        let mut o = opts(Role::Recorder);
+        o.expire_days = 60;
+        assert!(
+            check_flags(&o)
+                .expect_err("order")
+                .to_string()
+                .contains("--expire-days")
+        );
+        let mut o = opts(Role::Recorder);
+        o.bucket = Some("Bad_Name".into());
+        assert!(format!("{:#}", check_flags(&o).expect_err("bucket")).contains("--bucket"));
+        let mut o = opts(Role::Relay);
+        o.root_volume_gib = 4;
+        assert!(
+            check_flags(&o)
+                .expect_err("too small")
+                .to_string()
+                .contains("--root-volume-size 4")
+        );
+    }
+
+    #[test]
+    fn bucket_names_follow_s3_rules() {
+        assert!(check_bucket_name("causeway-prod-recordings-123456789012").is_ok());
+        for bad in ["ab", "Upper", "a_b", "-ab", "ab-", "10.0.0.1", "a..b"] {
+            assert!(check_bucket_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn prefixes_are_an_address_and_a_length_that_fits() {
+        assert!(check_prefix("10.0.0.0/16").is_ok());
+        assert!(check_prefix("fd7a:115c:a1e0::/48").is_ok());
+        for bad in ["10.0.0.0", "10.0.0/16", "10.0.0.0/x", "::/129"] {
+            assert!(check_prefix(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! IAM and bucket policy documents, and comparing them by meaning.
+
+use serde_json::json;
+
+/// The trust policy of the instance role: EC2 may assume it.
+pub fn trust_policy() -> String {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Service": "ec2.amazonaws.com"},
+            "Action": "sts:AssumeRole"
+        }]
+    })
+    .to_string()
+}
+
+/// The inline policy reading exactly one secret.
+pub fn secret_policy(secret_arn: &str) -> String {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "ReadOwnAuthKey",
+            "Effect": "Allow",
+            "Action": "secretsmanager:GetSecretValue",
+            "Resource": secret_arn
+        }]
+    })
+    .to_string()
+}
+
+/// The recorder's inline policy: write recordings, locate the bucket; read
+/// and list only for the web UI.
+pub fn recordings_policy(bucket: &str, ui: bool) -> String {
+    let mut statements = vec![
+        json!({
+            "Sid": "WriteRecordings",
+            "Effect": "Allow",
+            "Action": "s3:PutObject",
+            "Resource": format!("arn:aws:s3:::{bucket}/*")
+        }),
+        json!({
+            "Sid": "LocateBucket",
+            "Effect": "Allow",
+            "Action": "s3:GetBucketLocation",
+            "Resource": format!("arn:aws:s3:::{bucket}")
+        }),
+    ];
+    if ui {
+        statements.push(json!({
+            "Sid": "ReadRecordings",
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": format!("arn:aws:s3:::{bucket}/*")
+        }));
+        statements.push(json!({
+            "Sid": "ListRecordings",
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": format!("arn:aws:s3:::{bucket}")
+        }));
+    }
+    json!({"Version": "2012-10-17", "Statement": statements}).to_string()
+}
+
+/// The bucket policy refusing every request not made over TLS.
+pub fn tls_only_bucket_policy(bucket: &str) -> String {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "DenyInsecureTransport",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": [format!("arn:aws:s3:::{bucket}"), format!("arn:aws:s3:::{bucket}/*")],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}}
+        }]
+    })
+    .to_string()
+}
+
+/// Whether two JSON policy documents mean the same (IAM returns them
+/// URL-encoded and reformatted; compare parsed values).
+pub fn same_policy(a: &str, b: &str) -> bool {
+    match (
+        serde_json::from_str::<serde_json::Value>(a),
+        serde_json::from_str::<serde_json::Value>(b),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_policy_names_exactly_one_secret_and_one_action() {
+        let v: serde_json::Value = serde_json::from_str(&secret_policy("arn:s")).expect("json");
+        let st = v["Statement"].as_array().expect("statements");
+        assert_eq!(st.len(), 1);
+        assert_eq!(st[0]["Action"], "secretsmanager:GetSecretValue");
+        assert_eq!(st[0]["Resource"], "arn:s");
+    }
+
+    #[test]
+    fn the_recorder_policy_adds_read_and_list_only_for_the_ui() {
+        let actions = |ui| {
+            let v: serde_json::Value =
+                serde_json::from_str(&recordings_policy("b", ui)).expect("json");
+            let mut a: Vec<String> = v["Statement"]
+                .as_array()
+                .expect("statements")
+                .iter()
+                .map(|s| s["Action"].as_str().expect("one action").to_owned())
+                .collect();
+            a.sort();
+            a
+        };
+        assert_eq!(actions(false), ["s3:GetBucketLocation", "s3:PutObject"]);
+        assert_eq!(
+            actions(true),
+            [
+                "s3:GetBucketLocation",
+                "s3:GetObject",
+                "s3:ListBucket",
+                "s3:PutObject"
+            ]
+        );
+    }
+
+    #[test]
+    fn policies_compare_by_meaning_not_by_spelling() {
+        assert!(same_policy(r#"{"a": 1, "b": [2]}"#, r#"{"b":[2],"a":1}"#));
+        assert!(!same_policy(r#"{"a": 1}"#, r#"{"a": 2}"#));
+    }
+}
