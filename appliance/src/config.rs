@@ -109,6 +109,24 @@ impl Config {
         Ok(config)
     }
 
+    /// The roles the file enables, in a fixed order.
+    pub fn roles(&self) -> Vec<&'static str> {
+        let mut roles = Vec::new();
+        if self.control.is_some() {
+            roles.push("control");
+        }
+        if self.recorder.is_some() {
+            roles.push("recorder");
+        }
+        if self.node.is_some() {
+            roles.push("device");
+        }
+        if self.subnet_router.is_some() {
+            roles.push("subnet-router");
+        }
+        roles
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
         if self.control.is_none() && self.node.is_none() && self.recorder.is_none() {
             bail!("no role enabled: expected a [control], [node] or [recorder] section");
@@ -231,6 +249,15 @@ mod tests {
             format!("{err:#}").contains("node.auth_key_secret"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn roles_are_listed_in_a_fixed_order() {
+        let config = parse(&format!(
+            "{NODE}\n[subnet_router]\nroutes = [{{ prefix = \"198.19.1.0/24\" }}]"
+        ))
+        .expect("valid");
+        assert_eq!(config.roles(), ["device", "subnet-router"]);
     }
 
     #[test]

@@ -31,6 +31,9 @@ struct Cli {
 enum Command {
     /// Run the daemon with the roles its config file enables.
     Run(RunArgs),
+    /// Parse and validate a config file without starting anything; prints
+    /// the roles it enables. Exit status 1 and the offending key on error.
+    CheckConfig(RunArgs),
     /// Show the running daemon's node, peers, handshakes and counters.
     Status(StatusArgs),
     /// Coordination-server set-up.
@@ -153,6 +156,14 @@ fn raise_open_file_limit() {
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     let () = match command {
         Command::Run(args) => run(args).await?,
+        Command::CheckConfig(args) => {
+            let config = Config::load(&args.config)?;
+            println!(
+                "{}: valid; roles: {}",
+                args.config.display(),
+                config.roles().join(", ")
+            );
+        }
         Command::Status(args) => {
             let status = node::status::query(&args.state_dir).await?;
             if args.json {
