@@ -9,17 +9,17 @@ use std::fmt;
 pub enum Role {
     /// A subnet router advertising a VPC's CIDR to the tailnet, with SNAT.
     SubnetRouter,
-    /// 4via6: a site's IPv4 ranges advertised as IPv6 prefixes (AWS only).
+    /// 4via6: a site's IPv4 ranges advertised as IPv6 prefixes (not built yet).
     Via6,
-    /// An exit node (AWS only).
+    /// An exit node (not built yet).
     ExitNode,
-    /// An app connector routing configured domains (AWS only).
+    /// An app connector routing configured domains (not built yet).
     AppConnector,
     /// The SSH session recorder, with its recordings bucket (AWS only).
     Recorder,
     /// The coordination server itself (AWS only).
     Control,
-    /// A relay for nodes that cannot reach each other directly (AWS only).
+    /// A relay for nodes that cannot reach each other directly (not built yet).
     Relay,
 }
 
@@ -34,6 +34,19 @@ impl Role {
             Role::Recorder => "recorder",
             Role::Control => "control",
             Role::Relay => "relay",
+        }
+    }
+
+    /// Why the appliance cannot run the role yet, for a role that has no
+    /// config section of its own: `plan` and `deploy` refuse it rather than
+    /// boot a plain node under its name.
+    pub fn not_built_yet(self) -> Option<&'static str> {
+        match self {
+            Role::SubnetRouter | Role::Recorder | Role::Control => None,
+            Role::Via6 => Some("the appliance has no 4via6 mapping yet"),
+            Role::ExitNode => Some("the appliance does not forward to the internet yet"),
+            Role::AppConnector => Some("the appliance has no domain-based routing yet"),
+            Role::Relay => Some("the appliance has no relay server yet"),
         }
     }
 
@@ -79,5 +92,15 @@ mod tests {
             assert_eq!(parsed, *role);
         }
         assert_eq!(Role::ExitNode.to_string(), "exit-node");
+    }
+
+    #[test]
+    fn only_the_roles_the_appliance_runs_are_built() {
+        let built: Vec<Role> = Role::value_variants()
+            .iter()
+            .copied()
+            .filter(|r| r.not_built_yet().is_none())
+            .collect();
+        assert_eq!(built, [Role::SubnetRouter, Role::Recorder, Role::Control]);
     }
 }

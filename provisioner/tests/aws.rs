@@ -1111,6 +1111,19 @@ fn impossible_requests_are_refused_before_anything_is_created() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("--role"), "{}", text(&out));
 
+    // A role the appliance cannot run yet is refused by plan and deploy.
+    for verb in ["plan", "deploy"] {
+        let mut args = cloud.deploy_args(verb, "bad1", "relay");
+        args.extend(["--auth-key-file", &key_file]);
+        let out = cloud.run(&args);
+        assert!(!out.status.success(), "{verb} --role relay must be refused");
+        assert!(
+            text(&out).contains("--role relay is not built yet"),
+            "{}",
+            text(&out)
+        );
+    }
+
     // Nothing was created by any of them.
     assert_eq!(cloud.block(tagged(c, "bad1")), Vec::<String>::new());
     let names: Vec<String> = cloud.block(async {

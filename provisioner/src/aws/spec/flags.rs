@@ -15,6 +15,11 @@ pub fn check_flags(opts: &AwsOptions) -> anyhow::Result<Role> {
     let Some(role) = opts.role else {
         anyhow::bail!("--role is required with --cloud aws");
     };
+    if let Some(why) = role.not_built_yet() {
+        anyhow::bail!(
+            "--role {role} is not built yet: {why}; the roles deploy can run today are subnet-router, recorder and control"
+        );
+    }
     if opts.vpc.is_none() {
         anyhow::bail!("--vpc is required with --cloud aws (the VPC the {role} serves)");
     }
@@ -103,8 +108,11 @@ mod tests {
 
     #[test]
     fn flags_are_checked_before_any_aws_call_naming_the_flag() {
-        assert_eq!(check_flags(&opts(Role::Relay)).expect("valid"), Role::Relay);
-        let mut o = opts(Role::Relay);
+        assert_eq!(
+            check_flags(&opts(Role::Control)).expect("valid"),
+            Role::Control
+        );
+        let mut o = opts(Role::SubnetRouter);
         o.vpc = None;
         assert!(
             check_flags(&o)
@@ -112,7 +120,7 @@ mod tests {
                 .to_string()
                 .contains("--vpc")
         );
-        let mut o = opts(Role::ExitNode);
+        let mut o = opts(Role::SubnetRouter);
         o.control_url = None;
         assert!(
             check_flags(&o)
@@ -141,7 +149,7 @@ mod tests {
         let mut o = opts(Role::Recorder);
         o.bucket = Some("Bad_Name".into());
         assert!(format!("{:#}", check_flags(&o).expect_err("bucket")).contains("--bucket"));
-        let mut o = opts(Role::Relay);
+        let mut o = opts(Role::Recorder);
         o.root_volume_gib = 4;
         assert!(
             check_flags(&o)
@@ -149,6 +157,18 @@ mod tests {
                 .to_string()
                 .contains("--root-volume-size 4")
         );
+    }
+
+    #[test]
+    fn a_role_the_appliance_cannot_run_is_refused_by_name() {
+        for role in [Role::Via6, Role::ExitNode, Role::AppConnector, Role::Relay] {
+            let err = check_flags(&opts(role)).expect_err("not built");
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&format!("--role {role} is not built yet")),
+                "{msg}"
+            );
+        }
     }
 
     #[test]
