@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Data-plane benchmark: Causeway's appliance against wireguard-go, side by
-# side, in one go (STYLE.md rule 17). Two network namespaces joined by one
+# side, in one go. Two network namespaces joined by one
 # veth; iperf3 TCP through the tunnel; throughput and CPU seconds per GB of
 # the two tunnel processes. Needs root. See tests/bench/README.md.
 set -euo pipefail

@@ -572,7 +572,7 @@ fn inspect_recorder(aws: &Aws, outputs: &Value, _name: &str) {
 }
 
 /// A second plan changes nothing, apart from two kinds of moto drift
-/// (LOCAL-CLOUD.md), each allowed only in its exact shape:
+/// (moto stores these differently from AWS), each allowed only in its exact shape:
 /// - an instance's `user_data` read back differs from what the provider
 ///   derives from the launch template: an update of `aws_instance` whose
 ///   only changed attribute is `user_data`;

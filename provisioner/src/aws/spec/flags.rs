@@ -16,8 +16,14 @@ pub fn check_flags(opts: &AwsOptions) -> anyhow::Result<Role> {
         anyhow::bail!("--role is required with --cloud aws");
     };
     if let Some(why) = role.not_built_yet() {
+        let built: Vec<&str> = <Role as clap::ValueEnum>::value_variants()
+            .iter()
+            .filter(|r| r.not_built_yet().is_none())
+            .map(|r| r.as_str())
+            .collect();
         anyhow::bail!(
-            "--role {role} is not built yet: {why}; the roles deploy can run today are subnet-router, recorder and control"
+            "--role {role} is not built yet: {why}; the roles deploy can run today are {}",
+            built.join(", ")
         );
     }
     if opts.vpc.is_none() {
