@@ -58,6 +58,9 @@ pub struct NodeConfig {
     /// Endpoints to advertise; default: the addresses of local interfaces.
     #[serde(default)]
     pub advertise_endpoints: Vec<SocketAddr>,
+    /// The cloud this node runs in: its public address, which is on no
+    /// interface, is read from the cloud's metadata service and advertised.
+    pub cloud: Option<crate::cloud::Cloud>,
 }
 
 /// `[subnet_router]`.
@@ -101,11 +104,16 @@ impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
-        let config: Self = toml::from_str(&text)
-            .with_context(|| format!("parsing config file {}", path.display()))?;
+        Self::parse(&text, &format!("config file {}", path.display()))
+    }
+
+    /// Parses and validates config text; errors name `source` (a file, or
+    /// e.g. "EC2 user data") and the key.
+    pub fn parse(text: &str, source: &str) -> anyhow::Result<Self> {
+        let config: Self = toml::from_str(text).with_context(|| format!("parsing {source}"))?;
         config
             .validate()
-            .with_context(|| format!("checking config file {}", path.display()))?;
+            .with_context(|| format!("checking {source}"))?;
         Ok(config)
     }
 
