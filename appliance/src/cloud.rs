@@ -60,6 +60,18 @@ impl Metadata {
         }
     }
 
+    /// EC2's service at `endpoint` (tests).
+    #[cfg(test)]
+    fn aws_at(endpoint: &str) -> Self {
+        Self {
+            imds: ImdsClient::builder()
+                .endpoint(endpoint)
+                .expect("a valid endpoint URL")
+                .operation_timeout(LOOKUP_TIMEOUT)
+                .build(),
+        }
+    }
+
     /// The instance's user data, as text. An instance launched without
     /// any is an error that says so.
     pub async fn user_data(&self) -> anyhow::Result<String> {
@@ -71,6 +83,23 @@ impl Metadata {
             ),
             Err(e) => Err(anyhow::Error::new(e)).context("EC2 user data: asking IMDSv2"),
         }
+    }
+
+    /// The host name a node registers with when its config names none: on
+    /// EC2 the first label of the instance's private DNS name
+    /// (`ip-10-0-1-5`), the name EC2's tools show and the one the
+    /// provisioner matches instances to nodes by.
+    pub async fn instance_hostname(&self) -> anyhow::Result<String> {
+        let name = self
+            .imds
+            .get("/latest/meta-data/local-hostname")
+            .await
+            .context("EC2 metadata local-hostname: asking IMDSv2")?;
+        let label = name.as_ref().trim().split('.').next().unwrap_or_default();
+        if label.is_empty() {
+            bail!("EC2 metadata local-hostname is empty");
+        }
+        Ok(label.to_owned())
     }
 
     /// The public IPv4 address the cloud maps to this instance, or `None`
@@ -98,9 +127,15 @@ fn is_not_found(e: &ImdsError) -> bool {
 /// exactly as `run` would, and writes it to `output` (mode 0600, through a
 /// temporary file and a rename, so `output` is either the whole new config
 /// or untouched). Returns the roles it enables.
-pub async fn fetch_config(source: ConfigSource, output: &Path) -> anyhow::Result<Vec<&'static str>> {
+pub async fn fetch_config(
+    source: ConfigSource,
+    output: &Path,
+) -> anyhow::Result<Vec<&'static str>> {
     let (text, name) = match source {
-        ConfigSource::AwsImds => (Metadata::new(Cloud::Aws).user_data().await?, "EC2 user data"),
+        ConfigSource::AwsImds => (
+            Metadata::new(Cloud::Aws).user_data().await?,
+            "EC2 user data",
+        ),
     };
     let config = Config::parse(&text, name)?;
     write_atomically(output, text.as_bytes())
@@ -134,4 +169,41 @@ fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         return Err(e);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use causeway_test_support::FakeImds;
+
+    #[tokio::test]
+    async fn the_host_name_is_the_private_dns_names_first_label() {
+        let imds = FakeImds::start();
+        let metadata = Metadata::aws_at(imds.url());
+        imds.set("local-hostname", Some("ip-10-0-1-5.ec2.internal\n"));
+        assert_eq!(
+            metadata.instance_hostname().await.expect("a name"),
+            "ip-10-0-1-5"
+        );
+        imds.set("local-hostname", None);
+        assert!(metadata.instance_hostname().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_public_address_is_read_and_its_absence_is_none() {
+        let imds = FakeImds::start();
+        let metadata = Metadata::aws_at(imds.url());
+        assert_eq!(metadata.public_ipv4().await.expect("an answer"), None);
+        imds.set("public-ipv4", Some("198.18.7.9"));
+        assert_eq!(
+            metadata.public_ipv4().await.expect("an answer"),
+            Some(Ipv4Addr::new(198, 18, 7, 9))
+        );
+        imds.set("public-ipv4", Some("not an address"));
+        let err = metadata.public_ipv4().await.expect_err("garbage");
+        assert!(
+            format!("{err:#}").contains("is not an IPv4 address"),
+            "{err:#}"
+        );
+    }
 }

@@ -41,9 +41,9 @@ pub struct NodeConfig {
     /// Or: the ARN of an AWS Secrets Manager secret holding it, fetched at
     /// first registration with the default credential chain (IMDSv2 on EC2).
     pub auth_key_secret: Option<String>,
-    /// The node's host name.
-    #[serde(default = "default_hostname")]
-    pub hostname: String,
+    /// The node's host name; default: with `cloud`, the instance's host
+    /// name from the metadata service, else the OS host name.
+    pub hostname: Option<String>,
     /// UDP port of the WireGuard socket.
     #[serde(default = "default_listen_port")]
     pub listen_port: u16,
@@ -83,11 +83,17 @@ pub struct RouteConfig {
     pub snat: bool,
 }
 
-fn default_hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "node".to_owned())
+impl NodeConfig {
+    /// The host name the node registers with: the configured one, else the
+    /// OS host name.
+    pub fn hostname(&self) -> String {
+        self.hostname.clone().unwrap_or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "node".to_owned())
+        })
+    }
 }
 fn default_listen_port() -> u16 {
     41641

@@ -224,7 +224,19 @@ fn print_stdout(text: &str) -> anyhow::Result<()> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let config = Config::load(&args.config)?;
+    let mut config = Config::load(&args.config)?;
+    if let Some(node) = &mut config.node
+        && node.hostname.is_none()
+        && let Some(cloud) = node.cloud
+    {
+        match cloud::Metadata::new(cloud).instance_hostname().await {
+            Ok(name) => node.hostname = Some(name),
+            Err(e) => tracing::warn!(
+                error = %format!("{e:#}"),
+                "no host name from the metadata service; using the OS host name"
+            ),
+        }
+    }
     raise_open_file_limit();
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {

@@ -52,7 +52,10 @@ fn good_user_data_is_written_whole_after_an_imdsv2_token() {
         std::fs::read_to_string(&output).expect("the config"),
         ROUTER
     );
-    let mode = std::fs::metadata(&output).expect("stat").permissions().mode();
+    let mode = std::fs::metadata(&output)
+        .expect("stat")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     let log = imds.log();
     assert!(log.contains("PUT /latest/api/token 200"), "{log}");
@@ -86,7 +89,10 @@ fn missing_user_data_fails_and_writes_nothing() {
 #[test]
 fn invalid_user_data_names_the_key_and_writes_nothing() {
     let imds = FakeImds::start();
-    imds.set("user-data", Some(&ROUTER.replace("control_url", "contrl_url")));
+    imds.set(
+        "user-data",
+        Some(&ROUTER.replace("control_url", "contrl_url")),
+    );
     let dir = tempfile::tempdir().expect("temp dir");
     let output = dir.path().join("appliance.toml");
 

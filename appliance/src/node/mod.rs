@@ -299,7 +299,7 @@ async fn follow_control(
     status::set(status, |s| s.endpoints = current.clone());
     let request = ClientMessage::Map(MapRequest {
         node_key: node_key.public_key(),
-        hostname: config.hostname.clone(),
+        hostname: config.hostname(),
         endpoints: current,
         advertised_routes: advertised.to_vec(),
     });
@@ -458,7 +458,7 @@ async fn register(
             node_key: node_key.public_key(),
             old_node_key: old_key,
             auth_key,
-            hostname: config.hostname.clone(),
+            hostname: config.hostname(),
         }))
         .await?;
     match channel.recv().await? {
@@ -524,9 +524,16 @@ async fn follow_cloud_address(cloud: Cloud, port: u16, commands: mpsc::Sender<Co
         if address == last {
             continue;
         }
-        tracing::info!(public = address.is_some(), "the cloud's public address changed");
+        tracing::info!(
+            public = address.is_some(),
+            "the cloud's public address changed"
+        );
         tracing::debug!(?address, "public address from the metadata service");
-        if commands.send(Command::SetCloudEndpoint(address)).await.is_err() {
+        if commands
+            .send(Command::SetCloudEndpoint(address))
+            .await
+            .is_err()
+        {
             return;
         }
         last = address;
