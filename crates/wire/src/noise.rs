@@ -34,8 +34,8 @@ const MAX_CHUNK: usize = MAX_NOISE_MESSAGE - TAG_LEN - 1;
 /// limit (a netmap of thousands of nodes is megabytes).
 pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// Largest whole message control accepts from a node. A registration needs
-/// under 1 KiB; a map request with 1,000 IPv6 routes and 64 endpoints is
-/// about 50 KiB. Control reads messages before it knows whether the sender
+/// under 1 KiB; an update with 1,000 IPv4 routes is about 16 KiB (see the
+/// test `a_message_over_the_split_limit_breaks_the_channel`). Control reads messages before it knows whether the sender
 /// is registered, so this is what any client can make it buffer.
 pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 
