@@ -145,6 +145,9 @@ impl Config {
         if self.control.is_none() && self.node.is_none() && self.recorder.is_none() {
             bail!("no role enabled: expected a [control], [node] or [recorder] section");
         }
+        if let Some(control) = &self.control {
+            control.validate()?;
+        }
         if let Some(recorder) = &self.recorder {
             recorder.validate().map_err(anyhow::Error::msg)?;
         }

@@ -40,6 +40,19 @@ pub struct ControlConfig {
     /// (default `30s`).
     #[serde(default = "default_ephemeral_grace", with = "serde_text")]
     pub ephemeral_grace: Duration,
+    /// How long a client on `listen` may take to send its HTTP request
+    /// head, and then each message before its map stream opens (default
+    /// `10s`); past it the connection is closed.
+    #[serde(default = "default_handshake_timeout", with = "serde_text")]
+    pub handshake_timeout: Duration,
+    /// Connections open at once on `listen`, in total (default 10000);
+    /// past it new connections are closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Connections open at once on `listen` from one IPv4 address or one
+    /// IPv6 /64 (default 256: nodes behind one NAT share an address).
+    #[serde(default = "default_max_connections_per_source")]
+    pub max_connections_per_source: usize,
 }
 
 impl ControlConfig {
@@ -54,7 +67,26 @@ impl ControlConfig {
             node_key_expiry: default_node_key_expiry(),
             keepalive_interval: default_keepalive(),
             ephemeral_grace: default_ephemeral_grace(),
+            handshake_timeout: default_handshake_timeout(),
+            max_connections: default_max_connections(),
+            max_connections_per_source: default_max_connections_per_source(),
         }
+    }
+}
+
+impl ControlConfig {
+    /// Refuses limits that would make control serve nobody.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.max_connections == 0 {
+            anyhow::bail!("control.max_connections = 0: expected at least 1");
+        }
+        if self.max_connections_per_source == 0 {
+            anyhow::bail!("control.max_connections_per_source = 0: expected at least 1");
+        }
+        if self.handshake_timeout.is_zero() {
+            anyhow::bail!("control.handshake_timeout = 0s: expected a positive duration");
+        }
+        Ok(())
     }
 }
 
@@ -82,6 +114,18 @@ fn default_ephemeral_grace() -> Duration {
     Duration::from_secs(30)
 }
 
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+
+fn default_max_connections_per_source() -> usize {
+    256
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,9 +144,32 @@ mod tests {
         assert_eq!(config.node_key_expiry, Duration::from_secs(90 * 86_400));
         assert_eq!(config.keepalive_interval, Duration::from_secs(15));
         assert_eq!(config.stun_port, 3478);
+        assert_eq!(config.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(config.max_connections, 10_000);
+        assert_eq!(config.max_connections_per_source, 256);
+        config.validate().expect("defaults are valid");
         assert_eq!(
             config.policy_file,
             Some(PathBuf::from("/etc/causeway/policy.hujson"))
         );
+    }
+
+    #[test]
+    fn limits_that_serve_nobody_are_refused() {
+        for (section, expected) in [
+            ("max_connections = 0", "control.max_connections = 0"),
+            (
+                "max_connections_per_source = 0",
+                "control.max_connections_per_source = 0",
+            ),
+            (
+                "handshake_timeout = \"0s\"",
+                "control.handshake_timeout = 0s",
+            ),
+        ] {
+            let config: ControlConfig = toml::from_str(section).expect("parses");
+            let error = config.validate().expect_err(section).to_string();
+            assert!(error.starts_with(expected), "{error}");
+        }
     }
 }

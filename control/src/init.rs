@@ -20,6 +20,10 @@ pub(crate) const KEY_FILE: &str = "control.key";
 pub(crate) const PUBLIC_KEY_FILE: &str = "control.pub";
 /// The admin API bearer token (0600).
 pub(crate) const TOKEN_FILE: &str = "admin.token";
+/// Shortest admin token accepted: 32 characters (128 bits as hex; `init`
+/// writes 64). An empty or short token would let anyone who can reach the
+/// admin listener guess it.
+const MIN_ADMIN_TOKEN_CHARS: usize = 32;
 /// Name of a new tailnet (first label of its MagicDNS domain).
 const DEFAULT_TAILNET_NAME: &str = "tailnet";
 
@@ -115,7 +119,15 @@ pub(crate) fn read_admin_token(state_dir: &Path) -> anyhow::Result<String> {
     let path = state_dir.join(TOKEN_FILE);
     let text = fs::read_to_string(&path)
         .with_context(|| format!("reading admin token {}", path.display()))?;
-    Ok(text.trim().to_owned())
+    let token = text.trim();
+    let length = token.chars().count();
+    if length < MIN_ADMIN_TOKEN_CHARS {
+        anyhow::bail!(
+            "admin token {} has {length} characters: expected at least {MIN_ADMIN_TOKEN_CHARS} (delete it and run `appliance control init` to write a new one)",
+            path.display()
+        );
+    }
+    Ok(token.to_owned())
 }
 
 fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
@@ -156,11 +168,32 @@ mod tests {
         assert_eq!(mode(&state), 0o700);
         assert_eq!(mode(&state.join(KEY_FILE)), 0o600);
         assert_eq!(mode(&state.join(TOKEN_FILE)), 0o600);
+        assert_eq!(read_admin_token(&state).expect("token"), token.trim());
         assert_eq!(
             fs::read_to_string(state.join(PUBLIC_KEY_FILE))
                 .expect("pub")
                 .trim(),
             first.public_key.to_string()
+        );
+    }
+
+    #[test]
+    fn an_empty_or_short_admin_token_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state");
+        init(&state).expect("init");
+        for (contents, length) in [("", 0), ("\n", 0), ("secret\n", 6), (&"a".repeat(31), 31)] {
+            fs::write(state.join(TOKEN_FILE), contents).expect("write");
+            let error = format!("{:#}", read_admin_token(&state).expect_err(contents));
+            assert!(
+                error.contains(&format!("has {length} characters: expected at least 32")),
+                "{error}"
+            );
+        }
+        fs::write(state.join(TOKEN_FILE), "a".repeat(32)).expect("write");
+        assert_eq!(
+            read_admin_token(&state).expect("long enough"),
+            "a".repeat(32)
         );
     }
 }

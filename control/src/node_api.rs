@@ -1,38 +1,124 @@
 //! The node-facing listener: `POST /causeway/v1/control` upgraded to a
 //! Noise IK channel, then registration and the netmap stream.
+//!
+//! Everything here runs before control knows who is calling, so every
+//! resource a caller can hold is bounded: connections in total and per
+//! source, the HTTP request head (size and time), each message before the
+//! map stream opens (time) and every message (size). docs/security.md says
+//! what each limit guarantees.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::Request;
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use causeway_tailnet::{DeltaOutcome, MapSession, RegisterError, SessionId};
-use causeway_wire::noise::{Channel, Opener, Responder, Sealer};
+use causeway_wire::noise::{Channel, ChannelError, MAX_CLIENT_MESSAGE, Opener, Responder, Sealer};
 use causeway_wire::{
     CAPABILITY_VERSION, CONTROL_PATH, ClientMessage, ControlError, ErrorCode, HANDSHAKE_HEADER,
     MIN_CAPABILITY_VERSION, MapRequest, NodeId, PublicKey, RegisterResponse, ServerHello,
     ServerMessage, UPGRADE_PROTOCOL,
 };
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinSet;
 
-use crate::server::{ApplyError, Control};
+use crate::server::{ApplyError, Control, stopped};
 
-/// The node-facing router.
-pub(crate) fn router(control: Arc<Control>) -> Router {
-    Router::new()
-        .route(CONTROL_PATH, post(upgrade))
-        .with_state(control)
+/// Largest HTTP request head control reads (hyper's smallest allowed read
+/// buffer); the upgrade request needs under 1 KiB.
+const MAX_REQUEST_HEAD: usize = 8192;
+/// Pause after a failed accept (out of file descriptors), so the loop does
+/// not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Serves the node-facing API on `listener` until shutdown.
+pub(crate) async fn serve(listener: TcpListener, control: Arc<Control>) {
+    let limits = Arc::new(ConnectionLimits::new(
+        control.config.max_connections,
+        control.config.max_connections_per_source,
+    ));
+    let mut shutdown = control.shutdown.clone();
+    let mut connections = JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::debug!(error = %e, "accepting a control connection failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut shutdown) => return,
+        };
+        // Over a limit the connection is closed at once: a node retries
+        // with backoff.
+        let Some(slot) = ConnectionLimits::admit(&limits, peer.ip()) else {
+            tracing::debug!(source = %peer.ip(), "control connection over the limit; closed");
+            continue;
+        };
+        connections.spawn(serve_connection(
+            stream,
+            Arc::new(slot),
+            Arc::clone(&control),
+        ));
+    }
 }
 
-async fn upgrade(State(control): State<Arc<Control>>, mut req: Request) -> Response {
+/// One HTTP connection up to the upgrade; the upgraded channel runs in a
+/// task of its own and keeps the connection's slot.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    slot: Arc<ConnectionSlot>,
+    control: Arc<Control>,
+) {
+    let timeout = control.config.handshake_timeout;
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            let control = Arc::clone(&control);
+            req.extensions_mut().insert(Arc::clone(&slot));
+            async move { Ok::<_, Infallible>(route(control, req.map(Body::new))) }
+        });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .max_buf_size(MAX_REQUEST_HEAD)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    match tokio::time::timeout(timeout, connection).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "control connection failed"),
+        Err(_) => tracing::debug!("control connection timed out before the upgrade"),
+    }
+}
+
+fn route(control: Arc<Control>, req: Request) -> Response {
+    if req.uri().path() != CONTROL_PATH {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("only {CONTROL_PATH} is served here\n"),
+        )
+            .into_response();
+    }
+    if req.method() != Method::POST {
+        return (StatusCode::METHOD_NOT_ALLOWED, "use POST\n").into_response();
+    }
+    upgrade(control, req)
+}
+
+fn upgrade(control: Arc<Control>, mut req: Request) -> Response {
     let (hello, machine_key, channel, msg2) = match handshake(&control, req.headers()) {
         Ok(parts) => parts,
         Err(message) => {
@@ -40,10 +126,13 @@ async fn upgrade(State(control): State<Arc<Control>>, mut req: Request) -> Respo
             return (StatusCode::BAD_REQUEST, message).into_response();
         }
     };
+    let slot = req.extensions_mut().remove::<Arc<ConnectionSlot>>();
     let on_upgrade = hyper::upgrade::on(&mut req);
     let sessions = control.sessions.clone();
     tokio::spawn(async move {
         let _alive = sessions;
+        let _slot = slot;
+        let timeout = control.config.handshake_timeout;
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(e) => {
@@ -57,7 +146,12 @@ async fn upgrade(State(control): State<Arc<Control>>, mut req: Request) -> Respo
         };
         let mut record = len.to_be_bytes().to_vec();
         record.extend_from_slice(&msg2);
-        if io.write_all(&record).await.is_err() || io.flush().await.is_err() {
+        let sent = tokio::time::timeout(timeout, async {
+            io.write_all(&record).await?;
+            io.flush().await
+        })
+        .await;
+        if !matches!(sent, Ok(Ok(()))) {
             return;
         }
         if matches!(hello, ServerHello::Refused { .. }) {
@@ -76,6 +170,88 @@ async fn upgrade(State(control): State<Arc<Control>>, mut req: Request) -> Respo
         .header(header::CONNECTION, "upgrade")
         .body(Body::empty())
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Open connections, in total and per source.
+struct ConnectionLimits {
+    max_total: usize,
+    max_per_source: usize,
+    open: Mutex<OpenConnections>,
+}
+
+#[derive(Default)]
+struct OpenConnections {
+    total: usize,
+    per_source: BTreeMap<IpAddr, usize>,
+}
+
+/// Holds one connection's place in [`ConnectionLimits`] until dropped.
+struct ConnectionSlot {
+    limits: Arc<ConnectionLimits>,
+    source: IpAddr,
+}
+
+impl ConnectionLimits {
+    fn new(max_total: usize, max_per_source: usize) -> Self {
+        Self {
+            max_total,
+            max_per_source,
+            open: Mutex::new(OpenConnections::default()),
+        }
+    }
+
+    /// A slot for a connection from `peer`, or `None` over either limit.
+    fn admit(limits: &Arc<Self>, peer: IpAddr) -> Option<ConnectionSlot> {
+        let source = source_of(peer);
+        let mut open = limits.lock();
+        if open.total >= limits.max_total {
+            return None;
+        }
+        let count = open.per_source.entry(source).or_insert(0);
+        if *count >= limits.max_per_source {
+            return None;
+        }
+        *count += 1;
+        open.total += 1;
+        Some(ConnectionSlot {
+            limits: Arc::clone(limits),
+            source,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OpenConnections> {
+        // The counts are updated in single statements; a panic elsewhere
+        // cannot leave them half-changed.
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut open = self.limits.lock();
+        open.total = open.total.saturating_sub(1);
+        if let Some(count) = open.per_source.get_mut(&self.source) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.per_source.remove(&self.source);
+            }
+        }
+    }
+}
+
+/// What one source is: an IPv4 address, or an IPv6 /64 (one host can hold
+/// a whole /64, so counting addresses would not limit it).
+fn source_of(peer: IpAddr) -> IpAddr {
+    match peer.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => {
+            let mut segments = v6.segments();
+            segments[4..].fill(0);
+            IpAddr::from(segments)
+        }
+    }
 }
 
 /// Checks the upgrade headers and runs the Noise responder.
@@ -97,8 +273,11 @@ fn handshake(
         .decode(encoded.trim())
         .map_err(|e| format!("header {HANDSHAKE_HEADER} is not base64: {e}\n"))?;
     let (responder, machine_key, client_hello) = Responder::accept(&control.control_key, &msg1)
-        .map_err(|e| {
-            format!("handshake failed: did the node pin the right control key? ({e})\n")
+        .map_err(|e| match e {
+            ChannelError::SmallOrderKey => {
+                "handshake failed: the machine key is a small-order Curve25519 point\n".to_owned()
+            }
+            e => format!("handshake failed: did the node pin the right control key? ({e})\n"),
         })?;
     let hello = if client_hello.capability_version < MIN_CAPABILITY_VERSION {
         tracing::info!(
@@ -135,7 +314,7 @@ struct Conn<S> {
 impl<S: AsyncRead + AsyncWrite> Conn<S> {
     fn new(io: S, channel: Channel) -> Self {
         let (reader, writer) = tokio::io::split(io);
-        let (sealer, opener) = channel.split();
+        let (sealer, opener) = channel.split_with_limit(MAX_CLIENT_MESSAGE);
         Self {
             reader,
             writer,
@@ -183,10 +362,20 @@ async fn run_channel<S: AsyncRead + AsyncWrite>(
     machine_key: PublicKey,
     conn: &mut Conn<S>,
 ) -> anyhow::Result<()> {
+    let deadline = control.config.handshake_timeout;
     loop {
-        let Some(msg) = conn.recv().await? else {
+        let Ok(received) = tokio::time::timeout(deadline, conn.recv()).await else {
+            anyhow::bail!("no message within {}s", deadline.as_secs());
+        };
+        let Some(msg) = received? else {
             return Ok(());
         };
+        if let Some(name) = small_order_key(&msg) {
+            let message =
+                format!("{name} is a small-order Curve25519 point; expected a real public key");
+            conn.send_error(ErrorCode::BadRequest, message).await?;
+            return Ok(());
+        }
         match msg {
             ClientMessage::Register(req) => {
                 let lifetime =
@@ -238,6 +427,23 @@ async fn run_channel<S: AsyncRead + AsyncWrite>(
             }
         }
     }
+}
+
+/// Which key field, if any, is a small-order point (whose Diffie-Hellman
+/// results are all zeros, so a WireGuard session with it proves nothing).
+fn small_order_key(msg: &ClientMessage) -> Option<&'static str> {
+    let (node_key, old_node_key) = match msg {
+        ClientMessage::Register(req) => (&req.node_key, req.old_node_key.as_ref()),
+        ClientMessage::Map(req) => (&req.node_key, None),
+        ClientMessage::Update(_) => return None,
+    };
+    if node_key.is_small_order() {
+        return Some("node_key");
+    }
+    if old_node_key.is_some_and(PublicKey::is_small_order) {
+        return Some("old_node_key");
+    }
+    None
 }
 
 fn refusal(e: ApplyError<RegisterError>) -> (ErrorCode, String) {
@@ -368,7 +574,7 @@ async fn stream_loop<S: AsyncRead + AsyncWrite>(
                 conn.send(&ServerMessage::KeepAlive).await?;
                 idle_until = tokio::time::Instant::now() + keepalive;
             }
-            () = crate::server::stopped(&mut shutdown) => return Ok(()),
+            () = stopped(&mut shutdown) => return Ok(()),
         }
     }
 }

@@ -67,6 +67,7 @@ pub async fn serve_on(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    config.validate()?;
     let state_dir = config.state_dir.clone();
     let init = init(&state_dir)?;
     let control_key = read_control_key(&state_dir)?;
@@ -124,11 +125,9 @@ pub async fn serve_on(
         public_key = %init.public_key,
         "control serving"
     );
-    let node_server = axum::serve(listeners.node, node_api::router(Arc::clone(&control)))
-        .with_graceful_shutdown(wait_for(control.shutdown.clone()));
     let admin_server = axum::serve(listeners.admin, admin_api::router(Arc::clone(&control)))
         .with_graceful_shutdown(wait_for(control.shutdown.clone()));
-    let node_task = tokio::spawn(async move { node_server.await });
+    let node_task = tokio::spawn(node_api::serve(listeners.node, Arc::clone(&control)));
     let admin_task = tokio::spawn(async move { admin_server.await });
     shutdown.await;
     tracing::info!("control shutting down");
@@ -138,7 +137,7 @@ pub async fn serve_on(
     if let Some(task) = stun_task {
         task.abort();
     }
-    let node_result = node_task.await.context("node listener task")?;
+    node_task.await.context("node listener task")?;
     let admin_result = admin_task.await.context("admin listener task")?;
     drop(control);
     // Every stream holds a sender; recv() returns None once all are gone.
@@ -148,7 +147,6 @@ pub async fn serve_on(
     {
         tracing::warn!("map streams still open after shutdown grace");
     }
-    node_result.context("node listener")?;
     admin_result.context("admin listener")?;
     Ok(())
 }

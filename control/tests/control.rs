@@ -1145,3 +1145,148 @@ async fn split_dns_reaches_nodes_survives_restart_and_refuses_bad_entries() {
     assert_eq!(listed, json!({}));
     control.shutdown().await;
 }
+
+// --- limits before authentication ------------------------------------------
+
+/// Opens a TCP connection to control's node port from `source` (any
+/// 127.0.0.0/8 address is local).
+async fn connect_from(control: &Control, source: [u8; 4]) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((source, 0))).unwrap();
+    socket.connect(control.node_addr).await.unwrap()
+}
+
+/// Whether control answers an HTTP request from `source` (a connection
+/// over a limit is closed without an answer).
+async fn answered_from(control: &Control, source: [u8; 4]) -> bool {
+    let mut stream = connect_from(control, source).await;
+    let request = "GET / HTTP/1.1\r\nHost: control\r\n\r\n";
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut answer))
+        .await
+        .expect("control neither answered nor closed");
+    answer.starts_with(b"HTTP/1.1 404")
+}
+
+#[tokio::test]
+async fn a_message_larger_than_a_registration_needs_closes_the_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = start(dir.path(), |_| {}).await;
+    let key = control.create_key(json!({})).await;
+    let mut node = connect(&control).await;
+    node.send(&ClientMessage::Register(RegisterRequest {
+        node_key: node.node_key,
+        old_node_key: None,
+        auth_key: Some(key.clone()),
+        hostname: "h".repeat(100 * 1024),
+    }))
+    .await;
+    assert_eq!(node.recv().await, None, "closed without an answer");
+    assert_eq!(control.node_count().await, 0);
+    // An ordinary registration with the same key still works.
+    let mut node = connect(&control).await;
+    node.register("ordinary", Some(&key)).await.unwrap();
+    assert_eq!(control.node_count().await, 1);
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn silent_clients_are_closed_after_the_handshake_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = start(dir.path(), |c| c.handshake_timeout = Duration::from_secs(1)).await;
+    // Upgraded, then silent: no first message.
+    let mut node = connect(&control).await;
+    assert_eq!(
+        node.recv().await,
+        None,
+        "closed for want of a first message"
+    );
+    // Half a request head, then silent.
+    let mut stream = connect_from(&control, [127, 0, 0, 1]).await;
+    stream
+        .write_all(b"POST /causeway/v1/control HTTP/1.1\r\nHost: control\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut rest))
+        .await
+        .expect("control kept a half-sent request head open");
+    assert!(
+        read.is_err() || !rest.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_per_source_and_total_limits_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = start(dir.path(), |c| {
+        c.max_connections = 3;
+        c.max_connections_per_source = 2;
+        c.handshake_timeout = Duration::from_secs(60);
+    })
+    .await;
+    assert!(answered_from(&control, [127, 0, 0, 2]).await);
+    let held_a = connect_from(&control, [127, 0, 0, 2]).await;
+    let held_b = connect_from(&control, [127, 0, 0, 2]).await;
+    // The listener accepts in order: once this one is answered, both held
+    // connections above are counted.
+    assert!(answered_from(&control, [127, 0, 0, 3]).await);
+    assert!(
+        !answered_from(&control, [127, 0, 0, 2]).await,
+        "a third connection from one source is closed"
+    );
+    let held_c = connect_from(&control, [127, 0, 0, 3]).await;
+    // Wait until held_c is counted: then every source is refused.
+    let mut full = false;
+    for _ in 0..200 {
+        if !answered_from(&control, [127, 0, 0, 4]).await {
+            full = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(full, "a fourth connection in total is closed");
+    assert!(!answered_from(&control, [127, 0, 0, 1]).await);
+    // Closing connections frees their places.
+    drop((held_a, held_b, held_c));
+    let mut freed = false;
+    for _ in 0..200 {
+        if answered_from(&control, [127, 0, 0, 2]).await {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(freed, "places are given back when connections close");
+    let key = control.create_key(json!({})).await;
+    let mut node = connect(&control).await;
+    node.register("after", Some(&key)).await.unwrap();
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn small_order_node_keys_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = start(dir.path(), |_| {}).await;
+    let key = control.create_key(json!({"reusable": true})).await;
+    let mut one = [0u8; 32];
+    one[0] = 1;
+    for small in [[0u8; 32], one] {
+        let mut node = connect(&control).await;
+        node.node_key = PublicKey::from_bytes(small);
+        let err = node.register("small", Some(&key)).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadRequest);
+        assert_eq!(
+            err.message,
+            "node_key is a small-order Curve25519 point; expected a real public key"
+        );
+    }
+    assert_eq!(control.node_count().await, 0);
+    control.shutdown().await;
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use causeway_mesh::{EndpointDiscoveryState, NetmapState, NodeState};
-use causeway_netconf::{FirewallPolicy, RouteTable};
+use causeway_netconf::{FirewallPolicy, RouteTable, SubnetRouter};
 use causeway_wire::{
     ClientMessage, ErrorCode, MapRequest, NodeUpdate, PrivateKey, PublicKey, RegisterRequest,
     ServerMessage,
@@ -149,9 +149,11 @@ pub async fn run(
         _ => None,
     };
 
-    if let Some(router) = router {
-        start_router(config, router, &registration)?;
-    }
+    // Held until the node stops: dropping it, on any return below,
+    // removes the nftables table and turns forwarding back.
+    let subnet_router = router
+        .map(|router| start_router(config, router, &registration))
+        .transpose()?;
     metrics.set_node(NodeHandle {
         status: Arc::clone(&status),
         dataplane: commands.clone(),
@@ -250,11 +252,7 @@ pub async fn run(
         task.abort();
     }
     let _ = std::fs::remove_file(state.status_socket());
-    if router.is_some()
-        && let Err(e) = causeway_netconf::remove_firewall(FIREWALL_TABLE)
-    {
-        tracing::error!(error = %e, "removing nftables table");
-    }
+    drop(subnet_router);
     drop(commands);
     dataplane.abort();
     let _ = dataplane.await;
@@ -592,14 +590,14 @@ fn scan_interfaces(tun_name: &str, port: u16) -> anyhow::Result<BTreeSet<SocketA
     Ok(found)
 }
 
-/// Subnet-router set-up: forwarding and the masquerade table, one batch.
+/// Subnet-router set-up: forwarding and the nftables table (masquerade,
+/// and forwarding only to the routes and replies back), undone on drop.
 fn start_router(
     config: &NodeConfig,
     router: &SubnetRouterConfig,
     registration: &Registration,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<SubnetRouter> {
     let ipv6 = router.routes.iter().any(|r| r.prefix.addr().is_ipv6());
-    causeway_netconf::enable_forwarding(true, ipv6).context("enabling IP forwarding")?;
     let tailnet_v6 = registration.addresses.iter().find_map(|a| match a {
         IpNet::V6(v6) => ipnet::Ipv6Net::new(v6.addr(), 48).ok().map(|n| n.trunc()),
         IpNet::V4(_) => None,
@@ -616,12 +614,13 @@ fn start_router(
             .map(|r| r.prefix)
             .collect(),
         forward: true,
+        forward_to: router.routes.iter().map(|r| r.prefix).collect(),
     };
-    causeway_netconf::apply_firewall(&policy).context("applying the nftables table")?;
+    let setup = SubnetRouter::start(&policy, ipv6).context("starting the subnet router")?;
     tracing::info!(
         routes = ?router.routes.iter().map(|r| r.prefix).collect::<Vec<_>>(),
         masquerade = ?policy.masquerade,
         "subnet router on"
     );
-    Ok(())
+    Ok(setup)
 }

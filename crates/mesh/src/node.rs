@@ -57,7 +57,9 @@ pub enum Delivery<'a> {
 /// Why a packet was discarded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Drop {
-    /// Not a WireGuard message, or one that fails to authenticate.
+    /// Not a WireGuard message, or one that fails to authenticate (this
+    /// includes a handshake initiation whose MAC1 is not for this node's
+    /// key, refused before any X25519 work).
     Garbage,
     /// A handshake from a key, or for a session, we do not know.
     UnknownPeer,
@@ -206,6 +208,7 @@ pub struct NodeState {
     next_tick: Option<Instant>,
     next_rate_reset: Option<Instant>,
     dropped: DropCounts,
+    cookie_replies: u64,
     /// Copies of a handshake initiation for a peer's other endpoints.
     sprays: VecDeque<(SocketAddr, Vec<u8>)>,
 }
@@ -248,6 +251,7 @@ impl NodeState {
             next_tick: None,
             next_rate_reset: None,
             dropped: DropCounts::default(),
+            cookie_replies: 0,
             sprays: VecDeque::new(),
         }
     }
@@ -348,8 +352,8 @@ impl NodeState {
         out: &'a mut [u8],
         now: Instant,
     ) -> Delivery<'a> {
-        let id = match self.identity.addressee(datagram) {
-            Some(Addressee::Initiator(key)) => {
+        let id = match self.identity.addressee(from.ip(), datagram, out) {
+            Addressee::Initiator(key) => {
                 let id = self.by_key.get(&key).copied();
                 if let Some(peer) = id.and_then(|id| self.peers.get(&id))
                     && self.public_key < key
@@ -365,8 +369,15 @@ impl NodeState {
                 }
                 id
             }
-            Some(Addressee::Index(slot)) => self.by_slot.get(&(slot & SLOT_MASK)).copied(),
-            None => return Delivery::Dropped(self.drop(Drop::Garbage)),
+            Addressee::Index(slot) => self.by_slot.get(&(slot & SLOT_MASK)).copied(),
+            Addressee::Cookie(range) => {
+                self.cookie_replies += 1;
+                return Delivery::Network(Transmit {
+                    destination: from,
+                    payload: &out[range],
+                });
+            }
+            Addressee::Refused => return Delivery::Dropped(self.drop(Drop::Garbage)),
         };
         let Some(peer) = id.and_then(|id| self.peers.get_mut(&id)) else {
             return self.rescue_session(from, datagram, out, now);
@@ -550,6 +561,12 @@ impl NodeState {
     /// Packets discarded so far, per reason.
     pub fn dropped(&self) -> &DropCounts {
         &self.dropped
+    }
+
+    /// Cookie replies sent so far: handshake initiations answered without
+    /// any X25519 work because the node was under load.
+    pub fn cookie_replies(&self) -> u64 {
+        self.cookie_replies
     }
 
     /// The peer responsible for an address (cryptokey routing).

@@ -16,9 +16,14 @@ use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519;
 use causeway_wire::{PrivateKey, PublicKey};
 
-/// Handshakes per second per node before boringtun answers with cookies
-/// (WireGuard paper §5.4.7, under load).
-const HANDSHAKE_RATE_LIMIT: u64 = 100;
+/// Handshake messages counted per second per node before the node answers
+/// initiations with cookie replies instead of doing any X25519 work
+/// (WireGuard paper §5.4.7, under load). An initiation from a known peer
+/// is counted twice (once here before the peer is looked up, once inside
+/// boringtun's `Tunn`), so cookies start at 100 initiations a second from
+/// unknown keys or 50 from known peers (a node's peers rekey once every two
+/// minutes each: 50 a second is 6,000 peers).
+pub(crate) const HANDSHAKE_RATE_LIMIT: u64 = 100;
 
 /// Keepalive for peers that cannot be reached first (WireGuard-only devices
 /// behind NAT send their own; we keep ours off by default).
@@ -43,6 +48,12 @@ pub(crate) enum Addressee {
     Initiator(PublicKey),
     /// A message for the session with this local index (24-bit peer slot).
     Index(u32),
+    /// Under load, a handshake initiation without a valid cookie (MAC2):
+    /// send the cookie reply in `out[range]` back to the sender instead.
+    Cookie(std::ops::Range<usize>),
+    /// Not WireGuard, or a handshake initiation whose MAC1 is not for this
+    /// node's key, or one that does not decrypt: refused.
+    Refused,
 }
 
 /// Node-wide WireGuard state shared by all tunnels.
@@ -69,19 +80,38 @@ impl Identity {
         self.limiter.reset_count();
     }
 
-    /// Finds which peer a datagram is for. Handshake initiations are
-    /// decrypted far enough to learn the sender's static key.
-    pub(crate) fn addressee(&self, datagram: &[u8]) -> Option<Addressee> {
-        match Tunn::parse_incoming_packet(datagram).ok()? {
-            Packet::HandshakeInit(init) => {
-                let half = parse_handshake_anon(&self.secret, &self.public, &init).ok()?;
-                Some(Addressee::Initiator(PublicKey::from_bytes(
-                    half.peer_static_public,
-                )))
+    /// Finds which peer a datagram from `from` is for. A handshake
+    /// initiation is checked first: MAC1 (keyed with this node's public
+    /// key) and, when more than [`HANDSHAKE_RATE_LIMIT`] handshake messages
+    /// arrived this second, MAC2 (a cookie proving the sender receives at
+    /// its address), both cheap BLAKE2s checks. Only an initiation that
+    /// passes is decrypted (one X25519) far enough to learn the sender's
+    /// static key. `out` receives a cookie reply, if one is due.
+    pub(crate) fn addressee(&self, from: IpAddr, datagram: &[u8], out: &mut [u8]) -> Addressee {
+        let Ok(packet) = Tunn::parse_incoming_packet(datagram) else {
+            return Addressee::Refused;
+        };
+        match packet {
+            Packet::HandshakeInit(_) => {}
+            Packet::HandshakeResponse(p) => return Addressee::Index(p.receiver_idx >> 8),
+            Packet::PacketCookieReply(p) => return Addressee::Index(p.receiver_idx >> 8),
+            Packet::PacketData(p) => return Addressee::Index(p.receiver_idx >> 8),
+        }
+        let base = out.as_ptr() as usize;
+        match self.limiter.verify_packet(Some(from), datagram, out) {
+            Ok(Packet::HandshakeInit(init)) => {
+                match parse_handshake_anon(&self.secret, &self.public, &init) {
+                    Ok(half) => {
+                        Addressee::Initiator(PublicKey::from_bytes(half.peer_static_public))
+                    }
+                    Err(_) => Addressee::Refused,
+                }
             }
-            Packet::HandshakeResponse(p) => Some(Addressee::Index(p.receiver_idx >> 8)),
-            Packet::PacketCookieReply(p) => Some(Addressee::Index(p.receiver_idx >> 8)),
-            Packet::PacketData(p) => Some(Addressee::Index(p.receiver_idx >> 8)),
+            Err(TunnResult::WriteToNetwork(cookie)) => {
+                let start = cookie.as_ptr() as usize - base;
+                Addressee::Cookie(start..start + cookie.len())
+            }
+            Ok(_) | Err(_) => Addressee::Refused,
         }
     }
 }

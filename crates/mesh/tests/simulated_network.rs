@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use causeway_mesh::{Delivery, Drop, NetmapState, NodeState, parse_ip_header};
+use causeway_mesh::{Delivery, Drop, DropReason, NetmapState, NodeState, parse_ip_header};
 use causeway_wire::{MapResponse, Node, NodeId, PrivateKey};
 use ipnet::IpNet;
 
@@ -439,4 +439,114 @@ fn a_peer_is_reached_on_whichever_advertised_endpoint_answers() {
     // With only the address that does not work, nothing gets through.
     let sim = with_endpoints(vec![private]);
     assert!(sim.delivered.is_empty());
+}
+
+/// A handshake initiation for node `to` from a node holding `attacker`'s
+/// key that `to` has never heard of (anyone who knows `to`'s public key,
+/// which every peer does, can make these).
+fn initiation_from_stranger(attacker: &PrivateKey, to: u64) -> Vec<u8> {
+    let mut stranger = NodeState::new(attacker, 1);
+    stranger.set_peers([&describe(to)]);
+    let mut out = vec![0u8; BUF];
+    let packet = ipv4_packet(Ipv4Addr::new(100, 100, 0, 1), address(to), &[0]);
+    let transmit = stranger
+        .handle_tun_packet(&packet, &mut out, Instant::now())
+        .expect("a peer")
+        .expect("an initiation");
+    assert_eq!(transmit.payload[0], 1, "handshake initiation");
+    transmit.payload.to_vec()
+}
+
+#[test]
+fn a_handshake_with_a_bad_mac1_is_refused_before_the_peer_is_looked_up() {
+    let mut sim = Sim::new(5);
+    sim.send_from_tun(1, &ipv4_packet(address(1), address(2), &[1, 2, 0]));
+    // The first datagram on the wire is node 1's initiation to node 2.
+    let (from, to, mut initiation) = sim.wire.pop_front().expect("an initiation");
+    assert_eq!((initiation[0], initiation.len(), to), (1, 148, endpoint(2)));
+    // MAC1 is bytes 116..132 (WireGuard paper §5.4.4).
+    initiation[120] ^= 1;
+    let mut out = vec![0u8; BUF];
+    let node = sim.nodes.get_mut(&2).expect("node 2");
+    let delivery = node.handle_datagram(from, &initiation, &mut out, sim.now);
+    assert_eq!(delivery, Delivery::Dropped(Drop::Garbage));
+    assert_eq!(node.dropped().get(DropReason::Garbage), 1);
+    assert_eq!(node.dropped().total(), 1);
+    // The intact initiation still works.
+    initiation[120] ^= 1;
+    sim.wire.push_front((from, to, initiation));
+    sim.run();
+    assert_eq!(sim.delivered.len(), 1);
+}
+
+#[test]
+fn under_a_handshake_flood_strangers_get_cookies_and_sessions_keep_going() {
+    let mut sim = Sim::new(11);
+    sim.send_from_tun(1, &ipv4_packet(address(1), address(2), &[1, 2, 0]));
+    sim.run();
+    assert_eq!(sim.delivered.len(), 1);
+    let flood: Vec<Vec<u8>> = (0..250u32)
+        .map(|i| {
+            let mut secret = [0x77; 32];
+            secret[..4].copy_from_slice(&i.to_le_bytes());
+            initiation_from_stranger(&PrivateKey::from_random_bytes(secret), 2)
+        })
+        .collect();
+    let mut cookies = 0;
+    let mut unknown = 0;
+    let mut delivered = 0;
+    let mut out = vec![0u8; BUF];
+    for (i, initiation) in flood.iter().enumerate() {
+        let source = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 9, i as u8)), 5000);
+        let node = sim.nodes.get_mut(&2).expect("node 2");
+        match node.handle_datagram(source, initiation, &mut out, sim.now) {
+            Delivery::Network(t) => {
+                // A cookie reply (type 3, 64 bytes) to the sender.
+                assert_eq!((t.payload[0], t.payload.len()), (3, 64));
+                assert_eq!(t.destination, source);
+                cookies += 1;
+            }
+            Delivery::Dropped(Drop::UnknownPeer) => unknown += 1,
+            other => panic!("unexpected answer to a stranger's initiation: {other:?}"),
+        }
+        if i % 25 == 24 {
+            // The established session keeps carrying data during the flood.
+            // (Delivered by hand: the simulation's timers would reset the
+            // rate limiter, which reads the real clock.)
+            let payload = [1, 2, 1 + (i / 25) as u8];
+            let packet = ipv4_packet(address(1), address(2), &payload);
+            let mut sealed = vec![0u8; BUF];
+            let node1 = sim.nodes.get_mut(&1).expect("node 1");
+            let datagram = node1
+                .handle_tun_packet(&packet, &mut sealed, sim.now)
+                .expect("routed")
+                .expect("sealed");
+            assert_eq!(datagram.payload[0], 4, "data on the established session");
+            let datagram = datagram.payload.to_vec();
+            let node2 = sim.nodes.get_mut(&2).expect("node 2");
+            let delivery = node2.handle_datagram(endpoint(1), &datagram, &mut out, sim.now);
+            assert_eq!(delivery, Delivery::Tun(&packet));
+            delivered += 1;
+        }
+    }
+    assert!(unknown <= 100, "at most the limit are decrypted: {unknown}");
+    assert_eq!(cookies + unknown, 250);
+    assert_eq!(sim.nodes[&2].cookie_replies(), cookies);
+    assert_eq!(delivered, 10, "every data packet got through");
+    // A known peer starting a handshake now is asked for a cookie too, and
+    // takes it.
+    sim.send_from_tun(3, &ipv4_packet(address(3), address(2), &[3, 2, 0]));
+    let (from, to, initiation) = sim.wire.pop_front().expect("an initiation");
+    let node = sim.nodes.get_mut(&2).expect("node 2");
+    let Delivery::Network(reply) = node.handle_datagram(from, &initiation, &mut out, sim.now)
+    else {
+        panic!("expected a cookie reply");
+    };
+    assert_eq!(reply.payload[0], 3);
+    let reply = reply.payload.to_vec();
+    let node = sim.nodes.get_mut(&3).expect("node 3");
+    assert_eq!(
+        node.handle_datagram(to, &reply, &mut out, sim.now),
+        Delivery::Nothing
+    );
 }

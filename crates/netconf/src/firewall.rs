@@ -33,8 +33,14 @@ pub struct FirewallPolicy {
     pub tailnet_v6: Option<Ipv6Net>,
     /// Subnet routes whose traffic from the tailnet is masqueraded when it leaves via a non-tun interface.
     pub masquerade: Vec<IpNet>,
-    /// Whether to accept forwarding between the tun and other interfaces (subnet routers).
+    /// Whether this host forwards for the tailnet (a subnet router). If so,
+    /// the forward chain drops everything but what the rules accept:
+    /// packets from the tun interface to [`FirewallPolicy::forward_to`],
+    /// and replies (conntrack established or related) into the tun
+    /// interface. If not, the forward chain is empty and accepts.
     pub forward: bool,
+    /// The subnet routes packets from the tailnet may be forwarded to.
+    pub forward_to: Vec<IpNet>,
 }
 
 /// Why applying, removing or inspecting the firewall failed.
@@ -167,6 +173,7 @@ const NFTA_TABLE_NAME: u16 = 1;
 const NFTA_CHAIN_TABLE: u16 = 1;
 const NFTA_CHAIN_NAME: u16 = 3;
 const NFTA_CHAIN_HOOK: u16 = 4;
+const NFTA_CHAIN_POLICY: u16 = 5;
 const NFTA_CHAIN_TYPE: u16 = 7;
 const NFTA_HOOK_HOOKNUM: u16 = 1;
 const NFTA_HOOK_PRIORITY: u16 = 2;
@@ -198,6 +205,8 @@ struct TablePlan {
 struct ChainPlan {
     name: &'static str,
     kind: ChainKind,
+    /// What happens to a packet no rule accepts.
+    policy: Policy,
     rules: Vec<RulePlan>,
 }
 
@@ -205,7 +214,7 @@ struct ChainPlan {
 enum ChainKind {
     /// `type nat hook postrouting priority srcnat`.
     SourceNat,
-    /// `type filter hook forward priority filter; policy accept`.
+    /// `type filter hook forward priority filter`.
     ForwardFilter,
 }
 
@@ -240,6 +249,8 @@ enum Action {
 struct FoundChain {
     chain_type: String,
     hook: Option<(u32, i32)>,
+    /// The verdict for packets no rule accepts (`NF_ACCEPT` or `NF_DROP`).
+    policy: Option<u32>,
     /// Expression kinds of each rule, in order.
     rules: Vec<Vec<String>>,
 }
@@ -254,18 +265,8 @@ impl TablePlan {
             .map(|net| canonical_v6("tailnet_v6", net).map(IpNet::V6))
             .transpose()?;
 
-        // A set: deterministic order on the wire, and duplicates collapse.
-        let mut masquerade = BTreeSet::new();
-        for prefix in &policy.masquerade {
-            if prefix.trunc() != *prefix {
-                return Err(invalid(
-                    "masquerade",
-                    prefix,
-                    "a network prefix without host bits, e.g. 198.18.0.0/16",
-                ));
-            }
-            masquerade.insert(*prefix);
-        }
+        let masquerade = prefix_set("masquerade", &policy.masquerade)?;
+        let forward_to = prefix_set("forward_to", &policy.forward_to)?;
 
         let mut nat_rules = Vec::new();
         for prefix in masquerade {
@@ -295,20 +296,40 @@ impl TablePlan {
         }
 
         let forward_rules = if policy.forward {
-            vec![
-                RulePlan {
-                    comment: comment("causeway: forward from the tailnet"),
-                    matches: vec![Match::InputInterface(tun.clone())],
+            // Replies first: they are most of the packets.
+            let mut rules = vec![RulePlan {
+                comment: comment("causeway: forward replies into the tailnet"),
+                matches: vec![
+                    Match::OutputInterface(tun.clone()),
+                    Match::EstablishedOrRelated,
+                ],
+                action: Action::Accept,
+            }];
+            for prefix in forward_to {
+                let family = match prefix {
+                    IpNet::V4(_) => Match::Ipv4,
+                    IpNet::V6(_) => Match::Ipv6,
+                };
+                rules.push(RulePlan {
+                    comment: comment(&format!("causeway: forward from the tailnet to {prefix}")),
+                    matches: vec![
+                        Match::InputInterface(tun.clone()),
+                        family,
+                        Match::Destination(prefix),
+                    ],
                     action: Action::Accept,
-                },
-                RulePlan {
-                    comment: comment("causeway: forward replies into the tailnet"),
-                    matches: vec![Match::OutputInterface(tun), Match::EstablishedOrRelated],
-                    action: Action::Accept,
-                },
-            ]
+                });
+            }
+            rules
         } else {
             Vec::new()
+        };
+        // A subnet router forwards nothing but the rules above; a device's
+        // empty forward chain leaves the host's forwarding alone.
+        let forward_policy = if policy.forward {
+            Policy::Drop
+        } else {
+            Policy::Accept
         };
 
         Ok(Self {
@@ -317,11 +338,13 @@ impl TablePlan {
                 ChainPlan {
                     name: CHAIN_POSTROUTING,
                     kind: ChainKind::SourceNat,
+                    policy: Policy::Accept,
                     rules: nat_rules,
                 },
                 ChainPlan {
                     name: CHAIN_FORWARD,
                     kind: ChainKind::ForwardFilter,
+                    policy: forward_policy,
                     rules: forward_rules,
                 },
             ],
@@ -348,7 +371,7 @@ impl TablePlan {
             let (hook, priority, chain_type) = chain_plan.kind.hook();
             chain.set_hook(hook, priority);
             chain.set_type(chain_type);
-            chain.set_policy(Policy::Accept);
+            chain.set_policy(chain_plan.policy);
             batch.add(&chain, MsgType::Add);
             labels.push(format!("add chain {}", chain_plan.name));
 
@@ -387,6 +410,13 @@ impl TablePlan {
                 problems.push(format!(
                     "chain {} has hook/priority {:?}, expected {want_hook:?}",
                     chain.name, got.hook
+                ));
+            }
+            let want_policy = chain.policy as u32;
+            if got.policy != Some(want_policy) {
+                problems.push(format!(
+                    "chain {} has policy {:?}, expected {want_policy} ({:?})",
+                    chain.name, got.policy, chain.policy
                 ));
             }
             if got.rules.len() != chain.rules.len() {
@@ -577,6 +607,23 @@ fn interface_name(name: &str) -> Result<CString, FirewallError> {
     CString::new(name).map_err(|_| invalid("tun_interface", name, EXPECTED))
 }
 
+/// The prefixes as a set (deterministic order on the wire, duplicates
+/// collapse), refusing any with host bits.
+fn prefix_set(field: &'static str, prefixes: &[IpNet]) -> Result<BTreeSet<IpNet>, FirewallError> {
+    let mut set = BTreeSet::new();
+    for prefix in prefixes {
+        if prefix.trunc() != *prefix {
+            return Err(invalid(
+                field,
+                prefix,
+                "a network prefix without host bits, e.g. 198.19.1.0/24",
+            ));
+        }
+        set.insert(*prefix);
+    }
+    Ok(set)
+}
+
 fn canonical_v4(field: &'static str, net: Ipv4Net) -> Result<Ipv4Net, FirewallError> {
     if net.trunc() != net {
         return Err(invalid(
@@ -627,6 +674,9 @@ fn read_table(
                 NFTA_CHAIN_NAME => name = Some(nfnetlink::attr_str(value)),
                 NFTA_CHAIN_TYPE => found.chain_type = nfnetlink::attr_str(value),
                 NFTA_CHAIN_HOOK => found.hook = Some(parse_hook(value).map_err(bad)?),
+                NFTA_CHAIN_POLICY => {
+                    found.policy = Some(nfnetlink::attr_be_u32(value).map_err(bad)?);
+                }
                 _ => {}
             }
         }
@@ -779,6 +829,10 @@ mod tests {
                 "198.18.0.0/16".parse().expect("net"),
             ],
             forward: true,
+            forward_to: vec![
+                "198.19.0.0/16".parse().expect("net"),
+                "fd00:1:2::/64".parse().expect("net"),
+            ],
         }
     }
 
@@ -796,7 +850,50 @@ mod tests {
                 &Match::Destination("198.19.0.0/16".parse().expect("net")),
             ]
         );
-        assert_eq!(plan.chains[1].rules.len(), 2);
+        assert_eq!(plan.chains[1].rules.len(), 3);
+    }
+
+    #[test]
+    fn a_router_forwards_only_to_its_routes_and_replies_into_the_tailnet() {
+        let plan = TablePlan::from_policy(&policy()).expect("valid");
+
+        let forward = &plan.chains[1];
+        assert_eq!(forward.policy, Policy::Drop);
+        let tun = CString::new("cw0").expect("name");
+        let rules: Vec<(&[Match], Action)> = forward
+            .rules
+            .iter()
+            .map(|r| (r.matches.as_slice(), r.action))
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                (
+                    &[
+                        Match::OutputInterface(tun.clone()),
+                        Match::EstablishedOrRelated
+                    ][..],
+                    Action::Accept
+                ),
+                (
+                    &[
+                        Match::InputInterface(tun.clone()),
+                        Match::Ipv4,
+                        Match::Destination("198.19.0.0/16".parse().expect("net")),
+                    ][..],
+                    Action::Accept
+                ),
+                (
+                    &[
+                        Match::InputInterface(tun),
+                        Match::Ipv6,
+                        Match::Destination("fd00:1:2::/64".parse().expect("net")),
+                    ][..],
+                    Action::Accept
+                ),
+            ]
+        );
+        assert_eq!(plan.chains[0].policy, Policy::Accept);
     }
 
     #[test]
@@ -810,7 +907,7 @@ mod tests {
             "counter", "masq",
         ];
         assert_eq!(kinds, expected);
-        let established = plan.chains[1].rules[1].expression_kinds();
+        let established = plan.chains[1].rules[0].expression_kinds();
         assert_eq!(
             established,
             [
@@ -830,6 +927,7 @@ mod tests {
         let device = FirewallPolicy {
             masquerade: Vec::new(),
             forward: false,
+            forward_to: Vec::new(),
             ..policy()
         };
 
@@ -837,6 +935,7 @@ mod tests {
 
         assert_eq!(plan.chains.len(), 2);
         assert!(plan.chains.iter().all(|c| c.rules.is_empty()));
+        assert!(plan.chains.iter().all(|c| c.policy == Policy::Accept));
     }
 
     #[test]
@@ -877,6 +976,13 @@ mod tests {
                 },
                 "masquerade",
             ),
+            (
+                FirewallPolicy {
+                    forward_to: vec!["198.19.1.1/24".parse().expect("net")],
+                    ..policy()
+                },
+                "forward_to",
+            ),
         ];
 
         for (bad, field) in cases {
@@ -906,18 +1012,27 @@ mod tests {
                 FoundChain {
                     chain_type: chain_type_name(chain_type).to_owned(),
                     hook: Some((hook as u32, priority)),
+                    policy: Some(chain.policy as u32),
                     rules: chain.rules.iter().map(RulePlan::expression_kinds).collect(),
                 },
             );
         }
         assert!(plan.verify(found.clone()).is_ok());
+        let mut accepting = found.clone();
+        accepting.get_mut(CHAIN_FORWARD).expect("chain").policy = Some(Policy::Accept as u32);
+        assert_eq!(
+            plan.verify(accepting)
+                .expect_err("wrong policy")
+                .to_string(),
+            "nftables table \"causeway\" read back does not match the policy: chain forward has policy Some(1), expected 0 (Drop)"
+        );
         found.get_mut(CHAIN_FORWARD).expect("chain").rules.pop();
 
         let error = plan.verify(found).expect_err("one rule short");
 
         assert_eq!(
             error.to_string(),
-            "nftables table \"causeway\" read back does not match the policy: chain forward has 1 rules, expected 2"
+            "nftables table \"causeway\" read back does not match the policy: chain forward has 2 rules, expected 3"
         );
     }
 }

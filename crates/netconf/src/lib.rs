@@ -14,5 +14,5 @@ mod routes;
 pub use firewall::{
     FirewallError, FirewallPolicy, apply_firewall, firewall_exists, remove_firewall,
 };
-pub use forwarding::enable_forwarding;
+pub use forwarding::{Forwarding, SubnetRouter, SubnetRouterError, enable_forwarding};
 pub use routes::{RouteChanges, RouteError, RouteTable, sync_routes};

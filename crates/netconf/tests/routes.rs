@@ -182,9 +182,12 @@ fn forwarding_is_enabled_in_the_namespace() {
             "a fresh namespace starts with forwarding off"
         );
 
-        enable_forwarding(true, true).expect("enable");
+        let forwarding = enable_forwarding(true, true).expect("enable");
 
         assert_eq!(read("/proc/sys/net/ipv4/ip_forward"), "1");
         assert_eq!(read("/proc/sys/net/ipv6/conf/all/forwarding"), "1");
+        forwarding.restore().expect("restore");
+        assert_eq!(read("/proc/sys/net/ipv4/ip_forward"), "0");
+        assert_eq!(read("/proc/sys/net/ipv6/conf/all/forwarding"), "0");
     });
 }

@@ -35,6 +35,18 @@ impl PublicKey {
         &self.0
     }
 
+    /// Whether this is a point of small order (or its non-canonical twin):
+    /// a Diffie-Hellman with it yields all zeros whatever the secret, so
+    /// anyone could "prove" they hold it. Checked by multiplying with a
+    /// clamped scalar, which clears the cofactor: the result is zero exactly
+    /// for the small-order points (RFC 7748 §6.1).
+    pub fn is_small_order(&self) -> bool {
+        let probe = x25519_dalek::StaticSecret::from([1; 32]);
+        !probe
+            .diffie_hellman(&x25519_dalek::PublicKey::from(self.0))
+            .was_contributory()
+    }
+
     /// A short, stable form for logs: the first 8 base64 characters.
     pub fn short(&self) -> String {
         let mut s = self.to_string();

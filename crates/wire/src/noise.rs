@@ -29,9 +29,15 @@ const MAX_NOISE_MESSAGE: usize = 65535;
 const TAG_LEN: usize = 16;
 /// Largest message chunk in one record.
 const MAX_CHUNK: usize = MAX_NOISE_MESSAGE - TAG_LEN - 1;
-/// Largest whole message a receiver accepts, so a peer cannot make us
-/// buffer without bound.
+/// Largest whole message a receiver accepts by default, so a peer cannot
+/// make us buffer without bound. Nodes read control's netmaps with this
+/// limit (a netmap of thousands of nodes is megabytes).
 pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// Largest whole message control accepts from a node. A registration needs
+/// under 1 KiB; an update with 1,000 IPv4 routes is about 16 KiB (see the
+/// test `a_message_over_the_split_limit_breaks_the_channel`). Control reads messages before it knows whether the sender
+/// is registered, so this is what any client can make it buffer.
+pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 
 /// Flag byte: more chunks of this message follow.
 pub const MORE: u8 = 0;
@@ -50,9 +56,17 @@ pub enum ChannelError {
     /// A record had a flag byte other than [`MORE`] or [`LAST`], or was empty.
     #[error("malformed record")]
     BadRecord,
-    /// A message grew past [`MAX_MESSAGE`].
-    #[error("message larger than {MAX_MESSAGE} bytes")]
-    TooLarge,
+    /// A message grew past the receiver's limit ([`MAX_MESSAGE`] unless
+    /// the channel was split with another).
+    #[error("message larger than {limit} bytes")]
+    TooLarge {
+        /// The limit it crossed.
+        limit: usize,
+    },
+    /// The initiator's static key is a small-order Curve25519 point: every
+    /// Diffie-Hellman with it is all zeros, so it proves nothing.
+    #[error("static key is a small-order Curve25519 point")]
+    SmallOrderKey,
     /// The peer's static key is missing after the handshake.
     #[error("peer static key missing after handshake")]
     NoPeerKey,
@@ -120,7 +134,11 @@ impl Responder {
         let hello: ClientHello = serde_json::from_slice(&payload[..len])?;
         let remote = state.get_remote_static().ok_or(ChannelError::NoPeerKey)?;
         let machine = <[u8; 32]>::try_from(remote).map_err(|_| ChannelError::NoPeerKey)?;
-        Ok((Self { state }, PublicKey::from_bytes(machine), hello))
+        let machine = PublicKey::from_bytes(machine);
+        if machine.is_small_order() {
+            return Err(ChannelError::SmallOrderKey);
+        }
+        Ok((Self { state }, machine, hello))
     }
 
     /// Writes the answer; returns the message to send and the channel.
@@ -148,8 +166,15 @@ impl Channel {
         }
     }
 
-    /// Splits into a sending and a receiving half.
+    /// Splits into a sending and a receiving half; the receiver accepts
+    /// messages of up to [`MAX_MESSAGE`] bytes.
     pub fn split(self) -> (Sealer, Opener) {
+        self.split_with_limit(MAX_MESSAGE)
+    }
+
+    /// Like [`Channel::split`], with a receiver that refuses messages
+    /// longer than `max_message` bytes.
+    pub fn split_with_limit(self, max_message: usize) -> (Sealer, Opener) {
         (
             Sealer {
                 state: Arc::clone(&self.state),
@@ -160,6 +185,7 @@ impl Channel {
                 nonce: 0,
                 buffer: Vec::new(),
                 message: Vec::new(),
+                max_message,
             },
         )
     }
@@ -192,7 +218,9 @@ impl Sealer {
             plain.extend_from_slice(chunk);
             let len = self.state.write_message(self.nonce, &plain, &mut cipher)?;
             self.nonce += 1;
-            let len16 = u16::try_from(len).map_err(|_| ChannelError::TooLarge)?;
+            let len16 = u16::try_from(len).map_err(|_| ChannelError::TooLarge {
+                limit: MAX_NOISE_MESSAGE,
+            })?;
             out.extend_from_slice(&len16.to_be_bytes());
             out.extend_from_slice(&cipher[..len]);
         }
@@ -206,6 +234,7 @@ pub struct Opener {
     nonce: u64,
     buffer: Vec<u8>,
     message: Vec<u8>,
+    max_message: usize,
 }
 
 impl Opener {
@@ -234,8 +263,10 @@ impl Opener {
             let Some((&flag, chunk)) = plain[..n].split_first() else {
                 return Err(ChannelError::BadRecord);
             };
-            if self.message.len() + chunk.len() > MAX_MESSAGE {
-                return Err(ChannelError::TooLarge);
+            if self.message.len() + chunk.len() > self.max_message {
+                return Err(ChannelError::TooLarge {
+                    limit: self.max_message,
+                });
             }
             self.message.extend_from_slice(chunk);
             match flag {
@@ -258,6 +289,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn handshake() -> ((Sealer, Opener), (Sealer, Opener), PublicKey) {
+        let (client, server, seen_machine) = channels();
+        (client.split(), server.split(), seen_machine)
+    }
+
+    /// Client channel, server channel and the machine key control saw.
+    fn channels() -> (Channel, Channel, PublicKey) {
         let control = PrivateKey::from_random_bytes([1; 32]);
         let machine = PrivateKey::from_random_bytes([2; 32]);
         let hello = ClientHello {
@@ -275,7 +312,7 @@ mod tests {
             .expect("reply");
         let (server_hello, client) = initiator.finish(&m2).expect("finish");
         assert!(matches!(server_hello, ServerHello::Accepted { .. }));
-        (client.split(), server.split(), seen_machine)
+        (client, server, seen_machine)
     }
 
     #[test]
@@ -333,6 +370,172 @@ mod tests {
         wire[5] ^= 1;
         rx.push(&wire);
         assert!(rx.next_message::<ClientMessage>().is_err());
+    }
+
+    /// A Dh that, given the marker private key, claims a small-order public
+    /// key and computes all-zero results: what an attacker without any
+    /// secret would send.
+    struct SmallOrderDh {
+        inner: Box<dyn snow::types::Dh>,
+        fake: bool,
+    }
+
+    const MARKER: [u8; 32] = [0xAA; 32];
+    /// The order-8 point of RFC 7748's list of small-order u-coordinates.
+    const ORDER_8: [u8; 32] = [
+        0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4,
+        0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49,
+        0xb8, 0x00,
+    ];
+
+    impl snow::types::Dh for SmallOrderDh {
+        fn name(&self) -> &'static str {
+            self.inner.name()
+        }
+        fn pub_len(&self) -> usize {
+            self.inner.pub_len()
+        }
+        fn priv_len(&self) -> usize {
+            self.inner.priv_len()
+        }
+        fn set(&mut self, privkey: &[u8]) {
+            self.fake = privkey == MARKER;
+            self.inner.set(privkey);
+        }
+        fn generate(&mut self, rng: &mut dyn snow::types::Random) -> Result<(), snow::Error> {
+            self.inner.generate(rng)
+        }
+        fn pubkey(&self) -> &[u8] {
+            if self.fake {
+                &ORDER_8
+            } else {
+                self.inner.pubkey()
+            }
+        }
+        fn privkey(&self) -> &[u8] {
+            self.inner.privkey()
+        }
+        fn dh(&self, pubkey: &[u8], out: &mut [u8]) -> Result<(), snow::Error> {
+            if self.fake {
+                out[..32].fill(0);
+                Ok(())
+            } else {
+                self.inner.dh(pubkey, out)
+            }
+        }
+    }
+
+    struct SmallOrderResolver(snow::resolvers::DefaultResolver);
+
+    impl snow::resolvers::CryptoResolver for SmallOrderResolver {
+        fn resolve_rng(&self) -> Option<Box<dyn snow::types::Random>> {
+            self.0.resolve_rng()
+        }
+        fn resolve_dh(&self, choice: &snow::params::DHChoice) -> Option<Box<dyn snow::types::Dh>> {
+            Some(Box::new(SmallOrderDh {
+                inner: self.0.resolve_dh(choice)?,
+                fake: false,
+            }))
+        }
+        fn resolve_hash(
+            &self,
+            choice: &snow::params::HashChoice,
+        ) -> Option<Box<dyn snow::types::Hash>> {
+            self.0.resolve_hash(choice)
+        }
+        fn resolve_cipher(
+            &self,
+            choice: &snow::params::CipherChoice,
+        ) -> Option<Box<dyn snow::types::Cipher>> {
+            self.0.resolve_cipher(choice)
+        }
+    }
+
+    #[test]
+    fn small_order_points_are_recognised() {
+        let mut p_minus_1 = [0xff; 32];
+        p_minus_1[0] = 0xec;
+        p_minus_1[31] = 0x7f;
+        let mut p = p_minus_1;
+        p[0] = 0xed;
+        let mut one = [0; 32];
+        one[0] = 1;
+        for bytes in [[0; 32], one, ORDER_8, p_minus_1, p] {
+            assert!(
+                PublicKey::from_bytes(bytes).is_small_order(),
+                "{bytes:02x?}"
+            );
+        }
+        assert!(
+            !PrivateKey::from_random_bytes([5; 32])
+                .public_key()
+                .is_small_order()
+        );
+    }
+
+    #[test]
+    fn a_small_order_machine_key_is_refused() {
+        let control = PrivateKey::from_random_bytes([1; 32]);
+        let mut initiator = snow::Builder::with_resolver(
+            PATTERN.parse().expect("pattern"),
+            Box::new(SmallOrderResolver(snow::resolvers::DefaultResolver)),
+        )
+        .prologue(PROLOGUE)
+        .expect("prologue")
+        .local_private_key(&MARKER)
+        .expect("key")
+        .remote_public_key(control.public_key().as_bytes())
+        .expect("remote")
+        .build_initiator()
+        .expect("initiator");
+        let hello = serde_json::to_vec(&ClientHello {
+            capability_version: CAPABILITY_VERSION,
+        })
+        .expect("hello");
+        let mut m1 = vec![0u8; MAX_NOISE_MESSAGE];
+        let len = initiator.write_message(&hello, &mut m1).expect("write");
+        m1.truncate(len);
+        assert!(matches!(
+            Responder::accept(&control, &m1),
+            Err(ChannelError::SmallOrderKey)
+        ));
+    }
+
+    #[test]
+    fn a_message_over_the_split_limit_breaks_the_channel() {
+        let (client, server, _) = channels();
+        let (mut tx, _) = client.split();
+        let (_, mut rx) = server.split_with_limit(MAX_CLIENT_MESSAGE);
+        let update = |n: usize| {
+            ClientMessage::Update(NodeUpdate {
+                endpoints: None,
+                advertised_routes: Some(
+                    (0..n)
+                        .map(|i| {
+                            format!("10.{}.{}.0/24", i / 256, i % 256)
+                                .parse()
+                                .expect("net")
+                        })
+                        .collect(),
+                ),
+            })
+        };
+        let mut wire = Vec::new();
+        tx.seal(&update(1_000), &mut wire).expect("seal");
+        rx.push(&wire);
+        assert_eq!(
+            rx.next_message::<ClientMessage>().expect("fits"),
+            Some(update(1_000))
+        );
+        wire.clear();
+        tx.seal(&update(5_000), &mut wire).expect("seal");
+        rx.push(&wire);
+        assert!(matches!(
+            rx.next_message::<ClientMessage>(),
+            Err(ChannelError::TooLarge {
+                limit: MAX_CLIENT_MESSAGE
+            })
+        ));
     }
 
     proptest! {

@@ -69,3 +69,49 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("build tokio runtime")
 }
+
+/// A named network namespace (`ip netns add`) standing in for another
+/// host; deleted when dropped, so also when the test panics.
+pub struct NamedNetns {
+    name: String,
+}
+
+impl NamedNetns {
+    /// Creates `cwnc-<pid>-<role>` (unique per test process).
+    pub fn new(role: &str) -> Self {
+        let name = format!("cwnc-{}-{role}", std::process::id());
+        run("ip", &["netns", "add", &name]);
+        Self { name }
+    }
+
+    /// The namespace's name, for `ip link set … netns`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs a command inside the namespace, failing the test if it fails.
+    pub fn run(&self, program: &str, args: &[&str]) -> String {
+        let mut full = vec!["netns", "exec", &self.name, program];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    /// Whether a command inside the namespace exits with success.
+    pub fn succeeds(&self, program: &str, args: &[&str]) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, program])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {program} in {}: {e}", self.name))
+            .status
+            .success()
+    }
+}
+
+impl Drop for NamedNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
