@@ -62,7 +62,25 @@ pub struct RouteEntry {
     pub primary: Vec<String>,
 }
 
+/// One entry of `GET /api/v1/nodes`: the parts the provisioner reads.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct NodeEntry {
+    /// Node name.
+    pub name: String,
+    /// The hostname it registered with.
+    #[serde(default)]
+    pub hostname: String,
+    /// Tailnet addresses, as prefixes (`100.64.0.5/32`).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
 impl AdminApi {
+    /// The nodes (`GET /api/v1/nodes`).
+    pub async fn nodes(&self) -> anyhow::Result<Vec<NodeEntry>> {
+        self.call(reqwest::Method::GET, "/api/v1/nodes", None).await
+    }
+
     /// Mints a reusable auth key tagged `tag:ROLE` (`POST /api/v1/keys`).
     /// Reusable, because both instances of an HA pair and any replacement
     /// instance join with it.
