@@ -39,7 +39,8 @@ const AWS_TIMEOUT: Duration = Duration::from_secs(60);
 const MODULES: [&str; 3] = ["appliance", "recorder-storage", "split-dns"];
 
 const CONTROL_URL: &str = "http://control.example.internal:8080";
-const CONTROL_PUBLIC_KEY: &str = "test-control-public-key";
+/// A well-formed key (32 bytes, base64): the user data goes through `appliance check-config`.
+const CONTROL_PUBLIC_KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
 
 // ---------------------------------------------------------------------------
 // Tests
