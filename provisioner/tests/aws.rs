@@ -824,6 +824,7 @@ fn recorder_bucket_is_locked_down_with_the_asked_lifecycle() {
     let key_file = cloud.key_file();
     let mut deploy = cloud.deploy_args("deploy", "rec1", "recorder");
     deploy.extend([
+        "--ha",
         "--auth-key-file",
         &key_file,
         "--ia-days",
@@ -841,6 +842,30 @@ fn recorder_bucket_is_locked_down_with_the_asked_lifecycle() {
     let report = json(&ok(cloud.run(&deploy)));
     eprintln!("recorder deploy: {:.1} s", started.elapsed().as_secs_f64());
     let bucket = "causeway-rec1-recordings-123456789012";
+
+    // Two recorders in two AZs share the one bucket; the report names both
+    // for the producer's list (their tailnet addresses need control).
+    let recorders = cloud.block(instances(c, "rec1"));
+    let azs: BTreeSet<&str> = recorders
+        .iter()
+        .filter_map(|i| i.placement().and_then(|p| p.availability_zone()))
+        .collect();
+    assert_eq!((recorders.len(), azs.len()), (2, 2), "{azs:?}");
+    let nodes = report["recorders"]["nodes"].as_array().expect("recorders");
+    assert_eq!(nodes.len(), 2, "{report}");
+    assert!(
+        report["recorders"]["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("--control-admin-url")),
+        "{report}"
+    );
+    let user_data = cloud.block(template_user_data(c, "causeway-rec1-recorder"));
+    assert!(
+        user_data.contains(&format!("bucket = \"{bucket}\""))
+            && user_data.contains("[recorder]")
+            && user_data.contains("allow = [\"100.64.0.0/10\"]"),
+        "{user_data}"
+    );
 
     cloud.block(async {
         let lc =
@@ -1640,27 +1665,7 @@ fn control_keeps_its_elastic_ip_and_state_volume_across_replacement() {
         Some(public_ip.as_str()),
         "the report shows control at its Elastic IP: {report}"
     );
-    let user_data = cloud.block(async {
-        let v = c
-            .ec2
-            .describe_launch_template_versions()
-            .launch_template_name("causeway-ctl2-control")
-            .versions("$Default")
-            .send()
-            .await
-            .expect("template");
-        let data = v.launch_template_versions()[0]
-            .launch_template_data()
-            .and_then(|d| d.user_data())
-            .expect("user data")
-            .to_owned();
-        String::from_utf8(
-            base64::engine::general_purpose::STANDARD
-                .decode(data)
-                .expect("base64"),
-        )
-        .expect("utf-8")
-    });
+    let user_data = cloud.block(template_user_data(c, "causeway-ctl2-control"));
     assert!(
         user_data.contains("state_dir = \"/var/lib/causeway/state\""),
         "{user_data}"
@@ -1733,4 +1738,27 @@ fn control_keeps_its_elastic_ip_and_state_volume_across_replacement() {
             "the state volume was deleted: {gone:?}"
         );
     });
+}
+
+/// The user data of launch template `name`'s default version, decoded.
+async fn template_user_data(c: &Clients, name: &str) -> String {
+    let v = c
+        .ec2
+        .describe_launch_template_versions()
+        .launch_template_name(name)
+        .versions("$Default")
+        .send()
+        .await
+        .expect("template");
+    let data = v.launch_template_versions()[0]
+        .launch_template_data()
+        .and_then(|d| d.user_data())
+        .expect("user data")
+        .to_owned();
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .expect("base64"),
+    )
+    .expect("utf-8")
 }
