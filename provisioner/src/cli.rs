@@ -168,7 +168,7 @@ pub struct AwsArgs {
     /// Recordings bucket (role recorder) [default: causeway-NAME-recordings-ACCOUNT].
     #[arg(long, env = "CAUSEWAY_BUCKET")]
     pub bucket: Option<String>,
-    /// KMS key for the recordings bucket [default: SSE-S3].
+    /// KMS key ARN for the recordings bucket (SSE-KMS; the recorder may use the key) [default: SSE-S3].
     #[arg(long, env = "CAUSEWAY_KMS_KEY")]
     pub kms_key: Option<String>,
     /// Days until recordings move to STANDARD_IA.
@@ -183,12 +183,22 @@ pub struct AwsArgs {
     /// The recorder's web UI is on: its role may also read and list recordings.
     #[arg(long, env = "CAUSEWAY_RECORDER_UI")]
     pub recorder_ui: bool,
+    /// A network allowed to send recordings to the recorder (repeatable) [default: 100.64.0.0/10, the tailnet].
+    #[arg(
+        long = "recorder-allow",
+        env = "CAUSEWAY_RECORDER_ALLOW",
+        value_delimiter = ','
+    )]
+    pub recorder_allow: Vec<String>,
     /// Root volume size in GiB.
     #[arg(long, env = "CAUSEWAY_ROOT_VOLUME_SIZE", default_value_t = 8)]
     pub root_volume_size: i32,
     /// deploy: how long to wait for every appliance to register with control, hold its netmap stream and (routers) have its routes approved with one primary, in seconds; 0 skips the wait.
     #[arg(long, env = "CAUSEWAY_HEALTH_TIMEOUT", default_value_t = 300)]
     pub health_timeout: u64,
+    /// Size in GiB of control's state volume, when deploy creates it (role control).
+    #[arg(long, env = "CAUSEWAY_STATE_VOLUME_SIZE", default_value_t = 8)]
+    pub state_volume_size: i32,
 }
 
 /// Options of `--cloud aws` for `status` and `destroy`.
@@ -285,8 +295,12 @@ fn change_provider(a: &ChangeArgs) -> anyhow::Result<Box<dyn Provider>> {
             opts.archive_days = x.archive_days;
             opts.expire_days = x.expire_days;
             opts.recorder_ui = x.recorder_ui;
+            if !x.recorder_allow.is_empty() {
+                opts.recorder_allow = x.recorder_allow.clone();
+            }
             opts.root_volume_gib = x.root_volume_size;
             opts.health_timeout = Duration::from_secs(x.health_timeout);
+            opts.state_volume_gib = x.state_volume_size;
             Ok(Box::new(AwsProvider::new(opts)))
         }
         Cloud::Azure => Err(CloudError::NotImplemented(Cloud::Azure).into()),

@@ -50,6 +50,24 @@ impl Role {
         }
     }
 
+    /// The roles the appliance runs today: those `plan` and `deploy` accept.
+    pub fn built() -> Vec<Role> {
+        <Role as clap::ValueEnum>::value_variants()
+            .iter()
+            .copied()
+            .filter(|r| r.not_built_yet().is_none())
+            .collect()
+    }
+
+    /// The roles the appliance cannot run yet, refused by `plan` and `deploy`.
+    pub fn not_built() -> Vec<Role> {
+        <Role as clap::ValueEnum>::value_variants()
+            .iter()
+            .copied()
+            .filter(|r| r.not_built_yet().is_some())
+            .collect()
+    }
+
     /// Whether the role forwards traffic for advertised routes (and so gets
     /// the routes in its config, and the no-SNAT return path).
     pub fn advertises_routes(self) -> bool {
@@ -96,11 +114,13 @@ mod tests {
 
     #[test]
     fn only_the_roles_the_appliance_runs_are_built() {
-        let built: Vec<Role> = Role::value_variants()
-            .iter()
-            .copied()
-            .filter(|r| r.not_built_yet().is_none())
-            .collect();
-        assert_eq!(built, [Role::SubnetRouter, Role::Recorder, Role::Control]);
+        assert_eq!(
+            Role::built(),
+            [Role::SubnetRouter, Role::Recorder, Role::Control]
+        );
+        assert_eq!(
+            Role::not_built(),
+            [Role::Via6, Role::ExitNode, Role::AppConnector, Role::Relay]
+        );
     }
 }

@@ -369,6 +369,33 @@ async fn tagged(c: &Clients, deployment: &str) -> Vec<String> {
             out.push(format!("bucket {name}"));
         }
     }
+    let addresses = c
+        .ec2
+        .describe_addresses()
+        .filters(filter("tag:causeway:deployment", deployment))
+        .send()
+        .await
+        .expect("addresses");
+    out.extend(
+        addresses
+            .addresses()
+            .iter()
+            .map(|a| format!("eip {}", a.allocation_id().unwrap_or_default())),
+    );
+    let volumes = c
+        .ec2
+        .describe_volumes()
+        .filters(filter("tag:causeway:deployment", deployment))
+        .send()
+        .await
+        .expect("volumes");
+    out.extend(
+        volumes
+            .volumes()
+            .iter()
+            .filter(|v| v.state().map(|s| s.as_str()) != Some("deleted"))
+            .map(|v| format!("volume {}", v.volume_id().unwrap_or_default())),
+    );
     let eps = c
         .r53r
         .list_resolver_endpoints()
@@ -809,6 +836,7 @@ fn recorder_bucket_is_locked_down_with_the_asked_lifecycle() {
     let key_file = cloud.key_file();
     let mut deploy = cloud.deploy_args("deploy", "rec1", "recorder");
     deploy.extend([
+        "--ha",
         "--auth-key-file",
         &key_file,
         "--ia-days",
@@ -826,6 +854,30 @@ fn recorder_bucket_is_locked_down_with_the_asked_lifecycle() {
     let report = json(&ok(cloud.run(&deploy)));
     eprintln!("recorder deploy: {:.1} s", started.elapsed().as_secs_f64());
     let bucket = "causeway-rec1-recordings-123456789012";
+
+    // Two recorders in two AZs share the one bucket; the report names both
+    // for the producer's list (their tailnet addresses need control).
+    let recorders = cloud.block(instances(c, "rec1"));
+    let azs: BTreeSet<&str> = recorders
+        .iter()
+        .filter_map(|i| i.placement().and_then(|p| p.availability_zone()))
+        .collect();
+    assert_eq!((recorders.len(), azs.len()), (2, 2), "{azs:?}");
+    let nodes = report["recorders"]["nodes"].as_array().expect("recorders");
+    assert_eq!(nodes.len(), 2, "{report}");
+    assert!(
+        report["recorders"]["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("--control-admin-url")),
+        "{report}"
+    );
+    let user_data = cloud.block(template_user_data(c, "causeway-rec1-recorder"));
+    assert!(
+        user_data.contains(&format!("bucket = \"{bucket}\""))
+            && user_data.contains("[recorder]")
+            && user_data.contains("allow = [\"100.64.0.0/10\"]"),
+        "{user_data}"
+    );
 
     cloud.block(async {
         let lc =
@@ -925,18 +977,27 @@ fn recorder_bucket_is_locked_down_with_the_asked_lifecycle() {
             .as_array()
             .expect("statements")
             .iter()
-            .map(|s| {
+            .flat_map(|s| {
                 assert_eq!(s["Effect"], "Allow");
-                (
-                    s["Action"].as_str().expect("one action").to_owned(),
-                    s["Resource"].as_str().expect("one resource").to_owned(),
-                )
+                let resource = s["Resource"].as_str().expect("one resource").to_owned();
+                let actions: Vec<String> = match &s["Action"] {
+                    Value::Array(a) => a
+                        .iter()
+                        .map(|x| x.as_str().expect("action").to_owned())
+                        .collect(),
+                    one => vec![one.as_str().expect("action").to_owned()],
+                };
+                actions.into_iter().map(move |a| (a, resource.clone()))
             })
             .collect();
         grants.sort();
         assert_eq!(
             grants,
             [
+                (
+                    "s3:AbortMultipartUpload".to_owned(),
+                    format!("arn:aws:s3:::{bucket}/*")
+                ),
                 (
                     "s3:GetBucketLocation".to_owned(),
                     format!("arn:aws:s3:::{bucket}")
@@ -1561,4 +1622,197 @@ fn control_mints_the_key_and_gets_the_split_dns_entries() {
             ])
         );
     });
+}
+
+/// Control's Elastic IP and state volume, read through the API.
+async fn control_state(
+    c: &Clients,
+    deployment: &str,
+) -> (aws_sdk_ec2::types::Address, aws_sdk_ec2::types::Volume) {
+    let addresses = c
+        .ec2
+        .describe_addresses()
+        .filters(filter("tag:causeway:deployment", deployment))
+        .send()
+        .await
+        .expect("addresses");
+    assert_eq!(addresses.addresses().len(), 1, "{addresses:?}");
+    let volumes = c
+        .ec2
+        .describe_volumes()
+        .filters(filter(
+            "tag:Name",
+            &format!("causeway-{deployment}-control-state"),
+        ))
+        .send()
+        .await
+        .expect("volumes");
+    assert_eq!(volumes.volumes().len(), 1, "{volumes:?}");
+    (
+        addresses.addresses()[0].clone(),
+        volumes.volumes()[0].clone(),
+    )
+}
+
+#[test]
+fn control_keeps_its_elastic_ip_and_state_volume_across_replacement() {
+    let cloud = Cloud::new();
+    let c = &cloud.c;
+    let deploy = |extra: &[&str]| {
+        let mut args = vec![
+            "deploy", "--cloud", "aws", "--name", "ctl2", "--role", "control", "--vpc", &cloud.vpc,
+        ];
+        args.extend(extra);
+        cloud.run(&args)
+    };
+    let report = json(&ok(deploy(&["--output", "json"])));
+
+    let first = cloud.block(instances(c, "ctl2"));
+    assert_eq!(first.len(), 1, "one control instance");
+    let first_id = first[0].instance_id().expect("id").to_owned();
+    let first_az = first[0]
+        .placement()
+        .and_then(|p| p.availability_zone())
+        .expect("az")
+        .to_owned();
+    let (address, volume) = cloud.block(control_state(c, "ctl2"));
+    let public_ip = address.public_ip().expect("public ip").to_owned();
+    let allocation = address.allocation_id().expect("allocation").to_owned();
+    let volume_id = volume.volume_id().expect("volume id").to_owned();
+    assert_eq!(
+        address.instance_id(),
+        Some(first_id.as_str()),
+        "{address:?}"
+    );
+    let tags: BTreeSet<(String, String)> = address
+        .tags()
+        .iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().to_owned(),
+                t.value().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        tags.contains(&("causeway:deployment".into(), "ctl2".into()))
+            && tags.contains(&("causeway:role".into(), "control".into())),
+        "{tags:?}"
+    );
+    assert_eq!(volume.encrypted(), Some(true));
+    assert_eq!(volume.volume_type().map(|t| t.as_str()), Some("gp3"));
+    assert_eq!(volume.size(), Some(8));
+    assert_eq!(volume.availability_zone(), Some(first_az.as_str()));
+    let attached: Vec<(&str, &str)> = volume
+        .attachments()
+        .iter()
+        .map(|a| {
+            (
+                a.instance_id().unwrap_or_default(),
+                a.device().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(attached, [(first_id.as_str(), "/dev/sdf")]);
+    assert_eq!(
+        report["instances"][0]["public_ip"].as_str(),
+        Some(public_ip.as_str()),
+        "the report shows control at its Elastic IP: {report}"
+    );
+    let user_data = cloud.block(template_user_data(c, "causeway-ctl2-control"));
+    assert!(
+        user_data.contains("state_dir = \"/var/lib/causeway/state\""),
+        "{user_data}"
+    );
+
+    // Converged: nothing to do.
+    let again = String::from_utf8_lossy(&ok(deploy(&[])).stdout).to_string();
+    assert!(again.contains("0 create, 0 update, 0 delete"), "{again}");
+
+    // A template change replaces the instance: the replacement gets the
+    // same address and the same volume.
+    let replaced =
+        String::from_utf8_lossy(&ok(deploy(&["--root-volume-size", "9"])).stdout).to_string();
+    let second = cloud.block(instances(c, "ctl2"));
+    let running: Vec<&aws_sdk_ec2::types::Instance> = second
+        .iter()
+        .filter(|i| i.state().and_then(|s| s.name()).map(|n| n.as_str()) == Some("running"))
+        .collect();
+    assert_eq!(running.len(), 1, "{second:?}");
+    let second_id = running[0].instance_id().expect("id").to_owned();
+    assert_ne!(second_id, first_id, "the instance was replaced: {replaced}");
+    let (address, volume) = cloud.block(control_state(c, "ctl2"));
+    assert_eq!(address.allocation_id(), Some(allocation.as_str()));
+    assert_eq!(address.public_ip(), Some(public_ip.as_str()));
+    assert_eq!(
+        address.instance_id(),
+        Some(second_id.as_str()),
+        "{replaced}"
+    );
+    assert_eq!(volume.volume_id(), Some(volume_id.as_str()));
+    let attached: Vec<(&str, &str)> = volume
+        .attachments()
+        .iter()
+        .filter(|a| a.state().map(|s| s.as_str()) == Some("attached"))
+        .map(|a| {
+            (
+                a.instance_id().unwrap_or_default(),
+                a.device().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(attached, [(second_id.as_str(), "/dev/sdf")], "{replaced}");
+    let settled =
+        String::from_utf8_lossy(&ok(deploy(&["--root-volume-size", "9"])).stdout).to_string();
+    assert!(
+        settled.contains("0 create, 0 update, 0 delete"),
+        "{settled}"
+    );
+
+    // Only destroy removes them.
+    ok(cloud.run(&["destroy", "--cloud", "aws", "--name", "ctl2"]));
+    assert_eq!(cloud.block(tagged(c, "ctl2")), Vec::<String>::new());
+    cloud.block(async {
+        let gone = c
+            .ec2
+            .describe_addresses()
+            .allocation_ids(&allocation)
+            .send()
+            .await;
+        assert!(
+            gone.as_ref().map_or(true, |o| o.addresses().is_empty()),
+            "the Elastic IP was released: {gone:?}"
+        );
+        let gone = c.ec2.describe_volumes().volume_ids(&volume_id).send().await;
+        assert!(
+            gone.as_ref().map_or(true, |o| o
+                .volumes()
+                .iter()
+                .all(|v| v.state().map(|s| s.as_str()) == Some("deleted"))),
+            "the state volume was deleted: {gone:?}"
+        );
+    });
+}
+
+/// The user data of launch template `name`'s default version, decoded.
+async fn template_user_data(c: &Clients, name: &str) -> String {
+    let v = c
+        .ec2
+        .describe_launch_template_versions()
+        .launch_template_name(name)
+        .versions("$Default")
+        .send()
+        .await
+        .expect("template");
+    let data = v.launch_template_versions()[0]
+        .launch_template_data()
+        .and_then(|d| d.user_data())
+        .expect("user data")
+        .to_owned();
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .expect("base64"),
+    )
+    .expect("utf-8")
 }

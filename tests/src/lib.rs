@@ -76,6 +76,33 @@ pub fn binary(name: &str) -> PathBuf {
     );
 }
 
+/// Runs the real `appliance check-config` on `text` (written to a
+/// temporary file named `label.toml`): the way an instance's user data is
+/// checked without booting one.
+pub fn check_config(label: &str, text: &str) -> Ran {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join(format!("{label}.toml"));
+    std::fs::write(&path, text).expect("writing the config under test");
+    run(
+        Command::new(binary("appliance"))
+            .args(["check-config", "--config"])
+            .arg(&path),
+        Duration::from_secs(60),
+    )
+}
+
+/// What `appliance check-config` reports as the roles enabled by the user
+/// data of a provisioner role.
+pub fn appliance_roles(role: causeway_provisioner::role::Role) -> &'static str {
+    use causeway_provisioner::role::Role;
+    match role {
+        Role::SubnetRouter => "device, subnet-router",
+        Role::Recorder => "recorder, device",
+        Role::Control => "control",
+        other => panic!("no expected appliance roles for {other}: is it built now?"),
+    }
+}
+
 /// A deployment name no other test process uses: `e<pid>-<n>` in base 36
 /// (at most 8 characters, as the provisioner requires).
 pub fn unique_name() -> DeploymentName {

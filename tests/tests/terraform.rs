@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use causeway_e2e::{Ran, run};
+use causeway_e2e::{Ran, appliance_roles, check_config, run};
+use causeway_provisioner::role::Role;
 use causeway_test_support::{CLIENT_ENV, Moto};
 use serde_json::Value;
 
@@ -38,7 +39,8 @@ const AWS_TIMEOUT: Duration = Duration::from_secs(60);
 const MODULES: [&str; 3] = ["appliance", "recorder-storage", "split-dns"];
 
 const CONTROL_URL: &str = "http://control.example.internal:8080";
-const CONTROL_PUBLIC_KEY: &str = "test-control-public-key";
+/// A well-formed key (32 bytes, base64): the user data goes through `appliance check-config`.
+const CONTROL_PUBLIC_KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
 
 // ---------------------------------------------------------------------------
 // Tests
@@ -80,6 +82,231 @@ fn modules_pass_terraform_test_with_a_mocked_provider() {
 }
 
 #[test]
+fn module_user_data_of_every_role_passes_appliance_check_config() {
+    let tf = Terraform::new();
+    let tree = tf.copy_tree();
+    let module = tree.path().join("modules/appliance/modules/user-data");
+    // Every role the provisioner deploys, each as the appliance module
+    // passes it (the module refuses the others: appliance.tftest.hcl).
+    let roles = Role::built();
+    let mut config = String::new();
+    for role in &roles {
+        let recorder = if *role == Role::Recorder {
+            r#"{ bucket = "causeway-prod-recordings-123456789012", region = "eu-west-1", allow = ["100.64.0.0/10", "198.19.4.0/24"], ui = true }"#
+        } else {
+            "null"
+        };
+        let secret = if role.needs_auth_key() {
+            format!(
+                "\"arn:aws:secretsmanager:eu-west-1:123456789012:secret:causeway/prod/{role}-authkey-AbCdEf\""
+            )
+        } else {
+            "null".to_owned()
+        };
+        config.push_str(&format!(
+            r#"
+module "{role}" {{
+  source             = "{source}"
+  role               = "{role}"
+  control_url        = "https://198.18.0.10:8080"
+  control_public_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+  auth_key_secret    = {secret}
+  routes             = ["198.19.0.0/16", "fd00:198:19::/48"]
+  snat               = false
+  recorder           = {recorder}
+}}
+output "{role}" {{
+  value = module.{role}.text
+}}
+"#,
+            source = module.display(),
+        ));
+    }
+    let outputs = tf.render_offline(&config);
+    for role in roles {
+        let text = outputs[role.as_str()]["value"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no user data output for {role}: {outputs:#}"));
+        let ran = check_config(role.as_str(), text);
+        assert!(
+            ran.success(),
+            "role {role}: the appliance refuses the module's user data: {ran}\n{text}"
+        );
+        assert!(
+            ran.stdout
+                .contains(&format!("valid; roles: {}", appliance_roles(role))),
+            "role {role}: {}",
+            ran.stdout
+        );
+    }
+}
+
+/// One statement of an instance role's inline policy, reduced to what the
+/// contract fixes: policy name, Sid, sorted actions, resource.
+type Grant = (String, String, Vec<String>, String);
+
+/// The rows of docs/reference/aws-contract.md's "Instance role policies"
+/// table that apply with the UI on or off and a KMS key or none, with
+/// `BUCKET`, `KEY_ARN` and `SECRET_ARN` filled in.
+fn contract_grants(ui: bool, kms: bool, bucket: &str, key: &str, secret: &str) -> BTreeSet<Grant> {
+    let doc_path = terraform_source().join("../docs/reference/aws-contract.md");
+    let doc = fs::read_to_string(&doc_path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", doc_path.display()));
+    let table = doc
+        .split("## Instance role policies")
+        .nth(1)
+        .expect("the contract has an \"Instance role policies\" section");
+    let code = |cell: &str| -> Vec<String> {
+        cell.split(',')
+            .map(|c| c.trim().trim_matches('`').to_owned())
+            .filter(|c| !c.is_empty())
+            .collect()
+    };
+    let mut grants = BTreeSet::new();
+    for row in table.lines().filter(|l| l.starts_with("| `causeway-")) {
+        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+        let [policy, sid, actions, resource, when] = cells[..] else {
+            panic!("a contract row has five cells: {row}");
+        };
+        let applies = match when {
+            "every role but control" => true,
+            "role recorder" => true,
+            "role recorder with `--recorder-ui`" => ui,
+            "role recorder with `--kms-key`" => kms,
+            other => panic!("unknown condition {other:?} in the contract's row {row}"),
+        };
+        if !applies {
+            continue;
+        }
+        let mut actions = code(actions);
+        actions.sort();
+        let resource = code(resource)
+            .join("")
+            .replace("BUCKET", bucket)
+            .replace("KEY_ARN", key)
+            .replace("SECRET_ARN", secret);
+        grants.insert((code(policy).join(""), code(sid).join(""), actions, resource));
+    }
+    grants
+}
+
+/// A policy document's statements as [`Grant`]s of policy `name`.
+fn document_grants(name: &str, doc: &Value) -> BTreeSet<Grant> {
+    statements(doc)
+        .iter()
+        .map(|s| {
+            assert_eq!(s["Effect"], "Allow", "{name}: {s}");
+            let mut actions = strings(&s["Action"]);
+            actions.sort();
+            let resources = strings(&s["Resource"]);
+            assert_eq!(
+                resources.len(),
+                1,
+                "{name}: one resource per statement: {s}"
+            );
+            (
+                name.to_owned(),
+                s["Sid"].as_str().unwrap_or_default().to_owned(),
+                actions,
+                resources[0].clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn role_policies_agree_with_the_contract_in_provisioner_and_terraform() {
+    use causeway_provisioner::aws::spec;
+    let bucket = "causeway-prod-recordings-123456789012";
+    let key = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    let secret = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:causeway/prod/recorder-authkey-AbCdEf";
+
+    // Terraform: the recorder-storage module's policy, rendered offline
+    // for each combination of UI and key.
+    let tf = Terraform::new();
+    let tree = tf.copy_tree();
+    let module = tree.path().join("modules/recorder-storage/modules/policy");
+    let combos = [(false, false), (true, false), (false, true), (true, true)];
+    let mut config = String::new();
+    for (ui, kms) in combos {
+        let kms_arg = if kms {
+            format!("\"{key}\"")
+        } else {
+            "null".to_owned()
+        };
+        config.push_str(&format!(
+            r#"
+module "p_{ui}_{kms}" {{
+  source      = "{source}"
+  bucket_arn  = "arn:aws:s3:::{bucket}"
+  kms_key_arn = {kms_arg}
+  ui          = {ui}
+}}
+output "p_{ui}_{kms}" {{
+  value = {{ name = module.p_{ui}_{kms}.name, json = module.p_{ui}_{kms}.json }}
+}}
+"#,
+            source = module.display(),
+        ));
+    }
+    let outputs = tf.render_offline(&config);
+
+    for (ui, kms) in combos {
+        let contract = contract_grants(ui, kms, bucket, key, secret);
+        let recordings: BTreeSet<Grant> = contract
+            .iter()
+            .filter(|g| g.0 == spec::RECORDINGS_POLICY_NAME)
+            .cloned()
+            .collect();
+        assert!(
+            recordings.len() >= 2,
+            "the contract lists the recorder's statements under {}: {contract:?}",
+            spec::RECORDINGS_POLICY_NAME
+        );
+
+        let provisioner_doc: Value =
+            serde_json::from_str(&spec::recordings_policy(bucket, ui, kms.then_some(key)))
+                .expect("the provisioner's policy is JSON");
+        assert_eq!(
+            document_grants(spec::RECORDINGS_POLICY_NAME, &provisioner_doc),
+            recordings,
+            "provisioner (ui {ui}, kms {kms}) against the contract"
+        );
+
+        let out = &outputs[format!("p_{ui}_{kms}")]["value"];
+        let tf_name = out["name"].as_str().expect("policy name");
+        let tf_doc: Value = serde_json::from_str(out["json"].as_str().expect("policy JSON"))
+            .expect("the module's policy is JSON");
+        assert_eq!(
+            document_grants(tf_name, &tf_doc),
+            recordings,
+            "Terraform (ui {ui}, kms {kms}) against the contract"
+        );
+
+        let auth: BTreeSet<Grant> = contract
+            .iter()
+            .filter(|g| g.0 == spec::SECRET_POLICY_NAME)
+            .cloned()
+            .collect();
+        let secret_doc: Value = serde_json::from_str(&spec::secret_policy(secret)).expect("JSON");
+        assert_eq!(
+            document_grants(spec::SECRET_POLICY_NAME, &secret_doc),
+            auth,
+            "the provisioner's auth-key policy against the contract"
+        );
+    }
+    // The Terraform module names its auth-key policy as the contract does
+    // (the moto apply checks its statement on the live role).
+    let appliance = fs::read_to_string(terraform_source().join("modules/appliance/main.tf"))
+        .expect("reading the appliance module");
+    assert!(
+        appliance.contains(&format!("name   = \"{}\"", spec::SECRET_POLICY_NAME)),
+        "the appliance module's auth-key policy is not named {}",
+        spec::SECRET_POLICY_NAME
+    );
+}
+
+#[test]
 fn examples_apply_to_moto_inspect_and_destroy_cleanly() {
     let tf = Terraform::new();
     let moto = Moto::start();
@@ -88,9 +315,8 @@ fn examples_apply_to_moto_inspect_and_destroy_cleanly() {
     let tree = tf.copy_tree();
     let tag = format!("tf{}", std::process::id() % 100_000);
 
-    let examples: [(&str, Inspect); 3] = [
+    let examples: [(&str, Inspect); 2] = [
         ("ha-subnet-router", inspect_ha_subnet_router),
-        ("exit-node", inspect_exit_node),
         ("recorder", inspect_recorder),
     ];
     // The examples share moto but not names or state: run them side by side
@@ -309,6 +535,11 @@ fn common_checks(aws: &Aws, outputs: &Value, name: &str, auth_key: &str) {
         !user_data.contains(auth_key) && !data.to_string().contains(auth_key),
         "the auth key leaked into the launch template: {user_data}"
     );
+    let checked = check_config("launch-template", &user_data);
+    assert!(
+        checked.success(),
+        "the appliance refuses the template's user data: {checked}\n{user_data}"
+    );
 
     // The key reached Secrets Manager (write-only) under the contract's name.
     let secret = aws.json(&[
@@ -331,7 +562,7 @@ fn common_checks(aws: &Aws, outputs: &Value, name: &str, auth_key: &str) {
         "--role-name",
         role,
         "--policy-name",
-        "causeway-authkey",
+        "causeway-auth-key",
     ]);
     let statements = statements(&policy["PolicyDocument"]);
     assert_eq!(statements.len(), 1, "auth-key policy: {policy:#}");
@@ -429,20 +660,17 @@ fn inspect_ha_subnet_router(aws: &Aws, outputs: &Value, _name: &str) {
     assert_eq!(inbound, expected, "DNS security group: {sg:#}");
 }
 
-fn inspect_exit_node(aws: &Aws, outputs: &Value, _name: &str) {
+fn inspect_recorder(aws: &Aws, outputs: &Value, _name: &str) {
     let ids = strings(&outputs["instance_ids"]);
-    assert_eq!(ids.len(), 1, "one exit node");
-    let attr = aws.json(&[
-        "ec2",
-        "describe-instance-attribute",
-        "--instance-id",
-        &ids[0],
-        "--attribute",
-        "sourceDestCheck",
-    ]);
-    assert_eq!(
-        attr["SourceDestCheck"]["Value"], true,
-        "with SNAT the source/dest check stays on"
+    assert_eq!(ids.len(), 2, "two recorders");
+    let azs: BTreeSet<String> = strings(&outputs["availability_zones"])
+        .into_iter()
+        .collect();
+    assert_eq!(azs.len(), 2, "in two distinct AZs: {azs:?}");
+    let hostnames = strings(&outputs["hostnames"]);
+    assert!(
+        hostnames.len() == 2 && hostnames.iter().all(|h| h.starts_with("ip-")),
+        "each recorder's hostname, as it registers in control: {hostnames:?}"
     );
     let described = aws.json(&["ec2", "describe-instances", "--instance-ids", &ids[0]]);
     let itype = described["Reservations"][0]["Instances"][0]["InstanceType"]
@@ -454,9 +682,6 @@ fn inspect_exit_node(aws: &Aws, outputs: &Value, _name: &str) {
         t["InstanceTypes"][0]["VCpuInfo"]["DefaultVCpus"], 2,
         "size small is 2 vCPUs: {itype}"
     );
-}
-
-fn inspect_recorder(aws: &Aws, outputs: &Value, _name: &str) {
     let bucket = outputs["bucket_name"].as_str().expect("bucket_name");
     let lifecycle = aws.json(&[
         "s3api",
@@ -529,7 +754,8 @@ fn inspect_recorder(aws: &Aws, outputs: &Value, _name: &str) {
         "TLS-only bucket policy: {policy:#}"
     );
 
-    // The example turns the UI on: PutObject, GetBucketLocation, GetObject, ListBucket.
+    // The example turns the UI on: PutObject, AbortMultipartUpload,
+    // GetBucketLocation, GetObject, ListBucket.
     let role = outputs["iam_role_name"].as_str().expect("iam_role_name");
     let names = aws.json(&["iam", "list-role-policies", "--role-name", role]);
     assert_eq!(
@@ -537,7 +763,7 @@ fn inspect_recorder(aws: &Aws, outputs: &Value, _name: &str) {
             .into_iter()
             .collect::<BTreeSet<_>>(),
         BTreeSet::from([
-            "causeway-authkey".to_owned(),
+            "causeway-auth-key".to_owned(),
             "causeway-recordings".to_owned()
         ])
     );
@@ -564,6 +790,7 @@ fn inspect_recorder(aws: &Aws, outputs: &Value, _name: &str) {
     let arn = format!("arn:aws:s3:::{bucket}");
     let expected = BTreeSet::from([
         format!("s3:PutObject on {arn}/*"),
+        format!("s3:AbortMultipartUpload on {arn}/*"),
         format!("s3:GetBucketLocation on {arn}"),
         format!("s3:GetObject on {arn}/*"),
         format!("s3:ListBucket on {arn}"),
@@ -893,6 +1120,24 @@ impl Terraform {
         let dest = tempfile::tempdir().expect("a temporary directory");
         copy_sources(&terraform_source(), dest.path());
         dest
+    }
+
+    /// Applies `config` (pure modules and outputs, no provider) in a
+    /// temporary root and returns `terraform output -json`.
+    fn render_offline(&self, config: &str) -> Value {
+        let root = tempfile::tempdir().expect("a temporary directory");
+        fs::write(root.path().join("main.tf"), config).expect("writing the rendering config");
+        self.run(root.path(), &["init", "-backend=false"])
+            .expect_success();
+        self.run(root.path(), &["apply", "-auto-approve"])
+            .expect_success();
+        serde_json::from_str(
+            &self
+                .run(root.path(), &["output", "-json"])
+                .expect_success()
+                .stdout,
+        )
+        .expect("terraform output -json is JSON")
     }
 
     fn run(&self, dir: &Path, args: &[&str]) -> Ran {

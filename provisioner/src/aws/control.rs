@@ -54,7 +54,11 @@ pub struct NodeEntry {
     /// Node name (unique in the tailnet).
     pub name: String,
     /// The host name the node registered with.
+    #[serde(default)]
     pub hostname: String,
+    /// Tailnet addresses, as prefixes (`100.64.0.5/32`).
+    #[serde(default)]
+    pub addresses: Vec<String>,
     /// Connected to control, on its netmap stream.
     #[serde(default)]
     pub online: bool,

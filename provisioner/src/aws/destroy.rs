@@ -1,6 +1,7 @@
 //! `destroy`: removes exactly what carries `causeway:deployment=NAME`, in
-//! dependency order (return routes, instances, launch templates, resolver
-//! endpoints, security groups, IAM, secrets, buckets), then lists again to
+//! dependency order (return routes, instances, Elastic IPs and volumes,
+//! launch templates, resolver endpoints, security groups, IAM, secrets,
+//! buckets), then lists again to
 //! prove nothing is left. Every step tolerates what is already gone, so a
 //! failed destroy is simply run again.
 
@@ -46,7 +47,7 @@ pub async fn run(opts: &AwsOptions, format: OutputFormat) -> anyhow::Result<Verd
         aws: &aws,
         opts,
         name: opts.name.to_string(),
-        progress: Progress::new(sink, 8),
+        progress: Progress::new(sink, 9),
         report: DestroyReport {
             deployment: opts.name.to_string(),
             ..Default::default()
@@ -80,6 +81,7 @@ pub async fn run(opts: &AwsOptions, format: OutputFormat) -> anyhow::Result<Verd
         }};
     }
     step!("return routes and instances", d.instances());
+    step!("Elastic IPs and volumes", d.addresses_and_volumes());
     step!("launch templates", d.launch_templates());
     step!("resolver endpoints", d.resolver_endpoints());
     step!("security groups", d.security_groups());
@@ -111,6 +113,12 @@ pub async fn leftovers(aws: &Aws, name: &str) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
     for i in aws.instances_of(name, None).await? {
         out.push(format!("instance {} ({})", i.name, i.id));
+    }
+    for a in aws.addresses_of(name).await? {
+        out.push(format!("Elastic IP {} ({})", a.public_ip, a.allocation_id));
+    }
+    for v in aws.volumes_of(name).await? {
+        out.push(format!("volume {}", v.id));
     }
     for t in aws.launch_templates_of(name).await? {
         out.push(format!("launch template {}", t.name));
@@ -201,6 +209,39 @@ impl Destroyer<'_> {
         }
         for i in instances {
             self.deleted(format!("instance {} ({})", i.name, i.id));
+        }
+        Ok(())
+    }
+
+    /// Control's Elastic IP is released and its state volume deleted (the
+    /// only way it goes: replacing the instance keeps it).
+    async fn addresses_and_volumes(&mut self) -> anyhow::Result<()> {
+        for a in self.aws.addresses_of(&self.name).await? {
+            self.aws.release_address(&a).await?;
+            self.deleted(format!("Elastic IP {} ({})", a.public_ip, a.allocation_id));
+        }
+        for v in self.aws.volumes_of(&self.name).await? {
+            // Detached when its instance terminated; a volume still held
+            // (by an instance outside the deployment) is let go first.
+            if v.attachment.is_some() {
+                self.aws.detach_volume(&v.id).await?;
+            }
+            let started = Instant::now();
+            loop {
+                match self.aws.delete_volume(&v.id).await {
+                    Ok(()) => break,
+                    Err(e)
+                        if e.code == "VolumeInUse"
+                            && started.elapsed() < self.opts.wait_timeout =>
+                    {
+                        self.progress
+                            .detail(&format!("{} still attached; waiting", v.id));
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            self.deleted(format!("volume {}", v.id));
         }
         Ok(())
     }

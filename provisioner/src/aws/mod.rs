@@ -98,8 +98,12 @@ pub struct AwsOptions {
     pub expire_days: i32,
     /// The recorder's web UI is on (read and list).
     pub recorder_ui: bool,
+    /// Networks allowed to send recordings (`--recorder-allow`).
+    pub recorder_allow: Vec<String>,
     /// Root volume size in GiB.
     pub root_volume_gib: i32,
+    /// Control's state volume size in GiB (when created).
+    pub state_volume_gib: i32,
     /// `destroy` empties and deletes a non-empty recordings bucket.
     pub delete_recordings: bool,
     /// How long to wait for instances to run or terminate.
@@ -135,7 +139,9 @@ impl AwsOptions {
             archive_days: 90,
             expire_days: 365,
             recorder_ui: false,
+            recorder_allow: vec![spec::DEFAULT_RECORDER_ALLOW.to_owned()],
             root_volume_gib: 8,
+            state_volume_gib: 8,
             delete_recordings: false,
             wait_timeout: Duration::from_secs(600),
             health_timeout: Duration::from_secs(300),

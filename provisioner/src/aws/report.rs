@@ -98,6 +98,80 @@ pub enum Health {
     NotChecked(String),
 }
 
+/// One recorder as SSH servers reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecorderNode {
+    /// Instance `Name`.
+    pub instance: String,
+    /// The hostname it registers under in control.
+    pub hostname: String,
+    /// Its tailnet IPv4 address, once control knows it.
+    pub tailnet_address: Option<String>,
+}
+
+/// The recorders of a deployment, and the producer's `--recorder` list
+/// naming all of them (`appliance record --recorder URL,URL`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Recorders {
+    /// Instance 0 first.
+    pub nodes: Vec<RecorderNode>,
+    /// `--recorder http://A,http://B`, once every address is known.
+    pub producer_flag: Option<String>,
+    /// Why the flag is missing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl Recorders {
+    /// The recorders among `instances`, with their tailnet addresses from
+    /// control's node list (`None`: control's admin API was not given).
+    /// A node matches an instance by hostname, as control knows it.
+    pub fn new(instances: &[Instance], nodes: Option<&[crate::aws::control::NodeEntry]>) -> Self {
+        let nodes_out: Vec<RecorderNode> = instances
+            .iter()
+            .map(|i| {
+                let tailnet_address = nodes.and_then(|nodes| {
+                    super::health::node_of(i, nodes).and_then(|n| {
+                            n.addresses.iter().find_map(|a| {
+                                let ip = a.split('/').next().unwrap_or_default();
+                                ip.parse::<std::net::Ipv4Addr>()
+                                    .ok()
+                                    .map(|v4| v4.to_string())
+                            })
+                        })
+                });
+                RecorderNode {
+                    instance: i.name.clone(),
+                    hostname: i.hostname.clone(),
+                    tailnet_address,
+                }
+            })
+            .collect();
+        let all: Option<Vec<String>> = nodes_out
+            .iter()
+            .map(|n| n.tailnet_address.as_ref().map(|a| format!("http://{a}")))
+            .collect();
+        let (producer_flag, note) = match (all, nodes) {
+            (Some(urls), _) if !urls.is_empty() => {
+                (Some(format!("--recorder {}", urls.join(","))), None)
+            }
+            (_, None) => (
+                None,
+                Some("pass --control-admin-url and --control-admin-token-file to get the recorders' tailnet addresses".to_owned()),
+            ),
+            _ => (
+                None,
+                Some("not every recorder has registered with control yet; deploy again once they have joined".to_owned()),
+            ),
+        };
+        Self {
+            nodes: nodes_out,
+            producer_flag,
+            note,
+        }
+    }
+}
+
 /// The result of `plan` or `deploy`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -131,6 +205,9 @@ pub struct Report {
     pub split_dns: Option<SplitDns>,
     /// The appliances' health (`deploy`).
     pub health: Health,
+    /// Role recorder: the recorders and the producer's list of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recorders: Option<Recorders>,
 }
 
 impl Report {
@@ -203,6 +280,31 @@ impl Report {
         {
             let _ = writeln!(out, "  appliance health: {why}");
         }
+        if let Some(rec) = &r.recorders {
+            match &rec.producer_flag {
+                Some(flag) => {
+                    let _ = writeln!(out, "  SSH servers record with: appliance record {flag}");
+                }
+                None => {
+                    let names: Vec<&str> = rec.nodes.iter().map(|n| n.hostname.as_str()).collect();
+                    let _ = writeln!(
+                        out,
+                        "  recorders (hostnames in control): {}; {}",
+                        names.join(", "),
+                        rec.note.as_deref().unwrap_or_default()
+                    );
+                }
+            }
+        }
+        if r.role == Role::Control
+            && let Some(ip) = r.instances.first().and_then(|i| i.public_ip.as_ref())
+        {
+            let _ = writeln!(
+                out,
+                "  control URL for nodes: http://{ip}:{} (its Elastic IP, kept across instance replacement)",
+                super::spec::CONTROL_PORT
+            );
+        }
         if let Some(d) = &r.split_dns {
             let _ = writeln!(
                 out,
@@ -257,6 +359,47 @@ fn change_word(c: Change) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::control::NodeEntry;
+
+    fn recorder(name: &str, hostname: &str) -> Instance {
+        let mut i = crate::aws::plan::samples_instance(name, "i-1", Some(1));
+        i.hostname = hostname.into();
+        i
+    }
+
+    #[test]
+    fn the_producer_flag_names_every_recorder_once_control_knows_them() {
+        let instances = [
+            recorder("causeway-prod-recorder-0", "ip-10-0-1-10"),
+            recorder("causeway-prod-recorder-1", "ip-10-0-2-10"),
+        ];
+        let node = |host: &str, v4: &str| NodeEntry {
+            name: host.into(),
+            hostname: host.into(),
+            addresses: vec![format!("{v4}/32"), "fd7a:115c:a1e0::5/128".into()],
+        };
+        let both = [
+            node("ip-10-0-2-10", "100.64.0.9"),
+            node("ip-10-0-1-10", "100.64.0.5"),
+        ];
+        let r = Recorders::new(&instances, Some(&both[..]));
+        assert_eq!(
+            r.producer_flag.as_deref(),
+            Some("--recorder http://100.64.0.5,http://100.64.0.9")
+        );
+        assert_eq!(r.nodes[1].tailnet_address.as_deref(), Some("100.64.0.9"));
+
+        let one = [node("ip-10-0-1-10", "100.64.0.5")];
+        let r = Recorders::new(&instances, Some(&one[..]));
+        assert_eq!(r.producer_flag, None);
+        assert!(r.note.as_deref().is_some_and(|n| n.contains("registered")));
+        let r = Recorders::new(&instances, None);
+        assert!(
+            r.note
+                .as_deref()
+                .is_some_and(|n| n.contains("--control-admin-url"))
+        );
+    }
 
     #[test]
     fn an_item_line_says_the_change_kind_name_and_detail() {

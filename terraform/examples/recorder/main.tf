@@ -1,4 +1,6 @@
-# A recorder appliance and its recordings bucket (lifecycle days set explicitly, web UI on).
+# Two recorder appliances (size small) in two AZs sharing one recordings
+# bucket (lifecycle days set explicitly, web UI on). SSH servers list both
+# (`appliance record --recorder http://A,http://B`) and fail over between them.
 
 provider "aws" {
   region = var.region
@@ -20,7 +22,7 @@ module "vpc" {
 }
 
 # ---------------------------------------------------------------------------
-# The recorder and its bucket.
+# The recorders and their bucket.
 
 module "recorder" {
   source = "../../modules/appliance"
@@ -28,10 +30,19 @@ module "recorder" {
   name               = var.name
   role               = "recorder"
   vpc_id             = module.vpc.vpc_id
-  subnet_ids         = [module.vpc.public_subnet_ids[0]]
+  subnet_ids         = module.vpc.public_subnet_ids
+  ha                 = true
+  size               = "small"
   control_url        = var.control_url
   control_public_key = var.control_public_key
   auth_key           = var.auth_key
+
+  # The [recorder] section of its config: the bucket below; recordings from
+  # the whole tailnet (the default allow-list); the UI as asked.
+  recorder = {
+    bucket = module.recordings.bucket_name
+    ui     = var.recorder_ui
+  }
 
   secret_recovery_window_in_days = 0
 }

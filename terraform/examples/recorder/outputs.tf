@@ -4,8 +4,18 @@ output "vpc_id" {
 }
 
 output "instance_ids" {
-  description = "The recorder."
+  description = "The recorders, instance 0 first."
   value       = module.recorder.instance_ids
+}
+
+output "availability_zones" {
+  description = "The recorders' AZs (two distinct ones)."
+  value       = module.recorder.availability_zones
+}
+
+output "hostnames" {
+  description = "The recorders' hostnames, the names they register under in control; their tailnet addresses (appliance admin nodes) go into the producer's --recorder list."
+  value       = module.recorder.hostnames
 }
 
 output "instance_type" {
@@ -29,7 +39,7 @@ output "auth_key_secret_arn" {
 }
 
 output "iam_role_name" {
-  description = "The recorder's instance role (holds causeway-authkey and causeway-recordings)."
+  description = "The recorders' instance role (holds causeway-auth-key and causeway-recordings)."
   value       = module.recorder.iam_role_name
 }
 

@@ -237,7 +237,7 @@ data "aws_iam_policy_document" "auth_key" {
 
 resource "aws_iam_role_policy" "auth_key" {
   count  = local.has_secret ? 1 : 0
-  name   = "causeway-authkey"
+  name   = "causeway-auth-key"
   role   = aws_iam_role.this.id
   policy = data.aws_iam_policy_document.auth_key[0].json
 }
@@ -299,28 +299,29 @@ resource "aws_vpc_security_group_egress_rule" "all" {
 # ---------------------------------------------------------------------------
 # Launch template and instances.
 
-locals {
-  routing_roles = ["subnet-router", "via6", "exit-node", "app-connector"]
+# Non-secret appliance config (docs/reference/appliance.md), rendered by
+# the pure user-data module so that tests can check it with
+# `appliance check-config`: the auth key itself is fetched at boot from
+# Secrets Manager with the instance role.
+module "user_data" {
+  source = "./modules/user-data"
 
-  # Non-secret appliance config (docs/reference/appliance.md): the auth key
-  # itself is fetched at boot from Secrets Manager with the instance role.
-  user_data = var.role == "control" ? join("\n", [
-    "state_dir = \"/var/lib/causeway\"",
-    "",
-    "[control]",
-    "listen = \"0.0.0.0:${local.listen.port}\"",
-    "admin_listen = \"127.0.0.1:8081\"",
-    "",
-    ]) : join("\n", compact([
-      "state_dir = \"/var/lib/causeway\"",
-      "",
-      "[node]",
-      "control_url = ${jsonencode(var.control_url)}",
-      "control_public_key = ${jsonencode(var.control_public_key)}",
-      !local.has_secret ? "" : "auth_key_secret = ${jsonencode(local.auth_key_secret)}",
-      contains(local.routing_roles, var.role) ? "\n[subnet_router]\nroutes = [\n${join("", [for r in local.routes : "  { prefix = ${jsonencode(r)}, snat = ${var.snat} },\n"])}]" : "",
-      "",
-  ]))
+  role               = var.role
+  control_url        = var.control_url
+  control_public_key = var.control_public_key
+  auth_key_secret    = local.has_secret ? local.auth_key_secret : null
+  routes             = local.routes
+  snat               = var.snat
+  recorder = var.recorder == null ? null : {
+    bucket = var.recorder.bucket
+    region = coalesce(var.recorder.region, data.aws_region.current.name)
+    allow  = var.recorder.allow
+    ui     = var.recorder.ui
+  }
+}
+
+locals {
+  user_data = module.user_data.text
 }
 
 resource "aws_launch_template" "this" {
@@ -421,4 +422,46 @@ resource "aws_route" "tailnet" {
   route_table_id         = var.route_table_ids[count.index]
   destination_cidr_block = local.tailnet_cidr
   network_interface_id   = aws_instance.this[0].primary_network_interface_id
+}
+
+# ---------------------------------------------------------------------------
+# Role control: a stable address and state that outlive the instance. The
+# Elastic IP follows the control instance (so control_url keeps working
+# after a replacement), and control's database and keys live on their own
+# encrypted volume in the instance's AZ, attached as /dev/sdf and mounted by
+# the image at /var/lib/causeway/state (control's state_dir). Replacing the
+# instance re-attaches both; only destroy removes them.
+
+locals {
+  is_control = var.role == "control"
+}
+
+resource "aws_eip" "control" {
+  count  = local.is_control ? 1 : 0
+  domain = "vpc"
+  tags   = local.tags
+}
+
+resource "aws_eip_association" "control" {
+  count         = local.is_control ? 1 : 0
+  allocation_id = aws_eip.control[0].id
+  instance_id   = aws_instance.this[0].id
+}
+
+resource "aws_ebs_volume" "control_state" {
+  #checkov:skip=CKV_AWS_189: encrypted with the account's EBS default key unless state_volume_kms_key_id names one, like the root volume.
+  count             = local.is_control ? 1 : 0
+  availability_zone = local.availability_zones[0]
+  size              = var.state_volume_size
+  type              = "gp3"
+  encrypted         = true
+  kms_key_id        = var.state_volume_kms_key_id
+  tags              = merge(local.tags, { Name = "${local.base_name}-state" })
+}
+
+resource "aws_volume_attachment" "control_state" {
+  count       = local.is_control ? 1 : 0
+  device_name = "/dev/sdf"
+  volume_id   = aws_ebs_volume.control_state[0].id
+  instance_id = aws_instance.this[0].id
 }

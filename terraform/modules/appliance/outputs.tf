@@ -13,6 +13,11 @@ output "private_ips" {
   value       = aws_instance.this[*].private_ip
 }
 
+output "hostnames" {
+  description = "Hostname of each instance (the first label of its private DNS name): the name it registers under in control."
+  value       = [for i in aws_instance.this : split(".", i.private_dns)[0]]
+}
+
 output "public_ips" {
   description = "Public IPv4 address of each instance (empty strings in subnets without public addresses)."
   value       = aws_instance.this[*].public_ip
@@ -79,4 +84,14 @@ output "routes" {
 output "tailnet_route_ids" {
   description = "IDs of the 100.64.0.0/10 routes added when snat = false."
   value       = aws_route.tailnet[*].id
+}
+
+output "control_address" {
+  description = "Role control: its Elastic IP, stable across instance replacement (null for other roles). Nodes use http://ADDRESS:8080 as control_url."
+  value       = local.is_control ? aws_eip.control[0].public_ip : null
+}
+
+output "state_volume_id" {
+  description = "Role control: the state volume, attached as /dev/sdf (null for other roles)."
+  value       = local.is_control ? aws_ebs_volume.control_state[0].id : null
 }

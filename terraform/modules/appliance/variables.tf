@@ -9,12 +9,16 @@ variable "name" {
 }
 
 variable "role" {
-  description = "Required. Appliance role: subnet-router, via6, exit-node, app-connector, recorder, control or relay."
+  description = "Required. Appliance role: subnet-router, recorder or control. via6, exit-node, app-connector and relay are refused: the appliance cannot run them yet."
   type        = string
 
   validation {
+    condition     = !contains(["via6", "exit-node", "app-connector", "relay"], var.role)
+    error_message = "role ${var.role} is not built yet: the appliance cannot run it (no 4via6 mapping, internet forwarding, domain-based routing or relay server yet); the roles this module deploys today are subnet-router, recorder and control."
+  }
+  validation {
     condition     = contains(["subnet-router", "via6", "exit-node", "app-connector", "recorder", "control", "relay"], var.role)
-    error_message = "role must be one of subnet-router, via6, exit-node, app-connector, recorder, control, relay."
+    error_message = "role must be one of subnet-router, recorder, control."
   }
 }
 
@@ -34,9 +38,14 @@ variable "subnet_ids" {
 }
 
 variable "ha" {
-  description = "Optional. Deploy an HA pair: two instances in two availability zones advertising the same routes; control picks the primary."
+  description = "Optional. Deploy an HA pair: two instances in two availability zones (routers advertising the same routes, control picking the primary; recorders sharing one bucket). Not for role control, which runs as one instance with its Elastic IP and state volume."
   type        = bool
   default     = false
+
+  validation {
+    condition     = !(var.ha && var.role == "control")
+    error_message = "ha = true with role control: control runs as one instance (its state volume attaches to one instance in one AZ)."
+  }
 }
 
 variable "associate_public_ip_address" {
@@ -109,6 +118,30 @@ variable "route_table_ids" {
   default     = []
 }
 
+variable "recorder" {
+  description = "Role recorder only, and required there: the recordings bucket (the recorder-storage module's bucket_name), its region (default: the provider's), the networks allowed to send recordings (default: 100.64.0.0/10, the tailnet), and whether the web UI is on (it then listens on port 8080 with the same allow-list)."
+  type = object({
+    bucket = string
+    region = optional(string)
+    allow  = optional(list(string), ["100.64.0.0/10"])
+    ui     = optional(bool, false)
+  })
+  default = null
+
+  validation {
+    condition     = (var.recorder != null) == (var.role == "recorder")
+    error_message = "Set recorder (at least its bucket) for role recorder, and only for it: a recorder without its bucket would boot a config the appliance refuses."
+  }
+  validation {
+    condition     = var.recorder == null || length(try(var.recorder.allow, [])) > 0
+    error_message = "recorder.allow must name at least one network: an empty allow-list refuses every recording."
+  }
+  validation {
+    condition     = var.recorder == null || alltrue([for n in try(var.recorder.allow, []) : can(cidrhost(n, 0))])
+    error_message = "recorder.allow must hold address prefixes such as 100.64.0.0/10."
+  }
+}
+
 variable "instance_type" {
   description = "Optional. Instance type; checked against the catalogue, the image's architecture, burstability and the AZ offerings. Default: chosen from the catalogue by size and arch."
   type        = string
@@ -157,6 +190,23 @@ variable "root_volume_size" {
 
 variable "root_volume_kms_key_id" {
   description = "Optional. KMS key for the root volume. Default: the account's EBS default key."
+  type        = string
+  default     = null
+}
+
+variable "state_volume_size" {
+  description = "Optional. Role control only: size in GiB of control's state volume (gp3, encrypted), kept across instance replacement."
+  type        = number
+  default     = 8
+
+  validation {
+    condition     = var.state_volume_size >= 1 && var.state_volume_size <= 16384
+    error_message = "state_volume_size must be 1 to 16384 GiB."
+  }
+}
+
+variable "state_volume_kms_key_id" {
+  description = "Optional. Role control only: KMS key for the state volume. Default: the account's EBS default key."
   type        = string
   default     = null
 }

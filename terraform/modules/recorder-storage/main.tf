@@ -106,51 +106,21 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
 }
 
 # ---------------------------------------------------------------------------
-# What the recorder may do: write recordings, and read them back only for
-# the web UI.
+# What the recorder may do: write recordings (and abort the multipart
+# uploads it gives up on), read them back only for the web UI, and use the
+# bucket's KMS key when there is one.
 
-data "aws_iam_policy_document" "recorder" {
-  statement {
-    sid       = "WriteRecordings"
-    actions   = ["s3:PutObject"]
-    resources = ["${aws_s3_bucket.this.arn}/*"]
-  }
-  statement {
-    sid       = "LocateBucket"
-    actions   = ["s3:GetBucketLocation"]
-    resources = [aws_s3_bucket.this.arn]
-  }
+module "policy" {
+  source = "./modules/policy"
 
-  dynamic "statement" {
-    for_each = var.recorder_ui ? [1] : []
-    content {
-      sid       = "ReadRecordings"
-      actions   = ["s3:GetObject"]
-      resources = ["${aws_s3_bucket.this.arn}/*"]
-    }
-  }
-  dynamic "statement" {
-    for_each = var.recorder_ui ? [1] : []
-    content {
-      sid       = "ListRecordings"
-      actions   = ["s3:ListBucket"]
-      resources = [aws_s3_bucket.this.arn]
-    }
-  }
-
-  dynamic "statement" {
-    for_each = var.kms_key_arn == null ? [] : [1]
-    content {
-      sid       = "UseRecordingsKey"
-      actions   = var.recorder_ui ? ["kms:Decrypt", "kms:GenerateDataKey"] : ["kms:GenerateDataKey"]
-      resources = [var.kms_key_arn]
-    }
-  }
+  bucket_arn  = aws_s3_bucket.this.arn
+  kms_key_arn = var.kms_key_arn
+  ui          = var.recorder_ui
 }
 
 resource "aws_iam_role_policy" "recorder" {
   count  = var.recorder_role_name == null ? 0 : 1
-  name   = "causeway-recordings"
+  name   = module.policy.name
   role   = var.recorder_role_name
-  policy = data.aws_iam_policy_document.recorder.json
+  policy = module.policy.json
 }

@@ -14,8 +14,8 @@ output "bucket_region" {
 }
 
 output "recorder_policy_json" {
-  description = "The recorder's minimal IAM policy (PutObject and GetBucketLocation; GetObject and ListBucket with the UI)."
-  value       = data.aws_iam_policy_document.recorder.json
+  description = "The recorder's minimal IAM policy (PutObject, AbortMultipartUpload and GetBucketLocation; GetObject and ListBucket with the UI; kms:GenerateDataKey and kms:Decrypt on kms_key_arn)."
+  value       = module.policy.json
 }
 
 output "lifecycle_rule" {

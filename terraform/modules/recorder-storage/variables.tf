@@ -15,9 +15,14 @@ variable "bucket_name" {
 }
 
 variable "kms_key_arn" {
-  description = "Optional. KMS key for default encryption (SSE-KMS with a bucket key). Default: SSE-S3 (AES256). With a key, the recorder policy also gets kms:GenerateDataKey (and kms:Decrypt with the UI) on it."
+  description = "Optional. KMS key for default encryption (SSE-KMS with a bucket key). Default: SSE-S3 (AES256). With a key, the recorder policy also gets kms:GenerateDataKey and kms:Decrypt on it (Decrypt completes multipart uploads)."
   type        = string
   default     = null
+
+  validation {
+    condition     = var.kms_key_arn == null || can(regex("^arn:[a-z-]+:kms:[a-z0-9-]+:[0-9]{12}:key/[^/]+$", var.kms_key_arn))
+    error_message = "kms_key_arn must be a KMS key ARN, arn:aws:kms:REGION:ACCOUNT:key/KEY-ID (not an alias or a bare key ID: the recorder's policy grants the key by ARN)."
+  }
 }
 
 variable "ia_days" {

@@ -13,7 +13,10 @@ mod route53;
 mod s3;
 mod secrets;
 
-pub use self::ec2::{Image, Instance, Launch, LaunchTemplate, RawSubnet, SecurityGroup, Vpc};
+pub use self::ec2::{
+    Address, Image, Instance, Launch, LaunchTemplate, NewVolume, RawSubnet, SecurityGroup, Volume,
+    Vpc,
+};
 pub use self::error::{AwsError, AwsResult};
 pub use self::iam::{IamRole, percent_decode};
 pub use self::resolver::ResolverEndpoint;

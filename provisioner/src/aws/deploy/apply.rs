@@ -4,7 +4,7 @@
 use anyhow::Context;
 
 use super::Walk;
-use crate::aws::api::Launch;
+use crate::aws::api::{Launch, NewVolume};
 use crate::aws::network::{self, Subnet};
 use crate::aws::plan::Action;
 use crate::aws::spec;
@@ -143,8 +143,63 @@ impl Walk<'_> {
                 aws.set_tailnet_route(&table, eni.as_deref(), replace)
                     .await?;
             }
+            Action::AllocateAddress => {
+                let a = aws.allocate_address(&base, &self.tags(&base)).await?;
+                self.progress
+                    .detail(&format!("allocated Elastic IP {}", a.public_ip));
+                self.known.address = Some(a.allocation_id);
+            }
+            Action::AssociateAddress { instance } => {
+                let id = self.known.address.clone().context("no Elastic IP")?;
+                aws.associate_address(&id, &instance).await?;
+            }
+            Action::CreateVolume { az, size_gib } => {
+                let name = self.p.names.state_volume();
+                let id = aws
+                    .create_volume(
+                        &name,
+                        &NewVolume {
+                            az: &az,
+                            size_gib,
+                            tags: &self.tags(&name),
+                        },
+                    )
+                    .await?;
+                self.wait_for_volume(&id, "available").await?;
+                self.known.volume = Some(id);
+            }
+            Action::DetachVolume { id } => {
+                aws.detach_volume(&id).await?;
+                self.wait_for_volume(&id, "available").await?;
+            }
+            Action::AttachVolume { instance } => {
+                let id = self.known.volume.clone().context("no state volume")?;
+                aws.attach_volume(&id, &instance, spec::STATE_VOLUME_DEVICE)
+                    .await?;
+                self.wait_for_volume(&id, "in-use").await?;
+            }
         }
         Ok(())
+    }
+
+    /// Waits until volume `id` is in `state` (`available`, `in-use`),
+    /// up to `--wait-timeout`.
+    async fn wait_for_volume(&mut self, id: &str, state: &str) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        loop {
+            let now = self.aws.volume(id).await?.map(|v| v.state);
+            if now.as_deref() == Some(state) {
+                return Ok(());
+            }
+            if started.elapsed() >= self.opts.wait_timeout {
+                anyhow::bail!(
+                    "volume {id} not {state} after {} s (it is {}); deploy again to keep waiting",
+                    self.opts.wait_timeout.as_secs(),
+                    now.as_deref().unwrap_or("gone")
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
     }
 
     fn bucket_name(&self) -> anyhow::Result<&str> {

@@ -19,7 +19,7 @@ use super::network::{self, Subnet};
 use super::observe;
 use super::plan::{self, BucketWanted, Planned};
 use super::prepare::{Prepared, prepare};
-use super::report::{Change, Health, Item, Report, SplitDns, dns_label};
+use super::report::{Change, Health, Item, Recorders, Report, SplitDns, dns_label};
 use super::spec::{self, TemplateData};
 use super::{AwsOptions, DnsMode};
 use crate::cloud::Verdict;
@@ -52,7 +52,10 @@ pub async fn run(opts: &AwsOptions, format: OutputFormat, mode: Mode) -> anyhow:
         (Mode::Apply, OutputFormat::Text) => ProgressSink::Stdout,
         (Mode::Apply, OutputFormat::Json) => ProgressSink::Stderr,
     };
-    let total = 8 + usize::from(role == Role::Recorder) + usize::from(mode == Mode::Apply);
+    let total = 8
+        + usize::from(role == Role::Recorder)
+        + usize::from(role == Role::Control)
+        + usize::from(mode == Mode::Apply);
     let mut progress = Progress::new(sink, total);
     progress.begin("checking flags, VPC, image and instance catalogue");
     let prepared = match prepare(&aws, opts, role).await {
@@ -82,6 +85,7 @@ pub async fn run(opts: &AwsOptions, format: OutputFormat, mode: Mode) -> anyhow:
         },
         instances: Vec::new(),
         split_dns: None,
+        recorders: None,
         progress,
     };
 
@@ -140,10 +144,24 @@ pub async fn run(opts: &AwsOptions, format: OutputFormat, mode: Mode) -> anyhow:
         walk.instances()
     );
     step!("source/destination check and return routes", walk.routing());
+    if prepared.role == Role::Control {
+        step!(
+            format!(
+                "control's Elastic IP and state volume {}",
+                names.state_volume()
+            ),
+            walk.control_state()
+        );
+    }
     let health = match mode {
         Mode::Plan => Health::NotChecked(String::new()),
         Mode::Apply => walk.health().await?,
     };
+    // After the health wait: by then the recorders have joined and control
+    // knows their tailnet addresses.
+    if prepared.role == Role::Recorder && mode == Mode::Apply {
+        walk.recorders().await?;
+    }
 
     let report = Report {
         command: match mode {
@@ -164,6 +182,7 @@ pub async fn run(opts: &AwsOptions, format: OutputFormat, mode: Mode) -> anyhow:
         instances: walk.instances.clone(),
         split_dns: walk.split_dns.clone(),
         health,
+        recorders: walk.recorders.clone(),
     };
     match format {
         OutputFormat::Text => crate::console::print_result(&report.render()),
@@ -196,6 +215,10 @@ struct Known {
     template_version: i64,
     /// Instances launched by this step, waited for at its end.
     launched: Vec<String>,
+    /// Control's Elastic IP (`eipalloc-…`), once seen or allocated.
+    address: Option<String>,
+    /// Control's state volume (`vol-…`), once seen or created.
+    volume: Option<String>,
 }
 
 struct Walk<'a> {
@@ -207,6 +230,7 @@ struct Walk<'a> {
     known: Known,
     instances: Vec<Instance>,
     split_dns: Option<SplitDns>,
+    recorders: Option<Recorders>,
     progress: Progress,
 }
 
@@ -256,6 +280,7 @@ impl Walk<'_> {
             self.known.secret_arn.as_deref(),
             self.p.bucket.as_deref(),
             self.opts.recorder_ui,
+            self.opts.kms_key.as_deref(),
         );
         let planned = plan::iam(&seen, &name, self.deployment(), &wanted)?;
         self.take(planned).await
@@ -363,7 +388,7 @@ impl Walk<'_> {
 
     /// The launch template the contract wants, with the secret's ARN (a
     /// placeholder in a plan that would create the secret).
-    fn wanted_template(&self) -> TemplateData {
+    fn wanted_template(&self) -> anyhow::Result<TemplateData> {
         let config = spec::ApplianceConfig {
             role: self.p.role,
             control_url: self.opts.control_url.clone().unwrap_or_default(),
@@ -376,15 +401,21 @@ impl Walk<'_> {
             }),
             routes: self.p.routes.clone(),
             snat: self.opts.snat,
+            recorder: self.p.bucket.as_ref().map(|bucket| spec::RecorderData {
+                bucket: bucket.clone(),
+                region: self.aws.region.clone(),
+                allow: self.opts.recorder_allow.clone(),
+                ui: self.opts.recorder_ui,
+            }),
         };
-        TemplateData::wanted(
+        Ok(TemplateData::wanted(
             &self.p.image.id,
             &self.p.image.root_device,
             &self.p.choice.instance_type,
             &self.p.names.base(),
-            spec::user_data(&config),
+            spec::user_data(&config)?,
             self.opts.root_volume_gib,
-        )
+        ))
     }
 
     async fn launch_template(&mut self) -> anyhow::Result<()> {
@@ -394,7 +425,7 @@ impl Walk<'_> {
             seen.as_ref(),
             &name,
             self.deployment(),
-            &self.wanted_template(),
+            &self.wanted_template()?,
         )?;
         self.known.template_id = seen.map(|lt| lt.id);
         self.known.template_version = version;
@@ -475,6 +506,74 @@ impl Walk<'_> {
             self.progress.fail();
         }
         Ok(Health::Checked(judged))
+    }
+
+    /// The recorders as SSH servers reach them: their tailnet addresses from
+    /// control (when its admin API is given), for the producer's list.
+    async fn recorders(&mut self) -> anyhow::Result<()> {
+        let recorders = match &self.opts.admin {
+            Some(admin) => match admin.nodes().await {
+                Ok(nodes) => Recorders::new(&self.instances, Some(nodes.as_slice())),
+                Err(e) => {
+                    let mut r = Recorders::new(&self.instances, None);
+                    r.note = Some(format!(
+                        "could not ask control for the recorders' tailnet addresses: {e:#}"
+                    ));
+                    r
+                }
+            },
+            None => Recorders::new(&self.instances, None),
+        };
+        self.recorders = Some(recorders);
+        Ok(())
+    }
+
+    /// Control's Elastic IP and state volume, attached to the control
+    /// instance (a replacement gets them back).
+    async fn control_state(&mut self) -> anyhow::Result<()> {
+        let names = &self.p.names;
+        let addresses = self.aws.addresses_of(self.deployment()).await?;
+        let volumes = self.aws.volumes_of(self.deployment()).await?;
+        let (address_name, volume_name) = (names.base(), names.state_volume());
+        for a in addresses
+            .iter()
+            .filter(|a| a.tags.get("Name") == Some(&address_name))
+        {
+            self.known.address = Some(a.allocation_id.clone());
+        }
+        for v in volumes
+            .iter()
+            .filter(|v| v.tags.get("Name") == Some(&volume_name))
+        {
+            self.known.volume = Some(v.id.clone());
+        }
+        let az = self
+            .p
+            .subnets
+            .subnets
+            .first()
+            .map(|s| s.az.clone())
+            .context("control has no subnet")?;
+        let planned = plan::control_state(
+            &addresses,
+            &volumes,
+            self.instances.first(),
+            &plan::ControlStateWanted {
+                address_name: &address_name,
+                volume_name: &volume_name,
+                az: &az,
+                size_gib: self.opts.state_volume_gib,
+            },
+        )?;
+        self.take(planned).await?;
+        if self.mode == Mode::Apply {
+            // The report shows the instance with its Elastic IP.
+            self.instances = self
+                .aws
+                .instances_of(self.deployment(), Some(self.p.role.as_str()))
+                .await?;
+        }
+        Ok(())
     }
 
     async fn routing(&mut self) -> anyhow::Result<()> {

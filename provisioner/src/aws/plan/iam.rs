@@ -6,12 +6,14 @@ use crate::aws::report::Change;
 use crate::aws::spec::{self, check_owner};
 
 /// The inline policies the instance role should have, by name: reading
-/// its own secret (`None` until the ARN is known), writing recordings.
+/// its own secret (`None` until the ARN is known), writing recordings
+/// (with the web UI's reads and the `--kms-key` key's use).
 pub fn wanted_policies(
     needs_auth_key: bool,
     secret_arn: Option<&str>,
     bucket: Option<&str>,
     recorder_ui: bool,
+    kms_key: Option<&str>,
 ) -> Vec<(&'static str, Option<String>)> {
     let mut wanted = Vec::new();
     if needs_auth_key {
@@ -23,7 +25,7 @@ pub fn wanted_policies(
     if let Some(bucket) = bucket {
         wanted.push((
             spec::RECORDINGS_POLICY_NAME,
-            Some(spec::recordings_policy(bucket, recorder_ui)),
+            Some(spec::recordings_policy(bucket, recorder_ui, kms_key)),
         ));
     }
     wanted
@@ -109,7 +111,7 @@ mod tests {
             policies: BTreeMap::new(),
             profile: None,
         };
-        let wanted = wanted_policies(true, None, Some("b"), false);
+        let wanted = wanted_policies(true, None, Some("b"), false, None);
         let p = iam(&seen, "causeway-prod-recorder", DEP, &wanted).expect("ok");
         assert_eq!(
             actions(&p),
@@ -121,7 +123,7 @@ mod tests {
                 },
                 &Action::PutRolePolicy {
                     name: spec::RECORDINGS_POLICY_NAME,
-                    doc: Some(spec::recordings_policy("b", false))
+                    doc: Some(spec::recordings_policy("b", false, None))
                 },
                 &Action::CreateInstanceProfile,
             ]
@@ -131,7 +133,7 @@ mod tests {
     #[test]
     fn iam_as_wanted_changes_nothing_and_a_stray_policy_goes() {
         let arn = "arn:aws:secretsmanager:us-east-1:1:secret:x";
-        let wanted = wanted_policies(true, Some(arn), None, false);
+        let wanted = wanted_policies(true, Some(arn), None, false, None);
         let mut seen = IamSeen {
             role: Some(IamRole {
                 name: "r".into(),

@@ -5,16 +5,20 @@
 //! items, `deploy` also applies the actions in order ([`super::deploy`]).
 
 mod bucket;
+mod control_state;
 mod dns;
 mod iam;
 mod instances;
 mod routing;
 #[cfg(test)]
 mod samples;
+#[cfg(test)]
+pub(crate) use self::samples::instance as samples_instance;
 mod secret;
 mod security_group;
 
 pub use self::bucket::{BucketWanted, bucket};
+pub use self::control_state::{ControlStateWanted, control_state};
 pub use self::dns::{SplitDnsPlan, resolver_endpoint, split_dns};
 pub use self::iam::{iam, wanted_policies};
 pub use self::instances::{instances, launch_template};
@@ -145,6 +149,32 @@ pub enum Action {
         id: String,
         /// On or off.
         on: bool,
+    },
+    /// Allocate control's Elastic IP.
+    AllocateAddress,
+    /// Associate control's Elastic IP with `instance` (taking it from any
+    /// other).
+    AssociateAddress {
+        /// `i-…`.
+        instance: String,
+    },
+    /// Create control's state volume in `az`.
+    CreateVolume {
+        /// AZ of control's subnet.
+        az: String,
+        /// Size in GiB.
+        size_gib: i32,
+    },
+    /// Detach the state volume from an instance that is no longer control.
+    DetachVolume {
+        /// `vol-…`.
+        id: String,
+    },
+    /// Attach the state volume to `instance` as
+    /// [`crate::aws::spec::STATE_VOLUME_DEVICE`].
+    AttachVolume {
+        /// `i-…`.
+        instance: String,
     },
     /// Add, replace or delete the tailnet route of a table.
     TailnetRoute {

@@ -16,11 +16,7 @@ pub fn check_flags(opts: &AwsOptions) -> anyhow::Result<Role> {
         anyhow::bail!("--role is required with --cloud aws");
     };
     if let Some(why) = role.not_built_yet() {
-        let built: Vec<&str> = <Role as clap::ValueEnum>::value_variants()
-            .iter()
-            .filter(|r| r.not_built_yet().is_none())
-            .map(|r| r.as_str())
-            .collect();
+        let built: Vec<&str> = Role::built().into_iter().map(Role::as_str).collect();
         anyhow::bail!(
             "--role {role} is not built yet: {why}; the roles deploy can run today are {}",
             built.join(", ")
@@ -47,12 +43,34 @@ pub fn check_flags(opts: &AwsOptions) -> anyhow::Result<Role> {
     for r in &opts.routes {
         check_prefix(r).with_context(|| format!("--route {r}"))?;
     }
+    for a in &opts.recorder_allow {
+        check_prefix(a).with_context(|| format!("--recorder-allow {a}"))?;
+    }
+    if role == Role::Recorder && opts.recorder_allow.is_empty() {
+        anyhow::bail!(
+            "--recorder-allow: expected at least one network (the recorder would refuse every recording)"
+        );
+    }
     if role == Role::Recorder {
         Lifecycle::new(opts.ia_days, opts.archive_days, opts.expire_days)
             .map_err(anyhow::Error::msg)?;
     }
+    if let Some(key) = &opts.kms_key {
+        check_kms_key_arn(key).with_context(|| format!("--kms-key {key:?}"))?;
+    }
     if let Some(bucket) = &opts.bucket {
         check_bucket_name(bucket).with_context(|| format!("--bucket {bucket:?}"))?;
+    }
+    if role == Role::Control && opts.ha {
+        anyhow::bail!(
+            "--ha with --role control: control runs as one instance (its state volume attaches to one instance in one AZ); its Elastic IP and volume carry it across instance replacement instead"
+        );
+    }
+    if !(1..=16384).contains(&opts.state_volume_gib) {
+        anyhow::bail!(
+            "--state-volume-size {}: expected 1 to 16384 GiB",
+            opts.state_volume_gib
+        );
     }
     if !(8..=16384).contains(&opts.root_volume_gib) {
         anyhow::bail!(
@@ -81,6 +99,31 @@ pub fn check_bucket_name(name: &str) -> anyhow::Result<()> {
     }
     if name.parse::<std::net::Ipv4Addr>().is_ok() || name.contains("..") {
         anyhow::bail!("a bucket name is not an IP address and has no '..'");
+    }
+    Ok(())
+}
+
+/// A KMS key's ARN, `arn:PARTITION:kms:REGION:ACCOUNT:key/ID`: the
+/// recorder's policy names the key itself (an alias or a bare key ID cannot
+/// be a policy's resource).
+pub fn check_kms_key_arn(arn: &str) -> anyhow::Result<()> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let ok = match parts[..] {
+        ["arn", partition, "kms", region, account, resource] => {
+            !partition.is_empty()
+                && !region.is_empty()
+                && account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && resource
+                    .strip_prefix("key/")
+                    .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+        }
+        _ => false,
+    };
+    if !ok {
+        anyhow::bail!(
+            "expected a KMS key ARN, arn:aws:kms:REGION:ACCOUNT:key/KEY-ID (not an alias or a bare key ID: the recorder's policy grants the key by ARN)"
+        );
     }
     Ok(())
 }
@@ -153,8 +196,37 @@ mod tests {
                 .contains("--expire-days")
         );
         let mut o = opts(Role::Recorder);
+        o.recorder_allow = vec!["100.64.0.0".into()];
+        assert!(
+            format!("{:#}", check_flags(&o).expect_err("allow"))
+                .contains("--recorder-allow 100.64.0.0")
+        );
+        o.recorder_allow.clear();
+        assert!(
+            check_flags(&o)
+                .expect_err("empty allow")
+                .to_string()
+                .contains("--recorder-allow")
+        );
+        let mut o = opts(Role::Recorder);
         o.bucket = Some("Bad_Name".into());
         assert!(format!("{:#}", check_flags(&o).expect_err("bucket")).contains("--bucket"));
+        let mut o = opts(Role::Control);
+        o.ha = true;
+        assert!(
+            check_flags(&o)
+                .expect_err("control HA")
+                .to_string()
+                .contains("--ha with --role control")
+        );
+        let mut o = opts(Role::Control);
+        o.state_volume_gib = 0;
+        assert!(
+            check_flags(&o)
+                .expect_err("no volume")
+                .to_string()
+                .contains("--state-volume-size 0")
+        );
         let mut o = opts(Role::Recorder);
         o.root_volume_gib = 4;
         assert!(
@@ -167,7 +239,7 @@ mod tests {
 
     #[test]
     fn a_role_the_appliance_cannot_run_is_refused_by_name() {
-        for role in [Role::Via6, Role::ExitNode, Role::AppConnector, Role::Relay] {
+        for role in Role::not_built() {
             let err = check_flags(&opts(role)).expect_err("not built");
             let msg = err.to_string();
             assert!(
@@ -175,6 +247,29 @@ mod tests {
                 "{msg}"
             );
         }
+    }
+
+    #[test]
+    fn a_kms_key_is_given_by_its_arn() {
+        assert!(
+            check_kms_key_arn(
+                "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+            )
+            .is_ok()
+        );
+        for bad in [
+            "1234abcd-12ab-34cd-56ef-1234567890ab",
+            "alias/recordings",
+            "arn:aws:kms:eu-west-1:123456789012:alias/recordings",
+            "arn:aws:kms:eu-west-1:1234:key/k",
+            "arn:aws:s3:eu-west-1:123456789012:key/k",
+            "arn:aws:kms:eu-west-1:123456789012:key/",
+        ] {
+            assert!(check_kms_key_arn(bad).is_err(), "{bad}");
+        }
+        let mut o = opts(Role::Recorder);
+        o.kms_key = Some("alias/recordings".into());
+        assert!(format!("{:#}", check_flags(&o).expect_err("alias")).contains("--kms-key"));
     }
 
     #[test]

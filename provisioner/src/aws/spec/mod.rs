@@ -15,14 +15,17 @@ mod user_data;
 use std::collections::BTreeMap;
 
 pub use self::firewall::{IngressRule, appliance_ingress, dns_ingress, listen_port, rule_diff};
-pub use self::flags::{check_bucket_name, check_flags, check_prefix};
+pub use self::flags::{check_bucket_name, check_flags, check_kms_key_arn, check_prefix};
 pub use self::lifecycle::{Lifecycle, LifecycleRule};
 pub use self::policy::{
     recordings_policy, same_policy, secret_policy, tls_only_bucket_policy, trust_policy,
 };
 pub use self::split_dns::{SplitDnsEntry, split_dns_entries, vpc_internal_domain};
 pub use self::template::{TemplateData, template_diff};
-pub use self::user_data::{ApplianceConfig, user_data};
+pub use self::user_data::{
+    ApplianceConfig, DEFAULT_RECORDER_ALLOW, RECORDER_LISTEN, RECORDER_SPOOL_DIR,
+    RECORDER_WEB_LISTEN, RECORDINGS_PREFIX, RecorderData, user_data,
+};
 
 use crate::name::DeploymentName;
 use crate::role::Role;
@@ -48,6 +51,13 @@ pub const LIFECYCLE_RULE_ID: &str = "causeway-recordings";
 pub const SECRET_POLICY_NAME: &str = "causeway-auth-key";
 /// Name of the inline policy that writes recordings.
 pub const RECORDINGS_POLICY_NAME: &str = "causeway-recordings";
+/// The device name control's state volume is attached as. On Nitro
+/// instances it shows up as an NVMe disk whose EBS device name (`nvme id-ctrl`
+/// vendor data, the `ebsnvme-id` udev rule) is `sdf`; the image mounts it
+/// at [`CONTROL_STATE_DIR`].
+pub const STATE_VOLUME_DEVICE: &str = "/dev/sdf";
+/// Control's `state_dir`: the mount point of its state volume.
+pub const CONTROL_STATE_DIR: &str = "/var/lib/causeway/state";
 /// Days after which incomplete multipart uploads are aborted.
 pub const ABORT_MPU_DAYS: i32 = 7;
 
@@ -79,6 +89,11 @@ impl Names {
         } else {
             self.base()
         }
+    }
+
+    /// Control's state volume: `causeway-NAME-ROLE-state`.
+    pub fn state_volume(&self) -> String {
+        format!("{}-state", self.base())
     }
 
     /// The auth key's secret: `causeway/NAME/ROLE-authkey`.
@@ -152,6 +167,10 @@ mod tests {
             "causeway-prod-recordings-123456789012"
         );
         assert_eq!(n.dns_security_group(), "causeway-prod-dns");
+        assert_eq!(
+            names(Role::Control).state_volume(),
+            "causeway-prod-control-state"
+        );
         let tags = n.tags("x");
         assert!(tags.contains(&("causeway:deployment".into(), "prod".into())));
         assert!(tags.contains(&("causeway:role".into(), "subnet-router".into())));

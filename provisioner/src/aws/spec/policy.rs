@@ -29,14 +29,17 @@ pub fn secret_policy(secret_arn: &str) -> String {
     .to_string()
 }
 
-/// The recorder's inline policy: write recordings, locate the bucket; read
-/// and list only for the web UI.
-pub fn recordings_policy(bucket: &str, ui: bool) -> String {
+/// The recorder's inline policy: write recordings (multipart uploads
+/// included: the recorder aborts the ones it gives up on), locate the
+/// bucket; read and list only for the web UI; with an SSE-KMS key, the key
+/// operations its uploads need (`kms:GenerateDataKey` for each object,
+/// `kms:Decrypt` to complete a multipart upload and to read back).
+pub fn recordings_policy(bucket: &str, ui: bool, kms_key: Option<&str>) -> String {
     let mut statements = vec![
         json!({
             "Sid": "WriteRecordings",
             "Effect": "Allow",
-            "Action": "s3:PutObject",
+            "Action": ["s3:AbortMultipartUpload", "s3:PutObject"],
             "Resource": format!("arn:aws:s3:::{bucket}/*")
         }),
         json!({
@@ -58,6 +61,14 @@ pub fn recordings_policy(bucket: &str, ui: bool) -> String {
             "Effect": "Allow",
             "Action": "s3:ListBucket",
             "Resource": format!("arn:aws:s3:::{bucket}")
+        }));
+    }
+    if let Some(key) = kms_key {
+        statements.push(json!({
+            "Sid": "UseRecordingsKey",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+            "Resource": key
         }));
     }
     json!({"Version": "2012-10-17", "Statement": statements}).to_string()
@@ -105,28 +116,56 @@ mod tests {
     }
 
     #[test]
-    fn the_recorder_policy_adds_read_and_list_only_for_the_ui() {
-        let actions = |ui| {
+    fn the_recorder_policy_adds_read_and_list_for_the_ui_and_the_key_with_kms() {
+        let grants = |ui, kms: Option<&str>| {
             let v: serde_json::Value =
-                serde_json::from_str(&recordings_policy("b", ui)).expect("json");
+                serde_json::from_str(&recordings_policy("b", ui, kms)).expect("json");
             let mut a: Vec<String> = v["Statement"]
                 .as_array()
                 .expect("statements")
                 .iter()
-                .map(|s| s["Action"].as_str().expect("one action").to_owned())
+                .flat_map(|s| {
+                    let resource = s["Resource"].as_str().expect("one resource").to_owned();
+                    let actions: Vec<String> = match &s["Action"] {
+                        serde_json::Value::Array(a) => a
+                            .iter()
+                            .map(|x| x.as_str().expect("action").to_owned())
+                            .collect(),
+                        one => vec![one.as_str().expect("action").to_owned()],
+                    };
+                    actions
+                        .into_iter()
+                        .map(move |a| format!("{a} on {resource}"))
+                })
                 .collect();
             a.sort();
             a
         };
-        assert_eq!(actions(false), ["s3:GetBucketLocation", "s3:PutObject"]);
         assert_eq!(
-            actions(true),
+            grants(false, None),
             [
-                "s3:GetBucketLocation",
-                "s3:GetObject",
-                "s3:ListBucket",
-                "s3:PutObject"
+                "s3:AbortMultipartUpload on arn:aws:s3:::b/*",
+                "s3:GetBucketLocation on arn:aws:s3:::b",
+                "s3:PutObject on arn:aws:s3:::b/*"
             ]
+        );
+        assert_eq!(
+            grants(true, None),
+            [
+                "s3:AbortMultipartUpload on arn:aws:s3:::b/*",
+                "s3:GetBucketLocation on arn:aws:s3:::b",
+                "s3:GetObject on arn:aws:s3:::b/*",
+                "s3:ListBucket on arn:aws:s3:::b",
+                "s3:PutObject on arn:aws:s3:::b/*"
+            ]
+        );
+        let key = "arn:aws:kms:eu-west-1:123456789012:key/k";
+        let with_key = grants(false, Some(key));
+        assert!(
+            with_key.contains(&format!("kms:Decrypt on {key}"))
+                && with_key.contains(&format!("kms:GenerateDataKey on {key}"))
+                && with_key.len() == 5,
+            "{with_key:?}"
         );
     }
 

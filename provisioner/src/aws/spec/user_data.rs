@@ -1,7 +1,34 @@
 //! The appliance config an instance boots with (EC2 user data).
 
-use super::CONTROL_PORT;
+use super::{CONTROL_PORT, CONTROL_STATE_DIR};
 use crate::role::Role;
+
+/// Where the recorder takes recordings: every address, port 80 (the port
+/// Tailscale SSH assumes). The security group admits only WireGuard, so
+/// only tailnet peers reach it, and the allow-list narrows those.
+pub const RECORDER_LISTEN: &str = "0.0.0.0:80";
+/// The recorder's web UI listener (`--recorder-ui`), reached the same way.
+pub const RECORDER_WEB_LISTEN: &str = "0.0.0.0:8080";
+/// The recorder's spool, on the root volume.
+pub const RECORDER_SPOOL_DIR: &str = "/var/lib/causeway/recorder/spool";
+/// The key prefix of recordings in the bucket.
+pub const RECORDINGS_PREFIX: &str = "recordings";
+/// Who may send recordings unless `--recorder-allow` says otherwise: the
+/// tailnet's IPv4 range, the addresses SSH servers send from.
+pub const DEFAULT_RECORDER_ALLOW: &str = "100.64.0.0/10";
+
+/// The recorder's part of the config: its bucket and who may record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecorderData {
+    /// The recordings bucket.
+    pub bucket: String,
+    /// The bucket's region.
+    pub region: String,
+    /// Source networks allowed to send recordings (and view them with the UI).
+    pub allow: Vec<String>,
+    /// The web UI is on.
+    pub ui: bool,
+}
 
 /// The non-secret appliance config put in user data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,24 +45,42 @@ pub struct ApplianceConfig {
     pub routes: Vec<String>,
     /// Masquerade tailnet sources.
     pub snat: bool,
+    /// The recorder's bucket and allow-list (role recorder).
+    pub recorder: Option<RecorderData>,
+}
+
+fn q(s: &str) -> String {
+    serde_json::Value::String(s.to_owned()).to_string()
+}
+
+fn list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| q(s)).collect();
+    format!("[{}]", quoted.join(", "))
 }
 
 /// The appliance's TOML config for user data: control URL and key, the
-/// auth key's secret ARN, routes. Never the key itself.
-pub fn user_data(c: &ApplianceConfig) -> String {
-    let q = |s: &str| serde_json::Value::String(s.to_owned()).to_string();
+/// auth key's secret ARN, routes, the recorder's bucket. Never the key
+/// itself. Fails for a role whose config cannot be complete: a role the
+/// appliance cannot run, or a recorder without its bucket.
+pub fn user_data(c: &ApplianceConfig) -> anyhow::Result<String> {
+    if let Some(why) = c.role.not_built_yet() {
+        anyhow::bail!("role {}: not built yet: {why}", c.role);
+    }
     let mut out = String::new();
     out.push_str(&format!(
         "# Causeway appliance config, role {} (written by provisioner; no secrets)\n",
         c.role
     ));
-    out.push_str("state_dir = \"/var/lib/causeway\"\n");
     if c.role == Role::Control {
+        // Control's database and keys live on its state volume, which the
+        // image mounts here; the volume outlives the instance.
+        out.push_str(&format!("state_dir = {}\n", q(CONTROL_STATE_DIR)));
         out.push_str(&format!(
             "\n[control]\nlisten = \"0.0.0.0:{CONTROL_PORT}\"\nadmin_listen = \"127.0.0.1:8081\"\n"
         ));
-        return out;
+        return Ok(out);
     }
+    out.push_str("state_dir = \"/var/lib/causeway\"\n");
     out.push_str("\n[node]\n");
     out.push_str(&format!("control_url = {}\n", q(&c.control_url)));
     out.push_str(&format!(
@@ -54,24 +99,68 @@ pub fn user_data(c: &ApplianceConfig) -> String {
         }
         out.push_str("]\n");
     }
-    out
+    if c.role == Role::Recorder {
+        let Some(r) = &c.recorder else {
+            anyhow::bail!("role recorder: the user data needs the recordings bucket");
+        };
+        out.push_str(&format!(
+            "\n[recorder]\nlisten = {}\nallow = {}\nspool_dir = {}\n",
+            q(RECORDER_LISTEN),
+            list(&r.allow),
+            q(RECORDER_SPOOL_DIR)
+        ));
+        out.push_str(&format!(
+            "\n[recorder.storage]\nkind = \"s3\"\nbucket = {}\nprefix = {}\nregion = {}\n",
+            q(&r.bucket),
+            q(RECORDINGS_PREFIX),
+            q(&r.region)
+        ));
+        if r.ui {
+            out.push_str(&format!(
+                "\n[recorder.web]\nlisten = {}\nallow = {}\n",
+                q(RECORDER_WEB_LISTEN),
+                list(&r.allow)
+            ));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn config(role: Role) -> ApplianceConfig {
+        ApplianceConfig {
+            role,
+            control_url: "https://control.example:8080".into(),
+            control_public_key: "AAAA=".into(),
+            auth_key_secret: None,
+            routes: vec!["10.0.0.0/16".into()],
+            snat: true,
+            recorder: None,
+        }
+    }
+
+    fn recorder(ui: bool) -> RecorderData {
+        RecorderData {
+            bucket: "causeway-prod-recordings-123456789012".into(),
+            region: "eu-west-1".into(),
+            allow: vec!["100.64.0.0/10".into(), "fd7a:115c:a1e0::/48".into()],
+            ui,
+        }
+    }
+
     #[test]
     fn user_data_holds_the_secret_arn_and_routes_and_parses_as_toml() {
         let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:causeway/prod/subnet-router-authkey-AbCdEf";
         let text = user_data(&ApplianceConfig {
-            role: Role::SubnetRouter,
-            control_url: "https://control.example:8080".into(),
-            control_public_key: "AAAA=".into(),
             auth_key_secret: Some(arn.into()),
             routes: vec!["10.0.0.0/16".into(), "10.1.0.0/16".into()],
             snat: false,
-        });
+            ..config(Role::SubnetRouter)
+        })
+        .expect("a subnet router's config");
         let v: toml::Value = toml::from_str(&text).expect("valid TOML");
         assert_eq!(v["node"]["auth_key_secret"].as_str(), Some(arn));
         assert_eq!(v["node"]["cloud"].as_str(), Some("aws"));
@@ -83,21 +172,70 @@ mod tests {
     }
 
     #[test]
-    fn a_recorder_gets_no_routes_and_control_no_node() {
-        let mut c = ApplianceConfig {
-            role: Role::Recorder,
-            control_url: "http://c:8080".into(),
-            control_public_key: "AAAA=".into(),
-            auth_key_secret: None,
-            routes: vec!["10.0.0.0/16".into()],
-            snat: true,
-        };
-        assert!(!user_data(&c).contains("subnet_router"));
-        c.role = Role::Control;
-        let text = user_data(&c);
+    fn a_recorder_gets_its_bucket_and_allow_list_and_no_routes() {
+        let text = user_data(&ApplianceConfig {
+            recorder: Some(recorder(false)),
+            ..config(Role::Recorder)
+        })
+        .expect("a recorder's config");
+        let v: toml::Value = toml::from_str(&text).expect("valid TOML");
+        assert!(v.get("subnet_router").is_none(), "{text}");
+        assert_eq!(
+            v["node"]["control_url"].as_str(),
+            Some("https://control.example:8080")
+        );
+        let r = &v["recorder"];
+        assert_eq!(r["listen"].as_str(), Some("0.0.0.0:80"));
+        let allow: Vec<&str> = r["allow"]
+            .as_array()
+            .expect("allow")
+            .iter()
+            .filter_map(toml::Value::as_str)
+            .collect();
+        assert_eq!(allow, ["100.64.0.0/10", "fd7a:115c:a1e0::/48"]);
+        let s = &r["storage"];
+        assert_eq!(
+            (
+                s["kind"].as_str(),
+                s["bucket"].as_str(),
+                s["prefix"].as_str(),
+                s["region"].as_str()
+            ),
+            (
+                Some("s3"),
+                Some("causeway-prod-recordings-123456789012"),
+                Some("recordings"),
+                Some("eu-west-1")
+            )
+        );
+        assert!(r.get("web").is_none(), "no UI unless asked: {text}");
+
+        let with_ui = user_data(&ApplianceConfig {
+            recorder: Some(recorder(true)),
+            ..config(Role::Recorder)
+        })
+        .expect("a recorder with its UI");
+        let v: toml::Value = toml::from_str(&with_ui).expect("valid TOML");
+        assert_eq!(
+            v["recorder"]["web"]["listen"].as_str(),
+            Some("0.0.0.0:8080")
+        );
+    }
+
+    #[test]
+    fn control_gets_no_node_and_an_incomplete_or_unbuilt_role_is_refused() {
+        let text = user_data(&config(Role::Control)).expect("control's config");
         assert!(
             text.contains("[control]") && !text.contains("[node]"),
             "{text}"
         );
+        let v: toml::Value = toml::from_str(&text).expect("valid TOML");
+        assert_eq!(v["state_dir"].as_str(), Some("/var/lib/causeway/state"));
+        let err = user_data(&config(Role::Recorder)).expect_err("no bucket");
+        assert!(err.to_string().contains("recordings bucket"), "{err}");
+        for role in Role::not_built() {
+            let err = user_data(&config(role)).expect_err("not built");
+            assert!(err.to_string().contains("not built yet"), "{err}");
+        }
     }
 }

@@ -384,3 +384,93 @@ run "unknown_role_refused" {
 
   expect_failures = [var.role]
 }
+
+# The roles the appliance cannot run yet are refused, like the provisioner
+# does, rather than deployed as a plain node under their name.
+run "via6_refused_as_not_built" {
+  command = plan
+  variables {
+    role = "via6"
+  }
+  expect_failures = [var.role]
+}
+
+run "exit_node_refused_as_not_built" {
+  command = plan
+  variables {
+    role = "exit-node"
+  }
+  expect_failures = [var.role]
+}
+
+run "app_connector_refused_as_not_built" {
+  command = plan
+  variables {
+    role = "app-connector"
+  }
+  expect_failures = [var.role]
+}
+
+run "relay_refused_as_not_built" {
+  command = plan
+  variables {
+    role = "relay"
+  }
+  expect_failures = [var.role]
+}
+
+run "recorder_without_its_bucket_refused" {
+  command = plan
+  variables {
+    role = "recorder"
+  }
+  expect_failures = [var.recorder]
+}
+
+run "recorder_section_for_a_router_refused" {
+  command = plan
+  variables {
+    recorder = { bucket = "b" }
+  }
+  expect_failures = [var.recorder]
+}
+
+run "recorder_empty_allow_list_refused" {
+  command = plan
+  variables {
+    role     = "recorder"
+    recorder = { bucket = "b", allow = [] }
+  }
+  expect_failures = [var.recorder]
+}
+
+run "recorder_gets_its_recorder_section" {
+  command = plan
+
+  variables {
+    role     = "recorder"
+    recorder = { bucket = "causeway-t1-recordings-123456789012", region = "eu-west-1" }
+  }
+
+  assert {
+    condition     = strcontains(local.user_data, "[recorder]\nlisten = \"0.0.0.0:80\"\nallow = [\"100.64.0.0/10\"]\n")
+    error_message = "the recorder listens on port 80 and takes recordings from the tailnet by default"
+  }
+  assert {
+    condition     = strcontains(local.user_data, "[recorder.storage]\nkind = \"s3\"\nbucket = \"causeway-t1-recordings-123456789012\"\nprefix = \"recordings\"\nregion = \"eu-west-1\"\n")
+    error_message = "the recorder writes to its bucket"
+  }
+  assert {
+    condition     = strcontains(local.user_data, "[node]") && !strcontains(local.user_data, "[subnet_router]") && !strcontains(local.user_data, "[recorder.web]")
+    error_message = "a recorder is a mesh node, advertises no routes, and has no UI unless asked"
+  }
+}
+
+run "other_roles_get_no_elastic_ip_or_state_volume" {
+  command = plan
+
+  assert {
+    condition     = length(aws_eip.control) == 0 && length(aws_ebs_volume.control_state) == 0 && length(aws_volume_attachment.control_state) == 0
+    error_message = "only control gets an Elastic IP and a state volume"
+  }
+}

@@ -62,3 +62,46 @@ run "control_listens_on_tcp_8080_and_runs_no_node" {
     error_message = "control's user data configures the control role, not a node"
   }
 }
+
+run "control_gets_an_elastic_ip_and_a_state_volume" {
+  command = plan
+
+  variables {
+    role                = "control"
+    auth_key_secret_arn = null
+  }
+
+  assert {
+    condition     = length(aws_eip.control) == 1 && aws_eip.control[0].domain == "vpc" && aws_eip.control[0].tags["causeway:deployment"] == "t1" && aws_eip.control[0].tags["Name"] == "causeway-t1-control"
+    error_message = "control gets one tagged Elastic IP"
+  }
+  assert {
+    condition     = length(aws_eip_association.control) == 1
+    error_message = "the Elastic IP is associated with the control instance"
+  }
+  assert {
+    condition     = aws_ebs_volume.control_state[0].encrypted && aws_ebs_volume.control_state[0].type == "gp3" && aws_ebs_volume.control_state[0].size == 8 && aws_ebs_volume.control_state[0].availability_zone == "us-east-1a" && aws_ebs_volume.control_state[0].tags["Name"] == "causeway-t1-control-state"
+    error_message = "an encrypted 8 GiB gp3 state volume in the instance's AZ, named causeway-NAME-control-state"
+  }
+  assert {
+    condition     = aws_volume_attachment.control_state[0].device_name == "/dev/sdf"
+    error_message = "the state volume is attached to the control instance as /dev/sdf"
+  }
+  assert {
+    condition     = strcontains(local.user_data, "state_dir = \"/var/lib/causeway/state\"")
+    error_message = "control's state_dir is the state volume's mount point"
+  }
+}
+
+run "control_ha_refused" {
+  command = plan
+
+  variables {
+    role                = "control"
+    auth_key_secret_arn = null
+    ha                  = true
+    subnet_ids          = ["subnet-a", "subnet-b"]
+  }
+
+  expect_failures = [var.ha]
+}

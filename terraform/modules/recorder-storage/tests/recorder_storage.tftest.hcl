@@ -59,11 +59,11 @@ run "defaults_per_contract" {
     error_message = "the bucket policy denies aws:SecureTransport = false"
   }
   assert {
-    condition = toset([for s in data.aws_iam_policy_document.recorder.statement : "${join(",", s.actions)} on ${join(",", s.resources)}"]) == toset([
-      "s3:PutObject on arn:aws:s3:::causeway-t1-recordings-123456789012/*",
+    condition = toset([for s in module.policy.statements : "${join(",", flatten([s.Action]))} on ${s.Resource}"]) == toset([
+      "s3:AbortMultipartUpload,s3:PutObject on arn:aws:s3:::causeway-t1-recordings-123456789012/*",
       "s3:GetBucketLocation on arn:aws:s3:::causeway-t1-recordings-123456789012",
     ])
-    error_message = "without the UI the recorder may only PutObject and GetBucketLocation"
+    error_message = "without the UI the recorder may only PutObject, AbortMultipartUpload and GetBucketLocation"
   }
   assert {
     condition     = aws_iam_role_policy.recorder[0].role == "causeway-t1-recorder" && aws_iam_role_policy.recorder[0].name == "causeway-recordings"
@@ -95,8 +95,8 @@ run "configured_days_and_ui" {
     error_message = "expiry and abort follow the configured days"
   }
   assert {
-    condition = toset([for s in data.aws_iam_policy_document.recorder.statement : "${join(",", s.actions)} on ${join(",", s.resources)}"]) == toset([
-      "s3:PutObject on arn:aws:s3:::causeway-t1-recordings-123456789012/*",
+    condition = toset([for s in module.policy.statements : "${join(",", flatten([s.Action]))} on ${s.Resource}"]) == toset([
+      "s3:AbortMultipartUpload,s3:PutObject on arn:aws:s3:::causeway-t1-recordings-123456789012/*",
       "s3:GetBucketLocation on arn:aws:s3:::causeway-t1-recordings-123456789012",
       "s3:GetObject on arn:aws:s3:::causeway-t1-recordings-123456789012/*",
       "s3:ListBucket on arn:aws:s3:::causeway-t1-recordings-123456789012",
@@ -116,6 +116,21 @@ run "kms_key" {
     condition     = one([for r in aws_s3_bucket_server_side_encryption_configuration.this.rule : one(r.apply_server_side_encryption_by_default).sse_algorithm]) == "aws:kms"
     error_message = "a KMS key switches to SSE-KMS"
   }
+  assert {
+    condition = anytrue([for s in module.policy.statements : s.Sid == "UseRecordingsKey" && s.Resource == "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555" &&
+    toset(flatten([s.Action])) == toset(["kms:Decrypt", "kms:GenerateDataKey"])])
+    error_message = "with a KMS key the recorder may GenerateDataKey and Decrypt with that key, even without the UI"
+  }
+}
+
+run "kms_alias_refused" {
+  command = plan
+
+  variables {
+    kms_key_arn = "alias/recordings"
+  }
+
+  expect_failures = [var.kms_key_arn]
 }
 
 run "days_must_increase" {

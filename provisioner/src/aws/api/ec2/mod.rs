@@ -1,5 +1,6 @@
 //! EC2: the VPC and its route tables, the instance-type catalogue, images,
-//! security groups, launch templates and instances, one module each; the
+//! security groups, launch templates, instances, and control's Elastic IP
+//! and state volume, one module each; the
 //! filter and tag shapes they share are here.
 
 mod catalogue;
@@ -7,6 +8,7 @@ mod images;
 mod instances;
 mod launch_templates;
 mod security_groups;
+mod stable;
 mod vpc;
 
 use std::collections::BTreeMap;
@@ -17,6 +19,7 @@ pub use self::images::Image;
 pub use self::instances::{Instance, Launch};
 pub use self::launch_templates::LaunchTemplate;
 pub use self::security_groups::SecurityGroup;
+pub use self::stable::{Address, NewVolume, Volume};
 pub use self::vpc::{RawSubnet, Vpc};
 
 /// A filter `name` matching any of `values`.

@@ -1,0 +1,61 @@
+# The appliance config an instance boots with (EC2 user data), as
+# provisioner/src/aws/spec/user_data.rs writes it: non-secret TOML only
+# (the auth key is fetched at boot from Secrets Manager with the instance
+# role). Pure: no provider, so it can be rendered and checked offline.
+
+locals {
+  routing_roles = ["subnet-router"]
+
+  control = join("\n", [
+    "# Causeway appliance config, role control (written by Terraform; no secrets)",
+    "# Control's database and keys live on its state volume, mounted here.",
+    "state_dir = \"/var/lib/causeway/state\"",
+    "",
+    "[control]",
+    "listen = \"0.0.0.0:8080\"",
+    "admin_listen = \"127.0.0.1:8081\"",
+    "",
+  ])
+
+  node = join("\n", concat([
+    "# Causeway appliance config, role ${var.role} (written by Terraform; no secrets)",
+    "state_dir = \"/var/lib/causeway\"",
+    "",
+    "[node]",
+    "control_url = ${jsonencode(var.control_url)}",
+    "control_public_key = ${jsonencode(var.control_public_key)}",
+    ], var.auth_key_secret == null ? [] : [
+    "auth_key_secret = ${jsonencode(var.auth_key_secret)}",
+    ], [
+    # The public IPv4 is on no interface: the appliance reads it from IMDSv2.
+    "cloud = \"aws\"",
+  ], [""]))
+
+  subnet_router = !contains(local.routing_roles, var.role) ? "" : join("\n", [
+    "[subnet_router]",
+    "routes = [",
+    join("\n", [for r in var.routes : "  { prefix = ${jsonencode(r)}, snat = ${var.snat} },"]),
+    "]",
+    "",
+  ])
+
+  recorder = var.recorder == null ? "" : join("\n", concat([
+    "[recorder]",
+    "listen = \"0.0.0.0:80\"",
+    "allow = ${jsonencode(var.recorder.allow)}",
+    "spool_dir = \"/var/lib/causeway/recorder/spool\"",
+    "",
+    "[recorder.storage]",
+    "kind = \"s3\"",
+    "bucket = ${jsonencode(var.recorder.bucket)}",
+    "prefix = \"recordings\"",
+    "region = ${jsonencode(var.recorder.region)}",
+    ], var.recorder.ui ? [
+    "",
+    "[recorder.web]",
+    "listen = \"0.0.0.0:8080\"",
+    "allow = ${jsonencode(var.recorder.allow)}",
+  ] : [], [""]))
+
+  text = var.role == "control" ? local.control : join("\n", compact([local.node, local.subnet_router, local.recorder]))
+}

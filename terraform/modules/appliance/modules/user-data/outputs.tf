@@ -1,0 +1,4 @@
+output "text" {
+  description = "The appliance's TOML config."
+  value       = local.text
+}

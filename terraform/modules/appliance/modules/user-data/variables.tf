@@ -1,0 +1,53 @@
+variable "role" {
+  description = "Required. A role the appliance runs: subnet-router, recorder or control."
+  type        = string
+
+  validation {
+    condition     = contains(["subnet-router", "recorder", "control"], var.role)
+    error_message = "role must be subnet-router, recorder or control (the roles the appliance runs today)."
+  }
+}
+
+variable "control_url" {
+  description = "Required. Control's node-facing URL (unused for role control)."
+  type        = string
+}
+
+variable "control_public_key" {
+  description = "Required. Control's public key (base64), pinned (unused for role control)."
+  type        = string
+}
+
+variable "auth_key_secret" {
+  description = "Optional. ARN of the Secrets Manager secret holding the auth key (never the key)."
+  type        = string
+  default     = null
+}
+
+variable "routes" {
+  description = "Optional. Prefixes a subnet router advertises."
+  type        = list(string)
+  default     = []
+}
+
+variable "snat" {
+  description = "Optional. Masquerade tailnet sources."
+  type        = bool
+  default     = true
+}
+
+variable "recorder" {
+  description = "Role recorder only (required there): bucket and region of the recordings, networks allowed to send them, and whether the web UI is on."
+  type = object({
+    bucket = string
+    region = string
+    allow  = list(string)
+    ui     = bool
+  })
+  default = null
+
+  validation {
+    condition     = (var.recorder != null) == (var.role == "recorder")
+    error_message = "recorder is required for role recorder, and only for it."
+  }
+}

@@ -1,0 +1,78 @@
+//! Every role `deploy --cloud aws` accepts boots a config the appliance
+//! accepts: the provisioner's user data for each built role goes through the
+//! real `appliance check-config` (the Terraform module's goes through it in
+//! terraform.rs). A role whose user data the appliance refuses fails here.
+
+use causeway_e2e::{appliance_roles, check_config};
+use causeway_provisioner::aws::spec::{self, ApplianceConfig, RecorderData};
+use causeway_provisioner::role::Role;
+
+const SECRET_ARN: &str =
+    "arn:aws:secretsmanager:eu-west-1:123456789012:secret:causeway/prod/ROLE-authkey-AbCdEf";
+const CONTROL_PUBLIC_KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+/// The user data `deploy` writes for `role`, as `wanted_template` fills it.
+fn config(role: Role, ui: bool) -> ApplianceConfig {
+    ApplianceConfig {
+        role,
+        control_url: "https://198.18.0.10:8080".into(),
+        control_public_key: CONTROL_PUBLIC_KEY.into(),
+        auth_key_secret: role
+            .needs_auth_key()
+            .then(|| SECRET_ARN.replace("ROLE", role.as_str())),
+        routes: vec!["198.19.0.0/16".into(), "fd00:198:19::/48".into()],
+        snat: false,
+        recorder: (role == Role::Recorder).then(|| RecorderData {
+            bucket: "causeway-prod-recordings-123456789012".into(),
+            region: "eu-west-1".into(),
+            allow: vec![spec::DEFAULT_RECORDER_ALLOW.into(), "198.19.4.0/24".into()],
+            ui,
+        }),
+    }
+}
+
+#[test]
+fn the_user_data_of_every_role_deploy_accepts_passes_appliance_check_config() {
+    let roles = Role::built();
+    assert_eq!(roles, [Role::SubnetRouter, Role::Recorder, Role::Control]);
+    for role in roles {
+        for ui in [false, true] {
+            let text = spec::user_data(&config(role, ui))
+                .unwrap_or_else(|e| panic!("role {role}: no user data: {e:#}"));
+            let ran = check_config(role.as_str(), &text);
+            assert!(
+                ran.success(),
+                "role {role} (ui {ui}): the appliance refuses its user data: {ran}\n{text}"
+            );
+            assert!(
+                ran.stdout
+                    .contains(&format!("valid; roles: {}", appliance_roles(role))),
+                "role {role}: {}",
+                ran.stdout
+            );
+        }
+    }
+}
+
+#[test]
+fn check_config_refuses_a_recorder_user_data_without_its_storage() {
+    // The check above can fail: the same user data with the storage's kind
+    // misspelt is refused, naming it.
+    let text = spec::user_data(&config(Role::Recorder, false)).expect("recorder user data");
+    let broken = text.replace("kind = \"s3\"", "kind = \"s4\"");
+    assert_ne!(text, broken, "the user data names its storage kind");
+    let ran = check_config("recorder", &broken);
+    assert!(!ran.success(), "a broken recorder config passed: {ran}");
+    assert!(ran.stderr.contains("s4"), "{}", ran.stderr);
+}
+
+#[test]
+fn no_user_data_for_a_role_the_appliance_cannot_run() {
+    for role in Role::not_built() {
+        let err = spec::user_data(&config(role, false)).expect_err("not built");
+        assert!(
+            err.to_string().contains("not built yet"),
+            "role {role}: {err}"
+        );
+    }
+}
