@@ -105,7 +105,8 @@ impl RecorderStats {
         self.0.started.load(Ordering::Relaxed)
     }
 
-    /// Recordings refused since start (allow-list, `max_sessions`, spool full).
+    /// Recordings refused since start (allow-list, `max_sessions_per_source`,
+    /// `max_sessions`, spool full).
     pub fn refused(&self) -> u64 {
         self.0.refused.load(Ordering::Relaxed)
     }
