@@ -295,6 +295,8 @@ impl Recorder {
             max_line_bytes: 64 * 1024,
             // The hold part measures what the machine allows, not the cap.
             max_sessions: 1_000_000,
+            // Every bench session comes from 127.0.0.1.
+            max_sessions_per_source: 1_000_000,
             storage: StorageConfig::Local {
                 dir: dir.join("store"),
                 retention_days: None,

@@ -27,9 +27,15 @@ pub struct RecorderConfig {
     pub ack_interval_ms: u64,
     /// A sender silent for this long has its recording ended with an error.
     pub stall_timeout_ms: u64,
+    /// A sender must complete its header line within this long of the
+    /// request's start, or its recording is ended with an error.
+    pub header_timeout_ms: u64,
     /// Recordings received at once; one more is refused with 503, which a
     /// sender with several recorders takes as "try the next one".
     pub max_sessions: usize,
+    /// Recordings received at once from one source address; one more is
+    /// refused with 429 while other sources go on.
+    pub max_sessions_per_source: usize,
     /// Free space the spool leaves on its filesystem: a recording is refused
     /// (503), or ended with an error after its acked bytes, rather than
     /// fill the disk. 0 turns the check off.
@@ -129,8 +135,10 @@ impl Default for RecorderConfig {
             spool_dir: PathBuf::from("/var/lib/causeway/recorder/spool"),
             max_line_bytes: 1024 * 1024,
             ack_interval_ms: 5_000,
-            stall_timeout_ms: 3_600_000,
+            stall_timeout_ms: 900_000,
+            header_timeout_ms: 10_000,
             max_sessions: 10_000,
+            max_sessions_per_source: 32,
             spool_min_free_bytes: 256 * 1024 * 1024,
             upload: UploadConfig::default(),
             storage: StorageConfig::Local {
@@ -166,6 +174,15 @@ impl RecorderConfig {
         }
         if self.stall_timeout_ms == 0 {
             return Err("recorder stall_timeout_ms is 0, expected a positive duration".to_owned());
+        }
+        if self.header_timeout_ms == 0 {
+            return Err("recorder header_timeout_ms is 0, expected a positive duration".to_owned());
+        }
+        if self.max_sessions_per_source == 0 {
+            return Err(
+                "recorder max_sessions_per_source is 0, expected at least 1 (0 would refuse every recording)"
+                    .to_owned(),
+            );
         }
         if self.max_sessions == 0 {
             return Err(
@@ -212,6 +229,11 @@ impl RecorderConfig {
     /// The stall timeout.
     pub fn stall_timeout(&self) -> Duration {
         Duration::from_millis(self.stall_timeout_ms)
+    }
+
+    /// The deadline for a recording's header line.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
     }
 
     /// The key prefix of the configured storage.
@@ -267,6 +289,11 @@ mod tests {
     fn refuses_zero_limits_naming_the_field() {
         for (toml, field) in [
             ("max_sessions = 0", "max_sessions is 0"),
+            (
+                "max_sessions_per_source = 0",
+                "max_sessions_per_source is 0",
+            ),
+            ("header_timeout_ms = 0", "header_timeout_ms is 0"),
             ("max_line_bytes = 0", "max_line_bytes is 0"),
             ("stall_timeout_ms = 0", "stall_timeout_ms is 0"),
             ("ack_interval_ms = 30000", "ack_interval_ms is 30000"),

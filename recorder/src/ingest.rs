@@ -4,15 +4,16 @@
 //! streams `{"ack":N}` lines back; `POST /record` (HTTP/1.1 with
 //! `Expect: 100-continue`) is the fallback without acks.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use causeway_recording::{
-    AckFrame, CastHeader, EventError, FrameError, HeaderError, IngestState, LineFramer, Stalled,
-    validate_event,
+    AckFrame, CastHeader, EventError, FrameError, HeaderError, HeaderTimeout, IngestState,
+    LineFramer, Stalled, validate_event,
 };
 use futures::FutureExt;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
@@ -44,6 +45,9 @@ pub enum SessionError {
     /// A line is too long, or the stream ended inside one.
     #[error("bad recording stream: {0}")]
     Frame(#[from] FrameError),
+    /// The header line did not arrive in time.
+    #[error("bad recording header: {0}")]
+    HeaderTimeout(#[from] HeaderTimeout),
     /// The sender went silent.
     #[error("recording stream stalled: {0}")]
     Stalled(#[from] Stalled),
@@ -101,7 +105,8 @@ impl RecorderStats {
         self.0.started.load(Ordering::Relaxed)
     }
 
-    /// Recordings refused since start (allow-list, `max_sessions`, spool full).
+    /// Recordings refused since start (allow-list, `max_sessions_per_source`,
+    /// `max_sessions`, spool full).
     pub fn refused(&self) -> u64 {
         self.0.refused.load(Ordering::Relaxed)
     }
@@ -111,19 +116,69 @@ impl RecorderStats {
     }
 }
 
-/// A recording's place among the `max_sessions`; counted while it lives.
+/// Recordings being received per source address (`max_sessions_per_source`).
+/// An address is in the map only while it has a recording.
+#[derive(Debug, Default)]
+struct PerSource(Mutex<BTreeMap<IpAddr, usize>>);
+
+impl PerSource {
+    /// Counts one more recording from `source`, unless it has `limit` already.
+    fn try_take(self: &Arc<Self>, source: IpAddr, limit: usize) -> Option<SourceSlot> {
+        let mut counts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = counts.entry(source).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(SourceSlot {
+            sources: self.clone(),
+            source,
+        })
+    }
+}
+
+/// A recording's place among its source's `max_sessions_per_source`.
+#[derive(Debug)]
+struct SourceSlot {
+    sources: Arc<PerSource>,
+    source: IpAddr,
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .sources
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.source) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.source);
+            }
+        }
+    }
+}
+
+/// A recording's place among the `max_sessions` and its source's share;
+/// counted while it lives.
 #[derive(Debug)]
 struct SessionSlot {
     _permit: OwnedSemaphorePermit,
+    _source: SourceSlot,
     stats: RecorderStats,
 }
 
 impl SessionSlot {
-    fn new(permit: OwnedSemaphorePermit, stats: &RecorderStats) -> Self {
+    fn new(permit: OwnedSemaphorePermit, source: SourceSlot, stats: &RecorderStats) -> Self {
         stats.0.receiving.fetch_add(1, Ordering::Relaxed);
         stats.0.started.fetch_add(1, Ordering::Relaxed);
         Self {
             _permit: permit,
+            _source: source,
             stats: stats.clone(),
         }
     }
@@ -143,6 +198,8 @@ pub struct Ingest {
     finished: mpsc::UnboundedSender<SpooledRecording>,
     /// One permit per recording being received (`max_sessions`).
     sessions: Arc<Semaphore>,
+    /// Recordings being received per source (`max_sessions_per_source`).
+    per_source: Arc<PerSource>,
     stats: RecorderStats,
 }
 
@@ -155,6 +212,7 @@ impl Ingest {
     ) -> Self {
         Self {
             sessions: Arc::new(Semaphore::new(config.max_sessions)),
+            per_source: Arc::default(),
             config,
             spool,
             finished,
@@ -185,6 +243,21 @@ impl Ingest {
         let response = match (req.method(), req.uri().path()) {
             (&Method::HEAD, "/v2/record") => text(StatusCode::OK, ""),
             (&Method::POST, path @ ("/v2/record" | "/record")) => {
+                let limit = self.config.max_sessions_per_source;
+                let Some(source) = self.per_source.try_take(peer.ip().to_canonical(), limit) else {
+                    self.stats.refuse();
+                    tracing::warn!(
+                        max_sessions_per_source = limit,
+                        "refused a recording: its source is sending max_sessions_per_source"
+                    );
+                    tracing::debug!(%peer, "source at max_sessions_per_source");
+                    return Ok(text(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        &format!(
+                            "this source address is already sending its maximum of {limit} recordings (max_sessions_per_source)\n"
+                        ),
+                    ));
+                };
                 let Ok(permit) = self.sessions.clone().try_acquire_owned() else {
                     self.stats.refuse();
                     tracing::warn!(
@@ -204,7 +277,7 @@ impl Ingest {
                     tracing::warn!(error = %full, "refused a recording");
                     return Ok(text(full.status(), &format!("{full}\n")));
                 }
-                let permit = SessionSlot::new(permit, &self.stats);
+                let permit = SessionSlot::new(permit, source, &self.stats);
                 if path == "/v2/record" {
                     self.start_v2(peer, req.into_body(), permit)
                 } else {
@@ -269,13 +342,15 @@ impl Ingest {
         body: Incoming,
         acks: Option<&mpsc::Sender<Bytes>>,
     ) -> Result<(), SessionError> {
+        let started = Instant::now().into_std();
         let mut session = Session {
             framer: LineFramer::new(self.config.max_line_bytes),
             state: IngestState::new(
-                Instant::now().into_std(),
+                started,
                 self.config.ack_interval(),
                 self.config.stall_timeout(),
-            ),
+            )
+            .with_header_timeout(started, self.config.header_timeout()),
             writer: None,
         };
         let result = self.pump(&mut session, body, acks).await;
@@ -322,7 +397,11 @@ impl Ingest {
                     }
                     self.store_complete_lines(s).await?;
                 }
-                () = tokio::time::sleep_until(deadline) => s.state.check_stall(Instant::now().into_std())?,
+                () = tokio::time::sleep_until(deadline) => {
+                    let now = Instant::now().into_std();
+                    s.state.check_header(now)?;
+                    s.state.check_stall(now)?;
+                }
             }
             if let (Some(tx), Some(ack)) = (acks, s.state.poll_ack(Instant::now().into_std())) {
                 // A client that stopped reading acks will be cut off by h2 flow control anyway.
@@ -368,6 +447,7 @@ impl Ingest {
                 .map_err(spool_error)?;
             tracing::debug!(node = %header.src_node_id, connection = %header.connection_id, "recording started");
             s.writer = Some(writer);
+            s.state.handle_header();
         }
         if valid > 0
             && let Some(writer) = s.writer.as_mut()

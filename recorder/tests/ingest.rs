@@ -99,24 +99,15 @@ async fn http1_fallback_with_expect_continue() {
 async fn past_max_sessions_a_recording_gets_503_and_the_others_go_on() {
     let rec = Recorder::start(|c| c.max_sessions = 2).await;
     let mut h2 = H2::connect(rec.addr).await;
-    let mut open = Vec::new();
-    for connection in ["a", "b"] {
-        let (status, mut up) = h2.post().await;
-        assert_eq!(status, StatusCode::OK);
-        let head = header("nFULL", connection);
-        up.send(head.clone()).await;
-        up.ack_at_least(head.len() as u64).await;
-        open.push((up, head));
-    }
+    let mut open = open_acked(&mut h2, "nFULL", &["a", "b"]).await;
 
     // A third, over HTTP/2 and over the HTTP/1.1 fallback, is refused.
-    let (status, refused) = h2.post().await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    let reason = refused.text().await;
-    assert!(
-        reason.contains("maximum of 2 recordings (max_sessions)"),
-        "{reason:?}"
-    );
+    assert_refused(
+        &mut h2,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "maximum of 2 recordings (max_sessions)",
+    )
+    .await;
     let mut tcp = start_v1(rec.addr).await;
     let answer = read_some(&mut tcp).await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
@@ -150,6 +141,104 @@ async fn past_max_sessions_a_recording_gets_503_and_the_others_go_on() {
         files["nFULL/20231114T221320Z-a.cast"],
         format!("{head_a}{line}").into_bytes()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_sessions_per_source_a_source_gets_429_and_other_sources_go_on() {
+    let rec = Recorder::start(|c| c.max_sessions_per_source = 2).await;
+    let mut h2 = H2::connect(rec.addr).await;
+    let mut open = open_acked(&mut h2, "nSRC", &["a", "b"]).await;
+
+    // A third from 127.0.0.1 is refused, naming the limit.
+    assert_refused(
+        &mut h2,
+        StatusCode::TOO_MANY_REQUESTS,
+        "maximum of 2 recordings (max_sessions_per_source)",
+    )
+    .await;
+
+    // Another source address (127.0.0.2) is still taken.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.2:0".parse().expect("address"))
+        .expect("bind 127.0.0.2");
+    let mut other = socket.connect(rec.addr).await.expect("connect");
+    other.write_all(b"POST /record HTTP/1.1\r\nHost: recorder\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await
+        .expect("write headers");
+    let answer = read_some(&mut other).await;
+    assert!(answer.starts_with("HTTP/1.1 100"), "{answer:?}");
+    drop(other);
+
+    // Once one of the source's recordings ends, it may start another.
+    let (mut a, _) = open.remove(0);
+    a.finish();
+    assert_eq!(a.drain().await.1, None);
+    let (status, mut c) = h2.post().await;
+    assert_eq!(status, StatusCode::OK, "the source's slot was freed");
+    let head_c = header("nSRC", "c");
+    c.send(head_c.clone()).await;
+    c.ack_at_least(head_c.len() as u64).await;
+    c.finish();
+    open.remove(0).0.finish();
+    let files = wait_stored(&rec.store(), 3, 10).await;
+    assert_eq!(
+        files.keys().collect::<Vec<_>>(),
+        [
+            "nSRC/20231114T221320Z-a.cast",
+            "nSRC/20231114T221320Z-b.cast",
+            "nSRC/20231114T221320Z-c.cast"
+        ],
+        "the refused recording stored nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_without_a_complete_header_is_cut_off_at_the_header_deadline() {
+    let rec = Recorder::start(|c| c.header_timeout_ms = 300).await;
+    let mut h2 = H2::connect(rec.addr).await;
+    let (status, mut up) = h2.post().await;
+    assert_eq!(status, StatusCode::OK);
+    // Part of a header; the newline never comes, and the stream stays open.
+    let head = header("nSLOW", "slow");
+    up.send(Bytes::copy_from_slice(&head.as_bytes()[..20]))
+        .await;
+    let (acked, error) = up.drain().await;
+    let error = error.expect("an error frame");
+    assert!(
+        error.contains("no complete header line within 300ms")
+            && error.contains("header_timeout_ms"),
+        "{error:?}"
+    );
+    assert_eq!(acked, 0, "nothing was stored");
+    assert!(stored(&rec.spool()).is_empty(), "nothing spooled");
+    assert!(stored(&rec.store()).is_empty(), "nothing stored");
+}
+
+/// A new recording on `h2` gets `status` with a reason containing `expect`.
+async fn assert_refused(h2: &mut H2, status: StatusCode, expect: &str) {
+    let (got, refused) = h2.post().await;
+    assert_eq!(got, status);
+    let reason = refused.text().await;
+    assert!(reason.contains(expect), "{reason:?}");
+}
+
+/// Starts one recording per connection ID on `h2`, each with its header acked.
+async fn open_acked(
+    h2: &mut H2,
+    node: &str,
+    connections: &[&str],
+) -> Vec<(common::Upload, String)> {
+    let mut open = Vec::new();
+    for connection in connections {
+        let (status, mut up) = h2.post().await;
+        assert_eq!(status, StatusCode::OK);
+        let head = header(node, connection);
+        up.send(head.clone()).await;
+        up.ack_at_least(head.len() as u64).await;
+        open.push((up, head));
+    }
+    open
 }
 
 /// Connects and sends the head of a chunked `POST /record` with

@@ -40,11 +40,22 @@ pub struct Stalled {
     pub limit: Duration,
 }
 
-/// Ack schedule and stall detection for one ingest stream.
+/// The sender did not complete its header line within the header deadline.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("no complete header line within {limit:?} of the stream's start (header_timeout_ms)")]
+pub struct HeaderTimeout {
+    /// The configured header deadline.
+    pub limit: Duration,
+}
+
+/// Ack schedule, header deadline and stall detection for one ingest stream.
 #[derive(Debug)]
 pub struct IngestState {
     ack_interval: Duration,
     stall_timeout: Duration,
+    header_timeout: Duration,
+    /// Until the header line is complete: when it must be.
+    header_deadline: Option<Instant>,
     received: u64,
     durable: u64,
     acked: Option<u64>,
@@ -53,16 +64,43 @@ pub struct IngestState {
 }
 
 impl IngestState {
-    /// A stream that started at `now`.
+    /// A stream that started at `now`; its header line is due within `stall_timeout`
+    /// until [`IngestState::with_header_timeout`] sets a shorter deadline.
     pub fn new(now: Instant, ack_interval: Duration, stall_timeout: Duration) -> Self {
         Self {
             ack_interval,
             stall_timeout,
+            header_timeout: stall_timeout,
+            header_deadline: Some(now + stall_timeout),
             received: 0,
             durable: 0,
             acked: None,
             last_ack_at: now,
             last_data_at: now,
+        }
+    }
+
+    /// The header line must be complete within `limit` of `started` (the
+    /// stream's start): bytes that trickle in without a newline do not
+    /// extend it.
+    pub fn with_header_timeout(mut self, started: Instant, limit: Duration) -> Self {
+        self.header_timeout = limit;
+        self.header_deadline = Some(started + limit);
+        self
+    }
+
+    /// The header line is complete; only the stall timeout applies from now.
+    pub fn handle_header(&mut self) {
+        self.header_deadline = None;
+    }
+
+    /// Fails once the header deadline passed without a complete header line.
+    pub fn check_header(&self, now: Instant) -> Result<(), HeaderTimeout> {
+        match self.header_deadline {
+            Some(deadline) if now >= deadline => Err(HeaderTimeout {
+                limit: self.header_timeout,
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -104,9 +142,12 @@ impl IngestState {
         Ok(())
     }
 
-    /// When the shell must call back: the next keep-alive ack or the stall deadline.
+    /// When the shell must call back: the next keep-alive ack, the header
+    /// deadline or the stall deadline.
     pub fn poll_timeout(&self) -> Instant {
-        (self.last_ack_at + self.ack_interval).min(self.last_data_at + self.stall_timeout)
+        let next =
+            (self.last_ack_at + self.ack_interval).min(self.last_data_at + self.stall_timeout);
+        self.header_deadline.map_or(next, |h| next.min(h))
     }
 
     /// Bytes received so far.
@@ -161,6 +202,31 @@ mod tests {
                 limit: STALL
             })
         );
+    }
+
+    #[test]
+    fn a_header_not_complete_by_its_deadline_fails_even_while_bytes_trickle() {
+        let t0 = Instant::now();
+        let limit = Duration::from_secs(5);
+        let mut s = IngestState::new(t0, ACK, STALL).with_header_timeout(t0, limit);
+        assert_eq!(
+            s.poll_timeout(),
+            t0 + limit,
+            "the header deadline comes first"
+        );
+        s.handle_received(1, t0 + Duration::from_secs(4));
+        assert_eq!(s.check_header(t0 + Duration::from_millis(4_999)), Ok(()));
+        assert_eq!(
+            s.check_header(t0 + limit),
+            Err(HeaderTimeout { limit }),
+            "a trickle of bytes does not extend the deadline"
+        );
+        assert_eq!(s.check_stall(t0 + limit), Ok(()), "not a stall");
+
+        let mut s = IngestState::new(t0, ACK, STALL).with_header_timeout(t0, limit);
+        s.handle_header();
+        assert_eq!(s.check_header(t0 + STALL), Ok(()), "the header arrived");
+        assert_eq!(s.poll_timeout(), t0 + ACK);
     }
 
     /// On a virtual clock with random arrivals: acks never exceed durable

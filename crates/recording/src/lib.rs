@@ -22,7 +22,7 @@ pub use catalog::{
 pub use event::{EventError, validate_event};
 pub use framer::{FrameError, LineFramer, complete_prefix_len};
 pub use header::{CastHeader, HeaderError};
-pub use ingest::{AckFrame, IngestState, Stalled};
+pub use ingest::{AckFrame, HeaderTimeout, IngestState, Stalled};
 pub use key::{ObjectKey, object_key};
 pub use live::{LiveError, LiveFeedState};
 pub use producer::{AckWatchdogState, EventEncoder, RecorderFailed, SessionInfo};

@@ -30,7 +30,9 @@ pub fn test_config(dir: &Path) -> RecorderConfig {
         max_line_bytes: 64 * 1024,
         ack_interval_ms: 500,
         stall_timeout_ms: 60_000,
+        header_timeout_ms: 10_000,
         max_sessions: 1_000,
+        max_sessions_per_source: 1_000,
         spool_min_free_bytes: 1024 * 1024,
         upload: UploadConfig {
             retry_min_ms: 100,
