@@ -271,7 +271,7 @@ impl Collector for SnapshotCollector {
             counter(
                 &mut encoder,
                 "recorder_sessions_refused",
-                "Recordings refused since start (allow-list, max_sessions, spool full).",
+                "Recordings refused since start (allow-list, max_sessions, max_sessions_per_source, spool full).",
                 &[(vec![], r.refused)],
             )?;
             gauge(
