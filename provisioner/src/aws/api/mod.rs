@@ -13,7 +13,9 @@ mod route53;
 mod s3;
 mod secrets;
 
-pub use self::ec2::{Image, Instance, Launch, LaunchTemplate, RawSubnet, SecurityGroup, Vpc};
+pub use self::ec2::{
+    Image, ImportState, Instance, Launch, LaunchTemplate, NewImage, RawSubnet, SecurityGroup, Vpc,
+};
 pub use self::error::{AwsError, AwsResult};
 pub use self::iam::{IamRole, percent_decode};
 pub use self::resolver::ResolverEndpoint;
