@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use causeway_provisioner::aws::Arch;
-use causeway_provisioner::aws::api::{Aws, Endpoint};
+use causeway_provisioner::aws::api::Aws;
 use causeway_provisioner::image::manifest::{Appliance, Disk, Manifest};
 use causeway_test_support::{CLIENT_ENV, Moto, REGION, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
 
@@ -206,13 +206,7 @@ fn publish_uploads_then_registers_an_ami_that_deploy_finds() {
     );
 
     // deploy's lookup (newest own image with the tags) finds it.
-    let aws = rt
-        .block_on(Aws::connect(&Endpoint {
-            region: Some(REGION.into()),
-            url: Some(moto.url().into()),
-            max_attempts: Some(1),
-        }))
-        .expect("connect");
+    let aws = Aws::from_config(&config, true);
     let found = rt
         .block_on(aws.newest_image(Arch::X86_64))
         .expect("lookup")
