@@ -41,9 +41,9 @@ pub struct NodeConfig {
     /// Or: the ARN of an AWS Secrets Manager secret holding it, fetched at
     /// first registration with the default credential chain (IMDSv2 on EC2).
     pub auth_key_secret: Option<String>,
-    /// The node's host name.
-    #[serde(default = "default_hostname")]
-    pub hostname: String,
+    /// The node's host name; default: with `cloud`, the instance's host
+    /// name from the metadata service, else the OS host name.
+    pub hostname: Option<String>,
     /// UDP port of the WireGuard socket.
     #[serde(default = "default_listen_port")]
     pub listen_port: u16,
@@ -58,6 +58,9 @@ pub struct NodeConfig {
     /// Endpoints to advertise; default: the addresses of local interfaces.
     #[serde(default)]
     pub advertise_endpoints: Vec<SocketAddr>,
+    /// The cloud this node runs in: its public address, which is on no
+    /// interface, is read from the cloud's metadata service and advertised.
+    pub cloud: Option<crate::cloud::Cloud>,
 }
 
 /// `[subnet_router]`.
@@ -80,11 +83,17 @@ pub struct RouteConfig {
     pub snat: bool,
 }
 
-fn default_hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "node".to_owned())
+impl NodeConfig {
+    /// The host name the node registers with: the configured one, else the
+    /// OS host name.
+    pub fn hostname(&self) -> String {
+        self.hostname.clone().unwrap_or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "node".to_owned())
+        })
+    }
 }
 fn default_listen_port() -> u16 {
     41641
@@ -101,11 +110,16 @@ impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
-        let config: Self = toml::from_str(&text)
-            .with_context(|| format!("parsing config file {}", path.display()))?;
+        Self::parse(&text, &format!("config file {}", path.display()))
+    }
+
+    /// Parses and validates config text; errors name `source` (a file, or
+    /// e.g. "EC2 user data") and the key.
+    pub fn parse(text: &str, source: &str) -> anyhow::Result<Self> {
+        let config: Self = toml::from_str(text).with_context(|| format!("parsing {source}"))?;
         config
             .validate()
-            .with_context(|| format!("checking config file {}", path.display()))?;
+            .with_context(|| format!("checking {source}"))?;
         Ok(config)
     }
 

@@ -1,6 +1,7 @@
 //! `appliance`: the one Causeway daemon (every role, enabled by its config)
 //! and its local CLI.
 
+mod cloud;
 mod config;
 mod metrics;
 mod node;
@@ -34,6 +35,11 @@ enum Command {
     /// Parse and validate a config file without starting anything; prints
     /// the roles it enables. Exit status 1 and the offending key on error.
     CheckConfig(RunArgs),
+    /// Read the config from the cloud's metadata service (EC2 user data),
+    /// validate it as `run` would and write it to a file: a machine image's
+    /// first step at boot. Writes nothing and exits 1 when it is missing or
+    /// invalid.
+    FetchConfig(FetchConfigArgs),
     /// Show the running daemon's node, peers, handshakes and counters.
     Status(StatusArgs),
     /// Coordination-server set-up.
@@ -50,6 +56,16 @@ struct RunArgs {
     /// The TOML config file.
     #[arg(long, env = "CAUSEWAY_CONFIG")]
     config: PathBuf,
+}
+
+#[derive(Args)]
+struct FetchConfigArgs {
+    /// Where the config comes from.
+    #[arg(long, env = "CAUSEWAY_CONFIG_SOURCE", value_enum)]
+    from: cloud::ConfigSource,
+    /// The file to write (replaced whole, mode 0600).
+    #[arg(long, env = "CAUSEWAY_CONFIG")]
+    output: PathBuf,
 }
 
 #[derive(Args)]
@@ -164,6 +180,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 config.roles().join(", ")
             );
         }
+        Command::FetchConfig(args) => {
+            let roles = cloud::fetch_config(args.from, &args.output).await?;
+            println!(
+                "{}: written; roles: {}",
+                args.output.display(),
+                roles.join(", ")
+            );
+        }
         Command::Status(args) => {
             let status = node::status::query(&args.state_dir).await?;
             if args.json {
@@ -200,7 +224,19 @@ fn print_stdout(text: &str) -> anyhow::Result<()> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let config = Config::load(&args.config)?;
+    let mut config = Config::load(&args.config)?;
+    if let Some(node) = &mut config.node
+        && node.hostname.is_none()
+        && let Some(cloud) = node.cloud
+    {
+        match cloud::Metadata::new(cloud).instance_hostname().await {
+            Ok(name) => node.hostname = Some(name),
+            Err(e) => tracing::warn!(
+                error = %format!("{e:#}"),
+                "no host name from the metadata service; using the OS host name"
+            ),
+        }
+    }
     raise_open_file_limit();
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {

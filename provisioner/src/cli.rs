@@ -261,6 +261,9 @@ pub struct AwsArgs {
     /// Root volume size in GiB.
     #[arg(long, env = "CAUSEWAY_ROOT_VOLUME_SIZE", default_value_t = 8)]
     pub root_volume_size: i32,
+    /// deploy: how long to wait for every appliance to register with control, hold its netmap stream and (routers) have its routes approved with one primary, in seconds; 0 skips the wait.
+    #[arg(long, env = "CAUSEWAY_HEALTH_TIMEOUT", default_value_t = 300)]
+    pub health_timeout: u64,
 }
 
 /// Options of `--cloud aws` for `status` and `destroy`.
@@ -439,6 +442,7 @@ fn change_provider(a: &ChangeArgs) -> anyhow::Result<Box<dyn Provider>> {
             opts.expire_days = x.expire_days;
             opts.recorder_ui = x.recorder_ui;
             opts.root_volume_gib = x.root_volume_size;
+            opts.health_timeout = Duration::from_secs(x.health_timeout);
             Ok(Box::new(AwsProvider::new(opts)))
         }
         Cloud::Azure => Err(CloudError::NotImplemented(Cloud::Azure).into()),

@@ -94,6 +94,9 @@ impl Cloud {
             .args(args)
             .envs(CLIENT_ENV)
             .env("AWS_MAX_ATTEMPTS", "1")
+            // moto runs no appliance: nothing would ever report healthy.
+            // The tests that wait for health pass --health-timeout.
+            .env("CAUSEWAY_HEALTH_TIMEOUT", "0")
             .env("CAUSEWAY_AWS_ENDPOINT_URL", endpoint)
             .env_remove("AWS_ENDPOINT_URL")
             .env_remove("AWS_PROFILE")
@@ -699,11 +702,20 @@ fn ha_subnet_router_is_hardened_converges_and_destroys_exactly_its_own() {
     let out = cloud.run(&plan);
     assert_eq!(out.status.code(), Some(0), "nothing to do:\n{}", text(&out));
 
-    // Status shows both instances.
-    let status = json(&ok(cloud.run(&[
+    // Status shows both instances, and without control's admin API it
+    // cannot call them healthy: exit 3, saying why.
+    let out = cloud.run(&[
         "status", "--cloud", "aws", "--name", "ha1", "--output", "json",
-    ])));
-    assert_eq!(status["healthy"], true);
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let status = json(&out);
+    assert_eq!(status["healthy"], false);
+    assert!(
+        status["notes"][0]
+            .as_str()
+            .is_some_and(|n| n.starts_with("appliance health unknown: pass --control-admin-url")),
+        "{status}"
+    );
     assert_eq!(status["instances"].as_array().map(Vec::len), Some(2));
 
     // --no-snat changes the user data, so a new template version, and the
@@ -1475,16 +1487,58 @@ fn control_mints_the_key_and_gets_the_split_dns_entries() {
         Some(1)
     );
 
-    // Status asks control: the instance has not joined (moto runs nothing).
+    // Status asks control: the instance has not joined (moto runs nothing),
+    // so the deployment is not healthy, whatever EC2 says.
     let mut status = vec![
         "status", "--cloud", "aws", "--name", "lc1", "--output", "json",
     ];
     status.extend(admin.iter().map(String::as_str));
-    let status = json(&ok(cloud.run(&status)));
+    let out = cloud.run(&status);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let status = json(&out);
     assert_eq!(
         status["instances"][0]["ha_role"], "not registered",
         "{status}"
     );
+    assert_eq!(
+        status["instances"][0]["appliance"]["missing"][0], "not registered with control",
+        "{status}"
+    );
+
+    // deploy waits for the appliance's health and, when it does not come,
+    // exits 3 naming the instance and what is missing.
+    let mut wait = deploy.clone();
+    wait.extend(["--health-timeout", "3"]);
+    let out = cloud.run(&wait);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let id = status["instances"][0]["id"]
+        .as_str()
+        .expect("an instance id");
+    assert!(
+        text(&out).contains(&format!("{id}: not registered with control")),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("appliance NOT healthy: not registered with control"),
+        "{}",
+        text(&out)
+    );
+
+    // Without the admin API there is no one to ask: deploy refuses to wait
+    // blind, before touching anything.
+    let key_file = cloud.key_file();
+    let mut blind = cloud.deploy_args("deploy", "lc2", "subnet-router");
+    blind.extend(["--auth-key-file", &key_file, "--health-timeout", "60"]);
+    let out = cloud.run(&blind);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("only control's admin API can tell")
+            && text(&out).contains("--health-timeout 0"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(cloud.block(tagged(c, "lc2")), Vec::<String>::new());
 
     // Role control opens its TCP port to nodes, not the WireGuard port.
     ok(cloud.run(&[

@@ -43,26 +43,24 @@ fn ha_pair_boots_from_user_data_and_status_names_the_primary() {
         .trim()
         .to_owned();
     let control_url = format!("http://{CONTROL_ADDR}:8080");
-    provisioner(
-        &t,
-        &[
-            "deploy",
-            "--role",
-            "subnet-router",
-            "--ha",
-            "--vpc",
-            &vpc,
-            "--route",
-            VPC_SUBNET,
-            "--control-url",
-            &control_url,
-            "--control-public-key",
-            &control_key,
-        ],
-    )
-    .expect_success();
+    let deploy = [
+        "deploy",
+        "--role",
+        "subnet-router",
+        "--ha",
+        "--vpc",
+        &vpc,
+        "--route",
+        VPC_SUBNET,
+        "--control-url",
+        &control_url,
+        "--control-public-key",
+        &control_key,
+    ];
+    // Nothing has booted yet: the health wait comes after the boot.
+    provisioner(&t, &[&deploy[..], &["--health-timeout", "0"]].concat()).expect_success();
 
-    let status = status_json(&t);
+    let status = status_json(&t, 3);
     let instances = status["instances"].as_array().expect("instances").clone();
     assert_eq!(instances.len(), 2, "{status}");
     for i in &instances {
@@ -124,11 +122,29 @@ fn ha_pair_boots_from_user_data_and_status_names_the_primary() {
     }
 
     let first = wait_for_primary(&t, &hostnames, None);
-    let status = status_json(&t);
+    let status = status_json(&t, 0);
     assert_eq!(
         roles(&status),
         expected_roles(&hostnames, &first, "standby"),
         "{status}"
+    );
+
+    // deploy again: nothing to change, and this time it waits for the
+    // appliances' health by control's word, and says what control knows.
+    let again = provisioner(&t, &deploy).expect_success();
+    assert!(
+        again.stdout.contains("0 create, 0 update, 0 delete"),
+        "{again}"
+    );
+    let healthy_lines = again
+        .stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("appliance healthy (node ip-"))
+        .count();
+    assert_eq!(healthy_lines, 2, "{again}");
+    assert!(
+        again.stdout.contains(&format!("primary for {VPC_SUBNET}")),
+        "{again}"
     );
 
     // Fail over: the primary stops; control moves the route; status follows.
@@ -137,13 +153,23 @@ fn ha_pair_boots_from_user_data_and_status_names_the_primary() {
         .stop(Duration::from_secs(10));
     let second = wait_for_primary(&t, &hostnames, Some(&first));
     assert_ne!(first, second);
-    let status = status_json(&t);
+    // One appliance is down: the deployment is not healthy, and status
+    // names it and says what is missing.
+    let status = status_json(&t, 3);
+    let stopped = instance_id(&status, &first);
+    assert!(
+        status["notes"].as_array().into_iter().flatten().any(|n| n
+            .as_str()
+            .is_some_and(|n| n.contains(&stopped) && n.contains("not connected to control"))),
+        "{status}"
+    );
     assert_eq!(
         roles(&status),
         expected_roles(&hostnames, &second, "offline"),
         "{status}"
     );
     let text = provisioner(&t, &["status"]).stdout;
+    assert!(text.contains("NOT healthy"), "{text}");
     assert!(
         text.lines()
             .any(|l| l.contains(&instance_id(&status, &second)) && l.contains("primary")),
@@ -321,9 +347,11 @@ fn provisioner(t: &TestDeployment, args: &[&str]) -> Ran {
     run(&mut cmd, Duration::from_secs(120))
 }
 
-/// `provisioner status --output json`, parsed.
-fn status_json(t: &TestDeployment) -> Value {
-    let ran = provisioner(t, &["status", "--output", "json"]).expect_success();
+/// `provisioner status --output json`, which must exit with `code` (0:
+/// healthy, 3: not), parsed.
+fn status_json(t: &TestDeployment, code: i32) -> Value {
+    let ran = provisioner(t, &["status", "--output", "json"]);
+    assert_eq!(ran.status.and_then(|s| s.code()), Some(code), "{ran}");
     serde_json::from_str(&ran.stdout).unwrap_or_else(|e| panic!("status is not JSON ({e}): {ran}"))
 }
 

@@ -6,6 +6,7 @@
 
 use causeway_e2e::local::{Node, Site};
 use causeway_e2e::{TestDeployment, VPC_URL, WAIT, peer, wait_until};
+use causeway_test_support::FakeImds;
 use serde_json::Value;
 
 const PUBLIC: &str = "198.18.0.3:41641";
@@ -81,5 +82,57 @@ fn a_router_behind_nat_is_reached_on_the_address_stun_saw() {
     wait_until(WAIT, "the client to reach the VPC again", || {
         t.fetch_vpc_page(Site::Cli).map(|_| ())
     });
+    t.finish();
+}
+
+/// The same router with control's STUN off: the public address comes from
+/// the cloud's metadata service instead (EC2's `public-ipv4`, served over
+/// IMDSv2 at the link-local address inside the router's namespace), because
+/// its config says `cloud = "aws"`. The client reaches the VPC through it.
+#[test]
+fn a_router_behind_nat_advertises_the_public_address_the_cloud_reports() {
+    let t = TestDeployment::deploy();
+    t.restart_control_with_config(|text| format!("{text}stun_port = 0\n"));
+    wait_until(WAIT, "the router to withdraw its STUN address", || {
+        let e = endpoints(&t.status(Node::Router)?);
+        anyhow::ensure!(!e.contains(&PUBLIC.to_owned()), "{e:?}");
+        Ok(())
+    });
+
+    // EC2's metadata service, where the router's namespace finds it; no
+    // public address yet. A freshly started client cannot reach the VPC.
+    t.run_in(
+        Site::Rtr,
+        &["ip", "addr", "add", "169.254.169.254/32", "dev", "lo"],
+    )
+    .expect_success();
+    let imds = FakeImds::inside(|p| t.command_in(Site::Rtr, p), "169.254.169.254", 80);
+    t.restart_node_with_config(Node::Client, str::to_owned);
+    let blocked = t.curl(Site::Cli, VPC_URL, 5);
+    assert!(!blocked.success(), "reached the VPC before: {blocked}");
+
+    // The instance has a public address: the router, told `cloud = "aws"`,
+    // reads it and advertises it; the client follows the netmap delta.
+    imds.set("public-ipv4", Some("198.18.0.3"));
+    t.restart_node_with_config(Node::Router, |text| {
+        text.replace("[node]\n", "[node]\ncloud = \"aws\"\n")
+    });
+    wait_until(WAIT, "the router to advertise the cloud's address", || {
+        let e = endpoints(&t.status(Node::Router)?);
+        anyhow::ensure!(e.first().map(String::as_str) == Some(PUBLIC), "{e:?}");
+        Ok(())
+    });
+    let log = imds.log();
+    assert!(
+        log.contains("PUT /latest/api/token 200")
+            && log.contains("GET /latest/meta-data/public-ipv4 200"),
+        "{log}"
+    );
+    wait_until(WAIT, "the client to reach the VPC", || {
+        t.fetch_vpc_page(Site::Cli).map(|_| ())
+    });
+    let client = t.status(Node::Client).expect("client status");
+    let seen = peer(&client, "router").expect("router peer");
+    assert_eq!(seen["endpoint"], PUBLIC, "{seen}");
     t.finish();
 }

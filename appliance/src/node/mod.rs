@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use self::control_client::{ConnectError, ControlChannel};
 use self::dataplane::{Command, DataplaneDriver};
 use self::status::{NodeStatus, StatusState};
+use crate::cloud::{Cloud, Metadata};
 use crate::config::{NodeConfig, SubnetRouterConfig};
 use crate::state::{Registration, StateDir};
 
@@ -40,6 +41,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often the node re-reads its interface addresses (a new ENI, a DHCP
 /// renewal) to keep its advertised endpoints true.
 const INTERFACE_RESCAN: Duration = Duration::from_secs(30);
+/// How often the cloud's metadata service is asked for the public address.
+const CLOUD_ADDRESS_RECHECK: Duration = Duration::from_secs(60);
 
 /// Default TUN MTU: fits a WireGuard packet in a 1340-byte underlay path
 /// (Tailscale's choice; safe across IPv6 and most tunnels).
@@ -137,6 +140,14 @@ pub async fn run(
             commands.clone(),
         ))
     });
+    let cloud_address = match config.cloud {
+        Some(cloud) if !fixed_endpoints => Some(tokio::spawn(follow_cloud_address(
+            cloud,
+            config.listen_port,
+            commands.clone(),
+        ))),
+        _ => None,
+    };
 
     if let Some(router) = router {
         start_router(config, router, &registration)?;
@@ -235,8 +246,8 @@ pub async fn run(
     // Tear down what we installed: nftables table, then the TUN device (its
     // routes and addresses go with it when the driver drops it).
     status_server.abort();
-    if let Some(rescan) = rescan {
-        rescan.abort();
+    for task in [rescan, cloud_address].into_iter().flatten() {
+        task.abort();
     }
     let _ = std::fs::remove_file(state.status_socket());
     if router.is_some()
@@ -288,7 +299,7 @@ async fn follow_control(
     status::set(status, |s| s.endpoints = current.clone());
     let request = ClientMessage::Map(MapRequest {
         node_key: node_key.public_key(),
-        hostname: config.hostname.clone(),
+        hostname: config.hostname(),
         endpoints: current,
         advertised_routes: advertised.to_vec(),
     });
@@ -447,7 +458,7 @@ async fn register(
             node_key: node_key.public_key(),
             old_node_key: old_key,
             auth_key,
-            hostname: config.hostname.clone(),
+            hostname: config.hostname(),
         }))
         .await?;
     match channel.recv().await? {
@@ -487,6 +498,45 @@ async fn stun_server(control_url: &str, port: u16) -> Option<SocketAddr> {
             tracing::warn!(error = %e, "resolving control's host for STUN");
             None
         }
+    }
+}
+
+/// Reads the public IPv4 address the cloud maps to this machine at start
+/// and every [`CLOUD_ADDRESS_RECHECK`] (an Elastic IP can be associated or
+/// moved at any time) and hands it, with the WireGuard port, to the data
+/// plane, which advertises it when it changed. A failed lookup keeps the
+/// last known address: the metadata service being briefly unreachable does
+/// not mean the address went away.
+async fn follow_cloud_address(cloud: Cloud, port: u16, commands: mpsc::Sender<Command>) {
+    let metadata = Metadata::new(cloud);
+    let mut tick = tokio::time::interval(CLOUD_ADDRESS_RECHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = None;
+    loop {
+        tick.tick().await;
+        let address = match metadata.public_ipv4().await {
+            Ok(address) => address.map(|ip| SocketAddr::from((ip, port))),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "reading the public address");
+                continue;
+            }
+        };
+        if address == last {
+            continue;
+        }
+        tracing::info!(
+            public = address.is_some(),
+            "the cloud's public address changed"
+        );
+        tracing::debug!(?address, "public address from the metadata service");
+        if commands
+            .send(Command::SetCloudEndpoint(address))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        last = address;
     }
 }
 

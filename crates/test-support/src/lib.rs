@@ -1,6 +1,7 @@
 //! Fixtures the tests of every Causeway package share, so each is written
 //! (and fixed) once: [`Moto`] (the AWS API, moto in server mode),
-//! [`Azurite`] (Azure Blob storage), and free loopback ports.
+//! [`Azurite`] (Azure Blob storage), [`FakeImds`] (EC2's instance metadata
+//! service), and free loopback ports.
 //!
 //! Each server is a child process bound to loopback (or to a network
 //! namespace the test created), waited for with a deadline, and killed when
@@ -22,11 +23,13 @@
 
 mod azurite;
 mod http;
+mod imds;
 mod moto;
 mod ports;
 mod server;
 
 pub use self::azurite::{AZURITE_ACCOUNT, AZURITE_ACCOUNT_KEY, Azurite};
+pub use self::imds::FakeImds;
 pub use self::moto::{
     CLIENT_ENV, Moto, MotoOptions, REGION, SERVER_ENV, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY,
 };

@@ -1,6 +1,7 @@
 //! The bits of control's admin API the AWS provisioner uses
 //! (docs/reference/admin-api.md): minting an auth key for a role, asking
-//! which router is primary for a route, and registering split DNS.
+//! what control knows of each node (health, which router is primary), and
+//! registering split DNS.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -47,19 +48,34 @@ pub struct AdminApi {
     pub token_file: PathBuf,
 }
 
-/// One entry of `GET /api/v1/routes`.
+/// One entry of `GET /api/v1/nodes`: what control knows of a node.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct RouteEntry {
-    /// Node id.
-    pub node: serde_json::Value,
-    /// Node name (its hostname).
+pub struct NodeEntry {
+    /// Node name (unique in the tailnet).
     pub name: String,
-    /// Online.
+    /// The host name the node registered with.
+    pub hostname: String,
+    /// Connected to control, on its netmap stream.
     #[serde(default)]
     pub online: bool,
-    /// Prefixes it is primary for.
+    /// Its node key has expired.
     #[serde(default)]
-    pub primary: Vec<String>,
+    pub expired: bool,
+    /// When its node key expires (Unix seconds).
+    #[serde(default)]
+    pub key_expiry: Option<i64>,
+    /// When control last heard from it (Unix seconds).
+    #[serde(default)]
+    pub last_seen: Option<i64>,
+    /// Routes it advertises.
+    #[serde(default)]
+    pub advertised_routes: Vec<String>,
+    /// Routes control approved for it.
+    #[serde(default)]
+    pub approved_routes: Vec<String>,
+    /// Routes it is primary for.
+    #[serde(default)]
+    pub primary_routes: Vec<String>,
 }
 
 impl AdminApi {
@@ -82,10 +98,9 @@ impl AdminApi {
         Ok(AuthKey(created.key))
     }
 
-    /// The routes table (`GET /api/v1/routes`).
-    pub async fn routes(&self) -> anyhow::Result<Vec<RouteEntry>> {
-        self.call(reqwest::Method::GET, "/api/v1/routes", None)
-            .await
+    /// Every node (`GET /api/v1/nodes`).
+    pub async fn nodes(&self) -> anyhow::Result<Vec<NodeEntry>> {
+        self.call(reqwest::Method::GET, "/api/v1/nodes", None).await
     }
 
     /// The split-DNS entries (`GET /api/v1/dns/split`): domain → resolvers.

@@ -13,6 +13,7 @@ pub mod api;
 pub mod control;
 mod deploy;
 mod destroy;
+pub mod health;
 pub mod network;
 pub mod observe;
 pub mod plan;
@@ -103,6 +104,8 @@ pub struct AwsOptions {
     pub delete_recordings: bool,
     /// How long to wait for instances to run or terminate.
     pub wait_timeout: Duration,
+    /// How long `deploy` waits for the appliances' health (zero: no wait).
+    pub health_timeout: Duration,
 }
 
 impl AwsOptions {
@@ -135,6 +138,7 @@ impl AwsOptions {
             root_volume_gib: 8,
             delete_recordings: false,
             wait_timeout: Duration::from_secs(600),
+            health_timeout: Duration::from_secs(300),
         }
     }
 }

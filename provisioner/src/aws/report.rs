@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::DnsMode;
 use super::api::Instance;
+use super::health::ApplianceHealth;
 use super::network::Subnet;
 use super::sizing::{Arch, Choice};
 use super::spec::SplitDnsEntry;
@@ -86,6 +87,17 @@ pub struct SplitDns {
     pub note: String,
 }
 
+/// Whether `deploy` asked control about the appliances, and what it said
+/// (one entry per instance, in the order of [`Report::instances`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "checked", content = "instances", rename_all = "snake_case")]
+pub enum Health {
+    /// Control judged every instance.
+    Checked(Vec<ApplianceHealth>),
+    /// Not asked, and why (empty for `plan`).
+    NotChecked(String),
+}
+
 /// The result of `plan` or `deploy`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -117,12 +129,26 @@ pub struct Report {
     pub instances: Vec<Instance>,
     /// Split DNS.
     pub split_dns: Option<SplitDns>,
+    /// The appliances' health (`deploy`).
+    pub health: Health,
 }
 
 impl Report {
     /// Whether every resource is as wanted.
     pub fn unchanged(&self) -> bool {
         self.items.iter().all(|i| i.change == Change::Unchanged)
+    }
+
+    /// Every instance runs and, where control was asked, every appliance
+    /// is healthy.
+    pub fn healthy(&self) -> bool {
+        let running =
+            !self.instances.is_empty() && self.instances.iter().all(|i| i.state == "running");
+        running
+            && match &self.health {
+                Health::Checked(judged) => judged.iter().all(ApplianceHealth::healthy),
+                Health::NotChecked(_) => true,
+            }
     }
 
     /// The report as text.
@@ -151,7 +177,7 @@ impl Report {
                 let _ = writeln!(out, "  {}", i.line());
             }
         }
-        for i in &r.instances {
+        for (n, i) in r.instances.iter().enumerate() {
             let _ = writeln!(
                 out,
                 "  instance {} {} {} in {} ({}), private {}{}",
@@ -166,6 +192,16 @@ impl Report {
                     .map(|p| format!(", public {p}"))
                     .unwrap_or_default()
             );
+            if let Health::Checked(judged) = &r.health
+                && let Some(h) = judged.get(n)
+            {
+                let _ = writeln!(out, "    {}", h.describe());
+            }
+        }
+        if let Health::NotChecked(why) = &r.health
+            && !why.is_empty()
+        {
+            let _ = writeln!(out, "  appliance health: {why}");
         }
         if let Some(d) = &r.split_dns {
             let _ = writeln!(

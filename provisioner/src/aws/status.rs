@@ -1,17 +1,22 @@
-//! `status`: what runs for a deployment (found by its tag), whether it is
-//! healthy, and, when control's admin API is given, which router of an HA
-//! pair is primary.
+//! `status`: what runs for a deployment (found by its tag) and whether it
+//! is healthy: every instance running and, by control's word (its admin
+//! API), every appliance registered, connected, and for routers approved
+//! with one primary per route.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
 use super::AwsOptions;
 use super::api::{Aws, Instance};
+use super::control::NodeEntry;
+use super::health::{self, ApplianceHealth};
 use crate::cloud::Verdict;
 use crate::console::OutputFormat;
+use crate::role::Role;
 
-/// One instance with its place in the HA pair.
+/// One instance with its place in the HA pair and its appliance's health.
 #[derive(Debug, Clone, Serialize)]
 pub struct InstanceStatus {
     /// The instance.
@@ -20,6 +25,9 @@ pub struct InstanceStatus {
     /// `primary`, `standby`, `offline` (registered, not connected), `not
     /// registered`, or `unknown` (no admin API or no answer).
     pub ha_role: String,
+    /// What control says of its appliance (none: control was not asked,
+    /// or the role joins no tailnet).
+    pub appliance: Option<ApplianceHealth>,
 }
 
 /// The result of `status`.
@@ -33,9 +41,9 @@ pub struct StatusReport {
     pub instances: Vec<InstanceStatus>,
     /// Other resources carrying the deployment's tag, as `kind name`.
     pub resources: Vec<String>,
-    /// Every instance runs.
+    /// Every instance runs and every appliance is healthy by control's word.
     pub healthy: bool,
-    /// Why not healthy, or where the primary came from.
+    /// Why not healthy.
     pub notes: Vec<String>,
 }
 
@@ -61,41 +69,49 @@ async fn inspect(aws: &Aws, opts: &AwsOptions) -> anyhow::Result<StatusReport> {
     let role = opts.role.map(|r| r.as_str());
     let instances = aws.instances_of(name, role).await?;
     let mut notes = Vec::new();
-    let primaries = match &opts.admin {
-        Some(admin) => match admin.routes().await {
-            Ok(routes) => Some(routes),
+    let joins = |i: &Instance| role_of(i).is_none_or(Role::needs_auth_key);
+    let nodes = match &opts.admin {
+        Some(admin) => match admin.nodes().await {
+            Ok(nodes) => Some(nodes),
             Err(e) => {
-                notes.push(format!(
-                    "could not ask control which router is primary: {e:#}"
-                ));
+                notes.push(format!("could not ask control about the appliances: {e:#}"));
                 None
             }
         },
         None => {
-            if instances.len() > 1 {
-                notes.push("pass --control-admin-url and --control-admin-token-file to see which instance is primary".into());
+            if instances.iter().any(joins) {
+                notes.push(
+                    "appliance health unknown: pass --control-admin-url and \
+                     --control-admin-token-file so control can say whether each appliance \
+                     joined, and which router is primary"
+                        .into(),
+                );
             }
             None
         }
     };
+    let judged = nodes.as_ref().map(|nodes| judge(&instances, nodes));
     let statuses = instances
         .into_iter()
-        .map(|i| {
-            let ha_role = match &primaries {
-                None => "unknown".to_owned(),
-                Some(routes) => match routes
-                    .iter()
-                    .find(|r| r.name == i.hostname || r.name == i.id || r.name == i.name)
-                {
-                    Some(r) if !r.primary.is_empty() => "primary".to_owned(),
-                    Some(r) if !r.online => "offline".to_owned(),
-                    Some(_) => "standby".to_owned(),
-                    None => "not registered".to_owned(),
-                },
+        .enumerate()
+        .map(|(n, i)| {
+            let appliance = match &judged {
+                Some(judged) if joins(&i) => judged[n].clone(),
+                _ => None,
             };
+            let ha_role = match (&appliance, &judged) {
+                (_, None) => "unknown",
+                (None, Some(_)) => "unknown",
+                (Some(h), Some(_)) if h.node.is_none() => "not registered",
+                (Some(h), Some(_)) if !h.primary_routes.is_empty() => "primary",
+                (Some(h), Some(_)) if !h.online => "offline",
+                (Some(_), Some(_)) => "standby",
+            }
+            .to_owned();
             InstanceStatus {
                 instance: i,
                 ha_role,
+                appliance,
             }
         })
         .collect::<Vec<_>>();
@@ -121,15 +137,23 @@ async fn inspect(aws: &Aws, opts: &AwsOptions) -> anyhow::Result<StatusReport> {
     if statuses.is_empty() {
         notes.push(format!("no instance is tagged causeway:deployment={name}"));
     }
+    let mut healthy = !statuses.is_empty();
     for s in &statuses {
-        if s.instance.state != "running" {
-            notes.push(format!(
-                "{} ({}) is {}",
-                s.instance.name, s.instance.id, s.instance.state
-            ));
+        let i = &s.instance;
+        if i.state != "running" {
+            notes.push(format!("{} ({}) is {}", i.name, i.id, i.state));
+            healthy = false;
+        }
+        match &s.appliance {
+            Some(h) if !h.healthy() => {
+                notes.push(format!("{} ({}): {}", i.name, i.id, h.missing.join("; ")));
+                healthy = false;
+            }
+            Some(_) => {}
+            None if joins(i) => healthy = false,
+            None => {}
         }
     }
-    let healthy = !statuses.is_empty() && statuses.iter().all(|s| s.instance.state == "running");
     Ok(StatusReport {
         deployment: name.to_owned(),
         region: aws.region.clone(),
@@ -138,6 +162,42 @@ async fn inspect(aws: &Aws, opts: &AwsOptions) -> anyhow::Result<StatusReport> {
         healthy,
         notes,
     })
+}
+
+/// The role an instance's tag names, if it is one we know.
+fn role_of(i: &Instance) -> Option<Role> {
+    <Role as clap::ValueEnum>::from_str(&i.role, false).ok()
+}
+
+/// Each instance's health, judged per role: a router should have every
+/// route any router of its role advertises approved, with one primary.
+fn judge(instances: &[Instance], nodes: &[NodeEntry]) -> Vec<Option<ApplianceHealth>> {
+    let mut out = vec![None; instances.len()];
+    let roles: BTreeSet<&str> = instances.iter().map(|i| i.role.as_str()).collect();
+    for role in roles {
+        let members: Vec<usize> = (0..instances.len())
+            .filter(|&n| instances[n].role == role)
+            .collect();
+        let group: Vec<Instance> = members.iter().map(|&n| instances[n].clone()).collect();
+        let routes: Vec<String> = if role_of(&group[0]).is_some_and(Role::advertises_routes) {
+            group
+                .iter()
+                .filter_map(|i| health::node_of(i, nodes))
+                .flat_map(|n| n.advertised_routes.iter().cloned())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for (n, h) in members
+            .into_iter()
+            .zip(health::assess(&group, nodes, &routes))
+        {
+            out[n] = Some(h);
+        }
+    }
+    out
 }
 
 fn render(r: &StatusReport) -> String {
@@ -167,6 +227,9 @@ fn render(r: &StatusReport) -> String {
                 .map(|p| format!(", public {p}"))
                 .unwrap_or_default()
         );
+        if let Some(h) = &s.appliance {
+            let _ = writeln!(out, "    {}", h.describe());
+        }
     }
     for res in &r.resources {
         let _ = writeln!(out, "  {res}");

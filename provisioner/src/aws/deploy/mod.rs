@@ -14,11 +14,12 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 
 use super::api::{Aws, Instance};
+use super::health::ApplianceHealth;
 use super::network::{self, Subnet};
 use super::observe;
 use super::plan::{self, BucketWanted, Planned};
 use super::prepare::{Prepared, prepare};
-use super::report::{Change, Item, Report, SplitDns, dns_label};
+use super::report::{Change, Health, Item, Report, SplitDns, dns_label};
 use super::spec::{self, TemplateData};
 use super::{AwsOptions, DnsMode};
 use crate::cloud::Verdict;
@@ -37,13 +38,21 @@ pub enum Mode {
 /// Runs `plan` or `deploy`.
 pub async fn run(opts: &AwsOptions, format: OutputFormat, mode: Mode) -> anyhow::Result<Verdict> {
     let role = spec::check_flags(opts)?;
+    let wait_for_health = mode == Mode::Apply && !opts.health_timeout.is_zero();
+    if wait_for_health && role.needs_auth_key() && opts.admin.is_none() {
+        anyhow::bail!(
+            "deploy waits until each appliance is healthy, which only control's admin API can tell: \
+             pass --control-admin-url and --control-admin-token-file, or --health-timeout 0 to skip \
+             the wait (refused before creating anything)"
+        );
+    }
     let aws = Aws::connect(&opts.endpoint).await?;
     let sink = match (mode, format) {
         (Mode::Plan, _) => ProgressSink::Silent,
         (Mode::Apply, OutputFormat::Text) => ProgressSink::Stdout,
         (Mode::Apply, OutputFormat::Json) => ProgressSink::Stderr,
     };
-    let total = 8 + usize::from(role == Role::Recorder);
+    let total = 8 + usize::from(role == Role::Recorder) + usize::from(mode == Mode::Apply);
     let mut progress = Progress::new(sink, total);
     progress.begin("checking flags, VPC, image and instance catalogue");
     let prepared = match prepare(&aws, opts, role).await {
@@ -131,6 +140,10 @@ pub async fn run(opts: &AwsOptions, format: OutputFormat, mode: Mode) -> anyhow:
         walk.instances()
     );
     step!("source/destination check and return routes", walk.routing());
+    let health = match mode {
+        Mode::Plan => Health::NotChecked(String::new()),
+        Mode::Apply => walk.health().await?,
+    };
 
     let report = Report {
         command: match mode {
@@ -150,6 +163,7 @@ pub async fn run(opts: &AwsOptions, format: OutputFormat, mode: Mode) -> anyhow:
         items: walk.items.clone(),
         instances: walk.instances.clone(),
         split_dns: walk.split_dns.clone(),
+        health,
     };
     match format {
         OutputFormat::Text => crate::console::print_result(&report.render()),
@@ -160,7 +174,7 @@ pub async fn run(opts: &AwsOptions, format: OutputFormat, mode: Mode) -> anyhow:
     Ok(match mode {
         Mode::Plan if report.unchanged() => Verdict::Healthy,
         Mode::Plan => Verdict::Unhealthy,
-        Mode::Apply if report.instances.iter().all(|i| i.state == "running") => Verdict::Healthy,
+        Mode::Apply if report.healthy() => Verdict::Healthy,
         Mode::Apply => Verdict::Unhealthy,
     })
 }
@@ -415,6 +429,52 @@ impl Walk<'_> {
             .filter(|x| wanted.iter().any(|(w, _)| *w == x.name))
             .collect();
         Ok(())
+    }
+
+    /// The last step of `deploy`: waits (`--health-timeout`) until every
+    /// instance's appliance is healthy by control's word.
+    async fn health(&mut self) -> anyhow::Result<Health> {
+        self.progress.begin("appliance health, from control");
+        let why_not = if !self.p.role.needs_auth_key() {
+            Some(format!(
+                "role {} joins no tailnet; its instance state is its health",
+                self.p.role
+            ))
+        } else if self.opts.health_timeout.is_zero() {
+            Some("not waited for (--health-timeout 0)".to_owned())
+        } else {
+            None
+        };
+        let (Some(admin), None) = (&self.opts.admin, &why_not) else {
+            self.progress.end(StepOutcome::Skipped);
+            return Ok(Health::NotChecked(why_not.unwrap_or_default()));
+        };
+        let routes = if self.p.role.advertises_routes() {
+            self.p.routes.clone()
+        } else {
+            Vec::new()
+        };
+        let judged = match super::wait::appliances(
+            admin,
+            &self.instances,
+            &routes,
+            self.opts.health_timeout,
+            &mut self.progress,
+        )
+        .await
+        {
+            Ok(judged) => judged,
+            Err(e) => {
+                self.progress.fail();
+                return Err(e.context("asking control whether the appliances are healthy"));
+            }
+        };
+        if judged.iter().all(ApplianceHealth::healthy) {
+            self.progress.end(StepOutcome::Checked);
+        } else {
+            self.progress.fail();
+        }
+        Ok(Health::Checked(judged))
     }
 
     async fn routing(&mut self) -> anyhow::Result<()> {

@@ -45,6 +45,8 @@ pub fn user_data(c: &ApplianceConfig) -> String {
     if let Some(arn) = &c.auth_key_secret {
         out.push_str(&format!("auth_key_secret = {}\n", q(arn)));
     }
+    // The public IPv4 is on no interface: the appliance reads it from IMDSv2.
+    out.push_str("cloud = \"aws\"\n");
     if c.role.advertises_routes() {
         out.push_str("\n[subnet_router]\nroutes = [\n");
         for r in &c.routes {
@@ -72,6 +74,7 @@ mod tests {
         });
         let v: toml::Value = toml::from_str(&text).expect("valid TOML");
         assert_eq!(v["node"]["auth_key_secret"].as_str(), Some(arn));
+        assert_eq!(v["node"]["cloud"].as_str(), Some("aws"));
         let routes = v["subnet_router"]["routes"].as_array().expect("routes");
         assert_eq!(routes.len(), 2);
         assert_eq!(routes[1]["prefix"].as_str(), Some("10.1.0.0/16"));

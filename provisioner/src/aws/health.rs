@@ -1,0 +1,297 @@
+//! Health is the appliance's, not EC2's: an instance is healthy when its
+//! appliance has registered with control, holds its netmap stream (control
+//! lists it online), its node key is valid and, for a router, every route
+//! it should serve is approved, with exactly one primary per route across
+//! the deployment. This module judges that from control's node list; it
+//! does no I/O, so `deploy`'s wait and `status` share one judgement.
+
+use serde::Serialize;
+
+use super::api::Instance;
+use super::control::NodeEntry;
+
+/// What control says of one instance's appliance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApplianceHealth {
+    /// The node's name in control (none: not registered).
+    pub node: Option<String>,
+    /// Connected to control.
+    pub online: bool,
+    /// When control last heard from it (Unix seconds).
+    pub last_seen: Option<i64>,
+    /// When its node key expires (Unix seconds).
+    pub key_expiry: Option<i64>,
+    /// Routes it advertises, approved or not.
+    pub routes: Vec<String>,
+    /// Routes it is primary for.
+    pub primary_routes: Vec<String>,
+    /// What is missing, in words; empty when healthy.
+    pub missing: Vec<String>,
+}
+
+impl ApplianceHealth {
+    /// Nothing is missing.
+    pub fn healthy(&self) -> bool {
+        self.missing.is_empty()
+    }
+
+    /// One line for people: healthy or what is missing, then what control
+    /// knows (node, last seen, key expiry, primary routes).
+    pub fn describe(&self) -> String {
+        let verdict = if self.healthy() {
+            "appliance healthy".to_owned()
+        } else {
+            format!("appliance NOT healthy: {}", self.missing.join("; "))
+        };
+        let Some(node) = &self.node else {
+            return verdict;
+        };
+        let mut facts = vec![
+            format!("node {node}"),
+            if self.online { "online" } else { "offline" }.to_owned(),
+        ];
+        if let Some(t) = self.last_seen {
+            facts.push(format!("last seen {}", timestamp(t)));
+        }
+        if let Some(t) = self.key_expiry {
+            facts.push(format!("key expires {}", timestamp(t)));
+        }
+        if !self.routes.is_empty() {
+            facts.push(format!("routes {}", self.routes.join(", ")));
+        }
+        if !self.primary_routes.is_empty() {
+            facts.push(format!("primary for {}", self.primary_routes.join(", ")));
+        }
+        format!("{verdict} ({})", facts.join(", "))
+    }
+}
+
+/// Unix seconds as RFC 3339 UTC, or the number when out of range.
+fn timestamp(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
+
+/// The node in `nodes` that is `instance`'s appliance: the appliance
+/// registers with the OS host name, which on EC2 is the private DNS name's
+/// first label; the instance id and Name tag are accepted too, for images
+/// that set the host name from them.
+pub fn node_of<'a>(instance: &Instance, nodes: &'a [NodeEntry]) -> Option<&'a NodeEntry> {
+    nodes.iter().find(|n| {
+        [&n.hostname, &n.name]
+            .into_iter()
+            .any(|h| *h == instance.hostname || *h == instance.id || *h == instance.name)
+    })
+}
+
+/// Judges every instance of a deployment. `routes` are the prefixes each
+/// instance should serve (empty for roles that route nothing); a route
+/// with no primary among `instances`, or with more than one, is missing
+/// on every instance that serves it.
+pub fn assess(
+    instances: &[Instance],
+    nodes: &[NodeEntry],
+    routes: &[String],
+) -> Vec<ApplianceHealth> {
+    let matched: Vec<Option<&NodeEntry>> = instances.iter().map(|i| node_of(i, nodes)).collect();
+    let primaries = |prefix: &String| {
+        matched
+            .iter()
+            .flatten()
+            .filter(|n| n.primary_routes.contains(prefix))
+            .count()
+    };
+    matched
+        .iter()
+        .map(|node| {
+            let Some(node) = node else {
+                return ApplianceHealth {
+                    node: None,
+                    online: false,
+                    last_seen: None,
+                    key_expiry: None,
+                    routes: Vec::new(),
+                    primary_routes: Vec::new(),
+                    missing: vec!["not registered with control".to_owned()],
+                };
+            };
+            let mut missing = Vec::new();
+            if !node.online {
+                missing.push("not connected to control (no netmap stream)".to_owned());
+            }
+            if node.expired {
+                missing.push("its node key has expired".to_owned());
+            }
+            for prefix in routes {
+                if !node.advertised_routes.contains(prefix) {
+                    missing.push(format!("does not advertise {prefix}"));
+                } else if !node.approved_routes.contains(prefix) {
+                    missing.push(format!("{prefix} is not approved"));
+                } else {
+                    match primaries(prefix) {
+                        1 => {}
+                        0 => missing.push(format!("no instance is primary for {prefix}")),
+                        n => missing.push(format!("{n} instances are primary for {prefix}")),
+                    }
+                }
+            }
+            ApplianceHealth {
+                node: Some(node.name.clone()),
+                online: node.online,
+                last_seen: node.last_seen,
+                key_expiry: node.key_expiry,
+                routes: node.advertised_routes.clone(),
+                primary_routes: node.primary_routes.clone(),
+                missing,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(id: &str, hostname: &str) -> Instance {
+        Instance {
+            id: id.into(),
+            name: format!("causeway-t-subnet-router-{id}"),
+            role: "subnet-router".into(),
+            state: "running".into(),
+            az: "us-east-1a".into(),
+            subnet: "subnet-1".into(),
+            vpc: "vpc-1".into(),
+            instance_type: "c7g.large".into(),
+            eni: "eni-1".into(),
+            private_ip: "10.0.1.5".into(),
+            public_ip: None,
+            template_version: Some(1),
+            hostname: hostname.into(),
+            source_dest_check: true,
+        }
+    }
+
+    fn node(hostname: &str, online: bool, approved: bool, primary: bool) -> NodeEntry {
+        let prefix = vec!["10.0.0.0/16".to_owned()];
+        NodeEntry {
+            name: hostname.into(),
+            hostname: hostname.into(),
+            online,
+            expired: false,
+            key_expiry: Some(1_900_000_000),
+            last_seen: Some(1_800_000_000),
+            advertised_routes: prefix.clone(),
+            approved_routes: if approved { prefix.clone() } else { Vec::new() },
+            primary_routes: if primary { prefix } else { Vec::new() },
+        }
+    }
+
+    fn routes() -> Vec<String> {
+        vec!["10.0.0.0/16".to_owned()]
+    }
+
+    #[test]
+    fn a_pair_with_one_primary_is_healthy() {
+        let instances = [
+            instance("i-a", "ip-10-0-1-5"),
+            instance("i-b", "ip-10-0-2-5"),
+        ];
+        let nodes = [
+            node("ip-10-0-1-5", true, true, true),
+            node("ip-10-0-2-5", true, true, false),
+        ];
+        let health = assess(&instances, &nodes, &routes());
+        assert!(health.iter().all(ApplianceHealth::healthy), "{health:?}");
+        assert_eq!(health[0].node.as_deref(), Some("ip-10-0-1-5"));
+        assert_eq!(health[0].primary_routes, routes());
+        assert!(health[1].primary_routes.is_empty());
+    }
+
+    #[test]
+    fn each_missing_thing_is_named_on_its_instance() {
+        let instances = [
+            instance("i-a", "ip-10-0-1-5"),
+            instance("i-b", "ip-10-0-2-5"),
+            instance("i-c", "ip-10-0-3-5"),
+        ];
+        let mut expired = node("ip-10-0-2-5", false, false, false);
+        expired.expired = true;
+        let nodes = [node("ip-10-0-1-5", true, true, false), expired];
+        let health = assess(&instances, &nodes, &routes());
+        assert_eq!(
+            health[0].missing,
+            ["no instance is primary for 10.0.0.0/16"]
+        );
+        assert_eq!(
+            health[1].missing,
+            [
+                "not connected to control (no netmap stream)",
+                "its node key has expired",
+                "10.0.0.0/16 is not approved",
+            ]
+        );
+        assert_eq!(health[2].missing, ["not registered with control"]);
+        assert_eq!(health[2].node, None);
+    }
+
+    #[test]
+    fn two_primaries_for_one_route_are_unhealthy() {
+        let instances = [
+            instance("i-a", "ip-10-0-1-5"),
+            instance("i-b", "ip-10-0-2-5"),
+        ];
+        let nodes = [
+            node("ip-10-0-1-5", true, true, true),
+            node("ip-10-0-2-5", true, true, true),
+        ];
+        let health = assess(&instances, &nodes, &routes());
+        assert_eq!(
+            health[0].missing,
+            ["2 instances are primary for 10.0.0.0/16"]
+        );
+    }
+
+    #[test]
+    fn a_role_without_routes_needs_only_registration_and_its_stream() {
+        let instances = [instance("i-a", "ip-10-0-1-5")];
+        let mut recorder = node("ip-10-0-1-5", true, false, false);
+        recorder.advertised_routes.clear();
+        let health = assess(&instances, &[recorder], &[]);
+        assert!(health[0].healthy(), "{health:?}");
+    }
+
+    #[test]
+    fn the_line_for_people_says_what_control_knows() {
+        let instances = [instance("i-a", "ip-10-0-1-5")];
+        let health = assess(
+            &instances,
+            &[node("ip-10-0-1-5", true, true, true)],
+            &routes(),
+        );
+        assert_eq!(
+            health[0].describe(),
+            "appliance healthy (node ip-10-0-1-5, online, last seen 2027-01-15T08:00:00Z, \
+             key expires 2030-03-17T17:46:40Z, routes 10.0.0.0/16, primary for 10.0.0.0/16)"
+        );
+        let missing = assess(&instances, &[], &routes());
+        assert_eq!(
+            missing[0].describe(),
+            "appliance NOT healthy: not registered with control"
+        );
+    }
+
+    #[test]
+    fn a_node_is_found_by_instance_id_or_name_as_well() {
+        let i = instance("i-a", "ip-10-0-1-5");
+        let by_id = node("i-a", true, true, true);
+        let by_name = node("causeway-t-subnet-router-i-a", true, true, true);
+        assert!(node_of(&i, std::slice::from_ref(&by_id)).is_some());
+        assert!(node_of(&i, std::slice::from_ref(&by_name)).is_some());
+        assert!(node_of(&i, &[node("ip-10-9-9-9", true, true, true)]).is_none());
+    }
+}
