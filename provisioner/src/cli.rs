@@ -4,11 +4,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::aws::{AdminApi, Arch, AwsOptions, AwsProvider, DnsMode, Endpoint, Size};
 use crate::cloud::{Cloud, CloudError, Provider, Verdict};
-use crate::console::OutputFormat;
+use crate::console::{OutputFormat, Progress, print_result};
+use crate::image;
 use crate::local::{DeployOptions, LocalProvider};
 use crate::name::DeploymentName;
 use crate::role::Role;
@@ -44,6 +46,79 @@ pub enum Command {
     Status(InspectArgs),
     /// Remove everything a deployment created, then check nothing is left.
     Destroy(InspectArgs),
+    /// Build or publish the appliance's machine image.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+/// `image` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build the Debian 12 appliance image: raw disk, fixed VHD, manifest (needs root).
+    Build(ImageBuildArgs),
+    /// Upload the raw disk, import a snapshot and register the AMI deploy looks up.
+    Publish(ImagePublishArgs),
+}
+
+/// Arguments of `image build`.
+#[derive(Debug, Args)]
+pub struct ImageBuildArgs {
+    /// Architecture of the image (arm64 needs --appliance-bin).
+    #[arg(long, env = "CAUSEWAY_IMAGE_ARCH", value_enum, default_value_t = Arch::X86_64)]
+    pub arch: Arch,
+    /// The appliance binary to install [default: target/release/appliance; required for arm64].
+    #[arg(long, env = "CAUSEWAY_APPLIANCE_BIN")]
+    pub appliance_bin: Option<PathBuf>,
+    /// Output directory: disk.raw, disk.vhd, manifest.json [default: target/image/ARCH].
+    #[arg(long, env = "CAUSEWAY_IMAGE_OUT")]
+    pub out: Option<PathBuf>,
+    /// The directory holding build.sh and the root file system overlay.
+    #[arg(long, env = "CAUSEWAY_IMAGES_DIR", default_value = "images")]
+    pub images_dir: PathBuf,
+    /// Keep downloaded Debian packages here between builds.
+    #[arg(long, env = "CAUSEWAY_IMAGE_CACHE")]
+    pub cache: Option<PathBuf>,
+    /// Keep the work directory (root file system, partitions) here [default: a temporary one].
+    #[arg(long, env = "CAUSEWAY_IMAGE_WORK")]
+    pub work: Option<PathBuf>,
+    /// Disk size in MiB (at least 512).
+    #[arg(long, env = "CAUSEWAY_IMAGE_SIZE_MIB", default_value_t = 2048)]
+    pub size_mib: u64,
+    /// Timestamp of every file in the image [default: today 00:00 UTC].
+    #[arg(long, env = "SOURCE_DATE_EPOCH")]
+    pub epoch: Option<u64>,
+}
+
+/// Arguments of `image publish`.
+#[derive(Debug, Args)]
+pub struct ImagePublishArgs {
+    /// Cloud to publish to (aws; azure is not built yet).
+    #[arg(long, env = "CAUSEWAY_CLOUD", value_enum)]
+    pub cloud: Cloud,
+    /// The directory `image build` wrote.
+    #[arg(long, env = "CAUSEWAY_IMAGE_DIR")]
+    pub image_dir: PathBuf,
+    /// S3 bucket (existing) to upload the raw disk to.
+    #[arg(long, env = "CAUSEWAY_IMAGE_BUCKET")]
+    pub bucket: Option<String>,
+    /// Register the AMI from this snapshot instead of uploading and importing.
+    #[arg(long, env = "CAUSEWAY_SNAPSHOT_ID")]
+    pub snapshot_id: Option<String>,
+    /// The VM Import service role that reads the bucket.
+    #[arg(long, env = "CAUSEWAY_IMPORT_ROLE", default_value = "vmimport")]
+    pub import_role: String,
+    /// AWS region [default: the SDK's chain (AWS_REGION, profile), then us-east-1].
+    #[arg(long, env = "CAUSEWAY_AWS_REGION")]
+    pub region: Option<String>,
+    /// AWS endpoint override, e.g. a local emulator (AWS_ENDPOINT_URL works too).
+    #[arg(long, env = "CAUSEWAY_AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+    /// How long to wait for the snapshot import, in seconds.
+    #[arg(long, env = "CAUSEWAY_AWS_WAIT_TIMEOUT", default_value_t = 3600)]
+    pub aws_wait_timeout: u64,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// Logging options.
@@ -259,11 +334,92 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Deploy(a) => change_provider(&a)?.deploy(a.output.output)?,
         Command::Status(a) => inspect_provider(&a)?.status(a.output.output)?,
         Command::Destroy(a) => inspect_provider(&a)?.destroy(a.output.output)?,
+        Command::Image(c) => {
+            image_command(c)?;
+            Verdict::Healthy
+        }
     };
     Ok(match verdict {
         Verdict::Healthy => ExitCode::SUCCESS,
         Verdict::Unhealthy => ExitCode::from(EXIT_UNHEALTHY),
     })
+}
+
+fn image_command(c: ImageCommand) -> anyhow::Result<()> {
+    match c {
+        ImageCommand::Build(a) => {
+            let out = a
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("target/image").join(a.arch.as_str()));
+            let m = image::build(&image::BuildOptions {
+                arch: a.arch,
+                appliance_bin: a.appliance_bin,
+                out: out.clone(),
+                images_dir: a.images_dir,
+                cache: a.cache,
+                work: a.work,
+                size_mib: a.size_mib,
+                epoch: a.epoch,
+            })?;
+            print_result(&format!(
+                "image {arch}: {raw} ({raw_mib} MiB), {vhd} ({vhd_mib} MiB), {n} packages, appliance {ver}, exposure {exp}\nmanifest: {man}\n",
+                arch = m.arch,
+                raw = out.join(&m.raw.file).display(),
+                raw_mib = m.raw.bytes >> 20,
+                vhd = out.join(&m.vhd.file).display(),
+                vhd_mib = m.vhd.bytes >> 20,
+                n = m.packages.len(),
+                ver = m.appliance.version,
+                exp = m.exposure,
+                man = out.join(image::manifest::MANIFEST).display(),
+            ));
+            Ok(())
+        }
+        ImageCommand::Publish(a) => {
+            match a.cloud {
+                Cloud::Aws => {}
+                Cloud::Azure | Cloud::Local => anyhow::bail!(
+                    "--cloud {}: image publish supports only --cloud aws today",
+                    a.cloud
+                ),
+            }
+            let opts = image::publish::PublishOptions {
+                image_dir: a.image_dir,
+                bucket: a.bucket,
+                endpoint: Endpoint {
+                    region: a.region,
+                    url: a.endpoint_url,
+                    max_attempts: None,
+                },
+                snapshot_id: a.snapshot_id,
+                import_role: a.import_role,
+                wait_timeout: Duration::from_secs(a.aws_wait_timeout),
+            };
+            let mut progress = Progress::for_format(a.output.output, 4);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let p = rt.block_on(image::publish::publish(&opts, &mut progress))?;
+            match a.output.output {
+                OutputFormat::Json => print_result(
+                    &(serde_json::to_string_pretty(&p).context("encoding the result")? + "\n"),
+                ),
+                OutputFormat::Text => print_result(&format!(
+                    "ami: {}{}\nsnapshot: {}\n",
+                    p.ami,
+                    if p.existed {
+                        " (already registered)"
+                    } else {
+                        ""
+                    },
+                    p.snapshot
+                )),
+            }
+            Ok(())
+        }
+    }
 }
 
 fn change_provider(a: &ChangeArgs) -> anyhow::Result<Box<dyn Provider>> {

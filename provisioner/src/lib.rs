@@ -7,6 +7,7 @@ pub mod aws;
 pub mod cli;
 pub mod cloud;
 pub mod console;
+pub mod image;
 pub mod local;
 pub mod name;
 pub mod role;

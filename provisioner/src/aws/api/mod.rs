@@ -14,8 +14,8 @@ mod s3;
 mod secrets;
 
 pub use self::ec2::{
-    Address, Image, Instance, Launch, LaunchTemplate, NewVolume, RawSubnet, SecurityGroup, Volume,
-    Vpc,
+    Address, Image, ImportState, Instance, Launch, LaunchTemplate, NewImage, NewVolume, RawSubnet,
+    SecurityGroup, Volume, Vpc,
 };
 pub use self::error::{AwsError, AwsResult};
 pub use self::iam::{IamRole, percent_decode};
@@ -72,22 +72,28 @@ impl Aws {
                 .region(aws_config::Region::new("us-east-1"))
                 .build();
         }
+        let path_style = ep.url.is_some() || config.endpoint_url().is_some();
+        Ok(Self::from_config(&config, path_style))
+    }
+
+    /// The clients of an already loaded SDK config (e.g. with explicit
+    /// credentials); `path_style` for S3 behind an endpoint override.
+    pub fn from_config(config: &aws_config::SdkConfig, path_style: bool) -> Self {
         let region = config
             .region()
             .map(|r| r.to_string())
             .unwrap_or_else(|| "us-east-1".to_owned());
-        let path_style = ep.url.is_some() || config.endpoint_url().is_some();
-        let s3_config = aws_sdk_s3::config::Builder::from(&config)
+        let s3_config = aws_sdk_s3::config::Builder::from(config)
             .force_path_style(path_style)
             .build();
-        Ok(Self {
-            ec2: aws_sdk_ec2::Client::new(&config),
-            iam: aws_sdk_iam::Client::new(&config),
-            sm: aws_sdk_secretsmanager::Client::new(&config),
+        Self {
+            ec2: aws_sdk_ec2::Client::new(config),
+            iam: aws_sdk_iam::Client::new(config),
+            sm: aws_sdk_secretsmanager::Client::new(config),
             s3: aws_sdk_s3::Client::from_conf(s3_config),
-            r53: aws_sdk_route53::Client::new(&config),
-            r53r: aws_sdk_route53resolver::Client::new(&config),
+            r53: aws_sdk_route53::Client::new(config),
+            r53r: aws_sdk_route53resolver::Client::new(config),
             region,
-        })
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use aws_sdk_s3::types as s3t;
 
 use super::Aws;
-use super::error::{AwsResult, Built, Sent, code};
+use super::error::{AwsError, AwsResult, Built, Sent, code};
 use crate::aws::spec::{LifecycleRule, TAG_DEPLOYMENT};
 
 /// What S3 reports of a bucket's settings.
@@ -327,6 +327,39 @@ impl Aws {
             .absent_on(&["NoSuchBucket"])
             .or_fail("deleting bucket", bucket)?;
         Ok(())
+    }
+
+    /// Uploads the file `path` as `s3://bucket/key` (one PUT, streamed from
+    /// disk: up to 5 GiB); returns the object's size as S3 reports it.
+    pub async fn upload_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: &std::path::Path,
+    ) -> AwsResult<i64> {
+        let resource = format!("s3://{bucket}/{key}");
+        let body = aws_sdk_s3::primitives::ByteStream::from_path(path)
+            .await
+            .map_err(|e| {
+                AwsError::new("reading the file to upload to", &resource, "ReadFile", e)
+            })?;
+        self.s3
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(body)
+            .send()
+            .await
+            .or_fail("uploading to", &resource)?;
+        let head = self
+            .s3
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .or_fail("reading back", &resource)?;
+        Ok(head.content_length().unwrap_or(0))
     }
 
     /// The keys of the first page (up to 1000) of the bucket's objects.

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types as ec2t;
 
-pub use self::images::Image;
+pub use self::images::{Image, ImportState, NewImage};
 pub use self::instances::{Instance, Launch};
 pub use self::launch_templates::LaunchTemplate;
 pub use self::security_groups::SecurityGroup;
