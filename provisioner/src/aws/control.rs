@@ -49,7 +49,7 @@ pub struct AdminApi {
 }
 
 /// One entry of `GET /api/v1/nodes`: what control knows of a node.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 pub struct NodeEntry {
     /// Node name (unique in the tailnet).
     pub name: String,

@@ -188,6 +188,7 @@ mod tests {
             advertised_routes: prefix.clone(),
             approved_routes: if approved { prefix.clone() } else { Vec::new() },
             primary_routes: if primary { prefix } else { Vec::new() },
+            ..NodeEntry::default()
         }
     }
 

@@ -377,6 +377,7 @@ mod tests {
             name: host.into(),
             hostname: host.into(),
             addresses: vec![format!("{v4}/32"), "fd7a:115c:a1e0::5/128".into()],
+            ..NodeEntry::default()
         };
         let both = [
             node("ip-10-0-2-10", "100.64.0.9"),
