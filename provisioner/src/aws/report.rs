@@ -132,13 +132,13 @@ impl Recorders {
             .map(|i| {
                 let tailnet_address = nodes.and_then(|nodes| {
                     super::health::node_of(i, nodes).and_then(|n| {
-                            n.addresses.iter().find_map(|a| {
-                                let ip = a.split('/').next().unwrap_or_default();
-                                ip.parse::<std::net::Ipv4Addr>()
-                                    .ok()
-                                    .map(|v4| v4.to_string())
-                            })
+                        n.addresses.iter().find_map(|a| {
+                            let ip = a.split('/').next().unwrap_or_default();
+                            ip.parse::<std::net::Ipv4Addr>()
+                                .ok()
+                                .map(|v4| v4.to_string())
                         })
+                    })
                 });
                 RecorderNode {
                     instance: i.name.clone(),
