@@ -5,13 +5,16 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{Filter, Tag};
 use base64::Engine;
-use causeway_test_support::{CLIENT_ENV, Moto, REGION, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
+use causeway_test_support::Moto;
 use serde_json::Value;
+
+mod common;
+use common::text;
 
 const SECRET: &str = "cwk_0123456789ab_0123456789abcdef0123456789abcdef0123456789abcdef";
 const CONTROL_KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
@@ -38,32 +41,13 @@ struct Cloud {
 impl Cloud {
     fn new() -> Self {
         let moto = Moto::start();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let config = rt.block_on(
-            aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .region(aws_config::Region::new(REGION))
-                .endpoint_url(moto.url())
-                .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-                    TEST_ACCESS_KEY_ID,
-                    TEST_SECRET_ACCESS_KEY,
-                    None,
-                    None,
-                    "test",
-                ))
-                .retry_config(aws_config::retry::RetryConfig::disabled())
-                .load(),
-        );
-        let s3 = aws_sdk_s3::config::Builder::from(&config)
-            .force_path_style(true)
-            .build();
+        let rt = common::runtime();
+        let config = common::moto_config(&rt, moto.url());
         let c = Clients {
             ec2: aws_sdk_ec2::Client::new(&config),
             iam: aws_sdk_iam::Client::new(&config),
             sm: aws_sdk_secretsmanager::Client::new(&config),
-            s3: aws_sdk_s3::Client::from_conf(s3),
+            s3: common::s3(&config),
             r53: aws_sdk_route53::Client::new(&config),
             r53r: aws_sdk_route53resolver::Client::new(&config),
         };
@@ -90,16 +74,11 @@ impl Cloud {
 
     /// Runs the provisioner against `endpoint` (moto, or a proxy in front).
     fn run_at(&self, endpoint: &str, args: &[&str]) -> Output {
-        let out = Command::new(env!("CARGO_BIN_EXE_provisioner"))
+        let out = common::provisioner(endpoint)
             .args(args)
-            .envs(CLIENT_ENV)
-            .env("AWS_MAX_ATTEMPTS", "1")
             // moto runs no appliance: nothing would ever report healthy.
             // The tests that wait for health pass --health-timeout.
             .env("CAUSEWAY_HEALTH_TIMEOUT", "0")
-            .env("CAUSEWAY_AWS_ENDPOINT_URL", endpoint)
-            .env_remove("AWS_ENDPOINT_URL")
-            .env_remove("AWS_PROFILE")
             .output()
             .expect("provisioner runs");
         let text = format!(
@@ -135,14 +114,6 @@ impl Cloud {
     fn block<F: std::future::Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
     }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "--- stdout\n{}\n--- stderr\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn ok(out: Output) -> Output {

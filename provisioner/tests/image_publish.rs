@@ -6,35 +6,25 @@
 //! architecture, ENA, boot mode and mappings; a unit test checks the request.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use causeway_provisioner::aws::Arch;
 use causeway_provisioner::aws::api::Aws;
 use causeway_provisioner::image::manifest::{Appliance, Disk, Manifest};
-use causeway_test_support::{CLIENT_ENV, Moto, REGION, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
+use causeway_test_support::Moto;
+
+mod common;
+use common::text;
 
 const BUCKET: &str = "causeway-images";
 const DISK_BYTES: usize = 3 << 20;
 
 fn publish(moto: &Moto, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_provisioner"))
+    common::provisioner(moto.url())
         .args(["image", "publish"])
         .args(args)
-        .envs(CLIENT_ENV)
-        .env("AWS_MAX_ATTEMPTS", "1")
-        .env("CAUSEWAY_AWS_ENDPOINT_URL", moto.url())
-        .env_remove("AWS_ENDPOINT_URL")
-        .env_remove("AWS_PROFILE")
         .output()
         .expect("provisioner runs")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "--- stdout\n{}\n--- stderr\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// An image directory as `image build` leaves it, with a small disk.
@@ -75,29 +65,10 @@ fn image_dir(dir: &Path) -> Vec<u8> {
 #[test]
 fn publish_uploads_then_registers_an_ami_that_deploy_finds() {
     let moto = Moto::start();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let config = rt.block_on(
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(REGION))
-            .endpoint_url(moto.url())
-            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-                TEST_ACCESS_KEY_ID,
-                TEST_SECRET_ACCESS_KEY,
-                None,
-                None,
-                "test",
-            ))
-            .load(),
-    );
+    let rt = common::runtime();
+    let config = common::moto_config(&rt, moto.url());
     let ec2 = aws_sdk_ec2::Client::new(&config);
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&config)
-            .force_path_style(true)
-            .build(),
-    );
+    let s3 = common::s3(&config);
     rt.block_on(s3.create_bucket().bucket(BUCKET).send())
         .expect("bucket");
     let dir = tempfile::tempdir().expect("tempdir");
