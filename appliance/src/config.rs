@@ -41,6 +41,10 @@ pub struct NodeConfig {
     /// Or: the ARN of an AWS Secrets Manager secret holding it, fetched at
     /// first registration with the default credential chain (IMDSv2 on EC2).
     pub auth_key_secret: Option<String>,
+    /// The Secrets Manager endpoint `auth_key_secret` is read from, e.g. a
+    /// VPC interface endpoint without private DNS or a FIPS endpoint;
+    /// default: the region's endpoint by the SDK's own rules.
+    pub secrets_manager_endpoint: Option<String>,
     /// The node's host name; default: with `cloud`, the instance's host
     /// name from the metadata service, else the OS host name.
     pub hostname: Option<String>,
@@ -178,6 +182,16 @@ impl Config {
             if let Some(arn) = &node.auth_key_secret {
                 crate::secrets::SecretArn::parse(arn).context("node.auth_key_secret")?;
             }
+            if let Some(url) = &node.secrets_manager_endpoint {
+                if node.auth_key_secret.is_none() {
+                    bail!(
+                        "node.secrets_manager_endpoint = {url:?}: set only with node.auth_key_secret (the secret it is read from)"
+                    );
+                }
+                if !url.starts_with("https://") && !url.starts_with("http://") {
+                    bail!("node.secrets_manager_endpoint = {url:?}: expected https://HOST[:PORT]");
+                }
+            }
             if node.tun_name.is_empty() || node.tun_name.len() > 15 {
                 bail!(
                     "node.tun_name = {:?}: expected 1 to 15 characters",
@@ -264,6 +278,39 @@ mod tests {
             parse(&format!("{NODE}auth_key_secret = \"causeway/p\"\n")).expect_err("not an ARN");
         assert!(
             format!("{err:#}").contains("node.auth_key_secret"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn a_secrets_manager_endpoint_needs_a_secret_and_a_url() {
+        let arn =
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:causeway/p/relay-authkey-AbCdEf";
+        let url = "https://vpce-0abc.secretsmanager.us-east-1.vpce.amazonaws.com";
+        let config = parse(&format!(
+            "{NODE}auth_key_secret = \"{arn}\"\nsecrets_manager_endpoint = \"{url}\"\n"
+        ))
+        .expect("valid");
+        assert_eq!(
+            config
+                .node
+                .expect("node")
+                .secrets_manager_endpoint
+                .as_deref(),
+            Some(url)
+        );
+        let err = parse(&format!("{NODE}secrets_manager_endpoint = \"{url}\"\n"))
+            .expect_err("no secret to read");
+        assert!(
+            format!("{err:#}").contains("only with node.auth_key_secret"),
+            "{err:#}"
+        );
+        let err = parse(&format!(
+            "{NODE}auth_key_secret = \"{arn}\"\nsecrets_manager_endpoint = \"vpce-0abc\"\n"
+        ))
+        .expect_err("not a URL");
+        assert!(
+            format!("{err:#}").contains("\"vpce-0abc\": expected https://"),
             "{err:#}"
         );
     }

@@ -113,9 +113,34 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Line by line: journald files each line on its own, and a
+            // parse error spans several (the line, a caret, what was wrong).
+            let prefix = journal_error_prefix();
+            for line in format!("error: {e:#}").lines() {
+                eprintln!("{prefix}{line}");
+            }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `"<3>"` when standard error is the journal (the stream `JOURNAL_STREAM`
+/// names, as systemd sets it for a unit), else nothing: the sd-daemon(3)
+/// prefix files the line at priority "err", which the image's journald
+/// forwards to the serial console, the one place an operator of an image
+/// with no login can read why the unit failed.
+fn journal_error_prefix() -> &'static str {
+    use std::os::unix::fs::MetadataExt;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return "";
+    };
+    let Ok(stderr) = std::fs::metadata("/proc/self/fd/2") else {
+        return "";
+    };
+    if stream.to_string_lossy() == format!("{}:{}", stderr.dev(), stderr.ino()) {
+        "<3>"
+    } else {
+        ""
     }
 }
 

@@ -37,12 +37,18 @@ impl SecretArn {
     }
 }
 
-/// Fetches the auth key stored in the secret `arn`, trimmed.
-pub async fn fetch_auth_key(arn: &str) -> anyhow::Result<String> {
-    fetch(&SecretArn::parse(arn)?, Overrides::default()).await
+/// Fetches the auth key stored in the secret `arn`, trimmed, from
+/// `endpoint` when given (`node.secrets_manager_endpoint`: a VPC interface
+/// endpoint or a FIPS endpoint), else from the region's endpoint.
+pub async fn fetch_auth_key(arn: &str, endpoint: Option<&str>) -> anyhow::Result<String> {
+    let overrides = Overrides {
+        endpoint: endpoint.map(str::to_owned),
+        credentials: None,
+    };
+    fetch(&SecretArn::parse(arn)?, overrides).await
 }
 
-/// Test-only overrides of the default chain.
+/// Overrides of the default chain: the endpoint (config), credentials (tests).
 #[derive(Debug, Default)]
 struct Overrides {
     endpoint: Option<String>,

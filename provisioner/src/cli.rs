@@ -240,6 +240,9 @@ pub struct AwsArgs {
     /// A file holding the auth key to store in Secrets Manager (else control's admin API mints one).
     #[arg(long, env = "CAUSEWAY_AUTH_KEY_FILE")]
     pub auth_key_file: Option<PathBuf>,
+    /// The Secrets Manager endpoint URL appliances read the auth key from, written into their config (a VPC interface endpoint without private DNS, a FIPS endpoint) [default: the region's].
+    #[arg(long, env = "CAUSEWAY_SECRETS_MANAGER_ENDPOINT")]
+    pub secrets_manager_endpoint: Option<String>,
     /// Recordings bucket (role recorder) [default: causeway-NAME-recordings-ACCOUNT].
     #[arg(long, env = "CAUSEWAY_BUCKET")]
     pub bucket: Option<String>,
@@ -445,6 +448,7 @@ fn change_provider(a: &ChangeArgs) -> anyhow::Result<Box<dyn Provider>> {
             opts.control_url = x.control_url.clone();
             opts.control_public_key = x.control_public_key.clone();
             opts.auth_key_file = x.auth_key_file.clone();
+            opts.secrets_manager_endpoint = x.secrets_manager_endpoint.clone();
             opts.bucket = x.bucket.clone();
             opts.kms_key = x.kms_key.clone();
             opts.ia_days = x.ia_days;

@@ -7,6 +7,8 @@
 //! root, `cargo build --workspace --bins` first, and must run one at a time
 //! (`cargo nextest run -p causeway-e2e --test-threads 1`).
 
+pub mod aws;
+
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};

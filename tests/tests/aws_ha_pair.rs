@@ -10,15 +10,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use base64::Engine;
-use causeway_e2e::local::{Site, topology::CONTROL_ADDR};
-use causeway_e2e::{Ran, TestDeployment, VPC_SUBNET, binary, run, wait_until};
+use causeway_e2e::aws::{MOTO_PORT, launch_template_user_data, provisioner, public_vpc};
+use causeway_e2e::local::topology::CONTROL_ADDR;
+use causeway_e2e::{TestDeployment, VPC_SUBNET, binary, wait_until};
 use causeway_test_support::{CLIENT_ENV, Moto};
 use serde_json::Value;
-
-/// moto's port, inside control's namespace on every address (nodes on the
-/// public bridge reach it at CONTROL_ADDR, the provisioner at loopback).
-const MOTO_PORT: u16 = 5000;
 
 /// The instances' addresses on the public bridge.
 const INSTANCE_ADDRS: [&str; 2] = ["198.18.0.61/24", "198.18.0.62/24"];
@@ -71,25 +67,7 @@ fn ha_pair_boots_from_user_data_and_status_names_the_primary() {
     }
 
     // Boot both from the launch template's user data.
-    let template = aws(
-        &t,
-        &[
-            "ec2",
-            "describe-launch-template-versions",
-            "--launch-template-name",
-            &format!("causeway-{}-subnet-router", t.name()),
-            "--versions",
-            "$Latest",
-            "--query",
-            "LaunchTemplateVersions[0].LaunchTemplateData.UserData",
-        ],
-    );
-    let user_data = String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(&template)
-            .expect("user data is base64"),
-    )
-    .expect("user data is text");
+    let user_data = launch_template_user_data(&t, "subnet-router");
     assert!(
         user_data.contains("auth_key_secret = \"arn:aws:secretsmanager:"),
         "{user_data}"
@@ -182,122 +160,6 @@ fn ha_pair_boots_from_user_data_and_status_names_the_primary() {
     t.finish();
 }
 
-/// A VPC with two public subnets in two AZs and an arm64 appliance image,
-/// made with the AWS CLI; returns the VPC id.
-fn public_vpc(t: &TestDeployment) -> String {
-    let vpc = aws(
-        t,
-        &[
-            "ec2",
-            "create-vpc",
-            "--cidr-block",
-            "10.0.0.0/16",
-            "--query",
-            "Vpc.VpcId",
-        ],
-    );
-    let igw = aws(
-        t,
-        &[
-            "ec2",
-            "create-internet-gateway",
-            "--query",
-            "InternetGateway.InternetGatewayId",
-        ],
-    );
-    aws(
-        t,
-        &[
-            "ec2",
-            "attach-internet-gateway",
-            "--internet-gateway-id",
-            &igw,
-            "--vpc-id",
-            &vpc,
-        ],
-    );
-    let table = aws(
-        t,
-        &[
-            "ec2",
-            "create-route-table",
-            "--vpc-id",
-            &vpc,
-            "--query",
-            "RouteTable.RouteTableId",
-        ],
-    );
-    aws(
-        t,
-        &[
-            "ec2",
-            "create-route",
-            "--route-table-id",
-            &table,
-            "--destination-cidr-block",
-            "0.0.0.0/0",
-            "--gateway-id",
-            &igw,
-        ],
-    );
-    for (cidr, az) in [("10.0.1.0/24", "us-east-1a"), ("10.0.2.0/24", "us-east-1b")] {
-        let subnet = aws(
-            t,
-            &[
-                "ec2",
-                "create-subnet",
-                "--vpc-id",
-                &vpc,
-                "--cidr-block",
-                cidr,
-                "--availability-zone",
-                az,
-                "--query",
-                "Subnet.SubnetId",
-            ],
-        );
-        aws(
-            t,
-            &[
-                "ec2",
-                "associate-route-table",
-                "--route-table-id",
-                &table,
-                "--subnet-id",
-                &subnet,
-            ],
-        );
-    }
-    let image = aws(
-        t,
-        &[
-            "ec2",
-            "register-image",
-            "--name",
-            "causeway-appliance-arm64",
-            "--architecture",
-            "arm64",
-            "--root-device-name",
-            "/dev/xvda",
-            "--query",
-            "ImageId",
-        ],
-    );
-    aws(
-        t,
-        &[
-            "ec2",
-            "create-tags",
-            "--resources",
-            &image,
-            "--tags",
-            "Key=causeway:image,Value=appliance",
-            "Key=causeway:arch,Value=arm64",
-        ],
-    );
-    vpc
-}
-
 /// The user data as the image's boot would use it: its state directory
 /// under the test's root, and the instance's EC2 hostname (the OS hostname
 /// on a real instance).
@@ -313,38 +175,6 @@ fn boot_config(user_data: &str, state_dir: &Path, hostname: &str) -> String {
     );
     assert_ne!(config, with_dir, "no [node] section in:\n{user_data}");
     config
-}
-
-/// `aws ARGS…` against moto in control's namespace.
-fn aws_cli(t: &TestDeployment, args: &[&str]) -> Ran {
-    let mut cmd = t.command_in(Site::Ctl, "aws");
-    cmd.args(["--endpoint-url", &format!("http://127.0.0.1:{MOTO_PORT}")])
-        .args(["--output", "text"])
-        .args(args)
-        .envs(CLIENT_ENV);
-    run(&mut cmd, Duration::from_secs(60))
-}
-
-/// Like [`aws_cli`], which must succeed; its trimmed output.
-fn aws(t: &TestDeployment, args: &[&str]) -> String {
-    aws_cli(t, args).expect_success().stdout.trim().to_owned()
-}
-
-/// `provisioner ARGS… --cloud aws` for the test's deployment, in control's
-/// namespace, against moto and control's admin API.
-fn provisioner(t: &TestDeployment, args: &[&str]) -> Ran {
-    let mut cmd = t.command_in(Site::Ctl, binary("provisioner"));
-    cmd.args(args)
-        .args(["--cloud", "aws", "--name", &t.name()])
-        .args(["--control-admin-url", "http://127.0.0.1:8081"])
-        .arg("--control-admin-token-file")
-        .arg(t.dep().paths().admin_token())
-        .envs(CLIENT_ENV)
-        .env(
-            "CAUSEWAY_AWS_ENDPOINT_URL",
-            format!("http://127.0.0.1:{MOTO_PORT}"),
-        );
-    run(&mut cmd, Duration::from_secs(120))
 }
 
 /// `provisioner status --output json`, which must exit with `code` (0:

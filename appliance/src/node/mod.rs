@@ -440,7 +440,7 @@ async fn register(
                 .to_owned(),
         ),
         (None, None, Some(arn)) => Some(
-            crate::secrets::fetch_auth_key(arn)
+            crate::secrets::fetch_auth_key(arn, config.secrets_manager_endpoint.as_deref())
                 .await
                 .context("fetching the auth key named by node.auth_key_secret")?,
         ),

@@ -84,6 +84,9 @@ pub struct AwsOptions {
     pub control_public_key: Option<String>,
     /// A file holding the auth key.
     pub auth_key_file: Option<PathBuf>,
+    /// The Secrets Manager endpoint appliances read the auth key from
+    /// (user data); `None`: the region's.
+    pub secrets_manager_endpoint: Option<String>,
     /// Control's admin API (mints keys; tells the primary).
     pub admin: Option<AdminApi>,
     /// Recordings bucket name override.
@@ -132,6 +135,7 @@ impl AwsOptions {
             control_url: None,
             control_public_key: None,
             auth_key_file: None,
+            secrets_manager_endpoint: None,
             admin: None,
             bucket: None,
             kms_key: None,

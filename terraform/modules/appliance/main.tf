@@ -306,12 +306,13 @@ resource "aws_vpc_security_group_egress_rule" "all" {
 module "user_data" {
   source = "./modules/user-data"
 
-  role               = var.role
-  control_url        = var.control_url
-  control_public_key = var.control_public_key
-  auth_key_secret    = local.has_secret ? local.auth_key_secret : null
-  routes             = local.routes
-  snat               = var.snat
+  role                     = var.role
+  control_url              = var.control_url
+  control_public_key       = var.control_public_key
+  auth_key_secret          = local.has_secret ? local.auth_key_secret : null
+  secrets_manager_endpoint = var.secrets_manager_endpoint
+  routes                   = local.routes
+  snat                     = var.snat
   recorder = var.recorder == null ? null : {
     bucket = var.recorder.bucket
     region = coalesce(var.recorder.region, data.aws_region.current.name)

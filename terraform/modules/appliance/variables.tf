@@ -94,6 +94,12 @@ variable "auth_key_secret_arn" {
   default     = null
 }
 
+variable "secrets_manager_endpoint" {
+  description = "Optional. The Secrets Manager endpoint URL appliances read the auth key from, written into their config (a VPC interface endpoint without private DNS, a FIPS endpoint); null: the region's."
+  type        = string
+  default     = null
+}
+
 variable "secret_recovery_window_in_days" {
   description = "Optional. Recovery window of the auth-key secret on destroy: 0 deletes it at once (so the same name can be deployed again), otherwise 7-30."
   type        = number

@@ -399,6 +399,7 @@ impl Walk<'_> {
                     .clone()
                     .unwrap_or_else(|| "(the secret's ARN, known after deploy)".into())
             }),
+            secrets_manager_endpoint: self.opts.secrets_manager_endpoint.clone(),
             routes: self.p.routes.clone(),
             snat: self.opts.snat,
             recorder: self.p.bucket.as_ref().map(|bucket| spec::RecorderData {

@@ -41,6 +41,9 @@ pub struct ApplianceConfig {
     pub control_public_key: String,
     /// The auth key's secret ARN (never the key).
     pub auth_key_secret: Option<String>,
+    /// The Secrets Manager endpoint the secret is read from (a VPC
+    /// interface endpoint or a FIPS endpoint); `None`: the region's.
+    pub secrets_manager_endpoint: Option<String>,
     /// Advertised routes.
     pub routes: Vec<String>,
     /// Masquerade tailnet sources.
@@ -89,6 +92,9 @@ pub fn user_data(c: &ApplianceConfig) -> anyhow::Result<String> {
     ));
     if let Some(arn) = &c.auth_key_secret {
         out.push_str(&format!("auth_key_secret = {}\n", q(arn)));
+        if let Some(url) = &c.secrets_manager_endpoint {
+            out.push_str(&format!("secrets_manager_endpoint = {}\n", q(url)));
+        }
     }
     // The public IPv4 is on no interface: the appliance reads it from IMDSv2.
     out.push_str("cloud = \"aws\"\n");
@@ -136,6 +142,7 @@ mod tests {
             control_url: "https://control.example:8080".into(),
             control_public_key: "AAAA=".into(),
             auth_key_secret: None,
+            secrets_manager_endpoint: None,
             routes: vec!["10.0.0.0/16".into()],
             snat: true,
             recorder: None,
@@ -169,6 +176,17 @@ mod tests {
         assert_eq!(routes[1]["prefix"].as_str(), Some("10.1.0.0/16"));
         assert_eq!(routes[0]["snat"].as_bool(), Some(false));
         assert!(!text.contains("auth_key_file"));
+        assert!(!text.contains("secrets_manager_endpoint"), "{text}");
+
+        let url = "https://vpce-0abc.secretsmanager.us-east-1.vpce.amazonaws.com";
+        let text = user_data(&ApplianceConfig {
+            auth_key_secret: Some(arn.into()),
+            secrets_manager_endpoint: Some(url.into()),
+            ..config(Role::SubnetRouter)
+        })
+        .expect("a subnet router's config");
+        let v: toml::Value = toml::from_str(&text).expect("valid TOML");
+        assert_eq!(v["node"]["secrets_manager_endpoint"].as_str(), Some(url));
     }
 
     #[test]

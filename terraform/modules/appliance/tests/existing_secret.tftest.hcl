@@ -27,6 +27,23 @@ run "existing_secret_arn" {
     condition     = data.aws_iam_policy_document.auth_key[0].statement[0].resources == toset(["arn:aws:secretsmanager:us-east-1:123456789012:secret:mine-XyZ123"])
     error_message = "the policy names the given secret"
   }
+  assert {
+    condition     = !strcontains(local.user_data, "secrets_manager_endpoint")
+    error_message = "no Secrets Manager endpoint unless one is given"
+  }
+}
+
+run "secrets_manager_endpoint" {
+  command = plan
+
+  variables {
+    secrets_manager_endpoint = "https://vpce-0abc.secretsmanager.us-east-1.vpce.amazonaws.com"
+  }
+
+  assert {
+    condition     = strcontains(local.user_data, "secrets_manager_endpoint = \"https://vpce-0abc.secretsmanager.us-east-1.vpce.amazonaws.com\"")
+    error_message = "the endpoint is in the user data"
+  }
 }
 
 

@@ -26,6 +26,8 @@ locals {
     "control_public_key = ${jsonencode(var.control_public_key)}",
     ], var.auth_key_secret == null ? [] : [
     "auth_key_secret = ${jsonencode(var.auth_key_secret)}",
+    ], var.auth_key_secret == null || var.secrets_manager_endpoint == null ? [] : [
+    "secrets_manager_endpoint = ${jsonencode(var.secrets_manager_endpoint)}",
     ], [
     # The public IPv4 is on no interface: the appliance reads it from IMDSv2.
     "cloud = \"aws\"",

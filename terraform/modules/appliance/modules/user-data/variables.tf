@@ -24,6 +24,12 @@ variable "auth_key_secret" {
   default     = null
 }
 
+variable "secrets_manager_endpoint" {
+  description = "Optional. The Secrets Manager endpoint URL the auth key is read from (a VPC interface endpoint without private DNS, a FIPS endpoint); null: the region's."
+  type        = string
+  default     = null
+}
+
 variable "routes" {
   description = "Optional. Prefixes a subnet router advertises."
   type        = list(string)
