@@ -205,6 +205,9 @@ fn the_image_boots_from_imds_user_data_and_routes_a_client_to_the_vpc() {
         || node_online(&t, &hostname),
     );
     let registered_secs = fixed.elapsed().as_secs_f64();
+    println!(
+        "image boot: QEMU start -> the unit's first start (its error on the console): {first_start_secs:.1} s; good user data served -> registered with control: {registered_secs:.1} s"
+    );
     let endpoints = node["endpoints"].to_string();
     assert!(
         endpoints.contains(&format!("{PUBLIC_ADDR}:41641")),
@@ -237,9 +240,6 @@ fn the_image_boots_from_imds_user_data_and_routes_a_client_to_the_vpc() {
         "image boot: disk.raw {} MiB ({} MiB allocated, debug appliance); build {build_secs:.0} s",
         raw_meta.len() >> 20,
         allocated_bytes(&raw_meta) >> 20,
-    );
-    println!(
-        "image boot: QEMU start -> the unit's first start (its error on the console): {first_start_secs:.1} s"
     );
     println!(
         "image boot: good user data served -> registered with control: {registered_secs:.1} s; -> client's HTTP through the VM: {http_secs:.1} s"
@@ -312,6 +312,22 @@ fn wire_the_vpc(t: &TestDeployment, vm: &Netns) {
         .expect("moving the VPC host's link");
     ip(&["link", "set", "vpc0", "master", "br-vpc"]);
     ip(&["link", "set", "vpc0", "up"]);
+    // The VPC host still maps VPC_NIC_ADDR to the router's old MAC, now a
+    // bridge port's own address (frames to it stop at the namespace).
+    t.dep()
+        .netns(Site::Vpc)
+        .ip(&["neigh", "flush", "all"])
+        .expect("flushing the VPC host's neighbours");
+    let probe = vm_file(
+        t,
+        "probe.nft",
+        "table ip probe {\n  chain input { type filter hook input priority 0; ip saddr 100.64.0.0/10 counter; ip saddr 198.19.1.1 counter; }\n  chain output { type filter hook output priority 0; ip daddr 198.19.1.1 counter; ip daddr 100.64.0.0/10 counter; }\n}\n",
+    );
+    run(
+        t.command_in(Site::Vpc, "nft").arg("-f").arg(&probe),
+        Duration::from_secs(10),
+    )
+    .expect_success();
     ip(&["addr", "add", &format!("{IMDS_ADDR}/32"), "dev", "lo"]);
     let in_vm = |program: &str, args: &[&str], stdin: Option<&str>| {
         let mut cmd = vm.command(program);
@@ -332,8 +348,10 @@ fn wire_the_vpc(t: &TestDeployment, vm: &Netns) {
   chain prerouting {{ type nat hook prerouting priority dstnat; iifname \"eth0\" ip daddr {PUBLIC_ADDR} dnat to {PRIVATE_ADDR}; }}
   chain postrouting {{ type nat hook postrouting priority srcnat; oifname \"eth0\" ip saddr {PRIVATE_ADDR} snat to {PUBLIC_ADDR}; }}
   chain forward {{ type filter hook forward priority filter; policy drop;
-    iifname \"br-subnet\" oifname \"eth0\" accept;
-    iifname \"eth0\" oifname \"br-subnet\" accept;
+    iifname \"br-subnet\" oifname \"eth0\" udp sport 41641 counter accept;
+    iifname \"eth0\" oifname \"br-subnet\" udp dport 41641 counter accept;
+    iifname \"br-subnet\" oifname \"eth0\" counter accept;
+    iifname \"eth0\" oifname \"br-subnet\" counter accept;
   }}
 }}
 "
@@ -360,6 +378,17 @@ fn network_report(t: &TestDeployment, vm: &Netns, root: &Path) -> String {
         Duration::from_secs(10),
     );
     out.push_str(&format!("from the VM's namespace: {direct}\n"));
+    let rules = run(
+        vm.command("nft").args(["list", "ruleset"]),
+        Duration::from_secs(10),
+    );
+    out.push_str(&format!("{rules}\n"));
+    let vpc = run(
+        t.command_in(Site::Vpc, "nft")
+            .args(["list", "table", "ip", "probe"]),
+        Duration::from_secs(10),
+    );
+    out.push_str(&format!("VPC host: {vpc}\n"));
     out.push_str(&std::fs::read_to_string(root.join("dnsmasq.log")).unwrap_or_default());
     out
 }
