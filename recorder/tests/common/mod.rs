@@ -317,8 +317,39 @@ impl Body for ChannelBody {
     }
 }
 
-/// All stored recordings below `root`, by relative path.
+/// `key` without the random nonce the recorder adds to every key
+/// (`…-<connection>-<16 hex digits>.cast` → `…-<connection>.cast`): the
+/// name a test can know in advance.
+pub fn without_nonce(key: &str) -> String {
+    match key.strip_suffix(".cast").and_then(|k| k.rsplit_once('-')) {
+        Some((stem, nonce))
+            if nonce.len() == 16 && nonce.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            format!("{stem}.cast")
+        }
+        _ => key.to_owned(),
+    }
+}
+
+/// The real relative path of the recording stored below `root` whose
+/// name without its nonce is `name`.
+pub fn stored_key(root: &Path, name: &str) -> Option<String> {
+    stored_by_key(root)
+        .into_keys()
+        .find(|k| without_nonce(k) == name)
+}
+
+/// All stored recordings below `root`, by relative path without the nonce
+/// ([`without_nonce`]).
 pub fn stored(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    stored_by_key(root)
+        .into_iter()
+        .map(|(k, v)| (without_nonce(&k), v))
+        .collect()
+}
+
+/// All stored recordings below `root`, by relative path.
+pub fn stored_by_key(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     let mut out = std::collections::BTreeMap::new();
     let mut dirs = vec![root.to_owned()];
     while let Some(dir) = dirs.pop() {
@@ -371,7 +402,8 @@ pub async fn wait_stored(
     }
 }
 
-/// Waits (up to `secs`) for the recording stored under `key` below `root`.
+/// Waits (up to `secs`) for the recording stored below `root` whose name
+/// without its nonce is `key`.
 pub async fn wait_key(root: &Path, key: &str, secs: u64) -> Vec<u8> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
