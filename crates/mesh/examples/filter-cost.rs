@@ -6,7 +6,7 @@
 //! ```
 //!
 //! In process, on [`PacketFilterState`] alone (no WireGuard): each row
-//! judges PACKETS (default 2,000,000) IPv4 TCP packets of 60 bytes and
+//! judges PACKETS (default 2,000,000) IPv4 TCP packets of 40 bytes (headers only) and
 //! prints nanoseconds per packet. Rules are what control compiles for a
 //! node that many peers may reach: rule *i* lets 100.64.x.y (peer *i*)
 //! reach this node's TCP port 22. Rows: a SYN from the peer of the last

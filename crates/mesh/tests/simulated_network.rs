@@ -595,9 +595,15 @@ fn a_router_with_a_filter_lets_in_what_a_rule_allows_and_the_replies_to_its_own_
     sim.send_from_tun(1, &udp_packet(address(1), server, (0x0102, 80)));
     sim.send_from_tun(2, &udp_packet(address(2), server, (0x0201, 5432)));
     // The router opens a flow of its own to node 3, which answers.
-    sim.send_from_tun(ROUTER, &udp_packet(address(ROUTER), address(3), (0x0401, 0x0335)));
+    sim.send_from_tun(
+        ROUTER,
+        &udp_packet(address(ROUTER), address(3), (0x0401, 0x0335)),
+    );
     sim.run();
-    sim.send_from_tun(3, &udp_packet(address(3), address(ROUTER), (0x0335, 0x0401)));
+    sim.send_from_tun(
+        3,
+        &udp_packet(address(3), address(ROUTER), (0x0335, 0x0401)),
+    );
     sim.run();
     let arrived: Vec<_> = sim
         .delivered
