@@ -23,8 +23,8 @@ use lru::LruCache;
 
 use crate::packet::{Flow, protocol};
 
-/// How many flows a node tracks by default: about 100 bytes each, so about
-/// 6.5 MB when full.
+/// How many flows a node tracks by default: by estimate about 100 bytes
+/// each (key, entry, list links, hash slot), so about 6.5 MB when full.
 pub const DEFAULT_FLOW_CAPACITY: NonZeroUsize = match NonZeroUsize::new(65_536) {
     Some(n) => n,
     None => unreachable!(),

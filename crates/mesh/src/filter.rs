@@ -712,6 +712,31 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_later_fragments_pass_and_first_fragments_are_checked() {
+        let mut state = closed();
+        let now = Instant::now();
+        let plain = udp(PEER6, ME6, (1, 2));
+        let with_fragment_header = |offset_units: u16| {
+            let mut packet = plain[..40].to_vec();
+            packet[6] = 44;
+            let payload_len = u16::from_be_bytes([packet[4], packet[5]]) + 8;
+            packet[4..6].copy_from_slice(&payload_len.to_be_bytes());
+            // Next header UDP, offset in 8-byte units, more fragments set.
+            let field = (offset_units << 3) | 1;
+            packet.extend_from_slice(&[17, 0]);
+            packet.extend_from_slice(&field.to_be_bytes());
+            packet.extend_from_slice(&[0, 0, 0, 7]);
+            packet.extend_from_slice(&plain[40..]);
+            packet
+        };
+        assert_eq!(state.inbound(&with_fragment_header(100), now), Ok(()));
+        assert_eq!(
+            state.inbound(&with_fragment_header(0), now),
+            Err(FilterDrop::NotAllowed)
+        );
+    }
+
+    #[test]
     fn ipv6_extension_headers_are_followed_to_the_ports() {
         let mut state = PacketFilterState::new(DEFAULT_FLOW_CAPACITY_FOR_TESTS);
         let filter = PacketFilter {
