@@ -33,7 +33,9 @@
 //! connections a peer opened outlive a filter that no longer allows them.)
 //!
 //! Rules are indexed by source prefix: a lookup visits only the rules whose
-//! sources contain the packet's source, not every rule.
+//! sources contain the packet's source, not every rule. Where many rules
+//! share a source prefix, their port destinations are indexed again by
+//! block of 256 ports.
 
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
@@ -196,10 +198,55 @@ fn reversed(flow: &Flow) -> Flow {
     }
 }
 
-/// A [`PacketFilter`] compiled for lookup: rules indexed by source prefix.
+/// A [`PacketFilter`] compiled for lookup: rules indexed by source prefix,
+/// and where many rules share a source prefix, by destination port.
 struct CompiledRules {
-    by_source: IpNetworkTable<Vec<u32>>,
+    by_source: IpNetworkTable<SourceBucket>,
     rules: Vec<CompiledRule>,
+}
+
+/// The rules whose sources include one prefix.
+struct SourceBucket {
+    rules: Vec<u32>,
+    /// Built when the bucket holds more than [`PORT_INDEX_THRESHOLD`] rules.
+    ports: Option<Box<PortIndex>>,
+}
+
+/// A bucket's (rule, destination) pairs by block of 256 ports, for
+/// TCP/UDP/SCTP lookups; ranges over more than [`WIDE_BLOCKS`] blocks are
+/// kept apart and checked for every port.
+struct PortIndex {
+    blocks: Vec<Vec<(u32, u32)>>,
+    wide: Vec<(u32, u32)>,
+}
+
+/// Below this many rules per source prefix, a scan is as fast as the index.
+const PORT_INDEX_THRESHOLD: usize = if cfg!(test) { 2 } else { 32 };
+const PORT_BLOCKS: usize = 256;
+const WIDE_BLOCKS: usize = 16;
+
+impl PortIndex {
+    fn build(bucket: &[u32], rules: &[CompiledRule]) -> Self {
+        let mut blocks = vec![Vec::new(); PORT_BLOCKS];
+        let mut wide = Vec::new();
+        for &r in bucket {
+            for (d, (_, ports)) in rules[r as usize].destinations.iter().enumerate() {
+                if ports.first > ports.last {
+                    continue;
+                }
+                let entry = (r, u32::try_from(d).unwrap_or(u32::MAX));
+                let (first, last) = (usize::from(ports.first >> 8), usize::from(ports.last >> 8));
+                if last - first + 1 > WIDE_BLOCKS {
+                    wide.push(entry);
+                } else {
+                    for block in &mut blocks[first..=last] {
+                        block.push(entry);
+                    }
+                }
+            }
+        }
+        Self { blocks, wide }
+    }
 }
 
 struct CompiledRule {
@@ -240,7 +287,7 @@ impl ProtocolSet {
 
 impl CompiledRules {
     fn compile(filter: &PacketFilter) -> Self {
-        let mut by_source: IpNetworkTable<Vec<u32>> = IpNetworkTable::new();
+        let mut by_source: IpNetworkTable<SourceBucket> = IpNetworkTable::new();
         let mut rules = Vec::with_capacity(filter.rules.len());
         let mut empty_ranges = 0usize;
         for rule in &filter.rules {
@@ -250,9 +297,13 @@ impl CompiledRules {
                     continue;
                 };
                 match by_source.exact_match_mut(network) {
-                    Some(list) => list.push(index),
+                    Some(bucket) => bucket.rules.push(index),
                     None => {
-                        by_source.insert(network, vec![index]);
+                        let bucket = SourceBucket {
+                            rules: vec![index],
+                            ports: None,
+                        };
+                        by_source.insert(network, bucket);
                     }
                 }
             }
@@ -277,6 +328,11 @@ impl CompiledRules {
                 "packet filter has port ranges whose first port is above the last"
             );
         }
+        for (_, bucket) in by_source.iter_mut() {
+            if bucket.rules.len() > PORT_INDEX_THRESHOLD {
+                bucket.ports = Some(Box::new(PortIndex::build(&bucket.rules, &rules)));
+            }
+        }
         Self { by_source, rules }
     }
 
@@ -286,8 +342,22 @@ impl CompiledRules {
             flow.protocol,
             protocol::TCP | protocol::UDP | protocol::SCTP
         );
-        let rule_allows = |indices: &Vec<u32>| {
-            indices.iter().any(|&i| {
+        let pair_allows = |&(r, d): &(u32, u32)| {
+            let rule = &self.rules[r as usize];
+            rule.protocols.contains(flow.protocol)
+                && rule
+                    .destinations
+                    .get(d as usize)
+                    .is_some_and(|(prefix, ports)| {
+                        prefix.contains(&flow.destination) && ports.contains(flow.destination_port)
+                    })
+        };
+        let rule_allows = |bucket: &SourceBucket| {
+            if has_ports && let Some(index) = &bucket.ports {
+                let block = &index.blocks[usize::from(flow.destination_port >> 8)];
+                return index.wide.iter().chain(block).any(pair_allows);
+            }
+            bucket.rules.iter().any(|&i| {
                 let rule = &self.rules[i as usize];
                 rule.protocols.contains(flow.protocol)
                     && rule.destinations.iter().any(|(prefix, ports)| {
@@ -300,11 +370,11 @@ impl CompiledRules {
             IpAddr::V4(source) => self
                 .by_source
                 .matches_ipv4(source)
-                .any(|(_, indices)| rule_allows(indices)),
+                .any(|(_, bucket)| rule_allows(bucket)),
             IpAddr::V6(source) => self
                 .by_source
                 .matches_ipv6(source)
-                .any(|(_, indices)| rule_allows(indices)),
+                .any(|(_, bucket)| rule_allows(bucket)),
         }
     }
 }
@@ -793,10 +863,15 @@ mod tests {
             .prop_map(|(a, len)| IpNet::new(a.into(), len).expect("valid length").trunc())
     }
 
+    /// Ports near block edges of the port index, and a wide spread.
+    fn port() -> impl Strategy<Value = u16> {
+        prop_oneof![0u16..8, 250u16..262, 4000u16..4100, 65530u16..=65535]
+    }
+
     fn any_rule() -> impl Strategy<Value = FilterRule> {
         (
             proptest::collection::vec(small_net(), 1..3),
-            proptest::collection::vec((small_net(), 0u16..8, 0u16..8), 1..3),
+            proptest::collection::vec((small_net(), port(), port()), 1..3),
             proptest::sample::subsequence(vec![1u8, 6, 17, 47, 132], 0..3),
         )
             .prop_map(|(sources, destinations, protocols)| FilterRule {
@@ -818,11 +893,11 @@ mod tests {
     proptest! {
         #[test]
         fn compiled_rules_agree_with_a_linear_scan(
-            rules in proptest::collection::vec(any_rule(), 0..12),
+            rules in proptest::collection::vec(any_rule(), 0..24),
             source in small_v4(),
             destination in small_v4(),
             protocol in prop_oneof![Just(1u8), Just(6), Just(17), Just(47), Just(132)],
-            port in 0u16..9,
+            port in port(),
         ) {
             let filter = PacketFilter { rules };
             let flow = Flow {
