@@ -133,6 +133,9 @@ pub fn compile(policy: &Policy, nodes: &[PolicyNode]) -> BTreeMap<NodeId, NodePo
             }
         }
     }
+    for rules in &mut filters {
+        merge_same_sources(rules);
+    }
     nodes
         .iter()
         .zip(filters)
@@ -379,6 +382,26 @@ fn filter_rule(
         destinations: dests,
         protocols: protocols.to_vec(),
     }
+}
+
+/// Folds rules with the same sources and protocols into the first of them,
+/// as Tailscale does: one rule per sender set keeps filters short.
+fn merge_same_sources(rules: &mut Vec<FilterRule>) {
+    let mut merged: Vec<FilterRule> = Vec::with_capacity(rules.len());
+    for rule in rules.drain(..) {
+        match merged
+            .iter_mut()
+            .find(|m| m.sources == rule.sources && m.protocols == rule.protocols)
+        {
+            Some(m) => {
+                m.destinations.extend(rule.destinations);
+                m.destinations.sort();
+                m.destinations.dedup();
+            }
+            None => merged.push(rule),
+        }
+    }
+    *rules = merged;
 }
 
 /// Records that the nodes `sources` may reach node `i` (and so see it, and
