@@ -113,12 +113,15 @@ pub fn compile(policy: &Policy, nodes: &[PolicyNode]) -> BTreeMap<NodeId, NodePo
                 link(&mut peers, i, &rule.source_nodes);
             }
             if !self_dests.is_empty() {
-                let user = node.policy_user();
-                let same_user: Vec<usize> = rule
-                    .source_nodes
-                    .iter()
+                // The user's own nodes among the senders (looked up by user,
+                // not by scanning every sender: that would be quadratic).
+                let same_user: Vec<usize> = node
+                    .policy_user()
+                    .and_then(|u| index.by_user.get(u))
+                    .into_iter()
+                    .flatten()
                     .copied()
-                    .filter(|&s| nodes[s].policy_user() == user)
+                    .filter(|s| rule.source_nodes.binary_search(s).is_ok())
                     .collect();
                 if !same_user.is_empty() {
                     let mut sources: Vec<IpNet> = same_user
