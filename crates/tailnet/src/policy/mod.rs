@@ -569,6 +569,15 @@ mod tests {
         Policy::parse(policy).expect("self allows alice to alice only");
     }
 
+    #[test]
+    fn the_example_in_docs_policy_md_is_valid() {
+        let doc = include_str!("../../../../docs/policy.md");
+        let start = doc.find("```jsonc\n").expect("an example") + "```jsonc\n".len();
+        let end = start + doc[start..].find("```").expect("its end");
+        let policy = Policy::parse(&doc[start..end]).expect("the documented example is valid");
+        assert_eq!(policy.tests.len(), 2);
+    }
+
     proptest! {
         #[test]
         fn parse_never_panics(s in ".*") {
