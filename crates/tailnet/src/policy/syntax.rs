@@ -481,7 +481,7 @@ fn parse_alias(s: &str) -> Result<Alias, String> {
     if is_user(s) {
         return Ok(Alias::User(s.to_owned()));
     }
-    if s.contains(|c: char| c == ':' || c == '/') || s.parse::<IpAddr>().is_ok() {
+    if s.contains([':', '/']) || s.parse::<IpAddr>().is_ok() {
         return parse_prefix(s).map(Alias::Prefix);
     }
     if valid_name(s) {
