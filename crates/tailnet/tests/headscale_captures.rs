@@ -22,6 +22,8 @@ use serde_json::Value;
 const EXPECTED: &[(&str, Outcome)] = &[
     ("ACL-A01", Outcome::Pass),
     ("ACL-AR01", Outcome::Pass),
+    ("ACL-AT03", Outcome::Pass),
+    ("ACL-AU01", Outcome::Pass),
     ("ACL-ERR01", Outcome::Pass),
     (
         "ACL-H01",
