@@ -94,6 +94,7 @@ impl From<AdminError> for ApiError {
             AdminError::RouteNotAdvertised { .. }
             | AdminError::NonCanonicalPrefix { .. }
             | AdminError::InvalidTag(_)
+            | AdminError::InvalidUser(_)
             | AdminError::Policy(_)
             | AdminError::InvalidName(_)
             | AdminError::InvalidSplitDnsDomain { .. }
@@ -201,6 +202,8 @@ async fn create_key(
         ephemeral: req.ephemeral,
         tags: req.tags,
         expiry_seconds: req.expiry_seconds,
+        // Not in the admin API yet: keys are for tagged nodes only.
+        user: None,
     };
     let new = control.apply(
         |state, now| state.create_auth_key(&spec, rand::random(), rand::random(), now),

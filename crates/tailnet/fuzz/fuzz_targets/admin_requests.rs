@@ -46,6 +46,7 @@ fuzz_target!(|data: &[u8]| {
                 ephemeral: req.ephemeral,
                 tags: req.tags,
                 expiry_seconds: req.expiry_seconds,
+                user: None,
             };
             if let Ok((new, _)) = state.create_auth_key(&spec, [7; 6], [9; 24], NOW) {
                 let _ = state.validate_auth_key(&new.secret, NOW);
