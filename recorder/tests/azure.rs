@@ -261,39 +261,12 @@ async fn a_refused_sas_keeps_the_recording_in_the_spool() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stored_blob_is_never_replaced_small_or_in_blocks() {
-    use causeway_recorder::{AlreadyStored, Storage};
     let port = free_port();
     let _azurite = Azurite::on_port(port);
     create_container(port).await;
     let storage = storage(port);
-    let dir = tempfile::tempdir().expect("tempdir");
-    for (key, events) in [("rec/n/small.cast", 5), ("rec/n/blocks.cast", 20_000)] {
-        let first = recording("n", "first", events);
-        let second = recording("n", "second", events);
-        let file = dir.path().join("r.cast");
-        std::fs::write(&file, &first).expect("write");
-        storage
-            .put(key, &file, first.len() as u64)
-            .await
-            .expect("first put");
-        std::fs::write(&file, &second).expect("write");
-
-        let e = storage
-            .put(key, &file, second.len() as u64)
-            .await
-            .expect_err("a second put under the same key is refused");
-
-        assert!(e.downcast_ref::<AlreadyStored>().is_some(), "{key}: {e:#}");
-        let kept = storage
-            .read(key, None)
-            .await
-            .expect("read")
-            .expect("still there");
-        assert!(
-            kept == first,
-            "{key}: the first recording is kept byte for byte"
-        );
-    }
+    common::assert_create_only(&storage, "rec/n/small.cast", 5).await;
+    common::assert_create_only(&storage, "rec/n/blocks.cast", 20_000).await;
 }
 
 /// Runs `serve` on `config` and returns its error; it must fail at once.

@@ -333,39 +333,11 @@ async fn a_listing_longer_than_one_page_is_whole() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stored_object_is_never_replaced() {
-    use causeway_recorder::AlreadyStored;
     let (_, _moto, s3) = moto_with_bucket().await;
-    let storage = S3Storage::new(s3.clone(), BUCKET, PART);
-    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = S3Storage::new(s3, BUCKET, PART);
     // One PutObject only: moto 5.2 answers CompleteMultipartUpload with a
     // `CompleteMultipartUploadResponse` root the SDK refuses (real S3 sends
     // `CompleteMultipartUploadResult`), so a multipart put cannot succeed
     // against it, with or without `If-None-Match`.
-    for (key, events) in [("rec/n/small.cast", 5)] {
-        let first = recording("n", "first", events);
-        let second = recording("n", "second", events);
-        let file = dir.path().join("r.cast");
-        std::fs::write(&file, &first).expect("write");
-        storage
-            .put(key, &file, first.len() as u64)
-            .await
-            .expect("first put");
-        std::fs::write(&file, &second).expect("write");
-
-        let e = storage
-            .put(key, &file, second.len() as u64)
-            .await
-            .expect_err("a second put under the same key is refused");
-
-        assert!(e.downcast_ref::<AlreadyStored>().is_some(), "{key}: {e:#}");
-        let kept = storage
-            .read(key, None)
-            .await
-            .expect("read")
-            .expect("still there");
-        assert!(
-            kept == first,
-            "{key}: the first recording is kept byte for byte"
-        );
-    }
+    common::assert_create_only(&storage, "rec/n/small.cast", 5).await;
 }

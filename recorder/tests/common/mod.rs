@@ -439,3 +439,44 @@ pub async fn wait_spool_empty(spool: &Path, secs: u64) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Stores a recording of `events` events under `key` in `storage`, then a
+/// different one under the same key: the second put must fail with
+/// `AlreadyStored` and the first recording stay byte for byte (storage is
+/// create-only).
+pub async fn assert_create_only<S: causeway_recorder::Storage>(
+    storage: &S,
+    key: &str,
+    events: usize,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = recording("n", "first", events);
+    let second = recording("n", "second", events);
+    let file = dir.path().join("r.cast");
+    std::fs::write(&file, &first).expect("write");
+    storage
+        .put(key, &file, first.len() as u64)
+        .await
+        .expect("first put");
+    std::fs::write(&file, &second).expect("write");
+
+    let e = storage
+        .put(key, &file, second.len() as u64)
+        .await
+        .expect_err("a second put under the same key is refused");
+
+    assert!(
+        e.downcast_ref::<causeway_recorder::AlreadyStored>()
+            .is_some(),
+        "{key}: {e:#}"
+    );
+    let kept = storage
+        .read(key, None)
+        .await
+        .expect("read")
+        .expect("still there");
+    assert!(
+        kept == first,
+        "{key}: the first recording is kept byte for byte"
+    );
+}
