@@ -18,22 +18,6 @@ fn row(id: &str) -> String {
     format!("data-id=\"{id}\"")
 }
 
-/// The session ID of the recording stored in `store` as `name` (its key
-/// without the prefix, `.cast` and the random nonce).
-fn stored_id(store: &std::path::Path, name: &str) -> String {
-    let key = common::stored_key(store, &format!("{name}.cast"))
-        .unwrap_or_else(|| panic!("no recording {name} stored"));
-    key.strip_suffix(".cast").expect("a .cast key").to_owned()
-}
-
-/// The ID the list `page` shows for the session named `name` (an ID is
-/// `name` plus a random nonce).
-fn listed_id(page: &str, name: &str) -> Option<String> {
-    let start = page.find(&format!("data-id=\"{name}-"))? + "data-id=\"".len();
-    let len = page[start..].find('"')?;
-    Some(page[start..start + len].to_owned())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_sessions_and_filters_by_node_user_and_time() {
     let (rec, web) = start_with_web("127.0.0.0/8").await;
@@ -51,8 +35,14 @@ async fn lists_sessions_and_filters_by_node_user_and_time() {
     assert_eq!(send_v2(rec.addr, bob.as_bytes(), 4096).await.1, None);
     wait_stored(&rec.store(), 2, 10).await;
     let (a, b) = (
-        row(&stored_id(&rec.store(), "nALPHA/20231114T221320Z-a1")),
-        row(&stored_id(&rec.store(), "nBRAVO/20231114T231320Z-b1")),
+        row(&common::web::stored_id(
+            &rec.store(),
+            "nALPHA/20231114T221320Z-a1",
+        )),
+        row(&common::web::stored_id(
+            &rec.store(),
+            "nBRAVO/20231114T231320Z-b1",
+        )),
     );
 
     let shown = |page: &str| (page.contains(&a), page.contains(&b));
@@ -143,7 +133,7 @@ async fn download_is_the_stored_cast_byte_for_byte() {
     assert_eq!(send_v2(rec.addr, body.as_bytes(), 1000).await.1, None);
     let stored = wait_key(&rec.store(), "nDL/20231114T221320Z-dl.cast", 10).await;
     assert_eq!(stored, body.as_bytes());
-    let id = stored_id(&rec.store(), "nDL/20231114T221320Z-dl");
+    let id = common::web::stored_id(&rec.store(), "nDL/20231114T221320Z-dl");
 
     let (status, headers, downloaded) = get(web, &format!("/sessions/{id}.cast")).await;
     assert_eq!(status, StatusCode::OK);
@@ -246,7 +236,8 @@ async fn a_live_session_is_listed_live_and_its_stream_follows_new_output() {
     up.ack_at_least(before.len() as u64).await;
 
     let list = get_text(web, "/").await;
-    let id = listed_id(&list, name).unwrap_or_else(|| panic!("{name} not listed: {list}"));
+    let id =
+        common::web::listed_id(&list, name).unwrap_or_else(|| panic!("{name} not listed: {list}"));
     let id = id.as_str();
     assert!(
         list.contains(&format!("class=\"session live\" {}", row(id))),
