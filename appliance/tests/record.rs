@@ -150,9 +150,13 @@ async fn output_lands_intact_and_the_exit_status_passes_through() {
 
     let stored = rec.stored("nREC").await;
     assert_eq!(stored.len(), 1, "{stored:?}");
+    let (stem, nonce) = stored[0]
+        .strip_suffix(".cast")
+        .and_then(|k| k.rsplit_once('-'))
+        .expect("a .cast key");
     assert!(
-        stored[0].ends_with("-c1.cast"),
-        "stored as <node-id>/<timestamp>-<connection>.cast: {stored:?}"
+        stem.ends_with("-c1") && nonce.len() == 16 && nonce.bytes().all(|b| b.is_ascii_hexdigit()),
+        "stored as <node-id>/<timestamp>-<connection>-<nonce>.cast: {stored:?}"
     );
     let bytes = rec.recording("nREC", &stored[0]);
     let first = bytes.split(|b| *b == b'\n').next().expect("a header");

@@ -14,11 +14,13 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use causeway_tailnet::{AdminError, AuthKey, AuthKeySpec, NodeRecord, TailnetState};
+use causeway_wire::admin::{
+    AddDeviceRequest, AddedDevice, CreateKeyRequest, CreatedKey, DeletedNode, Done, ErrorBody,
+    KeyView, NodeView, RouteRequest, RouteView, SplitDnsEntry, SplitDnsRequest,
+};
 use causeway_wire::{NodeId, PrivateKey, UnixTime};
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 use crate::server::{ApplyError, Control, unix_now};
 
@@ -74,7 +76,13 @@ impl IntoResponse for ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        (status, Json(json!({ "error": self.to_string() }))).into_response()
+        (
+            status,
+            Json(ErrorBody {
+                error: self.to_string(),
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -86,6 +94,7 @@ impl From<AdminError> for ApiError {
             AdminError::RouteNotAdvertised { .. }
             | AdminError::NonCanonicalPrefix { .. }
             | AdminError::InvalidTag(_)
+            | AdminError::InvalidUser(_)
             | AdminError::Policy(_)
             | AdminError::InvalidName(_)
             | AdminError::InvalidSplitDnsDomain { .. }
@@ -168,32 +177,6 @@ async fn not_found() -> ApiError {
 
 // --- keys -----------------------------------------------------------------
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateKey {
-    #[serde(default)]
-    reusable: bool,
-    #[serde(default)]
-    ephemeral: bool,
-    #[serde(default)]
-    tags: Vec<String>,
-    #[serde(default)]
-    expiry_seconds: Option<u64>,
-}
-
-#[derive(Serialize)]
-struct KeyView {
-    id: String,
-    reusable: bool,
-    ephemeral: bool,
-    tags: Vec<String>,
-    created: UnixTime,
-    expires: Option<UnixTime>,
-    revoked: bool,
-    used: bool,
-    usable: bool,
-}
-
 fn key_view(key: &AuthKey, now: UnixTime) -> KeyView {
     KeyView {
         id: key.id.clone(),
@@ -212,23 +195,25 @@ async fn create_key(
     _: Admin,
     State(control): State<Arc<Control>>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let req: CreateKey = parse_body(&body)?;
+) -> Result<Json<CreatedKey>, ApiError> {
+    let req: CreateKeyRequest = parse_body(&body)?;
     let spec = AuthKeySpec {
         reusable: req.reusable,
         ephemeral: req.ephemeral,
         tags: req.tags,
         expiry_seconds: req.expiry_seconds,
+        // Not in the admin API yet: keys are for tagged nodes only.
+        user: None,
     };
     let new = control.apply(
         |state, now| state.create_auth_key(&spec, rand::random(), rand::random(), now),
         None,
     )?;
     tracing::info!(key_id = %new.key.id, "auth key created");
-    let mut view = serde_json::to_value(key_view(&new.key, unix_now()))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    view["key"] = Value::String(new.secret);
-    Ok(Json(view))
+    Ok(Json(CreatedKey {
+        view: key_view(&new.key, unix_now()),
+        key: new.secret,
+    }))
 }
 
 async fn list_keys(_: Admin, State(control): State<Arc<Control>>) -> Json<Vec<KeyView>> {
@@ -259,27 +244,6 @@ async fn revoke_key(
 }
 
 // --- nodes ----------------------------------------------------------------
-
-#[derive(Serialize)]
-struct NodeView {
-    id: NodeId,
-    name: String,
-    hostname: String,
-    node_key: String,
-    machine_key: Option<String>,
-    addresses: Vec<IpNet>,
-    tags: Vec<String>,
-    ephemeral: bool,
-    wireguard_only: bool,
-    online: bool,
-    key_expiry: Option<UnixTime>,
-    expired: bool,
-    last_seen: Option<UnixTime>,
-    endpoints: Vec<std::net::SocketAddr>,
-    advertised_routes: Vec<IpNet>,
-    approved_routes: Vec<IpNet>,
-    primary_routes: Vec<IpNet>,
-}
 
 fn node_view(state: &TailnetState, node: &NodeRecord, now: UnixTime) -> NodeView {
     NodeView {
@@ -319,14 +283,14 @@ async fn delete_node(
     _: Admin,
     State(control): State<Arc<Control>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeletedNode>, ApiError> {
     let id = parse_node_id(&id)?;
     control.apply(
         |state, now| state.delete_node(id, now).map(|c| ((), c)),
         None,
     )?;
     tracing::info!(node = %id, "node deleted");
-    Ok(Json(json!({ "deleted": id })))
+    Ok(Json(DeletedNode { deleted: id }))
 }
 
 async fn expire_node(
@@ -350,16 +314,6 @@ async fn expire_node(
 
 // --- routes ---------------------------------------------------------------
 
-#[derive(Serialize)]
-struct RouteView {
-    node: NodeId,
-    name: String,
-    online: bool,
-    advertised: Vec<IpNet>,
-    approved: Vec<IpNet>,
-    primary: Vec<IpNet>,
-}
-
 fn route_view(state: &TailnetState, node: &NodeRecord) -> RouteView {
     RouteView {
         node: node.id,
@@ -381,13 +335,6 @@ async fn list_routes(_: Admin, State(control): State<Arc<Control>>) -> Json<Vec<
             .map(|n| route_view(&inner.state, n))
             .collect(),
     )
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RouteRequest {
-    node: String,
-    prefix: String,
 }
 
 async fn approve_route(
@@ -445,18 +392,12 @@ async fn list_split_dns(
     Json(control.lock().state.split_dns().clone())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SplitDnsRequest {
-    resolvers: Vec<String>,
-}
-
 async fn set_split_dns(
     _: Admin,
     State(control): State<Arc<Control>>,
     Path(domain): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SplitDnsEntry>, ApiError> {
     let req: SplitDnsRequest = parse_body(&body)?;
     let resolvers = req
         .resolvers
@@ -474,36 +415,33 @@ async fn set_split_dns(
         None,
     )?;
     tracing::info!(domain = %name, resolvers = resolvers.len(), "split DNS set");
-    Ok(Json(json!({ "domain": name, "resolvers": resolvers })))
+    Ok(Json(SplitDnsEntry {
+        domain: name,
+        resolvers,
+    }))
 }
 
 async fn remove_split_dns(
     _: Admin,
     State(control): State<Arc<Control>>,
     Path(domain): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Done>, ApiError> {
     control.apply(
         |state, now| state.remove_split_dns(&domain, now).map(|c| ((), c)),
         None,
     )?;
     tracing::info!(%domain, "split DNS removed");
-    Ok(Json(json!({ "ok": true })))
+    Ok(Json(Done { ok: true }))
 }
 
 // --- WireGuard-only devices ----------------------------------------------
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddDevice {
-    name: String,
-}
 
 async fn add_wireguard_device(
     _: Admin,
     State(control): State<Arc<Control>>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let req: AddDevice = parse_body(&body)?;
+) -> Result<Json<AddedDevice>, ApiError> {
+    let req: AddDeviceRequest = parse_body(&body)?;
     // The private key is handed out once in the config and never stored.
     let private = PrivateKey::from_random_bytes(rand::random());
     let public = private.public_key();
@@ -523,7 +461,7 @@ async fn add_wireguard_device(
         .wg_quick_config(id, &private.to_base64(), now)
         .ok_or_else(|| ApiError::NotFound(format!("no node {id}")))?;
     let view = node_view(&inner.state, node, now);
-    Ok(Json(json!({ "node": view, "config": config })))
+    Ok(Json(AddedDevice { node: view, config }))
 }
 
 // --- policy ---------------------------------------------------------------
@@ -542,7 +480,7 @@ async fn put_policy(
     _: Admin,
     State(control): State<Arc<Control>>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Done>, ApiError> {
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::BadRequest("policy is not UTF-8 text".into()))?
         .to_owned();
@@ -553,5 +491,5 @@ async fn put_policy(
         Some(&text),
     )?;
     tracing::info!("policy replaced");
-    Ok(Json(json!({ "ok": true })))
+    Ok(Json(Done { ok: true }))
 }

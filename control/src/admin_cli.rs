@@ -1,10 +1,18 @@
 //! `appliance admin …`: a client of control's admin HTTP API.
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use causeway_wire::admin::{
+    AddDeviceRequest, AddedDevice, CreateKeyRequest, CreatedKey, DeletedNode, Done, ErrorBody,
+    KeyView, NodeView, RouteRequest, RouteView, SplitDnsEntry, SplitDnsRequest,
+};
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::duration::parse_duration;
 
@@ -179,28 +187,30 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             tags,
             expiry,
         }) => {
-            let body = json!({
-                "reusable": reusable, "ephemeral": ephemeral, "tags": tags,
-                "expiry_seconds": expiry.map(|d| d.as_secs()),
-            });
-            let created = client
-                .call(reqwest::Method::POST, "/api/v1/keys", Body::Json(body))
+            let body = CreateKeyRequest {
+                reusable,
+                ephemeral,
+                tags,
+                expiry_seconds: expiry.map(|d| d.as_secs()),
+            };
+            let created: CreatedKey = client
+                .call(reqwest::Method::POST, "/api/v1/keys", Body::json(&body)?)
                 .await?;
             if args.json {
-                created.to_string()
+                to_json(&created)?
             } else {
-                created["key"].as_str().unwrap_or_default().to_owned()
+                created.key
             }
         }
         AdminCommand::Keys(KeysCommand::List) => {
-            let keys = client
+            let keys: Vec<KeyView> = client
                 .call(reqwest::Method::GET, "/api/v1/keys", Body::None)
                 .await?;
             if args.json {
-                keys.to_string()
+                to_json(&keys)?
             } else {
                 table(
-                    &keys,
+                    &serde_json::to_value(&keys)?,
                     &[
                         "id",
                         "reusable",
@@ -215,7 +225,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             }
         }
         AdminCommand::Keys(KeysCommand::Revoke { id }) => {
-            let key = client
+            let key: KeyView = client
                 .call(
                     reqwest::Method::DELETE,
                     &format!("/api/v1/keys/{id}"),
@@ -223,20 +233,20 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 )
                 .await?;
             if args.json {
-                key.to_string()
+                to_json(&key)?
             } else {
                 format!("revoked auth key {id}")
             }
         }
         AdminCommand::Nodes(NodesCommand::List) => {
-            let nodes = client
+            let nodes: Vec<NodeView> = client
                 .call(reqwest::Method::GET, "/api/v1/nodes", Body::None)
                 .await?;
             if args.json {
-                nodes.to_string()
+                to_json(&nodes)?
             } else {
                 table(
-                    &nodes,
+                    &serde_json::to_value(&nodes)?,
                     &[
                         "id",
                         "name",
@@ -250,7 +260,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             }
         }
         AdminCommand::Nodes(NodesCommand::Delete { id }) => {
-            let v = client
+            let v: DeletedNode = client
                 .call(
                     reqwest::Method::DELETE,
                     &format!("/api/v1/nodes/{id}"),
@@ -258,13 +268,13 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 )
                 .await?;
             if args.json {
-                v.to_string()
+                to_json(&v)?
             } else {
                 format!("deleted node {id}")
             }
         }
         AdminCommand::Nodes(NodesCommand::Expire { id }) => {
-            let v = client
+            let v: NodeView = client
                 .call(
                     reqwest::Method::POST,
                     &format!("/api/v1/nodes/{id}/expire"),
@@ -272,20 +282,20 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 )
                 .await?;
             if args.json {
-                v.to_string()
+                to_json(&v)?
             } else {
                 format!("expired the key of node {id}; it must rotate")
             }
         }
         AdminCommand::Routes(RoutesCommand::List) => {
-            let routes = client
+            let routes: Vec<RouteView> = client
                 .call(reqwest::Method::GET, "/api/v1/routes", Body::None)
                 .await?;
             if args.json {
-                routes.to_string()
+                to_json(&routes)?
             } else {
                 table(
-                    &routes,
+                    &serde_json::to_value(&routes)?,
                     &[
                         "node",
                         "name",
@@ -298,49 +308,53 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             }
         }
         AdminCommand::Routes(RoutesCommand::Approve { node, prefix }) => {
-            let v = client
+            let body = RouteRequest {
+                node: node.clone(),
+                prefix: prefix.clone(),
+            };
+            let v: RouteView = client
                 .call(
                     reqwest::Method::POST,
                     "/api/v1/routes/approve",
-                    Body::Json(json!({"node": node, "prefix": prefix})),
+                    Body::json(&body)?,
                 )
                 .await?;
             if args.json {
-                v.to_string()
+                to_json(&v)?
             } else {
                 format!("approved {prefix} for {node}")
             }
         }
         AdminCommand::Routes(RoutesCommand::Unapprove { node, prefix }) => {
-            let v = client
+            let body = RouteRequest {
+                node: node.clone(),
+                prefix: prefix.clone(),
+            };
+            let v: RouteView = client
                 .call(
                     reqwest::Method::POST,
                     "/api/v1/routes/unapprove",
-                    Body::Json(json!({"node": node, "prefix": prefix})),
+                    Body::json(&body)?,
                 )
                 .await?;
             if args.json {
-                v.to_string()
+                to_json(&v)?
             } else {
                 format!("unapproved {prefix} for {node}")
             }
         }
         AdminCommand::WgDevice(WgDeviceCommand::Add { name }) => {
-            let v = client
+            let v: AddedDevice = client
                 .call(
                     reqwest::Method::POST,
                     "/api/v1/wireguard-devices",
-                    Body::Json(json!({"name": name})),
+                    Body::json(&AddDeviceRequest { name })?,
                 )
                 .await?;
             if args.json {
-                v.to_string()
+                to_json(&v)?
             } else {
-                v["config"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .trim_end()
-                    .to_owned()
+                v.config.trim_end().to_owned()
             }
         }
         AdminCommand::Policy(PolicyCommand::Get) => {
@@ -348,7 +362,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .text(reqwest::Method::GET, "/api/v1/policy", None)
                 .await?;
             if args.json {
-                json!({ "policy": text }).to_string()
+                serde_json::json!({ "policy": text }).to_string()
             } else {
                 text.trim_end().to_owned()
             }
@@ -356,45 +370,44 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Policy(PolicyCommand::Set { file }) => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading policy {}", file.display()))?;
-            let v = client
+            let v: Done = client
                 .call(reqwest::Method::PUT, "/api/v1/policy", Body::Text(text))
                 .await?;
             if args.json {
-                v.to_string()
+                to_json(&v)?
             } else {
                 format!("policy set from {}", file.display())
             }
         }
         AdminCommand::Dns(DnsCommand::List) => {
-            let v = client
+            let v: BTreeMap<String, Vec<IpAddr>> = client
                 .call(reqwest::Method::GET, "/api/v1/dns/split", Body::None)
                 .await?;
             if args.json {
-                v.to_string()
+                to_json(&v)?
             } else {
                 split_dns_lines(&v)
             }
         }
         AdminCommand::Dns(DnsCommand::SetSplit { domain, resolvers }) => {
-            let v = client
+            let body = SplitDnsRequest {
+                resolvers: resolvers.clone(),
+            };
+            let v: SplitDnsEntry = client
                 .call(
                     reqwest::Method::PUT,
                     &format!("/api/v1/dns/split/{domain}"),
-                    Body::Json(json!({ "resolvers": resolvers })),
+                    Body::json(&body)?,
                 )
                 .await?;
             if args.json {
-                v.to_string()
+                to_json(&v)?
             } else {
-                format!(
-                    "split DNS: {} → {}",
-                    v["domain"].as_str().unwrap_or(&domain),
-                    resolvers.join(", ")
-                )
+                format!("split DNS: {} → {}", v.domain, resolvers.join(", "))
             }
         }
         AdminCommand::Dns(DnsCommand::RemoveSplit { domain }) => {
-            let v = client
+            let v: Done = client
                 .call(
                     reqwest::Method::DELETE,
                     &format!("/api/v1/dns/split/{domain}"),
@@ -402,7 +415,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 )
                 .await?;
             if args.json {
-                v.to_string()
+                to_json(&v)?
             } else {
                 format!("split DNS for {domain} removed")
             }
@@ -413,29 +426,35 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
 }
 
 /// `domain  resolver, resolver` lines, one per entry.
-fn split_dns_lines(entries: &Value) -> String {
-    let Some(map) = entries.as_object() else {
-        return String::new();
-    };
-    if map.is_empty() {
+fn split_dns_lines(entries: &BTreeMap<String, Vec<IpAddr>>) -> String {
+    if entries.is_empty() {
         return "no split-DNS entries".into();
     }
-    map.iter()
+    entries
+        .iter()
         .map(|(domain, resolvers)| {
-            let list: Vec<&str> = resolvers
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
+            let list: Vec<String> = resolvers.iter().map(IpAddr::to_string).collect();
             format!("{domain}  {}", list.join(", "))
         })
         .collect::<Vec<_>>()
         .join("\n")
 }
 
+/// What `--json` prints: the answer, as control's types serialise it.
+fn to_json(value: &impl Serialize) -> anyhow::Result<String> {
+    Ok(serde_json::to_string(value)?)
+}
+
 enum Body {
     None,
     Json(Value),
     Text(String),
+}
+
+impl Body {
+    fn json(request: &impl Serialize) -> anyhow::Result<Self> {
+        Ok(Self::Json(serde_json::to_value(request)?))
+    }
 }
 
 struct Client {
@@ -445,10 +464,15 @@ struct Client {
 }
 
 impl Client {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Body) -> anyhow::Result<Value> {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Body,
+    ) -> anyhow::Result<T> {
         let text = self.text(method.clone(), path, Some(body)).await?;
         serde_json::from_str(&text)
-            .with_context(|| format!("{method} {path}: response is not JSON"))
+            .with_context(|| format!("{method} {path}: control's answer is not what it documents"))
     }
 
     async fn text(
@@ -479,10 +503,10 @@ impl Client {
             .await
             .with_context(|| format!("{method} {url}: reading the response"))?;
         if !status.is_success() {
-            let detail = serde_json::from_str::<Value>(&text)
+            let detail = serde_json::from_str::<ErrorBody>(&text)
                 .ok()
-                .and_then(|v| v["error"].as_str().map(str::to_owned))
-                .unwrap_or(text);
+                .filter(|e| !e.error.is_empty())
+                .map_or(text, |e| e.error);
             bail!("{method} {path} failed ({status}): {detail}");
         }
         Ok(text)
@@ -529,7 +553,7 @@ mod tests {
 
     #[test]
     fn tables_align_columns() {
-        let rows = json!([{"id": 1, "name": "router", "tags": ["tag:r"]}, {"id": 12, "name": "a", "tags": []}]);
+        let rows = serde_json::json!([{"id": 1, "name": "router", "tags": ["tag:r"]}, {"id": 12, "name": "a", "tags": []}]);
         assert_eq!(
             table(&rows, &["id", "name", "tags"]),
             "ID  NAME    TAGS\n1   router  tag:r\n12  a       -"

@@ -324,6 +324,8 @@ fn node_from_row(r: &Row<'_>) -> rusqlite::Result<NodeRecord> {
         endpoints: from_json(&r.get::<_, String>(13)?, 13)?,
         created: r.get(14)?,
         last_seen: r.get(15)?,
+        // Not stored yet: the admin API cannot create user-owned keys.
+        user: None,
     })
 }
 
@@ -367,6 +369,8 @@ fn key_from_row(r: &Row<'_>) -> rusqlite::Result<AuthKey> {
         expires: r.get(6)?,
         revoked: r.get(7)?,
         used: r.get(8)?,
+        // Not stored yet: the admin API cannot create user-owned keys.
+        user: None,
     })
 }
 

@@ -584,7 +584,7 @@ async fn auto_approvers_and_failover_between_two_routers() {
     let control = start(dir.path(), |_| {}).await;
     let policy = r#"{
         // routers may carry the VPC
-        "autoApprovers": {"routes": {"198.19.0.0/16": ["tag:router"],},},
+        "autoApprovers": {"routes": {"198.19.1.0/24": ["tag:router"],},},
         "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
     }"#;
     let (status, v) = control

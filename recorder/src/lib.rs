@@ -35,7 +35,7 @@ pub use config::{
     AzureConfig, AzureCredential, RecorderConfig, S3Config, StorageConfig, UploadConfig, WebConfig,
 };
 pub use ingest::RecorderStats;
-pub use storage::{AzureStorage, LocalStorage, S3Storage, Storage, StoredObject};
+pub use storage::{AlreadyStored, AzureStorage, LocalStorage, S3Storage, Storage, StoredObject};
 
 /// How often the local backend's retention runs.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
-use causeway_recording::{CastHeader, complete_prefix_len, object_key};
+use causeway_recording::{CastHeader, complete_prefix_len, object_key, with_nonce};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
@@ -153,20 +153,9 @@ impl Spool {
                 .unwrap_or(0),
             self.next_id.fetch_add(1, Ordering::Relaxed)
         );
-        let meta_path = self.dir.join(format!("{id}.meta"));
         let data = self.dir.join(format!("{id}.cast"));
         let result = async {
-            let tmp = self.dir.join(format!("{id}.meta.tmp"));
-            let meta = serde_json::to_vec(&Meta { key: key.clone() })
-                .context("encoding spool metadata")?;
-            let mut f = tokio::fs::File::create(&tmp)
-                .await
-                .with_context(|| format!("creating {}", tmp.display()))?;
-            f.write_all(&meta).await.context("writing spool metadata")?;
-            f.sync_all().await.context("syncing spool metadata")?;
-            tokio::fs::rename(&tmp, &meta_path)
-                .await
-                .context("renaming spool metadata")?;
+            self.write_meta(&id, &key).await?;
             let file = tokio::fs::File::create(&data)
                 .await
                 .with_context(|| format!("creating {}", data.display()))?;
@@ -249,14 +238,54 @@ impl Spool {
             .keys
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut seq = 0;
         loop {
-            let key = object_key(prefix, header, seq).to_string();
+            let key = object_key(prefix, header, rand::random()).to_string();
             if keys.insert(key.clone()) {
                 return key;
             }
-            seq += 1;
         }
+    }
+
+    /// Gives `recording` a new key (a new random nonce), for when storage
+    /// already holds an object under its key: nothing is overwritten.
+    pub async fn rekey(&self, recording: &mut SpooledRecording) -> anyhow::Result<()> {
+        let key = {
+            let mut keys = self
+                .keys
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            loop {
+                let key = with_nonce(&recording.key, rand::random());
+                if keys.insert(key.clone()) {
+                    break key;
+                }
+            }
+        };
+        if let Err(e) = self.write_meta(&recording.id, &key).await {
+            self.release_key(&key);
+            return Err(e);
+        }
+        self.release_key(&recording.key);
+        recording.key = key;
+        Ok(())
+    }
+
+    /// Writes `<id>.meta` atomically (temporary file, sync, rename).
+    async fn write_meta(&self, id: &str, key: &str) -> anyhow::Result<()> {
+        let tmp = self.dir.join(format!("{id}.meta.tmp"));
+        let meta = serde_json::to_vec(&Meta {
+            key: key.to_owned(),
+        })
+        .context("encoding spool metadata")?;
+        let mut f = tokio::fs::File::create(&tmp)
+            .await
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(&meta).await.context("writing spool metadata")?;
+        f.sync_all().await.context("syncing spool metadata")?;
+        tokio::fs::rename(&tmp, self.dir.join(format!("{id}.meta")))
+            .await
+            .context("renaming spool metadata")?;
+        sync_dir(&self.dir).await
     }
 
     fn release_key(&self, key: &str) {
@@ -362,12 +391,41 @@ mod tests {
 
         let listed = spool.in_progress().await.expect("list");
         assert_eq!(listed.len(), 1);
-        assert_eq!(listed[0].key, "p/n/19700101T000000Z-c.cast");
+        assert!(
+            listed[0].key.starts_with("p/n/19700101T000000Z-c-"),
+            "{}",
+            listed[0].key
+        );
+        assert_eq!(listed[0].key, writer.key());
         assert_eq!(listed[0].len, 5);
 
         let finished = writer.finish();
         spool.remove(&finished).await.expect("remove");
         assert!(spool.in_progress().await.expect("list").is_empty());
+    }
+
+    #[tokio::test]
+    async fn two_recordings_with_one_header_get_unguessable_keys_and_a_rekey_sticks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (spool, _) = Spool::open(dir.path()).await.expect("open");
+        let header =
+            CastHeader::parse(br#"{"version":2,"timestamp":0,"srcNodeID":"n","connectionID":"c"}"#)
+                .expect("header");
+        let mut a = spool.create(&header, "p").await.expect("create");
+        let b = spool.create(&header, "p").await.expect("create");
+        assert_ne!(a.key(), b.key());
+        a.append(b"line\n").await.expect("append");
+        let mut recording = a.finish();
+        let old = recording.key.clone();
+
+        spool.rekey(&mut recording).await.expect("rekey");
+
+        assert_ne!(recording.key, old);
+        assert!(recording.key.starts_with("p/n/19700101T000000Z-c-"));
+        drop(spool);
+        let (_, left) = Spool::open(dir.path()).await.expect("reopen");
+        assert!(left.iter().any(|r| r.key == recording.key), "{left:?}");
+        assert!(left.iter().all(|r| r.key != old));
     }
 
     #[tokio::test]

@@ -112,16 +112,37 @@ async fn start_recorder(port: u16, sas: &str) -> AzureRecorder {
     }
 }
 
-/// Waits up to `secs` for blob `name` in the container; returns its bytes and content type.
-async fn wait_blob(port: u16, name: &str, secs: u64) -> (Vec<u8>, Option<String>) {
-    let blob = BlobClient::new(sas_url(port, &format!("{CONTAINER}/{name}")), None, None)
-        .expect("blob client");
+/// The recorder's storage client for the test container.
+fn storage(port: u16) -> causeway_recorder::AzureStorage {
+    let container = Url::parse(&format!("{}/{CONTAINER}", endpoint(port))).expect("valid URL");
+    causeway_recorder::AzureStorage::with_sas(container, &account_sas(), BLOCK).expect("storage")
+}
+
+/// Waits up to `secs` for the blob whose name without its random nonce is
+/// `name`; returns its real name, bytes and content type.
+async fn wait_blob(port: u16, name: &str, secs: u64) -> (String, Vec<u8>, Option<String>) {
+    use causeway_recorder::Storage;
+    let stem = name.strip_suffix(".cast").expect("a .cast name");
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
-        if let Ok(got) = blob.download(None).await {
+        let listed = storage(port)
+            .list(&format!("{stem}-"))
+            .await
+            .unwrap_or_default();
+        if let Some(found) = listed
+            .iter()
+            .find(|o| common::without_nonce(&o.key) == name)
+        {
+            let blob = BlobClient::new(
+                sas_url(port, &format!("{CONTAINER}/{}", found.key)),
+                None,
+                None,
+            )
+            .expect("blob client");
+            let got = blob.download(None).await.expect("download a listed blob");
             let content_type = got.properties.content_type.clone();
             let bytes = got.body.collect().await.expect("blob body").to_vec();
-            return (bytes, content_type);
+            return (found.key.clone(), bytes, content_type);
         }
         assert!(
             Instant::now() < deadline,
@@ -156,12 +177,12 @@ async fn recordings_land_under_the_key_layout_and_long_ones_go_in_blocks() {
 
     let short = recording("nAZ", "short", 10);
     assert_eq!(send_v2(rec.addr, &short, 4096).await.1, None);
-    let name = "rec/prod/nAZ/20231114T221320Z-short.cast";
-    let (stored, content_type) = wait_blob(port, name, 20).await;
+    let (name, stored, content_type) =
+        wait_blob(port, "rec/prod/nAZ/20231114T221320Z-short.cast", 20).await;
     assert_eq!(stored, short);
     assert_eq!(content_type.as_deref(), Some("application/x-asciicast"));
     assert_eq!(
-        committed_blocks(port, name).await,
+        committed_blocks(port, &name).await,
         Vec::<u64>::new(),
         "a short recording is one Put Blob"
     );
@@ -170,12 +191,12 @@ async fn recordings_land_under_the_key_layout_and_long_ones_go_in_blocks() {
     let len = long.len() as u64;
     assert!(len > 10 * BLOCK, "the long session spans many blocks");
     assert_eq!(send_v2(rec.addr, &long, 64 * 1024).await.1, None);
-    let name = "rec/prod/nAZ/20231114T221320Z-long.cast";
-    let (stored, content_type) = wait_blob(port, name, 60).await;
+    let (name, stored, content_type) =
+        wait_blob(port, "rec/prod/nAZ/20231114T221320Z-long.cast", 60).await;
     assert_eq!(stored.len(), long.len());
     assert!(stored == long, "the long recording is stored byte for byte");
     assert_eq!(content_type.as_deref(), Some("application/x-asciicast"));
-    let blocks = committed_blocks(port, name).await;
+    let blocks = committed_blocks(port, &name).await;
     assert_eq!(
         blocks.len() as u64,
         len.div_ceil(BLOCK),
@@ -214,7 +235,7 @@ async fn an_azure_outage_mid_session_loses_nothing() {
     // Azurite comes back empty (it keeps state in memory): recreate the container.
     let _azurite = Azurite::on_port(port);
     create_container(port).await;
-    let (stored, _) = wait_blob(port, "rec/prod/nOUT/20231114T221320Z-during.cast", 30).await;
+    let (_, stored, _) = wait_blob(port, "rec/prod/nOUT/20231114T221320Z-during.cast", 30).await;
     assert!(stored == during, "stored byte for byte after the outage");
     common::wait_spool_empty(&rec.dir.path().join("spool"), 5).await;
 }
@@ -232,16 +253,20 @@ async fn a_refused_sas_keeps_the_recording_in_the_spool() {
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     common::assert_spooled(&rec.dir.path().join("spool"), &refused);
-    let blob = BlobClient::new(
-        sas_url(
-            port,
-            &format!("{CONTAINER}/rec/prod/nSAS/20231114T221320Z-refused.cast"),
-        ),
-        None,
-        None,
-    )
-    .expect("blob client");
-    assert!(!blob.exists().await.expect("exists"), "nothing was stored");
+    let listed = causeway_recorder::Storage::list(&storage(port), "rec/prod/nSAS/")
+        .await
+        .expect("list");
+    assert!(listed.is_empty(), "nothing was stored: {listed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_blob_is_never_replaced_small_or_in_blocks() {
+    let port = free_port();
+    let _azurite = Azurite::on_port(port);
+    create_container(port).await;
+    let storage = storage(port);
+    common::assert_create_only(&storage, "rec/n/small.cast", 5).await;
+    common::assert_create_only(&storage, "rec/n/blocks.cast", 20_000).await;
 }
 
 /// Runs `serve` on `config` and returns its error; it must fail at once.
@@ -320,12 +345,11 @@ async fn a_bad_azure_config_is_refused_before_anything_is_created() {
 /// listed, sizes right) and Get Blob whole or ranged; a missing blob is none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_ui_lists_and_reads_recordings_back() {
-    use causeway_recorder::{AzureStorage, Storage};
+    use causeway_recorder::Storage;
     let port = free_port();
     let _azurite = Azurite::on_port(port);
     create_container(port).await;
-    let container = Url::parse(&format!("{}/{CONTAINER}", endpoint(port))).expect("valid URL");
-    let storage = AzureStorage::with_sas(container, &account_sas(), BLOCK).expect("storage");
+    let storage = storage(port);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut written = Vec::new();
     for (key, events) in [

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::web::{header_for, start_with_web};
+use common::web::{header_for, listed_id, start_with_web, stored_id};
 use common::{event, send_v2, wait_stored};
 
 /// A stored recording: let the page run 5 s of virtual time (it plays in 0.2 s).
@@ -46,14 +46,20 @@ async fn chromium_shows_the_recorded_block_in_the_player() {
     let with = shots.path().join("painted.png");
     let without = shots.path().join("plain.png");
     screenshot(
-        &format!("http://{web}/sessions/nPAINT/20231114T221320Z-paint"),
+        &format!(
+            "http://{web}/sessions/{}",
+            stored_id(&rec.store(), "nPAINT/20231114T221320Z-paint")
+        ),
         &with,
         shots.path(),
         STORED_WAIT,
     )
     .await;
     screenshot(
-        &format!("http://{web}/sessions/nPLAIN/20231114T221320Z-plain"),
+        &format!(
+            "http://{web}/sessions/{}",
+            stored_id(&rec.store(), "nPLAIN/20231114T221320Z-plain")
+        ),
         &without,
         shots.path(),
         STORED_WAIT,
@@ -85,7 +91,9 @@ async fn chromium_follows_a_live_session_in_the_player() {
     let early = event(0.1, &painted_rows(EARLY));
     up.send(head.clone() + &early).await;
     up.ack_at_least((head.len() + early.len()) as u64).await;
-    let page = format!("http://{web}/sessions/nLIVE/20231114T221320Z-live");
+    let list = common::web::get_text(web, "/").await;
+    let id = listed_id(&list, "nLIVE/20231114T221320Z-live").expect("the live session is listed");
+    let page = format!("http://{web}/sessions/{id}");
     let shots = tempfile::tempdir().expect("tempdir");
 
     let before = shots.path().join("live-before.png");

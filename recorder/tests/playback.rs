@@ -28,7 +28,9 @@ async fn asciinema_cat_plays_a_stored_recording() {
     }
     assert_eq!(send_v2(rec.addr, body.as_bytes(), 64).await.1, None);
     wait_stored(&rec.store(), 1, 10).await;
-    let path = rec.store().join("nPLAY/20231114T221320Z-play.cast");
+    let key = common::stored_key(&rec.store(), "nPLAY/20231114T221320Z-play.cast")
+        .expect("the recording is stored");
+    let path = rec.store().join(key);
 
     // `script` gives asciinema the terminal it opens; -e passes its exit code on.
     let out = Command::new("script")

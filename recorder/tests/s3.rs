@@ -103,11 +103,33 @@ async fn moto_and_recorder() -> (u16, Moto, aws_sdk_s3::Client, S3Recorder) {
     (port, moto, s3, rec)
 }
 
-/// Waits up to `secs` for `key` in the bucket; returns its bytes and ETag.
-async fn wait_object(s3: &aws_sdk_s3::Client, key: &str, secs: u64) -> (Vec<u8>, String) {
+/// Waits up to `secs` for the object whose key without its random nonce is
+/// `name`; returns its bytes and ETag.
+async fn wait_object(s3: &aws_sdk_s3::Client, name: &str, secs: u64) -> (Vec<u8>, String) {
+    let stem = name.strip_suffix(".cast").expect("a .cast name");
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
-        if let Ok(out) = s3.get_object().bucket(BUCKET).key(key).send().await {
+        let listed = s3
+            .list_objects_v2()
+            .bucket(BUCKET)
+            .prefix(format!("{stem}-"))
+            .send()
+            .await;
+        let key = listed.ok().and_then(|l| {
+            l.contents()
+                .iter()
+                .filter_map(|o| o.key())
+                .find(|k| common::without_nonce(k) == name)
+                .map(str::to_owned)
+        });
+        if let Some(key) = key {
+            let out = s3
+                .get_object()
+                .bucket(BUCKET)
+                .key(&key)
+                .send()
+                .await
+                .expect("get a listed object");
             let etag = out.e_tag().unwrap_or_default().to_owned();
             let bytes = out
                 .body
@@ -120,7 +142,7 @@ async fn wait_object(s3: &aws_sdk_s3::Client, key: &str, secs: u64) -> (Vec<u8>,
         }
         assert!(
             Instant::now() < deadline,
-            "s3://{BUCKET}/{key} did not appear within {secs} s"
+            "s3://{BUCKET}/{name} did not appear within {secs} s"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -227,14 +249,21 @@ async fn the_web_ui_lists_and_serves_recordings_from_the_bucket() {
     .await;
     let body = recording("nWEB", "web", 30);
     assert_eq!(send_v2(rec.addr, &body, 4096).await.1, None);
-    let key = "rec/prod/nWEB/20231114T221320Z-web.cast";
-    wait_object(&s3, key, 20).await;
+    wait_object(&s3, "rec/prod/nWEB/20231114T221320Z-web.cast", 20).await;
 
     let storage = S3Storage::new(s3.clone(), BUCKET, PART);
+    let listed = listed_keys(&storage, "rec/prod/").await;
+    assert_eq!(listed.len(), 2, "{listed:?}");
     assert_eq!(
-        listed_keys(&storage, "rec/prod/").await,
-        [key, "rec/prod/nX/notes.txt"]
+        common::without_nonce(&listed[0]),
+        "rec/prod/nWEB/20231114T221320Z-web.cast"
     );
+    assert_eq!(listed[1], "rec/prod/nX/notes.txt");
+    let key = listed[0].as_str();
+    let id = key
+        .strip_prefix("rec/prod/")
+        .and_then(|k| k.strip_suffix(".cast"))
+        .expect("a recording key");
     assert_eq!(
         storage.read(key, Some(12)).await.expect("ranged read"),
         Some(body[..12].to_vec())
@@ -250,16 +279,12 @@ async fn the_web_ui_lists_and_serves_recordings_from_the_bucket() {
     wait_listening(web_port, "the web UI", Duration::from_secs(10));
     let web = ([127, 0, 0, 1], web_port).into();
     let list = common::web::get_text(web, "/").await;
-    assert!(
-        list.contains("data-id=\"nWEB/20231114T221320Z-web\""),
-        "{list}"
-    );
+    assert!(list.contains(&format!("data-id=\"{id}\"")), "{list}");
     assert!(
         list.contains("1 session"),
         "only the recording under the prefix: {list}"
     );
-    let (status, _, downloaded) =
-        common::web::get(web, "/sessions/nWEB/20231114T221320Z-web.cast").await;
+    let (status, _, downloaded) = common::web::get(web, &format!("/sessions/{id}.cast")).await;
     assert_eq!(status, hyper::StatusCode::OK);
     assert!(
         downloaded == body,
@@ -304,4 +329,15 @@ async fn a_listing_longer_than_one_page_is_whole() {
     let listed = listed_keys(&S3Storage::new(s3, BUCKET, PART), "rec/prod/").await;
     assert_eq!(listed.len(), KEYS);
     assert!(listed == expected, "every key under the prefix, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_object_is_never_replaced() {
+    let (_, _moto, s3) = moto_with_bucket().await;
+    let storage = S3Storage::new(s3, BUCKET, PART);
+    // One PutObject only: moto 5.2 answers CompleteMultipartUpload with a
+    // `CompleteMultipartUploadResponse` root the SDK refuses (real S3 sends
+    // `CompleteMultipartUploadResult`), so a multipart put cannot succeed
+    // against it, with or without `If-None-Match`.
+    common::assert_create_only(&storage, "rec/n/small.cast", 5).await;
 }

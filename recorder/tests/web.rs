@@ -35,8 +35,14 @@ async fn lists_sessions_and_filters_by_node_user_and_time() {
     assert_eq!(send_v2(rec.addr, bob.as_bytes(), 4096).await.1, None);
     wait_stored(&rec.store(), 2, 10).await;
     let (a, b) = (
-        row("nALPHA/20231114T221320Z-a1"),
-        row("nBRAVO/20231114T231320Z-b1"),
+        row(&common::web::stored_id(
+            &rec.store(),
+            "nALPHA/20231114T221320Z-a1",
+        )),
+        row(&common::web::stored_id(
+            &rec.store(),
+            "nBRAVO/20231114T231320Z-b1",
+        )),
     );
 
     let shown = |page: &str| (page.contains(&a), page.contains(&b));
@@ -127,18 +133,19 @@ async fn download_is_the_stored_cast_byte_for_byte() {
     assert_eq!(send_v2(rec.addr, body.as_bytes(), 1000).await.1, None);
     let stored = wait_key(&rec.store(), "nDL/20231114T221320Z-dl.cast", 10).await;
     assert_eq!(stored, body.as_bytes());
+    let id = common::web::stored_id(&rec.store(), "nDL/20231114T221320Z-dl");
 
-    let (status, headers, downloaded) = get(web, "/sessions/nDL/20231114T221320Z-dl.cast").await;
+    let (status, headers, downloaded) = get(web, &format!("/sessions/{id}.cast")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(downloaded == stored, "the download is the stored file");
     assert_eq!(headers["content-type"], "application/x-asciicast");
     assert_eq!(
         headers["content-disposition"],
-        "attachment; filename=\"nDL_20231114T221320Z-dl.cast\""
+        format!("attachment; filename=\"{}.cast\"", id.replace('/', "_"))
     );
 
     // The event stream of a stored session: all of it in one reset, then the end.
-    let events = get_text(web, "/sessions/nDL/20231114T221320Z-dl/events").await;
+    let events = get_text(web, &format!("/sessions/{id}/events")).await;
     assert!(
         events.starts_with("data: {\"cols\":40,") && events.contains("\"time\":1.99"),
         "{events}"
@@ -146,9 +153,9 @@ async fn download_is_the_stored_cast_byte_for_byte() {
     assert!(events.ends_with("\n\nevent: done\ndata: \n\n"), "{events}");
     assert_eq!(events.matches("data: ").count(), 2, "{events}");
 
-    let page = get_text(web, "/sessions/nDL/20231114T221320Z-dl").await;
+    let page = get_text(web, &format!("/sessions/{id}")).await;
     assert!(
-        page.contains("data-src=\"/sessions/nDL/20231114T221320Z-dl.cast\""),
+        page.contains(&format!("data-src=\"/sessions/{id}.cast\"")),
         "{page}"
     );
     assert!(
@@ -217,7 +224,7 @@ async fn assets_are_served_with_types_and_caching() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_session_is_listed_live_and_its_stream_follows_new_output() {
     let (rec, web) = start_with_web("127.0.0.0/8").await;
-    let id = "nLIVE/20231114T221320Z-live";
+    let name = "nLIVE/20231114T221320Z-live";
     let mut h2 = H2::connect(rec.addr).await;
     let (_, mut up) = h2.post().await;
     let before = format!(
@@ -229,6 +236,9 @@ async fn a_live_session_is_listed_live_and_its_stream_follows_new_output() {
     up.ack_at_least(before.len() as u64).await;
 
     let list = get_text(web, "/").await;
+    let id =
+        common::web::listed_id(&list, name).unwrap_or_else(|| panic!("{name} not listed: {list}"));
+    let id = id.as_str();
     assert!(
         list.contains(&format!("class=\"session live\" {}", row(id))),
         "listed as live: {list}"
@@ -275,7 +285,7 @@ async fn a_live_session_is_listed_live_and_its_stream_follows_new_output() {
         .expect("the stream ends after done");
     assert!(end.is_none(), "nothing after done: {end:?}");
 
-    wait_key(&rec.store(), &format!("{id}.cast"), 10).await;
+    wait_key(&rec.store(), &format!("{name}.cast"), 10).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let list = get_text(web, "/").await;

@@ -390,12 +390,20 @@ fn an_ssh_session_is_recorded_to_s3_and_plays_back() {
     let marker = "some-marker-4d1f";
     let out = lab.ssh(&format!("echo {marker}"));
     let (name, text) = lab.recorded_session(&out, 0, marker);
-    // <node-id>/<YYYYMMDDTHHMMSSZ>-<client-ip>-<port>-<server-ip>-22.cast
+    // <node-id>/<YYYYMMDDTHHMMSSZ>-<client-ip>-<port>-<server-ip>-22-<nonce>.cast
     let (stamp, connection) = name.split_once('-').expect("timestamp-connection");
     assert_eq!(stamp.len(), 16, "a UTC timestamp: {name}");
+    let (connection, nonce) = connection
+        .strip_suffix(".cast")
+        .and_then(|c| c.rsplit_once('-'))
+        .expect("connection-nonce.cast");
+    assert!(
+        nonce.len() == 16 && nonce.bytes().all(|b| b.is_ascii_hexdigit()),
+        "a 64-bit random nonce: {name}"
+    );
     assert!(
         connection.starts_with(&format!("{CLIENT_ADDR}-"))
-            && connection.ends_with(&format!("-{SERVER_ADDR}-22.cast")),
+            && connection.ends_with(&format!("-{SERVER_ADDR}-22")),
         "the connection from SSH_CONNECTION: {name}"
     );
     let header: serde_json::Value =

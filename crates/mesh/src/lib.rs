@@ -5,18 +5,25 @@
 //! peer and moves packets: IP packets from the TUN device become UDP
 //! datagrams for a peer's endpoint, and datagrams from peers become IP
 //! packets for the TUN device once they pass the source check and the
-//! packet filter. [`EndpointDiscoveryState`] works out the addresses the
+//! packet filter ([`PacketFilterState`]: rules from control plus connection
+//! tracking, so replies to flows the node opened come back). [`EndpointDiscoveryState`] works out the addresses the
 //! node advertises, including the one control's STUN port sees. The shell
 //! (the appliance's data-plane driver) owns the TUN device, the one UDP
 //! socket and one timer, and hands in the time.
 
+mod conntrack;
 mod discovery;
+mod filter;
 mod netmap;
 mod node;
 mod packet;
 mod tunnel;
 
+pub use conntrack::{DEFAULT_FLOW_CAPACITY, FlowStats};
 pub use discovery::{DiscoveryEvent, EndpointDiscoveryState, PROBE_INTERVAL};
+pub use filter::{FilterDrop, PacketFilterState};
 pub use netmap::{NetmapError, NetmapState};
 pub use node::{Delivery, Drop, DropCounts, DropReason, NodeState, PeerStats, TICK, Transmit};
-pub use packet::{IpHeader, parse_ip_header};
+pub use packet::{
+    BadHeader, Flow, IpHeader, PacketKind, PacketSummary, QuotedPacket, parse_flow, parse_ip_header,
+};

@@ -109,6 +109,19 @@ impl NetmapState {
         self.filter.as_ref()
     }
 
+    /// What this node accepts packets for: its own addresses and the
+    /// approved routes it is primary for (an exit node's include 0.0.0.0/0
+    /// and ::/0), for [`crate::NodeState::set_served`]. Empty before the
+    /// first full map.
+    pub fn served_prefixes(&self) -> Vec<IpNet> {
+        let Some(node) = &self.node else {
+            return Vec::new();
+        };
+        let mut served: BTreeSet<IpNet> = node.addresses.iter().map(IpNet::trunc).collect();
+        served.extend(node.primary_routes.iter().map(IpNet::trunc));
+        served.into_iter().collect()
+    }
+
     /// The last sequence number applied.
     pub fn seq(&self) -> u64 {
         self.seq

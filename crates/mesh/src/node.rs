@@ -10,6 +10,8 @@ use ip_network::IpNetwork;
 use ip_network_table::IpNetworkTable;
 use ipnet::IpNet;
 
+use crate::conntrack::{DEFAULT_FLOW_CAPACITY, FlowStats};
+use crate::filter::{FilterDrop, PacketFilterState};
 use crate::packet::parse_ip_header;
 use crate::tunnel::{Addressee, Identity, Output, Tunnel};
 
@@ -70,8 +72,16 @@ pub enum Drop {
         /// The address it claimed.
         source: IpAddr,
     },
-    /// The packet filter does not allow it.
+    /// The packet filter does not allow it, and it answers no flow this
+    /// node opened.
     Filtered,
+    /// The destination is neither one of the node's own addresses nor a
+    /// prefix it serves.
+    NotForThisNode(IpAddr),
+    /// The IP or transport header cannot be read far enough to filter the
+    /// packet (truncated, malformed, or a fragment that could overwrite
+    /// another's header).
+    BadHeader,
     /// No peer is responsible for the destination.
     NoRoute(IpAddr),
     /// The peer's endpoint is not known yet.
@@ -90,6 +100,8 @@ impl Drop {
             Drop::UnknownPeer => DropReason::UnknownPeer,
             Drop::SpoofedSource { .. } => DropReason::SpoofedSource,
             Drop::Filtered => DropReason::Filtered,
+            Drop::NotForThisNode(_) => DropReason::NotForThisNode,
+            Drop::BadHeader => DropReason::BadHeader,
             Drop::NoRoute(_) => DropReason::NoRoute,
             Drop::NoEndpoint(_) => DropReason::NoEndpoint,
             Drop::NotIp => DropReason::NotIp,
@@ -109,6 +121,10 @@ pub enum DropReason {
     SpoofedSource,
     /// See [`Drop::Filtered`].
     Filtered,
+    /// See [`Drop::NotForThisNode`].
+    NotForThisNode,
+    /// See [`Drop::BadHeader`].
+    BadHeader,
     /// See [`Drop::NoRoute`].
     NoRoute,
     /// See [`Drop::NoEndpoint`].
@@ -121,11 +137,13 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in the order counters are reported.
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::Garbage,
         DropReason::UnknownPeer,
         DropReason::SpoofedSource,
         DropReason::Filtered,
+        DropReason::NotForThisNode,
+        DropReason::BadHeader,
         DropReason::NoRoute,
         DropReason::NoEndpoint,
         DropReason::NotIp,
@@ -139,6 +157,8 @@ impl DropReason {
             DropReason::UnknownPeer => "unknown_peer",
             DropReason::SpoofedSource => "spoofed_source",
             DropReason::Filtered => "filtered",
+            DropReason::NotForThisNode => "not_for_this_node",
+            DropReason::BadHeader => "bad_header",
             DropReason::NoRoute => "no_route",
             DropReason::NoEndpoint => "no_endpoint",
             DropReason::NotIp => "not_ip",
@@ -202,7 +222,7 @@ pub struct NodeState {
     by_key: HashMap<PublicKey, NodeId>,
     by_slot: HashMap<u32, NodeId>,
     routes: IpNetworkTable<NodeId>,
-    filter: Option<PacketFilter>,
+    filter: PacketFilterState,
     next_slot: u32,
     work: VecDeque<Work>,
     next_tick: Option<Instant>,
@@ -245,7 +265,7 @@ impl NodeState {
             by_key: HashMap::new(),
             by_slot: HashMap::new(),
             routes: IpNetworkTable::new(),
-            filter: None,
+            filter: PacketFilterState::new(DEFAULT_FLOW_CAPACITY),
             next_slot: (seed as u32) & SLOT_MASK,
             work: VecDeque::new(),
             next_tick: None,
@@ -299,9 +319,27 @@ impl NodeState {
     }
 
     /// Sets the packet filter compiled by control; `None` accepts every
-    /// packet that passes the source check.
+    /// packet that passes the source and destination checks. Flows this
+    /// node opened stay tracked, so their replies keep passing; flows a
+    /// peer opened are judged by the new filter from the next packet on
+    /// (see the `filter` module).
     pub fn set_filter(&mut self, filter: Option<PacketFilter>) {
-        self.filter = filter;
+        self.filter.set_filter(filter.as_ref());
+    }
+
+    /// Sets what this node accepts packets for: its own addresses and the
+    /// routes it serves, that is the `addresses` and `primary_routes` of the
+    /// node itself in the netmap ([`crate::NetmapState::served_prefixes`]).
+    /// A decrypted packet for anything else is dropped as
+    /// [`Drop::NotForThisNode`]. Until this is first called, destinations
+    /// are not checked.
+    pub fn set_served(&mut self, prefixes: &[IpNet]) {
+        self.filter.set_served(prefixes);
+    }
+
+    /// Counters of the packet filter's flow table.
+    pub fn flow_stats(&self) -> FlowStats {
+        self.filter.flow_stats()
     }
 
     /// Encrypts a packet read from the TUN device for the peer that owns
@@ -320,6 +358,7 @@ impl NodeState {
         let Some(peer) = self.peers.get_mut(&id) else {
             return Err(self.drop(Drop::NoRoute(header.destination)));
         };
+        self.filter.outbound(packet, now);
         let output = peer.tunnel.encapsulate(packet, out);
         let endpoint = peer.endpoint;
         if let Output::Network(range) = &output
@@ -427,8 +466,15 @@ impl NodeState {
                 if self.routes.longest_match(source).map(|(_, &owner)| owner) != Some(id) {
                     return Delivery::Dropped(self.drop(Drop::SpoofedSource { peer: id, source }));
                 }
-                if !self.filter_allows(&out[range.clone()]) {
-                    return Delivery::Dropped(self.drop(Drop::Filtered));
+                if let Err(refused) = self.filter.inbound(&out[range.clone()], now) {
+                    let why = match refused {
+                        FilterDrop::NotForThisNode(destination) => {
+                            Drop::NotForThisNode(destination)
+                        }
+                        FilterDrop::BadHeader => Drop::BadHeader,
+                        FilterDrop::NotAllowed => Drop::Filtered,
+                    };
+                    return Delivery::Dropped(self.drop(why));
                 }
                 Delivery::Tun(&out[range])
             }
@@ -485,6 +531,7 @@ impl NodeState {
             self.next_rate_reset = Some(now + RATE_LIMIT_WINDOW);
         }
         if self.next_tick.is_none_or(|t| now >= t) {
+            self.filter.handle_timeout(now);
             self.work
                 .extend(self.peers.keys().map(|&id| Work::Timers(id)));
             self.next_tick = Some(now + TICK);
@@ -610,25 +657,6 @@ impl NodeState {
         }
         self.routes = routes;
     }
-
-    fn filter_allows(&self, packet: &[u8]) -> bool {
-        let Some(filter) = &self.filter else {
-            return true;
-        };
-        let Some(header) = parse_ip_header(packet) else {
-            return false;
-        };
-        // Ports are not read from the packet here: a rule limited to some
-        // ports does not match (fail closed). No control sends such rules
-        // before the policy compiler and stateful filter arrive together.
-        filter.rules.iter().any(|rule| {
-            rule.sources.iter().any(|s| s.contains(&header.source))
-                && rule.destinations.iter().any(|d| {
-                    d.ports == causeway_wire::PortRange::ANY
-                        && d.prefix.contains(&header.destination)
-                })
-        })
-    }
 }
 
 /// Queues copies of a handshake initiation for every endpoint of `peer`
@@ -650,7 +678,7 @@ fn spray_initiation(sprays: &mut VecDeque<(SocketAddr, Vec<u8>)>, peer: &Peer, i
     }
 }
 
-fn to_network(net: &IpNet) -> Option<IpNetwork> {
+pub(crate) fn to_network(net: &IpNet) -> Option<IpNetwork> {
     let net = net.trunc();
     IpNetwork::new(net.addr(), net.prefix_len()).ok()
 }

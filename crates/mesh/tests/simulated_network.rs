@@ -550,3 +550,75 @@ fn under_a_handshake_flood_strangers_get_cookies_and_sessions_keep_going() {
         Delivery::Nothing
     );
 }
+
+/// A UDP packet; the simulation reads the sender from the first payload
+/// byte, here the high byte of the source port.
+fn udp_packet(source: Ipv4Addr, destination: Ipv4Addr, ports: (u16, u16)) -> Vec<u8> {
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&ports.0.to_be_bytes());
+    udp.extend_from_slice(&ports.1.to_be_bytes());
+    udp.extend_from_slice(&12u16.to_be_bytes());
+    udp.extend_from_slice(&[0, 0, b'd', b'a', b't', b'a']);
+    ipv4_packet(source, destination, &udp)
+}
+
+#[test]
+fn a_router_with_a_filter_lets_in_what_a_rule_allows_and_the_replies_to_its_own_flows() {
+    use causeway_wire::{FilterDestination, FilterRule, PacketFilter, PortRange};
+    let mut sim = Sim::new(9);
+    let server = Ipv4Addr::new(198, 19, 1, 10);
+    let mut netmap = NetmapState::default();
+    netmap
+        .apply(MapResponse {
+            seq: 1,
+            node: Some(describe(ROUTER)),
+            peers: Some(vec![]),
+            ..Default::default()
+        })
+        .expect("full map applies");
+    let router = sim.nodes.get_mut(&ROUTER).expect("router exists");
+    router.set_served(&netmap.served_prefixes());
+    router.set_filter(Some(PacketFilter {
+        rules: vec![FilterRule {
+            sources: vec![IpNet::from(IpAddr::V4(address(1)))],
+            destinations: vec![FilterDestination {
+                prefix: "198.19.1.0/24".parse().expect("valid"),
+                ports: PortRange {
+                    first: 5432,
+                    last: 5432,
+                },
+            }],
+            protocols: vec![17],
+        }],
+    }));
+    sim.send_from_tun(1, &udp_packet(address(1), server, (0x0101, 5432)));
+    sim.send_from_tun(1, &udp_packet(address(1), server, (0x0102, 80)));
+    sim.send_from_tun(2, &udp_packet(address(2), server, (0x0201, 5432)));
+    // The router opens a flow of its own to node 3, which answers.
+    sim.send_from_tun(
+        ROUTER,
+        &udp_packet(address(ROUTER), address(3), (0x0401, 0x0335)),
+    );
+    sim.run();
+    sim.send_from_tun(
+        3,
+        &udp_packet(address(3), address(ROUTER), (0x0335, 0x0401)),
+    );
+    sim.run();
+    let arrived: Vec<_> = sim
+        .delivered
+        .iter()
+        .filter(|(r, ..)| *r == ROUTER)
+        .map(|(_, s, d, _)| (*s, *d))
+        .collect();
+    assert_eq!(
+        arrived,
+        vec![
+            (address(1).into(), server.into()),
+            (address(3).into(), address(ROUTER).into())
+        ]
+    );
+    let router = &sim.nodes[&ROUTER];
+    assert_eq!(router.dropped().get(DropReason::Filtered), 2);
+    assert_eq!(router.flow_stats().tracked, 1);
+}

@@ -14,7 +14,7 @@ use crate::key::segment;
 pub const PAGE_SIZE: usize = 50;
 
 /// A session's ID in URLs: its storage key without the prefix and `.cast`,
-/// `<node-id>/<YYYYMMDDTHHMMSSZ>-<connection>[-seq]`.
+/// `<node-id>/<YYYYMMDDTHHMMSSZ>-<connection>-<nonce>`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SessionId(String);
 
@@ -498,11 +498,17 @@ mod tests {
         let h = header("nAbC1", "laptop", "alice@example.com", "alice", NOW);
         let key = object_key("/recordings/prod/", &h, 2);
         let id = SessionId::from_key("recordings/prod", key.as_str()).expect("parses");
-        assert_eq!(id.as_str(), "nAbC1/20231114T221320Z-c1700000000-2");
+        assert_eq!(
+            id.as_str(),
+            "nAbC1/20231114T221320Z-c1700000000-0000000000000002"
+        );
         assert_eq!(id.node_id(), "nAbC1");
         assert_eq!(id.started(), Some(NOW));
         assert_eq!(id.key("recordings/prod"), key.as_str());
-        assert_eq!(id.key(""), "nAbC1/20231114T221320Z-c1700000000-2.cast");
+        assert_eq!(
+            id.key(""),
+            "nAbC1/20231114T221320Z-c1700000000-0000000000000002.cast"
+        );
         assert!(
             key.as_str()
                 .starts_with(&SessionId::key_prefix("/recordings/prod"))
@@ -704,11 +710,11 @@ mod tests {
 
     proptest! {
         #[test]
-        fn every_object_key_has_an_id(node in "\\PC{0,30}", conn in "\\PC{0,30}", ts in 0i64..10_000_000_000, seq in 0u32..5) {
+        fn every_object_key_has_an_id(node in "\\PC{0,30}", conn in "\\PC{0,30}", ts in 0i64..10_000_000_000, nonce: u64) {
             let h = header(&node, "", "", "", ts);
             let mut h = h;
             h.connection_id = conn;
-            let key = object_key("rec/x", &h, seq);
+            let key = object_key("rec/x", &h, nonce);
             let id = SessionId::from_key("rec/x", key.as_str());
             prop_assert!(id.is_some(), "{}", key);
             let id = id.expect("checked");

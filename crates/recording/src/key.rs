@@ -1,4 +1,11 @@
-//! Where a recording is stored: `<prefix>/<node-id>/<timestamp>-<connection>.cast`.
+//! Where a recording is stored:
+//! `<prefix>/<node-id>/<timestamp>-<connection>-<nonce>.cast`.
+//!
+//! The nonce is 64 random bits the caller draws for each recording (this
+//! core has no RNG). Without it a key follows from the sender's header, so
+//! anyone who can send a header can name, predict and race for the key of
+//! somebody else's recording; with it two recordings never share a key and
+//! storage can be written create-only.
 
 use time::OffsetDateTime;
 
@@ -21,9 +28,8 @@ impl std::fmt::Display for ObjectKey {
     }
 }
 
-/// The key for a recording; `seq` > 0 tells apart sessions that share a
-/// connection and start second (SSH multiplexing).
-pub fn object_key(prefix: &str, header: &CastHeader, seq: u32) -> ObjectKey {
+/// The key for a recording; `nonce` is drawn at random for each recording.
+pub fn object_key(prefix: &str, header: &CastHeader, nonce: u64) -> ObjectKey {
     let stamp = OffsetDateTime::from_unix_timestamp(header.timestamp)
         .map(|t| {
             format!(
@@ -47,11 +53,20 @@ pub fn object_key(prefix: &str, header: &CastHeader, seq: u32) -> ObjectKey {
     key.push_str(&stamp);
     key.push('-');
     key.push_str(&segment(&header.connection_id));
-    if seq > 0 {
-        key.push_str(&format!("-{seq}"));
-    }
-    key.push_str(".cast");
+    key.push_str(&format!("-{nonce:016x}.cast"));
     ObjectKey(key)
+}
+
+/// `key` with its nonce replaced by `nonce` (appended, for a key written
+/// before keys had one): a new key for a recording whose key turned out to
+/// be taken in storage.
+pub fn with_nonce(key: &str, nonce: u64) -> String {
+    let stem = key.strip_suffix(".cast").unwrap_or(key);
+    let stem = match stem.rsplit_once('-') {
+        Some((rest, old)) if old.len() == 16 && old.bytes().all(|b| b.is_ascii_hexdigit()) => rest,
+        _ => stem,
+    };
+    format!("{stem}-{nonce:016x}.cast")
 }
 
 /// One path segment from untrusted text: only `[A-Za-z0-9._-]`, no leading
@@ -106,26 +121,49 @@ mod tests {
         let key = object_key(
             "/recordings/prod/",
             &header("nAbC1", "c0ffee", 1_700_000_000),
-            0,
+            0x0123_4567_89ab_cdef,
         );
         assert_eq!(
             key.as_str(),
-            "recordings/prod/nAbC1/20231114T221320Z-c0ffee.cast"
+            "recordings/prod/nAbC1/20231114T221320Z-c0ffee-0123456789abcdef.cast"
         );
         let key = object_key("", &header("n", "c", 0), 2);
-        assert_eq!(key.as_str(), "n/19700101T000000Z-c-2.cast");
+        assert_eq!(key.as_str(), "n/19700101T000000Z-c-0000000000000002.cast");
+    }
+
+    #[test]
+    fn the_same_header_gives_different_keys_with_different_nonces() {
+        let h = header("n", "c", 0);
+        assert_ne!(object_key("p", &h, 1), object_key("p", &h, 2));
+    }
+
+    #[test]
+    fn a_new_nonce_replaces_the_old_one_or_is_appended() {
+        let key = object_key("p", &header("n", "c", 0), 7);
+        assert_eq!(
+            with_nonce(key.as_str(), 0xff),
+            "p/n/19700101T000000Z-c-00000000000000ff.cast"
+        );
+        // A key from before nonces keeps all it had.
+        assert_eq!(
+            with_nonce("p/n/19700101T000000Z-c-2.cast", 1),
+            "p/n/19700101T000000Z-c-2-0000000000000001.cast"
+        );
     }
 
     #[test]
     fn defuses_path_traversal() {
         let key = object_key("p", &header("..", "../../etc/passwd", 0), 0);
-        assert_eq!(key.as_str(), "p/_./19700101T000000Z-_._.._etc_passwd.cast");
+        assert_eq!(
+            key.as_str(),
+            "p/_./19700101T000000Z-_._.._etc_passwd-0000000000000000.cast"
+        );
     }
 
     proptest! {
         #[test]
-        fn keys_stay_inside_the_prefix(node in "\\PC{0,40}", conn in "\\PC{0,40}", ts in 0i64..10_000_000_000) {
-            let key = object_key("rec", &header(&node, &conn, ts), 0);
+        fn keys_stay_inside_the_prefix(node in "\\PC{0,40}", conn in "\\PC{0,40}", ts in 0i64..10_000_000_000, nonce: u64) {
+            let key = object_key("rec", &header(&node, &conn, ts), nonce);
             let parts: Vec<&str> = key.as_str().split('/').collect();
             prop_assert_eq!(parts.len(), 3);
             prop_assert_eq!(parts[0], "rec");

@@ -23,7 +23,7 @@ pub use event::{EventError, validate_event};
 pub use framer::{FrameError, LineFramer, complete_prefix_len};
 pub use header::{CastHeader, HeaderError};
 pub use ingest::{AckFrame, HeaderTimeout, IngestState, Stalled};
-pub use key::{ObjectKey, object_key};
+pub use key::{ObjectKey, object_key, with_nonce};
 pub use live::{LiveError, LiveFeedState};
 pub use producer::{AckWatchdogState, EventEncoder, RecorderFailed, SessionInfo};
 pub use retention::{RetentionPolicy, StoredRecording, expired};

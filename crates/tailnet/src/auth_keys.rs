@@ -29,6 +29,10 @@ pub struct AuthKey {
     pub ephemeral: bool,
     /// Tags given to machines registered with it.
     pub tags: Vec<String>,
+    /// The user owning machines registered with it (`name@domain`); for a
+    /// tagged key the tags, not the user, are the machines' identity in
+    /// policy.
+    pub user: Option<String>,
     /// When it was created.
     pub created: UnixTime,
     /// When it stops working, if ever.
@@ -50,6 +54,9 @@ pub struct AuthKeySpec {
     pub tags: Vec<String>,
     /// Lifetime in seconds from creation; `None` never expires.
     pub expiry_seconds: Option<u64>,
+    /// See [`AuthKey::user`]; must look like `name@domain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// Why an auth key was not accepted.
@@ -125,6 +132,7 @@ pub fn create(
             reusable: spec.reusable,
             ephemeral: spec.ephemeral,
             tags,
+            user: spec.user.clone(),
             created: now,
             expires,
             revoked: false,

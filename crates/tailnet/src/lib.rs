@@ -1,6 +1,7 @@
 //! Sans-IO coordination logic for a tailnet: address allocation, auth keys,
 //! node registration, subnet routes and their primaries, policy
-//! (`autoApprovers` for now) and netmaps with deltas.
+//! (parsed, checked and compiled into per-node packet filters and peer
+//! sets: see [`policy`]) and netmaps with deltas.
 //!
 //! Nothing here reads a clock, draws random numbers or touches a socket or
 //! a disk: callers pass `now` and random bytes in, apply the returned
@@ -16,7 +17,7 @@ mod state;
 
 pub use auth_keys::{AuthKey, AuthKeyRefusal, AuthKeySpec, InvalidTag, NewAuthKey};
 pub use netmap::{DeltaOutcome, MapSession, PreparedChange, apply_delta};
-pub use policy::{Policy, PolicyError};
+pub use policy::{NodePolicy, Policy, PolicyError, PolicyNode, compile};
 pub use state::{
     AdminError, ChangeSet, MAX_SPLIT_DNS_RESOLVERS, NodeRecord, Presence, RegisterError,
     Registration, SessionId, TailnetInfo, TailnetState,

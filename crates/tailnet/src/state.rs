@@ -13,7 +13,7 @@ use ipnet::{IpNet, Ipv6Net};
 
 use crate::addresses::{lowest_free_v4, v6_for};
 use crate::auth_keys::{self, AuthKey, AuthKeyRefusal, AuthKeySpec, InvalidTag, NewAuthKey};
-use crate::policy::{Policy, PolicyError};
+use crate::policy::{NodePolicy, Policy, PolicyError, PolicyNode, compile, is_user};
 use crate::routes::select_primaries;
 
 /// Identity of the tailnet, fixed at creation.
@@ -60,6 +60,10 @@ pub struct NodeRecord {
     pub name: String,
     /// Tags, sorted.
     pub tags: Vec<String>,
+    /// The user owning it (`name@domain`), from its auth key or given when
+    /// a WireGuard-only device is added; `None` for nodes made before
+    /// users existed. A tagged node acts as its tags, not its user.
+    pub user: Option<String>,
     /// Deleted once its stream has been gone for a grace period.
     pub ephemeral: bool,
     /// A plain WireGuard peer (no Causeway software).
@@ -81,6 +85,22 @@ impl NodeRecord {
     /// Whether the node key has expired at `now`.
     pub fn is_expired(&self, now: UnixTime) -> bool {
         self.key_expiry.is_some_and(|e| e <= now)
+    }
+
+    /// The node as the policy compiler sees it: its addresses, tags, user
+    /// and the routes it serves (advertised and approved).
+    pub fn policy_node(&self) -> PolicyNode {
+        let routes = self
+            .advertised_routes
+            .intersection(&self.approved_routes)
+            .copied();
+        PolicyNode::new(
+            self.id,
+            [IpAddr::V4(self.ipv4), IpAddr::V6(self.ipv6)],
+            &self.tags,
+            self.user.as_deref(),
+        )
+        .with_routes(routes)
     }
 
     /// Its tailnet addresses as host prefixes (/32, /128).
@@ -214,6 +234,9 @@ pub enum AdminError {
     /// A bad policy.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// A user that is not `name@domain`.
+    #[error("invalid user {0:?}: expected an e-mail-like name@domain")]
+    InvalidUser(String),
     /// A bad device name.
     #[error("invalid name {0:?}: expected letters, digits and - (a DNS label)")]
     InvalidName(String),
@@ -429,6 +452,11 @@ impl TailnetState {
         random_secret: [u8; auth_keys::SECRET_BYTES],
         now: UnixTime,
     ) -> Result<(NewAuthKey, ChangeSet), AdminError> {
+        if let Some(user) = &spec.user
+            && !is_user(user)
+        {
+            return Err(AdminError::InvalidUser(user.clone()));
+        }
         let new = auth_keys::create(spec, random_id, random_secret, now)?;
         if self.auth_keys.contains_key(&new.key.id) {
             return Err(AdminError::KeyIdCollision);
@@ -495,6 +523,7 @@ impl TailnetState {
             hostname: req.hostname.clone(),
             name,
             tags: key.tags.clone(),
+            user: key.user.clone(),
             ephemeral: key.ephemeral,
             wireguard_only: false,
             advertised_routes: BTreeSet::new(),
@@ -528,7 +557,7 @@ impl TailnetState {
             // Re-authentication: the key decides tags and ephemerality anew.
             let key = self.validate_auth_key(key_text, now)?.clone();
             changes.auth_keys.insert(self.use_key(&key.id));
-            new_tags = Some((key.tags, key.ephemeral));
+            new_tags = Some((key.tags, key.user, key.ephemeral));
         } else if req.old_node_key == Some(node.node_key) {
             // Rotation, proven by the machine key of the channel.
         } else if req.node_key == node.node_key {
@@ -557,8 +586,9 @@ impl TailnetState {
             node.key_expiry = expiry;
             node.hostname = req.hostname.clone();
             node.name = name;
-            if let Some((tags, ephemeral)) = new_tags {
+            if let Some((tags, user, ephemeral)) = new_tags {
                 node.tags = tags;
+                node.user = user;
                 node.ephemeral = ephemeral;
             }
         }
@@ -769,6 +799,13 @@ impl TailnetState {
         Ok(self.commit(changes, now))
     }
 
+    /// Compiles the current policy for every node: its packet filter and
+    /// the peers it may see. Until a policy is set, nothing is allowed.
+    pub fn compile_policy(&self) -> BTreeMap<NodeId, NodePolicy> {
+        let nodes: Vec<PolicyNode> = self.nodes.values().map(NodeRecord::policy_node).collect();
+        compile(&self.policy, &nodes)
+    }
+
     /// The split-DNS entries: domain suffix → resolvers, in order.
     pub fn split_dns(&self) -> &BTreeMap<String, Vec<IpAddr>> {
         &self.split_dns
@@ -834,6 +871,23 @@ impl TailnetState {
         public_key: PublicKey,
         now: UnixTime,
     ) -> Result<(NodeId, ChangeSet), AdminError> {
+        self.add_wireguard_device_for(name, public_key, None, now)
+    }
+
+    /// [`TailnetState::add_wireguard_device`], owned by `user`
+    /// (`name@domain`) so the policy can name it by its user or groups.
+    pub fn add_wireguard_device_for(
+        &mut self,
+        name: &str,
+        public_key: PublicKey,
+        user: Option<&str>,
+        now: UnixTime,
+    ) -> Result<(NodeId, ChangeSet), AdminError> {
+        if let Some(user) = user
+            && !is_user(user)
+        {
+            return Err(AdminError::InvalidUser(user.to_owned()));
+        }
         let valid = !name.is_empty()
             && name.len() <= 63
             && name
@@ -858,6 +912,7 @@ impl TailnetState {
             hostname: name.to_owned(),
             name: self.unique_name(name, None),
             tags: Vec::new(),
+            user: user.map(str::to_owned),
             ephemeral: false,
             wireguard_only: true,
             advertised_routes: BTreeSet::new(),
@@ -982,7 +1037,10 @@ impl TailnetState {
             .advertised_routes
             .iter()
             .filter(|p| {
-                !node.approved_routes.contains(p) && self.policy.auto_approves(p, &node.tags)
+                !node.approved_routes.contains(p)
+                    && self
+                        .policy
+                        .auto_approves_for(p, &node.tags, node.user.as_deref())
             })
             .copied()
             .collect();

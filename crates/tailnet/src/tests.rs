@@ -199,18 +199,137 @@ fn routes_need_approval_then_become_primary() {
     );
 }
 
+fn user_key(state: &mut TailnetState, user: &str, n: u8) -> String {
+    let spec = AuthKeySpec {
+        reusable: true,
+        user: Some(user.to_owned()),
+        ..Default::default()
+    };
+    state
+        .create_auth_key(&spec, [n; ID_BYTES], [n; SECRET_BYTES], T0)
+        .expect("valid spec")
+        .0
+        .secret
+}
+
+#[test]
+fn keys_and_wireguard_devices_carry_their_user() {
+    let mut state = tailnet();
+    let k = user_key(&mut state, "alice@example.com", 1);
+    let (a, _) = join(&mut state, &k, 1, &[]);
+    assert_eq!(
+        state.node(a).expect("a").user.as_deref(),
+        Some("alice@example.com")
+    );
+    let (d, _) = state
+        .add_wireguard_device_for("phone", key(77), Some("bob@example.com"), T0)
+        .expect("valid user");
+    assert_eq!(
+        state.node(d).expect("d").user.as_deref(),
+        Some("bob@example.com")
+    );
+    let (plain, _) = state
+        .add_wireguard_device("printer", key(78), T0)
+        .expect("no user");
+    assert_eq!(state.node(plain).expect("plain").user, None);
+    let bad = AuthKeySpec {
+        user: Some("alice".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        state
+            .create_auth_key(&bad, [9; ID_BYTES], [9; SECRET_BYTES], T0)
+            .map(|_| ()),
+        Err(AdminError::InvalidUser("alice".into()))
+    );
+    assert_eq!(
+        state
+            .add_wireguard_device_for("x", key(79), Some("no user"), T0)
+            .map(|_| ()),
+        Err(AdminError::InvalidUser("no user".into()))
+    );
+}
+
+#[test]
+fn group_approvers_approve_routes_of_their_members_untagged_nodes() {
+    let mut state = tailnet();
+    state
+        .set_policy(
+            r#"{"groups": {"group:net": ["alice@example.com"]},
+                "autoApprovers": {"routes": {"198.19.1.0/24": ["group:net"]}}}"#,
+            T0,
+        )
+        .expect("valid policy");
+    let alice = user_key(&mut state, "alice@example.com", 1);
+    let bob = user_key(&mut state, "bob@example.com", 2);
+    let (a, _) = join(&mut state, &alice, 1, &["198.19.1.0/24"]);
+    let (b, _) = join(&mut state, &bob, 2, &["198.19.1.0/24"]);
+    assert!(
+        state
+            .node(a)
+            .expect("a")
+            .approved_routes
+            .contains(&net("198.19.1.0/24"))
+    );
+    assert!(state.node(b).expect("b").approved_routes.is_empty());
+}
+
+#[test]
+fn compiled_policy_reaches_the_router_for_its_approved_route() {
+    let mut state = tailnet();
+    state
+        .set_policy(
+            r#"{"groups": {"group:dba": ["alice@example.com"]},
+                "tagOwners": {"tag:router": []},
+                "autoApprovers": {"routes": {"198.19.1.0/24": ["tag:router"]}},
+                "acls": [{"action": "accept", "src": ["group:dba"], "dst": ["198.19.1.0/24:5432"]}]}"#,
+            T0,
+        )
+        .expect("valid policy");
+    let router = auth_key(&mut state, &["tag:router"], 1);
+    let alice = user_key(&mut state, "alice@example.com", 2);
+    let bob = user_key(&mut state, "bob@example.com", 3);
+    let (r, _) = join(&mut state, &router, 1, &["198.19.1.0/24"]);
+    let (a, _) = join(&mut state, &alice, 2, &[]);
+    let (b, _) = join(&mut state, &bob, 3, &[]);
+    let compiled = state.compile_policy();
+    let alice_node = state.node(a).expect("a");
+    let rules = &compiled[&r].filter.rules;
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].sources, alice_node.addresses());
+    assert_eq!(
+        rules[0].destinations,
+        vec![causeway_wire::FilterDestination {
+            prefix: net("198.19.1.0/24"),
+            ports: causeway_wire::PortRange {
+                first: 5432,
+                last: 5432
+            },
+        }]
+    );
+    assert_eq!(compiled[&r].peers, [a].into());
+    assert_eq!(compiled[&a].peers, [r].into());
+    assert!(compiled[&b].peers.is_empty() && compiled[&b].filter.rules.is_empty());
+}
+
 #[test]
 fn auto_approvers_approve_tagged_routers() {
     let mut state = tailnet();
     state
         .set_policy(
-            r#"{"autoApprovers": {"routes": {"198.19.0.0/16": ["tag:router"]}}, "acls": []}"#,
+            r#"{"autoApprovers": {"routes": {"198.19.0.0/16": ["tag:router"], "198.19.1.0/24": ["tag:router"]}}, "acls": []}"#,
             T0,
         )
         .expect("valid policy");
     let tagged = auth_key(&mut state, &["tag:router"], 1);
     let plain = auth_key(&mut state, &[], 2);
-    let (a, _) = join(&mut state, &tagged, 1, &["198.19.1.0/24", "10.0.0.0/8"]);
+    // 198.19.3.0/24 lies inside the approved /16 but is not named: refused.
+    let (a, _) = join(
+        &mut state,
+        &tagged,
+        1,
+        &["198.19.1.0/24", "10.0.0.0/8", "198.19.3.0/24"],
+    );
     let (b, _) = join(&mut state, &plain, 2, &["198.19.2.0/24"]);
     assert_eq!(
         state
@@ -229,7 +348,7 @@ fn failover_moves_the_primary_and_sticks() {
     let mut state = tailnet();
     state
         .set_policy(
-            r#"{"autoApprovers": {"routes": {"198.19.0.0/16": ["tag:r"]}}}"#,
+            r#"{"autoApprovers": {"routes": {"198.19.1.0/24": ["tag:r"]}}}"#,
             T0,
         )
         .expect("valid");

@@ -9,6 +9,7 @@
 //! [`ClientHello`] with the node's capability version, so control can refuse
 //! an old node before anything else happens.
 
+pub mod admin;
 pub mod keys;
 pub mod messages;
 pub mod noise;

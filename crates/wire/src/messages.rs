@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::PublicKey;
 
 /// Control's identifier for a node, stable for the node's lifetime.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct NodeId(pub u64);
 

@@ -8,8 +8,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use serde::Deserialize;
+use causeway_wire::admin::{CreateKeyRequest, CreatedKey, SplitDnsEntry, SplitDnsRequest};
 use serde::de::DeserializeOwned;
+use serde_json::to_value;
 
 /// An auth key. Never printed: `Debug` and `Display` show only a marker.
 #[derive(Clone, PartialEq, Eq)]
@@ -48,62 +49,32 @@ pub struct AdminApi {
     pub token_file: PathBuf,
 }
 
-/// One entry of `GET /api/v1/nodes`: what control knows of a node.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-pub struct NodeEntry {
-    /// Node name (unique in the tailnet).
-    pub name: String,
-    /// The host name the node registered with.
-    #[serde(default)]
-    pub hostname: String,
-    /// Tailnet addresses, as prefixes (`100.64.0.5/32`).
-    #[serde(default)]
-    pub addresses: Vec<String>,
-    /// Connected to control, on its netmap stream.
-    #[serde(default)]
-    pub online: bool,
-    /// Its node key has expired.
-    #[serde(default)]
-    pub expired: bool,
-    /// When its node key expires (Unix seconds).
-    #[serde(default)]
-    pub key_expiry: Option<i64>,
-    /// When control last heard from it (Unix seconds).
-    #[serde(default)]
-    pub last_seen: Option<i64>,
-    /// Routes it advertises.
-    #[serde(default)]
-    pub advertised_routes: Vec<String>,
-    /// Routes control approved for it.
-    #[serde(default)]
-    pub approved_routes: Vec<String>,
-    /// Routes it is primary for.
-    #[serde(default)]
-    pub primary_routes: Vec<String>,
-}
+/// What control knows of a node (`GET /api/v1/nodes`).
+pub use causeway_wire::admin::NodeView;
 
 impl AdminApi {
     /// Mints a reusable auth key tagged `tag:ROLE` (`POST /api/v1/keys`).
     /// Reusable, because both instances of an HA pair and any replacement
     /// instance join with it.
     pub async fn create_key(&self, role: &str) -> anyhow::Result<AuthKey> {
-        #[derive(Deserialize)]
-        struct Created {
-            key: String,
-        }
-        let body = serde_json::json!({
-            "reusable": true,
-            "ephemeral": false,
-            "tags": [format!("tag:{role}")],
-        });
-        let created: Created = self
-            .call(reqwest::Method::POST, "/api/v1/keys", Some(body))
+        let body = CreateKeyRequest {
+            reusable: true,
+            ephemeral: false,
+            tags: vec![format!("tag:{role}")],
+            expiry_seconds: None,
+        };
+        let created: CreatedKey = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/keys",
+                Some(to_value(&body)?),
+            )
             .await?;
         Ok(AuthKey(created.key))
     }
 
     /// Every node (`GET /api/v1/nodes`).
-    pub async fn nodes(&self) -> anyhow::Result<Vec<NodeEntry>> {
+    pub async fn nodes(&self) -> anyhow::Result<Vec<NodeView>> {
         self.call(reqwest::Method::GET, "/api/v1/nodes", None).await
     }
 
@@ -115,12 +86,14 @@ impl AdminApi {
 
     /// Sets one split-DNS entry (`PUT /api/v1/dns/split/DOMAIN`).
     pub async fn set_split_dns(&self, domain: &str, resolvers: &[String]) -> anyhow::Result<()> {
-        let body = serde_json::json!({ "resolvers": resolvers });
-        let _: serde_json::Value = self
+        let body = SplitDnsRequest {
+            resolvers: resolvers.to_vec(),
+        };
+        let _: SplitDnsEntry = self
             .call(
                 reqwest::Method::PUT,
                 &format!("/api/v1/dns/split/{domain}"),
-                Some(body),
+                Some(to_value(&body)?),
             )
             .await?;
         Ok(())

@@ -5,10 +5,11 @@
 //! the deployment. This module judges that from control's node list; it
 //! does no I/O, so `deploy`'s wait and `status` share one judgement.
 
+use ipnet::IpNet;
 use serde::Serialize;
 
 use super::api::Instance;
-use super::control::NodeEntry;
+use super::control::NodeView;
 
 /// What control says of one instance's appliance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -81,7 +82,7 @@ fn timestamp(unix: i64) -> String {
 /// registers with the OS host name, which on EC2 is the private DNS name's
 /// first label; the instance id and Name tag are accepted too, for images
 /// that set the host name from them.
-pub fn node_of<'a>(instance: &Instance, nodes: &'a [NodeEntry]) -> Option<&'a NodeEntry> {
+pub fn node_of<'a>(instance: &Instance, nodes: &'a [NodeView]) -> Option<&'a NodeView> {
     nodes.iter().find(|n| {
         [&n.hostname, &n.name]
             .into_iter()
@@ -95,15 +96,15 @@ pub fn node_of<'a>(instance: &Instance, nodes: &'a [NodeEntry]) -> Option<&'a No
 /// on every instance that serves it.
 pub fn assess(
     instances: &[Instance],
-    nodes: &[NodeEntry],
+    nodes: &[NodeView],
     routes: &[String],
 ) -> Vec<ApplianceHealth> {
-    let matched: Vec<Option<&NodeEntry>> = instances.iter().map(|i| node_of(i, nodes)).collect();
-    let primaries = |prefix: &String| {
+    let matched: Vec<Option<&NodeView>> = instances.iter().map(|i| node_of(i, nodes)).collect();
+    let primaries = |prefix: &str| {
         matched
             .iter()
             .flatten()
-            .filter(|n| n.primary_routes.contains(prefix))
+            .filter(|n| lists(&n.primary_routes, prefix))
             .count()
     };
     matched
@@ -128,9 +129,9 @@ pub fn assess(
                 missing.push("its node key has expired".to_owned());
             }
             for prefix in routes {
-                if !node.advertised_routes.contains(prefix) {
+                if !lists(&node.advertised_routes, prefix) {
                     missing.push(format!("does not advertise {prefix}"));
-                } else if !node.approved_routes.contains(prefix) {
+                } else if !lists(&node.approved_routes, prefix) {
                     missing.push(format!("{prefix} is not approved"));
                 } else {
                     match primaries(prefix) {
@@ -145,12 +146,22 @@ pub fn assess(
                 online: node.online,
                 last_seen: node.last_seen,
                 key_expiry: node.key_expiry,
-                routes: node.advertised_routes.clone(),
-                primary_routes: node.primary_routes.clone(),
+                routes: texts(&node.advertised_routes),
+                primary_routes: texts(&node.primary_routes),
                 missing,
             }
         })
         .collect()
+}
+
+/// Whether `list` holds the prefix `prefix` names (the deployment's routes
+/// are text; control's are parsed).
+fn lists(list: &[IpNet], prefix: &str) -> bool {
+    prefix.parse::<IpNet>().is_ok_and(|p| list.contains(&p))
+}
+
+fn texts(list: &[IpNet]) -> Vec<String> {
+    list.iter().map(ToString::to_string).collect()
 }
 
 #[cfg(test)]
@@ -176,9 +187,9 @@ mod tests {
         }
     }
 
-    fn node(hostname: &str, online: bool, approved: bool, primary: bool) -> NodeEntry {
-        let prefix = vec!["10.0.0.0/16".to_owned()];
-        NodeEntry {
+    fn node(hostname: &str, online: bool, approved: bool, primary: bool) -> NodeView {
+        let prefix: Vec<IpNet> = vec!["10.0.0.0/16".parse().unwrap()];
+        NodeView {
             name: hostname.into(),
             hostname: hostname.into(),
             online,
@@ -188,7 +199,7 @@ mod tests {
             advertised_routes: prefix.clone(),
             approved_routes: if approved { prefix.clone() } else { Vec::new() },
             primary_routes: if primary { prefix } else { Vec::new() },
-            ..NodeEntry::default()
+            ..NodeView::default()
         }
     }
 

@@ -126,17 +126,15 @@ impl Recorders {
     /// The recorders among `instances`, with their tailnet addresses from
     /// control's node list (`None`: control's admin API was not given).
     /// A node matches an instance by hostname, as control knows it.
-    pub fn new(instances: &[Instance], nodes: Option<&[crate::aws::control::NodeEntry]>) -> Self {
+    pub fn new(instances: &[Instance], nodes: Option<&[crate::aws::control::NodeView]>) -> Self {
         let nodes_out: Vec<RecorderNode> = instances
             .iter()
             .map(|i| {
                 let tailnet_address = nodes.and_then(|nodes| {
                     super::health::node_of(i, nodes).and_then(|n| {
-                        n.addresses.iter().find_map(|a| {
-                            let ip = a.split('/').next().unwrap_or_default();
-                            ip.parse::<std::net::Ipv4Addr>()
-                                .ok()
-                                .map(|v4| v4.to_string())
+                        n.addresses.iter().find_map(|a| match a.addr() {
+                            std::net::IpAddr::V4(v4) => Some(v4.to_string()),
+                            std::net::IpAddr::V6(_) => None,
                         })
                     })
                 });
@@ -359,7 +357,7 @@ fn change_word(c: Change) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aws::control::NodeEntry;
+    use crate::aws::control::NodeView;
 
     fn recorder(name: &str, hostname: &str) -> Instance {
         let mut i = crate::aws::plan::samples_instance(name, "i-1", Some(1));
@@ -373,11 +371,14 @@ mod tests {
             recorder("causeway-prod-recorder-0", "ip-10-0-1-10"),
             recorder("causeway-prod-recorder-1", "ip-10-0-2-10"),
         ];
-        let node = |host: &str, v4: &str| NodeEntry {
+        let node = |host: &str, v4: &str| NodeView {
             name: host.into(),
             hostname: host.into(),
-            addresses: vec![format!("{v4}/32"), "fd7a:115c:a1e0::5/128".into()],
-            ..NodeEntry::default()
+            addresses: vec![
+                format!("{v4}/32").parse().unwrap(),
+                "fd7a:115c:a1e0::5/128".parse().unwrap(),
+            ],
+            ..NodeView::default()
         };
         let both = [
             node("ip-10-0-2-10", "100.64.0.9"),

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::AwsOptions;
 use super::api::{Aws, Instance};
-use super::control::NodeEntry;
+use super::control::NodeView;
 use super::health::{self, ApplianceHealth};
 use crate::cloud::Verdict;
 use crate::console::OutputFormat;
@@ -171,7 +171,7 @@ fn role_of(i: &Instance) -> Option<Role> {
 
 /// Each instance's health, judged per role: a router should have every
 /// route any router of its role advertises approved, with one primary.
-fn judge(instances: &[Instance], nodes: &[NodeEntry]) -> Vec<Option<ApplianceHealth>> {
+fn judge(instances: &[Instance], nodes: &[NodeView]) -> Vec<Option<ApplianceHealth>> {
     let mut out = vec![None; instances.len()];
     let roles: BTreeSet<&str> = instances.iter().map(|i| i.role.as_str()).collect();
     for role in roles {
@@ -183,7 +183,7 @@ fn judge(instances: &[Instance], nodes: &[NodeEntry]) -> Vec<Option<ApplianceHea
             group
                 .iter()
                 .filter_map(|i| health::node_of(i, nodes))
-                .flat_map(|n| n.advertised_routes.iter().cloned())
+                .flat_map(|n| n.advertised_routes.iter().map(ToString::to_string))
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect()

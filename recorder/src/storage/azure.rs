@@ -29,7 +29,7 @@ use azure_storage_blob::{
 use futures::TryStreamExt;
 use tokio::io::AsyncReadExt;
 
-use super::{Storage, StoredObject};
+use super::{AlreadyStored, Storage, StoredObject};
 use crate::config::{AzureConfig, AzureCredential};
 
 const CONTENT_TYPE: &str = "application/x-asciicast";
@@ -225,17 +225,21 @@ impl AzureStorage {
         };
         let options = BlockBlobClientCommitBlockListOptions {
             blob_content_type: Some(CONTENT_TYPE.to_owned()),
+            if_none_match: Some("*".into()),
             ..Default::default()
         };
         let content = list
             .try_into()
             .map_err(Self::error)
             .context("encoding the block list")?;
-        timed(blob.commit_block_list(content, Some(options)))
+        let committed = timed(blob.commit_block_list(content, Some(options)))
             .await
-            .and_then(|r| r.map_err(Self::error))
             .with_context(|| format!("committing the block list of {key}"))?;
-        Ok(())
+        match committed {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Self::put_error(e, key))
+                .with_context(|| format!("committing the block list of {key}")),
+        }
     }
 
     /// Uploads `len` bytes of `file` in one Put Blob.
@@ -253,13 +257,32 @@ impl AzureStorage {
             blob_content_type: Some(CONTENT_TYPE.to_owned()),
             // Never split: a short recording is one Put Blob.
             partition_size: std::num::NonZero::new(len.max(1)),
+            if_none_match: Some("*".into()),
             ..Default::default()
         };
-        timed(blob.upload(RequestContent::from(body), Some(options)))
+        let uploaded = timed(blob.upload(RequestContent::from(body), Some(options)))
             .await
-            .and_then(|r| r.map_err(Self::error))
             .with_context(|| format!("putting {key} into {}", self.describe()))?;
-        Ok(())
+        match uploaded {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Self::put_error(e, key))
+                .with_context(|| format!("putting {key} into {}", self.describe())),
+        }
+    }
+
+    /// A failed write: [`AlreadyStored`] when `If-None-Match: *` found a
+    /// blob (Azure answers 409 `BlobAlreadyExists`, or 412), else
+    /// [`Self::error`].
+    fn put_error(e: azure_core::Error, key: &str) -> anyhow::Error {
+        if let azure_core::error::ErrorKind::HttpResponse { status, .. } = e.kind() {
+            if matches!(u16::from(*status), 409 | 412) {
+                return AlreadyStored {
+                    key: key.to_owned(),
+                }
+                .into();
+            }
+        }
+        Self::error(e)
     }
 
     /// An SDK error as text with any SAS signature redacted (a transport

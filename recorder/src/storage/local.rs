@@ -8,7 +8,7 @@ use causeway_recording::{RetentionPolicy, StoredRecording, expired};
 
 use tokio::io::AsyncReadExt;
 
-use super::{Storage, StoredObject};
+use super::{AlreadyStored, Storage, StoredObject};
 use crate::spool::sync_dir;
 
 /// A directory of recordings: `<root>/<key>`.
@@ -71,9 +71,24 @@ impl Storage for LocalStorage {
         f.sync_all()
             .await
             .with_context(|| format!("syncing {}", tmp.display()))?;
-        tokio::fs::rename(&tmp, &target)
+        // A hard link, not a rename: it fails when the target exists, so a
+        // stored recording is never replaced (create-only, as on S3).
+        let linked = tokio::fs::hard_link(&tmp, &target).await;
+        tokio::fs::remove_file(&tmp)
             .await
-            .with_context(|| format!("renaming {} into place", tmp.display()))?;
+            .with_context(|| format!("removing {}", tmp.display()))?;
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(AlreadyStored {
+                    key: key.to_owned(),
+                }
+                .into());
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("linking {} into place", tmp.display()));
+            }
+        }
         sync_dir(&parent).await
     }
 
@@ -170,6 +185,32 @@ fn walk(root: &Path) -> anyhow::Result<Vec<(String, std::fs::Metadata)>> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_stored_recording_is_never_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (first, second) = (dir.path().join("1.cast"), dir.path().join("2.cast"));
+        std::fs::write(&first, b"first\n").expect("write");
+        std::fs::write(&second, b"second\n").expect("write");
+        let storage = LocalStorage::new(dir.path().join("store"));
+        storage.put("n1/a.cast", &first, 6).await.expect("put");
+
+        let e = storage
+            .put("n1/a.cast", &second, 7)
+            .await
+            .expect_err("the key is taken");
+
+        assert!(e.downcast_ref::<AlreadyStored>().is_some(), "{e:#}");
+        assert_eq!(
+            std::fs::read(dir.path().join("store/n1/a.cast")).expect("stored"),
+            b"first\n"
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("store/n1"))
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, ["a.cast"], "no temporary file is left behind");
+    }
 
     #[tokio::test]
     async fn stores_and_expires_recordings() {

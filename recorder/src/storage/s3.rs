@@ -9,7 +9,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::{Storage, StoredObject};
+use super::{AlreadyStored, Storage, StoredObject};
 use crate::config::S3Config;
 
 const CONTENT_TYPE: &str = "application/x-asciicast";
@@ -73,34 +73,51 @@ impl S3Storage {
             .to_owned();
         match self.upload_parts(key, &upload_id, path, len).await {
             Ok(parts) => {
-                self.client
+                let completed = self
+                    .client
                     .complete_multipart_upload()
                     .bucket(&self.bucket)
                     .key(key)
                     .upload_id(&upload_id)
+                    .if_none_match("*")
                     .multipart_upload(
                         CompletedMultipartUpload::builder()
                             .set_parts(Some(parts))
                             .build(),
                     )
                     .send()
-                    .await
-                    .with_context(|| format!("completing the multipart upload of {key}"))?;
-                Ok(())
+                    .await;
+                match completed {
+                    Ok(_) => return Ok(()),
+                    Err(e) if precondition_failed(e.raw_response()) => {
+                        self.abort(key, &upload_id).await;
+                        return Err(AlreadyStored {
+                            key: key.to_owned(),
+                        }
+                        .into());
+                    }
+                    Err(e) => Err(anyhow::Error::new(e))
+                        .with_context(|| format!("completing the multipart upload of {key}")),
+                }
             }
             Err(e) => {
-                // Best effort: a lifecycle rule cleans up what this misses.
-                let _ = self
-                    .client
-                    .abort_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .upload_id(&upload_id)
-                    .send()
-                    .await;
+                self.abort(key, &upload_id).await;
                 Err(e)
             }
         }
+    }
+
+    /// Abandons a multipart upload. Best effort: a lifecycle rule cleans up
+    /// what this misses.
+    async fn abort(&self, key: &str, upload_id: &str) {
+        let _ = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await;
     }
 
     async fn upload_parts(
@@ -149,6 +166,11 @@ impl S3Storage {
     }
 }
 
+/// S3 answered 412: `If-None-Match: *` found an object under the key.
+fn precondition_failed(response: Option<&aws_sdk_s3::config::http::HttpResponse>) -> bool {
+    response.is_some_and(|r| r.status().as_u16() == 412)
+}
+
 impl Storage for S3Storage {
     async fn put(&self, key: &str, path: &Path, len: u64) -> anyhow::Result<()> {
         if len > self.part_size {
@@ -160,16 +182,25 @@ impl Storage for S3Storage {
             .build()
             .await
             .with_context(|| format!("reading {}", path.display()))?;
-        self.client
+        let put = self
+            .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
+            .if_none_match("*")
             .content_type(CONTENT_TYPE)
             .body(body)
             .send()
-            .await
-            .with_context(|| format!("putting {key} into s3://{}", self.bucket))?;
-        Ok(())
+            .await;
+        match put {
+            Ok(_) => Ok(()),
+            Err(e) if precondition_failed(e.raw_response()) => Err(AlreadyStored {
+                key: key.to_owned(),
+            }
+            .into()),
+            Err(e) => Err(anyhow::Error::new(e))
+                .with_context(|| format!("putting {key} into s3://{}", self.bucket)),
+        }
     }
 
     async fn list(&self, prefix: &str) -> anyhow::Result<Vec<StoredObject>> {

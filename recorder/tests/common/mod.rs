@@ -317,8 +317,39 @@ impl Body for ChannelBody {
     }
 }
 
-/// All stored recordings below `root`, by relative path.
+/// `key` without the random nonce the recorder adds to every key
+/// (`…-<connection>-<16 hex digits>.cast` → `…-<connection>.cast`): the
+/// name a test can know in advance.
+pub fn without_nonce(key: &str) -> String {
+    match key.strip_suffix(".cast").and_then(|k| k.rsplit_once('-')) {
+        Some((stem, nonce))
+            if nonce.len() == 16 && nonce.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            format!("{stem}.cast")
+        }
+        _ => key.to_owned(),
+    }
+}
+
+/// The real relative path of the recording stored below `root` whose
+/// name without its nonce is `name`.
+pub fn stored_key(root: &Path, name: &str) -> Option<String> {
+    stored_by_key(root)
+        .into_keys()
+        .find(|k| without_nonce(k) == name)
+}
+
+/// All stored recordings below `root`, by relative path without the nonce
+/// ([`without_nonce`]).
 pub fn stored(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    stored_by_key(root)
+        .into_iter()
+        .map(|(k, v)| (without_nonce(&k), v))
+        .collect()
+}
+
+/// All stored recordings below `root`, by relative path.
+pub fn stored_by_key(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     let mut out = std::collections::BTreeMap::new();
     let mut dirs = vec![root.to_owned()];
     while let Some(dir) = dirs.pop() {
@@ -371,7 +402,8 @@ pub async fn wait_stored(
     }
 }
 
-/// Waits (up to `secs`) for the recording stored under `key` below `root`.
+/// Waits (up to `secs`) for the recording stored below `root` whose name
+/// without its nonce is `key`.
 pub async fn wait_key(root: &Path, key: &str, secs: u64) -> Vec<u8> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
@@ -406,4 +438,45 @@ pub async fn wait_spool_empty(spool: &Path, secs: u64) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Stores a recording of `events` events under `key` in `storage`, then a
+/// different one under the same key: the second put must fail with
+/// `AlreadyStored` and the first recording stay byte for byte (storage is
+/// create-only).
+pub async fn assert_create_only<S: causeway_recorder::Storage>(
+    storage: &S,
+    key: &str,
+    events: usize,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = recording("n", "first", events);
+    let second = recording("n", "second", events);
+    let file = dir.path().join("r.cast");
+    std::fs::write(&file, &first).expect("write");
+    storage
+        .put(key, &file, first.len() as u64)
+        .await
+        .expect("first put");
+    std::fs::write(&file, &second).expect("write");
+
+    let e = storage
+        .put(key, &file, second.len() as u64)
+        .await
+        .expect_err("a second put under the same key is refused");
+
+    assert!(
+        e.downcast_ref::<causeway_recorder::AlreadyStored>()
+            .is_some(),
+        "{key}: {e:#}"
+    );
+    let kept = storage
+        .read(key, None)
+        .await
+        .expect("read")
+        .expect("still there");
+    assert!(
+        kept == first,
+        "{key}: the first recording is kept byte for byte"
+    );
 }

@@ -77,3 +77,19 @@ pub async fn get_text(web: SocketAddr, path: &str) -> String {
     assert_eq!(status, StatusCode::OK, "GET {path}: {text}");
     text
 }
+
+/// The session ID of the recording stored in `store` as `name` (its key
+/// without the prefix, `.cast` and the random nonce).
+pub fn stored_id(store: &std::path::Path, name: &str) -> String {
+    let key = super::stored_key(store, &format!("{name}.cast"))
+        .unwrap_or_else(|| panic!("no recording {name} stored"));
+    key.strip_suffix(".cast").expect("a .cast key").to_owned()
+}
+
+/// The ID the list `page` shows for the session named `name` (an ID is
+/// `name` plus a random nonce).
+pub fn listed_id(page: &str, name: &str) -> Option<String> {
+    let start = page.find(&format!("data-id=\"{name}-"))? + "data-id=\"".len();
+    let len = page[start..].find('"')?;
+    Some(page[start..start + len].to_owned())
+}

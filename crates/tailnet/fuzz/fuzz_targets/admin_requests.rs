@@ -1,7 +1,6 @@
-//! Admin API JSON bodies (control/src/admin_api.rs) into the tailnet calls
-//! they drive. The body structs there are private to control, so they are
-//! mirrored here (same fields, same `deny_unknown_fields`); the tailnet
-//! functions called are the real ones. Never panics.
+//! Admin API JSON bodies (the request types control parses,
+//! `causeway_wire::admin`) into the tailnet calls they drive, as
+//! control/src/admin_api.rs makes them. Never panics.
 //!
 //! Input: first byte picks the endpoint, the rest is the JSON body.
 //! 0: POST /api/v1/keys → `create_auth_key`
@@ -15,37 +14,11 @@ use std::sync::LazyLock;
 use causeway_tailnet::addresses::ula_from_random;
 use causeway_tailnet::{AuthKeySpec, TailnetInfo, TailnetState};
 use causeway_wire::PublicKey;
+use causeway_wire::admin::{AddDeviceRequest, CreateKeyRequest, RouteRequest};
 use ipnet::IpNet;
 use libfuzzer_sys::fuzz_target;
-use serde::Deserialize;
 
 const NOW: i64 = 1_700_000_000;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateKey {
-    #[serde(default)]
-    reusable: bool,
-    #[serde(default)]
-    ephemeral: bool,
-    #[serde(default)]
-    tags: Vec<String>,
-    #[serde(default)]
-    expiry_seconds: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddDevice {
-    name: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RouteRequest {
-    node: String,
-    prefix: String,
-}
 
 /// A tailnet with two WireGuard-only devices, "gw" (id 1) and "db" (id 2).
 static STATE: LazyLock<TailnetState> = LazyLock::new(|| {
@@ -65,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
     let mut state = STATE.clone();
     match which % 4 {
         0 => {
-            let Ok(req) = serde_json::from_slice::<CreateKey>(body) else {
+            let Ok(req) = serde_json::from_slice::<CreateKeyRequest>(body) else {
                 return;
             };
             let spec = AuthKeySpec {
@@ -73,13 +46,14 @@ fuzz_target!(|data: &[u8]| {
                 ephemeral: req.ephemeral,
                 tags: req.tags,
                 expiry_seconds: req.expiry_seconds,
+                user: None,
             };
             if let Ok((new, _)) = state.create_auth_key(&spec, [7; 6], [9; 24], NOW) {
                 let _ = state.validate_auth_key(&new.secret, NOW);
             }
         }
         1 => {
-            let Ok(req) = serde_json::from_slice::<AddDevice>(body) else {
+            let Ok(req) = serde_json::from_slice::<AddDeviceRequest>(body) else {
                 return;
             };
             if let Ok((id, _)) = state.add_wireguard_device(&req.name, PublicKey::from_bytes([3; 32]), NOW) {

@@ -1,0 +1,447 @@
+//! The policy compiler: a [`Policy`] and the tailnet's nodes in, each
+//! node's packet filter and visible peers out.
+//!
+//! Filters are enforced where traffic arrives, as in Tailscale: a node's
+//! filter holds only the rules whose destinations are its own addresses or
+//! prefixes it serves (approved subnet routes; `autogroup:internet` for
+//! exit nodes), each narrowed to those destinations. A node sees a peer
+//! when either may open a connection to the other under those filters.
+//!
+//! Pure and deterministic: the same policy and nodes give the same output,
+//! rules in policy order, addresses and peers sorted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::OnceLock;
+
+use causeway_wire::{FilterDestination, FilterRule, NodeId, PacketFilter, PortRange};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use super::{Alias, AutoGroup, Policy, Rule, is_default_route};
+
+/// A node as the compiler sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyNode {
+    /// Control's id.
+    pub id: NodeId,
+    /// Its tailnet addresses.
+    pub addresses: Vec<IpAddr>,
+    /// Its tags; a tagged node has no user identity in policy.
+    pub tags: Vec<String>,
+    /// The user owning it, if any.
+    pub user: Option<String>,
+    /// Routes it serves (advertised and approved), exit routes included.
+    pub routes: Vec<IpNet>,
+}
+
+impl PolicyNode {
+    /// A node with no routes.
+    pub fn new(
+        id: NodeId,
+        addresses: impl IntoIterator<Item = IpAddr>,
+        tags: &[String],
+        user: Option<&str>,
+    ) -> Self {
+        Self {
+            id,
+            addresses: addresses.into_iter().collect(),
+            tags: tags.to_vec(),
+            user: user.map(str::to_owned),
+            routes: Vec::new(),
+        }
+    }
+
+    /// The same node serving `routes`.
+    pub fn with_routes(mut self, routes: impl IntoIterator<Item = IpNet>) -> Self {
+        self.routes = routes.into_iter().collect();
+        self
+    }
+
+    /// The user this node acts as in policy: none when tagged.
+    fn policy_user(&self) -> Option<&str> {
+        if self.tags.is_empty() {
+            self.user.as_deref()
+        } else {
+            None
+        }
+    }
+
+    fn is_exit_node(&self) -> bool {
+        self.routes.iter().any(is_default_route)
+    }
+}
+
+/// What one node gets from the policy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodePolicy {
+    /// The packet filter it enforces on what it receives.
+    pub filter: PacketFilter,
+    /// Peers it may reach or that may reach it, sorted.
+    pub peers: BTreeSet<NodeId>,
+}
+
+/// Compiles `policy` for `nodes`: one entry per node id.
+pub fn compile(policy: &Policy, nodes: &[PolicyNode]) -> BTreeMap<NodeId, NodePolicy> {
+    let index = Index::new(policy, nodes);
+    let rules: Vec<Resolved> = policy.rules.iter().map(|r| index.resolve(r)).collect();
+    let mut filters: Vec<Vec<FilterRule>> = vec![Vec::new(); nodes.len()];
+    let mut peers: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); nodes.len()];
+    for (i, node) in nodes.iter().enumerate() {
+        for rule in &rules {
+            let mut dests = Vec::new();
+            let mut self_dests = Vec::new();
+            for dst in &rule.destinations {
+                let prefixes: Vec<IpNet> = match &dst.target {
+                    Target::Any => vec![any_v4(), any_v6()],
+                    Target::Nodes(members) if members.contains(&i) => host_prefixes(node),
+                    Target::Nodes(_) => Vec::new(),
+                    Target::Prefix(p) if serves(node, p) => vec![*p],
+                    Target::Prefix(_) => Vec::new(),
+                    Target::Internet if node.is_exit_node() => internet_prefixes().to_vec(),
+                    Target::Internet => Vec::new(),
+                    Target::SelfDevices => {
+                        if node.policy_user().is_some() {
+                            push_dests(&mut self_dests, &host_prefixes(node), &dst.ports);
+                        }
+                        Vec::new()
+                    }
+                };
+                push_dests(&mut dests, &prefixes, &dst.ports);
+            }
+            if !dests.is_empty() {
+                filters[i].push(filter_rule(rule.sources.clone(), dests, &rule.protocols));
+                link(&mut peers, i, &rule.source_nodes);
+            }
+            if !self_dests.is_empty() {
+                // The user's own nodes among the senders (looked up by user,
+                // not by scanning every sender: that would be quadratic).
+                let same_user: Vec<usize> = node
+                    .policy_user()
+                    .and_then(|u| index.by_user.get(u))
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .filter(|s| rule.source_nodes.binary_search(s).is_ok())
+                    .collect();
+                if !same_user.is_empty() {
+                    let mut sources: Vec<IpNet> = same_user
+                        .iter()
+                        .flat_map(|&s| host_prefixes(&nodes[s]))
+                        .collect();
+                    sources.sort();
+                    sources.dedup();
+                    filters[i].push(filter_rule(sources, self_dests, &rule.protocols));
+                    link(&mut peers, i, &same_user);
+                }
+            }
+        }
+    }
+    for rules in &mut filters {
+        merge_same_sources(rules);
+    }
+    nodes
+        .iter()
+        .zip(filters)
+        .zip(peers)
+        .map(|((node, rules), peers)| {
+            let policy = NodePolicy {
+                filter: PacketFilter { rules },
+                peers: peers.into_iter().map(|p| nodes[p].id).collect(),
+            };
+            (node.id, policy)
+        })
+        .collect()
+}
+
+/// Public addresses, reached through exit nodes: all of IPv4 less private
+/// (RFC 1918), shared (RFC 6598, the tailnet's range) and link-local
+/// space; IPv6 global unicast (2000::/3).
+pub fn internet_prefixes() -> &'static [IpNet] {
+    static INTERNET: OnceLock<Vec<IpNet>> = OnceLock::new();
+    INTERNET.get_or_init(|| {
+        let holes: Vec<IpNet> = [
+            "10.0.0.0/8",
+            "100.64.0.0/10",
+            "169.254.0.0/16",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+        ]
+        .iter()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+        let mut out = Vec::new();
+        subtract(any_v4(), &holes, &mut out);
+        if let Ok(global) = "2000::/3".parse() {
+            out.push(global);
+        }
+        out
+    })
+}
+
+// --- internals -------------------------------------------------------------
+
+/// A rule with its aliases resolved against the nodes.
+struct Resolved {
+    /// Source prefixes for the filter (node addresses, literal prefixes).
+    sources: Vec<IpNet>,
+    /// Nodes inside the sources, sorted (for peer visibility).
+    source_nodes: Vec<usize>,
+    destinations: Vec<ResolvedDst>,
+    protocols: Vec<u8>,
+}
+
+struct ResolvedDst {
+    target: Target,
+    ports: Vec<PortRange>,
+}
+
+enum Target {
+    Any,
+    /// Node indices.
+    Nodes(BTreeSet<usize>),
+    Prefix(IpNet),
+    SelfDevices,
+    Internet,
+}
+
+/// Nodes grouped the ways aliases name them.
+struct Index<'a> {
+    policy: &'a Policy,
+    nodes: &'a [PolicyNode],
+    by_user: BTreeMap<&'a str, Vec<usize>>,
+    by_tag: BTreeMap<&'a str, Vec<usize>>,
+}
+
+impl<'a> Index<'a> {
+    fn new(policy: &'a Policy, nodes: &'a [PolicyNode]) -> Self {
+        let mut by_user: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        let mut by_tag: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, node) in nodes.iter().enumerate() {
+            if let Some(user) = node.policy_user() {
+                by_user.entry(user).or_default().push(i);
+            }
+            for tag in &node.tags {
+                by_tag.entry(tag).or_default().push(i);
+            }
+        }
+        Self {
+            policy,
+            nodes,
+            by_user,
+            by_tag,
+        }
+    }
+
+    fn resolve(&self, rule: &Rule) -> Resolved {
+        let mut source_nodes = BTreeSet::new();
+        let mut prefixes = Vec::new();
+        for alias in &rule.sources {
+            match self.prefix_of(alias) {
+                Some(ps) => {
+                    for p in &ps {
+                        source_nodes.extend(self.nodes_in(p));
+                    }
+                    prefixes.extend(ps);
+                }
+                None => {
+                    let members = self.nodes_of(alias);
+                    for &m in &members {
+                        prefixes.extend(host_prefixes(&self.nodes[m]));
+                    }
+                    source_nodes.extend(members);
+                }
+            }
+        }
+        prefixes.sort();
+        prefixes.dedup();
+        let destinations = rule
+            .destinations
+            .iter()
+            .map(|(alias, ports)| {
+                let target = match alias {
+                    Alias::Any => Target::Any,
+                    Alias::AutoGroup(AutoGroup::SelfDevices) => Target::SelfDevices,
+                    Alias::AutoGroup(AutoGroup::Internet) => Target::Internet,
+                    Alias::Prefix(p) => Target::Prefix(*p),
+                    Alias::Host(h) => match self.policy.hosts.get(h) {
+                        Some(p) => Target::Prefix(*p),
+                        None => Target::Nodes(BTreeSet::new()),
+                    },
+                    Alias::User(_)
+                    | Alias::Group(_)
+                    | Alias::Tag(_)
+                    | Alias::AutoGroup(AutoGroup::Member | AutoGroup::Tagged) => {
+                        Target::Nodes(self.nodes_of(alias).into_iter().collect())
+                    }
+                };
+                ResolvedDst {
+                    target,
+                    ports: ports.clone(),
+                }
+            })
+            .collect();
+        let mut protocols = rule.protocols.clone();
+        protocols.sort_unstable();
+        protocols.dedup();
+        Resolved {
+            sources: prefixes,
+            source_nodes: source_nodes.into_iter().collect(),
+            destinations,
+            protocols,
+        }
+    }
+
+    /// The prefixes an address-like alias stands for; `None` for aliases
+    /// that name nodes.
+    fn prefix_of(&self, alias: &Alias) -> Option<Vec<IpNet>> {
+        match alias {
+            Alias::Any => Some(vec![any_v4(), any_v6()]),
+            Alias::Prefix(p) => Some(vec![*p]),
+            Alias::Host(h) => Some(self.policy.hosts.get(h).copied().into_iter().collect()),
+            Alias::AutoGroup(AutoGroup::Internet) => Some(internet_prefixes().to_vec()),
+            Alias::User(_)
+            | Alias::Group(_)
+            | Alias::Tag(_)
+            | Alias::AutoGroup(AutoGroup::Member | AutoGroup::Tagged | AutoGroup::SelfDevices) => {
+                None
+            }
+        }
+    }
+
+    /// Indices of the nodes an identity alias names, sorted.
+    fn nodes_of(&self, alias: &Alias) -> Vec<usize> {
+        let mut out: Vec<usize> = match alias {
+            Alias::User(u) => self.by_user.get(u.as_str()).cloned().unwrap_or_default(),
+            Alias::Group(g) => self
+                .policy
+                .groups
+                .get(g)
+                .into_iter()
+                .flatten()
+                .filter_map(|u| self.by_user.get(u.as_str()))
+                .flatten()
+                .copied()
+                .collect(),
+            Alias::Tag(t) => self.by_tag.get(t.as_str()).cloned().unwrap_or_default(),
+            Alias::AutoGroup(AutoGroup::Member) => {
+                self.by_user.values().flatten().copied().collect()
+            }
+            Alias::AutoGroup(AutoGroup::Tagged) => (0..self.nodes.len())
+                .filter(|&i| !self.nodes[i].tags.is_empty())
+                .collect(),
+            Alias::Any
+            | Alias::Host(_)
+            | Alias::Prefix(_)
+            | Alias::AutoGroup(AutoGroup::SelfDevices | AutoGroup::Internet) => Vec::new(),
+        };
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Nodes with an address inside `prefix`.
+    fn nodes_in(&self, prefix: &IpNet) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].addresses.iter().any(|a| prefix.contains(a)))
+            .collect()
+    }
+}
+
+/// Whether `node` receives traffic for `prefix`: one of its addresses is
+/// inside it, or it overlaps a subnet route the node serves.
+fn serves(node: &PolicyNode, prefix: &IpNet) -> bool {
+    node.addresses.iter().any(|a| prefix.contains(a))
+        || node
+            .routes
+            .iter()
+            .filter(|r| !is_default_route(r))
+            .any(|r| r.contains(prefix) || prefix.contains(r))
+}
+
+fn host_prefixes(node: &PolicyNode) -> Vec<IpNet> {
+    node.addresses.iter().map(|a| IpNet::from(*a)).collect()
+}
+
+fn push_dests(out: &mut Vec<FilterDestination>, prefixes: &[IpNet], ports: &[PortRange]) {
+    for &prefix in prefixes {
+        for &range in ports {
+            out.push(FilterDestination {
+                prefix,
+                ports: range,
+            });
+        }
+    }
+}
+
+fn filter_rule(
+    sources: Vec<IpNet>,
+    mut dests: Vec<FilterDestination>,
+    protocols: &[u8],
+) -> FilterRule {
+    dests.sort();
+    dests.dedup();
+    FilterRule {
+        sources,
+        destinations: dests,
+        protocols: protocols.to_vec(),
+    }
+}
+
+/// Folds rules with the same sources and protocols into the first of them,
+/// as Tailscale does: one rule per sender set keeps filters short.
+fn merge_same_sources(rules: &mut Vec<FilterRule>) {
+    let mut merged: Vec<FilterRule> = Vec::with_capacity(rules.len());
+    for rule in rules.drain(..) {
+        match merged
+            .iter_mut()
+            .find(|m| m.sources == rule.sources && m.protocols == rule.protocols)
+        {
+            Some(m) => {
+                m.destinations.extend(rule.destinations);
+                m.destinations.sort();
+                m.destinations.dedup();
+            }
+            None => merged.push(rule),
+        }
+    }
+    *rules = merged;
+}
+
+/// Records that the nodes `sources` may reach node `i` (and so see it, and
+/// it them).
+fn link(peers: &mut [BTreeSet<usize>], i: usize, sources: &[usize]) {
+    for &s in sources {
+        if s != i {
+            peers[i].insert(s);
+            peers[s].insert(i);
+        }
+    }
+}
+
+/// `0.0.0.0/0` (ipnet's default prefix).
+fn any_v4() -> IpNet {
+    IpNet::V4(Ipv4Net::default())
+}
+
+/// `::/0`.
+fn any_v6() -> IpNet {
+    IpNet::V6(Ipv6Net::default())
+}
+
+/// Appends `base` less every hole to `out`, as the fewest aligned prefixes,
+/// in address order.
+fn subtract(base: IpNet, holes: &[IpNet], out: &mut Vec<IpNet>) {
+    if holes.iter().any(|h| h.contains(&base)) {
+        return;
+    }
+    if !holes.iter().any(|h| base.contains(h)) {
+        out.push(base);
+        return;
+    }
+    let Ok(halves) = base.subnets(base.prefix_len() + 1) else {
+        return;
+    };
+    for half in halves {
+        subtract(half, holes, out);
+    }
+}

@@ -1,0 +1,602 @@
+//! Tailnet policy, in Tailscale's policy syntax (huJSON: JSON with comments
+//! and trailing commas): `groups`, `hosts`, `tagOwners`, `acls`, `grants`
+//! (`ip` only), `autoApprovers` and `tests`. `ssh`, `nodeAttrs`, `sshTests`,
+//! `derpMap` and `randomizeClientPort` are kept as written for compilers
+//! that do not exist yet; any other top-level key is refused, so a typo such
+//! as `"acl"` cannot silently leave a tailnet with no rules.
+//!
+//! [`Policy::parse`] checks the file and runs its `tests` (against the
+//! policy's rules with the identities the tests name, as Tailscale does, not
+//! against live nodes); [`compile`] turns it into each node's packet filter
+//! and visible peers:
+//!
+//! ```
+//! use causeway_tailnet::policy::{compile, Policy, PolicyNode};
+//! use causeway_wire::NodeId;
+//!
+//! let policy = Policy::parse(r#"{
+//!   "groups": {"group:dba": ["alice@example.com"]},
+//!   "tagOwners": {"tag:db": ["group:dba"]},
+//!   "acls": [{"action": "accept", "src": ["group:dba"], "dst": ["tag:db:5432"]}],
+//!   "tests": [{"src": "alice@example.com", "accept": ["tag:db:5432"], "deny": ["tag:db:22"]}],
+//! }"#).expect("valid policy");
+//! let nodes = [
+//!     PolicyNode::new(NodeId(1), ["100.64.0.1".parse().unwrap()], &[], Some("alice@example.com")),
+//!     PolicyNode::new(NodeId(2), ["100.64.0.2".parse().unwrap()], &["tag:db".into()], None),
+//! ];
+//! let compiled = compile(&policy, &nodes);
+//! assert_eq!(compiled[&NodeId(2)].filter.rules.len(), 1);
+//! assert!(compiled[&NodeId(1)].filter.rules.is_empty());
+//! assert!(compiled[&NodeId(1)].peers.contains(&NodeId(2)));
+//! ```
+
+mod check;
+mod compile;
+mod syntax;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use causeway_wire::PortRange;
+use ipnet::IpNet;
+use serde_json::Value;
+
+pub use compile::{NodePolicy, PolicyNode, compile, internet_prefixes};
+pub(crate) use syntax::is_user;
+
+/// A parsed, checked policy.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Policy {
+    /// `group:NAME` → its users.
+    pub groups: BTreeMap<String, BTreeSet<String>>,
+    /// Host name → prefix.
+    pub hosts: BTreeMap<String, IpNet>,
+    /// `tag:NAME` → who may apply it (kept for display: tags are given by
+    /// the admin who creates the auth key).
+    pub tag_owners: BTreeMap<String, Vec<String>>,
+    /// `acls` then `grants`, in the order written.
+    pub rules: Vec<Rule>,
+    /// Who may have which routes approved without an admin.
+    pub auto_approvers: AutoApprovers,
+    /// `tests`, all of which passed.
+    pub tests: Vec<PolicyTest>,
+    /// Sections kept as written (`ssh`, `nodeAttrs`, …).
+    pub other: BTreeMap<String, Value>,
+}
+
+/// One accept rule: traffic from `sources` to each destination's ports,
+/// over `protocols` (empty: TCP, UDP, ICMP and ICMPv6).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// Where it came from, for messages: `acls[0]`, `grants[2]`.
+    pub origin: String,
+    /// Who may send.
+    pub sources: Vec<Alias>,
+    /// What they may reach, each with its ports.
+    pub destinations: Vec<(Alias, Vec<PortRange>)>,
+    /// IANA protocol numbers; empty means TCP, UDP, ICMP and ICMPv6.
+    pub protocols: Vec<u8>,
+}
+
+/// A name for a set of nodes or addresses.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Alias {
+    /// `*`: every address.
+    Any,
+    /// `name@domain`: the user's own (untagged) nodes.
+    User(String),
+    /// `group:NAME`: its users' untagged nodes.
+    Group(String),
+    /// `tag:NAME`: nodes carrying the tag.
+    Tag(String),
+    /// A name from `hosts`.
+    Host(String),
+    /// An IP address or prefix.
+    Prefix(IpNet),
+    /// `autogroup:…`.
+    AutoGroup(AutoGroup),
+}
+
+/// The `autogroup:` aliases understood.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AutoGroup {
+    /// `autogroup:member`: every user-owned (untagged) node.
+    Member,
+    /// `autogroup:tagged`: every tagged node.
+    Tagged,
+    /// `autogroup:self`: (destination only) the source user's own nodes.
+    SelfDevices,
+    /// `autogroup:internet`: (destination only) public addresses, through
+    /// exit nodes.
+    Internet,
+}
+
+/// One `tests` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyTest {
+    /// The identity sending.
+    pub src: Alias,
+    /// Protocol tested (default TCP).
+    pub proto: u8,
+    /// Destinations that must be allowed.
+    pub accept: Vec<(Alias, Vec<PortRange>)>,
+    /// Destinations that must be refused.
+    pub deny: Vec<(Alias, Vec<PortRange>)>,
+}
+
+/// `autoApprovers`: routes (prefix → approvers) and exit nodes (approvers).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AutoApprovers {
+    /// An advertised prefix equal to a key is approved for nodes matching
+    /// one of its approvers.
+    pub routes: BTreeMap<IpNet, Vec<Approver>>,
+    /// Nodes matching one of these may have the default routes approved.
+    pub exit_node: Vec<Approver>,
+}
+
+/// One entry of an approver list.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Approver {
+    /// `tag:NAME`: nodes carrying that tag.
+    Tag(String),
+    /// `group:NAME`: untagged nodes owned by a member of the group.
+    Group(String),
+    /// `user@domain`: untagged nodes owned by that user.
+    User(String),
+}
+
+/// Why a policy was refused; the message names the offending value and,
+/// where the file says it, its line and column.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// Not huJSON.
+    #[error("policy is not valid huJSON: {0}")]
+    Syntax(String),
+    /// Valid huJSON but the wrong shape or meaning.
+    #[error("policy: {0}")]
+    Invalid(String),
+    /// One of the policy's own `tests` failed.
+    #[error("policy test failed: {0}")]
+    TestFailed(String),
+}
+
+impl Policy {
+    /// Parses huJSON policy text, checks it and runs its `tests`.
+    pub fn parse(text: &str) -> Result<Self, PolicyError> {
+        // Pass 1: syntax, and the names defined anywhere in the file.
+        let value: Value = json5::from_str(text).map_err(|e| PolicyError::Syntax(e.to_string()))?;
+        let Value::Object(map) = &value else {
+            return Err(invalid("the top level must be an object"));
+        };
+        let names_of = |key: &str| -> BTreeSet<String> {
+            map.get(key)
+                .and_then(Value::as_object)
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default()
+        };
+        let names = syntax::Names {
+            groups: names_of("groups"),
+            hosts: names_of("hosts"),
+            tags: names_of("tagOwners"),
+        };
+        // Pass 2: shape and meaning, each error at its value's position.
+        let raw: syntax::RawPolicy = {
+            let _guard = syntax::NamesGuard::set(names);
+            json5::from_str(text).map_err(|e| PolicyError::Invalid(e.to_string()))?
+        };
+        let policy = Self::from_raw(raw)?;
+        check::run_tests(&policy)?;
+        Ok(policy)
+    }
+
+    fn from_raw(raw: syntax::RawPolicy) -> Result<Self, PolicyError> {
+        let mut policy = Policy {
+            groups: raw
+                .groups
+                .into_iter()
+                .map(|(g, users)| (g.0, users.into_iter().map(|u| u.0).collect()))
+                .collect(),
+            hosts: raw.hosts.into_iter().map(|(h, p)| (h.0, p.0)).collect(),
+            tag_owners: raw
+                .tag_owners
+                .into_iter()
+                .map(|(t, owners)| (t.0, owners.into_iter().map(|o| o.0).collect()))
+                .collect(),
+            ..Policy::default()
+        };
+        let kept = [
+            ("ssh", raw.ssh),
+            ("nodeAttrs", raw.node_attrs),
+            ("sshTests", raw.ssh_tests),
+            ("derpMap", raw.derp_map),
+            ("randomizeClientPort", raw.randomize_client_port),
+        ];
+        for (key, value) in kept {
+            if let Some(value) = value {
+                policy.other.insert(key.to_owned(), value);
+            }
+        }
+        for (i, acl) in raw.acls.into_iter().enumerate() {
+            let origin = format!("acls[{i}]");
+            let protocols: Vec<u8> = acl.proto.map(|p| vec![p.0]).unwrap_or_default();
+            let destinations: Vec<(Alias, Vec<PortRange>)> =
+                acl.dst.into_iter().map(|d| d.0).collect();
+            if let Some(&p) = protocols.first()
+                && !syntax::has_ports(p)
+                && destinations
+                    .iter()
+                    .any(|(_, ports)| ports != &[PortRange::ANY])
+            {
+                return Err(invalid(format!(
+                    "{origin}: protocol {p} has no ports, so every dst must end in :* (port ranges apply to tcp, udp and sctp only)"
+                )));
+            }
+            policy.rules.push(Rule {
+                origin,
+                sources: acl.src.into_iter().map(|s| s.0).collect(),
+                destinations,
+                protocols,
+            });
+        }
+        for (i, grant) in raw.grants.into_iter().enumerate() {
+            let origin = format!("grants[{i}]");
+            if grant.ip.is_empty() {
+                return Err(invalid(format!(
+                    "{origin}: expected an \"ip\" list (\"app\" grants are not supported yet)"
+                )));
+            }
+            // One rule per protocol (None: the default set), ports merged.
+            let mut by_proto: BTreeMap<Option<u8>, Vec<PortRange>> = BTreeMap::new();
+            for cap in grant.ip {
+                let (proto, ports) = cap.0;
+                by_proto.entry(proto).or_default().extend(ports);
+            }
+            let sources: Vec<Alias> = grant.src.into_iter().map(|s| s.0).collect();
+            let dsts: Vec<Alias> = grant.dst.into_iter().map(|d| d.0).collect();
+            for (proto, mut ports) in by_proto {
+                ports.sort();
+                ports.dedup();
+                policy.rules.push(Rule {
+                    origin: origin.clone(),
+                    sources: sources.clone(),
+                    destinations: dsts.iter().map(|d| (d.clone(), ports.clone())).collect(),
+                    protocols: proto.map(|p| vec![p]).unwrap_or_default(),
+                });
+            }
+        }
+        for (prefix, approvers) in raw.auto_approvers.routes {
+            let approvers: Vec<Approver> = approvers.into_iter().map(|a| a.0).collect();
+            policy.auto_approvers.routes.insert(prefix.0, approvers);
+        }
+        policy.auto_approvers.exit_node = raw
+            .auto_approvers
+            .exit_node
+            .into_iter()
+            .map(|a| a.0)
+            .collect();
+        for (i, test) in raw.tests.into_iter().enumerate() {
+            let src = test.src.0;
+            if !matches!(
+                src,
+                Alias::User(_) | Alias::Tag(_) | Alias::Host(_) | Alias::Prefix(_)
+            ) {
+                return Err(invalid(format!(
+                    "tests[{i}]: src must be a user, a tag, a host or an IP address, not {src:?}"
+                )));
+            }
+            policy.tests.push(PolicyTest {
+                src,
+                proto: test.proto.map_or(6, |p| p.0),
+                accept: test.accept.into_iter().map(|d| d.0).collect(),
+                deny: test.deny.into_iter().map(|d| d.0).collect(),
+            });
+        }
+        Ok(policy)
+    }
+
+    /// Whether a node with `tags` may have `prefix` approved automatically
+    /// (a node without an owning user; see [`Policy::auto_approves_for`]).
+    pub fn auto_approves(&self, prefix: &IpNet, tags: &[String]) -> bool {
+        self.auto_approves_for(prefix, tags, None)
+    }
+
+    /// Whether a node with `tags`, owned by `user`, may have `prefix`
+    /// approved automatically. Only a prefix named exactly is approved: a
+    /// narrower one inside it needs its own entry (or an admin), so an
+    /// approval for a VPC's /16 cannot be stretched to a /32 a router was
+    /// never meant to attract. A tagged node matches only tag approvers.
+    pub fn auto_approves_for(&self, prefix: &IpNet, tags: &[String], user: Option<&str>) -> bool {
+        let user = if tags.is_empty() { user } else { None };
+        let matches = |approvers: &[Approver]| {
+            approvers.iter().any(|a| match a {
+                Approver::Tag(t) => tags.iter().any(|have| have == t),
+                Approver::User(u) => user == Some(u.as_str()),
+                Approver::Group(g) => user.is_some_and(|u| {
+                    self.groups
+                        .get(g)
+                        .is_some_and(|members| members.contains(u))
+                }),
+            })
+        };
+        if is_default_route(prefix) && matches(&self.auto_approvers.exit_node) {
+            return true;
+        }
+        self.auto_approvers
+            .routes
+            .get(prefix)
+            .is_some_and(|approvers| matches(approvers))
+    }
+}
+
+/// Whether `prefix` is `0.0.0.0/0` or `::/0` (exit-node routes).
+pub fn is_default_route(prefix: &IpNet) -> bool {
+    prefix.prefix_len() == 0
+}
+
+fn invalid(message: impl Into<String>) -> PolicyError {
+    PolicyError::Invalid(message.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SAMPLE: &str = r#"{
+        // subnet routers may publish VPC ranges
+        "groups": {"group:ops": ["bob@example.com"]},
+        "hosts": {"vpc": "198.19.0.0/16", "db1": "198.19.0.5"},
+        "tagOwners": {"tag:router": ["autogroup:admin"], "tag:web": ["group:ops"]},
+        "autoApprovers": {
+            "routes": {
+                "198.19.0.0/16": ["tag:router", "alice@example.com", "group:ops",],
+            },
+            "exitNode": ["tag:exit"],
+        },
+        "acls": [
+            {"action": "accept", "src": ["group:ops"], "dst": ["vpc:22,80-90", "[fd00::1]:443"]},
+            {"action": "accept", "src": ["autogroup:member"], "dst": ["tag:web:443"], "proto": "tcp"},
+        ],
+        "grants": [{"src": ["*"], "dst": ["tag:web"], "ip": ["tcp:80", "udp:53", "icmp:*"]}],
+        "ssh": [{"action": "accept", "src": ["group:ops"], "dst": ["tag:web"], "users": ["root"]}],
+        "tests": [
+            {"src": "bob@example.com", "accept": ["db1:22", "198.19.1.1:85"], "deny": ["db1:443"]},
+            {"src": "alice@example.com", "accept": ["tag:web:443"], "deny": ["tag:web:22"]},
+            {"src": "tag:router", "proto": "udp", "accept": ["tag:web:53"], "deny": ["tag:web:443"]},
+        ],
+    }"#;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().expect("valid prefix")
+    }
+
+    fn range(first: u16, last: u16) -> PortRange {
+        PortRange { first, last }
+    }
+
+    #[test]
+    fn parses_every_section() {
+        let policy = Policy::parse(SAMPLE).expect("valid policy");
+        assert_eq!(
+            policy.auto_approvers.routes.get(&net("198.19.0.0/16")),
+            Some(&vec![
+                Approver::Tag("tag:router".into()),
+                Approver::User("alice@example.com".into()),
+                Approver::Group("group:ops".into()),
+            ])
+        );
+        assert_eq!(policy.hosts.get("db1"), Some(&net("198.19.0.5/32")));
+        assert_eq!(policy.other.keys().collect::<Vec<_>>(), ["ssh"]);
+        assert_eq!(
+            policy.rules[0].destinations,
+            vec![
+                (
+                    Alias::Host("vpc".into()),
+                    vec![range(22, 22), range(80, 90)]
+                ),
+                (Alias::Prefix(net("fd00::1/128")), vec![range(443, 443)]),
+            ]
+        );
+        assert_eq!(policy.rules[1].protocols, vec![6]);
+        // The grant: one rule per protocol, in protocol order.
+        let grant: Vec<(&[u8], &Vec<PortRange>)> = policy.rules[2..]
+            .iter()
+            .map(|r| (r.protocols.as_slice(), &r.destinations[0].1))
+            .collect();
+        assert_eq!(
+            grant,
+            vec![
+                (&[1u8][..], &vec![PortRange::ANY]),
+                (&[6u8][..], &vec![range(80, 80)]),
+                (&[17u8][..], &vec![range(53, 53)]),
+            ]
+        );
+        assert_eq!(policy.tests.len(), 3);
+    }
+
+    #[test]
+    fn approves_only_the_prefixes_named() {
+        let policy = Policy::parse(SAMPLE).expect("valid policy");
+        let router = vec!["tag:router".to_string()];
+        assert!(policy.auto_approves(&net("198.19.0.0/16"), &router));
+        // A narrower prefix inside an approved one is not approved.
+        assert!(!policy.auto_approves(&net("198.19.1.0/24"), &router));
+        assert!(!policy.auto_approves(&net("198.18.0.0/16"), &router));
+        assert!(!policy.auto_approves(&net("198.19.0.0/16"), &["tag:other".to_string()]));
+        assert!(!policy.auto_approves(&net("0.0.0.0/0"), &router));
+        assert!(policy.auto_approves(&net("::/0"), &["tag:exit".to_string()]));
+    }
+
+    #[test]
+    fn user_and_group_approvers_match_untagged_nodes_of_that_user() {
+        let policy = Policy::parse(SAMPLE).expect("valid policy");
+        let vpc = net("198.19.0.0/16");
+        assert!(policy.auto_approves_for(&vpc, &[], Some("alice@example.com")));
+        assert!(
+            policy.auto_approves_for(&vpc, &[], Some("bob@example.com")),
+            "group:ops"
+        );
+        assert!(!policy.auto_approves_for(&vpc, &[], Some("eve@example.com")));
+        assert!(!policy.auto_approves_for(&vpc, &[], None));
+        // A tagged node acts as its tags, not as the user who made its key.
+        let web = vec!["tag:web".to_string()];
+        assert!(!policy.auto_approves_for(&vpc, &web, Some("alice@example.com")));
+    }
+
+    #[test]
+    fn errors_name_the_offender_and_its_position() {
+        let cases = [
+            (
+                r#"{"autoApprovers": {"routes": {"10.0.0.0/33": []}}}"#,
+                "10.0.0.0/33",
+            ),
+            (
+                r#"{"autoApprovers": {"routes": {"10.0.0.1/8": []}}}"#,
+                "did you mean 10.0.0.0/8",
+            ),
+            (r#"{"autoApprovers": {"route": {}}}"#, "`route`"),
+            (
+                r#"{"autoApprovers": {"routes": {"10.0.0.0/8": ["router"]}}}"#,
+                "\"router\"",
+            ),
+            (
+                r#"{"autoApprovers": {"routes": {"10.0.0.0/8": ["tag:Bad"]}}}"#,
+                "tag:Bad",
+            ),
+            (r#"[1]"#, "top level"),
+            (r#"{"#, "huJSON"),
+            (
+                "{\n  \"acls\": [\n    {\"action\": \"accept\", \"src\": [\"group:nope\"], \"dst\": [\"*:*\"]}\n  ]\n}",
+                "group \"group:nope\" is not defined in \"groups\" at line 3 column 34",
+            ),
+            (
+                "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"],\n \"dst\": [\"tag:db:5432\"]}]}",
+                "tag \"tag:db\" is not defined in \"tagOwners\" (tag not found) at line 2 column 10",
+            ),
+            (
+                r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["nohost:22"]}]}"#,
+                "\"nohost\" is not a user",
+            ),
+            (
+                r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:99999"]}]}"#,
+                "invalid port range \"99999\"",
+            ),
+            (
+                r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:90-80"]}]}"#,
+                "first port is above the last",
+            ),
+            (
+                r#"{"acls": [{"action": "drop", "src": ["*"], "dst": ["*:*"]}]}"#,
+                "action \"drop\": expected \"accept\"",
+            ),
+            (
+                r#"{"acls": [{"action": "accept", "src": ["autogroup:self"], "dst": ["*:*"]}]}"#,
+                "not valid on the src side",
+            ),
+            (
+                r#"{"acls": [{"action": "accept", "src": ["autogroup:admin"], "dst": ["*:*"]}]}"#,
+                "unknown or unsupported autogroup",
+            ),
+            (
+                r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:22"], "proto": "icmp"}]}"#,
+                "protocol 1 has no ports",
+            ),
+            (
+                r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"], "proto": "bogus"}]}"#,
+                "protocol \"bogus\"",
+            ),
+            (
+                r#"{"grants": [{"src": ["*"], "dst": ["*"], "app": {"example.com/cap": [{}]}}]}"#,
+                "\"app\" (application capabilities) is not supported yet",
+            ),
+            (
+                r#"{"grants": [{"src": ["*"], "dst": ["*"], "ip": ["*"], "via": ["tag:r"]}]}"#,
+                "\"via\"",
+            ),
+            (r#"{"acl": []}"#, "unknown field `acl`"),
+            (
+                r#"{"groups": {"group:a": ["group:b"]}}"#,
+                "groups cannot contain groups",
+            ),
+            (
+                r#"{"hosts": {"h": "10.0.0.1/8"}}"#,
+                "did you mean 10.0.0.0/8",
+            ),
+        ];
+        for (text, needle) in cases {
+            let err = Policy::parse(text).expect_err(text).to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn failing_tests_refuse_the_policy_naming_the_test() {
+        let policy = r#"{
+            "groups": {"group:dba": ["alice@example.com"]},
+            "tagOwners": {"tag:db": []},
+            "acls": [{"action": "accept", "src": ["group:dba"], "dst": ["tag:db:5432"]}],
+            "tests": [
+                {"src": "alice@example.com", "accept": ["tag:db:5432"]},
+                {"src": "bob@example.com", "accept": ["tag:db:5432"]},
+            ],
+        }"#;
+        let err = Policy::parse(policy).expect_err("bob is not a dba");
+        assert_eq!(
+            err,
+            PolicyError::TestFailed(
+                "tests[1]: bob@example.com should reach tag:db:5432 (protocol 6) but no rule allows it"
+                    .into()
+            )
+        );
+        let deny = policy.replace(
+            r#"{"src": "bob@example.com", "accept": ["tag:db:5432"]}"#,
+            r#"{"src": "alice@example.com", "deny": ["tag:db:5000-5432"]}"#,
+        );
+        let err = Policy::parse(&deny)
+            .expect_err("alice may reach 5432")
+            .to_string();
+        assert!(
+            err.contains("tests[1]: alice@example.com should not reach tag:db:5432"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn self_is_the_senders_own_devices_in_tests() {
+        let policy = r#"{
+            "acls": [{"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:*"]}],
+            "tests": [{"src": "alice@example.com", "accept": ["alice@example.com:22"], "deny": ["bob@example.com:22"]}],
+        }"#;
+        Policy::parse(policy).expect("self allows alice to alice only");
+    }
+
+    #[test]
+    fn the_example_in_docs_policy_md_is_valid() {
+        let doc = include_str!("../../../../docs/policy.md");
+        let start = doc.find("```jsonc\n").expect("an example") + "```jsonc\n".len();
+        let end = start + doc[start..].find("```").expect("its end");
+        let policy = Policy::parse(&doc[start..end]).expect("the documented example is valid");
+        assert_eq!(policy.tests.len(), 2);
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics(s in ".*") {
+            let _ = Policy::parse(&s);
+        }
+
+        #[test]
+        fn destinations_round_trip(
+            host in prop::sample::select(vec!["*", "tag:web", "alice@example.com", "10.0.0.0/8", "[fd00::1]", "h"]),
+            first in any::<u16>(),
+            len in 0u16..100,
+        ) {
+            let last = first.saturating_add(len);
+            let text = format!(
+                r#"{{"hosts": {{"h": "10.1.2.3"}}, "tagOwners": {{"tag:web": []}},
+                   "acls": [{{"action": "accept", "src": ["*"], "dst": ["{host}:{first}-{last}"]}}]}}"#
+            );
+            let policy = Policy::parse(&text).expect("valid");
+            prop_assert_eq!(&policy.rules[0].destinations[0].1, &vec![range(first, last)]);
+        }
+    }
+}
