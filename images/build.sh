@@ -127,7 +127,7 @@ mv "$work/appliance.version" "$out/appliance.version"
 # Settings that are files of their own.
 echo causeway > "$rootfs/etc/hostname"
 ln -sfn ../run/systemd/resolve/stub-resolv.conf "$rootfs/etc/resolv.conf"
-printf 'UUID=%s / ext4 defaults,errors=remount-ro 0 1\n' "$root_uuid" > "$rootfs/etc/fstab"
+printf 'UUID=%s / ext4 defaults,errors=remount-ro,x-systemd.growfs 0 1\n' "$root_uuid" > "$rootfs/etc/fstab"
 : > "$rootfs/etc/machine-id"   # first boot makes one
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/log/*.log \
   "$rootfs"/var/cache/ldconfig/aux-cache "$rootfs"/etc/ssh/ssh_host_*

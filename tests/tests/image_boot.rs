@@ -52,6 +52,8 @@ const IMDS_ADDR: &str = "169.254.169.254";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(360);
 /// From a change of user data to the unit's next start (RestartSec=5s).
 const RESTART_TIMEOUT: Duration = Duration::from_secs(60);
+/// How much larger than the image the instance's root volume is.
+const GROWN_BY_MIB: u64 = 512;
 
 #[test]
 fn the_image_boots_from_imds_user_data_and_routes_a_client_to_the_vpc() {
@@ -60,6 +62,25 @@ fn the_image_boots_from_imds_user_data_and_routes_a_client_to_the_vpc() {
     let build_secs = build_started.elapsed().as_secs_f64();
     let raw = image.path().join("disk.raw");
     let raw_meta = std::fs::metadata(&raw).expect("disk.raw");
+    // The instance's root volume is larger than the image, as an EC2 root
+    // volume of any size is: first boot grows the root partition and its
+    // file system over the rest.
+    let volume = image.path().join("root-volume.raw");
+    run(
+        Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&raw)
+            .arg(&volume),
+        Duration::from_secs(120),
+    )
+    .expect_success();
+    let volume_bytes = raw_meta.len() + (GROWN_BY_MIB << 20);
+    std::fs::File::options()
+        .write(true)
+        .open(&volume)
+        .and_then(|f| f.set_len(volume_bytes))
+        .expect("growing the root volume");
+    let image_root = root_partition(&raw).expect("the image's root partition");
 
     let mut t = TestDeployment::deploy();
     let root = t.dep().paths().root().to_owned();
@@ -158,6 +179,7 @@ fn the_image_boots_from_imds_user_data_and_routes_a_client_to_the_vpc() {
     );
 
     let serial = root.join("serial.log");
+    let qmp = root.join("qmp.sock");
     let mut qemu = vm.command("qemu-system-x86_64");
     qemu.args([
         "-machine", "q35", "-accel", "tcg", "-m", "1024", "-smp", "2",
@@ -166,10 +188,9 @@ fn the_image_boots_from_imds_user_data_and_routes_a_client_to_the_vpc() {
     .arg("-serial")
     .arg(format!("file:{}", serial.display()))
     .arg("-drive")
-    .arg(format!(
-        "file={},format=raw,if=virtio,snapshot=on",
-        raw.display()
-    ));
+    .arg(format!("file={},format=raw,if=virtio", volume.display()))
+    .arg("-qmp")
+    .arg(format!("unix:{},server=on,wait=off", qmp.display()));
     for (tap, mac) in [("tap0", MAC_SUBNET), ("tap1", MAC_VPC)] {
         qemu.arg("-nic").arg(format!(
             "tap,ifname={tap},script=no,downscript=no,model=virtio-net-pci,mac={mac}"
@@ -250,6 +271,37 @@ fn the_image_boots_from_imds_user_data_and_routes_a_client_to_the_vpc() {
         first_start_secs + registered_secs
     );
 
+    // A clean shutdown (ACPI power button), then the grown disk.
+    power_down(&qmp).expect("asking QEMU to power the VM down");
+    let qemu_process = t.process("qemu");
+    console.wait(
+        Duration::from_secs(120),
+        "the VM to power off",
+        || {
+            ensure!(!qemu_process.is_alive(), "QEMU still runs");
+            Ok(())
+        },
+    );
+    let grown = root_partition(&volume).expect("the root partition after first boot");
+    println!(
+        "image boot: root partition {} MiB in the image, {} MiB after first boot on a {} MiB volume; its file system {} MiB",
+        image_root.partition_bytes >> 20,
+        grown.partition_bytes >> 20,
+        volume_bytes >> 20,
+        grown.filesystem_bytes >> 20
+    );
+    // The backup GPT takes the volume's last 33 sectors; alignment may
+    // leave less than 1 MiB free before it.
+    assert!(
+        grown.partition_bytes >= image_root.partition_bytes + (GROWN_BY_MIB << 20)
+            && volume_bytes - grown.end_bytes < 1 << 20,
+        "systemd-repart grew the root partition over the rest of the {volume_bytes}-byte volume: {grown:?}"
+    );
+    assert_eq!(
+        grown.filesystem_bytes, grown.partition_bytes,
+        "systemd-growfs grew the root file system over the whole partition: {grown:?}"
+    );
+
     provisioner(&t, &["destroy"]).expect_success();
     drop(imds);
     drop(moto);
@@ -279,6 +331,83 @@ fn build_image() -> tempfile::TempDir {
     out
 }
 
+/// The root partition (GPT partition `root`) of a raw disk and its ext4
+/// file system, as `sfdisk` and `dumpe2fs` read them.
+#[derive(Debug)]
+struct RootPartition {
+    /// Where it ends, from the start of the disk.
+    end_bytes: u64,
+    partition_bytes: u64,
+    filesystem_bytes: u64,
+}
+
+fn root_partition(disk: &Path) -> anyhow::Result<RootPartition> {
+    let out = Command::new("sfdisk")
+        .arg("--json")
+        .arg(disk)
+        .output()
+        .context("running sfdisk")?;
+    ensure!(
+        out.status.success(),
+        "sfdisk --json {}: {}",
+        disk.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table: Value = serde_json::from_slice(&out.stdout).context("sfdisk's JSON")?;
+    let sector = table["partitiontable"]["sectorsize"].as_u64().unwrap_or(512);
+    let Some(part) = table["partitiontable"]["partitions"]
+        .as_array()
+        .and_then(|parts| parts.iter().find(|p| p["name"] == "root"))
+    else {
+        bail!("no partition named root in {table}");
+    };
+    let (start, size) = (
+        part["start"].as_u64().context("start")?,
+        part["size"].as_u64().context("size")?,
+    );
+    let out = Command::new("dumpe2fs")
+        .arg("-h")
+        .arg(format!("{}?offset={}", disk.display(), start * sector))
+        .output()
+        .context("running dumpe2fs")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> anyhow::Result<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("no {name:?} in dumpe2fs's output: {text}"))
+    };
+    Ok(RootPartition {
+        end_bytes: (start + size) * sector,
+        partition_bytes: size * sector,
+        filesystem_bytes: field("Block count:")? * field("Block size:")?,
+    })
+}
+
+/// Presses the VM's ACPI power button through QEMU's QMP socket.
+fn power_down(qmp: &Path) -> anyhow::Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::os::unix::net::UnixStream::connect(qmp)
+        .with_context(|| format!("connecting to {}", qmp.display()))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut lines = BufReader::new(stream.try_clone()?).lines();
+    let mut writer = stream;
+    // The greeting, then one answer per command.
+    lines.next().context("no QMP greeting")??;
+    for command in ["qmp_capabilities", "system_powerdown"] {
+        writeln!(writer, "{{\"execute\": \"{command}\"}}")?;
+        // Events (`{"event": ...}`) may come before the answer.
+        let answer = loop {
+            let line = lines.next().context("QMP closed")??;
+            if !line.contains("\"event\"") {
+                break line;
+            }
+        };
+        ensure!(answer.contains("\"return\""), "{command}: {answer}");
+    }
+    Ok(())
+}
+
 fn allocated_bytes(meta: &std::fs::Metadata) -> u64 {
     use std::os::unix::fs::MetadataExt;
     meta.blocks() * 512
@@ -290,6 +419,11 @@ fn allocated_bytes(meta: &std::fs::Metadata) -> u64 {
 /// local VPC host's link, moved here from the stopped router), IMDS's
 /// address, and a 1:1 NAT between PUBLIC_ADDR and PRIVATE_ADDR. Nothing is
 /// forwarded between the public side and the VPC bridge but by the VM.
+///
+/// Where the host has `br_netfilter` loaded (`bridge-nf-call-iptables`),
+/// frames switched within a bridge also pass this namespace's forward
+/// hook, with the bridge as both input and output interface; the forward
+/// chain accepts those, or the VM's VPC NIC could not reach the VPC host.
 fn wire_the_vpc(t: &TestDeployment, vm: &Netns) {
     let ip = |args: &[&str]| {
         vm.ip(args)
@@ -348,6 +482,8 @@ fn wire_the_vpc(t: &TestDeployment, vm: &Netns) {
   chain prerouting {{ type nat hook prerouting priority dstnat; iifname \"eth0\" ip daddr {PUBLIC_ADDR} dnat to {PRIVATE_ADDR}; }}
   chain postrouting {{ type nat hook postrouting priority srcnat; oifname \"eth0\" ip saddr {PRIVATE_ADDR} snat to {PUBLIC_ADDR}; }}
   chain forward {{ type filter hook forward priority filter; policy drop;
+    iifname \"br-vpc\" oifname \"br-vpc\" accept;
+    iifname \"br-subnet\" oifname \"br-subnet\" accept;
     iifname \"br-subnet\" oifname \"eth0\" udp sport 41641 counter accept;
     iifname \"eth0\" oifname \"br-subnet\" udp dport 41641 counter accept;
     iifname \"br-subnet\" oifname \"eth0\" counter accept;
