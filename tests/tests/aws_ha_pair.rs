@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use causeway_e2e::aws::{MOTO_PORT, launch_template_user_data, provisioner, public_vpc};
+use causeway_e2e::local::Site;
 use causeway_e2e::local::topology::CONTROL_ADDR;
 use causeway_e2e::{TestDeployment, VPC_SUBNET, binary, wait_until};
 use causeway_test_support::{CLIENT_ENV, Moto};
