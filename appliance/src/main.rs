@@ -311,6 +311,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                         let _ = stopped.changed().await;
                     },
                     stats,
+                    None,
                 )
                 .await
             }))

@@ -57,6 +57,16 @@ pub struct WebConfig {
     pub listen: SocketAddr,
     /// Source networks allowed to view recordings; everyone else gets 403.
     pub allow: Vec<IpNet>,
+    /// Host names the UI answers to (the `Host` header), besides IP
+    /// literals: a request naming any other host is refused, so a web page
+    /// that rebinds its own name to the recorder's address cannot read it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Who may view recordings when the recorder runs beside a tailnet
+    /// node, which identifies each viewer: users (`alice@example.com`) and
+    /// tags (`tag:ops`). Empty: nobody.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub viewers: Vec<String>,
 }
 
 /// How the spool hands recordings to storage.
@@ -211,6 +221,18 @@ impl RecorderConfig {
                     web.listen
                 ));
             }
+            for viewer in &web.viewers {
+                crate::identity::check_viewer(viewer)?;
+            }
+            for host in &web.hosts {
+                if host.is_empty()
+                    || host.contains(|c: char| c == ':' || c == '/' || c.is_whitespace())
+                {
+                    return Err(format!(
+                        "recorder web.hosts entry {host:?}: expected a host name without port or scheme (recorder.example.com)"
+                    ));
+                }
+            }
             if web.listen == self.listen {
                 return Err(format!(
                     "recorder web.listen is {}, the same as listen, expected an address of its own",
@@ -325,6 +347,21 @@ mod tests {
         });
         let err = config.validate().expect_err("empty allow");
         assert!(err.contains("web.allow is empty"), "{err}");
+        config.web = Some(WebConfig {
+            viewers: vec!["group:dba".into()],
+            ..web.clone()
+        });
+        let err = config.validate().expect_err("a group viewer");
+        assert!(err.contains("web.viewers entry \"group:dba\""), "{err}");
+        config.web = Some(WebConfig {
+            hosts: vec!["https://recorder.example.com".into()],
+            ..web.clone()
+        });
+        let err = config.validate().expect_err("a URL as host");
+        assert!(
+            err.contains("web.hosts entry \"https://recorder.example.com\""),
+            "{err}"
+        );
         config.web = Some(WebConfig {
             listen: config.listen,
             ..web

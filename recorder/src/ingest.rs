@@ -24,6 +24,7 @@ use tokio::time::Instant;
 
 use crate::channel_body::ChannelBody;
 use crate::config::RecorderConfig;
+use crate::identity::{Identity, WhoIs};
 use crate::spool::{Spool, SpoolWriter, SpooledRecording};
 
 /// Bytes of already-arrived frames gathered before one spool append and
@@ -201,6 +202,8 @@ pub struct Ingest {
     /// Recordings being received per source (`max_sessions_per_source`).
     per_source: Arc<PerSource>,
     stats: RecorderStats,
+    /// Names the node behind each source, when the recorder runs beside one.
+    who_is: Option<Arc<dyn WhoIs>>,
 }
 
 impl Ingest {
@@ -217,7 +220,16 @@ impl Ingest {
             spool,
             finished,
             stats: RecorderStats::default(),
+            who_is: None,
         }
+    }
+
+    /// Files every recording under the node `who_is` names for its source
+    /// (not the `srcNodeID` its header claims), and refuses sources that
+    /// are not tailnet nodes. `None`: the header's claim names the key.
+    pub fn identified_by(mut self, who_is: Option<Arc<dyn WhoIs>>) -> Self {
+        self.who_is = who_is;
+        self
     }
 
     /// Keeps `stats` up to date.
@@ -240,6 +252,20 @@ impl Ingest {
                 "source address is not allowed to send recordings\n",
             ));
         }
+        let sender = match &self.who_is {
+            None => None,
+            Some(who_is) => match who_is.who_is(peer.ip().to_canonical()) {
+                Some(node) => Some(node),
+                None => {
+                    self.stats.refuse();
+                    tracing::debug!(%peer, "refused a recording from an address no tailnet node owns");
+                    return Ok(text(
+                        StatusCode::FORBIDDEN,
+                        "source address is not a node of this tailnet: recordings are filed under the node control says sent them\n",
+                    ));
+                }
+            },
+        };
         let response = match (req.method(), req.uri().path()) {
             (&Method::HEAD, "/v2/record") => text(StatusCode::OK, ""),
             (&Method::POST, path @ ("/v2/record" | "/record")) => {
@@ -279,9 +305,9 @@ impl Ingest {
                 }
                 let permit = SessionSlot::new(permit, source, &self.stats);
                 if path == "/v2/record" {
-                    self.start_v2(peer, req.into_body(), permit)
+                    self.start_v2(peer, sender, req.into_body(), permit)
                 } else {
-                    self.record_v1(peer, req.into_body(), permit).await
+                    self.record_v1(peer, sender, req.into_body(), permit).await
                 }
             }
             (_, "/v2/record" | "/record") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
@@ -299,12 +325,13 @@ impl Ingest {
     fn start_v2(
         self: Arc<Self>,
         peer: SocketAddr,
+        sender: Option<Identity>,
         body: Incoming,
         permit: SessionSlot,
     ) -> Response<ResponseBody> {
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
-            let result = self.receive(peer, body, Some(&tx)).await;
+            let result = self.receive(peer, sender, body, Some(&tx)).await;
             drop(permit);
             if let Err(e) = result {
                 let _ = tx
@@ -325,10 +352,11 @@ impl Ingest {
     async fn record_v1(
         self: Arc<Self>,
         peer: SocketAddr,
+        sender: Option<Identity>,
         body: Incoming,
         _permit: SessionSlot,
     ) -> Response<ResponseBody> {
-        match self.receive(peer, body, None).await {
+        match self.receive(peer, sender, body, None).await {
             Ok(()) => text(StatusCode::OK, ""),
             Err(e) => text(e.status(), &format!("{e}\n")),
         }
@@ -339,6 +367,7 @@ impl Ingest {
     async fn receive(
         &self,
         peer: SocketAddr,
+        sender: Option<Identity>,
         body: Incoming,
         acks: Option<&mpsc::Sender<Bytes>>,
     ) -> Result<(), SessionError> {
@@ -352,6 +381,7 @@ impl Ingest {
             )
             .with_header_timeout(started, self.config.header_timeout()),
             writer: None,
+            sender,
         };
         let result = self.pump(&mut session, body, acks).await;
         match &result {
@@ -439,7 +469,18 @@ impl Ingest {
             }
             valid += line.len() + 1;
         }
-        if let Some(header) = header {
+        if let Some(mut header) = header {
+            if let Some(sender) = &s.sender {
+                if sender.node != header.src_node_id {
+                    tracing::info!(
+                        claimed = %header.src_node_id,
+                        node = %sender,
+                        "filing a recording under the node control names, not the srcNodeID its header claims"
+                    );
+                }
+                // The key names the sender; the stored header is unchanged.
+                header.src_node_id.clone_from(&sender.node);
+            }
             let writer = self
                 .spool
                 .create(&header, self.config.key_prefix())
@@ -503,6 +544,8 @@ struct Session {
     framer: LineFramer,
     state: IngestState,
     writer: Option<SpoolWriter>,
+    /// The node that sends it, as control names it.
+    sender: Option<Identity>,
 }
 
 impl Session {

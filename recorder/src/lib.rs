@@ -7,6 +7,7 @@
 
 mod channel_body;
 pub mod config;
+pub mod identity;
 pub mod ingest;
 pub mod producer;
 pub mod spool;
@@ -34,6 +35,7 @@ use tokio::sync::mpsc;
 pub use config::{
     AzureConfig, AzureCredential, RecorderConfig, S3Config, StorageConfig, UploadConfig, WebConfig,
 };
+pub use identity::{Identity, WhoIs};
 pub use ingest::RecorderStats;
 pub use storage::{AlreadyStored, AzureStorage, LocalStorage, S3Storage, Storage, StoredObject};
 
@@ -46,15 +48,19 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    serve_observed(config, listener, shutdown, RecorderStats::default()).await
+    serve_observed(config, listener, shutdown, RecorderStats::default(), None).await
 }
 
 /// Like [`serve`], keeping `stats` up to date for the caller's metrics.
+/// With `who_is` (the recorder beside a tailnet node), every recording is
+/// filed under the node that sent it and the web UI serves only the
+/// viewers its config names.
 pub async fn serve_observed(
     config: RecorderConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
     stats: RecorderStats,
+    who_is: Option<Arc<dyn WhoIs>>,
 ) -> anyhow::Result<()> {
     match config.storage.clone() {
         StorageConfig::Local {
@@ -66,7 +72,7 @@ pub async fn serve_observed(
                 let storage = storage.clone();
                 tokio::spawn(async move { retain(storage, RetentionPolicy::days(days)).await })
             });
-            let served = serve_with_stats(config, storage, listener, shutdown, stats).await;
+            let served = serve_with_stats(config, storage, listener, shutdown, stats, who_is).await;
             if let Some(task) = retention {
                 task.abort();
             }
@@ -76,7 +82,7 @@ pub async fn serve_observed(
             let storage = S3Storage::from_config(&s3)
                 .await
                 .context("configuring S3 storage")?;
-            serve_with_stats(config, storage, listener, shutdown, stats).await
+            serve_with_stats(config, storage, listener, shutdown, stats, who_is).await
         }
         StorageConfig::Azure(azure) => {
             // Validate the whole config before reading the SAS file.
@@ -86,7 +92,7 @@ pub async fn serve_observed(
                 .context("checking the recorder configuration")?;
             let storage =
                 AzureStorage::from_config(&azure).context("configuring Azure Blob storage")?;
-            serve_with_stats(config, storage, listener, shutdown, stats).await
+            serve_with_stats(config, storage, listener, shutdown, stats, who_is).await
         }
     }
 }
@@ -104,6 +110,7 @@ pub async fn serve_with<S: Storage>(
         listener,
         shutdown,
         RecorderStats::default(),
+        None,
     )
     .await
 }
@@ -114,6 +121,7 @@ async fn serve_with_stats<S: Storage>(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
     stats: RecorderStats,
+    who_is: Option<Arc<dyn WhoIs>>,
 ) -> anyhow::Result<()> {
     config
         .validate()
@@ -138,11 +146,21 @@ async fn serve_with_stats<S: Storage>(
                 .await
                 .with_context(|| format!("listening for the web UI on {}", web_config.listen))?;
             tracing::info!(listen = %web_config.listen, "recorder web UI ready");
+            match (&who_is, web_config.viewers.is_empty()) {
+                (None, false) => anyhow::bail!(
+                    "recorder web.viewers is set, but this recorder runs without a tailnet node to identify viewers: run it as the appliance's recorder role beside a [node], or remove viewers and rely on web.allow"
+                ),
+                (Some(_), true) => tracing::warn!(
+                    "recorder web.viewers is empty: the web UI will refuse every viewer"
+                ),
+                _ => {}
+            }
             let web = Arc::new(web::Web::new(
                 web_config,
                 Arc::clone(&storage),
                 Arc::clone(&spool),
                 config.key_prefix(),
+                who_is.clone(),
             ));
             Some(tokio::spawn(async move {
                 let handler = move |peer, req| Arc::clone(&web).handle(peer, req);
@@ -157,8 +175,11 @@ async fn serve_with_stats<S: Storage>(
         config.upload.clone(),
         finished_rx,
     ));
-    let ingest =
-        Arc::new(ingest::Ingest::new(Arc::new(config), spool, finished_tx).observed(stats));
+    let ingest = Arc::new(
+        ingest::Ingest::new(Arc::new(config), spool, finished_tx)
+            .observed(stats)
+            .identified_by(who_is),
+    );
     let handler = move |peer, req| Arc::clone(&ingest).handle(peer, req);
     let accepted = accept_loop(&listener, shutdown, handler).await;
     uploader.abort();

@@ -32,6 +32,7 @@ use tokio::sync::mpsc;
 
 use crate::channel_body::ChannelBody;
 use crate::config::WebConfig;
+use crate::identity::{Identity, WhoIs, may_view};
 use crate::spool::{Spool, SpooledRecording};
 use crate::storage::Storage;
 
@@ -58,6 +59,17 @@ pub enum WebError {
     /// The source address is outside `web.allow`.
     #[error("source address is not allowed to view recordings")]
     Forbidden,
+    /// The `Host` header names neither an IP address nor one of `web.hosts`.
+    #[error("{0}")]
+    WrongHost(String),
+    /// The recorder's node does not know the source as a tailnet node.
+    #[error("{0} is not the address of a node of this tailnet")]
+    NotANode(IpAddr),
+    /// The viewer is a node whose user and tags `web.viewers` does not name.
+    #[error(
+        "{0} may not view recordings: [recorder.web] viewers names neither its user nor its tags"
+    )]
+    NotAViewer(Identity),
     /// No such page or session.
     #[error("not found")]
     NotFound,
@@ -76,16 +88,34 @@ pub enum WebError {
 #[derive(Debug)]
 pub struct Web<S> {
     allow: Vec<IpNet>,
+    hosts: Vec<String>,
+    viewers: Vec<String>,
+    /// Identifies viewers when the recorder runs beside a tailnet node.
+    who_is: Option<Arc<dyn WhoIs>>,
     storage: Arc<S>,
     spool: Arc<Spool>,
     prefix: String,
 }
 
 impl<S: Storage> Web<S> {
-    /// Routes reading `storage` (keys under `prefix`) and `spool`.
-    pub fn new(config: &WebConfig, storage: Arc<S>, spool: Arc<Spool>, prefix: &str) -> Self {
+    /// Routes reading `storage` (keys under `prefix`) and `spool`; with
+    /// `who_is`, only the viewers `config` names are served.
+    pub fn new(
+        config: &WebConfig,
+        storage: Arc<S>,
+        spool: Arc<Spool>,
+        prefix: &str,
+        who_is: Option<Arc<dyn WhoIs>>,
+    ) -> Self {
         Self {
             allow: config.allow.clone(),
+            hosts: config
+                .hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            viewers: config.viewers.clone(),
+            who_is,
             storage,
             spool,
             prefix: prefix.to_owned(),
@@ -101,6 +131,12 @@ impl<S: Storage> Web<S> {
         let answer = if !self.allowed(peer.ip()) {
             tracing::debug!(%peer, "refused a web UI request from outside the allow-list");
             Err(WebError::Forbidden)
+        } else if let Err(e) = self
+            .check_host(&req)
+            .and_then(|()| self.check_viewer(peer.ip()))
+        {
+            tracing::debug!(%peer, error = %e, "refused a web UI request");
+            Err(e)
         } else if req.method() != Method::GET && req.method() != Method::HEAD {
             Err(WebError::Method)
         } else {
@@ -108,6 +144,47 @@ impl<S: Storage> Web<S> {
                 .await
         };
         Ok(answer.unwrap_or_else(|e| error_response(&e)))
+    }
+
+    /// The request's host (the `Host` header, or the authority of an
+    /// HTTP/2 or absolute-form request) must be an IP literal or one of
+    /// `web.hosts`: a DNS-rebinding page carries its own name.
+    fn check_host(&self, req: &Request<Incoming>) -> Result<(), WebError> {
+        let named = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<hyper::http::uri::Authority>().ok())
+            .or_else(|| req.uri().authority().cloned());
+        let Some(authority) = named else {
+            return Err(WebError::WrongHost(
+                "the request names no host (Host header)".to_owned(),
+            ));
+        };
+        let host = authority.host();
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        if literal.parse::<IpAddr>().is_ok() || self.hosts.contains(&host) {
+            return Ok(());
+        }
+        Err(WebError::WrongHost(format!(
+            "host {host:?} is not one this recorder answers to: use its address or a name in [recorder.web] hosts"
+        )))
+    }
+
+    /// With a node beside the recorder, the viewer must be a tailnet node
+    /// whose user or tags `web.viewers` names.
+    fn check_viewer(&self, ip: IpAddr) -> Result<(), WebError> {
+        let Some(who_is) = &self.who_is else {
+            return Ok(());
+        };
+        let ip = ip.to_canonical();
+        let who = who_is.who_is(ip).ok_or(WebError::NotANode(ip))?;
+        if may_view(&self.viewers, &who) {
+            Ok(())
+        } else {
+            Err(WebError::NotAViewer(who))
+        }
     }
 
     fn allowed(&self, ip: IpAddr) -> bool {
@@ -543,7 +620,10 @@ fn html(template: &impl Template) -> Result<Response<ResponseBody>, WebError> {
 
 fn error_response(e: &WebError) -> Response<ResponseBody> {
     let status = match e {
-        WebError::Forbidden => StatusCode::FORBIDDEN,
+        WebError::Forbidden
+        | WebError::WrongHost(_)
+        | WebError::NotANode(_)
+        | WebError::NotAViewer(_) => StatusCode::FORBIDDEN,
         WebError::NotFound => StatusCode::NOT_FOUND,
         WebError::Method => StatusCode::METHOD_NOT_ALLOWED,
         WebError::Filter(_) => StatusCode::BAD_REQUEST,

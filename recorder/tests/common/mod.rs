@@ -66,6 +66,16 @@ impl Recorder {
         dir: tempfile::TempDir,
         change: impl FnOnce(&mut RecorderConfig),
     ) -> Self {
+        Self::start_identified(dir, None, change).await
+    }
+
+    /// Starts a recorder that asks `who_is` which node each source is, as
+    /// the appliance's recorder role does.
+    pub async fn start_identified(
+        dir: tempfile::TempDir,
+        who_is: Option<std::sync::Arc<dyn causeway_recorder::WhoIs>>,
+        change: impl FnOnce(&mut RecorderConfig),
+    ) -> Self {
         let mut config = test_config(dir.path());
         change(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -73,9 +83,15 @@ impl Recorder {
             .expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(causeway_recorder::serve(config, listener, async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(causeway_recorder::serve_observed(
+            config,
+            listener,
+            async {
+                let _ = stopped.await;
+            },
+            causeway_recorder::RecorderStats::default(),
+            who_is,
+        ));
         Self {
             addr,
             dir,

@@ -23,6 +23,8 @@ pub async fn start_with_web(allow: &str) -> (Recorder, SocketAddr) {
         c.web = Some(WebConfig {
             listen: web,
             allow: vec![allow],
+            hosts: Vec::new(),
+            viewers: Vec::new(),
         });
     })
     .await;
@@ -50,7 +52,8 @@ pub async fn get_streaming(web: SocketAddr, path: &str) -> Response<Incoming> {
         .await
         .expect("h1 handshake");
     tokio::spawn(conn);
-    let req = Request::get(format!("http://recorder{path}"))
+    let req = Request::get(path)
+        .header(hyper::header::HOST, web.to_string())
         .body(Empty::<Bytes>::new())
         .expect("request");
     send.send_request(req).await.expect("answered")
