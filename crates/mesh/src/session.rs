@@ -86,11 +86,13 @@ pub struct RegisterAttempt {
 }
 
 /// Why an attempt failed, as the shell saw it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SessionFailure {
     /// Control could not be reached, or the channel broke: retried.
+    #[error("control unreachable: {0}")]
     Unreachable(String),
     /// Control answered with an error code: retried or final by the code.
+    #[error("control refused ({code:?}): {message}")]
     Refused {
         /// The code control sent.
         code: ErrorCode,
@@ -99,6 +101,7 @@ pub enum SessionFailure {
     },
     /// Refused for good before a request was answered (control's key does
     /// not verify, capability version too old, no auth key configured).
+    #[error("{0}")]
     Definite(String),
 }
 
@@ -280,6 +283,8 @@ impl ControlSessionState {
                 self.auth_refusal = None;
             }
             Phase::InFlight(Attempt::Rotate) if Some(node_key) == self.keys.pending => {
+                self.registered = true;
+                self.auth_refusal = None;
                 self.commit_pending();
             }
             Phase::InFlight(_) | Phase::AwaitingKey | Phase::Backoff { .. } | Phase::Stopped => {
@@ -387,6 +392,16 @@ impl ControlSessionState {
                 let refusal = self.auth_refusal.take().unwrap_or(message);
                 self.stop(format!("control refused the auth key: {refusal}"));
             }
+            (ErrorCode::AuthKeyRefused | ErrorCode::NodeUnknown, Attempt::Rotate)
+                if !self.registered =>
+            {
+                // Control does not know this machine with either key, and
+                // we hold no registration: join with the auth key (the
+                // pending key is rotated to afterwards).
+                self.start(Attempt::Join {
+                    with_auth_key: true,
+                });
+            }
             (ErrorCode::AuthKeyRefused | ErrorCode::NodeUnknown, Attempt::Rotate) => {
                 self.stop(format!(
                     "control refused the node-key rotation: {message} (was this node deleted? join again with an auth key)"
@@ -404,12 +419,14 @@ impl ControlSessionState {
     }
 
     fn next_attempt(&self) -> Attempt {
-        if !self.registered {
+        // A pending key first, even before a registration is stored: a
+        // rotation may have started from a join whose answer we never kept.
+        if self.keys.pending.is_some() {
+            Attempt::Rotate
+        } else if !self.registered {
             Attempt::Join {
                 with_auth_key: true,
             }
-        } else if self.keys.pending.is_some() {
-            Attempt::Rotate
         } else {
             Attempt::Map { opened: false }
         }
@@ -822,6 +839,28 @@ mod tests {
             commands(&mut s),
             [SessionCommand::CommitKey { key: key(NEW) }, open_map(NEW)]
         );
+    }
+
+    #[test]
+    fn a_pending_key_without_a_stored_registration_is_tried_before_the_auth_key() {
+        // Joined (answer lost), found the key expired, started a rotation,
+        // crashed: control may hold either key.
+        let now = Instant::now();
+        let mut s = ControlSessionState::new(keys(OLD, Some(NEW)), false, 1);
+        assert_eq!(commands(&mut s), [register(NEW, Some(OLD), false)]);
+        s.handle_registered(key(NEW));
+        assert_eq!(
+            commands(&mut s),
+            [SessionCommand::CommitKey { key: key(NEW) }, open_map(NEW)]
+        );
+
+        // Control does not know the machine: join, then rotate.
+        let mut s = ControlSessionState::new(keys(OLD, Some(NEW)), false, 1);
+        commands(&mut s);
+        s.handle_failure(now, refused(ErrorCode::AuthKeyRefused));
+        assert_eq!(commands(&mut s), [register(OLD, None, true)]);
+        s.handle_registered(key(OLD));
+        assert_eq!(commands(&mut s), [register(NEW, Some(OLD), false)]);
     }
 
     #[test]
