@@ -1,9 +1,11 @@
 //! An expired node key is rotated by the node itself, signed by its machine
 //! key: no auth key, same node id and addresses, and the data plane works
-//! under the new key.
+//! under the new key. A rotation control does not answer keeps the old key
+//! and is retried until control is back.
 
 use std::time::{Duration, Instant};
 
+use causeway_e2e::local::topology::{CONTROL_ADDR, CONTROL_PORT};
 use causeway_e2e::local::{Node, Site};
 use causeway_e2e::{TestDeployment, peer, wait_until};
 use serde_json::Value;
@@ -79,6 +81,99 @@ fn expired_node_key_is_rotated_without_an_auth_key() {
     assert!(t.process("client").is_alive(), "the client exited");
     eprintln!("rotated {:.1} s after the expiry", rotated_in.as_secs_f64());
     t.finish();
+}
+
+#[test]
+fn a_rotation_control_does_not_answer_keeps_the_old_key_and_completes_later() {
+    let t = TestDeployment::deploy();
+    let before = t.status(Node::Client).expect("client status");
+    let node_id = before["node_id"].clone();
+    let old_key = before["node_key"].clone();
+    assert!(old_key.is_string(), "{before}");
+
+    // Control becomes unreachable for new connections from the client,
+    // while the open map stream stays up to deliver the expiry.
+    block_new_control_connections(&t, true);
+    let id = node_id.to_string();
+    let expired = t.admin_json(&["nodes", "expire", &id]);
+    assert_eq!(expired["expired"], true, "{expired}");
+
+    // The rotation fails and is retried; the old key stays in use.
+    let retrying = wait_until(
+        Duration::from_secs(10),
+        "the client to retry the rotation",
+        || {
+            let s = t.status(Node::Client)?;
+            anyhow::ensure!(
+                s["node_key"] != old_key || s["state"] == "rotating_key",
+                "{s}"
+            );
+            Ok(s)
+        },
+    );
+    assert_eq!(
+        retrying["node_key"], old_key,
+        "the client switched to a key control has not accepted: {retrying}"
+    );
+    let session = retrying["session"].as_str().unwrap_or_default();
+    assert!(
+        session.starts_with("rotating_key (retry in ") && session.contains("control unreachable"),
+        "status should say what is retried and why: {retrying}"
+    );
+    eprintln!("session while control was unreachable: {session}");
+    // Several retries later, still the same process and the old key.
+    std::thread::sleep(Duration::from_secs(6));
+    let still = t.status(Node::Client).expect("client status while blocked");
+    assert_eq!(still["node_key"], old_key, "{still}");
+    assert_eq!(still["state"], "rotating_key", "{still}");
+    assert!(t.process("client").is_alive(), "the client exited");
+
+    // Control is back: the rotation completes and the node runs under the
+    // new key, with the same id and addresses.
+    block_new_control_connections(&t, false);
+    let unblocked = Instant::now();
+    let after = wait_until(
+        Duration::from_secs(15),
+        "the client to run under a new node key",
+        || {
+            let s = t.status(Node::Client)?;
+            anyhow::ensure!(s["node_key"] != old_key && s["state"] == "running", "{s}");
+            Ok(s)
+        },
+    );
+    let recovered_in = unblocked.elapsed();
+    assert_eq!(after["node_id"], node_id, "{after}");
+    assert_eq!(after["addresses"], before["addresses"], "{after}");
+    let record = client_record(&t.nodes(), &node_id).clone();
+    assert_eq!(record["expired"], false, "{record}");
+    wait_until(
+        Duration::from_secs(10),
+        "the VPC page under the new key",
+        || t.fetch_vpc_page(Site::Cli),
+    );
+    assert!(t.process("client").is_alive(), "the client exited");
+    eprintln!(
+        "rotation completed {:.1} s after control was reachable again",
+        recovered_in.as_secs_f64()
+    );
+    t.finish();
+}
+
+/// Rejects (`block`) or allows again new TCP connections from the client's
+/// namespace to control; established ones are untouched.
+fn block_new_control_connections(t: &TestDeployment, block: bool) {
+    let script = if block {
+        format!(
+            "table inet cw_test_block {{\n  chain output {{\n    type filter hook output priority 0;\n    ip daddr {CONTROL_ADDR} tcp dport {CONTROL_PORT} ct state new reject with tcp reset\n  }}\n}}\n"
+        )
+    } else {
+        "delete table inet cw_test_block\n".to_owned()
+    };
+    let path = std::env::temp_dir().join(format!("{}-block.nft", t.name()));
+    std::fs::write(&path, script).expect("writing the nftables script");
+    let ran = t.run_in(Site::Cli, &["nft", "-f", &path.display().to_string()]);
+    let _ = std::fs::remove_file(&path);
+    assert!(ran.success(), "nft in the client's namespace: {ran}");
 }
 
 fn client_record<'a>(nodes: &'a [Value], id: &Value) -> &'a Value {
