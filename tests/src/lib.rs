@@ -610,6 +610,26 @@ impl TestDeployment {
         rec
     }
 
+    /// Rejects (`block`) or allows again new TCP connections from `site`
+    /// to control's node-facing port, with a TCP reset; connections already
+    /// open (a map stream) are untouched. Control looks unreachable to a
+    /// node there, without stopping it.
+    pub fn block_new_control_connections(&self, site: Site, block: bool) {
+        use causeway_provisioner::local::topology::{CONTROL_ADDR, CONTROL_PORT};
+        let script = if block {
+            format!(
+                "table inet cw_test_block {{\n  chain output {{\n    type filter hook output priority 0;\n    ip daddr {CONTROL_ADDR} tcp dport {CONTROL_PORT} ct state new reject with tcp reset\n  }}\n}}\n"
+            )
+        } else {
+            "delete table inet cw_test_block\n".to_owned()
+        };
+        let path = std::env::temp_dir().join(format!("{}-block.nft", self.name()));
+        fs::write(&path, script).expect("writing the nftables script");
+        let ran = self.run_in(site, &["nft", "-f", &path.display().to_string()]);
+        let _ = fs::remove_file(&path);
+        assert!(ran.success(), "nft in {site:?}: {ran}");
+    }
+
     /// `appliance status --json` of an appliance in `site` whose state
     /// directory is `state_dir` (for nodes a test starts itself).
     pub fn status_at(&self, site: Site, state_dir: &Path) -> anyhow::Result<Value> {

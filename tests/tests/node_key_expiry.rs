@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use causeway_e2e::local::topology::{CONTROL_ADDR, CONTROL_PORT};
 use causeway_e2e::local::{Node, Site};
 use causeway_e2e::{TestDeployment, peer, wait_until};
 use serde_json::Value;
@@ -93,7 +92,7 @@ fn a_rotation_control_does_not_answer_keeps_the_old_key_and_completes_later() {
 
     // Control becomes unreachable for new connections from the client,
     // while the open map stream stays up to deliver the expiry.
-    block_new_control_connections(&t, true);
+    t.block_new_control_connections(Site::Cli, true);
     let id = node_id.to_string();
     let expired = t.admin_json(&["nodes", "expire", &id]);
     assert_eq!(expired["expired"], true, "{expired}");
@@ -130,7 +129,7 @@ fn a_rotation_control_does_not_answer_keeps_the_old_key_and_completes_later() {
 
     // Control is back: the rotation completes and the node runs under the
     // new key, with the same id and addresses.
-    block_new_control_connections(&t, false);
+    t.block_new_control_connections(Site::Cli, false);
     let unblocked = Instant::now();
     let after = wait_until(
         Duration::from_secs(15),
@@ -157,23 +156,6 @@ fn a_rotation_control_does_not_answer_keeps_the_old_key_and_completes_later() {
         recovered_in.as_secs_f64()
     );
     t.finish();
-}
-
-/// Rejects (`block`) or allows again new TCP connections from the client's
-/// namespace to control; established ones are untouched.
-fn block_new_control_connections(t: &TestDeployment, block: bool) {
-    let script = if block {
-        format!(
-            "table inet cw_test_block {{\n  chain output {{\n    type filter hook output priority 0;\n    ip daddr {CONTROL_ADDR} tcp dport {CONTROL_PORT} ct state new reject with tcp reset\n  }}\n}}\n"
-        )
-    } else {
-        "delete table inet cw_test_block\n".to_owned()
-    };
-    let path = std::env::temp_dir().join(format!("{}-block.nft", t.name()));
-    std::fs::write(&path, script).expect("writing the nftables script");
-    let ran = t.run_in(Site::Cli, &["nft", "-f", &path.display().to_string()]);
-    let _ = std::fs::remove_file(&path);
-    assert!(ran.success(), "nft in the client's namespace: {ran}");
 }
 
 fn client_record<'a>(nodes: &'a [Value], id: &Value) -> &'a Value {
