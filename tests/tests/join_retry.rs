@@ -5,16 +5,13 @@
 use std::time::{Duration, Instant};
 
 use causeway_e2e::local::Site;
-use causeway_e2e::local::appliance::control_url;
-use causeway_e2e::{TestDeployment, WAIT, wait_until, write_secret_file};
+use causeway_e2e::{TestDeployment, WAIT, wait_until};
 
 /// The extra node: its hostname, TUN device and UDP port (the client's
 /// namespace already has `cw0` on 41641).
 const HOSTNAME: &str = "late";
 const TUN: &str = "cw8";
 const PORT: u16 = 41643;
-/// The client namespace's public address.
-const CLIENT_ADDR: &str = "198.18.0.4";
 
 #[test]
 fn a_node_that_cannot_reach_control_at_start_keeps_trying_and_joins() {
@@ -26,46 +23,8 @@ fn a_node_that_cannot_reach_control_at_start_keeps_trying_and_joins() {
         .as_str()
         .unwrap_or_else(|| panic!("no key in {created}"));
 
-    let paths = t.dep().paths();
-    let root = paths.root();
-    let state_dir = root.join(HOSTNAME);
-    std::fs::create_dir_all(&state_dir).expect("the extra node's state dir");
-    let key_file = root.join(format!("{HOSTNAME}.key"));
-    write_secret_file(&key_file, &format!("{key}\n"));
-    let config = root.join(format!("{HOSTNAME}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            r#"state_dir = "{state}"
-
-[node]
-control_url = "{url}"
-control_public_key_file = "{pubkey}"
-auth_key_file = "{key}"
-hostname = "{HOSTNAME}"
-listen_port = {PORT}
-tun_name = "{TUN}"
-accept_routes = false
-advertise_endpoints = ["{CLIENT_ADDR}:{PORT}"]
-"#,
-            state = state_dir.display(),
-            url = control_url(),
-            pubkey = paths.control_pub().display(),
-            key = key_file.display(),
-        ),
-    )
-    .expect("writing the extra node's config");
-
     t.block_new_control_connections(Site::Cli, true);
-    let app = t.dep().appliance().expect("an appliance binary");
-    let cli = t.dep().netns(Site::Cli);
-    let mut cmd = app.run_command(&cli, &config);
-    let rec = t.spawn_recorded(
-        HOSTNAME,
-        cli.name(),
-        &mut cmd,
-        &root.join(format!("{HOSTNAME}.log")),
-    );
+    let (rec, state_dir) = t.start_extra_node(HOSTNAME, TUN, PORT, key);
 
     let waiting = wait_until(
         Duration::from_secs(10),
