@@ -17,7 +17,8 @@ use causeway_mesh::{
 };
 use causeway_netconf::{FirewallPolicy, RouteTable, SubnetRouter};
 use causeway_wire::{
-    ClientMessage, MapRequest, NodeUpdate, PrivateKey, PublicKey, RegisterRequest, ServerMessage,
+    ClientMessage, ErrorCode, MapRequest, NodeUpdate, PrivateKey, PublicKey, RegisterRequest,
+    ServerMessage,
 };
 use ipnet::IpNet;
 use tokio::net::UdpSocket;
@@ -226,7 +227,15 @@ pub async fn run(
             _ = shutdown.changed() => break Ok(()),
             finished = &mut dataplane => break dataplane_ended(finished),
         };
-        tracing::warn!(error = %failure, "control session ended; the data plane keeps running");
+        if let SessionFailure::Refused {
+            code: ErrorCode::NodeKeyExpired,
+            ..
+        } = failure
+        {
+            tracing::info!("control says the node key expired");
+        } else {
+            tracing::warn!(error = %failure, "control session ended; the data plane keeps running");
+        }
         let now = Instant::now();
         session.ever_running |= session.machine.status(now).phase == SessionPhase::Running;
         session.machine.handle_failure(now, failure);

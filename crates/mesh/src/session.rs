@@ -389,8 +389,13 @@ impl ControlSessionState {
                 | ErrorCode::NodeKeyExpired,
                 Attempt::Join { .. },
             ) => {
-                let refusal = self.auth_refusal.take().unwrap_or(message);
-                self.stop(format!("control refused the auth key: {refusal}"));
+                // After the check without the key, report why the key
+                // itself was refused.
+                let stop = match self.auth_refusal.take() {
+                    Some(refusal) => format!("control refused the auth key: {refusal}"),
+                    None => format!("control refused the registration: {message}"),
+                };
+                self.stop(stop);
             }
             (ErrorCode::AuthKeyRefused | ErrorCode::NodeUnknown, Attempt::Rotate)
                 if !self.registered =>
@@ -763,6 +768,11 @@ mod tests {
                 ControlSessionState::new(keys(OLD, None), false, 1),
                 SessionFailure::Definite("node.auth_key_file is not set".into()),
                 "node.auth_key_file is not set",
+            ),
+            (
+                ControlSessionState::new(keys(OLD, None), false, 1),
+                refused(ErrorCode::BadRequest),
+                "control refused the registration: BadRequest from control",
             ),
             (
                 running(now),
