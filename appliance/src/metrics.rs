@@ -293,6 +293,7 @@ fn encode_node(
     let states = [
         StatusState::Starting,
         StatusState::Registering,
+        StatusState::RotatingKey,
         StatusState::Running,
         StatusState::Reconnecting,
     ];
@@ -402,6 +403,7 @@ fn state_name(state: StatusState) -> &'static str {
     match state {
         StatusState::Starting => "starting",
         StatusState::Registering => "registering",
+        StatusState::RotatingKey => "rotating_key",
         StatusState::Running => "running",
         StatusState::Reconnecting => "reconnecting",
     }
@@ -459,6 +461,7 @@ mod tests {
             addresses: vec![],
             control_url: "http://198.18.0.2:8080".into(),
             control_connected: true,
+            session: "running".into(),
             endpoints: vec!["198.18.0.3:41641".parse().expect("valid")],
             netmap_seq: 7,
             advertised_routes: vec![

@@ -11,6 +11,11 @@ use causeway_wire::{NodeId, PrivateKey};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+/// The node key control accepted last.
+const NODE_KEY: &str = "node.key";
+/// A node key created for a rotation control has not confirmed yet.
+const PENDING_NODE_KEY: &str = "pending-node.key";
+
 /// The node's state directory.
 #[derive(Debug, Clone)]
 pub struct StateDir {
@@ -48,17 +53,44 @@ impl StateDir {
         self.key("machine.key")
     }
 
-    /// The current node key, created on first use.
-    pub fn node_key(&self) -> anyhow::Result<PrivateKey> {
-        self.key("node.key")
+    /// The current node key (created on first use) and the pending one a
+    /// rotation created, if control has not confirmed it yet.
+    pub fn node_keys(&self) -> anyhow::Result<(PrivateKey, Option<PrivateKey>)> {
+        let current = self.key(NODE_KEY)?;
+        let path = self.root.join(PENDING_NODE_KEY);
+        let pending = match fs::read_to_string(&path) {
+            Ok(text) => Some(
+                PrivateKey::from_base64(&text)
+                    .with_context(|| format!("reading key file {}", path.display()))?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading key file {}", path.display()));
+            }
+        };
+        Ok((current, pending))
     }
 
-    /// Replaces the node key (rotation); the new key is written before the
-    /// old one is gone, so a crash leaves one of them.
-    pub fn rotate_node_key(&self) -> anyhow::Result<PrivateKey> {
-        let key = PrivateKey::from_random_bytes(rand::random());
-        write_secret(&self.root.join("node.key"), key.to_base64().as_bytes())?;
-        Ok(key)
+    /// Stores `key` as the pending node key of a rotation; the current key
+    /// stays until control confirms the new one.
+    pub fn save_pending_node_key(&self, key: &PrivateKey) -> anyhow::Result<()> {
+        write_secret(
+            &self.root.join(PENDING_NODE_KEY),
+            key.to_base64().as_bytes(),
+        )
+    }
+
+    /// Makes `key` the current node key and removes the pending one, in
+    /// that order: a crash between the two leaves them equal, which the
+    /// next start recognises.
+    pub fn commit_node_key(&self, key: &PrivateKey) -> anyhow::Result<()> {
+        write_secret(&self.root.join(NODE_KEY), key.to_base64().as_bytes())?;
+        let pending = self.root.join(PENDING_NODE_KEY);
+        match fs::remove_file(&pending) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing {}", pending.display())),
+        }
     }
 
     /// Our registration, if we have one.
@@ -130,12 +162,32 @@ mod tests {
     }
 
     #[test]
-    fn rotation_replaces_the_node_key() {
+    fn a_pending_node_key_becomes_current_only_when_committed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = StateDir::open(dir.path()).expect("opens");
-        let old = state.node_key().expect("created").public_key();
-        let new = state.rotate_node_key().expect("rotated").public_key();
-        assert_ne!(old, new);
-        assert_eq!(state.node_key().expect("read").public_key(), new);
+        let (old, pending) = state.node_keys().expect("created");
+        assert!(pending.is_none());
+
+        let new = PrivateKey::from_random_bytes([9; 32]);
+        state.save_pending_node_key(&new).expect("saved");
+        let (current, pending) = state.node_keys().expect("read");
+        assert_eq!(current.public_key(), old.public_key());
+        assert_eq!(pending.map(|k| k.public_key()), Some(new.public_key()));
+        let mode = fs::metadata(dir.path().join(PENDING_NODE_KEY))
+            .expect("exists")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        state.commit_node_key(&new).expect("committed");
+        let (current, pending) = state.node_keys().expect("read");
+        assert_eq!(current.public_key(), new.public_key());
+        assert!(pending.is_none());
+        // Committing again (a restart after a crash mid-commit) is harmless.
+        state.commit_node_key(&new).expect("committed again");
+        assert_eq!(
+            state.node_keys().expect("read").0.public_key(),
+            new.public_key()
+        );
     }
 }

@@ -47,6 +47,9 @@ pub const DB_GREETING: &str = causeway_provisioner::local::services::DB_GREETING
 /// The subnet the router advertises.
 pub const VPC_SUBNET: &str = "198.19.1.0/24";
 
+/// The client namespace's public address.
+pub const CLIENT_PUBLIC_ADDR: &str = "198.18.0.4";
+
 /// Process key of control in the deployment's `state.json`.
 pub const CONTROL_KEY: &str = "control";
 
@@ -610,6 +613,80 @@ impl TestDeployment {
             spawn_logged(cmd, namespace, log).unwrap_or_else(|e| panic!("starting {key}: {e:#}"));
         self.record(key, rec.clone());
         rec
+    }
+
+    /// Starts an extra device in the client's namespace, registered with
+    /// `auth_key`: its state directory, key file, config and log live under
+    /// the deployment's root, named after `hostname`, and it is recorded so
+    /// teardown stops it. `tun` and `port` must differ from the client's
+    /// (`cw0`, 41641). Returns the process and its state directory.
+    pub fn start_extra_node(
+        &self,
+        hostname: &str,
+        tun: &str,
+        port: u16,
+        auth_key: &str,
+    ) -> (ProcessRecord, PathBuf) {
+        let paths = self.dep.paths();
+        let root = paths.root();
+        let state_dir = root.join(hostname);
+        fs::create_dir_all(&state_dir).expect("the extra node's state dir");
+        let key_file = root.join(format!("{hostname}.key"));
+        write_secret_file(&key_file, &format!("{auth_key}\n"));
+        let config = root.join(format!("{hostname}.toml"));
+        fs::write(
+            &config,
+            format!(
+                r#"state_dir = "{state}"
+
+[node]
+control_url = "{url}"
+control_public_key_file = "{pubkey}"
+auth_key_file = "{key}"
+hostname = "{hostname}"
+listen_port = {port}
+tun_name = "{tun}"
+accept_routes = false
+advertise_endpoints = ["{client}:{port}"]
+"#,
+                state = state_dir.display(),
+                url = local::appliance::control_url(),
+                pubkey = paths.control_pub().display(),
+                key = key_file.display(),
+                client = CLIENT_PUBLIC_ADDR,
+            ),
+        )
+        .expect("writing the extra node's config");
+        let app = self.dep.appliance().expect("an appliance binary");
+        let cli = self.dep.netns(Site::Cli);
+        let mut cmd = app.run_command(&cli, &config);
+        let rec = self.spawn_recorded(
+            hostname,
+            cli.name(),
+            &mut cmd,
+            &root.join(format!("{hostname}.log")),
+        );
+        (rec, state_dir)
+    }
+
+    /// Rejects (`block`) or allows again new TCP connections from `site`
+    /// to control's node-facing port, with a TCP reset; connections already
+    /// open (a map stream) are untouched. Control looks unreachable to a
+    /// node there, without stopping it.
+    pub fn block_new_control_connections(&self, site: Site, block: bool) {
+        use causeway_provisioner::local::topology::{CONTROL_ADDR, CONTROL_PORT};
+        let script = if block {
+            format!(
+                "table inet cw_test_block {{\n  chain output {{\n    type filter hook output priority 0;\n    ip daddr {CONTROL_ADDR} tcp dport {CONTROL_PORT} ct state new reject with tcp reset\n  }}\n}}\n"
+            )
+        } else {
+            "delete table inet cw_test_block\n".to_owned()
+        };
+        let path = std::env::temp_dir().join(format!("{}-block.nft", self.name()));
+        fs::write(&path, script).expect("writing the nftables script");
+        let ran = self.run_in(site, &["nft", "-f", &path.display().to_string()]);
+        let _ = fs::remove_file(&path);
+        assert!(ran.success(), "nft in {site:?}: {ran}");
     }
 
     /// `appliance status --json` of an appliance in `site` whose state

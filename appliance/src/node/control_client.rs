@@ -27,7 +27,8 @@ pub enum ConnectError {
     /// Control is unreachable or failed; retry with backoff.
     #[error("{0:#}")]
     Transient(anyhow::Error),
-    /// Control refused us for good (version too old, wrong pinned key).
+    /// Control refused us for good (version too old, wrong pinned key, a
+    /// 4xx answer other than 408 and 429).
     #[error("{0}")]
     Refused(String),
 }
@@ -121,7 +122,12 @@ impl ControlChannel {
                 .unwrap_or_default();
             let text = String::from_utf8_lossy(&body).trim().to_owned();
             let message = format!("control answered {status} to the channel upgrade: {text}");
-            return Err(if status.is_client_error() {
+            // A load balancer's 408 and 429 say "later", not "never".
+            let later = matches!(
+                status,
+                hyper::StatusCode::REQUEST_TIMEOUT | hyper::StatusCode::TOO_MANY_REQUESTS
+            );
+            return Err(if status.is_client_error() && !later {
                 ConnectError::Refused(message)
             } else {
                 ConnectError::Transient(anyhow!(message))

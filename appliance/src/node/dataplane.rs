@@ -49,8 +49,9 @@ const MIN_OUT: usize = 256;
 pub enum Command {
     /// New peer set and packet filter from the netmap.
     SetPeers(Vec<Node>, Option<PacketFilter>),
-    /// The node key was rotated: rebuild every tunnel under the new key.
-    SetKey(PrivateKey, Vec<Node>),
+    /// The node key was rotated: rebuild every tunnel under the new key,
+    /// keeping the packet filter.
+    SetKey(PrivateKey, Vec<Node>, Option<PacketFilter>),
     /// Counters for `appliance status`.
     Stats(oneshot::Sender<(Vec<PeerStats>, DropCounts)>),
     /// The addresses of the node's own interfaces changed.
@@ -178,9 +179,10 @@ impl DataplaneDriver {
                 self.node.set_peers(peers.iter());
                 self.node.set_filter(filter);
             }
-            Command::SetKey(key, peers) => {
+            Command::SetKey(key, peers, filter) => {
                 self.node = NodeState::new(&key, rand::random());
                 self.node.set_peers(peers.iter());
+                self.node.set_filter(filter);
             }
             Command::Stats(reply) => {
                 let _ = reply.send((self.node.peer_stats(), self.node.dropped().clone()));

@@ -8,10 +8,13 @@ pub mod status;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use causeway_mesh::{EndpointDiscoveryState, NetmapState, NodeState};
+use causeway_mesh::{
+    ControlSessionState, EndpointDiscoveryState, NetmapState, NodeKeys, NodeState, RegisterAttempt,
+    SessionCommand, SessionFailure, SessionPhase,
+};
 use causeway_netconf::{FirewallPolicy, RouteTable, SubnetRouter};
 use causeway_wire::{
     ClientMessage, ErrorCode, MapRequest, NodeUpdate, PrivateKey, PublicKey, RegisterRequest,
@@ -33,10 +36,6 @@ const FIREWALL_TABLE: &str = "causeway";
 
 /// The tailnet's IPv4 range (RFC 6598 shared address space).
 pub(crate) const TAILNET_V4: &str = "100.64.0.0/10";
-
-/// Reconnect backoff bounds.
-const BACKOFF_MIN: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// How often the node re-reads its interface addresses (a new ENI, a DHCP
 /// renewal) to keep its advertised endpoints true.
@@ -73,22 +72,53 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let control_key = control_key(config)?;
     let machine_key = state.machine_key()?;
-    let mut node_key = state.node_key()?;
+    let (node_key, pending_key) = state.node_keys()?;
     let advertised: Vec<IpNet> = router
         .map(|r| r.routes.iter().map(|r| r.prefix).collect())
         .unwrap_or_default();
 
     let status = Arc::new(Mutex::new(NodeStatus::new(config, &advertised)));
 
-    let registration = match state.registration()? {
-        Some(r) => r,
-        None => {
-            status::set(&status, |s| s.state = StatusState::Registering);
-            let r = register(config, &control_key, &machine_key, &node_key, None).await?;
-            state.save_registration(&r)?;
-            r
-        }
+    let registration = state.registration()?;
+    let keys = NodeKeys {
+        current: node_key.public_key(),
+        pending: pending_key.as_ref().map(PrivateKey::public_key),
     };
+    let mut session = SessionDriver {
+        machine: ControlSessionState::new(keys, registration.is_some(), rand::random()),
+        config,
+        control_key,
+        machine_key,
+        state: &state,
+        node_key,
+        pending_key,
+        registration,
+        status: Arc::clone(&status),
+        ever_running: false,
+    };
+    // Join (or finish a rotation a crash interrupted) before anything is
+    // set up: the addresses come from the registration. Meanwhile the
+    // status answers without data-plane counters (nobody receives them).
+    let (no_dataplane, _) = mpsc::channel(1);
+    let joining_status = tokio::spawn(status::serve(
+        state.status_socket(),
+        Arc::clone(&status),
+        no_dataplane,
+    ));
+    let joined = tokio::select! {
+        ready = session.until_map() => ready.map(|()| true),
+        _ = shutdown.changed() => Ok(false),
+    };
+    joining_status.abort();
+    let _ = joining_status.await;
+    if !matches!(joined, Ok(true)) {
+        let _ = std::fs::remove_file(state.status_socket());
+        return joined.map(|_| ());
+    }
+    let registration = session
+        .registration
+        .clone()
+        .context("control session opened the map without a registration")?;
     tracing::info!(node_id = %registration.node_id, addresses = ?registration.addresses, "registered");
 
     // Data plane: TUN device, UDP socket, driver task.
@@ -124,8 +154,9 @@ pub async fn run(
         interface_endpoints(config)?
     });
     let (endpoints_tx, mut endpoints) = watch::channel(discovery.endpoints().to_vec());
+    let mut dataplane_key = session.node_key.public_key();
     let driver = DataplaneDriver::new(
-        NodeState::new(&node_key, rand::random()),
+        NodeState::new(&session.node_key, rand::random()),
         discovery,
         tun,
         socket,
@@ -170,17 +201,18 @@ pub async fn run(
             .map_err(|_| anyhow::anyhow!("status lock poisoned"))?;
         s.node_id = Some(registration.node_id);
         s.addresses = registration.addresses.clone();
-        s.node_key = Some(node_key.public_key());
+        s.node_key = Some(dataplane_key);
     }
 
     let mut netmap = NetmapState::default();
-    let mut backoff = BACKOFF_MIN;
     let result: anyhow::Result<()> = loop {
-        let session = follow_control(
+        // The machine asked for the map stream (see `until_map`).
+        let stream = follow_control(
             config,
-            &control_key,
-            &machine_key,
-            &node_key,
+            &session.control_key,
+            &session.machine_key,
+            &session.node_key,
+            &mut session.machine,
             &mut endpoints,
             fixed_endpoints,
             &advertised,
@@ -189,60 +221,50 @@ pub async fn run(
             &routes,
             ifindex,
             &status,
-            &mut backoff,
         );
-        let outcome = tokio::select! {
-            outcome = session => outcome,
+        let failure = tokio::select! {
+            failure = stream => failure,
             _ = shutdown.changed() => break Ok(()),
-            finished = &mut dataplane => break match finished {
-                Ok(Ok(())) => Err(anyhow::anyhow!("data plane stopped")),
-                Ok(Err(e)) => Err(e.context("data plane failed")),
-                Err(e) => Err(anyhow::anyhow!("data plane task failed: {e}")),
-            },
+            finished = &mut dataplane => break dataplane_ended(finished),
         };
-        match outcome {
-            SessionEnd::Lost(e) => {
-                status::set(&status, |s| {
-                    s.control_connected = false;
-                    if s.state == StatusState::Running {
-                        s.state = StatusState::Reconnecting
-                    }
-                });
-                tracing::warn!(error = %format!("{e:#}"), retry_in = ?backoff, "lost control; the data plane keeps running");
-            }
-            SessionEnd::Refused(message) => break Err(anyhow::anyhow!(message)),
-            SessionEnd::KeyExpired => {
-                tracing::info!("node key expired; rotating");
-                let new_key = state.rotate_node_key()?;
-                match register(
-                    config,
-                    &control_key,
-                    &machine_key,
-                    &new_key,
-                    Some(node_key.public_key()),
-                )
-                .await
-                {
-                    Ok(r) => state.save_registration(&r)?,
-                    Err(e) => {
-                        tracing::warn!(error = %format!("{e:#}"), "key rotation failed; will retry")
-                    }
-                }
-                node_key = new_key;
-                status::set(&status, |s| s.node_key = Some(node_key.public_key()));
-                let peers = netmap.peers().cloned().collect();
-                commands
-                    .send(Command::SetKey(node_key.clone(), peers))
-                    .await
-                    .ok();
-                continue;
-            }
+        if let SessionFailure::Refused {
+            code: ErrorCode::NodeKeyExpired,
+            ..
+        } = failure
+        {
+            tracing::info!("control says the node key expired");
+        } else {
+            tracing::warn!(error = %failure, "control session ended; the data plane keeps running");
         }
+        let now = Instant::now();
+        session.ever_running |= session.machine.status(now).phase == SessionPhase::Running;
+        session.machine.handle_failure(now, failure);
+        status::set(&status, |s| s.control_connected = false);
+        session.show();
         tokio::select! {
-            () = tokio::time::sleep(backoff) => {},
+            ready = session.until_map() => {
+                if let Err(e) = ready {
+                    break Err(e);
+                }
+            }
             _ = shutdown.changed() => break Ok(()),
+            finished = &mut dataplane => break dataplane_ended(finished),
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        if session.node_key.public_key() != dataplane_key {
+            // Control confirmed a new node key: only now does the data
+            // plane switch to it.
+            dataplane_key = session.node_key.public_key();
+            let peers = netmap.peers().cloned().collect();
+            commands
+                .send(Command::SetKey(
+                    session.node_key.clone(),
+                    peers,
+                    netmap.filter().cloned(),
+                ))
+                .await
+                .ok();
+            status::set(&status, |s| s.node_key = Some(dataplane_key));
+        }
     };
 
     // Tear down what we installed: nftables table, then the TUN device (its
@@ -260,13 +282,184 @@ pub async fn run(
     result
 }
 
-enum SessionEnd {
-    /// The channel broke; reconnect with backoff.
-    Lost(anyhow::Error),
-    /// Control refused us for good.
-    Refused(String),
-    /// Rotate the node key and come back.
-    KeyExpired,
+fn dataplane_ended(
+    finished: Result<anyhow::Result<()>, tokio::task::JoinError>,
+) -> anyhow::Result<()> {
+    match finished {
+        Ok(Ok(())) => Err(anyhow::anyhow!("data plane stopped")),
+        Ok(Err(e)) => Err(e.context("data plane failed")),
+        Err(e) => Err(anyhow::anyhow!("data plane task failed: {e}")),
+    }
+}
+
+/// The shell of [`ControlSessionState`]: carries out its commands (channels
+/// to control, key files, the registration) and feeds back what happened.
+struct SessionDriver<'a> {
+    machine: ControlSessionState,
+    config: &'a NodeConfig,
+    control_key: PublicKey,
+    machine_key: PrivateKey,
+    state: &'a StateDir,
+    /// The key control accepted last; the data plane uses it.
+    node_key: PrivateKey,
+    /// A rotation's new key, until control confirms it.
+    pending_key: Option<PrivateKey>,
+    registration: Option<Registration>,
+    status: Arc<Mutex<NodeStatus>>,
+    /// Whether a map stream has opened since the node started.
+    ever_running: bool,
+}
+
+impl SessionDriver<'_> {
+    /// Carries out the machine's commands until it asks for the map stream.
+    /// An error is a definite refusal (or a disk that cannot keep the
+    /// keys): the node stops.
+    async fn until_map(&mut self) -> anyhow::Result<()> {
+        loop {
+            let Some(command) = self.machine.poll_command() else {
+                // Waiting after a failure.
+                let due = self
+                    .machine
+                    .poll_timeout()
+                    .context("control session is idle with nothing scheduled")?;
+                tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+                self.machine.handle_timeout(Instant::now());
+                self.show();
+                continue;
+            };
+            match command {
+                SessionCommand::OpenMap { node_key } => {
+                    anyhow::ensure!(
+                        node_key == self.node_key.public_key(),
+                        "control session asked for the map with a key the node does not hold"
+                    );
+                    self.show();
+                    return Ok(());
+                }
+                SessionCommand::Register(attempt) => {
+                    self.show();
+                    match self.register(&attempt).await {
+                        Ok(registration) => {
+                            self.state.save_registration(&registration)?;
+                            self.registration = Some(registration);
+                            self.machine.handle_registered(attempt.node_key);
+                        }
+                        Err(failure) => {
+                            tracing::warn!(error = %failure, "registering with control failed");
+                            self.machine.handle_failure(Instant::now(), failure);
+                        }
+                    }
+                    self.show();
+                }
+                SessionCommand::CreatePendingKey => {
+                    let key = PrivateKey::from_random_bytes(rand::random());
+                    self.state
+                        .save_pending_node_key(&key)
+                        .context("storing the new node key")?;
+                    tracing::info!("rotating the node key");
+                    let public = key.public_key();
+                    self.pending_key = Some(key);
+                    self.machine.handle_pending_key(public);
+                }
+                SessionCommand::CommitKey { key } => {
+                    if let Some(pending) = self.pending_key.take_if(|p| p.public_key() == key) {
+                        self.node_key = pending;
+                    }
+                    anyhow::ensure!(
+                        self.node_key.public_key() == key,
+                        "control session committed a node key the node does not hold"
+                    );
+                    self.state
+                        .commit_node_key(&self.node_key)
+                        .context("storing the node key control accepted")?;
+                    tracing::info!("control accepted the new node key");
+                }
+                SessionCommand::Stop { message } => {
+                    self.show();
+                    bail!(message);
+                }
+            }
+        }
+    }
+
+    /// Registers as `attempt` says and returns control's answer.
+    async fn register(&self, attempt: &RegisterAttempt) -> Result<Registration, SessionFailure> {
+        let auth_key = if attempt.with_auth_key {
+            Some(auth_key(self.config).await?)
+        } else {
+            None
+        };
+        let mut channel = ControlChannel::connect(
+            &self.config.control_url,
+            &self.control_key,
+            &self.machine_key,
+        )
+        .await
+        .map_err(|e| match e {
+            ConnectError::Transient(e) => SessionFailure::Unreachable(format!("{e:#}")),
+            ConnectError::Refused(m) => SessionFailure::Definite(m),
+        })?;
+        let unreachable = |e: anyhow::Error| SessionFailure::Unreachable(format!("{e:#}"));
+        channel
+            .send(&ClientMessage::Register(RegisterRequest {
+                node_key: attempt.node_key,
+                old_node_key: attempt.old_node_key,
+                auth_key,
+                hostname: self.config.hostname(),
+            }))
+            .await
+            .map_err(unreachable)?;
+        match channel.recv().await.map_err(unreachable)? {
+            ServerMessage::Registered(r) => Ok(Registration {
+                node_id: r.node_id,
+                addresses: r.addresses,
+            }),
+            ServerMessage::Error(e) => Err(SessionFailure::Refused {
+                code: e.code,
+                message: e.message,
+            }),
+            other => Err(SessionFailure::Unreachable(format!(
+                "unexpected answer to registration: {other:?}"
+            ))),
+        }
+    }
+
+    /// Shows the session in the node's status.
+    fn show(&self) {
+        let session = self.machine.status(Instant::now());
+        let state = match session.phase {
+            SessionPhase::Joining => StatusState::Registering,
+            SessionPhase::RotatingKey => StatusState::RotatingKey,
+            SessionPhase::Connecting if self.ever_running => StatusState::Reconnecting,
+            SessionPhase::Connecting => StatusState::Starting,
+            SessionPhase::Running => StatusState::Running,
+            SessionPhase::Stopped => StatusState::Reconnecting,
+        };
+        status::set(&self.status, |s| {
+            s.state = state;
+            s.session = session.to_string();
+        });
+    }
+}
+
+/// The auth key for a first join, from its file or the secrets manager.
+async fn auth_key(config: &NodeConfig) -> Result<String, SessionFailure> {
+    match (&config.auth_key_file, &config.auth_key_secret) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .map(|text| text.trim().to_owned())
+            .map_err(|e| {
+                SessionFailure::Definite(format!("reading auth key file {}: {e}", path.display()))
+            }),
+        // The secrets manager being unreachable is worth a retry.
+        (None, Some(arn)) => crate::secrets::fetch_auth_key(arn, config.secrets_manager_endpoint.as_deref()).await.map_err(|e| {
+            SessionFailure::Unreachable(format!(
+                "fetching the auth key named by node.auth_key_secret: {e:#}"
+            ))
+        }),
+        (None, None) => Err(SessionFailure::Definite(
+            "this node is not registered yet: set node.auth_key_file or node.auth_key_secret to an auth key from control".into(),
+        )),
+    }
 }
 
 /// One control session: connect, open the map stream, apply maps until it
@@ -277,6 +470,7 @@ async fn follow_control(
     control_key: &PublicKey,
     machine_key: &PrivateKey,
     node_key: &PrivateKey,
+    machine: &mut ControlSessionState,
     endpoints: &mut watch::Receiver<Vec<SocketAddr>>,
     fixed_endpoints: bool,
     advertised: &[IpNet],
@@ -285,13 +479,13 @@ async fn follow_control(
     routes: &RouteTable,
     ifindex: u32,
     status: &Arc<Mutex<NodeStatus>>,
-    backoff: &mut Duration,
-) -> SessionEnd {
+) -> SessionFailure {
+    let lost = |e: anyhow::Error| SessionFailure::Unreachable(format!("{e:#}"));
     let mut channel =
         match ControlChannel::connect(&config.control_url, control_key, machine_key).await {
             Ok(c) => c,
-            Err(ConnectError::Refused(m)) => return SessionEnd::Refused(m),
-            Err(ConnectError::Transient(e)) => return SessionEnd::Lost(e),
+            Err(ConnectError::Refused(m)) => return SessionFailure::Definite(m),
+            Err(ConnectError::Transient(e)) => return lost(e),
         };
     let current = endpoints.borrow_and_update().clone();
     status::set(status, |s| s.endpoints = current.clone());
@@ -302,7 +496,7 @@ async fn follow_control(
         advertised_routes: advertised.to_vec(),
     });
     if let Err(e) = channel.send(&request).await {
-        return SessionEnd::Lost(e);
+        return lost(e);
     }
     // A fresh stream starts with a full map.
     *netmap = NetmapState::default();
@@ -310,7 +504,7 @@ async fn follow_control(
         let message = tokio::select! {
             message = channel.recv() => match message {
                 Ok(m) => m,
-                Err(e) => return SessionEnd::Lost(e),
+                Err(e) => return lost(e),
             },
             Ok(()) = endpoints.changed() => {
                 let current = endpoints.borrow_and_update().clone();
@@ -322,7 +516,7 @@ async fn follow_control(
                     advertised_routes: None,
                 });
                 if let Err(e) = channel.send(&update).await {
-                    return SessionEnd::Lost(e);
+                    return lost(e);
                 }
                 continue;
             }
@@ -339,12 +533,12 @@ async fn follow_control(
                     };
                     tracing::debug!(?server, "control's STUN address");
                     if commands.send(Command::SetStunServer(server)).await.is_err() {
-                        return SessionEnd::Lost(anyhow::anyhow!("data plane gone"));
+                        return lost(anyhow::anyhow!("data plane gone"));
                     }
                 }
                 let changed = match netmap.apply(map) {
                     Ok(changed) => changed,
-                    Err(e) => return SessionEnd::Lost(anyhow::anyhow!("netmap out of step: {e}")),
+                    Err(e) => return lost(anyhow::anyhow!("netmap out of step: {e}")),
                 };
                 if changed || full {
                     let peers = netmap.peers().cloned().collect();
@@ -353,7 +547,7 @@ async fn follow_control(
                         .await
                         .is_err()
                     {
-                        return SessionEnd::Lost(anyhow::anyhow!("data plane gone"));
+                        return lost(anyhow::anyhow!("data plane gone"));
                     }
                     let wanted = netmap.kernel_routes(config.accept_routes, advertised);
                     if let Err(e) = sync_routes(routes, ifindex, &wanted).await {
@@ -361,12 +555,13 @@ async fn follow_control(
                     }
                 }
                 if full {
-                    *backoff = BACKOFF_MIN;
-                    let first = status::set(status, |s| {
-                        let first = s.state != StatusState::Running;
+                    let first = machine.status(Instant::now()).phase != SessionPhase::Running;
+                    machine.handle_map_opened();
+                    let session = machine.status(Instant::now()).to_string();
+                    status::set(status, |s| {
                         s.state = StatusState::Running;
                         s.control_connected = true;
-                        first
+                        s.session = session;
                     });
                     if first {
                         tracing::info!(event = "ready", peers = netmap.peers().count(), "ready");
@@ -391,17 +586,9 @@ async fn follow_control(
                 tracing::debug!("unexpected registration answer on a map stream")
             }
             ServerMessage::Error(e) => {
-                return match e.code {
-                    ErrorCode::NodeKeyExpired => SessionEnd::KeyExpired,
-                    ErrorCode::NodeUnknown | ErrorCode::AuthKeyRefused | ErrorCode::BadRequest => {
-                        SessionEnd::Refused(format!(
-                            "control refused the map request: {}",
-                            e.message
-                        ))
-                    }
-                    ErrorCode::Internal => {
-                        SessionEnd::Lost(anyhow::anyhow!("control failed: {}", e.message))
-                    }
+                return SessionFailure::Refused {
+                    code: e.code,
+                    message: e.message,
                 };
             }
         }
@@ -420,53 +607,6 @@ async fn sync_routes(
         tracing::debug!(added = ?changes.added, removed = ?changes.removed, "kernel routes changed");
     }
     Ok(())
-}
-
-/// Registers `node_key` (first join with the auth key, or a rotation from
-/// `old_key`).
-async fn register(
-    config: &NodeConfig,
-    control_key: &PublicKey,
-    machine_key: &PrivateKey,
-    node_key: &PrivateKey,
-    old_key: Option<PublicKey>,
-) -> anyhow::Result<Registration> {
-    let auth_key = match (&old_key, &config.auth_key_file, &config.auth_key_secret) {
-        (Some(_), _, _) => None,
-        (None, Some(path), _) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("reading auth key file {}", path.display()))?
-                .trim()
-                .to_owned(),
-        ),
-        (None, None, Some(arn)) => Some(
-            crate::secrets::fetch_auth_key(arn, config.secrets_manager_endpoint.as_deref())
-                .await
-                .context("fetching the auth key named by node.auth_key_secret")?,
-        ),
-        (None, None, None) => bail!(
-            "this node is not registered yet: set node.auth_key_file or node.auth_key_secret to an auth key from control"
-        ),
-    };
-    let mut channel = ControlChannel::connect(&config.control_url, control_key, machine_key)
-        .await
-        .map_err(|e| anyhow::anyhow!("registering with control: {e}"))?;
-    channel
-        .send(&ClientMessage::Register(RegisterRequest {
-            node_key: node_key.public_key(),
-            old_node_key: old_key,
-            auth_key,
-            hostname: config.hostname(),
-        }))
-        .await?;
-    match channel.recv().await? {
-        ServerMessage::Registered(r) => Ok(Registration {
-            node_id: r.node_id,
-            addresses: r.addresses,
-        }),
-        ServerMessage::Error(e) => bail!("control refused the registration: {}", e.message),
-        other => bail!("unexpected answer to registration: {other:?}"),
-    }
 }
 
 fn control_key(config: &NodeConfig) -> anyhow::Result<PublicKey> {

@@ -24,6 +24,9 @@ pub enum StatusState {
     Starting,
     /// Registering with an auth key.
     Registering,
+    /// Registering a new node key; the old one stays in use until control
+    /// confirms the new one.
+    RotatingKey,
     /// Following the netmap.
     Running,
     /// Control is unreachable; the data plane runs on the last netmap.
@@ -47,6 +50,10 @@ pub struct NodeStatus {
     pub control_url: String,
     /// Whether the control channel is open.
     pub control_connected: bool,
+    /// The control session in words: what it is doing, and when and why it
+    /// retries (`rotating_key (retry in 4 s: control unreachable: …)`).
+    #[serde(default)]
+    pub session: String,
     /// The endpoints we advertise: interface addresses, the cloud's public
     /// address, and the address control's STUN port saw.
     pub endpoints: Vec<std::net::SocketAddr>,
@@ -99,6 +106,7 @@ impl NodeStatus {
             addresses: vec![],
             control_url: config.control_url.clone(),
             control_connected: false,
+            session: String::new(),
             endpoints: vec![],
             netmap_seq: 0,
             advertised_routes: advertised.to_vec(),
@@ -214,6 +222,9 @@ pub fn render(status: &NodeStatus) -> String {
         },
         status.control_url
     );
+    if !status.session.is_empty() {
+        let _ = writeln!(out, "session   {}", status.session);
+    }
     let endpoints: Vec<String> = status.endpoints.iter().map(ToString::to_string).collect();
     let _ = writeln!(
         out,

@@ -246,7 +246,7 @@ impl EndpointDiscoveryState {
 
 /// SplitMix64 (Steele, Lea and Flood, 2014): a seeded sequence, so the
 /// core takes its randomness from the shell once and stays deterministic.
-fn splitmix64(state: &mut u64) -> u64 {
+pub(crate) fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

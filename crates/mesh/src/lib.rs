@@ -7,7 +7,10 @@
 //! packets for the TUN device once they pass the source check and the
 //! packet filter ([`PacketFilterState`]: rules from control plus connection
 //! tracking, so replies to flows the node opened come back). [`EndpointDiscoveryState`] works out the addresses the
-//! node advertises, including the one control's STUN port sees. The shell
+//! node advertises, including the one control's STUN port sees.
+//! [`ControlSessionState`] decides when to register, open the map stream,
+//! rotate the node key and retry, keeping the old key until control
+//! confirms the new one. The shell
 //! (the appliance's data-plane driver) owns the TUN device, the one UDP
 //! socket and one timer, and hands in the time.
 
@@ -17,6 +20,7 @@ mod filter;
 mod netmap;
 mod node;
 mod packet;
+mod session;
 mod tunnel;
 
 pub use conntrack::{DEFAULT_FLOW_CAPACITY, FlowStats};
@@ -26,4 +30,8 @@ pub use netmap::{NetmapError, NetmapState};
 pub use node::{Delivery, Drop, DropCounts, DropReason, NodeState, PeerStats, TICK, Transmit};
 pub use packet::{
     BadHeader, Flow, IpHeader, PacketKind, PacketSummary, QuotedPacket, parse_flow, parse_ip_header,
+};
+pub use session::{
+    ControlSessionState, NodeKeys, RETRY_MAX, RETRY_MIN, RegisterAttempt, SessionCommand,
+    SessionFailure, SessionPhase, SessionStatus,
 };
