@@ -274,14 +274,10 @@ fn the_image_boots_from_imds_user_data_and_routes_a_client_to_the_vpc() {
     // A clean shutdown (ACPI power button), then the grown disk.
     power_down(&qmp).expect("asking QEMU to power the VM down");
     let qemu_process = t.process("qemu");
-    console.wait(
-        Duration::from_secs(120),
-        "the VM to power off",
-        || {
-            ensure!(!qemu_process.is_alive(), "QEMU still runs");
-            Ok(())
-        },
-    );
+    console.wait(Duration::from_secs(120), "the VM to power off", || {
+        ensure!(!qemu_process.is_alive(), "QEMU still runs");
+        Ok(())
+    });
     let grown = root_partition(&volume).expect("the root partition after first boot");
     println!(
         "image boot: root partition {} MiB in the image, {} MiB after first boot on a {} MiB volume; its file system {} MiB",
@@ -354,7 +350,9 @@ fn root_partition(disk: &Path) -> anyhow::Result<RootPartition> {
         String::from_utf8_lossy(&out.stderr)
     );
     let table: Value = serde_json::from_slice(&out.stdout).context("sfdisk's JSON")?;
-    let sector = table["partitiontable"]["sectorsize"].as_u64().unwrap_or(512);
+    let sector = table["partitiontable"]["sectorsize"]
+        .as_u64()
+        .unwrap_or(512);
     let Some(part) = table["partitiontable"]["partitions"]
         .as_array()
         .and_then(|parts| parts.iter().find(|p| p["name"] == "root"))
