@@ -62,6 +62,7 @@ impl AdminApi {
             ephemeral: false,
             tags: vec![format!("tag:{role}")],
             expiry_seconds: None,
+            user: None,
         };
         let created: CreatedKey = self
             .call(
