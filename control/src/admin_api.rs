@@ -183,6 +183,7 @@ fn key_view(key: &AuthKey, now: UnixTime) -> KeyView {
         reusable: key.reusable,
         ephemeral: key.ephemeral,
         tags: key.tags.clone(),
+        user: key.user.clone(),
         created: key.created,
         expires: key.expires,
         revoked: key.revoked,
@@ -202,8 +203,7 @@ async fn create_key(
         ephemeral: req.ephemeral,
         tags: req.tags,
         expiry_seconds: req.expiry_seconds,
-        // Not in the admin API yet: keys are for tagged nodes only.
-        user: None,
+        user: req.user,
     };
     let new = control.apply(
         |state, now| state.create_auth_key(&spec, rand::random(), rand::random(), now),
@@ -254,6 +254,7 @@ fn node_view(state: &TailnetState, node: &NodeRecord, now: UnixTime) -> NodeView
         machine_key: node.machine_key.map(|k| k.to_string()),
         addresses: node.addresses(),
         tags: node.tags.clone(),
+        user: node.user.clone(),
         ephemeral: node.ephemeral,
         wireguard_only: node.wireguard_only,
         online: state.is_online(node.id),
@@ -446,7 +447,7 @@ async fn add_wireguard_device(
     let private = PrivateKey::from_random_bytes(rand::random());
     let public = private.public_key();
     let id = control.apply(
-        |state, now| state.add_wireguard_device(&req.name, public, now),
+        |state, now| state.add_wireguard_device_for(&req.name, public, req.user.as_deref(), now),
         None,
     )?;
     tracing::info!(node = %id, "WireGuard-only device added");

@@ -101,6 +101,9 @@ pub enum KeysCommand {
         /// Lifetime, like 1h or 24h or 90d.
         #[arg(long, value_parser = parse_duration)]
         expiry: Option<std::time::Duration>,
+        /// User owning machines registered with it, `name@domain`.
+        #[arg(long, value_parser = parse_user)]
+        user: Option<String>,
     },
     /// Lists auth keys (never their secrets).
     List,
@@ -156,6 +159,9 @@ pub enum WgDeviceCommand {
     Add {
         /// Device name.
         name: String,
+        /// User owning the device, `name@domain`.
+        #[arg(long, value_parser = parse_user)]
+        user: Option<String>,
     },
 }
 
@@ -171,8 +177,15 @@ pub enum PolicyCommand {
     },
 }
 
-/// Runs an admin command against control's API.
+/// Runs an admin command against control's API and prints its output.
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    println!("{}", output(args).await?);
+    Ok(())
+}
+
+/// Runs an admin command against control's API and returns what
+/// [`run`] prints.
+pub async fn output(args: AdminArgs) -> anyhow::Result<String> {
     let token = std::fs::read_to_string(&args.token_file)
         .with_context(|| format!("reading admin token {}", args.token_file.display()))?;
     let client = Client {
@@ -186,12 +199,14 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             ephemeral,
             tags,
             expiry,
+            user,
         }) => {
             let body = CreateKeyRequest {
                 reusable,
                 ephemeral,
                 tags,
                 expiry_seconds: expiry.map(|d| d.as_secs()),
+                user,
             };
             let created: CreatedKey = client
                 .call(reqwest::Method::POST, "/api/v1/keys", Body::json(&body)?)
@@ -216,6 +231,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                         "reusable",
                         "ephemeral",
                         "tags",
+                        "user",
                         "expires",
                         "revoked",
                         "used",
@@ -252,6 +268,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                         "name",
                         "addresses",
                         "tags",
+                        "user",
                         "online",
                         "expired",
                         "endpoints",
@@ -343,12 +360,12 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 format!("unapproved {prefix} for {node}")
             }
         }
-        AdminCommand::WgDevice(WgDeviceCommand::Add { name }) => {
+        AdminCommand::WgDevice(WgDeviceCommand::Add { name, user }) => {
             let v: AddedDevice = client
                 .call(
                     reqwest::Method::POST,
                     "/api/v1/wireguard-devices",
-                    Body::json(&AddDeviceRequest { name })?,
+                    Body::json(&AddDeviceRequest { name, user })?,
                 )
                 .await?;
             if args.json {
@@ -421,8 +438,13 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             }
         }
     };
-    println!("{out}");
-    Ok(())
+    Ok(out)
+}
+
+/// `--user`: checked here so a typo fails before control is asked.
+fn parse_user(text: &str) -> Result<String, causeway_tailnet::InvalidUser> {
+    causeway_tailnet::validate_user(text)?;
+    Ok(text.to_owned())
 }
 
 /// `domain  resolver, resolver` lines, one per entry.
@@ -550,6 +572,42 @@ fn table(rows: &Value, columns: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        admin: AdminArgs,
+    }
+
+    #[test]
+    fn user_flags_take_a_user_and_refuse_anything_else_naming_it() {
+        let cli = Cli::try_parse_from(["admin", "keys", "create", "--user", "alice@example.com"])
+            .expect("parses");
+        let AdminCommand::Keys(KeysCommand::Create { user, .. }) = cli.admin.command else {
+            panic!("not keys create: {:?}", cli.admin.command);
+        };
+        assert_eq!(user.as_deref(), Some("alice@example.com"));
+        let cli =
+            Cli::try_parse_from(["admin", "wg-device", "add", "printer", "--user", "bob@x.io"])
+                .expect("parses");
+        let AdminCommand::WgDevice(WgDeviceCommand::Add { name, user }) = cli.admin.command else {
+            panic!("not wg-device add: {:?}", cli.admin.command);
+        };
+        assert_eq!(
+            (name.as_str(), user.as_deref()),
+            ("printer", Some("bob@x.io"))
+        );
+
+        for args in [
+            &["admin", "keys", "create", "--user", "alice"][..],
+            &["admin", "wg-device", "add", "printer", "--user", "alice"][..],
+        ] {
+            let e = Cli::try_parse_from(args).expect_err("refused").to_string();
+            assert!(e.contains("--user") && e.contains("\"alice\""), "{e}");
+            assert!(e.contains("name@domain"), "{e}");
+        }
+    }
 
     #[test]
     fn tables_align_columns() {

@@ -68,6 +68,13 @@ CREATE TABLE split_dns (
     resolvers TEXT NOT NULL
 );
 "#,
+    // The user owning a key's nodes, and a node's user (`name@domain`);
+    // `user_name` because `user` is reserved in SQL. Rows from before have
+    // none, which is what they meant.
+    r#"
+ALTER TABLE auth_keys ADD COLUMN user_name TEXT;
+ALTER TABLE nodes ADD COLUMN user_name TEXT;
+"#,
 ];
 
 /// An open database.
@@ -142,7 +149,7 @@ impl Store {
         };
         let mut stmt = self.conn.prepare(
             "SELECT id, machine_key, node_key, key_expiry, ipv4, ipv6, hostname, name, tags, ephemeral,
-                    wireguard_only, advertised_routes, approved_routes, endpoints, created, last_seen
+                    wireguard_only, advertised_routes, approved_routes, endpoints, created, last_seen, user_name
              FROM nodes ORDER BY id",
         )?;
         let nodes = stmt
@@ -150,7 +157,8 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()
             .context("reading nodes")?;
         let mut stmt = self.conn.prepare(
-            "SELECT id, secret_hash, reusable, ephemeral, tags, created, expires, revoked, used FROM auth_keys ORDER BY id",
+            "SELECT id, secret_hash, reusable, ephemeral, tags, created, expires, revoked, used, user_name
+             FROM auth_keys ORDER BY id",
         )?;
         let keys = stmt
             .query_map([], key_from_row)?
@@ -274,11 +282,12 @@ where
 fn upsert_node(tx: &rusqlite::Transaction<'_>, node: &NodeRecord) -> anyhow::Result<()> {
     tx.execute(
         "INSERT INTO nodes (id, machine_key, node_key, key_expiry, ipv4, ipv6, hostname, name, tags, ephemeral,
-                            wireguard_only, advertised_routes, approved_routes, endpoints, created, last_seen)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+                            wireguard_only, advertised_routes, approved_routes, endpoints, created, last_seen,
+                            user_name)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
          ON CONFLICT (id) DO UPDATE SET
             machine_key = excluded.machine_key, node_key = excluded.node_key, key_expiry = excluded.key_expiry,
-            hostname = excluded.hostname, name = excluded.name, tags = excluded.tags,
+            hostname = excluded.hostname, name = excluded.name, tags = excluded.tags, user_name = excluded.user_name,
             ephemeral = excluded.ephemeral, advertised_routes = excluded.advertised_routes,
             approved_routes = excluded.approved_routes, endpoints = excluded.endpoints,
             last_seen = excluded.last_seen",
@@ -299,6 +308,7 @@ fn upsert_node(tx: &rusqlite::Transaction<'_>, node: &NodeRecord) -> anyhow::Res
             json(&node.endpoints),
             node.created,
             node.last_seen,
+            node.user,
         ],
     )
     .with_context(|| format!("storing node {}", node.id))?;
@@ -324,15 +334,14 @@ fn node_from_row(r: &Row<'_>) -> rusqlite::Result<NodeRecord> {
         endpoints: from_json(&r.get::<_, String>(13)?, 13)?,
         created: r.get(14)?,
         last_seen: r.get(15)?,
-        // Not stored yet: the admin API cannot create user-owned keys.
-        user: None,
+        user: r.get(16)?,
     })
 }
 
 fn upsert_key(tx: &rusqlite::Transaction<'_>, key: &AuthKey) -> anyhow::Result<()> {
     tx.execute(
-        "INSERT INTO auth_keys (id, secret_hash, reusable, ephemeral, tags, created, expires, revoked, used)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+        "INSERT INTO auth_keys (id, secret_hash, reusable, ephemeral, tags, created, expires, revoked, used, user_name)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (id) DO UPDATE SET revoked = excluded.revoked, used = excluded.used",
         params![
             key.id,
@@ -343,7 +352,8 @@ fn upsert_key(tx: &rusqlite::Transaction<'_>, key: &AuthKey) -> anyhow::Result<(
             key.created,
             key.expires,
             key.revoked,
-            key.used
+            key.used,
+            key.user,
         ],
     )
     .with_context(|| format!("storing auth key {}", key.id))?;
@@ -369,14 +379,109 @@ fn key_from_row(r: &Row<'_>) -> rusqlite::Result<AuthKey> {
         expires: r.get(6)?,
         revoked: r.get(7)?,
         used: r.get(8)?,
-        // Not stored yet: the admin API cannot create user-owned keys.
-        user: None,
+        user: r.get(9)?,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use causeway_tailnet::AuthKeySpec;
+    use causeway_wire::PrivateKey;
+
+    const NOW: UnixTime = 1_800_000_000;
+
+    /// Writes a database as the schema before users (version 2) did: its
+    /// migrations, and rows with the column lists that code inserted.
+    fn write_pre_user_database(dir: &Path) -> (PublicKey, PublicKey) {
+        let machine = PrivateKey::from_random_bytes([1; 32]).public_key();
+        let node_key = PrivateKey::from_random_bytes([2; 32]).public_key();
+        let control_key = PrivateKey::from_random_bytes([3; 32]).public_key();
+        let conn = Connection::open(dir.join(DB_FILE)).expect("creates");
+        for sql in &MIGRATIONS[..2] {
+            conn.execute_batch(sql).expect("old migration");
+        }
+        conn.pragma_update(None, "user_version", 2).expect("sets");
+        conn.execute(
+            "INSERT INTO tailnet (id, name, domain, ula, control_public_key, next_node_id, created)
+             VALUES (1, 'old', 'old.causeway.internal', 'fd12:3456:789a::/48', ?1, 2, ?2)",
+            params![control_key.to_string(), NOW],
+        )
+        .expect("tailnet row");
+        conn.execute(
+            "INSERT INTO auth_keys (id, secret_hash, reusable, ephemeral, tags, created, expires, revoked, used)
+             VALUES ('0a0b0c0d0e0f', ?1, 1, 0, '[\"tag:router\"]', ?2, NULL, 0, 1)",
+            params![[7u8; 32].as_slice(), NOW],
+        )
+        .expect("key row");
+        conn.execute(
+            "INSERT INTO nodes (id, machine_key, node_key, key_expiry, ipv4, ipv6, hostname, name, tags, ephemeral,
+                                wireguard_only, advertised_routes, approved_routes, endpoints, created, last_seen)
+             VALUES (1, ?1, ?2, ?3, '100.64.0.1', 'fd12:3456:789a::6440:1', 'router', 'router',
+                     '[\"tag:router\"]', 0, 0, '[\"198.19.1.0/24\"]', '[\"198.19.1.0/24\"]',
+                     '[\"198.18.0.4:41641\"]', ?4, ?4)",
+            params![machine.to_string(), node_key.to_string(), NOW + 3600, NOW],
+        )
+        .expect("node row");
+        (machine, node_key)
+    }
+
+    #[test]
+    fn a_database_from_before_users_opens_keeps_its_rows_and_then_stores_users() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (machine, node_key) = write_pre_user_database(dir.path());
+
+        let mut store = Store::open(dir.path()).expect("migrates");
+        let mut state = store.load(NOW).expect("loads");
+        let router = state.node(NodeId(1)).expect("old node kept");
+        assert_eq!(router.machine_key, Some(machine));
+        assert_eq!(router.node_key, node_key);
+        assert_eq!(router.name, "router");
+        assert_eq!(router.tags, vec!["tag:router".to_owned()]);
+        assert_eq!(router.user, None);
+        assert_eq!(
+            router.approved_routes,
+            BTreeSet::from(["198.19.1.0/24".parse::<IpNet>().expect("prefix")])
+        );
+        let old_key = state.auth_key("0a0b0c0d0e0f").expect("old key kept");
+        assert_eq!((old_key.user.as_deref(), old_key.used), (None, true));
+        assert_eq!(state.next_node_id(), 2);
+
+        // The migrated database takes users for new keys and nodes.
+        let spec = AuthKeySpec {
+            user: Some("alice@example.com".into()),
+            ..AuthKeySpec::default()
+        };
+        let (new, changes) = state
+            .create_auth_key(&spec, [4; 6], [5; 24], NOW)
+            .expect("key");
+        store.persist(&state, &changes, None).expect("stores key");
+        let device = PrivateKey::from_random_bytes([6; 32]).public_key();
+        let (device_id, changes) = state
+            .add_wireguard_device_for("printer", device, Some("bob@example.com"), NOW)
+            .expect("device");
+        store
+            .persist(&state, &changes, None)
+            .expect("stores device");
+        drop(store);
+
+        let store = Store::open(dir.path()).expect("reopens");
+        let state = store.load(NOW).expect("reloads");
+        assert_eq!(
+            state.auth_key(&new.key.id).and_then(|k| k.user.as_deref()),
+            Some("alice@example.com")
+        );
+        assert_eq!(
+            state.node(device_id).and_then(|n| n.user.as_deref()),
+            Some("bob@example.com")
+        );
+        assert_eq!(state.node(NodeId(1)).map(|n| n.user.clone()), Some(None));
+        let version: i64 = store
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("reads");
+        assert_eq!(version, 3);
+    }
 
     #[test]
     fn migrations_are_idempotent_and_refuse_newer_schemas() {

@@ -134,6 +134,17 @@ impl Control {
         )
     }
 
+    /// `PUT /api/v1/policy` with `text` (huJSON).
+    async fn put_policy(&self, text: &str) -> (u16, Value) {
+        self.admin_raw(
+            "PUT",
+            "/api/v1/policy",
+            Some(text.to_owned()),
+            Some(&self.token),
+        )
+        .await
+    }
+
     async fn create_key(&self, body: Value) -> String {
         let (status, v) = self.admin("POST", "/api/v1/keys", Some(body)).await;
         assert_eq!(status, 200, "{v}");
@@ -587,22 +598,10 @@ async fn auto_approvers_and_failover_between_two_routers() {
         "autoApprovers": {"routes": {"198.19.1.0/24": ["tag:router"],},},
         "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
     }"#;
-    let (status, v) = control
-        .admin_raw(
-            "PUT",
-            "/api/v1/policy",
-            Some(policy.into()),
-            Some(&control.token),
-        )
-        .await;
+    let (status, v) = control.put_policy(policy).await;
     assert_eq!(status, 200, "{v}");
     let (status, v) = control
-        .admin_raw(
-            "PUT",
-            "/api/v1/policy",
-            Some(r#"{"autoApprovers": {"routes": {"10.0.0.1/8": []}}}"#.into()),
-            Some(&control.token),
-        )
+        .put_policy(r#"{"autoApprovers": {"routes": {"10.0.0.1/8": []}}}"#)
         .await;
     assert_eq!(status, 400);
     assert!(v["error"].as_str().unwrap().contains("10.0.0.1/8"), "{v}");
@@ -796,6 +795,13 @@ async fn admin_api_rejects_bad_requests_and_changes_nothing() {
             400,
             "reuseable",
         ),
+        (
+            "POST",
+            "/api/v1/keys",
+            Some(r#"{"user": "alice"}"#),
+            400,
+            "invalid user \"alice\"",
+        ),
         ("DELETE", "/api/v1/keys/nope", None, 404, "nope"),
         ("DELETE", "/api/v1/nodes/99", None, 404, "99"),
         ("DELETE", "/api/v1/nodes/abc", None, 400, "abc"),
@@ -835,6 +841,13 @@ async fn admin_api_rejects_bad_requests_and_changes_nothing() {
             400,
             "bad name!",
         ),
+        (
+            "POST",
+            "/api/v1/wireguard-devices",
+            Some(r#"{"name": "printer", "user": "bob@"}"#),
+            400,
+            "invalid user \"bob@\"",
+        ),
         ("PUT", "/api/v1/policy", Some("{"), 400, "huJSON"),
         ("GET", "/api/v1/nope", None, 404, "no such endpoint"),
     ];
@@ -852,6 +865,185 @@ async fn admin_api_rejects_bad_requests_and_changes_nothing() {
     let (_, routes) = control.admin("GET", "/api/v1/routes", None).await;
     assert_eq!(routes[0]["approved"], json!([]));
     assert_eq!(control.node_count().await, 1);
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn users_come_from_keys_and_devices_approve_routes_and_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = start(dir.path(), |_| {}).await;
+    let policy = r#"{
+        "groups": {"group:ops": ["alice@example.com"]},
+        "autoApprovers": {"routes": {"198.19.1.0/24": ["group:ops"]}},
+    }"#;
+    let (status, v) = control.put_policy(policy).await;
+    assert_eq!(status, 200, "{v}");
+
+    let (status, alice_key) = control
+        .admin(
+            "POST",
+            "/api/v1/keys",
+            Some(json!({"reusable": true, "user": "alice@example.com"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{alice_key}");
+    assert_eq!(alice_key["user"], json!("alice@example.com"));
+    let plain = control.create_key(json!({"reusable": true})).await;
+    let (_alice, alice_id) = join(
+        &control,
+        alice_key["key"].as_str().unwrap(),
+        "alice-laptop",
+        &["198.18.0.3:1"],
+        &["198.19.1.0/24"],
+    )
+    .await;
+    let (_other, other_id) = join(
+        &control,
+        &plain,
+        "other",
+        &["198.18.0.4:1"],
+        &["198.19.1.0/24"],
+    )
+    .await;
+    let (status, device) = control
+        .admin(
+            "POST",
+            "/api/v1/wireguard-devices",
+            Some(json!({"name": "printer", "user": "bob@example.com"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{device}");
+    assert_eq!(device["node"]["user"], json!("bob@example.com"));
+    let device_id = device["node"]["id"].clone();
+
+    let users = |nodes: &Value| -> Vec<(Value, Value)> {
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| (n["id"].clone(), n["user"].clone()))
+            .collect()
+    };
+    let want = vec![
+        (json!(alice_id.0), json!("alice@example.com")),
+        (json!(other_id.0), Value::Null),
+        (device_id, json!("bob@example.com")),
+    ];
+    let (_, nodes) = control.admin("GET", "/api/v1/nodes", None).await;
+    assert_eq!(users(&nodes), want);
+    // The group approver names alice: only her node's route is approved.
+    let (_, routes) = control.admin("GET", "/api/v1/routes", None).await;
+    let approved: Vec<(Value, Value)> = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["node"].clone(), r["approved"].clone()))
+        .collect();
+    assert_eq!(
+        approved,
+        vec![
+            (json!(alice_id.0), json!(["198.19.1.0/24"])),
+            (json!(other_id.0), json!([])),
+        ]
+    );
+    control.shutdown().await;
+
+    let control = start(dir.path(), |_| {}).await;
+    let (_, nodes) = control.admin("GET", "/api/v1/nodes", None).await;
+    assert_eq!(users(&nodes), want);
+    let (_, keys) = control.admin("GET", "/api/v1/keys", None).await;
+    let key_users: Vec<&Value> = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| &k["user"])
+        .collect();
+    let alice_key_id = &alice_key["id"];
+    let alice_row = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| &k["id"] == alice_key_id)
+        .unwrap();
+    assert_eq!(alice_row["user"], json!("alice@example.com"), "{keys}");
+    assert_eq!(
+        key_users.iter().filter(|u| u.is_null()).count(),
+        1,
+        "{keys}"
+    );
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn admin_cli_creates_keys_and_devices_for_users_and_lists_them() {
+    use causeway_control::admin_cli::{AdminArgs, output};
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        admin: AdminArgs,
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let control = start(dir.path(), |_| {}).await;
+    let url = format!("http://{}", control.admin_addr);
+    let token_file = control.state_dir.join("admin.token");
+    let cli = |args: &[&str]| {
+        let mut argv = vec![
+            "admin",
+            "--url",
+            url.as_str(),
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).unwrap().admin
+    };
+
+    let key = output(cli(&[
+        "keys",
+        "create",
+        "--reusable",
+        "--user",
+        "carol@example.com",
+    ]))
+    .await
+    .unwrap();
+    assert!(key.starts_with("cwk_"), "{key}");
+    let keys = output(cli(&["keys", "list"])).await.unwrap();
+    let header = keys.lines().next().unwrap();
+    assert!(header.contains("TAGS  USER"), "{keys}");
+    assert!(
+        keys.lines().nth(1).unwrap().contains("carol@example.com"),
+        "{keys}"
+    );
+
+    let (_node, _) = join(&control, &key, "carol-laptop", &["198.18.0.3:1"], &[]).await;
+    let config = output(cli(&[
+        "wg-device",
+        "add",
+        "printer",
+        "--user",
+        "dave@example.com",
+    ]))
+    .await
+    .unwrap();
+    assert!(config.starts_with("[Interface]"), "{config}");
+    let nodes = output(cli(&["nodes", "list"])).await.unwrap();
+    let rows: Vec<&str> = nodes.lines().collect();
+    assert!(rows[0].contains("USER"), "{nodes}");
+    assert!(
+        rows[1].contains("carol-laptop") && rows[1].contains("carol@example.com"),
+        "{nodes}"
+    );
+    assert!(
+        rows[2].contains("printer") && rows[2].contains("dave@example.com"),
+        "{nodes}"
+    );
+    let json = output(cli(&["--json", "nodes", "list"])).await.unwrap();
+    let json: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json[1]["user"], json!("dave@example.com"));
     control.shutdown().await;
 }
 

@@ -277,6 +277,9 @@ pub struct AwsArgs {
     /// Size in GiB of control's state volume, when deploy creates it (role control).
     #[arg(long, env = "CAUSEWAY_STATE_VOLUME_SIZE", default_value_t = 8)]
     pub state_volume_size: i32,
+    /// Lifetime in seconds of an auth key deploy mints in control (no --auth-key-file); once every instance is healthy deploy revokes it and clears the secret.
+    #[arg(long, env = "CAUSEWAY_AUTH_KEY_EXPIRY", default_value_t = crate::aws::DEFAULT_AUTH_KEY_EXPIRY_SECONDS)]
+    pub auth_key_expiry: u64,
 }
 
 /// Options of `--cloud aws` for `status` and `destroy`.
@@ -461,6 +464,7 @@ fn change_provider(a: &ChangeArgs) -> anyhow::Result<Box<dyn Provider>> {
             opts.root_volume_gib = x.root_volume_size;
             opts.health_timeout = Duration::from_secs(x.health_timeout);
             opts.state_volume_gib = x.state_volume_size;
+            opts.auth_key_expiry = Duration::from_secs(x.auth_key_expiry);
             Ok(Box::new(AwsProvider::new(opts)))
         }
         Cloud::Azure => Err(CloudError::NotImplemented(Cloud::Azure).into()),

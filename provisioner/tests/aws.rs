@@ -1368,6 +1368,10 @@ async fn forward(
 struct LiveControl {
     rt: tokio::runtime::Runtime,
     url: String,
+    /// Where nodes dial in.
+    node_addr: std::net::SocketAddr,
+    /// The key nodes pin.
+    public_key: causeway_wire::PublicKey,
     token_file: std::path::PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
@@ -1382,7 +1386,7 @@ impl LiveControl {
             .expect("runtime");
         let dir = tempfile::tempdir().expect("tempdir");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let url = rt.block_on(async {
+        let (url, node_addr) = rt.block_on(async {
             let node = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind");
@@ -1391,6 +1395,7 @@ impl LiveControl {
                 .expect("bind");
             let mut config = causeway_control::ControlConfig::new(dir.path());
             config.listen = node.local_addr().expect("addr");
+            let node_addr = config.listen;
             config.admin_listen = admin.local_addr().expect("addr");
             let url = format!("http://{}", config.admin_listen);
             tokio::spawn(causeway_control::serve_on(
@@ -1410,15 +1415,22 @@ impl LiveControl {
                     .await
                     .is_ok_and(|r| r.status().is_success())
                 {
-                    return url;
+                    return (url, node_addr);
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             panic!("control did not answer {health}");
         });
+        let public_key = std::fs::read_to_string(dir.path().join("control.pub"))
+            .expect("control.pub")
+            .trim()
+            .parse()
+            .expect("control's public key");
         Self {
             rt,
             url,
+            node_addr,
+            public_key,
             token_file: dir.path().join("admin.token"),
             stop: Some(stop),
             _dir: dir,
@@ -1447,6 +1459,169 @@ impl LiveControl {
                 .await
                 .expect("JSON")
         })
+    }
+}
+
+impl LiveControl {
+    /// `PUT /api/v1/policy`.
+    fn put_policy(&self, text: &str) {
+        let token = std::fs::read_to_string(&self.token_file).expect("admin token");
+        let status = self.rt.block_on(async {
+            reqwest::Client::new()
+                .put(format!("{}/api/v1/policy", self.url))
+                .bearer_auth(token.trim())
+                .body(text.to_owned())
+                .send()
+                .await
+                .expect("admin API answers")
+                .status()
+        });
+        assert!(status.is_success(), "policy refused: {status}");
+    }
+
+    /// Joins as the appliance of the instance with host name `hostname`
+    /// would: registers with `auth_key` and holds its netmap stream,
+    /// advertising `routes`, on control's runtime (so it stays online
+    /// while the test waits for a provisioner run). Control's refusal, in
+    /// its words.
+    fn appliance_joins(
+        &self,
+        auth_key: &str,
+        hostname: &str,
+        routes: &[&str],
+    ) -> Result<(), String> {
+        let routes = routes.iter().map(|r| r.parse().expect("prefix")).collect();
+        self.rt.block_on(appliance::join(
+            self.node_addr,
+            self.public_key,
+            auth_key.to_owned(),
+            hostname.to_owned(),
+            routes,
+        ))
+    }
+}
+
+/// An appliance reduced to what control sees of it: the control channel
+/// (docs/reference/control-protocol.md), registration and the netmap
+/// stream, held open by a task that reads until control closes it.
+mod appliance {
+    use std::hash::BuildHasher;
+    use std::net::SocketAddr;
+
+    use base64::Engine;
+    use causeway_wire::noise::{Initiator, Opener};
+    use causeway_wire::{
+        CAPABILITY_VERSION, CONTROL_PATH, ClientHello, ClientMessage, HANDSHAKE_HEADER, MapRequest,
+        PrivateKey, PublicKey, RegisterRequest, ServerHello, ServerMessage, UPGRADE_PROTOCOL,
+    };
+    use ipnet::IpNet;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// A fresh key (the test needs no reproducible keys, only distinct ones).
+    fn fresh_key() -> PrivateKey {
+        let seed = std::collections::hash_map::RandomState::new();
+        let mut bytes = [0u8; 32];
+        for (i, chunk) in bytes.chunks_mut(8).enumerate() {
+            chunk.copy_from_slice(&seed.hash_one(i).to_le_bytes());
+        }
+        PrivateKey::from_random_bytes(bytes)
+    }
+
+    async fn next(stream: &mut TcpStream, opener: &mut Opener) -> Option<ServerMessage> {
+        loop {
+            if let Some(msg) = opener.next_message().expect("a valid record") {
+                return Some(msg);
+            }
+            let mut chunk = vec![0u8; 64 * 1024];
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            opener.push(&chunk[..n]);
+        }
+    }
+
+    pub async fn join(
+        control: SocketAddr,
+        control_key: PublicKey,
+        auth_key: String,
+        hostname: String,
+        routes: Vec<IpNet>,
+    ) -> Result<(), String> {
+        let hello = ClientHello {
+            capability_version: CAPABILITY_VERSION,
+        };
+        let (initiator, msg1) =
+            Initiator::start(&fresh_key(), &control_key, &hello).expect("first message");
+        let mut stream = TcpStream::connect(control).await.expect("control listens");
+        let request = format!(
+            "POST {CONTROL_PATH} HTTP/1.1\r\nHost: control\r\nUpgrade: {UPGRADE_PROTOCOL}\r\nConnection: upgrade\r\n{HANDSHAKE_HEADER}: {}\r\nContent-Length: 0\r\n\r\n",
+            base64::engine::general_purpose::STANDARD.encode(&msg1)
+        );
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("upgrade sent");
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break pos + 4;
+            }
+            let n = stream.read(&mut chunk).await.expect("upgrade answer");
+            assert!(n > 0, "control closed during the upgrade");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let mut rest = buf[head_end..].to_vec();
+        while rest.len() < 2 || rest.len() < 2 + usize::from(u16::from_be_bytes([rest[0], rest[1]]))
+        {
+            let n = stream.read(&mut chunk).await.expect("second message");
+            assert!(n > 0, "control closed before the second message");
+            rest.extend_from_slice(&chunk[..n]);
+        }
+        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+        let (server_hello, channel) = initiator.finish(&rest[2..2 + len]).expect("handshake");
+        assert!(
+            !matches!(server_hello, ServerHello::Refused { .. }),
+            "{server_hello:?}"
+        );
+        let (mut sealer, mut opener) = channel.split();
+        opener.push(&rest[2 + len..]);
+
+        let node_key = fresh_key().public_key();
+        let mut out = Vec::new();
+        let register = ClientMessage::Register(RegisterRequest {
+            node_key,
+            old_node_key: None,
+            auth_key: Some(auth_key),
+            hostname: hostname.clone(),
+        });
+        sealer.seal(&register, &mut out).expect("sealed");
+        stream.write_all(&out).await.expect("sent");
+        match next(&mut stream, &mut opener).await {
+            Some(ServerMessage::Registered(_)) => {}
+            Some(ServerMessage::Error(e)) => return Err(e.message),
+            other => panic!("unexpected answer to register: {other:?}"),
+        }
+        out.clear();
+        let map = ClientMessage::Map(MapRequest {
+            node_key,
+            hostname,
+            endpoints: Vec::new(),
+            advertised_routes: routes,
+        });
+        sealer.seal(&map, &mut out).expect("sealed");
+        stream.write_all(&out).await.expect("sent");
+        match next(&mut stream, &mut opener).await {
+            Some(ServerMessage::Map(_)) => {}
+            other => panic!("unexpected answer to map: {other:?}"),
+        }
+        // Online for as long as the stream is read.
+        tokio::spawn(async move { while next(&mut stream, &mut opener).await.is_some() {} });
+        Ok(())
     }
 }
 
@@ -1487,16 +1662,10 @@ fn control_mints_the_key_and_gets_the_split_dns_entries() {
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert_eq!(keys[0]["reusable"], true);
     assert_eq!(keys[0]["tags"], serde_json::json!(["tag:subnet-router"]));
-    let minted = cloud.block(async {
-        c.sm.get_secret_value()
-            .secret_id("causeway/lc1/subnet-router-authkey")
-            .send()
-            .await
-            .expect("the secret")
-            .secret_string()
-            .expect("a string secret")
-            .to_owned()
-    });
+    let lifetime = keys[0]["expires"].as_i64().expect("an expiry")
+        - keys[0]["created"].as_i64().expect("created");
+    assert_eq!(lifetime, 3600, "the default --auth-key-expiry");
+    let minted = secret_value(&cloud, "causeway/lc1/subnet-router-authkey");
     let key_id = keys[0]["id"].as_str().expect("key id");
     assert!(
         minted.contains(key_id),
@@ -1593,6 +1762,173 @@ fn control_mints_the_key_and_gets_the_split_dns_entries() {
             ])
         );
     });
+}
+
+/// The appliances of deployment `name`'s instances join as they would on
+/// boot: once `count` instances exist, each registers with the key its
+/// role reads from the secret, under the instance's host name.
+fn instances_join(cloud: &Cloud, control: &LiveControl, name: &str, count: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let hostnames = loop {
+        let found = cloud.block(instances(&cloud.c, name));
+        let names: Vec<String> = found
+            .iter()
+            .filter_map(|i| i.private_dns_name())
+            .filter_map(|d| d.split('.').next())
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if names.len() == count {
+            break names;
+        }
+        assert!(Instant::now() < deadline, "the deploy launched {names:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let key = secret_value(cloud, &format!("causeway/{name}/subnet-router-authkey"));
+    for hostname in &hostnames {
+        control
+            .appliance_joins(&key, hostname, &["10.0.0.0/16"])
+            .unwrap_or_else(|e| panic!("{hostname} could not join: {e}"));
+    }
+    key
+}
+
+fn secret_value(cloud: &Cloud, name: &str) -> String {
+    cloud.block(async {
+        cloud
+            .c
+            .sm
+            .get_secret_value()
+            .secret_id(name)
+            .send()
+            .await
+            .expect("the secret")
+            .secret_string()
+            .expect("a string secret")
+            .to_owned()
+    })
+}
+
+#[test]
+fn minted_keys_expire_are_retired_once_the_pair_joins_and_a_relaunch_mints_anew() {
+    let cloud = Cloud::new();
+    let control = LiveControl::start();
+    // The operator's policy approves the routers' routes.
+    control.put_policy(r#"{"autoApprovers": {"routes": {"10.0.0.0/16": ["tag:subnet-router"]}}}"#);
+    let admin = control.admin_args();
+    let mut deploy = cloud.deploy_args("deploy", "ret1", "subnet-router");
+    deploy.extend(["--ha", "--auth-key-expiry", "1800"]);
+    deploy.extend(admin.iter().map(String::as_str));
+    let mut until_healthy = deploy.clone();
+    until_healthy.extend(["--health-timeout", "120"]);
+
+    let started = Instant::now();
+    let run = common::provisioner(cloud.moto.url())
+        .args(&until_healthy)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("provisioner runs");
+    let minted = instances_join(&cloud, &control, "ret1", 2);
+    let out = ok(run.wait_with_output().expect("provisioner ends"));
+    eprintln!(
+        "healthy HA deploy with retirement: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        !text(&out).contains(&minted),
+        "the key leaked:\n{}",
+        text(&out)
+    );
+
+    // The key had a lifetime, and is revoked now that both joined.
+    let keys = control.get("/api/v1/keys");
+    let keys = keys.as_array().expect("key list");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let key = &keys[0];
+    let lifetime =
+        key["expires"].as_i64().expect("an expiry") - key["created"].as_i64().expect("created");
+    assert_eq!(lifetime, 1800, "{key}");
+    assert_eq!(
+        (&key["revoked"], &key["usable"]),
+        (&Value::Bool(true), &Value::Bool(false)),
+        "{key}"
+    );
+    let id = key["id"].as_str().expect("id");
+    assert!(
+        minted.contains(id),
+        "the pair joined with the key deploy minted"
+    );
+    assert!(
+        text(&out).contains(&format!(
+            "auth key {id} revoked in control and cleared from the secret"
+        )),
+        "{}",
+        text(&out)
+    );
+    // The secret holds no key any more; neither it nor the old key joins.
+    let held = secret_value(&cloud, "causeway/ret1/subnet-router-authkey");
+    assert!(held.starts_with("retired:") && !held.contains(id), "{held}");
+    let refused = control
+        .appliance_joins(&held, "intruder", &[])
+        .expect_err("no key");
+    assert!(refused.contains("not known"), "{refused}");
+    let refused = control
+        .appliance_joins(&minted, "intruder", &[])
+        .expect_err("revoked");
+    assert!(refused.contains("revoked"), "{refused}");
+    // The joined routers stay online: they need no auth key again.
+    let nodes = control.get("/api/v1/nodes");
+    assert_eq!(
+        nodes
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .filter(|n| n["online"] == true)
+            .count(),
+        2,
+        "{nodes}"
+    );
+
+    // Deploying again launches nothing, so it mints nothing.
+    let again = String::from_utf8_lossy(&ok(cloud.run(&deploy)).stdout).to_string();
+    assert!(again.contains("0 create, 0 update, 0 delete"), "{again}");
+    assert_eq!(
+        control.get("/api/v1/keys").as_array().map(Vec::len),
+        Some(1)
+    );
+
+    // An instance lost: the deploy that relaunches it mints a new key first.
+    let lost = cloud.block(instances(&cloud.c, "ret1"))[0]
+        .instance_id()
+        .expect("id")
+        .to_owned();
+    cloud.block(async {
+        cloud
+            .c
+            .ec2
+            .terminate_instances()
+            .instance_ids(&lost)
+            .send()
+            .await
+            .expect("terminated")
+    });
+    let relaunch = String::from_utf8_lossy(&ok(cloud.run(&deploy)).stdout).to_string();
+    assert!(relaunch.contains("new auth key minted for the instances launched (expires in 1800 s); the old value was retired"), "{relaunch}");
+    let keys = control.get("/api/v1/keys");
+    let fresh: Vec<&Value> = keys
+        .as_array()
+        .expect("key list")
+        .iter()
+        .filter(|k| k["usable"] == true)
+        .collect();
+    assert_eq!(fresh.len(), 1, "{keys}");
+    let fresh_id = fresh[0]["id"].as_str().expect("id");
+    let held = secret_value(&cloud, "causeway/ret1/subnet-router-authkey");
+    assert!(held.contains(fresh_id), "the secret holds the new key");
+    control
+        .appliance_joins(&held, "replacement", &[])
+        .expect("a relaunched instance joins with it");
 }
 
 /// Control's Elastic IP and state volume, read through the API.

@@ -110,9 +110,17 @@ fn ha_pair_boots_from_user_data_and_status_names_the_primary() {
 
     // deploy again: nothing to change, and this time it waits for the
     // appliances' health by control's word, and says what control knows.
+    // Both joined, so the key it minted is revoked and the secret cleared:
+    // the one update.
     let again = provisioner(&t, &deploy).expect_success();
     assert!(
-        again.stdout.contains("0 create, 0 update, 0 delete"),
+        again.stdout.contains("0 create, 1 update, 0 delete"),
+        "{again}"
+    );
+    assert!(
+        again
+            .stdout
+            .contains("revoked in control and cleared from the secret"),
         "{again}"
     );
     let healthy_lines = again

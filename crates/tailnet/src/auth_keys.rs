@@ -90,6 +90,11 @@ pub enum AuthKeyRefusal {
 #[error("invalid tag {0:?}: expected tag:NAME with NAME made of a-z, 0-9 and -")]
 pub struct InvalidTag(pub String);
 
+/// A user that is not `name@domain`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid user {0:?}: expected an e-mail-like name@domain")]
+pub struct InvalidUser(pub String);
+
 /// A freshly made key: what to store, and the full string to show once.
 pub struct NewAuthKey {
     /// The stored form.
@@ -178,6 +183,15 @@ pub fn validate_tag(tag: &str) -> Result<(), InvalidTag> {
         Ok(())
     } else {
         Err(InvalidTag(tag.to_owned()))
+    }
+}
+
+/// Checks that a user looks like `name@domain`, as policy names users.
+pub fn validate_user(user: &str) -> Result<(), InvalidUser> {
+    if crate::policy::is_user(user) {
+        Ok(())
+    } else {
+        Err(InvalidUser(user.to_owned()))
     }
 }
 
@@ -280,6 +294,35 @@ mod tests {
             ..Default::default()
         };
         assert!(create(&spec, [0; ID_BYTES], [0; SECRET_BYTES], 0).is_err());
+    }
+
+    #[test]
+    fn users_are_validated() {
+        for good in ["alice@example.com", "ops.team+x@corp.example"] {
+            assert_eq!(validate_user(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "alice",
+            "@example.com",
+            "alice@",
+            "a@b@c",
+            "tag:x@y",
+            "al ice@x",
+            "",
+        ] {
+            let e = validate_user(bad).expect_err("refused");
+            assert_eq!(e, InvalidUser(bad.into()));
+            assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_key_for_a_user_carries_it() {
+        let new = make(AuthKeySpec {
+            user: Some("alice@example.com".into()),
+            ..Default::default()
+        });
+        assert_eq!(new.key.user.as_deref(), Some("alice@example.com"));
     }
 
     #[test]

@@ -15,7 +15,9 @@ pub mod policy;
 pub mod routes;
 mod state;
 
-pub use auth_keys::{AuthKey, AuthKeyRefusal, AuthKeySpec, InvalidTag, NewAuthKey};
+pub use auth_keys::{
+    AuthKey, AuthKeyRefusal, AuthKeySpec, InvalidTag, InvalidUser, NewAuthKey, validate_user,
+};
 pub use netmap::{DeltaOutcome, MapSession, PreparedChange, apply_delta};
 pub use policy::{NodePolicy, Policy, PolicyError, PolicyNode, compile};
 pub use state::{

@@ -30,6 +30,10 @@ pub struct CreateKeyRequest {
     /// Lifetime of the key; control's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry_seconds: Option<u64>,
+    /// The user owning nodes registered with it (`name@domain`); none when
+    /// absent. A tagged node is known by its tags, not its user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// An auth key as listed (`GET /api/v1/keys`); never the secret.
@@ -44,6 +48,8 @@ pub struct KeyView {
     pub ephemeral: bool,
     /// See [`CreateKeyRequest::tags`].
     pub tags: Vec<String>,
+    /// See [`CreateKeyRequest::user`].
+    pub user: Option<String>,
     /// When it was made.
     pub created: UnixTime,
     /// When it stops working.
@@ -86,6 +92,9 @@ pub struct NodeView {
     pub addresses: Vec<IpNet>,
     /// Its tags.
     pub tags: Vec<String>,
+    /// The user owning it (`name@domain`), from its auth key or given when
+    /// an admin added it; none for nodes without one.
+    pub user: Option<String>,
     /// Removed when it goes offline.
     pub ephemeral: bool,
     /// A plain WireGuard peer, added by an admin.
@@ -168,6 +177,9 @@ pub struct SplitDnsEntry {
 pub struct AddDeviceRequest {
     /// The device's name.
     pub name: String,
+    /// The user owning it (`name@domain`); none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// The answer to [`AddDeviceRequest`].
@@ -212,6 +224,23 @@ mod tests {
     }
 
     #[test]
+    fn user_is_optional_in_requests_and_absent_when_unset() {
+        let req: CreateKeyRequest = serde_json::from_str(r#"{"tags": ["tag:r"]}"#).expect("parses");
+        assert_eq!(req.user, None);
+        assert_eq!(
+            serde_json::to_value(&req).expect("serialises"),
+            serde_json::json!({"reusable": false, "ephemeral": false, "tags": ["tag:r"]})
+        );
+        let req: AddDeviceRequest =
+            serde_json::from_str(r#"{"name": "printer", "user": "alice@example.com"}"#)
+                .expect("parses");
+        assert_eq!(req.user.as_deref(), Some("alice@example.com"));
+        // An older control's answer has no user: it reads as none.
+        let view: KeyView = serde_json::from_str(r#"{"id": "k1"}"#).expect("parses");
+        assert_eq!(view.user, None);
+    }
+
+    #[test]
     fn a_created_key_is_its_view_plus_the_secret_in_one_object() {
         let created = CreatedKey {
             view: KeyView {
@@ -234,10 +263,12 @@ mod tests {
             "addresses": ["100.64.0.3/32"], "tags": [], "ephemeral": false,
             "wireguard_only": false, "online": true, "key_expiry": null, "expired": false,
             "last_seen": 5, "endpoints": [], "advertised_routes": ["198.19.1.0/24"],
-            "approved_routes": [], "primary_routes": [], "user": "alice@example.com"
+            "approved_routes": [], "primary_routes": [], "user": "alice@example.com",
+            "posture": {"os": "linux"}
         }))
-        .unwrap();
+        .expect("parses");
         assert_eq!(node.id, NodeId(3));
+        assert_eq!(node.user.as_deref(), Some("alice@example.com"));
         assert_eq!(
             node.advertised_routes,
             vec!["198.19.1.0/24".parse::<IpNet>().unwrap()]

@@ -1,14 +1,15 @@
 //! The bits of control's admin API the AWS provisioner uses
-//! (docs/reference/admin-api.md): minting an auth key for a role, asking
-//! what control knows of each node (health, which router is primary), and
-//! registering split DNS.
+//! (docs/reference/admin-api.md): minting an auth key for a role (and
+//! revoking it once the instances joined), asking what control knows of
+//! each node (health, which router is primary), and registering split DNS.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
-use causeway_wire::admin::{CreateKeyRequest, CreatedKey, SplitDnsEntry, SplitDnsRequest};
+use causeway_wire::admin::{CreateKeyRequest, CreatedKey, KeyView, SplitDnsEntry, SplitDnsRequest};
 use serde::de::DeserializeOwned;
 use serde_json::to_value;
 
@@ -32,6 +33,17 @@ impl AuthKey {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Control's public id of the key (`cwk_<id>_<secret>`), if it is one
+    /// control issued; the id is not secret.
+    pub fn id(&self) -> Option<&str> {
+        causeway_tailnet::auth_keys::parse(&self.0).map(|(id, _)| id)
+    }
+
+    /// A key read back from the secret.
+    pub fn from_secret(value: &str) -> Self {
+        Self(value.trim().to_owned())
+    }
 }
 
 impl fmt::Debug for AuthKey {
@@ -53,15 +65,17 @@ pub struct AdminApi {
 pub use causeway_wire::admin::NodeView;
 
 impl AdminApi {
-    /// Mints a reusable auth key tagged `tag:ROLE` (`POST /api/v1/keys`).
-    /// Reusable, because both instances of an HA pair and any replacement
-    /// instance join with it.
-    pub async fn create_key(&self, role: &str) -> anyhow::Result<AuthKey> {
+    /// Mints a reusable auth key tagged `tag:ROLE` that expires after
+    /// `expiry` (`POST /api/v1/keys`). Reusable, because both instances of
+    /// an HA pair join with it; short-lived, because it sits in a secret
+    /// until deploy retires it.
+    pub async fn create_key(&self, role: &str, expiry: Duration) -> anyhow::Result<AuthKey> {
         let body = CreateKeyRequest {
             reusable: true,
             ephemeral: false,
             tags: vec![format!("tag:{role}")],
-            expiry_seconds: None,
+            expiry_seconds: Some(expiry.as_secs()),
+            user: None,
         };
         let created: CreatedKey = self
             .call(
@@ -71,6 +85,25 @@ impl AdminApi {
             )
             .await?;
         Ok(AuthKey(created.key))
+    }
+
+    /// Every auth key, never a secret (`GET /api/v1/keys`).
+    pub async fn keys(&self) -> anyhow::Result<Vec<KeyView>> {
+        self.call(reqwest::Method::GET, "/api/v1/keys", None).await
+    }
+
+    /// Revokes auth key `id` (`DELETE /api/v1/keys/ID`); a key control
+    /// does not know (its database was replaced) is as good as revoked.
+    pub async fn revoke_key(&self, id: &str) -> anyhow::Result<()> {
+        let path = format!("/api/v1/keys/{id}");
+        match self
+            .call::<KeyView>(reqwest::Method::DELETE, &path, None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.downcast_ref::<NotFound>().is_some() => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Every node (`GET /api/v1/nodes`).
@@ -123,6 +156,11 @@ impl AdminApi {
         }
         let resp = request.send().await.with_context(|| what.clone())?;
         let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(anyhow::Error::new(NotFound(body.trim().to_owned()))
+                .context(format!("{what} failed ({status})")));
+        }
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
             anyhow::bail!("{what} failed ({status}): {}", body.trim());
@@ -132,6 +170,11 @@ impl AdminApi {
             .with_context(|| format!("{what}: reading the answer"))
     }
 }
+
+/// Control answered 404 (the thing named does not exist); its message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct NotFound(String);
 
 #[cfg(test)]
 mod tests {
@@ -144,6 +187,9 @@ mod tests {
         std::fs::write(&path, "cwk_0123_secret\n").expect("write");
         let key = AuthKey::from_file(&path).expect("reads");
         assert_eq!(key.expose(), "cwk_0123_secret");
+        assert_eq!(key.id(), None, "not a key control issued");
+        let issued = AuthKey::from_secret(&format!("cwk_0123456789ab_{}\n", "ab".repeat(24)));
+        assert_eq!(issued.id(), Some("0123456789ab"));
         assert!(!format!("{key:?}").contains("secret"));
         std::fs::write(&path, "  \n").expect("write");
         let err = AuthKey::from_file(&path).expect_err("empty");
@@ -205,7 +251,7 @@ mod tests {
             .expect("runtime");
 
         let key = rt
-            .block_on(api.create_key("subnet-router"))
+            .block_on(api.create_key("subnet-router", Duration::from_secs(1800)))
             .expect("minted");
 
         assert_eq!(key.expose(), "cwk_0123456789ab_s3cret");
@@ -226,7 +272,10 @@ mod tests {
         .expect("JSON body");
         assert_eq!(
             body,
-            serde_json::json!({"reusable": true, "ephemeral": false, "tags": ["tag:subnet-router"]})
+            serde_json::json!({
+                "reusable": true, "ephemeral": false, "tags": ["tag:subnet-router"],
+                "expiry_seconds": 1800
+            })
         );
     }
 }

@@ -38,6 +38,11 @@ use crate::console::OutputFormat;
 use crate::name::DeploymentName;
 use crate::role::Role;
 
+/// Default lifetime of a minted auth key: long enough for instances to
+/// boot and join (deploy waits 300 s for that by default), short enough
+/// that a key copied out of the secret is soon worthless.
+pub const DEFAULT_AUTH_KEY_EXPIRY_SECONDS: u64 = 3600;
+
 /// How split DNS reaches the VPC's private zones (`--dns`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -113,6 +118,8 @@ pub struct AwsOptions {
     pub wait_timeout: Duration,
     /// How long `deploy` waits for the appliances' health (zero: no wait).
     pub health_timeout: Duration,
+    /// Lifetime of an auth key deploy mints (`--auth-key-expiry`).
+    pub auth_key_expiry: Duration,
 }
 
 impl AwsOptions {
@@ -149,6 +156,7 @@ impl AwsOptions {
             delete_recordings: false,
             wait_timeout: Duration::from_secs(600),
             health_timeout: Duration::from_secs(300),
+            auth_key_expiry: Duration::from_secs(DEFAULT_AUTH_KEY_EXPIRY_SECONDS),
         }
     }
 }

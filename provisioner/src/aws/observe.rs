@@ -17,6 +17,37 @@ pub struct SecretSeen {
     pub holds_file_key: Option<bool>,
 }
 
+/// What a secret deploy fills with minted keys (no `--auth-key-file`)
+/// holds now. The value itself is not kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MintedSecret {
+    /// No secret, or one scheduled for deletion: nothing to read.
+    Absent,
+    /// [`spec::RETIRED_AUTH_KEY`]: the key was revoked after the
+    /// instances joined.
+    Retired,
+    /// A key control issued.
+    Key {
+        /// Its public id.
+        id: String,
+        /// Whether control would register a node with it now (`None`:
+        /// no admin API to ask).
+        usable: Option<bool>,
+    },
+    /// Anything else (not a key control issued).
+    Other,
+}
+
+impl MintedSecret {
+    /// Whether an instance booting now could join with it.
+    pub fn joins(&self) -> bool {
+        match self {
+            Self::Key { usable, .. } => usable.unwrap_or(true),
+            Self::Absent | Self::Retired | Self::Other => false,
+        }
+    }
+}
+
 /// The instance role, its inline policies and its instance profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IamSeen {
@@ -62,6 +93,37 @@ pub async fn secret(
         _ => None,
     };
     Ok(SecretSeen { holds_file_key })
+}
+
+/// Reads what secret `name` holds (a minted key, the retired marker, or
+/// something else) and, for a key, whether control still takes it.
+pub async fn minted_secret(
+    aws: &Aws,
+    name: &str,
+    admin: Option<&AdminApi>,
+) -> anyhow::Result<MintedSecret> {
+    match aws.secret(name).await? {
+        Some(info) if !info.deleted => {}
+        _ => return Ok(MintedSecret::Absent),
+    }
+    let Some(value) = aws.secret_value(name).await? else {
+        return Ok(MintedSecret::Other);
+    };
+    if value.trim() == spec::RETIRED_AUTH_KEY {
+        return Ok(MintedSecret::Retired);
+    }
+    let key = AuthKey::from_secret(&value);
+    let Some(id) = key.id() else {
+        return Ok(MintedSecret::Other);
+    };
+    let usable = match admin {
+        Some(admin) => Some(admin.keys().await?.iter().any(|k| k.id == id && k.usable)),
+        None => None,
+    };
+    Ok(MintedSecret::Key {
+        id: id.to_owned(),
+        usable,
+    })
 }
 
 /// Reads role `name`, its inline policies and instance profile `name`.

@@ -21,7 +21,7 @@ variable "control_public_key" {
 }
 
 variable "auth_key" {
-  description = "Auth key for the routers (tag:subnet-router), e.g. from `appliance admin keys create --reusable --tag tag:subnet-router`. Kept out of state."
+  description = "Auth key for the routers (tag:subnet-router), e.g. from `appliance admin keys create --reusable --tag tag:subnet-router --expiry 1h` (revoke it once the routers joined). Kept out of state."
   type        = string
   sensitive   = true
   ephemeral   = true

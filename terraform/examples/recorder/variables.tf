@@ -21,7 +21,7 @@ variable "control_public_key" {
 }
 
 variable "auth_key" {
-  description = "Auth key for the recorder (tag:recorder), e.g. from `appliance admin keys create --reusable --tag tag:recorder`. Kept out of state."
+  description = "Auth key for the recorder (tag:recorder), e.g. from `appliance admin keys create --reusable --tag tag:recorder --expiry 1h` (revoke it once the recorder joined). Kept out of state."
   type        = string
   sensitive   = true
   ephemeral   = true

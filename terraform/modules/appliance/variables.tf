@@ -70,7 +70,7 @@ variable "control_public_key" {
 }
 
 variable "auth_key" {
-  description = "Optional. The auth key, stored in Secrets Manager as causeway/NAME/ROLE-authkey through a write-only attribute: it is kept out of plan files and state (Terraform >= 1.11), but it does pass through the Terraform run and whatever supplies the variable. To keep it out of Terraform altogether, store it yourself and pass auth_key_secret_arn. Exactly one of the two is required, except for role control (which takes neither)."
+  description = "Optional. The auth key, stored in Secrets Manager as causeway/NAME/ROLE-authkey through a write-only attribute: it is kept out of plan files and state (Terraform >= 1.11), but it does pass through the Terraform run and whatever supplies the variable. To keep it out of Terraform altogether, store it yourself and pass auth_key_secret_arn. Exactly one of the two is required, except for role control (which takes neither). The appliance needs it only to register: create it with an expiry (appliance admin keys create --expiry 1h) and revoke it once the instances joined (see the module's README)."
   type        = string
   default     = null
   sensitive   = true

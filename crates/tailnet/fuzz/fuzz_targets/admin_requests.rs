@@ -4,7 +4,7 @@
 //!
 //! Input: first byte picks the endpoint, the rest is the JSON body.
 //! 0: POST /api/v1/keys → `create_auth_key`
-//! 1: POST /api/v1/wireguard-devices → `add_wireguard_device`, `wg_quick_config`
+//! 1: POST /api/v1/wireguard-devices → `add_wireguard_device_for`, `wg_quick_config`
 //! 2/3: POST /api/v1/routes/{approve,unapprove} → `find_node`, prefix parse,
 //!      `approve_route` / `unapprove_route`
 #![no_main]
@@ -46,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
                 ephemeral: req.ephemeral,
                 tags: req.tags,
                 expiry_seconds: req.expiry_seconds,
-                user: None,
+                user: req.user,
             };
             if let Ok((new, _)) = state.create_auth_key(&spec, [7; 6], [9; 24], NOW) {
                 let _ = state.validate_auth_key(&new.secret, NOW);
@@ -56,7 +56,10 @@ fuzz_target!(|data: &[u8]| {
             let Ok(req) = serde_json::from_slice::<AddDeviceRequest>(body) else {
                 return;
             };
-            if let Ok((id, _)) = state.add_wireguard_device(&req.name, PublicKey::from_bytes([3; 32]), NOW) {
+            let key = PublicKey::from_bytes([3; 32]);
+            if let Ok((id, _)) =
+                state.add_wireguard_device_for(&req.name, key, req.user.as_deref(), NOW)
+            {
                 let config = state
                     .wg_quick_config(id, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", NOW)
                     .expect("config for a device just added");

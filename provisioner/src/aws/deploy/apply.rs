@@ -27,7 +27,7 @@ impl Walk<'_> {
                 let key = match (&self.p.auth_key, &self.opts.admin) {
                     (Some(k), _) => k.clone(),
                     (None, Some(admin)) => admin
-                        .create_key(self.p.role.as_str())
+                        .create_key(self.p.role.as_str(), self.opts.auth_key_expiry)
                         .await
                         .context("minting an auth key in control")?,
                     (None, None) => anyhow::bail!("no auth key source"),
@@ -36,6 +36,28 @@ impl Walk<'_> {
                     .create_secret(&name, key.expose(), &self.tags(&name))
                     .await?;
                 self.known.secret_arn = Some(arn);
+            }
+            Action::MintKey => {
+                let admin = self.opts.admin.as_ref().context("no admin API")?;
+                let key = admin
+                    .create_key(self.p.role.as_str(), self.opts.auth_key_expiry)
+                    .await
+                    .context("minting an auth key in control")?;
+                aws.put_secret_value(&self.p.names.secret(), key.expose())
+                    .await?;
+            }
+            Action::RetireKey { id } => {
+                // Revoke first: should clearing the secret fail, the key in
+                // it is already worthless and the next deploy clears it.
+                if let Some(id) = id {
+                    let admin = self.opts.admin.as_ref().context("no admin API")?;
+                    admin
+                        .revoke_key(&id)
+                        .await
+                        .with_context(|| format!("revoking auth key {id} in control"))?;
+                }
+                aws.put_secret_value(&self.p.names.secret(), spec::RETIRED_AUTH_KEY)
+                    .await?;
             }
             Action::CreateRole => {
                 aws.create_role(&base, &spec::trust_policy(), &self.tags(&base))

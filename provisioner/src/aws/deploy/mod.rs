@@ -55,7 +55,8 @@ pub async fn run(opts: &AwsOptions, format: OutputFormat, mode: Mode) -> anyhow:
     let total = 8
         + usize::from(role == Role::Recorder)
         + usize::from(role == Role::Control)
-        + usize::from(mode == Mode::Apply);
+        + usize::from(mode == Mode::Apply)
+        + usize::from(mode == Mode::Apply && mints_keys(opts, role));
     let mut progress = Progress::new(sink, total);
     progress.begin("checking flags, VPC, image and instance catalogue");
     let prepared = match prepare(&aws, opts, role).await {
@@ -157,6 +158,19 @@ pub async fn run(opts: &AwsOptions, format: OutputFormat, mode: Mode) -> anyhow:
         Mode::Plan => Health::NotChecked(String::new()),
         Mode::Apply => walk.health().await?,
     };
+    if mode == Mode::Apply && mints_keys(opts, role) {
+        let joined = matches!(&health, Health::Checked(judged) if judged.iter().all(ApplianceHealth::healthy));
+        if joined {
+            step!(
+                format!("retiring the auth key in {}", names.secret()),
+                walk.retire_key()
+            );
+        } else {
+            walk.progress
+                .begin(&format!("retiring the auth key in {}", names.secret()));
+            walk.progress.end(StepOutcome::Skipped);
+        }
+    }
     // After the health wait: by then the recorders have joined and control
     // knows their tailnet addresses.
     if prepared.role == Role::Recorder && mode == Mode::Apply {
@@ -196,6 +210,13 @@ pub async fn run(opts: &AwsOptions, format: OutputFormat, mode: Mode) -> anyhow:
         Mode::Apply if report.healthy() => Verdict::Healthy,
         Mode::Apply => Verdict::Unhealthy,
     })
+}
+
+/// Whether deploy fills the auth key's secret with keys it mints in
+/// control (rather than `--auth-key-file`'s), and so refreshes and
+/// retires them.
+fn mints_keys(opts: &AwsOptions, role: Role) -> bool {
+    role.needs_auth_key() && opts.auth_key_file.is_none() && opts.admin.is_some()
 }
 
 /// What the walk has learnt of resources an earlier step read or made,
@@ -450,6 +471,21 @@ impl Walk<'_> {
             self.known.template_version,
             &self.p.choice.instance_type,
         );
+        let launching = planned.actions.iter().any(|a| {
+            matches!(
+                a,
+                plan::Action::Launch { .. } | plan::Action::Replace { .. }
+            )
+        });
+        if launching && mints_keys(self.opts, self.p.role) {
+            // A booting instance joins with what the secret holds: after a
+            // healthy deploy that is no key at all.
+            let name = self.p.names.secret();
+            let held = observe::minted_secret(self.aws, &name, self.opts.admin.as_ref()).await?;
+            let expiry = self.opts.auth_key_expiry.as_secs();
+            self.take(plan::refresh_key(&held, launching, &name, expiry))
+                .await?;
+        }
         self.take(planned).await?;
         let launched = std::mem::take(&mut self.known.launched);
         self.wait_for(&launched, "running").await?;
@@ -507,6 +543,16 @@ impl Walk<'_> {
             self.progress.fail();
         }
         Ok(Health::Checked(judged))
+    }
+
+    /// After every instance joined: the minted key in the secret is
+    /// revoked and the secret cleared, so a key read from it later
+    /// registers nothing. The next deploy that launches an instance mints
+    /// a new one ([`plan::refresh_key`]).
+    async fn retire_key(&mut self) -> anyhow::Result<()> {
+        let name = self.p.names.secret();
+        let held = observe::minted_secret(self.aws, &name, self.opts.admin.as_ref()).await?;
+        self.take(plan::retire_key(&held, &name)).await
     }
 
     /// The recorders as SSH servers reach them: their tailnet addresses from

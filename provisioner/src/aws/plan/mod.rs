@@ -23,7 +23,7 @@ pub use self::dns::{SplitDnsPlan, resolver_endpoint, split_dns};
 pub use self::iam::{iam, wanted_policies};
 pub use self::instances::{instances, launch_template};
 pub use self::routing::routing;
-pub use self::secret::secret;
+pub use self::secret::{refresh_key, retire_key, secret};
 pub use self::security_group::security_group;
 
 use super::network::Subnet;
@@ -40,6 +40,15 @@ pub enum Action {
     /// Create the secret with the key from the file, or one minted by
     /// control.
     CreateSecret,
+    /// Mint a new key in control and store it in the secret, for
+    /// instances about to be launched.
+    MintKey,
+    /// Revoke the minted key in control (`id`, when the secret holds one)
+    /// and replace the secret's value with [`crate::aws::spec::RETIRED_AUTH_KEY`].
+    RetireKey {
+        /// The key's public id.
+        id: Option<String>,
+    },
     /// Create the instance role.
     CreateRole,
     /// Set inline policy `name` to `doc` (`None`: the secret's ARN is not

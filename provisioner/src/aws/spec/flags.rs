@@ -40,6 +40,12 @@ pub fn check_flags(opts: &AwsOptions) -> anyhow::Result<Role> {
             );
         }
     }
+    if opts.auth_key_expiry.is_zero() {
+        anyhow::bail!(
+            "--auth-key-expiry 0: expected a lifetime in seconds (default {}); a key that expires at once registers nothing",
+            crate::aws::DEFAULT_AUTH_KEY_EXPIRY_SECONDS
+        );
+    }
     for r in &opts.routes {
         check_prefix(r).with_context(|| format!("--route {r}"))?;
     }
@@ -181,6 +187,14 @@ mod tests {
         o.control_url = None;
         o.control_public_key = None;
         assert!(check_flags(&o).is_ok(), "control needs no control URL");
+        let mut o = opts(Role::SubnetRouter);
+        o.auth_key_expiry = std::time::Duration::ZERO;
+        assert!(
+            check_flags(&o)
+                .expect_err("no lifetime")
+                .to_string()
+                .contains("--auth-key-expiry 0")
+        );
         let mut o = opts(Role::SubnetRouter);
         o.routes = vec!["10.0.0.0/33".into()];
         assert!(

@@ -49,6 +49,11 @@ pub const TAG_TEMPLATE_VERSION: &str = "causeway:template-version";
 pub const LIFECYCLE_RULE_ID: &str = "causeway-recordings";
 /// Name of the inline policy that reads the auth-key secret.
 pub const SECRET_POLICY_NAME: &str = "causeway-auth-key";
+/// What a secret deploy filled with a minted key holds once the instances
+/// joined and the key was revoked: not a key, so an appliance that reads
+/// it is refused by control, and the next deploy that launches an
+/// instance knows to mint a new one.
+pub const RETIRED_AUTH_KEY: &str = "retired: the instances joined and the key was revoked; the next provisioner deploy that launches an instance mints a new one";
 /// Name of the inline policy that writes recordings.
 pub const RECORDINGS_POLICY_NAME: &str = "causeway-recordings";
 /// The device name control's state volume is attached as. On Nitro
