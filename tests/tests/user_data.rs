@@ -20,6 +20,7 @@ fn config(role: Role, ui: bool) -> ApplianceConfig {
         auth_key_secret: role
             .needs_auth_key()
             .then(|| SECRET_ARN.replace("ROLE", role.as_str())),
+        secrets_manager_endpoint: None,
         routes: vec!["198.19.0.0/16".into(), "fd00:198:19::/48".into()],
         snat: false,
         recorder: (role == Role::Recorder).then(|| RecorderData {
