@@ -3,9 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use causeway_e2e::local::appliance::control_url;
 use causeway_e2e::local::{Node, Site};
-use causeway_e2e::{TestDeployment, WAIT, peer, peers, wait_until, write_secret_file};
+use causeway_e2e::{TestDeployment, WAIT, peer, peers, wait_until};
 
 /// The extra node: its hostname, TUN device and UDP port (the client's
 /// namespace already has `cw0` on 41641).
@@ -32,45 +31,13 @@ fn ephemeral_node_is_removed_after_it_leaves() {
         .as_str()
         .unwrap_or_else(|| panic!("no key in {created}"));
 
-    let paths = t.dep().paths();
-    let root = paths.root();
-    let state_dir = root.join(HOSTNAME);
-    std::fs::create_dir_all(&state_dir).expect("the extra node's state dir");
-    let key_file = root.join(format!("{HOSTNAME}.key"));
-    write_secret_file(&key_file, &format!("{key}\n"));
-    let config = root.join(format!("{HOSTNAME}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            r#"state_dir = "{state}"
-
-[node]
-control_url = "{url}"
-control_public_key_file = "{pubkey}"
-auth_key_file = "{key}"
-hostname = "{HOSTNAME}"
-listen_port = {PORT}
-tun_name = "{TUN}"
-accept_routes = false
-advertise_endpoints = ["{CLIENT_ADDR}:{PORT}"]
-"#,
-            state = state_dir.display(),
-            url = control_url(),
-            pubkey = paths.control_pub().display(),
-            key = key_file.display(),
-        ),
-    )
-    .expect("writing the extra node's config");
-
-    let app = t.dep().appliance().expect("an appliance binary");
+    let endpoint = format!("{CLIENT_ADDR}:{PORT}")
+        .parse()
+        .expect("a socket address");
+    let node = t.write_extra_node(HOSTNAME, key, endpoint, TUN, false);
     let cli = t.dep().netns(Site::Cli);
-    let mut cmd = app.run_command(&cli, &config);
-    let rec = t.spawn_recorded(
-        HOSTNAME,
-        cli.name(),
-        &mut cmd,
-        &root.join(format!("{HOSTNAME}.log")),
-    );
+    let rec = t.start_extra_node(&node, &cli);
+    let state_dir = node.state_dir;
 
     let status = wait_until(WAIT, "the ephemeral node to run", || {
         let s = t.status_at(Site::Cli, &state_dir)?;

@@ -9,12 +9,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use causeway_e2e::local::appliance::control_url;
 use causeway_e2e::local::services::{self, DB_QUERY};
 use causeway_e2e::local::{Netns, Node, Secret, Site};
 use causeway_e2e::{
     DB_GREETING, HTTP_GREETING, TestDeployment, VPC_SUBNET, VPC_URL, WAIT, has_kernel_route, peer,
-    run, wait_until, write_secret_file,
+    run, wait_until,
 };
 
 /// The VPC host behind the router.
@@ -60,42 +59,10 @@ impl Client {
         let key = created["key"]
             .as_str()
             .unwrap_or_else(|| panic!("no key in {created}"));
-        let root = t.dep().paths().root().to_owned();
-        let state_dir = root.join(hostname);
-        std::fs::create_dir_all(&state_dir).expect("the client's state dir");
-        let key_file = root.join(format!("{hostname}.key"));
-        write_secret_file(&key_file, &format!("{key}\n"));
-        let config = root.join(format!("{hostname}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                r#"state_dir = "{state}"
-
-[node]
-control_url = "{url}"
-control_public_key_file = "{pubkey}"
-auth_key_file = "{key}"
-hostname = "{hostname}"
-listen_port = 41641
-tun_name = "cw0"
-accept_routes = true
-advertise_endpoints = ["{addr}:41641"]
-"#,
-                state = state_dir.display(),
-                url = control_url(),
-                pubkey = t.dep().paths().control_pub().display(),
-                key = key_file.display(),
-            ),
-        )
-        .expect("writing the client's config");
-        let app = t.dep().appliance().expect("an appliance binary");
-        let mut cmd = app.run_command(&ns, &config);
-        t.spawn_recorded(
-            hostname,
-            ns.name(),
-            &mut cmd,
-            &root.join(format!("{hostname}.log")),
-        );
+        let endpoint = format!("{addr}:41641").parse().expect("a socket address");
+        let node = t.write_extra_node(hostname, key, endpoint, "cw0", true);
+        t.start_extra_node(&node, &ns);
+        let state_dir = node.state_dir;
         Self {
             hostname,
             ns,
