@@ -232,6 +232,7 @@ fn policy_limits_each_client_to_its_port_and_a_change_swaps_them_live() {
         DB_GREETING
     );
     assert!(a.query_db(&t).is_err(), "A still queried the database");
+    assert!(b.fetch_page().is_err(), "B still fetched the page");
 
     // Nobody restarted: the router and both clients kept their processes.
     for key in ["router", a.hostname, b.hostname] {
