@@ -357,6 +357,17 @@ fn encode_node(
         "Packets the data plane discarded, by reason.",
         &drops,
     )?;
+    let filter_rules: Vec<(Labels, i64)> = node
+        .filter_rules
+        .map(|n| (vec![], i64::try_from(n).unwrap_or(i64::MAX)))
+        .into_iter()
+        .collect();
+    gauge(
+        encoder,
+        "packet_filter_rules",
+        "Rules in the packet filter from control (absent before the first netmap).",
+        &filter_rules,
+    )?;
     gauge(
         encoder,
         "peers",
@@ -470,6 +481,9 @@ mod tests {
             ],
             primary_routes: vec!["198.19.1.0/24".parse().expect("valid")],
             kernel_routes: vec![],
+            filter_rules: Some(2),
+            filter_refused: None,
+            served_prefixes: vec![],
             dropped_packets: 3,
             dropped_by_reason: [("garbage".to_owned(), 2), ("filtered".to_owned(), 1)].into(),
             peers: vec![PeerStatus {
@@ -504,6 +518,8 @@ mod tests {
             "causeway_route_primary{prefix=\"198.19.1.0/24\"} 1",
             "causeway_route_primary{prefix=\"198.19.2.0/24\"} 0",
             "causeway_packets_dropped_total{reason=\"garbage\"} 2",
+            "causeway_packets_dropped_total{reason=\"filtered\"} 1",
+            "causeway_packet_filter_rules 2",
             "causeway_peer_tx_bytes_total{peer=\"client\",node_id=\"2\"} 1500",
             "causeway_peer_rx_bytes_total{peer=\"client\",node_id=\"2\"} 900",
             "causeway_peer_last_handshake_timestamp_seconds{peer=\"client\",node_id=\"2\"} 1799999990",

@@ -237,7 +237,7 @@ impl Control {
 
     /// Sends a change to every open stream.
     fn publish(&self, state: &TailnetState, changes: &ChangeSet, now: UnixTime) {
-        if changes.nodes.is_empty() && !changes.dns_changed {
+        if !changes.announces() {
             return;
         }
         // Views are computed once here, then shared by every stream.

@@ -616,57 +616,22 @@ impl TestDeployment {
     }
 
     /// Starts an extra device in the client's namespace, registered with
-    /// `auth_key`: its state directory, key file, config and log live under
-    /// the deployment's root, named after `hostname`, and it is recorded so
-    /// teardown stops it. `tun` and `port` must differ from the client's
-    /// (`cw0`, 41641). Returns the process and its state directory.
-    pub fn start_extra_node(
+    /// `auth_key` ([`Self::write_extra_node`] and [`Self::start_extra_node`]):
+    /// `tun` and `port` must differ from the client's (`cw0`, 41641).
+    /// Returns the process and its state directory.
+    pub fn start_client_device(
         &self,
         hostname: &str,
         tun: &str,
         port: u16,
         auth_key: &str,
     ) -> (ProcessRecord, PathBuf) {
-        let paths = self.dep.paths();
-        let root = paths.root();
-        let state_dir = root.join(hostname);
-        fs::create_dir_all(&state_dir).expect("the extra node's state dir");
-        let key_file = root.join(format!("{hostname}.key"));
-        write_secret_file(&key_file, &format!("{auth_key}\n"));
-        let config = root.join(format!("{hostname}.toml"));
-        fs::write(
-            &config,
-            format!(
-                r#"state_dir = "{state}"
-
-[node]
-control_url = "{url}"
-control_public_key_file = "{pubkey}"
-auth_key_file = "{key}"
-hostname = "{hostname}"
-listen_port = {port}
-tun_name = "{tun}"
-accept_routes = false
-advertise_endpoints = ["{client}:{port}"]
-"#,
-                state = state_dir.display(),
-                url = local::appliance::control_url(),
-                pubkey = paths.control_pub().display(),
-                key = key_file.display(),
-                client = CLIENT_PUBLIC_ADDR,
-            ),
-        )
-        .expect("writing the extra node's config");
-        let app = self.dep.appliance().expect("an appliance binary");
-        let cli = self.dep.netns(Site::Cli);
-        let mut cmd = app.run_command(&cli, &config);
-        let rec = self.spawn_recorded(
-            hostname,
-            cli.name(),
-            &mut cmd,
-            &root.join(format!("{hostname}.log")),
-        );
-        (rec, state_dir)
+        let endpoint = format!("{CLIENT_PUBLIC_ADDR}:{port}")
+            .parse()
+            .expect("a socket address");
+        let node = self.write_extra_node(hostname, auth_key, endpoint, tun, false);
+        let rec = self.start_extra_node(&node, &self.dep.netns(Site::Cli));
+        (rec, node.state_dir)
     }
 
     /// Rejects (`block`) or allows again new TCP connections from `site`
@@ -765,6 +730,63 @@ advertise_endpoints = ["{client}:{port}"]
                 .unwrap_or_else(|e| panic!("wiring {}: {e:#}", ns.name()));
         }
         ns
+    }
+
+    /// Writes the files of an extra node that joins this deployment's
+    /// control with `auth_key`: a state directory, a 0600 key file and a
+    /// config under the deployment's root, named after `hostname`. The
+    /// node listens on `endpoint`'s port, advertises `endpoint`, and uses
+    /// TUN device `tun`. Start it with [`TestDeployment::start_extra_node`].
+    pub fn write_extra_node(
+        &self,
+        hostname: &str,
+        auth_key: &str,
+        endpoint: std::net::SocketAddr,
+        tun: &str,
+        accept_routes: bool,
+    ) -> ExtraNode {
+        let paths = self.dep.paths();
+        let root = paths.root();
+        let state_dir = root.join(hostname);
+        fs::create_dir_all(&state_dir).expect("the extra node's state dir");
+        let key_file = root.join(format!("{hostname}.key"));
+        write_secret_file(&key_file, &format!("{auth_key}\n"));
+        let config = root.join(format!("{hostname}.toml"));
+        let text = format!(
+            r#"state_dir = "{state}"
+
+[node]
+control_url = "{url}"
+control_public_key_file = "{pubkey}"
+auth_key_file = "{key}"
+hostname = "{hostname}"
+listen_port = {port}
+tun_name = "{tun}"
+accept_routes = {accept_routes}
+advertise_endpoints = ["{endpoint}"]
+"#,
+            state = state_dir.display(),
+            url = local::appliance::control_url(),
+            pubkey = paths.control_pub().display(),
+            key = key_file.display(),
+            port = endpoint.port(),
+        );
+        fs::write(&config, text).expect("writing the extra node's config");
+        ExtraNode {
+            hostname: hostname.to_owned(),
+            state_dir,
+            config,
+            log: root.join(format!("{hostname}.log")),
+        }
+    }
+
+    /// Starts an extra node written by [`TestDeployment::write_extra_node`]
+    /// in namespace `ns`, recorded under its host name so the teardown
+    /// stops it.
+    pub fn start_extra_node(&self, node: &ExtraNode, ns: &Netns) -> ProcessRecord {
+        let app = self.dep.appliance().expect("an appliance binary");
+        let mut cmd = app.run_command(ns, &node.config);
+        self.spawn_recorded(&node.hostname, ns.name(), &mut cmd, &node.log)
     }
 
     /// A file the teardown removes (e.g. a wireguard-go control socket).
@@ -909,6 +931,19 @@ pub fn u64_field(v: &Value, key: &str) -> anyhow::Result<u64> {
     v[key]
         .as_u64()
         .with_context(|| format!("field {key:?} missing or not a number in {v}"))
+}
+
+/// An extra node's files, from [`TestDeployment::write_extra_node`].
+#[derive(Debug, Clone)]
+pub struct ExtraNode {
+    /// Its host name, also the key of its process record.
+    pub hostname: String,
+    /// Its state directory (for `appliance status --state-dir`).
+    pub state_dir: PathBuf,
+    /// Its config file.
+    pub config: PathBuf,
+    /// Where its output goes.
+    pub log: PathBuf,
 }
 
 /// Writes `text` to a new file with mode 0600.

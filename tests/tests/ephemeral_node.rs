@@ -29,7 +29,7 @@ fn ephemeral_node_is_removed_after_it_leaves() {
         .as_str()
         .unwrap_or_else(|| panic!("no key in {created}"));
 
-    let (rec, state_dir) = t.start_extra_node(HOSTNAME, TUN, PORT, key);
+    let (rec, state_dir) = t.start_client_device(HOSTNAME, TUN, PORT, key);
 
     let status = wait_until(WAIT, "the ephemeral node to run", || {
         let s = t.status_at(Site::Cli, &state_dir)?;

@@ -24,7 +24,7 @@ fn a_node_that_cannot_reach_control_at_start_keeps_trying_and_joins() {
         .unwrap_or_else(|| panic!("no key in {created}"));
 
     t.block_new_control_connections(Site::Cli, true);
-    let (rec, state_dir) = t.start_extra_node(HOSTNAME, TUN, PORT, key);
+    let (rec, state_dir) = t.start_client_device(HOSTNAME, TUN, PORT, key);
 
     let waiting = wait_until(
         Duration::from_secs(10),

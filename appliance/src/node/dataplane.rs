@@ -15,6 +15,8 @@ mod udp_offload;
 use std::collections::BTreeSet;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+
+use ipnet::IpNet;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -47,11 +49,12 @@ const MIN_OUT: usize = 256;
 
 /// Requests from the rest of the appliance.
 pub enum Command {
-    /// New peer set and packet filter from the netmap.
-    SetPeers(Vec<Node>, Option<PacketFilter>),
-    /// The node key was rotated: rebuild every tunnel under the new key,
-    /// keeping the packet filter.
-    SetKey(PrivateKey, Vec<Node>, Option<PacketFilter>),
+    /// New peer set, packet filter, and the prefixes this node accepts
+    /// packets for (its addresses and the routes it is primary for), from
+    /// the netmap.
+    SetPeers(Vec<Node>, Option<PacketFilter>, Vec<IpNet>),
+    /// The node key was rotated: rebuild every tunnel under the new key.
+    SetKey(PrivateKey, Vec<Node>),
     /// Counters for `appliance status`.
     Stats(oneshot::Sender<(Vec<PeerStats>, DropCounts)>),
     /// The addresses of the node's own interfaces changed.
@@ -71,6 +74,10 @@ pub struct DataplaneDriver {
     udp: OffloadSocket,
     commands: mpsc::Receiver<Command>,
     endpoints: watch::Sender<Vec<SocketAddr>>,
+    /// The last filter and served prefixes, for a core rebuilt under a
+    /// new key.
+    filter: Option<PacketFilter>,
+    served: Option<Vec<IpNet>>,
 }
 
 impl DataplaneDriver {
@@ -91,6 +98,8 @@ impl DataplaneDriver {
             udp: OffloadSocket::new(socket),
             commands,
             endpoints,
+            filter: None,
+            served: None,
         }
     }
 
@@ -175,14 +184,21 @@ impl DataplaneDriver {
 
     fn handle_command(&mut self, command: Command) {
         match command {
-            Command::SetPeers(peers, filter) => {
+            Command::SetPeers(peers, filter, served) => {
                 self.node.set_peers(peers.iter());
-                self.node.set_filter(filter);
+                self.node.set_filter(filter.clone());
+                self.node.set_served(&served);
+                self.filter = filter;
+                self.served = Some(served);
             }
-            Command::SetKey(key, peers, filter) => {
+            Command::SetKey(key, peers) => {
                 self.node = NodeState::new(&key, rand::random());
                 self.node.set_peers(peers.iter());
-                self.node.set_filter(filter);
+                // The new core enforces what the old one did.
+                self.node.set_filter(self.filter.clone());
+                if let Some(served) = &self.served {
+                    self.node.set_served(served);
+                }
             }
             Command::Stats(reply) => {
                 let _ = reply.send((self.node.peer_stats(), self.node.dropped().clone()));

@@ -256,11 +256,7 @@ pub async fn run(
             dataplane_key = session.node_key.public_key();
             let peers = netmap.peers().cloned().collect();
             commands
-                .send(Command::SetKey(
-                    session.node_key.clone(),
-                    peers,
-                    netmap.filter().cloned(),
-                ))
+                .send(Command::SetKey(session.node_key.clone(), peers))
                 .await
                 .ok();
             status::set(&status, |s| s.node_key = Some(dataplane_key));
@@ -542,8 +538,18 @@ async fn follow_control(
                 };
                 if changed || full {
                     let peers = netmap.peers().cloned().collect();
+                    if let Some(e) = netmap.filter_refused() {
+                        tracing::warn!(error = %e, "control sent a packet filter over the limits; accepting no new flows");
+                    }
+                    let filter = netmap.filter().cloned();
+                    let served = netmap.served_prefixes();
+                    status::set(status, |s| {
+                        s.filter_rules = filter.as_ref().map(|f| f.rules.len());
+                        s.filter_refused = netmap.filter_refused().map(ToString::to_string);
+                        s.served_prefixes = served.clone();
+                    });
                     if commands
-                        .send(Command::SetPeers(peers, netmap.filter().cloned()))
+                        .send(Command::SetPeers(peers, filter, served))
                         .await
                         .is_err()
                     {

@@ -65,6 +65,17 @@ pub struct NodeStatus {
     pub primary_routes: Vec<IpNet>,
     /// Routes we point at the TUN device.
     pub kernel_routes: Vec<IpNet>,
+    /// Rules in the packet filter from control; `None` before the first
+    /// netmap (or from a control that sends none).
+    #[serde(default)]
+    pub filter_rules: Option<usize>,
+    /// Why control's last filter was refused (too large), if it was.
+    #[serde(default)]
+    pub filter_refused: Option<String>,
+    /// What the node accepts packets for: its addresses and the routes it
+    /// is primary for. Anything else is dropped as `not_for_this_node`.
+    #[serde(default)]
+    pub served_prefixes: Vec<IpNet>,
     /// Packets dropped by the data plane.
     pub dropped_packets: u64,
     /// The same, per reason (`garbage`, `spoofed_source`, `filtered`, …).
@@ -112,6 +123,9 @@ impl NodeStatus {
             advertised_routes: advertised.to_vec(),
             primary_routes: vec![],
             kernel_routes: vec![],
+            filter_rules: None,
+            filter_refused: None,
+            served_prefixes: vec![],
             dropped_packets: 0,
             dropped_by_reason: BTreeMap::new(),
             peers: vec![],
@@ -257,6 +271,25 @@ pub fn render(status: &NodeStatus) -> String {
             }
         );
     }
+    let served: Vec<String> = status
+        .served_prefixes
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let rules = match (status.filter_rules, &status.filter_refused) {
+        (_, Some(why)) => format!("refused ({why}); accepting no new flows"),
+        (Some(n), None) => format!("{n} rules"),
+        (None, None) => "none".to_owned(),
+    };
+    let _ = writeln!(
+        out,
+        "filter    {rules}; accepts for {}",
+        if served.is_empty() {
+            "-".to_owned()
+        } else {
+            served.join(" ")
+        }
+    );
     let reasons: Vec<String> = status
         .dropped_by_reason
         .iter()

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use causeway_wire::{DnsConfig, MapResponse, Node, NodeId, PacketFilter};
+use causeway_wire::{DnsConfig, FilterTooLarge, MapResponse, Node, NodeId, PacketFilter};
 use ipnet::IpNet;
 
 /// A map message that cannot be applied; the node should reconnect and ask
@@ -34,11 +34,17 @@ pub struct NetmapState {
     peers: BTreeMap<NodeId, Node>,
     dns: DnsConfig,
     filter: Option<PacketFilter>,
+    filter_refused: Option<FilterTooLarge>,
 }
 
 impl NetmapState {
-    /// Folds one message in. Returns whether the peer set changed (so the
-    /// data plane must be reconfigured).
+    /// Folds one message in. Returns whether the peers, the packet filter
+    /// or the node itself (its served routes) changed, so the data plane
+    /// must be reconfigured.
+    ///
+    /// A packet filter over the wire limits is not applied: the node keeps
+    /// an empty filter instead (nothing may open a flow to it: fail closed)
+    /// and [`NetmapState::filter_refused`] says why.
     pub fn apply(&mut self, map: MapResponse) -> Result<bool, NetmapError> {
         if let Some(peers) = map.peers {
             let node = map
@@ -49,7 +55,10 @@ impl NetmapState {
             self.peers = peers.into_iter().map(|n| (n.id, n)).collect();
             self.seq = map.seq;
             self.dns = map.dns.unwrap_or_default();
-            self.filter = map.packet_filter;
+            self.filter = None;
+            if let Some(filter) = map.packet_filter {
+                self.set_filter(filter);
+            }
             return Ok(true);
         }
         if self.node.is_none() {
@@ -64,6 +73,7 @@ impl NetmapState {
         self.seq = map.seq;
         let mut changed = false;
         if let Some(node) = map.node {
+            changed |= self.node.as_ref() != Some(&node);
             self.node = Some(node);
         }
         for node in map.peers_changed {
@@ -83,10 +93,29 @@ impl NetmapState {
             self.dns = dns;
         }
         if let Some(filter) = map.packet_filter {
-            self.filter = Some(filter);
+            self.set_filter(filter);
             changed = true;
         }
         Ok(changed)
+    }
+
+    fn set_filter(&mut self, filter: PacketFilter) {
+        match filter.check_size() {
+            Ok(()) => {
+                self.filter = Some(filter);
+                self.filter_refused = None;
+            }
+            Err(e) => {
+                self.filter = Some(PacketFilter::default());
+                self.filter_refused = Some(e);
+            }
+        }
+    }
+
+    /// Why the last packet filter control sent was refused (too large), if
+    /// it was; the node enforces an empty filter meanwhile.
+    pub fn filter_refused(&self) -> Option<&FilterTooLarge> {
+        self.filter_refused.as_ref()
     }
 
     /// The node itself, once a full map arrived.
@@ -176,6 +205,10 @@ mod tests {
         }
     }
 
+    fn net(s: &str) -> IpNet {
+        s.parse().expect("valid prefix")
+    }
+
     fn full(seq: u64, peers: Vec<Node>) -> MapResponse {
         MapResponse {
             seq,
@@ -221,6 +254,54 @@ mod tests {
         let peer = map.peers().next().expect("one peer");
         assert_eq!(peer.endpoints, vec![endpoint]);
         assert_eq!(peer.name, "n2");
+    }
+
+    #[test]
+    fn filters_and_served_routes_arrive_by_delta() {
+        let mut map = NetmapState::default();
+        map.apply(full(1, vec![node(2, &[])]))
+            .expect("full map applies");
+        assert_eq!(map.filter(), None);
+        assert_eq!(map.served_prefixes(), vec![net("100.64.0.1/32")]);
+        let mut me = node(1, &["198.19.1.0/24"]);
+        me.allowed_ips.clear();
+        let delta = MapResponse {
+            seq: 2,
+            node: Some(me),
+            packet_filter: Some(PacketFilter::allow_all()),
+            ..Default::default()
+        };
+
+        assert_eq!(map.apply(delta), Ok(true));
+
+        assert_eq!(map.filter(), Some(&PacketFilter::allow_all()));
+        assert_eq!(
+            map.served_prefixes(),
+            vec![net("100.64.0.1/32"), net("198.19.1.0/24")]
+        );
+    }
+
+    #[test]
+    fn an_oversized_filter_is_replaced_by_an_empty_one() {
+        let mut map = NetmapState::default();
+        map.apply(full(1, vec![])).expect("full map applies");
+        let rule = PacketFilter::allow_all().rules[0].clone();
+        let huge = PacketFilter {
+            rules: vec![rule; causeway_wire::MAX_FILTER_RULES + 1],
+        };
+        let delta = MapResponse {
+            seq: 2,
+            packet_filter: Some(huge),
+            ..Default::default()
+        };
+
+        assert_eq!(map.apply(delta), Ok(true));
+
+        assert_eq!(map.filter(), Some(&PacketFilter::default()));
+        assert_eq!(
+            map.filter_refused().map(|e| e.rules),
+            Some(causeway_wire::MAX_FILTER_RULES + 1)
+        );
     }
 
     #[test]

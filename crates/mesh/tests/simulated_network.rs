@@ -622,3 +622,59 @@ fn a_router_with_a_filter_lets_in_what_a_rule_allows_and_the_replies_to_its_own_
     assert_eq!(router.dropped().get(DropReason::Filtered), 2);
     assert_eq!(router.flow_stats().tracked, 1);
 }
+
+#[test]
+fn a_secondary_router_accepts_for_a_route_from_the_delta_that_makes_it_primary() {
+    let mut sim = Sim::new(11);
+    let server = Ipv4Addr::new(198, 19, 1, 10);
+    // The router as control describes it while another router is primary:
+    // the route is advertised and approved (so its filter already has the
+    // rules for it) but it is not among its primary routes.
+    let mut secondary = describe(ROUTER);
+    secondary.primary_routes.clear();
+    secondary.allowed_ips.truncate(1);
+    let mut netmap = NetmapState::default();
+    netmap
+        .apply(MapResponse {
+            seq: 1,
+            node: Some(secondary),
+            peers: Some(vec![]),
+            packet_filter: Some(causeway_wire::PacketFilter::allow_all()),
+            ..Default::default()
+        })
+        .expect("full map applies");
+    let router = sim.nodes.get_mut(&ROUTER).expect("router exists");
+    router.set_served(&netmap.served_prefixes());
+    router.set_filter(netmap.filter().cloned());
+    // Node 1 still routes the subnet to this router (its netmap is stale).
+    sim.send_from_tun(1, &udp_packet(address(1), server, (0x0101, 5432)));
+    sim.run();
+    let to_router = |sim: &Sim| sim.delivered.iter().filter(|d| d.0 == ROUTER).count();
+    assert_eq!(to_router(&sim), 0);
+    assert_eq!(
+        sim.nodes[&ROUTER].dropped().get(DropReason::NotForThisNode),
+        1
+    );
+
+    // Failover: the delta that makes it primary changes only the node itself.
+    let changed = netmap.apply(MapResponse {
+        seq: 2,
+        node: Some(describe(ROUTER)),
+        ..Default::default()
+    });
+    assert_eq!(
+        changed,
+        Ok(true),
+        "the shell must reconfigure the data plane"
+    );
+    let router = sim.nodes.get_mut(&ROUTER).expect("router exists");
+    router.set_served(&netmap.served_prefixes());
+    sim.send_from_tun(1, &udp_packet(address(1), server, (0x0102, 5432)));
+    sim.run();
+
+    assert_eq!(to_router(&sim), 1);
+    assert_eq!(
+        sim.nodes[&ROUTER].dropped().get(DropReason::NotForThisNode),
+        1
+    );
+}

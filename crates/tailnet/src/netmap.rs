@@ -5,33 +5,53 @@
 //! open [`MapSession`]; a session compares the views with what it last sent
 //! for those nodes only. So a change costs O(changed nodes × streams), never
 //! O(nodes²).
+//!
+//! Each node sees only the peers the policy links it to (either may reach
+//! the other) and gets its own packet filter. When the policy or a node's
+//! identity changes, the nodes whose filter or peer set changed carry their
+//! new [`NodeAccess`] in the change; their streams send the new filter and
+//! add or remove peers. Visibility is symmetric, so every peer that becomes
+//! visible to a node is itself in the change, with its view. Under a policy
+//! that links every node to every other (`*` to `*:*`), a join changes
+//! every node's peer set, so that change costs O(nodes × streams); with no
+//! policy set, nothing is compiled and a join stays O(streams).
 
 use std::collections::BTreeMap;
 
-use causeway_wire::{DnsConfig, EndpointPatch, MapResponse, Node, NodeId, UnixTime};
+use causeway_wire::{DnsConfig, EndpointPatch, MapResponse, Node, NodeId, PacketFilter, UnixTime};
 
-use crate::state::{ChangeSet, TailnetState};
+use crate::state::{ChangeSet, NodeAccess, TailnetState};
 
 /// One change, ready to be turned into each stream's delta.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PreparedChange {
     /// The time of the change (decides which node keys count as expired).
     pub now: UnixTime,
-    /// Each changed node's view; `None` when it was removed.
+    /// Each changed node's view; `None` when it was removed. Includes the
+    /// nodes in [`PreparedChange::access`].
     pub nodes: BTreeMap<NodeId, Option<Node>>,
+    /// The new filter and peer set of each node whose access changed.
+    pub access: BTreeMap<NodeId, NodeAccess>,
     /// The DNS configuration and its generation, when it changed.
     pub dns: Option<(u64, DnsConfig)>,
 }
 
 impl PreparedChange {
-    /// Computes the views of the nodes in `changes`.
+    /// Computes the views of the nodes in `changes` and the access of
+    /// those whose access changed.
     pub fn new(state: &TailnetState, changes: &ChangeSet, now: UnixTime) -> Self {
         Self {
             now,
             nodes: changes
                 .nodes
                 .iter()
+                .chain(&changes.access)
                 .map(|&id| (id, state.view(id)))
+                .collect(),
+            access: changes
+                .access
+                .iter()
+                .map(|&id| (id, state.access(id)))
                 .collect(),
             dns: changes.dns_changed.then(|| state.dns()),
         }
@@ -59,6 +79,8 @@ pub struct MapSession {
     self_view: Option<Node>,
     peers: BTreeMap<NodeId, Node>,
     dns_generation: u64,
+    access: NodeAccess,
+    filter: Option<PacketFilter>,
 }
 
 impl MapSession {
@@ -70,6 +92,8 @@ impl MapSession {
             self_view: None,
             peers: BTreeMap::new(),
             dns_generation: 0,
+            access: NodeAccess::AllowAll,
+            filter: None,
         }
     }
 
@@ -79,13 +103,18 @@ impl MapSession {
     }
 
     /// The full netmap: the node itself, every other node whose key has
-    /// not expired (all see all until policy filters arrive), and DNS.
+    /// not expired and that the policy lets it see, its packet filter, and
+    /// DNS.
     pub fn full_map(&mut self, state: &TailnetState, now: UnixTime) -> MapResponse {
         self.seq += 1;
         self.self_view = state.view(self.node_id);
+        self.access = state.access(self.node_id);
+        let filter = self.access.filter();
+        self.filter = Some(filter.clone());
+        let access = &self.access;
         self.peers = state
             .nodes()
-            .filter(|n| n.id != self.node_id && !n.is_expired(now))
+            .filter(|n| n.id != self.node_id && !n.is_expired(now) && access.sees(n.id))
             .filter_map(|n| state.view(n.id).map(|v| (n.id, v)))
             .collect();
         let (generation, dns) = state.dns();
@@ -95,6 +124,7 @@ impl MapSession {
             node: self.self_view.clone(),
             peers: Some(self.peers.values().cloned().collect()),
             dns: Some(dns),
+            packet_filter: Some(filter),
             ..MapResponse::default()
         }
     }
@@ -102,6 +132,25 @@ impl MapSession {
     /// The delta this node needs for `change`.
     pub fn delta(&mut self, change: &PreparedChange) -> DeltaOutcome {
         let mut out = MapResponse::default();
+        if let Some(access) = change.access.get(&self.node_id) {
+            self.access = access.clone();
+            let filter = access.filter();
+            if self.filter.as_ref() != Some(&filter) {
+                out.packet_filter = Some(filter.clone());
+                self.filter = Some(filter);
+            }
+            let access = &self.access;
+            let hidden: Vec<NodeId> = self
+                .peers
+                .keys()
+                .filter(|id| !access.sees(**id))
+                .copied()
+                .collect();
+            for id in hidden {
+                self.peers.remove(&id);
+                out.peers_removed.push(id);
+            }
+        }
         for (&id, view) in &change.nodes {
             if id == self.node_id {
                 let Some(view) = view else {
@@ -118,7 +167,7 @@ impl MapSession {
             }
             let visible = view
                 .as_ref()
-                .filter(|v| v.key_expiry.is_none_or(|e| e > change.now));
+                .filter(|v| v.key_expiry.is_none_or(|e| e > change.now) && self.access.sees(id));
             match (self.peers.get(&id), visible) {
                 (None, None) => {}
                 (Some(_), None) => {
@@ -145,11 +194,13 @@ impl MapSession {
             self.dns_generation = *generation;
             out.dns = Some(dns.clone());
         }
+        out.peers_removed.sort_unstable();
         let empty = out.node.is_none()
             && out.peers_changed.is_empty()
             && out.peers_removed.is_empty()
             && out.endpoint_patches.is_empty()
-            && out.dns.is_none();
+            && out.dns.is_none()
+            && out.packet_filter.is_none();
         if empty {
             return DeltaOutcome::Nothing;
         }

@@ -4,10 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 
 use causeway_wire::{
-    DnsConfig, ErrorCode, MapRequest, Node, NodeId, NodeUpdate, PublicKey, RegisterRequest,
-    UnixTime,
+    DnsConfig, ErrorCode, MapRequest, Node, NodeId, NodeUpdate, PacketFilter, PublicKey,
+    RegisterRequest, UnixTime,
 };
 use ipnet::{IpNet, Ipv6Net};
 
@@ -138,6 +139,9 @@ pub struct ChangeSet {
     pub dns_changed: bool,
     /// Whether the split-DNS entries changed (persist them).
     pub split_dns_changed: bool,
+    /// Nodes whose packet filter or visible peers changed (nothing to
+    /// persist: streams are told).
+    pub access: BTreeSet<NodeId>,
 }
 
 impl ChangeSet {
@@ -147,6 +151,21 @@ impl ChangeSet {
             && self.auth_keys.is_empty()
             && !self.dns_changed
             && !self.split_dns_changed
+            && self.access.is_empty()
+    }
+
+    /// Whether open map streams need to hear about this change.
+    pub fn announces(&self) -> bool {
+        !self.nodes.is_empty() || self.dns_changed || !self.access.is_empty()
+    }
+
+    /// Adds what `other` changed.
+    pub fn merge(&mut self, other: ChangeSet) {
+        self.nodes.extend(other.nodes);
+        self.auth_keys.extend(other.auth_keys);
+        self.dns_changed |= other.dns_changed;
+        self.split_dns_changed |= other.split_dns_changed;
+        self.access.extend(other.access);
     }
 
     fn node(id: NodeId) -> Self {
@@ -276,6 +295,36 @@ pub enum AdminError {
 /// order; more than a few only slows failure down).
 pub const MAX_SPLIT_DNS_RESOLVERS: usize = 8;
 
+/// What the policy gives one node: the packet filter it enforces and the
+/// peers it may see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeAccess {
+    /// The tailnet has no policy: Tailscale's default applies (every node
+    /// may reach every node on TCP, UDP and ICMP), so the node gets
+    /// [`PacketFilter::allow_all`] and sees every peer.
+    AllowAll,
+    /// What the policy compiled to for this node.
+    Compiled(Arc<NodePolicy>),
+}
+
+impl NodeAccess {
+    /// The packet filter to send the node.
+    pub fn filter(&self) -> PacketFilter {
+        match self {
+            NodeAccess::AllowAll => PacketFilter::allow_all(),
+            NodeAccess::Compiled(policy) => policy.filter.clone(),
+        }
+    }
+
+    /// Whether the node may see `peer` (one of them may reach the other).
+    pub fn sees(&self, peer: NodeId) -> bool {
+        match self {
+            NodeAccess::AllowAll => true,
+            NodeAccess::Compiled(policy) => policy.peers.contains(&peer),
+        }
+    }
+}
+
 /// The tailnet's complete control state.
 #[derive(Clone, Debug)]
 pub struct TailnetState {
@@ -298,6 +347,14 @@ pub struct TailnetState {
     dns_names: BTreeMap<NodeId, String>,
     dns_generation: u64,
     split_dns: BTreeMap<String, Vec<IpAddr>>,
+    /// Each node's compiled policy, while a policy is set.
+    compiled: BTreeMap<NodeId, Arc<NodePolicy>>,
+    /// The nodes as the compiler last saw them: a change to one of these
+    /// (tags, user, addresses, served routes), a node joining or leaving,
+    /// or a new policy recompiles; endpoint and presence changes do not.
+    compiled_inputs: BTreeMap<NodeId, PolicyNode>,
+    /// The policy changed since the last compile.
+    policy_dirty: bool,
 }
 
 impl TailnetState {
@@ -323,6 +380,9 @@ impl TailnetState {
             dns_names: BTreeMap::new(),
             dns_generation: 1,
             split_dns: BTreeMap::new(),
+            compiled: BTreeMap::new(),
+            compiled_inputs: BTreeMap::new(),
+            policy_dirty: false,
         }
     }
 
@@ -342,6 +402,7 @@ impl TailnetState {
         if let Some(text) = policy_text {
             state.policy = Policy::parse(&text)?;
             state.policy_text = Some(text);
+            state.policy_dirty = true;
         }
         let mut changes = ChangeSet::default();
         for node in nodes {
@@ -784,11 +845,28 @@ impl TailnetState {
 
     /// Replaces the policy; on error the old one stays. Routes the new
     /// `autoApprovers` allow are approved at once; approvals are not
-    /// withdrawn by a policy change.
+    /// withdrawn by a policy change. Nodes whose filter or visible peers
+    /// change are in the returned [`ChangeSet::access`]. A policy that
+    /// would give a current node a filter over the wire limits
+    /// ([`causeway_wire::MAX_FILTER_RULES`], [`causeway_wire::MAX_FILTER_ENTRIES`])
+    /// is refused, naming the node.
     pub fn set_policy(&mut self, text: &str, now: UnixTime) -> Result<ChangeSet, AdminError> {
         let policy = Policy::parse(text)?;
+        let nodes: Vec<PolicyNode> = self.nodes.values().map(NodeRecord::policy_node).collect();
+        for (id, compiled) in compile(&policy, &nodes) {
+            if let Err(e) = compiled.filter.check_size() {
+                let name = self
+                    .nodes
+                    .get(&id)
+                    .map_or_else(|| id.to_string(), |n| n.name.clone());
+                return Err(AdminError::Policy(PolicyError::Invalid(format!(
+                    "node {name} would get a filter too large to send: {e}"
+                ))));
+            }
+        }
         self.policy = policy;
         self.policy_text = Some(text.to_owned());
+        self.policy_dirty = true;
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         let mut changes = ChangeSet::default();
         for id in ids {
@@ -800,10 +878,20 @@ impl TailnetState {
     }
 
     /// Compiles the current policy for every node: its packet filter and
-    /// the peers it may see. Until a policy is set, nothing is allowed.
+    /// the peers it may see. With no policy set this compiles an empty
+    /// one (nothing allowed); nodes get [`TailnetState::access`] instead.
     pub fn compile_policy(&self) -> BTreeMap<NodeId, NodePolicy> {
         let nodes: Vec<PolicyNode> = self.nodes.values().map(NodeRecord::policy_node).collect();
         compile(&self.policy, &nodes)
+    }
+
+    /// What the policy gives node `id`: its packet filter and the peers it
+    /// may see. With no policy set, every node may reach every node.
+    pub fn access(&self, id: NodeId) -> NodeAccess {
+        if self.policy_text.is_none() {
+            return NodeAccess::AllowAll;
+        }
+        NodeAccess::Compiled(self.compiled.get(&id).cloned().unwrap_or_default())
     }
 
     /// The split-DNS entries: domain suffix → resolvers, in order.
@@ -1052,9 +1140,11 @@ impl TailnetState {
     }
 
     /// Finishes an operation: recomputes primaries (adding nodes whose
-    /// primary routes moved) and the DNS records of changed nodes.
+    /// primary routes moved), each node's compiled policy when its inputs
+    /// changed, and the DNS records of changed nodes.
     fn commit(&mut self, mut changes: ChangeSet, now: UnixTime) -> ChangeSet {
         changes.nodes.extend(self.recompute_primaries(now));
+        self.recompile_policy(&mut changes);
         for &id in &changes.nodes {
             let old = self.dns_names.remove(&id);
             if let Some(old) = &old {
@@ -1082,6 +1172,49 @@ impl TailnetState {
             self.dns_generation += 1;
         }
         changes
+    }
+
+    /// Recompiles the policy when it changed or when a node in `changes`
+    /// looks different to the compiler (joined, left, new tags, user or
+    /// served routes), and adds every node whose filter or visible peers
+    /// changed to [`ChangeSet::access`].
+    ///
+    /// A compile covers every node (the Headscale cases show one node's
+    /// tags can change every other node's filter); endpoint and presence
+    /// updates, the frequent ones, skip it.
+    fn recompile_policy(&mut self, changes: &mut ChangeSet) {
+        if self.policy_text.is_none() {
+            return;
+        }
+        let inputs_changed = changes.nodes.iter().any(|id| {
+            self.compiled_inputs.get(id) != self.nodes.get(id).map(NodeRecord::policy_node).as_ref()
+        });
+        if !self.policy_dirty && !inputs_changed {
+            return;
+        }
+        self.policy_dirty = false;
+        self.compiled_inputs = self
+            .nodes
+            .values()
+            .map(|n| (n.id, n.policy_node()))
+            .collect();
+        let inputs: Vec<PolicyNode> = self.compiled_inputs.values().cloned().collect();
+        let fresh = compile(&self.policy, &inputs);
+        let mut next = BTreeMap::new();
+        for (id, policy) in fresh {
+            match self.compiled.remove(&id) {
+                Some(old) if *old == policy => {
+                    next.insert(id, old);
+                }
+                Some(_) | None => {
+                    changes.access.insert(id);
+                    next.insert(id, Arc::new(policy));
+                }
+            }
+        }
+        // Nodes that are gone.
+        changes.access.extend(self.compiled.keys().copied());
+        self.compiled = next;
     }
 
     /// Re-selects primaries; returns the nodes whose primary routes changed.

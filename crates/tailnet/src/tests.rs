@@ -498,7 +498,14 @@ proptest! {
     fn invariants_hold_and_deltas_match_full_maps(ops in proptest::collection::vec(op(), 1..40)) {
         let mut state = tailnet();
         let k = auth_key(&mut state, &["tag:r"], 200);
-        state.set_policy(r#"{"autoApprovers": {"routes": {"10.1.0.0/16": ["tag:r"]}}}"#, T0).expect("valid");
+        // Every node is tag:r; the observer sees only nodes that serve
+        // 198.19.0.0/24 (approved by an admin), so approvals and deletions
+        // change what it sees.
+        state.set_policy(r#"{
+            "tagOwners": {"tag:r": []},
+            "acls": [{"action": "accept", "src": ["tag:r"], "dst": ["198.19.0.0/24:5432"]}],
+            "autoApprovers": {"routes": {"10.1.0.0/16": ["tag:r"]}},
+        }"#, T0).expect("valid");
         // The observer is a node that never changes.
         let (observer, _) = join(&mut state, &k, 50, &[]);
         let mut session = MapSession::new(observer);
@@ -519,8 +526,7 @@ proptest! {
                             let map = MapRequest { node_key: key(n + 100), hostname: format!("h{n}"), endpoints: vec![], advertised_routes: routes };
                             if let Ok((_, s, c)) = state.connect(key(n), &map, now) {
                                 sessions.insert(n, s);
-                                changes.nodes.extend(c.nodes);
-                                changes.dns_changed |= c.dns_changed;
+                                changes.merge(c);
                             }
                             changes
                         }
@@ -566,9 +572,7 @@ proptest! {
                     .unwrap_or_default(),
             };
             let mut changes = changes;
-            let due = state.expire_due(now);
-            changes.nodes.extend(due.nodes);
-            changes.dns_changed |= due.dns_changed;
+            changes.merge(state.expire_due(now));
 
             for (prefix, id) in state.primaries() {
                 let node = state.node(*id).expect("primary exists");
@@ -654,4 +658,205 @@ fn bad_split_dns_entries_are_refused_and_change_nothing() {
         Err(AdminError::SplitDnsNotFound("corp.example".into()))
     );
     assert_eq!(state.dns(), before);
+}
+
+#[test]
+fn without_a_policy_every_node_gets_the_allow_all_filter_and_every_peer() {
+    let mut state = tailnet();
+    let k = auth_key(&mut state, &[], 1);
+    let (a, _) = join(&mut state, &k, 1, &[]);
+    let (b, _) = join(&mut state, &k, 2, &[]);
+
+    let map = MapSession::new(a).full_map(&state, T0);
+
+    assert_eq!(
+        map.packet_filter,
+        Some(causeway_wire::PacketFilter::allow_all())
+    );
+    assert!(peer(&map, b).is_some());
+}
+
+const DBA_WEB_POLICY: &str = r#"{
+    "tagOwners": {"tag:router": [], "tag:dba-clients": [], "tag:web-clients": []},
+    "autoApprovers": {"routes": {"198.19.1.0/24": ["tag:router"]}},
+    "acls": [
+        {"action": "accept", "src": ["tag:dba-clients"], "dst": ["198.19.1.0/24:5432"]},
+        {"action": "accept", "src": ["tag:web-clients"], "dst": ["198.19.1.0/24:80"]},
+    ],
+}"#;
+
+const SWAPPED_POLICY: &str = r#"{
+    "tagOwners": {"tag:router": [], "tag:dba-clients": [], "tag:web-clients": []},
+    "autoApprovers": {"routes": {"198.19.1.0/24": ["tag:router"]}},
+    "acls": [
+        {"action": "accept", "src": ["tag:dba-clients"], "dst": ["198.19.1.0/24:80"]},
+    ],
+}"#;
+
+fn dest_ports(filter: &causeway_wire::PacketFilter) -> Vec<(Vec<IpNet>, u16)> {
+    filter
+        .rules
+        .iter()
+        .flat_map(|r| {
+            r.destinations
+                .iter()
+                .map(|d| (r.sources.clone(), d.ports.first))
+        })
+        .collect()
+}
+
+#[test]
+fn the_router_gets_the_filter_and_clients_see_only_what_they_may_reach() {
+    let mut state = tailnet();
+    state.set_policy(DBA_WEB_POLICY, T0).expect("valid policy");
+    let (r, _) = {
+        let k = auth_key(&mut state, &["tag:router"], 1);
+        join(&mut state, &k, 1, &["198.19.1.0/24"])
+    };
+    let (dba, _) = {
+        let k = auth_key(&mut state, &["tag:dba-clients"], 2);
+        join(&mut state, &k, 2, &[])
+    };
+    let (web, _) = {
+        let k = auth_key(&mut state, &["tag:web-clients"], 3);
+        join(&mut state, &k, 3, &[])
+    };
+
+    let router_map = MapSession::new(r).full_map(&state, T0);
+    let dba_map = MapSession::new(dba).full_map(&state, T0);
+
+    let dba_addresses = state.node(dba).expect("dba").addresses();
+    let web_addresses = state.node(web).expect("web").addresses();
+    let filter = router_map
+        .packet_filter
+        .clone()
+        .expect("the router gets a filter");
+    assert_eq!(
+        dest_ports(&filter),
+        vec![(dba_addresses, 5432), (web_addresses, 80)]
+    );
+    // Clients accept nothing; the router sees both, each client only it.
+    assert_eq!(
+        dba_map.packet_filter,
+        Some(causeway_wire::PacketFilter::default())
+    );
+    assert!(peer(&router_map, dba).is_some() && peer(&router_map, web).is_some());
+    assert!(peer(&dba_map, r).is_some());
+    assert!(peer(&dba_map, web).is_none());
+}
+
+#[test]
+fn a_policy_change_reaches_open_streams_as_filter_and_peer_deltas() {
+    let mut state = tailnet();
+    state.set_policy(DBA_WEB_POLICY, T0).expect("valid policy");
+    let k = auth_key(&mut state, &["tag:router"], 1);
+    let (r, _) = join(&mut state, &k, 1, &["198.19.1.0/24"]);
+    let k = auth_key(&mut state, &["tag:dba-clients"], 2);
+    let (dba, _) = join(&mut state, &k, 2, &[]);
+    let k = auth_key(&mut state, &["tag:web-clients"], 3);
+    let (web, _) = join(&mut state, &k, 3, &[]);
+    let mut sessions: Vec<(NodeId, MapSession, MapResponse)> = [r, dba, web]
+        .into_iter()
+        .map(|id| {
+            let mut s = MapSession::new(id);
+            let full = s.full_map(&state, T0);
+            (id, s, full)
+        })
+        .collect();
+
+    let changes = state
+        .set_policy(SWAPPED_POLICY, T0 + 1)
+        .expect("valid policy");
+
+    assert_eq!(changes.access, [r, web].into());
+    let prepared = PreparedChange::new(&state, &changes, T0 + 1);
+    for (id, session, held) in &mut sessions {
+        match session.delta(&prepared) {
+            DeltaOutcome::Send(delta) => apply_delta(held, &delta),
+            DeltaOutcome::Nothing => {}
+            other => panic!("node {id} got {other:?}"),
+        }
+        let fresh = MapSession::new(*id).full_map(&state, T0 + 1);
+        assert_eq!(strip_seq(held.clone()), strip_seq(fresh), "node {id}");
+    }
+    let router_filter = sessions[0].2.packet_filter.clone().expect("filter");
+    let dba_addresses = state.node(dba).expect("dba").addresses();
+    assert_eq!(dest_ports(&router_filter), vec![(dba_addresses, 80)]);
+    assert!(
+        peer(&sessions[2].2, r).is_none(),
+        "web no longer sees the router"
+    );
+    assert!(
+        peer(&sessions[0].2, web).is_none(),
+        "the router no longer sees web"
+    );
+}
+
+#[test]
+fn endpoint_updates_do_not_recompile_but_a_new_router_does() {
+    let mut state = tailnet();
+    state.set_policy(DBA_WEB_POLICY, T0).expect("valid policy");
+    let k = auth_key(&mut state, &["tag:dba-clients"], 2);
+    let (dba, s) = join(&mut state, &k, 2, &[]);
+    let update = NodeUpdate {
+        endpoints: Some(vec![SocketAddr::from(([198, 18, 0, 9], 1))]),
+        advertised_routes: None,
+    };
+
+    let moved = state.update(dba, s, &update, T0 + 1);
+    let k = auth_key(&mut state, &["tag:router"], 1);
+    let req = RegisterRequest {
+        node_key: key(101),
+        old_node_key: None,
+        auth_key: Some(k),
+        hostname: "router".into(),
+    };
+    let joined = state
+        .register(key(1), &req, LIFETIME, T0 + 2)
+        .expect("registers");
+    let map = MapRequest {
+        node_key: key(101),
+        hostname: "router".into(),
+        endpoints: vec![],
+        advertised_routes: vec![net("198.19.1.0/24")],
+    };
+    let (r, _, connected) = state.connect(key(1), &map, T0 + 2).expect("connects");
+
+    assert!(moved.access.is_empty());
+    // Joined without routes: the router is nobody's peer yet.
+    assert_eq!(joined.changes.access, [joined.node_id].into());
+    // Its approved route makes it serve 198.19.1.0/24: both ends change.
+    assert_eq!(connected.access, [dba, r].into());
+}
+
+#[test]
+fn a_policy_giving_a_node_an_oversized_filter_is_refused_and_changes_nothing() {
+    let mut state = tailnet();
+    state.set_policy(DBA_WEB_POLICY, T0).expect("valid policy");
+    let k = auth_key(&mut state, &[], 1);
+    let (a, _) = join(&mut state, &k, 1, &[]);
+    let before = state.access(a);
+    // One rule per distinct source: more rules than a filter may hold.
+    let acls: Vec<String> = (0..=causeway_wire::MAX_FILTER_RULES)
+        .map(|i| {
+            format!(
+                r#"{{"action": "accept", "src": ["10.{}.{}.1"], "dst": ["*:*"]}}"#,
+                i / 256,
+                i % 256
+            )
+        })
+        .collect();
+    let text = format!(r#"{{"acls": [{}]}}"#, acls.join(","));
+
+    let refused = state.set_policy(&text, T0 + 1);
+
+    let Err(AdminError::Policy(PolicyError::Invalid(message))) = refused else {
+        panic!("expected a refusal, got {refused:?}");
+    };
+    assert!(
+        message.contains("node host1") && message.contains("10001 rules"),
+        "{message}"
+    );
+    assert_eq!(state.policy_text(), Some(DBA_WEB_POLICY));
+    assert_eq!(state.access(a), before);
 }

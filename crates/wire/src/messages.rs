@@ -261,10 +261,79 @@ pub struct DnsConfig {
 /// ports and protocols. A packet passes when any rule matches it; the node
 /// also lets replies to a flow that a rule allowed back in (connection
 /// tracking), so rules are written for the side that opens the flow.
+///
+/// An empty filter allows nothing. Control compiles one per node from the
+/// policy and keeps it under [`MAX_FILTER_RULES`] and
+/// [`MAX_FILTER_ENTRIES`]; a node refuses a larger one.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PacketFilter {
     /// Rules; a packet is accepted when any rule matches.
     pub rules: Vec<FilterRule>,
+}
+
+/// The most rules one node's packet filter may hold.
+pub const MAX_FILTER_RULES: usize = 10_000;
+
+/// The most source prefixes and destinations, over all rules, one node's
+/// packet filter may hold. At about 40 bytes of JSON each this keeps the
+/// largest filter near 8 MB, under the channel's message limit, and the
+/// node's compiled rules to a few tens of MB.
+pub const MAX_FILTER_ENTRIES: usize = 200_000;
+
+/// A packet filter over [`MAX_FILTER_RULES`] or [`MAX_FILTER_ENTRIES`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "packet filter has {rules} rules and {entries} prefixes and destinations; at most \
+     {MAX_FILTER_RULES} rules and {MAX_FILTER_ENTRIES} entries are allowed"
+)]
+pub struct FilterTooLarge {
+    /// Rules in the filter.
+    pub rules: usize,
+    /// Source prefixes and destinations in all its rules.
+    pub entries: usize,
+}
+
+impl PacketFilter {
+    /// Lets every TCP, UDP, ICMP and ICMPv6 packet in: what Tailscale's
+    /// default policy (`"src": ["*"], "dst": ["*:*"]`) compiles to, and what
+    /// every node gets while the tailnet has no policy.
+    pub fn allow_all() -> Self {
+        let any = [
+            IpNet::V4(ipnet::Ipv4Net::default()),
+            IpNet::V6(ipnet::Ipv6Net::default()),
+        ];
+        Self {
+            rules: vec![FilterRule {
+                sources: any.to_vec(),
+                destinations: any
+                    .iter()
+                    .map(|&prefix| FilterDestination {
+                        prefix,
+                        ports: PortRange::ANY,
+                    })
+                    .collect(),
+                protocols: Vec::new(),
+            }],
+        }
+    }
+
+    /// Source prefixes and destinations over all rules.
+    pub fn entries(&self) -> usize {
+        self.rules
+            .iter()
+            .map(|r| r.sources.len() + r.destinations.len())
+            .sum()
+    }
+
+    /// Checks the filter against [`MAX_FILTER_RULES`] and
+    /// [`MAX_FILTER_ENTRIES`].
+    pub fn check_size(&self) -> Result<(), FilterTooLarge> {
+        let (rules, entries) = (self.rules.len(), self.entries());
+        if rules > MAX_FILTER_RULES || entries > MAX_FILTER_ENTRIES {
+            return Err(FilterTooLarge { rules, entries });
+        }
+        Ok(())
+    }
 }
 
 /// One accept rule of a [`PacketFilter`].
@@ -357,6 +426,52 @@ mod tests {
         assert!(json.starts_with(r#"{"type":"map","seq":1"#), "{json}");
         let back: ServerMessage = serde_json::from_str(&json).expect("parses");
         assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn filter_size_is_checked_against_both_limits() {
+        assert_eq!(PacketFilter::allow_all().check_size(), Ok(()));
+        assert_eq!(PacketFilter::allow_all().entries(), 4);
+        let rule = FilterRule {
+            sources: vec!["100.64.0.1/32".parse().expect("valid prefix")],
+            destinations: vec![],
+            protocols: vec![],
+        };
+        let many_rules = PacketFilter {
+            rules: vec![rule.clone(); MAX_FILTER_RULES + 1],
+        };
+        assert_eq!(
+            many_rules.check_size(),
+            Err(FilterTooLarge {
+                rules: MAX_FILTER_RULES + 1,
+                entries: MAX_FILTER_RULES + 1
+            })
+        );
+        let wide_rule = FilterRule {
+            sources: vec![rule.sources[0]; MAX_FILTER_ENTRIES],
+            ..rule
+        };
+        let wide = PacketFilter {
+            rules: vec![wide_rule.clone()],
+        };
+        assert_eq!(wide.check_size(), Ok(()));
+        let too_wide = PacketFilter {
+            rules: vec![
+                wide_rule.clone(),
+                FilterRule {
+                    sources: vec!["::/0".parse().expect("valid prefix")],
+                    destinations: vec![],
+                    protocols: vec![],
+                },
+            ],
+        };
+        assert_eq!(
+            too_wide.check_size(),
+            Err(FilterTooLarge {
+                rules: 2,
+                entries: MAX_FILTER_ENTRIES + 1
+            })
+        );
     }
 
     #[test]
