@@ -11,6 +11,7 @@ mod state;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -295,6 +296,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => None,
     };
 
+    // The recorder beside a node asks it who sent each recording.
+    let tailnet = Arc::new(node::directory::Directory::default());
+    let who_is: Option<Arc<dyn causeway_recorder::WhoIs>> = config
+        .node
+        .is_some()
+        .then(|| Arc::clone(&tailnet) as Arc<dyn causeway_recorder::WhoIs>);
     let recorder = match config.recorder.clone() {
         Some(recorder) => {
             let listener = tokio::net::TcpListener::bind(recorder.listen)
@@ -311,7 +318,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                         let _ = stopped.changed().await;
                     },
                     stats,
-                    None,
+                    who_is,
                 )
                 .await
             }))
@@ -327,6 +334,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 config.subnet_router.as_ref(),
                 state,
                 &sources,
+                &tailnet,
                 stopped.clone(),
             )
             .await

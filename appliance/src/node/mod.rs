@@ -3,6 +3,7 @@
 
 mod control_client;
 mod dataplane;
+pub mod directory;
 pub mod status;
 
 use std::collections::BTreeSet;
@@ -26,6 +27,7 @@ use tokio::sync::{mpsc, watch};
 
 use self::control_client::{ConnectError, ControlChannel};
 use self::dataplane::{Command, DataplaneDriver};
+use self::directory::Directory;
 use self::status::{NodeStatus, StatusState};
 use crate::cloud::{Cloud, Metadata};
 use crate::config::{NodeConfig, SubnetRouterConfig};
@@ -68,6 +70,7 @@ pub async fn run(
     router: Option<&SubnetRouterConfig>,
     state: StateDir,
     metrics: &crate::metrics::Sources,
+    tailnet: &Directory,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let control_key = control_key(config)?;
@@ -221,6 +224,7 @@ pub async fn run(
             &routes,
             ifindex,
             &status,
+            tailnet,
         );
         let failure = tokio::select! {
             failure = stream => failure,
@@ -475,6 +479,7 @@ async fn follow_control(
     routes: &RouteTable,
     ifindex: u32,
     status: &Arc<Mutex<NodeStatus>>,
+    tailnet: &Directory,
 ) -> SessionFailure {
     let lost = |e: anyhow::Error| SessionFailure::Unreachable(format!("{e:#}"));
     let mut channel =
@@ -537,6 +542,7 @@ async fn follow_control(
                     Err(e) => return lost(anyhow::anyhow!("netmap out of step: {e}")),
                 };
                 if changed || full {
+                    tailnet.replace(netmap.peers());
                     let peers = netmap.peers().cloned().collect();
                     if let Some(e) = netmap.filter_refused() {
                         tracing::warn!(error = %e, "control sent a packet filter over the limits; accepting no new flows");

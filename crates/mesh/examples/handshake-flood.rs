@@ -46,6 +46,7 @@ fn describe(id: u64, key: &PrivateKey) -> Node {
         endpoints: vec![endpoint(id)],
         tags: vec![],
         online: true,
+        user: None,
         wireguard_only: false,
     }
 }

@@ -201,6 +201,7 @@ mod tests {
             endpoints: vec![],
             tags: vec![],
             online: true,
+            user: None,
             wireguard_only: false,
         }
     }

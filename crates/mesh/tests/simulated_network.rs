@@ -64,6 +64,7 @@ fn describe(id: u64) -> Node {
         endpoints: vec![endpoint(id)],
         tags: vec![],
         online: true,
+        user: None,
         wireguard_only: false,
     }
 }

@@ -1065,6 +1065,7 @@ impl TailnetState {
             primary_routes,
             endpoints: node.endpoints.clone(),
             tags: node.tags.clone(),
+            user: node.user.clone(),
             online: self.is_online(id),
             wireguard_only: node.wireguard_only,
         })

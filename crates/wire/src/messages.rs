@@ -230,6 +230,10 @@ pub struct Node {
     pub endpoints: Vec<SocketAddr>,
     /// Its tags.
     pub tags: Vec<String>,
+    /// The user who owns it (`alice@example.com`); none for a tagged node
+    /// or one registered with a key that names no user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// Whether it has an open map stream (or, for a WireGuard-only device,
     /// always true).
     pub online: bool,
@@ -398,6 +402,7 @@ mod tests {
             endpoints: vec!["198.18.0.3:41641".parse().expect("valid addr")],
             tags: vec!["tag:router".into()],
             online: true,
+            user: None,
             wireguard_only: false,
         }
     }

@@ -45,6 +45,7 @@ fn describe(id: u8) -> Node {
         endpoints: vec![endpoint(id)],
         tags: vec![],
         online: true,
+        user: None,
         wireguard_only: false,
     }
 }

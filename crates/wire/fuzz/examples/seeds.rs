@@ -45,6 +45,7 @@ fn main() {
         endpoints: vec!["198.18.0.2:41641".parse().expect("addr"), "[2001:db8::2]:41641".parse().expect("addr")],
         tags: vec!["tag:router".into()],
         online: true,
+        user: None,
         wireguard_only: false,
     };
     let register = ClientMessage::Register(RegisterRequest {
