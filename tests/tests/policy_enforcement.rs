@@ -1,6 +1,7 @@
 //! Policy enforced on every node, end to end: a subnet router in front of a
 //! VPC host that serves PostgreSQL (5432) and HTTP (80), and two clients
-//! with different tags. Client A (`tag:dba-clients`) may reach 5432 only,
+//! with different identities. Client A (a node of `dba@example.com`, in
+//! `group:dba`) may reach 5432 only,
 //! client B (`tag:web-clients`) port 80 only; each sees its port work and
 //! the other refused by the router's packet filter. Then `admin policy set`
 //! swaps their access on the running nodes, and the test prints how long
@@ -16,27 +17,30 @@ use causeway_e2e::{
     run, wait_until,
 };
 
+/// The user whose node is in `group:dba`.
+const DBA: &str = "dba@example.com";
+
 /// The VPC host behind the router.
 const VPC_HOST: &str = "198.19.1.10";
 
-/// A policy that lets `tag:dba-clients` reach the VPC subnet on
+/// A policy that lets `group:dba` reach the VPC subnet on
 /// `dba_port` only and `tag:web-clients` on `web_port` only, with `tests`
 /// that say so (control refuses the policy if they fail).
 fn policy(dba_port: u16, web_port: u16) -> String {
     format!(
         r#"{{
+  "groups": {{"group:dba": ["{DBA}"]}},
   "tagOwners": {{
     "tag:subnet-router": ["autogroup:admin"],
-    "tag:dba-clients": ["autogroup:admin"],
     "tag:web-clients": ["autogroup:admin"],
   }},
   "autoApprovers": {{"routes": {{"{VPC_SUBNET}": ["tag:subnet-router"]}}}},
   "acls": [
-    {{"action": "accept", "src": ["tag:dba-clients"], "dst": ["{VPC_SUBNET}:{dba_port}"]}},
+    {{"action": "accept", "src": ["group:dba"], "dst": ["{VPC_SUBNET}:{dba_port}"]}},
     {{"action": "accept", "src": ["tag:web-clients"], "dst": ["{VPC_SUBNET}:{web_port}"]}},
   ],
   "tests": [
-    {{"src": "tag:dba-clients", "accept": ["{VPC_HOST}:{dba_port}"], "deny": ["{VPC_HOST}:{web_port}"]}},
+    {{"src": "{DBA}", "accept": ["{VPC_HOST}:{dba_port}"], "deny": ["{VPC_HOST}:{web_port}"]}},
     {{"src": "tag:web-clients", "accept": ["{VPC_HOST}:{web_port}"], "deny": ["{VPC_HOST}:{dba_port}"]}},
   ],
 }}
@@ -52,10 +56,15 @@ struct Client {
 }
 
 impl Client {
-    /// Starts an appliance tagged `tag` in a new namespace at `addr`.
-    fn start(t: &mut TestDeployment, hostname: &'static str, addr: &str, tag: &str) -> Self {
+    /// Starts an appliance for `who` in a new namespace at `addr`: a tag (`tag:web-clients`) or a user (`dba@example.com`).
+    fn start(t: &mut TestDeployment, hostname: &'static str, addr: &str, who: &str) -> Self {
         let ns = t.add_bridge_namespace(hostname, &format!("{addr}/24"));
-        let created = t.admin_json(&["keys", "create", "--tag", tag]);
+        let flag = if who.starts_with("tag:") {
+            "--tag"
+        } else {
+            "--user"
+        };
+        let created = t.admin_json(&["keys", "create", flag, who]);
         let key = created["key"]
             .as_str()
             .unwrap_or_else(|| panic!("no key in {created}"));
@@ -137,7 +146,7 @@ fn policy_limits_each_client_to_its_port_and_a_change_swaps_them_live() {
     let dir = tempfile::tempdir().expect("tempdir");
     set_policy(&t, dir.path(), "dba.hujson", &policy(5432, 80));
 
-    let a = Client::start(&mut t, "dba", "198.18.0.61", "tag:dba-clients");
+    let a = Client::start(&mut t, "dba", "198.18.0.61", DBA);
     let b = Client::start(&mut t, "web", "198.18.0.62", "tag:web-clients");
     a.wait_running(&t);
     b.wait_running(&t);
