@@ -230,12 +230,14 @@ impl Policy {
                     "{origin}: protocol {p} has no ports, so every dst must end in :* (port ranges apply to tcp, udp and sctp only)"
                 )));
             }
-            policy.rules.push(Rule {
+            let rule = Rule {
                 origin,
                 sources: acl.src.into_iter().map(|s| s.0).collect(),
                 destinations,
                 protocols,
-            });
+            };
+            check_self_sources(&rule)?;
+            policy.rules.push(rule);
         }
         for (i, grant) in raw.grants.into_iter().enumerate() {
             let origin = format!("grants[{i}]");
@@ -255,12 +257,14 @@ impl Policy {
             for (proto, mut ports) in by_proto {
                 ports.sort();
                 ports.dedup();
-                policy.rules.push(Rule {
+                let rule = Rule {
                     origin: origin.clone(),
                     sources: sources.clone(),
                     destinations: dsts.iter().map(|d| (d.clone(), ports.clone())).collect(),
                     protocols: proto.map(|p| vec![p]).unwrap_or_default(),
-                });
+                };
+                check_self_sources(&rule)?;
+                policy.rules.push(rule);
             }
         }
         for (prefix, approvers) in raw.auto_approvers.routes {
@@ -330,6 +334,34 @@ impl Policy {
 /// Whether `prefix` is `0.0.0.0/0` or `::/0` (exit-node routes).
 pub fn is_default_route(prefix: &IpNet) -> bool {
     prefix.prefix_len() == 0
+}
+
+/// `autogroup:self` means "the sending user's own devices", so a rule with
+/// it as a destination must have sources that are users: Tailscale refuses
+/// tags, hosts and addresses there ("autogroup:self can only be used with
+/// users, groups, or supported autogroups"), and so do we.
+fn check_self_sources(rule: &Rule) -> Result<(), PolicyError> {
+    let to_self = rule
+        .destinations
+        .iter()
+        .any(|(alias, _)| *alias == Alias::AutoGroup(AutoGroup::SelfDevices));
+    if !to_self {
+        return Ok(());
+    }
+    let not_a_user = rule.sources.iter().find(|s| {
+        !matches!(
+            s,
+            Alias::Any | Alias::User(_) | Alias::Group(_) | Alias::AutoGroup(AutoGroup::Member)
+        )
+    });
+    match not_a_user {
+        None => Ok(()),
+        Some(src) => Err(invalid(format!(
+            "{}: src {:?} cannot reach autogroup:self: autogroup:self can only be used with users, groups, autogroup:member or *",
+            rule.origin,
+            check::alias_text(src)
+        ))),
+    }
 }
 
 fn invalid(message: impl Into<String>) -> PolicyError {
@@ -525,6 +557,63 @@ mod tests {
         for (text, needle) in cases {
             let err = Policy::parse(text).expect_err(text).to_string();
             assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn autogroup_self_destinations_refuse_sources_that_are_not_users() {
+        let with_src = |src: &str| {
+            format!(
+                r#"{{"tagOwners": {{"tag:ci": []}}, "hosts": {{"h": "10.0.0.1"}},
+                    "groups": {{"group:g": ["a@example.com"]}},
+                    "acls": [{{"action": "accept", "src": [{src}], "dst": ["autogroup:self:22"]}}]}}"#
+            )
+        };
+        for ok in [
+            r#""*""#,
+            r#""a@example.com""#,
+            r#""group:g""#,
+            r#""autogroup:member""#,
+        ] {
+            Policy::parse(&with_src(ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for (bad, named) in [
+            (r#""tag:ci""#, "\"tag:ci\""),
+            (
+                r#""autogroup:member", "autogroup:tagged""#,
+                "\"autogroup:tagged\"",
+            ),
+            (r#""h""#, "\"h\""),
+            (r#""10.0.0.0/8""#, "\"10.0.0.0/8\""),
+        ] {
+            let err = Policy::parse(&with_src(bad)).expect_err(bad).to_string();
+            assert!(
+                err.contains(&format!("acls[0]: src {named} cannot reach autogroup:self")),
+                "{bad}: {err}"
+            );
+        }
+        let grant = r#"{"tagOwners": {"tag:ci": []},
+            "grants": [{"src": ["tag:ci"], "dst": ["autogroup:self"], "ip": ["*"]}]}"#;
+        let err = Policy::parse(grant).expect_err("tag to self").to_string();
+        assert!(
+            err.contains("grants[0]: src \"tag:ci\" cannot reach autogroup:self"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_destination_without_ports_is_reported_as_missing_ports() {
+        for (dst, named) in [("autogroup:self", "\"self\""), ("tag:web", "\"web\"")] {
+            let text = format!(
+                r#"{{"tagOwners": {{"tag:web": []}}, "acls": [{{"action": "accept", "src": ["*"], "dst": ["{dst}"]}}]}}"#
+            );
+            let err = Policy::parse(&text).expect_err(dst).to_string();
+            assert!(
+                err.contains(&format!(
+                    "destination \"{dst}\": invalid port range {named}"
+                )),
+                "{dst}: {err}"
+            );
         }
     }
 

@@ -289,8 +289,10 @@ string_leaf!(
     "a destination (alias:ports)",
     |s| {
         let (host, ports) = split_host_ports(s)?;
-        let alias = parse_alias(host)?;
+        // Ports first: in `autogroup:self` (no port) the split leaves
+        // "autogroup" as the alias, and the real mistake is the missing port.
         let ports = parse_ports(ports).map_err(|e| format!("destination {s:?}: {e}"))?;
+        let alias = parse_alias(host)?;
         Ok((alias, ports))
     }
 );

@@ -1,0 +1,514 @@
+//! Checks the compiler against packet filters Tailscale's own service
+//! produced, derived from cases Headscale captured (see tests/data/README.md).
+//!
+//! Each case in `tests/data/tailscale_captures/<category>/<id>.json` is a
+//! policy, the tailnet's nodes and what Tailscale did with it: the filter
+//! each node received, written as our `FilterRule`s (`*` as `0.0.0.0/0` and
+//! `::/0`, address ranges as the prefixes that cover them), a refusal with
+//! the values its error named, or the SSH rules each node received. Rules
+//! are compared in order, with sources and destinations as sets.
+//! `EXPECTED` records every case's outcome: it passes, it differs for a
+//! stated reason, or it does not apply because it exercises a feature we do
+//! not build (checked to be present in the case). The test fails when any
+//! outcome changes, so a regression cannot hide and a fix must update the
+//! list.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use causeway_tailnet::policy::{Policy, PolicyNode, compile};
+use causeway_wire::{FilterRule, NodeId, PortRange};
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Every case (by id) and its known outcome.
+const EXPECTED: &[(&str, Outcome)] = &[
+    ("ACL-A01", Outcome::Pass),
+    ("ACL-A02", Outcome::Pass),
+    ("ACL-A03", Outcome::Pass),
+    ("ACL-A04", Outcome::Pass),
+    ("ACL-A05", Outcome::Pass),
+    ("ACL-A06", Outcome::Differs(STAR_SOURCE)),
+    ("ACL-A07", Outcome::Differs(STAR_SOURCE)),
+    ("ACL-A08", Outcome::Differs(STAR_SOURCE)),
+    ("ACL-A10", Outcome::Pass),
+    ("ACL-A11", Outcome::Pass),
+    ("ACL-A12", Outcome::Pass),
+    ("ACL-A13", Outcome::Pass),
+    ("ACL-A14", Outcome::Pass),
+    ("ACL-A15", Outcome::Pass),
+    ("ACL-A16", Outcome::Pass),
+    ("ACL-A17", Outcome::Differs(STAR_SOURCE)),
+    ("ACL-AH01", Outcome::Pass),
+    ("ACL-AH02", Outcome::Pass),
+    ("ACL-AH03", Outcome::Differs(STAR_SOURCE)),
+    ("ACL-AH04", Outcome::Pass),
+    ("ACL-AR01", Outcome::Pass),
+    ("ACL-AR02", Outcome::Differs(STAR_SOURCE)),
+    ("ACL-AR03", Outcome::Pass),
+    ("ACL-AR04", Outcome::Pass),
+    ("ACL-AR05", Outcome::Pass),
+    ("ACL-AR06", Outcome::Differs(STAR_SOURCE)),
+    ("ACL-AT01", Outcome::Pass),
+    ("ACL-AT02", Outcome::Differs(STAR_SOURCE)),
+    ("ACL-AT03", Outcome::Pass),
+    ("ACL-AT04", Outcome::Pass),
+    ("ACL-AT05", Outcome::Pass),
+    ("ACL-AT06", Outcome::Differs(RULE_ORDER)),
+    ("ACL-AU01", Outcome::Pass),
+    ("ACL-AU02", Outcome::Pass),
+    ("ACL-AU03", Outcome::Pass),
+    ("ACL-AU04", Outcome::Differs(STAR_SOURCE)),
+    ("ACL-AU05", Outcome::Differs(STAR_SOURCE)),
+    ("ACL-AU06", Outcome::Pass),
+    ("ACL-C01", Outcome::Differs(STAR_SOURCE)),
+    ("ACL-C02", Outcome::Pass),
+    ("ACL-C03", Outcome::Pass),
+    ("ACL-C04", Outcome::Pass),
+    ("ACL-C05", Outcome::Differs(STAR_SOURCE)),
+    ("ACL-C06", Outcome::Pass),
+    ("ACL-C07", Outcome::Pass),
+    ("ACL-C08", Outcome::Differs(STAR_SOURCE)),
+    ("ACL-C09", Outcome::Pass),
+    ("ACL-C10", Outcome::Pass),
+    ("ACL-D01", Outcome::Differs(STAR_SOURCE)),
+    ("ACL-D02", Outcome::Pass),
+    ("ACL-D03", Outcome::Pass),
+    ("ACL-D04", Outcome::Pass),
+    ("ACL-D05", Outcome::Differs(STAR_SOURCE)),
+    ("ACL-D06", Outcome::Differs(STAR_SOURCE)),
+    ("ACL-D07", Outcome::Pass),
+    ("ACL-D08", Outcome::Pass),
+    ("ACL-E01", Outcome::Pass),
+    ("ACL-E02", Outcome::Pass),
+    ("ACL-E03", Outcome::Pass),
+    ("ACL-E04", Outcome::Differs(STAR_SOURCE)),
+    ("ACL-E05", Outcome::Differs(STAR_SOURCE)),
+    ("ACL-E06", Outcome::Differs(STAR_SOURCE)),
+    ("ACL-E07", Outcome::Pass),
+    ("ACL-E08", Outcome::Pass),
+    ("ACL-E09", Outcome::Pass),
+    ("ACL-ERR01", Outcome::Pass),
+    ("ACL-ERR02", Outcome::Pass),
+    ("ACL-ERR03", Outcome::Pass),
+    ("ACL-ERR04", Outcome::Pass),
+    ("ACL-ERR05", Outcome::Pass),
+    ("ACL-ERR06", Outcome::Pass),
+    ("ACL-ERR07", Outcome::Pass),
+    ("ACL-ERR08", Outcome::Pass),
+    ("ACL-ERR09", Outcome::Pass),
+    ("ACL-H01", Outcome::Differs(STAR_SOURCE)),
+    ("ACL-H02", Outcome::Pass),
+    ("ACL-H03", Outcome::Pass),
+    ("ACL-H04", Outcome::Differs(STAR_SOURCE)),
+    ("ACL-H05", Outcome::Differs(STAR_SOURCE)),
+    ("ACL-H06", Outcome::Pass),
+    ("ACL-H07", Outcome::Pass),
+    ("ACL-H08", Outcome::Pass),
+    ("ACL-K01", Outcome::Differs(STAR_SOURCE)),
+    ("ACL-K02", Outcome::Pass),
+    ("ACL-K03", Outcome::Pass),
+    ("ACL-K04", Outcome::Differs(STAR_SOURCE)),
+    ("ACL-K05", Outcome::Pass),
+    ("ACL-M01", Outcome::Pass),
+    ("ACL-M02", Outcome::Pass),
+    ("ACL-M03", Outcome::Pass),
+    ("ACL-M04", Outcome::Pass),
+    ("ACL-M05", Outcome::Pass),
+    ("ACL-M06", Outcome::Differs(STAR_SOURCE)),
+    ("ACL-M07", Outcome::Pass),
+    ("ACL-M08", Outcome::Pass),
+    ("ACL-M09", Outcome::Pass),
+    ("ACL-M10", Outcome::Pass),
+    ("ACL-P01", Outcome::Differs(STAR_SOURCE)),
+    ("ACL-P02", Outcome::Differs(STAR_SOURCE)),
+    ("ACL-P03", Outcome::Differs(STAR_SOURCE)),
+    ("ACL-P04", Outcome::Differs(STAR_SOURCE)),
+    ("ACL-R01", Outcome::Pass),
+    ("ACL-R02", Outcome::Pass),
+    ("ACL-R03", Outcome::Pass),
+    ("ACL-S01", Outcome::Pass),
+    ("ACL-S02", Outcome::Pass),
+    ("ACL-T01", Outcome::Pass),
+    ("SSH-A1", SSH),
+    ("SSH-A3", SSH),
+    ("SSH-B2", SSH),
+];
+
+/// The `ssh` cases expect the SSH rules each node got.
+const SSH: Outcome = Outcome::NotApplicable(
+    Feature::Ssh,
+    "Tailscale SSH rules: the `ssh` section is kept as written, no SSH policy is compiled yet",
+);
+
+/// Tailscale's `*` source is the tailnet's ranges (100.64.0.0/10 less
+/// 100.115.92.0/23, and the IPv6 /48) plus approved subnet routes; ours is
+/// every address. Peers' allowed IPs bound what `*` admits either way; the
+/// compiler would need the tailnet's IPv6 prefix to match exactly.
+const STAR_SOURCE: &str = "`*` as a source: Tailscale lists the tailnet's ranges and approved routes, we use 0.0.0.0/0 and ::/0";
+
+/// Same rules, another order: Tailscale merges rules with equal sources
+/// across the whole policy (a merged rule sits where its first part was),
+/// we merge within each node's filter. Filters only accept, so the order
+/// does not change what passes.
+const RULE_ORDER: &str =
+    "rule order only: Tailscale merges equal-source rules policy-wide, we merge per node";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// We compile the same filter for every node (or refuse the same bad
+    /// policy).
+    Pass,
+    /// A known, documented difference.
+    Differs(&'static str),
+    /// The case exercises a feature we do not build; the feature must be
+    /// present in the case.
+    NotApplicable(Feature, &'static str),
+}
+
+/// A feature whose cases do not apply, recognisable in the case itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Feature {
+    /// Tailscale SSH rules (`ssh`).
+    Ssh,
+}
+
+impl Feature {
+    /// Whether the case uses the feature.
+    fn present(self, case: &Case) -> bool {
+        match self {
+            Feature::Ssh => {
+                case.policy["ssh"].as_array().is_some_and(|s| !s.is_empty())
+                    && matches!(&case.expected, Expected::SshRules(rules) if !rules.is_empty())
+            }
+        }
+    }
+}
+
+/// One case, as stored.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    id: String,
+    /// The directory the case sits in.
+    category: String,
+    /// The policy, as plain JSON.
+    policy: Value,
+    /// The tailnet; a node's id is its position in this list, from 1.
+    nodes: Vec<CaseNode>,
+    expected: Expected,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseNode {
+    name: String,
+    addresses: Vec<IpAddr>,
+    user: Option<String>,
+    tags: Vec<String>,
+    /// Approved routes, exit routes included.
+    routes: Vec<IpNet>,
+}
+
+/// What Tailscale did with the policy.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum Expected {
+    /// The packet filter each captured node received (`null`: none).
+    Filters(BTreeMap<String, Option<Vec<FilterRule>>>),
+    /// The policy was refused; the error named these values.
+    Refused { mentions: Vec<String> },
+    /// The SSH rules each captured node received.
+    SshRules(BTreeMap<String, Vec<Value>>),
+}
+
+#[test]
+fn tailscale_captured_cases() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tailscale_captures");
+    let expected: BTreeMap<&str, Outcome> = EXPECTED.iter().copied().collect();
+    assert_eq!(
+        expected.len(),
+        EXPECTED.len(),
+        "EXPECTED lists a case twice"
+    );
+
+    let mut seen = BTreeSet::new();
+    let mut failures = Vec::new();
+    // Per category: pass, differ, not applicable.
+    let mut counts: BTreeMap<String, [usize; 3]> = BTreeMap::new();
+    for (category, path) in case_files(&root) {
+        let case = load(&path);
+        let id = case.id.clone();
+        assert_eq!(case.category, category, "{id}: category");
+        assert_eq!(
+            path.file_stem().and_then(|s| s.to_str()),
+            Some(id.as_str()),
+            "{id}: file name"
+        );
+        assert!(seen.insert(id.clone()), "{id} appears twice");
+        let Some(&want) = expected.get(id.as_str()) else {
+            failures.push(format!("{id} ({category}) is not listed in EXPECTED"));
+            continue;
+        };
+        let got = run(&case, Star::AsCaptured);
+        let slot = match (want, &got) {
+            (Outcome::Pass, Ok(())) => 0,
+            (Outcome::Pass, Err(why)) => {
+                failures.push(format!("{id} regressed: {why}"));
+                continue;
+            }
+            (Outcome::Differs(_) | Outcome::NotApplicable(..), Ok(())) => {
+                failures.push(format!("{id} now passes: mark it Pass in EXPECTED"));
+                continue;
+            }
+            (Outcome::Differs(reason), Err(why)) => {
+                // The `*` difference must be the only one: with Tailscale's
+                // expansion of `*` read as ours, the case must agree.
+                if reason == STAR_SOURCE
+                    && let Err(more) = run(&case, Star::AsOurs)
+                {
+                    failures.push(format!("{id} differs beyond `*` as a source: {more}"));
+                    continue;
+                }
+                println!("{id}: known difference ({reason}): {why}");
+                1
+            }
+            (Outcome::NotApplicable(feature, reason), Err(_)) => {
+                if !feature.present(&case) {
+                    failures.push(format!(
+                        "{id} is marked not applicable for {feature:?}, which it does not use"
+                    ));
+                    continue;
+                }
+                println!("{id}: not applicable ({reason})");
+                2
+            }
+        };
+        counts.entry(category).or_default()[slot] += 1;
+    }
+    for id in expected.keys() {
+        if !seen.contains(*id) {
+            failures.push(format!("{id} is listed in EXPECTED but has no case file"));
+        }
+    }
+    let mut total = [0; 3];
+    for (category, [pass, differ, na]) in &counts {
+        println!("{category}: {pass} pass, {differ} differ, {na} not applicable");
+        total[0] += pass;
+        total[1] += differ;
+        total[2] += na;
+    }
+    println!(
+        "all: {} pass, {} differ, {} not applicable",
+        total[0], total[1], total[2]
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The IPv4 part of `TAILSCALE_STAR` is exactly 100.64.0.0/10 less
+/// 100.115.92.0/23.
+#[test]
+fn tailscale_star_is_the_tailnet_range_less_the_reserved_block() {
+    let cgnat: IpNet = "100.64.0.0/10".parse().expect("valid prefix");
+    let reserved: IpNet = "100.115.92.0/23".parse().expect("valid prefix");
+    let v4: Vec<IpNet> = TAILSCALE_STAR
+        .iter()
+        .map(|p| p.parse::<IpNet>().expect("valid prefix"))
+        .filter(|p| matches!(p, IpNet::V4(_)))
+        .collect();
+    for p in &v4 {
+        assert!(cgnat.contains(p), "{p} is outside {cgnat}");
+        assert!(
+            !p.contains(&reserved) && !reserved.contains(p),
+            "{p} overlaps {reserved}"
+        );
+    }
+    let size: u64 = v4.iter().map(|p| 1u64 << (32 - p.prefix_len())).sum();
+    assert_eq!(size, (1 << 22) - (1 << 9), "prefixes overlap or leave gaps");
+}
+
+/// Every `*.json` under `root`'s subdirectories, with its directory name,
+/// in a stable order.
+fn case_files(root: &Path) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    for dir in std::fs::read_dir(root).expect("data dir") {
+        let dir = dir.expect("entry").path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let category = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("utf-8 directory name")
+            .to_owned();
+        for file in std::fs::read_dir(&dir).expect("category dir") {
+            let file = file.expect("entry").path();
+            if file.extension().is_some_and(|e| e == "json") {
+                out.push((category.clone(), file));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn load(path: &Path) -> Case {
+    let text = std::fs::read_to_string(path).expect("readable case");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The case's nodes by name, numbered from 1 in the order listed.
+fn policy_nodes(case: &Case) -> Vec<(&str, PolicyNode)> {
+    case.nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let node = PolicyNode::new(
+                NodeId(i as u64 + 1),
+                n.addresses.iter().copied(),
+                &n.tags,
+                n.user.as_deref(),
+            )
+            .with_routes(n.routes.iter().copied());
+            (n.name.as_str(), node)
+        })
+        .collect()
+}
+
+/// How to read a captured source list that is Tailscale's expansion of `*`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Star {
+    /// As captured: the tailnet's ranges and approved routes.
+    AsCaptured,
+    /// As `0.0.0.0/0` and `::/0`, our `*`.
+    AsOurs,
+}
+
+/// The prefixes by which Tailscale's expansion of `*` is recognised: the
+/// tailnet's IPv4 range less 100.115.92.0/23, and its IPv6 /48.
+const TAILSCALE_STAR: [&str; 14] = [
+    "100.64.0.0/11",
+    "100.96.0.0/12",
+    "100.112.0.0/15",
+    "100.114.0.0/16",
+    "100.115.0.0/18",
+    "100.115.64.0/20",
+    "100.115.80.0/21",
+    "100.115.88.0/22",
+    "100.115.94.0/23",
+    "100.115.96.0/19",
+    "100.115.128.0/17",
+    "100.116.0.0/14",
+    "100.120.0.0/13",
+    "fd7a:115c:a1e0::/48",
+];
+
+/// Runs one case: `Ok` when we agree with Tailscale.
+fn run(case: &Case, star: Star) -> Result<(), String> {
+    let parsed = Policy::parse(&case.policy.to_string());
+    let filters = match &case.expected {
+        Expected::Refused { mentions } => {
+            return match parsed {
+                Ok(_) => Err(format!(
+                    "Tailscale refused it (naming {mentions:?}); we accepted it"
+                )),
+                Err(e) => {
+                    let got = e.to_string();
+                    let missing: Vec<&String> = mentions
+                        .iter()
+                        .filter(|v| !got.contains(v.as_str()))
+                        .collect();
+                    if missing.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "both refuse, but ours ({got:?}) does not name {missing:?} as Tailscale's does"
+                        ))
+                    }
+                }
+            };
+        }
+        Expected::SshRules(_) => {
+            return Err("Tailscale's SSH rules expected; we compile no SSH policy".to_owned());
+        }
+        Expected::Filters(filters) => filters,
+    };
+    let policy = parsed.map_err(|e| format!("we refused a policy Tailscale accepted: {e}"))?;
+    let nodes = policy_nodes(case);
+    let just_nodes: Vec<PolicyNode> = nodes.iter().map(|(_, n)| n.clone()).collect();
+    let compiled = compile(&policy, &just_nodes);
+    // Approved subnet routes, part of Tailscale's expansion of `*`.
+    let routes: BTreeSet<IpNet> = nodes
+        .iter()
+        .flat_map(|(_, n)| n.routes.iter().copied())
+        .collect();
+    for (name, rules) in filters {
+        let Some((_, node)) = nodes.iter().find(|(n, _)| n == name) else {
+            return Err(format!("expected filter for unknown node {name}"));
+        };
+        let want: Vec<Comparable> = rules
+            .iter()
+            .flatten()
+            .map(|r| read_star(comparable(r), star, &routes))
+            .collect();
+        let got: Vec<Comparable> = compiled[&node.id]
+            .filter
+            .rules
+            .iter()
+            .map(comparable)
+            .collect();
+        if want != got {
+            return Err(format!("{name}: want {want:?}, got {got:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// A rule with order-free parts.
+#[derive(Debug, PartialEq, Eq)]
+struct Comparable {
+    sources: BTreeSet<IpNet>,
+    destinations: BTreeSet<(IpNet, PortRange)>,
+    protocols: BTreeSet<u8>,
+}
+
+fn comparable(rule: &FilterRule) -> Comparable {
+    Comparable {
+        sources: rule.sources.iter().copied().collect(),
+        destinations: rule
+            .destinations
+            .iter()
+            .map(|d| (d.prefix, d.ports))
+            .collect(),
+        protocols: normalise_protocols(rule.protocols.iter().copied().collect()),
+    }
+}
+
+/// The default protocol set written out equals the empty (default) set.
+fn normalise_protocols(p: BTreeSet<u8>) -> BTreeSet<u8> {
+    if p == BTreeSet::from([1, 6, 17, 58]) {
+        BTreeSet::new()
+    } else {
+        p
+    }
+}
+
+/// With `Star::AsOurs`, a source list holding Tailscale's expansion of `*`
+/// becomes ours: the expansion and the approved routes give way to
+/// `0.0.0.0/0` and `::/0`; other sources stay.
+fn read_star(mut rule: Comparable, star: Star, routes: &BTreeSet<IpNet>) -> Comparable {
+    let expansion: BTreeSet<IpNet> = TAILSCALE_STAR
+        .iter()
+        .map(|p| p.parse().expect("valid prefix"))
+        .collect();
+    if star == Star::AsOurs && rule.sources.is_superset(&expansion) {
+        rule.sources
+            .retain(|s| !expansion.contains(s) && !routes.contains(s));
+        rule.sources
+            .insert("0.0.0.0/0".parse().expect("valid prefix"));
+        rule.sources.insert("::/0".parse().expect("valid prefix"));
+    }
+    rule
+}
