@@ -140,7 +140,18 @@ const EXPECTED: &[(&str, Outcome)] = &[
     ("GRANT-B3", APP),
     ("GRANT-C1", APP),
     ("GRANT-D1", APP),
+    ("GRANT-D3", APP),
+    ("GRANT-E5", APP),
     ("GRANT-F1", APP),
+    ("GRANT-G5", APP),
+    ("GRANT-H2", APP),
+    ("GRANT-H6", APP),
+    ("GRANT-H8", Outcome::Pass),
+    ("GRANT-H10", APP),
+    ("GRANT-I2", VIA),
+    ("GRANT-J1", Outcome::Pass),
+    ("GRANT-J3", Outcome::Pass),
+    ("GRANT-J5", Outcome::Pass),
     ("GRANT-K1", Outcome::Pass),
     ("GRANT-K2", Outcome::Pass),
     ("GRANT-K3", APP),
@@ -156,6 +167,10 @@ const EXPECTED: &[(&str, Outcome)] = &[
     ("GRANT-K15", Outcome::Pass),
     ("GRANT-K17", Outcome::Pass),
     ("GRANT-K19", APP),
+    ("GRANT-K23", Outcome::Pass),
+    ("GRANT-K25", APP),
+    ("GRANT-K27", APP),
+    ("GRANT-K29", Outcome::Pass),
     ("SSH-A1", SSH),
     ("SSH-A3", SSH),
     ("SSH-B2", SSH),
@@ -237,7 +252,20 @@ impl Feature {
                 case.policy["ssh"].as_array().is_some_and(|s| !s.is_empty())
                     && matches!(&case.expected, Expected::SshRules(rules) if !rules.is_empty())
             }
-            Feature::AppCapabilities => grants_use(case, "app"),
+            Feature::AppCapabilities => {
+                grants_use(case, "app")
+                    && match &case.expected {
+                        // The capture holds capability grants, or Tailscale
+                        // refused the policy (for a capability's name).
+                        Expected::CapFilters(filters) => filters
+                            .values()
+                            .flatten()
+                            .flatten()
+                            .any(|rule| rule.get("cap_grants").is_some()),
+                        Expected::Refused { .. } => true,
+                        Expected::Filters(_) | Expected::SshRules(_) => false,
+                    }
+            }
             Feature::Via => grants_use(case, "via"),
             Feature::DangerAll => case.policy.to_string().contains("autogroup:danger-all"),
         }
