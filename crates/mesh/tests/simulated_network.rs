@@ -28,6 +28,8 @@ struct Sim {
     /// Datagrams sent to an address no node holds (a private address of
     /// another network, say): lost on the way.
     lost: Vec<SocketAddr>,
+    /// How control describes each node to its peers.
+    describe: fn(u64) -> Node,
 }
 
 fn address(id: u64) -> Ipv4Addr {
@@ -84,6 +86,11 @@ fn ipv4_packet(source: Ipv4Addr, destination: Ipv4Addr, payload: &[u8]) -> Vec<u
 
 impl Sim {
     fn new(seed: u64) -> Self {
+        Self::described(seed, describe)
+    }
+
+    /// A simulation whose nodes control describes with `describe`.
+    fn described(seed: u64, describe: fn(u64) -> Node) -> Self {
         let mut nodes = BTreeMap::new();
         for id in 1..=NODES {
             // Each node learns its peers the way the appliance does: from a netmap.
@@ -109,6 +116,7 @@ impl Sim {
             delivered: vec![],
             drops: vec![],
             lost: vec![],
+            describe,
         }
     }
 
@@ -210,7 +218,7 @@ impl Sim {
             assert!(for_me, "node {receiver} got a packet for {destination}");
             // The payload names its true sender; the source must be that sender's.
             let sender = u64::from(payload[0]);
-            let sender_owns_source = describe(sender)
+            let sender_owns_source = (self.describe)(sender)
                 .allowed_ips
                 .iter()
                 .any(|n| n.contains(source));
@@ -678,4 +686,62 @@ fn a_secondary_router_accepts_for_a_route_from_the_delta_that_makes_it_primary()
         sim.nodes[&ROUTER].dropped().get(DropReason::NotForThisNode),
         1
     );
+}
+
+/// The node that is an exit node in [`describe_with_exit_node`].
+const EXIT: u64 = 3;
+
+/// As [`describe`], with node [`EXIT`] an exit node: control gives its
+/// peers `0.0.0.0/0` as its allowed IPs, so any source it writes passes
+/// WireGuard's check of the inner source address.
+fn describe_with_exit_node(id: u64) -> Node {
+    let mut node = describe(id);
+    if id == EXIT {
+        let default: IpNet = "0.0.0.0/0".parse().expect("valid");
+        node.allowed_ips.push(default);
+        node.primary_routes.push(default);
+    }
+    node
+}
+
+#[test]
+fn an_exit_node_cannot_reach_a_star_rule_from_an_internet_source_address() {
+    use causeway_tailnet::policy::{Policy, PolicyNode, compile};
+    let policy = Policy::parse(
+        r#"{"hosts": {"server": "100.64.0.1"},
+            "acls": [{"action": "accept", "src": ["*"], "dst": ["server:5432"]}]}"#,
+    )
+    .expect("valid policy");
+    let nodes: Vec<PolicyNode> = (1..=NODES)
+        .map(|id| {
+            let node = describe_with_exit_node(id);
+            PolicyNode::new(NodeId(id), [IpAddr::V4(address(id))], &[], None)
+                .with_routes(node.primary_routes)
+        })
+        .collect();
+    let ula = "fd7a:115c:a1e0::/48".parse().expect("valid prefix");
+    let compiled = compile(&policy, ula, &nodes);
+    let mut sim = Sim::described(13, describe_with_exit_node);
+    let server = sim.nodes.get_mut(&1).expect("node 1 exists");
+    server.set_served(&[IpNet::from(IpAddr::V4(address(1)))]);
+    server.set_filter(Some(compiled[&NodeId(1)].filter.clone()));
+    let internet = Ipv4Addr::new(203, 0, 113, 7);
+    let benchmark_net = Ipv4Addr::new(198, 18, 7, 7);
+
+    sim.send_from_tun(EXIT, &udp_packet(internet, address(1), (0x0301, 5432)));
+    sim.send_from_tun(EXIT, &udp_packet(benchmark_net, address(1), (0x0302, 5432)));
+    sim.send_from_tun(EXIT, &udp_packet(address(EXIT), address(1), (0x0303, 5432)));
+    sim.run();
+
+    let arrived: Vec<_> = sim
+        .delivered
+        .iter()
+        .filter(|(r, ..)| *r == 1)
+        .map(|(_, s, d, _)| (*s, *d))
+        .collect();
+    assert_eq!(arrived, vec![(address(EXIT).into(), address(1).into())]);
+    let counts = sim.nodes[&1].dropped();
+    assert_eq!(counts.get(DropReason::Filtered), 2);
+    assert_eq!(counts.get(DropReason::SpoofedSource), 0);
+    assert_eq!(counts.total(), 2);
 }

@@ -37,7 +37,8 @@ fn run(text: &str, count: usize) {
     let parse_time = started.elapsed();
     let nodes = tailnet(count);
     let started = Instant::now();
-    let compiled = compile(&policy, &nodes);
+    let ula = "fd00::/48".parse().expect("valid prefix");
+    let compiled = compile(&policy, ula, &nodes);
     let compile_time = started.elapsed();
 
     let mut rules: Vec<usize> = Vec::new();
@@ -133,7 +134,7 @@ fn tailnet(count: usize) -> Vec<PolicyNode> {
         .map(|i| {
             let n = u32::try_from(i).expect("fewer than 2^32 nodes") + 1;
             let v4 = Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + n);
-            let v6 = Ipv6Addr::from(0xfd00_0000_0000_0000_0000_0000_0000_0000u128 + u128::from(n));
+            let v6 = Ipv6Addr::from(0xfd00_0000_0000_0000_0000_0000_0000_0000u128 + u128::from(n)); // in fd00::/48
             let addrs = [IpAddr::V4(v4), IpAddr::V6(v6)];
             let id = NodeId(u64::from(n));
             match i % 100 {

@@ -13,6 +13,14 @@ pub const IPV4_RANGE: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(100, 64, 0, 0),
     Err(_) => panic!("100.64.0.0/10 is a valid prefix"),
 };
 
+/// Left out of the tailnet, as Tailscale leaves it out of its tailnets
+/// (ChromeOS uses it for its virtual machines): never assigned, and not
+/// part of `*` as a policy source.
+pub const EXCLUDED_V4_RANGE: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(100, 115, 92, 0), 23) {
+    Ok(net) => net,
+    Err(_) => panic!("100.115.92.0/23 is a valid prefix"),
+};
+
 /// Kept free for a future tailnet-wide resolver (the address Tailscale
 /// clients use for MagicDNS).
 pub const RESERVED_RESOLVER: Ipv4Addr = Ipv4Addr::new(100, 100, 100, 100);
@@ -39,12 +47,17 @@ pub fn ula_from_random(global_id: [u8; 5]) -> Ipv6Net {
     Ipv6Net::new(addr, 48).unwrap_or_default()
 }
 
-/// Whether `addr` may be handed to a node: inside [`IPV4_RANGE`], not a
-/// `.0` or `.255` (so that no tool mistakes it for a network or broadcast
-/// address), not [`RESERVED_RESOLVER`].
+/// Whether `addr` may be handed to a node: inside [`IPV4_RANGE`] and not
+/// in [`EXCLUDED_V4_RANGE`], not a `.0` or `.255` (so that no tool
+/// mistakes it for a network or broadcast address), not
+/// [`RESERVED_RESOLVER`].
 pub fn is_assignable_v4(addr: Ipv4Addr) -> bool {
     let last = addr.octets()[3];
-    IPV4_RANGE.contains(&addr) && last != 0 && last != 255 && addr != RESERVED_RESOLVER
+    IPV4_RANGE.contains(&addr)
+        && !EXCLUDED_V4_RANGE.contains(&addr)
+        && last != 0
+        && last != 255
+        && addr != RESERVED_RESOLVER
 }
 
 /// The lowest assignable IPv4 address not in `used`, or `None` when the
@@ -113,6 +126,14 @@ mod tests {
             .map(|&i| Ipv4Addr::new(100, 64, 0, i))
             .collect();
         assert_eq!(lowest_free_v4(&used), Some(Ipv4Addr::new(100, 64, 0, 3)));
+    }
+
+    #[test]
+    fn the_excluded_block_is_never_assigned() {
+        assert!(is_assignable_v4(Ipv4Addr::new(100, 115, 91, 254)));
+        assert!(!is_assignable_v4(Ipv4Addr::new(100, 115, 92, 1)));
+        assert!(!is_assignable_v4(Ipv4Addr::new(100, 115, 93, 254)));
+        assert!(is_assignable_v4(Ipv4Addr::new(100, 115, 94, 1)));
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! policy set, nothing is compiled and a join stays O(streams).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use causeway_wire::{DnsConfig, EndpointPatch, MapResponse, Node, NodeId, PacketFilter, UnixTime};
 
@@ -92,7 +93,8 @@ impl MapSession {
             self_view: None,
             peers: BTreeMap::new(),
             dns_generation: 0,
-            access: NodeAccess::AllowAll,
+            // Until the full map: nothing allowed, no peers.
+            access: NodeAccess::Compiled(Arc::default()),
             filter: None,
         }
     }

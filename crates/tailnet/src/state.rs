@@ -7,14 +7,16 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use causeway_wire::{
-    DnsConfig, ErrorCode, MapRequest, Node, NodeId, NodeUpdate, PacketFilter, PublicKey,
-    RegisterRequest, UnixTime,
+    DnsConfig, ErrorCode, FilterDestination, FilterRule, MapRequest, Node, NodeId, NodeUpdate,
+    PacketFilter, PortRange, PublicKey, RegisterRequest, UnixTime,
 };
 use ipnet::{IpNet, Ipv6Net};
 
 use crate::addresses::{lowest_free_v4, v6_for};
 use crate::auth_keys::{self, AuthKey, AuthKeyRefusal, AuthKeySpec, InvalidTag, NewAuthKey};
-use crate::policy::{NodePolicy, Policy, PolicyError, PolicyNode, compile, is_user};
+use crate::policy::{
+    NodePolicy, Policy, PolicyError, PolicyNode, compile, is_user, tailnet_sources,
+};
 use crate::routes::select_primaries;
 
 /// Identity of the tailnet, fixed at creation.
@@ -299,10 +301,11 @@ pub const MAX_SPLIT_DNS_RESOLVERS: usize = 8;
 /// peers it may see.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeAccess {
-    /// The tailnet has no policy: Tailscale's default applies (every node
-    /// may reach every node on TCP, UDP and ICMP), so the node gets
-    /// [`PacketFilter::allow_all`] and sees every peer.
-    AllowAll,
+    /// The tailnet has no policy: Tailscale's default applies (`*` may
+    /// reach `*:*` on TCP, UDP and ICMP), so the node gets that policy's
+    /// filter, which lets in the tailnet's addresses and approved subnet
+    /// routes (see [`tailnet_sources`]), and sees every peer.
+    AllowAll(Arc<PacketFilter>),
     /// What the policy compiled to for this node.
     Compiled(Arc<NodePolicy>),
 }
@@ -311,7 +314,7 @@ impl NodeAccess {
     /// The packet filter to send the node.
     pub fn filter(&self) -> PacketFilter {
         match self {
-            NodeAccess::AllowAll => PacketFilter::allow_all(),
+            NodeAccess::AllowAll(filter) => PacketFilter::clone(filter),
             NodeAccess::Compiled(policy) => policy.filter.clone(),
         }
     }
@@ -319,7 +322,7 @@ impl NodeAccess {
     /// Whether the node may see `peer` (one of them may reach the other).
     pub fn sees(&self, peer: NodeId) -> bool {
         match self {
-            NodeAccess::AllowAll => true,
+            NodeAccess::AllowAll(_) => true,
             NodeAccess::Compiled(policy) => policy.peers.contains(&peer),
         }
     }
@@ -355,11 +358,14 @@ pub struct TailnetState {
     compiled_inputs: BTreeMap<NodeId, PolicyNode>,
     /// The policy changed since the last compile.
     policy_dirty: bool,
+    /// Every node's filter while no policy is set.
+    default_filter: Arc<PacketFilter>,
 }
 
 impl TailnetState {
     /// An empty tailnet.
     pub fn new(info: TailnetInfo) -> Self {
+        let default_filter = Arc::new(default_policy_filter(tailnet_sources(info.ula, [])));
         Self {
             info,
             nodes: BTreeMap::new(),
@@ -383,6 +389,7 @@ impl TailnetState {
             compiled: BTreeMap::new(),
             compiled_inputs: BTreeMap::new(),
             policy_dirty: false,
+            default_filter,
         }
     }
 
@@ -853,7 +860,7 @@ impl TailnetState {
     pub fn set_policy(&mut self, text: &str, now: UnixTime) -> Result<ChangeSet, AdminError> {
         let policy = Policy::parse(text)?;
         let nodes: Vec<PolicyNode> = self.nodes.values().map(NodeRecord::policy_node).collect();
-        for (id, compiled) in compile(&policy, &nodes) {
+        for (id, compiled) in compile(&policy, self.info.ula, &nodes) {
             if let Err(e) = compiled.filter.check_size() {
                 let name = self
                     .nodes
@@ -882,14 +889,14 @@ impl TailnetState {
     /// one (nothing allowed); nodes get [`TailnetState::access`] instead.
     pub fn compile_policy(&self) -> BTreeMap<NodeId, NodePolicy> {
         let nodes: Vec<PolicyNode> = self.nodes.values().map(NodeRecord::policy_node).collect();
-        compile(&self.policy, &nodes)
+        compile(&self.policy, self.info.ula, &nodes)
     }
 
     /// What the policy gives node `id`: its packet filter and the peers it
     /// may see. With no policy set, every node may reach every node.
     pub fn access(&self, id: NodeId) -> NodeAccess {
         if self.policy_text.is_none() {
-            return NodeAccess::AllowAll;
+            return NodeAccess::AllowAll(Arc::clone(&self.default_filter));
         }
         NodeAccess::Compiled(self.compiled.get(&id).cloned().unwrap_or_default())
     }
@@ -1184,13 +1191,27 @@ impl TailnetState {
     /// tags can change every other node's filter); endpoint and presence
     /// updates, the frequent ones, skip it.
     fn recompile_policy(&mut self, changes: &mut ChangeSet) {
-        if self.policy_text.is_none() {
-            return;
-        }
         let inputs_changed = changes.nodes.iter().any(|id| {
             self.compiled_inputs.get(id) != self.nodes.get(id).map(NodeRecord::policy_node).as_ref()
         });
         if !self.policy_dirty && !inputs_changed {
+            return;
+        }
+        if self.policy_text.is_none() {
+            // Tailscale's default policy: only what `*` stands for as a
+            // source depends on the nodes (their approved subnet routes).
+            for id in &changes.nodes {
+                match self.nodes.get(id) {
+                    Some(node) => self.compiled_inputs.insert(*id, node.policy_node()),
+                    None => self.compiled_inputs.remove(id),
+                };
+            }
+            let sources = tailnet_sources(self.info.ula, self.compiled_inputs.values());
+            let filter = default_policy_filter(sources);
+            if *self.default_filter != filter {
+                self.default_filter = Arc::new(filter);
+                changes.access.extend(self.nodes.keys().copied());
+            }
             return;
         }
         self.policy_dirty = false;
@@ -1200,7 +1221,7 @@ impl TailnetState {
             .map(|n| (n.id, n.policy_node()))
             .collect();
         let inputs: Vec<PolicyNode> = self.compiled_inputs.values().cloned().collect();
-        let fresh = compile(&self.policy, &inputs);
+        let fresh = compile(&self.policy, self.info.ula, &inputs);
         let mut next = BTreeMap::new();
         for (id, policy) in fresh {
             match self.compiled.remove(&id) {
@@ -1276,6 +1297,28 @@ impl TailnetState {
             .map(|n| format!("{base}-{n}"))
             .find(|name| free(name))
             .unwrap_or(base)
+    }
+}
+
+/// The filter Tailscale's default policy (`*` to `*:*`) compiles to:
+/// TCP, UDP, ICMP and ICMPv6 from `sources` to anything the node serves.
+fn default_policy_filter(sources: Vec<IpNet>) -> PacketFilter {
+    let any = [
+        IpNet::V4(ipnet::Ipv4Net::default()),
+        IpNet::V6(Ipv6Net::default()),
+    ];
+    PacketFilter {
+        rules: vec![FilterRule {
+            sources,
+            destinations: any
+                .into_iter()
+                .map(|prefix| FilterDestination {
+                    prefix,
+                    ports: PortRange::ANY,
+                })
+                .collect(),
+            protocols: Vec::new(),
+        }],
     }
 }
 

@@ -661,19 +661,40 @@ fn bad_split_dns_entries_are_refused_and_change_nothing() {
 }
 
 #[test]
-fn without_a_policy_every_node_gets_the_allow_all_filter_and_every_peer() {
+fn without_a_policy_every_node_gets_the_default_policys_filter_and_every_peer() {
     let mut state = tailnet();
     let k = auth_key(&mut state, &[], 1);
-    let (a, _) = join(&mut state, &k, 1, &[]);
+    let (a, _) = join(&mut state, &k, 1, &["198.19.1.0/24", "0.0.0.0/0"]);
     let (b, _) = join(&mut state, &k, 2, &[]);
+    let before = MapSession::new(b).full_map(&state, T0);
 
-    let map = MapSession::new(a).full_map(&state, T0);
+    let approved = state
+        .approve_route(a, net("198.19.1.0/24"), T0 + 1)
+        .expect("advertised route");
+    let exit = state
+        .approve_route(a, net("0.0.0.0/0"), T0 + 2)
+        .expect("advertised route");
+    let after = MapSession::new(b).full_map(&state, T0 + 2);
 
-    assert_eq!(
-        map.packet_filter,
-        Some(causeway_wire::PacketFilter::allow_all())
-    );
-    assert!(peer(&map, b).is_some());
+    // Tailscale's default policy, `*` to `*:*`: the tailnet's ranges (and
+    // approved subnet routes) to anything, never the whole internet.
+    let policy = Policy::parse(r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#)
+        .expect("valid policy");
+    let nodes: Vec<PolicyNode> = state.nodes().map(NodeRecord::policy_node).collect();
+    let compiled = compile(&policy, state.info().ula, &nodes);
+    assert_eq!(after.packet_filter.as_ref(), Some(&compiled[&b].filter));
+    let sources = |map: &MapResponse| {
+        map.packet_filter.as_ref().expect("filter").rules[0]
+            .sources
+            .clone()
+    };
+    assert!(!sources(&before).contains(&net("0.0.0.0/0")));
+    assert!(!sources(&before).contains(&net("198.19.1.0/24")));
+    assert!(sources(&after).contains(&net("198.19.1.0/24")));
+    assert!(!sources(&after).contains(&net("0.0.0.0/0")));
+    assert!(approved.access.contains(&b));
+    assert!(exit.access.is_empty());
+    assert!(peer(&before, a).is_some() && peer(&after, a).is_some());
 }
 
 const DBA_WEB_POLICY: &str = r#"{
@@ -859,4 +880,45 @@ fn a_policy_giving_a_node_an_oversized_filter_is_refused_and_changes_nothing() {
     );
     assert_eq!(state.policy_text(), Some(DBA_WEB_POLICY));
     assert_eq!(state.access(a), before);
+}
+
+#[test]
+fn approving_a_route_adds_it_to_every_star_source_and_unapproving_removes_it() {
+    let mut state = tailnet();
+    state
+        .set_policy(
+            r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:22"]}]}"#,
+            T0,
+        )
+        .expect("valid policy");
+    let k = auth_key(&mut state, &[], 1);
+    let (router, _) = join(&mut state, &k, 1, &["198.19.1.0/24", "0.0.0.0/0"]);
+    let (server, _) = join(&mut state, &k, 2, &[]);
+    let sources = |state: &TailnetState| state.access(server).filter().rules[0].sources.clone();
+    let before = sources(&state);
+
+    let approved = state
+        .approve_route(router, net("198.19.1.0/24"), T0 + 1)
+        .expect("advertised route");
+    let with_route = sources(&state);
+    let exit = state
+        .approve_route(router, net("0.0.0.0/0"), T0 + 2)
+        .expect("advertised route");
+    let with_exit = sources(&state);
+    let withdrawn = state
+        .unapprove_route(router, net("198.19.1.0/24"), T0 + 3)
+        .expect("valid prefix");
+
+    assert!(!before.contains(&net("198.19.1.0/24")));
+    assert!(before.contains(&net("100.64.0.0/11")));
+    assert!(approved.access.contains(&server) && approved.access.contains(&router));
+    let mut want = before.clone();
+    want.push(net("198.19.1.0/24"));
+    want.sort();
+    assert_eq!(with_route, want);
+    // An exit route is not a subnet: `*` does not take in the internet.
+    assert!(!exit.access.contains(&server));
+    assert_eq!(with_exit, with_route);
+    assert!(withdrawn.access.contains(&server));
+    assert_eq!(sources(&state), before);
 }

@@ -7,6 +7,15 @@
 //! exit nodes), each narrowed to those destinations. A node sees a peer
 //! when either may open a connection to the other under those filters.
 //!
+//! `*` as a source means the tailnet, not the internet, as in Tailscale:
+//! the tailnet's IPv4 range less the block Tailscale leaves out
+//! ([`tailnet_sources`]), its IPv6 /48, and every approved subnet route
+//! (exit routes are not subnets and stay out). A peer's allowed IPs can be
+//! far wider than its own addresses (an exit node's are `0.0.0.0/0`), so a
+//! `*` compiled as every address would let such a peer send from any
+//! address it likes to a node that lets `*` in. `*` as a destination still
+//! means every address the node receives for.
+//!
 //! Pure and deterministic: the same policy and nodes give the same output,
 //! rules in policy order, addresses and peers sorted.
 
@@ -18,6 +27,7 @@ use causeway_wire::{FilterDestination, FilterRule, NodeId, PacketFilter, PortRan
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{Alias, AutoGroup, Policy, Rule, is_default_route};
+use crate::addresses::{EXCLUDED_V4_RANGE, IPV4_RANGE};
 
 /// A node as the compiler sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,9 +90,14 @@ pub struct NodePolicy {
     pub peers: BTreeSet<NodeId>,
 }
 
-/// Compiles `policy` for `nodes`: one entry per node id.
-pub fn compile(policy: &Policy, nodes: &[PolicyNode]) -> BTreeMap<NodeId, NodePolicy> {
-    let index = Index::new(policy, nodes);
+/// Compiles `policy` for `nodes` of the tailnet whose IPv6 range is
+/// `ula`: one entry per node id.
+pub fn compile(
+    policy: &Policy,
+    ula: Ipv6Net,
+    nodes: &[PolicyNode],
+) -> BTreeMap<NodeId, NodePolicy> {
+    let index = Index::new(policy, ula, nodes);
     let rules: Vec<Resolved> = policy.rules.iter().map(|r| index.resolve(r)).collect();
     let mut filters: Vec<Vec<FilterRule>> = vec![Vec::new(); nodes.len()];
     let mut peers: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); nodes.len()];
@@ -178,6 +193,34 @@ pub fn internet_prefixes() -> &'static [IpNet] {
     })
 }
 
+/// What `*` stands for as a source: the tailnet's IPv4 range less
+/// [`EXCLUDED_V4_RANGE`] (as prefixes, in address order), its IPv6 range
+/// `ula`, and the subnet routes the nodes serve, exit routes left out.
+/// Sorted, without duplicates; overlapping routes are kept apart, as
+/// Tailscale lists them.
+pub fn tailnet_sources<'a>(
+    ula: Ipv6Net,
+    nodes: impl IntoIterator<Item = &'a PolicyNode>,
+) -> Vec<IpNet> {
+    let mut out = Vec::new();
+    subtract(
+        IpNet::V4(IPV4_RANGE),
+        &[IpNet::V4(EXCLUDED_V4_RANGE)],
+        &mut out,
+    );
+    out.push(IpNet::V6(ula.trunc()));
+    out.extend(
+        nodes
+            .into_iter()
+            .flat_map(|n| &n.routes)
+            .filter(|r| !is_default_route(r))
+            .copied(),
+    );
+    out.sort();
+    out.dedup();
+    out
+}
+
 // --- internals -------------------------------------------------------------
 
 /// A rule with its aliases resolved against the nodes.
@@ -208,12 +251,14 @@ enum Target {
 struct Index<'a> {
     policy: &'a Policy,
     nodes: &'a [PolicyNode],
+    /// `*` as a source ([`tailnet_sources`]).
+    star: Vec<IpNet>,
     by_user: BTreeMap<&'a str, Vec<usize>>,
     by_tag: BTreeMap<&'a str, Vec<usize>>,
 }
 
 impl<'a> Index<'a> {
-    fn new(policy: &'a Policy, nodes: &'a [PolicyNode]) -> Self {
+    fn new(policy: &'a Policy, ula: Ipv6Net, nodes: &'a [PolicyNode]) -> Self {
         let mut by_user: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         let mut by_tag: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (i, node) in nodes.iter().enumerate() {
@@ -227,6 +272,7 @@ impl<'a> Index<'a> {
         Self {
             policy,
             nodes,
+            star: tailnet_sources(ula, nodes),
             by_user,
             by_tag,
         }
@@ -291,11 +337,11 @@ impl<'a> Index<'a> {
         }
     }
 
-    /// The prefixes an address-like alias stands for; `None` for aliases
-    /// that name nodes.
+    /// The prefixes an address-like alias stands for as a source; `None`
+    /// for aliases that name nodes.
     fn prefix_of(&self, alias: &Alias) -> Option<Vec<IpNet>> {
         match alias {
-            Alias::Any => Some(vec![any_v4(), any_v6()]),
+            Alias::Any => Some(self.star.clone()),
             Alias::Prefix(p) => Some(vec![*p]),
             Alias::Host(h) => Some(self.policy.hosts.get(h).copied().into_iter().collect()),
             Alias::AutoGroup(AutoGroup::Internet) => Some(internet_prefixes().to_vec()),
@@ -443,5 +489,82 @@ fn subtract(base: IpNet, holes: &[IpNet], out: &mut Vec<IpNet>) {
     };
     for half in halves {
         subtract(half, holes, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Policy;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().expect("valid prefix")
+    }
+
+    fn ula() -> Ipv6Net {
+        "fd12:3456:789a::/48".parse().expect("valid prefix")
+    }
+
+    #[test]
+    fn star_is_the_tailnet_ranges_and_approved_subnet_routes_without_exit_routes() {
+        let nodes = [
+            PolicyNode::new(NodeId(1), ["100.64.0.1".parse().expect("ip")], &[], None)
+                .with_routes([net("10.0.0.0/8"), net("10.33.0.0/16")]),
+            PolicyNode::new(NodeId(2), ["100.64.0.2".parse().expect("ip")], &[], None)
+                .with_routes([net("0.0.0.0/0"), net("::/0"), net("10.33.0.0/16")]),
+        ];
+
+        let star = tailnet_sources(ula(), &nodes);
+
+        let want: Vec<IpNet> = [
+            "10.0.0.0/8",
+            "10.33.0.0/16",
+            "100.64.0.0/11",
+            "100.96.0.0/12",
+            "100.112.0.0/15",
+            "100.114.0.0/16",
+            "100.115.0.0/18",
+            "100.115.64.0/20",
+            "100.115.80.0/21",
+            "100.115.88.0/22",
+            "100.115.94.0/23",
+            "100.115.96.0/19",
+            "100.115.128.0/17",
+            "100.116.0.0/14",
+            "100.120.0.0/13",
+            "fd12:3456:789a::/48",
+        ]
+        .iter()
+        .map(|p| net(p))
+        .collect();
+        assert_eq!(star, want);
+    }
+
+    #[test]
+    fn star_as_a_source_is_the_tailnet_and_as_a_destination_any_address() {
+        let policy =
+            Policy::parse(r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:22"]}]}"#)
+                .expect("valid policy");
+        let nodes = [PolicyNode::new(
+            NodeId(1),
+            ["100.64.0.1".parse().expect("ip")],
+            &[],
+            Some("alice@example.com"),
+        )];
+
+        let compiled = compile(&policy, ula(), &nodes);
+
+        let rules = &compiled[&NodeId(1)].filter.rules;
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].sources, tailnet_sources(ula(), &nodes));
+        assert!(!rules[0].sources.contains(&any_v4()));
+        assert!(
+            !rules[0]
+                .sources
+                .iter()
+                .any(|s| s.contains(&net("203.0.113.7/32")))
+        );
+        let dests: Vec<IpNet> = rules[0].destinations.iter().map(|d| d.prefix).collect();
+        assert_eq!(dests, vec![any_v4(), any_v6()]);
     }
 }

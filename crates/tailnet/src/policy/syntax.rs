@@ -543,6 +543,12 @@ pub(super) fn parse_ports(s: &str) -> Result<Vec<PortRange>, String> {
                 PortRange { first: p, last: p }
             }
         };
+        if range.first == 0 {
+            // As Tailscale: port 0 is no port; every port is written `*`.
+            return Err(format!(
+                "invalid port range {part:?}: the first port must be above 0 (write * for every port)"
+            ));
+        }
         out.push(range);
     }
     Ok(out)
