@@ -139,6 +139,11 @@ async fn serve_with_stats<S: Storage>(
         let _ = finished_tx.send(recording);
     }
     tracing::info!(storage = %storage.describe(), "recorder storage ready");
+    if who_is.is_none() {
+        tracing::warn!(
+            "recorder without a tailnet node: recordings are filed under the node ID each sender claims, which nothing checks"
+        );
+    }
     let storage = Arc::new(storage);
     let web = match &config.web {
         Some(web_config) => {
