@@ -101,6 +101,8 @@ mod tests {
     use causeway_wire::caps::{RECORDER_CAP, caps_for};
     use serde_json::json;
 
+    use proptest::prelude::*;
+
     use super::super::{Policy, PolicyError, PolicyNode, compile};
 
     fn nodes() -> Vec<PolicyNode> {
@@ -277,5 +279,38 @@ mod tests {
             matches!(&err, PolicyError::Invalid(m) if m.contains("over 16384 bytes")),
             "{err}"
         );
+    }
+
+    proptest! {
+        /// Any well-formed name and object value parses, and the
+        /// destination node receives exactly that value.
+        #[test]
+        fn app_values_reach_the_destination_as_written(
+            domain in "[a-z0-9]{1,10}(\\.[a-z0-9]{1,10}){1,3}",
+            path in "[A-Za-z0-9_./-]{1,20}",
+            key in "[a-z]{1,8}",
+            n in any::<i64>(),
+            text in "[ -~&&[^\"\\\\]]{0,20}",
+        ) {
+            let name = format!("{domain}/{path}");
+            let value = json!({ key.clone(): [n, text.clone()] });
+            let policy = format!(
+                r#"{{"tagOwners": {{"tag:rec": []}},
+                    "grants": [{{"src": ["*"], "dst": ["tag:rec"], "app": {{"{name}": [{value}]}}}}]}}"#
+            );
+            let policy = Policy::parse(&policy).expect("valid policy");
+            let compiled = compile(&policy, &nodes());
+            let rec = &compiled[&NodeId(3)].cap_grants;
+            prop_assert_eq!(rec.len(), 1);
+            prop_assert_eq!(&rec[0].caps[&name], &vec![value]);
+        }
+
+        #[test]
+        fn app_parsing_never_panics(name in ".{0,40}", value in ".{0,40}") {
+            let text = format!(
+                r#"{{"grants": [{{"src": ["*"], "dst": ["*"], "app": {{{name:?}: [{value}]}}}}]}}"#
+            );
+            let _ = Policy::parse(&text);
+        }
     }
 }
