@@ -194,12 +194,17 @@ hosts = ["recorder.example.ts.net"]
             .contains("may not view recordings: no grant in the tailnet policy"),
         "without a grant alice is refused, saying why: {before}"
     );
+    let granted = std::time::Instant::now();
     set_policy(&t, dir.path(), true);
     let seen = wait_until(WAIT, "the viewer node to view recordings", || {
         let ran = get(&viewer_ns, "recorder.example.ts.net");
         anyhow::ensure!(ran.stdout.trim() == "200", "{ran}");
         Ok(ran)
     });
+    println!(
+        "the grant let alice in {:.2} s after `admin policy set` started",
+        granted.elapsed().as_secs_f64()
+    );
     assert!(
         seen.stderr.contains("c1"),
         "the list shows the recording: {seen}"
