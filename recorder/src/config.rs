@@ -49,9 +49,11 @@ pub struct RecorderConfig {
     pub web: Option<WebConfig>,
 }
 
-/// Where the web UI listens and who may use it.
+/// Where the web UI listens and who may use it. Beside a tailnet node, who
+/// may view is decided by the tailnet policy (a grant of
+/// [`causeway_wire::caps::RECORDER_CAP`]), not here.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawWebConfig")]
 pub struct WebConfig {
     /// Address of the UI's own listener (HTTP/1.1).
     pub listen: SocketAddr,
@@ -62,11 +64,38 @@ pub struct WebConfig {
     /// that rebinds its own name to the recorder's address cannot read it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
-    /// Who may view recordings when the recorder runs beside a tailnet
-    /// node, which identifies each viewer: users (`alice@example.com`) and
-    /// tags (`tag:ops`). Empty: nobody.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub viewers: Vec<String>,
+}
+
+/// `[recorder.web]` as written: [`WebConfig`] plus the removed `viewers`,
+/// read only to refuse it with a message that says what replaced it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebConfig {
+    listen: SocketAddr,
+    allow: Vec<IpNet>,
+    #[serde(default)]
+    hosts: Vec<String>,
+    #[serde(default)]
+    viewers: Option<serde::de::IgnoredAny>,
+}
+
+/// Why a config naming `[recorder.web] viewers` is refused.
+pub const VIEWERS_REMOVED: &str = "recorder web.viewers is no longer read: who may view recordings comes from the tailnet policy. \
+Remove viewers and add a grant such as {\"src\": [\"group:security\"], \"dst\": [\"tag:recorder\"], \"ip\": [\"tcp:8091\"], \
+\"app\": {\"tailscale.com/cap/tsrecorder\": [{\"actions\": [\"view\"]}]}} with `appliance admin policy set` (see docs/recorder.md)";
+
+impl TryFrom<RawWebConfig> for WebConfig {
+    type Error = &'static str;
+    fn try_from(raw: RawWebConfig) -> Result<Self, Self::Error> {
+        if raw.viewers.is_some() {
+            return Err(VIEWERS_REMOVED);
+        }
+        Ok(Self {
+            listen: raw.listen,
+            allow: raw.allow,
+            hosts: raw.hosts,
+        })
+    }
 }
 
 /// How the spool hands recordings to storage.
@@ -221,9 +250,6 @@ impl RecorderConfig {
                     web.listen
                 ));
             }
-            for viewer in &web.viewers {
-                crate::identity::check_viewer(viewer)?;
-            }
             for host in &web.hosts {
                 if host.is_empty()
                     || host.contains(|c: char| c == ':' || c == '/' || c.is_whitespace())
@@ -328,6 +354,34 @@ mod tests {
     }
 
     #[test]
+    fn viewers_in_the_config_are_refused_pointing_at_a_policy_grant() {
+        let err = toml::from_str::<RecorderConfig>(
+            r#"
+            [web]
+            listen = "100.64.0.5:8080"
+            allow = ["100.64.0.0/10"]
+            viewers = ["alice@example.com"]
+            "#,
+        )
+        .expect_err("viewers are refused")
+        .to_string();
+        assert!(err.contains("web.viewers is no longer read"), "{err}");
+        assert!(err.contains("tailscale.com/cap/tsrecorder"), "{err}");
+        // Any other unknown key is still refused by name.
+        let err = toml::from_str::<RecorderConfig>(
+            r#"
+            [web]
+            listen = "100.64.0.5:8080"
+            allow = ["100.64.0.0/10"]
+            hostz = []
+            "#,
+        )
+        .expect_err("typo")
+        .to_string();
+        assert!(err.contains("unknown field `hostz`"), "{err}");
+    }
+
+    #[test]
     fn parses_a_web_section_and_refuses_an_empty_allow_list() {
         let mut config: RecorderConfig = toml::from_str(
             r#"
@@ -347,12 +401,6 @@ mod tests {
         });
         let err = config.validate().expect_err("empty allow");
         assert!(err.contains("web.allow is empty"), "{err}");
-        config.web = Some(WebConfig {
-            viewers: vec!["group:dba".into()],
-            ..web.clone()
-        });
-        let err = config.validate().expect_err("a group viewer");
-        assert!(err.contains("web.viewers entry \"group:dba\""), "{err}");
         config.web = Some(WebConfig {
             hosts: vec!["https://recorder.example.com".into()],
             ..web.clone()

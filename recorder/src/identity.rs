@@ -7,6 +7,8 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use causeway_wire::caps::{PeerCapMap, RECORDER_CAP, recorder_actions};
+
 /// A tailnet node, as control describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -17,6 +19,9 @@ pub struct Identity {
     pub user: Option<String>,
     /// Its tags (`tag:ops`).
     pub tags: Vec<String>,
+    /// The application capabilities the policy's `app` grants give this
+    /// node at the recorder's node (empty for a recorder without one).
+    pub caps: PeerCapMap,
 }
 
 impl fmt::Display for Identity {
@@ -30,90 +35,61 @@ impl fmt::Display for Identity {
     }
 }
 
-/// Answers "which node owns this tailnet address". The appliance answers
-/// from its node's netmap; a recorder without a node has none.
+/// Answers "which node owns this tailnet address, and which capabilities
+/// does it hold here". The appliance answers from its node's netmap (peers
+/// and cap grants); a recorder without a node has none.
 pub trait WhoIs: Send + Sync + fmt::Debug {
     /// The node whose own tailnet addresses include `addr` (not one that
-    /// merely routes to it), or `None`.
+    /// merely routes to it), with the capabilities this node's cap grants
+    /// give `addr`, or `None`.
     fn who_is(&self, addr: IpAddr) -> Option<Identity>;
 }
 
-/// Checks one `[recorder.web] viewers` entry: a user (`alice@example.com`)
-/// or a tag (`tag:ops`).
-pub fn check_viewer(entry: &str) -> Result<(), String> {
-    let ok = match entry.strip_prefix("tag:") {
-        Some(tag) => !tag.is_empty() && tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
-        None => {
-            matches!(entry.split_once('@'), Some((name, domain)) if !name.is_empty() && !domain.is_empty() && !entry.contains(char::is_whitespace))
-        }
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "recorder web.viewers entry {entry:?}: expected a user (alice@example.com) or a tag (tag:ops); groups live in control's policy, which the recorder does not see"
-        ))
-    }
-}
-
-/// Whether `viewers` names `who`: its user, or one of its tags.
-pub fn may_view(viewers: &[String], who: &Identity) -> bool {
-    viewers.iter().any(|v| {
-        if v.starts_with("tag:") {
-            who.tags.contains(v)
-        } else {
-            who.user.as_deref() == Some(v.as_str())
-        }
-    })
+/// Whether `who` may view recordings: the policy grants it the
+/// recorder capability ([`RECORDER_CAP`]) with the `view` action at this
+/// recorder's node. Control checked the values' shape; a value that does
+/// not parse grants nothing.
+pub fn may_view(who: &Identity) -> bool {
+    who.caps
+        .get(RECORDER_CAP)
+        .and_then(|values| recorder_actions(values).ok())
+        .is_some_and(|actions| actions.contains("view"))
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
-    fn node(user: Option<&str>, tags: &[&str]) -> Identity {
+    fn node(caps: &[(&str, serde_json::Value)]) -> Identity {
         Identity {
             node: "laptop".into(),
-            user: user.map(str::to_owned),
-            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            user: Some("alice@example.com".into()),
+            tags: Vec::new(),
+            caps: caps
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), vec![value.clone()]))
+                .collect(),
         }
     }
 
     #[test]
-    fn viewers_name_users_and_tags_and_nothing_else() {
-        let viewers = vec!["alice@example.com".to_owned(), "tag:ops".to_owned()];
-        assert!(may_view(&viewers, &node(Some("alice@example.com"), &[])));
-        assert!(may_view(&viewers, &node(None, &["tag:web", "tag:ops"])));
-        assert!(!may_view(&viewers, &node(Some("bob@example.com"), &[])));
-        assert!(!may_view(&viewers, &node(None, &["tag:web"])));
-        // A user named like a tag, or a tag named like a user, is not them.
-        assert!(!may_view(
-            &["tag:ops".to_owned()],
-            &node(Some("tag:ops"), &[])
-        ));
-        assert!(!may_view(
-            &[],
-            &node(Some("alice@example.com"), &["tag:ops"])
-        ));
-    }
-
-    #[test]
-    fn a_viewer_entry_is_a_user_or_a_tag() {
-        for good in ["alice@example.com", "tag:ops", "tag:db-admins"] {
-            check_viewer(good).unwrap_or_else(|e| panic!("{good}: {e}"));
-        }
-        for bad in [
-            "",
-            "alice",
-            "group:dba",
-            "tag:",
-            "tag:a b",
-            "@example.com",
-            "alice@",
-            "a b@c",
-        ] {
-            let err = check_viewer(bad).expect_err(bad);
-            assert!(err.contains(&format!("{bad:?}")), "{err}");
-        }
+    fn only_the_recorder_capability_with_view_lets_a_node_view() {
+        assert!(may_view(&node(&[(
+            RECORDER_CAP,
+            json!({"actions": ["view"]})
+        )])));
+        assert!(!may_view(&node(&[])), "a user alone is not enough");
+        assert!(!may_view(&node(&[(RECORDER_CAP, json!({"actions": []}))])));
+        assert!(!may_view(&node(&[(
+            "example.com/cap/tsrecorder",
+            json!({"actions": ["view"]})
+        )])));
+        assert!(!may_view(&node(&[(
+            RECORDER_CAP,
+            json!({"actions": ["delete"]})
+        )])));
+        assert!(!may_view(&node(&[(RECORDER_CAP, json!("view"))])));
     }
 }

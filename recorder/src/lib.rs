@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 pub use config::{
     AzureConfig, AzureCredential, RecorderConfig, S3Config, StorageConfig, UploadConfig, WebConfig,
 };
-pub use identity::{Identity, WhoIs};
+pub use identity::{Identity, WhoIs, may_view};
 pub use ingest::RecorderStats;
 pub use storage::{AlreadyStored, AzureStorage, LocalStorage, S3Storage, Storage, StoredObject};
 
@@ -54,7 +54,7 @@ pub async fn serve(
 /// Like [`serve`], keeping `stats` up to date for the caller's metrics.
 /// With `who_is` (the recorder beside a tailnet node), every recording is
 /// filed under the node that sent it and the web UI serves only the
-/// viewers its config names.
+/// viewers the tailnet policy grants the recorder capability.
 pub async fn serve_observed(
     config: RecorderConfig,
     listener: TcpListener,
@@ -139,6 +139,11 @@ async fn serve_with_stats<S: Storage>(
         let _ = finished_tx.send(recording);
     }
     tracing::info!(storage = %storage.describe(), "recorder storage ready");
+    if who_is.is_none() {
+        tracing::warn!(
+            "recorder without a tailnet node: recordings are filed under the node ID each sender claims, which nothing checks"
+        );
+    }
     let storage = Arc::new(storage);
     let web = match &config.web {
         Some(web_config) => {
@@ -146,14 +151,10 @@ async fn serve_with_stats<S: Storage>(
                 .await
                 .with_context(|| format!("listening for the web UI on {}", web_config.listen))?;
             tracing::info!(listen = %web_config.listen, "recorder web UI ready");
-            match (&who_is, web_config.viewers.is_empty()) {
-                (None, false) => anyhow::bail!(
-                    "recorder web.viewers is set, but this recorder runs without a tailnet node to identify viewers: run it as the appliance's recorder role beside a [node], or remove viewers and rely on web.allow"
-                ),
-                (Some(_), true) => tracing::warn!(
-                    "recorder web.viewers is empty: the web UI will refuse every viewer"
-                ),
-                _ => {}
+            if who_is.is_none() {
+                tracing::warn!(
+                    "recorder web UI without a tailnet node: viewers are not identified, web.allow is its only access control"
+                );
             }
             let web = Arc::new(web::Web::new(
                 web_config,

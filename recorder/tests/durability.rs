@@ -21,6 +21,7 @@ impl Process {
         let child = Command::new(env!("CARGO_BIN_EXE_causeway-recorder"))
             .arg("--config")
             .arg(config)
+            .arg("--trust-claimed-node-ids")
             .env("RUST_LOG", "causeway_recorder=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -127,5 +128,27 @@ async fn kill_9_mid_stream_loses_no_acked_byte() {
     assert!(
         common::stored(&dir.path().join("spool")).is_empty(),
         "spool emptied after upload"
+    );
+}
+
+#[test]
+fn the_runner_refuses_to_file_by_claimed_node_ids_unless_told_to() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("recorder.toml");
+    std::fs::write(&config, "this file is never read\n").expect("config");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_causeway-recorder"))
+        .arg("--config")
+        .arg(&config)
+        .env_remove("CAUSEWAY_RECORDER_TRUST_CLAIMED_NODE_IDS")
+        .output()
+        .expect("the recorder binary runs");
+
+    assert!(!out.status.success(), "it must not start");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot tell which node sent a recording")
+            && stderr.contains("--trust-claimed-node-ids"),
+        "{stderr}"
     );
 }

@@ -1,8 +1,9 @@
 //! The recorder beside a tailnet node (the appliance's recorder role): it
 //! asks the node which tailnet node owns each source address. Recordings
 //! are filed under that node, whatever their header claims; sources no
-//! node owns are refused; the web UI serves only the viewers its config
-//! names and only requests for its own host.
+//! node owns are refused; the web UI serves only viewers the node says
+//! hold the recorder capability (a policy grant), and only requests for
+//! its own host.
 
 mod common;
 
@@ -14,6 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use causeway_recorder::{Identity, WebConfig, WhoIs};
 use causeway_test_support::{free_port, wait_listening};
+use causeway_wire::caps::{PeerCapMap, RECORDER_CAP};
 use common::{H2, Recorder, recording, send_v2, stored, wait_stored};
 use http_body_util::{BodyExt, Empty};
 use hyper::{Request, StatusCode};
@@ -30,8 +32,18 @@ impl WhoIs for Tailnet {
 }
 
 /// The test client's address (everything here runs on loopback) owned by
-/// `node`.
+/// `node`, holding no capability.
 fn loopback_is(node: &str, user: Option<&str>, tags: &[&str]) -> Arc<dyn WhoIs> {
+    loopback_with_caps(node, user, tags, PeerCapMap::new())
+}
+
+/// The same, holding `caps` at the recorder's node.
+fn loopback_with_caps(
+    node: &str,
+    user: Option<&str>,
+    tags: &[&str],
+    caps: PeerCapMap,
+) -> Arc<dyn WhoIs> {
     let mut t = Tailnet::default();
     t.0.insert(
         [127, 0, 0, 1].into(),
@@ -39,9 +51,20 @@ fn loopback_is(node: &str, user: Option<&str>, tags: &[&str]) -> Arc<dyn WhoIs> 
             node: node.to_owned(),
             user: user.map(str::to_owned),
             tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            caps,
         },
     );
     Arc::new(t)
+}
+
+/// The recorder capability with `actions`.
+fn recorder_cap(actions: serde_json::Value) -> PeerCapMap {
+    [(
+        RECORDER_CAP.to_owned(),
+        vec![serde_json::json!({ "actions": actions })],
+    )]
+    .into_iter()
+    .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,16 +101,14 @@ async fn a_source_no_tailnet_node_owns_is_refused_before_anything_is_read() {
 }
 
 /// A recorder with a web UI on loopback, identifying viewers with `who_is`.
-async fn with_web(who_is: Option<Arc<dyn WhoIs>>, viewers: &[&str]) -> (Recorder, SocketAddr) {
+async fn with_web(who_is: Option<Arc<dyn WhoIs>>) -> (Recorder, SocketAddr) {
     let port = free_port();
     let web: SocketAddr = ([127, 0, 0, 1], port).into();
-    let viewers: Vec<String> = viewers.iter().map(|v| (*v).to_owned()).collect();
     let rec = Recorder::start_identified(tempfile::tempdir().expect("tempdir"), who_is, |c| {
         c.web = Some(WebConfig {
             listen: web,
             allow: vec!["127.0.0.0/8".parse().expect("net")],
             hosts: vec!["recorder.example.ts.net".to_owned()],
-            viewers,
         });
     })
     .await;
@@ -123,7 +144,7 @@ async fn get_as(web: SocketAddr, host: &str) -> (StatusCode, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_ui_serves_only_its_own_host_names_and_ip_literals() {
-    let (_rec, web) = with_web(None, &[]).await;
+    let (_rec, web) = with_web(None).await;
     for host in [
         web.to_string(),
         "127.0.0.1".to_owned(),
@@ -144,59 +165,44 @@ async fn the_web_ui_serves_only_its_own_host_names_and_ip_literals() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_web_ui_serves_the_viewers_it_names_and_refuses_other_nodes() {
+async fn the_web_ui_serves_nodes_granted_the_view_capability_and_refuses_others() {
     let host = "recorder.example.ts.net";
-    let viewers = ["alice@example.com", "tag:ops"];
-    let (_rec, web) = with_web(
-        Some(loopback_is("laptop", Some("alice@example.com"), &[])),
-        &viewers,
-    )
+    let (_rec, web) = with_web(Some(loopback_with_caps(
+        "laptop",
+        Some("alice@example.com"),
+        &[],
+        recorder_cap(serde_json::json!(["view"])),
+    )))
     .await;
-    assert_eq!(get_as(web, host).await.0, StatusCode::OK);
-    let (_rec, web) = with_web(Some(loopback_is("bastion", None, &["tag:ops"])), &viewers).await;
-    assert_eq!(get_as(web, host).await.0, StatusCode::OK);
+    let (status, body) = get_as(web, host).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 
-    let (_rec, web) = with_web(
-        Some(loopback_is("laptop", Some("bob@example.com"), &[])),
-        &viewers,
-    )
-    .await;
+    // A user or tag alone is not enough: only the grant counts.
+    let (_rec, web) = with_web(Some(loopback_is("laptop", Some("bob@example.com"), &[]))).await;
     let (status, body) = get_as(web, host).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert!(
-        body.contains("laptop (bob@example.com) may not view recordings"),
+        body.contains("laptop (bob@example.com) may not view recordings: no grant in the tailnet policy gives it \"tailscale.com/cap/tsrecorder\""),
         "{body}"
     );
+    // The capability without the view action.
+    let (_rec, web) = with_web(Some(loopback_with_caps(
+        "bastion",
+        None,
+        &["tag:ops"],
+        recorder_cap(serde_json::json!([])),
+    )))
+    .await;
+    let (status, body) = get_as(web, host).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("bastion (tag:ops) may not view"), "{body}");
 
     let nobody: Arc<dyn WhoIs> = Arc::new(Tailnet::default());
-    let (_rec, web) = with_web(Some(nobody), &viewers).await;
+    let (_rec, web) = with_web(Some(nobody)).await;
     let (status, body) = get_as(web, host).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert!(
         body.contains("127.0.0.1 is not the address of a node"),
         "{body}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn viewers_without_a_node_to_identify_them_are_refused_at_start() {
-    let port = free_port();
-    let mut rec = Recorder::start_identified(tempfile::tempdir().expect("tempdir"), None, |c| {
-        c.web = Some(WebConfig {
-            listen: ([127, 0, 0, 1], port).into(),
-            allow: vec!["127.0.0.0/8".parse().expect("net")],
-            hosts: Vec::new(),
-            viewers: vec!["alice@example.com".to_owned()],
-        });
-    })
-    .await;
-    let served = tokio::time::timeout(Duration::from_secs(10), &mut rec.task)
-        .await
-        .expect("the recorder stops at once")
-        .expect("serve task");
-    let err = format!("{:#}", served.expect_err("refused to start"));
-    assert!(
-        err.contains("web.viewers is set, but this recorder runs without a tailnet node"),
-        "{err}"
     );
 }

@@ -245,7 +245,6 @@ async fn the_web_ui_lists_and_serves_recordings_from_the_bucket() {
             listen: ([127, 0, 0, 1], web_port).into(),
             allow: vec!["127.0.0.0/8".parse().expect("net")],
             hosts: Vec::new(),
-            viewers: Vec::new(),
         });
     })
     .await;

@@ -3,33 +3,65 @@
 //! deployment's client records a command with `appliance record` through
 //! the mesh while claiming another node's ID. The recording is filed under
 //! the client's tailnet name, the name control gave it. The recorder's web
-//! UI serves a node of the user `viewers` names and refuses the client,
-//! and refuses a request naming a host it does not answer to.
+//! UI refuses a node of user alice until `appliance admin policy set`
+//! grants her the recorder's view capability (an `app` grant naming the
+//! recorder's tag), then serves her; it keeps refusing the client, which
+//! holds no grant, and a request naming a host it does not answer to.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use causeway_e2e::local::{Netns, Site};
-use causeway_e2e::{TestDeployment, WAIT, binary, peer, run, wait_until};
+use causeway_e2e::{TestDeployment, VPC_SUBNET, WAIT, binary, peer, run, wait_until};
 
 const RECORDER_PORT: u16 = 8090;
 const WEB_PORT: u16 = 8091;
 const VIEWER: &str = "alice@example.com";
+const RECORDER_TAG: &str = "tag:recorder";
+
+/// The deployment's own policy (everyone reaches everything, the VPC
+/// route auto-approved) plus the recorder's tag and, with `grant`, an
+/// `app` grant letting `VIEWER` view recordings on the recorder.
+fn policy(grant: bool) -> String {
+    let app = if grant {
+        format!(
+            r#"{{"src": ["{VIEWER}"], "dst": ["{RECORDER_TAG}"], "ip": ["tcp:{WEB_PORT}"],
+              "app": {{"tailscale.com/cap/tsrecorder": [{{"actions": ["view"]}}]}}}},"#
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        r#"{{
+  "tagOwners": {{"tag:subnet-router": ["autogroup:admin"], "{RECORDER_TAG}": ["autogroup:admin"]}},
+  "autoApprovers": {{"routes": {{"{VPC_SUBNET}": ["tag:subnet-router"]}}}},
+  "acls": [{{"action": "accept", "src": ["*"], "dst": ["*:*"]}}],
+  "grants": [{app}],
+}}
+"#
+    )
+}
+
+fn set_policy(t: &TestDeployment, dir: &Path, grant: bool) {
+    let file = dir.join(format!("policy-{grant}.hujson"));
+    std::fs::write(&file, policy(grant)).expect("writing the policy");
+    let path = file.to_str().expect("a UTF-8 path");
+    t.admin(&["policy", "set", path]).expect_success();
+}
 
 /// An extra appliance in a namespace of its own on the public bridge,
-/// joined with a key for `user`; `extra` is appended to its config.
+/// joined with a key for `who` (`--user alice@example.com`, `--tag
+/// tag:recorder`); `extra` is appended to its config.
 fn start_node(
     t: &mut TestDeployment,
     hostname: &str,
     addr: &str,
-    user: Option<&str>,
+    who: &[&str],
     extra: &str,
 ) -> (Netns, PathBuf) {
     let ns = t.add_bridge_namespace(hostname, &format!("{addr}/24"));
     let mut args = vec!["keys", "create"];
-    if let Some(user) = user {
-        args.extend(["--user", user]);
-    }
+    args.extend(who);
     let created = t.admin_json(&args);
     let key = created["key"]
         .as_str()
@@ -58,8 +90,10 @@ fn tailnet_address(t: &TestDeployment, state_dir: &std::path::Path, peer_name: &
 }
 
 #[test]
-fn the_recorder_role_files_recordings_under_the_sending_node_and_serves_named_viewers() {
+fn the_recorder_role_files_recordings_under_the_sending_node_and_serves_granted_viewers() {
     let mut t = TestDeployment::deploy();
+    let dir = tempfile::tempdir().expect("tempdir");
+    set_policy(&t, dir.path(), false);
     let store = t.dep().paths().root().join("recordings");
     let spool = t.dep().paths().root().join("recorder-spool");
     let recorder = format!(
@@ -77,12 +111,17 @@ dir = "{store}"
 listen = "0.0.0.0:{WEB_PORT}"
 allow = ["100.64.0.0/10", "198.18.0.0/16"]
 hosts = ["recorder.example.ts.net"]
-viewers = ["{VIEWER}"]
 "#,
         spool = spool.display(),
         store = store.display(),
     );
-    let (_rec_ns, rec_state) = start_node(&mut t, "rec", "198.18.0.80", None, &recorder);
+    let (_rec_ns, rec_state) = start_node(
+        &mut t,
+        "rec",
+        "198.18.0.80",
+        &["--tag", RECORDER_TAG],
+        &recorder,
+    );
     let rec_ip = tailnet_address(&t, &rec_state, "client");
     let client = t
         .status(causeway_e2e::local::Node::Client)
@@ -124,8 +163,10 @@ viewers = ["{VIEWER}"]
         "nothing is filed under the ID the header claims"
     );
 
-    // The web UI: a node of the named user may view; the client may not.
-    let (viewer_ns, viewer_state) = start_node(&mut t, "vw", "198.18.0.81", Some(VIEWER), "");
+    // The web UI: alice's node is refused until a grant names her, then
+    // served; the client, which no grant names, stays refused.
+    let (viewer_ns, viewer_state) =
+        start_node(&mut t, "vw", "198.18.0.81", &["--user", VIEWER], "");
     tailnet_address(&t, &viewer_state, "rec");
     let get = |ns: &Netns, host: &str| {
         let mut cmd = ns.command("curl");
@@ -142,11 +183,28 @@ viewers = ["{VIEWER}"]
         .arg(format!("http://{rec_ip}:{WEB_PORT}/"));
         run(&mut cmd, Duration::from_secs(10))
     };
+    let before = wait_until(WAIT, "the recorder to answer the viewer", || {
+        let ran = get(&viewer_ns, "recorder.example.ts.net");
+        anyhow::ensure!(ran.stdout.trim() == "403", "{ran}");
+        Ok(ran)
+    });
+    assert!(
+        before
+            .stderr
+            .contains("may not view recordings: no grant in the tailnet policy"),
+        "without a grant alice is refused, saying why: {before}"
+    );
+    let granted = std::time::Instant::now();
+    set_policy(&t, dir.path(), true);
     let seen = wait_until(WAIT, "the viewer node to view recordings", || {
         let ran = get(&viewer_ns, "recorder.example.ts.net");
         anyhow::ensure!(ran.stdout.trim() == "200", "{ran}");
         Ok(ran)
     });
+    println!(
+        "the grant let alice in {:.2} s after `admin policy set` started",
+        granted.elapsed().as_secs_f64()
+    );
     assert!(
         seen.stderr.contains("c1"),
         "the list shows the recording: {seen}"

@@ -542,7 +542,10 @@ async fn follow_control(
                     Err(e) => return lost(anyhow::anyhow!("netmap out of step: {e}")),
                 };
                 if changed || full {
-                    tailnet.replace(netmap.peers());
+                    tailnet.replace(netmap.peers(), netmap.cap_grants());
+                    if let Some(e) = netmap.cap_grants_refused() {
+                        tracing::warn!(error = %e, "control sent cap grants over the limits; granting no application capability");
+                    }
                     let peers = netmap.peers().cloned().collect();
                     if let Some(e) = netmap.filter_refused() {
                         tracing::warn!(error = %e, "control sent a packet filter over the limits; accepting no new flows");

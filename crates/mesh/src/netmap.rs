@@ -3,7 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use causeway_wire::{DnsConfig, FilterTooLarge, MapResponse, Node, NodeId, PacketFilter};
+use causeway_wire::caps::{CapGrantsTooLarge, check_cap_grants};
+use causeway_wire::{CapGrant, DnsConfig, FilterTooLarge, MapResponse, Node, NodeId, PacketFilter};
 use ipnet::IpNet;
 
 /// A map message that cannot be applied; the node should reconnect and ask
@@ -35,12 +36,18 @@ pub struct NetmapState {
     dns: DnsConfig,
     filter: Option<PacketFilter>,
     filter_refused: Option<FilterTooLarge>,
+    cap_grants: Vec<CapGrant>,
+    cap_grants_refused: Option<CapGrantsTooLarge>,
 }
 
 impl NetmapState {
-    /// Folds one message in. Returns whether the peers, the packet filter
-    /// or the node itself (its served routes) changed, so the data plane
-    /// must be reconfigured.
+    /// Folds one message in. Returns whether the peers, the packet filter,
+    /// the cap grants or the node itself (its served routes) changed, so
+    /// the data plane (and who-is answers) must be updated.
+    ///
+    /// Cap grants over the wire limits are not kept: the node grants no
+    /// capability instead (fail closed) and
+    /// [`NetmapState::cap_grants_refused`] says why.
     ///
     /// A packet filter over the wire limits is not applied: the node keeps
     /// an empty filter instead (nothing may open a flow to it: fail closed)
@@ -59,6 +66,7 @@ impl NetmapState {
             if let Some(filter) = map.packet_filter {
                 self.set_filter(filter);
             }
+            self.set_cap_grants(map.cap_grants.unwrap_or_default());
             return Ok(true);
         }
         if self.node.is_none() {
@@ -96,7 +104,36 @@ impl NetmapState {
             self.set_filter(filter);
             changed = true;
         }
+        if let Some(grants) = map.cap_grants {
+            self.set_cap_grants(grants);
+            changed = true;
+        }
         Ok(changed)
+    }
+
+    fn set_cap_grants(&mut self, grants: Vec<CapGrant>) {
+        match check_cap_grants(&grants) {
+            Ok(()) => {
+                self.cap_grants = grants;
+                self.cap_grants_refused = None;
+            }
+            Err(e) => {
+                self.cap_grants = Vec::new();
+                self.cap_grants_refused = Some(e);
+            }
+        }
+    }
+
+    /// The application capabilities this node grants its senders (the
+    /// policy's `app` grants that name it).
+    pub fn cap_grants(&self) -> &[CapGrant] {
+        &self.cap_grants
+    }
+
+    /// Why the last cap grants control sent were refused (too large), if
+    /// they were; the node grants nothing meanwhile.
+    pub fn cap_grants_refused(&self) -> Option<&CapGrantsTooLarge> {
+        self.cap_grants_refused.as_ref()
     }
 
     fn set_filter(&mut self, filter: PacketFilter) {
@@ -303,6 +340,48 @@ mod tests {
             map.filter_refused().map(|e| e.rules),
             Some(causeway_wire::MAX_FILTER_RULES + 1)
         );
+    }
+
+    #[test]
+    fn cap_grants_follow_full_maps_and_deltas_and_oversized_ones_grant_nothing() {
+        let mut map = NetmapState::default();
+        let grant = CapGrant {
+            sources: vec![net("100.64.0.2/32")],
+            caps: [("example.com/cap/x".to_owned(), vec![serde_json::json!({})])]
+                .into_iter()
+                .collect(),
+        };
+        let mut first = full(1, vec![]);
+        first.cap_grants = Some(vec![grant.clone()]);
+        map.apply(first).expect("full map applies");
+        assert_eq!(map.cap_grants(), std::slice::from_ref(&grant));
+
+        let cleared = MapResponse {
+            seq: 2,
+            cap_grants: Some(Vec::new()),
+            ..Default::default()
+        };
+        assert_eq!(map.apply(cleared), Ok(true));
+        assert!(map.cap_grants().is_empty());
+
+        let huge = MapResponse {
+            seq: 3,
+            cap_grants: Some(vec![grant.clone(); causeway_wire::caps::MAX_CAP_GRANTS + 1]),
+            ..Default::default()
+        };
+        assert_eq!(map.apply(huge), Ok(true));
+        assert!(map.cap_grants().is_empty());
+        assert_eq!(
+            map.cap_grants_refused().map(|e| e.grants),
+            Some(causeway_wire::caps::MAX_CAP_GRANTS + 1)
+        );
+        // A full map without cap grants means none.
+        let mut again = full(4, vec![]);
+        again.cap_grants = Some(vec![grant]);
+        map.apply(again).expect("full map applies");
+        map.apply(full(5, vec![])).expect("full map applies");
+        assert!(map.cap_grants().is_empty());
+        assert_eq!(map.cap_grants_refused(), None);
     }
 
     #[test]

@@ -7,10 +7,11 @@
 //! O(nodes²).
 //!
 //! Each node sees only the peers the policy links it to (either may reach
-//! the other) and gets its own packet filter. When the policy or a node's
-//! identity changes, the nodes whose filter or peer set changed carry their
-//! new [`NodeAccess`] in the change; their streams send the new filter and
-//! add or remove peers. Visibility is symmetric, so every peer that becomes
+//! the other) and gets its own packet filter and the cap grants (`app`
+//! grants) that name it. When the policy or a node's identity changes, the
+//! nodes whose filter, peer set or cap grants changed carry their new
+//! [`NodeAccess`] in the change; their streams send the new filter or cap
+//! grants and add or remove peers. Visibility is symmetric, so every peer that becomes
 //! visible to a node is itself in the change, with its view. Under a policy
 //! that links every node to every other (`*` to `*:*`), a join changes
 //! every node's peer set, so that change costs O(nodes × streams); with no
@@ -19,7 +20,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use causeway_wire::{DnsConfig, EndpointPatch, MapResponse, Node, NodeId, PacketFilter, UnixTime};
+use causeway_wire::{
+    CapGrant, DnsConfig, EndpointPatch, MapResponse, Node, NodeId, PacketFilter, UnixTime,
+};
 
 use crate::state::{ChangeSet, NodeAccess, TailnetState};
 
@@ -82,6 +85,7 @@ pub struct MapSession {
     dns_generation: u64,
     access: NodeAccess,
     filter: Option<PacketFilter>,
+    cap_grants: Vec<CapGrant>,
 }
 
 impl MapSession {
@@ -96,6 +100,7 @@ impl MapSession {
             // Until the full map: nothing allowed, no peers.
             access: NodeAccess::Compiled(Arc::default()),
             filter: None,
+            cap_grants: Vec::new(),
         }
     }
 
@@ -105,14 +110,15 @@ impl MapSession {
     }
 
     /// The full netmap: the node itself, every other node whose key has
-    /// not expired and that the policy lets it see, its packet filter, and
-    /// DNS.
+    /// not expired and that the policy lets it see, its packet filter, the
+    /// capabilities it grants (when any), and DNS.
     pub fn full_map(&mut self, state: &TailnetState, now: UnixTime) -> MapResponse {
         self.seq += 1;
         self.self_view = state.view(self.node_id);
         self.access = state.access(self.node_id);
         let filter = self.access.filter();
         self.filter = Some(filter.clone());
+        self.cap_grants = self.access.cap_grants();
         let access = &self.access;
         self.peers = state
             .nodes()
@@ -127,6 +133,7 @@ impl MapSession {
             peers: Some(self.peers.values().cloned().collect()),
             dns: Some(dns),
             packet_filter: Some(filter),
+            cap_grants: (!self.cap_grants.is_empty()).then(|| self.cap_grants.clone()),
             ..MapResponse::default()
         }
     }
@@ -140,6 +147,11 @@ impl MapSession {
             if self.filter.as_ref() != Some(&filter) {
                 out.packet_filter = Some(filter.clone());
                 self.filter = Some(filter);
+            }
+            let cap_grants = access.cap_grants();
+            if self.cap_grants != cap_grants {
+                out.cap_grants = Some(cap_grants.clone());
+                self.cap_grants = cap_grants;
             }
             let access = &self.access;
             let hidden: Vec<NodeId> = self
@@ -202,7 +214,8 @@ impl MapSession {
             && out.peers_removed.is_empty()
             && out.endpoint_patches.is_empty()
             && out.dns.is_none()
-            && out.packet_filter.is_none();
+            && out.packet_filter.is_none()
+            && out.cap_grants.is_none();
         if empty {
             return DeltaOutcome::Nothing;
         }
@@ -242,6 +255,9 @@ pub fn apply_delta(map: &mut MapResponse, delta: &MapResponse) {
     }
     if let Some(filter) = &delta.packet_filter {
         map.packet_filter = Some(filter.clone());
+    }
+    if let Some(grants) = &delta.cap_grants {
+        map.cap_grants = (!grants.is_empty()).then(|| grants.clone());
     }
 }
 

@@ -6,9 +6,10 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
+use causeway_wire::caps::check_cap_grants;
 use causeway_wire::{
-    DnsConfig, ErrorCode, FilterDestination, FilterRule, MapRequest, Node, NodeId, NodeUpdate,
-    PacketFilter, PortRange, PublicKey, RegisterRequest, UnixTime,
+    CapGrant, DnsConfig, ErrorCode, FilterDestination, FilterRule, MapRequest, Node, NodeId,
+    NodeUpdate, PacketFilter, PortRange, PublicKey, RegisterRequest, UnixTime,
 };
 use ipnet::{IpNet, Ipv6Net};
 
@@ -316,6 +317,15 @@ impl NodeAccess {
         match self {
             NodeAccess::AllowAll(filter) => PacketFilter::clone(filter),
             NodeAccess::Compiled(policy) => policy.filter.clone(),
+        }
+    }
+
+    /// The application capabilities the node gives its senders: none
+    /// without a policy (nothing grants them).
+    pub fn cap_grants(&self) -> Vec<CapGrant> {
+        match self {
+            NodeAccess::AllowAll(_) => Vec::new(),
+            NodeAccess::Compiled(policy) => policy.cap_grants.clone(),
         }
     }
 
@@ -852,22 +862,31 @@ impl TailnetState {
 
     /// Replaces the policy; on error the old one stays. Routes the new
     /// `autoApprovers` allow are approved at once; approvals are not
-    /// withdrawn by a policy change. Nodes whose filter or visible peers
-    /// change are in the returned [`ChangeSet::access`]. A policy that
-    /// would give a current node a filter over the wire limits
-    /// ([`causeway_wire::MAX_FILTER_RULES`], [`causeway_wire::MAX_FILTER_ENTRIES`])
-    /// is refused, naming the node.
+    /// withdrawn by a policy change. Nodes whose filter, visible peers or
+    /// cap grants change are in the returned [`ChangeSet::access`]. A
+    /// policy that would give a current node a filter or cap grants over
+    /// the wire limits ([`causeway_wire::MAX_FILTER_RULES`],
+    /// [`causeway_wire::MAX_FILTER_ENTRIES`], [`causeway_wire::caps`]) is
+    /// refused, naming the node.
     pub fn set_policy(&mut self, text: &str, now: UnixTime) -> Result<ChangeSet, AdminError> {
         let policy = Policy::parse(text)?;
         let nodes: Vec<PolicyNode> = self.nodes.values().map(NodeRecord::policy_node).collect();
         for (id, compiled) in compile(&policy, self.info.ula, &nodes) {
-            if let Err(e) = compiled.filter.check_size() {
+            let too_large = compiled
+                .filter
+                .check_size()
+                .map_err(|e| format!("a filter too large to send: {e}"))
+                .and_then(|()| {
+                    check_cap_grants(&compiled.cap_grants)
+                        .map_err(|e| format!("application capabilities too large to send: {e}"))
+                });
+            if let Err(what) = too_large {
                 let name = self
                     .nodes
                     .get(&id)
                     .map_or_else(|| id.to_string(), |n| n.name.clone());
                 return Err(AdminError::Policy(PolicyError::Invalid(format!(
-                    "node {name} would get a filter too large to send: {e}"
+                    "node {name} would get {what}"
                 ))));
             }
         }

@@ -814,6 +814,97 @@ fn a_policy_change_reaches_open_streams_as_filter_and_peer_deltas() {
 }
 
 #[test]
+fn an_app_grant_reaches_the_recorders_stream_as_a_cap_grant_delta_and_goes_away() {
+    let open = r#"{
+        "tagOwners": {"tag:rec": [], "tag:ops": []},
+        "grants": [{"src": ["*"], "dst": ["*"], "ip": ["*"]}],
+    }"#;
+    let with_grant = r#"{
+        "tagOwners": {"tag:rec": [], "tag:ops": []},
+        "grants": [
+            {"src": ["*"], "dst": ["*"], "ip": ["*"]},
+            {"src": ["tag:ops"], "dst": ["tag:rec"],
+             "app": {"tailscale.com/cap/tsrecorder": [{"actions": ["view"]}]}},
+        ],
+    }"#;
+    let mut state = tailnet();
+    state.set_policy(open, T0).expect("valid policy");
+    let k = auth_key(&mut state, &["tag:rec"], 1);
+    let (rec, _) = join(&mut state, &k, 1, &[]);
+    let k = auth_key(&mut state, &["tag:ops"], 2);
+    let (ops, _) = join(&mut state, &k, 2, &[]);
+    let mut sessions: Vec<(NodeId, MapSession, MapResponse)> = [rec, ops]
+        .into_iter()
+        .map(|id| {
+            let mut s = MapSession::new(id);
+            let full = s.full_map(&state, T0);
+            (id, s, full)
+        })
+        .collect();
+    assert_eq!(sessions[0].2.cap_grants, None);
+
+    for (step, text) in [with_grant, open].into_iter().enumerate() {
+        let now = T0 + 1 + step as i64;
+        let changes = state.set_policy(text, now).expect("valid policy");
+
+        // Only the recorder's cap grants change: no other stream hears of it.
+        assert_eq!(changes.access, [rec].into());
+        let prepared = PreparedChange::new(&state, &changes, now);
+        let DeltaOutcome::Send(delta) = sessions[0].1.delta(&prepared) else {
+            panic!("the recorder gets a delta");
+        };
+        assert!(delta.packet_filter.is_none() && delta.peers_changed.is_empty());
+        let grants = delta.cap_grants.clone().expect("cap grants in the delta");
+        apply_delta(&mut sessions[0].2, &delta);
+        assert_eq!(sessions[1].1.delta(&prepared), DeltaOutcome::Nothing);
+        let fresh = MapSession::new(rec).full_map(&state, now);
+        assert_eq!(strip_seq(sessions[0].2.clone()), strip_seq(fresh));
+        if step == 0 {
+            let ops_addresses = state.node(ops).expect("ops").addresses();
+            assert_eq!(grants.len(), 1);
+            assert_eq!(grants[0].sources, ops_addresses);
+            assert!(
+                grants[0]
+                    .caps
+                    .contains_key(causeway_wire::caps::RECORDER_CAP)
+            );
+        } else {
+            assert!(grants.is_empty(), "the grant is withdrawn: {grants:?}");
+        }
+    }
+}
+
+#[test]
+fn a_policy_giving_a_node_too_many_capability_bytes_is_refused_naming_it() {
+    let mut state = tailnet();
+    let k = auth_key(&mut state, &[], 1);
+    let (id, _) = join(&mut state, &k, 1, &[]);
+    // Each grant is under the per-grant limit; together they are over the
+    // per-node limit for the one node they all name.
+    let pad = "x".repeat(15_000);
+    let grants: Vec<String> = (0..80)
+        .map(|i| {
+            format!(
+                r#"{{"src": ["*"], "dst": ["*"], "app": {{"example.com/cap/x": [{{"n": {i}, "pad": "{pad}"}}]}}}}"#
+            )
+        })
+        .collect();
+    let text = format!(r#"{{"grants": [{}]}}"#, grants.join(","));
+
+    let err = state.set_policy(&text, T0).expect_err("too large");
+
+    assert!(
+        err.to_string()
+            .contains("node host1 would get application capabilities too large to send"),
+        "{err}"
+    );
+    assert!(
+        matches!(state.access(id), NodeAccess::AllowAll(_)),
+        "nothing changed"
+    );
+}
+
+#[test]
 fn endpoint_updates_do_not_recompile_but_a_new_router_does() {
     let mut state = tailnet();
     state.set_policy(DBA_WEB_POLICY, T0).expect("valid policy");

@@ -10,11 +10,13 @@
 //! an old node before anything else happens.
 
 pub mod admin;
+pub mod caps;
 pub mod keys;
 pub mod messages;
 pub mod noise;
 pub mod stun;
 
+pub use caps::{CapGrant, PeerCapMap};
 pub use keys::{KeyError, PrivateKey, PublicKey};
 pub use messages::*;
 

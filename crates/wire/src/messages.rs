@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::PublicKey;
+use crate::{CapGrant, PublicKey};
 
 /// Control's identifier for a node, stable for the node's lifetime.
 #[derive(
@@ -194,6 +194,11 @@ pub struct MapResponse {
     /// The node's packet filter, when it changed. `None` on a full map means
     /// the node applies no filter beyond the source check.
     pub packet_filter: Option<PacketFilter>,
+    /// The application capabilities the policy's `app` grants give
+    /// senders at this node, when they changed. `None` on a full map means
+    /// none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap_grants: Option<Vec<CapGrant>>,
     /// The UDP port on control's host (the host of the node's control URL)
     /// that answers STUN Binding requests, so the node can learn the address
     /// its WireGuard socket has from outside. Sent on full maps.

@@ -35,6 +35,7 @@ use crate::config::WebConfig;
 use crate::identity::{Identity, WhoIs, may_view};
 use crate::spool::{Spool, SpooledRecording};
 use crate::storage::Storage;
+use causeway_wire::caps::RECORDER_CAP;
 
 /// The response body type of every UI route.
 pub type ResponseBody = BoxBody<Bytes, Infallible>;
@@ -65,9 +66,11 @@ pub enum WebError {
     /// The recorder's node does not know the source as a tailnet node.
     #[error("{0} is not the address of a node of this tailnet")]
     NotANode(IpAddr),
-    /// The viewer is a node whose user and tags `web.viewers` does not name.
+    /// The viewer is a node the policy grants no recorder `view` capability
+    /// at this recorder's node.
     #[error(
-        "{0} may not view recordings: [recorder.web] viewers names neither its user nor its tags"
+        "{0} may not view recordings: no grant in the tailnet policy gives it \"{cap}\" with action \"view\" on this recorder",
+        cap = RECORDER_CAP
     )]
     NotAViewer(Identity),
     /// No such page or session.
@@ -89,7 +92,6 @@ pub enum WebError {
 pub struct Web<S> {
     allow: Vec<IpNet>,
     hosts: Vec<String>,
-    viewers: Vec<String>,
     /// Identifies viewers when the recorder runs beside a tailnet node.
     who_is: Option<Arc<dyn WhoIs>>,
     storage: Arc<S>,
@@ -99,7 +101,8 @@ pub struct Web<S> {
 
 impl<S: Storage> Web<S> {
     /// Routes reading `storage` (keys under `prefix`) and `spool`; with
-    /// `who_is`, only the viewers `config` names are served.
+    /// `who_is`, only viewers the policy grants the recorder capability
+    /// are served.
     pub fn new(
         config: &WebConfig,
         storage: Arc<S>,
@@ -114,7 +117,6 @@ impl<S: Storage> Web<S> {
                 .iter()
                 .map(|h| h.to_ascii_lowercase())
                 .collect(),
-            viewers: config.viewers.clone(),
             who_is,
             storage,
             spool,
@@ -173,14 +175,15 @@ impl<S: Storage> Web<S> {
     }
 
     /// With a node beside the recorder, the viewer must be a tailnet node
-    /// whose user or tags `web.viewers` names.
+    /// holding the recorder capability with the `view` action (a policy
+    /// grant naming this recorder's node).
     fn check_viewer(&self, ip: IpAddr) -> Result<(), WebError> {
         let Some(who_is) = &self.who_is else {
             return Ok(());
         };
         let ip = ip.to_canonical();
         let who = who_is.who_is(ip).ok_or(WebError::NotANode(ip))?;
-        if may_view(&self.viewers, &who) {
+        if may_view(&who) {
             Ok(())
         } else {
             Err(WebError::NotAViewer(who))

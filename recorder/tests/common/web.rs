@@ -24,7 +24,6 @@ pub async fn start_with_web(allow: &str) -> (Recorder, SocketAddr) {
             listen: web,
             allow: vec![allow],
             hosts: Vec::new(),
-            viewers: Vec::new(),
         });
     })
     .await;

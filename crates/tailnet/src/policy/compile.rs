@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
-use causeway_wire::{FilterDestination, FilterRule, NodeId, PacketFilter, PortRange};
+use causeway_wire::{CapGrant, FilterDestination, FilterRule, NodeId, PacketFilter, PortRange};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{Alias, AutoGroup, Policy, Rule, is_default_route};
@@ -68,7 +68,7 @@ impl PolicyNode {
     }
 
     /// The user this node acts as in policy: none when tagged.
-    fn policy_user(&self) -> Option<&str> {
+    pub(super) fn policy_user(&self) -> Option<&str> {
         if self.tags.is_empty() {
             self.user.as_deref()
         } else {
@@ -88,6 +88,8 @@ pub struct NodePolicy {
     pub filter: PacketFilter,
     /// Peers it may reach or that may reach it, sorted.
     pub peers: BTreeSet<NodeId>,
+    /// The application capabilities it gives senders (`app` grants).
+    pub cap_grants: Vec<CapGrant>,
 }
 
 /// Compiles `policy` for `nodes` of the tailnet whose IPv6 range is
@@ -154,14 +156,17 @@ pub fn compile(
     for rules in &mut filters {
         merge_same_sources(rules);
     }
+    let cap_grants = super::caps::compile_caps(policy, &index, nodes);
     nodes
         .iter()
         .zip(filters)
         .zip(peers)
-        .map(|((node, rules), peers)| {
+        .zip(cap_grants)
+        .map(|(((node, rules), peers), cap_grants)| {
             let policy = NodePolicy {
                 filter: PacketFilter { rules },
                 peers: peers.into_iter().map(|p| nodes[p].id).collect(),
+                cap_grants,
             };
             (node.id, policy)
         })
@@ -224,21 +229,21 @@ pub fn tailnet_sources<'a>(
 // --- internals -------------------------------------------------------------
 
 /// A rule with its aliases resolved against the nodes.
-struct Resolved {
+pub(super) struct Resolved {
     /// Source prefixes for the filter (node addresses, literal prefixes).
-    sources: Vec<IpNet>,
+    pub(super) sources: Vec<IpNet>,
     /// Nodes inside the sources, sorted (for peer visibility).
-    source_nodes: Vec<usize>,
-    destinations: Vec<ResolvedDst>,
+    pub(super) source_nodes: Vec<usize>,
+    pub(super) destinations: Vec<ResolvedDst>,
     protocols: Vec<u8>,
 }
 
-struct ResolvedDst {
-    target: Target,
+pub(super) struct ResolvedDst {
+    pub(super) target: Target,
     ports: Vec<PortRange>,
 }
 
-enum Target {
+pub(super) enum Target {
     Any,
     /// Node indices.
     Nodes(BTreeSet<usize>),
@@ -248,12 +253,12 @@ enum Target {
 }
 
 /// Nodes grouped the ways aliases name them.
-struct Index<'a> {
+pub(super) struct Index<'a> {
     policy: &'a Policy,
     nodes: &'a [PolicyNode],
     /// `*` as a source ([`tailnet_sources`]).
     star: Vec<IpNet>,
-    by_user: BTreeMap<&'a str, Vec<usize>>,
+    pub(super) by_user: BTreeMap<&'a str, Vec<usize>>,
     by_tag: BTreeMap<&'a str, Vec<usize>>,
 }
 
@@ -278,7 +283,7 @@ impl<'a> Index<'a> {
         }
     }
 
-    fn resolve(&self, rule: &Rule) -> Resolved {
+    pub(super) fn resolve(&self, rule: &Rule) -> Resolved {
         let mut source_nodes = BTreeSet::new();
         let mut prefixes = Vec::new();
         for alias in &rule.sources {
@@ -404,7 +409,7 @@ fn serves(node: &PolicyNode, prefix: &IpNet) -> bool {
             .any(|r| r.contains(prefix) || prefix.contains(r))
 }
 
-fn host_prefixes(node: &PolicyNode) -> Vec<IpNet> {
+pub(super) fn host_prefixes(node: &PolicyNode) -> Vec<IpNet> {
     node.addresses.iter().map(|a| IpNet::from(*a)).collect()
 }
 

@@ -1,14 +1,15 @@
 //! Tailnet policy, in Tailscale's policy syntax (huJSON: JSON with comments
 //! and trailing commas): `groups`, `hosts`, `tagOwners`, `acls`, `grants`
-//! (`ip` only), `autoApprovers` and `tests`. `ssh`, `nodeAttrs`, `sshTests`,
+//! (`ip` and `app`), `autoApprovers` and `tests`. `ssh`, `nodeAttrs`, `sshTests`,
 //! `derpMap` and `randomizeClientPort` are kept as written for compilers
 //! that do not exist yet; any other top-level key is refused, so a typo such
 //! as `"acl"` cannot silently leave a tailnet with no rules.
 //!
 //! [`Policy::parse`] checks the file and runs its `tests` (against the
 //! policy's rules with the identities the tests name, as Tailscale does, not
-//! against live nodes); [`compile`] turns it into each node's packet filter
-//! and visible peers:
+//! against live nodes); [`compile`] turns it into each node's packet filter,
+//! visible peers and the application capabilities (`app` grants) it gives
+//! its senders:
 //!
 //! ```
 //! use causeway_tailnet::policy::{compile, Policy, PolicyNode};
@@ -31,13 +32,14 @@
 //! assert!(compiled[&NodeId(1)].peers.contains(&NodeId(2)));
 //! ```
 
+mod caps;
 mod check;
 mod compile;
 mod syntax;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use causeway_wire::PortRange;
+use causeway_wire::{PeerCapMap, PortRange};
 use ipnet::IpNet;
 use serde_json::Value;
 
@@ -56,6 +58,8 @@ pub struct Policy {
     pub tag_owners: BTreeMap<String, Vec<String>>,
     /// `acls` then `grants`, in the order written.
     pub rules: Vec<Rule>,
+    /// The `app` parts of `grants`, in the order written.
+    pub app_grants: Vec<AppGrant>,
     /// Who may have which routes approved without an admin.
     pub auto_approvers: AutoApprovers,
     /// `tests`, all of which passed.
@@ -76,6 +80,20 @@ pub struct Rule {
     pub destinations: Vec<(Alias, Vec<PortRange>)>,
     /// IANA protocol numbers; empty means TCP, UDP, ICMP and ICMPv6.
     pub protocols: Vec<u8>,
+}
+
+/// The `app` part of one grant: `sources` hold `caps` at the nodes
+/// `destinations` name (the application on that node reads them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppGrant {
+    /// Where it came from, for messages: `grants[2]`.
+    pub origin: String,
+    /// Who holds the capabilities.
+    pub sources: Vec<Alias>,
+    /// The nodes granting them.
+    pub destinations: Vec<Alias>,
+    /// Capability name → values, as written.
+    pub caps: PeerCapMap,
 }
 
 /// A name for a set of nodes or addresses.
@@ -237,15 +255,31 @@ impl Policy {
                 destinations,
                 protocols,
             };
-            check_self_sources(&rule)?;
+            check_rule_self_sources(&rule)?;
             policy.rules.push(rule);
         }
         for (i, grant) in raw.grants.into_iter().enumerate() {
             let origin = format!("grants[{i}]");
-            if grant.ip.is_empty() {
+            if grant.ip.is_empty() && grant.app.is_none() {
                 return Err(invalid(format!(
-                    "{origin}: expected an \"ip\" list (\"app\" grants are not supported yet)"
+                    "{origin}: expected an \"ip\" list, an \"app\" object or both"
                 )));
+            }
+            let sources: Vec<Alias> = grant.src.into_iter().map(|s| s.0).collect();
+            let dsts: Vec<Alias> = grant.dst.into_iter().map(|d| d.0).collect();
+            if let Some(app) = grant.app {
+                if dsts.contains(&Alias::AutoGroup(AutoGroup::Internet)) {
+                    return Err(invalid(format!(
+                        "{origin}: \"app\" capabilities are granted by nodes, and autogroup:internet names none; use \"ip\" alone for it"
+                    )));
+                }
+                check_self_sources(&origin, &sources, &dsts)?;
+                policy.app_grants.push(AppGrant {
+                    origin: origin.clone(),
+                    sources: sources.clone(),
+                    destinations: dsts.clone(),
+                    caps: app.0,
+                });
             }
             // One rule per protocol (None: the default set), ports merged.
             let mut by_proto: BTreeMap<Option<u8>, Vec<PortRange>> = BTreeMap::new();
@@ -253,8 +287,6 @@ impl Policy {
                 let (proto, ports) = cap.0;
                 by_proto.entry(proto).or_default().extend(ports);
             }
-            let sources: Vec<Alias> = grant.src.into_iter().map(|s| s.0).collect();
-            let dsts: Vec<Alias> = grant.dst.into_iter().map(|d| d.0).collect();
             for (proto, mut ports) in by_proto {
                 ports.sort();
                 ports.dedup();
@@ -264,7 +296,7 @@ impl Policy {
                     destinations: dsts.iter().map(|d| (d.clone(), ports.clone())).collect(),
                     protocols: proto.map(|p| vec![p]).unwrap_or_default(),
                 };
-                check_self_sources(&rule)?;
+                check_rule_self_sources(&rule)?;
                 policy.rules.push(rule);
             }
         }
@@ -341,15 +373,18 @@ pub fn is_default_route(prefix: &IpNet) -> bool {
 /// it as a destination must have sources that are users: Tailscale refuses
 /// tags, hosts and addresses there ("autogroup:self can only be used with
 /// users, groups, or supported autogroups"), and so do we.
-fn check_self_sources(rule: &Rule) -> Result<(), PolicyError> {
-    let to_self = rule
-        .destinations
-        .iter()
-        .any(|(alias, _)| *alias == Alias::AutoGroup(AutoGroup::SelfDevices));
-    if !to_self {
+fn check_rule_self_sources(rule: &Rule) -> Result<(), PolicyError> {
+    let dsts: Vec<Alias> = rule.destinations.iter().map(|(a, _)| a.clone()).collect();
+    check_self_sources(&rule.origin, &rule.sources, &dsts)
+}
+
+/// The check above for any rule: `origin` for messages, its sources and
+/// its destination aliases.
+fn check_self_sources(origin: &str, sources: &[Alias], dsts: &[Alias]) -> Result<(), PolicyError> {
+    if !dsts.contains(&Alias::AutoGroup(AutoGroup::SelfDevices)) {
         return Ok(());
     }
-    let not_a_user = rule.sources.iter().find(|s| {
+    let not_a_user = sources.iter().find(|s| {
         !matches!(
             s,
             Alias::Any | Alias::User(_) | Alias::Group(_) | Alias::AutoGroup(AutoGroup::Member)
@@ -358,8 +393,7 @@ fn check_self_sources(rule: &Rule) -> Result<(), PolicyError> {
     match not_a_user {
         None => Ok(()),
         Some(src) => Err(invalid(format!(
-            "{}: src {:?} cannot reach autogroup:self: autogroup:self can only be used with users, groups, autogroup:member or *",
-            rule.origin,
+            "{origin}: src {:?} cannot reach autogroup:self: autogroup:self can only be used with users, groups, autogroup:member or *",
             check::alias_text(src)
         ))),
     }
@@ -536,10 +570,6 @@ mod tests {
             (
                 r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"], "proto": "bogus"}]}"#,
                 "protocol \"bogus\"",
-            ),
-            (
-                r#"{"grants": [{"src": ["*"], "dst": ["*"], "app": {"example.com/cap": [{}]}}]}"#,
-                "\"app\" (application capabilities) is not supported yet",
             ),
             (
                 r#"{"grants": [{"src": ["*"], "dst": ["*"], "ip": ["*"], "via": ["tag:r"]}]}"#,

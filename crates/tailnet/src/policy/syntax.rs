@@ -15,6 +15,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use causeway_wire::PortRange;
+use causeway_wire::caps::{PeerCapMap, RECORDER_CAP, recorder_actions};
 use ipnet::IpNet;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
@@ -106,9 +107,9 @@ pub(super) struct RawGrant {
     pub dst: Vec<DstAlias>,
     #[serde(default)]
     pub ip: Vec<IpCap>,
+    #[serde(default)]
+    pub app: Option<AppCaps>,
     // Refused when present: these never hold a value.
-    #[serde(default, rename = "app")]
-    pub _app: Option<Unsupported<AppGrant>>,
     #[serde(default, rename = "via")]
     pub _via: Option<Unsupported<ViaGrant>>,
     #[serde(default, rename = "srcPosture")]
@@ -351,6 +352,140 @@ string_leaf!(ApproverText, Approver, "an approver", |s| {
     }
 });
 
+/// The most bytes one grant's `app` may hold (names and values as JSON):
+/// capabilities are small settings, and each destination node is sent
+/// every grant that names it.
+pub(super) const MAX_APP_BYTES: usize = 16 * 1024;
+
+/// The longest capability name.
+const MAX_CAP_NAME: usize = 256;
+
+/// A grant's `app`: capability name → values, each a JSON object. A bad
+/// name, value or size is reported at its position.
+#[derive(Debug, Clone, Default)]
+pub(super) struct AppCaps(pub PeerCapMap);
+
+impl<'de> Deserialize<'de> for AppCaps {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = AppCaps;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of capability name → array of JSON objects")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<AppCaps, A::Error> {
+                let mut caps = PeerCapMap::new();
+                let mut bytes = 0usize;
+                while let Some(name) = map.next_key::<CapName>()? {
+                    let values = map.next_value_seed(CapValues { name: &name.0 })?;
+                    bytes +=
+                        name.0.len() + values.iter().map(|v| v.to_string().len()).sum::<usize>();
+                    if bytes > MAX_APP_BYTES {
+                        return Err(de::Error::custom(format!(
+                            "app: over {MAX_APP_BYTES} bytes of capabilities in one grant"
+                        )));
+                    }
+                    if caps.insert(name.0.clone(), values).is_some() {
+                        return Err(de::Error::custom(format!(
+                            "app: capability {:?} is named twice",
+                            name.0
+                        )));
+                    }
+                }
+                if caps.is_empty() {
+                    return Err(de::Error::custom(
+                        "app is empty: expected at least one capability (\"example.com/cap/name\": [{...}])",
+                    ));
+                }
+                Ok(AppCaps(caps))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A capability name: `DOMAIN/PATH`, like `tailscale.com/cap/tsrecorder`.
+#[derive(Debug, Clone)]
+pub(super) struct CapName(pub String);
+string_leaf!(
+    CapName,
+    String,
+    "a capability name (example.com/cap/name)",
+    |s| {
+        let valid = s.len() <= MAX_CAP_NAME
+            && s.split_once('/').is_some_and(|(domain, path)| {
+                domain.contains('.')
+                    && domain.split('.').all(|label| {
+                        !label.is_empty()
+                            && !label.starts_with('-')
+                            && label
+                                .bytes()
+                                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    })
+                    && !path.is_empty()
+                    && path.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/')
+                    })
+            });
+        if valid {
+            Ok(s.to_owned())
+        } else {
+            Err(format!(
+                "capability name {s:?}: expected DOMAIN/NAME in lower-case letters, digits and '-' for the domain, like example.com/cap/name (at most {MAX_CAP_NAME} bytes)"
+            ))
+        }
+    }
+);
+
+/// The values of capability `name`: an array of JSON objects; the
+/// recorder's capability is checked for its own shape.
+struct CapValues<'a> {
+    name: &'a str,
+}
+
+impl<'de> de::DeserializeSeed<'de> for CapValues<'_> {
+    type Value = Vec<Value>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<Value>, D::Error> {
+        struct V<'a>(&'a str);
+        impl<'de> Visitor<'de> for V<'_> {
+            type Value = Vec<Value>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "an array of JSON objects for capability {:?}", self.0)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Value>, A::Error> {
+                let mut values = Vec::new();
+                while let Some(CapValue(value)) = seq.next_element()? {
+                    values.push(value);
+                }
+                if self.0 == RECORDER_CAP {
+                    recorder_actions(&values).map_err(de::Error::custom)?;
+                }
+                Ok(values)
+            }
+        }
+        d.deserialize_any(V(self.name))
+    }
+}
+
+/// One capability value: a JSON object, kept as written.
+struct CapValue(Value);
+
+impl<'de> Deserialize<'de> for CapValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CapValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a capability value (a JSON object)")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<CapValue, A::Error> {
+                Value::deserialize(de::value::MapAccessDeserializer::new(map)).map(CapValue)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// A grant field we parse only to refuse it with a clear message.
 #[derive(Debug)]
 pub(super) struct Unsupported<T>(std::marker::PhantomData<T>);
@@ -358,12 +493,6 @@ pub(super) struct Unsupported<T>(std::marker::PhantomData<T>);
 /// What [`Unsupported`] refuses.
 pub(super) trait Feature {
     const MESSAGE: &'static str;
-}
-#[derive(Debug)]
-pub(super) struct AppGrant;
-impl Feature for AppGrant {
-    const MESSAGE: &'static str =
-        "grants: \"app\" (application capabilities) is not supported yet; only \"ip\" grants are";
 }
 #[derive(Debug)]
 pub(super) struct ViaGrant;
