@@ -147,7 +147,7 @@ const EXPECTED: &[(&str, Outcome)] = &[
     ("GRANT-H2", APP),
     ("GRANT-H6", APP),
     ("GRANT-H8", Outcome::Pass),
-    ("GRANT-H10", APP),
+    ("GRANT-H10", Outcome::Pass),
     ("GRANT-I2", VIA),
     ("GRANT-J1", Outcome::Pass),
     ("GRANT-J3", Outcome::Pass),
