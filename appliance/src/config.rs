@@ -14,6 +14,10 @@ use serde::Deserialize;
 pub struct Config {
     /// Where keys, the control database and the status socket live.
     pub state_dir: PathBuf,
+    /// A block volume that holds `state_dir`, separate from the root disk
+    /// (an EBS volume ID): `appliance state-volume` mounts it before the
+    /// appliance starts, and `run` refuses to start without it.
+    pub state_volume: Option<crate::state_volume::VolumeId>,
     /// Role `control`.
     pub control: Option<causeway_control::ControlConfig>,
     /// Role `recorder`: session-recording ingest, spool and storage.
@@ -230,6 +234,21 @@ mod tests {
         control_url = "http://198.18.0.2:8080"
         control_public_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
     "#;
+
+    #[test]
+    fn a_state_volume_is_an_ebs_volume_id() {
+        let with = |v: &str| format!("state_volume = {v:?}\n{NODE}");
+        let config = parse(&with("vol-0123456789abcdef0")).expect("valid");
+        assert_eq!(
+            config.state_volume.map(|v| v.to_string()).as_deref(),
+            Some("vol-0123456789abcdef0")
+        );
+        let err = format!("{:#}", parse(&with("/dev/sdf")).expect_err("a device name"));
+        assert!(
+            err.contains("state_volume = \"/dev/sdf\": expected an EBS volume ID"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn a_minimal_node_config_gets_defaults() {

@@ -7,6 +7,7 @@ mod metrics;
 mod node;
 mod secrets;
 mod state;
+mod state_volume;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -41,6 +42,10 @@ enum Command {
     /// first step at boot. Writes nothing and exits 1 when it is missing or
     /// invalid.
     FetchConfig(FetchConfigArgs),
+    /// Before the appliance starts (as root): when the config from the
+    /// metadata service names a `state_volume`, wait for it to be attached,
+    /// make an ext4 file system on it only if it is blank, and mount it.
+    StateVolume(StateVolumeArgs),
     /// Show the running daemon's node, peers, handshakes and counters.
     Status(StatusArgs),
     /// Coordination-server set-up.
@@ -67,6 +72,20 @@ struct FetchConfigArgs {
     /// The file to write (replaced whole, mode 0600).
     #[arg(long, env = "CAUSEWAY_CONFIG")]
     output: PathBuf,
+}
+
+#[derive(Args)]
+struct StateVolumeArgs {
+    /// Where the config comes from.
+    #[arg(long, env = "CAUSEWAY_CONFIG_SOURCE", value_enum)]
+    from: cloud::ConfigSource,
+    /// Where to mount the volume: the unit's state directory as systemd
+    /// keeps it for a dynamic user (/var/lib/private/causeway).
+    #[arg(long)]
+    mount_point: PathBuf,
+    /// How long to wait for the volume to be attached, in seconds.
+    #[arg(long, default_value_t = 600)]
+    wait_secs: u64,
 }
 
 #[derive(Args)]
@@ -214,6 +233,29 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 roles.join(", ")
             );
         }
+        Command::StateVolume(args) => {
+            use state_volume::Outcome;
+            let outcome = state_volume::prepare(
+                args.from,
+                &args.mount_point,
+                std::time::Duration::from_secs(args.wait_secs),
+            )
+            .await?;
+            let at = args.mount_point.display();
+            match outcome {
+                Outcome::NoVolume => {
+                    println!("the config names no state_volume: state stays on the root disk");
+                }
+                Outcome::AlreadyMounted(v) => println!("{v}: already mounted at {at}"),
+                Outcome::Mounted {
+                    volume,
+                    formatted: true,
+                } => {
+                    println!("{volume}: was blank; made an ext4 file system and mounted it at {at}")
+                }
+                Outcome::Mounted { volume, .. } => println!("{volume}: mounted at {at}"),
+            }
+        }
         Command::Status(args) => {
             let status = node::status::query(&args.state_dir).await?;
             if args.json {
@@ -251,6 +293,9 @@ fn print_stdout(text: &str) -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut config = Config::load(&args.config)?;
+    if let Some(volume) = &config.state_volume {
+        state_volume::check_mounted(volume, &config.state_dir)?;
+    }
     if let Some(node) = &mut config.node
         && node.hostname.is_none()
         && let Some(cloud) = node.cloud

@@ -2028,8 +2028,10 @@ fn control_keeps_its_elastic_ip_and_state_volume_across_replacement() {
     );
     let user_data = cloud.block(template_user_data(c, "causeway-ctl2-control"));
     assert!(
-        user_data.contains("state_dir = \"/var/lib/causeway/state\""),
-        "{user_data}"
+        user_data.contains(&format!(
+            "state_dir = \"/var/lib/causeway\"\nstate_volume = \"{volume_id}\""
+        )),
+        "the user data names the state volume for the image to mount: {user_data}"
     );
 
     // Converged: nothing to do.

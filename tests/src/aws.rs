@@ -8,12 +8,44 @@ use std::time::Duration;
 
 use base64::Engine;
 use causeway_provisioner::local::Site;
-use causeway_test_support::CLIENT_ENV;
+use causeway_test_support::{CLIENT_ENV, Moto};
 
+use crate::local::topology::CONTROL_ADDR;
 use crate::{Ran, TestDeployment, binary, run};
 
 /// moto's port, inside control's namespace on every address.
 pub const MOTO_PORT: u16 = 5000;
+
+/// moto in control's namespace (its log in the deployment's directory),
+/// and what `provisioner deploy` needs to point instances at the
+/// deployment's control: its node-facing URL and public key.
+pub struct MotoBesideControl {
+    /// Stops moto when dropped.
+    pub moto: Moto,
+    /// `http://CONTROL_ADDR:8080`.
+    pub control_url: String,
+    /// Control's public key (base64).
+    pub control_key: String,
+}
+
+/// Starts moto beside the deployment's control.
+pub fn moto_beside_control(t: &TestDeployment) -> MotoBesideControl {
+    let ctl = t.dep().netns(Site::Ctl);
+    let moto = Moto::options()
+        .listen("0.0.0.0", MOTO_PORT)
+        .log_to(&t.dep().paths().root().join("moto.log"))
+        .inside(move |program| ctl.command(program))
+        .start();
+    let control_key = std::fs::read_to_string(t.dep().paths().control_pub())
+        .expect("control's public key")
+        .trim()
+        .to_owned();
+    MotoBesideControl {
+        moto,
+        control_url: format!("http://{CONTROL_ADDR}:8080"),
+        control_key,
+    }
+}
 
 /// The user data of the deployment's launch template for `role`
 /// (`causeway-NAME-ROLE`, latest version), decoded.

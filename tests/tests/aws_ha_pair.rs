@@ -10,11 +10,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use causeway_e2e::aws::{MOTO_PORT, launch_template_user_data, provisioner, public_vpc};
-use causeway_e2e::local::Site;
+use causeway_e2e::aws::{
+    MOTO_PORT, MotoBesideControl, launch_template_user_data, moto_beside_control, provisioner,
+    public_vpc,
+};
 use causeway_e2e::local::topology::CONTROL_ADDR;
 use causeway_e2e::{TestDeployment, VPC_SUBNET, binary, wait_until};
-use causeway_test_support::{CLIENT_ENV, Moto};
+use causeway_test_support::CLIENT_ENV;
 use serde_json::Value;
 
 /// The instances' addresses on the public bridge.
@@ -24,22 +26,15 @@ const INSTANCE_ADDRS: [&str; 2] = ["198.18.0.61/24", "198.18.0.62/24"];
 fn ha_pair_boots_from_user_data_and_status_names_the_primary() {
     let mut t = TestDeployment::deploy();
     let root = t.dep().paths().root().to_owned();
-    let ctl = t.dep().netns(Site::Ctl);
     // The local router advertises the same subnet; it leaves the pair alone.
     t.process("router").stop(Duration::from_secs(10));
 
-    let moto = Moto::options()
-        .listen("0.0.0.0", MOTO_PORT)
-        .log_to(&root.join("moto.log"))
-        .inside(move |program| ctl.command(program))
-        .start();
+    let MotoBesideControl {
+        moto,
+        control_url,
+        control_key,
+    } = moto_beside_control(&t);
     let vpc = public_vpc(&t);
-
-    let control_key = std::fs::read_to_string(t.dep().paths().control_pub())
-        .expect("control's public key")
-        .trim()
-        .to_owned();
-    let control_url = format!("http://{CONTROL_ADDR}:8080");
     let deploy = [
         "deploy",
         "--role",

@@ -25,12 +25,15 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use causeway_e2e::aws::{MOTO_PORT, launch_template_user_data, provisioner, public_vpc};
+use causeway_e2e::aws::{
+    MOTO_PORT, MotoBesideControl, launch_template_user_data, moto_beside_control, provisioner,
+    public_vpc,
+};
 use causeway_e2e::local::Site;
 use causeway_e2e::local::netns::Netns;
 use causeway_e2e::local::topology::CONTROL_ADDR;
 use causeway_e2e::{TestDeployment, VPC_SUBNET, binary, run};
-use causeway_test_support::{FakeImds, Moto};
+use causeway_test_support::FakeImds;
 use serde_json::Value;
 
 /// The instance's public address on the deployment's bridge (1:1 NAT).
@@ -54,6 +57,10 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(360);
 const RESTART_TIMEOUT: Duration = Duration::from_secs(60);
 /// How much larger than the image the instance's root volume is.
 const GROWN_BY_MIB: u64 = 512;
+/// Control's state volume in the test (EBS's smallest is 1 GiB).
+const STATE_VOLUME_MIB: u64 = 128;
+/// Control's admin API port, opened to the test for the second boot.
+const CONTROL_ADMIN_PORT: u16 = 8081;
 
 #[test]
 fn the_image_boots_from_imds_user_data_and_routes_a_client_to_the_vpc() {
@@ -84,21 +91,14 @@ fn the_image_boots_from_imds_user_data_and_routes_a_client_to_the_vpc() {
 
     let mut t = TestDeployment::deploy();
     let root = t.dep().paths().root().to_owned();
-    let ctl = t.dep().netns(Site::Ctl);
     // The VM takes over the local router's subnet (and its VPC link).
     t.process("router").stop(Duration::from_secs(10));
-    let moto = Moto::options()
-        .listen("0.0.0.0", MOTO_PORT)
-        .log_to(&root.join("moto.log"))
-        .inside(move |program| ctl.command(program))
-        .start();
-
+    let MotoBesideControl {
+        moto,
+        control_url,
+        control_key,
+    } = moto_beside_control(&t);
     let vpc = public_vpc(&t);
-    let control_key = std::fs::read_to_string(t.dep().paths().control_pub())
-        .expect("control's public key")
-        .trim()
-        .to_owned();
-    let control_url = format!("http://{CONTROL_ADDR}:8080");
     // The instance reaches Secrets Manager (moto) at an endpoint of its own,
     // as it would a VPC interface endpoint without private DNS.
     let secrets_endpoint = format!("http://{CONTROL_ADDR}:{MOTO_PORT}");
@@ -178,29 +178,7 @@ fn the_image_boots_from_imds_user_data_and_routes_a_client_to_the_vpc() {
         &root.join("dnsmasq.log"),
     );
 
-    let serial = root.join("serial.log");
-    let qmp = root.join("qmp.sock");
-    let mut qemu = vm.command("qemu-system-x86_64");
-    qemu.args([
-        "-machine", "q35", "-accel", "tcg", "-m", "1024", "-smp", "2",
-    ])
-    .args(["-display", "none", "-monitor", "none"])
-    .arg("-serial")
-    .arg(format!("file:{}", serial.display()))
-    .arg("-drive")
-    .arg(format!("file={},format=raw,if=virtio", volume.display()))
-    .arg("-qmp")
-    .arg(format!("unix:{},server=on,wait=off", qmp.display()));
-    for (tap, mac) in [("tap0", MAC_SUBNET), ("tap1", MAC_VPC)] {
-        qemu.arg("-nic").arg(format!(
-            "tap,ifname={tap},script=no,downscript=no,model=virtio-net-pci,mac={mac}"
-        ));
-    }
-    let console = Console {
-        path: serial,
-        started: Instant::now(),
-    };
-    t.spawn_recorded("qemu", vm.name(), &mut qemu, &root.join("qemu.log"));
+    let (console, qmp) = start_vm(&t, &vm, "qemu", &volume, None);
 
     // Missing user data: the unit fails naming it; nothing registers.
     console.wait_for(
@@ -272,12 +250,7 @@ fn the_image_boots_from_imds_user_data_and_routes_a_client_to_the_vpc() {
     );
 
     // A clean shutdown (ACPI power button), then the grown disk.
-    power_down(&qmp).expect("asking QEMU to power the VM down");
-    let qemu_process = t.process("qemu");
-    console.wait(Duration::from_secs(120), "the VM to power off", || {
-        ensure!(!qemu_process.is_alive(), "QEMU still runs");
-        Ok(())
-    });
+    stop_vm(&t, "qemu", &console, &qmp);
     let grown = root_partition(&volume).expect("the root partition after first boot");
     println!(
         "image boot: root partition {} MiB in the image, {} MiB after first boot on a {} MiB volume; its file system {} MiB",
@@ -298,10 +271,219 @@ fn the_image_boots_from_imds_user_data_and_routes_a_client_to_the_vpc() {
         "systemd-growfs grew the root file system over the whole partition: {grown:?}"
     );
 
+    control_keeps_its_state_on_its_volume(&t, &vm, &imds, &raw, &vpc);
+
     provisioner(&t, &["destroy"]).expect_success();
     drop(imds);
     drop(moto);
     t.finish();
+}
+
+/// Control's instance on its state volume, twice: `provisioner deploy
+/// --role control` writes a launch template whose user data names the
+/// volume it created (`state_volume`); the VM gets a blank disk whose NVMe
+/// serial number is that volume's ID, as a Nitro instance does. The first
+/// instance formats it and control creates its tailnet there; a second
+/// instance, booted from a fresh copy of the image as a replacement is,
+/// mounts the same volume without formatting it, and control answers its
+/// admin API with the token the first instance created.
+fn control_keeps_its_state_on_its_volume(
+    t: &TestDeployment,
+    vm: &Netns,
+    imds: &FakeImds,
+    image: &Path,
+    vpc: &str,
+) {
+    let root = t.dep().paths().root().to_owned();
+    provisioner(
+        t,
+        &[
+            "deploy",
+            "--role",
+            "control",
+            "--vpc",
+            vpc,
+            "--health-timeout",
+            "0",
+        ],
+    )
+    .expect_success();
+    let user_data = launch_template_user_data(t, "control");
+    let volume_id = user_data
+        .lines()
+        .find_map(|l| l.strip_prefix("state_volume = "))
+        .map(|v| v.trim_matches('"').to_owned())
+        .unwrap_or_else(|| panic!("control's user data names no state volume:\n{user_data}"));
+    // The admin API on every address, so that the test can ask control
+    // with the token it finds on the volume; nothing else changes.
+    let served = user_data.replace(
+        "admin_listen = \"127.0.0.1:8081\"",
+        &format!("admin_listen = \"0.0.0.0:{CONTROL_ADMIN_PORT}\""),
+    );
+    assert_ne!(served, user_data, "control's admin listener: {user_data}");
+    imds.set("user-data", Some(&served));
+    let state = root.join("control-state.raw");
+    std::fs::File::create(&state)
+        .and_then(|f| f.set_len(STATE_VOLUME_MIB << 20))
+        .expect("a blank state volume");
+    let serial = volume_id.replacen('-', "", 1);
+
+    let mut tokens: Vec<String> = Vec::new();
+    for (n, what) in [(1, "first instance, blank volume"), (2, "replacement")] {
+        let disk = root.join(format!("control-{n}-root.raw"));
+        run(
+            Command::new("cp")
+                .arg("--sparse=always")
+                .arg(image)
+                .arg(&disk),
+            Duration::from_secs(120),
+        )
+        .expect_success();
+        let name = format!("qemu-control-{n}");
+        let (console, qmp) = start_vm(t, vm, &name, &disk, Some((&state, &serial)));
+        let url = format!("http://{PUBLIC_ADDR}:8080/");
+        console.wait(BOOT_TIMEOUT, "control to answer on its port", || {
+            let ran = t.run_in(Site::Cli, &["curl", "-sS", "--max-time", "3", &url]);
+            ensure!(
+                ran.stdout
+                    .contains("only /causeway/v1/control is served here"),
+                "{ran}"
+            );
+            Ok(())
+        });
+        println!(
+            "image boot: control ({what}): QEMU start -> control serving: {:.1} s",
+            console.started.elapsed().as_secs_f64()
+        );
+        if let Some(token) = tokens.first() {
+            // The replacement's control holds the first one's token.
+            let ran = admin_nodes(t, token);
+            assert!(
+                ran.stdout.trim_end().ends_with("\n200"),
+                "admin API with the volume's token: {ran}"
+            );
+            let wrong = admin_nodes(t, &"0".repeat(64));
+            assert!(
+                wrong.stdout.trim_end().ends_with("\n401"),
+                "admin API with another token: {wrong}"
+            );
+        }
+        stop_vm(t, &name, &console, &qmp);
+        let probe = run(
+            Command::new("blkid")
+                .args(["-p", "-o", "export"])
+                .arg(&state),
+            Duration::from_secs(10),
+        )
+        .expect_success();
+        assert!(
+            probe.stdout.contains("TYPE=ext4") && probe.stdout.contains("LABEL=causeway-state"),
+            "the instance made an ext4 file system on the volume: {probe}"
+        );
+        tokens.push(volume_file(&state, "admin.token"));
+        let key = volume_file(&state, "control.pub");
+        assert!(!key.is_empty(), "control's key is on the volume");
+    }
+    assert_eq!(
+        tokens[0], tokens[1],
+        "the replacement kept the first instance's state (no new tailnet)"
+    );
+}
+
+/// `GET /api/v1/nodes` on the VM's control, with `token`, from the client
+/// namespace; the status code is the last line.
+fn admin_nodes(t: &TestDeployment, token: &str) -> causeway_e2e::Ran {
+    t.run_in(
+        Site::Cli,
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "3",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            &format!("http://{PUBLIC_ADDR}:{CONTROL_ADMIN_PORT}/api/v1/nodes"),
+        ],
+    )
+}
+
+/// A file's contents from the root of the ext4 file system on `disk`
+/// (`debugfs`, read-only).
+fn volume_file(disk: &Path, name: &str) -> String {
+    let ran = run(
+        Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("cat /{name}"))
+            .arg(disk),
+        Duration::from_secs(10),
+    )
+    .expect_success();
+    ran.stdout.trim().to_owned()
+}
+
+/// Starts QEMU (TCG, BIOS) as process `name` in namespace `vm`: `disk` as
+/// the root volume, optionally a state volume as an NVMe disk with the
+/// given serial number (an EBS volume's, on a Nitro instance), and the two
+/// NICs on the namespace's bridges. Its console, and its QMP socket.
+fn start_vm(
+    t: &TestDeployment,
+    vm: &Netns,
+    name: &str,
+    disk: &Path,
+    state: Option<(&Path, &str)>,
+) -> (Console, PathBuf) {
+    let root = t.dep().paths().root();
+    let serial = root.join(format!("{name}-serial.log"));
+    let qmp = root.join(format!("{name}-qmp.sock"));
+    let mut qemu = vm.command("qemu-system-x86_64");
+    qemu.args([
+        "-machine", "q35", "-accel", "tcg", "-m", "1024", "-smp", "2",
+    ])
+    .args(["-display", "none", "-monitor", "none"])
+    .arg("-serial")
+    .arg(format!("file:{}", serial.display()))
+    .arg("-drive")
+    .arg(format!("file={},format=raw,if=virtio", disk.display()))
+    .arg("-qmp")
+    .arg(format!("unix:{},server=on,wait=off", qmp.display()));
+    if let Some((volume, serial)) = state {
+        qemu.arg("-drive")
+            .arg(format!(
+                "file={},format=raw,if=none,id=state",
+                volume.display()
+            ))
+            .arg("-device")
+            .arg(format!("nvme,drive=state,serial={serial}"));
+    }
+    for (tap, mac) in [("tap0", MAC_SUBNET), ("tap1", MAC_VPC)] {
+        qemu.arg("-nic").arg(format!(
+            "tap,ifname={tap},script=no,downscript=no,model=virtio-net-pci,mac={mac}"
+        ));
+    }
+    let console = Console {
+        path: serial,
+        started: Instant::now(),
+    };
+    t.spawn_recorded(
+        name,
+        vm.name(),
+        &mut qemu,
+        &root.join(format!("{name}.log")),
+    );
+    (console, qmp)
+}
+
+/// A clean shutdown of VM `name` through its ACPI power button; waits for
+/// QEMU to exit.
+fn stop_vm(t: &TestDeployment, name: &str, console: &Console, qmp: &Path) {
+    power_down(qmp).expect("asking QEMU to power the VM down");
+    let qemu_process = t.process(name);
+    console.wait(Duration::from_secs(120), "the VM to power off", || {
+        ensure!(!qemu_process.is_alive(), "QEMU still runs");
+        Ok(())
+    });
 }
 
 /// `provisioner image build --arch x86_64` with the workspace's debug

@@ -103,6 +103,11 @@ fn module_user_data_of_every_role_passes_appliance_check_config() {
         } else {
             "null".to_owned()
         };
+        let state_volume = if *role == Role::Control {
+            r#""vol-0123456789abcdef0""#
+        } else {
+            "null"
+        };
         config.push_str(&format!(
             r#"
 module "{role}" {{
@@ -111,6 +116,7 @@ module "{role}" {{
   control_url        = "https://198.18.0.10:8080"
   control_public_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
   auth_key_secret    = {secret}
+  state_volume       = {state_volume}
   routes             = ["198.19.0.0/16", "fd00:198:19::/48"]
   snat               = false
   recorder           = {recorder}

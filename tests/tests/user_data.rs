@@ -21,6 +21,7 @@ fn config(role: Role, ui: bool) -> ApplianceConfig {
             .needs_auth_key()
             .then(|| SECRET_ARN.replace("ROLE", role.as_str())),
         secrets_manager_endpoint: None,
+        state_volume: (role == Role::Control).then(|| "vol-0123456789abcdef0".into()),
         routes: vec!["198.19.0.0/16".into(), "fd00:198:19::/48".into()],
         snat: false,
         recorder: (role == Role::Recorder).then(|| RecorderData {

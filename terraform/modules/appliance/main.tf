@@ -311,6 +311,7 @@ module "user_data" {
   control_public_key       = var.control_public_key
   auth_key_secret          = local.has_secret ? local.auth_key_secret : null
   secrets_manager_endpoint = var.secrets_manager_endpoint
+  state_volume             = local.is_control ? aws_ebs_volume.control_state[0].id : null
   routes                   = local.routes
   snat                     = var.snat
   recorder = var.recorder == null ? null : {
@@ -429,9 +430,11 @@ resource "aws_route" "tailnet" {
 # Role control: a stable address and state that outlive the instance. The
 # Elastic IP follows the control instance (so control_url keeps working
 # after a replacement), and control's database and keys live on their own
-# encrypted volume in the instance's AZ, attached as /dev/sdf and mounted by
-# the image at /var/lib/causeway/state (control's state_dir). Replacing the
-# instance re-attaches both; only destroy removes them.
+# encrypted volume in the instance's AZ, attached as /dev/sdf. The user data
+# names the volume (state_volume), and the image mounts it as the
+# appliance's state directory, /var/lib/causeway (control's state_dir),
+# formatting it only when it is blank. Replacing the instance re-attaches
+# both; only destroy removes them.
 
 locals {
   is_control = var.role == "control"

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 
-use super::api::{Aws, Instance};
+use super::api::{Address, Aws, Instance, Volume};
 use super::health::ApplianceHealth;
 use super::network::{self, Subnet};
 use super::observe;
@@ -136,6 +136,16 @@ pub async fn run(opts: &AwsOptions, format: OutputFormat, mode: Mode) -> anyhow:
         step!(format!("recordings bucket {bucket}"), walk.bucket());
     }
     step!(format!("split DNS ({})", dns_label(opts.dns)), walk.dns());
+    if prepared.role == Role::Control {
+        // Before the launch template: its user data names the volume.
+        step!(
+            format!(
+                "control's Elastic IP and state volume {}",
+                names.state_volume()
+            ),
+            walk.control_resources()
+        );
+    }
     step!(
         format!("launch template {}", names.base()),
         walk.launch_template()
@@ -147,11 +157,8 @@ pub async fn run(opts: &AwsOptions, format: OutputFormat, mode: Mode) -> anyhow:
     step!("source/destination check and return routes", walk.routing());
     if prepared.role == Role::Control {
         step!(
-            format!(
-                "control's Elastic IP and state volume {}",
-                names.state_volume()
-            ),
-            walk.control_state()
+            "control's Elastic IP association and state volume attachment",
+            walk.control_attachments()
         );
     }
     let health = match mode {
@@ -421,6 +428,12 @@ impl Walk<'_> {
                     .unwrap_or_else(|| "(the secret's ARN, known after deploy)".into())
             }),
             secrets_manager_endpoint: self.opts.secrets_manager_endpoint.clone(),
+            state_volume: (self.p.role == Role::Control).then(|| {
+                self.known
+                    .volume
+                    .clone()
+                    .unwrap_or_else(|| "(the state volume's ID, known after deploy)".into())
+            }),
             routes: self.p.routes.clone(),
             snat: self.opts.snat,
             recorder: self.p.bucket.as_ref().map(|bucket| spec::RecorderData {
@@ -575,9 +588,9 @@ impl Walk<'_> {
         Ok(())
     }
 
-    /// Control's Elastic IP and state volume, attached to the control
-    /// instance (a replacement gets them back).
-    async fn control_state(&mut self) -> anyhow::Result<()> {
+    /// Control's Elastic IP and state volume as they are now, remembered
+    /// in `known`.
+    async fn observe_control_state(&mut self) -> anyhow::Result<(Vec<Address>, Vec<Volume>)> {
         let names = &self.p.names;
         let addresses = self.aws.addresses_of(self.deployment()).await?;
         let volumes = self.aws.volumes_of(self.deployment()).await?;
@@ -594,6 +607,11 @@ impl Walk<'_> {
         {
             self.known.volume = Some(v.id.clone());
         }
+        Ok((addresses, volumes))
+    }
+
+    /// What control's address and volume should be.
+    fn control_state_wanted(&self) -> anyhow::Result<ControlStateNames> {
         let az = self
             .p
             .subnets
@@ -601,17 +619,32 @@ impl Walk<'_> {
             .first()
             .map(|s| s.az.clone())
             .context("control has no subnet")?;
-        let planned = plan::control_state(
-            &addresses,
-            &volumes,
-            self.instances.first(),
-            &plan::ControlStateWanted {
-                address_name: &address_name,
-                volume_name: &volume_name,
-                az: &az,
-                size_gib: self.opts.state_volume_gib,
-            },
-        )?;
+        Ok(ControlStateNames {
+            address: self.p.names.base(),
+            volume: self.p.names.state_volume(),
+            az,
+            size_gib: self.opts.state_volume_gib,
+        })
+    }
+
+    /// Control's Elastic IP and state volume, made when missing.
+    async fn control_resources(&mut self) -> anyhow::Result<()> {
+        let (addresses, volumes) = self.observe_control_state().await?;
+        let names = self.control_state_wanted()?;
+        let planned = plan::control_resources(&addresses, &volumes, &names.wanted())?;
+        self.take(planned).await
+    }
+
+    /// Control's Elastic IP and state volume, attached to the control
+    /// instance (a replacement gets them back).
+    async fn control_attachments(&mut self) -> anyhow::Result<()> {
+        let (addresses, volumes) = self.observe_control_state().await?;
+        let names = self.control_state_wanted()?;
+        let Some(instance) = self.instances.first().cloned() else {
+            return Ok(());
+        };
+        let planned =
+            plan::control_attachments(&addresses, &volumes, &instance, &names.wanted())?;
         self.take(planned).await?;
         if self.mode == Mode::Apply {
             // The report shows the instance with its Elastic IP.
@@ -638,5 +671,25 @@ impl Walk<'_> {
             &self.p.names.base(),
         );
         self.take(planned).await
+    }
+}
+
+/// Control's Elastic IP and volume names, AZ and size, owned; lent to the
+/// planner as a [`plan::ControlStateWanted`].
+struct ControlStateNames {
+    address: String,
+    volume: String,
+    az: String,
+    size_gib: i32,
+}
+
+impl ControlStateNames {
+    fn wanted(&self) -> plan::ControlStateWanted<'_> {
+        plan::ControlStateWanted {
+            address_name: &self.address,
+            volume_name: &self.volume,
+            az: &self.az,
+            size_gib: self.size_gib,
+        }
     }
 }

@@ -23,45 +23,72 @@ pub struct ControlStateWanted<'a> {
     pub size_gib: i32,
 }
 
-/// The Elastic IP and state volume for `instance` (`None` in a plan that
-/// would launch it), from what `addresses` and `volumes` of the
-/// deployment exist.
-pub fn control_state(
+/// Control's Elastic IP and state volume themselves, from what `addresses`
+/// and `volumes` of the deployment exist: allocated and created when
+/// missing. This comes before the launch template, whose user data names
+/// the volume (`state_volume`) for the image to mount.
+pub fn control_resources(
     addresses: &[Address],
     volumes: &[Volume],
-    instance: Option<&Instance>,
     w: &ControlStateWanted<'_>,
 ) -> anyhow::Result<Planned> {
     let mut p = Planned::default();
-
-    let address = one_named(
-        addresses,
-        |a| &a.tags,
-        |a| &a.allocation_id,
-        w.address_name,
-        "Elastic IPs",
-        "release all but the one --control-url names",
-    )?;
-    if address.is_none() {
-        p.act(Action::AllocateAddress);
-        p.item("Elastic IP", w.address_name, Change::Create, None);
+    match find_address(addresses, w)? {
+        None => {
+            p.act(Action::AllocateAddress);
+            p.item("Elastic IP", w.address_name, Change::Create, None);
+        }
+        Some(a) => p.item(
+            "Elastic IP",
+            w.address_name,
+            Change::Unchanged,
+            Some(a.public_ip.clone()),
+        ),
     }
-    if let Some(a) = address {
-        let follows = instance.is_some_and(|i| a.instance_id.as_deref() == Some(i.id.as_str()));
-        if follows || instance.is_none() {
+    match find_volume(volumes, w)? {
+        None => {
+            p.act(Action::CreateVolume {
+                az: w.az.to_owned(),
+                size_gib: w.size_gib,
+            });
             p.item(
-                "Elastic IP",
-                w.address_name,
-                Change::Unchanged,
-                Some(a.public_ip.clone()),
+                "state volume",
+                w.volume_name,
+                Change::Create,
+                Some(format!(
+                    "{} GiB gp3, encrypted, in {}, kept across instance replacement",
+                    w.size_gib, w.az
+                )),
             );
         }
+        Some(v) => p.item(
+            "state volume",
+            w.volume_name,
+            Change::Unchanged,
+            Some(format!(
+                "{} ({} GiB {}, encrypted)",
+                v.id, v.size_gib, v.volume_type
+            )),
+        ),
     }
-    if let Some(i) = instance
-        && address.is_none_or(|a| a.instance_id.as_deref() != Some(i.id.as_str()))
-    {
+    Ok(p)
+}
+
+/// Control's Elastic IP associated with, and its state volume attached to,
+/// `instance` (taken from any instance that held them before). Once the
+/// instance runs; a plan shows them for an address and volume it would
+/// create.
+pub fn control_attachments(
+    addresses: &[Address],
+    volumes: &[Volume],
+    instance: &Instance,
+    w: &ControlStateWanted<'_>,
+) -> anyhow::Result<Planned> {
+    let mut p = Planned::default();
+    let address = find_address(addresses, w)?;
+    if address.is_none_or(|a| a.instance_id.as_deref() != Some(instance.id.as_str())) {
         p.act(Action::AssociateAddress {
-            instance: i.id.clone(),
+            instance: instance.id.clone(),
         });
         let was = address
             .and_then(|a| a.instance_id.clone())
@@ -78,11 +105,73 @@ pub fn control_state(
             Some(format!(
                 "{} -> {}{was}",
                 address.map_or("(new address)", |a| a.public_ip.as_str()),
-                i.id
+                instance.id
             )),
         );
     }
+    let volume = find_volume(volumes, w)?;
+    match volume.and_then(|v| v.attachment.as_ref()) {
+        Some((holder, _)) if *holder == instance.id => {}
+        Some((holder, _)) => {
+            let id = volume.map(|v| v.id.clone()).unwrap_or_default();
+            p.act(Action::DetachVolume { id: id.clone() });
+            p.act(Action::AttachVolume {
+                instance: instance.id.clone(),
+            });
+            p.item(
+                "state volume attachment",
+                w.volume_name,
+                Change::Update,
+                Some(format!(
+                    "{id} moves from {holder} to {} as {}",
+                    instance.id,
+                    spec::STATE_VOLUME_DEVICE
+                )),
+            );
+        }
+        None => {
+            p.act(Action::AttachVolume {
+                instance: instance.id.clone(),
+            });
+            p.item(
+                "state volume attachment",
+                w.volume_name,
+                if volume.is_none() {
+                    Change::Create
+                } else {
+                    Change::Update
+                },
+                Some(format!(
+                    "-> {} as {}",
+                    instance.id,
+                    spec::STATE_VOLUME_DEVICE
+                )),
+            );
+        }
+    }
+    Ok(p)
+}
 
+fn find_address<'a>(
+    addresses: &'a [Address],
+    w: &ControlStateWanted<'_>,
+) -> anyhow::Result<Option<&'a Address>> {
+    one_named(
+        addresses,
+        |a| &a.tags,
+        |a| &a.allocation_id,
+        w.address_name,
+        "Elastic IPs",
+        "release all but the one --control-url names",
+    )
+}
+
+/// Control's volume, refused when it cannot be control's: in another AZ
+/// than its subnet, or unencrypted.
+fn find_volume<'a>(
+    volumes: &'a [Volume],
+    w: &ControlStateWanted<'_>,
+) -> anyhow::Result<Option<&'a Volume>> {
     let volume = one_named(
         volumes,
         |v| &v.tags,
@@ -91,21 +180,6 @@ pub fn control_state(
         "volumes",
         "control's state must be on exactly one: keep the one holding it and delete the others",
     )?;
-    if volume.is_none() {
-        p.act(Action::CreateVolume {
-            az: w.az.to_owned(),
-            size_gib: w.size_gib,
-        });
-        p.item(
-            "state volume",
-            w.volume_name,
-            Change::Create,
-            Some(format!(
-                "{} GiB gp3, encrypted, in {}, kept across instance replacement",
-                w.size_gib, w.az
-            )),
-        );
-    }
     if let Some(v) = volume {
         if v.az != w.az {
             anyhow::bail!(
@@ -126,58 +200,7 @@ pub fn control_state(
             );
         }
     }
-    if let Some(i) = instance {
-        let attached_to = volume.and_then(|v| v.attachment.as_ref());
-        match attached_to {
-            Some((holder, _)) if *holder == i.id => {}
-            Some((holder, _)) => {
-                let id = volume.map(|v| v.id.clone()).unwrap_or_default();
-                p.act(Action::DetachVolume { id: id.clone() });
-                p.act(Action::AttachVolume {
-                    instance: i.id.clone(),
-                });
-                p.item(
-                    "state volume attachment",
-                    w.volume_name,
-                    Change::Update,
-                    Some(format!(
-                        "{id} moves from {holder} to {} as {}",
-                        i.id,
-                        spec::STATE_VOLUME_DEVICE
-                    )),
-                );
-            }
-            None => {
-                p.act(Action::AttachVolume {
-                    instance: i.id.clone(),
-                });
-                p.item(
-                    "state volume attachment",
-                    w.volume_name,
-                    if volume.is_none() {
-                        Change::Create
-                    } else {
-                        Change::Update
-                    },
-                    Some(format!("-> {} as {}", i.id, spec::STATE_VOLUME_DEVICE)),
-                );
-            }
-        }
-    }
-    if let Some(v) = volume
-        && instance.is_none_or(|i| v.attachment.as_ref().is_some_and(|(h, _)| *h == i.id))
-    {
-        p.item(
-            "state volume",
-            w.volume_name,
-            Change::Unchanged,
-            Some(format!(
-                "{} ({} GiB {}, encrypted)",
-                v.id, v.size_gib, v.volume_type
-            )),
-        );
-    }
-    Ok(p)
+    Ok(volume)
 }
 
 /// The one resource among `all` whose `Name` tag is `name` (`None`: there
@@ -211,6 +234,23 @@ fn one_named<'a, T>(
 mod tests {
     use super::*;
     use crate::aws::plan::samples::{actions, changes, instance, ours};
+
+    /// Both steps, as deploy takes them: the resources, then (once the
+    /// instance runs) the attachments.
+    fn control_state(
+        addresses: &[Address],
+        volumes: &[Volume],
+        instance: Option<&Instance>,
+        w: &ControlStateWanted<'_>,
+    ) -> anyhow::Result<Planned> {
+        let mut p = control_resources(addresses, volumes, w)?;
+        if let Some(i) = instance {
+            let then = control_attachments(addresses, volumes, i, w)?;
+            p.items.extend(then.items);
+            p.actions.extend(then.actions);
+        }
+        Ok(p)
+    }
 
     const WANTED: ControlStateWanted<'static> = ControlStateWanted {
         address_name: "causeway-prod-control",
@@ -256,12 +296,12 @@ mod tests {
             actions(&p),
             [
                 &Action::AllocateAddress,
-                &Action::AssociateAddress {
-                    instance: "i-1".into()
-                },
                 &Action::CreateVolume {
                     az: "us-east-1a".into(),
                     size_gib: 8
+                },
+                &Action::AssociateAddress {
+                    instance: "i-1".into()
                 },
                 &Action::AttachVolume {
                     instance: "i-1".into()

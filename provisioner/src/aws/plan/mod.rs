@@ -18,7 +18,7 @@ mod secret;
 mod security_group;
 
 pub use self::bucket::{BucketWanted, bucket};
-pub use self::control_state::{ControlStateWanted, control_state};
+pub use self::control_state::{ControlStateWanted, control_attachments, control_resources};
 pub use self::dns::{SplitDnsPlan, resolver_endpoint, split_dns};
 pub use self::iam::{iam, wanted_policies};
 pub use self::instances::{instances, launch_template};

@@ -57,12 +57,13 @@ pub const RETIRED_AUTH_KEY: &str = "retired: the instances joined and the key wa
 /// Name of the inline policy that writes recordings.
 pub const RECORDINGS_POLICY_NAME: &str = "causeway-recordings";
 /// The device name control's state volume is attached as. On Nitro
-/// instances it shows up as an NVMe disk whose EBS device name (`nvme id-ctrl`
-/// vendor data, the `ebsnvme-id` udev rule) is `sdf`; the image mounts it
-/// at [`CONTROL_STATE_DIR`].
+/// instances it shows up as an NVMe disk whatever the name; the image finds
+/// it by the volume ID the user data names (`state_volume`), which is the
+/// disk's NVMe serial number, and mounts it as [`CONTROL_STATE_DIR`].
 pub const STATE_VOLUME_DEVICE: &str = "/dev/sdf";
-/// Control's `state_dir`: the mount point of its state volume.
-pub const CONTROL_STATE_DIR: &str = "/var/lib/causeway/state";
+/// Control's `state_dir`: the appliance's state directory, which is its
+/// state volume.
+pub const CONTROL_STATE_DIR: &str = "/var/lib/causeway";
 /// Days after which incomplete multipart uploads are aborted.
 pub const ABORT_MPU_DAYS: i32 = 7;
 

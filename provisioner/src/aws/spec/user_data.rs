@@ -44,6 +44,9 @@ pub struct ApplianceConfig {
     /// The Secrets Manager endpoint the secret is read from (a VPC
     /// interface endpoint or a FIPS endpoint); `None`: the region's.
     pub secrets_manager_endpoint: Option<String>,
+    /// Role control: the ID of its EBS state volume, which the image
+    /// mounts as the state directory.
+    pub state_volume: Option<String>,
     /// Advertised routes.
     pub routes: Vec<String>,
     /// Masquerade tailnet sources.
@@ -76,8 +79,13 @@ pub fn user_data(c: &ApplianceConfig) -> anyhow::Result<String> {
     ));
     if c.role == Role::Control {
         // Control's database and keys live on its state volume, which the
-        // image mounts here; the volume outlives the instance.
+        // image mounts as the state directory before the appliance starts;
+        // the volume outlives the instance.
+        let Some(volume) = &c.state_volume else {
+            anyhow::bail!("role control: the user data needs the state volume's ID");
+        };
         out.push_str(&format!("state_dir = {}\n", q(CONTROL_STATE_DIR)));
+        out.push_str(&format!("state_volume = {}\n", q(volume)));
         out.push_str(&format!(
             "\n[control]\nlisten = \"0.0.0.0:{CONTROL_PORT}\"\nadmin_listen = \"127.0.0.1:8081\"\n"
         ));
@@ -143,6 +151,7 @@ mod tests {
             control_public_key: "AAAA=".into(),
             auth_key_secret: None,
             secrets_manager_endpoint: None,
+            state_volume: (role == Role::Control).then(|| "vol-0123456789abcdef0".into()),
             routes: vec!["10.0.0.0/16".into()],
             snat: true,
             recorder: None,
@@ -248,7 +257,12 @@ mod tests {
             "{text}"
         );
         let v: toml::Value = toml::from_str(&text).expect("valid TOML");
-        assert_eq!(v["state_dir"].as_str(), Some("/var/lib/causeway/state"));
+        assert_eq!(v["state_dir"].as_str(), Some("/var/lib/causeway"));
+        assert_eq!(v["state_volume"].as_str(), Some("vol-0123456789abcdef0"));
+        let mut no_volume = config(Role::Control);
+        no_volume.state_volume = None;
+        let err = user_data(&no_volume).expect_err("no volume");
+        assert!(err.to_string().contains("state volume's ID"), "{err}");
         let err = user_data(&config(Role::Recorder)).expect_err("no bucket");
         assert!(err.to_string().contains("recordings bucket"), "{err}");
         for role in Role::not_built() {

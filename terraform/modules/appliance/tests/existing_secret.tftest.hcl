@@ -105,8 +105,8 @@ run "control_gets_an_elastic_ip_and_a_state_volume" {
     error_message = "the state volume is attached to the control instance as /dev/sdf"
   }
   assert {
-    condition     = strcontains(local.user_data, "state_dir = \"/var/lib/causeway/state\"")
-    error_message = "control's state_dir is the state volume's mount point"
+    condition     = strcontains(local.user_data, "state_dir = \"/var/lib/causeway\"\nstate_volume = \"vol-0123456789abcdef0\"")
+    error_message = "control's user data names its state volume, mounted as its state_dir"
   }
 }
 

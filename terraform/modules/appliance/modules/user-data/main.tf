@@ -8,8 +8,10 @@ locals {
 
   control = join("\n", [
     "# Causeway appliance config, role control (written by Terraform; no secrets)",
-    "# Control's database and keys live on its state volume, mounted here.",
-    "state_dir = \"/var/lib/causeway/state\"",
+    "# Control's database and keys live on its state volume, which the image",
+    "# mounts as the appliance's state directory before the appliance starts.",
+    "state_dir = \"/var/lib/causeway\"",
+    "state_volume = ${jsonencode(var.state_volume)}",
     "",
     "[control]",
     "listen = \"0.0.0.0:8080\"",

@@ -57,3 +57,14 @@ variable "recorder" {
     error_message = "recorder is required for role recorder, and only for it."
   }
 }
+
+variable "state_volume" {
+  description = "Role control only (required there): the ID of the EBS volume that holds control's state (vol-...), which the image mounts before the appliance starts."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = (var.state_volume != null) == (var.role == "control")
+    error_message = "state_volume is required for role control, and only for it."
+  }
+}

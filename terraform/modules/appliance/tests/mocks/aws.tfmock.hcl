@@ -69,3 +69,11 @@ mock_resource "aws_instance" {
     primary_network_interface_id = "eni-0123456789abcdef0"
   }
 }
+# Control's user data names its state volume by ID, known only once the
+# volume exists: the plan-time assertions see this one.
+mock_resource "aws_ebs_volume" {
+  override_during = plan
+  defaults = {
+    id = "vol-0123456789abcdef0"
+  }
+}
