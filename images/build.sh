@@ -13,6 +13,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+all_args=("$@")
 arch="" appliance="" out="" work="" cache="" size_mib=2048
 epoch=${SOURCE_DATE_EPOCH:-}
 
@@ -38,6 +39,15 @@ case "$arch" in
   *) die "--arch $arch: expected x86_64 or arm64" ;;
 esac
 [ "$(id -u)" = 0 ] || die "must run as root (mmdebstrap root mode, chroot)"
+# arm64 on another machine: the packages' maintainer scripts run under
+# qemu-user. Where the host has no binfmt_misc handler for aarch64, the
+# build runs again inside namespaces with a binfmt_misc of their own
+# (foreign-arch.py), so that nothing on the host changes.
+if [ "$arch" = arm64 ] && [ "$(uname -m)" != aarch64 ] && [ -z "${CAUSEWAY_IMAGE_FOREIGN:-}" ] \
+   && ! grep -qs '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64; then
+  echo "image: no binfmt_misc handler for aarch64 on this host; building inside a user namespace with its own (qemu-aarch64-static)"
+  exec env CAUSEWAY_IMAGE_FOREIGN=1 python3 "$here/foreign-arch.py" aarch64 "$here/build.sh" "${all_args[@]}"
+fi
 for tool in mmdebstrap mke2fs mkfs.vfat mmd mcopy sfdisk grub-mkimage qemu-img systemd-analyze python3; do
   command -v "$tool" >/dev/null || die "$tool not found: run .ci/install-deps"
 done
@@ -88,8 +98,10 @@ rootfs=$work/rootfs
 
 # The overlay and the (stripped) appliance, with the build's timestamp.
 rm -rf "$work/overlay"; cp -a "$here/rootfs" "$work/overlay"
-if ! strip -o "$work/appliance" "$appliance" 2>/dev/null; then
-  echo "image: strip cannot read $appliance (another architecture?); copying it unstripped"
+strip_tool=strip
+if [ "$arch" = arm64 ] && [ "$(uname -m)" != aarch64 ]; then strip_tool=aarch64-linux-gnu-strip; fi
+if ! "$strip_tool" -o "$work/appliance" "$appliance" 2>/dev/null; then
+  echo "image: $strip_tool cannot read $appliance (for arm64 on another machine: install binutils-aarch64-linux-gnu); copying it unstripped"
   cp "$appliance" "$work/appliance"
 fi
 find "$work/overlay" "$work/appliance" -exec touch -h -d "@$epoch" {} +
@@ -97,6 +109,7 @@ find "$work/overlay" "$work/appliance" -exec touch -h -d "@$epoch" {} +
 packages=(
   systemd-sysv systemd-resolved dbus udev "$kernel" initramfs-tools
   ${grub_pkgs//,/ } chrony nftables unattended-upgrades ca-certificates iproute2
+  e2fsprogs mount
 )
 cache_opts=()
 if [ -n "$cache" ]; then
