@@ -35,6 +35,7 @@ const EXPECTED: &[(&str, Outcome)] = &[
     ("ACL-A06", Outcome::Pass),
     ("ACL-A07", Outcome::Pass),
     ("ACL-A08", Outcome::Pass),
+    ("ACL-A09", Outcome::Pass),
     ("ACL-A10", Outcome::Pass),
     ("ACL-A11", Outcome::Pass),
     ("ACL-A12", Outcome::Pass),
@@ -47,6 +48,8 @@ const EXPECTED: &[(&str, Outcome)] = &[
     ("ACL-AH02", Outcome::Pass),
     ("ACL-AH03", Outcome::Pass),
     ("ACL-AH04", Outcome::Pass),
+    ("ACL-AH05", Outcome::Pass),
+    ("ACL-AH06", Outcome::Pass),
     ("ACL-AR01", Outcome::Pass),
     ("ACL-AR02", Outcome::Pass),
     ("ACL-AR03", Outcome::Pass),
@@ -124,16 +127,55 @@ const EXPECTED: &[(&str, Outcome)] = &[
     ("ACL-M08", Outcome::Pass),
     ("ACL-M09", Outcome::Pass),
     ("ACL-M10", Outcome::Pass),
+    ("ACL-O01", Outcome::Pass),
+    ("ACL-O02", Outcome::Pass),
+    ("ACL-O03", Outcome::Pass),
+    ("ACL-O04", Outcome::Pass),
     ("ACL-P01", Outcome::Pass),
     ("ACL-P02", Outcome::Pass),
     ("ACL-P03", Outcome::Pass),
     ("ACL-P04", Outcome::Pass),
+    ("ACL-P05", Outcome::Pass),
+    ("ACL-P06", Outcome::Pass),
     ("ACL-R01", Outcome::Pass),
     ("ACL-R02", Outcome::Pass),
     ("ACL-R03", Outcome::Pass),
+    ("ACL-R04", Outcome::Pass),
+    ("ACL-R05", Outcome::Pass),
+    ("ACL-R06", Outcome::Pass),
+    ("ACL-R07", Outcome::Pass),
+    ("ACL-R08", Outcome::Pass),
+    ("ACL-R09", Outcome::Pass),
+    ("ACL-R10", Outcome::Pass),
     ("ACL-S01", Outcome::Pass),
     ("ACL-S02", Outcome::Pass),
+    ("ACL-S03", Outcome::Pass),
+    ("ACL-S04", Outcome::Pass),
+    ("ACL-S05", Outcome::Pass),
+    ("ACL-S06", Outcome::Pass),
+    ("ACL-S07", Outcome::Pass),
+    ("ACL-S08", Outcome::Differs(SELF_ORDER)),
+    ("ACL-S09", Outcome::Pass),
+    ("ACL-S10", Outcome::Pass),
     ("ACL-T01", Outcome::Pass),
+    ("ACL-T02", Outcome::Pass),
+    ("ACL-T03", Outcome::Pass),
+    ("ACL-T04", Outcome::Pass),
+    ("ACL-T05", Outcome::Pass),
+    ("ACL-T06", Outcome::Pass),
+    ("ACL-T07", Outcome::Pass),
+    ("ACL-T08", Outcome::Pass),
+    ("ACL-T09", Outcome::Pass),
+    ("ACL-T10", Outcome::Pass),
+    ("ACL-U01", Outcome::Pass),
+    ("ACL-U02", Outcome::Pass),
+    ("ACL-U03", Outcome::Pass),
+    ("ACL-U04", Outcome::Pass),
+    ("ACL-U05", Outcome::Pass),
+    ("ACL-W01", Outcome::Pass),
+    ("ACL-W02", Outcome::Pass),
+    ("ACL-W03", Outcome::Pass),
+    ("ACL-W04", Outcome::Pass),
     ("GRANT-A2", Outcome::Pass),
     ("GRANT-A3", APP),
     ("GRANT-A4", APP),
@@ -204,6 +246,14 @@ const SSH: Outcome = Outcome::NotApplicable(
 /// does not change what passes.
 const RULE_ORDER: &str =
     "rule order only: Tailscale merges equal-source rules policy-wide, we merge per node";
+
+/// Same rules, another order: a rule whose destinations include
+/// `autogroup:self` gives a node two filter rules (one from the user's own
+/// devices, one from every sender). Tailscale put the `autogroup:self` one
+/// first in `ACL-S08` but last in `ACL-A17`, both listing it first; we always
+/// put it last. Filters only accept, so the order does not change what
+/// passes.
+const SELF_ORDER: &str = "rule order only: Tailscale put the autogroup:self rule first here (last in ACL-A17), we put it last";
 
 /// Same rules, another order: Tailscale puts a node's rules from `grants`
 /// before those from `acls` (seen in `GRANT-K4`), we keep the policy's
