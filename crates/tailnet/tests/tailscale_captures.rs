@@ -201,8 +201,12 @@ const EXPECTED: &[(&str, Outcome)] = &[
     ("GRANT-D3", APP),
     ("GRANT-D4", APP),
     ("GRANT-D5", APP),
+    ("GRANT-E1", APP),
+    ("GRANT-E3", Outcome::Differs(STAR_TO_SELF)),
+    ("GRANT-E4", APP),
     ("GRANT-E5", APP),
     ("GRANT-F1", APP),
+    ("GRANT-G2", APP),
     ("GRANT-G5", APP),
     ("GRANT-H2", APP),
     ("GRANT-H6", APP),
@@ -272,6 +276,13 @@ const RULE_ORDER: &str =
 /// put it last. Filters only accept, so the order does not change what
 /// passes.
 const SELF_ORDER: &str = "rule order only: Tailscale put the autogroup:self rule first here (last in ACL-A17), we put it last";
+
+/// `src: ["*"]` with `dst: ["autogroup:self"]`: Tailscale accepts it in
+/// `acls` (`ACL-R07`, `ACL-S07`) but refused it in the `app` grant of
+/// `GRANT-E3` ("autogroup:self can only be used with users, groups, or
+/// supported autogroups"). We accept it in both; one captured `app` grant
+/// is too little to say whether Tailscale refuses it in every grant.
+const STAR_TO_SELF: &str = "we accept src * with dst autogroup:self in grants as in acls; Tailscale refused it in this app grant";
 
 /// Same rules, another order: Tailscale puts a node's rules from `grants`
 /// before those from `acls` (seen in `GRANT-K4`), we keep the policy's
