@@ -189,6 +189,7 @@ const EXPECTED: &[(&str, Outcome)] = &[
     ("GRANT-A2", Outcome::Pass),
     ("GRANT-A3", APP),
     ("GRANT-A4", APP),
+    ("GRANT-A5", Outcome::Differs(TAILSCALE_CAP_NAMES)),
     ("GRANT-B2", APP),
     ("GRANT-B3", APP),
     ("GRANT-B4", APP),
@@ -223,7 +224,9 @@ const EXPECTED: &[(&str, Outcome)] = &[
     // Refused as Tailscale does, though because we refuse every `via` grant.
     ("GRANT-I4", Outcome::Pass),
     ("GRANT-J1", Outcome::Pass),
+    ("GRANT-J2", Outcome::Pass),
     ("GRANT-J3", Outcome::Pass),
+    ("GRANT-J4", Outcome::Pass),
     ("GRANT-J5", Outcome::Pass),
     ("GRANT-J6", Outcome::Pass),
     ("GRANT-J7", Outcome::Pass),
@@ -250,7 +253,9 @@ const EXPECTED: &[(&str, Outcome)] = &[
     ("GRANT-K25", APP),
     ("GRANT-K26", Outcome::Pass),
     ("GRANT-K27", APP),
+    ("GRANT-K28", APP),
     ("GRANT-K29", Outcome::Pass),
+    ("GRANT-K30", VIA),
     ("SSH-A1", SSH),
     ("SSH-A3", SSH),
     ("SSH-B2", SSH),
@@ -299,6 +304,15 @@ const SELF_ORDER: &str = "rule order only: Tailscale put the autogroup:self rule
 /// supported autogroups"). We accept it in both; one captured `app` grant
 /// is too little to say whether Tailscale refuses it in every grant.
 const STAR_TO_SELF: &str = "we accept src * with dst autogroup:self in grants as in acls; Tailscale refused it in this app grant";
+
+/// Tailscale refuses an `app` capability in the `tailscale.com` domain
+/// unless it is one it defines (it accepted `tailscale.com/cap/kubernetes`
+/// and `tailscale.com/cap/drive` in other cases, refused
+/// `tailscale.com/cap/relay-target` in `GRANT-A5`); we check only
+/// `tailscale.com/cap/tsrecorder`'s values and accept any other name, as we
+/// do not know Tailscale's full list.
+const TAILSCALE_CAP_NAMES: &str =
+    "we accept any tailscale.com capability name; Tailscale refused tailscale.com/cap/relay-target";
 
 /// Same rules, another order: Tailscale puts a node's rules from `grants`
 /// before those from `acls` (seen in `GRANT-K4`), we keep the policy's
