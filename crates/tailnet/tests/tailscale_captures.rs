@@ -198,6 +198,7 @@ const EXPECTED: &[(&str, Outcome)] = &[
     ("GRANT-B4", APP),
     ("GRANT-B5", APP),
     ("GRANT-C1", APP),
+    ("GRANT-C2", APP),
     ("GRANT-C3", APP),
     ("GRANT-C4", APP),
     ("GRANT-C6", APP),
@@ -236,6 +237,7 @@ const EXPECTED: &[(&str, Outcome)] = &[
     ("GRANT-H10", Outcome::Pass),
     ("GRANT-I1", VIA),
     ("GRANT-I2", VIA),
+    ("GRANT-I3", VIA),
     // Refused as Tailscale does, though because we refuse every `via` grant.
     ("GRANT-I4", Outcome::Pass),
     ("GRANT-J1", Outcome::Pass),
@@ -260,6 +262,7 @@ const EXPECTED: &[(&str, Outcome)] = &[
     ("GRANT-K13", VIA),
     ("GRANT-K14", Outcome::Pass),
     ("GRANT-K15", Outcome::Pass),
+    ("GRANT-K16", Outcome::Pass),
     ("GRANT-K17", Outcome::Pass),
     ("GRANT-K18", APP),
     ("GRANT-K19", APP),
