@@ -201,6 +201,7 @@ const EXPECTED: &[(&str, Outcome)] = &[
     ("GRANT-C2", APP),
     ("GRANT-C3", APP),
     ("GRANT-C4", APP),
+    ("GRANT-C5", APP),
     ("GRANT-C6", APP),
     ("GRANT-D1", APP),
     ("GRANT-D2", APP),
