@@ -208,6 +208,8 @@ const EXPECTED: &[(&str, Outcome)] = &[
     ("GRANT-D3", APP),
     ("GRANT-D4", APP),
     ("GRANT-D5", APP),
+    ("GRANT-D6", APP),
+    ("GRANT-D7", APP),
     ("GRANT-E1", APP),
     ("GRANT-E2", APP),
     ("GRANT-E3", Outcome::Differs(STAR_TO_SELF)),
