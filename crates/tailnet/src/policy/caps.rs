@@ -250,7 +250,7 @@ mod tests {
             ),
             (
                 r#"{"grants": [{"src": ["*"], "dst": ["*"], "app": {}}]}"#,
-                "app is empty",
+                "app is empty: expected at least one capability (\"example.com/cap/name\": [{...}]), or an \"ip\" list instead",
                 "column",
             ),
             (

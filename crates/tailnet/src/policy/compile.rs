@@ -105,6 +105,12 @@ pub fn compile(
     let mut peers: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); nodes.len()];
     for (i, node) in nodes.iter().enumerate() {
         for rule in &rules {
+            // A rule whose sources name nobody (an empty group, a tag no
+            // node holds) accepts nothing: Tailscale sends no rule for it
+            // (captured case ACL-U10), and neither do we.
+            if rule.sources.is_empty() {
+                continue;
+            }
             let mut dests = Vec::new();
             let mut self_dests = Vec::new();
             for dst in &rule.destinations {
@@ -571,5 +577,35 @@ mod tests {
         );
         let dests: Vec<IpNet> = rules[0].destinations.iter().map(|d| d.prefix).collect();
         assert_eq!(dests, vec![any_v4(), any_v6()]);
+    }
+
+    #[test]
+    fn a_rule_whose_sources_name_nobody_gives_no_filter_rule() {
+        let policy = Policy::parse(
+            r#"{"groups": {"group:empty": []},
+                "acls": [
+                    {"action": "accept", "src": ["group:empty"], "dst": ["*:*"]},
+                    {"action": "accept", "src": ["alice@example.com"], "dst": ["*:22"]}
+                ]}"#,
+        )
+        .expect("valid policy");
+        let nodes = [PolicyNode::new(
+            NodeId(1),
+            ["100.64.0.1".parse().expect("ip")],
+            &[],
+            Some("alice@example.com"),
+        )];
+
+        let compiled = compile(&policy, ula(), &nodes);
+
+        let rules = &compiled[&NodeId(1)].filter.rules;
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].sources, vec![net("100.64.0.1/32")]);
+        let ports: Vec<(u16, u16)> = rules[0]
+            .destinations
+            .iter()
+            .map(|d| (d.ports.first, d.ports.last))
+            .collect();
+        assert_eq!(ports, vec![(22, 22), (22, 22)]);
     }
 }

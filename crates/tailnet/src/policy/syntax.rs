@@ -394,7 +394,7 @@ impl<'de> Deserialize<'de> for AppCaps {
                 }
                 if caps.is_empty() {
                     return Err(de::Error::custom(
-                        "app is empty: expected at least one capability (\"example.com/cap/name\": [{...}])",
+                        "app is empty: expected at least one capability (\"example.com/cap/name\": [{...}]), or an \"ip\" list instead",
                     ));
                 }
                 Ok(AppCaps(caps))
