@@ -329,6 +329,7 @@ fn control_keeps_its_state_on_its_volume(
     let serial = volume_id.replacen('-', "", 1);
 
     let mut tokens: Vec<String> = Vec::new();
+    let mut keys: Vec<String> = Vec::new();
     for (n, what) in [(1, "first instance, blank volume"), (2, "replacement")] {
         let disk = root.join(format!("control-{n}-root.raw"));
         run(
@@ -383,11 +384,13 @@ fn control_keeps_its_state_on_its_volume(
         tokens.push(volume_file(&state, "admin.token"));
         let key = volume_file(&state, "control.pub");
         assert!(!key.is_empty(), "control's key is on the volume");
+        keys.push(key);
     }
     assert_eq!(
         tokens[0], tokens[1],
         "the replacement kept the first instance's state (no new tailnet)"
     );
+    assert_eq!(keys[0], keys[1], "the replacement kept control's key");
 }
 
 /// `GET /api/v1/nodes` on the VM's control, with `token`, from the client
