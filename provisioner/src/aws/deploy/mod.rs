@@ -643,8 +643,7 @@ impl Walk<'_> {
         let Some(instance) = self.instances.first().cloned() else {
             return Ok(());
         };
-        let planned =
-            plan::control_attachments(&addresses, &volumes, &instance, &names.wanted())?;
+        let planned = plan::control_attachments(&addresses, &volumes, &instance, &names.wanted())?;
         self.take(planned).await?;
         if self.mode == Mode::Apply {
             // The report shows the instance with its Elastic IP.
