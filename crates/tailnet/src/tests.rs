@@ -776,14 +776,7 @@ fn a_policy_change_reaches_open_streams_as_filter_and_peer_deltas() {
     let (dba, _) = join(&mut state, &k, 2, &[]);
     let k = auth_key(&mut state, &["tag:web-clients"], 3);
     let (web, _) = join(&mut state, &k, 3, &[]);
-    let mut sessions: Vec<(NodeId, MapSession, MapResponse)> = [r, dba, web]
-        .into_iter()
-        .map(|id| {
-            let mut s = MapSession::new(id);
-            let full = s.full_map(&state, T0);
-            (id, s, full)
-        })
-        .collect();
+    let mut sessions = open_sessions(&state, &[r, dba, web]);
 
     let changes = state
         .set_policy(SWAPPED_POLICY, T0 + 1)
@@ -833,14 +826,7 @@ fn an_app_grant_reaches_the_recorders_stream_as_a_cap_grant_delta_and_goes_away(
     let (rec, _) = join(&mut state, &k, 1, &[]);
     let k = auth_key(&mut state, &["tag:ops"], 2);
     let (ops, _) = join(&mut state, &k, 2, &[]);
-    let mut sessions: Vec<(NodeId, MapSession, MapResponse)> = [rec, ops]
-        .into_iter()
-        .map(|id| {
-            let mut s = MapSession::new(id);
-            let full = s.full_map(&state, T0);
-            (id, s, full)
-        })
-        .collect();
+    let mut sessions = open_sessions(&state, &[rec, ops]);
     assert_eq!(sessions[0].2.cap_grants, None);
 
     for (step, text) in [with_grant, open].into_iter().enumerate() {
@@ -1012,4 +998,15 @@ fn approving_a_route_adds_it_to_every_star_source_and_unapproving_removes_it() {
     assert_eq!(with_exit, with_route);
     assert!(withdrawn.access.contains(&server));
     assert_eq!(sources(&state), before);
+}
+
+/// A map session per node, each with the full map it opened with (at T0).
+fn open_sessions(state: &TailnetState, ids: &[NodeId]) -> Vec<(NodeId, MapSession, MapResponse)> {
+    ids.iter()
+        .map(|&id| {
+            let mut s = MapSession::new(id);
+            let full = s.full_map(state, T0);
+            (id, s, full)
+        })
+        .collect()
 }
