@@ -48,6 +48,11 @@ impl StateDir {
         self.root.join("appliance.sock")
     }
 
+    /// Path of the command socket (`appliance set`).
+    pub fn command_socket(&self) -> PathBuf {
+        command_socket(&self.root)
+    }
+
     /// The machine key, created on first use.
     pub fn machine_key(&self) -> anyhow::Result<PrivateKey> {
         self.key("machine.key")
@@ -190,4 +195,9 @@ mod tests {
             new.public_key()
         );
     }
+}
+
+/// The command socket of the daemon whose state directory is `root`.
+pub fn command_socket(root: &Path) -> PathBuf {
+    root.join("command.sock")
 }

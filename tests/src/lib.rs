@@ -669,6 +669,21 @@ impl TestDeployment {
         serde_json::from_str(&ran.stdout).with_context(|| format!("parsing status: {ran}"))
     }
 
+    /// `appliance status --json` of an appliance in namespace `ns` (one a
+    /// test added) whose state directory is `state_dir`.
+    pub fn status_in(&self, ns: &Netns, state_dir: &Path) -> anyhow::Result<Value> {
+        let mut cmd = ns.command(self.appliance_bin());
+        cmd.arg("status")
+            .arg("--state-dir")
+            .arg(state_dir)
+            .arg("--json");
+        let ran = run(&mut cmd, Duration::from_secs(10));
+        if !ran.success() {
+            bail!("{ran}");
+        }
+        serde_json::from_str(&ran.stdout).with_context(|| format!("parsing status: {ran}"))
+    }
+
     /// The rules of nftables table `inet causeway` in `site`
     /// (`nft -j list table inet causeway`), each the JSON object under `"rule"`.
     pub fn causeway_nft_rules(&self, site: Site) -> Vec<Value> {
