@@ -79,7 +79,7 @@ fn client_traffic_leaves_through_the_exit_node_and_never_leaks() {
     );
 
     // Two exit nodes, approved by an admin.
-    let key = t.admin_json(&["keys", "create"])["key"]
+    let key = t.admin_json(&["keys", "create", "--reusable"])["key"]
         .as_str()
         .expect("an auth key")
         .to_owned();
@@ -212,10 +212,20 @@ fn client_traffic_leaves_through_the_exit_node_and_never_leaks() {
         left.stdout.contains("lookup 5280"),
         "SIGKILL leaves the rules: {left}"
     );
-    t.restart_node_with_config(Node::Client, |old| {
+    causeway_e2e::rewrite_file(&t.dep().paths().node_config(Node::Client), |old| {
         old.replace("exit_node = \"exit1\"\n", "exit_node = \"none\"\n")
     });
+    t.respawn_node(Node::Client);
+    wait_until(WAIT, "the client to run again after the crash", || {
+        let s = t.status(Node::Client)?;
+        anyhow::ensure!(s["state"] == "running", "{s}");
+        Ok(())
+    });
     assert_no_exit_routing(&t);
+    assert_eq!(
+        fetch(&t, INTERNET_URL).expect("direct after the crash"),
+        CLIENT_ADDR
+    );
 
     // A clean stop removes everything too.
     set_exit_node(&t, &client_dir, "exit1");
