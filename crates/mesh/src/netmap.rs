@@ -339,7 +339,7 @@ mod tests {
 
         assert_eq!(
             map.served_prefixes(),
-            vec![net("0.0.0.0/0"), net("::/0"), net("100.64.0.1/32")]
+            vec![net("0.0.0.0/0"), net("100.64.0.1/32"), net("::/0")]
         );
         assert_eq!(
             map.kernel_routes(true, &[]).into_iter().collect::<Vec<_>>(),
