@@ -8,12 +8,13 @@
 //! public bridge 198.18.0.0/24):
 //!
 //! ```text
-//! inet  198.18.0.250 (bridge) + 198.18.100.10 ("the internet"):
-//!       an HTTP server on :8000 that answers with the caller's address
-//! exit1 198.18.0.21, exit2 198.18.0.22: `[exit_node]`, route to
-//!       198.18.100.0/24 via inet
-//! client 198.18.0.4: its own default route via inet, so a leak reaches
-//!       the server from 198.18.0.4 and is seen
+//! inet  198.18.0.250, fd18::250 (bridge) + 198.18.100.10, 2001:db8:100::10
+//!       ("the internet"): an HTTP server on :8000 that answers with the
+//!       caller's address
+//! exit1 198.18.0.21/fd18::21, exit2 198.18.0.22/fd18::22: `[exit_node]`,
+//!       routes to the internet via inet
+//! client 198.18.0.4/fd18::4: its own default routes via inet, so a leak
+//!       reaches the server from the client's address and is seen
 //! ```
 
 use std::path::Path;
@@ -23,27 +24,34 @@ use causeway_e2e::local::{Node, Site};
 use causeway_e2e::{TestDeployment, WAIT, run, wait_until};
 
 const INTERNET_URL: &str = "http://198.18.100.10:8000/";
+/// The same server's IPv6 "internet" address.
+const INTERNET_URL_V6: &str = "http://[2001:db8:100::10]:8000/";
 /// The "LAN host": the same server on the client's directly connected subnet.
 const LAN_URL: &str = "http://198.18.0.250:8000/";
 const CLIENT_ADDR: &str = "198.18.0.4";
 const EXIT1_ADDR: &str = "198.18.0.21";
 const EXIT2_ADDR: &str = "198.18.0.22";
+const CLIENT_ADDR_V6: &str = "fd18::4";
+const EXIT1_ADDR_V6: &str = "fd18::21";
 
 /// Answers every GET with the caller's address and appends it to a log.
 const ECHO_SERVER: &str = r#"
-import http.server, sys
+import http.server, socket, sys
 log = open(sys.argv[1], "a", buffering=1)
 class Echo(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        log.write(self.client_address[0] + "\n")
-        body = self.client_address[0].encode()
+        caller = self.client_address[0].removeprefix("::ffff:")
+        log.write(caller + "\n")
+        body = caller.encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
     def log_message(self, *args):
         pass
-http.server.ThreadingHTTPServer(("0.0.0.0", 8000), Echo).serve_forever()
+class DualStack(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+DualStack(("::", 8000), Echo).serve_forever()
 "#;
 
 #[test]
@@ -57,6 +65,10 @@ fn client_traffic_leaves_through_the_exit_node_and_never_leaks() {
         .expect("the internet address");
     inet.ip(&["link", "set", "dev", "lo", "up"])
         .expect("loopback up");
+    inet.ip(&["addr", "add", "2001:db8:100::10/128", "dev", "lo"])
+        .expect("the internet's IPv6 address");
+    inet.ip(&["addr", "add", "fd18::250/64", "dev", "eth0", "nodad"])
+        .expect("the gateway's IPv6 address");
     let script = root.join("echo.py");
     std::fs::write(&script, ECHO_SERVER).expect("writing the echo server");
     let callers = root.join("callers.log");
@@ -70,6 +82,20 @@ fn client_traffic_leaves_through_the_exit_node_and_never_leaks() {
         &["ip", "route", "replace", "default", "via", "198.18.0.250"],
     )
     .expect_success();
+    for args in [
+        &["ip", "addr", "add", "fd18::4/64", "dev", "eth0", "nodad"][..],
+        &[
+            "ip",
+            "-6",
+            "route",
+            "replace",
+            "default",
+            "via",
+            "fd18::250",
+        ],
+    ] {
+        t.run_in(Site::Cli, args).expect_success();
+    }
     let direct = wait_until(WAIT, "the echo server to answer directly", || {
         fetch(&t, INTERNET_URL)
     });
@@ -77,6 +103,10 @@ fn client_traffic_leaves_through_the_exit_node_and_never_leaks() {
         direct, CLIENT_ADDR,
         "without an exit node the client goes direct"
     );
+    let direct_v6 = wait_until(WAIT, "the echo server to answer directly over IPv6", || {
+        fetch(&t, INTERNET_URL_V6)
+    });
+    assert_eq!(direct_v6, CLIENT_ADDR_V6);
 
     // Two exit nodes, approved by an admin.
     let key = t.admin_json(&["keys", "create", "--reusable"])["key"]
@@ -88,6 +118,18 @@ fn client_traffic_leaves_through_the_exit_node_and_never_leaks() {
         let ns = t.add_bridge_namespace(suffix, &format!("{addr}/24"));
         ns.ip(&["route", "add", "198.18.100.0/24", "via", "198.18.0.250"])
             .expect("the exit node's uplink route");
+        let addr_v6 = format!("fd18::{}/64", &addr[addr.len() - 2..]);
+        ns.ip(&["addr", "add", &addr_v6, "dev", "eth0", "nodad"])
+            .expect("the exit node's IPv6 uplink address");
+        ns.ip(&[
+            "-6",
+            "route",
+            "add",
+            "2001:db8:100::/64",
+            "via",
+            "fd18::250",
+        ])
+        .expect("the exit node's IPv6 uplink route");
         let endpoint = format!("{addr}:41641").parse().expect("a socket address");
         let node = t.write_extra_node(name, &key, endpoint, "cw0", false);
         causeway_e2e::rewrite_file(&node.config, |old| format!("{old}\n[exit_node]\n"));
@@ -118,6 +160,10 @@ fn client_traffic_leaves_through_the_exit_node_and_never_leaks() {
         expect_from(fetch(&t, INTERNET_URL)?, EXIT1_ADDR)
     });
     assert_eq!(via, EXIT1_ADDR);
+    assert_eq!(
+        fetch(&t, INTERNET_URL_V6).expect("IPv6 through exit1"),
+        EXIT1_ADDR_V6
+    );
     let status = t.status(Node::Client).expect("client status");
     assert_eq!(status["exit_node"]["selected"], "exit1", "{status}");
     assert_eq!(status["exit_node"]["routing_all"], true, "{status}");
@@ -155,7 +201,7 @@ fn client_traffic_leaves_through_the_exit_node_and_never_leaks() {
 
     // exit2 stops: nothing leaks, neither at once nor once control has
     // marked it offline.
-    let before = callers_from(&callers, CLIENT_ADDR);
+    let before = callers_from(&callers, CLIENT_ADDR) + callers_from(&callers, CLIENT_ADDR_V6);
     let (rec2, _, _) = &exits[1];
     let _ = rec2.stop(Duration::from_secs(10));
     for _ in 0..3 {
@@ -174,8 +220,12 @@ fn client_traffic_leaves_through_the_exit_node_and_never_leaks() {
         fetch(&t, INTERNET_URL).is_err(),
         "a request got through once exit2 was offline"
     );
+    assert!(
+        fetch(&t, INTERNET_URL_V6).is_err(),
+        "an IPv6 request got through once exit2 was offline"
+    );
     assert_eq!(
-        callers_from(&callers, CLIENT_ADDR),
+        callers_from(&callers, CLIENT_ADDR) + callers_from(&callers, CLIENT_ADDR_V6),
         before,
         "the client's own address reached the internet while its exit node was gone"
     );
