@@ -657,16 +657,7 @@ impl TestDeployment {
     /// `appliance status --json` of an appliance in `site` whose state
     /// directory is `state_dir` (for nodes a test starts itself).
     pub fn status_at(&self, site: Site, state_dir: &Path) -> anyhow::Result<Value> {
-        let mut cmd = self.command_in(site, self.appliance_bin());
-        cmd.arg("status")
-            .arg("--state-dir")
-            .arg(state_dir)
-            .arg("--json");
-        let ran = run(&mut cmd, Duration::from_secs(10));
-        if !ran.success() {
-            bail!("{ran}");
-        }
-        serde_json::from_str(&ran.stdout).with_context(|| format!("parsing status: {ran}"))
+        self.status_in(&self.dep.netns(site), state_dir)
     }
 
     /// `appliance status --json` of an appliance in namespace `ns` (one a
