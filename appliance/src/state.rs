@@ -148,6 +148,11 @@ fn write_secret(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
 }
 
+/// The command socket of the daemon whose state directory is `root`.
+pub fn command_socket(root: &Path) -> PathBuf {
+    root.join("command.sock")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,9 +200,4 @@ mod tests {
             new.public_key()
         );
     }
-}
-
-/// The command socket of the daemon whose state directory is `root`.
-pub fn command_socket(root: &Path) -> PathBuf {
-    root.join("command.sock")
 }
