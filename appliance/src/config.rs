@@ -26,6 +26,8 @@ pub struct Config {
     pub node: Option<NodeConfig>,
     /// Role `subnet-router`.
     pub subnet_router: Option<SubnetRouterConfig>,
+    /// Role `exit-node`.
+    pub exit_node: Option<ExitNodeConfig>,
     /// Prometheus metrics (off when absent).
     pub metrics: Option<crate::metrics::MetricsConfig>,
 }
@@ -69,6 +71,53 @@ pub struct NodeConfig {
     /// The cloud this node runs in: its public address, which is on no
     /// interface, is read from the cloud's metadata service and advertised.
     pub cloud: Option<crate::cloud::Cloud>,
+    /// The exit node to send internet traffic through: a node's tailnet
+    /// name, id or address, `"auto"` (an online exit node) or `"none"`
+    /// (default). `appliance set --exit-node` changes it at run time.
+    #[serde(default)]
+    pub exit_node: ExitNodeChoiceText,
+    /// With an exit node: keep the directly connected LAN subnets off the
+    /// tunnel (default false: everything goes through the exit node).
+    #[serde(default)]
+    pub exit_node_allow_lan_access: bool,
+    /// With an exit node: while none is usable (offline, removed, not
+    /// found), send traffic out of the host's own routes instead of dropping
+    /// it (default false: fail closed, nothing leaks).
+    #[serde(default)]
+    pub exit_node_fail_open: bool,
+}
+
+/// `node.exit_node`, checked when the file is parsed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExitNodeChoiceText(pub causeway_mesh::ExitNodeChoice);
+
+impl<'de> Deserialize<'de> for ExitNodeChoiceText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map(Self).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `[exit_node]`: advertise `0.0.0.0/0` and `::/0` and forward tailnet
+/// traffic to the uplink, masqueraded. An admin (`routes approve`) or the
+/// policy's `autoApprovers.exitNode` approves the routes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExitNodeConfig {
+    /// Advertise and forward IPv6 (`::/0`) too (default true).
+    #[serde(default = "default_true")]
+    pub ipv6: bool,
+}
+
+impl ExitNodeConfig {
+    /// The routes an exit node advertises.
+    pub fn routes(&self) -> Vec<IpNet> {
+        let mut routes = vec![IpNet::V4(ipnet::Ipv4Net::default())];
+        if self.ipv6 {
+            routes.push(IpNet::V6(ipnet::Ipv6Net::default()));
+        }
+        routes
+    }
 }
 
 /// `[subnet_router]`.
@@ -146,6 +195,9 @@ impl Config {
         if self.subnet_router.is_some() {
             roles.push("subnet-router");
         }
+        if self.exit_node.is_some() {
+            roles.push("exit-node");
+        }
         roles
     }
 
@@ -165,7 +217,16 @@ impl Config {
         if self.subnet_router.is_some() && self.node.is_none() {
             bail!("[subnet_router] needs a [node] section: a router is a mesh node");
         }
+        if self.exit_node.is_some() && self.node.is_none() {
+            bail!("[exit_node] needs a [node] section: an exit node is a mesh node");
+        }
         if let Some(node) = &self.node {
+            if self.exit_node.is_some() && node.exit_node.0 != causeway_mesh::ExitNodeChoice::Off {
+                bail!(
+                    "node.exit_node = {:?}: an exit node cannot use another exit node; remove node.exit_node or [exit_node]",
+                    node.exit_node.0.to_string()
+                );
+            }
             if !node.control_url.starts_with("http://") && !node.control_url.starts_with("https://")
             {
                 bail!(
@@ -205,6 +266,12 @@ impl Config {
         }
         if let Some(router) = &self.subnet_router {
             for route in &router.routes {
+                if route.prefix.prefix_len() == 0 {
+                    bail!(
+                        "subnet_router.routes: {} is an exit route; use an [exit_node] section instead",
+                        route.prefix
+                    );
+                }
                 if route.prefix != route.prefix.trunc() {
                     bail!(
                         "subnet_router.routes: prefix {} has host bits set; expected {}",
@@ -341,6 +408,47 @@ mod tests {
         ))
         .expect("valid");
         assert_eq!(config.roles(), ["device", "subnet-router"]);
+    }
+
+    #[test]
+    fn an_exit_node_choice_is_checked_and_an_exit_node_uses_none() {
+        let config = parse(&format!(
+            "{NODE}exit_node = \"auto\"\nexit_node_allow_lan_access = true\n"
+        ))
+        .expect("valid");
+        let node = config.node.expect("node");
+        assert_eq!(node.exit_node.0, causeway_mesh::ExitNodeChoice::Auto);
+        assert!(node.exit_node_allow_lan_access);
+        assert!(!node.exit_node_fail_open);
+        let err = parse(&format!("{NODE}exit_node = \"exit 1\"\n")).expect_err("a space");
+        assert!(
+            format!("{err:#}").contains("exit node \"exit 1\": expected a node name"),
+            "{err:#}"
+        );
+        let err = parse(&format!("{NODE}exit_node = \"exit1\"\n[exit_node]\n"))
+            .expect_err("an exit node using an exit node");
+        assert!(
+            err.to_string()
+                .contains("an exit node cannot use another exit node"),
+            "{err}"
+        );
+        let exit = parse(&format!("{NODE}\n[exit_node]\n")).expect("valid");
+        assert_eq!(exit.roles(), ["device", "exit-node"]);
+        assert_eq!(
+            exit.exit_node.expect("role").routes(),
+            [
+                "0.0.0.0/0".parse::<IpNet>().expect("net"),
+                "::/0".parse().expect("net")
+            ]
+        );
+        let err = parse(&format!(
+            "{NODE}\n[subnet_router]\nroutes = [{{ prefix = \"0.0.0.0/0\" }}]"
+        ))
+        .expect_err("exit route as a subnet route");
+        assert!(
+            err.to_string().contains("use an [exit_node] section"),
+            "{err}"
+        );
     }
 
     #[test]

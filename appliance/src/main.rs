@@ -48,6 +48,8 @@ enum Command {
     StateVolume(StateVolumeArgs),
     /// Show the running daemon's node, peers, handshakes and counters.
     Status(StatusArgs),
+    /// Change a running node: its exit node.
+    Set(SetArgs),
     /// Coordination-server set-up.
     #[command(subcommand)]
     Control(ControlCommand),
@@ -96,6 +98,18 @@ struct StatusArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+struct SetArgs {
+    /// The daemon's state directory.
+    #[arg(long, env = "CAUSEWAY_STATE_DIR", default_value = "/var/lib/causeway")]
+    state_dir: PathBuf,
+    /// The exit node: a node's tailnet name, id or address, `auto` (an
+    /// online exit node) or `none`. Lasts until the daemon restarts (the
+    /// config's `node.exit_node` applies then).
+    #[arg(long, env = "CAUSEWAY_EXIT_NODE")]
+    exit_node: String,
 }
 
 #[derive(Subcommand)]
@@ -267,6 +281,26 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 print_stdout(&node::status::render(&status))?;
             }
         }
+        Command::Set(args) => {
+            let request = node::commands::SetRequest {
+                exit_node: args.exit_node,
+            };
+            let answer = node::commands::send(&args.state_dir, &request).await?;
+            if let Some(error) = answer.error {
+                anyhow::bail!(error);
+            }
+            let exit = answer.exit_node.unwrap_or_default();
+            println!(
+                "exit node {}: {}{}",
+                exit.choice,
+                exit.selected.as_deref().unwrap_or("none selected"),
+                if exit.routing_all {
+                    ", all traffic through the tunnel"
+                } else {
+                    ""
+                }
+            );
+        }
         Command::Control(ControlCommand::Init { state_dir }) => {
             let output = causeway_control::init(&state_dir)?;
             println!("{}", output.public_key);
@@ -377,6 +411,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             node::run(
                 node_config,
                 config.subnet_router.as_ref(),
+                config.exit_node.as_ref(),
                 state,
                 &sources,
                 &tailnet,

@@ -48,6 +48,11 @@ impl StateDir {
         self.root.join("appliance.sock")
     }
 
+    /// Path of the command socket (`appliance set`).
+    pub fn command_socket(&self) -> PathBuf {
+        command_socket(&self.root)
+    }
+
     /// The machine key, created on first use.
     pub fn machine_key(&self) -> anyhow::Result<PrivateKey> {
         self.key("machine.key")
@@ -141,6 +146,11 @@ fn write_secret(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
         .and_then(|()| file.sync_all())
         .with_context(|| format!("writing {}", tmp.display()))?;
     fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
+}
+
+/// The command socket of the daemon whose state directory is `root`.
+pub fn command_socket(root: &Path) -> PathBuf {
+    root.join("command.sock")
 }
 
 #[cfg(test)]

@@ -657,7 +657,13 @@ impl TestDeployment {
     /// `appliance status --json` of an appliance in `site` whose state
     /// directory is `state_dir` (for nodes a test starts itself).
     pub fn status_at(&self, site: Site, state_dir: &Path) -> anyhow::Result<Value> {
-        let mut cmd = self.command_in(site, self.appliance_bin());
+        self.status_in(&self.dep.netns(site), state_dir)
+    }
+
+    /// `appliance status --json` of an appliance in namespace `ns` (one a
+    /// test added) whose state directory is `state_dir`.
+    pub fn status_in(&self, ns: &Netns, state_dir: &Path) -> anyhow::Result<Value> {
+        let mut cmd = ns.command(self.appliance_bin());
         cmd.arg("status")
             .arg("--state-dir")
             .arg(state_dir)

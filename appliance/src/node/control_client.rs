@@ -80,7 +80,7 @@ impl ControlChannel {
         let port = authority.port_u16().unwrap_or(80);
         let transient = |e: anyhow::Error| ConnectError::Transient(e);
 
-        let tcp = TcpStream::connect((authority.host(), port))
+        let tcp = connect_marked(authority.host(), port)
             .await
             .with_context(|| format!("connecting to control at {authority}"))
             .map_err(transient)?;
@@ -201,4 +201,31 @@ impl ControlChannel {
             self.opener.push(&self.buf[..n]);
         }
     }
+}
+
+/// Connects to control with the socket marked [`causeway_netconf::BYPASS_MARK`],
+/// so the control channel keeps the host's own routes while all other
+/// traffic goes through an exit node. Tries each resolved address in turn.
+async fn connect_marked(host: &str, port: u16) -> anyhow::Result<TcpStream> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let mut last = None;
+    for address in tokio::net::lookup_host((host, port))
+        .await
+        .with_context(|| format!("resolving {host}"))?
+    {
+        let socket = if address.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .context("creating a TCP socket")?;
+        super::mark_socket(&socket);
+        match socket.connect(address).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => {
+                last = Some(anyhow::Error::new(e).context(format!("connecting to {address}")))
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow!("{host} has no address")))
 }

@@ -95,6 +95,7 @@ mod tests {
             user: user.map(str::to_owned),
             online: true,
             wireguard_only: false,
+            exit_routes: vec![],
         }
     }
 

@@ -1,9 +1,12 @@
-//! Roles `device` and `subnet-router`: join the tailnet, follow the netmap,
-//! and carry traffic.
+//! Roles `device`, `subnet-router` and `exit-node`: join the tailnet,
+//! follow the netmap, and carry traffic (through an exit node, if the
+//! node selected one).
 
+pub mod commands;
 mod control_client;
 mod dataplane;
 pub mod directory;
+mod exit;
 pub mod status;
 
 use std::collections::BTreeSet;
@@ -28,9 +31,10 @@ use tokio::sync::{mpsc, watch};
 use self::control_client::{ConnectError, ControlChannel};
 use self::dataplane::{Command, DataplaneDriver};
 use self::directory::Directory;
+use self::exit::ExitDriver;
 use self::status::{NodeStatus, StatusState};
 use crate::cloud::{Cloud, Metadata};
-use crate::config::{NodeConfig, SubnetRouterConfig};
+use crate::config::{ExitNodeConfig, NodeConfig, SubnetRouterConfig};
 use crate::state::{Registration, StateDir};
 
 /// The nftables table the appliance owns.
@@ -68,6 +72,7 @@ impl NodeHandle {
 pub async fn run(
     config: &NodeConfig,
     router: Option<&SubnetRouterConfig>,
+    exit_node: Option<&ExitNodeConfig>,
     state: StateDir,
     metrics: &crate::metrics::Sources,
     tailnet: &Directory,
@@ -76,9 +81,10 @@ pub async fn run(
     let control_key = control_key(config)?;
     let machine_key = state.machine_key()?;
     let (node_key, pending_key) = state.node_keys()?;
-    let advertised: Vec<IpNet> = router
+    let mut advertised: Vec<IpNet> = router
         .map(|r| r.routes.iter().map(|r| r.prefix).collect())
         .unwrap_or_default();
+    advertised.extend(exit_node.map(ExitNodeConfig::routes).unwrap_or_default());
 
     let status = Arc::new(Mutex::new(NodeStatus::new(config, &advertised)));
 
@@ -148,6 +154,11 @@ pub async fn run(
     )))
     .await
     .with_context(|| format!("binding UDP port {}", config.listen_port))?;
+    // WireGuard's own datagrams never go through an exit node.
+    mark_socket(&socket);
+    let mut exit = ExitDriver::start(config, &advertised, ifindex, Arc::clone(&status)).await?;
+    let (exit_requests_tx, mut exit_requests) = mpsc::channel(8);
+    let command_server = tokio::spawn(commands::serve(state.command_socket(), exit_requests_tx));
     let (commands, command_rx) = mpsc::channel(64);
     let fixed_endpoints = !config.advertise_endpoints.is_empty();
     let mut discovery = EndpointDiscoveryState::new(rand::random());
@@ -185,8 +196,8 @@ pub async fn run(
 
     // Held until the node stops: dropping it, on any return below,
     // removes the nftables table and turns forwarding back.
-    let subnet_router = router
-        .map(|router| start_router(config, router, &registration))
+    let subnet_router = (router.is_some() || exit_node.is_some())
+        .then(|| start_router(config, router, exit_node, &registration))
         .transpose()?;
     metrics.set_node(NodeHandle {
         status: Arc::clone(&status),
@@ -225,6 +236,8 @@ pub async fn run(
             ifindex,
             &status,
             tailnet,
+            &mut exit,
+            &mut exit_requests,
         );
         let failure = tokio::select! {
             failure = stream => failure,
@@ -258,7 +271,7 @@ pub async fn run(
             // Control confirmed a new node key: only now does the data
             // plane switch to it.
             dataplane_key = session.node_key.public_key();
-            let peers = netmap.peers().cloned().collect();
+            let peers = exit.dataplane_peers(&netmap);
             commands
                 .send(Command::SetKey(session.node_key.clone(), peers))
                 .await
@@ -270,10 +283,13 @@ pub async fn run(
     // Tear down what we installed: nftables table, then the TUN device (its
     // routes and addresses go with it when the driver drops it).
     status_server.abort();
+    command_server.abort();
     for task in [rescan, cloud_address].into_iter().flatten() {
         task.abort();
     }
     let _ = std::fs::remove_file(state.status_socket());
+    let _ = std::fs::remove_file(state.command_socket());
+    exit.stop().await;
     drop(subnet_router);
     drop(commands);
     dataplane.abort();
@@ -480,6 +496,8 @@ async fn follow_control(
     ifindex: u32,
     status: &Arc<Mutex<NodeStatus>>,
     tailnet: &Directory,
+    exit: &mut ExitDriver,
+    exit_requests: &mut mpsc::Receiver<commands::Pending>,
 ) -> SessionFailure {
     let lost = |e: anyhow::Error| SessionFailure::Unreachable(format!("{e:#}"));
     let mut channel =
@@ -521,6 +539,24 @@ async fn follow_control(
                 }
                 continue;
             }
+            Some((choice, reply)) = exit_requests.recv() => {
+                exit.set_choice(choice);
+                let peers = exit.update(netmap).await;
+                // Before this stream's first full map the netmap is empty:
+                // the map applies the choice when it comes.
+                if netmap.node().is_some() {
+                    let filter = netmap.filter().cloned();
+                    let served = netmap.served_prefixes();
+                    if commands.send(Command::SetPeers(peers, filter, served)).await.is_err() {
+                        return lost(anyhow::anyhow!("data plane gone"));
+                    }
+                }
+                let _ = reply.send(commands::SetAnswer {
+                    error: None,
+                    exit_node: Some(exit.status()),
+                });
+                continue;
+            }
         };
         match message {
             ServerMessage::Map(map) => {
@@ -546,7 +582,7 @@ async fn follow_control(
                     if let Some(e) = netmap.cap_grants_refused() {
                         tracing::warn!(error = %e, "control sent cap grants over the limits; granting no application capability");
                     }
-                    let peers = netmap.peers().cloned().collect();
+                    let peers = exit.update(netmap).await;
                     if let Some(e) = netmap.filter_refused() {
                         tracing::warn!(error = %e, "control sent a packet filter over the limits; accepting no new flows");
                     }
@@ -745,37 +781,67 @@ fn scan_interfaces(tun_name: &str, port: u16) -> anyhow::Result<BTreeSet<SocketA
     Ok(found)
 }
 
-/// Subnet-router set-up: forwarding and the nftables table (masquerade,
-/// and forwarding only to the routes and replies back), undone on drop.
+/// Sets the firewall mark that keeps a socket of the node's own (WireGuard,
+/// control) off the exit node's tunnel. Needs CAP_NET_ADMIN, which the node
+/// has for its TUN device; without it, only exit-node routing is affected.
+pub(crate) fn mark_socket(socket: &impl std::os::fd::AsFd) {
+    if let Err(e) = nix::sys::socket::setsockopt(
+        socket,
+        nix::sys::socket::sockopt::Mark,
+        &causeway_netconf::BYPASS_MARK,
+    ) {
+        tracing::warn!(error = %e, "marking a socket to bypass the exit node");
+    }
+}
+
+/// Subnet-router and exit-node set-up: forwarding and the nftables table
+/// (masquerade, and forwarding only to the routes, or anywhere for an exit
+/// node, and replies back), undone on drop.
 fn start_router(
     config: &NodeConfig,
-    router: &SubnetRouterConfig,
+    router: Option<&SubnetRouterConfig>,
+    exit_node: Option<&ExitNodeConfig>,
     registration: &Registration,
 ) -> anyhow::Result<SubnetRouter> {
-    let ipv6 = router.routes.iter().any(|r| r.prefix.addr().is_ipv6());
     let tailnet_v6 = registration.addresses.iter().find_map(|a| match a {
         IpNet::V6(v6) => ipnet::Ipv6Net::new(v6.addr(), 48).ok().map(|n| n.trunc()),
         IpNet::V4(_) => None,
     });
+    let subnet_routes = router.map(|r| r.routes.as_slice()).unwrap_or_default();
+    // An exit node forwards anywhere and masquerades everything it
+    // forwards (IPv6 only with a tailnet /48 to match as the source).
+    let exit_routes: Vec<IpNet> = exit_node
+        .map(ExitNodeConfig::routes)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.addr().is_ipv4() || tailnet_v6.is_some())
+        .collect();
+    let ipv6 = subnet_routes.iter().any(|r| r.prefix.addr().is_ipv6())
+        || exit_routes.iter().any(|p| p.addr().is_ipv6());
     let policy = FirewallPolicy {
         table: FIREWALL_TABLE.to_owned(),
         tun_interface: config.tun_name.clone(),
         tailnet_v4: TAILNET_V4.parse().expect("TAILNET_V4 is a valid prefix"),
         tailnet_v6,
-        masquerade: router
-            .routes
+        masquerade: subnet_routes
             .iter()
             .filter(|r| r.snat)
             .map(|r| r.prefix)
+            .chain(exit_routes.iter().copied())
             .collect(),
         forward: true,
-        forward_to: router.routes.iter().map(|r| r.prefix).collect(),
+        forward_to: subnet_routes
+            .iter()
+            .map(|r| r.prefix)
+            .chain(exit_routes.iter().copied())
+            .collect(),
     };
     let setup = SubnetRouter::start(&policy, ipv6).context("starting the subnet router")?;
     tracing::info!(
-        routes = ?router.routes.iter().map(|r| r.prefix).collect::<Vec<_>>(),
+        routes = ?policy.forward_to,
         masquerade = ?policy.masquerade,
-        "subnet router on"
+        exit_node = exit_node.is_some(),
+        "forwarding for the tailnet"
     );
     Ok(setup)
 }

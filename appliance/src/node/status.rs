@@ -83,6 +83,24 @@ pub struct NodeStatus {
     pub dropped_by_reason: BTreeMap<String, u64>,
     /// Peers and their counters.
     pub peers: Vec<PeerStatus>,
+    /// The exit node this node routes through, if it wants one.
+    #[serde(default)]
+    pub exit_node: ExitNodeStatus,
+}
+
+/// The client side of exit nodes in the status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitNodeStatus {
+    /// What was asked for: a name, id or address, `auto` or `none`.
+    pub choice: String,
+    /// The peer it resolved to, by name.
+    pub selected: Option<String>,
+    /// Whether that peer is online.
+    pub online: bool,
+    /// Whether all traffic is routed into the tunnel (policy routing on).
+    pub routing_all: bool,
+    /// Prefixes kept on the host's own routes while routing all traffic.
+    pub bypass: Vec<IpNet>,
 }
 
 /// One peer in the status.
@@ -129,6 +147,10 @@ impl NodeStatus {
             dropped_packets: 0,
             dropped_by_reason: BTreeMap::new(),
             peers: vec![],
+            exit_node: ExitNodeStatus {
+                choice: config.exit_node.0.to_string(),
+                ..ExitNodeStatus::default()
+            },
         }
     }
 }
@@ -238,6 +260,21 @@ pub fn render(status: &NodeStatus) -> String {
     );
     if !status.session.is_empty() {
         let _ = writeln!(out, "session   {}", status.session);
+    }
+    let exit = &status.exit_node;
+    if exit.choice != "none" {
+        let _ = writeln!(
+            out,
+            "exit node {} -> {}{}, {}",
+            exit.choice,
+            exit.selected.as_deref().unwrap_or("(none usable)"),
+            if exit.online { "" } else { " (offline)" },
+            if exit.routing_all {
+                "all traffic through the tunnel"
+            } else {
+                "traffic on the host's own routes (fail open)"
+            }
+        );
     }
     let endpoints: Vec<String> = status.endpoints.iter().map(ToString::to_string).collect();
     let _ = writeln!(

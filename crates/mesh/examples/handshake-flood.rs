@@ -48,6 +48,7 @@ fn describe(id: u64, key: &PrivateKey) -> Node {
         online: true,
         user: None,
         wireguard_only: false,
+        exit_routes: vec![],
     }
 }
 

@@ -6,7 +6,8 @@
 //! datagrams for a peer's endpoint, and datagrams from peers become IP
 //! packets for the TUN device once they pass the source check and the
 //! packet filter ([`PacketFilterState`]: rules from control plus connection
-//! tracking, so replies to flows the node opened come back). [`EndpointDiscoveryState`] works out the addresses the
+//! tracking, so replies to flows the node opened come back). [`ExitNodeState`]
+//! picks the exit node a client routes its internet traffic through. [`EndpointDiscoveryState`] works out the addresses the
 //! node advertises, including the one control's STUN port sees.
 //! [`ControlSessionState`] decides when to register, open the map stream,
 //! rotate the node key and retry, keeping the old key until control
@@ -16,6 +17,7 @@
 
 mod conntrack;
 mod discovery;
+mod exit_node;
 mod filter;
 mod netmap;
 mod node;
@@ -25,6 +27,7 @@ mod tunnel;
 
 pub use conntrack::{DEFAULT_FLOW_CAPACITY, FlowStats};
 pub use discovery::{DiscoveryEvent, EndpointDiscoveryState, PROBE_INTERVAL};
+pub use exit_node::{BadExitNodeChoice, ExitNodeChoice, ExitNodeState, ExitSelection};
 pub use filter::{FilterDrop, PacketFilterState};
 pub use netmap::{NetmapError, NetmapState};
 pub use node::{Delivery, Drop, DropCounts, DropReason, NodeState, PeerStats, TICK, Transmit};

@@ -175,9 +175,9 @@ impl NetmapState {
         self.filter.as_ref()
     }
 
-    /// What this node accepts packets for: its own addresses and the
-    /// approved routes it is primary for (an exit node's include 0.0.0.0/0
-    /// and ::/0), for [`crate::NodeState::set_served`]. Empty before the
+    /// What this node accepts packets for: its own addresses, the
+    /// approved routes it is primary for, and its approved exit routes
+    /// (0.0.0.0/0 and ::/0), for [`crate::NodeState::set_served`]. Empty before the
     /// first full map.
     pub fn served_prefixes(&self) -> Vec<IpNet> {
         let Some(node) = &self.node else {
@@ -185,6 +185,7 @@ impl NetmapState {
         };
         let mut served: BTreeSet<IpNet> = node.addresses.iter().map(IpNet::trunc).collect();
         served.extend(node.primary_routes.iter().map(IpNet::trunc));
+        served.extend(node.exit_routes.iter().map(IpNet::trunc));
         served.into_iter().collect()
     }
 
@@ -240,6 +241,7 @@ mod tests {
             online: true,
             user: None,
             wireguard_only: false,
+            exit_routes: vec![],
         }
     }
 
@@ -316,6 +318,32 @@ mod tests {
         assert_eq!(
             map.served_prefixes(),
             vec![net("100.64.0.1/32"), net("198.19.1.0/24")]
+        );
+    }
+
+    #[test]
+    fn an_exit_node_serves_its_exit_routes_and_no_peer_route_goes_to_the_kernel() {
+        let mut me = node(1, &[]);
+        me.exit_routes = vec![net("0.0.0.0/0"), net("::/0")];
+        let mut exit_peer = node(2, &[]);
+        exit_peer.exit_routes = vec![net("0.0.0.0/0")];
+        let mut map = NetmapState::default();
+
+        map.apply(MapResponse {
+            seq: 1,
+            node: Some(me),
+            peers: Some(vec![exit_peer]),
+            ..Default::default()
+        })
+        .expect("full map applies");
+
+        assert_eq!(
+            map.served_prefixes(),
+            vec![net("0.0.0.0/0"), net("100.64.0.1/32"), net("::/0")]
+        );
+        assert_eq!(
+            map.kernel_routes(true, &[]).into_iter().collect::<Vec<_>>(),
+            [net("100.64.0.2/32")]
         );
     }
 

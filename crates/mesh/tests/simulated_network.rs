@@ -68,6 +68,7 @@ fn describe(id: u64) -> Node {
         online: true,
         user: None,
         wireguard_only: false,
+        exit_routes: vec![],
     }
 }
 

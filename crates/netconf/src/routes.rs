@@ -72,6 +72,11 @@ pub struct RouteChanges {
 }
 
 impl RouteTable {
+    /// The rtnetlink handle, for the other adapters of this crate.
+    pub(crate) fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
     /// Opens an rtnetlink connection and spawns it on the current tokio runtime.
     pub async fn new() -> Result<Self, RouteError> {
         let (connection, handle, _) = rtnetlink::new_connection().map_err(RouteError::Socket)?;
@@ -331,14 +336,14 @@ fn check_network(prefix: IpNet) -> Result<(), RouteError> {
 }
 
 /// The positive errno of a kernel error reply.
-fn errno(error: &rtnetlink::Error) -> Option<i32> {
+pub(crate) fn errno(error: &rtnetlink::Error) -> Option<i32> {
     match error {
         rtnetlink::Error::NetlinkError(message) => message.code.map(|code| -code.get()),
         _ => None,
     }
 }
 
-fn netlink(operation: String, source: rtnetlink::Error) -> RouteError {
+pub(crate) fn netlink(operation: String, source: rtnetlink::Error) -> RouteError {
     RouteError::Netlink {
         operation,
         errno: errno(&source),

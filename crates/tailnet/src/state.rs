@@ -16,7 +16,8 @@ use ipnet::{IpNet, Ipv6Net};
 use crate::addresses::{lowest_free_v4, v6_for};
 use crate::auth_keys::{self, AuthKey, AuthKeyRefusal, AuthKeySpec, InvalidTag, NewAuthKey};
 use crate::policy::{
-    NodePolicy, Policy, PolicyError, PolicyNode, compile, is_user, tailnet_sources,
+    NodePolicy, Policy, PolicyError, PolicyNode, compile, is_default_route, is_user,
+    tailnet_sources,
 };
 use crate::routes::select_primaries;
 
@@ -105,6 +106,16 @@ impl NodeRecord {
             self.user.as_deref(),
         )
         .with_routes(routes)
+    }
+
+    /// The exit routes (`0.0.0.0/0`, `::/0`) it advertises and an admin or
+    /// `autoApprovers` approved, sorted.
+    pub fn exit_routes(&self) -> Vec<IpNet> {
+        self.advertised_routes
+            .intersection(&self.approved_routes)
+            .filter(|p| is_default_route(p))
+            .copied()
+            .collect()
     }
 
     /// Its tailnet addresses as host prefixes (/32, /128).
@@ -1094,6 +1105,7 @@ impl TailnetState {
             user: node.user.clone(),
             online: self.is_online(id),
             wireguard_only: node.wireguard_only,
+            exit_routes: node.exit_routes(),
         })
     }
 
@@ -1265,7 +1277,12 @@ impl TailnetState {
             if !self.is_online(node.id) || node.is_expired(now) {
                 continue;
             }
+            // Exit routes are never primary: every exit node offers them
+            // and each client picks one (`NodeRecord::exit_routes`).
             for prefix in node.advertised_routes.intersection(&node.approved_routes) {
+                if is_default_route(prefix) {
+                    continue;
+                }
                 candidates.entry(*prefix).or_default().push(node.id);
             }
         }

@@ -344,6 +344,56 @@ fn auto_approvers_approve_tagged_routers() {
 }
 
 #[test]
+fn exit_routes_are_offered_to_every_peer_never_made_primary() {
+    let mut state = tailnet();
+    state
+        .set_policy(
+            r#"{"autoApprovers": {"exitNode": ["tag:exit"]},
+                "acls": [{"action": "accept", "src": ["*"], "dst": ["autogroup:internet:*"]}]}"#,
+            T0,
+        )
+        .expect("valid policy");
+    let exit_key = auth_key(&mut state, &["tag:exit"], 1);
+    let plain = auth_key(&mut state, &[], 2);
+    let (exit, _) = join(&mut state, &exit_key, 1, &["0.0.0.0/0", "::/0"]);
+    let (other, _) = join(&mut state, &plain, 2, &["0.0.0.0/0"]);
+    let (client, _) = join(&mut state, &plain, 3, &[]);
+
+    let map = MapSession::new(client).full_map(&state, T0);
+
+    // autoApprovers.exitNode approved the tagged node's exit routes only.
+    let offered = peer(&map, exit).expect("the exit node is visible");
+    assert_eq!(offered.exit_routes, [net("0.0.0.0/0"), net("::/0")]);
+    assert!(offered.primary_routes.is_empty());
+    assert!(!offered.allowed_ips.iter().any(|p| p.prefix_len() == 0));
+    assert!(peer(&map, other).is_none_or(|n| n.exit_routes.is_empty()));
+    assert!(state.primary_routes(exit).is_empty());
+    // An admin's approval makes the other node a second candidate, still
+    // not a primary route.
+    state
+        .approve_route(other, net("0.0.0.0/0"), T0 + 1)
+        .expect("advertised route");
+    let map = MapSession::new(client).full_map(&state, T0 + 1);
+    let second = peer(&map, other).expect("an exit node is visible to the client");
+    assert_eq!(second.exit_routes, [net("0.0.0.0/0")]);
+    assert!(state.primary_routes(other).is_empty());
+    // The exit node's filter lets the client's traffic to the internet in.
+    let exit_map = MapSession::new(exit).full_map(&state, T0 + 1);
+    let filter = exit_map.packet_filter.expect("a filter");
+    assert!(
+        filter.rules[0]
+            .destinations
+            .iter()
+            .any(|d| d.prefix.contains(
+                &"198.18.0.1"
+                    .parse::<std::net::IpAddr>()
+                    .expect("an address")
+            )),
+        "{filter:?}"
+    );
+}
+
+#[test]
 fn failover_moves_the_primary_and_sticks() {
     let mut state = tailnet();
     state

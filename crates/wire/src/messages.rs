@@ -244,6 +244,11 @@ pub struct Node {
     pub online: bool,
     /// A plain WireGuard peer without Causeway software.
     pub wireguard_only: bool,
+    /// The exit routes (`0.0.0.0/0`, `::/0`) it offers, approved. They are
+    /// never in `allowed_ips`: a client adds them to the one exit node it
+    /// selected, so no other peer can send it traffic from any address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exit_routes: Vec<IpNet>,
 }
 
 /// A small patch for a peer whose endpoints alone changed.
@@ -409,6 +414,7 @@ mod tests {
             online: true,
             user: None,
             wireguard_only: false,
+            exit_routes: vec![],
         }
     }
 

@@ -47,6 +47,7 @@ fn describe(id: u8) -> Node {
         online: true,
         user: None,
         wireguard_only: false,
+        exit_routes: vec![],
     }
 }
 

@@ -47,6 +47,7 @@ fn main() {
         online: true,
         user: None,
         wireguard_only: false,
+        exit_routes: vec![],
     };
     let register = ClientMessage::Register(RegisterRequest {
         node_key: machine.public_key(),
