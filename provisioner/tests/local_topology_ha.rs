@@ -23,7 +23,10 @@ fn a_failed_ha_deploy_builds_both_routers_network_and_destroy_removes_it() {
     let guard = DestroyGuard::new(&opts);
 
     let err = local::deploy(&opts).expect_err("control cannot start with /bin/false");
-    assert!(format!("{err:#}").contains("stopped at control"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("stopped at [5/10] control"),
+        "{err:#}"
+    );
     let dep = local::LocalDeployment::open(&opts).expect("open");
     let state = dep.state().expect("state").expect("state.json written");
     assert!(state.ha, "state.json must record --ha");
