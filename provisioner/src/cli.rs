@@ -204,9 +204,6 @@ pub struct AwsArgs {
     /// The VPC to serve (required with --cloud aws).
     #[arg(long, env = "CAUSEWAY_VPC")]
     pub vpc: Option<String>,
-    /// Two instances in two availability zones (an HA pair).
-    #[arg(long, env = "CAUSEWAY_HA")]
-    pub ha: bool,
     /// Sizing tier: small (2 vCPU), standard (4), consistent-network (more than 16).
     #[arg(long, env = "CAUSEWAY_SIZE", value_enum, default_value_t = Size::Standard)]
     pub size: Size,
@@ -302,6 +299,9 @@ pub struct ChangeArgs {
     /// Role to deploy (--cloud local: subnet-router only).
     #[arg(long, env = "CAUSEWAY_ROLE", value_enum)]
     pub role: Role,
+    /// An HA pair: --cloud aws, two instances in two availability zones; --cloud local, a second subnet router namespace (cw-NAME-rtr2) for the same VPC subnet.
+    #[arg(long, env = "CAUSEWAY_HA")]
+    pub ha: bool,
     /// Local-cloud options.
     #[command(flatten)]
     pub local: LocalArgs,
@@ -434,12 +434,12 @@ fn change_provider(a: &ChangeArgs) -> anyhow::Result<Box<dyn Provider>> {
             "--role {}: --cloud local deploys only subnet-router; the other roles need --cloud aws",
             a.role
         ),
-        Cloud::Local => Ok(local_provider(&a.target, &a.local)),
+        Cloud::Local => Ok(local_provider(&a.target, &a.local, a.ha)),
         Cloud::Aws => {
             let mut opts = aws_options(&a.target, Some(a.role), &a.aws.common);
             let x = &a.aws;
             opts.vpc = x.vpc.clone();
-            opts.ha = x.ha;
+            opts.ha = a.ha;
             opts.size = x.size;
             opts.instance_type = x.instance_type.clone();
             opts.allow_burstable = x.allow_burstable;
@@ -478,7 +478,8 @@ fn inspect_provider(a: &InspectArgs) -> anyhow::Result<Box<dyn Provider>> {
             opts.delete_recordings = a.aws.delete_recordings;
             Ok(Box::new(AwsProvider::new(opts)))
         }
-        Cloud::Local => Ok(local_provider(&a.target, &a.local)),
+        // status and destroy take no --ha: the deployment's state says.
+        Cloud::Local => Ok(local_provider(&a.target, &a.local, false)),
         Cloud::Azure => Err(CloudError::NotImplemented(Cloud::Azure).into()),
     }
 }
@@ -502,8 +503,9 @@ fn aws_options(target: &TargetArgs, role: Option<Role>, c: &AwsCommonArgs) -> Aw
     opts
 }
 
-fn local_provider(target: &TargetArgs, local: &LocalArgs) -> Box<dyn Provider> {
+fn local_provider(target: &TargetArgs, local: &LocalArgs, ha: bool) -> Box<dyn Provider> {
     let mut opts = DeployOptions::new(target.name.clone());
+    opts.ha = ha;
     if let Some(dir) = &target.state_dir {
         opts.state_dir = dir.clone();
     }
@@ -569,6 +571,21 @@ mod tests {
     }
 
     #[test]
+    fn ha_parses_for_the_local_cloud_and_is_off_by_default() {
+        let cli = parse(&["plan", "--role", "subnet-router", "--ha"]).expect("parses");
+        let Command::Plan(a) = cli.command else {
+            panic!("expected plan");
+        };
+        assert_eq!(a.target.cloud, Cloud::Local);
+        assert!(a.ha);
+        let cli = parse(&["deploy", "--role", "subnet-router"]).expect("parses");
+        let Command::Deploy(a) = cli.command else {
+            panic!("expected deploy");
+        };
+        assert!(!a.ha);
+    }
+
+    #[test]
     fn local_refuses_roles_other_than_subnet_router() {
         let cli = parse(&["deploy", "--role", "exit-node"]).expect("parses");
         let err = run(cli).expect_err("local has only subnet-router");
@@ -605,7 +622,7 @@ mod tests {
             (a.aws.ia_days, a.aws.archive_days, a.aws.expire_days),
             (30, 90, 365)
         );
-        assert!(a.aws.ha && a.aws.no_snat && !a.aws.allow_burstable);
+        assert!(a.ha && a.aws.no_snat && !a.aws.allow_burstable);
         assert_eq!(a.aws.dns, DnsMode::ResolverEndpoint);
     }
 

@@ -36,6 +36,20 @@ impl ApplianceHealth {
         self.missing.is_empty()
     }
 
+    /// Its place in an HA group: `not registered`, `primary` (for some
+    /// route), `offline` (registered, not connected) or `standby`.
+    pub fn ha_role(&self) -> &'static str {
+        if self.node.is_none() {
+            "not registered"
+        } else if !self.primary_routes.is_empty() {
+            "primary"
+        } else if !self.online {
+            "offline"
+        } else {
+            "standby"
+        }
+    }
+
     /// One line for people: healthy or what is missing, then what control
     /// knows (node, last seen, key expiry, primary routes).
     pub fn describe(&self) -> String {
@@ -100,6 +114,13 @@ pub fn assess(
     routes: &[String],
 ) -> Vec<ApplianceHealth> {
     let matched: Vec<Option<&NodeView>> = instances.iter().map(|i| node_of(i, nodes)).collect();
+    assess_matched(&matched, routes)
+}
+
+/// Judges the appliances of a deployment once each machine has been
+/// matched to its node in control (`None`: not registered); any cloud's
+/// provisioner uses this, so they all judge alike.
+pub fn assess_matched(matched: &[Option<&NodeView>], routes: &[String]) -> Vec<ApplianceHealth> {
     let primaries = |prefix: &str| {
         matched
             .iter()
@@ -249,6 +270,26 @@ mod tests {
         );
         assert_eq!(health[2].missing, ["not registered with control"]);
         assert_eq!(health[2].node, None);
+    }
+
+    #[test]
+    fn the_ha_role_follows_registration_primary_and_connection() {
+        let instances = [
+            instance("i-a", "ip-10-0-1-5"),
+            instance("i-b", "ip-10-0-2-5"),
+            instance("i-c", "ip-10-0-3-5"),
+            instance("i-d", "ip-10-0-4-5"),
+        ];
+        let nodes = [
+            node("ip-10-0-1-5", true, true, true),
+            node("ip-10-0-2-5", true, true, false),
+            node("ip-10-0-3-5", false, true, false),
+        ];
+        let roles: Vec<_> = assess(&instances, &nodes, &routes())
+            .iter()
+            .map(ApplianceHealth::ha_role)
+            .collect();
+        assert_eq!(roles, ["primary", "standby", "offline", "not registered"]);
     }
 
     #[test]

@@ -99,15 +99,10 @@ async fn inspect(aws: &Aws, opts: &AwsOptions) -> anyhow::Result<StatusReport> {
                 Some(judged) if joins(&i) => judged[n].clone(),
                 _ => None,
             };
-            let ha_role = match (&appliance, &judged) {
-                (_, None) => "unknown",
-                (None, Some(_)) => "unknown",
-                (Some(h), Some(_)) if h.node.is_none() => "not registered",
-                (Some(h), Some(_)) if !h.primary_routes.is_empty() => "primary",
-                (Some(h), Some(_)) if !h.online => "offline",
-                (Some(_), Some(_)) => "standby",
-            }
-            .to_owned();
+            let ha_role = appliance
+                .as_ref()
+                .map_or("unknown", ApplianceHealth::ha_role)
+                .to_owned();
             InstanceStatus {
                 instance: i,
                 ha_role,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
+use causeway_wire::admin::NodeView;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -124,6 +125,14 @@ impl Appliance {
         Ok(Secret::new(key.to_owned()))
     }
 
+    /// Every node control knows (`appliance admin --json nodes list`), in
+    /// the control namespace `ns`.
+    pub fn nodes(&self, ns: &Netns, token_file: &Path) -> anyhow::Result<Vec<NodeView>> {
+        let mut cmd = self.admin_command(ns, token_file, &["--json", "nodes", "list"]);
+        let out = exec::run(&mut cmd).context("asking control for its nodes")?;
+        serde_json::from_str(&out).context("parsing `appliance admin --json nodes list`")
+    }
+
     /// `appliance status --state-dir DIR --json` in `ns`, parsed.
     pub fn status(&self, ns: &Netns, state_dir: &Path) -> anyhow::Result<Value> {
         let mut cmd = ns.command(&self.bin);
@@ -207,13 +216,13 @@ pub fn control_config(dir: &StateDir) -> anyhow::Result<String> {
     toml::to_string(&file).context("rendering control's config")
 }
 
-/// A node's config file: the router advertises the VPC subnet, the client
+/// A node's config file: the router(s) advertise the VPC subnet, the client
 /// accepts routes. Neither names its endpoints: each finds them itself
 /// (interface addresses, and the address control's STUN port sees, which
 /// for the router is its public address on the internet gateway).
 pub fn node_config(dir: &StateDir, node: Node) -> anyhow::Result<String> {
     let (subnet_router, accept_routes) = match node {
-        Node::Router => (
+        Node::Router | Node::Router2 => (
             Some(SubnetRouterSection {
                 routes: vec![RouteEntry {
                     prefix: VPC_SUBNET.to_owned(),
@@ -399,6 +408,23 @@ mod tests {
         assert_eq!(
             v["node"]["auth_key_file"].as_str(),
             Some("/run/causeway/local/demo/router.authkey")
+        );
+        assert_eq!(
+            v["subnet_router"]["routes"][0]["prefix"].as_str(),
+            Some("198.19.1.0/24")
+        );
+    }
+
+    #[test]
+    fn the_second_router_advertises_the_same_subnet_under_its_own_name() {
+        let dir = StateDir::new("/s");
+        let v: toml::Value =
+            toml::from_str(&node_config(&dir, Node::Router2).expect("renders")).expect("toml");
+        assert_eq!(v["state_dir"].as_str(), Some("/s/router2"));
+        assert_eq!(v["node"]["hostname"].as_str(), Some("router2"));
+        assert_eq!(
+            v["node"]["auth_key_file"].as_str(),
+            Some("/s/router2.authkey")
         );
         assert_eq!(
             v["subnet_router"]["routes"][0]["prefix"].as_str(),

@@ -2,6 +2,7 @@
 //! deploy again resumes an interrupted deploy and changes nothing on a
 //! healthy one.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -19,47 +20,76 @@ use super::state::{
     DeploymentLock, DeploymentState, Node, STATE_VERSION, Secret, write_if_changed,
 };
 use super::topology::{Site, VPC_HOST_ADDR};
-use super::{LocalDeployment, network, node_site, services};
+use super::{LocalDeployment, ha, network, node_site, services};
 use crate::console::{Progress, StepOutcome};
 
-const STEPS: [&str; 9] = [
-    "preflight",
-    "network namespaces and links",
-    "postgres in the VPC",
-    "http server in the VPC",
-    "control",
-    "auth keys and node configs",
-    "subnet router",
-    "client",
-    "verify client -> router -> VPC",
-];
+/// One deploy step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Preflight,
+    Network,
+    Postgres,
+    Http,
+    Control,
+    KeysAndConfigs,
+    Start(Node),
+    Verify,
+}
+
+/// The steps and their labels, in order; `--ha` adds the second router.
+fn steps(ha: bool) -> Vec<(Step, &'static str)> {
+    let mut out = vec![
+        (Step::Preflight, "preflight"),
+        (Step::Network, "network namespaces and links"),
+        (Step::Postgres, "postgres in the VPC"),
+        (Step::Http, "http server in the VPC"),
+        (Step::Control, "control"),
+        (Step::KeysAndConfigs, "auth keys and node configs"),
+        (Step::Start(Node::Router), "subnet router"),
+    ];
+    if ha {
+        out.push((Step::Start(Node::Router2), "second subnet router"));
+    }
+    out.push((Step::Start(Node::Client), "client"));
+    out.push((
+        Step::Verify,
+        if ha {
+            "verify client -> primary router -> VPC"
+        } else {
+            "verify client -> router -> VPC"
+        },
+    ));
+    out
+}
 
 /// Runs every step; on failure reports the step and leaves what was built
 /// (recorded in `state.json`) for the next deploy or for destroy.
 pub fn run(dep: &LocalDeployment) -> anyhow::Result<()> {
     let _lock = DeploymentLock::acquire(&dep.dir)?;
-    let mut p = Progress::new(dep.opts.progress, STEPS.len());
+    let steps = steps(dep.topo.ha());
+    let mut p = Progress::new(dep.opts.progress, steps.len());
     let mut state = initial_state(dep)?;
     let mut changed = false;
-    let mut restart = Restart::default();
+    let mut restart = BTreeSet::new();
     let mut details = Vec::new();
-    for (i, label) in STEPS.iter().enumerate() {
+    for (step, label) in steps {
         p.begin(label);
-        let result = match i {
-            0 => preflight(dep, &mut state),
-            1 => network::ensure(&dep.topo).map(outcome),
-            2 => Postgres::new(dep.pg_bin.clone(), dep.dir.clone(), dep.netns(Site::Vpc))
-                .ensure(&mut state),
-            3 => HttpServer::new(dep.dir.clone(), dep.netns(Site::Vpc)).ensure(
+        let result = match step {
+            Step::Preflight => preflight(dep, &mut state),
+            Step::Network => network::ensure(&dep.topo).map(outcome),
+            Step::Postgres => {
+                Postgres::new(dep.pg_bin.clone(), dep.dir.clone(), dep.netns(Site::Vpc))
+                    .ensure(&mut state)
+            }
+            Step::Http => HttpServer::new(dep.dir.clone(), dep.netns(Site::Vpc)).ensure(
                 &mut state,
                 dep.name().as_str(),
                 dep.opts.wait_timeout,
             ),
-            4 => control(dep, &mut state),
-            5 => keys_and_configs(dep, &mut state, &mut restart),
-            6 => node(dep, &mut state, Node::Router, &restart),
-            7 => node(dep, &mut state, Node::Client, &restart),
-            _ => verify(dep, &mut details),
+            Step::Control => control(dep, &mut state),
+            Step::KeysAndConfigs => keys_and_configs(dep, &mut state, &mut restart),
+            Step::Start(n) => node(dep, &mut state, n, &restart),
+            Step::Verify => verify(dep, &mut details),
         };
         let saved = if dep.dir.root().is_dir() {
             state.save(&dep.dir)
@@ -98,13 +128,6 @@ pub fn run(dep: &LocalDeployment) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Nodes whose config changed, so a running daemon must be restarted.
-#[derive(Debug, Default)]
-struct Restart {
-    router: bool,
-    client: bool,
-}
-
 fn outcome(changed: bool) -> StepOutcome {
     if changed {
         StepOutcome::Changed
@@ -122,6 +145,7 @@ fn initial_state(dep: &LocalDeployment) -> anyhow::Result<DeploymentState> {
         name: dep.name().to_string(),
         cloud: "local".into(),
         role: crate::role::Role::SubnetRouter.to_string(),
+        ha: dep.topo.ha(),
         namespaces: dep.topo.namespaces(),
         processes: Default::default(),
         postgres_data_dir: dep.dir.pg_data(),
@@ -240,10 +264,12 @@ fn control(dep: &LocalDeployment, state: &mut DeploymentState) -> anyhow::Result
     Ok(outcome(changed || config_changed))
 }
 
+/// Writes auth keys and node configs; `restart` collects the nodes whose
+/// config changed, so a running daemon must be restarted.
 fn keys_and_configs(
     dep: &LocalDeployment,
     state: &mut DeploymentState,
-    restart: &mut Restart,
+    restart: &mut BTreeSet<Node>,
 ) -> anyhow::Result<StepOutcome> {
     if !dep.opts.start_control {
         return Ok(StepOutcome::Skipped);
@@ -251,13 +277,10 @@ fn keys_and_configs(
     let app = dep.appliance_or_err()?;
     let ctl = dep.netns(Site::Ctl);
     let mut changed = false;
-    for node in [Node::Router, Node::Client] {
+    for node in dep.nodes() {
         let key_file = dep.dir.node_auth_key(node);
         if !key_file.is_file() {
-            let tags: &[&str] = match node {
-                Node::Router => &[ROUTER_TAG],
-                Node::Client => &[],
-            };
+            let tags: &[&str] = if node.is_router() { &[ROUTER_TAG] } else { &[] };
             app.create_auth_key(&ctl, &dep.dir.admin_token(), tags)?
                 .write(&key_file)?;
             changed = true;
@@ -271,9 +294,8 @@ fn keys_and_configs(
         let config_changed =
             write_if_changed(&config, &appliance::node_config(&dep.dir, node)?, 0o644)?;
         state.configs.insert(node.as_str().into(), config);
-        match node {
-            Node::Router => restart.router = config_changed,
-            Node::Client => restart.client = config_changed,
+        if config_changed {
+            restart.insert(node);
         }
         changed |= config_changed;
     }
@@ -284,12 +306,14 @@ fn node(
     dep: &LocalDeployment,
     state: &mut DeploymentState,
     node: Node,
-    restart: &Restart,
+    restart: &BTreeSet<Node>,
 ) -> anyhow::Result<StepOutcome> {
-    let (wanted, must_restart) = match node {
-        Node::Router => (dep.opts.start_router, restart.router),
-        Node::Client => (dep.opts.start_client, restart.client),
+    let wanted = if node.is_router() {
+        dep.opts.start_router
+    } else {
+        dep.opts.start_client
     };
+    let must_restart = restart.contains(&node);
     if !wanted {
         return Ok(StepOutcome::Skipped);
     }
@@ -342,12 +366,13 @@ fn wait_node(dep: &LocalDeployment, node: Node, record: &ProcessRecord) -> anyho
         }
     })?;
     if ready.is_none() {
-        let wanted = match node {
-            Node::Router => "\"state\": \"running\"".to_owned(),
-            Node::Client => format!(
+        let wanted = if node.is_router() {
+            "\"state\": \"running\"".to_owned()
+        } else {
+            format!(
                 "\"state\": \"running\" and a peer routing {}",
                 super::topology::VPC_SUBNET
-            ),
+            )
         };
         bail!(
             "the {} did not report {wanted} within {} s (last: {last}); see {}",
@@ -402,7 +427,37 @@ fn verify(dep: &LocalDeployment, details: &mut Vec<String>) -> anyhow::Result<St
     if row != services::DB_GREETING || !page.contains(services::HTTP_GREETING) {
         bail!("the VPC services answered, but not with the expected content");
     }
+    if dep.topo.ha() {
+        details.push(primary_router(dep)?);
+    }
     Ok(StepOutcome::Checked)
+}
+
+/// With `--ha`: waits until control names exactly one primary for the VPC
+/// subnet and holds both routers online with the route approved; returns
+/// the line naming them.
+fn primary_router(dep: &LocalDeployment) -> anyhow::Result<String> {
+    let mut last = String::new();
+    let settled = process::poll(dep.opts.wait_timeout, || {
+        let (routers, error) = ha::routers(dep);
+        let healthy = routers
+            .iter()
+            .all(|r| r.appliance.as_ref().is_some_and(|a| a.healthy()));
+        if healthy && ha::sole_primary(&routers).is_some() {
+            return Ok(Some(ha::describe(&routers)));
+        }
+        last = match error {
+            Some(e) => e,
+            None => ha::describe(&routers),
+        };
+        Ok(None)
+    })?;
+    settled.with_context(|| {
+        format!(
+            "control did not settle on one primary router with both routers online and approved within {} s (last: {last})",
+            dep.opts.wait_timeout.as_secs()
+        )
+    })
 }
 
 fn find_in_path(tool: &str) -> Option<std::path::PathBuf> {

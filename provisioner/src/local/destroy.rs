@@ -158,9 +158,9 @@ pub fn run(dep: &LocalDeployment) -> anyhow::Result<DestroyReport> {
     }
     let records = state.map(|s| s.processes).unwrap_or_default();
 
-    // Appliances first, clients before the router before control, each
+    // Appliances first, clients before the routers before control, each
     // with SIGTERM so it removes its TUN device, routes and nftables table.
-    for key in ["client", "router", CONTROL_KEY] {
+    for key in ["client", "router2", "router", CONTROL_KEY] {
         if let Some(rec) = records.get(key) {
             report.stopped.insert(key.into(), rec.stop(GRACE));
         }

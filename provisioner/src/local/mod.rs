@@ -17,6 +17,7 @@ pub mod appliance;
 mod deploy;
 mod destroy;
 pub mod exec;
+pub mod ha;
 pub mod netns;
 pub mod network;
 mod observe;
@@ -34,6 +35,7 @@ use anyhow::Context;
 
 pub use self::appliance::{Appliance, NodeSummary, PeerSummary};
 pub use self::destroy::DestroyReport;
+pub use self::ha::RouterStatus;
 pub use self::netns::Netns;
 pub use self::observe::{Action, Observation, Plan, PlanItem};
 pub use self::process::{ProcessRecord, Stopped};
@@ -65,8 +67,12 @@ pub struct DeployOptions {
     pub wait_timeout: Duration,
     /// Initialise and run control, write node configs and auth keys.
     pub start_control: bool,
-    /// Start the subnet router (needs control).
+    /// Start the subnet router(s) (needs control).
     pub start_router: bool,
+    /// Two subnet routers for the same VPC subnet (`--ha`): `router` in
+    /// `cw-NAME-rtr` and `router2` in `cw-NAME-rtr2`, both advertising it,
+    /// both approved; control picks the primary.
+    pub ha: bool,
     /// Start the client (needs control).
     pub start_client: bool,
     /// Prove the path client → router → VPC with `psql` and `curl`
@@ -87,6 +93,7 @@ impl DeployOptions {
             wait_timeout: Duration::from_secs(30),
             start_control: true,
             start_router: true,
+            ha: false,
             start_client: true,
             verify: true,
             progress: ProgressSink::Stdout,
@@ -137,7 +144,7 @@ impl LocalDeployment {
         };
         Ok(Self {
             opts: opts.clone(),
-            topo: Topology::new(opts.name.clone()),
+            topo: Topology::with_ha(opts.name.clone(), opts.ha),
             dir: StateDir::new(&opts.state_dir),
             pg_bin,
             appliance,
@@ -154,6 +161,26 @@ impl LocalDeployment {
         }
     }
 
+    /// Refuses to change a deployment between one router and two: the
+    /// VPC side is a plain veth with one router and a bridge with two, so
+    /// switching needs a destroy first.
+    fn check_ha_matches(&self) -> anyhow::Result<()> {
+        let Some(state) = DeploymentState::load(&self.dir)? else {
+            return Ok(());
+        };
+        match (state.ha, self.opts.ha) {
+            (true, false) => anyhow::bail!(
+                "deployment {} was deployed with --ha (two subnet routers): pass --ha, or destroy it first",
+                self.name()
+            ),
+            (false, true) => anyhow::bail!(
+                "--ha: deployment {} exists with one subnet router; destroy it first, then deploy with --ha",
+                self.name()
+            ),
+            (true, true) | (false, false) => Ok(()),
+        }
+    }
+
     /// The deployment name.
     pub fn name(&self) -> &DeploymentName {
         self.topo.name()
@@ -167,6 +194,16 @@ impl LocalDeployment {
     /// Its address plan.
     pub fn topology(&self) -> &Topology {
         &self.topo
+    }
+
+    /// The appliance nodes of this deployment, in start order: the
+    /// router(s), then the client.
+    pub fn nodes(&self) -> Vec<Node> {
+        if self.topo.ha() {
+            vec![Node::Router, Node::Router2, Node::Client]
+        } else {
+            vec![Node::Router, Node::Client]
+        }
     }
 
     /// The namespace name of `site` (`cw-NAME-SUFFIX`).
@@ -279,6 +316,7 @@ impl LocalDeployment {
 pub fn node_site(node: Node) -> Site {
     match node {
         Node::Router => Site::Rtr,
+        Node::Router2 => Site::Rtr2,
         Node::Client => Site::Cli,
     }
 }
@@ -288,6 +326,7 @@ pub fn node_site(node: Node) -> Site {
 /// `destroy` cleans up.
 pub fn deploy(opts: &DeployOptions) -> anyhow::Result<LocalDeployment> {
     let dep = LocalDeployment::open(opts)?;
+    dep.check_ha_matches()?;
     deploy::run(&dep)?;
     Ok(dep)
 }
@@ -295,17 +334,23 @@ pub fn deploy(opts: &DeployOptions) -> anyhow::Result<LocalDeployment> {
 /// What `deploy` would do; changes nothing.
 pub fn plan(opts: &DeployOptions) -> anyhow::Result<Plan> {
     let dep = LocalDeployment::open(opts)?;
+    dep.check_ha_matches()?;
     let obs = observe::observe(&dep)?;
     Ok(observe::plan_from(
         &obs,
-        opts.name.as_str(),
+        &dep.topo,
         &observe::Wanted::from(opts),
     ))
 }
 
 /// What runs and whether it is healthy.
 pub fn status(opts: &DeployOptions) -> anyhow::Result<StatusReport> {
-    let dep = LocalDeployment::open(opts)?;
+    let mut opts = opts.clone();
+    // `status` takes no --ha: the deployment says what it is.
+    if let Some(state) = DeploymentState::load(&StateDir::new(&opts.state_dir))? {
+        opts.ha = state.ha;
+    }
+    let dep = LocalDeployment::open(&opts)?;
     status::report(&dep)
 }
 
@@ -317,6 +362,10 @@ pub fn destroy(opts: &DeployOptions) -> anyhow::Result<DestroyReport> {
     opts.start_control = false;
     opts.start_router = false;
     opts.start_client = false;
+    // The HA plan is a superset of the single-router one (same link
+    // indexes), so this finds everything either kind of deploy may have
+    // left, even without a state.json.
+    opts.ha = true;
     let dep = LocalDeployment::open(&opts)?;
     destroy::run(&dep)
 }

@@ -2,10 +2,10 @@
 //! Every operation converges: whatever already exists as wanted is left
 //! alone, and a half-built link is removed and built again.
 
+use std::fmt::Write as _;
+
 use super::netns::{HostLinks, Interface, Netns};
-use super::topology::{
-    BRIDGE, BRIDGE_ADDR, LinkEnd, ROUTER_PUBLIC_ADDR, ROUTER_UPLINK_ADDR, Site, Topology, VethLink,
-};
+use super::topology::{BridgePlan, LinkEnd, RouterPlan, Site, Topology, VethLink};
 
 /// The internet gateway's nftables table (in its own namespace).
 const GATEWAY_TABLE: &str = "causeway-igw";
@@ -13,7 +13,7 @@ const GATEWAY_TABLE: &str = "causeway-igw";
 /// Creates whatever of the topology is missing; returns whether anything changed.
 pub fn ensure(topo: &Topology) -> anyhow::Result<bool> {
     let mut changed = false;
-    for site in Site::ALL {
+    for &site in topo.sites() {
         let ns = netns(topo, site);
         if ns.exists()? {
             let lo_up = ns
@@ -29,14 +29,19 @@ pub fn ensure(topo: &Topology) -> anyhow::Result<bool> {
             changed = true;
         }
     }
-    changed |= ensure_bridge(&netns(topo, Site::Pub))?;
+    for bridge in topo.bridges() {
+        changed |= ensure_bridge(&netns(topo, bridge.site), &bridge)?;
+    }
     for link in topo.links() {
         changed |= ensure_link(topo, &link)?;
     }
-    changed |= ensure_forwarding(&netns(topo, Site::Rtr))?;
+    let routers = topo.routers();
+    for r in &routers {
+        changed |= ensure_forwarding(&netns(topo, r.site))?;
+    }
     changed |= ensure_forwarding(&netns(topo, Site::Igw))?;
-    changed |= ensure_gateway_nat(&netns(topo, Site::Igw))?;
-    for site in Site::ALL {
+    changed |= ensure_gateway_nat(&netns(topo, Site::Igw), &routers)?;
+    for &site in topo.sites() {
         changed |= ensure_default_route(&netns(topo, site), topo.default_gateway(site))?;
     }
     let problems = findings(topo)?;
@@ -53,7 +58,7 @@ pub fn ensure(topo: &Topology) -> anyhow::Result<bool> {
 pub fn findings(topo: &Topology) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
     let existing = Netns::list()?;
-    for site in Site::ALL {
+    for &site in topo.sites() {
         let name = topo.namespace(site);
         if !existing.contains(&name) {
             out.push(format!("namespace {name} is missing"));
@@ -75,16 +80,19 @@ pub fn findings(topo: &Topology) -> anyhow::Result<Vec<String>> {
     if !out.is_empty() {
         return Ok(out);
     }
-    let pubns = netns(topo, Site::Pub);
-    let bridge_ok = pubns
-        .interfaces()?
-        .iter()
-        .any(|i| i.ifname == BRIDGE && i.is_up() && i.has_addr(BRIDGE_ADDR));
-    if !bridge_ok {
-        out.push(format!(
-            "bridge {BRIDGE} in {} is missing or not configured",
-            pubns.name()
-        ));
+    for bridge in topo.bridges() {
+        let ns = netns(topo, bridge.site);
+        let bridge_ok = ns
+            .interfaces()?
+            .iter()
+            .any(|i| i.ifname == bridge.name && i.is_up() && i.has_addr(bridge.addr));
+        if !bridge_ok {
+            out.push(format!(
+                "bridge {} in {} is missing or not configured",
+                bridge.name,
+                ns.name()
+            ));
+        }
     }
     for link in topo.links() {
         for end in [&link.a, &link.b] {
@@ -100,11 +108,16 @@ pub fn findings(topo: &Topology) -> anyhow::Result<Vec<String>> {
         }
     }
     let igw = netns(topo, Site::Igw);
-    if !gateway_nat_present(&igw)? {
-        out.push(format!(
-            "the 1:1 NAT of {ROUTER_PUBLIC_ADDR} to {ROUTER_UPLINK_ADDR} in {} is missing",
-            igw.name()
-        ));
+    let nat = gateway_nat(&igw)?;
+    for r in topo.routers() {
+        if !nat_maps(&nat, &r) {
+            out.push(format!(
+                "the 1:1 NAT of {} to {} in {} is missing",
+                r.public_addr,
+                r.uplink_addr,
+                igw.name()
+            ));
+        }
     }
     Ok(out)
 }
@@ -125,27 +138,32 @@ pub fn netns(topo: &Topology, site: Site) -> Netns {
     Netns::new(topo.namespace(site))
 }
 
-fn ensure_bridge(pubns: &Netns) -> anyhow::Result<bool> {
+fn ensure_bridge(ns: &Netns, plan: &BridgePlan) -> anyhow::Result<bool> {
     let mut changed = false;
-    let ifaces = pubns.interfaces()?;
-    let bridge = match ifaces.into_iter().find(|i| i.ifname == BRIDGE) {
+    let ifaces = ns.interfaces()?;
+    let bridge = match ifaces.into_iter().find(|i| i.ifname == plan.name) {
         Some(b) => b,
         None => {
-            pubns.ip(&["link", "add", BRIDGE, "type", "bridge"])?;
+            ns.ip(&["link", "add", plan.name, "type", "bridge"])?;
             changed = true;
-            pubns
-                .interfaces()?
+            ns.interfaces()?
                 .into_iter()
-                .find(|i| i.ifname == BRIDGE)
-                .ok_or_else(|| anyhow::anyhow!("bridge {BRIDGE} vanished after creation"))?
+                .find(|i| i.ifname == plan.name)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "bridge {} in {} vanished after creation",
+                        plan.name,
+                        ns.name()
+                    )
+                })?
         }
     };
-    if !bridge.has_addr(BRIDGE_ADDR) {
-        pubns.ip(&["addr", "add", BRIDGE_ADDR, "dev", BRIDGE])?;
+    if !bridge.has_addr(plan.addr) {
+        ns.ip(&["addr", "add", plan.addr, "dev", plan.name])?;
         changed = true;
     }
     if !bridge.is_up() {
-        pubns.ip(&["link", "set", BRIDGE, "up"])?;
+        ns.ip(&["link", "set", plan.name, "up"])?;
         changed = true;
     }
     Ok(changed)
@@ -216,11 +234,11 @@ fn configure_end(ns: &Netns, end: &LinkEnd, iface: &Interface) -> anyhow::Result
         ns.ip(&["link", "set", "dev", end.ifname, "master", master])?;
         changed = true;
     }
-    if let Some(addr) = end.addr
-        && !iface.has_addr(addr)
-    {
-        ns.ip(&["addr", "add", addr, "dev", end.ifname])?;
-        changed = true;
+    for addr in &end.addrs {
+        if !iface.has_addr(addr) {
+            ns.ip(&["addr", "add", addr, "dev", end.ifname])?;
+            changed = true;
+        }
     }
     if !iface.is_up() {
         ns.ip(&["link", "set", "dev", end.ifname, "up"])?;
@@ -231,13 +249,13 @@ fn configure_end(ns: &Netns, end: &LinkEnd, iface: &Interface) -> anyhow::Result
 
 fn end_configured(end: &LinkEnd, iface: &Interface) -> bool {
     iface.is_up()
-        && end.addr.is_none_or(|a| iface.has_addr(a))
+        && end.addrs.iter().all(|a| iface.has_addr(a))
         && end
             .master
             .is_none_or(|m| iface.master.as_deref() == Some(m))
 }
 
-/// The subnet router forwards between its TUN device and the VPC, as a
+/// Each subnet router forwards between its TUN device and the VPC, as a
 /// cloud image would have it configured by sysctl; the gateway forwards
 /// between the internet and the VPC. (`ip_forward` is per network
 /// namespace: this never touches the host's.)
@@ -253,37 +271,59 @@ fn ensure_forwarding(ns: &Netns) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-/// The internet gateway's 1:1 NAT: traffic for the router's public address
+/// The internet gateway's 1:1 NAT: traffic for a router's public address
 /// goes to its uplink address, and the router's traffic leaves from the
 /// public address, as an AWS internet gateway or an Azure public IP does.
-/// The router never sees its public address on an interface; it learns it
+/// A router never sees its public address on an interface; it learns it
 /// from control's STUN port.
-fn ensure_gateway_nat(igw: &Netns) -> anyhow::Result<bool> {
-    if gateway_nat_present(igw)? {
+fn ensure_gateway_nat(igw: &Netns, routers: &[RouterPlan]) -> anyhow::Result<bool> {
+    let current = gateway_nat(igw)?;
+    if routers.iter().all(|r| nat_maps(&current, r)) {
         return Ok(false);
     }
     // One nft invocation is one transaction: the table appears whole.
-    let mut nft = igw.command("nft");
-    nft.arg(format!(
+    let mut script = format!(
         "add table ip {GATEWAY_TABLE}; delete table ip {GATEWAY_TABLE}; \
          add table ip {GATEWAY_TABLE}; \
          add chain ip {GATEWAY_TABLE} prerouting {{ type nat hook prerouting priority dstnat; }}; \
-         add chain ip {GATEWAY_TABLE} postrouting {{ type nat hook postrouting priority srcnat; }}; \
-         add rule ip {GATEWAY_TABLE} prerouting ip daddr {ROUTER_PUBLIC_ADDR} dnat to {ROUTER_UPLINK_ADDR}; \
-         add rule ip {GATEWAY_TABLE} postrouting ip saddr {ROUTER_UPLINK_ADDR} oifname \"eth0\" snat to {ROUTER_PUBLIC_ADDR}"
-    ));
+         add chain ip {GATEWAY_TABLE} postrouting {{ type nat hook postrouting priority srcnat; }}; "
+    );
+    for r in routers {
+        let _ = write!(
+            script,
+            "add rule ip {GATEWAY_TABLE} prerouting ip daddr {public} dnat to {uplink}; \
+             add rule ip {GATEWAY_TABLE} postrouting ip saddr {uplink} oifname \"eth0\" snat to {public}; ",
+            public = r.public_addr,
+            uplink = r.uplink_addr,
+        );
+    }
+    let mut nft = igw.command("nft");
+    nft.arg(script);
     super::exec::run(&mut nft)?;
     Ok(true)
 }
 
-fn gateway_nat_present(igw: &Netns) -> anyhow::Result<bool> {
+/// The gateway's NAT table as `nft list` prints it (empty if absent).
+fn gateway_nat(igw: &Netns) -> anyhow::Result<String> {
     let mut list = igw.command("nft");
     list.args(["list", "table", "ip", GATEWAY_TABLE]);
     let out = super::exec::output(&mut list, None)?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    Ok(out.status.success()
-        && text.contains(&format!("dnat to {ROUTER_UPLINK_ADDR}"))
-        && text.contains(&format!("snat to {ROUTER_PUBLIC_ADDR}")))
+    if !out.status.success() {
+        return Ok(String::new());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Whether the listed NAT table maps router `r` both ways.
+fn nat_maps(table: &str, r: &RouterPlan) -> bool {
+    let has = |needle: String| table.lines().any(|l| l.trim() == needle);
+    has(format!(
+        "ip daddr {} dnat to {}",
+        r.public_addr, r.uplink_addr
+    )) && has(format!(
+        "ip saddr {} oifname \"eth0\" snat to {}",
+        r.uplink_addr, r.public_addr
+    ))
 }
 
 /// Makes the namespace's default route the wanted one (or none).

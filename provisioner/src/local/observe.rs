@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::services::{HttpServer, PgState, Postgres};
 use super::state::{DeploymentState, Node};
-use super::topology::{Site, VPC_SUBNET};
+use super::topology::{Site, Topology, VPC_SUBNET};
 use super::{DeployOptions, LocalDeployment, network};
 
 /// Process key of control in `state.json`.
@@ -55,8 +55,10 @@ pub struct Observation {
 pub struct Wanted {
     /// Control runs.
     pub control: bool,
-    /// The router runs.
+    /// The router runs (both routers, with `ha`).
     pub router: bool,
+    /// Two routers (`--ha`).
+    pub ha: bool,
     /// The client runs.
     pub client: bool,
 }
@@ -66,6 +68,7 @@ impl From<&DeployOptions> for Wanted {
         Self {
             control: o.start_control,
             router: o.start_router,
+            ha: o.ha,
             client: o.start_client,
         }
     }
@@ -161,7 +164,7 @@ pub fn observe(dep: &LocalDeployment) -> anyhow::Result<Observation> {
     let topo = &dep.topo;
     let network = network::findings(topo)?;
     let network_absent =
-        network.len() == Site::ALL.len() && network.iter().all(|f| f.ends_with("is missing"));
+        network.len() == topo.sites().len() && network.iter().all(|f| f.ends_with("is missing"));
     let vpc = dep.netns(Site::Vpc);
     let postgres = Postgres::new(dep.pg_bin.clone(), dep.dir.clone(), vpc.clone()).observe();
     let http = state
@@ -191,7 +194,7 @@ pub fn observe(dep: &LocalDeployment) -> anyhow::Result<Observation> {
     };
     let mut auth_keys = BTreeMap::new();
     let mut nodes = BTreeMap::new();
-    for node in [Node::Router, Node::Client] {
+    for node in dep.nodes() {
         auth_keys.insert(node, dep.dir.node_auth_key(node).is_file());
         let health = if !proc_alive(node.as_str()) {
             Health::Down
@@ -219,13 +222,14 @@ pub fn observe(dep: &LocalDeployment) -> anyhow::Result<Observation> {
 /// client a peer routing the VPC subnet.
 pub fn node_ready(node: Node, s: &super::NodeSummary) -> bool {
     match node {
-        Node::Router => s.is_running(),
+        Node::Router | Node::Router2 => s.is_running(),
         Node::Client => s.is_running() && s.has_route(VPC_SUBNET),
     }
 }
 
 /// The plan that follows from an observation.
-pub fn plan_from(obs: &Observation, name: &str, want: &Wanted) -> Plan {
+pub fn plan_from(obs: &Observation, topo: &Topology, want: &Wanted) -> Plan {
+    let name = topo.name().as_str();
     let mut items = Vec::new();
     let mut item = |component, action, detail: String| {
         items.push(PlanItem {
@@ -235,9 +239,7 @@ pub fn plan_from(obs: &Observation, name: &str, want: &Wanted) -> Plan {
         })
     };
 
-    let net_detail = format!(
-        "namespaces cw-{name}-{{pub,ctl,rtr,vpc,cli}}, bridge br0 198.18.0.1/24, 4 veth pairs, VPC 198.19.1.0/24"
-    );
+    let net_detail = topo.summary();
     let net_action = if obs.network_absent {
         Action::Create
     } else if obs.network.is_empty() {
@@ -296,7 +298,12 @@ pub fn plan_from(obs: &Observation, name: &str, want: &Wanted) -> Plan {
     item(
         "auth-keys",
         keys_action,
-        "auth keys for router (tag:subnet-router) and client, in 0600 files; node configs".into(),
+        if want.ha {
+            "auth keys for router and router2 (tag:subnet-router) and client, in 0600 files; node configs"
+        } else {
+            "auth keys for router (tag:subnet-router) and client, in 0600 files; node configs"
+        }
+        .into(),
     );
     let health = |n: Node| obs.nodes.get(&n).copied().unwrap_or(Health::Down);
     let router = daemon(want.router, health(Node::Router));
@@ -305,6 +312,15 @@ pub fn plan_from(obs: &Observation, name: &str, want: &Wanted) -> Plan {
         router,
         "appliance subnet router in cw-NAME-rtr advertising 198.19.1.0/24".replace("NAME", name),
     );
+    if want.ha {
+        let router2 = daemon(want.router, health(Node::Router2));
+        item(
+            "router2",
+            router2,
+            "second appliance subnet router in cw-NAME-rtr2 advertising 198.19.1.0/24 (HA pair; control picks the primary; SNAT on)"
+                .replace("NAME", name),
+        );
+    }
     let client = daemon(want.client, health(Node::Client));
     item(
         "client",
@@ -325,8 +341,13 @@ mod tests {
         Wanted {
             control: true,
             router: true,
+            ha: false,
             client: true,
         }
+    }
+
+    fn topo(ha: bool) -> Topology {
+        Topology::with_ha("t".parse().expect("valid"), ha)
     }
 
     fn nothing() -> Observation {
@@ -360,7 +381,7 @@ mod tests {
 
     #[test]
     fn empty_machine_plans_to_create_everything() {
-        let plan = plan_from(&nothing(), "t", &all_wanted());
+        let plan = plan_from(&nothing(), &topo(false), &all_wanted());
         let actions: Vec<_> = plan.items.iter().map(|i| (i.component, i.action)).collect();
         assert_eq!(
             actions,
@@ -378,6 +399,11 @@ mod tests {
         let text = plan.render(&DeployOptions::new("t".parse().expect("valid")));
         assert!(text.contains("+ create network"), "{text}");
         assert!(
+            text.contains("namespaces cw-t-{pub,ctl,igw,rtr,vpc,cli}"),
+            "{text}"
+        );
+        assert!(!text.contains("router2"), "{text}");
+        assert!(
             text.contains("5 to create, 2 to start, 0 to repair, 0 unchanged"),
             "{text}"
         );
@@ -385,7 +411,7 @@ mod tests {
 
     #[test]
     fn healthy_deployment_plans_no_change() {
-        let plan = plan_from(&healthy(), "t", &all_wanted());
+        let plan = plan_from(&healthy(), &topo(false), &all_wanted());
         assert!(plan.is_noop());
         let text = plan.render(&DeployOptions::new("t".parse().expect("valid")));
         assert!(
@@ -399,7 +425,7 @@ mod tests {
         let mut obs = healthy();
         obs.nodes.insert(Node::Router, Health::Down);
         obs.network = vec!["p-rtr in cw-t-pub is missing".into()];
-        let plan = plan_from(&obs, "t", &all_wanted());
+        let plan = plan_from(&obs, &topo(false), &all_wanted());
         assert_eq!(plan.items[0].action, Action::Repair);
         assert_eq!(plan.items[0].detail, "p-rtr in cw-t-pub is missing");
         assert_eq!(plan.items[5].action, Action::Start);
@@ -411,14 +437,56 @@ mod tests {
         let want = Wanted {
             control: false,
             router: false,
+            ha: false,
             client: false,
         };
-        let plan = plan_from(&nothing(), "t", &want);
+        let plan = plan_from(&nothing(), &topo(false), &want);
         let skipped = plan
             .items
             .iter()
             .filter(|i| i.action == Action::Skip)
             .count();
         assert_eq!(skipped, 4);
+    }
+
+    #[test]
+    fn ha_plans_the_second_router_and_its_network() {
+        let mut obs = nothing();
+        obs.auth_keys.insert(Node::Router2, false);
+        obs.nodes.insert(Node::Router2, Health::Down);
+        let want = Wanted {
+            ha: true,
+            ..all_wanted()
+        };
+        let plan = plan_from(&obs, &topo(true), &want);
+        let components: Vec<_> = plan.items.iter().map(|i| i.component).collect();
+        assert_eq!(
+            components,
+            [
+                "network",
+                "postgres",
+                "http",
+                "control",
+                "auth-keys",
+                "router",
+                "router2",
+                "client"
+            ]
+        );
+        assert_eq!(plan.items[6].action, Action::Start);
+        assert!(
+            plan.items[6].detail.contains("cw-t-rtr2"),
+            "{:?}",
+            plan.items[6]
+        );
+        assert!(
+            plan.items[0]
+                .detail
+                .contains("{pub,ctl,igw,rtr,rtr2,vpc,cli}")
+                && plan.items[0].detail.contains("br-vpc 198.19.1.10/24"),
+            "{}",
+            plan.items[0].detail
+        );
+        assert!(plan.items[4].detail.contains("router2"));
     }
 }

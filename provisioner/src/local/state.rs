@@ -23,6 +23,8 @@ pub const STATE_VERSION: u32 = 1;
 pub enum Node {
     /// The subnet router.
     Router,
+    /// With `--ha`: the second subnet router, for the same VPC subnet.
+    Router2,
     /// The client device.
     Client,
 }
@@ -32,7 +34,16 @@ impl Node {
     pub fn as_str(self) -> &'static str {
         match self {
             Node::Router => "router",
+            Node::Router2 => "router2",
             Node::Client => "client",
+        }
+    }
+
+    /// Whether it is a subnet router.
+    pub fn is_router(self) -> bool {
+        match self {
+            Node::Router | Node::Router2 => true,
+            Node::Client => false,
         }
     }
 }
@@ -194,9 +205,13 @@ pub struct DeploymentState {
     pub cloud: String,
     /// The deployed role.
     pub role: String,
+    /// Two subnet routers (`--ha`). Absent in older files: one router.
+    #[serde(default)]
+    pub ha: bool,
     /// Namespaces of the deployment.
     pub namespaces: Vec<String>,
-    /// Processes started, by key (`postgres`, `http`, `control`, `router`, `client`).
+    /// Processes started, by key (`postgres`, `http`, `control`, `router`,
+    /// `router2`, `client`): each router's pid is `processes.KEY.pid`.
     pub processes: BTreeMap<String, ProcessRecord>,
     /// PostgreSQL's data directory.
     pub postgres_data_dir: PathBuf,
@@ -325,6 +340,7 @@ mod tests {
             name: "t1".into(),
             cloud: "local".into(),
             role: "subnet-router".into(),
+            ha: true,
             namespaces: vec!["cw-t1-pub".into()],
             processes: BTreeMap::new(),
             postgres_data_dir: sd.pg_data(),

@@ -11,7 +11,7 @@ use super::observe::node_ready;
 use super::services::{self, HttpServer, PgState, Postgres};
 use super::state::{DeploymentState, Node};
 use super::topology::Site;
-use super::{LocalDeployment, network};
+use super::{LocalDeployment, RouterStatus, ha, network};
 
 /// Everything `status` reports.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -41,6 +41,13 @@ pub struct StatusReport {
     /// Whether the client reaches the VPC web server through the router
     /// (checked only when both nodes were started).
     pub client_reaches_vpc: Option<bool>,
+    /// With `--ha`: each subnet router's place in the pair (primary,
+    /// standby, offline), by control's word.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routers: Vec<RouterStatus>,
+    /// With `--ha`: why control could not say which router is primary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routers_error: Option<String>,
 }
 
 /// One namespace.
@@ -55,7 +62,7 @@ pub struct NamespaceStatus {
 /// One recorded process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProcessStatus {
-    /// Its key (`postgres`, `http`, `control`, `router`, `client`).
+    /// Its key (`postgres`, `http`, `control`, `router`, `router2`, `client`).
     pub key: String,
     /// Its namespace.
     pub namespace: String,
@@ -114,7 +121,7 @@ pub fn report(dep: &LocalDeployment) -> anyhow::Result<StatusReport> {
         .as_ref()
         .is_some_and(|s| HttpServer::new(dep.dir.clone(), vpc).is_healthy(s));
     let mut nodes = Vec::new();
-    for node in [Node::Router, Node::Client] {
+    for node in dep.nodes() {
         if !processes.iter().any(|p| p.key == node.as_str()) {
             continue;
         }
@@ -128,11 +135,20 @@ pub fn report(dep: &LocalDeployment) -> anyhow::Result<StatusReport> {
             error,
         });
     }
-    let client_reaches_vpc = (nodes.len() == 2).then(|| {
+    let started = |router: bool| nodes.iter().any(|n| n.node.is_router() == router);
+    let client_reaches_vpc = (started(true) && started(false)).then(|| {
         services::http_get(&dep.netns(Site::Cli), &services::vpc_url())
             .is_ok_and(|page| page.contains(services::HTTP_GREETING))
     });
+    let (routers, routers_error) = if dep.topo.ha() && state.is_some() {
+        ha::routers(dep)
+    } else {
+        (Vec::new(), None)
+    };
     let healthy = deployed
+        && routers
+            .iter()
+            .all(|r| r.appliance.as_ref().is_some_and(|a| a.healthy()))
         && client_reaches_vpc != Some(false)
         && namespaces.iter().all(|n| n.present)
         && network_problems.is_empty()
@@ -155,6 +171,8 @@ pub fn report(dep: &LocalDeployment) -> anyhow::Result<StatusReport> {
         http_healthy,
         nodes,
         client_reaches_vpc,
+        routers,
+        routers_error,
     })
 }
 
@@ -264,6 +282,31 @@ impl StatusReport {
                         e.as_deref().unwrap_or("")
                     );
                 }
+            }
+        }
+        if !self.routers.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n{:<8} {:<16} {:>8}  {:<7} HA ROLE (control's word)",
+                "ROUTER", "NAMESPACE", "PID", "ALIVE"
+            );
+            for r in &self.routers {
+                let _ = writeln!(
+                    out,
+                    "{:<8} {:<16} {:>8}  {:<7} {}",
+                    r.node.as_str(),
+                    r.namespace,
+                    r.pid.map_or("-".to_owned(), |p| p.to_string()),
+                    yes(r.alive),
+                    r.ha_role
+                );
+                if let Some(h) = &r.appliance {
+                    let _ = writeln!(out, "  {}", h.describe());
+                }
+            }
+            let _ = writeln!(out, "{}", ha::describe(&self.routers));
+            if let Some(e) = &self.routers_error {
+                let _ = writeln!(out, "  control did not answer: {e}");
             }
         }
         if let Some(ok) = self.client_reaches_vpc {

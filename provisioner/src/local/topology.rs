@@ -1,6 +1,29 @@
 //! The address plan of a local deployment: which namespaces exist, which
 //! veth pairs join them, and which addresses they carry. Pure data, so the
 //! plan can be printed and tested without touching the system.
+//!
+//! With `--ha` a second subnet router serves the same VPC subnet. Where
+//! each router lives, for fault injection from outside (deployment NAME,
+//! state directory `/run/causeway/local/NAME` unless `--state-dir`):
+//!
+//! | router    | namespace       | VPC side              | uplink (public side)         | public address | pid in `state.json`         |
+//! |-----------|-----------------|-----------------------|------------------------------|----------------|-----------------------------|
+//! | `router`  | `cw-NAME-rtr`   | `vpc0` 198.19.1.1/24  | `eth0` 198.19.0.3/24 via .0.1 | 198.18.0.3     | `.processes.router.pid`     |
+//! | `router2` | `cw-NAME-rtr2`  | `vpc0` 198.19.1.2/24  | `eth0` 198.19.2.3/24 via .2.1 | 198.18.0.5     | `.processes.router2.pid`    |
+//!
+//! So `kill -9 "$(jq .processes.router.pid STATE/state.json)"` (or
+//! `kill -STOP`) stops a router's process, `ip -n cw-NAME-rtr link set vpc0
+//! down` cuts it from the VPC while it stays online, and `ip -n cw-NAME-rtr
+//! link set eth0 down` cuts its uplink (control and every peer). The pid
+//! is the appliance's own (`ip netns exec` execs it in place); `ip netns
+//! pids cw-NAME-rtr` lists it too. Each router's public address is on no
+//! interface of the router: the internet gateway (`cw-NAME-igw`) holds it
+//! on its `eth0` and translates it 1:1 to the router's uplink address, as
+//! a cloud's internet gateway does. The second router's uplink is in its
+//! own public subnet (198.19.2.0/24, on the gateway's `lan1`), as a second
+//! availability zone's would be. With `--ha` the VPC host's side is a
+//! bridge (`br-vpc` in `cw-NAME-vpc`, holding 198.19.1.10/24) with a port
+//! per router (`v-rtr`, `v-rtr2`); without it, a single veth (`eth0`).
 
 use serde::Serialize;
 
@@ -13,6 +36,8 @@ pub const MAX_IFNAME_LEN: usize = 15;
 pub const BRIDGE: &str = "br0";
 /// The bridge's own address: the "internet" itself.
 pub const BRIDGE_ADDR: &str = "198.18.0.1/24";
+/// With `--ha`: the VPC subnet's bridge, in the VPC host's namespace.
+pub const VPC_BRIDGE: &str = "br-vpc";
 /// Control's public address.
 pub const CONTROL_ADDR: &str = "198.18.0.2";
 /// The subnet router's public address. Like an EC2 instance's public IPv4,
@@ -28,6 +53,18 @@ pub const GATEWAY_ADDR: &str = "198.19.0.1";
 pub const CLIENT_ADDR: &str = "198.18.0.4";
 /// The subnet router's address inside the VPC.
 pub const ROUTER_VPC_ADDR: &str = "198.19.1.1";
+/// With `--ha`: the second router's public address (on the gateway).
+pub const ROUTER2_PUBLIC_ADDR: &str = "198.18.0.5";
+/// With `--ha`: the second router's uplink address, in its own public subnet.
+pub const ROUTER2_UPLINK_ADDR: &str = "198.19.2.3";
+/// With `--ha`: the gateway's address in the second public subnet.
+pub const GATEWAY2_ADDR: &str = "198.19.2.1";
+/// With `--ha`: the second router's address inside the VPC.
+pub const ROUTER2_VPC_ADDR: &str = "198.19.1.2";
+/// Every router's interface on the VPC subnet.
+pub const ROUTER_VPC_IFNAME: &str = "vpc0";
+/// Every router's uplink interface (towards the internet gateway).
+pub const ROUTER_UPLINK_IFNAME: &str = "eth0";
 /// The private VPC host running PostgreSQL and the HTTP server.
 pub const VPC_HOST_ADDR: &str = "198.19.1.10";
 /// The VPC subnet the router advertises.
@@ -45,7 +82,7 @@ pub const PG_PORT: u16 = 5432;
 /// The HTTP server's port.
 pub const HTTP_PORT: u16 = 80;
 
-/// One of the six namespaces of a local deployment.
+/// One of the namespaces of a local deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Site {
@@ -53,11 +90,13 @@ pub enum Site {
     Pub,
     /// The control server.
     Ctl,
-    /// The VPC's internet gateway: a 1:1 NAT between the router's public
+    /// The VPC's internet gateway: a 1:1 NAT between each router's public
     /// address and its uplink address, as a cloud's gateway does.
     Igw,
     /// The subnet router.
     Rtr,
+    /// With `--ha`: the second subnet router.
+    Rtr2,
     /// The private VPC host (no route to the tailnet, no default route).
     Vpc,
     /// A client device.
@@ -65,12 +104,23 @@ pub enum Site {
 }
 
 impl Site {
-    /// Every site, in creation order.
+    /// Every site of a deployment with one router, in creation order.
     pub const ALL: [Site; 6] = [
         Site::Pub,
         Site::Ctl,
         Site::Igw,
         Site::Rtr,
+        Site::Vpc,
+        Site::Cli,
+    ];
+
+    /// Every site of an HA deployment (`--ha`), in creation order.
+    pub const ALL_HA: [Site; 7] = [
+        Site::Pub,
+        Site::Ctl,
+        Site::Igw,
+        Site::Rtr,
+        Site::Rtr2,
         Site::Vpc,
         Site::Cli,
     ];
@@ -82,6 +132,7 @@ impl Site {
             Site::Ctl => "ctl",
             Site::Igw => "igw",
             Site::Rtr => "rtr",
+            Site::Rtr2 => "rtr2",
             Site::Vpc => "vpc",
             Site::Cli => "cli",
         }
@@ -95,8 +146,8 @@ pub struct LinkEnd {
     pub site: Site,
     /// Its final name there.
     pub ifname: &'static str,
-    /// Its address with prefix length, if any.
-    pub addr: Option<&'static str>,
+    /// Its addresses with prefix length (the first is the primary one).
+    pub addrs: Vec<&'static str>,
     /// The bridge it is a port of, if any.
     pub master: Option<&'static str>,
 }
@@ -110,25 +161,76 @@ pub struct VethLink {
     pub temp_b: String,
     /// The node-side end.
     pub a: LinkEnd,
-    /// The far end (bridge port or VPC host).
+    /// The far end (bridge port, gateway or VPC host).
     pub b: LinkEnd,
+}
+
+/// A bridge and the address it carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BridgePlan {
+    /// The namespace it lives in.
+    pub site: Site,
+    /// Its name.
+    pub name: &'static str,
+    /// Its address with prefix length.
+    pub addr: &'static str,
+}
+
+/// Where one subnet router lives: what fault injection from outside needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouterPlan {
+    /// Its host name in the tailnet, and its key under `processes` in
+    /// `state.json` (where its pid is recorded).
+    pub key: &'static str,
+    /// Its site.
+    pub site: Site,
+    /// Its namespace (`cw-NAME-rtr`, `cw-NAME-rtr2`).
+    pub namespace: String,
+    /// Its public address, held by the internet gateway.
+    pub public_addr: &'static str,
+    /// Its uplink interface (towards the gateway).
+    pub uplink_ifname: &'static str,
+    /// Its uplink address.
+    pub uplink_addr: &'static str,
+    /// Its default gateway (the internet gateway's address on its subnet).
+    pub gateway: &'static str,
+    /// Its interface on the VPC subnet.
+    pub vpc_ifname: &'static str,
+    /// Its address on the VPC subnet.
+    pub vpc_addr: &'static str,
 }
 
 /// The address plan of one deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
     name: DeploymentName,
+    ha: bool,
 }
 
 impl Topology {
-    /// The topology of deployment `name`.
+    /// The topology of deployment `name`, with one subnet router.
     pub fn new(name: DeploymentName) -> Self {
-        Self { name }
+        Self { name, ha: false }
+    }
+
+    /// The topology of deployment `name`, with two subnet routers if `ha`.
+    pub fn with_ha(name: DeploymentName, ha: bool) -> Self {
+        Self { name, ha }
     }
 
     /// The deployment name.
     pub fn name(&self) -> &DeploymentName {
         &self.name
+    }
+
+    /// Whether it has two subnet routers.
+    pub fn ha(&self) -> bool {
+        self.ha
+    }
+
+    /// Its sites, in creation order.
+    pub fn sites(&self) -> &'static [Site] {
+        if self.ha { &Site::ALL_HA } else { &Site::ALL }
     }
 
     /// The namespace of `site`: `cw-NAME-SUFFIX`.
@@ -138,72 +240,129 @@ impl Topology {
 
     /// All namespace names, in creation order.
     pub fn namespaces(&self) -> Vec<String> {
-        Site::ALL.iter().map(|s| self.namespace(*s)).collect()
+        self.sites().iter().map(|s| self.namespace(*s)).collect()
     }
 
-    /// The veth pairs, in creation order.
+    /// The subnet routers: one, or two with `--ha`.
+    pub fn routers(&self) -> Vec<RouterPlan> {
+        let mut out = vec![RouterPlan {
+            key: "router",
+            site: Site::Rtr,
+            namespace: self.namespace(Site::Rtr),
+            public_addr: ROUTER_PUBLIC_ADDR,
+            uplink_ifname: ROUTER_UPLINK_IFNAME,
+            uplink_addr: ROUTER_UPLINK_ADDR,
+            gateway: GATEWAY_ADDR,
+            vpc_ifname: ROUTER_VPC_IFNAME,
+            vpc_addr: ROUTER_VPC_ADDR,
+        }];
+        if self.ha {
+            out.push(RouterPlan {
+                key: "router2",
+                site: Site::Rtr2,
+                namespace: self.namespace(Site::Rtr2),
+                public_addr: ROUTER2_PUBLIC_ADDR,
+                uplink_ifname: ROUTER_UPLINK_IFNAME,
+                uplink_addr: ROUTER2_UPLINK_ADDR,
+                gateway: GATEWAY2_ADDR,
+                vpc_ifname: ROUTER_VPC_IFNAME,
+                vpc_addr: ROUTER2_VPC_ADDR,
+            });
+        }
+        out
+    }
+
+    /// The bridges: the internet's, and with `--ha` the VPC subnet's.
+    pub fn bridges(&self) -> Vec<BridgePlan> {
+        let mut out = vec![BridgePlan {
+            site: Site::Pub,
+            name: BRIDGE,
+            addr: BRIDGE_ADDR,
+        }];
+        if self.ha {
+            out.push(BridgePlan {
+                site: Site::Vpc,
+                name: VPC_BRIDGE,
+                addr: "198.19.1.10/24",
+            });
+        }
+        out
+    }
+
+    /// The veth pairs, in creation order. Indexes (and so temporary names)
+    /// of the single-router plan are the same with `--ha`.
     pub fn links(&self) -> Vec<VethLink> {
-        let public = |i: usize, site: Site, addr: &'static str, port: &'static str| VethLink {
-            temp_a: self.temp_name(i, 'a'),
-            temp_b: self.temp_name(i, 'b'),
-            a: LinkEnd {
-                site,
-                ifname: "eth0",
-                addr: Some(addr),
-                master: None,
-            },
-            b: LinkEnd {
-                site: Site::Pub,
-                ifname: port,
-                addr: None,
-                master: Some(BRIDGE),
-            },
+        let end = |site, ifname, addrs: Vec<&'static str>, master| LinkEnd {
+            site,
+            ifname,
+            addrs,
+            master,
         };
-        vec![
-            public(0, Site::Ctl, "198.18.0.2/24", "p-ctl"),
-            public(1, Site::Igw, "198.18.0.3/24", "p-igw"),
-            public(2, Site::Cli, "198.18.0.4/24", "p-cli"),
-            VethLink {
-                temp_a: self.temp_name(3, 'a'),
-                temp_b: self.temp_name(3, 'b'),
-                a: LinkEnd {
-                    site: Site::Rtr,
-                    ifname: "vpc0",
-                    addr: Some("198.19.1.1/24"),
-                    master: None,
-                },
-                b: LinkEnd {
-                    site: Site::Vpc,
-                    ifname: "eth0",
-                    addr: Some("198.19.1.10/24"),
-                    master: None,
-                },
-            },
-            VethLink {
-                temp_a: self.temp_name(4, 'a'),
-                temp_b: self.temp_name(4, 'b'),
-                a: LinkEnd {
-                    site: Site::Rtr,
-                    ifname: "eth0",
-                    addr: Some("198.19.0.3/24"),
-                    master: None,
-                },
-                b: LinkEnd {
-                    site: Site::Igw,
-                    ifname: "lan0",
-                    addr: Some("198.19.0.1/24"),
-                    master: None,
-                },
-            },
-        ]
+        let public = |addrs: Vec<&'static str>, site, port| {
+            (
+                end(site, "eth0", addrs, None),
+                end(Site::Pub, port, vec![], Some(BRIDGE)),
+            )
+        };
+        let gateway_addrs = if self.ha {
+            vec!["198.18.0.3/24", "198.18.0.5/24"]
+        } else {
+            vec!["198.18.0.3/24"]
+        };
+        let vpc_side = |router_addr, port| {
+            let host = if self.ha {
+                end(Site::Vpc, port, vec![], Some(VPC_BRIDGE))
+            } else {
+                end(Site::Vpc, "eth0", vec!["198.19.1.10/24"], None)
+            };
+            (
+                end(Site::Rtr, ROUTER_VPC_IFNAME, vec![router_addr], None),
+                host,
+            )
+        };
+        let mut pairs = vec![
+            public(vec!["198.18.0.2/24"], Site::Ctl, "p-ctl"),
+            public(gateway_addrs, Site::Igw, "p-igw"),
+            public(vec!["198.18.0.4/24"], Site::Cli, "p-cli"),
+            vpc_side("198.19.1.1/24", "v-rtr"),
+            (
+                end(Site::Rtr, ROUTER_UPLINK_IFNAME, vec!["198.19.0.3/24"], None),
+                end(Site::Igw, "lan0", vec!["198.19.0.1/24"], None),
+            ),
+        ];
+        if self.ha {
+            let (mut a, b) = vpc_side("198.19.1.2/24", "v-rtr2");
+            a.site = Site::Rtr2;
+            pairs.push((a, b));
+            pairs.push((
+                end(
+                    Site::Rtr2,
+                    ROUTER_UPLINK_IFNAME,
+                    vec!["198.19.2.3/24"],
+                    None,
+                ),
+                end(Site::Igw, "lan1", vec!["198.19.2.1/24"], None),
+            ));
+        }
+        pairs
+            .into_iter()
+            .enumerate()
+            .map(|(i, (a, b))| VethLink {
+                temp_a: self.temp_name(i, 'a'),
+                temp_b: self.temp_name(i, 'b'),
+                a,
+                b,
+            })
+            .collect()
     }
 
-    /// The default route each site has: only the router, through the
+    /// The default route each site has: only the routers, through the
     /// internet gateway (every other namespace reaches only its own links).
     pub fn default_gateway(&self, site: Site) -> Option<&'static str> {
         match site {
             Site::Rtr => Some(GATEWAY_ADDR),
-            Site::Pub | Site::Ctl | Site::Igw | Site::Vpc | Site::Cli => None,
+            Site::Rtr2 if self.ha => Some(GATEWAY2_ADDR),
+            Site::Rtr2 | Site::Pub | Site::Ctl | Site::Igw | Site::Vpc | Site::Cli => None,
         }
     }
 
@@ -216,6 +375,24 @@ impl Topology {
             .collect()
     }
 
+    /// One line saying what the network is, for plans.
+    pub fn summary(&self) -> String {
+        let suffixes: Vec<&str> = self.sites().iter().map(|s| s.suffix()).collect();
+        let bridges: Vec<String> = self
+            .bridges()
+            .iter()
+            .map(|b| format!("{} {} ({})", b.name, b.addr, b.site.suffix()))
+            .collect();
+        format!(
+            "namespaces cw-{}-{{{}}}, bridge{} {}, {} veth pairs, VPC {VPC_SUBNET}",
+            self.name,
+            suffixes.join(","),
+            if bridges.len() == 1 { "" } else { "s" },
+            bridges.join(" and "),
+            self.links().len()
+        )
+    }
+
     /// Temporary names are unique per deployment and link, so concurrent
     /// deployments with different names never collide in the host namespace.
     fn temp_name(&self, link: usize, end: char) -> String {
@@ -225,10 +402,34 @@ impl Topology {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
-    fn longest() -> Topology {
-        Topology::new("abcd-fgh".parse().expect("valid 8-char name"))
+    fn longest(ha: bool) -> Topology {
+        Topology::with_ha("abcd-fgh".parse().expect("valid 8-char name"), ha)
+    }
+
+    fn all_ends(topo: &Topology) -> Vec<LinkEnd> {
+        topo.links().into_iter().flat_map(|l| [l.a, l.b]).collect()
+    }
+
+    /// Every address of the plan (link ends and bridges), with its place.
+    fn all_addrs(topo: &Topology) -> Vec<(String, &'static str)> {
+        let mut out: Vec<(String, &'static str)> = all_ends(topo)
+            .iter()
+            .flat_map(|e| {
+                e.addrs
+                    .iter()
+                    .map(move |a| (format!("{:?}/{}", e.site, e.ifname), *a))
+            })
+            .collect();
+        out.extend(
+            topo.bridges()
+                .iter()
+                .map(|b| (format!("{:?}/{}", b.site, b.name), b.addr)),
+        );
+        out
     }
 
     #[test]
@@ -245,62 +446,195 @@ mod tests {
                 "cw-demo-cli"
             ]
         );
-    }
-
-    #[test]
-    fn every_interface_name_fits_ifnamsiz_even_for_the_longest_name() {
-        let topo = longest();
-        for link in topo.links() {
-            for name in [&link.temp_a, &link.temp_b] {
-                assert!(name.len() <= MAX_IFNAME_LEN, "{name} is too long");
-            }
-            for end in [&link.a, &link.b] {
-                assert!(end.ifname.len() <= MAX_IFNAME_LEN);
-            }
-        }
-        assert_eq!(topo.temp_link_names()[9], "cw-abcd-fgh-4b");
-    }
-
-    #[test]
-    fn temp_names_are_unique_and_final_names_unique_per_namespace() {
-        let topo = longest();
-        let temps: std::collections::BTreeSet<_> = topo.temp_link_names().into_iter().collect();
-        assert_eq!(temps.len(), 10);
-        let ends: std::collections::BTreeSet<_> = topo
-            .links()
-            .iter()
-            .flat_map(|l| [(l.a.site, l.a.ifname), (l.b.site, l.b.ifname)])
-            .collect();
-        assert_eq!(ends.len(), 10);
-    }
-
-    #[test]
-    fn the_routers_public_address_is_on_no_interface_of_the_router() {
-        let router_addrs: Vec<_> = longest()
-            .links()
-            .into_iter()
-            .flat_map(|l| [l.a, l.b])
-            .filter(|e| e.site == Site::Rtr)
-            .filter_map(|e| e.addr)
-            .collect();
-        assert_eq!(router_addrs, ["198.19.1.1/24", "198.19.0.3/24"]);
-        assert!(
-            !router_addrs
-                .iter()
-                .any(|a| a.starts_with(ROUTER_PUBLIC_ADDR))
+        let ha = Topology::with_ha(DeploymentName::default(), true);
+        assert_eq!(
+            ha.namespaces(),
+            [
+                "cw-demo-pub",
+                "cw-demo-ctl",
+                "cw-demo-igw",
+                "cw-demo-rtr",
+                "cw-demo-rtr2",
+                "cw-demo-vpc",
+                "cw-demo-cli"
+            ]
         );
     }
 
     #[test]
-    fn the_vpc_host_is_only_on_the_vpc_subnet() {
-        let topo = longest();
-        let vpc: Vec<_> = topo
-            .links()
+    fn every_interface_name_fits_ifnamsiz_even_for_the_longest_name() {
+        for ha in [false, true] {
+            let topo = longest(ha);
+            for link in topo.links() {
+                for name in [&link.temp_a, &link.temp_b] {
+                    assert!(name.len() <= MAX_IFNAME_LEN, "{name} is too long");
+                }
+                for end in [&link.a, &link.b] {
+                    assert!(end.ifname.len() <= MAX_IFNAME_LEN);
+                }
+            }
+            for b in topo.bridges() {
+                assert!(b.name.len() <= MAX_IFNAME_LEN);
+            }
+        }
+        assert_eq!(longest(false).temp_link_names()[9], "cw-abcd-fgh-4b");
+        assert_eq!(longest(true).temp_link_names()[13], "cw-abcd-fgh-6b");
+    }
+
+    #[test]
+    fn temp_names_are_unique_and_final_names_unique_per_namespace() {
+        for (ha, pairs) in [(false, 5), (true, 7)] {
+            let topo = longest(ha);
+            let temps: BTreeSet<_> = topo.temp_link_names().into_iter().collect();
+            assert_eq!(temps.len(), 2 * pairs);
+            let mut ends: BTreeSet<_> =
+                all_ends(&topo).iter().map(|e| (e.site, e.ifname)).collect();
+            assert_eq!(ends.len(), 2 * pairs);
+            for b in topo.bridges() {
+                assert!(ends.insert((b.site, b.name)), "{} clashes", b.name);
+            }
+        }
+    }
+
+    #[test]
+    fn ha_keeps_the_single_router_temp_names_so_destroy_finds_both() {
+        let single = longest(false).temp_link_names();
+        let ha = longest(true).temp_link_names();
+        assert_eq!(&ha[..single.len()], &single[..]);
+    }
+
+    #[test]
+    fn no_address_is_used_twice() {
+        for ha in [false, true] {
+            let topo = longest(ha);
+            let addrs = all_addrs(&topo);
+            let mut seen = BTreeSet::new();
+            for (place, addr) in &addrs {
+                let host = addr.split('/').next().unwrap_or(addr);
+                assert!(seen.insert(host), "{addr} on {place} is used twice");
+            }
+            // Each router's public address is one of the gateway's, so
+            // it was checked above.
+            for r in topo.routers() {
+                assert!(seen.contains(r.public_addr), "{}", r.public_addr);
+            }
+        }
+    }
+
+    #[test]
+    fn each_routers_public_address_is_held_by_the_gateway_not_the_router() {
+        let topo = longest(true);
+        let ends = all_ends(&topo);
+        let gateway: Vec<&str> = ends
+            .iter()
+            .filter(|e| e.site == Site::Igw && e.ifname == "eth0")
+            .flat_map(|e| e.addrs.clone())
+            .collect();
+        assert_eq!(gateway, ["198.18.0.3/24", "198.18.0.5/24"]);
+        for r in topo.routers() {
+            let own: Vec<&str> = ends
+                .iter()
+                .filter(|e| e.site == r.site)
+                .flat_map(|e| e.addrs.clone())
+                .collect();
+            assert!(
+                !own.iter()
+                    .any(|a| a.starts_with(&format!("{}/", r.public_addr))),
+                "{} holds its public address: {own:?}",
+                r.key
+            );
+            assert!(own.contains(&format!("{}/24", r.vpc_addr).as_str()));
+            assert!(own.contains(&format!("{}/24", r.uplink_addr).as_str()));
+            assert_eq!(topo.default_gateway(r.site), Some(r.gateway));
+        }
+    }
+
+    #[test]
+    fn the_single_router_plan_is_unchanged() {
+        let topo = longest(false);
+        let router_addrs: Vec<_> = all_ends(&topo)
             .into_iter()
-            .flat_map(|l| [l.a, l.b])
+            .filter(|e| e.site == Site::Rtr)
+            .flat_map(|e| e.addrs)
+            .collect();
+        assert_eq!(router_addrs, ["198.19.1.1/24", "198.19.0.3/24"]);
+        assert_eq!(topo.routers().len(), 1);
+        assert_eq!(topo.bridges().len(), 1);
+        assert_eq!(topo.default_gateway(Site::Rtr2), None);
+    }
+
+    #[test]
+    fn the_vpc_host_is_only_on_the_vpc_subnet() {
+        let topo = longest(false);
+        let vpc: Vec<_> = all_ends(&topo)
+            .into_iter()
             .filter(|e| e.site == Site::Vpc)
             .collect();
         assert_eq!(vpc.len(), 1);
-        assert_eq!(vpc[0].addr, Some("198.19.1.10/24"));
+        assert_eq!(vpc[0].addrs, ["198.19.1.10/24"]);
+        // With --ha its address moves to the VPC bridge; the ports have none.
+        let ha = longest(true);
+        let ports: Vec<_> = all_ends(&ha)
+            .into_iter()
+            .filter(|e| e.site == Site::Vpc)
+            .collect();
+        assert_eq!(ports.len(), 2);
+        assert!(ports.iter().all(|p| p.addrs.is_empty()));
+        assert!(ports.iter().all(|p| p.master == Some(VPC_BRIDGE)));
+        assert_eq!(ha.bridges()[1].addr, "198.19.1.10/24");
+    }
+
+    #[test]
+    fn routers_name_what_fault_injection_needs() {
+        let routers = Topology::with_ha(DeploymentName::default(), true).routers();
+        let seen: Vec<_> = routers
+            .iter()
+            .map(|r| {
+                (
+                    r.key,
+                    r.namespace.as_str(),
+                    r.vpc_ifname,
+                    r.vpc_addr,
+                    r.uplink_ifname,
+                    r.uplink_addr,
+                    r.public_addr,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "router",
+                    "cw-demo-rtr",
+                    "vpc0",
+                    "198.19.1.1",
+                    "eth0",
+                    "198.19.0.3",
+                    "198.18.0.3"
+                ),
+                (
+                    "router2",
+                    "cw-demo-rtr2",
+                    "vpc0",
+                    "198.19.1.2",
+                    "eth0",
+                    "198.19.2.3",
+                    "198.18.0.5"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_summary_is_deterministic_and_says_what_ha_adds() {
+        assert_eq!(
+            Topology::new(DeploymentName::default()).summary(),
+            "namespaces cw-demo-{pub,ctl,igw,rtr,vpc,cli}, bridge br0 198.18.0.1/24 (pub), 5 veth pairs, VPC 198.19.1.0/24"
+        );
+        assert_eq!(
+            Topology::with_ha(DeploymentName::default(), true).summary(),
+            "namespaces cw-demo-{pub,ctl,igw,rtr,rtr2,vpc,cli}, bridges br0 198.18.0.1/24 (pub) and br-vpc 198.19.1.10/24 (vpc), 7 veth pairs, VPC 198.19.1.0/24"
+        );
     }
 }
