@@ -1627,7 +1627,10 @@ async fn a_silent_node_is_marked_offline_within_its_read_deadline() {
         .await;
     assert!(online(&control, watcher_id).await, "a live node stays");
     // Control closed the silent node's connection.
-    assert!(quiet.recv_until_closed().await, "control closed the silent node");
+    assert!(
+        quiet.recv_until_closed().await,
+        "control closed the silent node"
+    );
     control.shutdown().await;
 }
 
