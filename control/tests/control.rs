@@ -1591,6 +1591,15 @@ async fn until_offline(control: &Control, id: NodeId, limit: Duration) -> Durati
     start.elapsed()
 }
 
+/// Control with these keepalive intervals for ordinary nodes and routers.
+async fn start_with_intervals(dir: &Path, ordinary: Duration, router: Duration) -> Control {
+    start(dir, |c| {
+        c.keepalive_interval = ordinary;
+        c.router_keepalive_interval = router;
+    })
+    .await
+}
+
 /// Slack on top of a read deadline for the test's own polling and a busy
 /// machine; far below the minutes TCP takes to give up on a frozen peer.
 const DEADLINE_SLACK: Duration = Duration::from_millis(1500);
@@ -1640,11 +1649,7 @@ async fn a_silent_primary_router_fails_over_and_clients_hear_of_it() {
     let dir = tempfile::tempdir().unwrap();
     // The ordinary interval is long: only the router interval can make the
     // failover fast enough for this test.
-    let control = start(dir.path(), |c| {
-        c.keepalive_interval = Duration::from_secs(30);
-        c.router_keepalive_interval = router_interval;
-    })
-    .await;
+    let control = start_with_intervals(dir.path(), Duration::from_secs(30), router_interval).await;
     let policy = r#"{
         "autoApprovers": {"routes": {"198.19.1.0/24": ["tag:router"]}},
         "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
@@ -1723,11 +1728,7 @@ async fn a_silent_primary_router_fails_over_and_clients_hear_of_it() {
 async fn a_node_that_starts_serving_routes_is_told_the_shorter_interval() {
     let router_interval = Duration::from_millis(200);
     let dir = tempfile::tempdir().unwrap();
-    let control = start(dir.path(), |c| {
-        c.keepalive_interval = Duration::from_secs(30);
-        c.router_keepalive_interval = router_interval;
-    })
-    .await;
+    let control = start_with_intervals(dir.path(), Duration::from_secs(30), router_interval).await;
     let key = control.create_key(json!({"reusable": true})).await;
     let (mut router, router_id) = join(
         &control,
@@ -1766,11 +1767,7 @@ async fn a_node_that_starts_serving_routes_is_told_the_shorter_interval() {
 async fn an_old_node_that_sends_no_keepalives_keeps_its_stream() {
     let interval = Duration::from_millis(200);
     let dir = tempfile::tempdir().unwrap();
-    let control = start(dir.path(), |c| {
-        c.keepalive_interval = interval;
-        c.router_keepalive_interval = interval;
-    })
-    .await;
+    let control = start_with_intervals(dir.path(), interval, interval).await;
     let key = control.create_key(json!({"reusable": true})).await;
     let old_version = KEEPALIVE_CAPABILITY_VERSION - 1;
     let machine = PrivateKey::from_random_bytes(rand_bytes());
