@@ -407,6 +407,23 @@ fn encode_node(
         "peer_last_handshake_timestamp_seconds",
         "Unix time of the last completed handshake with a peer (absent if none).",
         &handshakes,
+    )?;
+    let received: Vec<(Labels, i64)> = node
+        .peers
+        .iter()
+        .filter_map(|p| {
+            let age = p.last_received_ms? / 1000;
+            Some((
+                peer(p),
+                i64::try_from(unix_now.saturating_sub(age)).unwrap_or(i64::MAX),
+            ))
+        })
+        .collect();
+    gauge(
+        encoder,
+        "peer_last_received_timestamp_seconds",
+        "Unix time of the last authenticated packet from a peer (absent if none).",
+        &received,
     )
 }
 
@@ -525,6 +542,7 @@ mod tests {
             "causeway_peer_tx_bytes_total{peer=\"client\",node_id=\"2\"} 1500",
             "causeway_peer_rx_bytes_total{peer=\"client\",node_id=\"2\"} 900",
             "causeway_peer_last_handshake_timestamp_seconds{peer=\"client\",node_id=\"2\"} 1799999990",
+            "causeway_peer_last_received_timestamp_seconds{peer=\"client\",node_id=\"2\"} 1799999998",
             "causeway_recorder_sessions 2",
             "causeway_recorder_sessions_refused_total 1",
             "causeway_recorder_spool_bytes 4096",
