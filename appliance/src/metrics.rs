@@ -407,6 +407,23 @@ fn encode_node(
         "peer_last_handshake_timestamp_seconds",
         "Unix time of the last completed handshake with a peer (absent if none).",
         &handshakes,
+    )?;
+    let received: Vec<(Labels, i64)> = node
+        .peers
+        .iter()
+        .filter_map(|p| {
+            let age = p.last_received_ms? / 1000;
+            Some((
+                peer(p),
+                i64::try_from(unix_now.saturating_sub(age)).unwrap_or(i64::MAX),
+            ))
+        })
+        .collect();
+    gauge(
+        encoder,
+        "peer_last_received_timestamp_seconds",
+        "Unix time of the last authenticated packet from a peer (absent if none).",
+        &received,
     )
 }
 
@@ -472,6 +489,7 @@ mod tests {
             addresses: vec![],
             control_url: "http://198.18.0.2:8080".into(),
             control_connected: true,
+            control_keepalive_ms: Some(1000),
             session: "running".into(),
             endpoints: vec!["198.18.0.3:41641".parse().expect("valid")],
             netmap_seq: 7,
@@ -492,6 +510,7 @@ mod tests {
                 node_key: PublicKey::from_bytes([2; 32]),
                 endpoint: None,
                 last_handshake_seconds: Some(10),
+                last_received_ms: Some(2500),
                 tx_bytes: 1500,
                 rx_bytes: 900,
                 allowed_ips: vec![],
@@ -524,6 +543,7 @@ mod tests {
             "causeway_peer_tx_bytes_total{peer=\"client\",node_id=\"2\"} 1500",
             "causeway_peer_rx_bytes_total{peer=\"client\",node_id=\"2\"} 900",
             "causeway_peer_last_handshake_timestamp_seconds{peer=\"client\",node_id=\"2\"} 1799999990",
+            "causeway_peer_last_received_timestamp_seconds{peer=\"client\",node_id=\"2\"} 1799999998",
             "causeway_recorder_sessions 2",
             "causeway_recorder_sessions_refused_total 1",
             "causeway_recorder_spool_bytes 4096",

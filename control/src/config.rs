@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use causeway_wire::liveness::{MAX_KEEPALIVE_MS, MIN_KEEPALIVE_MS};
 use serde::Deserialize;
 
 use crate::duration::serde_text;
@@ -33,9 +34,17 @@ pub struct ControlConfig {
     /// Lifetime of a node key from registration (default `180d`).
     #[serde(default = "default_node_key_expiry", with = "serde_text")]
     pub node_key_expiry: Duration,
-    /// Keepalive on an idle map stream (default `15s`).
+    /// Keepalive interval of a map stream (default `15s`): each end sends a
+    /// keepalive after this long without sending, and closes the stream
+    /// after two intervals and a 250 ms grace without receiving (nodes of
+    /// capability version 1 send none and get no read deadline).
     #[serde(default = "default_keepalive", with = "serde_text")]
     pub keepalive_interval: Duration,
+    /// Keepalive interval for nodes that serve approved routes (HA
+    /// candidates), so a silent router is noticed and replaced within two
+    /// intervals and the grace (default `1s`, about 2.25 s).
+    #[serde(default = "default_router_keepalive", with = "serde_text")]
+    pub router_keepalive_interval: Duration,
     /// How long an ephemeral node may be gone before it is deleted
     /// (default `30s`).
     #[serde(default = "default_ephemeral_grace", with = "serde_text")]
@@ -66,6 +75,7 @@ impl ControlConfig {
             policy_file: None,
             node_key_expiry: default_node_key_expiry(),
             keepalive_interval: default_keepalive(),
+            router_keepalive_interval: default_router_keepalive(),
             ephemeral_grace: default_ephemeral_grace(),
             handshake_timeout: default_handshake_timeout(),
             max_connections: default_max_connections(),
@@ -82,6 +92,18 @@ impl ControlConfig {
         }
         if self.max_connections_per_source == 0 {
             anyhow::bail!("control.max_connections_per_source = 0: expected at least 1");
+        }
+        for (name, interval) in [
+            ("keepalive_interval", self.keepalive_interval),
+            ("router_keepalive_interval", self.router_keepalive_interval),
+        ] {
+            let ms = interval.as_millis();
+            if ms < u128::from(MIN_KEEPALIVE_MS) || ms > u128::from(MAX_KEEPALIVE_MS) {
+                anyhow::bail!(
+                    "control.{name} = {ms}ms: expected {MIN_KEEPALIVE_MS}ms to {}h",
+                    MAX_KEEPALIVE_MS / 3_600_000
+                );
+            }
         }
         if self.handshake_timeout.is_zero() {
             anyhow::bail!("control.handshake_timeout = 0s: expected a positive duration");
@@ -108,6 +130,10 @@ fn default_node_key_expiry() -> Duration {
 
 fn default_keepalive() -> Duration {
     Duration::from_secs(15)
+}
+
+fn default_router_keepalive() -> Duration {
+    Duration::from_secs(1)
 }
 
 fn default_ephemeral_grace() -> Duration {
@@ -143,6 +169,7 @@ mod tests {
         .expect("valid section");
         assert_eq!(config.node_key_expiry, Duration::from_secs(90 * 86_400));
         assert_eq!(config.keepalive_interval, Duration::from_secs(15));
+        assert_eq!(config.router_keepalive_interval, Duration::from_secs(1));
         assert_eq!(config.stun_port, 3478);
         assert_eq!(config.handshake_timeout, Duration::from_secs(10));
         assert_eq!(config.max_connections, 10_000);
@@ -161,6 +188,14 @@ mod tests {
             (
                 "max_connections_per_source = 0",
                 "control.max_connections_per_source = 0",
+            ),
+            (
+                "router_keepalive_interval = \"0s\"",
+                "control.router_keepalive_interval = 0ms",
+            ),
+            (
+                "keepalive_interval = \"400d\"",
+                "control.keepalive_interval = 34560000000ms",
             ),
             (
                 "handshake_timeout = \"0s\"",

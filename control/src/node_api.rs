@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -19,12 +19,13 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use causeway_tailnet::{DeltaOutcome, MapSession, RegisterError, SessionId};
+use causeway_tailnet::{DeltaOutcome, MapSession, NodeRecord, RegisterError, SessionId};
+use causeway_wire::liveness::{LivenessEvent, LivenessState, read_deadline};
 use causeway_wire::noise::{Channel, ChannelError, MAX_CLIENT_MESSAGE, Opener, Responder, Sealer};
 use causeway_wire::{
     CAPABILITY_VERSION, CONTROL_PATH, ClientMessage, ControlError, ErrorCode, HANDSHAKE_HEADER,
-    MIN_CAPABILITY_VERSION, MapRequest, NodeId, PublicKey, RegisterResponse, ServerHello,
-    ServerMessage, UPGRADE_PROTOCOL,
+    KEEPALIVE_CAPABILITY_VERSION, Liveness, MIN_CAPABILITY_VERSION, MapRequest, NodeId, PublicKey,
+    RegisterResponse, ServerHello, ServerMessage, UPGRADE_PROTOCOL,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -119,7 +120,7 @@ fn route(control: Arc<Control>, req: Request) -> Response {
 }
 
 fn upgrade(control: Arc<Control>, mut req: Request) -> Response {
-    let (hello, machine_key, channel, msg2) = match handshake(&control, req.headers()) {
+    let (hello, version, machine_key, channel, msg2) = match handshake(&control, req.headers()) {
         Ok(parts) => parts,
         Err(message) => {
             tracing::debug!(%message, "refused control upgrade");
@@ -159,7 +160,7 @@ fn upgrade(control: Arc<Control>, mut req: Request) -> Response {
             return;
         }
         let mut conn = Conn::new(io, channel);
-        if let Err(e) = run_channel(&control, machine_key, &mut conn).await {
+        if let Err(e) = run_channel(&control, machine_key, version, &mut conn).await {
             tracing::debug!(machine = %machine_key.short(), error = %format!("{e:#}"), "control channel ended");
         }
         conn.close().await;
@@ -254,11 +255,12 @@ fn source_of(peer: IpAddr) -> IpAddr {
     }
 }
 
-/// Checks the upgrade headers and runs the Noise responder.
+/// Checks the upgrade headers and runs the Noise responder; returns the
+/// answer, the node's capability version and machine key, and the channel.
 fn handshake(
     control: &Control,
     headers: &HeaderMap,
-) -> Result<(ServerHello, PublicKey, Channel, Vec<u8>), String> {
+) -> Result<(ServerHello, u32, PublicKey, Channel, Vec<u8>), String> {
     let upgrade = headers
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
@@ -299,7 +301,13 @@ fn handshake(
     let (msg2, channel) = responder
         .reply(&hello)
         .map_err(|e| format!("handshake failed: {e}\n"))?;
-    Ok((hello, machine_key, channel, msg2))
+    Ok((
+        hello,
+        client_hello.capability_version,
+        machine_key,
+        channel,
+        msg2,
+    ))
 }
 
 /// One established channel.
@@ -309,6 +317,12 @@ struct Conn<S> {
     sealer: Sealer,
     opener: Opener,
     buf: Vec<u8>,
+    /// Keepalive timer and read deadline; every read and write counts (a
+    /// large message still arriving is life, not silence).
+    liveness: LivenessState,
+    /// How long one message may take to write; `None` waits as long as TCP
+    /// does.
+    write_timeout: Option<Duration>,
 }
 
 impl<S: AsyncRead + AsyncWrite> Conn<S> {
@@ -321,6 +335,8 @@ impl<S: AsyncRead + AsyncWrite> Conn<S> {
             sealer,
             opener,
             buf: vec![0; 16 * 1024],
+            liveness: LivenessState::new(Instant::now()),
+            write_timeout: None,
         }
     }
 
@@ -335,6 +351,7 @@ impl<S: AsyncRead + AsyncWrite> Conn<S> {
             if n == 0 {
                 return Ok(None);
             }
+            self.liveness.handle_received(Instant::now());
             self.opener.push(&self.buf[..n]);
         }
     }
@@ -342,8 +359,17 @@ impl<S: AsyncRead + AsyncWrite> Conn<S> {
     async fn send(&mut self, msg: &ServerMessage) -> anyhow::Result<()> {
         let mut out = Vec::new();
         self.sealer.seal(msg, &mut out)?;
-        self.writer.write_all(&out).await?;
-        self.writer.flush().await?;
+        let write = async {
+            self.writer.write_all(&out).await?;
+            self.writer.flush().await
+        };
+        match self.write_timeout {
+            None => write.await?,
+            Some(limit) => tokio::time::timeout(limit, write)
+                .await
+                .map_err(|_| anyhow::anyhow!("a write did not finish within {limit:?}"))??,
+        }
+        self.liveness.handle_sent(Instant::now());
         Ok(())
     }
 
@@ -360,6 +386,7 @@ impl<S: AsyncRead + AsyncWrite> Conn<S> {
 async fn run_channel<S: AsyncRead + AsyncWrite>(
     control: &Arc<Control>,
     machine_key: PublicKey,
+    version: u32,
     conn: &mut Conn<S>,
 ) -> anyhow::Result<()> {
     let deadline = control.config.handshake_timeout;
@@ -416,11 +443,15 @@ async fn run_channel<S: AsyncRead + AsyncWrite>(
                     }
                 }
             }
-            ClientMessage::Map(req) => return map_stream(control, machine_key, &req, conn).await,
-            ClientMessage::Update(_) => {
+            ClientMessage::Map(req) => {
+                return map_stream(control, machine_key, version, &req, conn).await;
+            }
+            // Before the map stream each message has the handshake timeout;
+            // keepalives there would hold a connection open for nothing.
+            ClientMessage::Update(_) | ClientMessage::KeepAlive => {
                 conn.send_error(
                     ErrorCode::BadRequest,
-                    "update sent before a map request".into(),
+                    "update or keepalive sent before a map request".into(),
                 )
                 .await?;
                 return Ok(());
@@ -435,7 +466,7 @@ fn small_order_key(msg: &ClientMessage) -> Option<&'static str> {
     let (node_key, old_node_key) = match msg {
         ClientMessage::Register(req) => (&req.node_key, req.old_node_key.as_ref()),
         ClientMessage::Map(req) => (&req.node_key, None),
-        ClientMessage::Update(_) => return None,
+        ClientMessage::Update(_) | ClientMessage::KeepAlive => return None,
     };
     if node_key.is_small_order() {
         return Some("node_key");
@@ -459,6 +490,7 @@ fn refusal(e: ApplyError<RegisterError>) -> (ErrorCode, String) {
 async fn map_stream<S: AsyncRead + AsyncWrite>(
     control: &Arc<Control>,
     machine_key: PublicKey,
+    version: u32,
     req: &MapRequest,
     conn: &mut Conn<S>,
 ) -> anyhow::Result<()> {
@@ -480,10 +512,11 @@ async fn map_stream<S: AsyncRead + AsyncWrite>(
             let mut map = MapSession::new(id);
             let mut full = map.full_map(&inner.state, now);
             full.stun_port = control.stun_port;
-            (id, session, rx, map, full)
+            let serves = inner.state.node(id).is_some_and(serves_routes);
+            (id, session, rx, map, full, serves)
         })
     };
-    let (id, session, mut rx, mut map, full) = match opened {
+    let (id, session, mut rx, mut map, full, serves) = match opened {
         Ok(parts) => parts,
         Err(e) => {
             let (code, message) = refusal(e);
@@ -492,7 +525,11 @@ async fn map_stream<S: AsyncRead + AsyncWrite>(
         }
     };
     tracing::info!(node = %id, "map stream open");
-    let result = stream_loop(control, id, session, &mut rx, &mut map, full, conn).await;
+    let liveness = StreamLiveness::new(control, version, serves, conn);
+    let result = stream_loop(
+        control, id, session, &mut rx, &mut map, full, liveness, conn,
+    )
+    .await;
     let disconnected = control.apply(
         |state, now| Ok::<_, std::convert::Infallible>(((), state.disconnect(id, session, now))),
         None,
@@ -507,6 +544,7 @@ async fn map_stream<S: AsyncRead + AsyncWrite>(
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn stream_loop<S: AsyncRead + AsyncWrite>(
     control: &Arc<Control>,
     id: NodeId,
@@ -514,17 +552,21 @@ async fn stream_loop<S: AsyncRead + AsyncWrite>(
     rx: &mut tokio::sync::broadcast::Receiver<Arc<causeway_tailnet::PreparedChange>>,
     map: &mut MapSession,
     full: causeway_wire::MapResponse,
+    mut liveness: StreamLiveness,
     conn: &mut Conn<S>,
 ) -> anyhow::Result<()> {
-    let keepalive: Duration = control.config.keepalive_interval;
     let mut shutdown = control.shutdown.clone();
+    if let Some(told) = liveness.pending.take() {
+        conn.send(&told).await?;
+    }
     conn.send(&ServerMessage::Map(full)).await?;
-    let mut idle_until = tokio::time::Instant::now() + keepalive;
     loop {
+        let wake = conn.liveness.poll_timeout();
         tokio::select! {
             msg = conn.recv() => {
                 match msg? {
                     None => return Ok(()),
+                    Some(ClientMessage::KeepAlive) => {}
                     Some(ClientMessage::Update(update)) => {
                         let applied = control.apply(
                             |state, now| Ok::<_, std::convert::Infallible>(((), state.update(id, session, &update, now))),
@@ -535,14 +577,14 @@ async fn stream_loop<S: AsyncRead + AsyncWrite>(
                         }
                     }
                     Some(ClientMessage::Register(_) | ClientMessage::Map(_)) => {
-                        conn.send_error(ErrorCode::BadRequest, "only update messages are allowed on an open map stream".into()).await?;
+                        conn.send_error(ErrorCode::BadRequest, "only update and keepalive messages are allowed on an open map stream".into()).await?;
                         return Ok(());
                     }
                 }
             }
             change = rx.recv() => {
-                let outcome = match change {
-                    Ok(change) => map.delta(&change),
+                let (outcome, about_me) = match change {
+                    Ok(change) => (map.delta(&change), change.nodes.contains_key(&id)),
                     Err(RecvError::Lagged(skipped)) => {
                         tracing::debug!(node = %id, skipped, "stream lagged; sending a full map");
                         let inner = control.lock();
@@ -550,15 +592,12 @@ async fn stream_loop<S: AsyncRead + AsyncWrite>(
                         *rx = control.subscribe(&inner);
                         let mut full = map.full_map(&inner.state, now);
                         full.stun_port = control.stun_port;
-                        DeltaOutcome::Send(Box::new(full))
+                        (DeltaOutcome::Send(Box::new(full)), true)
                     }
                     Err(RecvError::Closed) => return Ok(()),
                 };
                 match outcome {
-                    DeltaOutcome::Send(delta) => {
-                        conn.send(&ServerMessage::Map(*delta)).await?;
-                        idle_until = tokio::time::Instant::now() + keepalive;
-                    }
+                    DeltaOutcome::Send(delta) => conn.send(&ServerMessage::Map(*delta)).await?,
                     DeltaOutcome::Nothing => {}
                     DeltaOutcome::SelfRemoved => {
                         conn.send_error(ErrorCode::NodeUnknown, "this node was deleted by an admin".into()).await?;
@@ -569,12 +608,111 @@ async fn stream_loop<S: AsyncRead + AsyncWrite>(
                         return Ok(());
                     }
                 }
+                // Approved or advertised routes may have changed: a router
+                // keeps alive at the router interval.
+                if about_me {
+                    let serves = control.lock().state.node(id).is_some_and(serves_routes);
+                    liveness.retune(control, serves, conn);
+                    if let Some(told) = liveness.pending.take() {
+                        tracing::debug!(node = %id, ?told, "keepalive interval changed");
+                        conn.send(&told).await?;
+                    }
+                }
             }
-            () = tokio::time::sleep_until(idle_until) => {
-                conn.send(&ServerMessage::KeepAlive).await?;
-                idle_until = tokio::time::Instant::now() + keepalive;
+            () = sleep_until_some(wake) => {
+                match conn.liveness.poll_event(Instant::now()) {
+                    Some(LivenessEvent::PeerSilent { silent_for }) => {
+                        tracing::info!(
+                            node = %id,
+                            silent_ms = u64::try_from(silent_for.as_millis()).unwrap_or(u64::MAX),
+                            "node silent past its read deadline; closing its stream"
+                        );
+                        return Ok(());
+                    }
+                    Some(LivenessEvent::SendKeepAlive) => conn.send(&ServerMessage::KeepAlive).await?,
+                    None => {}
+                }
             }
             () = stopped(&mut shutdown) => return Ok(()),
         }
     }
+}
+
+/// Sleeps until `when`, or forever when there is nothing to wake for.
+async fn sleep_until_some(when: Option<Instant>) {
+    match when {
+        Some(when) => tokio::time::sleep_until(tokio::time::Instant::from_std(when)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The shortest time one message to a node may take to write: a full map
+/// can be megabytes, so even a short keepalive interval leaves it this long.
+const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which keepalive interval a map stream runs at, and whether the node must
+/// be told.
+struct StreamLiveness {
+    /// Whether the node keeps the stream alive itself (capability version
+    /// [`KEEPALIVE_CAPABILITY_VERSION`] or later).
+    keeps_alive: bool,
+    /// The interval the node was last told.
+    told: Option<Duration>,
+    /// A [`ServerMessage::Liveness`] to send.
+    pending: Option<ServerMessage>,
+}
+
+impl StreamLiveness {
+    /// Sets up `conn`'s keepalives for a node of capability `version`:
+    /// control's keepalive at `keepalive_interval` and no read deadline for
+    /// an old node (it sends nothing unasked), the node's interval both
+    /// ways for a newer one.
+    fn new<S>(control: &Control, version: u32, serves: bool, conn: &mut Conn<S>) -> Self {
+        let keeps_alive = version >= KEEPALIVE_CAPABILITY_VERSION;
+        let mut liveness = Self {
+            keeps_alive,
+            told: None,
+            pending: None,
+        };
+        if keeps_alive {
+            liveness.retune(control, serves, conn);
+        } else {
+            conn.liveness.set_intervals(
+                Instant::now(),
+                Some(control.config.keepalive_interval),
+                None,
+            );
+        }
+        liveness
+    }
+
+    /// Picks the interval for a node that does or does not serve approved
+    /// routes; when it changed, arms `conn` and queues the message telling
+    /// the node.
+    fn retune<S>(&mut self, control: &Control, serves: bool, conn: &mut Conn<S>) {
+        if !self.keeps_alive {
+            return;
+        }
+        let config = &control.config;
+        let wanted = if serves {
+            config.router_keepalive_interval
+        } else {
+            config.keepalive_interval
+        };
+        let told = Liveness::new(wanted);
+        let interval = told.interval();
+        if self.told == Some(interval) {
+            return;
+        }
+        self.told = Some(interval);
+        conn.liveness
+            .set_intervals(Instant::now(), Some(interval), Some(interval));
+        conn.write_timeout = Some(read_deadline(interval).max(MIN_WRITE_TIMEOUT));
+        self.pending = Some(ServerMessage::Liveness(told));
+    }
+}
+
+/// Whether a node serves any approved route (an HA candidate).
+fn serves_routes(node: &NodeRecord) -> bool {
+    !node.advertised_routes.is_disjoint(&node.approved_routes)
 }

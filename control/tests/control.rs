@@ -6,21 +6,24 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use causeway_control::{ControlConfig, Listeners, serve_on};
 use causeway_tailnet::apply_delta;
+use causeway_wire::liveness::read_deadline;
 use causeway_wire::noise::{Initiator, Opener, Sealer};
 use causeway_wire::{
-    CAPABILITY_VERSION, ClientHello, ClientMessage, ControlError, ErrorCode, MapRequest,
-    MapResponse, Node, NodeId, NodeUpdate, PrivateKey, PublicKey, RegisterRequest,
-    RegisterResponse, ServerHello, ServerMessage,
+    CAPABILITY_VERSION, ClientHello, ClientMessage, ControlError, ErrorCode,
+    KEEPALIVE_CAPABILITY_VERSION, Liveness, MapRequest, MapResponse, Node, NodeId, NodeUpdate,
+    PrivateKey, PublicKey, RegisterRequest, RegisterResponse, ServerHello, ServerMessage,
 };
 use ipnet::IpNet;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -161,11 +164,17 @@ impl Control {
     }
 }
 
-/// A node speaking the control protocol.
+/// A node speaking the control protocol. Once its map stream is open, a
+/// node of capability version 2 or later keeps it alive from a task of its
+/// own (every [`TEST_KEEPALIVE`]) until [`TestNode::go_silent`] or drop.
 struct TestNode {
-    stream: TcpStream,
-    sealer: Sealer,
+    reader: OwnedReadHalf,
+    writer: Arc<tokio::sync::Mutex<(OwnedWriteHalf, Sealer)>>,
     opener: Opener,
+    version: u32,
+    keepalive: Option<JoinHandle<()>>,
+    /// The last keepalive interval control sent.
+    liveness: Option<Liveness>,
     node_key: PublicKey,
     hostname: String,
     /// The netmap as built from everything received.
@@ -249,14 +258,29 @@ async fn dial(
     if let ServerHello::Refused { reason } = server_hello {
         return Err(Dial::Refused(reason));
     }
+    let (reader, writer) = stream.into_split();
     Ok(TestNode {
-        stream,
-        sealer,
+        reader,
+        writer: Arc::new(tokio::sync::Mutex::new((writer, sealer))),
         opener,
+        version,
+        keepalive: None,
+        liveness: None,
         node_key: PrivateKey::from_random_bytes(rand_bytes()).public_key(),
         hostname: String::new(),
         map: MapResponse::default(),
     })
+}
+
+async fn send_sealed(
+    writer: &tokio::sync::Mutex<(OwnedWriteHalf, Sealer)>,
+    msg: &ClientMessage,
+) -> std::io::Result<()> {
+    let mut writer = writer.lock().await;
+    let (stream, sealer) = &mut *writer;
+    let mut out = Vec::new();
+    sealer.seal(msg, &mut out).unwrap();
+    stream.write_all(&out).await
 }
 
 fn rand_bytes() -> [u8; 32] {
@@ -273,21 +297,71 @@ async fn connect_as(control: &Control, machine: &PrivateKey) -> TestNode {
         .unwrap()
 }
 
+/// How often a test node keeps its map stream alive: shorter than any
+/// interval control may ask for, so the tests need not follow changes.
+const TEST_KEEPALIVE: Duration = Duration::from_millis(50);
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some(task) = self.keepalive.take() {
+            task.abort();
+        }
+    }
+}
+
 impl TestNode {
     async fn send(&mut self, msg: &ClientMessage) {
-        let mut out = Vec::new();
-        self.sealer.seal(msg, &mut out).unwrap();
-        self.stream.write_all(&out).await.unwrap();
+        send_sealed(&self.writer, msg).await.unwrap();
     }
 
-    /// The next message, or None when the stream ended.
+    /// Starts keeping the map stream alive, if this node's version does.
+    fn keep_alive(&mut self) {
+        if self.version < KEEPALIVE_CAPABILITY_VERSION || self.keepalive.is_some() {
+            return;
+        }
+        let writer = Arc::clone(&self.writer);
+        self.keepalive = Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TEST_KEEPALIVE);
+            loop {
+                tick.tick().await;
+                if send_sealed(&writer, &ClientMessage::KeepAlive)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }));
+    }
+
+    /// Stops sending anything (keepalives included) while keeping the TCP
+    /// connection open, as a frozen or partitioned node would.
+    async fn go_silent(&mut self) {
+        if let Some(task) = self.keepalive.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// The next message, or None when the stream ended. Records keepalive
+    /// intervals control announces.
     async fn recv(&mut self) -> Option<ServerMessage> {
+        loop {
+            let msg = self.recv_any().await?;
+            match msg {
+                ServerMessage::Liveness(l) => self.liveness = Some(l),
+                other => return Some(other),
+            }
+        }
+    }
+
+    async fn recv_any(&mut self) -> Option<ServerMessage> {
         loop {
             if let Some(msg) = self.opener.next_message().unwrap() {
                 return Some(msg);
             }
             let mut chunk = vec![0u8; 64 * 1024];
-            let n = tokio::time::timeout(TIMEOUT, self.stream.read(&mut chunk))
+            let n = tokio::time::timeout(TIMEOUT, self.reader.read(&mut chunk))
                 .await
                 .expect("timed out waiting for control")
                 .ok()?;
@@ -334,7 +408,13 @@ impl TestNode {
         match self.recv().await {
             Some(ServerMessage::Map(m)) => {
                 assert!(m.is_full(), "first map must be full");
+                assert_eq!(
+                    self.liveness.is_some(),
+                    self.version >= KEEPALIVE_CAPABILITY_VERSION,
+                    "control announces the keepalive interval before the first map to new nodes only"
+                );
                 self.map = m.clone();
+                self.keep_alive();
                 Ok(m)
             }
             Some(ServerMessage::Error(e)) => Err(e),
@@ -1481,4 +1561,279 @@ async fn small_order_node_keys_are_refused() {
     }
     assert_eq!(control.node_count().await, 0);
     control.shutdown().await;
+}
+
+// --- liveness -------------------------------------------------------------
+
+/// Whether the admin API lists node `id` as online.
+async fn online(control: &Control, id: NodeId) -> bool {
+    let (status, nodes) = control.admin("GET", "/api/v1/nodes", None).await;
+    assert_eq!(status, 200, "{nodes}");
+    let node = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == json!(id.0))
+        .unwrap_or_else(|| panic!("node {id} not listed: {nodes}"));
+    node["online"].as_bool().unwrap()
+}
+
+/// Waits (up to `limit`) for the admin API to list node `id` offline.
+async fn until_offline(control: &Control, id: NodeId, limit: Duration) -> Duration {
+    let start = tokio::time::Instant::now();
+    while online(control, id).await {
+        assert!(
+            start.elapsed() < limit,
+            "node {id} still online {limit:?} after it went silent"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
+/// Control with these keepalive intervals for ordinary nodes and routers.
+async fn start_with_intervals(dir: &Path, ordinary: Duration, router: Duration) -> Control {
+    start(dir, |c| {
+        c.keepalive_interval = ordinary;
+        c.router_keepalive_interval = router;
+    })
+    .await
+}
+
+/// Slack on top of a read deadline for the test's own polling and a busy
+/// machine; far below the minutes TCP takes to give up on a frozen peer.
+const DEADLINE_SLACK: Duration = Duration::from_millis(1500);
+
+#[tokio::test]
+async fn a_silent_node_is_marked_offline_within_its_read_deadline() {
+    let interval = Duration::from_millis(300);
+    let dir = tempfile::tempdir().unwrap();
+    let control = start(dir.path(), |c| c.keepalive_interval = interval).await;
+    let key = control.create_key(json!({"reusable": true})).await;
+    let (mut watcher, watcher_id) = join(&control, &key, "watcher", &["198.18.0.3:1"], &[]).await;
+    let (mut quiet, quiet_id) = join(&control, &key, "quiet", &["198.18.0.4:1"], &[]).await;
+    assert_eq!(quiet.liveness.map(|l| l.interval()), Some(interval));
+    // Keepalives hold both streams open over several deadlines.
+    tokio::time::sleep(3 * read_deadline(interval)).await;
+    assert!(online(&control, watcher_id).await);
+    assert!(online(&control, quiet_id).await);
+
+    // The TCP connection stays open; the node neither writes nor reads.
+    quiet.go_silent().await;
+    let took = until_offline(&control, quiet_id, read_deadline(interval) + DEADLINE_SLACK).await;
+    eprintln!(
+        "silent node offline after {took:?} (deadline {:?})",
+        read_deadline(interval)
+    );
+    watcher
+        .wait_for("quiet offline", |m| {
+            m.peers
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|p| p.id == quiet_id && !p.online)
+        })
+        .await;
+    assert!(online(&control, watcher_id).await, "a live node stays");
+    // Control closed the silent node's connection.
+    assert!(
+        quiet.recv_until_closed().await,
+        "control closed the silent node"
+    );
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_silent_primary_router_fails_over_and_clients_hear_of_it() {
+    let router_interval = Duration::from_millis(200);
+    let dir = tempfile::tempdir().unwrap();
+    // The ordinary interval is long: only the router interval can make the
+    // failover fast enough for this test.
+    let control = start_with_intervals(dir.path(), Duration::from_secs(30), router_interval).await;
+    let policy = r#"{
+        "autoApprovers": {"routes": {"198.19.1.0/24": ["tag:router"]}},
+        "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+    }"#;
+    let (status, v) = control.put_policy(policy).await;
+    assert_eq!(status, 200, "{v}");
+    let routers = control
+        .create_key(json!({"reusable": true, "tags": ["tag:router"]}))
+        .await;
+    let plain = control.create_key(json!({"reusable": true})).await;
+    let route = net("198.19.1.0/24");
+    let (mut client, client_id) = join(&control, &plain, "client", &["198.18.0.3:1"], &[]).await;
+    let (mut r1, r1_id) = join(
+        &control,
+        &routers,
+        "r1",
+        &["198.18.0.4:1"],
+        &["198.19.1.0/24"],
+    )
+    .await;
+    let (mut r2, r2_id) = join(
+        &control,
+        &routers,
+        "r2",
+        &["198.18.0.5:1"],
+        &["198.19.1.0/24"],
+    )
+    .await;
+    assert_eq!(
+        client.liveness.map(|l| l.interval()),
+        Some(Duration::from_secs(30))
+    );
+    for router in [&mut r1, &mut r2] {
+        router.until_liveness(router_interval).await;
+    }
+    client
+        .wait_for("r1 primary", |m| {
+            m.peers
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|p| p.id == r1_id && p.primary_routes == vec![route])
+        })
+        .await;
+
+    r1.go_silent().await;
+    let started = tokio::time::Instant::now();
+    client
+        .wait_for("failover to r2", |m| {
+            let peers = m.peers.as_ref().unwrap();
+            peers.iter().any(|p| {
+                p.id == r2_id && p.primary_routes == vec![route] && p.allowed_ips.contains(&route)
+            }) && peers
+                .iter()
+                .any(|p| p.id == r1_id && !p.online && p.primary_routes.is_empty())
+        })
+        .await;
+    let took = started.elapsed();
+    eprintln!(
+        "silent primary replaced after {took:?} (deadline {:?})",
+        read_deadline(router_interval)
+    );
+    assert!(
+        took < read_deadline(router_interval) + DEADLINE_SLACK,
+        "failover took {took:?}"
+    );
+    assert!(
+        online(&control, client_id).await,
+        "the idle client stays online"
+    );
+    assert!(online(&control, r2_id).await);
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_node_that_starts_serving_routes_is_told_the_shorter_interval() {
+    let router_interval = Duration::from_millis(200);
+    let dir = tempfile::tempdir().unwrap();
+    let control = start_with_intervals(dir.path(), Duration::from_secs(30), router_interval).await;
+    let key = control.create_key(json!({"reusable": true})).await;
+    let (mut router, router_id) = join(
+        &control,
+        &key,
+        "router",
+        &["198.18.0.4:1"],
+        &["198.19.1.0/24"],
+    )
+    .await;
+    // Advertised but not approved: not an HA candidate yet.
+    assert_eq!(
+        router.liveness.map(|l| l.interval()),
+        Some(Duration::from_secs(30))
+    );
+    let (status, v) = control
+        .admin(
+            "POST",
+            "/api/v1/routes/approve",
+            Some(json!({"node": "router", "prefix": "198.19.1.0/24"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    router.until_liveness(router_interval).await;
+    // The short deadline now applies.
+    router.go_silent().await;
+    until_offline(
+        &control,
+        router_id,
+        read_deadline(router_interval) + DEADLINE_SLACK,
+    )
+    .await;
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_old_node_that_sends_no_keepalives_keeps_its_stream() {
+    let interval = Duration::from_millis(200);
+    let dir = tempfile::tempdir().unwrap();
+    let control = start_with_intervals(dir.path(), interval, interval).await;
+    let key = control.create_key(json!({"reusable": true})).await;
+    let old_version = KEEPALIVE_CAPABILITY_VERSION - 1;
+    let machine = PrivateKey::from_random_bytes(rand_bytes());
+    let mut old = dial(&control, &control.public_key, &machine, old_version)
+        .await
+        .unwrap();
+    let id = old.register("old", Some(&key)).await.unwrap().node_id;
+    // `map` asserts that no interval is announced to an old node.
+    old.map(&["198.18.0.4:1"], &[]).await.unwrap();
+    assert!(old.keepalive.is_none(), "an old node sends no keepalives");
+    // Many deadlines pass: control keeps sending its keepalives and keeps
+    // the stream open.
+    let until = tokio::time::Instant::now() + 5 * read_deadline(interval);
+    let mut keepalives = 0;
+    while tokio::time::Instant::now() < until {
+        match old.recv().await {
+            Some(ServerMessage::KeepAlive) => keepalives += 1,
+            Some(ServerMessage::Map(_)) => {}
+            other => panic!("expected keepalives on an open stream, got {other:?}"),
+        }
+    }
+    assert!(keepalives >= 5, "{keepalives} keepalives");
+    assert!(online(&control, id).await);
+    control.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_keepalive_before_the_map_request_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = start(dir.path(), |_| {}).await;
+    let mut node = connect(&control).await;
+    node.send(&ClientMessage::KeepAlive).await;
+    match node.recv().await {
+        Some(ServerMessage::Error(e)) => assert_eq!(e.code, ErrorCode::BadRequest),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert_eq!(node.recv().await, None);
+    control.shutdown().await;
+}
+
+impl TestNode {
+    /// Reads until control announces `interval`.
+    async fn until_liveness(&mut self, interval: Duration) {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while self.liveness.map(|l| l.interval()) != Some(interval) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "control never announced {interval:?}; last {:?}",
+                self.liveness
+            );
+            let msg = self.recv().await;
+            assert!(
+                msg.is_some(),
+                "stream closed before {interval:?} was announced"
+            );
+        }
+    }
+
+    /// Reads and discards until control closes the connection; true when it did.
+    async fn recv_until_closed(&mut self) -> bool {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while tokio::time::Instant::now() < deadline {
+            if self.recv().await.is_none() {
+                return true;
+            }
+        }
+        false
+    }
 }

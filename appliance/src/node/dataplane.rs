@@ -201,7 +201,10 @@ impl DataplaneDriver {
                 }
             }
             Command::Stats(reply) => {
-                let _ = reply.send((self.node.peer_stats(), self.node.dropped().clone()));
+                let _ = reply.send((
+                    self.node.peer_stats(Instant::now()),
+                    self.node.dropped().clone(),
+                ));
             }
             Command::SetLocalEndpoints(local) => self.discovery.set_local(local),
             Command::SetCloudEndpoint(cloud) => self.discovery.set_cloud(cloud),

@@ -256,7 +256,10 @@ pub async fn run(
         let now = Instant::now();
         session.ever_running |= session.machine.status(now).phase == SessionPhase::Running;
         session.machine.handle_failure(now, failure);
-        status::set(&status, |s| s.control_connected = false);
+        status::set(&status, |s| {
+            s.control_connected = false;
+            s.control_keepalive_ms = None;
+        });
         session.show();
         tokio::select! {
             ready = session.until_map() => {
@@ -520,11 +523,18 @@ async fn follow_control(
     // A fresh stream starts with a full map.
     *netmap = NetmapState::default();
     loop {
+        let wake = channel.liveness_timeout();
         let message = tokio::select! {
             message = channel.recv() => match message {
                 Ok(m) => m,
                 Err(e) => return lost(e),
             },
+            () = sleep_until_some(wake) => {
+                if let Err(e) = channel.poll_liveness().await {
+                    return lost(e);
+                }
+                continue;
+            }
             Ok(()) = endpoints.changed() => {
                 let current = endpoints.borrow_and_update().clone();
                 tracing::info!(endpoints = current.len(), "advertising new endpoints");
@@ -633,6 +643,15 @@ async fn follow_control(
                 });
             }
             ServerMessage::KeepAlive => tracing::trace!("control keepalive"),
+            ServerMessage::Liveness(liveness) => {
+                channel.set_liveness(liveness);
+                let interval = channel.keepalive_interval();
+                tracing::debug!(?interval, "control set the keepalive interval");
+                status::set(status, |s| {
+                    s.control_keepalive_ms =
+                        interval.and_then(|i| u64::try_from(i.as_millis()).ok());
+                });
+            }
             ServerMessage::Registered(_) => {
                 tracing::debug!("unexpected registration answer on a map stream")
             }
@@ -643,6 +662,14 @@ async fn follow_control(
                 };
             }
         }
+    }
+}
+
+/// Sleeps until `when`, or forever when there is nothing to wake for.
+async fn sleep_until_some(when: Option<Instant>) {
+    match when {
+        Some(when) => tokio::time::sleep_until(tokio::time::Instant::from_std(when)).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -50,6 +50,12 @@ pub struct NodeStatus {
     pub control_url: String,
     /// Whether the control channel is open.
     pub control_connected: bool,
+    /// The keepalive interval control set for this node's stream, in
+    /// milliseconds; the node gives up on a control silent for two of them
+    /// and a 250 ms grace. `None` before the first map or with a control
+    /// that sets none.
+    #[serde(default)]
+    pub control_keepalive_ms: Option<u64>,
     /// The control session in words: what it is doing, and when and why it
     /// retries (`rotating_key (retry in 4 s: control unreachable: …)`).
     #[serde(default)]
@@ -116,6 +122,10 @@ pub struct PeerStatus {
     pub endpoint: Option<std::net::SocketAddr>,
     /// Seconds since the last handshake, if any.
     pub last_handshake_seconds: Option<u64>,
+    /// Milliseconds since the last authenticated datagram (data, keepalive
+    /// or handshake) from the peer, if any.
+    #[serde(default)]
+    pub last_received_ms: Option<u64>,
     /// Bytes sent.
     pub tx_bytes: u64,
     /// Bytes received.
@@ -135,6 +145,7 @@ impl NodeStatus {
             addresses: vec![],
             control_url: config.control_url.clone(),
             control_connected: false,
+            control_keepalive_ms: None,
             session: String::new(),
             endpoints: vec![],
             netmap_seq: 0,
@@ -209,6 +220,9 @@ pub async fn snapshot(
                 node_key: p.node_key,
                 endpoint: p.endpoint,
                 last_handshake_seconds: p.last_handshake.map(|d| d.as_secs()),
+                last_received_ms: p
+                    .last_received
+                    .and_then(|d| u64::try_from(d.as_millis()).ok()),
                 tx_bytes: p.tx_bytes,
                 rx_bytes: p.rx_bytes,
                 allowed_ips: p.allowed_ips,
@@ -247,9 +261,12 @@ pub fn render(status: &NodeStatus) -> String {
         status.node_id.map_or("-".into(), |i| i.to_string()),
         addresses.join(" ")
     );
+    let keepalive = status
+        .control_keepalive_ms
+        .map_or(String::new(), |ms| format!(", keepalive {}", age(ms)));
     let _ = writeln!(
         out,
-        "state     {:?}, control {} ({})",
+        "state     {:?}, control {} ({}){keepalive}",
         status.state,
         if status.control_connected {
             "connected"
@@ -346,26 +363,133 @@ pub fn render(status: &NodeStatus) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:<6} {:<16} {:<22} {:>10} {:>12} {:>12}  allowed IPs",
-        "id", "peer", "endpoint", "handshake", "tx bytes", "rx bytes"
+        "{:<6} {:<16} {:<22} {:>10} {:>10} {:>12} {:>12}  allowed IPs",
+        "id", "peer", "endpoint", "handshake", "received", "tx bytes", "rx bytes"
     );
     for p in &status.peers {
         let handshake = p
             .last_handshake_seconds
-            .map_or("never".to_owned(), |s| format!("{s}s ago"));
+            .map_or("never".to_owned(), |s| format!("{} ago", age(s * 1000)));
+        let received = p
+            .last_received_ms
+            .map_or("never".to_owned(), |ms| format!("{} ago", age(ms)));
         let endpoint = p.endpoint.map_or("-".to_owned(), |e| e.to_string());
         let allowed: Vec<String> = p.allowed_ips.iter().map(ToString::to_string).collect();
         let _ = writeln!(
             out,
-            "{:<6} {:<16} {:<22} {:>10} {:>12} {:>12}  {}",
+            "{:<6} {:<16} {:<22} {:>10} {:>10} {:>12} {:>12}  {}",
             p.id,
             p.name,
             endpoint,
             handshake,
+            received,
             p.tx_bytes,
             p.rx_bytes,
             allowed.join(" ")
         );
     }
     out
+}
+
+/// A duration in milliseconds, short: `350ms`, `12s`, `4m`, `3h`.
+fn age(ms: u64) -> String {
+    match ms {
+        0..1000 => format!("{ms}ms"),
+        1000..120_000 => format!("{}s", ms / 1000),
+        120_000..7_200_000 => format!("{}m", ms / 60_000),
+        _ => format!("{}h", ms / 3_600_000),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status() -> NodeStatus {
+        NodeStatus {
+            state: StatusState::Running,
+            node_id: Some(NodeId(3)),
+            name: Some("router".into()),
+            node_key: None,
+            addresses: vec![],
+            control_url: "http://198.18.0.2:8080".into(),
+            control_connected: true,
+            control_keepalive_ms: Some(1000),
+            session: String::new(),
+            endpoints: vec![],
+            netmap_seq: 1,
+            advertised_routes: vec![],
+            primary_routes: vec![],
+            kernel_routes: vec![],
+            filter_rules: None,
+            filter_refused: None,
+            served_prefixes: vec![],
+            dropped_packets: 0,
+            dropped_by_reason: BTreeMap::new(),
+            peers: vec![
+                PeerStatus {
+                    id: NodeId(1),
+                    name: "client".into(),
+                    node_key: PublicKey::from_bytes([1; 32]),
+                    endpoint: None,
+                    last_handshake_seconds: Some(600),
+                    last_received_ms: Some(350),
+                    tx_bytes: 10,
+                    rx_bytes: 20,
+                    allowed_ips: vec![],
+                },
+                PeerStatus {
+                    id: NodeId(2),
+                    name: "idle".into(),
+                    node_key: PublicKey::from_bytes([2; 32]),
+                    endpoint: None,
+                    last_handshake_seconds: None,
+                    last_received_ms: None,
+                    tx_bytes: 0,
+                    rx_bytes: 0,
+                    allowed_ips: vec![],
+                },
+            ],
+            exit_node: ExitNodeStatus::default(),
+        }
+    }
+
+    #[test]
+    fn render_shows_the_keepalive_and_both_ages_per_peer() {
+        let text = render(&status());
+        assert!(
+            text.contains("control connected (http://198.18.0.2:8080), keepalive 1s"),
+            "{text}"
+        );
+        let client = text.lines().find(|l| l.contains("client")).expect("row");
+        assert!(client.contains("10m ago"), "{client}");
+        assert!(client.contains("350ms ago"), "{client}");
+        let idle = text.lines().find(|l| l.contains("idle")).expect("row");
+        assert_eq!(idle.matches("never").count(), 2, "{idle}");
+    }
+
+    #[test]
+    fn ages_are_short() {
+        assert_eq!(age(0), "0ms");
+        assert_eq!(age(999), "999ms");
+        assert_eq!(age(1000), "1s");
+        assert_eq!(age(119_999), "119s");
+        assert_eq!(age(120_000), "2m");
+        assert_eq!(age(7_200_000), "2h");
+    }
+
+    #[test]
+    fn a_status_from_an_older_daemon_parses() {
+        let mut v = serde_json::to_value(status()).expect("serialises");
+        v.as_object_mut()
+            .expect("object")
+            .remove("control_keepalive_ms");
+        v["peers"][0]
+            .as_object_mut()
+            .expect("object")
+            .remove("last_received_ms");
+        let parsed: NodeStatus = serde_json::from_value(v).expect("parses");
+        assert_eq!(parsed.control_keepalive_ms, None);
+        assert_eq!(parsed.peers[0].last_received_ms, None);
+    }
 }

@@ -203,8 +203,12 @@ pub struct PeerStats {
     pub node_key: PublicKey,
     /// Where we send to.
     pub endpoint: Option<SocketAddr>,
-    /// Time since the last completed handshake.
+    /// Time since the last completed handshake, kept after boringtun drops
+    /// the session's keys (an idle tunnel, REJECT_AFTER_TIME × 3 later).
     pub last_handshake: Option<Duration>,
+    /// Time since the last authenticated datagram from the peer (data,
+    /// keepalive or handshake): the data plane's liveness.
+    pub last_received: Option<Duration>,
     /// Payload bytes sent.
     pub tx_bytes: u64,
     /// Payload bytes received.
@@ -242,6 +246,23 @@ struct Peer {
     queued: bool,
     /// When we last sent a handshake initiation.
     initiated_at: Option<Instant>,
+    /// When the last handshake completed, as far as we saw.
+    handshake_at: Option<Instant>,
+    /// When the last authenticated datagram arrived.
+    received_at: Option<Instant>,
+}
+
+impl Peer {
+    /// Records when the tunnel's last handshake completed. boringtun only
+    /// reports it while the session's keys live (they are zeroed
+    /// REJECT_AFTER_TIME × 3 after the last handshake: the WireGuard
+    /// paper's timers, section 6), so the status would say "never" for an idle tunnel that
+    /// carried traffic; we keep the time ourselves.
+    fn note_handshake(&mut self, now: Instant) {
+        if let Some(since) = self.tunnel.since_handshake() {
+            self.handshake_at = self.handshake_at.max(now.checked_sub(since));
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -308,6 +329,8 @@ impl NodeState {
                         endpoint: node.endpoints.first().copied(),
                         queued: false,
                         initiated_at: None,
+                        handshake_at: None,
+                        received_at: None,
                         node: node.clone(),
                     }
                 }
@@ -426,6 +449,8 @@ impl NodeState {
         if !matches!(output, Output::Error(_)) {
             // Authenticated: this is where the peer is now (roaming, §2.1).
             peer.endpoint = Some(from);
+            peer.received_at = Some(now);
+            peer.note_handshake(now);
         }
         let session_confirmed = match &output {
             Output::Tunnel(..) | Output::Done => true,
@@ -563,6 +588,7 @@ impl NodeState {
                 Work::Flush(_) => peer.tunnel.decapsulate(None, &[], out),
                 Work::Timers(_) => peer.tunnel.update_timers(out),
             };
+            peer.note_handshake(now);
             let Output::Network(range) = output else {
                 continue;
             };
@@ -585,18 +611,20 @@ impl NodeState {
         None
     }
 
-    /// Counters per peer, sorted by id.
-    pub fn peer_stats(&self) -> Vec<PeerStats> {
+    /// Counters per peer at `now`, sorted by id.
+    pub fn peer_stats(&self, now: Instant) -> Vec<PeerStats> {
+        let age = |at: Option<Instant>| at.map(|t| now.saturating_duration_since(t));
         self.peers
             .values()
             .map(|p| {
-                let (last_handshake, tx, rx) = p.tunnel.stats();
+                let (tx, rx) = p.tunnel.bytes();
                 PeerStats {
                     id: p.node.id,
                     name: p.node.name.clone(),
                     node_key: p.node.node_key,
                     endpoint: p.endpoint,
-                    last_handshake,
+                    last_handshake: age(p.handshake_at),
+                    last_received: age(p.received_at),
                     tx_bytes: tx as u64,
                     rx_bytes: rx as u64,
                     allowed_ips: p.node.allowed_ips.clone(),

@@ -167,10 +167,16 @@ impl Tunnel {
         convert(base, self.tunn.update_timers(out))
     }
 
-    /// Time since the last completed handshake, bytes sent, bytes received.
-    pub(crate) fn stats(&self) -> (Option<Duration>, usize, usize) {
-        let (since, tx, rx, _, _) = self.tunn.stats();
-        (since, tx, rx)
+    /// Time since the current session's handshake completed; `None` when
+    /// there is no session (none yet, or its keys expired).
+    pub(crate) fn since_handshake(&self) -> Option<Duration> {
+        self.tunn.time_since_last_handshake()
+    }
+
+    /// Payload bytes sent and received.
+    pub(crate) fn bytes(&self) -> (usize, usize) {
+        let (_, tx, rx, _, _) = self.tunn.stats();
+        (tx, rx)
     }
 }
 

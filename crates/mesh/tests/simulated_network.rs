@@ -333,7 +333,7 @@ fn garbage_datagrams_change_nothing() {
     let mut sim = Sim::new(9);
     sim.send_from_tun(1, &ipv4_packet(address(1), address(2), &[1, 2, 0]));
     sim.run();
-    let stats_before = sim.nodes[&2].peer_stats();
+    let stats_before = sim.nodes[&2].peer_stats(sim.now);
     for len in [0usize, 1, 4, 32, 148, 200] {
         let mut bytes = vec![0u8; len];
         for b in bytes.iter_mut() {
@@ -348,7 +348,7 @@ fn garbage_datagrams_change_nothing() {
     // Endpoints learned from authenticated traffic only, and the session still works.
     assert_eq!(
         sim.nodes[&2]
-            .peer_stats()
+            .peer_stats(sim.now)
             .iter()
             .map(|p| p.endpoint)
             .collect::<Vec<_>>(),
@@ -436,7 +436,7 @@ fn a_peer_is_reached_on_whichever_advertised_endpoint_answers() {
     assert_eq!(sim.delivered.len(), 1, "the packet reached the router");
     assert!(sim.lost.contains(&private), "the private address was tried");
     let kept = sim.nodes[&1]
-        .peer_stats()
+        .peer_stats(sim.now)
         .into_iter()
         .find(|p| p.id == NodeId(ROUTER))
         .and_then(|p| p.endpoint);
@@ -745,4 +745,48 @@ fn an_exit_node_cannot_reach_a_star_rule_from_an_internet_source_address() {
     assert_eq!(counts.get(DropReason::Filtered), 2);
     assert_eq!(counts.get(DropReason::SpoofedSource), 0);
     assert_eq!(counts.total(), 2);
+}
+
+#[test]
+fn both_ends_report_handshake_and_receive_ages_that_outlive_the_session() {
+    let mut sim = Sim::new(11);
+    for (me, peer) in [(1, 2), (2, 1)] {
+        let stats = sim.nodes[&me].peer_stats(sim.now);
+        assert_eq!(stats[0].last_handshake, None, "{me}: no traffic yet");
+        assert_eq!(stats[0].last_received, None, "{me}: no traffic yet");
+        assert_eq!(stats[0].id, NodeId(peer));
+    }
+    sim.send_from_tun(1, &ipv4_packet(address(1), address(2), &[1, 2, 0]));
+    sim.run();
+    sim.send_from_tun(2, &ipv4_packet(address(2), address(1), &[2, 1, 0]));
+    sim.run();
+    assert_eq!(sim.delivered.len(), 2);
+    let later = sim.now + Duration::from_secs(600);
+    for (me, peer) in [(1, 2), (2, 1)] {
+        let stats = sim.nodes[&me]
+            .peer_stats(sim.now)
+            .into_iter()
+            .find(|p| p.id == NodeId(peer))
+            .expect("peer listed");
+        let handshake = stats.last_handshake.expect("a handshake was seen");
+        let received = stats.last_received.expect("a packet was received");
+        assert!(handshake < Duration::from_secs(5), "{me}: {handshake:?}");
+        assert!(received <= handshake, "{me}: {received:?} > {handshake:?}");
+        assert!(stats.rx_bytes > 0);
+        // Ten minutes on, past the point where boringtun zeroes idle
+        // session keys, the ages still count from what was seen.
+        let aged = sim.nodes[&me]
+            .peer_stats(later)
+            .into_iter()
+            .find(|p| p.id == NodeId(peer))
+            .expect("peer listed");
+        assert_eq!(
+            aged.last_handshake,
+            Some(handshake + Duration::from_secs(600))
+        );
+        assert_eq!(
+            aged.last_received,
+            Some(received + Duration::from_secs(600))
+        );
+    }
 }

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod caps;
 pub mod keys;
+pub mod liveness;
 pub mod messages;
 pub mod noise;
 pub mod stun;
@@ -23,7 +24,15 @@ pub use messages::*;
 /// The capability version this build speaks.
 ///
 /// Bump it whenever a message gains a field an older peer would misread.
-pub const CAPABILITY_VERSION: u32 = 1;
+///
+/// - 1: registration, map stream, updates, control's keepalives.
+/// - 2: [`ServerMessage::Liveness`] and [`ClientMessage::KeepAlive`]: the
+///   node keeps the stream alive and both ends hold read deadlines.
+pub const CAPABILITY_VERSION: u32 = 2;
+
+/// The first capability version whose nodes send keepalives; control holds
+/// no read deadline on older nodes.
+pub const KEEPALIVE_CAPABILITY_VERSION: u32 = 2;
 
 /// The oldest node capability version control still serves.
 pub const MIN_CAPABILITY_VERSION: u32 = 1;

@@ -64,6 +64,10 @@ pub enum ClientMessage {
     /// Tell control about a change (endpoints, advertised routes) on an open
     /// map stream.
     Update(NodeUpdate),
+    /// Sent on an idle map stream so control knows the node lives (nodes of
+    /// capability version 2 and later, at the interval control asked for in
+    /// [`ServerMessage::Liveness`]).
+    KeepAlive,
 }
 
 /// Registration of a node key under the channel's machine key.
@@ -141,8 +145,23 @@ pub enum ServerMessage {
     Map(MapResponse),
     /// Sent on an idle stream so both ends (and middleboxes) know it lives.
     KeepAlive,
+    /// The keepalive interval of this stream, sent to nodes of capability
+    /// version 2 and later before the first map and again whenever it
+    /// changes. Both ends send [`ClientMessage::KeepAlive`] /
+    /// [`ServerMessage::KeepAlive`] after this long without sending, and
+    /// close the stream after [`crate::liveness::read_deadline`] without
+    /// receiving.
+    Liveness(Liveness),
     /// A request failed; control closes the channel after this.
     Error(ControlError),
+}
+
+/// The keepalive settings of one map stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Liveness {
+    /// Send a keepalive after this many milliseconds without sending
+    /// anything; at least [`crate::liveness::MIN_KEEPALIVE_MS`].
+    pub keepalive_interval_ms: u64,
 }
 
 /// Why control refused a request.
@@ -442,6 +461,19 @@ mod tests {
         assert!(json.starts_with(r#"{"type":"map","seq":1"#), "{json}");
         let back: ServerMessage = serde_json::from_str(&json).expect("parses");
         assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn keepalives_and_liveness_have_stable_encodings() {
+        let client = serde_json::to_string(&ClientMessage::KeepAlive).expect("serialises");
+        assert_eq!(client, r#"{"type":"keep_alive"}"#);
+        let liveness = ServerMessage::Liveness(Liveness {
+            keepalive_interval_ms: 1000,
+        });
+        let json = serde_json::to_string(&liveness).expect("serialises");
+        assert_eq!(json, r#"{"type":"liveness","keepalive_interval_ms":1000}"#);
+        let back: ServerMessage = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, liveness);
     }
 
     #[test]

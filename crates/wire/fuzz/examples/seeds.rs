@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use causeway_wire::noise::Initiator;
 use causeway_wire::{
-    CAPABILITY_VERSION, ClientHello, ClientMessage, ControlError, ErrorCode, MapRequest,
+    CAPABILITY_VERSION, ClientHello, ClientMessage, ControlError, ErrorCode, Liveness, MapRequest,
     MapResponse, Node, NodeId, NodeUpdate, PrivateKey, RegisterRequest, ServerHello,
     ServerMessage,
 };
@@ -84,6 +84,13 @@ fn main() {
         ("error", json(&error)),
         ("client-hello", json(&hello)),
         ("server-hello", json(&ServerHello::Refused { reason: "old".into() })),
+        ("client-keepalive", json(&ClientMessage::KeepAlive)),
+        (
+            "liveness",
+            json(&ServerMessage::Liveness(Liveness {
+                keepalive_interval_ms: 1000,
+            })),
+        ),
     ];
     for (name, bytes) in &samples {
         write("json_messages", name, bytes);
