@@ -496,6 +496,7 @@ mod tests {
                 rx_bytes: 900,
                 allowed_ips: vec![],
             }],
+            vpc_routes: std::collections::BTreeMap::new(),
         }
     }
 

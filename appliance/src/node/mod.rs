@@ -5,6 +5,9 @@ mod control_client;
 mod dataplane;
 pub mod directory;
 pub mod status;
+mod vpc_route;
+
+pub use self::vpc_route::RouteTableId;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -183,6 +186,17 @@ pub async fn run(
         _ => None,
     };
 
+    // The prefixes control made this node primary for, for the task that
+    // points the VPC's return route here (AWS without SNAT).
+    let (primary, primary_rx) = watch::channel(Vec::new());
+    let vpc_routes = router.filter(|r| !r.aws_route_tables.is_empty()).map(|r| {
+        tokio::spawn(vpc_route::follow(
+            r.aws_route_tables.clone(),
+            primary_rx,
+            Arc::clone(&status),
+        ))
+    });
+
     // Held until the node stops: dropping it, on any return below,
     // removes the nftables table and turns forwarding back.
     let subnet_router = router
@@ -225,6 +239,7 @@ pub async fn run(
             ifindex,
             &status,
             tailnet,
+            &primary,
         );
         let failure = tokio::select! {
             failure = stream => failure,
@@ -270,7 +285,7 @@ pub async fn run(
     // Tear down what we installed: nftables table, then the TUN device (its
     // routes and addresses go with it when the driver drops it).
     status_server.abort();
-    for task in [rescan, cloud_address].into_iter().flatten() {
+    for task in [rescan, cloud_address, vpc_routes].into_iter().flatten() {
         task.abort();
     }
     let _ = std::fs::remove_file(state.status_socket());
@@ -480,6 +495,7 @@ async fn follow_control(
     ifindex: u32,
     status: &Arc<Mutex<NodeStatus>>,
     tailnet: &Directory,
+    primary: &watch::Sender<Vec<IpNet>>,
 ) -> SessionFailure {
     let lost = |e: anyhow::Error| SessionFailure::Unreachable(format!("{e:#}"));
     let mut channel =
@@ -595,6 +611,22 @@ async fn follow_control(
                         s.name = Some(me.name.clone());
                     }
                 });
+                if let Some(me) = netmap.node() {
+                    // Every full map says it again (after a reconnect the
+                    // VPC route is checked anew); a delta only on change.
+                    let now = &me.primary_routes;
+                    if full {
+                        primary.send_replace(now.clone());
+                    } else {
+                        primary.send_if_modified(|p| {
+                            let changed = p != now;
+                            if changed {
+                                p.clone_from(now);
+                            }
+                            changed
+                        });
+                    }
+                }
             }
             ServerMessage::KeepAlive => tracing::trace!("control keepalive"),
             ServerMessage::Registered(_) => {

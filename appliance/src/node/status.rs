@@ -83,6 +83,19 @@ pub struct NodeStatus {
     pub dropped_by_reason: BTreeMap<String, u64>,
     /// Peers and their counters.
     pub peers: Vec<PeerStatus>,
+    /// AWS without SNAT: each VPC route table of
+    /// `subnet_router.aws_route_tables` and where its tailnet route stands.
+    #[serde(default)]
+    pub vpc_routes: BTreeMap<String, VpcRouteStatus>,
+}
+
+/// One VPC route table's tailnet route, as this node last saw or set it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VpcRouteStatus {
+    /// The last read or change worked.
+    pub ok: bool,
+    /// Where the route points, or the error and when the next try comes.
+    pub detail: String,
 }
 
 /// One peer in the status.
@@ -129,6 +142,7 @@ impl NodeStatus {
             dropped_packets: 0,
             dropped_by_reason: BTreeMap::new(),
             peers: vec![],
+            vpc_routes: BTreeMap::new(),
         }
     }
 }
@@ -269,6 +283,14 @@ pub fn render(status: &NodeStatus) -> String {
             } else {
                 pri.join(" ")
             }
+        );
+    }
+    for (table, route) in &status.vpc_routes {
+        let _ = writeln!(
+            out,
+            "vpc route {table} {}: {}",
+            if route.ok { "ok" } else { "error" },
+            route.detail
         );
     }
     let served: Vec<String> = status
