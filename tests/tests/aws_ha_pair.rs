@@ -188,6 +188,18 @@ fn ha_pair_boots_from_user_data_and_status_names_the_primary() {
         [Some(enis[&first].clone()), Some(enis[&first].clone())]
     );
 
+    // The standby leaves the route alone, and says so.
+    let standby = hostnames.iter().position(|h| *h != first).expect("two");
+    let shown = appliance_status(&t, standby);
+    for table in tables.keys() {
+        assert!(
+            shown.contains(&format!(
+                "vpc route {table} ok: standby, the primary points this route at itself (when this node started: 100.64.0.0/10 -> eni-"
+            )),
+            "{shown}"
+        );
+    }
+
     // Fail over: the primary stops; control moves the route; status follows.
     let index = hostnames.iter().position(|h| *h == first).expect("known");
     let stopped_at = Instant::now();

@@ -14,6 +14,7 @@
 mod decide;
 mod ec2;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,17 +46,22 @@ pub async fn follow(
     }
     let ec2 = Ec2::connect().await;
     let eni = interface_id(&tables, &report).await;
-    // Before anything is asked of this node: where each table points now.
-    // The first call also fetches the instance role's credentials, which
-    // the failover then does not wait for.
+    // Before anything is asked of this node: where each table points now,
+    // shown while it is standby (an error there, such as a missing
+    // permission, shows before a failover needs the table). The first call
+    // also fetches the instance role's credentials, which the failover
+    // then does not wait for.
+    let mut at_start = BTreeMap::new();
     for table in &tables {
-        match ec2.observe(table, super::TAILNET_V4).await {
-            Ok(seen) => report.set(table, true, &format!("at start: {}", describe(&seen, &eni))),
+        let seen = match ec2.observe(table, super::TAILNET_V4).await {
+            Ok(seen) => (true, describe(&seen, &eni)),
             Err(e) => {
-                tracing::warn!(%table, error = %format!("{e:#}"), "reading a VPC route table");
-                report.set(table, false, &format!("{e:#}"));
+                let error = format!("{e:#}");
+                tracing::warn!(%table, error = %error, "reading a VPC route table");
+                (false, error)
             }
-        }
+        };
+        at_start.insert(table.clone(), seen);
     }
     loop {
         let is_primary = !primary.borrow_and_update().is_empty();
@@ -87,11 +93,13 @@ pub async fn follow(
                 continue;
             }
         } else {
-            for table in &tables {
+            for (table, (ok, seen)) in &at_start {
                 report.set(
                     table,
-                    true,
-                    "standby: the primary points this route at itself",
+                    *ok,
+                    &format!(
+                        "standby, the primary points this route at itself (when this node started: {seen})"
+                    ),
                 );
             }
         }
