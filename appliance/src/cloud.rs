@@ -117,6 +117,33 @@ impl Metadata {
             Err(e) => Err(anyhow::Error::new(e)).context("EC2 metadata public-ipv4: asking IMDSv2"),
         }
     }
+
+    /// The ID of the instance's primary network interface (`eni-…`): the
+    /// target a VPC route to this instance names. IMDS gives the primary
+    /// interface's MAC, then that interface's ID.
+    pub async fn primary_interface_id(&self) -> anyhow::Result<String> {
+        let mac = self
+            .imds
+            .get("/latest/meta-data/mac")
+            .await
+            .context("EC2 metadata mac: asking IMDSv2")?;
+        let mac = mac.as_ref().trim();
+        if mac.is_empty() || !mac.chars().all(|c| c.is_ascii_hexdigit() || c == ':') {
+            bail!("EC2 metadata mac: {mac:?} is not a MAC address");
+        }
+        let id = self
+            .imds
+            .get(&format!(
+                "/latest/meta-data/network/interfaces/macs/{mac}/interface-id"
+            ))
+            .await
+            .with_context(|| format!("EC2 metadata interface-id of {mac}: asking IMDSv2"))?;
+        let id = id.as_ref().trim();
+        if !id.starts_with("eni-") {
+            bail!("EC2 metadata interface-id of {mac}: {id:?} is not a network interface ID");
+        }
+        Ok(id.to_owned())
+    }
 }
 
 fn is_not_found(e: &ImdsError) -> bool {
@@ -187,6 +214,28 @@ mod tests {
         );
         imds.set("local-hostname", None);
         assert!(metadata.instance_hostname().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_primary_interface_id_comes_from_its_mac() {
+        let imds = FakeImds::start();
+        let metadata = Metadata::aws_at(imds.url());
+        assert!(metadata.primary_interface_id().await.is_err());
+        imds.set("mac", Some("0e:12:34:56:78:9a"));
+        imds.set("interface-id", Some("eni-0123456789abcdef0\n"));
+        assert_eq!(
+            metadata.primary_interface_id().await.expect("an ID"),
+            "eni-0123456789abcdef0"
+        );
+        imds.set("interface-id", Some("i-0123"));
+        let err = metadata
+            .primary_interface_id()
+            .await
+            .expect_err("not an ENI");
+        assert!(
+            format!("{err:#}").contains("is not a network interface ID"),
+            "{err:#}"
+        );
     }
 
     #[tokio::test]

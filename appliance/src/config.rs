@@ -126,6 +126,12 @@ impl ExitNodeConfig {
 pub struct SubnetRouterConfig {
     /// Routes to advertise.
     pub routes: Vec<RouteConfig>,
+    /// AWS (`node.cloud = "aws"`): VPC route tables whose `100.64.0.0/10`
+    /// route this node points at its own network interface whenever
+    /// control makes it the primary router (the return route SNAT off
+    /// needs).
+    #[serde(default)]
+    pub aws_route_tables: Vec<crate::node::RouteTableId>,
 }
 
 /// One advertised route.
@@ -265,6 +271,18 @@ impl Config {
             }
         }
         if let Some(router) = &self.subnet_router {
+            let tables = &router.aws_route_tables;
+            if !tables.is_empty()
+                && self.node.as_ref().and_then(|n| n.cloud) != Some(crate::cloud::Cloud::Aws)
+            {
+                bail!(
+                    "subnet_router.aws_route_tables needs node.cloud = \"aws\": the route's target is this instance's network interface, read from EC2's metadata service"
+                );
+            }
+            let unique: std::collections::BTreeSet<_> = tables.iter().collect();
+            if unique.len() != tables.len() {
+                bail!("subnet_router.aws_route_tables lists a route table twice");
+            }
             for route in &router.routes {
                 if route.prefix.prefix_len() == 0 {
                     bail!(
@@ -338,6 +356,41 @@ mod tests {
         ))
         .expect_err("host bits refused");
         assert!(err.to_string().contains("198.19.1.7/24"), "{err}");
+    }
+
+    #[test]
+    fn vpc_route_tables_need_aws_and_well_formed_unique_ids() {
+        let router = |cloud: &str, tables: &str| {
+            parse(&format!(
+                "{NODE}{cloud}\n[subnet_router]\nroutes = [{{ prefix = \"10.0.0.0/16\", snat = false }}]\naws_route_tables = {tables}\n"
+            ))
+        };
+        let config = router(
+            "cloud = \"aws\"",
+            "[\"rtb-0123456789abcdef0\", \"rtb-12345678\"]",
+        )
+        .expect("valid");
+        let tables: Vec<String> = config
+            .subnet_router
+            .expect("router")
+            .aws_route_tables
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(tables, ["rtb-0123456789abcdef0", "rtb-12345678"]);
+        let err = router("", "[\"rtb-12345678\"]").expect_err("not on AWS");
+        assert!(
+            err.to_string().contains("needs node.cloud = \"aws\""),
+            "{err}"
+        );
+        let err =
+            router("cloud = \"aws\"", "[\"rtb-12345678\", \"rtb-12345678\"]").expect_err("twice");
+        assert!(err.to_string().contains("twice"), "{err}");
+        let err = router("cloud = \"aws\"", "[\"subnet-12345678\"]").expect_err("not a table");
+        assert!(
+            format!("{err:#}").contains("\"subnet-12345678\": expected a VPC route table ID"),
+            "{err:#}"
+        );
     }
 
     #[test]

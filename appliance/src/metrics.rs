@@ -516,6 +516,7 @@ mod tests {
                 allowed_ips: vec![],
             }],
             exit_node: Default::default(),
+            vpc_routes: std::collections::BTreeMap::new(),
         }
     }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{Filter, Tag};
 use base64::Engine;
+use causeway_provisioner::aws::spec::return_route_policy;
 use causeway_test_support::Moto;
 use serde_json::Value;
 
@@ -771,6 +772,26 @@ fn ha_subnet_router_is_hardened_converges_and_destroys_exactly_its_own() {
                     .is_some_and(|e| e.starts_with("eni-"))
             );
         }
+        // The primary may point those routes at itself, in those tables
+        // only.
+        let mut ids: Vec<String> = tables
+            .route_tables()
+            .iter()
+            .filter_map(|t| t.route_table_id().map(str::to_owned))
+            .collect();
+        ids.sort();
+        let doc = c
+            .iam
+            .get_role_policy()
+            .role_name("causeway-ha1-subnet-router")
+            .policy_name("causeway-return-route")
+            .send()
+            .await
+            .expect("the return-route policy");
+        let wanted: Value =
+            serde_json::from_str(&return_route_policy("us-east-1", "123456789012", &ids))
+                .expect("JSON");
+        assert_eq!(policy_doc(doc.policy_document()), wanted);
     });
 
     // Destroy removes everything tagged ha1, and only that.

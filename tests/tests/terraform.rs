@@ -151,6 +151,12 @@ output "{role}" {{
 /// contract fixes: policy name, Sid, sorted actions, resource.
 type Grant = (String, String, Vec<String>, String);
 
+/// The region, account and route table the contract's `causeway-return-route`
+/// rows are filled in with.
+const RETURN_ROUTE_REGION: &str = "eu-west-1";
+const RETURN_ROUTE_ACCOUNT: &str = "123456789012";
+const RETURN_ROUTE_TABLE: &str = "rtb-0123456789abcdef0";
+
 /// The rows of docs/reference/aws-contract.md's "Instance role policies"
 /// table that apply with the UI on or off and a KMS key or none, with
 /// `BUCKET`, `KEY_ARN` and `SECRET_ARN` filled in.
@@ -179,6 +185,7 @@ fn contract_grants(ui: bool, kms: bool, bucket: &str, key: &str, secret: &str) -
             "role recorder" => true,
             "role recorder with `--recorder-ui`" => ui,
             "role recorder with `--kms-key`" => kms,
+            "role subnet-router with `--no-snat`" => true,
             other => panic!("unknown condition {other:?} in the contract's row {row}"),
         };
         if !applies {
@@ -190,7 +197,10 @@ fn contract_grants(ui: bool, kms: bool, bucket: &str, key: &str, secret: &str) -
             .join("")
             .replace("BUCKET", bucket)
             .replace("KEY_ARN", key)
-            .replace("SECRET_ARN", secret);
+            .replace("SECRET_ARN", secret)
+            .replace("REGION", RETURN_ROUTE_REGION)
+            .replace("ACCOUNT", RETURN_ROUTE_ACCOUNT)
+            .replace("RTB", RETURN_ROUTE_TABLE);
         grants.insert((code(policy).join(""), code(sid).join(""), actions, resource));
     }
     grants
@@ -299,6 +309,24 @@ output "p_{ui}_{kms}" {{
             document_grants(spec::SECRET_POLICY_NAME, &secret_doc),
             auth,
             "the provisioner's auth-key policy against the contract"
+        );
+
+        let return_route: BTreeSet<Grant> = contract
+            .iter()
+            .filter(|g| g.0 == spec::RETURN_ROUTE_POLICY_NAME)
+            .cloned()
+            .collect();
+        assert_eq!(return_route.len(), 2, "{contract:?}");
+        let route_doc: Value = serde_json::from_str(&spec::return_route_policy(
+            RETURN_ROUTE_REGION,
+            RETURN_ROUTE_ACCOUNT,
+            &[RETURN_ROUTE_TABLE.to_owned()],
+        ))
+        .expect("JSON");
+        assert_eq!(
+            document_grants(spec::RETURN_ROUTE_POLICY_NAME, &route_doc),
+            return_route,
+            "the provisioner's return-route policy against the contract"
         );
     }
     // The Terraform module names its auth-key policy as the contract does
@@ -639,6 +667,43 @@ fn inspect_ha_subnet_router(aws: &Aws, outputs: &Value, _name: &str) {
     assert_eq!(
         tailnet[0]["NetworkInterfaceId"], eni,
         "the tailnet route points at router 0"
+    );
+
+    // The routers may point that route at themselves, in that table only.
+    let role = outputs["iam_role_name"].as_str().expect("iam_role_name");
+    let policy = aws.json(&[
+        "iam",
+        "get-role-policy",
+        "--role-name",
+        role,
+        "--policy-name",
+        "causeway-return-route",
+    ]);
+    let account = aws.json(&["sts", "get-caller-identity"])["Account"]
+        .as_str()
+        .expect("an account")
+        .to_owned();
+    let granted: BTreeSet<(Vec<String>, Vec<String>)> = statements(&policy["PolicyDocument"])
+        .iter()
+        .map(|s| {
+            let mut actions = strings(&s["Action"]);
+            actions.sort();
+            (actions, strings(&s["Resource"]))
+        })
+        .collect();
+    assert_eq!(
+        granted,
+        BTreeSet::from([
+            (
+                vec!["ec2:CreateRoute".to_owned(), "ec2:ReplaceRoute".to_owned()],
+                vec![format!("arn:aws:ec2:us-east-1:{account}:route-table/{rtb}")]
+            ),
+            (
+                vec!["ec2:DescribeRouteTables".to_owned()],
+                vec!["*".to_owned()]
+            ),
+        ]),
+        "return-route policy: {policy:#}"
     );
 
     // Split DNS through a Resolver inbound endpoint in both subnets.

@@ -24,6 +24,11 @@ fn config(role: Role, ui: bool) -> ApplianceConfig {
         state_volume: (role == Role::Control).then(|| "vol-0123456789abcdef0".into()),
         routes: vec!["198.19.0.0/16".into(), "fd00:198:19::/48".into()],
         snat: false,
+        aws_route_tables: if role.advertises_routes() {
+            vec!["rtb-0123456789abcdef0".into()]
+        } else {
+            vec![]
+        },
         recorder: (role == Role::Recorder).then(|| RecorderData {
             bucket: "causeway-prod-recordings-123456789012".into(),
             region: "eu-west-1".into(),

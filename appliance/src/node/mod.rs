@@ -8,6 +8,9 @@ mod dataplane;
 pub mod directory;
 mod exit;
 pub mod status;
+mod vpc_route;
+
+pub use self::vpc_route::RouteTableId;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -194,6 +197,17 @@ pub async fn run(
         _ => None,
     };
 
+    // The prefixes control made this node primary for, for the task that
+    // points the VPC's return route here (AWS without SNAT).
+    let (primary, primary_rx) = watch::channel(Vec::new());
+    let vpc_routes = router.filter(|r| !r.aws_route_tables.is_empty()).map(|r| {
+        tokio::spawn(vpc_route::follow(
+            r.aws_route_tables.clone(),
+            primary_rx,
+            Arc::clone(&status),
+        ))
+    });
+
     // Held until the node stops: dropping it, on any return below,
     // removes the nftables table and turns forwarding back.
     let subnet_router = (router.is_some() || exit_node.is_some())
@@ -238,6 +252,7 @@ pub async fn run(
             tailnet,
             &mut exit,
             &mut exit_requests,
+            &primary,
         );
         let failure = tokio::select! {
             failure = stream => failure,
@@ -287,7 +302,7 @@ pub async fn run(
     // routes and addresses go with it when the driver drops it).
     status_server.abort();
     command_server.abort();
-    for task in [rescan, cloud_address].into_iter().flatten() {
+    for task in [rescan, cloud_address, vpc_routes].into_iter().flatten() {
         task.abort();
     }
     let _ = std::fs::remove_file(state.status_socket());
@@ -501,6 +516,7 @@ async fn follow_control(
     tailnet: &Directory,
     exit: &mut ExitDriver,
     exit_requests: &mut mpsc::Receiver<commands::Pending>,
+    primary: &watch::Sender<Vec<IpNet>>,
 ) -> SessionFailure {
     let lost = |e: anyhow::Error| SessionFailure::Unreachable(format!("{e:#}"));
     let mut channel =
@@ -641,6 +657,22 @@ async fn follow_control(
                         s.name = Some(me.name.clone());
                     }
                 });
+                if let Some(me) = netmap.node() {
+                    // Every full map says it again (after a reconnect the
+                    // VPC route is checked anew); a delta only on change.
+                    let now = &me.primary_routes;
+                    if full {
+                        primary.send_replace(now.clone());
+                    } else {
+                        primary.send_if_modified(|p| {
+                            let changed = p != now;
+                            if changed {
+                                p.clone_from(now);
+                            }
+                            changed
+                        });
+                    }
+                }
             }
             ServerMessage::KeepAlive => tracing::trace!("control keepalive"),
             ServerMessage::Liveness(liveness) => {

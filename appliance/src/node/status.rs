@@ -92,6 +92,10 @@ pub struct NodeStatus {
     /// The exit node this node routes through, if it wants one.
     #[serde(default)]
     pub exit_node: ExitNodeStatus,
+    /// AWS without SNAT: each VPC route table of
+    /// `subnet_router.aws_route_tables` and where its tailnet route stands.
+    #[serde(default)]
+    pub vpc_routes: BTreeMap<String, VpcRouteStatus>,
 }
 
 /// The client side of exit nodes in the status.
@@ -107,6 +111,15 @@ pub struct ExitNodeStatus {
     pub routing_all: bool,
     /// Prefixes kept on the host's own routes while routing all traffic.
     pub bypass: Vec<IpNet>,
+}
+
+/// One VPC route table's tailnet route, as this node last saw or set it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VpcRouteStatus {
+    /// The last read or change worked.
+    pub ok: bool,
+    /// Where the route points, or the error and when the next try comes.
+    pub detail: String,
 }
 
 /// One peer in the status.
@@ -162,6 +175,7 @@ impl NodeStatus {
                 choice: config.exit_node.0.to_string(),
                 ..ExitNodeStatus::default()
             },
+            vpc_routes: BTreeMap::new(),
         }
     }
 }
@@ -325,6 +339,14 @@ pub fn render(status: &NodeStatus) -> String {
             }
         );
     }
+    for (table, route) in &status.vpc_routes {
+        let _ = writeln!(
+            out,
+            "vpc route {table} {}: {}",
+            if route.ok { "ok" } else { "error" },
+            route.detail
+        );
+    }
     let served: Vec<String> = status
         .served_prefixes
         .iter()
@@ -451,6 +473,7 @@ mod tests {
                 },
             ],
             exit_node: ExitNodeStatus::default(),
+            vpc_routes: BTreeMap::new(),
         }
     }
 

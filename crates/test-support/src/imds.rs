@@ -76,7 +76,8 @@ impl FakeImds {
     }
 
     /// Sets (or with `None` removes, so the path answers 404) one answer:
-    /// `user-data`, `public-ipv4`, `local-hostname`, `region` or `role`.
+    /// `user-data`, `public-ipv4`, `local-hostname`, `region`, `role`,
+    /// `mac` or `interface-id` (the ENI of the interface `mac` names).
     pub fn set(&self, file: &str, value: Option<&str>) {
         let path = self.files.path().join(file);
         match value {

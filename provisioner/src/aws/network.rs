@@ -207,7 +207,10 @@ pub enum RouteChange {
 
 /// The changes that make every route table's tailnet route point at `eni`
 /// (SNAT off), or remove routes pointing at one of `ours` (SNAT on).
-/// A tailnet route to something not ours is left alone when SNAT is on.
+/// With SNAT off, a route already pointing at one of `ours` stays: the
+/// HA primary points it at itself (the appliance's `aws_route_tables`),
+/// and deploy must not move it back. A tailnet route to something not
+/// ours is left alone when SNAT is on.
 pub fn tailnet_route_changes(
     tables: &[RouteTable],
     want: Option<&str>,
@@ -221,10 +224,12 @@ pub fn tailnet_route_changes(
                 table: t.id.clone(),
                 eni: eni.to_owned(),
             }),
-            (Some(eni), Some(r)) if r.target != eni => out.push(RouteChange::Replace {
-                table: t.id.clone(),
-                eni: eni.to_owned(),
-            }),
+            (Some(eni), Some(r)) if r.target != eni && !ours.contains(&r.target) => {
+                out.push(RouteChange::Replace {
+                    table: t.id.clone(),
+                    eni: eni.to_owned(),
+                });
+            }
             (Some(_), Some(_)) => {}
             (None, Some(r)) if ours.contains(&r.target) => out.push(RouteChange::Delete {
                 table: t.id.clone(),
@@ -360,6 +365,15 @@ mod tests {
                     eni: "eni-new".into()
                 },
             ]
+        );
+        // The HA primary pointed it at itself: deploy leaves it there.
+        assert_eq!(
+            tailnet_route_changes(
+                &tables[1..],
+                Some("eni-new"),
+                &["eni-new".into(), "eni-old".into()]
+            ),
+            vec![]
         );
         assert_eq!(tailnet_route_changes(&tables, None, &[]), vec![]);
         assert_eq!(

@@ -33,6 +33,9 @@ pub struct Prepared {
     pub choice: Choice,
     /// Advertised routes.
     pub routes: Vec<String>,
+    /// The VPC's route tables (IDs, sorted): with SNAT off each gets the
+    /// tailnet's return route, which the HA primary points at itself.
+    pub route_tables: Vec<String>,
     /// The recordings lifecycle (recorder only).
     pub lifecycle: Option<Lifecycle>,
     /// The recordings bucket (recorder only).
@@ -64,6 +67,8 @@ pub async fn prepare(aws: &Aws, opts: &AwsOptions, role: Role) -> anyhow::Result
             exposure: network::exposure_of(&s.id, &tables),
         })
         .collect();
+    let mut route_tables: Vec<String> = tables.iter().map(|t| t.id.clone()).collect();
+    route_tables.sort();
     let count = if opts.ha { 2 } else { 1 };
     let choice = network::choose_subnets(&vpc.id, &subnets, count)?;
     let dns_subnets = match opts.dns {
@@ -155,6 +160,7 @@ pub async fn prepare(aws: &Aws, opts: &AwsOptions, role: Role) -> anyhow::Result
         arch,
         choice: sizing,
         routes,
+        route_tables,
         lifecycle,
         bucket,
         count,

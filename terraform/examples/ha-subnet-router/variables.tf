@@ -28,7 +28,7 @@ variable "auth_key" {
 }
 
 variable "snat" {
-  description = "Masquerade tailnet sources. The example keeps them (false): the VPC's route tables get 100.64.0.0/10 via router 0."
+  description = "Masquerade tailnet sources. The example keeps them (false): the public route table gets 100.64.0.0/10 via router 0, which the primary router then points at itself."
   type        = bool
   default     = false
 }

@@ -19,6 +19,8 @@ locals {
 }
 
 data "aws_region" "current" {}
+data "aws_caller_identity" "current" {}
+data "aws_partition" "current" {}
 
 data "aws_vpc" "this" {
   id = var.vpc_id
@@ -242,6 +244,37 @@ resource "aws_iam_role_policy" "auth_key" {
   policy = data.aws_iam_policy_document.auth_key[0].json
 }
 
+# Subnet router without SNAT: the HA primary points the tailnet's return
+# route at itself, in the given route tables only (ReplaceRoute and
+# CreateRoute take the route table's ARN; DescribeRouteTables has no
+# resource-level permission, so it is `*`, read-only).
+locals {
+  moves_return_route = var.role == "subnet-router" && !var.snat && length(var.route_table_ids) > 0
+}
+
+data "aws_iam_policy_document" "return_route" {
+  count = local.moves_return_route ? 1 : 0
+
+  statement {
+    sid     = "MoveTailnetReturnRoute"
+    actions = ["ec2:CreateRoute", "ec2:ReplaceRoute"]
+    resources = [for t in var.route_table_ids :
+    "arn:${data.aws_partition.current.partition}:ec2:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:route-table/${t}"]
+  }
+  statement {
+    sid       = "ReadRouteTables"
+    actions   = ["ec2:DescribeRouteTables"]
+    resources = ["*"]
+  }
+}
+
+resource "aws_iam_role_policy" "return_route" {
+  count  = local.moves_return_route ? 1 : 0
+  name   = "causeway-return-route"
+  role   = aws_iam_role.this.id
+  policy = data.aws_iam_policy_document.return_route[0].json
+}
+
 resource "aws_iam_role_policy" "extra" {
   for_each = var.extra_role_policies
   name     = each.key
@@ -314,6 +347,7 @@ module "user_data" {
   state_volume             = local.is_control ? aws_ebs_volume.control_state[0].id : null
   routes                   = local.routes
   snat                     = var.snat
+  aws_route_tables         = local.moves_return_route ? var.route_table_ids : []
   recorder = var.recorder == null ? null : {
     bucket = var.recorder.bucket
     region = coalesce(var.recorder.region, data.aws_region.current.name)
@@ -424,6 +458,12 @@ resource "aws_route" "tailnet" {
   route_table_id         = var.route_table_ids[count.index]
   destination_cidr_block = local.tailnet_cidr
   network_interface_id   = aws_instance.this[0].primary_network_interface_id
+
+  # Created pointing at instance 0 so traffic flows before control picks
+  # a primary; from then on the primary appliance points it at itself.
+  lifecycle {
+    ignore_changes = [network_interface_id]
+  }
 }
 
 # ---------------------------------------------------------------------------

@@ -113,13 +113,13 @@ variable "routes" {
 }
 
 variable "snat" {
-  description = "Optional. Masquerade tailnet sources. false keeps source addresses: source/destination check is then disabled and 100.64.0.0/10 -> instance 0's ENI is added to route_table_ids."
+  description = "Optional. Masquerade tailnet sources. false keeps source addresses: source/destination check is then disabled and 100.64.0.0/10 is added to route_table_ids, pointing at the primary's ENI."
   type        = bool
   default     = true
 }
 
 variable "route_table_ids" {
-  description = "Optional. The VPC's route tables that get 100.64.0.0/10 -> the appliance when snat = false. With an HA pair the route points at instance 0; control's failover does not move it."
+  description = "Optional. The VPC's route tables that get 100.64.0.0/10 -> the appliance when snat = false. The route is created pointing at instance 0; whichever appliance control makes primary then points it at itself (ec2:ReplaceRoute, allowed on these tables only), and Terraform ignores that change."
   type        = list(string)
   default     = []
 }

@@ -303,13 +303,24 @@ impl Walk<'_> {
     async fn iam(&mut self) -> anyhow::Result<()> {
         let name = self.p.names.base();
         let seen = observe::iam(self.aws, &name).await?;
-        let wanted = plan::wanted_policies(
+        let mut wanted = plan::wanted_policies(
             self.p.role.needs_auth_key(),
             self.known.secret_arn.as_deref(),
             self.p.bucket.as_deref(),
             self.opts.recorder_ui,
             self.opts.kms_key.as_deref(),
         );
+        let tables = self.return_route_tables();
+        if !tables.is_empty() {
+            wanted.push((
+                spec::RETURN_ROUTE_POLICY_NAME,
+                Some(spec::return_route_policy(
+                    &self.aws.region,
+                    &self.p.vpc.owner,
+                    tables,
+                )),
+            ));
+        }
         let planned = plan::iam(&seen, &name, self.deployment(), &wanted)?;
         self.take(planned).await
     }
@@ -414,6 +425,16 @@ impl Walk<'_> {
         }
     }
 
+    /// The route tables whose tailnet route the instances move (SNAT off,
+    /// a role that forwards); empty otherwise.
+    fn return_route_tables(&self) -> &[String] {
+        if self.p.role.advertises_routes() && !self.opts.snat {
+            &self.p.route_tables
+        } else {
+            &[]
+        }
+    }
+
     /// The launch template the contract wants, with the secret's ARN (a
     /// placeholder in a plan that would create the secret).
     fn wanted_template(&self) -> anyhow::Result<TemplateData> {
@@ -436,6 +457,7 @@ impl Walk<'_> {
             }),
             routes: self.p.routes.clone(),
             snat: self.opts.snat,
+            aws_route_tables: self.return_route_tables().to_vec(),
             recorder: self.p.bucket.as_ref().map(|bucket| spec::RecorderData {
                 bucket: bucket.clone(),
                 region: self.aws.region.clone(),

@@ -59,7 +59,15 @@ pub fn iam(
                 doc: doc.clone(),
             });
         }
-        p.item("IAM inline policy", format!("{name}/{pname}"), change, None);
+        let detail = (*pname == spec::RETURN_ROUTE_POLICY_NAME)
+            .then(|| doc.as_deref().map(spec::return_route_summary))
+            .flatten();
+        p.item(
+            "IAM inline policy",
+            format!("{name}/{pname}"),
+            change,
+            detail,
+        );
     }
     for extra in seen
         .policies
@@ -127,6 +135,32 @@ mod tests {
                 },
                 &Action::CreateInstanceProfile,
             ]
+        );
+    }
+
+    #[test]
+    fn the_return_route_policy_is_planned_with_its_scope_shown() {
+        let seen = IamSeen {
+            role: None,
+            policies: BTreeMap::new(),
+            profile: None,
+        };
+        let doc = spec::return_route_policy("us-east-1", "123456789012", &["rtb-12345678".into()]);
+        let mut wanted = wanted_policies(true, Some("arn:s"), None, false, None);
+        wanted.push((spec::RETURN_ROUTE_POLICY_NAME, Some(doc.clone())));
+        let p = iam(&seen, "r", DEP, &wanted).expect("ok");
+        assert!(actions(&p).contains(&&Action::PutRolePolicy {
+            name: spec::RETURN_ROUTE_POLICY_NAME,
+            doc: Some(doc)
+        }));
+        let item = p
+            .items
+            .iter()
+            .find(|i| i.name == "r/causeway-return-route")
+            .expect("an item for the policy");
+        assert_eq!(
+            item.detail.as_deref(),
+            Some("ec2:CreateRoute, ec2:ReplaceRoute on rtb-12345678; ec2:DescribeRouteTables on *")
         );
     }
 

@@ -8,7 +8,9 @@ use crate::aws::report::Change;
 /// How the instances forward: with SNAT (or for a role that forwards
 /// nothing) the source/destination check stays on and no route points at
 /// the tailnet; without SNAT the check is off and every route table sends
-/// the tailnet to the first instance.
+/// the tailnet to the first instance, unless it already sends it to one
+/// of the instances (the HA primary moves it to itself, and a second
+/// deploy leaves it there).
 pub fn routing(
     instances: &[Instance],
     tables: &[RouteTable],

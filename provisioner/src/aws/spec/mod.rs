@@ -18,7 +18,8 @@ pub use self::firewall::{IngressRule, appliance_ingress, dns_ingress, listen_por
 pub use self::flags::{check_bucket_name, check_flags, check_kms_key_arn, check_prefix};
 pub use self::lifecycle::{Lifecycle, LifecycleRule};
 pub use self::policy::{
-    recordings_policy, same_policy, secret_policy, tls_only_bucket_policy, trust_policy,
+    recordings_policy, return_route_policy, return_route_summary, same_policy, secret_policy,
+    tls_only_bucket_policy, trust_policy,
 };
 pub use self::split_dns::{SplitDnsEntry, split_dns_entries, vpc_internal_domain};
 pub use self::template::{TemplateData, template_diff};
@@ -54,6 +55,9 @@ pub const SECRET_POLICY_NAME: &str = "causeway-auth-key";
 /// it is refused by control, and the next deploy that launches an
 /// instance knows to mint a new one.
 pub const RETIRED_AUTH_KEY: &str = "retired: the instances joined and the key was revoked; the next provisioner deploy that launches an instance mints a new one";
+/// Name of the inline policy that lets a subnet router without SNAT point
+/// the tailnet's return route at itself.
+pub const RETURN_ROUTE_POLICY_NAME: &str = "causeway-return-route";
 /// Name of the inline policy that writes recordings.
 pub const RECORDINGS_POLICY_NAME: &str = "causeway-recordings";
 /// The device name control's state volume is attached as. On Nitro

@@ -29,6 +29,88 @@ pub fn secret_policy(secret_arn: &str) -> String {
     .to_string()
 }
 
+/// The subnet router's inline policy without SNAT: point the tailnet's
+/// return route at itself (`ec2:ReplaceRoute`, `ec2:CreateRoute` when the
+/// route is missing) in exactly `tables` of `account` in `region`, both
+/// actions scoped by the route table's ARN, which is what IAM supports for
+/// them; and read route tables (`ec2:DescribeRouteTables` supports no
+/// resource-level permission, so it is `*`: read-only).
+pub fn return_route_policy(region: &str, account: &str, tables: &[String]) -> String {
+    let partition = partition(region);
+    let arns: Vec<String> = tables
+        .iter()
+        .map(|t| format!("arn:{partition}:ec2:{region}:{account}:route-table/{t}"))
+        .collect();
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "MoveTailnetReturnRoute",
+                "Effect": "Allow",
+                "Action": ["ec2:CreateRoute", "ec2:ReplaceRoute"],
+                "Resource": arns
+            },
+            {
+                "Sid": "ReadRouteTables",
+                "Effect": "Allow",
+                "Action": "ec2:DescribeRouteTables",
+                "Resource": "*"
+            }
+        ]
+    })
+    .to_string()
+}
+
+/// [`return_route_policy`]'s grants in one line for the plan: each
+/// statement's actions and what they apply to, route tables by ID.
+pub fn return_route_summary(doc: &str) -> String {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(doc) else {
+        return "unreadable policy document".to_owned();
+    };
+    let strings = |x: &serde_json::Value| -> Vec<String> {
+        match x {
+            serde_json::Value::Array(a) => a
+                .iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect(),
+            serde_json::Value::String(s) => vec![s.clone()],
+            _ => Vec::new(),
+        }
+    };
+    let parts: Vec<String> = v["Statement"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|st| {
+            let resources: Vec<String> = strings(&st["Resource"])
+                .into_iter()
+                .map(|r| match r.split_once(":route-table/") {
+                    Some((_, id)) => id.to_owned(),
+                    None => r,
+                })
+                .collect();
+            format!(
+                "{} on {}",
+                strings(&st["Action"]).join(", "),
+                resources.join(", ")
+            )
+        })
+        .collect();
+    parts.join("; ")
+}
+
+/// The ARN partition of `region` (`aws-cn` in China, `aws-us-gov` in
+/// GovCloud, `aws` elsewhere).
+fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
 /// The recorder's inline policy: write recordings (multipart uploads
 /// included: the recorder aborts the ones it gives up on), locate the
 /// bucket; read and list only for the web UI; with an SSE-KMS key, the key
@@ -166,6 +248,46 @@ mod tests {
                 && with_key.contains(&format!("kms:GenerateDataKey on {key}"))
                 && with_key.len() == 5,
             "{with_key:?}"
+        );
+    }
+
+    #[test]
+    fn the_return_route_policy_moves_routes_only_in_the_given_tables() {
+        let doc = return_route_policy(
+            "eu-west-1",
+            "123456789012",
+            &[
+                "rtb-0aaaaaaaaaaaaaaaa".into(),
+                "rtb-0bbbbbbbbbbbbbbbb".into(),
+            ],
+        );
+        let v: serde_json::Value = serde_json::from_str(&doc).expect("json");
+        let st = v["Statement"].as_array().expect("statements");
+        assert_eq!(st.len(), 2);
+        assert_eq!(
+            st[0]["Action"],
+            serde_json::json!(["ec2:CreateRoute", "ec2:ReplaceRoute"])
+        );
+        assert_eq!(
+            st[0]["Resource"],
+            serde_json::json!([
+                "arn:aws:ec2:eu-west-1:123456789012:route-table/rtb-0aaaaaaaaaaaaaaaa",
+                "arn:aws:ec2:eu-west-1:123456789012:route-table/rtb-0bbbbbbbbbbbbbbbb"
+            ])
+        );
+        // The only `*`: a read, which IAM cannot scope.
+        assert_eq!(
+            (st[1]["Action"].as_str(), st[1]["Resource"].as_str()),
+            (Some("ec2:DescribeRouteTables"), Some("*"))
+        );
+        assert_eq!(
+            return_route_summary(&doc),
+            "ec2:CreateRoute, ec2:ReplaceRoute on rtb-0aaaaaaaaaaaaaaaa, rtb-0bbbbbbbbbbbbbbbb; ec2:DescribeRouteTables on *"
+        );
+        let gov = return_route_policy("us-gov-west-1", "1", &["rtb-12345678".into()]);
+        assert!(
+            gov.contains("arn:aws-us-gov:ec2:us-gov-west-1:1:route-table/rtb-12345678"),
+            "{gov}"
         );
     }
 

@@ -51,6 +51,9 @@ pub struct ApplianceConfig {
     pub routes: Vec<String>,
     /// Masquerade tailnet sources.
     pub snat: bool,
+    /// The VPC route tables whose tailnet route the HA primary points at
+    /// itself (SNAT off; empty otherwise).
+    pub aws_route_tables: Vec<String>,
     /// The recorder's bucket and allow-list (role recorder).
     pub recorder: Option<RecorderData>,
 }
@@ -112,6 +115,12 @@ pub fn user_data(c: &ApplianceConfig) -> anyhow::Result<String> {
             out.push_str(&format!("  {{ prefix = {}, snat = {} }},\n", q(r), c.snat));
         }
         out.push_str("]\n");
+        if !c.aws_route_tables.is_empty() {
+            out.push_str(&format!(
+                "aws_route_tables = {}\n",
+                list(&c.aws_route_tables)
+            ));
+        }
     }
     if c.role == Role::Recorder {
         let Some(r) = &c.recorder else {
@@ -154,6 +163,7 @@ mod tests {
             state_volume: (role == Role::Control).then(|| "vol-0123456789abcdef0".into()),
             routes: vec!["10.0.0.0/16".into()],
             snat: true,
+            aws_route_tables: vec![],
             recorder: None,
         }
     }
@@ -185,6 +195,10 @@ mod tests {
         assert_eq!(routes[1]["prefix"].as_str(), Some("10.1.0.0/16"));
         assert_eq!(routes[0]["snat"].as_bool(), Some(false));
         assert!(!text.contains("auth_key_file"));
+        assert!(
+            v["subnet_router"].get("aws_route_tables").is_none(),
+            "{text}"
+        );
         assert!(!text.contains("secrets_manager_endpoint"), "{text}");
 
         let url = "https://vpce-0abc.secretsmanager.us-east-1.vpce.amazonaws.com";
@@ -196,6 +210,25 @@ mod tests {
         .expect("a subnet router's config");
         let v: toml::Value = toml::from_str(&text).expect("valid TOML");
         assert_eq!(v["node"]["secrets_manager_endpoint"].as_str(), Some(url));
+    }
+
+    #[test]
+    fn without_snat_the_router_is_told_its_vpc_route_tables() {
+        let text = user_data(&ApplianceConfig {
+            snat: false,
+            aws_route_tables: vec!["rtb-0aaaaaaaaaaaaaaaa".into(), "rtb-12345678".into()],
+            ..config(Role::SubnetRouter)
+        })
+        .expect("a subnet router's config");
+        let v: toml::Value = toml::from_str(&text).expect("valid TOML");
+        let tables: Vec<&str> = v["subnet_router"]["aws_route_tables"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter_map(toml::Value::as_str)
+            .collect();
+        assert_eq!(tables, ["rtb-0aaaaaaaaaaaaaaaa", "rtb-12345678"]);
+        assert_eq!(v["node"]["cloud"].as_str(), Some("aws"));
     }
 
     #[test]

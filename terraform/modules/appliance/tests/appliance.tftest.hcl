@@ -193,6 +193,10 @@ run "snat_on_keeps_source_dest_check_and_adds_no_route" {
     condition     = strcontains(local.user_data, "{ prefix = \"10.0.0.0/16\", snat = true }")
     error_message = "routes default to the VPC CIDR, with snat"
   }
+  assert {
+    condition     = length(aws_iam_role_policy.return_route) == 0 && !strcontains(local.user_data, "aws_route_tables")
+    error_message = "with SNAT on, no route permission and no route tables in the config"
+  }
 }
 
 run "snat_off_disables_check_and_routes_tailnet" {
@@ -218,6 +222,25 @@ run "snat_off_disables_check_and_routes_tailnet" {
   assert {
     condition     = strcontains(local.user_data, "snat = false")
     error_message = "the appliance config keeps source addresses"
+  }
+  assert {
+    condition     = strcontains(local.user_data, "aws_route_tables = [\"rtb-1\",\"rtb-2\"]")
+    error_message = "the appliance is told the route tables whose return route it moves"
+  }
+  assert {
+    condition     = aws_iam_role_policy.return_route[0].name == "causeway-return-route"
+    error_message = "the instance role may move the return route"
+  }
+  assert {
+    condition = data.aws_iam_policy_document.return_route[0].statement[0].actions == toset(["ec2:CreateRoute", "ec2:ReplaceRoute"]) && data.aws_iam_policy_document.return_route[0].statement[0].resources == toset([
+      "arn:aws:ec2:us-east-1:123456789012:route-table/rtb-1",
+      "arn:aws:ec2:us-east-1:123456789012:route-table/rtb-2",
+    ])
+    error_message = "CreateRoute and ReplaceRoute on exactly the given route tables"
+  }
+  assert {
+    condition     = data.aws_iam_policy_document.return_route[0].statement[1].actions == toset(["ec2:DescribeRouteTables"]) && data.aws_iam_policy_document.return_route[0].statement[1].resources == toset(["*"])
+    error_message = "DescribeRouteTables, which takes no resource, is the only *"
   }
 }
 

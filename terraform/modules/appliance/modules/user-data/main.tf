@@ -35,13 +35,14 @@ locals {
     "cloud = \"aws\"",
   ], [""]))
 
-  subnet_router = !contains(local.routing_roles, var.role) ? "" : join("\n", [
+  subnet_router = !contains(local.routing_roles, var.role) ? "" : join("\n", concat([
     "[subnet_router]",
     "routes = [",
     join("\n", [for r in var.routes : "  { prefix = ${jsonencode(r)}, snat = ${var.snat} },"]),
     "]",
-    "",
-  ])
+    ], length(var.aws_route_tables) == 0 ? [] : [
+    "aws_route_tables = ${jsonencode(var.aws_route_tables)}",
+  ], [""]))
 
   recorder = var.recorder == null ? "" : join("\n", concat([
     "[recorder]",

@@ -42,6 +42,12 @@ variable "snat" {
   default     = true
 }
 
+variable "aws_route_tables" {
+  description = "Optional. Subnet router without SNAT: the VPC route tables whose 100.64.0.0/10 route the HA primary points at its own network interface."
+  type        = list(string)
+  default     = []
+}
+
 variable "recorder" {
   description = "Role recorder only (required there): bucket and region of the recordings, networks allowed to send them, and whether the web UI is on."
   type = object({

@@ -77,3 +77,19 @@ mock_resource "aws_ebs_volume" {
     id = "vol-0123456789abcdef0"
   }
 }
+# The return-route policy names route tables by ARN.
+mock_data "aws_region" {
+  defaults = {
+    name = "us-east-1"
+  }
+}
+mock_data "aws_caller_identity" {
+  defaults = {
+    account_id = "123456789012"
+  }
+}
+mock_data "aws_partition" {
+  defaults = {
+    partition = "aws"
+  }
+}
