@@ -329,6 +329,8 @@ impl TestNode {
             hostname: self.hostname.clone(),
             endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
             advertised_routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
+            health: None,
+            priority: None,
         };
         self.send(&ClientMessage::Map(req)).await;
         match self.recv().await {
@@ -445,6 +447,8 @@ async fn register_map_delta_and_endpoint_patch() {
     b.send(&ClientMessage::Update(NodeUpdate {
         endpoints: Some(vec![moved]),
         advertised_routes: None,
+        health: None,
+        priority: None,
     }))
     .await;
     let patch = a.next_delta().await;

@@ -495,6 +495,8 @@ async fn follow_control(
         hostname: config.hostname(),
         endpoints: current,
         advertised_routes: advertised.to_vec(),
+        health: None,
+        priority: None,
     });
     if let Err(e) = channel.send(&request).await {
         return lost(e);
@@ -515,6 +517,8 @@ async fn follow_control(
                 let update = ClientMessage::Update(NodeUpdate {
                     endpoints: Some(current),
                     advertised_routes: None,
+                    health: None,
+                    priority: None,
                 });
                 if let Err(e) = channel.send(&update).await {
                     return lost(e);
