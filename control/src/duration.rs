@@ -1,9 +1,10 @@
-//! Human durations for config and flags: `90s`, `15m`, `24h`, `180d`.
+//! Human durations for config and flags: `500ms`, `90s`, `15m`, `24h`,
+//! `180d`.
 
 use std::time::Duration;
 
-/// Parses `<number><unit>` with unit `s`, `m`, `h` or `d` (a bare number is
-/// seconds).
+/// Parses `<number><unit>` with unit `ms`, `s`, `m`, `h` or `d` (a bare
+/// number is seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -12,9 +13,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text.split_at(split);
     let number: u64 = number.parse().map_err(|_| {
         format!(
-            "invalid duration {text:?}: expected a number and a unit, like 30s, 15m, 24h or 180d"
+            "invalid duration {text:?}: expected a number and a unit, like 500ms, 30s, 15m, 24h or 180d"
         )
     })?;
+    if unit == "ms" {
+        return Ok(Duration::from_millis(number));
+    }
     let scale = match unit {
         "" | "s" => 1,
         "m" => 60,
@@ -22,7 +26,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "d" => 86_400,
         other => {
             return Err(format!(
-                "invalid duration {text:?}: unknown unit {other:?} (use s, m, h or d)"
+                "invalid duration {text:?}: unknown unit {other:?} (use ms, s, m, h or d)"
             ));
         }
     };
@@ -52,6 +56,7 @@ mod tests {
     fn parses_units() {
         assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
         assert_eq!(
             parse_duration("180d"),
