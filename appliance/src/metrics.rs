@@ -480,6 +480,7 @@ mod tests {
                 "198.19.2.0/24".parse().expect("valid"),
             ],
             primary_routes: vec!["198.19.1.0/24".parse().expect("valid")],
+            route_health: vec![],
             kernel_routes: vec![],
             filter_rules: Some(2),
             filter_refused: None,

@@ -4,6 +4,7 @@
 mod control_client;
 mod dataplane;
 pub mod directory;
+mod health;
 pub mod status;
 
 use std::collections::BTreeSet;
@@ -19,7 +20,7 @@ use causeway_mesh::{
 use causeway_netconf::{FirewallPolicy, RouteTable, SubnetRouter};
 use causeway_wire::{
     ClientMessage, ErrorCode, MapRequest, NodeUpdate, PrivateKey, PublicKey, RegisterRequest,
-    ServerMessage,
+    RouteHealth, ServerMessage,
 };
 use ipnet::IpNet;
 use tokio::net::UdpSocket;
@@ -188,6 +189,18 @@ pub async fn run(
     let subnet_router = router
         .map(|router| start_router(config, router, &registration))
         .transpose()?;
+    // Health probes run while the router serves its routes; without a
+    // router the sender stays idle and nothing is reported.
+    let (health_tx, mut health) = watch::channel(None::<Vec<RouteHealth>>);
+    let probes = router.map(|router| {
+        tokio::spawn(health::run(
+            router.probe_settings(),
+            health::RouteProbe::from_config(router),
+            config.tun_name.clone(),
+            health_tx.clone(),
+        ))
+    });
+    let priority = router.map(|r| r.priority);
     metrics.set_node(NodeHandle {
         status: Arc::clone(&status),
         dataplane: commands.clone(),
@@ -219,6 +232,7 @@ pub async fn run(
             &mut endpoints,
             fixed_endpoints,
             &advertised,
+            (&mut health, priority),
             &mut netmap,
             &commands,
             &routes,
@@ -273,6 +287,10 @@ pub async fn run(
     for task in [rescan, cloud_address].into_iter().flatten() {
         task.abort();
     }
+    if let Some(probes) = probes {
+        probes.abort();
+    }
+    drop(health_tx);
     let _ = std::fs::remove_file(state.status_socket());
     drop(subnet_router);
     drop(commands);
@@ -474,6 +492,7 @@ async fn follow_control(
     endpoints: &mut watch::Receiver<Vec<SocketAddr>>,
     fixed_endpoints: bool,
     advertised: &[IpNet],
+    (health, priority): (&mut watch::Receiver<Option<Vec<RouteHealth>>>, Option<u32>),
     netmap: &mut NetmapState,
     commands: &mpsc::Sender<Command>,
     routes: &RouteTable,
@@ -495,8 +514,8 @@ async fn follow_control(
         hostname: config.hostname(),
         endpoints: current,
         advertised_routes: advertised.to_vec(),
-        health: None,
-        priority: None,
+        health: health.borrow_and_update().clone(),
+        priority,
     });
     if let Err(e) = channel.send(&request).await {
         return lost(e);
@@ -516,9 +535,19 @@ async fn follow_control(
                 status::set(status, |s| s.endpoints = current.clone());
                 let update = ClientMessage::Update(NodeUpdate {
                     endpoints: Some(current),
-                    advertised_routes: None,
-                    health: None,
-                    priority: None,
+                    ..NodeUpdate::default()
+                });
+                if let Err(e) = channel.send(&update).await {
+                    return lost(e);
+                }
+                continue;
+            }
+            Ok(()) = health.changed() => {
+                let current = health.borrow_and_update().clone();
+                status::set(status, |s| s.route_health = current.clone().unwrap_or_default());
+                let update = ClientMessage::Update(NodeUpdate {
+                    health: current,
+                    ..NodeUpdate::default()
                 });
                 if let Err(e) = channel.send(&update).await {
                     return lost(e);

@@ -63,6 +63,10 @@ pub struct NodeStatus {
     pub advertised_routes: Vec<IpNet>,
     /// Advertised routes for which we are primary.
     pub primary_routes: Vec<IpNet>,
+    /// What the health probes last found per advertised route (empty
+    /// until the first report, and for a node that routes nothing).
+    #[serde(default)]
+    pub route_health: Vec<causeway_wire::RouteHealth>,
     /// Routes we point at the TUN device.
     pub kernel_routes: Vec<IpNet>,
     /// Rules in the packet filter from control; `None` before the first
@@ -122,6 +126,7 @@ impl NodeStatus {
             netmap_seq: 0,
             advertised_routes: advertised.to_vec(),
             primary_routes: vec![],
+            route_health: vec![],
             kernel_routes: vec![],
             filter_rules: None,
             filter_refused: None,
@@ -270,6 +275,19 @@ pub fn render(status: &NodeStatus) -> String {
                 pri.join(" ")
             }
         );
+        for h in &status.route_health {
+            let _ = writeln!(
+                out,
+                "health    {} {}{}",
+                h.prefix,
+                if h.healthy { "healthy" } else { "UNHEALTHY" },
+                if h.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", h.reason)
+                }
+            );
+        }
     }
     let served: Vec<String> = status
         .served_prefixes

@@ -14,5 +14,7 @@ mod routes;
 pub use firewall::{
     FirewallError, FirewallPolicy, apply_firewall, firewall_exists, remove_firewall,
 };
-pub use forwarding::{Forwarding, SubnetRouter, SubnetRouterError, enable_forwarding};
-pub use routes::{RouteChanges, RouteError, RouteTable, sync_routes};
+pub use forwarding::{
+    Forwarding, SubnetRouter, SubnetRouterError, enable_forwarding, forwarding_enabled,
+};
+pub use routes::{LinkState, RouteChanges, RouteError, RouteTable, sync_routes};
