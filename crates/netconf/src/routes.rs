@@ -141,14 +141,33 @@ impl RouteTable {
             }
             Err(e) => return Err(netlink(format!("look up the route to {destination}"), e)),
         };
-        Ok(route.and_then(|route| {
-            if route.header.kind != RouteType::Unicast && route.header.kind != RouteType::Local {
-                return None;
-            }
-            route.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Oif(index) => Some(*index),
-                _ => None,
-            })
+        let Some(route) = route else {
+            return Ok(None);
+        };
+        if route.header.kind == RouteType::Local {
+            // One of our own addresses: the kernel answers with the
+            // loopback device, but the interface that holds the address is
+            // the one that leads there.
+            let mut addresses = self
+                .handle
+                .address()
+                .get()
+                .set_address_filter(destination)
+                .execute();
+            return match addresses.try_next().await {
+                Ok(found) => Ok(found.map(|a| a.header.index)),
+                Err(e) => Err(netlink(
+                    format!("look up the interface of {destination}"),
+                    e,
+                )),
+            };
+        }
+        if route.header.kind != RouteType::Unicast {
+            return Ok(None);
+        }
+        Ok(route.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Oif(index) => Some(*index),
+            _ => None,
         }))
     }
 
