@@ -26,12 +26,17 @@ fn router_row(t: &TestDeployment) -> Value {
 
 /// Router `name`'s row in `appliance admin routes list --json`.
 fn row_of(t: &TestDeployment, name: &str) -> Value {
+    find_row(t, name).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// The same, or why there is none yet.
+fn find_row(t: &TestDeployment, name: &str) -> anyhow::Result<Value> {
     let routes = t.admin_json(&["routes", "list"]);
     routes
         .as_array()
         .and_then(|all| all.iter().find(|r| r["name"] == name))
         .cloned()
-        .unwrap_or_else(|| panic!("no router {name} in {routes}"))
+        .ok_or_else(|| anyhow::anyhow!("no router {name} in {routes}"))
 }
 
 #[test]
@@ -111,10 +116,6 @@ fn a_router_reports_its_vpc_link_losing_carrier_and_recovering() {
         anyhow::ensure!(row["unhealthy"] == serde_json::json!([]), "{row}");
         Ok(())
     });
-    let page = t
-        .fetch_vpc_page(Site::Cli)
-        .expect("HTTP from the client again");
-    assert!(page.contains(t.name().as_str()), "{page}");
     t.finish();
 }
 
@@ -149,16 +150,19 @@ fn a_standby_takes_over_from_a_router_whose_vpc_link_fails_and_the_client_follow
         text.replacen("[control]\n", "[control]\nroute_hold_down = \"2s\"\n", 1)
     });
     // A second router for the same prefix, in its own namespace; its "LAN"
-    // is a dummy interface, so its forwarding path is up (no traffic goes
+    // is a veth pair that ends there, so its forwarding path is up (no traffic goes
     // through it here: this is about control and the client's netmap).
     let ns = t.add_bridge_namespace("r2", "198.18.0.9/24");
     for args in [
-        vec!["link", "add", "vpc0", "type", "dummy"],
+        vec![
+            "link", "add", "vpc0", "type", "veth", "peer", "name", "vpc0p",
+        ],
         vec!["addr", "add", "198.19.1.2/24", "dev", "vpc0"],
+        vec!["link", "set", "vpc0p", "up"],
         vec!["link", "set", "vpc0", "up"],
     ] {
         ns.ip(&args)
-            .unwrap_or_else(|e| panic!("r2's dummy LAN: {e:#}"));
+            .unwrap_or_else(|e| panic!("r2's stand-in LAN: {e:#}"));
     }
     let created = t.admin_json(&["keys", "create"]);
     let key = created["key"].as_str().expect("a key");
@@ -169,7 +173,7 @@ fn a_standby_takes_over_from_a_router_whose_vpc_link_fails_and_the_client_follow
     });
     t.start_extra_node(&standby, &ns);
     wait_until(WAIT, "router2 to connect and advertise", || {
-        let row = row_of(&t, "router2");
+        let row = find_row(&t, "router2")?;
         anyhow::ensure!(
             row["online"] == true && row["advertised"] == serde_json::json!([VPC_SUBNET]),
             "{row}"

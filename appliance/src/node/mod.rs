@@ -517,6 +517,10 @@ async fn follow_control(
         health: health.borrow_and_update().clone(),
         priority,
     });
+    if let ClientMessage::Map(map) = &request {
+        let current = map.health.clone().unwrap_or_default();
+        status::set(status, |s| s.route_health = current);
+    }
     if let Err(e) = channel.send(&request).await {
         return lost(e);
     }
