@@ -1,7 +1,8 @@
 //! The appliance's TOML configuration. Each section enables a role.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use causeway_wire::PublicKey;
@@ -132,6 +133,35 @@ pub struct SubnetRouterConfig {
     /// needs).
     #[serde(default)]
     pub aws_route_tables: Vec<crate::node::RouteTableId>,
+    /// Among healthy routers for the same route, control gives a free
+    /// route to the highest priority (default 0), then the lowest node id.
+    #[serde(default)]
+    pub priority: u32,
+    /// Time between the starts of two rounds of health probes (default
+    /// `500ms`).
+    #[serde(default = "default_probe_interval", with = "duration_text")]
+    pub probe_interval: Duration,
+    /// Deadline of each probe (default `1s`).
+    #[serde(default = "default_probe_timeout", with = "duration_text")]
+    pub probe_timeout: Duration,
+    /// Failed rounds in a row that make a route unhealthy (default 2).
+    #[serde(default = "default_probe_count")]
+    pub unhealthy_after: u32,
+    /// Passed rounds in a row that make it healthy again (default 2).
+    #[serde(default = "default_probe_count")]
+    pub healthy_after: u32,
+}
+
+impl SubnetRouterConfig {
+    /// The probe pacing and thresholds.
+    pub fn probe_settings(&self) -> causeway_mesh::ProbeSettings {
+        causeway_mesh::ProbeSettings {
+            interval: self.probe_interval,
+            timeout: self.probe_timeout,
+            unhealthy_after: self.unhealthy_after,
+            healthy_after: self.healthy_after,
+        }
+    }
 }
 
 /// One advertised route.
@@ -144,7 +174,45 @@ pub struct RouteConfig {
     /// the network then needs a return route for the tailnet via this node.
     #[serde(default = "default_true")]
     pub snat: bool,
+    /// Health probe: a TCP connection to `host:port` must open within the
+    /// probe timeout (e.g. a database behind the router).
+    pub probe_tcp: Option<String>,
+    /// Health probe: an ICMP echo to this address must be answered within
+    /// the probe timeout.
+    pub probe_icmp: Option<IpAddr>,
 }
+
+/// Serde adapter for durations written as `500ms`, `2s`, `1m`.
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        causeway_control::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+fn default_probe_interval() -> Duration {
+    causeway_mesh::ProbeSettings::default().interval
+}
+fn default_probe_timeout() -> Duration {
+    causeway_mesh::ProbeSettings::default().timeout
+}
+fn default_probe_count() -> u32 {
+    causeway_mesh::ProbeSettings::default().unhealthy_after
+}
+
+/// The shortest probe interval accepted: faster would only load the
+/// targets without failing over sooner than control can act.
+const MIN_PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// The longest probe interval or timeout accepted.
+const MAX_PROBE_PERIOD: Duration = Duration::from_secs(300);
+/// The most results in a row a threshold may ask for.
+const MAX_PROBE_COUNT: u32 = 100;
+/// The most routes one router may advertise (each is probed every round).
+pub const MAX_ROUTES: usize = 256;
 
 impl NodeConfig {
     /// The host name the node registers with: the configured one, else the
@@ -283,18 +351,75 @@ impl Config {
             if unique.len() != tables.len() {
                 bail!("subnet_router.aws_route_tables lists a route table twice");
             }
-            for route in &router.routes {
-                if route.prefix.prefix_len() == 0 {
+            router.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl SubnetRouterConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.routes.len() > MAX_ROUTES {
+            bail!(
+                "subnet_router.routes: {} routes; expected at most {MAX_ROUTES}",
+                self.routes.len()
+            );
+        }
+        if !(MIN_PROBE_INTERVAL..=MAX_PROBE_PERIOD).contains(&self.probe_interval) {
+            bail!(
+                "subnet_router.probe_interval = {:?}: expected {}ms to {}s",
+                self.probe_interval,
+                MIN_PROBE_INTERVAL.as_millis(),
+                MAX_PROBE_PERIOD.as_secs()
+            );
+        }
+        if self.probe_timeout.is_zero() || self.probe_timeout > MAX_PROBE_PERIOD {
+            bail!(
+                "subnet_router.probe_timeout = {:?}: expected more than 0 and at most {}s",
+                self.probe_timeout,
+                MAX_PROBE_PERIOD.as_secs()
+            );
+        }
+        for (key, value) in [
+            ("unhealthy_after", self.unhealthy_after),
+            ("healthy_after", self.healthy_after),
+        ] {
+            if !(1..=MAX_PROBE_COUNT).contains(&value) {
+                bail!("subnet_router.{key} = {value}: expected 1 to {MAX_PROBE_COUNT}");
+            }
+        }
+        for route in &self.routes {
+            if route.prefix.prefix_len() == 0 {
+                bail!(
+                    "subnet_router.routes: {} is an exit route; use an [exit_node] section instead",
+                    route.prefix
+                );
+            }
+            if route.prefix != route.prefix.trunc() {
+                bail!(
+                    "subnet_router.routes: prefix {} has host bits set; expected {}",
+                    route.prefix,
+                    route.prefix.trunc()
+                );
+            }
+            if route.probe_tcp.is_some() && route.probe_icmp.is_some() {
+                bail!(
+                    "subnet_router.routes: route {}: expected at most one of probe_tcp and probe_icmp",
+                    route.prefix
+                );
+            }
+            if let Some(target) = &route.probe_tcp
+                && target.parse::<SocketAddr>().is_err()
+            {
+                let valid = target.rsplit_once(':').is_some_and(|(host, port)| {
+                    !host.is_empty()
+                        && !host.contains(':')
+                        && port.parse::<u16>().is_ok_and(|p| p != 0)
+                });
+                if !valid {
                     bail!(
-                        "subnet_router.routes: {} is an exit route; use an [exit_node] section instead",
+                        "subnet_router.routes: route {}: probe_tcp = {target:?}: expected HOST:PORT, e.g. 198.19.1.10:5432 or db.internal:5432",
                         route.prefix
-                    );
-                }
-                if route.prefix != route.prefix.trunc() {
-                    bail!(
-                        "subnet_router.routes: prefix {} has host bits set; expected {}",
-                        route.prefix,
-                        route.prefix.trunc()
                     );
                 }
             }
@@ -391,6 +516,99 @@ mod tests {
             format!("{err:#}").contains("\"subnet-12345678\": expected a VPC route table ID"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn probes_get_defaults_that_detect_a_dead_link_within_about_a_second() {
+        let config = parse(&format!(
+            "{NODE}\n[subnet_router]\nroutes = [{{ prefix = \"198.19.1.0/24\", probe_tcp = \"198.19.1.10:80\" }}]"
+        ))
+        .expect("valid");
+        let router = config.subnet_router.expect("router role");
+        let settings = router.probe_settings();
+        assert_eq!(settings, causeway_mesh::ProbeSettings::default());
+        assert_eq!(settings.interval, Duration::from_millis(500));
+        assert_eq!(settings.timeout, Duration::from_secs(1));
+        assert_eq!(settings.unhealthy_after, 2);
+        assert_eq!(router.priority, 0);
+        assert_eq!(
+            router.routes[0].probe_tcp.as_deref(),
+            Some("198.19.1.10:80")
+        );
+        let config = parse(&format!(
+            "{NODE}\n[subnet_router]\npriority = 7\nprobe_interval = \"250ms\"\nprobe_timeout = \"2s\"\nunhealthy_after = 3\nhealthy_after = 5\nroutes = [{{ prefix = \"198.19.1.0/24\", probe_icmp = \"198.19.1.1\" }}]"
+        ))
+        .expect("valid");
+        let router = config.subnet_router.expect("router role");
+        assert_eq!(router.priority, 7);
+        assert_eq!(
+            router.probe_settings(),
+            causeway_mesh::ProbeSettings {
+                interval: Duration::from_millis(250),
+                timeout: Duration::from_secs(2),
+                unhealthy_after: 3,
+                healthy_after: 5,
+            }
+        );
+    }
+
+    #[test]
+    fn bad_probe_settings_are_refused_by_name() {
+        let route = r#"routes = [{ prefix = "198.19.1.0/24" }]"#;
+        for (line, expected) in [
+            (
+                "probe_interval = \"10ms\"",
+                "subnet_router.probe_interval = 10ms: expected 100ms to 300s",
+            ),
+            (
+                "probe_timeout = \"0s\"",
+                "subnet_router.probe_timeout = 0ns: expected more than 0",
+            ),
+            (
+                "unhealthy_after = 0",
+                "subnet_router.unhealthy_after = 0: expected 1 to 100",
+            ),
+            (
+                "healthy_after = 101",
+                "subnet_router.healthy_after = 101: expected 1 to 100",
+            ),
+        ] {
+            let err = parse(&format!("{NODE}\n[subnet_router]\n{line}\n{route}")).expect_err(line);
+            assert!(format!("{err:#}").contains(expected), "{line}: {err:#}");
+        }
+        for (probe, expected) in [
+            (
+                r#"probe_tcp = "198.19.1.10""#,
+                "probe_tcp = \"198.19.1.10\": expected HOST:PORT",
+            ),
+            (
+                r#"probe_tcp = "db:0""#,
+                "probe_tcp = \"db:0\": expected HOST:PORT",
+            ),
+            (
+                r#"probe_tcp = "db:5432", probe_icmp = "198.19.1.1""#,
+                "at most one of probe_tcp and probe_icmp",
+            ),
+        ] {
+            let text = format!(
+                "{NODE}\n[subnet_router]\nroutes = [{{ prefix = \"198.19.1.0/24\", {probe} }}]"
+            );
+            let err = parse(&text).expect_err(probe);
+            assert!(format!("{err:#}").contains(expected), "{probe}: {err:#}");
+        }
+        let err = parse(&format!(
+            "{NODE}\n[subnet_router]\nprobe_interval = \"soon\"\n{route}"
+        ))
+        .expect_err("not a duration");
+        assert!(
+            format!("{err:#}").contains("invalid duration \"soon\""),
+            "{err:#}"
+        );
+        // A host name with a port is fine (resolved when probed).
+        parse(&format!(
+            "{NODE}\n[subnet_router]\nroutes = [{{ prefix = \"198.19.1.0/24\", probe_tcp = \"db.internal:5432\" }}]"
+        ))
+        .expect("valid");
     }
 
     #[test]

@@ -346,6 +346,17 @@ fn encode_node(
         "For each advertised route: 1 if this node is its primary router.",
         &routes,
     )?;
+    let health: Vec<(Labels, i64)> = node
+        .route_health
+        .iter()
+        .map(|h| (vec![("prefix", h.prefix.to_string())], i64::from(h.healthy)))
+        .collect();
+    gauge(
+        encoder,
+        "route_healthy",
+        "For each probed route: 1 if this router's health probes pass.",
+        &health,
+    )?;
     let drops: Vec<(Labels, u64)> = node
         .dropped_by_reason
         .iter()
@@ -498,6 +509,11 @@ mod tests {
                 "198.19.2.0/24".parse().expect("valid"),
             ],
             primary_routes: vec!["198.19.1.0/24".parse().expect("valid")],
+            route_health: vec![causeway_wire::RouteHealth {
+                prefix: "198.19.2.0/24".parse().expect("valid"),
+                healthy: false,
+                reason: "vpc1 has no carrier".into(),
+            }],
             kernel_routes: vec![],
             filter_rules: Some(2),
             filter_refused: None,
@@ -538,6 +554,7 @@ mod tests {
             "causeway_control_connected 1",
             "causeway_route_primary{prefix=\"198.19.1.0/24\"} 1",
             "causeway_route_primary{prefix=\"198.19.2.0/24\"} 0",
+            "causeway_route_healthy{prefix=\"198.19.2.0/24\"} 0",
             "causeway_packets_dropped_total{reason=\"garbage\"} 2",
             "causeway_packets_dropped_total{reason=\"filtered\"} 1",
             "causeway_packet_filter_rules 2",

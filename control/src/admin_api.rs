@@ -13,10 +13,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
+use causeway_tailnet::routes::Standing;
 use causeway_tailnet::{AdminError, AuthKey, AuthKeySpec, NodeRecord, TailnetState};
 use causeway_wire::admin::{
     AddDeviceRequest, AddedDevice, CreateKeyRequest, CreatedKey, DeletedNode, Done, ErrorBody,
-    KeyView, NodeView, RouteRequest, RouteView, SplitDnsEntry, SplitDnsRequest,
+    KeyView, NodeView, RouteHealthView, RouteRequest, RouteView, SplitDnsEntry, SplitDnsRequest,
 };
 use causeway_wire::{NodeId, PrivateKey, UnixTime};
 use ipnet::IpNet;
@@ -246,6 +247,7 @@ async fn revoke_key(
 // --- nodes ----------------------------------------------------------------
 
 fn node_view(state: &TailnetState, node: &NodeRecord, now: UnixTime) -> NodeView {
+    let health = RouterHealth::of(state, node, now);
     NodeView {
         id: node.id,
         name: node.name.clone(),
@@ -265,6 +267,64 @@ fn node_view(state: &TailnetState, node: &NodeRecord, now: UnixTime) -> NodeView
         advertised_routes: node.advertised_routes.iter().copied().collect(),
         approved_routes: node.approved_routes.iter().copied().collect(),
         primary_routes: state.primary_routes(node.id).into_iter().collect(),
+        standby_routes: health.standby(),
+        unhealthy_routes: health.unhealthy(),
+        priority: health.priority,
+        route_health: health.routes,
+    }
+}
+
+/// A router's routes as health and primary selection see them.
+struct RouterHealth {
+    priority: Option<u32>,
+    routes: Vec<RouteHealthView>,
+}
+
+impl RouterHealth {
+    fn of(state: &TailnetState, node: &NodeRecord, now: UnixTime) -> Self {
+        let report = state.router_report(node.id);
+        let primary = state.primary_routes(node.id);
+        let routes = node
+            .advertised_routes
+            .iter()
+            .map(|prefix| {
+                let reported = report.and_then(|r| r.health.get(prefix));
+                RouteHealthView {
+                    prefix: *prefix,
+                    healthy: reported.is_none_or(|h| h.healthy),
+                    reason: reported.map(|h| h.reason.clone()).unwrap_or_default(),
+                    standing: state.route_standing(node.id, prefix, now).map(|s| {
+                        match s {
+                            Standing::Eligible => "eligible",
+                            Standing::HoldDown => "hold_down",
+                            Standing::Unhealthy => "unhealthy",
+                        }
+                        .to_owned()
+                    }),
+                    primary: primary.contains(prefix),
+                }
+            })
+            .collect();
+        Self {
+            priority: report.map(|r| r.priority),
+            routes,
+        }
+    }
+
+    fn standby(&self) -> Vec<IpNet> {
+        self.routes
+            .iter()
+            .filter(|r| r.standing.is_some() && !r.primary)
+            .map(|r| r.prefix)
+            .collect()
+    }
+
+    fn unhealthy(&self) -> Vec<IpNet> {
+        self.routes
+            .iter()
+            .filter(|r| !r.healthy)
+            .map(|r| r.prefix)
+            .collect()
     }
 }
 
@@ -315,7 +375,8 @@ async fn expire_node(
 
 // --- routes ---------------------------------------------------------------
 
-fn route_view(state: &TailnetState, node: &NodeRecord) -> RouteView {
+fn route_view(state: &TailnetState, node: &NodeRecord, now: UnixTime) -> RouteView {
+    let health = RouterHealth::of(state, node, now);
     RouteView {
         node: node.id,
         name: node.name.clone(),
@@ -323,17 +384,22 @@ fn route_view(state: &TailnetState, node: &NodeRecord) -> RouteView {
         advertised: node.advertised_routes.iter().copied().collect(),
         approved: node.approved_routes.iter().copied().collect(),
         primary: state.primary_routes(node.id).into_iter().collect(),
+        standby: health.standby(),
+        unhealthy: health.unhealthy(),
+        priority: health.priority,
+        health: health.routes,
     }
 }
 
 async fn list_routes(_: Admin, State(control): State<Arc<Control>>) -> Json<Vec<RouteView>> {
+    let now = unix_now();
     let inner = control.lock();
     Json(
         inner
             .state
             .nodes()
             .filter(|n| !n.advertised_routes.is_empty() || !n.approved_routes.is_empty())
-            .map(|n| route_view(&inner.state, n))
+            .map(|n| route_view(&inner.state, n, now))
             .collect(),
     )
 }
@@ -381,7 +447,7 @@ fn change_route(
         .state
         .node(id)
         .ok_or_else(|| ApiError::NotFound(format!("no node {id}")))?;
-    Ok(Json(route_view(&inner.state, node)))
+    Ok(Json(route_view(&inner.state, node, unix_now())))
 }
 
 // --- split DNS ------------------------------------------------------------

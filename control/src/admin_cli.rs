@@ -272,6 +272,10 @@ pub async fn output(args: AdminArgs) -> anyhow::Result<String> {
                         "online",
                         "expired",
                         "endpoints",
+                        "priority",
+                        "primary_routes",
+                        "standby_routes",
+                        "unhealthy_routes",
                     ],
                 )
             }
@@ -319,7 +323,10 @@ pub async fn output(args: AdminArgs) -> anyhow::Result<String> {
                         "online",
                         "advertised",
                         "approved",
+                        "priority",
                         "primary",
+                        "standby",
+                        "unhealthy",
                     ],
                 )
             }

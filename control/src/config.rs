@@ -54,6 +54,12 @@ pub struct ControlConfig {
     /// `10s`); past it the connection is closed.
     #[serde(default = "default_handshake_timeout", with = "serde_text")]
     pub handshake_timeout: Duration,
+    /// How long a subnet router that was unhealthy or offline must stay
+    /// healthy and online before it may take a route again (default `10s`,
+    /// whole seconds): a router whose health flaps faster than this never
+    /// takes a route back.
+    #[serde(default = "default_route_hold_down", with = "serde_text")]
+    pub route_hold_down: Duration,
     /// Connections open at once on `listen`, in total (default 10000);
     /// past it new connections are closed at once.
     #[serde(default = "default_max_connections")]
@@ -78,6 +84,7 @@ impl ControlConfig {
             router_keepalive_interval: default_router_keepalive(),
             ephemeral_grace: default_ephemeral_grace(),
             handshake_timeout: default_handshake_timeout(),
+            route_hold_down: default_route_hold_down(),
             max_connections: default_max_connections(),
             max_connections_per_source: default_max_connections_per_source(),
         }
@@ -104,6 +111,13 @@ impl ControlConfig {
                     MAX_KEEPALIVE_MS / 3_600_000
                 );
             }
+        }
+        if self.route_hold_down > MAX_ROUTE_HOLD_DOWN || self.route_hold_down.subsec_nanos() != 0 {
+            anyhow::bail!(
+                "control.route_hold_down = {:?}: expected whole seconds, at most {}s",
+                self.route_hold_down,
+                MAX_ROUTE_HOLD_DOWN.as_secs()
+            );
         }
         if self.handshake_timeout.is_zero() {
             anyhow::bail!("control.handshake_timeout = 0s: expected a positive duration");
@@ -140,6 +154,14 @@ fn default_ephemeral_grace() -> Duration {
     Duration::from_secs(30)
 }
 
+/// The longest hold-down accepted: past an hour a failed-over route would
+/// effectively never come back to a repaired router.
+const MAX_ROUTE_HOLD_DOWN: Duration = Duration::from_secs(3600);
+
+fn default_route_hold_down() -> Duration {
+    Duration::from_secs(u64::try_from(causeway_tailnet::DEFAULT_ROUTE_HOLD_DOWN).unwrap_or(10))
+}
+
 fn default_handshake_timeout() -> Duration {
     Duration::from_secs(10)
 }
@@ -172,6 +194,7 @@ mod tests {
         assert_eq!(config.router_keepalive_interval, Duration::from_secs(1));
         assert_eq!(config.stun_port, 3478);
         assert_eq!(config.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(config.route_hold_down, Duration::from_secs(10));
         assert_eq!(config.max_connections, 10_000);
         assert_eq!(config.max_connections_per_source, 256);
         config.validate().expect("defaults are valid");
@@ -200,6 +223,14 @@ mod tests {
             (
                 "handshake_timeout = \"0s\"",
                 "control.handshake_timeout = 0s",
+            ),
+            (
+                "route_hold_down = \"2h\"",
+                "control.route_hold_down = 7200s: expected whole seconds, at most 3600s",
+            ),
+            (
+                "route_hold_down = \"1500ms\"",
+                "control.route_hold_down = 1.5s: expected whole seconds",
             ),
         ] {
             let config: ControlConfig = toml::from_str(section).expect("parses");

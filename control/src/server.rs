@@ -75,6 +75,7 @@ pub async fn serve_on(
     let mut store = Store::open(&state_dir)?;
     let now = unix_now();
     let mut state = store.load(now)?;
+    state.set_route_hold_down(config.route_hold_down.as_secs());
     if let Some(path) = &config.policy_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading policy file {}", path.display()))?;
@@ -86,6 +87,7 @@ pub async fn serve_on(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (sessions_tx, mut sessions_rx) = mpsc::channel::<()>(1);
     let (changes, _) = broadcast::channel(CHANGE_BACKLOG);
+    let (route_wakeup, route_wakeup_rx) = watch::channel(state.route_wakeup());
     let ephemeral: Vec<NodeId> = state
         .nodes()
         .filter(|n| n.ephemeral)
@@ -99,6 +101,7 @@ pub async fn serve_on(
     let control = Arc::new(Control {
         inner: Mutex::new(Inner { state, store }),
         changes,
+        route_wakeup,
         stun_port,
         config,
         control_key,
@@ -112,6 +115,7 @@ pub async fn serve_on(
         control.schedule_ephemeral_removal(id, None);
     }
     let sweeper = tokio::spawn(expiry_sweeper(Arc::clone(&control)));
+    let route_timer = tokio::spawn(route_timer(Arc::clone(&control), route_wakeup_rx));
     let node_addr = listeners.node.local_addr().ok();
     let admin_addr = listeners.admin.local_addr().ok();
     let stun_task = listeners
@@ -134,6 +138,7 @@ pub async fn serve_on(
     // No receiver left only means nobody listens for shutdown any more.
     let _ = shutdown_tx.send(true);
     sweeper.abort();
+    route_timer.abort();
     if let Some(task) = stun_task {
         task.abort();
     }
@@ -164,6 +169,8 @@ pub(crate) fn unix_now() -> UnixTime {
 pub(crate) struct Control {
     inner: Mutex<Inner>,
     changes: broadcast::Sender<Arc<PreparedChange>>,
+    /// When the next route hold-down ends, as of the last operation.
+    route_wakeup: watch::Sender<Option<UnixTime>>,
     /// The STUN port nodes are told about in their full maps.
     pub(crate) stun_port: Option<u16>,
     pub(crate) config: ControlConfig,
@@ -218,13 +225,22 @@ impl Control {
     ) -> Result<T, ApplyError<E>> {
         let now = unix_now();
         let (value, changes) = op(&mut inner.state, now).map_err(ApplyError::Refused)?;
+        let wakeup = inner.state.route_wakeup();
+        self.route_wakeup.send_if_modified(|w| {
+            let changed = *w != wakeup;
+            *w = wakeup;
+            changed
+        });
         if changes.is_empty() && policy_text.is_none() {
             return Ok(value);
         }
         if let Err(e) = inner.store.persist(&inner.state, &changes, policy_text) {
             tracing::error!(error = %format!("{e:#}"), "storing a change failed; reloading state from the database");
             match inner.store.load(now) {
-                Ok(state) => inner.state = state,
+                Ok(mut state) => {
+                    state.set_route_hold_down(self.config.route_hold_down.as_secs());
+                    inner.state = state;
+                }
                 Err(reload) => {
                     tracing::error!(error = %format!("{reload:#}"), "reloading state failed")
                 }
@@ -298,6 +314,44 @@ async fn expiry_sweeper(control: Arc<Control>) {
         );
         if let Err(ApplyError::Storage(e)) = result {
             tracing::warn!(error = %format!("{e:#}"), "node key expiry sweep failed");
+        }
+    }
+}
+
+/// Runs primary selection again when a route hold-down ends: a router that
+/// has now been healthy long enough may take a route from an unhealthy
+/// primary. Sleeps until the time the last operation left, or until an
+/// operation changes it.
+async fn route_timer(control: Arc<Control>, mut wakeup: watch::Receiver<Option<UnixTime>>) {
+    loop {
+        let due = *wakeup.borrow_and_update();
+        let sleep = async {
+            match due {
+                // Whole seconds from a truncated "now" never wake early.
+                Some(at) => {
+                    let wait = u64::try_from(at.saturating_sub(unix_now())).unwrap_or(0);
+                    tokio::time::sleep(Duration::from_secs(wait)).await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            () = sleep => {
+                let result = control.apply(
+                    |state, now| Ok::<_, std::convert::Infallible>(((), state.reselect_routes(now))),
+                    None,
+                );
+                if let Err(ApplyError::Storage(e)) = result {
+                    tracing::warn!(error = %format!("{e:#}"), "route reselection failed");
+                }
+                // Nothing moved and nothing new is due: wait for a change.
+                if *wakeup.borrow() == due {
+                    if wakeup.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+            changed = wakeup.changed() => if changed.is_err() { return },
         }
     }
 }

@@ -403,6 +403,8 @@ impl TestNode {
             hostname: self.hostname.clone(),
             endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
             advertised_routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
+            health: None,
+            priority: None,
         };
         self.send(&ClientMessage::Map(req)).await;
         match self.recv().await {
@@ -525,6 +527,8 @@ async fn register_map_delta_and_endpoint_patch() {
     b.send(&ClientMessage::Update(NodeUpdate {
         endpoints: Some(vec![moved]),
         advertised_routes: None,
+        health: None,
+        priority: None,
     }))
     .await;
     let patch = a.next_delta().await;
@@ -1836,4 +1840,129 @@ impl TestNode {
         }
         false
     }
+}
+
+fn health_update(prefix: IpNet, healthy: bool, reason: &str) -> ClientMessage {
+    ClientMessage::Update(NodeUpdate {
+        health: Some(vec![causeway_wire::RouteHealth {
+            prefix,
+            healthy,
+            reason: reason.into(),
+        }]),
+        ..NodeUpdate::default()
+    })
+}
+
+/// The admin API's view of one router's route.
+async fn route_row(control: &Control, name: &str) -> Value {
+    let (status, routes) = control.admin("GET", "/api/v1/routes", None).await;
+    assert_eq!(status, 200, "{routes}");
+    routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no router {name} in {routes}"))
+}
+
+#[tokio::test]
+async fn an_unhealthy_router_hands_over_and_a_hold_down_ending_hands_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = start(dir.path(), |c| c.route_hold_down = Duration::from_secs(2)).await;
+    let policy = r#"{
+        "autoApprovers": {"routes": {"198.19.1.0/24": ["tag:router"]}},
+        "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+    }"#;
+    assert_eq!(control.put_policy(policy).await.0, 200);
+    let routers = control
+        .create_key(json!({"reusable": true, "tags": ["tag:router"]}))
+        .await;
+    let plain = control.create_key(json!({"reusable": true})).await;
+    let route = net("198.19.1.0/24");
+    let (mut client, _) = join(&control, &plain, "client", &["198.18.0.3:1"], &[]).await;
+    let (mut r1, r1_id) = join(
+        &control,
+        &routers,
+        "r1",
+        &["198.18.0.4:1"],
+        &["198.19.1.0/24"],
+    )
+    .await;
+    let (mut r2, r2_id) = join(
+        &control,
+        &routers,
+        "r2",
+        &["198.18.0.5:1"],
+        &["198.19.1.0/24"],
+    )
+    .await;
+    let primary_is = |id: NodeId| {
+        move |m: &MapResponse| {
+            m.peers
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|p| p.id == id && p.allowed_ips.contains(&route) && p.online)
+        }
+    };
+    client.wait_for("r1 primary", primary_is(r1_id)).await;
+    // Past the hold-down both routers are eligible.
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let row = route_row(&control, "r2").await;
+    assert_eq!(row["health"][0]["standing"], "eligible", "{row}");
+    assert_eq!(row["standby"], json!(["198.19.1.0/24"]), "{row}");
+
+    // r1 stays online but reports its LAN link down: r2 takes over and the
+    // client hears it.
+    r1.send(&health_update(
+        route,
+        false,
+        "eth1 (towards 198.19.1.1) has no carrier",
+    ))
+    .await;
+    client.wait_for("failover to r2", primary_is(r2_id)).await;
+    assert!(client.peer(r1_id).unwrap().primary_routes.is_empty());
+    assert!(client.peer(r1_id).unwrap().online);
+    let row = route_row(&control, "r1").await;
+    assert_eq!(row["unhealthy"], json!(["198.19.1.0/24"]), "{row}");
+    assert_eq!(row["health"][0]["standing"], "unhealthy", "{row}");
+    assert_eq!(
+        row["health"][0]["reason"], "eth1 (towards 198.19.1.1) has no carrier",
+        "{row}"
+    );
+    let (_, nodes) = control.admin("GET", "/api/v1/nodes", None).await;
+    let r2_view = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "r2")
+        .unwrap();
+    assert_eq!(
+        r2_view["primary_routes"],
+        json!(["198.19.1.0/24"]),
+        "{r2_view}"
+    );
+
+    // r1 recovers and r2 fails while r1 is still in hold-down: the route
+    // stays on r2 until r1 has been healthy for the hold-down, then the
+    // timer moves it with no further message from anyone.
+    r1.send(&health_update(route, true, "")).await;
+    r2.send(&health_update(route, false, "no answer within 1s"))
+        .await;
+    // Let control apply both before reading.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let row = route_row(&control, "r1").await;
+    assert_eq!(row["health"][0]["standing"], "hold_down", "{row}");
+    assert_eq!(row["primary"], json!([]), "{row}");
+    assert_eq!(
+        route_row(&control, "r2").await["primary"],
+        json!(["198.19.1.0/24"])
+    );
+    client
+        .wait_for("hand-back to r1 by the timer", primary_is(r1_id))
+        .await;
+    let row = route_row(&control, "r2").await;
+    assert_eq!(row["primary"], json!([]), "{row}");
+    control.shutdown().await;
 }

@@ -1633,6 +1633,8 @@ mod appliance {
             hostname,
             endpoints: Vec::new(),
             advertised_routes: routes,
+            health: None,
+            priority: None,
         });
         sealer.seal(&map, &mut out).expect("sealed");
         stream.write_all(&out).await.expect("sent");

@@ -19,6 +19,8 @@ usage: tests/bench/failover.sh [options]
   --name NAME         deployment name (default fob, 1-8 characters)
   --json              print one JSON document instead of the table
   --no-build          do not run cargo build; use target/release as it is
+  --bin-dir DIR       take the binaries from DIR instead (implies --no-build;
+                      e.g. target/debug, for a quick check of the script)
   --keep              leave the deployment and the run files in place
   -h, --help          this text
 
@@ -39,6 +41,7 @@ NAME=fob
 JSON=0
 BUILD=1
 KEEP=0
+BIN="$REPO_ROOT/target/release"
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -48,6 +51,7 @@ while [[ $# -gt 0 ]]; do
         --name) NAME="${2:?--name needs a deployment name}"; shift 2 ;;
         --json) JSON=1; shift ;;
         --no-build) BUILD=0; shift ;;
+        --bin-dir) BIN="$(cd "${2:?--bin-dir needs a directory}" && pwd)"; BUILD=0; shift 2 ;;
         --keep) KEEP=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "error: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
@@ -69,7 +73,6 @@ for tool in jq ip; do
     command -v "$tool" >/dev/null || { echo "error: '$tool' not found; run ./.ci/install-deps" >&2; exit 2; }
 done
 
-BIN="$REPO_ROOT/target/release"
 PROVISIONER="$BIN/provisioner"
 TRAFFIC="$BIN/failover-traffic"
 if (( BUILD )); then

@@ -483,6 +483,8 @@ mod tests {
                 hostname: "quiet".into(),
                 endpoints: vec![],
                 advertised_routes: vec![],
+                health: None,
+                priority: None,
             }))
             .await
             .expect("map request sent");

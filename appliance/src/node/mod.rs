@@ -7,6 +7,7 @@ mod control_client;
 mod dataplane;
 pub mod directory;
 mod exit;
+mod health;
 pub mod status;
 mod vpc_route;
 
@@ -25,7 +26,7 @@ use causeway_mesh::{
 use causeway_netconf::{FirewallPolicy, RouteTable, SubnetRouter};
 use causeway_wire::{
     ClientMessage, ErrorCode, MapRequest, NodeUpdate, PrivateKey, PublicKey, RegisterRequest,
-    ServerMessage,
+    RouteHealth, ServerMessage,
 };
 use ipnet::IpNet;
 use tokio::net::UdpSocket;
@@ -213,6 +214,18 @@ pub async fn run(
     let subnet_router = (router.is_some() || exit_node.is_some())
         .then(|| start_router(config, router, exit_node, &registration))
         .transpose()?;
+    // Health probes run while the router serves its routes; without a
+    // router the sender stays idle and nothing is reported.
+    let (health_tx, mut health) = watch::channel(None::<Vec<RouteHealth>>);
+    let probes = router.map(|router| {
+        tokio::spawn(health::run(
+            router.probe_settings(),
+            health::RouteProbe::from_config(router),
+            config.tun_name.clone(),
+            health_tx.clone(),
+        ))
+    });
+    let priority = router.map(|r| r.priority);
     metrics.set_node(NodeHandle {
         status: Arc::clone(&status),
         dataplane: commands.clone(),
@@ -244,6 +257,7 @@ pub async fn run(
             &mut endpoints,
             fixed_endpoints,
             &advertised,
+            (&mut health, priority),
             &mut netmap,
             &commands,
             &routes,
@@ -305,6 +319,10 @@ pub async fn run(
     for task in [rescan, cloud_address, vpc_routes].into_iter().flatten() {
         task.abort();
     }
+    if let Some(probes) = probes {
+        probes.abort();
+    }
+    drop(health_tx);
     let _ = std::fs::remove_file(state.status_socket());
     let _ = std::fs::remove_file(state.command_socket());
     exit.stop().await;
@@ -508,6 +526,7 @@ async fn follow_control(
     endpoints: &mut watch::Receiver<Vec<SocketAddr>>,
     fixed_endpoints: bool,
     advertised: &[IpNet],
+    (health, priority): (&mut watch::Receiver<Option<Vec<RouteHealth>>>, Option<u32>),
     netmap: &mut NetmapState,
     commands: &mpsc::Sender<Command>,
     routes: &RouteTable,
@@ -532,7 +551,13 @@ async fn follow_control(
         hostname: config.hostname(),
         endpoints: current,
         advertised_routes: advertised.to_vec(),
+        health: health.borrow_and_update().clone(),
+        priority,
     });
+    if let ClientMessage::Map(map) = &request {
+        let current = map.health.clone().unwrap_or_default();
+        status::set(status, |s| s.route_health = current);
+    }
     if let Err(e) = channel.send(&request).await {
         return lost(e);
     }
@@ -558,7 +583,19 @@ async fn follow_control(
                 status::set(status, |s| s.endpoints = current.clone());
                 let update = ClientMessage::Update(NodeUpdate {
                     endpoints: Some(current),
-                    advertised_routes: None,
+                    ..NodeUpdate::default()
+                });
+                if let Err(e) = channel.send(&update).await {
+                    return lost(e);
+                }
+                continue;
+            }
+            Ok(()) = health.changed() => {
+                let current = health.borrow_and_update().clone();
+                status::set(status, |s| s.route_health = current.clone().unwrap_or_default());
+                let update = ClientMessage::Update(NodeUpdate {
+                    health: current,
+                    ..NodeUpdate::default()
                 });
                 if let Err(e) = channel.send(&update).await {
                     return lost(e);

@@ -69,6 +69,10 @@ pub struct NodeStatus {
     pub advertised_routes: Vec<IpNet>,
     /// Advertised routes for which we are primary.
     pub primary_routes: Vec<IpNet>,
+    /// What the health probes last found per advertised route (empty
+    /// until the first report, and for a node that routes nothing).
+    #[serde(default)]
+    pub route_health: Vec<causeway_wire::RouteHealth>,
     /// Routes we point at the TUN device.
     pub kernel_routes: Vec<IpNet>,
     /// Rules in the packet filter from control; `None` before the first
@@ -164,6 +168,7 @@ impl NodeStatus {
             netmap_seq: 0,
             advertised_routes: advertised.to_vec(),
             primary_routes: vec![],
+            route_health: vec![],
             kernel_routes: vec![],
             filter_rules: None,
             filter_refused: None,
@@ -338,6 +343,19 @@ pub fn render(status: &NodeStatus) -> String {
                 pri.join(" ")
             }
         );
+        for h in &status.route_health {
+            let _ = writeln!(
+                out,
+                "health    {} {}{}",
+                h.prefix,
+                if h.healthy { "healthy" } else { "UNHEALTHY" },
+                if h.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", h.reason)
+                }
+            );
+        }
     }
     for (table, route) in &status.vpc_routes {
         let _ = writeln!(
@@ -474,6 +492,7 @@ mod tests {
             ],
             exit_node: ExitNodeStatus::default(),
             vpc_routes: BTreeMap::new(),
+            route_health: vec![],
         }
     }
 

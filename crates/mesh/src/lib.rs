@@ -22,6 +22,7 @@ mod filter;
 mod netmap;
 mod node;
 mod packet;
+mod route_health;
 mod session;
 mod tunnel;
 
@@ -34,6 +35,7 @@ pub use node::{Delivery, Drop, DropCounts, DropReason, NodeState, PeerStats, TIC
 pub use packet::{
     BadHeader, Flow, IpHeader, PacketKind, PacketSummary, QuotedPacket, parse_flow, parse_ip_header,
 };
+pub use route_health::{ProbeSettings, RouteHealthState};
 pub use session::{
     ControlSessionState, NodeKeys, RETRY_MAX, RETRY_MIN, RegisterAttempt, SessionCommand,
     SessionFailure, SessionPhase, SessionStatus,

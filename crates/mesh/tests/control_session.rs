@@ -238,6 +238,8 @@ impl World {
                     hostname: "sim".into(),
                     endpoints: vec![SocketAddr::from(([198, 18, 0, 9], 41641))],
                     advertised_routes: vec![],
+                    health: None,
+                    priority: None,
                 };
                 match self.control.connect(self.machine_key, &request, T0) {
                     Ok(_) => {

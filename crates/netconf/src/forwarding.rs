@@ -37,6 +37,13 @@ pub fn enable_forwarding(ipv4: bool, ipv6: bool) -> std::io::Result<Forwarding> 
     Ok(forwarding)
 }
 
+/// Whether the kernel forwards IPv4 (`ipv6 == false`) or IPv6 packets
+/// now (the sysctl reads `1`).
+pub fn forwarding_enabled(ipv6: bool) -> std::io::Result<bool> {
+    let path = if ipv6 { IPV6_FORWARD } else { IPV4_FORWARD };
+    Ok(read_sysctl(Path::new(path))? == "1")
+}
+
 /// Forwarding settings changed by [`enable_forwarding`], with their
 /// previous values; dropping it writes them back.
 #[derive(Debug)]

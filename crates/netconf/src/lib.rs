@@ -20,5 +20,7 @@ pub use exit_routing::{
 pub use firewall::{
     FirewallError, FirewallPolicy, apply_firewall, firewall_exists, remove_firewall,
 };
-pub use forwarding::{Forwarding, SubnetRouter, SubnetRouterError, enable_forwarding};
-pub use routes::{RouteChanges, RouteError, RouteTable, sync_routes};
+pub use forwarding::{
+    Forwarding, SubnetRouter, SubnetRouterError, enable_forwarding, forwarding_enabled,
+};
+pub use routes::{LinkState, RouteChanges, RouteError, RouteTable, sync_routes};

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use futures::TryStreamExt;
 use ipnet::IpNet;
 use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags};
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -62,6 +63,19 @@ pub enum RouteError {
     },
 }
 
+/// An interface's state, as the forwarding-path health check reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkState {
+    /// Interface index.
+    pub index: u32,
+    /// Interface name.
+    pub name: String,
+    /// Administratively up (`IFF_UP`).
+    pub up: bool,
+    /// Operationally up: it has carrier (`IFF_RUNNING`).
+    pub running: bool,
+}
+
 /// What [`sync_routes`] changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteChanges {
@@ -105,6 +119,94 @@ impl RouteTable {
             Err(e) if errno(&e) == Some(libc::ENODEV) => Err(not_found()),
             Err(e) => Err(netlink(format!("look up interface {name:?}"), e)),
         }
+    }
+
+    /// The interface the kernel would send a packet to `destination` out
+    /// of (a route lookup, like `ip route get`); `None` when it has no
+    /// route (unreachable, blackhole or prohibit count as none).
+    pub async fn route_to(&self, destination: IpAddr) -> Result<Option<u32>, RouteError> {
+        let message = match destination {
+            IpAddr::V4(v4) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+                .destination_prefix(v4, 32)
+                .build(),
+            IpAddr::V6(v6) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+                .destination_prefix(v6, 128)
+                .build(),
+        };
+        let mut answer = self.handle.route().get(message).execute();
+        let route = match answer.try_next().await {
+            Ok(route) => route,
+            Err(e)
+                if matches!(
+                    errno(&e),
+                    Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EACCES | libc::EINVAL)
+                ) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(netlink(format!("look up the route to {destination}"), e)),
+        };
+        let Some(route) = route else {
+            return Ok(None);
+        };
+        if route.header.kind == RouteType::Local {
+            // One of our own addresses: the kernel answers with the
+            // loopback device, but the interface that holds the address is
+            // the one that leads there.
+            let mut addresses = self
+                .handle
+                .address()
+                .get()
+                .set_address_filter(destination)
+                .execute();
+            return match addresses.try_next().await {
+                Ok(found) => Ok(found.map(|a| a.header.index)),
+                Err(e) => Err(netlink(
+                    format!("look up the interface of {destination}"),
+                    e,
+                )),
+            };
+        }
+        if route.header.kind != RouteType::Unicast {
+            return Ok(None);
+        }
+        Ok(route.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Oif(index) => Some(*index),
+            _ => None,
+        }))
+    }
+
+    /// The state of interface `ifindex`.
+    pub async fn link_state(&self, ifindex: u32) -> Result<LinkState, RouteError> {
+        let mut links = self.handle.link().get().match_index(ifindex).execute();
+        let link = match links.try_next().await {
+            Ok(Some(link)) => link,
+            Ok(None) => {
+                return Err(RouteError::NoSuchInterface {
+                    name: format!("index {ifindex}"),
+                });
+            }
+            Err(e) if errno(&e) == Some(libc::ENODEV) => {
+                return Err(RouteError::NoSuchInterface {
+                    name: format!("index {ifindex}"),
+                });
+            }
+            Err(e) => return Err(netlink(format!("read the state of ifindex {ifindex}"), e)),
+        };
+        let name = link
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::IfName(name) => Some(name.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        Ok(LinkState {
+            index: ifindex,
+            name,
+            up: link.header.flags.contains(LinkFlags::Up),
+            running: link.header.flags.contains(LinkFlags::Running),
+        })
     }
 
     /// Adds a route to `prefix` out of the interface; an identical existing route is success.

@@ -191,3 +191,43 @@ fn forwarding_is_enabled_in_the_namespace() {
         assert_eq!(read("/proc/sys/net/ipv6/conf/all/forwarding"), "0");
     });
 }
+
+#[test]
+fn route_lookups_and_link_state_follow_the_carrier() {
+    in_fresh_netns(|| {
+        run(
+            "ip",
+            &[
+                "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
+            ],
+        );
+        run("ip", &["addr", "add", "198.19.1.1/24", "dev", "lan0"]);
+        run("ip", &["link", "set", "lan0", "up"]);
+        run("ip", &["link", "set", "lan1", "up"]);
+        runtime().block_on(async {
+            let table = RouteTable::new().await.expect("rtnetlink");
+            let lan0 = table.interface_index("lan0").await.expect("lan0 exists");
+            let host = "198.19.1.10".parse().unwrap();
+            assert_eq!(table.route_to(host).await.expect("lookup"), Some(lan0));
+            // Our own address: the interface holding it, not loopback.
+            let own = "198.19.1.1".parse().unwrap();
+            assert_eq!(table.route_to(own).await.expect("lookup"), Some(lan0));
+            // No default route in a fresh namespace.
+            let far = "10.9.9.9".parse().unwrap();
+            assert_eq!(table.route_to(far).await.expect("lookup"), None);
+            let state = table.link_state(lan0).await.expect("state");
+            assert_eq!(
+                (state.name.as_str(), state.up, state.running),
+                ("lan0", true, true)
+            );
+            // The far end goes down: lan0 stays up but loses carrier.
+            run("ip", &["link", "set", "lan1", "down"]);
+            let state = table.link_state(lan0).await.expect("state");
+            assert_eq!((state.up, state.running), (true, false));
+            // Down on our side: the connected route goes with it.
+            run("ip", &["link", "set", "lan0", "down"]);
+            assert!(!table.link_state(lan0).await.expect("state").up);
+            assert_eq!(table.route_to(host).await.expect("lookup"), None);
+        });
+    });
+}

@@ -21,8 +21,9 @@ pub use auth_keys::{
 pub use netmap::{DeltaOutcome, MapSession, PreparedChange, apply_delta};
 pub use policy::{NodePolicy, Policy, PolicyError, PolicyNode, compile};
 pub use state::{
-    AdminError, ChangeSet, MAX_SPLIT_DNS_RESOLVERS, NodeAccess, NodeRecord, Presence,
-    RegisterError, Registration, SessionId, TailnetInfo, TailnetState,
+    AdminError, ChangeSet, DEFAULT_ROUTE_HOLD_DOWN, MAX_SPLIT_DNS_RESOLVERS, NodeAccess,
+    NodeRecord, PrefixHealth, Presence, RegisterError, Registration, RouterReport, SessionId,
+    TailnetInfo, TailnetState,
 };
 
 #[cfg(test)]

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use causeway_wire::caps::check_cap_grants;
 use causeway_wire::{
-    CapGrant, DnsConfig, ErrorCode, FilterDestination, FilterRule, MapRequest, Node, NodeId,
-    NodeUpdate, PacketFilter, PortRange, PublicKey, RegisterRequest, UnixTime,
+    CapGrant, DnsConfig, ErrorCode, FilterDestination, FilterRule, MAX_HEALTH_REASON,
+    MAX_ROUTE_HEALTH, MapRequest, Node, NodeId, NodeUpdate, PacketFilter, PortRange, PublicKey,
+    RegisterRequest, RouteHealth, UnixTime,
 };
 use ipnet::{IpNet, Ipv6Net};
 
@@ -19,7 +20,7 @@ use crate::policy::{
     NodePolicy, Policy, PolicyError, PolicyNode, compile, is_default_route, is_user,
     tailnet_sources,
 };
-use crate::routes::select_primaries;
+use crate::routes::{Candidate, Standing, select_primaries};
 
 /// Identity of the tailnet, fixed at creation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -140,6 +141,63 @@ pub struct Presence {
     /// The last stream that closed.
     pub last_session: Option<SessionId>,
 }
+
+/// What a subnet router last reported about its routes (runtime, not
+/// persisted: a router reports it again whenever its stream opens).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouterReport {
+    /// Its priority: among eligible routers the highest gets a route.
+    pub priority: u32,
+    /// Per prefix: healthy or not, and why. A prefix it does not mention
+    /// counts as healthy.
+    pub health: BTreeMap<IpNet, PrefixHealth>,
+}
+
+/// One prefix's health as a router reported it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrefixHealth {
+    /// Whether the router can forward to the prefix.
+    pub healthy: bool,
+    /// Why not, in the router's words (at most
+    /// [`causeway_wire::MAX_HEALTH_REASON`] bytes).
+    pub reason: String,
+}
+
+impl RouterReport {
+    /// Whether the router reports `prefix` healthy (unmentioned: yes).
+    pub fn is_healthy(&self, prefix: &IpNet) -> bool {
+        self.health.get(prefix).is_none_or(|h| h.healthy)
+    }
+
+    fn set_health(&mut self, reported: &[RouteHealth]) {
+        // Bounded: a node cannot make control hold more than this.
+        self.health = reported
+            .iter()
+            .take(MAX_ROUTE_HEALTH)
+            .map(|h| {
+                let mut reason = h.reason.clone();
+                if reason.len() > MAX_HEALTH_REASON {
+                    let mut end = MAX_HEALTH_REASON;
+                    while !reason.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    reason.truncate(end);
+                }
+                (
+                    h.prefix.trunc(),
+                    PrefixHealth {
+                        healthy: h.healthy,
+                        reason,
+                    },
+                )
+            })
+            .collect();
+    }
+}
+
+/// How long, by default, a router that was unhealthy or offline must stay
+/// healthy and online before it may take a route again (seconds).
+pub const DEFAULT_ROUTE_HOLD_DOWN: i64 = 10;
 
 /// What an operation changed: callers persist these nodes (upsert, or
 /// delete when gone) and keys, and fan the node set out to map streams.
@@ -363,6 +421,14 @@ pub struct TailnetState {
     policy_text: Option<String>,
     primaries: BTreeMap<IpNet, NodeId>,
     primary_by_node: BTreeMap<NodeId, BTreeSet<IpNet>>,
+    /// Each router's last health report and priority.
+    routers: BTreeMap<NodeId, RouterReport>,
+    /// Since when each router has been a healthy candidate for a prefix.
+    healthy_since: BTreeMap<(NodeId, IpNet), UnixTime>,
+    /// Seconds a router must be a healthy candidate before it is eligible.
+    route_hold_down: i64,
+    /// When the next hold-down ends (selection must run again then).
+    route_wakeup: Option<UnixTime>,
     presence: BTreeMap<NodeId, Presence>,
     expired_announced: BTreeSet<NodeId>,
     next_node_id: u64,
@@ -399,6 +465,10 @@ impl TailnetState {
             policy_text: None,
             primaries: BTreeMap::new(),
             primary_by_node: BTreeMap::new(),
+            routers: BTreeMap::new(),
+            healthy_since: BTreeMap::new(),
+            route_hold_down: DEFAULT_ROUTE_HOLD_DOWN,
+            route_wakeup: None,
             presence: BTreeMap::new(),
             expired_announced: BTreeSet::new(),
             next_node_id: 1,
@@ -503,6 +573,48 @@ impl TailnetState {
     /// Prefix → primary node.
     pub fn primaries(&self) -> &BTreeMap<IpNet, NodeId> {
         &self.primaries
+    }
+
+    /// What router `id` last reported (priority, per-prefix health);
+    /// `None` while it has reported nothing since control started.
+    pub fn router_report(&self, id: NodeId) -> Option<&RouterReport> {
+        self.routers.get(&id)
+    }
+
+    /// How router `id` stands for `prefix` at `now`, when it is a
+    /// candidate for it (see [`crate::routes`]).
+    pub fn route_standing(&self, id: NodeId, prefix: &IpNet, now: UnixTime) -> Option<Standing> {
+        let node = self.nodes.get(&id)?;
+        let candidate = self.is_online(id)
+            && !node.is_expired(now)
+            && node.advertised_routes.contains(prefix)
+            && node.approved_routes.contains(prefix);
+        if !candidate {
+            return None;
+        }
+        Some(match self.healthy_since.get(&(id, *prefix)) {
+            None => Standing::Unhealthy,
+            Some(since) if now >= since.saturating_add(self.route_hold_down) => Standing::Eligible,
+            Some(_) => Standing::HoldDown,
+        })
+    }
+
+    /// Sets how long (seconds) a router that was unhealthy or offline must
+    /// be a healthy candidate before it may take a route again.
+    pub fn set_route_hold_down(&mut self, seconds: u64) {
+        self.route_hold_down = i64::try_from(seconds).unwrap_or(i64::MAX);
+    }
+
+    /// When the next hold-down ends: call [`TailnetState::reselect_routes`]
+    /// then, since a router becoming eligible may take a route from an
+    /// unhealthy primary.
+    pub fn route_wakeup(&self) -> Option<UnixTime> {
+        self.route_wakeup
+    }
+
+    /// Runs primary selection again (a hold-down ended).
+    pub fn reselect_routes(&mut self, now: UnixTime) -> ChangeSet {
+        self.commit(ChangeSet::default(), now)
     }
 
     /// All auth keys, by id.
@@ -720,6 +832,13 @@ impl TailnetState {
             node.advertised_routes = req.advertised_routes.iter().map(IpNet::trunc).collect();
             node.last_seen = Some(now);
         }
+        // A new stream starts a new report: what it does not say is healthy.
+        let mut report = RouterReport {
+            priority: req.priority.unwrap_or(0),
+            ..RouterReport::default()
+        };
+        report.set_health(req.health.as_deref().unwrap_or_default());
+        self.routers.insert(id, report);
         let session = SessionId(self.next_session);
         self.next_session += 1;
         self.presence.entry(id).or_default().session = Some(session);
@@ -749,6 +868,13 @@ impl TailnetState {
             node.advertised_routes = routes.iter().map(IpNet::trunc).collect();
         }
         node.last_seen = Some(now);
+        let report = self.routers.entry(id).or_default();
+        if let Some(health) = &update.health {
+            report.set_health(health);
+        }
+        if let Some(priority) = update.priority {
+            report.priority = priority;
+        }
         self.auto_approve(id);
         self.commit(ChangeSet::node(id), now)
     }
@@ -1142,6 +1268,7 @@ impl TailnetState {
             self.used_v4.remove(&node.ipv4);
         }
         self.presence.remove(&id);
+        self.routers.remove(&id);
         self.expired_announced.remove(&id);
         self.commit(ChangeSet::node(id), now)
     }
@@ -1271,21 +1398,48 @@ impl TailnetState {
     }
 
     /// Re-selects primaries; returns the nodes whose primary routes changed.
+    /// Also tracks since when each candidate has been healthy (a candidate
+    /// that is unhealthy, offline or not approved starts again) and when
+    /// the next hold-down ends.
     fn recompute_primaries(&mut self, now: UnixTime) -> BTreeSet<NodeId> {
-        let mut candidates: BTreeMap<IpNet, Vec<NodeId>> = BTreeMap::new();
+        let mut candidates: BTreeMap<IpNet, Vec<Candidate>> = BTreeMap::new();
+        let mut healthy_since = BTreeMap::new();
+        let mut wakeup: Option<UnixTime> = None;
         for node in self.nodes.values() {
             if !self.is_online(node.id) || node.is_expired(now) {
                 continue;
             }
             // Exit routes are never primary: every exit node offers them
             // and each client picks one (`NodeRecord::exit_routes`).
+            let report = self.routers.get(&node.id);
+            let priority = report.map_or(0, |r| r.priority);
             for prefix in node.advertised_routes.intersection(&node.approved_routes) {
                 if is_default_route(prefix) {
                     continue;
                 }
-                candidates.entry(*prefix).or_default().push(node.id);
+                let standing = if report.is_none_or(|r| r.is_healthy(prefix)) {
+                    let key = (node.id, *prefix);
+                    let since = self.healthy_since.get(&key).copied().unwrap_or(now);
+                    healthy_since.insert(key, since);
+                    let eligible_at = since.saturating_add(self.route_hold_down);
+                    if now >= eligible_at {
+                        Standing::Eligible
+                    } else {
+                        wakeup = Some(wakeup.map_or(eligible_at, |w| w.min(eligible_at)));
+                        Standing::HoldDown
+                    }
+                } else {
+                    Standing::Unhealthy
+                };
+                candidates.entry(*prefix).or_default().push(Candidate {
+                    node: node.id,
+                    priority,
+                    standing,
+                });
             }
         }
+        self.healthy_since = healthy_since;
+        self.route_wakeup = wakeup;
         let next = select_primaries(&candidates, &self.primaries);
         let mut by_node: BTreeMap<NodeId, BTreeSet<IpNet>> = BTreeMap::new();
         for (prefix, id) in &next {

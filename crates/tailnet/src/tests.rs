@@ -56,6 +56,8 @@ fn join(state: &mut TailnetState, key_text: &str, n: u8, routes: &[&str]) -> (No
         hostname: format!("host{n}"),
         endpoints: vec![SocketAddr::from(([198, 18, 0, n], 41641))],
         advertised_routes: routes.iter().map(|r| net(r)).collect(),
+        health: None,
+        priority: None,
     };
     let (id, session, _) = state.connect(key(n), &map, T0).expect("connects");
     (id, session)
@@ -416,6 +418,8 @@ fn failover_moves_the_primary_and_sticks() {
         hostname: "host1".into(),
         endpoints: vec![],
         advertised_routes: vec![p],
+        health: None,
+        priority: None,
     };
     state.connect(key(1), &map, T0 + 2).expect("reconnects");
     assert_eq!(state.primaries().get(&p), Some(&b));
@@ -433,6 +437,8 @@ fn stale_session_close_does_not_mark_offline() {
         hostname: "host1".into(),
         endpoints: vec![],
         advertised_routes: vec![],
+        health: None,
+        priority: None,
     };
     state.connect(key(1), &map, T0).expect("reconnects");
     assert!(state.disconnect(a, old, T0).is_empty());
@@ -475,6 +481,8 @@ fn endpoint_only_change_is_a_patch() {
     let update = NodeUpdate {
         endpoints: Some(vec![new_ep]),
         advertised_routes: None,
+        health: None,
+        priority: None,
     };
     let changes = state.update(a, sa, &update, T0);
     let DeltaOutcome::Send(delta) = session.delta(&PreparedChange::new(&state, &changes, T0))
@@ -573,7 +581,7 @@ proptest! {
                     match state.register(key(n), &req, LIFETIME, now) {
                         Ok(reg) => {
                             let mut changes = reg.changes;
-                            let map = MapRequest { node_key: key(n + 100), hostname: format!("h{n}"), endpoints: vec![], advertised_routes: routes };
+                            let map = MapRequest { node_key: key(n + 100), hostname: format!("h{n}"), endpoints: vec![], advertised_routes: routes, health: None, priority: None };
                             if let Ok((_, s, c)) = state.connect(key(n), &map, now) {
                                 sessions.insert(n, s);
                                 changes.merge(c);
@@ -588,7 +596,7 @@ proptest! {
                     _ => ChangeSet::default(),
                 },
                 Op::Reconnect(n) => {
-                    let map = MapRequest { node_key: key(n + 100), hostname: format!("h{n}"), endpoints: vec![], advertised_routes: vec![prefix_a, prefix_b] };
+                    let map = MapRequest { node_key: key(n + 100), hostname: format!("h{n}"), endpoints: vec![], advertised_routes: vec![prefix_a, prefix_b], health: None, priority: None };
                     match state.connect(key(n), &map, now) {
                         Ok((_, s, c)) => { sessions.insert(n, s); c }
                         Err(_) => ChangeSet::default(),
@@ -597,14 +605,14 @@ proptest! {
                 Op::Endpoints(n, port) => match (id_of(&state, n), sessions.get(&n)) {
                     (Some(id), Some(&s)) => {
                         let ep = SocketAddr::from(([198, 18, 0, n], port));
-                        state.update(id, s, &NodeUpdate { endpoints: Some(vec![ep]), advertised_routes: None }, now)
+                        state.update(id, s, &NodeUpdate { endpoints: Some(vec![ep]), advertised_routes: None, health: None, priority: None }, now)
                     }
                     _ => ChangeSet::default(),
                 },
                 Op::Routes(n, on) => match (id_of(&state, n), sessions.get(&n)) {
                     (Some(id), Some(&s)) => {
                         let routes = if on { vec![prefix_a, prefix_b] } else { vec![] };
-                        state.update(id, s, &NodeUpdate { endpoints: None, advertised_routes: Some(routes) }, now)
+                        state.update(id, s, &NodeUpdate { endpoints: None, advertised_routes: Some(routes), health: None, priority: None }, now)
                     }
                     _ => ChangeSet::default(),
                 },
@@ -949,6 +957,8 @@ fn endpoint_updates_do_not_recompile_but_a_new_router_does() {
     let update = NodeUpdate {
         endpoints: Some(vec![SocketAddr::from(([198, 18, 0, 9], 1))]),
         advertised_routes: None,
+        health: None,
+        priority: None,
     };
 
     let moved = state.update(dba, s, &update, T0 + 1);
@@ -967,6 +977,8 @@ fn endpoint_updates_do_not_recompile_but_a_new_router_does() {
         hostname: "router".into(),
         endpoints: vec![],
         advertised_routes: vec![net("198.19.1.0/24")],
+        health: None,
+        priority: None,
     };
     let (r, _, connected) = state.connect(key(1), &map, T0 + 2).expect("connects");
 
@@ -1059,4 +1071,229 @@ fn open_sessions(state: &TailnetState, ids: &[NodeId]) -> Vec<(NodeId, MapSessio
             (id, s, full)
         })
         .collect()
+}
+
+/// Two routers for one prefix (auto-approved), a client, and the prefix.
+fn ha_pair(state: &mut TailnetState) -> (NodeId, SessionId, NodeId, SessionId, NodeId, IpNet) {
+    state
+        .set_policy(
+            r#"{"autoApprovers": {"routes": {"198.19.1.0/24": ["tag:r"]}},
+                "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#,
+            T0,
+        )
+        .expect("valid");
+    let k = auth_key(state, &["tag:r"], 1);
+    let (a, sa) = join(state, &k, 1, &["198.19.1.0/24"]);
+    let (b, sb) = join(state, &k, 2, &["198.19.1.0/24"]);
+    let kc = auth_key(state, &[], 2);
+    let (c, _) = join(state, &kc, 3, &[]);
+    (a, sa, b, sb, c, net("198.19.1.0/24"))
+}
+
+fn health(prefix: IpNet, healthy: bool) -> NodeUpdate {
+    NodeUpdate {
+        health: Some(vec![causeway_wire::RouteHealth {
+            prefix,
+            healthy,
+            reason: if healthy {
+                String::new()
+            } else {
+                "carrier down".into()
+            },
+        }]),
+        ..NodeUpdate::default()
+    }
+}
+
+#[test]
+fn an_unhealthy_primary_hands_the_route_to_the_standby_and_the_client_hears_it() {
+    let mut state = tailnet();
+    let (a, sa, b, _, c, p) = ha_pair(&mut state);
+    assert_eq!(state.primaries().get(&p), Some(&a));
+    let mut sessions = open_sessions(&state, &[c]);
+    let hold = DEFAULT_ROUTE_HOLD_DOWN;
+    // Past the hold-down both routers are eligible.
+    let now = T0 + hold;
+    assert_eq!(
+        state.route_standing(b, &p, now),
+        Some(routes::Standing::Eligible)
+    );
+    let changes = state.update(a, sa, &health(p, false), now);
+    assert_eq!(state.primaries().get(&p), Some(&b));
+    assert!(changes.nodes.contains(&a) && changes.nodes.contains(&b));
+    let report = state.router_report(a).expect("a reported");
+    assert_eq!(
+        report.health.get(&p).map(|h| h.reason.as_str()),
+        Some("carrier down")
+    );
+    let (_, session, _) = &mut sessions[0];
+    let DeltaOutcome::Send(delta) = session.delta(&PreparedChange::new(&state, &changes, now))
+    else {
+        panic!("the client must hear that the route moved");
+    };
+    let moved: Vec<(NodeId, Vec<IpNet>)> = delta
+        .peers_changed
+        .iter()
+        .map(|n| (n.id, n.primary_routes.clone()))
+        .collect();
+    assert_eq!(moved, vec![(a, vec![]), (b, vec![p])]);
+    // a recovers: b keeps the route, and nobody hears of it.
+    let changes = state.update(a, sa, &health(p, true), now + 1);
+    assert_eq!(state.primaries().get(&p), Some(&b));
+    assert_eq!(
+        session.delta(&PreparedChange::new(&state, &changes, now + 1)),
+        DeltaOutcome::Nothing
+    );
+}
+
+#[test]
+fn a_health_change_that_moves_nothing_sends_no_delta() {
+    let mut state = tailnet();
+    let (a, _, b, sb, c, p) = ha_pair(&mut state);
+    let mut sessions = open_sessions(&state, &[c, a]);
+    let now = T0 + DEFAULT_ROUTE_HOLD_DOWN;
+    let changes = state.update(b, sb, &health(p, false), now);
+    assert_eq!(state.primaries().get(&p), Some(&a));
+    for (_, session, _) in &mut sessions {
+        assert_eq!(
+            session.delta(&PreparedChange::new(&state, &changes, now)),
+            DeltaOutcome::Nothing
+        );
+    }
+    assert_eq!(
+        state.route_standing(b, &p, now),
+        Some(routes::Standing::Unhealthy)
+    );
+}
+
+#[test]
+fn a_recovered_router_waits_out_the_hold_down_then_the_timer_moves_the_route() {
+    let mut state = tailnet();
+    state.set_route_hold_down(10);
+    let (a, sa, b, sb, _, p) = ha_pair(&mut state);
+    assert_eq!(state.primaries().get(&p), Some(&a));
+    // b goes unhealthy, then a too: nobody is eligible, a keeps the route.
+    state.update(b, sb, &health(p, false), T0 + 20);
+    state.update(a, sa, &health(p, false), T0 + 21);
+    assert_eq!(state.primaries().get(&p), Some(&a));
+    // b recovers at T0+22: in hold-down until T0+32, and control is told
+    // when to look again.
+    state.update(b, sb, &health(p, true), T0 + 22);
+    assert_eq!(state.primaries().get(&p), Some(&a));
+    assert_eq!(
+        state.route_standing(b, &p, T0 + 22),
+        Some(routes::Standing::HoldDown)
+    );
+    assert_eq!(state.route_wakeup(), Some(T0 + 32));
+    assert!(state.reselect_routes(T0 + 31).nodes.is_empty());
+    assert_eq!(state.primaries().get(&p), Some(&a));
+    let changes = state.reselect_routes(T0 + 32);
+    assert_eq!(state.primaries().get(&p), Some(&b));
+    assert_eq!(changes.nodes, [a, b].into_iter().collect());
+    assert_eq!(state.route_wakeup(), None);
+}
+
+#[test]
+fn priority_decides_a_free_route_and_a_reconnect_resets_the_report() {
+    let mut state = tailnet();
+    let (a, sa, b, sb, _, p) = ha_pair(&mut state);
+    let now = T0 + DEFAULT_ROUTE_HOLD_DOWN;
+    state.update(
+        b,
+        sb,
+        &NodeUpdate {
+            priority: Some(5),
+            ..NodeUpdate::default()
+        },
+        now,
+    );
+    assert_eq!(state.router_report(b).map(|r| r.priority), Some(5));
+    // a goes away: b takes over; a comes back with a higher priority and
+    // does not preempt the healthy b.
+    state.disconnect(a, sa, now);
+    assert_eq!(state.primaries().get(&p), Some(&b));
+    let map = MapRequest {
+        node_key: key(101),
+        hostname: "host1".into(),
+        endpoints: vec![],
+        advertised_routes: vec![p],
+        health: Some(vec![causeway_wire::RouteHealth {
+            prefix: p,
+            healthy: true,
+            reason: String::new(),
+        }]),
+        priority: Some(9),
+    };
+    let (_, sa, _) = state.connect(key(1), &map, now + 1).expect("reconnects");
+    assert_eq!(state.primaries().get(&p), Some(&b));
+    // b goes unhealthy while a is still in hold-down: b keeps the route
+    // until a has been back for the hold-down.
+    state.update(b, sb, &health(p, false), now + 2);
+    assert_eq!(state.primaries().get(&p), Some(&b));
+    state.reselect_routes(now + 1 + DEFAULT_ROUTE_HOLD_DOWN);
+    assert_eq!(state.primaries().get(&p), Some(&a));
+    let _ = sa;
+}
+
+#[test]
+fn an_oversized_health_report_is_bounded() {
+    let mut state = tailnet();
+    let (a, sa, _, _, _, p) = ha_pair(&mut state);
+    let many: Vec<causeway_wire::RouteHealth> = (0..causeway_wire::MAX_ROUTE_HEALTH as u32 + 50)
+        .map(|i| causeway_wire::RouteHealth {
+            prefix: IpNet::from(std::net::IpAddr::from(std::net::Ipv4Addr::from(i))),
+            healthy: false,
+            reason: "é".repeat(causeway_wire::MAX_HEALTH_REASON),
+        })
+        .collect();
+    let update = NodeUpdate {
+        health: Some(many),
+        ..NodeUpdate::default()
+    };
+    state.update(a, sa, &update, T0);
+    let report = state.router_report(a).expect("reported");
+    assert_eq!(report.health.len(), causeway_wire::MAX_ROUTE_HEALTH);
+    assert!(
+        report
+            .health
+            .values()
+            .all(|h| h.reason.len() <= causeway_wire::MAX_HEALTH_REASON && !h.reason.is_empty())
+    );
+    // p is not among them: it counts as healthy.
+    assert!(report.is_healthy(&p));
+}
+
+proptest! {
+    /// A router whose health toggles faster than the hold-down never gets
+    /// the route back from a healthy primary, nor from an unhealthy one;
+    /// and the primary is always a candidate.
+    #[test]
+    fn a_router_flapping_faster_than_the_hold_down_never_regains_the_route(
+        gaps in proptest::collection::vec(1i64..10, 1..40),
+        standby_sick_at in proptest::option::of(0usize..40),
+    ) {
+        let mut state = tailnet();
+        state.set_route_hold_down(10);
+        let (a, sa, b, sb, _, p) = ha_pair(&mut state);
+        let mut now = T0 + 10;
+        state.update(a, sa, &health(p, false), now);
+        prop_assert_eq!(state.primaries().get(&p), Some(&b));
+        let mut a_healthy = false;
+        for (i, gap) in gaps.iter().enumerate() {
+            // Any hold-down ending before the next toggle is acted on.
+            while let Some(at) = state.route_wakeup().filter(|&at| at < now + gap) {
+                state.reselect_routes(at);
+                prop_assert_eq!(state.primaries().get(&p), Some(&b));
+            }
+            now += gap;
+            a_healthy = !a_healthy;
+            if standby_sick_at == Some(i) {
+                state.update(b, sb, &health(p, false), now);
+            }
+            state.update(a, sa, &health(p, a_healthy), now);
+            let primary = state.primaries().get(&p).copied();
+            prop_assert_eq!(primary, Some(b), "the flapping router took the route at step {}", i);
+            prop_assert!(state.route_standing(b, &p, now).is_some());
+        }
+    }
 }

@@ -115,6 +115,36 @@ pub struct NodeView {
     pub approved_routes: Vec<IpNet>,
     /// Approved routes it is the primary for.
     pub primary_routes: Vec<IpNet>,
+    /// Approved routes it could carry (online, not expired) while another
+    /// router is primary.
+    pub standby_routes: Vec<IpNet>,
+    /// Advertised routes its health probes report it cannot forward to.
+    pub unhealthy_routes: Vec<IpNet>,
+    /// The priority it reported (higher takes a free route first); none
+    /// until it reports one.
+    pub priority: Option<u32>,
+    /// Per advertised route: health, why, and how control ranks it.
+    pub route_health: Vec<RouteHealthView>,
+}
+
+/// One advertised route of a router, as its health probes and control's
+/// primary selection see it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RouteHealthView {
+    /// The prefix.
+    pub prefix: IpNet,
+    /// Whether the router reports it can forward to it (a router that
+    /// reports nothing counts as healthy).
+    pub healthy: bool,
+    /// The router's reason, when unhealthy.
+    pub reason: String,
+    /// `eligible`, `hold_down` (healthy, but back too recently to take the
+    /// route) or `unhealthy` while the router is a candidate for the
+    /// route; none otherwise (offline, not approved, expired).
+    pub standing: Option<String>,
+    /// Whether it is the route's primary.
+    pub primary: bool,
 }
 
 /// The answer to `DELETE /api/v1/nodes/ID`.
@@ -141,6 +171,14 @@ pub struct RouteView {
     pub approved: Vec<IpNet>,
     /// Routes it is primary for.
     pub primary: Vec<IpNet>,
+    /// See [`NodeView::standby_routes`].
+    pub standby: Vec<IpNet>,
+    /// See [`NodeView::unhealthy_routes`].
+    pub unhealthy: Vec<IpNet>,
+    /// See [`NodeView::priority`].
+    pub priority: Option<u32>,
+    /// See [`NodeView::route_health`].
+    pub health: Vec<RouteHealthView>,
 }
 
 /// `POST /api/v1/routes/approve` and `…/unapprove`.

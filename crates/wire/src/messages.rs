@@ -120,16 +120,52 @@ pub struct MapRequest {
     pub endpoints: Vec<SocketAddr>,
     /// Routes the node offers to forward for the tailnet.
     pub advertised_routes: Vec<IpNet>,
+    /// What the router's health probes last found, per advertised route
+    /// (sorted by prefix, at most [`MAX_ROUTE_HEALTH`]); absent from nodes
+    /// that do not probe, whose routes count as healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Vec<RouteHealth>>,
+    /// The router's priority for the routes it advertises: among healthy
+    /// routers, control gives a route to the highest (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
 }
 
 /// A change reported on an open map stream.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeUpdate {
     /// New endpoints, when they changed.
     pub endpoints: Option<Vec<SocketAddr>>,
     /// New advertised routes, when they changed.
     pub advertised_routes: Option<Vec<IpNet>>,
+    /// The routes' health, when it changed (see [`MapRequest::health`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Vec<RouteHealth>>,
+    /// The router's priority, when it changed (see
+    /// [`MapRequest::priority`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
 }
+
+/// What a subnet router's health probes found for one route it advertises.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteHealth {
+    /// The advertised prefix.
+    pub prefix: IpNet,
+    /// Whether the router can forward to it now.
+    pub healthy: bool,
+    /// Why not (or what was checked), in words for the operator; at most
+    /// [`MAX_HEALTH_REASON`] bytes are kept.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+/// The most route-health entries one report may carry; control ignores
+/// entries past it.
+pub const MAX_ROUTE_HEALTH: usize = 1024;
+
+/// The longest health reason, in bytes, control keeps.
+pub const MAX_HEALTH_REASON: usize = 200;
 
 /// A message from control to a node.
 #[allow(
@@ -519,6 +555,33 @@ mod tests {
                 rules: 2,
                 entries: MAX_FILTER_ENTRIES + 1
             })
+        );
+    }
+
+    #[test]
+    fn health_and_priority_are_optional_so_older_nodes_still_parse() {
+        let old = r#"{"type":"update","endpoints":null,"advertised_routes":null}"#;
+        let ClientMessage::Update(update) = serde_json::from_str(old).expect("parses") else {
+            panic!("an update");
+        };
+        assert_eq!(update, NodeUpdate::default());
+        let new = ClientMessage::Update(NodeUpdate {
+            health: Some(vec![RouteHealth {
+                prefix: "198.19.1.0/24".parse().expect("valid prefix"),
+                healthy: false,
+                reason: "eth1 has no carrier".into(),
+            }]),
+            priority: Some(7),
+            ..NodeUpdate::default()
+        });
+        let json = serde_json::to_string(&new).expect("serialises");
+        assert!(
+            json.contains(r#""health":[{"prefix":"198.19.1.0/24","healthy":false,"reason":"eth1 has no carrier"}],"priority":7"#),
+            "{json}"
+        );
+        assert_eq!(
+            serde_json::from_str::<ClientMessage>(&json).expect("parses"),
+            new
         );
     }
 

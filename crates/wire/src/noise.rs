@@ -365,6 +365,8 @@ mod tests {
         let msg = ClientMessage::Update(NodeUpdate {
             endpoints: None,
             advertised_routes: None,
+            health: None,
+            priority: None,
         });
         tx.seal(&msg, &mut wire).expect("seal");
         wire[5] ^= 1;
@@ -518,6 +520,8 @@ mod tests {
                         })
                         .collect(),
                 ),
+                health: None,
+                priority: None,
             })
         };
         let mut wire = Vec::new();

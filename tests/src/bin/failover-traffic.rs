@@ -212,9 +212,8 @@ fn udp_gaps(times: &[Duration], echoed: &[bool], send_errors: u64) -> Value {
             _ => {}
         }
     }
-    let unrecovered = run_start.map(|first| {
-        json!({ "from_ms": ms(times[first]), "lost": echoed.len() - first })
-    });
+    let unrecovered =
+        run_start.map(|first| json!({ "from_ms": ms(times[first]), "lost": echoed.len() - first }));
     let longest = gaps
         .iter()
         .filter_map(|g| g["gap_ms"].as_f64())

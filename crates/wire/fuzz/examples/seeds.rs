@@ -60,10 +60,14 @@ fn main() {
         hostname: "laptop".into(),
         endpoints: vec!["198.18.0.1:41641".parse().expect("addr")],
         advertised_routes: vec!["198.19.1.0/24".parse().expect("net")],
+        health: None,
+        priority: None,
     });
     let update = ClientMessage::Update(NodeUpdate {
         endpoints: Some(vec!["198.18.0.9:41641".parse().expect("addr")]),
         advertised_routes: None,
+        health: None,
+        priority: None,
     });
     let full_map = ServerMessage::Map(MapResponse {
         seq: 1,
