@@ -16,6 +16,11 @@ usage: tests/bench/failover.sh [options]
                       (default: all four, in that order)
   --seconds N         traffic per run, in seconds (default 15; the fault
                       comes 3 s in)
+  --settle N          seconds to wait, once the pair is back to one primary
+                      and one standby, before the next run (default 11: past
+                      control's default 10 s route_hold_down, so each run
+                      starts from a steady pair; 0 measures a pair that has
+                      just recovered from the previous fault)
   --name NAME         deployment name (default fob, 1-8 characters)
   --json              print one JSON document instead of the table
   --no-build          do not run cargo build; use target/release as it is
@@ -37,6 +42,7 @@ RUNS=3
 FAULTS="kill,stop,vpc-link,uplink"
 SECONDS_PER_RUN=15
 FAULT_AT=3
+SETTLE=11
 NAME=fob
 JSON=0
 BUILD=1
@@ -48,6 +54,7 @@ while [[ $# -gt 0 ]]; do
         --runs) RUNS="${2:?--runs needs a number}"; shift 2 ;;
         --faults) FAULTS="${2:?--faults needs a list}"; shift 2 ;;
         --seconds) SECONDS_PER_RUN="${2:?--seconds needs a number}"; shift 2 ;;
+        --settle) SETTLE="${2:?--settle needs a number of seconds}"; shift 2 ;;
         --name) NAME="${2:?--name needs a deployment name}"; shift 2 ;;
         --json) JSON=1; shift ;;
         --no-build) BUILD=0; shift ;;
@@ -61,6 +68,8 @@ done
 [[ "$RUNS" =~ ^[1-9][0-9]?$ ]] || { echo "error: --runs '$RUNS': expected 1..99" >&2; exit 2; }
 [[ "$SECONDS_PER_RUN" =~ ^[0-9]+$ ]] && (( SECONDS_PER_RUN >= 8 && SECONDS_PER_RUN <= 300 )) \
     || { echo "error: --seconds '$SECONDS_PER_RUN': expected 8..300" >&2; exit 2; }
+[[ "$SETTLE" =~ ^[0-9]+$ ]] && (( SETTLE <= 600 )) \
+    || { echo "error: --settle '$SETTLE': expected 0..600" >&2; exit 2; }
 IFS=, read -r -a FAULT_LIST <<<"$FAULTS"
 for f in "${FAULT_LIST[@]}"; do
     case "$f" in
@@ -169,6 +178,8 @@ results="$WORK/results.jsonl"
 : >"$results"
 run_one() { # fault run
     local fault="$1" run="$2" primary out after
+    wait_pair >/dev/null
+    sleep "$SETTLE"
     primary="$(wait_pair)"
     out="$WORK/$fault-$run.json"
     ip netns exec "$NS_CLI" "$TRAFFIC" send --udp "$VPC_HOST:9000" --tcp "$VPC_HOST:9001" \

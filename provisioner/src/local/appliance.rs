@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::exec;
 use super::netns::Netns;
 use super::state::{Node, Secret, StateDir};
-use super::topology::{ADMIN_PORT, CONTROL_ADDR, CONTROL_PORT, VPC_SUBNET, WG_PORT};
+use super::topology::{ADMIN_PORT, CONTROL_ADDR, CONTROL_PORT, VPC_HOST_ADDR, VPC_SUBNET, WG_PORT};
 
 /// The tag the subnet router's auth key carries; the policy auto-approves
 /// the VPC subnet for it.
@@ -201,6 +201,9 @@ struct SubnetRouterSection {
 #[derive(Serialize)]
 struct RouteEntry {
     prefix: String,
+    /// The VPC host: the router reports the route unhealthy (and an HA
+    /// pair fails over) when it stops answering through this router.
+    probe_icmp: String,
 }
 
 /// Control's config file.
@@ -226,6 +229,7 @@ pub fn node_config(dir: &StateDir, node: Node) -> anyhow::Result<String> {
             Some(SubnetRouterSection {
                 routes: vec![RouteEntry {
                     prefix: VPC_SUBNET.to_owned(),
+                    probe_icmp: VPC_HOST_ADDR.to_owned(),
                 }],
             }),
             false,
@@ -412,6 +416,10 @@ mod tests {
         assert_eq!(
             v["subnet_router"]["routes"][0]["prefix"].as_str(),
             Some("198.19.1.0/24")
+        );
+        assert_eq!(
+            v["subnet_router"]["routes"][0]["probe_icmp"].as_str(),
+            Some("198.19.1.10")
         );
     }
 
