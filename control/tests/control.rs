@@ -476,6 +476,37 @@ fn net(s: &str) -> IpNet {
     s.parse().unwrap()
 }
 
+/// A client and two routers `r1` and `r2` (tagged `tag:router`, endpoints
+/// 198.18.0.3-5) advertising 198.19.1.0/24, joined in that order. The
+/// caller sets a policy that auto-approves the route first.
+struct RouterPair {
+    client: TestNode,
+    client_id: NodeId,
+    r1: TestNode,
+    r1_id: NodeId,
+    r2: TestNode,
+    r2_id: NodeId,
+}
+
+async fn join_router_pair(control: &Control) -> RouterPair {
+    let routers = control
+        .create_key(json!({"reusable": true, "tags": ["tag:router"]}))
+        .await;
+    let plain = control.create_key(json!({"reusable": true})).await;
+    let (client, client_id) = join(control, &plain, "client", &["198.18.0.3:1"], &[]).await;
+    let vpc = &["198.19.1.0/24"];
+    let (r1, r1_id) = join(control, &routers, "r1", &["198.18.0.4:1"], vpc).await;
+    let (r2, r2_id) = join(control, &routers, "r2", &["198.18.0.5:1"], vpc).await;
+    RouterPair {
+        client,
+        client_id,
+        r1,
+        r1_id,
+        r2,
+        r2_id,
+    }
+}
+
 // --- tests ----------------------------------------------------------------
 
 #[tokio::test]
@@ -696,28 +727,16 @@ async fn auto_approvers_and_failover_between_two_routers() {
         "invalid policy must not replace the old one"
     );
 
-    let routers = control
-        .create_key(json!({"reusable": true, "tags": ["tag:router"]}))
-        .await;
-    let plain = control.create_key(json!({"reusable": true})).await;
     let route = net("198.19.1.0/24");
-    let (mut client, _) = join(&control, &plain, "client", &["198.18.0.3:1"], &[]).await;
-    let (r1, r1_id) = join(
-        &control,
-        &routers,
-        "r1",
-        &["198.18.0.4:1"],
-        &["198.19.1.0/24"],
-    )
-    .await;
-    let (_r2, r2_id) = join(
-        &control,
-        &routers,
-        "r2",
-        &["198.18.0.5:1"],
-        &["198.19.1.0/24"],
-    )
-    .await;
+    let RouterPair {
+        mut client,
+        r1,
+        r1_id,
+        r2: _r2,
+        r2_id,
+        ..
+    } = join_router_pair(&control).await;
+    let plain = control.create_key(json!({"reusable": true})).await;
     let (_other, other_id) = join(
         &control,
         &plain,
@@ -1660,28 +1679,15 @@ async fn a_silent_primary_router_fails_over_and_clients_hear_of_it() {
     }"#;
     let (status, v) = control.put_policy(policy).await;
     assert_eq!(status, 200, "{v}");
-    let routers = control
-        .create_key(json!({"reusable": true, "tags": ["tag:router"]}))
-        .await;
-    let plain = control.create_key(json!({"reusable": true})).await;
     let route = net("198.19.1.0/24");
-    let (mut client, client_id) = join(&control, &plain, "client", &["198.18.0.3:1"], &[]).await;
-    let (mut r1, r1_id) = join(
-        &control,
-        &routers,
-        "r1",
-        &["198.18.0.4:1"],
-        &["198.19.1.0/24"],
-    )
-    .await;
-    let (mut r2, r2_id) = join(
-        &control,
-        &routers,
-        "r2",
-        &["198.18.0.5:1"],
-        &["198.19.1.0/24"],
-    )
-    .await;
+    let RouterPair {
+        mut client,
+        client_id,
+        mut r1,
+        r1_id,
+        mut r2,
+        r2_id,
+    } = join_router_pair(&control).await;
     assert_eq!(
         client.liveness.map(|l| l.interval()),
         Some(Duration::from_secs(30))
@@ -1875,28 +1881,15 @@ async fn an_unhealthy_router_hands_over_and_a_hold_down_ending_hands_back() {
         "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
     }"#;
     assert_eq!(control.put_policy(policy).await.0, 200);
-    let routers = control
-        .create_key(json!({"reusable": true, "tags": ["tag:router"]}))
-        .await;
-    let plain = control.create_key(json!({"reusable": true})).await;
     let route = net("198.19.1.0/24");
-    let (mut client, _) = join(&control, &plain, "client", &["198.18.0.3:1"], &[]).await;
-    let (mut r1, r1_id) = join(
-        &control,
-        &routers,
-        "r1",
-        &["198.18.0.4:1"],
-        &["198.19.1.0/24"],
-    )
-    .await;
-    let (mut r2, r2_id) = join(
-        &control,
-        &routers,
-        "r2",
-        &["198.18.0.5:1"],
-        &["198.19.1.0/24"],
-    )
-    .await;
+    let RouterPair {
+        mut client,
+        mut r1,
+        r1_id,
+        mut r2,
+        r2_id,
+        ..
+    } = join_router_pair(&control).await;
     let primary_is = |id: NodeId| {
         move |m: &MapResponse| {
             m.peers
