@@ -39,21 +39,25 @@ fn find_row(t: &TestDeployment, name: &str) -> anyhow::Result<Value> {
         .ok_or_else(|| anyhow::anyhow!("no router {name} in {routes}"))
 }
 
+/// The router's config with its route's probe (the deploy's ICMP probe of
+/// the VPC host) replaced by a TCP connect to `target`.
+fn with_tcp_probe(text: &str, target: &str) -> String {
+    let icmp = "probe_icmp = \"198.19.1.10\"\n";
+    assert!(text.contains(icmp), "the deploy's probe is gone: {text}");
+    text.replacen(icmp, &format!("probe_tcp = \"{target}\"\n"), 1)
+}
+
 #[test]
 fn a_router_reports_its_vpc_link_losing_carrier_and_recovering() {
     let t = TestDeployment::deploy();
     t.restart_node_with_config(Node::Router, |text| {
         assert!(text.contains("[[subnet_router.routes]]"), "{text}");
-        text.replacen(
+        let text = text.replacen(
             "[[subnet_router.routes]]",
             "[subnet_router]\npriority = 3\n\n[[subnet_router.routes]]",
             1,
-        )
-        .replacen(
-            &format!("prefix = \"{VPC_SUBNET}\"\n"),
-            &format!("prefix = \"{VPC_SUBNET}\"\nprobe_tcp = \"198.19.1.10:80\"\n"),
-            1,
-        )
+        );
+        with_tcp_probe(&text, "198.19.1.10:80")
     });
 
     // The TCP probe to the VPC's HTTP server connects: healthy, and control
@@ -123,13 +127,7 @@ fn a_router_reports_its_vpc_link_losing_carrier_and_recovering() {
 fn an_unreachable_probe_target_makes_the_route_unhealthy() {
     let t = TestDeployment::deploy();
     // Nothing listens on port 9 of the VPC host: connections are refused.
-    t.restart_node_with_config(Node::Router, |text| {
-        text.replacen(
-            &format!("prefix = \"{VPC_SUBNET}\"\n"),
-            &format!("prefix = \"{VPC_SUBNET}\"\nprobe_tcp = \"198.19.1.10:9\"\n"),
-            1,
-        )
-    });
+    t.restart_node_with_config(Node::Router, |text| with_tcp_probe(text, "198.19.1.10:9"));
     let health = wait_until(WAIT, "the router to report the route unhealthy", || {
         let h = vpc_health(&t)?;
         anyhow::ensure!(h["healthy"] == false, "{h}");
