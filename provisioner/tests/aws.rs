@@ -1532,8 +1532,9 @@ mod appliance {
     use base64::Engine;
     use causeway_wire::noise::{Initiator, Opener};
     use causeway_wire::{
-        CAPABILITY_VERSION, CONTROL_PATH, ClientHello, ClientMessage, HANDSHAKE_HEADER, MapRequest,
-        PrivateKey, PublicKey, RegisterRequest, ServerHello, ServerMessage, UPGRADE_PROTOCOL,
+        CONTROL_PATH, ClientHello, ClientMessage, HANDSHAKE_HEADER, MIN_CAPABILITY_VERSION,
+        MapRequest, PrivateKey, PublicKey, RegisterRequest, ServerHello, ServerMessage,
+        UPGRADE_PROTOCOL,
     };
     use ipnet::IpNet;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1570,8 +1571,11 @@ mod appliance {
         hostname: String,
         routes: Vec<IpNet>,
     ) -> Result<(), String> {
+        // The oldest version control serves: such a node sends no
+        // keepalives and control sets no read deadline on it, so this
+        // stand-in stays online for as long as it reads its stream.
         let hello = ClientHello {
-            capability_version: CAPABILITY_VERSION,
+            capability_version: MIN_CAPABILITY_VERSION,
         };
         let (initiator, msg1) =
             Initiator::start(&fresh_key(), &control_key, &hello).expect("first message");
