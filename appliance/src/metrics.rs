@@ -24,7 +24,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::node::NodeHandle;
-use crate::node::status::{NodeStatus, StatusState};
+use crate::node::status::{NodeStatus, PeerStatus, StatusState};
 
 /// How long one request may take, from accept to the last byte.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -402,34 +402,24 @@ fn encode_node(
         "Payload bytes received from a peer.",
         &rx,
     )?;
-    let handshakes: Vec<(Labels, i64)> = node
-        .peers
-        .iter()
-        .filter_map(|p| {
-            let age = p.last_handshake_seconds?;
-            Some((
-                peer(p),
-                i64::try_from(unix_now.saturating_sub(age)).unwrap_or(i64::MAX),
-            ))
-        })
-        .collect();
+    // Per peer, the Unix time `age` seconds before now, where known.
+    let timestamps = |age: fn(&PeerStatus) -> Option<u64>| -> Vec<(Labels, i64)> {
+        node.peers
+            .iter()
+            .filter_map(|p| {
+                let at = unix_now.saturating_sub(age(p)?);
+                Some((peer(p), i64::try_from(at).unwrap_or(i64::MAX)))
+            })
+            .collect()
+    };
+    let handshakes = timestamps(|p| p.last_handshake_seconds);
     gauge(
         encoder,
         "peer_last_handshake_timestamp_seconds",
         "Unix time of the last completed handshake with a peer (absent if none).",
         &handshakes,
     )?;
-    let received: Vec<(Labels, i64)> = node
-        .peers
-        .iter()
-        .filter_map(|p| {
-            let age = p.last_received_ms? / 1000;
-            Some((
-                peer(p),
-                i64::try_from(unix_now.saturating_sub(age)).unwrap_or(i64::MAX),
-            ))
-        })
-        .collect();
+    let received = timestamps(|p| p.last_received_ms.map(|ms| ms / 1000));
     gauge(
         encoder,
         "peer_last_received_timestamp_seconds",
@@ -488,7 +478,6 @@ mod tests {
         .validate()
         .is_ok()
     }
-    use crate::node::status::PeerStatus;
     use causeway_wire::{NodeId, PublicKey};
 
     fn node_status() -> NodeStatus {

@@ -476,6 +476,13 @@ fn net(s: &str) -> IpNet {
     s.parse().unwrap()
 }
 
+/// A policy that lets everyone reach everything and auto-approves
+/// 198.19.1.0/24 for `tag:router`.
+const AUTO_APPROVE_VPC: &str = r#"{
+    "autoApprovers": {"routes": {"198.19.1.0/24": ["tag:router"]}},
+    "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+}"#;
+
 /// A client and two routers `r1` and `r2` (tagged `tag:router`, endpoints
 /// 198.18.0.3-5) advertising 198.19.1.0/24, joined in that order. The
 /// caller sets a policy that auto-approves the route first.
@@ -1673,11 +1680,7 @@ async fn a_silent_primary_router_fails_over_and_clients_hear_of_it() {
     // The ordinary interval is long: only the router interval can make the
     // failover fast enough for this test.
     let control = start_with_intervals(dir.path(), Duration::from_secs(30), router_interval).await;
-    let policy = r#"{
-        "autoApprovers": {"routes": {"198.19.1.0/24": ["tag:router"]}},
-        "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
-    }"#;
-    let (status, v) = control.put_policy(policy).await;
+    let (status, v) = control.put_policy(AUTO_APPROVE_VPC).await;
     assert_eq!(status, 200, "{v}");
     let route = net("198.19.1.0/24");
     let RouterPair {
@@ -1876,11 +1879,7 @@ async fn route_row(control: &Control, name: &str) -> Value {
 async fn an_unhealthy_router_hands_over_and_a_hold_down_ending_hands_back() {
     let dir = tempfile::tempdir().unwrap();
     let control = start(dir.path(), |c| c.route_hold_down = Duration::from_secs(2)).await;
-    let policy = r#"{
-        "autoApprovers": {"routes": {"198.19.1.0/24": ["tag:router"]}},
-        "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
-    }"#;
-    assert_eq!(control.put_policy(policy).await.0, 200);
+    assert_eq!(control.put_policy(AUTO_APPROVE_VPC).await.0, 200);
     let route = net("198.19.1.0/24");
     let RouterPair {
         mut client,
