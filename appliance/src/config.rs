@@ -347,9 +347,11 @@ impl Config {
                     "subnet_router.aws_route_tables needs node.cloud = \"aws\": the route's target is this instance's network interface, read from EC2's metadata service"
                 );
             }
-            let unique: std::collections::BTreeSet<_> = tables.iter().collect();
-            if unique.len() != tables.len() {
-                bail!("subnet_router.aws_route_tables lists a route table twice");
+            let mut seen = std::collections::BTreeSet::new();
+            if let Some(twice) = tables.iter().find(|t| !seen.insert(*t)) {
+                bail!(
+                    "subnet_router.aws_route_tables lists {twice} twice; expected each table once"
+                );
             }
             router.validate()?;
         }
@@ -510,7 +512,10 @@ mod tests {
         );
         let err =
             router("cloud = \"aws\"", "[\"rtb-12345678\", \"rtb-12345678\"]").expect_err("twice");
-        assert!(err.to_string().contains("twice"), "{err}");
+        assert!(
+            err.to_string().contains("lists rtb-12345678 twice"),
+            "{err}"
+        );
         let err = router("cloud = \"aws\"", "[\"subnet-12345678\"]").expect_err("not a table");
         assert!(
             format!("{err:#}").contains("\"subnet-12345678\": expected a VPC route table ID"),
