@@ -11,7 +11,8 @@ pub enum Role {
     SubnetRouter,
     /// 4via6: a site's IPv4 ranges advertised as IPv6 prefixes (not built yet).
     Via6,
-    /// An exit node (not built yet).
+    /// An exit node: advertises `0.0.0.0/0` and `::/0` and forwards the
+    /// tailnet's internet traffic, masqueraded.
     ExitNode,
     /// An app connector routing configured domains (not built yet).
     AppConnector,
@@ -42,9 +43,8 @@ impl Role {
     /// boot a plain node under its name.
     pub fn not_built_yet(self) -> Option<&'static str> {
         match self {
-            Role::SubnetRouter | Role::Recorder | Role::Control => None,
+            Role::SubnetRouter | Role::ExitNode | Role::Recorder | Role::Control => None,
             Role::Via6 => Some("the appliance has no 4via6 mapping yet"),
-            Role::ExitNode => Some("the appliance does not forward to the internet yet"),
             Role::AppConnector => Some("the appliance has no domain-based routing yet"),
             Role::Relay => Some("the appliance has no relay server yet"),
         }
@@ -74,6 +74,16 @@ impl Role {
         match self {
             Role::SubnetRouter | Role::Via6 | Role::ExitNode | Role::AppConnector => true,
             Role::Recorder | Role::Control | Role::Relay => false,
+        }
+    }
+
+    /// Whether the role forwards the tailnet's internet traffic, and so may
+    /// send it out of a second interface (`--egress-subnet`): an exit node,
+    /// and an app connector once the appliance runs one.
+    pub fn takes_egress_subnet(self) -> bool {
+        match self {
+            Role::ExitNode | Role::AppConnector => true,
+            Role::SubnetRouter | Role::Via6 | Role::Recorder | Role::Control | Role::Relay => false,
         }
     }
 
@@ -116,11 +126,16 @@ mod tests {
     fn only_the_roles_the_appliance_runs_are_built() {
         assert_eq!(
             Role::built(),
-            [Role::SubnetRouter, Role::Recorder, Role::Control]
+            [
+                Role::SubnetRouter,
+                Role::ExitNode,
+                Role::Recorder,
+                Role::Control
+            ]
         );
         assert_eq!(
             Role::not_built(),
-            [Role::Via6, Role::ExitNode, Role::AppConnector, Role::Relay]
+            [Role::Via6, Role::AppConnector, Role::Relay]
         );
     }
 }

@@ -154,6 +154,9 @@ pub fn assess_matched(matched: &[Option<&NodeView>], routes: &[String]) -> Vec<A
                     missing.push(format!("does not advertise {prefix}"));
                 } else if !lists(&node.approved_routes, prefix) {
                     missing.push(format!("{prefix} is not approved"));
+                } else if is_exit_route(prefix) {
+                    // Every approved exit node serves at once and each
+                    // client picks one: control makes none primary.
                 } else {
                     match primaries(prefix) {
                         1 => {}
@@ -179,6 +182,11 @@ pub fn assess_matched(matched: &[Option<&NodeView>], routes: &[String]) -> Vec<A
 /// are text; control's are parsed).
 fn lists(list: &[IpNet], prefix: &str) -> bool {
     prefix.parse::<IpNet>().is_ok_and(|p| list.contains(&p))
+}
+
+/// A default route (`0.0.0.0/0`, `::/0`): an exit node's.
+fn is_exit_route(prefix: &str) -> bool {
+    prefix.parse::<IpNet>().is_ok_and(|p| p.prefix_len() == 0)
 }
 
 fn texts(list: &[IpNet]) -> Vec<String> {
@@ -307,6 +315,24 @@ mod tests {
             health[0].missing,
             ["2 instances are primary for 10.0.0.0/16"]
         );
+    }
+
+    #[test]
+    fn exit_routes_need_approval_and_no_primary() {
+        let instances = [instance("i-a", "ip-10-0-1-5")];
+        let exit: Vec<IpNet> = vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()];
+        let mut n = node("ip-10-0-1-5", true, false, false);
+        n.advertised_routes = exit.clone();
+        let routes: Vec<String> = vec!["0.0.0.0/0".into(), "::/0".into()];
+        let health = assess(&instances, std::slice::from_ref(&n), &routes);
+        assert_eq!(
+            health[0].missing,
+            ["0.0.0.0/0 is not approved", "::/0 is not approved"]
+        );
+        n.approved_routes = exit;
+        let health = assess(&instances, &[n], &routes);
+        assert!(health[0].healthy(), "{health:?}");
+        assert!(health[0].primary_routes.is_empty());
     }
 
     #[test]

@@ -4,22 +4,26 @@ use super::{Action, Planned};
 use crate::aws::api::Instance;
 use crate::aws::network::{self, RouteChange, RouteTable, TAILNET_CIDR};
 use crate::aws::report::Change;
+use crate::role::Role;
 
 /// How the instances forward: with SNAT (or for a role that forwards
 /// nothing) the source/destination check stays on and no route points at
 /// the tailnet; without SNAT the check is off and every route table sends
 /// the tailnet to the first instance, unless it already sends it to one
 /// of the instances (the HA primary moves it to itself, and a second
-/// deploy leaves it there).
+/// deploy leaves it there). An exit node has the check off and no return
+/// routes: it forwards to the internet, masqueraded.
 pub fn routing(
     instances: &[Instance],
     tables: &[RouteTable],
-    forwards: bool,
+    role: Role,
     snat: bool,
     base: &str,
 ) -> Planned {
     let mut p = Planned::default();
-    let want_check = snat || !forwards;
+    let forwards = role.advertises_routes();
+    let exit_node = role == Role::ExitNode;
+    let want_check = !exit_node && (snat || !forwards);
     for inst in instances
         .iter()
         .filter(|i| i.source_dest_check != want_check)
@@ -30,6 +34,8 @@ pub fn routing(
         });
         let detail = if want_check {
             "enabled (SNAT on)"
+        } else if exit_node {
+            "disabled (exit node: forwards the tailnet's internet traffic)"
         } else {
             "disabled (--no-snat)"
         };
@@ -78,7 +84,9 @@ pub fn routing(
         }
     }
     if p.items.is_empty() {
-        let detail = if snat || !forwards {
+        let detail = if exit_node {
+            "exit node: source/destination check off, no tailnet return routes"
+        } else if snat || !forwards {
             "SNAT on: source/destination check on, no tailnet return routes"
         } else {
             "SNAT off: source/destination check off, tailnet return routes in place"
@@ -117,7 +125,7 @@ mod tests {
             instance("r-0", "i-0", Some(1)),
             instance("r-1", "i-1", Some(1)),
         ];
-        let p = routing(&pair, &tables, true, false, "r");
+        let p = routing(&pair, &tables, Role::SubnetRouter, false, "r");
         assert_eq!(
             actions(&p),
             [
@@ -141,8 +149,35 @@ mod tests {
                 },
             ]
         );
-        let p = routing(&pair, &tables[..1], true, true, "r");
+        let p = routing(&pair, &tables[..1], Role::SubnetRouter, true, "r");
         assert!(p.actions.is_empty());
         assert_eq!(changes(&p), [("routing", Change::Unchanged)]);
+    }
+
+    #[test]
+    fn an_exit_node_has_the_check_off_and_no_return_routes() {
+        let tables = [RouteTable {
+            id: "rtb-1".into(),
+            main: true,
+            subnet_ids: vec![],
+            routes: vec![],
+        }];
+        let one = [instance("x", "i-0", Some(1))];
+        let p = routing(&one, &tables, Role::ExitNode, true, "x");
+        assert_eq!(
+            actions(&p),
+            [&Action::SetSourceDestCheck {
+                id: "i-0".into(),
+                on: false
+            }]
+        );
+        let mut off = one.clone();
+        off[0].source_dest_check = false;
+        let p = routing(&off, &tables, Role::ExitNode, true, "x");
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert_eq!(
+            p.items[0].detail.as_deref(),
+            Some("exit node: source/destination check off, no tailnet return routes")
+        );
     }
 }

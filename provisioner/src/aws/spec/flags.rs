@@ -49,6 +49,7 @@ pub fn check_flags(opts: &AwsOptions) -> anyhow::Result<Role> {
     for r in &opts.routes {
         check_prefix(r).with_context(|| format!("--route {r}"))?;
     }
+    check_exit_node_flags(opts, role)?;
     for a in &opts.recorder_allow {
         check_prefix(a).with_context(|| format!("--recorder-allow {a}"))?;
     }
@@ -85,6 +86,46 @@ pub fn check_flags(opts: &AwsOptions) -> anyhow::Result<Role> {
         );
     }
     Ok(role)
+}
+
+/// The flags an exit node refuses or alone takes: it advertises the
+/// default routes and masquerades, so `--route` and `--no-snat` mean
+/// nothing to it; `--egress-subnet` is for roles that forward internet
+/// traffic, one instance (the second interface lives in one subnet, so in
+/// one availability zone).
+fn check_exit_node_flags(opts: &AwsOptions, role: Role) -> anyhow::Result<()> {
+    if role == Role::ExitNode {
+        if let Some(r) = opts.routes.first() {
+            anyhow::bail!(
+                "--route {r} with --role exit-node: an exit node advertises 0.0.0.0/0 and ::/0 and nothing else; --route is for subnet-router"
+            );
+        }
+        if !opts.snat {
+            anyhow::bail!(
+                "--no-snat with --role exit-node: an exit node masquerades the tailnet's traffic to its own address (the internet has no route back to 100.64.0.0/10)"
+            );
+        }
+    }
+    let Some(subnet) = &opts.egress_subnet else {
+        return Ok(());
+    };
+    if !role.takes_egress_subnet() {
+        anyhow::bail!(
+            "--egress-subnet {subnet} with --role {role}: only an exit node (or an app connector) sends traffic out of an egress subnet"
+        );
+    }
+    let id_ok = subnet
+        .strip_prefix("subnet-")
+        .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !id_ok {
+        anyhow::bail!("--egress-subnet {subnet:?}: expected a subnet ID, subnet-0123456789abcdef0");
+    }
+    if opts.ha {
+        anyhow::bail!(
+            "--egress-subnet with --ha: the egress interface lives in one subnet, so in one availability zone, and an HA pair spans two; deploy one exit node per egress subnet instead"
+        );
+    }
+    Ok(())
 }
 
 /// S3's bucket naming rules: 3-63 of `a-z0-9.-`, starting and ending with
@@ -249,6 +290,57 @@ mod tests {
                 .to_string()
                 .contains("--root-volume-size 4")
         );
+    }
+
+    #[test]
+    fn exit_node_flags_are_checked_naming_the_flag() {
+        assert_eq!(
+            check_flags(&opts(Role::ExitNode)).expect("valid"),
+            Role::ExitNode
+        );
+        let mut o = opts(Role::ExitNode);
+        o.routes = vec!["10.0.0.0/16".into()];
+        let err = check_flags(&o).expect_err("route");
+        assert!(
+            err.to_string()
+                .starts_with("--route 10.0.0.0/16 with --role exit-node"),
+            "{err}"
+        );
+        let mut o = opts(Role::ExitNode);
+        o.snat = false;
+        let err = check_flags(&o).expect_err("no snat");
+        assert!(
+            err.to_string()
+                .starts_with("--no-snat with --role exit-node"),
+            "{err}"
+        );
+        let mut o = opts(Role::ExitNode);
+        o.egress_subnet = Some("subnet-0abc123".into());
+        assert_eq!(check_flags(&o).expect("valid"), Role::ExitNode);
+        o.ha = true;
+        let err = check_flags(&o).expect_err("ha");
+        assert!(
+            err.to_string().starts_with("--egress-subnet with --ha"),
+            "{err}"
+        );
+        let mut o = opts(Role::ExitNode);
+        o.egress_subnet = Some("sn-1".into());
+        let err = check_flags(&o).expect_err("not an id");
+        assert!(
+            err.to_string().starts_with("--egress-subnet \"sn-1\""),
+            "{err}"
+        );
+        for role in [Role::SubnetRouter, Role::Recorder, Role::Control] {
+            let mut o = opts(role);
+            o.egress_subnet = Some("subnet-0abc123".into());
+            let err = check_flags(&o).expect_err("not an exit node");
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "--egress-subnet subnet-0abc123 with --role {role}: only an exit node (or an app connector) sends traffic out of an egress subnet"
+                )
+            );
+        }
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub use self::policy::{
 pub use self::split_dns::{SplitDnsEntry, split_dns_entries, vpc_internal_domain};
 pub use self::template::{TemplateData, template_diff};
 pub use self::user_data::{
-    ApplianceConfig, DEFAULT_RECORDER_ALLOW, RECORDER_LISTEN, RECORDER_SPOOL_DIR,
+    ApplianceConfig, DEFAULT_RECORDER_ALLOW, EXIT_ROUTES, RECORDER_LISTEN, RECORDER_SPOOL_DIR,
     RECORDER_WEB_LISTEN, RECORDINGS_PREFIX, RecorderData, user_data,
 };
 
@@ -46,6 +46,12 @@ pub const TAG_ARCH: &str = "causeway:arch";
 /// Tag on an instance: the launch template version it was launched from,
 /// so `deploy` knows which instances a template change must replace.
 pub const TAG_TEMPLATE_VERSION: &str = "causeway:template-version";
+/// Tag on a network interface the provisioner creates itself (value
+/// `egress`): an exit node's egress interface, found by `destroy` and
+/// `status` apart from the instances' own interfaces.
+pub const TAG_INTERFACE: &str = "causeway:interface";
+/// The value of [`TAG_INTERFACE`] on an egress interface.
+pub const EGRESS_INTERFACE: &str = "egress";
 /// The id of the recordings lifecycle rule.
 pub const LIFECYCLE_RULE_ID: &str = "causeway-recordings";
 /// Name of the inline policy that reads the auth-key secret.
@@ -109,6 +115,12 @@ impl Names {
     /// The auth key's secret: `causeway/NAME/ROLE-authkey`.
     pub fn secret(&self) -> String {
         format!("causeway/{}/{}-authkey", self.deployment, self.role)
+    }
+
+    /// An exit node's egress interface and its security group:
+    /// `causeway-NAME-ROLE-egress`.
+    pub fn egress(&self) -> String {
+        format!("{}-egress", self.base())
     }
 
     /// The resolver endpoint's security group.

@@ -17,6 +17,10 @@ pub const RECORDINGS_PREFIX: &str = "recordings";
 /// tailnet's IPv4 range, the addresses SSH servers send from.
 pub const DEFAULT_RECORDER_ALLOW: &str = "100.64.0.0/10";
 
+/// What an exit node advertises: the default routes, IPv4 and IPv6 (the
+/// appliance's `[exit_node]` with `ipv6 = true`).
+pub const EXIT_ROUTES: [&str; 2] = ["0.0.0.0/0", "::/0"];
+
 /// The recorder's part of the config: its bucket and who may record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecorderData {
@@ -56,6 +60,9 @@ pub struct ApplianceConfig {
     pub aws_route_tables: Vec<String>,
     /// The recorder's bucket and allow-list (role recorder).
     pub recorder: Option<RecorderData>,
+    /// Exit node with `--egress-subnet`: the MAC address of the second
+    /// interface forwarded internet traffic leaves through.
+    pub egress_mac: Option<String>,
 }
 
 fn q(s: &str) -> String {
@@ -109,18 +116,32 @@ pub fn user_data(c: &ApplianceConfig) -> anyhow::Result<String> {
     }
     // The public IPv4 is on no interface: the appliance reads it from IMDSv2.
     out.push_str("cloud = \"aws\"\n");
-    if c.role.advertises_routes() {
-        out.push_str("\n[subnet_router]\nroutes = [\n");
-        for r in &c.routes {
-            out.push_str(&format!("  {{ prefix = {}, snat = {} }},\n", q(r), c.snat));
+    if c.egress_mac.is_some() && !c.role.takes_egress_subnet() {
+        anyhow::bail!("role {}: an egress interface is for an exit node", c.role);
+    }
+    match c.role {
+        Role::SubnetRouter => {
+            out.push_str("\n[subnet_router]\nroutes = [\n");
+            for r in &c.routes {
+                out.push_str(&format!("  {{ prefix = {}, snat = {} }},\n", q(r), c.snat));
+            }
+            out.push_str("]\n");
+            if !c.aws_route_tables.is_empty() {
+                out.push_str(&format!(
+                    "aws_route_tables = {}\n",
+                    list(&c.aws_route_tables)
+                ));
+            }
         }
-        out.push_str("]\n");
-        if !c.aws_route_tables.is_empty() {
-            out.push_str(&format!(
-                "aws_route_tables = {}\n",
-                list(&c.aws_route_tables)
-            ));
+        Role::ExitNode => {
+            // The appliance advertises 0.0.0.0/0 and ::/0 itself and
+            // masquerades to its uplink, or to the egress interface.
+            out.push_str("\n[exit_node]\nipv6 = true\n");
+            if let Some(mac) = &c.egress_mac {
+                out.push_str(&format!("egress_mac = {}\n", q(mac)));
+            }
         }
+        Role::Via6 | Role::AppConnector | Role::Recorder | Role::Control | Role::Relay => {}
     }
     if c.role == Role::Recorder {
         let Some(r) = &c.recorder else {
@@ -165,6 +186,7 @@ mod tests {
             snat: true,
             aws_route_tables: vec![],
             recorder: None,
+            egress_mac: None,
         }
     }
 
@@ -229,6 +251,33 @@ mod tests {
             .collect();
         assert_eq!(tables, ["rtb-0aaaaaaaaaaaaaaaa", "rtb-12345678"]);
         assert_eq!(v["node"]["cloud"].as_str(), Some("aws"));
+    }
+
+    #[test]
+    fn an_exit_node_gets_an_exit_node_section_and_its_egress_mac() {
+        let text = user_data(&config(Role::ExitNode)).expect("an exit node's config");
+        let v: toml::Value = toml::from_str(&text).expect("valid TOML");
+        assert!(v.get("subnet_router").is_none(), "{text}");
+        assert_eq!(v["exit_node"]["ipv6"].as_bool(), Some(true), "{text}");
+        assert!(v["exit_node"].get("egress_mac").is_none(), "{text}");
+        assert_eq!(v["node"]["cloud"].as_str(), Some("aws"));
+
+        let text = user_data(&ApplianceConfig {
+            egress_mac: Some("0a:1b:2c:3d:4e:5f".into()),
+            ..config(Role::ExitNode)
+        })
+        .expect("an exit node with an egress interface");
+        let v: toml::Value = toml::from_str(&text).expect("valid TOML");
+        assert_eq!(
+            v["exit_node"]["egress_mac"].as_str(),
+            Some("0a:1b:2c:3d:4e:5f")
+        );
+        let err = user_data(&ApplianceConfig {
+            egress_mac: Some("0a:1b:2c:3d:4e:5f".into()),
+            ..config(Role::SubnetRouter)
+        })
+        .expect_err("a router has no egress interface");
+        assert!(err.to_string().contains("egress interface"), "{err}");
     }
 
     #[test]
