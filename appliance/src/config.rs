@@ -108,6 +108,17 @@ pub struct ExitNodeConfig {
     /// Advertise and forward IPv6 (`::/0`) too (default true).
     #[serde(default = "default_true")]
     pub ipv6: bool,
+    /// The interface forwarded internet-bound traffic leaves through (by
+    /// name), masqueraded to its address; the node's own traffic keeps the
+    /// main routing table. At most one of this and `egress_mac`. Parsed
+    /// only on this branch: the policy routing is the `egress` branch's.
+    pub egress_interface: Option<String>,
+    /// The same interface, by MAC address (what a cloud provisioner that
+    /// created the interface knows).
+    pub egress_mac: Option<String>,
+    /// The next hop on the egress interface; default: the first host
+    /// address of the interface's IPv4 subnet.
+    pub egress_gateway: Option<IpAddr>,
 }
 
 impl ExitNodeConfig {
