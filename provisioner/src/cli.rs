@@ -225,6 +225,9 @@ pub struct AwsArgs {
     /// Keep tailnet source addresses: disables the source/destination check and adds 100.64.0.0/10 return routes.
     #[arg(long, env = "CAUSEWAY_NO_SNAT")]
     pub no_snat: bool,
+    /// Exit node: a private subnet (same AZ as the instance) whose default route is a NAT gateway; forwarded internet traffic leaves through a second interface there, so third parties see the NAT gateway's address while peers keep direct connections.
+    #[arg(long, env = "CAUSEWAY_EGRESS_SUBNET")]
+    pub egress_subnet: Option<String>,
     /// Split DNS: the VPC resolver (base + 2) or a Route 53 Resolver inbound endpoint.
     #[arg(long, env = "CAUSEWAY_DNS", value_enum, default_value_t = DnsMode::Vpc)]
     pub dns: DnsMode,
@@ -447,6 +450,7 @@ fn change_provider(a: &ChangeArgs) -> anyhow::Result<Box<dyn Provider>> {
             opts.ami = x.ami.clone();
             opts.routes = x.routes.clone();
             opts.snat = !x.no_snat;
+            opts.egress_subnet = x.egress_subnet.clone();
             opts.dns = x.dns;
             opts.control_url = x.control_url.clone();
             opts.control_public_key = x.control_public_key.clone();

@@ -368,6 +368,20 @@ async fn tagged(c: &Clients, deployment: &str) -> Vec<String> {
             .filter(|v| v.state().map(|s| s.as_str()) != Some("deleted"))
             .map(|v| format!("volume {}", v.volume_id().unwrap_or_default())),
     );
+    let enis = c
+        .ec2
+        .describe_network_interfaces()
+        .filters(filter("tag:causeway:deployment", deployment))
+        .filters(filter("tag:causeway:interface", "egress"))
+        .send()
+        .await
+        .expect("egress interfaces");
+    out.extend(enis.network_interfaces().iter().map(|n| {
+        format!(
+            "egress interface {}",
+            n.network_interface_id().unwrap_or_default()
+        )
+    }));
     let eps = c
         .r53r
         .list_resolver_endpoints()
@@ -2151,4 +2165,385 @@ async fn template_user_data(c: &Clients, name: &str) -> String {
             .expect("base64"),
     )
     .expect("utf-8")
+}
+
+/// A subnet's id by its CIDR.
+async fn subnet_id(c: &Clients, vpc: &str, cidr: &str) -> String {
+    c.ec2
+        .describe_subnets()
+        .filters(filter("vpc-id", vpc))
+        .filters(filter("cidr-block", cidr))
+        .send()
+        .await
+        .expect("subnets")
+        .subnets()
+        .first()
+        .and_then(|s| s.subnet_id())
+        .unwrap_or_else(|| panic!("no subnet {cidr}"))
+        .to_owned()
+}
+
+/// A NAT gateway in the public subnet of us-east-1a, and a private subnet
+/// there whose route table sends 0.0.0.0/0 to it: (subnet, route table,
+/// NAT gateway, its public address).
+async fn private_subnet_behind_nat(c: &Clients, vpc: &str) -> (String, String, String, String) {
+    let public = subnet_id(c, vpc, "10.0.1.0/24").await;
+    let eip = c
+        .ec2
+        .allocate_address()
+        .domain(aws_sdk_ec2::types::DomainType::Vpc)
+        .send()
+        .await
+        .expect("NAT gateway address");
+    let nat = c
+        .ec2
+        .create_nat_gateway()
+        .subnet_id(&public)
+        .allocation_id(eip.allocation_id().expect("allocation"))
+        .send()
+        .await
+        .expect("NAT gateway")
+        .nat_gateway()
+        .and_then(|g| g.nat_gateway_id())
+        .expect("nat id")
+        .to_owned();
+    let private = c
+        .ec2
+        .create_subnet()
+        .vpc_id(vpc)
+        .cidr_block("10.0.4.0/24")
+        .availability_zone("us-east-1a")
+        .send()
+        .await
+        .expect("private subnet")
+        .subnet()
+        .and_then(|s| s.subnet_id())
+        .expect("subnet id")
+        .to_owned();
+    let table = c
+        .ec2
+        .create_route_table()
+        .vpc_id(vpc)
+        .send()
+        .await
+        .expect("route table")
+        .route_table()
+        .and_then(|t| t.route_table_id())
+        .expect("rtb id")
+        .to_owned();
+    c.ec2
+        .create_route()
+        .route_table_id(&table)
+        .destination_cidr_block("0.0.0.0/0")
+        .nat_gateway_id(&nat)
+        .send()
+        .await
+        .expect("route to the NAT gateway");
+    c.ec2
+        .associate_route_table()
+        .route_table_id(&table)
+        .subnet_id(&private)
+        .send()
+        .await
+        .expect("associate");
+    (
+        private,
+        table,
+        nat,
+        eip.public_ip().expect("public ip").to_owned(),
+    )
+}
+
+/// An exit node whose forwarded traffic leaves through a second interface
+/// in a private subnet behind a NAT gateway: a subnet that does not route
+/// through one is refused with nothing created; plan shows the interface;
+/// deploy creates it (tagged, check off, device index 1, its MAC in the
+/// user data's `[exit_node]`) with an Elastic IP on the instance's own
+/// interface; status names the NAT gateway's address; destroy removes both.
+#[test]
+fn exit_node_egress_through_a_nat_gateway_is_created_shown_and_destroyed() {
+    let cloud = Cloud::new();
+    let c = &cloud.c;
+    let key_file = cloud.key_file();
+    let (private, private_table, nat, nat_ip) =
+        cloud.block(private_subnet_behind_nat(c, &cloud.vpc));
+    let (public, isolated) = cloud.block(async {
+        (
+            subnet_id(c, &cloud.vpc, "10.0.1.0/24").await,
+            subnet_id(c, &cloud.vpc, "10.0.3.0/24").await,
+        )
+    });
+    let public_table = cloud.block(async {
+        c.ec2
+            .describe_route_tables()
+            .filters(filter("association.subnet-id", &public))
+            .send()
+            .await
+            .expect("tables")
+            .route_tables()[0]
+            .route_table_id()
+            .expect("id")
+            .to_owned()
+    });
+
+    // Subnets whose default route is not a NAT gateway are refused,
+    // naming the subnet, its route table and what the route points at.
+    for (subnet, expect) in [
+        (
+            public.as_str(),
+            format!(
+                "--egress-subnet {public}: its route table {public_table} sends 0.0.0.0/0 to igw-"
+            ),
+        ),
+        (
+            isolated.as_str(),
+            format!("--egress-subnet {isolated}: its route table rtb-"),
+        ),
+        (
+            "subnet-0123456789abcdef0",
+            format!(
+                "--egress-subnet subnet-0123456789abcdef0 is not a subnet of --vpc {}",
+                cloud.vpc
+            ),
+        ),
+    ] {
+        let mut args = cloud.deploy_args("deploy", "exit1", "exit-node");
+        args.extend(["--auth-key-file", &key_file, "--egress-subnet", subnet]);
+        let out = cloud.run(&args);
+        assert!(!out.status.success(), "{subnet} must be refused");
+        let t = text(&out);
+        assert!(t.contains(&expect), "expected {expect:?} in\n{t}");
+        assert!(t.contains("refused before creating anything"), "{t}");
+    }
+    let out = cloud.run(&{
+        let mut args = cloud.deploy_args("deploy", "exit1", "subnet-router");
+        args.extend(["--auth-key-file", &key_file, "--egress-subnet", &private]);
+        args
+    });
+    assert!(
+        text(&out).contains(&format!(
+            "--egress-subnet {private} with --role subnet-router"
+        )),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(cloud.block(tagged(c, "exit1")), Vec::<String>::new());
+
+    let mut plan = cloud.deploy_args("plan", "exit1", "exit-node");
+    plan.extend(["--auth-key-file", &key_file, "--egress-subnet", &private]);
+    let out = cloud.run(&plan);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "changes pending:\n{}",
+        text(&out)
+    );
+    let planned = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        planned.contains(&format!(
+            "create    egress interface causeway-exit1-exit-node-egress (in {private} (us-east-1a), device index 1, source/destination check off, 0.0.0.0/0 via {nat} in {private_table}; third parties see {nat_ip})"
+        )),
+        "{planned}"
+    );
+    assert!(
+        planned.contains("create    Elastic IP causeway-exit1-exit-node"),
+        "{planned}"
+    );
+    assert_eq!(
+        cloud.block(tagged(c, "exit1")),
+        Vec::<String>::new(),
+        "plan created something"
+    );
+
+    let mut deploy = cloud.deploy_args("deploy", "exit1", "exit-node");
+    deploy.extend([
+        "--auth-key-file",
+        &key_file,
+        "--egress-subnet",
+        &private,
+        "--output",
+        "json",
+    ]);
+    let report = json(&ok(cloud.run(&deploy)));
+    assert_eq!(report["role"], "exit-node");
+    assert_eq!(report["routes"], serde_json::json!(["0.0.0.0/0", "::/0"]));
+    assert_eq!(
+        report["subnets"][0]["id"],
+        public.as_str(),
+        "beside the egress subnet, in its AZ"
+    );
+
+    let (instance, eni) = cloud.block(async {
+        let found = instances(c, "exit1").await;
+        assert_eq!(found.len(), 1);
+        let i = found[0].clone();
+        let enis = c
+            .ec2
+            .describe_network_interfaces()
+            .filters(filter("tag:causeway:interface", "egress"))
+            .filters(filter("tag:causeway:deployment", "exit1"))
+            .send()
+            .await
+            .expect("interfaces");
+        assert_eq!(enis.network_interfaces().len(), 1, "{enis:?}");
+        (i, enis.network_interfaces()[0].clone())
+    });
+    let instance_id = instance.instance_id().expect("id").to_owned();
+    let eni_id = eni.network_interface_id().expect("id").to_owned();
+    let mac = eni.mac_address().expect("mac").to_owned();
+    assert_eq!(eni.subnet_id(), Some(private.as_str()));
+    assert_eq!(
+        eni.source_dest_check(),
+        Some(false),
+        "the egress interface forwards"
+    );
+    let attachment = eni.attachment().expect("attached");
+    assert_eq!(
+        (attachment.instance_id(), attachment.device_index()),
+        (Some(instance_id.as_str()), Some(1))
+    );
+    assert_eq!(
+        instance.placement().and_then(|p| p.availability_zone()),
+        Some("us-east-1a")
+    );
+    assert_eq!(instance.subnet_id(), Some(public.as_str()));
+    assert_eq!(
+        instance.source_dest_check(),
+        Some(false),
+        "an exit node forwards"
+    );
+    let (eip, eip_alloc) = cloud.block(async {
+        let a = c
+            .ec2
+            .describe_addresses()
+            .filters(filter("tag:causeway:deployment", "exit1"))
+            .send()
+            .await
+            .expect("addresses");
+        assert_eq!(a.addresses().len(), 1, "{a:?}");
+        let a = a.addresses()[0].clone();
+        let primary = instance
+            .network_interfaces()
+            .iter()
+            .find(|n| n.attachment().and_then(|t| t.device_index()) == Some(0))
+            .and_then(|n| n.network_interface_id())
+            .expect("a primary interface");
+        assert_eq!(
+            a.network_interface_id(),
+            Some(primary),
+            "on the exit node's own interface"
+        );
+        (
+            a.public_ip().expect("ip").to_owned(),
+            a.allocation_id().expect("id").to_owned(),
+        )
+    });
+    assert_ne!(eip, nat_ip);
+
+    // The user data: an exit node, not a subnet router, naming the MAC.
+    let ud = cloud.block(template_user_data(c, "causeway-exit1-exit-node"));
+    let v: toml::Value = toml::from_str(&ud).expect("TOML");
+    assert!(v.get("subnet_router").is_none(), "{ud}");
+    assert_eq!(
+        v["exit_node"]["egress_mac"].as_str(),
+        Some(mac.as_str()),
+        "{ud}"
+    );
+    // Only WireGuard in, and the egress interface takes nothing.
+    let groups = cloud.block(async {
+        c.ec2
+            .describe_security_groups()
+            .filters(filter("tag:causeway:deployment", "exit1"))
+            .send()
+            .await
+            .expect("groups")
+            .security_groups()
+            .iter()
+            .map(|g| (g.group_name().unwrap_or_default().to_owned(), ingress(g)))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    });
+    assert_eq!(
+        groups,
+        std::collections::BTreeMap::from([
+            (
+                "causeway-exit1-exit-node".to_owned(),
+                BTreeSet::from([
+                    "udp 41641-41641 0.0.0.0/0".to_owned(),
+                    "udp 41641-41641 ::/0".to_owned()
+                ])
+            ),
+            (
+                "causeway-exit1-exit-node-egress".to_owned(),
+                BTreeSet::new()
+            ),
+        ])
+    );
+    // IAM: reading its own secret, nothing more.
+    let policies = cloud.block(async {
+        c.iam
+            .list_role_policies()
+            .role_name("causeway-exit1-exit-node")
+            .send()
+            .await
+            .expect("policies")
+            .policy_names()
+            .to_vec()
+    });
+    assert_eq!(policies, ["causeway-auth-key"]);
+
+    // A second deploy changes nothing.
+    let mut again = cloud.deploy_args("plan", "exit1", "exit-node");
+    again.extend(["--auth-key-file", &key_file, "--egress-subnet", &private]);
+    let out = cloud.run(&again);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "nothing to change:\n{}",
+        text(&out)
+    );
+
+    // status: an exit node, its egress interface and what third parties see.
+    let status = |format: &str| {
+        cloud.run(&[
+            "status", "--cloud", "aws", "--name", "exit1", "--output", format,
+        ])
+    };
+    let out = status("json");
+    let s = json(&out);
+    let egress = &s["instances"][0]["egress"];
+    assert_eq!(egress["interface"], eni_id.as_str());
+    assert_eq!(egress["mac"], mac.as_str());
+    assert_eq!(egress["nat_gateway"], nat.as_str());
+    assert_eq!(egress["third_parties_see"], nat_ip.as_str());
+    let out = status("text");
+    let t = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(t.contains("exit node: offers 0.0.0.0/0 and ::/0"), "{t}");
+    assert!(t.contains(&format!("third parties see {nat_ip}")), "{t}");
+    assert!(t.contains(&format!("public {eip}")), "{t}");
+
+    ok(cloud.run(&["destroy", "--cloud", "aws", "--name", "exit1"]));
+    assert_eq!(cloud.block(tagged(c, "exit1")), Vec::<String>::new());
+    cloud.block(async {
+        let gone = c
+            .ec2
+            .describe_network_interfaces()
+            .network_interface_ids(&eni_id)
+            .send()
+            .await;
+        assert!(
+            gone.as_ref()
+                .map_or(true, |o| o.network_interfaces().is_empty()),
+            "the egress interface is left: {gone:?}"
+        );
+        let released = c
+            .ec2
+            .describe_addresses()
+            .allocation_ids(&eip_alloc)
+            .send()
+            .await;
+        assert!(
+            released.as_ref().map_or(true, |o| o.addresses().is_empty()),
+            "the Elastic IP is left: {released:?}"
+        );
+    });
 }

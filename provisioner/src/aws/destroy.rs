@@ -1,5 +1,6 @@
 //! `destroy`: removes exactly what carries `causeway:deployment=NAME`, in
-//! dependency order (return routes, instances, Elastic IPs and volumes,
+//! dependency order (return routes, instances, Elastic IPs, volumes and
+//! egress interfaces,
 //! launch templates, resolver endpoints, security groups, IAM, secrets,
 //! buckets), then lists again to
 //! prove nothing is left. Every step tolerates what is already gone, so a
@@ -81,7 +82,10 @@ pub async fn run(opts: &AwsOptions, format: OutputFormat) -> anyhow::Result<Verd
         }};
     }
     step!("return routes and instances", d.instances());
-    step!("Elastic IPs and volumes", d.addresses_and_volumes());
+    step!(
+        "Elastic IPs, volumes and egress interfaces",
+        d.addresses_and_volumes()
+    );
     step!("launch templates", d.launch_templates());
     step!("resolver endpoints", d.resolver_endpoints());
     step!("security groups", d.security_groups());
@@ -119,6 +123,9 @@ pub async fn leftovers(aws: &Aws, name: &str) -> anyhow::Result<Vec<String>> {
     }
     for v in aws.volumes_of(name).await? {
         out.push(format!("volume {}", v.id));
+    }
+    for e in aws.egress_interfaces_of(name).await? {
+        out.push(format!("egress interface {}", e.id));
     }
     for t in aws.launch_templates_of(name).await? {
         out.push(format!("launch template {}", t.name));
@@ -213,9 +220,16 @@ impl Destroyer<'_> {
         Ok(())
     }
 
-    /// Control's Elastic IP is released and its state volume deleted (the
-    /// only way it goes: replacing the instance keeps it).
+    /// Elastic IPs (control's, an exit node's) are released, control's
+    /// state volume and an exit node's egress interface deleted (the only
+    /// way they go: replacing the instance keeps them).
     async fn addresses_and_volumes(&mut self) -> anyhow::Result<()> {
+        for e in self.aws.egress_interfaces_of(&self.name).await? {
+            self.aws
+                .delete_network_interface_when_detached(&e.id, self.opts.wait_timeout)
+                .await?;
+            self.deleted(format!("egress interface {} ({})", e.id, e.subnet));
+        }
         for a in self.aws.addresses_of(&self.name).await? {
             self.aws.release_address(&a).await?;
             self.deleted(format!("Elastic IP {} ({})", a.public_ip, a.allocation_id));

@@ -81,6 +81,10 @@ pub struct AwsOptions {
     pub routes: Vec<String>,
     /// Masquerade tailnet sources.
     pub snat: bool,
+    /// Exit node: a private subnet whose default route is a NAT gateway;
+    /// the instance gets a second interface there and sends forwarded
+    /// internet traffic out of it (`--egress-subnet`).
+    pub egress_subnet: Option<String>,
     /// Split-DNS mode.
     pub dns: DnsMode,
     /// Control's node-facing URL (user data).
@@ -138,6 +142,7 @@ impl AwsOptions {
             ami: None,
             routes: Vec::new(),
             snat: true,
+            egress_subnet: None,
             dns: DnsMode::Vpc,
             control_url: None,
             control_public_key: None,

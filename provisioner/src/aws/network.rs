@@ -89,16 +89,125 @@ pub enum NetworkError {
     /// A CIDR could not be parsed.
     #[error("VPC CIDR {0:?} is not an IPv4 prefix")]
     BadCidr(String),
+    /// `--egress-subnet` is not in the VPC.
+    #[error("--egress-subnet {subnet} is not a subnet of --vpc {vpc}")]
+    EgressNotInVpc {
+        /// The subnet.
+        subnet: String,
+        /// The VPC.
+        vpc: String,
+    },
+    /// `--egress-subnet`'s default route is not a NAT gateway.
+    #[error(
+        "--egress-subnet {subnet}: its route table {table} sends 0.0.0.0/0 to {found}; expected a NAT gateway (nat-...), whose address third parties would see"
+    )]
+    EgressNotNat {
+        /// The subnet.
+        subnet: String,
+        /// Its route table (associated, or the VPC's main one).
+        table: String,
+        /// What the default route points at, or that there is none.
+        found: String,
+    },
+    /// No public subnet in the egress subnet's AZ for the primary interface.
+    #[error(
+        "--egress-subnet {subnet} is in {az}, but --vpc {vpc} has no public subnet (0.0.0.0/0 -> internet gateway) in {az} for the exit node's own interface; both interfaces of an instance are in one availability zone"
+    )]
+    NoPublicSubnetInAz {
+        /// The egress subnet.
+        subnet: String,
+        /// Its AZ.
+        az: String,
+        /// The VPC.
+        vpc: String,
+    },
+}
+
+/// The private subnet an exit node sends forwarded internet traffic out
+/// of (`--egress-subnet`), and the NAT gateway its route table's default
+/// route points at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EgressSubnet {
+    /// The subnet.
+    pub subnet: Subnet,
+    /// Its route table (`rtb-…`).
+    pub route_table: String,
+    /// The NAT gateway (`nat-…`).
+    pub nat_gateway: String,
+}
+
+/// The route table a subnet uses: the one associated with it, else the
+/// VPC's main table.
+pub fn table_of<'a>(subnet_id: &str, tables: &'a [RouteTable]) -> Option<&'a RouteTable> {
+    tables
+        .iter()
+        .find(|t| t.subnet_ids.iter().any(|s| s == subnet_id))
+        .or_else(|| tables.iter().find(|t| t.main))
+}
+
+/// Checks `--egress-subnet`: a subnet of the VPC whose default route is a
+/// NAT gateway. Refused otherwise, naming the subnet, its route table and
+/// what its default route points at.
+pub fn egress_subnet(
+    vpc: &str,
+    subnet_id: &str,
+    subnets: &[Subnet],
+    tables: &[RouteTable],
+) -> Result<EgressSubnet, NetworkError> {
+    let Some(subnet) = subnets.iter().find(|s| s.id == subnet_id) else {
+        return Err(NetworkError::EgressNotInVpc {
+            subnet: subnet_id.to_owned(),
+            vpc: vpc.to_owned(),
+        });
+    };
+    let table = table_of(subnet_id, tables);
+    let default = table.and_then(|t| t.routes.iter().find(|r| r.destination == "0.0.0.0/0"));
+    match (table, default) {
+        (Some(t), Some(r)) if r.target.starts_with("nat-") => Ok(EgressSubnet {
+            subnet: subnet.clone(),
+            route_table: t.id.clone(),
+            nat_gateway: r.target.clone(),
+        }),
+        (t, r) => Err(NetworkError::EgressNotNat {
+            subnet: subnet_id.to_owned(),
+            table: t.map_or_else(|| "(none)".to_owned(), |t| t.id.clone()),
+            found: r.map_or_else(
+                || "nothing (no default route)".to_owned(),
+                |r| r.target.clone(),
+            ),
+        }),
+    }
+}
+
+/// The subnet for an exit node's own (public) interface when it also has
+/// an egress interface: a public subnet in the egress subnet's AZ, chosen
+/// as [`choose_subnets`] would.
+pub fn subnet_beside(
+    vpc: &str,
+    egress: &EgressSubnet,
+    subnets: &[Subnet],
+) -> Result<SubnetChoice, NetworkError> {
+    let candidates: Vec<Subnet> = subnets
+        .iter()
+        .filter(|s| {
+            s.az == egress.subnet.az && s.id != egress.subnet.id && s.exposure == Exposure::Public
+        })
+        .cloned()
+        .collect();
+    if candidates.is_empty() {
+        return Err(NetworkError::NoPublicSubnetInAz {
+            subnet: egress.subnet.id.clone(),
+            az: egress.subnet.az.clone(),
+            vpc: vpc.to_owned(),
+        });
+    }
+    choose_subnets(vpc, &candidates, 1)
 }
 
 /// How each subnet reaches the internet, from the table associated with it
 /// (or the main table).
 pub fn exposure_of(subnet_id: &str, tables: &[RouteTable]) -> Exposure {
-    let table = tables
-        .iter()
-        .find(|t| t.subnet_ids.iter().any(|s| s == subnet_id))
-        .or_else(|| tables.iter().find(|t| t.main));
-    let Some(table) = table else {
+    let Some(table) = table_of(subnet_id, tables) else {
         return Exposure::Isolated;
     };
     match table.routes.iter().find(|r| r.destination == "0.0.0.0/0") {
@@ -329,6 +438,65 @@ mod tests {
                 .subnets
                 .len(),
             1
+        );
+    }
+
+    #[test]
+    fn an_egress_subnet_routes_through_a_nat_gateway_or_is_refused_naming_its_table() {
+        let tables = vec![
+            table("rtb-main", true, &[], None),
+            table("rtb-pub", false, &["subnet-a", "subnet-x"], Some("igw-1")),
+            table("rtb-nat", false, &["subnet-p"], Some("nat-0abc")),
+        ];
+        let subnets = vec![
+            subnet("subnet-a", "us-east-1a", 200, Exposure::Public),
+            subnet("subnet-b", "us-east-1b", 200, Exposure::Public),
+            subnet("subnet-p", "us-east-1a", 100, Exposure::Nat),
+            subnet("subnet-i", "us-east-1a", 100, Exposure::Isolated),
+            subnet("subnet-x", "us-east-1c", 100, Exposure::Public),
+        ];
+        let e = egress_subnet("vpc-1", "subnet-p", &subnets, &tables).expect("behind NAT");
+        assert_eq!(
+            (
+                e.subnet.id.as_str(),
+                e.route_table.as_str(),
+                e.nat_gateway.as_str()
+            ),
+            ("subnet-p", "rtb-nat", "nat-0abc")
+        );
+        let beside = subnet_beside("vpc-1", &e, &subnets).expect("a public subnet in 1a");
+        assert_eq!(beside.subnets[0].id, "subnet-a");
+        assert_eq!(beside.warning, None);
+
+        assert_eq!(
+            egress_subnet("vpc-1", "subnet-a", &subnets, &tables)
+                .expect_err("public")
+                .to_string(),
+            "--egress-subnet subnet-a: its route table rtb-pub sends 0.0.0.0/0 to igw-1; expected a NAT gateway (nat-...), whose address third parties would see"
+        );
+        assert_eq!(
+            egress_subnet("vpc-1", "subnet-i", &subnets, &tables)
+                .expect_err("isolated")
+                .to_string(),
+            "--egress-subnet subnet-i: its route table rtb-main sends 0.0.0.0/0 to nothing (no default route); expected a NAT gateway (nat-...), whose address third parties would see"
+        );
+        assert_eq!(
+            egress_subnet("vpc-1", "subnet-9", &subnets, &tables)
+                .expect_err("elsewhere")
+                .to_string(),
+            "--egress-subnet subnet-9 is not a subnet of --vpc vpc-1"
+        );
+
+        let lonely = EgressSubnet {
+            subnet: subnet("subnet-q", "us-east-1d", 100, Exposure::Nat),
+            route_table: "rtb-nat".into(),
+            nat_gateway: "nat-0abc".into(),
+        };
+        assert_eq!(
+            subnet_beside("vpc-1", &lonely, &subnets)
+                .expect_err("no public subnet in 1d")
+                .to_string(),
+            "--egress-subnet subnet-q is in us-east-1d, but --vpc vpc-1 has no public subnet (0.0.0.0/0 -> internet gateway) in us-east-1d for the exit node's own interface; both interfaces of an instance are in one availability zone"
         );
     }
 

@@ -6,7 +6,7 @@ use anyhow::Context;
 
 use super::api::{Aws, Image, SecretInfo, Vpc};
 use super::control::AuthKey;
-use super::network::{self, RouteTable, Subnet, SubnetChoice};
+use super::network::{self, EgressSubnet, RouteTable, Subnet, SubnetChoice};
 use super::sizing::{self, Arch, Choice, Criteria};
 use super::spec::{self, Lifecycle, Names};
 use super::{AwsOptions, DnsMode};
@@ -36,6 +36,10 @@ pub struct Prepared {
     /// The VPC's route tables (IDs, sorted): with SNAT off each gets the
     /// tailnet's return route, which the HA primary points at itself.
     pub route_tables: Vec<String>,
+    /// The exit node's egress subnet and its NAT gateway (`--egress-subnet`).
+    pub egress: Option<EgressSubnet>,
+    /// The NAT gateway's public address: what third parties see.
+    pub nat_public_ip: Option<String>,
     /// The recordings lifecycle (recorder only).
     pub lifecycle: Option<Lifecycle>,
     /// The recordings bucket (recorder only).
@@ -70,7 +74,19 @@ pub async fn prepare(aws: &Aws, opts: &AwsOptions, role: Role) -> anyhow::Result
     let mut route_tables: Vec<String> = tables.iter().map(|t| t.id.clone()).collect();
     route_tables.sort();
     let count = if opts.ha { 2 } else { 1 };
-    let choice = network::choose_subnets(&vpc.id, &subnets, count)?;
+    let (egress, nat_public_ip) = match &opts.egress_subnet {
+        Some(id) => {
+            let e = network::egress_subnet(&vpc.id, id, &subnets, &tables)?;
+            let ip = nat_public_ip(aws, &e).await?;
+            (Some(e), ip)
+        }
+        None => (None, None),
+    };
+    // Both interfaces of an instance are in one AZ: the egress subnet's.
+    let choice = match &egress {
+        Some(e) => network::subnet_beside(&vpc.id, e, &subnets)?,
+        None => network::choose_subnets(&vpc.id, &subnets, count)?,
+    };
     let dns_subnets = match opts.dns {
         DnsMode::Vpc => Vec::new(),
         DnsMode::ResolverEndpoint => network::choose_subnets(&vpc.id, &subnets, 2)
@@ -117,7 +133,9 @@ pub async fn prepare(aws: &Aws, opts: &AwsOptions, role: Role) -> anyhow::Result
         }
     };
 
-    let routes = if opts.routes.is_empty() {
+    let routes = if role == Role::ExitNode {
+        spec::EXIT_ROUTES.iter().map(|r| (*r).to_owned()).collect()
+    } else if opts.routes.is_empty() {
         vpc.cidrs.clone()
     } else {
         opts.routes.clone()
@@ -161,10 +179,30 @@ pub async fn prepare(aws: &Aws, opts: &AwsOptions, role: Role) -> anyhow::Result
         choice: sizing,
         routes,
         route_tables,
+        egress,
+        nat_public_ip,
         lifecycle,
         bucket,
         count,
         auth_key,
         secret,
     })
+}
+
+/// The public address of the egress subnet's NAT gateway, refusing a
+/// gateway that is gone or failed (its route is a black hole).
+async fn nat_public_ip(aws: &Aws, e: &EgressSubnet) -> anyhow::Result<Option<String>> {
+    let gateway = aws.nat_gateway(&e.nat_gateway).await?;
+    match gateway {
+        Some(g) if matches!(g.state.as_str(), "pending" | "available") => {
+            Ok(g.public_ips.first().cloned())
+        }
+        found => anyhow::bail!(
+            "--egress-subnet {}: its route table {} sends 0.0.0.0/0 to {}, which is {}; expected a NAT gateway that is available",
+            e.subnet.id,
+            e.route_table,
+            e.nat_gateway,
+            found.map_or_else(|| "not found".to_owned(), |g| g.state)
+        ),
+    }
 }

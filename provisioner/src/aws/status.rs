@@ -12,6 +12,7 @@ use super::AwsOptions;
 use super::api::{Aws, Instance};
 use super::control::NodeView;
 use super::health::{self, ApplianceHealth};
+use super::network;
 use crate::cloud::Verdict;
 use crate::console::OutputFormat;
 use crate::role::Role;
@@ -28,6 +29,28 @@ pub struct InstanceStatus {
     /// What control says of its appliance (none: control was not asked,
     /// or the role joins no tailnet).
     pub appliance: Option<ApplianceHealth>,
+    /// An exit node's egress interface and the NAT gateway behind it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress: Option<EgressStatus>,
+}
+
+/// An exit node's egress interface, as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EgressStatus {
+    /// The interface (`eni-…`).
+    pub interface: String,
+    /// Its subnet.
+    pub subnet: String,
+    /// Its private address.
+    pub private_ip: String,
+    /// Its MAC address (the appliance's `egress_mac`).
+    pub mac: String,
+    /// The subnet's route table.
+    pub route_table: Option<String>,
+    /// The NAT gateway its default route points at.
+    pub nat_gateway: Option<String>,
+    /// The NAT gateway's public address: what third parties see.
+    pub third_parties_see: Option<String>,
 }
 
 /// The result of `status`.
@@ -91,6 +114,9 @@ async fn inspect(aws: &Aws, opts: &AwsOptions) -> anyhow::Result<StatusReport> {
         }
     };
     let judged = nodes.as_ref().map(|nodes| judge(&instances, nodes));
+    let notes_before_egress = notes.len();
+    let mut egress = egress_of(aws, name, &instances, &mut notes).await?;
+    let egress_sound = notes.len() == notes_before_egress;
     let statuses = instances
         .into_iter()
         .enumerate()
@@ -99,11 +125,14 @@ async fn inspect(aws: &Aws, opts: &AwsOptions) -> anyhow::Result<StatusReport> {
                 Some(judged) if joins(&i) => judged[n].clone(),
                 _ => None,
             };
-            let ha_role = appliance
-                .as_ref()
-                .map_or("unknown", ApplianceHealth::ha_role)
-                .to_owned();
+            let ha_role = match (role_of(&i), &appliance) {
+                // Exit nodes serve side by side: none is primary.
+                (Some(Role::ExitNode), Some(h)) if h.node.is_some() && h.online => "exit node",
+                (_, h) => h.as_ref().map_or("unknown", ApplianceHealth::ha_role),
+            }
+            .to_owned();
             InstanceStatus {
+                egress: egress.remove(&i.id),
                 instance: i,
                 ha_role,
                 appliance,
@@ -132,7 +161,7 @@ async fn inspect(aws: &Aws, opts: &AwsOptions) -> anyhow::Result<StatusReport> {
     if statuses.is_empty() {
         notes.push(format!("no instance is tagged causeway:deployment={name}"));
     }
-    let mut healthy = !statuses.is_empty();
+    let mut healthy = !statuses.is_empty() && egress_sound;
     for s in &statuses {
         let i = &s.instance;
         if i.state != "running" {
@@ -157,6 +186,67 @@ async fn inspect(aws: &Aws, opts: &AwsOptions) -> anyhow::Result<StatusReport> {
         healthy,
         notes,
     })
+}
+
+/// The egress interface of each instance holding one (by instance id),
+/// with the NAT gateway its subnet's default route points at; an egress
+/// interface no instance holds, or whose subnet no longer routes through a
+/// NAT gateway, is a note (and unhealthy).
+async fn egress_of(
+    aws: &Aws,
+    name: &str,
+    instances: &[Instance],
+    notes: &mut Vec<String>,
+) -> anyhow::Result<std::collections::BTreeMap<String, EgressStatus>> {
+    let mut out = std::collections::BTreeMap::new();
+    for eni in aws.egress_interfaces_of(name).await? {
+        let Some(holder) = eni
+            .attachment
+            .as_ref()
+            .and_then(|(id, _)| instances.iter().find(|i| i.id == *id))
+        else {
+            notes.push(format!(
+                "egress interface {} ({}) is attached to no instance of the deployment",
+                eni.id, eni.subnet
+            ));
+            continue;
+        };
+        let tables = aws.route_tables(&holder.vpc).await?;
+        let table = network::table_of(&eni.subnet, &tables);
+        let target = table
+            .and_then(|t| t.routes.iter().find(|r| r.destination == "0.0.0.0/0"))
+            .map(|r| r.target.clone());
+        let nat_gateway = target.clone().filter(|t| t.starts_with("nat-"));
+        let third_parties_see = match &nat_gateway {
+            Some(id) => aws
+                .nat_gateway(id)
+                .await?
+                .and_then(|g| g.public_ips.first().cloned()),
+            None => {
+                notes.push(format!(
+                    "egress interface {} ({}): 0.0.0.0/0 in {} goes to {}, not a NAT gateway",
+                    eni.id,
+                    eni.subnet,
+                    table.map_or("(no route table)", |t| t.id.as_str()),
+                    target.as_deref().unwrap_or("nothing")
+                ));
+                None
+            }
+        };
+        out.insert(
+            holder.id.clone(),
+            EgressStatus {
+                interface: eni.id,
+                subnet: eni.subnet,
+                private_ip: eni.private_ip,
+                mac: eni.mac,
+                route_table: table.map(|t| t.id.clone()),
+                nat_gateway,
+                third_parties_see,
+            },
+        );
+    }
+    Ok(out)
 }
 
 /// The role an instance's tag names, if it is one we know.
@@ -225,6 +315,9 @@ fn render(r: &StatusReport) -> String {
         if let Some(h) = &s.appliance {
             let _ = writeln!(out, "    {}", h.describe());
         }
+        if i.role == Role::ExitNode.as_str() {
+            let _ = writeln!(out, "    {}", exit_node_line(s));
+        }
     }
     for res in &r.resources {
         let _ = writeln!(out, "  {res}");
@@ -233,4 +326,29 @@ fn render(r: &StatusReport) -> String {
         let _ = writeln!(out, "  note: {n}");
     }
     out
+}
+
+/// What an exit node's line says: the routes it offers and where the
+/// tailnet's internet traffic leaves, so what third parties see.
+fn exit_node_line(s: &InstanceStatus) -> String {
+    let offers = "exit node: offers 0.0.0.0/0 and ::/0";
+    match &s.egress {
+        Some(e) => format!(
+            "{offers}; internet traffic leaves through egress interface {} ({}, MAC {}) in {}, 0.0.0.0/0 via {} in {}: third parties see {}",
+            e.interface,
+            e.private_ip,
+            e.mac,
+            e.subnet,
+            e.nat_gateway.as_deref().unwrap_or("(no NAT gateway)"),
+            e.route_table.as_deref().unwrap_or("(no route table)"),
+            e.third_parties_see.as_deref().unwrap_or("(unknown)")
+        ),
+        None => format!(
+            "{offers}; internet traffic leaves through its own interface: third parties see {}",
+            s.instance
+                .public_ip
+                .as_deref()
+                .unwrap_or("(no public address)")
+        ),
+    }
 }

@@ -14,8 +14,8 @@ mod s3;
 mod secrets;
 
 pub use self::ec2::{
-    Address, Image, ImportState, Instance, Launch, LaunchTemplate, NewImage, NewVolume, RawSubnet,
-    SecurityGroup, Volume, Vpc,
+    Address, Image, ImportState, Instance, Launch, LaunchTemplate, NatGateway, NetworkInterface,
+    NewImage, NewInterface, NewVolume, RawSubnet, SecurityGroup, Volume, Vpc,
 };
 pub use self::error::{AwsError, AwsResult};
 pub use self::iam::{IamRole, percent_decode};

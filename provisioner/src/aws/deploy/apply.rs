@@ -4,9 +4,9 @@
 use anyhow::Context;
 
 use super::Walk;
-use crate::aws::api::{Launch, NewVolume};
+use crate::aws::api::{Launch, NewInterface, NewVolume};
 use crate::aws::network::{self, Subnet};
-use crate::aws::plan::Action;
+use crate::aws::plan::{self, Action};
 use crate::aws::spec;
 use crate::aws::wait::{self, Waited};
 
@@ -171,9 +171,50 @@ impl Walk<'_> {
                     .detail(&format!("allocated Elastic IP {}", a.public_ip));
                 self.known.address = Some(a.allocation_id);
             }
-            Action::AssociateAddress { instance } => {
+            Action::AssociateAddress {
+                instance,
+                interface,
+            } => {
                 let id = self.known.address.clone().context("no Elastic IP")?;
-                aws.associate_address(&id, &instance).await?;
+                aws.associate_address(&id, &instance, interface.as_deref())
+                    .await?;
+            }
+            Action::ReleaseAddress { address } => aws.release_address(&address).await?,
+            Action::CreateEgressInterface { subnet } => {
+                let name = self.p.names.egress();
+                let sg = self
+                    .known
+                    .security_groups
+                    .get(&name)
+                    .with_context(|| format!("security group {name} is missing"))?;
+                let tags = plan::egress_interface_tags(self.tags(&name));
+                let description = format!(
+                    "Causeway {}: forwarded internet traffic leaves here",
+                    self.p.names.base()
+                );
+                let eni = aws
+                    .create_egress_interface(
+                        &name,
+                        &NewInterface {
+                            subnet: &subnet,
+                            security_group: sg,
+                            description: &description,
+                            tags: &tags,
+                        },
+                    )
+                    .await?;
+                self.progress.detail(&format!(
+                    "created egress interface {} ({}, MAC {})",
+                    eni.id, eni.private_ip, eni.mac
+                ));
+                self.known.egress_interface = Some((eni.id, eni.mac));
+            }
+            Action::SetInterfaceSourceDestCheck { id, on } => {
+                aws.set_interface_source_dest_check(&id, on).await?;
+            }
+            Action::DeleteEgressInterface { id } => {
+                aws.delete_network_interface_when_detached(&id, self.opts.wait_timeout)
+                    .await?;
             }
             Action::CreateVolume { az, size_gib } => {
                 let name = self.p.names.state_volume();
@@ -230,7 +271,8 @@ impl Walk<'_> {
 
     /// Launches instance `name` into `subnet` from the launch template,
     /// tagged with the template version; a public address when the subnet
-    /// is public, for direct connections.
+    /// is public, for direct connections (an Elastic IP instead when it has
+    /// an egress interface at device index 1).
     async fn launch(&self, name: &str, subnet: &Subnet) -> anyhow::Result<String> {
         let sg = self.known.security_groups.get(&self.p.names.base());
         let (Some(lt), Some(sg)) = (&self.known.template_id, sg) else {
@@ -247,6 +289,11 @@ impl Walk<'_> {
             subnet: &subnet.id,
             security_group: sg,
             public_ip: subnet.exposure == network::Exposure::Public,
+            egress_interface: self
+                .known
+                .egress_interface
+                .as_ref()
+                .map(|(id, _)| id.as_str()),
             instance_profile: &profile,
             name,
             tags: &tags,

@@ -53,6 +53,7 @@ pub async fn run(opts: &AwsOptions, format: OutputFormat, mode: Mode) -> anyhow:
         (Mode::Apply, OutputFormat::Json) => ProgressSink::Stderr,
     };
     let total = 8
+        + 2 * usize::from(role.takes_egress_subnet())
         + usize::from(role == Role::Recorder)
         + usize::from(role == Role::Control)
         + usize::from(mode == Mode::Apply)
@@ -146,6 +147,14 @@ pub async fn run(opts: &AwsOptions, format: OutputFormat, mode: Mode) -> anyhow:
             walk.control_resources()
         );
     }
+    if prepared.role.takes_egress_subnet() {
+        // Before the launch template: its user data names the interface's
+        // MAC address.
+        step!(
+            format!("egress interface {} and Elastic IP", names.egress()),
+            walk.egress(false)
+        );
+    }
     step!(
         format!("launch template {}", names.base()),
         walk.launch_template()
@@ -155,6 +164,9 @@ pub async fn run(opts: &AwsOptions, format: OutputFormat, mode: Mode) -> anyhow:
         walk.instances()
     );
     step!("source/destination check and return routes", walk.routing());
+    if prepared.role.takes_egress_subnet() {
+        step!("Elastic IP association", walk.egress(true));
+    }
     if prepared.role == Role::Control {
         step!(
             "control's Elastic IP association and state volume attachment",
@@ -247,6 +259,8 @@ struct Known {
     address: Option<String>,
     /// Control's state volume (`vol-…`), once seen or created.
     volume: Option<String>,
+    /// The egress interface (`eni-…`) and its MAC, once seen or created.
+    egress_interface: Option<(String, String)>,
 }
 
 struct Walk<'a> {
@@ -350,7 +364,19 @@ impl Walk<'_> {
             protocol.to_uppercase()
         );
         self.ensure_security_group(&name, &description, &spec::appliance_ingress(self.p.role))
-            .await
+            .await?;
+        if self.p.egress.is_some() {
+            // The egress interface takes no connections: replies to the
+            // traffic it sends are let in by the group's connection
+            // tracking, nothing else.
+            self.ensure_security_group(
+                &self.p.names.egress(),
+                "Causeway exit node egress interface: no inbound",
+                &std::collections::BTreeSet::new(),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     async fn bucket(&mut self) -> anyhow::Result<()> {
@@ -463,6 +489,12 @@ impl Walk<'_> {
                 region: self.aws.region.clone(),
                 allow: self.opts.recorder_allow.clone(),
                 ui: self.opts.recorder_ui,
+            }),
+            egress_mac: self.p.egress.as_ref().map(|_| {
+                self.known.egress_interface.as_ref().map_or_else(
+                    || "(the egress interface's MAC address, known after deploy)".into(),
+                    |(_, mac)| mac.clone(),
+                )
             }),
         };
         Ok(TemplateData::wanted(
@@ -677,6 +709,59 @@ impl Walk<'_> {
         Ok(())
     }
 
+    /// The exit node's egress interface and Elastic IP as they are now,
+    /// remembered in `known`.
+    async fn observe_egress(
+        &mut self,
+    ) -> anyhow::Result<(Vec<super::api::NetworkInterface>, Vec<Address>)> {
+        let interfaces = self.aws.egress_interfaces_of(self.deployment()).await?;
+        let addresses = self.aws.addresses_of(self.deployment()).await?;
+        let (eni_name, address_name) = (self.p.names.egress(), self.p.names.base());
+        for i in interfaces
+            .iter()
+            .filter(|i| i.tags.get("Name") == Some(&eni_name))
+        {
+            self.known.egress_interface = Some((i.id.clone(), i.mac.clone()));
+        }
+        for a in addresses
+            .iter()
+            .filter(|a| a.tags.get("Name") == Some(&address_name))
+        {
+            self.known.address = Some(a.allocation_id.clone());
+        }
+        Ok((interfaces, addresses))
+    }
+
+    /// Before the launch template (`after_launch` false): the egress
+    /// interface and Elastic IP, made when missing. After the instances
+    /// run: the Elastic IP on the exit node's own interface; without
+    /// `--egress-subnet`, a left-over egress interface and address go.
+    async fn egress(&mut self, after_launch: bool) -> anyhow::Result<()> {
+        let (interfaces, addresses) = self.observe_egress().await?;
+        let (eni_name, address_name) = (self.p.names.egress(), self.p.names.base());
+        let wanted = plan::EgressWanted {
+            interface_name: &eni_name,
+            address_name: &address_name,
+            subnet: self.p.egress.as_ref(),
+            nat_public_ip: self.p.nat_public_ip.as_deref(),
+        };
+        let planned = if after_launch {
+            plan::egress_attachments(&interfaces, &addresses, self.instances.first(), &wanted)?
+        } else {
+            plan::egress_resources(&interfaces, &addresses, &wanted)?
+        };
+        let refresh = after_launch && !planned.actions.is_empty() && self.mode == Mode::Apply;
+        self.take(planned).await?;
+        if refresh {
+            // The report shows the instance with its Elastic IP.
+            self.instances = self
+                .aws
+                .instances_of(self.deployment(), Some(self.p.role.as_str()))
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn routing(&mut self) -> anyhow::Result<()> {
         let forwards = self.p.role.advertises_routes();
         let tables = if forwards {
@@ -687,7 +772,7 @@ impl Walk<'_> {
         let planned = plan::routing(
             &self.instances,
             &tables,
-            forwards,
+            self.p.role,
             self.opts.snat,
             &self.p.names.base(),
         );

@@ -89,6 +89,7 @@ pub fn control_attachments(
     if address.is_none_or(|a| a.instance_id.as_deref() != Some(instance.id.as_str())) {
         p.act(Action::AssociateAddress {
             instance: instance.id.clone(),
+            interface: None,
         });
         let was = address
             .and_then(|a| a.instance_id.clone())
@@ -271,6 +272,7 @@ mod tests {
             public_ip: "198.18.7.7".into(),
             association_id: on.map(|_| "eipassoc-1".into()),
             instance_id: on.map(str::to_owned),
+            interface_id: None,
             tags: tagged("causeway-prod-control"),
         }
     }
@@ -301,7 +303,8 @@ mod tests {
                     size_gib: 8
                 },
                 &Action::AssociateAddress {
-                    instance: "i-1".into()
+                    instance: "i-1".into(),
+                    interface: None
                 },
                 &Action::AttachVolume {
                     instance: "i-1".into()
@@ -355,7 +358,8 @@ mod tests {
             actions(&p),
             [
                 &Action::AssociateAddress {
-                    instance: "i-2".into()
+                    instance: "i-2".into(),
+                    interface: None
                 },
                 &Action::AttachVolume {
                     instance: "i-2".into()
@@ -374,7 +378,8 @@ mod tests {
             actions(&p),
             [
                 &Action::AssociateAddress {
-                    instance: "i-2".into()
+                    instance: "i-2".into(),
+                    interface: None
                 },
                 &Action::DetachVolume { id: "vol-1".into() },
                 &Action::AttachVolume {

@@ -7,6 +7,7 @@
 mod bucket;
 mod control_state;
 mod dns;
+mod egress;
 mod iam;
 mod instances;
 mod routing;
@@ -20,12 +21,14 @@ mod security_group;
 pub use self::bucket::{BucketWanted, bucket};
 pub use self::control_state::{ControlStateWanted, control_attachments, control_resources};
 pub use self::dns::{SplitDnsPlan, resolver_endpoint, split_dns};
+pub use self::egress::{EgressWanted, egress_attachments, egress_interface_tags, egress_resources};
 pub use self::iam::{iam, wanted_policies};
 pub use self::instances::{instances, launch_template};
 pub use self::routing::routing;
 pub use self::secret::{refresh_key, retire_key, secret};
 pub use self::security_group::security_group;
 
+use super::api::Address;
 use super::network::Subnet;
 use super::report::{Change, Item};
 use super::spec::{IngressRule, LifecycleRule, TemplateData};
@@ -161,11 +164,37 @@ pub enum Action {
     },
     /// Allocate control's Elastic IP.
     AllocateAddress,
-    /// Associate control's Elastic IP with `instance` (taking it from any
-    /// other).
+    /// Associate the Elastic IP (control's, or an exit node's) with
+    /// `instance` (taking it from any other).
     AssociateAddress {
         /// `i-…`.
         instance: String,
+        /// Its primary interface, named when it has two (an exit node
+        /// with an egress interface).
+        interface: Option<String>,
+    },
+    /// Release an Elastic IP the deployment no longer uses.
+    ReleaseAddress {
+        /// The address.
+        address: Address,
+    },
+    /// Create the egress interface in `subnet` (`--egress-subnet`), with
+    /// the source/destination check off.
+    CreateEgressInterface {
+        /// `subnet-…`.
+        subnet: String,
+    },
+    /// Set an interface's source/destination check.
+    SetInterfaceSourceDestCheck {
+        /// `eni-…`.
+        id: String,
+        /// On or off.
+        on: bool,
+    },
+    /// Delete an egress interface the deployment no longer uses.
+    DeleteEgressInterface {
+        /// `eni-…`.
+        id: String,
     },
     /// Create control's state volume in `az`.
     CreateVolume {

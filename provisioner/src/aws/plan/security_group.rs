@@ -64,6 +64,9 @@ pub fn security_group(
 }
 
 fn rules_line(rules: &BTreeSet<IngressRule>) -> String {
+    if rules.is_empty() {
+        return "no inbound rules".to_owned();
+    }
     format!(
         "inbound only: {}",
         rules

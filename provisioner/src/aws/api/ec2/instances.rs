@@ -20,8 +20,12 @@ pub struct Launch<'a> {
     pub subnet: &'a str,
     /// `sg-…`.
     pub security_group: &'a str,
-    /// Whether the primary interface gets a public IPv4 address.
+    /// Whether the primary interface gets a public IPv4 address (never
+    /// with an egress interface: AWS assigns none at launch to an instance
+    /// with two interfaces, so an Elastic IP is associated instead).
     pub public_ip: bool,
+    /// An existing interface (`eni-…`) attached at launch as device index 1.
+    pub egress_interface: Option<&'a str>,
     /// Instance profile name.
     pub instance_profile: &'a str,
     /// `Name` tag (also used in errors).
@@ -145,15 +149,7 @@ impl Aws {
             // The primary interface is given here, not in the template: it
             // carries the subnet, the group and whether the instance gets a
             // public address for direct connections.
-            .network_interfaces(
-                ec2t::InstanceNetworkInterfaceSpecification::builder()
-                    .device_index(0)
-                    .subnet_id(launch.subnet)
-                    .groups(launch.security_group)
-                    .associate_public_ip_address(launch.public_ip)
-                    .delete_on_termination(true)
-                    .build(),
-            )
+            .set_network_interfaces(Some(interfaces(launch)))
             .iam_instance_profile(
                 ec2t::IamInstanceProfileSpecification::builder()
                     .name(launch.instance_profile)
@@ -222,6 +218,31 @@ impl Aws {
             })
             .collect())
     }
+}
+
+/// The interfaces of a launch: the primary one, and the egress interface
+/// at device index 1. The egress interface outlives the instance, so a
+/// replacement gets it back with the MAC address its config names.
+fn interfaces(launch: &Launch<'_>) -> Vec<ec2t::InstanceNetworkInterfaceSpecification> {
+    let mut out = vec![
+        ec2t::InstanceNetworkInterfaceSpecification::builder()
+            .device_index(0)
+            .subnet_id(launch.subnet)
+            .groups(launch.security_group)
+            .associate_public_ip_address(launch.public_ip && launch.egress_interface.is_none())
+            .delete_on_termination(true)
+            .build(),
+    ];
+    if let Some(eni) = launch.egress_interface {
+        out.push(
+            ec2t::InstanceNetworkInterfaceSpecification::builder()
+                .device_index(1)
+                .network_interface_id(eni)
+                .delete_on_termination(false)
+                .build(),
+        );
+    }
+    out
 }
 
 fn state_name(i: &ec2t::Instance) -> String {

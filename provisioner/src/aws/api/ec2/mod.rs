@@ -1,11 +1,12 @@
 //! EC2: the VPC and its route tables, the instance-type catalogue, images,
-//! security groups, launch templates, instances, and control's Elastic IP
-//! and state volume, one module each; the
+//! security groups, launch templates, instances, an exit node's egress
+//! interface, and control's Elastic IP and state volume, one module each; the
 //! filter and tag shapes they share are here.
 
 mod catalogue;
 mod images;
 mod instances;
+mod interfaces;
 mod launch_templates;
 mod security_groups;
 mod stable;
@@ -17,6 +18,7 @@ use aws_sdk_ec2::types as ec2t;
 
 pub use self::images::{Image, ImportState, NewImage};
 pub use self::instances::{Instance, Launch};
+pub use self::interfaces::{NatGateway, NetworkInterface, NewInterface};
 pub use self::launch_templates::LaunchTemplate;
 pub use self::security_groups::SecurityGroup;
 pub use self::stable::{Address, NewVolume, Volume};

@@ -22,6 +22,8 @@ pub struct Address {
     pub association_id: Option<String>,
     /// The instance it is associated with.
     pub instance_id: Option<String>,
+    /// The network interface it is associated with.
+    pub interface_id: Option<String>,
     /// Its tags.
     pub tags: BTreeMap<String, String>,
 }
@@ -76,6 +78,10 @@ impl Aws {
                 public_ip: a.public_ip().unwrap_or_default().to_owned(),
                 association_id: a.association_id().map(str::to_owned),
                 instance_id: a.instance_id().filter(|i| !i.is_empty()).map(str::to_owned),
+                interface_id: a
+                    .network_interface_id()
+                    .filter(|i| !i.is_empty())
+                    .map(str::to_owned),
                 tags: tag_map(a.tags()),
             })
             .collect();
@@ -102,24 +108,30 @@ impl Aws {
             public_ip: out.public_ip().unwrap_or_default().to_owned(),
             association_id: None,
             instance_id: None,
+            interface_id: None,
             tags: tags.iter().cloned().collect(),
         })
     }
 
     /// Associates the Elastic IP with an instance, taking it from any other
-    /// (the instance it followed may have been replaced).
-    pub async fn associate_address(&self, allocation_id: &str, instance_id: &str) -> AwsResult<()> {
-        self.ec2
-            .associate_address()
-            .allocation_id(allocation_id)
-            .instance_id(instance_id)
-            .allow_reassociation(true)
-            .send()
-            .await
-            .or_fail(
-                "associating Elastic IP",
-                format!("{allocation_id} with {instance_id}"),
-            )?;
+    /// (the instance it followed may have been replaced). An instance with
+    /// more than one interface needs the interface named (`interface`,
+    /// its primary one).
+    pub async fn associate_address(
+        &self,
+        allocation_id: &str,
+        instance_id: &str,
+        interface: Option<&str>,
+    ) -> AwsResult<()> {
+        let req = self.ec2.associate_address().allocation_id(allocation_id);
+        let req = match interface {
+            Some(eni) => req.network_interface_id(eni),
+            None => req.instance_id(instance_id),
+        };
+        req.allow_reassociation(true).send().await.or_fail(
+            "associating Elastic IP",
+            format!("{allocation_id} with {instance_id}"),
+        )?;
         Ok(())
     }
 
