@@ -38,7 +38,7 @@ locals {
     [for a in data.aws_vpc.this.cidr_block_associations : a.cidr_block if a.state == "associated"],
     [data.aws_vpc.this.ipv6_cidr_block],
   ))
-  routes = var.routes != null ? var.routes : local.vpc_cidrs
+  routes = var.role == "exit-node" ? ["0.0.0.0/0", "::/0"] : var.routes != null ? var.routes : local.vpc_cidrs
 }
 
 # ---------------------------------------------------------------------------
@@ -330,6 +330,110 @@ resource "aws_vpc_security_group_egress_rule" "all" {
 }
 
 # ---------------------------------------------------------------------------
+# Exit node with an egress subnet: a second interface in a private subnet
+# whose default route is a NAT gateway. The appliance sends the tailnet's
+# internet traffic out of it (it finds it by its MAC address, egress_mac in
+# the user data), so third parties see the NAT gateway's address, while its
+# own WireGuard traffic keeps the primary interface, which needs an Elastic
+# IP: AWS assigns no public address at launch to an instance with two
+# interfaces. Both interfaces are made here and attached at launch, so the
+# egress interface is there when the appliance starts.
+
+locals {
+  egress           = length(var.egress_subnet_ids) > 0
+  egress_subnet_id = one(var.egress_subnet_ids)
+  # An exit node forwards traffic; a router only when it keeps sources.
+  source_dest_check = var.role == "exit-node" ? false : var.snat
+}
+
+data "aws_subnet" "egress" {
+  count = local.egress ? 1 : 0
+  id    = local.egress_subnet_id
+}
+
+data "aws_route_table" "egress" {
+  count     = local.egress ? 1 : 0
+  subnet_id = local.egress_subnet_id
+}
+
+locals {
+  egress_default_route = local.egress ? one([for r in data.aws_route_table.egress[0].routes : r if r.cidr_block == "0.0.0.0/0"]) : null
+  egress_nat_gateway   = local.egress_default_route == null ? "" : local.egress_default_route.nat_gateway_id
+}
+
+resource "aws_security_group" "egress" {
+  count       = local.egress ? 1 : 0
+  name        = "${local.base_name}-egress"
+  description = "Causeway exit node egress interface: no inbound"
+  vpc_id      = var.vpc_id
+  tags        = merge(local.tags, { Name = "${local.base_name}-egress" })
+}
+
+resource "aws_vpc_security_group_egress_rule" "egress_all" {
+  #checkov:skip=CKV_AWS_382: the egress interface carries the tailnet's internet traffic to any address and port; that is what an exit node is for.
+  for_each = local.egress ? toset(["0.0.0.0/0", "::/0"]) : toset([])
+
+  security_group_id = aws_security_group.egress[0].id
+  description       = "All egress"
+  ip_protocol       = "-1"
+  cidr_ipv4         = strcontains(each.key, ":") ? null : each.key
+  cidr_ipv6         = strcontains(each.key, ":") ? each.key : null
+  tags              = local.tags
+}
+
+resource "aws_network_interface" "primary" {
+  count             = local.egress ? 1 : 0
+  subnet_id         = var.subnet_ids[0]
+  security_groups   = [aws_security_group.this.id]
+  source_dest_check = local.source_dest_check
+  description       = "Causeway ${local.base_name}: WireGuard and control"
+  tags              = merge(local.tags, { Name = local.instance_names[0] })
+}
+
+resource "aws_network_interface" "egress" {
+  count             = local.egress ? 1 : 0
+  subnet_id         = local.egress_subnet_id
+  security_groups   = [aws_security_group.egress[0].id]
+  source_dest_check = false
+  description       = "Causeway ${local.base_name}: forwarded internet traffic leaves here"
+  tags              = merge(local.tags, { Name = "${local.base_name}-egress", "causeway:interface" = "egress" })
+
+  # Made only once the subnet's default route is known to be a NAT gateway.
+  depends_on = [data.aws_nat_gateway.egress]
+
+  lifecycle {
+    precondition {
+      condition     = !local.egress || data.aws_subnet.egress[0].availability_zone == local.availability_zones[0]
+      error_message = "egress_subnet_ids ${coalesce(local.egress_subnet_id, "-")} is in ${local.egress ? data.aws_subnet.egress[0].availability_zone : "-"}, but the instance's subnet ${var.subnet_ids[0]} is in ${local.availability_zones[0]}: both interfaces of an instance are in one availability zone."
+    }
+  }
+}
+
+resource "aws_eip" "egress" {
+  count  = local.egress ? 1 : 0
+  domain = "vpc"
+  tags   = local.tags
+}
+
+resource "aws_eip_association" "egress" {
+  count                = local.egress ? 1 : 0
+  allocation_id        = aws_eip.egress[0].id
+  network_interface_id = aws_network_interface.primary[0].id
+}
+
+data "aws_nat_gateway" "egress" {
+  count = local.egress ? 1 : 0
+  id    = local.egress_nat_gateway
+
+  lifecycle {
+    precondition {
+      condition     = local.egress_nat_gateway != ""
+      error_message = "egress_subnet_ids ${coalesce(local.egress_subnet_id, "-")}: its route table ${local.egress ? data.aws_route_table.egress[0].id : "-"} sends 0.0.0.0/0 to ${local.egress_default_route == null ? "nothing (no default route)" : coalesce(local.egress_default_route.gateway_id, local.egress_default_route.network_interface_id, local.egress_default_route.transit_gateway_id, "something other than a NAT gateway")}; expected a NAT gateway (nat-...), whose address third parties would see."
+    }
+  }
+}
+
+# ---------------------------------------------------------------------------
 # Launch template and instances.
 
 # Non-secret appliance config (docs/reference/appliance.md), rendered by
@@ -348,6 +452,7 @@ module "user_data" {
   routes                   = local.routes
   snat                     = var.snat
   aws_route_tables         = local.moves_return_route ? var.route_table_ids : []
+  egress_mac               = local.egress ? aws_network_interface.egress[0].mac_address : null
   recorder = var.recorder == null ? null : {
     bucket = var.recorder.bucket
     region = coalesce(var.recorder.region, data.aws_region.current.name)
@@ -436,11 +541,20 @@ resource "aws_instance" "this" {
   }
 
   # Subnet and security group at the top level of RunInstances, as the
-  # contract says (moto ignores those inside a template).
-  subnet_id                   = var.subnet_ids[count.index]
-  vpc_security_group_ids      = [aws_security_group.this.id]
-  source_dest_check           = var.snat
-  associate_public_ip_address = var.associate_public_ip_address
+  # contract says (moto ignores those inside a template); with an egress
+  # subnet, on the two interfaces made above instead.
+  subnet_id                   = local.egress ? null : var.subnet_ids[count.index]
+  vpc_security_group_ids      = local.egress ? null : [aws_security_group.this.id]
+  source_dest_check           = local.egress ? null : local.source_dest_check
+  associate_public_ip_address = local.egress ? null : var.associate_public_ip_address
+
+  dynamic "network_interface" {
+    for_each = local.egress ? [aws_network_interface.primary[0].id, aws_network_interface.egress[0].id] : []
+    content {
+      device_index         = network_interface.key
+      network_interface_id = network_interface.value
+    }
+  }
 
   # Repeated from the template so that drift on the instance is visible.
   metadata_options {

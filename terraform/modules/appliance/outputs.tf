@@ -19,8 +19,8 @@ output "hostnames" {
 }
 
 output "public_ips" {
-  description = "Public IPv4 address of each instance (empty strings in subnets without public addresses)."
-  value       = aws_instance.this[*].public_ip
+  description = "Public IPv4 address of each instance (empty strings in subnets without public addresses; with egress_subnet_ids, the Elastic IP)."
+  value       = local.egress ? [aws_eip.egress[0].public_ip] : aws_instance.this[*].public_ip
 }
 
 output "network_interface_ids" {
@@ -94,4 +94,24 @@ output "control_address" {
 output "state_volume_id" {
   description = "Role control: the state volume, attached as /dev/sdf (null for other roles)."
   value       = local.is_control ? aws_ebs_volume.control_state[0].id : null
+}
+
+output "egress_interface_id" {
+  description = "Role exit-node with egress_subnet_ids: the egress interface (null otherwise)."
+  value       = local.egress ? aws_network_interface.egress[0].id : null
+}
+
+output "egress_mac" {
+  description = "Role exit-node with egress_subnet_ids: the egress interface's MAC address, egress_mac in the appliance config (null otherwise)."
+  value       = local.egress ? aws_network_interface.egress[0].mac_address : null
+}
+
+output "egress_nat_gateway_id" {
+  description = "Role exit-node with egress_subnet_ids: the NAT gateway the egress subnet's default route points at (null otherwise)."
+  value       = local.egress ? local.egress_nat_gateway : null
+}
+
+output "egress_public_ip" {
+  description = "Role exit-node with egress_subnet_ids: the NAT gateway's public address, which third parties see (null otherwise)."
+  value       = local.egress ? data.aws_nat_gateway.egress[0].public_ip : null
 }

@@ -9,16 +9,16 @@ variable "name" {
 }
 
 variable "role" {
-  description = "Required. Appliance role: subnet-router, recorder or control. via6, exit-node, app-connector and relay are refused: the appliance cannot run them yet."
+  description = "Required. Appliance role: subnet-router, exit-node, recorder or control. via6, app-connector and relay are refused: the appliance cannot run them yet."
   type        = string
 
   validation {
-    condition     = !contains(["via6", "exit-node", "app-connector", "relay"], var.role)
-    error_message = "role ${var.role} is not built yet: the appliance cannot run it (no 4via6 mapping, internet forwarding, domain-based routing or relay server yet); the roles this module deploys today are subnet-router, recorder and control."
+    condition     = !contains(["via6", "app-connector", "relay"], var.role)
+    error_message = "role ${var.role} is not built yet: the appliance cannot run it (no 4via6 mapping, domain-based routing or relay server yet); the roles this module deploys today are subnet-router, exit-node, recorder and control."
   }
   validation {
     condition     = contains(["subnet-router", "via6", "exit-node", "app-connector", "recorder", "control", "relay"], var.role)
-    error_message = "role must be one of subnet-router, recorder, control."
+    error_message = "role must be one of subnet-router, exit-node, recorder, control."
   }
 }
 
@@ -45,6 +45,25 @@ variable "ha" {
   validation {
     condition     = !(var.ha && var.role == "control")
     error_message = "ha = true with role control: control runs as one instance (its state volume attaches to one instance in one AZ)."
+  }
+}
+
+variable "egress_subnet_ids" {
+  description = "Optional. Role exit-node only, one instance (ha = false): a list of one private subnet, in the instance's availability zone, whose route table sends 0.0.0.0/0 to a NAT gateway. The instance gets a second network interface there (device index 1, source/destination check off) and sends the tailnet's internet traffic out of it, so third parties see the NAT gateway's address, while its WireGuard traffic keeps its own interface, which gets an Elastic IP (AWS assigns no public address at launch to an instance with two interfaces), so peers keep direct connections. A list, like subnet_ids, so that whether there is one is known before the subnet exists."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = length(var.egress_subnet_ids) <= 1
+    error_message = "egress_subnet_ids holds at most one subnet: the exit node's one egress interface."
+  }
+  validation {
+    condition     = length(var.egress_subnet_ids) == 0 || contains(["exit-node", "app-connector"], var.role)
+    error_message = "egress_subnet_ids is for role exit-node: only an exit node sends traffic out of an egress subnet."
+  }
+  validation {
+    condition     = length(var.egress_subnet_ids) == 0 || !var.ha
+    error_message = "egress_subnet_ids with ha = true: the egress interface lives in one subnet, so in one availability zone, and an HA pair spans two; deploy one exit node per egress subnet instead."
   }
 }
 
@@ -107,15 +126,25 @@ variable "secret_recovery_window_in_days" {
 }
 
 variable "routes" {
-  description = "Optional. Prefixes to advertise. Default: the VPC's IPv4 and IPv6 CIDR blocks."
+  description = "Optional. Role subnet-router: prefixes to advertise. Default: the VPC's IPv4 and IPv6 CIDR blocks. An exit node advertises 0.0.0.0/0 and ::/0 and takes no routes."
   type        = list(string)
   default     = null
+
+  validation {
+    condition     = var.routes == null || var.role != "exit-node"
+    error_message = "routes with role exit-node: an exit node advertises 0.0.0.0/0 and ::/0 and nothing else."
+  }
 }
 
 variable "snat" {
-  description = "Optional. Masquerade tailnet sources. false keeps source addresses: source/destination check is then disabled and 100.64.0.0/10 is added to route_table_ids, pointing at the primary's ENI."
+  description = "Optional. Masquerade tailnet sources. false keeps source addresses: source/destination check is then disabled and 100.64.0.0/10 is added to route_table_ids, pointing at the primary's ENI. An exit node always masquerades."
   type        = bool
   default     = true
+
+  validation {
+    condition     = var.snat || var.role != "exit-node"
+    error_message = "snat = false with role exit-node: an exit node masquerades the tailnet's traffic to its own address (the internet has no route back to 100.64.0.0/10)."
+  }
 }
 
 variable "route_table_ids" {

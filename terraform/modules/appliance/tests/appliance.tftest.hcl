@@ -418,14 +418,6 @@ run "via6_refused_as_not_built" {
   expect_failures = [var.role]
 }
 
-run "exit_node_refused_as_not_built" {
-  command = plan
-  variables {
-    role = "exit-node"
-  }
-  expect_failures = [var.role]
-}
-
 run "app_connector_refused_as_not_built" {
   command = plan
   variables {
@@ -496,4 +488,135 @@ run "other_roles_get_no_elastic_ip_or_state_volume" {
     condition     = length(aws_eip.control) == 0 && length(aws_ebs_volume.control_state) == 0 && length(aws_volume_attachment.control_state) == 0
     error_message = "only control gets an Elastic IP and a state volume"
   }
+}
+
+run "exit_node_advertises_the_default_routes_and_forwards" {
+  command = apply
+
+  variables {
+    role = "exit-node"
+  }
+
+  assert {
+    condition     = strcontains(local.user_data, "[exit_node]\nipv6 = true\n") && !strcontains(local.user_data, "[subnet_router]") && !strcontains(local.user_data, "egress_mac")
+    error_message = "an exit node gets an [exit_node] section, not a subnet router's, and no egress interface unless asked"
+  }
+  assert {
+    condition     = jsonencode(local.routes) == jsonencode(["0.0.0.0/0", "::/0"])
+    error_message = "an exit node advertises the default routes"
+  }
+  assert {
+    condition     = aws_instance.this[0].source_dest_check == false && aws_instance.this[0].subnet_id == "subnet-a"
+    error_message = "an exit node forwards: source/destination check off, launched into its subnet"
+  }
+  assert {
+    condition     = length(aws_network_interface.egress) == 0 && length(aws_eip.egress) == 0 && length(aws_route.tailnet) == 0 && length(aws_iam_role_policy.return_route) == 0
+    error_message = "without egress_subnet_ids: no second interface, no Elastic IP, no return route"
+  }
+  assert {
+    condition     = [for r in aws_vpc_security_group_ingress_rule.listen : "${r.ip_protocol} ${r.from_port}"] == ["udp 41641", "udp 41641"]
+    error_message = "only WireGuard in"
+  }
+}
+
+run "exit_node_with_an_egress_subnet_gets_a_second_interface_and_an_elastic_ip" {
+  command = apply
+
+  variables {
+    role              = "exit-node"
+    egress_subnet_ids = ["subnet-p"]
+  }
+
+  assert {
+    condition     = aws_network_interface.egress[0].subnet_id == "subnet-p" && aws_network_interface.egress[0].source_dest_check == false && aws_network_interface.egress[0].tags["causeway:interface"] == "egress" && aws_network_interface.egress[0].tags["Name"] == "causeway-t1-exit-node-egress"
+    error_message = "the egress interface is in the egress subnet, forwards, and is tagged"
+  }
+  assert {
+    condition     = aws_network_interface.egress[0].security_groups == toset([aws_security_group.egress[0].id]) && aws_network_interface.primary[0].security_groups == toset([aws_security_group.this.id]) && aws_network_interface.primary[0].subnet_id == "subnet-a"
+    error_message = "the egress interface has its own group (no inbound); the primary keeps WireGuard's"
+  }
+  assert {
+    condition     = toset([for n in aws_instance.this[0].network_interface : "${n.device_index} ${n.network_interface_id}"]) == toset(["0 ${aws_network_interface.primary[0].id}", "1 ${aws_network_interface.egress[0].id}"])
+    error_message = "the instance is launched with its primary interface at device index 0 and the egress interface at 1"
+  }
+  assert {
+    condition     = aws_eip_association.egress[0].network_interface_id == aws_network_interface.primary[0].id
+    error_message = "the Elastic IP is on the primary interface: peers connect to it directly"
+  }
+  assert {
+    condition     = strcontains(local.user_data, "[exit_node]\nipv6 = true\negress_mac = \"0a:1b:2c:3d:4e:5f\"\n")
+    error_message = "the appliance is told the egress interface's MAC address"
+  }
+  assert {
+    condition     = output.egress_public_ip == "203.0.113.7" && output.egress_nat_gateway_id == "nat-0123456789abcdef0"
+    error_message = "the outputs say what third parties see"
+  }
+}
+
+run "egress_subnet_without_a_nat_gateway_refused" {
+  command = plan
+
+  variables {
+    role              = "exit-node"
+    egress_subnet_ids = ["subnet-p"]
+  }
+
+  override_data {
+    target = data.aws_route_table.egress
+    values = {
+      id = "rtb-0bbbbbbbbbbbbbbbb"
+      routes = [
+        { cidr_block = "0.0.0.0/0", nat_gateway_id = "", gateway_id = "igw-1", network_interface_id = "", transit_gateway_id = "", carrier_gateway_id = "", core_network_arn = "", destination_prefix_list_id = "", egress_only_gateway_id = "", instance_id = "", ipv6_cidr_block = "", local_gateway_id = "", vpc_endpoint_id = "", vpc_peering_connection_id = "" },
+      ]
+    }
+  }
+
+  expect_failures = [data.aws_nat_gateway.egress]
+}
+
+run "egress_subnet_in_another_az_refused" {
+  command = plan
+
+  variables {
+    role              = "exit-node"
+    egress_subnet_ids = ["subnet-p"]
+  }
+
+  override_data {
+    target = data.aws_subnet.egress
+    values = {
+      availability_zone = "us-east-1b"
+    }
+  }
+
+  expect_failures = [aws_network_interface.egress]
+}
+
+run "egress_subnet_for_a_router_refused" {
+  command = plan
+  variables {
+    egress_subnet_ids = ["subnet-p"]
+  }
+  expect_failures = [var.egress_subnet_ids]
+}
+
+run "egress_subnet_with_ha_refused" {
+  command = plan
+  variables {
+    role              = "exit-node"
+    ha                = true
+    subnet_ids        = ["subnet-a", "subnet-b"]
+    egress_subnet_ids = ["subnet-p"]
+  }
+  expect_failures = [var.egress_subnet_ids]
+}
+
+run "exit_node_routes_or_no_snat_refused" {
+  command = plan
+  variables {
+    role   = "exit-node"
+    routes = ["10.0.0.0/16"]
+    snat   = false
+  }
+  expect_failures = [var.routes, var.snat]
 }

@@ -44,6 +44,15 @@ locals {
     "aws_route_tables = ${jsonencode(var.aws_route_tables)}",
   ], [""]))
 
+  # The appliance advertises 0.0.0.0/0 and ::/0 itself and masquerades to
+  # its uplink, or to the egress interface.
+  exit_node = var.role != "exit-node" ? "" : join("\n", concat([
+    "[exit_node]",
+    "ipv6 = true",
+    ], var.egress_mac == null ? [] : [
+    "egress_mac = ${jsonencode(var.egress_mac)}",
+  ], [""]))
+
   recorder = var.recorder == null ? "" : join("\n", concat([
     "[recorder]",
     "listen = \"0.0.0.0:80\"",
@@ -62,5 +71,5 @@ locals {
     "allow = ${jsonencode(var.recorder.allow)}",
   ] : [], [""]))
 
-  text = var.role == "control" ? local.control : join("\n", compact([local.node, local.subnet_router, local.recorder]))
+  text = var.role == "control" ? local.control : join("\n", compact([local.node, local.subnet_router, local.exit_node, local.recorder]))
 }

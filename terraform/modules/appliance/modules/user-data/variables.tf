@@ -1,10 +1,10 @@
 variable "role" {
-  description = "Required. A role the appliance runs: subnet-router, recorder or control."
+  description = "Required. A role the appliance runs: subnet-router, exit-node, recorder or control."
   type        = string
 
   validation {
-    condition     = contains(["subnet-router", "recorder", "control"], var.role)
-    error_message = "role must be subnet-router, recorder or control (the roles the appliance runs today)."
+    condition     = contains(["subnet-router", "exit-node", "recorder", "control"], var.role)
+    error_message = "role must be subnet-router, exit-node, recorder or control (the roles the appliance runs today)."
   }
 }
 
@@ -72,5 +72,16 @@ variable "state_volume" {
   validation {
     condition     = (var.state_volume != null) == (var.role == "control")
     error_message = "state_volume is required for role control, and only for it."
+  }
+}
+
+variable "egress_mac" {
+  description = "Optional. Role exit-node only: the MAC address of the egress interface forwarded internet traffic leaves through."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.egress_mac == null || var.role == "exit-node"
+    error_message = "egress_mac is for role exit-node only."
   }
 }

@@ -93,3 +93,23 @@ mock_data "aws_partition" {
     partition = "aws"
   }
 }
+# An exit node's egress subnet: its route table sends 0.0.0.0/0 to a NAT
+# gateway, and the interface made there has a MAC address.
+mock_data "aws_route_table" {
+  defaults = {
+    id = "rtb-0aaaaaaaaaaaaaaaa"
+    routes = [
+      { cidr_block = "0.0.0.0/0", nat_gateway_id = "nat-0123456789abcdef0", gateway_id = "", network_interface_id = "", transit_gateway_id = "", carrier_gateway_id = "", core_network_arn = "", destination_prefix_list_id = "", egress_only_gateway_id = "", instance_id = "", ipv6_cidr_block = "", local_gateway_id = "", vpc_endpoint_id = "", vpc_peering_connection_id = "" },
+    ]
+  }
+}
+mock_data "aws_nat_gateway" {
+  defaults = {
+    public_ip = "203.0.113.7"
+  }
+}
+mock_resource "aws_network_interface" {
+  defaults = {
+    mac_address = "0a:1b:2c:3d:4e:5f"
+  }
+}
