@@ -102,6 +102,7 @@ pub fn appliance_roles(role: causeway_provisioner::role::Role) -> &'static str {
     use causeway_provisioner::role::Role;
     match role {
         Role::SubnetRouter => "device, subnet-router",
+        Role::ExitNode => "device, exit-node",
         Role::Recorder => "recorder, device",
         Role::Control => "control",
         other => panic!("no expected appliance roles for {other}: is it built now?"),

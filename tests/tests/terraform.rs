@@ -108,6 +108,11 @@ fn module_user_data_of_every_role_passes_appliance_check_config() {
         } else {
             "null"
         };
+        let egress_mac = if *role == Role::ExitNode {
+            r#""0a:1b:2c:3d:4e:5f""#
+        } else {
+            "null"
+        };
         config.push_str(&format!(
             r#"
 module "{role}" {{
@@ -117,6 +122,7 @@ module "{role}" {{
   control_public_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
   auth_key_secret    = {secret}
   state_volume       = {state_volume}
+  egress_mac         = {egress_mac}
   routes             = ["198.19.0.0/16", "fd00:198:19::/48"]
   snat               = false
   recorder           = {recorder}
@@ -349,9 +355,10 @@ fn examples_apply_to_moto_inspect_and_destroy_cleanly() {
     let tree = tf.copy_tree();
     let tag = format!("tf{}", std::process::id() % 100_000);
 
-    let examples: [(&str, Inspect); 2] = [
+    let examples: [(&str, Inspect); 3] = [
         ("ha-subnet-router", inspect_ha_subnet_router),
         ("recorder", inspect_recorder),
+        ("exit-node", inspect_exit_node),
     ];
     // The examples share moto but not names or state: run them side by side
     // (the recorder's apply alone waits ~55 s on S3 lifecycle polling).
@@ -729,6 +736,107 @@ fn inspect_ha_subnet_router(aws: &Aws, outputs: &Value, _name: &str) {
         .flat_map(|p| ["10.42.0.0/16", "100.64.0.0/10"].map(|c| format!("{p} 53-53 from {c}")))
         .collect();
     assert_eq!(inbound, expected, "DNS security group: {sg:#}");
+}
+
+/// The exit node: source/destination check off, an Elastic IP on its own
+/// interface, and a second interface in the private subnet (device index
+/// 1, check off, tagged) whose MAC the user data names; the NAT gateway's
+/// address is what the outputs say third parties see.
+fn inspect_exit_node(aws: &Aws, outputs: &Value, name: &str) {
+    let ids = strings(&outputs["instance_ids"]);
+    assert_eq!(ids.len(), 1, "one exit node");
+    let id = ids[0].as_str();
+    // The check lives on the interface (moto keeps a separate, stale copy
+    // on the instance): the primary interface forwards.
+    let described = aws.json(&["ec2", "describe-instances", "--instance-ids", id]);
+    let primary = described["Reservations"][0]["Instances"][0]["NetworkInterfaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["Attachment"]["DeviceIndex"] == 0)
+        .unwrap_or_else(|| panic!("{id}: no primary interface: {described:#}"));
+    assert_eq!(
+        primary["SourceDestCheck"], false,
+        "{id}: source/dest check: {primary:#}"
+    );
+    let primary_id = primary["NetworkInterfaceId"]
+        .as_str()
+        .expect("NetworkInterfaceId");
+
+    let eni_id = outputs["egress_interface_id"]
+        .as_str()
+        .expect("egress_interface_id");
+    let enis = aws.json(&[
+        "ec2",
+        "describe-network-interfaces",
+        "--network-interface-ids",
+        eni_id,
+    ]);
+    let eni = &enis["NetworkInterfaces"][0];
+    assert_eq!(eni["SubnetId"], outputs["egress_subnet_id"], "{eni:#}");
+    assert_eq!(eni["SourceDestCheck"], false, "{eni:#}");
+    assert_eq!(eni["MacAddress"], outputs["egress_mac"], "{eni:#}");
+    assert_eq!(eni["Attachment"]["InstanceId"], id, "{eni:#}");
+    assert_eq!(eni["Attachment"]["DeviceIndex"], 1, "{eni:#}");
+    let egress_tag = eni["TagSet"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["Key"] == "causeway:interface")
+        .and_then(|t| t["Value"].as_str());
+    assert_eq!(egress_tag, Some("egress"), "{eni:#}");
+
+    let lt_id = outputs["launch_template_id"]
+        .as_str()
+        .expect("launch_template_id");
+    let versions = aws.json(&[
+        "ec2",
+        "describe-launch-template-versions",
+        "--launch-template-id",
+        lt_id,
+        "--versions",
+        "$Latest",
+    ]);
+    let user_data = decode_base64(
+        versions["LaunchTemplateVersions"][0]["LaunchTemplateData"]["UserData"]
+            .as_str()
+            .expect("UserData"),
+    );
+    let mac = outputs["egress_mac"].as_str().expect("egress_mac");
+    assert!(
+        user_data.contains(&format!(
+            "[exit_node]\nipv6 = true\negress_mac = \"{mac}\"\n"
+        )) && !user_data.contains("[subnet_router]"),
+        "{user_data}"
+    );
+
+    let addresses = aws.json(&[
+        "ec2",
+        "describe-addresses",
+        "--filters",
+        &format!("Name=network-interface-id,Values={primary_id}"),
+    ]);
+    assert_eq!(
+        strings(&outputs["public_ips"]),
+        [addresses["Addresses"][0]["PublicIp"]
+            .as_str()
+            .unwrap_or("none")
+            .to_owned()],
+        "the Elastic IP is on the exit node: {addresses:#}"
+    );
+    assert_eq!(
+        tag(&addresses["Addresses"][0], "causeway:deployment"),
+        Some(name),
+        "{addresses:#}"
+    );
+
+    let nat = outputs["nat_gateway_id"].as_str().expect("nat_gateway_id");
+    let gateways = aws.json(&["ec2", "describe-nat-gateways", "--nat-gateway-ids", nat]);
+    assert_eq!(
+        gateways["NatGateways"][0]["NatGatewayAddresses"][0]["PublicIp"],
+        outputs["egress_public_ip"],
+        "{gateways:#}"
+    );
 }
 
 fn inspect_recorder(aws: &Aws, outputs: &Value, _name: &str) {

@@ -35,13 +35,22 @@ fn config(role: Role, ui: bool) -> ApplianceConfig {
             allow: vec![spec::DEFAULT_RECORDER_ALLOW.into(), "198.19.4.0/24".into()],
             ui,
         }),
+        egress_mac: (role == Role::ExitNode).then(|| "0a:1b:2c:3d:4e:5f".into()),
     }
 }
 
 #[test]
 fn the_user_data_of_every_role_deploy_accepts_passes_appliance_check_config() {
     let roles = Role::built();
-    assert_eq!(roles, [Role::SubnetRouter, Role::Recorder, Role::Control]);
+    assert_eq!(
+        roles,
+        [
+            Role::SubnetRouter,
+            Role::ExitNode,
+            Role::Recorder,
+            Role::Control
+        ]
+    );
     for role in roles {
         for ui in [false, true] {
             let text = spec::user_data(&config(role, ui))
@@ -71,6 +80,18 @@ fn check_config_refuses_a_recorder_user_data_without_its_storage() {
     let ran = check_config("recorder", &broken);
     assert!(!ran.success(), "a broken recorder config passed: {ran}");
     assert!(ran.stderr.contains("s4"), "{}", ran.stderr);
+}
+
+#[test]
+fn check_config_refuses_an_exit_node_with_a_misspelt_egress_key() {
+    // The exit node's check above can fail: its [exit_node] section is
+    // read strictly, so a misspelt egress key is refused by name.
+    let text = spec::user_data(&config(Role::ExitNode, false)).expect("exit node user data");
+    assert!(text.contains("egress_mac = "), "{text}");
+    let broken = text.replace("egress_mac = ", "egress_macs = ");
+    let ran = check_config("exit-node", &broken);
+    assert!(!ran.success(), "a misspelt key passed: {ran}");
+    assert!(ran.stderr.contains("egress_macs"), "{}", ran.stderr);
 }
 
 #[test]
