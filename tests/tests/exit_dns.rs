@@ -17,8 +17,8 @@
 //! stranger 198.18.0.23: a peer allowed only ICMP to exit1
 //! ```
 
-use causeway_e2e::local::{Node, Site};
-use causeway_e2e::{TestDeployment, WAIT, run, tailnet_ipv4, wait_until};
+use causeway_e2e::local::{Netns, Node, Site};
+use causeway_e2e::{ExtraNode, TestDeployment, WAIT, run, tailnet_ipv4, wait_until};
 
 const INTERNET_RESOLVER: &str = "198.18.100.53";
 const LAN_RESOLVER: &str = "198.18.0.250";
@@ -121,12 +121,7 @@ fn a_client_resolves_through_its_exit_node_and_a_stranger_gets_no_answer() {
         false,
     );
     causeway_e2e::rewrite_file(&exit.config, |old| format!("{old}\n[exit_node]\n"));
-    t.start_extra_node(&exit, &exit_ns);
-    let exit_status = wait_until(WAIT, "exit1 to run", || {
-        let s = t.status_in(&exit_ns, &exit.state_dir)?;
-        anyhow::ensure!(s["state"] == "running", "{s}");
-        Ok(s)
-    });
+    let exit_status = start_running(&t, &exit, &exit_ns);
     let exit_tailnet = tailnet_ipv4(&exit_status).expect("exit1's tailnet address");
     for prefix in ["0.0.0.0/0", "::/0"] {
         t.admin(&["routes", "approve", "exit1", prefix])
@@ -144,12 +139,7 @@ fn a_client_resolves_through_its_exit_node_and_a_stranger_gets_no_answer() {
         "cw0",
         false,
     );
-    t.start_extra_node(&stranger, &stranger_ns);
-    let stranger_status = wait_until(WAIT, "the stranger to run", || {
-        let s = t.status_in(&stranger_ns, &stranger.state_dir)?;
-        anyhow::ensure!(s["state"] == "running", "{s}");
-        Ok(s)
-    });
+    let stranger_status = start_running(&t, &stranger, &stranger_ns);
     let stranger_tailnet = tailnet_ipv4(&stranger_status).expect("the stranger's address");
     let client_tailnet =
         tailnet_ipv4(&t.status(Node::Client).expect("client status")).expect("client address");
@@ -274,6 +264,16 @@ fn a_client_resolves_through_its_exit_node_and_a_stranger_gets_no_answer() {
     );
 
     t.finish();
+}
+
+/// Starts an extra node in `ns` and returns its status once it runs.
+fn start_running(t: &TestDeployment, node: &ExtraNode, ns: &Netns) -> serde_json::Value {
+    t.start_extra_node(node, ns);
+    wait_until(WAIT, &format!("{} to run", node.hostname), || {
+        let s = t.status_in(ns, &node.state_dir)?;
+        anyhow::ensure!(s["state"] == "running", "{s}");
+        Ok(s)
+    })
 }
 
 /// The first IPv4 address `getent ahostsv4 NAME` finds in the client
