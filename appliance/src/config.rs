@@ -86,6 +86,12 @@ pub struct NodeConfig {
     /// it (default false: fail closed, nothing leaks).
     #[serde(default)]
     pub exit_node_fail_open: bool,
+    /// With an exit node: send the host's DNS queries to the exit node's
+    /// forwarder, as Tailscale does (default true); false leaves them to
+    /// the host's resolvers (through the tunnel, unless LAN access keeps
+    /// a LAN resolver off it).
+    #[serde(default = "default_true")]
+    pub exit_node_dns: bool,
 }
 
 /// `node.exit_node`, checked when the file is parsed.
@@ -707,6 +713,14 @@ mod tests {
         assert_eq!(node.exit_node.0, causeway_mesh::ExitNodeChoice::Auto);
         assert!(node.exit_node_allow_lan_access);
         assert!(!node.exit_node_fail_open);
+        assert!(node.exit_node_dns, "DNS follows the exit node by default");
+        let off = parse(&format!(
+            "{NODE}exit_node = \"auto\"\nexit_node_dns = false\n"
+        ))
+        .expect("valid");
+        assert!(!off.node.expect("node").exit_node_dns);
+        let err = parse(&format!("{NODE}exit_node_dns = \"yes\"\n")).expect_err("not a boolean");
+        assert!(format!("{err:#}").contains("exit_node_dns"), "{err:#}");
         let err = parse(&format!("{NODE}exit_node = \"exit 1\"\n")).expect_err("a space");
         assert!(
             format!("{err:#}").contains("exit node \"exit 1\": expected a node name"),

@@ -342,6 +342,8 @@ pub struct TestDeployment {
     extra_namespaces: Vec<String>,
     extra_host_links: Vec<String>,
     extra_files: Vec<PathBuf>,
+    /// Directories removed (when empty) after `extra_files`.
+    extra_dirs: Vec<PathBuf>,
 }
 
 impl TestDeployment {
@@ -382,6 +384,7 @@ impl TestDeployment {
             extra_namespaces: Vec::new(),
             extra_host_links: Vec::new(),
             extra_files: Vec::new(),
+            extra_dirs: Vec::new(),
         }
     }
 
@@ -801,6 +804,31 @@ advertise_endpoints = ["{endpoint}"]
         self.extra_files.push(path);
     }
 
+    /// `appliance set --exit-node CHOICE` on the client whose state
+    /// directory is `state_dir`, asserting it succeeded.
+    pub fn set_exit_node(&self, state_dir: &Path, choice: &str) {
+        let mut cmd = self.command_in(Site::Cli, self.appliance_bin());
+        cmd.arg("set")
+            .arg("--state-dir")
+            .arg(state_dir)
+            .args(["--exit-node", choice]);
+        let ran = run(&mut cmd, WAIT);
+        assert!(ran.success(), "appliance set --exit-node {choice}: {ran}");
+    }
+
+    /// Writes `/etc/netns/NAMESPACE/FILE`, which `ip netns exec` mounts
+    /// over `/etc/FILE` for the programs it starts there afterwards (e.g. a
+    /// namespace's own `resolv.conf`); the host's `/etc/FILE` is untouched.
+    /// The teardown removes the file and the directory.
+    pub fn write_netns_file(&mut self, namespace: &str, file: &str, text: &str) {
+        let dir = Path::new("/etc/netns").join(namespace);
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        let path = dir.join(file);
+        fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        self.extra_files.push(path);
+        self.extra_dirs.push(dir);
+    }
+
     /// Tears down and asserts: no namespace of the deployment is left, no
     /// recorded process runs, the state directory is gone.
     pub fn finish(mut self) {
@@ -833,6 +861,11 @@ advertise_endpoints = ["{endpoint}"]
         }
         for file in &self.extra_files {
             let _ = fs::remove_file(file);
+        }
+        for dir in &self.extra_dirs {
+            if fs::remove_dir(dir).is_err() && dir.exists() {
+                left.push(format!("directory {}", dir.display()));
+            }
         }
         let records: Vec<(String, ProcessRecord)> = self
             .dep

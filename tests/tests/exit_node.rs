@@ -21,7 +21,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use causeway_e2e::local::{Node, Site};
-use causeway_e2e::{TestDeployment, WAIT, run, wait_until};
+use causeway_e2e::{TestDeployment, WAIT, wait_until};
 
 const INTERNET_URL: &str = "http://198.18.100.10:8000/";
 /// The same server's IPv6 "internet" address.
@@ -305,13 +305,7 @@ fn expect_from(seen: String, want: &str) -> anyhow::Result<String> {
 
 /// `appliance set --exit-node CHOICE` on the client.
 fn set_exit_node(t: &TestDeployment, state_dir: &Path, choice: &str) {
-    let mut cmd = t.command_in(Site::Cli, t.appliance_bin());
-    cmd.arg("set")
-        .arg("--state-dir")
-        .arg(state_dir)
-        .args(["--exit-node", choice]);
-    let ran = run(&mut cmd, WAIT);
-    assert!(ran.success(), "appliance set --exit-node {choice}: {ran}");
+    t.set_exit_node(state_dir, choice);
 }
 
 /// How many requests the server logged from `addr`.

@@ -1,7 +1,8 @@
 //! The client side of exit nodes: the shell of [`ExitNodeState`]. It turns
 //! the selection into the data plane's peer list and into policy routing
 //! (see `causeway_netconf::plan_exit_routing`), and removes that routing
-//! on stop and at start (a crash leaves it behind).
+//! on stop and at start (a crash leaves it behind). DNS through the exit
+//! node, at both ends, is [`ExitDnsDriver`]'s, which follows every update.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -13,6 +14,7 @@ use causeway_netconf::{ExitRoutingPlan, RouteTable};
 use causeway_wire::Node;
 use ipnet::IpNet;
 
+use super::exit_dns::ExitDnsDriver;
 use super::status::{self, ExitNodeStatus, NodeStatus};
 use crate::config::NodeConfig;
 
@@ -33,6 +35,7 @@ pub struct ExitDriver {
     /// What is installed now; `None` when nothing is.
     applied: Option<ExitRoutingPlan>,
     status: Arc<Mutex<NodeStatus>>,
+    dns: ExitDnsDriver,
 }
 
 impl ExitDriver {
@@ -70,6 +73,7 @@ impl ExitDriver {
             routes,
             applied: None,
             status,
+            dns: ExitDnsDriver::start(config),
         };
         // Failing closed starts before the first netmap: nothing leaves
         // directly while the exit node is not known yet.
@@ -124,6 +128,12 @@ impl ExitDriver {
                 Err(e) => tracing::error!(error = %format!("{e:#}"), "removing exit-node routing"),
             }
         }
+        // DNS follows the exit node only while traffic does.
+        let exit_peer = selection
+            .peer
+            .filter(|_| self.applied.is_some())
+            .and_then(|id| netmap.peers().find(|n| n.id == id));
+        self.dns.update(netmap, exit_peer);
         let shown = ExitNodeStatus {
             choice: self.state.choice().to_string(),
             selected,
@@ -147,6 +157,7 @@ impl ExitDriver {
 
     /// Removes the policy routing (on shutdown).
     pub async fn stop(self) {
+        self.dns.stop();
         if let Err(e) = causeway_netconf::clear_exit_routing(&self.routes).await {
             tracing::error!(error = %format!("{e:#}"), "removing exit-node routing");
         }

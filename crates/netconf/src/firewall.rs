@@ -13,8 +13,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use nftnl::expr::{
-    Bitwise, Cmp, CmpOp, Conntrack, Counter, InterfaceName, Ipv4HeaderField, Ipv6HeaderField,
-    Masquerade, Meta, NetworkHeaderField, Payload, States, Verdict,
+    Bitwise, Cmp, CmpOp, Conntrack, Counter, Immediate, InterfaceName, Ipv4HeaderField,
+    Ipv6HeaderField, Masquerade, Meta, Nat, NatType, NetworkHeaderField, Payload, Register, States,
+    TcpHeaderField, TransportHeaderField, Verdict,
 };
 use nftnl::{Batch, Chain, ChainType, Hook, MsgType, Policy, ProtoFamily, Rule, Table};
 
@@ -114,15 +115,7 @@ pub enum FirewallError {
 /// expression kinds of every rule.
 pub fn apply_firewall(policy: &FirewallPolicy) -> Result<(), FirewallError> {
     let plan = TablePlan::from_policy(policy)?;
-    let mut socket = NfSocket::open().map_err(|e| map_nf(e, "applying the firewall", &[]))?;
-
-    let (batch, messages) = plan.to_batch();
-    socket
-        .send_batch(&batch)
-        .map_err(|e| map_nf(e, "applying the firewall", &seq_labels(&batch, &messages)))?;
-
-    let found = read_table(&mut socket, &policy.table)?;
-    plan.verify(found)?;
+    plan.apply("applying the firewall")?;
     tracing::debug!(
         table = %policy.table,
         masquerade = policy.masquerade.len(),
@@ -194,39 +187,44 @@ const PRIORITY_FILTER: i32 = 0;
 const CHAIN_POSTROUTING: &str = "postrouting";
 const CHAIN_FORWARD: &str = "forward";
 
+/// `NF_IP_PRI_NAT_DST`, nft's `dstnat`.
+const PRIORITY_DSTNAT: i32 = -100;
+
 /// A pure description of the table: what is sent, and what the read-back must find.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct TablePlan {
-    table: CString,
-    chains: Vec<ChainPlan>,
+pub(crate) struct TablePlan {
+    pub(crate) table: CString,
+    pub(crate) chains: Vec<ChainPlan>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct ChainPlan {
-    name: &'static str,
-    kind: ChainKind,
+pub(crate) struct ChainPlan {
+    pub(crate) name: &'static str,
+    pub(crate) kind: ChainKind,
     /// What happens to a packet no rule accepts.
-    policy: Policy,
-    rules: Vec<RulePlan>,
+    pub(crate) policy: Policy,
+    pub(crate) rules: Vec<RulePlan>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ChainKind {
+pub(crate) enum ChainKind {
     /// `type nat hook postrouting priority srcnat`.
     SourceNat,
     /// `type filter hook forward priority filter`.
     ForwardFilter,
+    /// `type nat hook output priority dstnat`: the host's own packets.
+    OutputNat,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct RulePlan {
-    comment: CString,
-    matches: Vec<Match>,
-    action: Action,
+pub(crate) struct RulePlan {
+    pub(crate) comment: CString,
+    pub(crate) matches: Vec<Match>,
+    pub(crate) action: Action,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Match {
+pub(crate) enum Match {
     InputInterface(CString),
     OutputInterface(CString),
     OutputInterfaceNot(CString),
@@ -235,13 +233,30 @@ enum Match {
     Ipv6,
     Source(IpNet),
     Destination(IpNet),
+    /// `ip saddr != PREFIX`.
+    SourceNot(IpNet),
+    /// `ip daddr != PREFIX`.
+    DestinationNot(IpNet),
+    /// `meta l4proto N`, needed before reading ports.
+    Protocol(u8),
+    /// `th dport N` (after [`Match::Protocol`] for TCP or UDP).
+    DestinationPort(u16),
+    /// `meta mark & MASK != MARK`: not one of the given sockets' packets.
+    MarkNot {
+        /// The mark.
+        mark: u32,
+        /// The bits compared.
+        mask: u32,
+    },
     EstablishedOrRelated,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
+pub(crate) enum Action {
     Masquerade,
     Accept,
+    /// `dnat to ADDRESS:PORT` (the rule must match the address's family).
+    DestinationNat(IpAddr, u16),
 }
 
 /// What the read-back found for one chain.
@@ -256,6 +271,18 @@ struct FoundChain {
 }
 
 impl TablePlan {
+    /// Sends the plan as one atomic batch, then reads the table back and
+    /// verifies it. `operation` names what is being done, for errors.
+    pub(crate) fn apply(&self, operation: &str) -> Result<(), FirewallError> {
+        let mut socket = NfSocket::open().map_err(|e| map_nf(e, operation, &[]))?;
+        let (batch, messages) = self.to_batch();
+        socket
+            .send_batch(&batch)
+            .map_err(|e| map_nf(e, operation, &seq_labels(&batch, &messages)))?;
+        let found = read_table(&mut socket, &self.table.to_string_lossy())?;
+        self.verify(found)
+    }
+
     fn from_policy(policy: &FirewallPolicy) -> Result<Self, FirewallError> {
         let table = table_name(&policy.table)?;
         let tun = interface_name(&policy.tun_interface)?;
@@ -456,6 +483,7 @@ impl ChainKind {
         match self {
             ChainKind::SourceNat => (Hook::PostRouting, PRIORITY_SRCNAT, ChainType::Nat),
             ChainKind::ForwardFilter => (Hook::Forward, PRIORITY_FILTER, ChainType::Filter),
+            ChainKind::OutputNat => (Hook::Out, PRIORITY_DSTNAT, ChainType::Nat),
         }
     }
 }
@@ -489,8 +517,27 @@ impl RulePlan {
                     rule.add_expr(&Meta::NfProto);
                     rule.add_expr(&Cmp::new(CmpOp::Eq, nfproto(libc::NFPROTO_IPV6)));
                 }
-                Match::Source(net) => add_prefix_match(rule, *net, true),
-                Match::Destination(net) => add_prefix_match(rule, *net, false),
+                Match::Source(net) => add_prefix_match(rule, *net, true, CmpOp::Eq),
+                Match::Destination(net) => add_prefix_match(rule, *net, false, CmpOp::Eq),
+                Match::SourceNot(net) => add_prefix_match(rule, *net, true, CmpOp::Neq),
+                Match::DestinationNot(net) => add_prefix_match(rule, *net, false, CmpOp::Neq),
+                Match::Protocol(number) => {
+                    rule.add_expr(&Meta::L4Proto);
+                    rule.add_expr(&Cmp::new(CmpOp::Eq, *number));
+                }
+                Match::DestinationPort(port) => {
+                    // nft's `th dport`: bytes 2-3 of the transport header,
+                    // where TCP and UDP (and SCTP) both keep it.
+                    rule.add_expr(&Payload::Transport(TransportHeaderField::Tcp(
+                        TcpHeaderField::Dport,
+                    )));
+                    rule.add_expr(&Cmp::new(CmpOp::Eq, &port.to_be_bytes()[..]));
+                }
+                Match::MarkNot { mark, mask } => {
+                    rule.add_expr(&Meta::Mark { set: false });
+                    rule.add_expr(&Bitwise::new(*mask, 0u32));
+                    rule.add_expr(&Cmp::new(CmpOp::Neq, *mark));
+                }
                 Match::EstablishedOrRelated => {
                     rule.add_expr(&Conntrack::State);
                     let mask = (States::ESTABLISHED | States::RELATED).bits();
@@ -503,11 +550,30 @@ impl RulePlan {
         match self.action {
             Action::Masquerade => rule.add_expr(&Masquerade),
             Action::Accept => rule.add_expr(&Verdict::Accept),
+            Action::DestinationNat(address, port) => {
+                let family = match address {
+                    IpAddr::V4(v4) => {
+                        rule.add_expr(&Immediate::new(v4.octets(), Register::Reg1));
+                        ProtoFamily::Ipv4
+                    }
+                    IpAddr::V6(v6) => {
+                        rule.add_expr(&Immediate::new(v6.octets(), Register::Reg1));
+                        ProtoFamily::Ipv6
+                    }
+                };
+                rule.add_expr(&Immediate::new(port.to_be_bytes(), Register::Reg2));
+                rule.add_expr(&Nat {
+                    nat_type: NatType::DNat,
+                    family,
+                    ip_register: Register::Reg1,
+                    port_register: Some(Register::Reg2),
+                });
+            }
         }
     }
 
     /// The kernel's names for the expressions [`RulePlan::add_to`] emits.
-    fn expression_kinds(&self) -> Vec<String> {
+    pub(crate) fn expression_kinds(&self) -> Vec<String> {
         let mut kinds: Vec<&str> = Vec::new();
         for m in &self.matches {
             match m {
@@ -515,8 +581,14 @@ impl RulePlan {
                 | Match::OutputInterface(_)
                 | Match::OutputInterfaceNot(_)
                 | Match::Ipv4
-                | Match::Ipv6 => kinds.extend(["meta", "cmp"]),
-                Match::Source(net) | Match::Destination(net) => {
+                | Match::Ipv6
+                | Match::Protocol(_) => kinds.extend(["meta", "cmp"]),
+                Match::DestinationPort(_) => kinds.extend(["payload", "cmp"]),
+                Match::MarkNot { .. } => kinds.extend(["meta", "bitwise", "cmp"]),
+                Match::Source(net)
+                | Match::Destination(net)
+                | Match::SourceNot(net)
+                | Match::DestinationNot(net) => {
                     kinds.push("payload");
                     if net.prefix_len() != net.max_prefix_len() {
                         kinds.push("bitwise");
@@ -527,16 +599,18 @@ impl RulePlan {
             }
         }
         kinds.push("counter");
-        kinds.push(match self.action {
-            Action::Masquerade => "masq",
-            Action::Accept => "immediate",
-        });
+        match self.action {
+            Action::Masquerade => kinds.push("masq"),
+            Action::Accept => kinds.push("immediate"),
+            Action::DestinationNat(..) => kinds.extend(["immediate", "immediate", "nat"]),
+        }
         kinds.into_iter().map(str::to_owned).collect()
     }
 }
 
-/// `ip saddr 100.64.0.0/10`: load the field, mask off host bits, compare.
-fn add_prefix_match(rule: &mut Rule<'_>, net: IpNet, source: bool) {
+/// `ip saddr 100.64.0.0/10` (or `!=` with [`CmpOp::Neq`]): load the
+/// field, mask off host bits, compare.
+fn add_prefix_match(rule: &mut Rule<'_>, net: IpNet, source: bool, op: CmpOp) {
     let field = match (net, source) {
         (IpNet::V4(_), true) => NetworkHeaderField::Ipv4(Ipv4HeaderField::Saddr),
         (IpNet::V4(_), false) => NetworkHeaderField::Ipv4(Ipv4HeaderField::Daddr),
@@ -551,7 +625,7 @@ fn add_prefix_match(rule: &mut Rule<'_>, net: IpNet, source: bool) {
         };
         rule.add_expr(&Bitwise::new(net.netmask(), zero));
     }
-    rule.add_expr(&Cmp::new(CmpOp::Eq, net.network()));
+    rule.add_expr(&Cmp::new(op, net.network()));
 }
 
 fn nfproto(value: i32) -> u8 {
@@ -566,11 +640,11 @@ fn chain_type_name(chain_type: ChainType) -> &'static str {
     }
 }
 
-fn comment(text: &str) -> CString {
+pub(crate) fn comment(text: &str) -> CString {
     CString::new(text).expect("comments are built from constants and prefixes, which have no NUL")
 }
 
-fn invalid(
+pub(crate) fn invalid(
     field: &'static str,
     value: impl std::fmt::Display,
     expected: &'static str,
@@ -582,7 +656,7 @@ fn invalid(
     }
 }
 
-fn table_name(name: &str) -> Result<CString, FirewallError> {
+pub(crate) fn table_name(name: &str) -> Result<CString, FirewallError> {
     const EXPECTED: &str = "1 to 255 bytes without NUL";
     if name.is_empty() || name.len() > MAX_TABLE_NAME {
         return Err(invalid("table", name, EXPECTED));
@@ -590,7 +664,7 @@ fn table_name(name: &str) -> Result<CString, FirewallError> {
     CString::new(name).map_err(|_| invalid("table", name, EXPECTED))
 }
 
-fn interface_name(name: &str) -> Result<CString, FirewallError> {
+pub(crate) fn interface_name(name: &str) -> Result<CString, FirewallError> {
     // The kernel's dev_valid_name(): at most IFNAMSIZ-1 bytes, not "." or
     // "..", no '/', ':' or whitespace.
     const EXPECTED: &str = "an interface name of 1 to 15 bytes without '/', ':', NUL or whitespace";

@@ -6,6 +6,9 @@
 //! prefixes it serves (approved subnet routes; `autogroup:internet` for
 //! exit nodes), each narrowed to those destinations. A node sees a peer
 //! when either may open a connection to the other under those filters.
+//! A rule that lets sources use an exit node (`autogroup:internet`) also
+//! lets them reach the exit node's own addresses on port 53 over UDP and
+//! TCP: its DNS forwarder, which clients use while they route through it.
 //!
 //! `*` as a source means the tailnet, not the internet, as in Tailscale:
 //! the tailnet's IPv4 range less the block Tailscale leaves out
@@ -28,6 +31,15 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{Alias, AutoGroup, Policy, Rule, is_default_route};
 use crate::addresses::{EXCLUDED_V4_RANGE, IPV4_RANGE};
+
+/// Port 53, on an exit node's own addresses: whoever may use the exit
+/// node may ask its DNS forwarder.
+const DNS_PORT: PortRange = PortRange {
+    first: 53,
+    last: 53,
+};
+/// DNS over TCP (6) and UDP (17).
+const EXIT_DNS_PROTOCOLS: [u8; 2] = [6, 17];
 
 /// A node as the compiler sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,6 +125,7 @@ pub fn compile(
             }
             let mut dests = Vec::new();
             let mut self_dests = Vec::new();
+            let mut dns_dests = Vec::new();
             for dst in &rule.destinations {
                 let prefixes: Vec<IpNet> = match &dst.target {
                     Target::Any => vec![any_v4(), any_v6()],
@@ -120,7 +133,12 @@ pub fn compile(
                     Target::Nodes(_) => Vec::new(),
                     Target::Prefix(p) if serves(node, p) => vec![*p],
                     Target::Prefix(_) => Vec::new(),
-                    Target::Internet if node.is_exit_node() => internet_prefixes().to_vec(),
+                    Target::Internet if node.is_exit_node() => {
+                        // Using an exit node includes its DNS service, as
+                        // in Tailscale, whatever ports the rule names.
+                        push_dests(&mut dns_dests, &host_prefixes(node), &[DNS_PORT]);
+                        internet_prefixes().to_vec()
+                    }
                     Target::Internet => Vec::new(),
                     Target::SelfDevices => {
                         if node.policy_user().is_some() {
@@ -134,6 +152,13 @@ pub fn compile(
             if !dests.is_empty() {
                 filters[i].push(filter_rule(rule.sources.clone(), dests, &rule.protocols));
                 link(&mut peers, i, &rule.source_nodes);
+            }
+            if !dns_dests.is_empty() {
+                filters[i].push(filter_rule(
+                    rule.sources.clone(),
+                    dns_dests,
+                    &EXIT_DNS_PROTOCOLS,
+                ));
             }
             if !self_dests.is_empty() {
                 // The user's own nodes among the senders (looked up by user,
@@ -607,5 +632,97 @@ mod tests {
             .map(|d| (d.ports.first, d.ports.last))
             .collect();
         assert_eq!(ports, vec![(22, 22), (22, 22)]);
+    }
+
+    fn dns_rules(rules: &[FilterRule]) -> Vec<(Vec<IpNet>, Vec<IpNet>, Vec<u8>)> {
+        rules
+            .iter()
+            .filter(|r| {
+                r.destinations
+                    .iter()
+                    .any(|d| d.ports.first == 53 && d.ports.last == 53)
+            })
+            .map(|r| {
+                (
+                    r.sources.clone(),
+                    r.destinations.iter().map(|d| d.prefix).collect(),
+                    r.protocols.clone(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn whoever_may_use_an_exit_node_may_reach_its_dns_over_udp_and_tcp() {
+        let policy = Policy::parse(
+            r#"{"acls": [
+                {"action": "accept", "src": ["alice@example.com"], "dst": ["autogroup:internet:443"]},
+                {"action": "accept", "src": ["bob@example.com"], "dst": ["100.64.0.9:22"]}
+            ]}"#,
+        )
+        .expect("valid policy");
+        let exit = PolicyNode::new(
+            NodeId(9),
+            [
+                "100.64.0.9".parse().expect("ip"),
+                "fd12:3456:789a::9".parse().expect("ip"),
+            ],
+            &["tag:exit".to_owned()],
+            None,
+        )
+        .with_routes([net("0.0.0.0/0"), net("::/0")]);
+        let alice = PolicyNode::new(
+            NodeId(1),
+            ["100.64.0.1".parse().expect("ip")],
+            &[],
+            Some("alice@example.com"),
+        );
+        let bob = PolicyNode::new(
+            NodeId(2),
+            ["100.64.0.2".parse().expect("ip")],
+            &[],
+            Some("bob@example.com"),
+        );
+
+        let compiled = compile(&policy, ula(), &[exit, alice, bob]);
+
+        let exit_rules = &compiled[&NodeId(9)].filter.rules;
+        assert_eq!(
+            dns_rules(exit_rules),
+            [(
+                vec![net("100.64.0.1/32")],
+                vec![net("100.64.0.9/32"), net("fd12:3456:789a::9/128")],
+                vec![6, 17]
+            )]
+        );
+        // Bob may SSH to the exit node but not use it: no DNS for him.
+        assert!(
+            exit_rules
+                .iter()
+                .filter(|r| r.sources.contains(&net("100.64.0.2/32")))
+                .all(|r| r.destinations.iter().all(|d| d.ports.first == 22))
+        );
+        assert!(compiled[&NodeId(9)].peers.contains(&NodeId(1)));
+    }
+
+    #[test]
+    fn a_node_that_is_no_exit_node_gets_no_dns_rule_from_an_internet_rule() {
+        let policy = Policy::parse(
+            r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["autogroup:internet:*"]}]}"#,
+        )
+        .expect("valid policy");
+        let router = PolicyNode::new(NodeId(3), ["100.64.0.3".parse().expect("ip")], &[], None)
+            .with_routes([net("198.19.1.0/24")]);
+        let client = PolicyNode::new(
+            NodeId(1),
+            ["100.64.0.1".parse().expect("ip")],
+            &[],
+            Some("alice@example.com"),
+        );
+
+        let compiled = compile(&policy, ula(), &[router, client]);
+
+        assert!(compiled[&NodeId(3)].filter.rules.is_empty());
+        assert!(compiled[&NodeId(1)].filter.rules.is_empty());
     }
 }

@@ -1,0 +1,63 @@
+//! The sans-IO core of the appliance's DNS forwarder: what an exit node
+//! needs to answer its clients' queries by asking its own resolvers, with
+//! no sockets, no clock and no randomness here (the shell in
+//! `appliance/src/node/dns_forward.rs` owns those).
+//!
+//! - [`Query`]: a query checked with hickory-proto before anything is
+//!   forwarded (a standard query, exactly one question, at most
+//!   [`MAX_QUERY_LEN`] bytes), and the upstream's answer checked against it
+//!   (same id, same question) before it is relayed.
+//! - [`DnsAccess`]: who may ask, read from the node's own packet filter
+//!   (the sources it lets reach one of the node's addresses on port 53).
+//! - [`AdmissionState`]: bounded work in flight, in total and per source.
+//! - [`upstreams_from_resolv_conf`]: the resolvers to forward to, from the
+//!   host's `resolv.conf`.
+//!
+//! Issue 14's node resolver is meant to reuse these pieces: its "everything
+//! else" path forwards exactly like this, to the exit node's service while
+//! one is in use.
+
+mod access;
+mod admission;
+mod query;
+mod upstream;
+
+use std::time::Duration;
+
+pub use access::DnsAccess;
+pub use admission::{AdmissionState, Limits, Refused};
+pub use query::{BadAnswer, BadQuery, MAX_QUERY_LEN, MAX_UDP_PAYLOAD, Query};
+pub use upstream::{MAX_UPSTREAMS, upstreams_from_resolv_conf};
+
+/// The DNS port (RFC 1035).
+pub const DNS_PORT: u16 = 53;
+
+/// How a query arrived, and so how it is forwarded and answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Transport {
+    /// One datagram each way; answers larger than the client accepts are
+    /// truncated (TC set) so that it retries over TCP.
+    Udp,
+    /// Two-byte length-prefixed messages on a connection (RFC 7766).
+    Tcp,
+}
+
+/// Queries over UDP in flight at once, over all sources.
+pub const UDP_IN_FLIGHT: Limits = Limits {
+    total: 256,
+    per_source: 32,
+};
+/// TCP connections open at once, over all sources.
+pub const TCP_CONNECTIONS: Limits = Limits {
+    total: 64,
+    per_source: 4,
+};
+/// How long one upstream resolver gets to answer; the next one (at most
+/// [`MAX_UPSTREAMS`]) is asked after that.
+pub const UPSTREAM_DEADLINE: Duration = Duration::from_secs(2);
+/// How long a TCP client gets to send a whole query, counted from the
+/// connection's start or the previous answer; an idle or slow client is
+/// closed after it.
+pub const TCP_READ_DEADLINE: Duration = Duration::from_secs(10);
+/// Queries answered on one TCP connection before it is closed.
+pub const TCP_QUERIES_PER_CONNECTION: usize = 100;
