@@ -181,7 +181,8 @@ impl Tunnel {
 
     /// boringtun's round-trip estimate: from sending the last handshake
     /// initiation this side made to receiving its response (so it includes
-    /// the responder's handshake work, well under a millisecond). Kept
+    /// the responder's handshake work, well under a millisecond), in whole
+    /// milliseconds (boringtun truncates). Kept
     /// after the session ends; `None` until this side has initiated one.
     pub(crate) fn rtt(&self) -> Option<Duration> {
         let (_, _, _, _, rtt_ms) = self.tunn.stats();
