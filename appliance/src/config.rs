@@ -125,6 +125,13 @@ pub struct ExitNodeConfig {
     /// The next hop on the egress interface; default: the first host
     /// address of the interface's IPv4 subnet.
     pub egress_gateway: Option<IpAddr>,
+    /// Health probe of the internet path: a TCP connection to `host:port`
+    /// must open within the probe timeout (default: only the forwarding
+    /// path is checked).
+    pub probe_tcp: Option<String>,
+    /// Health probe of the internet path: an ICMP echo to this address
+    /// must be answered within the probe timeout.
+    pub probe_icmp: Option<IpAddr>,
 }
 
 impl ExitNodeConfig {
@@ -372,6 +379,9 @@ impl Config {
             }
             router.validate()?;
         }
+        if let Some(exit) = &self.exit_node {
+            exit.validate()?;
+        }
         Ok(())
     }
 }
@@ -421,30 +431,38 @@ impl SubnetRouterConfig {
                     route.prefix.trunc()
                 );
             }
-            if route.probe_tcp.is_some() && route.probe_icmp.is_some() {
-                bail!(
-                    "subnet_router.routes: route {}: expected at most one of probe_tcp and probe_icmp",
-                    route.prefix
-                );
-            }
-            if let Some(target) = &route.probe_tcp
-                && target.parse::<SocketAddr>().is_err()
-            {
-                let valid = target.rsplit_once(':').is_some_and(|(host, port)| {
-                    !host.is_empty()
-                        && !host.contains(':')
-                        && port.parse::<u16>().is_ok_and(|p| p != 0)
-                });
-                if !valid {
-                    bail!(
-                        "subnet_router.routes: route {}: probe_tcp = {target:?}: expected HOST:PORT, e.g. 198.19.1.10:5432 or db.internal:5432",
-                        route.prefix
-                    );
-                }
-            }
+            check_probe(route.probe_tcp.as_deref(), route.probe_icmp)
+                .with_context(|| format!("subnet_router.routes: route {}", route.prefix))?;
         }
         Ok(())
     }
+}
+
+impl ExitNodeConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        check_probe(self.probe_tcp.as_deref(), self.probe_icmp).context("[exit_node]")
+    }
+}
+
+/// A health probe's target: at most one of `probe_tcp` and `probe_icmp`,
+/// and `probe_tcp` as `HOST:PORT`.
+fn check_probe(tcp: Option<&str>, icmp: Option<IpAddr>) -> anyhow::Result<()> {
+    if tcp.is_some() && icmp.is_some() {
+        bail!("expected at most one of probe_tcp and probe_icmp");
+    }
+    if let Some(target) = tcp
+        && target.parse::<SocketAddr>().is_err()
+    {
+        let valid = target.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && !host.contains(':') && port.parse::<u16>().is_ok_and(|p| p != 0)
+        });
+        if !valid {
+            bail!(
+                "probe_tcp = {target:?}: expected HOST:PORT, e.g. 198.19.1.10:5432 or db.internal:5432"
+            );
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -750,6 +768,42 @@ mod tests {
             err.to_string().contains("use an [exit_node] section"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_exit_node_takes_one_internet_probe_and_bad_ones_are_named() {
+        let exit = parse(&format!(
+            "{NODE}\n[exit_node]\nprobe_tcp = \"198.18.100.10:8000\"\n"
+        ))
+        .expect("valid");
+        let exit = exit.exit_node.expect("role");
+        assert_eq!(exit.probe_tcp.as_deref(), Some("198.18.100.10:8000"));
+        assert_eq!(exit.probe_icmp, None);
+        let exit = parse(&format!(
+            "{NODE}\n[exit_node]\nprobe_icmp = \"2001:db8::1\"\n"
+        ))
+        .expect("valid");
+        assert_eq!(
+            exit.exit_node.expect("role").probe_icmp,
+            Some("2001:db8::1".parse().expect("address"))
+        );
+        for (probe, expected) in [
+            (
+                r#"probe_tcp = "example.com""#,
+                "[exit_node]: probe_tcp = \"example.com\": expected HOST:PORT",
+            ),
+            (
+                r#"probe_tcp = "example.com:443"
+probe_icmp = "198.18.100.10""#,
+                "[exit_node]: expected at most one of probe_tcp and probe_icmp",
+            ),
+        ] {
+            let err = parse(&format!("{NODE}\n[exit_node]\n{probe}\n")).expect_err(probe);
+            assert!(format!("{err:#}").contains(expected), "{probe}: {err:#}");
+        }
+        let err = parse(&format!("{NODE}\n[exit_node]\nprobe_icmp = \"internet\"\n"))
+            .expect_err("not an address");
+        assert!(format!("{err:#}").contains("probe_icmp"), "{err:#}");
     }
 
     #[test]

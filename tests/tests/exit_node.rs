@@ -17,15 +17,14 @@
 //!       reaches the server from the client's address and is seen
 //! ```
 
-use std::path::Path;
 use std::time::Duration;
 
+use causeway_e2e::internet::{
+    INTERNET_URL, INTERNET_URL_V6, callers_from, expect_from, fetch, start_internet,
+};
 use causeway_e2e::local::{Node, Site};
 use causeway_e2e::{TestDeployment, WAIT, wait_until};
 
-const INTERNET_URL: &str = "http://198.18.100.10:8000/";
-/// The same server's IPv6 "internet" address.
-const INTERNET_URL_V6: &str = "http://[2001:db8:100::10]:8000/";
 /// The "LAN host": the same server on the client's directly connected subnet.
 const LAN_URL: &str = "http://198.18.0.250:8000/";
 const CLIENT_ADDR: &str = "198.18.0.4";
@@ -34,47 +33,12 @@ const EXIT2_ADDR: &str = "198.18.0.22";
 const CLIENT_ADDR_V6: &str = "fd18::4";
 const EXIT1_ADDR_V6: &str = "fd18::21";
 
-/// Answers every GET with the caller's address and appends it to a log.
-const ECHO_SERVER: &str = r#"
-import http.server, socket, sys
-log = open(sys.argv[1], "a", buffering=1)
-class Echo(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        caller = self.client_address[0].removeprefix("::ffff:")
-        log.write(caller + "\n")
-        body = caller.encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-class DualStack(http.server.ThreadingHTTPServer):
-    address_family = socket.AF_INET6
-DualStack(("::", 8000), Echo).serve_forever()
-"#;
-
 #[test]
 fn client_traffic_leaves_through_the_exit_node_and_never_leaks() {
     let mut t = TestDeployment::deploy();
-    let root = t.dep().paths().root().to_owned();
 
     // The internet and its echo server.
-    let inet = t.add_bridge_namespace("inet", "198.18.0.250/24");
-    inet.ip(&["addr", "add", "198.18.100.10/32", "dev", "lo"])
-        .expect("the internet address");
-    inet.ip(&["link", "set", "dev", "lo", "up"])
-        .expect("loopback up");
-    inet.ip(&["addr", "add", "2001:db8:100::10/128", "dev", "lo"])
-        .expect("the internet's IPv6 address");
-    inet.ip(&["addr", "add", "fd18::250/64", "dev", "eth0", "nodad"])
-        .expect("the gateway's IPv6 address");
-    let script = root.join("echo.py");
-    std::fs::write(&script, ECHO_SERVER).expect("writing the echo server");
-    let callers = root.join("callers.log");
-    let mut server = inet.command("python3");
-    server.arg(&script).arg(&callers);
-    t.spawn_recorded("echo", inet.name(), &mut server, &root.join("echo.log"));
+    let callers = start_internet(&mut t).callers;
 
     // The client's own way to the internet: the leak path.
     t.run_in(
@@ -155,7 +119,7 @@ fn client_traffic_leaves_through_the_exit_node_and_never_leaks() {
     });
 
     // Selected at run time: the internet sees the exit node's address.
-    set_exit_node(&t, &client_dir, "exit1");
+    t.set_exit_node(&client_dir, "exit1");
     let via = wait_until(WAIT, "traffic through exit1", || {
         expect_from(fetch(&t, INTERNET_URL)?, EXIT1_ADDR)
     });
@@ -194,7 +158,7 @@ fn client_traffic_leaves_through_the_exit_node_and_never_leaks() {
     assert_eq!(fetch(&t, LAN_URL).expect("LAN host direct"), CLIENT_ADDR);
 
     // Switching at run time.
-    set_exit_node(&t, &client_dir, "exit2");
+    t.set_exit_node(&client_dir, "exit2");
     wait_until(WAIT, "traffic through exit2", || {
         expect_from(fetch(&t, INTERNET_URL)?, EXIT2_ADDR)
     });
@@ -231,18 +195,18 @@ fn client_traffic_leaves_through_the_exit_node_and_never_leaks() {
     );
 
     // `auto` fails over to the online exit node.
-    set_exit_node(&t, &client_dir, "auto");
+    t.set_exit_node(&client_dir, "auto");
     wait_until(WAIT, "traffic through exit1 again (auto)", || {
         expect_from(fetch(&t, INTERNET_URL)?, EXIT1_ADDR)
     });
 
     // `none`: the rules go, traffic goes direct again.
-    set_exit_node(&t, &client_dir, "none");
+    t.set_exit_node(&client_dir, "none");
     assert_eq!(fetch(&t, INTERNET_URL).expect("direct again"), CLIENT_ADDR);
     assert_no_exit_routing(&t);
 
     // A crash leaves the routing behind; the next start removes it.
-    set_exit_node(&t, &client_dir, "exit1");
+    t.set_exit_node(&client_dir, "exit1");
     wait_until(WAIT, "traffic through exit1 before the crash", || {
         expect_from(fetch(&t, INTERNET_URL)?, EXIT1_ADDR)
     });
@@ -278,7 +242,7 @@ fn client_traffic_leaves_through_the_exit_node_and_never_leaks() {
     );
 
     // A clean stop removes everything too.
-    set_exit_node(&t, &client_dir, "exit1");
+    t.set_exit_node(&client_dir, "exit1");
     wait_until(WAIT, "traffic through exit1 before the stop", || {
         expect_from(fetch(&t, INTERNET_URL)?, EXIT1_ADDR)
     });
@@ -289,32 +253,6 @@ fn client_traffic_leaves_through_the_exit_node_and_never_leaks() {
 
     drop(exits);
     t.finish();
-}
-
-/// The body of a GET from the client (the address the server saw).
-fn fetch(t: &TestDeployment, url: &str) -> anyhow::Result<String> {
-    let ran = t.curl(Site::Cli, url, 2);
-    anyhow::ensure!(ran.success(), "{ran}");
-    Ok(ran.stdout.trim().to_owned())
-}
-
-fn expect_from(seen: String, want: &str) -> anyhow::Result<String> {
-    anyhow::ensure!(seen == want, "the server saw {seen}, expected {want}");
-    Ok(seen)
-}
-
-/// `appliance set --exit-node CHOICE` on the client.
-fn set_exit_node(t: &TestDeployment, state_dir: &Path, choice: &str) {
-    t.set_exit_node(state_dir, choice);
-}
-
-/// How many requests the server logged from `addr`.
-fn callers_from(log: &Path, addr: &str) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| *l == addr)
-        .count()
 }
 
 fn assert_no_exit_routing(t: &TestDeployment) {

@@ -23,7 +23,7 @@ use anyhow::Context;
 use causeway_mesh::{
     Delivery, DiscoveryEvent, DropCounts, EndpointDiscoveryState, NodeState, PeerStats,
 };
-use causeway_wire::{Node, PacketFilter, PrivateKey};
+use causeway_wire::{Node, NodeId, PacketFilter, PrivateKey};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tun_rs::{AsyncDevice, IDEAL_BATCH_SIZE};
@@ -63,6 +63,8 @@ pub enum Command {
     SetCloudEndpoint(Option<SocketAddr>),
     /// Control's STUN address, from the netmap.
     SetStunServer(Option<SocketAddr>),
+    /// Peers to keep sessions warm with (exit-node candidates of `auto`).
+    SetWarm(BTreeSet<NodeId>),
 }
 
 /// Owns the packet path of one node, and the STUN exchange that must use
@@ -78,6 +80,8 @@ pub struct DataplaneDriver {
     /// new key.
     filter: Option<PacketFilter>,
     served: Option<Vec<IpNet>>,
+    /// The peers kept warm, likewise.
+    warm: BTreeSet<NodeId>,
 }
 
 impl DataplaneDriver {
@@ -100,6 +104,7 @@ impl DataplaneDriver {
             endpoints,
             filter: None,
             served: None,
+            warm: BTreeSet::new(),
         }
     }
 
@@ -194,6 +199,7 @@ impl DataplaneDriver {
             Command::SetKey(key, peers) => {
                 self.node = NodeState::new(&key, rand::random());
                 self.node.set_peers(peers.iter());
+                self.node.set_warm(self.warm.clone());
                 // The new core enforces what the old one did.
                 self.node.set_filter(self.filter.clone());
                 if let Some(served) = &self.served {
@@ -210,6 +216,10 @@ impl DataplaneDriver {
             Command::SetCloudEndpoint(cloud) => self.discovery.set_cloud(cloud),
             Command::SetStunServer(server) => {
                 self.discovery.set_stun_server(server, Instant::now());
+            }
+            Command::SetWarm(peers) => {
+                self.warm.clone_from(&peers);
+                self.node.set_warm(peers);
             }
         }
     }

@@ -96,6 +96,7 @@ mod tests {
             online: true,
             wireguard_only: false,
             exit_routes: vec![],
+            exit_unhealthy: false,
         }
     }
 

@@ -3,20 +3,32 @@
 //! (see `causeway_netconf::plan_exit_routing`), and removes that routing
 //! on stop and at start (a crash leaves it behind). DNS through the exit
 //! node, at both ends, is [`ExitDnsDriver`]'s, which follows every update.
+//! on stop and at start (a crash leaves it behind). With `auto` it also
+//! tells the data plane which candidates to keep warm and, every
+//! [`PATH_CHECK`], feeds their round-trip times back into the selection.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use causeway_mesh::{ExitNodeChoice, ExitNodeState, NetmapState};
 use causeway_netconf::{ExitRoutingPlan, RouteTable};
-use causeway_wire::Node;
+use causeway_wire::{Node, NodeId};
 use ipnet::IpNet;
+use tokio::sync::{mpsc, oneshot};
 
+use super::dataplane::Command;
 use super::exit_dns::ExitDnsDriver;
+use super::status::{self, ExitCandidateStatus, ExitNodeStatus, NodeStatus};
 use super::status::{self, ExitNodeStatus, NodeStatus};
 use crate::config::NodeConfig;
+
+/// How often `auto` reads the candidates' round-trip times from the data
+/// plane. They change only with a handshake (about every two minutes per
+/// candidate); failover does not wait for this, it follows the netmap.
+pub(crate) const PATH_CHECK: Duration = Duration::from_secs(5);
 
 /// Prefixes that never go to an exit node: IPv4 and IPv6 link-local
 /// (the cloud's metadata service at 169.254.169.254, neighbour discovery).
@@ -36,6 +48,14 @@ pub struct ExitDriver {
     applied: Option<ExitRoutingPlan>,
     status: Arc<Mutex<NodeStatus>>,
     dns: ExitDnsDriver,
+    /// The data plane: warm peers go to it, round-trip times come from it.
+    dataplane: mpsc::Sender<Command>,
+    /// The peers it keeps warm now.
+    warm: BTreeSet<NodeId>,
+    /// The peer selected last.
+    selected: Option<NodeId>,
+    /// When `auto` next reads round-trip times.
+    next_path_check: Instant,
 }
 
 impl ExitDriver {
@@ -47,6 +67,7 @@ impl ExitDriver {
         own_routes: &[IpNet],
         ifindex: u32,
         status: Arc<Mutex<NodeStatus>>,
+        dataplane: mpsc::Sender<Command>,
     ) -> anyhow::Result<Self> {
         let routes = RouteTable::new()
             .await
@@ -74,6 +95,10 @@ impl ExitDriver {
             applied: None,
             status,
             dns: ExitDnsDriver::start(config),
+            dataplane,
+            warm: BTreeSet::new(),
+            selected: None,
+            next_path_check: Instant::now() + PATH_CHECK,
         };
         // Failing closed starts before the first netmap: nothing leaves
         // directly while the exit node is not known yet.
@@ -90,7 +115,21 @@ impl ExitDriver {
     /// Re-selects against the netmap, installs or removes policy routing,
     /// and returns the peers for the data plane.
     pub async fn update(&mut self, netmap: &NetmapState) -> Vec<Node> {
-        let selection = self.state.select(netmap.peers());
+        let selection = self.state.select(netmap.peers(), Instant::now());
+        let changed = selection.peer != self.selected;
+        self.selected = selection.peer;
+        let warm = self.state.warm_peers(netmap.peers());
+        if warm != self.warm {
+            tracing::debug!(peers = ?warm, "keeping exit-node candidates warm");
+            if self
+                .dataplane
+                .send(Command::SetWarm(warm.clone()))
+                .await
+                .is_ok()
+            {
+                self.warm = warm;
+            }
+        }
         let selected = selection
             .peer
             .and_then(|id| netmap.peers().find(|n| n.id == id))
@@ -134,15 +173,53 @@ impl ExitDriver {
             .filter(|_| self.applied.is_some())
             .and_then(|id| netmap.peers().find(|n| n.id == id));
         self.dns.update(netmap, exit_peer);
+        if changed && let Some(reason) = self.state.because() {
+            tracing::info!(exit_node_id = ?selection.peer, %reason, "auto chose an exit node");
+            tracing::debug!(exit_node = ?selected, "auto's exit node by name");
+        }
+        let candidates = self
+            .state
+            .candidates(netmap.peers())
+            .into_iter()
+            .map(|c| ExitCandidateStatus {
+                name: c.name,
+                id: c.id,
+                online: c.online,
+                healthy: c.healthy,
+                rtt_ms: c.rtt.and_then(|d| u64::try_from(d.as_millis()).ok()),
+                warm: c.warm,
+            })
+            .collect();
         let shown = ExitNodeStatus {
             choice: self.state.choice().to_string(),
             selected,
             online: selection.online,
             routing_all: selection.route_all && self.applied.is_some(),
             bypass,
+            reason: self.state.because().map(|r| r.to_string()),
+            candidates,
         };
         status::set(&self.status, |s| s.exit_node = shown);
         self.dataplane_peers(netmap)
+    }
+
+    /// When `auto` next wants [`ExitDriver::check_paths`]; `None` for
+    /// any other choice.
+    pub fn next_path_check(&self) -> Option<Instant> {
+        (*self.state.choice() == ExitNodeChoice::Auto).then_some(self.next_path_check)
+    }
+
+    /// Reads the round-trip times from the data plane and selects again;
+    /// returns the peers for the data plane when the exit node changed.
+    pub async fn check_paths(&mut self, netmap: &NetmapState) -> Option<Vec<Node>> {
+        self.next_path_check = Instant::now() + PATH_CHECK;
+        let (reply, answer) = oneshot::channel();
+        self.dataplane.send(Command::Stats(reply)).await.ok()?;
+        let (peers, _) = answer.await.ok()?;
+        self.state.set_rtts(peers.iter().map(|p| (p.id, p.rtt)));
+        let before = self.selected;
+        let peers = self.update(netmap).await;
+        (self.selected != before).then_some(peers)
     }
 
     /// The peers for the data plane under the current selection.

@@ -1,9 +1,14 @@
-//! Subnet-router health probes: the shell of [`RouteHealthState`].
+//! Subnet-router and exit-node health probes: the shell of
+//! [`RouteHealthState`].
 //!
 //! Each round checks, for every advertised route, the router's own
 //! forwarding path (IP forwarding on, the TUN device up, and the interface
 //! the kernel routes the prefix out of up with carrier) and then the
 //! route's probe target, if it has one (a TCP connection, or an ICMP echo).
+//! An exit node's internet path is one more such route, `0.0.0.0/0`
+//! ([`RouteProbe::for_exit_node`]); control passes its health to clients,
+//! which `exit_node = "auto"` uses. `::/0` is not probed on its own: one
+//! probe stands for the exit node's internet path.
 //! Every check of a route runs under one deadline (`probe_timeout`), at
 //! most [`MAX_CONCURRENT_PROBES`] routes are probed at once, and a round
 //! starts only when the previous one is over, so a router never has more
@@ -20,7 +25,13 @@ use futures::StreamExt;
 use ipnet::IpNet;
 use tokio::sync::watch;
 
-use crate::config::SubnetRouterConfig;
+use crate::config::{ExitNodeConfig, SubnetRouterConfig};
+
+/// Where an exit node without an IP probe target checks its forwarding
+/// path: an address in TEST-NET-1 (RFC 5737), which no network routes
+/// specially, so the kernel's answer is the route to the internet. Only
+/// the routing table is consulted; nothing is sent to it.
+const INTERNET_PATH_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 
 /// The most routes probed at the same time.
 pub(crate) const MAX_CONCURRENT_PROBES: usize = 16;
@@ -60,14 +71,32 @@ impl RouteProbe {
             .collect()
     }
 
+    /// An exit node's internet path, reported as the health of its
+    /// `0.0.0.0/0` route, with the `[exit_node]` probe target.
+    pub(crate) fn for_exit_node(exit: &ExitNodeConfig) -> Self {
+        RouteProbe {
+            prefix: IpNet::V4(ipnet::Ipv4Net::default()),
+            target: match (&exit.probe_tcp, exit.probe_icmp) {
+                (Some(tcp), _) => Some(ProbeTarget::Tcp(tcp.clone())),
+                (None, Some(ip)) => Some(ProbeTarget::Icmp(ip)),
+                (None, None) => None,
+            },
+        }
+    }
+
     /// The address whose route the forwarding-path check looks up: the
-    /// target's when it lies in the prefix, else the prefix's first host.
+    /// target's when it lies in the prefix, else the prefix's first host;
+    /// for an exit route, the target's whatever its family, else
+    /// [`INTERNET_PATH_V4`].
     fn path_address(&self) -> IpAddr {
         let target = match &self.target {
             Some(ProbeTarget::Icmp(ip)) => Some(*ip),
             Some(ProbeTarget::Tcp(t)) => t.parse::<SocketAddr>().ok().map(|a| a.ip()),
             None => None,
         };
+        if self.prefix.prefix_len() == 0 {
+            return target.unwrap_or(IpAddr::V4(INTERNET_PATH_V4));
+        }
         if let Some(ip) = target.filter(|ip| self.prefix.contains(ip)) {
             return ip;
         }
@@ -337,6 +366,36 @@ mod tests {
         assert_eq!(
             probe("fd00:1::/64", None).path_address(),
             "fd00:1::1".parse::<IpAddr>().expect("valid")
+        );
+    }
+
+    #[test]
+    fn an_exit_node_checks_the_path_to_its_target_else_to_the_internet() {
+        let exit = |tcp: Option<&str>, icmp: Option<&str>| ExitNodeConfig {
+            probe_tcp: tcp.map(str::to_owned),
+            probe_icmp: icmp.map(|ip| ip.parse().expect("valid")),
+            ..ExitNodeConfig::default()
+        };
+        let plain = RouteProbe::for_exit_node(&exit(None, None));
+        assert_eq!(plain.prefix, "0.0.0.0/0".parse::<IpNet>().expect("valid"));
+        assert_eq!(plain.target, None);
+        assert_eq!(plain.path_address(), IpAddr::V4(INTERNET_PATH_V4));
+        let tcp = RouteProbe::for_exit_node(&exit(Some("198.18.100.10:8000"), None));
+        assert_eq!(
+            tcp.target,
+            Some(ProbeTarget::Tcp("198.18.100.10:8000".to_owned()))
+        );
+        assert_eq!(
+            tcp.path_address(),
+            "198.18.100.10".parse::<IpAddr>().expect("valid")
+        );
+        let named = RouteProbe::for_exit_node(&exit(Some("example.com:443"), None));
+        assert_eq!(named.path_address(), IpAddr::V4(INTERNET_PATH_V4));
+        // An IPv6 target is checked over IPv6, though reported under 0.0.0.0/0.
+        let icmp6 = RouteProbe::for_exit_node(&exit(None, Some("2001:db8:100::10")));
+        assert_eq!(
+            icmp6.path_address(),
+            "2001:db8:100::10".parse::<IpAddr>().expect("valid")
         );
     }
 

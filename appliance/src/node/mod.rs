@@ -162,10 +162,17 @@ pub async fn run(
     .with_context(|| format!("binding UDP port {}", config.listen_port))?;
     // WireGuard's own datagrams never go through an exit node.
     mark_socket(&socket);
-    let mut exit = ExitDriver::start(config, &advertised, ifindex, Arc::clone(&status)).await?;
+    let (commands, command_rx) = mpsc::channel(64);
+    let mut exit = ExitDriver::start(
+        config,
+        &advertised,
+        ifindex,
+        Arc::clone(&status),
+        commands.clone(),
+    )
+    .await?;
     let (exit_requests_tx, mut exit_requests) = mpsc::channel(8);
     let command_server = tokio::spawn(commands::serve(state.command_socket(), exit_requests_tx));
-    let (commands, command_rx) = mpsc::channel(64);
     let fixed_endpoints = !config.advertise_endpoints.is_empty();
     let mut discovery = EndpointDiscoveryState::new(rand::random());
     discovery.set_local(if fixed_endpoints {
@@ -216,13 +223,18 @@ pub async fn run(
     let subnet_router = (router.is_some() || exit_node.is_some())
         .then(|| start_router(config, router, exit_node, &registration))
         .transpose()?;
-    // Health probes run while the router serves its routes; without a
-    // router the sender stays idle and nothing is reported.
+    // Health probes run while the router serves its routes (an exit
+    // node's internet path counts as its `0.0.0.0/0` route); with neither
+    // role the sender stays idle and nothing is reported.
     let (health_tx, mut health) = watch::channel(None::<Vec<RouteHealth>>);
-    let probes = router.map(|router| {
+    let mut probed = router
+        .map(health::RouteProbe::from_config)
+        .unwrap_or_default();
+    probed.extend(exit_node.map(health::RouteProbe::for_exit_node));
+    let probes = (!probed.is_empty()).then(|| {
         tokio::spawn(health::run(
-            router.probe_settings(),
-            health::RouteProbe::from_config(router),
+            router.map_or_else(Default::default, SubnetRouterConfig::probe_settings),
+            probed,
             config.tun_name.clone(),
             health_tx.clone(),
         ))
@@ -604,17 +616,19 @@ async fn follow_control(
                 }
                 continue;
             }
+            () = sleep_until_some(exit.next_path_check()) => {
+                if let Some(peers) = exit.check_paths(netmap).await
+                    && send_exit_peers(commands, netmap, peers).await.is_err()
+                {
+                    return lost(anyhow::anyhow!("data plane gone"));
+                }
+                continue;
+            }
             Some((choice, reply)) = exit_requests.recv() => {
                 exit.set_choice(choice);
                 let peers = exit.update(netmap).await;
-                // Before this stream's first full map the netmap is empty:
-                // the map applies the choice when it comes.
-                if netmap.node().is_some() {
-                    let filter = netmap.filter().cloned();
-                    let served = netmap.served_prefixes();
-                    if commands.send(Command::SetPeers(peers, filter, served)).await.is_err() {
-                        return lost(anyhow::anyhow!("data plane gone"));
-                    }
+                if send_exit_peers(commands, netmap, peers).await.is_err() {
+                    return lost(anyhow::anyhow!("data plane gone"));
                 }
                 let _ = reply.send(commands::SetAnswer {
                     error: None,
@@ -734,6 +748,25 @@ async fn follow_control(
             }
         }
     }
+}
+
+/// Hands the data plane the peers after the exit node changed; `Err`
+/// when the data plane is gone. Before a stream's first full map the
+/// netmap is empty: the map applies the change when it comes.
+async fn send_exit_peers(
+    commands: &mpsc::Sender<Command>,
+    netmap: &NetmapState,
+    peers: Vec<causeway_wire::Node>,
+) -> Result<(), ()> {
+    if netmap.node().is_none() {
+        return Ok(());
+    }
+    let filter = netmap.filter().cloned();
+    let served = netmap.served_prefixes();
+    commands
+        .send(Command::SetPeers(peers, filter, served))
+        .await
+        .map_err(drop)
 }
 
 /// Sleeps until `when`, or forever when there is nothing to wake for.

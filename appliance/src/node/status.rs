@@ -115,6 +115,30 @@ pub struct ExitNodeStatus {
     pub routing_all: bool,
     /// Prefixes kept on the host's own routes while routing all traffic.
     pub bypass: Vec<IpNet>,
+    /// With `auto`: why the selected exit node (or none) was chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// With `auto`: every exit node it may choose, best first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<ExitCandidateStatus>,
+}
+
+/// One exit node `auto` may choose.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitCandidateStatus {
+    /// Its tailnet name.
+    pub name: String,
+    /// Its id.
+    pub id: NodeId,
+    /// Whether control says it is online.
+    pub online: bool,
+    /// Whether its health probes pass, as control last said.
+    pub healthy: bool,
+    /// Round-trip time of the last handshake this node initiated to it,
+    /// in milliseconds.
+    pub rtt_ms: Option<u64>,
+    /// Whether this node keeps a session to it warm.
+    pub warm: bool,
 }
 
 /// One VPC route table's tailnet route, as this node last saw or set it.
@@ -311,6 +335,25 @@ pub fn render(status: &NodeStatus) -> String {
                 "traffic on the host's own routes (fail open)"
             }
         );
+        if let Some(reason) = &exit.reason {
+            let _ = writeln!(out, "  why     {reason}");
+        }
+        for c in &exit.candidates {
+            let _ = writeln!(
+                out,
+                "  {:<16} {:<7} {:<9} rtt {:>6}{}{}",
+                c.name,
+                if c.online { "online" } else { "offline" },
+                if c.healthy { "healthy" } else { "UNHEALTHY" },
+                c.rtt_ms.map_or("-".to_owned(), age),
+                if c.warm { "  warm" } else { "" },
+                if exit.selected.as_ref() == Some(&c.name) {
+                    "  (chosen)"
+                } else {
+                    ""
+                }
+            );
+        }
     }
     let endpoints: Vec<String> = status.endpoints.iter().map(ToString::to_string).collect();
     let _ = writeln!(
@@ -508,6 +551,56 @@ mod tests {
         assert!(client.contains("350ms ago"), "{client}");
         let idle = text.lines().find(|l| l.contains("idle")).expect("row");
         assert_eq!(idle.matches("never").count(), 2, "{idle}");
+    }
+
+    #[test]
+    fn render_shows_auto_candidates_and_why_one_was_chosen() {
+        let mut s = status();
+        s.exit_node = ExitNodeStatus {
+            choice: "auto".into(),
+            selected: Some("exit2".into()),
+            online: true,
+            routing_all: true,
+            bypass: vec![],
+            reason: Some("failover: node 4 went offline".into()),
+            candidates: vec![
+                ExitCandidateStatus {
+                    name: "exit2".into(),
+                    id: NodeId(5),
+                    online: true,
+                    healthy: true,
+                    rtt_ms: Some(3),
+                    warm: true,
+                },
+                ExitCandidateStatus {
+                    name: "exit1".into(),
+                    id: NodeId(4),
+                    online: false,
+                    healthy: false,
+                    rtt_ms: None,
+                    warm: false,
+                },
+            ],
+        };
+        let text = render(&s);
+        assert!(
+            text.contains("exit node auto -> exit2, all traffic through the tunnel"),
+            "{text}"
+        );
+        assert!(
+            text.contains("why     failover: node 4 went offline"),
+            "{text}"
+        );
+        let chosen = text.lines().find(|l| l.contains("(chosen)")).expect("row");
+        assert!(
+            chosen.contains("exit2") && chosen.contains("online") && chosen.contains("3ms"),
+            "{chosen}"
+        );
+        let other = text.lines().find(|l| l.contains("exit1")).expect("row");
+        assert!(
+            other.contains("offline") && other.contains("UNHEALTHY") && !other.contains("warm"),
+            "{other}"
+        );
     }
 
     #[test]

@@ -49,6 +49,7 @@ fn describe(id: u64, key: &PrivateKey) -> Node {
         user: None,
         wireguard_only: false,
         exit_routes: vec![],
+        exit_unhealthy: false,
     }
 }
 

@@ -28,10 +28,15 @@ mod tunnel;
 
 pub use conntrack::{DEFAULT_FLOW_CAPACITY, FlowStats};
 pub use discovery::{DiscoveryEvent, EndpointDiscoveryState, PROBE_INTERVAL};
-pub use exit_node::{BadExitNodeChoice, ExitNodeChoice, ExitNodeState, ExitSelection};
+pub use exit_node::{
+    AutoReason, BadExitNodeChoice, ExitCandidate, ExitNodeChoice, ExitNodeState, ExitSelection,
+    MAX_WARM_CANDIDATES, MIN_DWELL, SWITCH_MARGIN, SWITCH_MARGIN_PERCENT, Unusable,
+};
 pub use filter::{FilterDrop, PacketFilterState};
 pub use netmap::{NetmapError, NetmapState};
-pub use node::{Delivery, Drop, DropCounts, DropReason, NodeState, PeerStats, TICK, Transmit};
+pub use node::{
+    Delivery, Drop, DropCounts, DropReason, NodeState, PeerStats, TICK, Transmit, WARM_KEEPALIVE,
+};
 pub use packet::{
     BadHeader, Flow, IpHeader, PacketKind, PacketSummary, QuotedPacket, parse_flow, parse_ip_header,
 };

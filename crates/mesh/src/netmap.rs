@@ -242,6 +242,7 @@ mod tests {
             user: None,
             wireguard_only: false,
             exit_routes: vec![],
+            exit_unhealthy: false,
         }
     }
 

@@ -1,6 +1,6 @@
 //! [`NodeState`]: the packet path of one node.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,15 @@ const SLOT_MASK: u32 = 0x00ff_ffff;
 
 /// How long an unanswered handshake initiation stands (WireGuard paper §6.4).
 const REKEY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often a peer kept warm ([`NodeState::set_warm`]) gets a keepalive:
+/// WireGuard's usual persistent-keepalive interval, under the 30 s that
+/// the shortest common NAT mappings last. Keepalives need no public-key
+/// work; once the session expires (REJECT_AFTER_TIME, 180 s, §6.2) the
+/// next keepalive starts a new handshake, which measures the round-trip
+/// time again. A warm peer thus costs about one handshake every three
+/// minutes and one 32-byte datagram every 25 s.
+pub const WARM_KEEPALIVE: Duration = Duration::from_secs(25);
 
 /// WireGuard message type 1 (WireGuard paper §5.4.2).
 const HANDSHAKE_INIT: u8 = 1;
@@ -213,6 +222,8 @@ pub struct PeerStats {
     pub tx_bytes: u64,
     /// Payload bytes received.
     pub rx_bytes: u64,
+    /// Round-trip time of the last handshake this node initiated.
+    pub rtt: Option<Duration>,
     /// What it may send from and receive for.
     pub allowed_ips: Vec<IpNet>,
 }
@@ -235,6 +246,8 @@ pub struct NodeState {
     cookie_replies: u64,
     /// Copies of a handshake initiation for a peer's other endpoints.
     sprays: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// Peers kept warm with keepalives (see [`NodeState::set_warm`]).
+    warm: BTreeSet<NodeId>,
 }
 
 struct Peer {
@@ -250,6 +263,8 @@ struct Peer {
     handshake_at: Option<Instant>,
     /// When the last authenticated datagram arrived.
     received_at: Option<Instant>,
+    /// When we last sent it a keepalive to keep it warm.
+    warmed_at: Option<Instant>,
 }
 
 impl Peer {
@@ -271,6 +286,8 @@ enum Work {
     Flush(NodeId),
     /// Run the tunnel's timers.
     Timers(NodeId),
+    /// Send a keepalive to a warm peer.
+    Keepalive(NodeId),
 }
 
 impl NodeState {
@@ -294,6 +311,7 @@ impl NodeState {
             dropped: DropCounts::default(),
             cookie_replies: 0,
             sprays: VecDeque::new(),
+            warm: BTreeSet::new(),
         }
     }
 
@@ -331,6 +349,7 @@ impl NodeState {
                         initiated_at: None,
                         handshake_at: None,
                         received_at: None,
+                        warmed_at: None,
                         node: node.clone(),
                     }
                 }
@@ -339,6 +358,15 @@ impl NodeState {
         }
         self.peers = next;
         self.reindex();
+    }
+
+    /// Keeps sessions to these peers up whether or not traffic flows: a
+    /// keepalive every [`WARM_KEEPALIVE`], which starts a handshake when
+    /// there is no session. A client choosing its exit node by path
+    /// uses it so every candidate has a session and a measured round-trip
+    /// time ([`PeerStats::rtt`]). Ids that are not peers are ignored.
+    pub fn set_warm(&mut self, peers: BTreeSet<NodeId>) {
+        self.warm = peers;
     }
 
     /// Sets the packet filter compiled by control; `None` accepts every
@@ -559,6 +587,18 @@ impl NodeState {
             self.filter.handle_timeout(now);
             self.work
                 .extend(self.peers.keys().map(|&id| Work::Timers(id)));
+            for &id in &self.warm {
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    continue;
+                };
+                if peer
+                    .warmed_at
+                    .is_none_or(|t| now.saturating_duration_since(t) >= WARM_KEEPALIVE)
+                {
+                    peer.warmed_at = Some(now);
+                    self.work.push_back(Work::Keepalive(id));
+                }
+            }
             self.next_tick = Some(now + TICK);
         }
     }
@@ -580,13 +620,14 @@ impl NodeState {
             });
         }
         while let Some(work) = self.work.pop_front() {
-            let (Work::Flush(id) | Work::Timers(id)) = work;
+            let (Work::Flush(id) | Work::Timers(id) | Work::Keepalive(id)) = work;
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
             };
             let output = match work {
                 Work::Flush(_) => peer.tunnel.decapsulate(None, &[], out),
                 Work::Timers(_) => peer.tunnel.update_timers(out),
+                Work::Keepalive(_) => peer.tunnel.keepalive(out),
             };
             peer.note_handshake(now);
             let Output::Network(range) = output else {
@@ -594,6 +635,8 @@ impl NodeState {
             };
             if out.get(range.start) == Some(&HANDSHAKE_INIT) {
                 peer.initiated_at = Some(now);
+                // boringtun queued the keepalive behind the handshake.
+                peer.queued |= matches!(work, Work::Keepalive(_));
                 spray_initiation(&mut self.sprays, peer, &out[range.clone()]);
             }
             if matches!(work, Work::Flush(_)) {
@@ -627,6 +670,7 @@ impl NodeState {
                     last_received: age(p.received_at),
                     tx_bytes: tx as u64,
                     rx_bytes: rx as u64,
+                    rtt: p.tunnel.rtt(),
                     allowed_ips: p.node.allowed_ips.clone(),
                 }
             })

@@ -173,6 +173,22 @@ impl Tunnel {
         self.tunn.time_since_last_handshake()
     }
 
+    /// Sends a keepalive (an empty data message, WireGuard paper §6.5) on
+    /// the current session, or starts a handshake when there is none.
+    pub(crate) fn keepalive(&mut self, out: &mut [u8]) -> Output {
+        self.encapsulate(&[], out)
+    }
+
+    /// boringtun's round-trip estimate: from sending the last handshake
+    /// initiation this side made to receiving its response (so it includes
+    /// the responder's handshake work, well under a millisecond), in whole
+    /// milliseconds (boringtun truncates). Kept
+    /// after the session ends; `None` until this side has initiated one.
+    pub(crate) fn rtt(&self) -> Option<Duration> {
+        let (_, _, _, _, rtt_ms) = self.tunn.stats();
+        rtt_ms.map(|ms| Duration::from_millis(u64::from(ms)))
+    }
+
     /// Payload bytes sent and received.
     pub(crate) fn bytes(&self) -> (usize, usize) {
         let (_, tx, rx, _, _) = self.tunn.stats();

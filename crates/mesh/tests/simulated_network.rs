@@ -69,6 +69,7 @@ fn describe(id: u64) -> Node {
         user: None,
         wireguard_only: false,
         exit_routes: vec![],
+        exit_unhealthy: false,
     }
 }
 
@@ -789,4 +790,52 @@ fn both_ends_report_handshake_and_receive_ages_that_outlive_the_session() {
             Some(received + Duration::from_secs(600))
         );
     }
+}
+
+/// Runs node `id`'s timers now and queues what it sends.
+fn tick(sim: &mut Sim, id: u64) {
+    let now = sim.now;
+    sim.nodes
+        .get_mut(&id)
+        .expect("node exists")
+        .handle_timeout(now);
+    sim.drain(id);
+}
+
+#[test]
+fn warm_peers_get_a_session_and_a_round_trip_time_without_any_traffic() {
+    let mut sim = Sim::new(11);
+    sim.nodes
+        .get_mut(&1)
+        .expect("node 1")
+        .set_warm([2, 3, 99].map(NodeId).into());
+    tick(&mut sim, 1);
+    sim.run();
+    let stats = sim.nodes[&1].peer_stats(sim.now);
+    let measured: Vec<(u64, bool, bool)> = stats
+        .iter()
+        .map(|p| (p.id.0, p.last_handshake.is_some(), p.rtt.is_some()))
+        .collect();
+    assert_eq!(
+        measured,
+        [(2, true, true), (3, true, true), (4, false, false)],
+        "only the warm peers (99 is no peer) get a handshake, initiated by node 1"
+    );
+    assert!(sim.delivered.is_empty(), "keepalives reach no TUN device");
+
+    // Nothing more until the keepalive interval has passed; then one
+    // keepalive (an empty data message: type 4, 32 bytes) per warm peer.
+    sim.now += causeway_mesh::TICK;
+    tick(&mut sim, 1);
+    assert!(sim.wire.is_empty(), "{:?}", sim.wire);
+    sim.now += causeway_mesh::WARM_KEEPALIVE;
+    tick(&mut sim, 1);
+    let sent: Vec<(u64, u8, usize)> = sim
+        .wire
+        .iter()
+        .map(|(_, to, d)| (owner_of(*to), d[0], d.len()))
+        .collect();
+    assert_eq!(sent, [(2, 4, 32), (3, 4, 32)]);
+    sim.run();
+    assert!(sim.delivered.is_empty());
 }

@@ -1231,8 +1231,19 @@ impl TailnetState {
             user: node.user.clone(),
             online: self.is_online(id),
             wireguard_only: node.wireguard_only,
+            exit_unhealthy: self.exit_unhealthy(node),
             exit_routes: node.exit_routes(),
         })
+    }
+
+    /// Whether `node` offers exit routes and reported one of them
+    /// unhealthy (an exit node reports its internet path as the health of
+    /// `0.0.0.0/0`; see `RouterReport`).
+    fn exit_unhealthy(&self, node: &NodeRecord) -> bool {
+        let Some(report) = self.routers.get(&node.id) else {
+            return false;
+        };
+        node.exit_routes().iter().any(|p| !report.is_healthy(p))
     }
 
     /// The DNS configuration every node gets, and its generation (bumped

@@ -345,9 +345,9 @@ fn auto_approvers_approve_tagged_routers() {
     assert!(state.node(b).expect("b").approved_routes.is_empty());
 }
 
-#[test]
-fn exit_routes_are_offered_to_every_peer_never_made_primary() {
-    let mut state = tailnet();
+/// A policy whose `autoApprovers` approve `tag:exit` exit nodes and that
+/// lets everyone send to the internet.
+fn allow_exit_nodes(state: &mut TailnetState) {
     state
         .set_policy(
             r#"{"autoApprovers": {"exitNode": ["tag:exit"]},
@@ -355,6 +355,12 @@ fn exit_routes_are_offered_to_every_peer_never_made_primary() {
             T0,
         )
         .expect("valid policy");
+}
+
+#[test]
+fn exit_routes_are_offered_to_every_peer_never_made_primary() {
+    let mut state = tailnet();
+    allow_exit_nodes(&mut state);
     let exit_key = auth_key(&mut state, &["tag:exit"], 1);
     let plain = auth_key(&mut state, &[], 2);
     let (exit, _) = join(&mut state, &exit_key, 1, &["0.0.0.0/0", "::/0"]);
@@ -1296,4 +1302,50 @@ proptest! {
             prop_assert!(state.route_standing(b, &p, now).is_some());
         }
     }
+}
+
+#[test]
+fn an_exit_nodes_health_reaches_its_clients_as_a_delta() {
+    let mut state = tailnet();
+    allow_exit_nodes(&mut state);
+    let exit_key = auth_key(&mut state, &["tag:exit"], 1);
+    let plain = auth_key(&mut state, &[], 2);
+    let (exit, session) = join(&mut state, &exit_key, 1, &["0.0.0.0/0", "::/0"]);
+    let (client, _) = join(&mut state, &plain, 2, &[]);
+    let mut sessions = open_sessions(&state, &[client]);
+    let (_, client_session, full) = &mut sessions[0];
+    assert!(!peer(full, exit).expect("visible").exit_unhealthy);
+
+    let changes = state.update(exit, session, &health(net("0.0.0.0/0"), false), T0 + 1);
+    let DeltaOutcome::Send(delta) =
+        client_session.delta(&PreparedChange::new(&state, &changes, T0 + 1))
+    else {
+        panic!("the client must hear that its exit node is unhealthy");
+    };
+    let changed: Vec<(NodeId, bool)> = delta
+        .peers_changed
+        .iter()
+        .map(|n| (n.id, n.exit_unhealthy))
+        .collect();
+    assert_eq!(changed, vec![(exit, true)]);
+    // Exit routes never become primary, healthy or not.
+    assert!(state.primary_routes(exit).is_empty());
+
+    let changes = state.update(exit, session, &health(net("0.0.0.0/0"), true), T0 + 2);
+    let DeltaOutcome::Send(delta) =
+        client_session.delta(&PreparedChange::new(&state, &changes, T0 + 2))
+    else {
+        panic!("the client must hear that its exit node recovered");
+    };
+    assert!(!delta.peers_changed[0].exit_unhealthy);
+}
+
+#[test]
+fn a_subnet_routers_health_never_marks_it_an_unhealthy_exit_node() {
+    let mut state = tailnet();
+    let (a, sa, _, _, _, p) = ha_pair(&mut state);
+    state.update(a, sa, &health(p, false), T0 + 1);
+    let view = state.view(a).expect("a exists");
+    assert!(view.exit_routes.is_empty());
+    assert!(!view.exit_unhealthy);
 }

@@ -304,6 +304,14 @@ pub struct Node {
     /// selected, so no other peer can send it traffic from any address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exit_routes: Vec<IpNet>,
+    /// Set when it offers exit routes and its last health report says it
+    /// cannot carry internet traffic (its forwarding path or its probe
+    /// target failed). Clients with `exit_node = "auto"` pass over it while
+    /// a healthy exit node is online; a node that ignores the field (older
+    /// builds) treats every exit node as healthy, which is what it did
+    /// before, so no capability version is needed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exit_unhealthy: bool,
 }
 
 /// A small patch for a peer whose endpoints alone changed.
@@ -470,6 +478,7 @@ mod tests {
             user: None,
             wireguard_only: false,
             exit_routes: vec![],
+            exit_unhealthy: false,
         }
     }
 

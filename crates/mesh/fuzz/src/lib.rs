@@ -48,6 +48,7 @@ fn describe(id: u8) -> Node {
         user: None,
         wireguard_only: false,
         exit_routes: vec![],
+        exit_unhealthy: false,
     }
 }
 

@@ -48,6 +48,7 @@ fn main() {
         user: None,
         wireguard_only: false,
         exit_routes: vec![],
+        exit_unhealthy: false,
     };
     let register = ClientMessage::Register(RegisterRequest {
         node_key: machine.public_key(),
