@@ -22,7 +22,6 @@ use tokio::sync::{mpsc, oneshot};
 use super::dataplane::Command;
 use super::exit_dns::ExitDnsDriver;
 use super::status::{self, ExitCandidateStatus, ExitNodeStatus, NodeStatus};
-use super::status::{self, ExitNodeStatus, NodeStatus};
 use crate::config::NodeConfig;
 
 /// How often `auto` reads the candidates' round-trip times from the data
