@@ -206,7 +206,7 @@ fn find_volume<'a>(
 
 /// The one resource among `all` whose `Name` tag is `name` (`None`: there
 /// is none); several are refused, naming them and saying what to do.
-fn one_named<'a, T>(
+pub(super) fn one_named<'a, T>(
     all: &'a [T],
     tags: impl Fn(&T) -> &BTreeMap<String, String>,
     id: impl Fn(&T) -> &String,
