@@ -153,24 +153,12 @@ pub fn egress_attachments(
             || a.instance_id.as_deref() == Some(instance.id.as_str())
     });
     if !in_place {
-        p.act(Action::AssociateAddress {
-            instance: instance.id.clone(),
-            interface: Some(instance.eni.clone()),
-        });
-        p.item(
-            "Elastic IP association",
+        p.associate_address(
             w.address_name,
-            if address.is_none() {
-                Change::Create
-            } else {
-                Change::Update
-            },
-            Some(format!(
-                "{} -> {} ({})",
-                address.map_or("(new address)", |a| a.public_ip.as_str()),
-                instance.id,
-                instance.eni
-            )),
+            address,
+            &instance.id,
+            Some(&instance.eni),
+            &format!("{} ({})", instance.id, instance.eni),
         );
     }
     Ok(p)
