@@ -478,6 +478,29 @@ fn exercise_example(
     inspect(aws, &outputs, name);
     assert_plan_settles(tf, dir, &with_vars(&["plan", "-out=settle.plan"]));
 
+    if let Some(eni) = outputs["egress_interface_id"].as_str() {
+        // moto leaves an interface that is not deleted on termination
+        // attached to the terminated instance and refuses to detach it
+        // (LastEniDetachError), where AWS detaches it at termination: take
+        // the instance down first, then delete the interface as AWS would
+        // let the provider, which then finds it gone.
+        tf.run_owned(
+            dir,
+            &with_vars(&[
+                "destroy",
+                "-auto-approve",
+                "-target=module.exit_node.aws_instance.this",
+            ]),
+        )
+        .expect_success();
+        aws.call(&[
+            "ec2",
+            "delete-network-interface",
+            "--network-interface-id",
+            eni,
+        ])
+        .expect_success();
+    }
     let destroy = tf
         .run_owned(dir, &with_vars(&["destroy", "-auto-approve"]))
         .expect_success();
@@ -537,18 +560,7 @@ fn common_checks(aws: &Aws, outputs: &Value, name: &str, auth_key: &str) {
         );
     }
 
-    let lt_id = outputs["launch_template_id"]
-        .as_str()
-        .expect("launch_template_id");
-    let versions = aws.json(&[
-        "ec2",
-        "describe-launch-template-versions",
-        "--launch-template-id",
-        lt_id,
-        "--versions",
-        "$Latest",
-    ]);
-    let data = &versions["LaunchTemplateVersions"][0]["LaunchTemplateData"];
+    let data = &latest_template_data(aws, outputs);
     assert_eq!(
         data["MetadataOptions"]["HttpTokens"], "required",
         "template IMDSv2: {data:#}"
@@ -786,19 +798,8 @@ fn inspect_exit_node(aws: &Aws, outputs: &Value, name: &str) {
         .and_then(|t| t["Value"].as_str());
     assert_eq!(egress_tag, Some("egress"), "{eni:#}");
 
-    let lt_id = outputs["launch_template_id"]
-        .as_str()
-        .expect("launch_template_id");
-    let versions = aws.json(&[
-        "ec2",
-        "describe-launch-template-versions",
-        "--launch-template-id",
-        lt_id,
-        "--versions",
-        "$Latest",
-    ]);
     let user_data = decode_base64(
-        versions["LaunchTemplateVersions"][0]["LaunchTemplateData"]["UserData"]
+        latest_template_data(aws, outputs)["UserData"]
             .as_str()
             .expect("UserData"),
     );
@@ -837,6 +838,22 @@ fn inspect_exit_node(aws: &Aws, outputs: &Value, name: &str) {
         outputs["egress_public_ip"],
         "{gateways:#}"
     );
+}
+
+/// The launch template's latest version's data (from `launch_template_id`).
+fn latest_template_data(aws: &Aws, outputs: &Value) -> Value {
+    let lt_id = outputs["launch_template_id"]
+        .as_str()
+        .expect("launch_template_id");
+    let versions = aws.json(&[
+        "ec2",
+        "describe-launch-template-versions",
+        "--launch-template-id",
+        lt_id,
+        "--versions",
+        "$Latest",
+    ]);
+    versions["LaunchTemplateVersions"][0]["LaunchTemplateData"].clone()
 }
 
 fn inspect_recorder(aws: &Aws, outputs: &Value, _name: &str) {

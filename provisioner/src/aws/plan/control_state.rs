@@ -87,27 +87,16 @@ pub fn control_attachments(
     let mut p = Planned::default();
     let address = find_address(addresses, w)?;
     if address.is_none_or(|a| a.instance_id.as_deref() != Some(instance.id.as_str())) {
-        p.act(Action::AssociateAddress {
-            instance: instance.id.clone(),
-            interface: None,
-        });
         let was = address
             .and_then(|a| a.instance_id.clone())
             .map(|old| format!(", was {old}"))
             .unwrap_or_default();
-        p.item(
-            "Elastic IP association",
+        p.associate_address(
             w.address_name,
-            if address.is_none() {
-                Change::Create
-            } else {
-                Change::Update
-            },
-            Some(format!(
-                "{} -> {}{was}",
-                address.map_or("(new address)", |a| a.public_ip.as_str()),
-                instance.id
-            )),
+            address,
+            &instance.id,
+            None,
+            &format!("{}{was}", instance.id),
         );
     }
     let volume = find_volume(volumes, w)?;
@@ -206,7 +195,7 @@ fn find_volume<'a>(
 
 /// The one resource among `all` whose `Name` tag is `name` (`None`: there
 /// is none); several are refused, naming them and saying what to do.
-fn one_named<'a, T>(
+pub(super) fn one_named<'a, T>(
     all: &'a [T],
     tags: impl Fn(&T) -> &BTreeMap<String, String>,
     id: impl Fn(&T) -> &String,

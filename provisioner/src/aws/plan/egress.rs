@@ -4,6 +4,7 @@
 //! address at launch to an instance with two interfaces). Without
 //! `--egress-subnet` both are removed once no instance holds them.
 
+use super::control_state::one_named;
 use super::{Action, Planned};
 use crate::aws::api::{Address, Instance, NetworkInterface};
 use crate::aws::network::EgressSubnet;
@@ -152,24 +153,12 @@ pub fn egress_attachments(
             || a.instance_id.as_deref() == Some(instance.id.as_str())
     });
     if !in_place {
-        p.act(Action::AssociateAddress {
-            instance: instance.id.clone(),
-            interface: Some(instance.eni.clone()),
-        });
-        p.item(
-            "Elastic IP association",
+        p.associate_address(
             w.address_name,
-            if address.is_none() {
-                Change::Create
-            } else {
-                Change::Update
-            },
-            Some(format!(
-                "{} -> {} ({})",
-                address.map_or("(new address)", |a| a.public_ip.as_str()),
-                instance.id,
-                instance.eni
-            )),
+            address,
+            &instance.id,
+            Some(&instance.eni),
+            &format!("{} ({})", instance.id, instance.eni),
         );
     }
     Ok(p)
@@ -183,38 +172,25 @@ fn one_interface<'a>(
     interfaces: &'a [NetworkInterface],
     name: &str,
 ) -> anyhow::Result<Option<&'a NetworkInterface>> {
-    let found: Vec<&NetworkInterface> =
-        interfaces.iter().filter(|i| named(&i.tags, name)).collect();
-    match found[..] {
-        [] => Ok(None),
-        [one] => Ok(Some(one)),
-        _ => anyhow::bail!(
-            "{} egress interfaces are named {name} ({}); the instance attaches exactly one: delete the others",
-            found.len(),
-            found
-                .iter()
-                .map(|i| i.id.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
+    one_named(
+        interfaces,
+        |i| &i.tags,
+        |i| &i.id,
+        name,
+        "egress interfaces",
+        "the instance attaches exactly one: delete the others",
+    )
 }
 
 fn one_address<'a>(addresses: &'a [Address], name: &str) -> anyhow::Result<Option<&'a Address>> {
-    let found: Vec<&Address> = addresses.iter().filter(|a| named(&a.tags, name)).collect();
-    match found[..] {
-        [] => Ok(None),
-        [one] => Ok(Some(one)),
-        _ => anyhow::bail!(
-            "{} Elastic IPs are named {name} ({}); the exit node uses exactly one: release the others",
-            found.len(),
-            found
-                .iter()
-                .map(|a| a.allocation_id.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
+    one_named(
+        addresses,
+        |a| &a.tags,
+        |a| &a.allocation_id,
+        name,
+        "Elastic IPs",
+        "the exit node uses exactly one: release the others",
+    )
 }
 
 /// The tags of the egress interface: the contract's, and
@@ -342,7 +318,11 @@ mod tests {
         two.id = "eni-f".into();
         let err = egress_resources(&[eni("subnet-p", false, None), two], &[], &wanted(Some(&e)))
             .expect_err("two");
-        assert!(err.to_string().starts_with("2 egress interfaces"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("several egress interfaces are named x-egress (eni-e, eni-f)"),
+            "{err}"
+        );
     }
 
     #[test]

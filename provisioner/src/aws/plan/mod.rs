@@ -248,4 +248,33 @@ impl Planned {
     fn act(&mut self, action: Action) {
         self.actions.push(action);
     }
+
+    /// Associates the Elastic IP `address` (none: allocated earlier in
+    /// this deploy) with `instance` (through `interface` when named), the
+    /// report saying `IP -> target`.
+    fn associate_address(
+        &mut self,
+        name: &str,
+        address: Option<&Address>,
+        instance: &str,
+        interface: Option<&str>,
+        target: &str,
+    ) {
+        self.act(Action::AssociateAddress {
+            instance: instance.to_owned(),
+            interface: interface.map(str::to_owned),
+        });
+        let change = if address.is_none() {
+            Change::Create
+        } else {
+            Change::Update
+        };
+        let ip = address.map_or("(new address)", |a| a.public_ip.as_str());
+        self.item(
+            "Elastic IP association",
+            name,
+            change,
+            Some(format!("{ip} -> {target}")),
+        );
+    }
 }
