@@ -11,7 +11,8 @@ pub enum Role {
     SubnetRouter,
     /// 4via6: a site's IPv4 ranges advertised as IPv6 prefixes (not built yet).
     Via6,
-    /// An exit node (not built yet).
+    /// An exit node: advertises `0.0.0.0/0` (and `::/0`) and forwards
+    /// clients' internet traffic (`--cloud local` only so far).
     ExitNode,
     /// An app connector routing configured domains (not built yet).
     AppConnector,
@@ -42,11 +43,26 @@ impl Role {
     /// boot a plain node under its name.
     pub fn not_built_yet(self) -> Option<&'static str> {
         match self {
-            Role::SubnetRouter | Role::Recorder | Role::Control => None,
+            Role::SubnetRouter | Role::ExitNode | Role::Recorder | Role::Control => None,
             Role::Via6 => Some("the appliance has no 4via6 mapping yet"),
-            Role::ExitNode => Some("the appliance does not forward to the internet yet"),
             Role::AppConnector => Some("the appliance has no domain-based routing yet"),
             Role::Relay => Some("the appliance has no relay server yet"),
+        }
+    }
+
+    /// Why `--cloud aws` cannot deploy the role yet although the appliance
+    /// runs it: its user data would not configure the role.
+    pub fn not_on_aws_yet(self) -> Option<&'static str> {
+        match self {
+            Role::ExitNode => Some(
+                "--cloud aws does not write an exit node's config yet (it would boot a subnet router); --cloud local deploys one",
+            ),
+            Role::SubnetRouter
+            | Role::Via6
+            | Role::AppConnector
+            | Role::Recorder
+            | Role::Control
+            | Role::Relay => None,
         }
     }
 
@@ -56,6 +72,14 @@ impl Role {
             .iter()
             .copied()
             .filter(|r| r.not_built_yet().is_none())
+            .collect()
+    }
+
+    /// The roles `--cloud aws` deploys today.
+    pub fn built_on_aws() -> Vec<Role> {
+        Role::built()
+            .into_iter()
+            .filter(|r| r.not_on_aws_yet().is_none())
             .collect()
     }
 
@@ -116,11 +140,20 @@ mod tests {
     fn only_the_roles_the_appliance_runs_are_built() {
         assert_eq!(
             Role::built(),
-            [Role::SubnetRouter, Role::Recorder, Role::Control]
+            [
+                Role::SubnetRouter,
+                Role::ExitNode,
+                Role::Recorder,
+                Role::Control
+            ]
         );
         assert_eq!(
             Role::not_built(),
-            [Role::Via6, Role::ExitNode, Role::AppConnector, Role::Relay]
+            [Role::Via6, Role::AppConnector, Role::Relay]
+        );
+        assert_eq!(
+            Role::built_on_aws(),
+            [Role::SubnetRouter, Role::Recorder, Role::Control]
         );
     }
 }

@@ -9,8 +9,9 @@
 //!
 //! ```text
 //! inet  198.18.0.250, fd18::250 (bridge) + 198.18.100.10, 2001:db8:100::10
-//!       ("the internet"): an HTTP server on :8000 that answers with the
-//!       caller's address
+//!       ("the internet"): the provisioner's echo server
+//!       (`services::ECHO_SERVER_PY`) on :8000, answering with the caller's
+//!       address
 //! exit1 198.18.0.21/fd18::21, exit2 198.18.0.22/fd18::22: `[exit_node]`,
 //!       routes to the internet via inet
 //! client 198.18.0.4/fd18::4: its own default routes via inet, so a leak
@@ -34,25 +35,8 @@ const EXIT2_ADDR: &str = "198.18.0.22";
 const CLIENT_ADDR_V6: &str = "fd18::4";
 const EXIT1_ADDR_V6: &str = "fd18::21";
 
-/// Answers every GET with the caller's address and appends it to a log.
-const ECHO_SERVER: &str = r#"
-import http.server, socket, sys
-log = open(sys.argv[1], "a", buffering=1)
-class Echo(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        caller = self.client_address[0].removeprefix("::ffff:")
-        log.write(caller + "\n")
-        body = caller.encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-class DualStack(http.server.ThreadingHTTPServer):
-    address_family = socket.AF_INET6
-DualStack(("::", 8000), Echo).serve_forever()
-"#;
+/// The echo server's port here.
+const ECHO_PORT: &str = "8000";
 
 #[test]
 fn client_traffic_leaves_through_the_exit_node_and_never_leaks() {
@@ -70,10 +54,11 @@ fn client_traffic_leaves_through_the_exit_node_and_never_leaks() {
     inet.ip(&["addr", "add", "fd18::250/64", "dev", "eth0", "nodad"])
         .expect("the gateway's IPv6 address");
     let script = root.join("echo.py");
-    std::fs::write(&script, ECHO_SERVER).expect("writing the echo server");
+    std::fs::write(&script, causeway_e2e::local::services::ECHO_SERVER_PY)
+        .expect("writing the echo server");
     let callers = root.join("callers.log");
     let mut server = inet.command("python3");
-    server.arg(&script).arg(&callers);
+    server.arg(&script).arg(&callers).arg(ECHO_PORT);
     t.spawn_recorded("echo", inet.name(), &mut server, &root.join("echo.log"));
 
     // The client's own way to the internet: the leak path.

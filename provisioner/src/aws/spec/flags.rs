@@ -15,10 +15,13 @@ pub fn check_flags(opts: &AwsOptions) -> anyhow::Result<Role> {
     let Some(role) = opts.role else {
         anyhow::bail!("--role is required with --cloud aws");
     };
-    if let Some(why) = role.not_built_yet() {
-        let built: Vec<&str> = Role::built().into_iter().map(Role::as_str).collect();
+    if let Some(why) = role.not_built_yet().or(role.not_on_aws_yet()) {
+        let built: Vec<&str> = Role::built_on_aws()
+            .into_iter()
+            .map(Role::as_str)
+            .collect();
         anyhow::bail!(
-            "--role {role} is not built yet: {why}; the roles deploy can run today are {}",
+            "--role {role} is not built yet: {why}; the roles deploy --cloud aws can run today are {}",
             built.join(", ")
         );
     }
@@ -253,7 +256,7 @@ mod tests {
 
     #[test]
     fn a_role_the_appliance_cannot_run_is_refused_by_name() {
-        for role in Role::not_built() {
+        for role in Role::not_built().into_iter().chain([Role::ExitNode]) {
             let err = check_flags(&opts(role)).expect_err("not built");
             let msg = err.to_string();
             assert!(

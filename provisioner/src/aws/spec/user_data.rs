@@ -72,7 +72,7 @@ fn list(items: &[String]) -> String {
 /// itself. Fails for a role whose config cannot be complete: a role the
 /// appliance cannot run, or a recorder without its bucket.
 pub fn user_data(c: &ApplianceConfig) -> anyhow::Result<String> {
-    if let Some(why) = c.role.not_built_yet() {
+    if let Some(why) = c.role.not_built_yet().or(c.role.not_on_aws_yet()) {
         anyhow::bail!("role {}: not built yet: {why}", c.role);
     }
     let mut out = String::new();
@@ -298,7 +298,7 @@ mod tests {
         assert!(err.to_string().contains("state volume's ID"), "{err}");
         let err = user_data(&config(Role::Recorder)).expect_err("no bucket");
         assert!(err.to_string().contains("recordings bucket"), "{err}");
-        for role in Role::not_built() {
+        for role in Role::not_built().into_iter().chain([Role::ExitNode]) {
             let err = user_data(&config(role)).expect_err("not built");
             assert!(err.to_string().contains("not built yet"), "{err}");
         }
