@@ -64,7 +64,9 @@ fn the_clients_internet_traffic_leaves_from_the_exit_nodes_public_address() {
     assert!(seen.iter().any(|c| c == EXIT_PUBLIC), "{seen:?}");
     assert!(!seen.iter().any(|c| c == CLIENT_OWN), "{seen:?}");
     // The VPC is still reached through the subnet router.
-    let page = dep.http_get(Site::Cli).expect("the VPC page from the client");
+    let page = dep
+        .http_get(Site::Cli)
+        .expect("the VPC page from the client");
     assert!(page.contains(local::services::HTTP_GREETING), "{page}");
 
     // `status` learns the layout from state.json (no --role), and says
@@ -75,6 +77,7 @@ fn the_clients_internet_traffic_leaves_from_the_exit_nodes_public_address() {
     };
     let report = local::status(&plain).expect("status");
     let text = report.render();
+    eprintln!("status:\n{text}");
     assert!(report.healthy, "{text}");
     let exit = report.exit_node.as_ref().expect("an exit node section");
     assert_eq!(exit.plan.key, "exit");
@@ -86,7 +89,9 @@ fn the_clients_internet_traffic_leaves_from_the_exit_nodes_public_address() {
         "{text}"
     );
     assert_eq!(
-        exit.client_uses.as_ref().and_then(|c| c.selected.as_deref()),
+        exit.client_uses
+            .as_ref()
+            .and_then(|c| c.selected.as_deref()),
         Some("exit"),
         "{text}"
     );

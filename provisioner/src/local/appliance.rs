@@ -351,7 +351,11 @@ impl ExitNodeSummary {
             "{} -> {}{}, {}",
             self.choice,
             self.selected.as_deref().unwrap_or("(none usable)"),
-            if self.online { " (online)" } else { " (OFFLINE)" },
+            if self.online {
+                " (online)"
+            } else {
+                " (OFFLINE)"
+            },
             if self.routing_all {
                 "all traffic through the tunnel"
             } else {
@@ -406,7 +410,10 @@ impl NodeSummary {
                     choice: e.get("choice")?.as_str()?.to_owned(),
                     selected: e.get("selected").and_then(Value::as_str).map(str::to_owned),
                     online: e.get("online").and_then(Value::as_bool).unwrap_or(false),
-                    routing_all: e.get("routing_all").and_then(Value::as_bool).unwrap_or(false),
+                    routing_all: e
+                        .get("routing_all")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false),
                 })
             });
         Self {
@@ -506,7 +513,8 @@ mod tests {
     fn the_second_router_advertises_the_same_subnet_under_its_own_name() {
         let dir = StateDir::new("/s");
         let v: toml::Value =
-            toml::from_str(&node_config(&dir, Node::Router2, None).expect("renders")).expect("toml");
+            toml::from_str(&node_config(&dir, Node::Router2, None).expect("renders"))
+                .expect("toml");
         assert_eq!(v["state_dir"].as_str(), Some("/s/router2"));
         assert_eq!(v["node"]["hostname"].as_str(), Some("router2"));
         assert_eq!(
@@ -569,7 +577,9 @@ mod tests {
             "exit_node": {"choice": "exit", "selected": "exit", "online": true,
                           "routing_all": true, "bypass": []}
         });
-        let e = NodeSummary::from_status(&v).exit_node.expect("an exit node");
+        let e = NodeSummary::from_status(&v)
+            .exit_node
+            .expect("an exit node");
         assert!(e.routes_all_through("exit"));
         assert!(!e.routes_all_through("router"));
         assert_eq!(
@@ -579,7 +589,9 @@ mod tests {
         let offline = serde_json::json!({
             "exit_node": {"choice": "exit", "selected": "exit", "online": false, "routing_all": true}
         });
-        let e = NodeSummary::from_status(&offline).exit_node.expect("chosen");
+        let e = NodeSummary::from_status(&offline)
+            .exit_node
+            .expect("chosen");
         assert!(!e.routes_all_through("exit"));
         let none = serde_json::json!({"exit_node": {"choice": "none", "online": false}});
         assert_eq!(NodeSummary::from_status(&none).exit_node, None);
@@ -623,6 +635,9 @@ mod tests {
         let p = policy(true);
         assert!(p.contains(r#""exitNode": ["tag:exit-node"]"#), "{p}");
         assert!(p.contains(r#""tag:exit-node": ["autogroup:admin"]"#), "{p}");
-        assert!(p.contains(r#""198.19.1.0/24": ["tag:subnet-router"]"#), "{p}");
+        assert!(
+            p.contains(r#""198.19.1.0/24": ["tag:subnet-router"]"#),
+            "{p}"
+        );
     }
 }

@@ -309,12 +309,11 @@ fn keys_and_configs(
         fs::create_dir_all(dep.dir.node_dir(node))
             .with_context(|| format!("creating {}", dep.dir.node_dir(node).display()))?;
         let config = dep.dir.node_config(node);
-        let config_changed =
-            write_if_changed(
-                &config,
-                &appliance::node_config(&dep.dir, node, dep.client_exit_node())?,
-                0o644,
-            )?;
+        let config_changed = write_if_changed(
+            &config,
+            &appliance::node_config(&dep.dir, node, dep.client_exit_node())?,
+            0o644,
+        )?;
         state.configs.insert(node.as_str().into(), config);
         if config_changed {
             restart.insert(node);

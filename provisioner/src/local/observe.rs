@@ -176,9 +176,9 @@ pub fn observe(dep: &LocalDeployment) -> anyhow::Result<Observation> {
         .as_ref()
         .is_some_and(|s| HttpServer::new(dep.dir.clone(), vpc).is_healthy(s));
     let echo = topo.has_exit_node()
-        && state.as_ref().is_some_and(|s| {
-            EchoServer::new(dep.dir.clone(), dep.netns(Site::Web)).is_healthy(s)
-        });
+        && state
+            .as_ref()
+            .is_some_and(|s| EchoServer::new(dep.dir.clone(), dep.netns(Site::Web)).is_healthy(s));
     let proc_alive = |key: &str| {
         state
             .as_ref()
@@ -577,7 +577,9 @@ mod tests {
             ]
         );
         assert!(
-            plan.items[0].detail.contains("{pub,ctl,igw,rtr,vpc,exit,web,cli}"),
+            plan.items[0]
+                .detail
+                .contains("{pub,ctl,igw,rtr,vpc,exit,web,cli}"),
             "{}",
             plan.items[0].detail
         );
@@ -599,6 +601,11 @@ mod tests {
         assert_eq!(again.items[3].action, Action::Start);
         // The subnet-router plan has neither.
         let single = plan_from(&healthy(), &topo(false), &all_wanted());
-        assert!(!single.items.iter().any(|i| i.component == "echo" || i.component == "exit"));
+        assert!(
+            !single
+                .items
+                .iter()
+                .any(|i| i.component == "echo" || i.component == "exit")
+        );
     }
 }

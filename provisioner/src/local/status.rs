@@ -97,7 +97,11 @@ impl ExitNodeReport {
                 .as_ref()
                 .is_some_and(|c| c.routes_all_through(self.plan.key))
             && self.echo_healthy
-            && self.client_seen_as.as_ref().and_then(|r| r.as_ref().ok()).map(String::as_str)
+            && self
+                .client_seen_as
+                .as_ref()
+                .and_then(|r| r.as_ref().ok())
+                .map(String::as_str)
                 == Some(self.plan.public_addr)
     }
 }
@@ -139,9 +143,8 @@ fn exit_node_report(
         approved_routes,
         control_error,
         client_uses,
-        echo_healthy: state.is_some_and(|s| {
-            EchoServer::new(dep.dir.clone(), dep.netns(Site::Web)).is_healthy(s)
-        }),
+        echo_healthy: state
+            .is_some_and(|s| EchoServer::new(dep.dir.clone(), dep.netns(Site::Web)).is_healthy(s)),
         client_seen_as,
     })
 }
@@ -252,13 +255,11 @@ pub fn report(dep: &LocalDeployment) -> anyhow::Result<StatusReport> {
         && processes.iter().all(|p| p.alive)
         && postgres_healthy
         && http_healthy
-        && nodes
-            .iter()
-            .all(|n| {
-                n.status
-                    .as_ref()
-                    .is_some_and(|s| node_ready(n.node, s, dep.client_exit_node()))
-            })
+        && nodes.iter().all(|n| {
+            n.status
+                .as_ref()
+                .is_some_and(|s| node_ready(n.node, s, dep.client_exit_node()))
+        })
         && exit_node.as_ref().is_none_or(ExitNodeReport::healthy);
     Ok(StatusReport {
         name: dep.name().to_string(),
@@ -455,9 +456,10 @@ impl ExitNodeReport {
         let _ = writeln!(
             out,
             "client's exit node: {}",
-            self.client_uses
-                .as_ref()
-                .map_or("NONE (or the client did not answer)".to_owned(), ExitNodeSummary::describe)
+            self.client_uses.as_ref().map_or(
+                "NONE (or the client did not answer)".to_owned(),
+                ExitNodeSummary::describe
+            )
         );
         let seen = match &self.client_seen_as {
             None => "not checked (the client was not started)".to_owned(),
@@ -468,7 +470,11 @@ impl ExitNodeReport {
             out,
             "client -> exit node -> internet ({}): echo server {}, saw the client as {seen}",
             services::echo_url(),
-            if self.echo_healthy { "answers" } else { "DOES NOT ANSWER" },
+            if self.echo_healthy {
+                "answers"
+            } else {
+                "DOES NOT ANSWER"
+            },
         );
     }
 }

@@ -840,13 +840,22 @@ mod tests {
         );
         let exit = topo.exit_node().expect("an exit node");
         assert_eq!(
-            (exit.key, exit.namespace.as_str(), exit.public_addr, exit.uplink_addr),
+            (
+                exit.key,
+                exit.namespace.as_str(),
+                exit.public_addr,
+                exit.uplink_addr
+            ),
             ("exit", "cw-demo-exit", "198.18.0.6", "198.19.3.3")
         );
         assert_eq!(topo.default_gateway(Site::Exit), Some("198.19.3.1"));
         assert_eq!(topo.default_gateway(Site::Web), None);
         assert_eq!(topo.routers().len(), 1);
-        assert!(Topology::new(DeploymentName::default()).exit_node().is_none());
+        assert!(
+            Topology::new(DeploymentName::default())
+                .exit_node()
+                .is_none()
+        );
         let web: Vec<_> = all_ends(&topo)
             .into_iter()
             .filter(|e| e.site == Site::Web)
@@ -884,7 +893,15 @@ mod tests {
         let temps = topo.temp_link_names();
         assert_eq!(temps.len(), 14);
         assert_eq!(&temps[..10], &longest(false).temp_link_names()[..]);
-        assert_eq!(&temps[10..], ["cw-abcd-fgh-7a", "cw-abcd-fgh-7b", "cw-abcd-fgh-8a", "cw-abcd-fgh-8b"]);
+        assert_eq!(
+            &temps[10..],
+            [
+                "cw-abcd-fgh-7a",
+                "cw-abcd-fgh-7b",
+                "cw-abcd-fgh-8a",
+                "cw-abcd-fgh-8b"
+            ]
+        );
         assert!(temps.iter().all(|t| t.len() <= MAX_IFNAME_LEN));
         let mut ends: BTreeSet<_> = all_ends(&topo).iter().map(|e| (e.site, e.ifname)).collect();
         assert_eq!(ends.len(), 14);
@@ -908,7 +925,10 @@ mod tests {
 
     #[test]
     fn no_address_is_used_twice_with_the_exit_node_either() {
-        for topo in [exit_layout(), Topology::for_layout("u".parse().expect("valid"), true, true)] {
+        for topo in [
+            exit_layout(),
+            Topology::for_layout("u".parse().expect("valid"), true, true),
+        ] {
             let mut seen = BTreeSet::new();
             for (place, addr) in all_addrs(&topo) {
                 let host = addr.split('/').next().unwrap_or(addr);

@@ -16,10 +16,7 @@ pub fn check_flags(opts: &AwsOptions) -> anyhow::Result<Role> {
         anyhow::bail!("--role is required with --cloud aws");
     };
     if let Some(why) = role.not_built_yet().or(role.not_on_aws_yet()) {
-        let built: Vec<&str> = Role::built_on_aws()
-            .into_iter()
-            .map(Role::as_str)
-            .collect();
+        let built: Vec<&str> = Role::built_on_aws().into_iter().map(Role::as_str).collect();
         anyhow::bail!(
             "--role {role} is not built yet: {why}; the roles deploy --cloud aws can run today are {}",
             built.join(", ")
