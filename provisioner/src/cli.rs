@@ -299,7 +299,7 @@ pub struct ChangeArgs {
     /// Target deployment.
     #[command(flatten)]
     pub target: TargetArgs,
-    /// Role to deploy (--cloud local: subnet-router only).
+    /// Role to deploy (--cloud local: subnet-router or exit-node).
     #[arg(long, env = "CAUSEWAY_ROLE", value_enum)]
     pub role: Role,
     /// An HA pair: --cloud aws, two instances in two availability zones; --cloud local, a second subnet router namespace (cw-NAME-rtr2) for the same VPC subnet.
@@ -433,11 +433,19 @@ fn image_command(c: ImageCommand) -> anyhow::Result<()> {
 
 fn change_provider(a: &ChangeArgs) -> anyhow::Result<Box<dyn Provider>> {
     match a.target.cloud {
-        Cloud::Local if a.role != Role::SubnetRouter => anyhow::bail!(
-            "--role {}: --cloud local deploys only subnet-router; the other roles need --cloud aws",
-            a.role
-        ),
-        Cloud::Local => Ok(local_provider(&a.target, &a.local, a.ha)),
+        Cloud::Local => match a.role {
+            Role::SubnetRouter => Ok(local_provider(&a.target, &a.local, a.ha, false)),
+            Role::ExitNode if a.ha => anyhow::bail!(
+                "--ha with --role exit-node: --cloud local deploys one exit node beside one subnet router; drop --ha"
+            ),
+            Role::ExitNode => Ok(local_provider(&a.target, &a.local, false, true)),
+            Role::Via6 | Role::AppConnector | Role::Recorder | Role::Control | Role::Relay => {
+                anyhow::bail!(
+                    "--role {}: --cloud local deploys only subnet-router and exit-node; the other roles need --cloud aws",
+                    a.role
+                )
+            }
+        },
         Cloud::Aws => {
             let mut opts = aws_options(&a.target, Some(a.role), &a.aws.common);
             let x = &a.aws;
@@ -483,7 +491,7 @@ fn inspect_provider(a: &InspectArgs) -> anyhow::Result<Box<dyn Provider>> {
             Ok(Box::new(AwsProvider::new(opts)))
         }
         // status and destroy take no --ha: the deployment's state says.
-        Cloud::Local => Ok(local_provider(&a.target, &a.local, false)),
+        Cloud::Local => Ok(local_provider(&a.target, &a.local, false, false)),
         Cloud::Azure => Err(CloudError::NotImplemented(Cloud::Azure).into()),
     }
 }
@@ -507,9 +515,15 @@ fn aws_options(target: &TargetArgs, role: Option<Role>, c: &AwsCommonArgs) -> Aw
     opts
 }
 
-fn local_provider(target: &TargetArgs, local: &LocalArgs, ha: bool) -> Box<dyn Provider> {
+fn local_provider(
+    target: &TargetArgs,
+    local: &LocalArgs,
+    ha: bool,
+    exit_node: bool,
+) -> Box<dyn Provider> {
     let mut opts = DeployOptions::new(target.name.clone());
     opts.ha = ha;
+    opts.exit_node = exit_node;
     if let Some(dir) = &target.state_dir {
         opts.state_dir = dir.clone();
     }
@@ -590,10 +604,39 @@ mod tests {
     }
 
     #[test]
-    fn local_refuses_roles_other_than_subnet_router() {
-        let cli = parse(&["deploy", "--role", "exit-node"]).expect("parses");
-        let err = run(cli).expect_err("local has only subnet-router");
-        assert!(err.to_string().contains("--role exit-node"), "{err}");
+    fn local_refuses_roles_other_than_subnet_router_and_exit_node() {
+        let cli = parse(&["deploy", "--role", "recorder"]).expect("parses");
+        let err = run(cli).expect_err("local has no recorder");
+        assert!(err.to_string().contains("--role recorder"), "{err}");
+        assert!(err.to_string().contains("exit-node"), "{err}");
+    }
+
+    #[test]
+    fn local_exit_node_with_ha_is_refused_naming_both_flags() {
+        let cli = parse(&["deploy", "--role", "exit-node", "--ha"]).expect("parses");
+        let err = run(cli).expect_err("one exit node only");
+        let msg = format!("{err:#}");
+        assert!(msg.contains("--ha with --role exit-node"), "{msg}");
+    }
+
+    #[test]
+    fn aws_exit_node_is_refused_clearly_until_aws_writes_its_config() {
+        let cli = parse(&[
+            "plan",
+            "--cloud",
+            "aws",
+            "--role",
+            "exit-node",
+            "--vpc",
+            "vpc-1",
+            "--endpoint-url",
+            "http://127.0.0.1:9",
+        ])
+        .expect("parses");
+        let err = run(cli).expect_err("not on aws yet");
+        let msg = format!("{err:#}");
+        assert!(msg.contains("--role exit-node"), "{msg}");
+        assert!(msg.contains("--cloud aws"), "{msg}");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! the failed deploy leaves nothing behind, not even with state.json gone.
 //! Needs root.
 
+mod common;
+
 use causeway_provisioner::console::ProgressSink;
 use causeway_provisioner::local::{self, DeployOptions, DestroyGuard, Netns, Site};
 
@@ -92,15 +94,5 @@ fn a_failed_ha_deploy_builds_both_routers_network_and_destroy_removes_it() {
     let report = guard.destroy().expect("destroy");
     assert!(report.leftovers.is_empty(), "{:?}", report.leftovers);
     assert_eq!(report.namespaces_deleted.len(), 7, "{report:?}");
-    let left = Netns::list().expect("ip netns list");
-    assert!(
-        !left.iter().any(|n| n.starts_with(&format!("cw-{name}-"))),
-        "{left:?}"
-    );
-    let links = std::process::Command::new("ip")
-        .args(["-o", "link", "show"])
-        .output()
-        .expect("ip link");
-    let links = String::from_utf8_lossy(&links.stdout);
-    assert!(!links.contains(&format!("cw-{name}-")), "{links}");
+    common::assert_no_local_leftovers(&name);
 }

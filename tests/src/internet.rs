@@ -16,25 +16,8 @@ pub const INTERNET_URL_V6: &str = "http://[2001:db8:100::10]:8000/";
 /// exit nodes (and a leaking client) reach the internet through.
 pub const GATEWAY: &str = "198.18.0.250";
 
-/// Answers every GET with the caller's address and appends it to a log.
-const ECHO_SERVER: &str = r#"
-import http.server, socket, sys
-log = open(sys.argv[1], "a", buffering=1)
-class Echo(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        caller = self.client_address[0].removeprefix("::ffff:")
-        log.write(caller + "\n")
-        body = caller.encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-class DualStack(http.server.ThreadingHTTPServer):
-    address_family = socket.AF_INET6
-DualStack(("::", 8000), Echo).serve_forever()
-"#;
+/// The echo server's port.
+const ECHO_PORT: &str = "8000";
 
 /// The internet namespace and the log of every caller the server saw.
 pub struct Internet {
@@ -59,10 +42,10 @@ pub fn start_internet(t: &mut TestDeployment) -> Internet {
             .unwrap_or_else(|e| panic!("internet namespace: ip {args:?}: {e:#}"));
     }
     let script = root.join("echo.py");
-    std::fs::write(&script, ECHO_SERVER).expect("writing the echo server");
+    std::fs::write(&script, crate::local::services::ECHO_SERVER_PY).expect("writing the echo server");
     let callers = root.join("callers.log");
     let mut server = ns.command("python3");
-    server.arg(&script).arg(&callers);
+    server.arg(&script).arg(&callers).arg(ECHO_PORT);
     t.spawn_recorded("echo", ns.name(), &mut server, &root.join("echo.log"));
     Internet { ns, callers }
 }

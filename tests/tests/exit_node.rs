@@ -9,8 +9,9 @@
 //!
 //! ```text
 //! inet  198.18.0.250, fd18::250 (bridge) + 198.18.100.10, 2001:db8:100::10
-//!       ("the internet"): an HTTP server on :8000 that answers with the
-//!       caller's address
+//!       ("the internet"): the provisioner's echo server
+//!       (`services::ECHO_SERVER_PY`) on :8000, answering with the caller's
+//!       address
 //! exit1 198.18.0.21/fd18::21, exit2 198.18.0.22/fd18::22: `[exit_node]`,
 //!       routes to the internet via inet
 //! client 198.18.0.4/fd18::4: its own default routes via inet, so a leak

@@ -169,7 +169,7 @@ fn other(node: Node) -> Node {
     match node {
         Node::Router => Node::Router2,
         Node::Router2 => Node::Router,
-        Node::Client => panic!("the client is not a router"),
+        Node::Exit | Node::Client => panic!("{} is not a subnet router", node.as_str()),
     }
 }
 

@@ -18,6 +18,9 @@ use super::topology::{ADMIN_PORT, CONTROL_ADDR, CONTROL_PORT, VPC_HOST_ADDR, VPC
 /// The tag the subnet router's auth key carries; the policy auto-approves
 /// the VPC subnet for it.
 pub const ROUTER_TAG: &str = "tag:subnet-router";
+/// The tag the exit node's auth key carries; the policy auto-approves its
+/// exit routes (`autoApprovers.exitNode`).
+pub const EXIT_TAG: &str = "tag:exit-node";
 /// The TUN device name of every node.
 pub const TUN_NAME: &str = "cw0";
 /// Each node serves Prometheus metrics on this port of its namespace's
@@ -174,7 +177,15 @@ struct NodeFile {
     node: NodeSection,
     #[serde(skip_serializing_if = "Option::is_none")]
     subnet_router: Option<SubnetRouterSection>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_node: Option<ExitNodeSection>,
     metrics: MetricsSection,
+}
+
+#[derive(Serialize)]
+struct ExitNodeSection {
+    /// The local network has no IPv6 uplink: advertise `0.0.0.0/0` only.
+    ipv6: bool,
 }
 
 #[derive(Serialize)]
@@ -191,6 +202,8 @@ struct NodeSection {
     listen_port: u16,
     tun_name: String,
     accept_routes: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_node: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -219,12 +232,14 @@ pub fn control_config(dir: &StateDir) -> anyhow::Result<String> {
     toml::to_string(&file).context("rendering control's config")
 }
 
-/// A node's config file: the router(s) advertise the VPC subnet, the client
-/// accepts routes. Neither names its endpoints: each finds them itself
-/// (interface addresses, and the address control's STUN port sees, which
-/// for the router is its public address on the internet gateway).
-pub fn node_config(dir: &StateDir, node: Node) -> anyhow::Result<String> {
-    let (subnet_router, accept_routes) = match node {
+/// A node's config file: the router(s) advertise the VPC subnet, the exit
+/// node its exit routes, the client accepts routes and, when `exit_node`
+/// names one, sends all its traffic through that exit node. None names its
+/// endpoints: each finds them itself (interface addresses, and the address
+/// control's STUN port sees, which for a router or the exit node is its
+/// public address on the internet gateway).
+pub fn node_config(dir: &StateDir, node: Node, exit_node: Option<&str>) -> anyhow::Result<String> {
+    let (subnet_router, exit_section, accept_routes, choice) = match node {
         Node::Router | Node::Router2 => (
             Some(SubnetRouterSection {
                 routes: vec![RouteEntry {
@@ -232,9 +247,12 @@ pub fn node_config(dir: &StateDir, node: Node) -> anyhow::Result<String> {
                     probe_icmp: VPC_HOST_ADDR.to_owned(),
                 }],
             }),
+            None,
             false,
+            None,
         ),
-        Node::Client => (None, true),
+        Node::Exit => (None, Some(ExitNodeSection { ipv6: false }), false, None),
+        Node::Client => (None, None, true, exit_node.map(str::to_owned)),
     };
     let file = NodeFile {
         state_dir: dir.node_dir(node),
@@ -246,8 +264,10 @@ pub fn node_config(dir: &StateDir, node: Node) -> anyhow::Result<String> {
             listen_port: WG_PORT,
             tun_name: TUN_NAME.to_owned(),
             accept_routes,
+            exit_node: choice,
         },
         subnet_router,
+        exit_node: exit_section,
         metrics: MetricsSection {
             listen: format!("127.0.0.1:{METRICS_PORT}"),
         },
@@ -256,19 +276,28 @@ pub fn node_config(dir: &StateDir, node: Node) -> anyhow::Result<String> {
 }
 
 /// The tailnet policy: everyone may reach everything (this is a demo
-/// tailnet of two devices), and the VPC subnet is auto-approved for routers
-/// tagged [`ROUTER_TAG`].
-pub fn policy() -> String {
+/// tailnet of a few devices), the VPC subnet is auto-approved for routers
+/// tagged [`ROUTER_TAG`] and, with `exit_node`, exit routes for the node
+/// tagged [`EXIT_TAG`].
+pub fn policy(exit_node: bool) -> String {
+    let (exit_owner, exit_approver) = if exit_node {
+        (
+            format!("\n    \"{EXIT_TAG}\": [\"autogroup:admin\"],"),
+            format!("\n    \"exitNode\": [\"{EXIT_TAG}\"],"),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     format!(
         r#"// Written by the Causeway provisioner (--cloud local).
 {{
   "tagOwners": {{
-    "{ROUTER_TAG}": ["autogroup:admin"],
+    "{ROUTER_TAG}": ["autogroup:admin"],{exit_owner}
   }},
   "autoApprovers": {{
     "routes": {{
       "{VPC_SUBNET}": ["{ROUTER_TAG}"],
-    }},
+    }},{exit_approver}
   }},
   "acls": [
     {{"action": "accept", "src": ["*"], "dst": ["*:*"]}},
@@ -292,6 +321,48 @@ pub struct NodeSummary {
     pub kernel_routes: Option<Vec<String>>,
     /// Its peers.
     pub peers: Vec<PeerSummary>,
+    /// Its exit node choice (`None`: the status has none, or it is `none`).
+    pub exit_node: Option<ExitNodeSummary>,
+}
+
+/// What a client's status says of its exit node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExitNodeSummary {
+    /// What was asked for (`exit`, `auto`, ...).
+    pub choice: String,
+    /// The peer it resolved to.
+    pub selected: Option<String>,
+    /// Whether that peer is online.
+    pub online: bool,
+    /// Whether all traffic goes into the tunnel.
+    pub routing_all: bool,
+}
+
+impl ExitNodeSummary {
+    /// Whether traffic goes through exit node `name`: selected, online and
+    /// routing all.
+    pub fn routes_all_through(&self, name: &str) -> bool {
+        self.selected.as_deref() == Some(name) && self.online && self.routing_all
+    }
+
+    /// One line, e.g. `exit (online), all traffic through the tunnel`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} -> {}{}, {}",
+            self.choice,
+            self.selected.as_deref().unwrap_or("(none usable)"),
+            if self.online {
+                " (online)"
+            } else {
+                " (OFFLINE)"
+            },
+            if self.routing_all {
+                "all traffic through the tunnel"
+            } else {
+                "traffic on the host's own routes"
+            }
+        )
+    }
 }
 
 /// One peer of a node.
@@ -331,12 +402,27 @@ impl NodeSummary {
                     .collect::<Vec<_>>()
             })
         };
+        let exit_node = v
+            .get("exit_node")
+            .filter(|e| e.get("choice").and_then(Value::as_str) != Some("none"))
+            .and_then(|e| {
+                Some(ExitNodeSummary {
+                    choice: e.get("choice")?.as_str()?.to_owned(),
+                    selected: e.get("selected").and_then(Value::as_str).map(str::to_owned),
+                    online: e.get("online").and_then(Value::as_bool).unwrap_or(false),
+                    routing_all: e
+                        .get("routing_all")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false),
+                })
+            });
         Self {
             state,
             name: v.get("name").and_then(Value::as_str).map(str::to_owned),
             addresses: strings("addresses").unwrap_or_default(),
             kernel_routes: strings("kernel_routes"),
             peers,
+            exit_node,
         }
     }
 
@@ -399,7 +485,7 @@ mod tests {
     #[test]
     fn router_config_advertises_the_vpc_subnet() {
         let dir = StateDir::new("/run/causeway/local/demo");
-        let text = node_config(&dir, Node::Router).expect("renders");
+        let text = node_config(&dir, Node::Router, None).expect("renders");
         let v: toml::Value = toml::from_str(&text).expect("valid toml");
         assert_eq!(
             v["state_dir"].as_str(),
@@ -427,7 +513,8 @@ mod tests {
     fn the_second_router_advertises_the_same_subnet_under_its_own_name() {
         let dir = StateDir::new("/s");
         let v: toml::Value =
-            toml::from_str(&node_config(&dir, Node::Router2).expect("renders")).expect("toml");
+            toml::from_str(&node_config(&dir, Node::Router2, None).expect("renders"))
+                .expect("toml");
         assert_eq!(v["state_dir"].as_str(), Some("/s/router2"));
         assert_eq!(v["node"]["hostname"].as_str(), Some("router2"));
         assert_eq!(
@@ -444,7 +531,7 @@ mod tests {
     fn client_config_accepts_routes_and_has_no_router_section() {
         let dir = StateDir::new("/s");
         let v: toml::Value =
-            toml::from_str(&node_config(&dir, Node::Client).expect("renders")).expect("toml");
+            toml::from_str(&node_config(&dir, Node::Client, None).expect("renders")).expect("toml");
         assert_eq!(v["node"]["accept_routes"].as_bool(), Some(true));
         assert!(v["node"].get("advertise_endpoints").is_none());
         assert!(v.get("subnet_router").is_none());
@@ -484,6 +571,33 @@ mod tests {
     }
 
     #[test]
+    fn summary_reads_the_clients_exit_node_and_ignores_none() {
+        let v = serde_json::json!({
+            "state": "running",
+            "exit_node": {"choice": "exit", "selected": "exit", "online": true,
+                          "routing_all": true, "bypass": []}
+        });
+        let e = NodeSummary::from_status(&v)
+            .exit_node
+            .expect("an exit node");
+        assert!(e.routes_all_through("exit"));
+        assert!(!e.routes_all_through("router"));
+        assert_eq!(
+            e.describe(),
+            "exit -> exit (online), all traffic through the tunnel"
+        );
+        let offline = serde_json::json!({
+            "exit_node": {"choice": "exit", "selected": "exit", "online": false, "routing_all": true}
+        });
+        let e = NodeSummary::from_status(&offline)
+            .exit_node
+            .expect("chosen");
+        assert!(!e.routes_all_through("exit"));
+        let none = serde_json::json!({"exit_node": {"choice": "none", "online": false}});
+        assert_eq!(NodeSummary::from_status(&none).exit_node, None);
+    }
+
+    #[test]
     fn a_peer_route_not_yet_in_the_kernel_is_not_ready() {
         let v = serde_json::json!({
             "state": "running", "kernel_routes": [],
@@ -494,7 +608,36 @@ mod tests {
 
     #[test]
     fn policy_auto_approves_the_vpc_subnet_for_the_router_tag() {
-        let p = policy();
+        let p = policy(false);
         assert!(p.contains(r#""198.19.1.0/24": ["tag:subnet-router"]"#));
+        assert!(!p.contains("exitNode"), "{p}");
+    }
+
+    #[test]
+    fn exit_node_config_advertises_ipv4_exit_routes_and_the_client_selects_it() {
+        let dir = StateDir::new("/s");
+        let exit: toml::Value =
+            toml::from_str(&node_config(&dir, Node::Exit, Some("exit")).expect("renders"))
+                .expect("toml");
+        assert_eq!(exit["node"]["hostname"].as_str(), Some("exit"));
+        assert_eq!(exit["exit_node"]["ipv6"].as_bool(), Some(false));
+        assert!(exit.get("subnet_router").is_none());
+        assert!(exit["node"].get("exit_node").is_none(), "{exit}");
+        let client: toml::Value =
+            toml::from_str(&node_config(&dir, Node::Client, Some("exit")).expect("renders"))
+                .expect("toml");
+        assert_eq!(client["node"]["exit_node"].as_str(), Some("exit"));
+        assert!(client.get("exit_node").is_none());
+    }
+
+    #[test]
+    fn the_exit_policy_auto_approves_exit_routes_for_the_exit_tag_only() {
+        let p = policy(true);
+        assert!(p.contains(r#""exitNode": ["tag:exit-node"]"#), "{p}");
+        assert!(p.contains(r#""tag:exit-node": ["autogroup:admin"]"#), "{p}");
+        assert!(
+            p.contains(r#""198.19.1.0/24": ["tag:subnet-router"]"#),
+            "{p}"
+        );
     }
 }

@@ -11,15 +11,15 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use super::appliance::{self, ROUTER_TAG};
+use super::appliance::{self, EXIT_TAG, ROUTER_TAG};
 use super::exec;
 use super::observe::{CONTROL_KEY, node_ready};
 use super::process::{self, ProcessRecord};
-use super::services::{DB_QUERY, HttpServer, Postgres, vpc_url};
+use super::services::{DB_QUERY, EchoServer, HttpServer, Postgres, echo_url, vpc_url};
 use super::state::{
     DeploymentLock, DeploymentState, Node, STATE_VERSION, Secret, write_if_changed,
 };
-use super::topology::{Site, VPC_HOST_ADDR};
+use super::topology::{ExitPlan, Site, Topology, VPC_HOST_ADDR};
 use super::{LocalDeployment, ha, network, node_site, services};
 use crate::console::{Progress, StepOutcome};
 
@@ -30,33 +30,41 @@ enum Step {
     Network,
     Postgres,
     Http,
+    Echo,
     Control,
     KeysAndConfigs,
     Start(Node),
     Verify,
 }
 
-/// The steps and their labels, in order; `--ha` adds the second router.
-fn steps(ha: bool) -> Vec<(Step, &'static str)> {
+/// The steps and their labels, in order; `--ha` adds the second router,
+/// `--role exit-node` the echo server and the exit node.
+fn steps(topo: &Topology) -> Vec<(Step, &'static str)> {
     let mut out = vec![
         (Step::Preflight, "preflight"),
         (Step::Network, "network namespaces and links"),
         (Step::Postgres, "postgres in the VPC"),
         (Step::Http, "http server in the VPC"),
-        (Step::Control, "control"),
-        (Step::KeysAndConfigs, "auth keys and node configs"),
-        (Step::Start(Node::Router), "subnet router"),
     ];
-    if ha {
+    if topo.has_exit_node() {
+        out.push((Step::Echo, "echo server on the internet"));
+    }
+    out.push((Step::Control, "control"));
+    out.push((Step::KeysAndConfigs, "auth keys and node configs"));
+    out.push((Step::Start(Node::Router), "subnet router"));
+    if topo.ha() {
         out.push((Step::Start(Node::Router2), "second subnet router"));
+    }
+    if topo.has_exit_node() {
+        out.push((Step::Start(Node::Exit), "exit node"));
     }
     out.push((Step::Start(Node::Client), "client"));
     out.push((
         Step::Verify,
-        if ha {
-            "verify client -> primary router -> VPC"
-        } else {
-            "verify client -> router -> VPC"
+        match (topo.ha(), topo.has_exit_node()) {
+            (true, _) => "verify client -> primary router -> VPC",
+            (false, false) => "verify client -> router -> VPC",
+            (false, true) => "verify client -> router -> VPC and client -> exit node -> internet",
         },
     ));
     out
@@ -66,7 +74,7 @@ fn steps(ha: bool) -> Vec<(Step, &'static str)> {
 /// (recorded in `state.json`) for the next deploy or for destroy.
 pub fn run(dep: &LocalDeployment) -> anyhow::Result<()> {
     let _lock = DeploymentLock::acquire(&dep.dir)?;
-    let steps = steps(dep.topo.ha());
+    let steps = steps(&dep.topo);
     let mut p = Progress::new(dep.opts.progress, steps.len());
     let mut state = initial_state(dep)?;
     let mut changed = false;
@@ -86,6 +94,8 @@ pub fn run(dep: &LocalDeployment) -> anyhow::Result<()> {
                 dep.name().as_str(),
                 dep.opts.wait_timeout,
             ),
+            Step::Echo => EchoServer::new(dep.dir.clone(), dep.netns(Site::Web))
+                .ensure(&mut state, dep.opts.wait_timeout),
             Step::Control => control(dep, &mut state),
             Step::KeysAndConfigs => keys_and_configs(dep, &mut state, &mut restart),
             Step::Start(n) => node(dep, &mut state, n, &restart),
@@ -144,7 +154,7 @@ fn initial_state(dep: &LocalDeployment) -> anyhow::Result<DeploymentState> {
         version: STATE_VERSION,
         name: dep.name().to_string(),
         cloud: "local".into(),
-        role: crate::role::Role::SubnetRouter.to_string(),
+        role: dep.opts.role().to_string(),
         ha: dep.topo.ha(),
         namespaces: dep.topo.namespaces(),
         processes: Default::default(),
@@ -211,7 +221,11 @@ fn control(dep: &LocalDeployment, state: &mut DeploymentState) -> anyhow::Result
         app.control_init(&ctl, &dir.control_dir())?;
         changed = true;
     }
-    let mut config_changed = write_if_changed(&dir.policy(), &appliance::policy(), 0o644)?;
+    let mut config_changed = write_if_changed(
+        &dir.policy(),
+        &appliance::policy(dep.topo.has_exit_node()),
+        0o644,
+    )?;
     config_changed |= write_if_changed(
         &dir.control_config(),
         &appliance::control_config(dir)?,
@@ -280,7 +294,11 @@ fn keys_and_configs(
     for node in dep.nodes() {
         let key_file = dep.dir.node_auth_key(node);
         if !key_file.is_file() {
-            let tags: &[&str] = if node.is_router() { &[ROUTER_TAG] } else { &[] };
+            let tags: &[&str] = match node {
+                Node::Router | Node::Router2 => &[ROUTER_TAG],
+                Node::Exit => &[EXIT_TAG],
+                Node::Client => &[],
+            };
             app.create_auth_key(&ctl, &dep.dir.admin_token(), tags)?
                 .write(&key_file)?;
             changed = true;
@@ -291,8 +309,11 @@ fn keys_and_configs(
         fs::create_dir_all(dep.dir.node_dir(node))
             .with_context(|| format!("creating {}", dep.dir.node_dir(node).display()))?;
         let config = dep.dir.node_config(node);
-        let config_changed =
-            write_if_changed(&config, &appliance::node_config(&dep.dir, node)?, 0o644)?;
+        let config_changed = write_if_changed(
+            &config,
+            &appliance::node_config(&dep.dir, node, dep.client_exit_node())?,
+            0o644,
+        )?;
         state.configs.insert(node.as_str().into(), config);
         if config_changed {
             restart.insert(node);
@@ -308,10 +329,9 @@ fn node(
     node: Node,
     restart: &BTreeSet<Node>,
 ) -> anyhow::Result<StepOutcome> {
-    let wanted = if node.is_router() {
-        dep.opts.start_router
-    } else {
-        dep.opts.start_client
+    let wanted = match node {
+        Node::Router | Node::Router2 | Node::Exit => dep.opts.start_router,
+        Node::Client => dep.opts.start_client,
     };
     let must_restart = restart.contains(&node);
     if !wanted {
@@ -354,7 +374,7 @@ fn wait_node(dep: &LocalDeployment, node: Node, record: &ProcessRecord) -> anyho
             );
         }
         match dep.node_status(node) {
-            Ok(s) if node_ready(node, &s) => Ok(Some(())),
+            Ok(s) if node_ready(node, &s, dep.client_exit_node()) => Ok(Some(())),
             Ok(s) => {
                 last = format!("state {:?}, {} peer(s)", s.state, s.peers.len());
                 Ok(None)
@@ -366,13 +386,16 @@ fn wait_node(dep: &LocalDeployment, node: Node, record: &ProcessRecord) -> anyho
         }
     })?;
     if ready.is_none() {
-        let wanted = if node.is_router() {
-            "\"state\": \"running\"".to_owned()
-        } else {
-            format!(
+        let wanted = match (node, dep.client_exit_node()) {
+            (Node::Router | Node::Router2 | Node::Exit, _) => "\"state\": \"running\"".to_owned(),
+            (Node::Client, None) => format!(
                 "\"state\": \"running\" and a peer routing {}",
                 super::topology::VPC_SUBNET
-            )
+            ),
+            (Node::Client, Some(exit)) => format!(
+                "\"state\": \"running\", a peer routing {} and all traffic through exit node {exit} (online; its exit routes approved by control)",
+                super::topology::VPC_SUBNET
+            ),
         };
         bail!(
             "the {} did not report {wanted} within {} s (last: {last}); see {}",
@@ -430,7 +453,46 @@ fn verify(dep: &LocalDeployment, details: &mut Vec<String>) -> anyhow::Result<St
     if dep.topo.ha() {
         details.push(primary_router(dep)?);
     }
+    if let Some(exit) = dep.topo.exit_node() {
+        details.push(through_exit_node(dep, &exit)?);
+    }
     Ok(StepOutcome::Checked)
+}
+
+/// With `--role exit-node`: the client's request to the internet's echo
+/// server must arrive from the exit node's public address. The client
+/// reaches the web host directly too (same public subnet), so a request
+/// that bypassed the exit node would be seen from the client's own address.
+fn through_exit_node(dep: &LocalDeployment, exit: &ExitPlan) -> anyhow::Result<String> {
+    let cli = dep.netns(Site::Cli);
+    let mut last = String::new();
+    let seen = process::poll(dep.opts.wait_timeout, || {
+        match services::http_get(&cli, &echo_url()) {
+            Ok(body) if body.trim() == exit.public_addr => Ok(Some(body.trim().to_owned())),
+            Ok(body) => {
+                last = format!("the echo server saw {}", exit.describe_caller(body.trim()));
+                Ok(None)
+            }
+            Err(e) => {
+                last = format!("{e:#}");
+                Ok(None)
+            }
+        }
+    })?;
+    let Some(seen) = seen else {
+        bail!(
+            "the client's request to the echo server ({}) did not arrive from the exit node's public address {} within {} s (last: {last})",
+            echo_url(),
+            exit.public_addr,
+            dep.opts.wait_timeout.as_secs()
+        );
+    };
+    Ok(format!(
+        "curl {} from {} -> the echo server saw {}",
+        echo_url(),
+        cli.name(),
+        exit.describe_caller(&seen)
+    ))
 }
 
 /// With `--ha`: waits until control names exactly one primary for the VPC

@@ -1,6 +1,6 @@
 //! Removing a deployment: daemons first (so the appliance removes its own
-//! TUN device, routes and nftables table), then PostgreSQL and the HTTP
-//! server, then anything else still inside the namespaces, the namespaces,
+//! TUN device, routes, policy-routing rules and nftables table), then
+//! PostgreSQL, the HTTP server and the echo server, then anything else still inside the namespaces, the namespaces,
 //! leftover host links and the state directory; then a check that nothing
 //! is left.
 
@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::netns::{HostLinks, Netns};
 use super::observe::CONTROL_KEY;
 use super::process::{self, Stopped};
-use super::services::{HTTP_KEY, PG_KEY, Postgres};
+use super::services::{ECHO_KEY, HTTP_KEY, PG_KEY, Postgres};
 use super::state::{DeploymentLock, DeploymentState};
 use super::topology::Site;
 use super::{LocalDeployment, network};
@@ -160,7 +160,7 @@ pub fn run(dep: &LocalDeployment) -> anyhow::Result<DestroyReport> {
 
     // Appliances first, clients before the routers before control, each
     // with SIGTERM so it removes its TUN device, routes and nftables table.
-    for key in ["client", "router2", "router", CONTROL_KEY] {
+    for key in ["client", "exit", "router2", "router", CONTROL_KEY] {
         if let Some(rec) = records.get(key) {
             report.stopped.insert(key.into(), rec.stop(GRACE));
         }
@@ -174,12 +174,12 @@ pub fn run(dep: &LocalDeployment) -> anyhow::Result<DestroyReport> {
             Err(e) => report.errors.push(format!("{e:#}")),
         }
     }
-    for key in [PG_KEY, HTTP_KEY] {
+    for key in [PG_KEY, HTTP_KEY, ECHO_KEY] {
         if let Some(rec) = records.get(key)
             && rec.is_alive()
         {
             report.stopped.insert(key.into(), rec.stop(GRACE));
-        } else if key == HTTP_KEY && records.contains_key(key) {
+        } else if key != PG_KEY && records.contains_key(key) {
             report.stopped.insert(key.into(), Stopped::NotRunning);
         }
     }

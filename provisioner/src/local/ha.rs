@@ -95,7 +95,8 @@ pub fn describe(routers: &[RouterStatus]) -> String {
     out
 }
 
-fn control_nodes(dep: &LocalDeployment) -> anyhow::Result<Vec<NodeView>> {
+/// Every node control knows, by its admin API.
+pub(super) fn control_nodes(dep: &LocalDeployment) -> anyhow::Result<Vec<NodeView>> {
     let app = dep.appliance_or_err()?;
     app.nodes(&dep.netns(Site::Ctl), &dep.paths().admin_token())
 }

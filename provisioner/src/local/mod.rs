@@ -46,6 +46,7 @@ pub use self::topology::{Site, Topology};
 use crate::cloud::{Provider, Verdict};
 use crate::console::{OutputFormat, ProgressSink};
 use crate::name::DeploymentName;
+use crate::role::Role;
 
 /// Where local deployments keep their state by default.
 pub const DEFAULT_STATE_ROOT: &str = "/run/causeway/local";
@@ -73,6 +74,12 @@ pub struct DeployOptions {
     /// `cw-NAME-rtr` and `router2` in `cw-NAME-rtr2`, both advertising it,
     /// both approved; control picks the primary.
     pub ha: bool,
+    /// `--role exit-node`: also an exit node (`exit` in `cw-NAME-exit`,
+    /// exit routes auto-approved by the policy) and a host on the internet
+    /// running the echo server (`cw-NAME-web`); the client sends all its
+    /// traffic through the exit node. Not with `ha`. The exit node starts
+    /// with the router(s) (`start_router`).
+    pub exit_node: bool,
     /// Start the client (needs control).
     pub start_client: bool,
     /// Prove the path client → router → VPC with `psql` and `curl`
@@ -94,6 +101,7 @@ impl DeployOptions {
             start_control: true,
             start_router: true,
             ha: false,
+            exit_node: false,
             start_client: true,
             verify: true,
             progress: ProgressSink::Stdout,
@@ -107,6 +115,15 @@ impl DeployOptions {
         self.start_client = false;
         self.verify = false;
         self
+    }
+
+    /// The role `deploy` records for these options.
+    pub fn role(&self) -> Role {
+        if self.exit_node {
+            Role::ExitNode
+        } else {
+            Role::SubnetRouter
+        }
     }
 
     fn check(&self) -> anyhow::Result<()> {
@@ -144,7 +161,7 @@ impl LocalDeployment {
         };
         Ok(Self {
             opts: opts.clone(),
-            topo: Topology::with_ha(opts.name.clone(), opts.ha),
+            topo: Topology::for_layout(opts.name.clone(), opts.ha, opts.exit_node),
             dir: StateDir::new(&opts.state_dir),
             pg_bin,
             appliance,
@@ -161,13 +178,29 @@ impl LocalDeployment {
         }
     }
 
-    /// Refuses to change a deployment between one router and two: the
-    /// VPC side is a plain veth with one router and a bridge with two, so
-    /// switching needs a destroy first.
-    fn check_ha_matches(&self) -> anyhow::Result<()> {
+    /// Refuses `--ha` with `--role exit-node`, and changing a deployment
+    /// between one router and two or between roles: the VPC side is a
+    /// plain veth with one router and a bridge with two, and the exit
+    /// node changes the gateway and the client, so switching needs a
+    /// destroy first.
+    fn check_layout_matches(&self) -> anyhow::Result<()> {
+        if self.opts.ha && self.opts.exit_node {
+            anyhow::bail!(
+                "--ha with --role exit-node: --cloud local deploys one exit node beside one subnet router; drop --ha"
+            );
+        }
         let Some(state) = DeploymentState::load(&self.dir)? else {
             return Ok(());
         };
+        let wanted = self.opts.role();
+        if state.role != wanted.as_str() {
+            anyhow::bail!(
+                "--role {wanted}: deployment {} exists with role {}; destroy it first, or deploy --role {}",
+                self.name(),
+                state.role,
+                state.role
+            );
+        }
         match (state.ha, self.opts.ha) {
             (true, false) => anyhow::bail!(
                 "deployment {} was deployed with --ha (two subnet routers): pass --ha, or destroy it first",
@@ -197,13 +230,22 @@ impl LocalDeployment {
     }
 
     /// The appliance nodes of this deployment, in start order: the
-    /// router(s), then the client.
+    /// router(s), the exit node if any, then the client.
     pub fn nodes(&self) -> Vec<Node> {
+        let mut out = vec![Node::Router];
         if self.topo.ha() {
-            vec![Node::Router, Node::Router2, Node::Client]
-        } else {
-            vec![Node::Router, Node::Client]
+            out.push(Node::Router2);
         }
+        if self.topo.has_exit_node() {
+            out.push(Node::Exit);
+        }
+        out.push(Node::Client);
+        out
+    }
+
+    /// The exit node the client is configured to use, if any.
+    pub fn client_exit_node(&self) -> Option<&'static str> {
+        self.topo.exit_node().map(|x| x.key)
     }
 
     /// The namespace name of `site` (`cw-NAME-SUFFIX`).
@@ -317,6 +359,7 @@ pub fn node_site(node: Node) -> Site {
     match node {
         Node::Router => Site::Rtr,
         Node::Router2 => Site::Rtr2,
+        Node::Exit => Site::Exit,
         Node::Client => Site::Cli,
     }
 }
@@ -326,7 +369,7 @@ pub fn node_site(node: Node) -> Site {
 /// `destroy` cleans up.
 pub fn deploy(opts: &DeployOptions) -> anyhow::Result<LocalDeployment> {
     let dep = LocalDeployment::open(opts)?;
-    dep.check_ha_matches()?;
+    dep.check_layout_matches()?;
     deploy::run(&dep)?;
     Ok(dep)
 }
@@ -334,7 +377,7 @@ pub fn deploy(opts: &DeployOptions) -> anyhow::Result<LocalDeployment> {
 /// What `deploy` would do; changes nothing.
 pub fn plan(opts: &DeployOptions) -> anyhow::Result<Plan> {
     let dep = LocalDeployment::open(opts)?;
-    dep.check_ha_matches()?;
+    dep.check_layout_matches()?;
     let obs = observe::observe(&dep)?;
     Ok(observe::plan_from(
         &obs,
@@ -346,9 +389,10 @@ pub fn plan(opts: &DeployOptions) -> anyhow::Result<Plan> {
 /// What runs and whether it is healthy.
 pub fn status(opts: &DeployOptions) -> anyhow::Result<StatusReport> {
     let mut opts = opts.clone();
-    // `status` takes no --ha: the deployment says what it is.
+    // `status` takes no --ha or --role: the deployment says what it is.
     if let Some(state) = DeploymentState::load(&StateDir::new(&opts.state_dir))? {
         opts.ha = state.ha;
+        opts.exit_node = state.role == Role::ExitNode.as_str();
     }
     let dep = LocalDeployment::open(&opts)?;
     status::report(&dep)
@@ -362,10 +406,12 @@ pub fn destroy(opts: &DeployOptions) -> anyhow::Result<DestroyReport> {
     opts.start_control = false;
     opts.start_router = false;
     opts.start_client = false;
-    // The HA plan is a superset of the single-router one (same link
-    // indexes), so this finds everything either kind of deploy may have
-    // left, even without a state.json.
+    // The topology with both the second router and the exit node is the
+    // union of every layout (each link keeps its index, and so its
+    // temporary names, in every layout), so this finds everything any
+    // kind of deploy may have left, even without a state.json.
     opts.ha = true;
+    opts.exit_node = true;
     let dep = LocalDeployment::open(&opts)?;
     destroy::run(&dep)
 }

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::netns::{HostLinks, Interface, Netns};
-use super::topology::{BridgePlan, LinkEnd, RouterPlan, Site, Topology, VethLink};
+use super::topology::{BridgePlan, LinkEnd, PublicNat, Site, Topology, VethLink};
 
 /// The internet gateway's nftables table (in its own namespace).
 const GATEWAY_TABLE: &str = "causeway-igw";
@@ -40,7 +40,7 @@ pub fn ensure(topo: &Topology) -> anyhow::Result<bool> {
         changed |= ensure_forwarding(&netns(topo, r.site))?;
     }
     changed |= ensure_forwarding(&netns(topo, Site::Igw))?;
-    changed |= ensure_gateway_nat(&netns(topo, Site::Igw), &routers)?;
+    changed |= ensure_gateway_nat(&netns(topo, Site::Igw), &topo.public_nat())?;
     for &site in topo.sites() {
         changed |= ensure_default_route(&netns(topo, site), topo.default_gateway(site))?;
     }
@@ -109,12 +109,12 @@ pub fn findings(topo: &Topology) -> anyhow::Result<Vec<String>> {
     }
     let igw = netns(topo, Site::Igw);
     let nat = gateway_nat(&igw)?;
-    for r in topo.routers() {
-        if !nat_maps(&nat, &r) {
+    for m in topo.public_nat() {
+        if !nat_maps(&nat, &m) {
             out.push(format!(
                 "the 1:1 NAT of {} to {} in {} is missing",
-                r.public_addr,
-                r.uplink_addr,
+                m.public_addr,
+                m.uplink_addr,
                 igw.name()
             ));
         }
@@ -271,14 +271,14 @@ fn ensure_forwarding(ns: &Netns) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-/// The internet gateway's 1:1 NAT: traffic for a router's public address
-/// goes to its uplink address, and the router's traffic leaves from the
-/// public address, as an AWS internet gateway or an Azure public IP does.
-/// A router never sees its public address on an interface; it learns it
-/// from control's STUN port.
-fn ensure_gateway_nat(igw: &Netns, routers: &[RouterPlan]) -> anyhow::Result<bool> {
+/// The internet gateway's 1:1 NAT: traffic for a router's (or the exit
+/// node's) public address goes to its uplink address, and its traffic
+/// leaves from the public address, as an AWS internet gateway or an Azure
+/// public IP does. A node never sees its public address on an interface;
+/// it learns it from control's STUN port.
+fn ensure_gateway_nat(igw: &Netns, mappings: &[PublicNat]) -> anyhow::Result<bool> {
     let current = gateway_nat(igw)?;
-    if routers.iter().all(|r| nat_maps(&current, r)) {
+    if mappings.iter().all(|m| nat_maps(&current, m)) {
         return Ok(false);
     }
     // One nft invocation is one transaction: the table appears whole.
@@ -288,7 +288,7 @@ fn ensure_gateway_nat(igw: &Netns, routers: &[RouterPlan]) -> anyhow::Result<boo
          add chain ip {GATEWAY_TABLE} prerouting {{ type nat hook prerouting priority dstnat; }}; \
          add chain ip {GATEWAY_TABLE} postrouting {{ type nat hook postrouting priority srcnat; }}; "
     );
-    for r in routers {
+    for r in mappings {
         let _ = write!(
             script,
             "add rule ip {GATEWAY_TABLE} prerouting ip daddr {public} dnat to {uplink}; \
@@ -314,8 +314,8 @@ fn gateway_nat(igw: &Netns) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Whether the listed NAT table maps router `r` both ways.
-fn nat_maps(table: &str, r: &RouterPlan) -> bool {
+/// Whether the listed NAT table maps `r` both ways.
+fn nat_maps(table: &str, r: &PublicNat) -> bool {
     let has = |needle: String| table.lines().any(|l| l.trim() == needle);
     has(format!(
         "ip daddr {} dnat to {}",

@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use super::services::{HttpServer, PgState, Postgres};
+use super::services::{EchoServer, HttpServer, PgState, Postgres};
 use super::state::{DeploymentState, Node};
 use super::topology::{Site, Topology, VPC_SUBNET};
 use super::{DeployOptions, LocalDeployment, network};
@@ -42,6 +42,8 @@ pub struct Observation {
     pub postgres: PgState,
     /// Whether the HTTP server runs and serves the page.
     pub http: bool,
+    /// With `--role exit-node`: whether the echo server runs and answers.
+    pub echo: bool,
     /// Control.
     pub control: Health,
     /// Which nodes have an auth key file.
@@ -59,6 +61,8 @@ pub struct Wanted {
     pub router: bool,
     /// Two routers (`--ha`).
     pub ha: bool,
+    /// An exit node and the echo server (`--role exit-node`).
+    pub exit_node: bool,
     /// The client runs.
     pub client: bool,
 }
@@ -69,6 +73,7 @@ impl From<&DeployOptions> for Wanted {
             control: o.start_control,
             router: o.start_router,
             ha: o.ha,
+            exit_node: o.exit_node,
             client: o.start_client,
         }
     }
@@ -170,6 +175,10 @@ pub fn observe(dep: &LocalDeployment) -> anyhow::Result<Observation> {
     let http = state
         .as_ref()
         .is_some_and(|s| HttpServer::new(dep.dir.clone(), vpc).is_healthy(s));
+    let echo = topo.has_exit_node()
+        && state
+            .as_ref()
+            .is_some_and(|s| EchoServer::new(dep.dir.clone(), dep.netns(Site::Web)).is_healthy(s));
     let proc_alive = |key: &str| {
         state
             .as_ref()
@@ -200,7 +209,7 @@ pub fn observe(dep: &LocalDeployment) -> anyhow::Result<Observation> {
             Health::Down
         } else {
             match dep.node_status(node) {
-                Ok(s) if node_ready(node, &s) => Health::Up,
+                Ok(s) if node_ready(node, &s, dep.client_exit_node()) => Health::Up,
                 _ => Health::Degraded,
             }
         };
@@ -212,6 +221,7 @@ pub fn observe(dep: &LocalDeployment) -> anyhow::Result<Observation> {
         network_absent,
         postgres,
         http,
+        echo,
         control,
         auth_keys,
         nodes,
@@ -219,11 +229,21 @@ pub fn observe(dep: &LocalDeployment) -> anyhow::Result<Observation> {
 }
 
 /// Whether a node's status is what deploy waits for: running, and for the
-/// client a peer routing the VPC subnet.
-pub fn node_ready(node: Node, s: &super::NodeSummary) -> bool {
+/// client a peer routing the VPC subnet and, when it is configured with
+/// `exit_node`, all its traffic going through that exit node (selected,
+/// online: which needs its exit routes approved by control).
+pub fn node_ready(node: Node, s: &super::NodeSummary, exit_node: Option<&str>) -> bool {
     match node {
-        Node::Router | Node::Router2 => s.is_running(),
-        Node::Client => s.is_running() && s.has_route(VPC_SUBNET),
+        Node::Router | Node::Router2 | Node::Exit => s.is_running(),
+        Node::Client => {
+            s.is_running()
+                && s.has_route(VPC_SUBNET)
+                && exit_node.is_none_or(|name| {
+                    s.exit_node
+                        .as_ref()
+                        .is_some_and(|e| e.routes_all_through(name))
+                })
+        }
     }
 }
 
@@ -276,6 +296,21 @@ pub fn plan_from(obs: &Observation, topo: &Topology, want: &Wanted) -> Plan {
         http_action,
         "python3 http.server on 198.19.1.10:80 in the VPC namespace".into(),
     );
+    if want.exit_node {
+        let echo_action = if obs.echo {
+            Action::Keep
+        } else if obs.state_exists {
+            Action::Start
+        } else {
+            Action::Create
+        };
+        item(
+            "echo",
+            echo_action,
+            "echo server on 198.18.0.10:80 in cw-NAME-web (the internet): answers with the caller's address"
+                .replace("NAME", name),
+        );
+    }
 
     let daemon = |wanted: bool, health: Health| match (wanted, health) {
         (false, _) => Action::Skip,
@@ -287,7 +322,12 @@ pub fn plan_from(obs: &Observation, topo: &Topology, want: &Wanted) -> Plan {
     item(
         "control",
         daemon(want.control, obs.control),
-        "appliance control on 198.18.0.2:8080 (admin 127.0.0.1:8081), policy auto-approving 198.19.1.0/24".into(),
+        if want.exit_node {
+            "appliance control on 198.18.0.2:8080 (admin 127.0.0.1:8081), policy auto-approving 198.19.1.0/24 and the exit node's exit routes"
+        } else {
+            "appliance control on 198.18.0.2:8080 (admin 127.0.0.1:8081), policy auto-approving 198.19.1.0/24"
+        }
+        .into(),
     );
     let keys_missing = obs.auth_keys.values().any(|present| !present);
     let keys_action = match (want.control, keys_missing) {
@@ -298,10 +338,10 @@ pub fn plan_from(obs: &Observation, topo: &Topology, want: &Wanted) -> Plan {
     item(
         "auth-keys",
         keys_action,
-        if want.ha {
-            "auth keys for router and router2 (tag:subnet-router) and client, in 0600 files; node configs"
-        } else {
-            "auth keys for router (tag:subnet-router) and client, in 0600 files; node configs"
+        match (want.ha, want.exit_node) {
+            (true, _) => "auth keys for router and router2 (tag:subnet-router) and client, in 0600 files; node configs",
+            (false, true) => "auth keys for router (tag:subnet-router), exit (tag:exit-node) and client, in 0600 files; node configs",
+            (false, false) => "auth keys for router (tag:subnet-router) and client, in 0600 files; node configs",
         }
         .into(),
     );
@@ -321,11 +361,25 @@ pub fn plan_from(obs: &Observation, topo: &Topology, want: &Wanted) -> Plan {
                 .replace("NAME", name),
         );
     }
+    if want.exit_node {
+        let exit = daemon(want.router, health(Node::Exit));
+        item(
+            "exit",
+            exit,
+            "appliance exit node in cw-NAME-exit advertising 0.0.0.0/0, public address 198.18.0.6 on the internet gateway"
+                .replace("NAME", name),
+        );
+    }
     let client = daemon(want.client, health(Node::Client));
     item(
         "client",
         client,
-        "appliance client in cw-NAME-cli accepting routes".replace("NAME", name),
+        if want.exit_node {
+            "appliance client in cw-NAME-cli accepting routes, all traffic through exit node exit"
+        } else {
+            "appliance client in cw-NAME-cli accepting routes"
+        }
+        .replace("NAME", name),
     );
     Plan {
         name: name.to_owned(),
@@ -342,6 +396,7 @@ mod tests {
             control: true,
             router: true,
             ha: false,
+            exit_node: false,
             client: true,
         }
     }
@@ -360,6 +415,7 @@ mod tests {
             network_absent: true,
             postgres: PgState::Absent,
             http: false,
+            echo: false,
             control: Health::Absent,
             auth_keys: [(Node::Router, false), (Node::Client, false)].into(),
             nodes: [(Node::Router, Health::Down), (Node::Client, Health::Down)].into(),
@@ -373,18 +429,22 @@ mod tests {
             network_absent: false,
             postgres: PgState::Healthy,
             http: true,
+            echo: false,
             control: Health::Up,
             auth_keys: [(Node::Router, true), (Node::Client, true)].into(),
             nodes: [(Node::Router, Health::Up), (Node::Client, Health::Up)].into(),
         }
     }
 
+    fn actions(plan: &Plan) -> Vec<(&'static str, Action)> {
+        plan.items.iter().map(|i| (i.component, i.action)).collect()
+    }
+
     #[test]
     fn empty_machine_plans_to_create_everything() {
         let plan = plan_from(&nothing(), &topo(false), &all_wanted());
-        let actions: Vec<_> = plan.items.iter().map(|i| (i.component, i.action)).collect();
         assert_eq!(
-            actions,
+            actions(&plan),
             [
                 ("network", Action::Create),
                 ("postgres", Action::Create),
@@ -438,6 +498,7 @@ mod tests {
             control: false,
             router: false,
             ha: false,
+            exit_node: false,
             client: false,
         };
         let plan = plan_from(&nothing(), &topo(false), &want);
@@ -488,5 +549,63 @@ mod tests {
             plan.items[0].detail
         );
         assert!(plan.items[4].detail.contains("router2"));
+    }
+
+    #[test]
+    fn exit_node_plans_the_echo_server_and_the_exit_node_before_the_client() {
+        let mut obs = nothing();
+        obs.auth_keys.insert(Node::Exit, false);
+        obs.nodes.insert(Node::Exit, Health::Down);
+        let want = Wanted {
+            exit_node: true,
+            ..all_wanted()
+        };
+        let exit_topo = Topology::for_layout("t".parse().expect("valid"), false, true);
+        let plan = plan_from(&obs, &exit_topo, &want);
+        assert_eq!(
+            actions(&plan),
+            [
+                ("network", Action::Create),
+                ("postgres", Action::Create),
+                ("http", Action::Create),
+                ("echo", Action::Create),
+                ("control", Action::Create),
+                ("auth-keys", Action::Create),
+                ("router", Action::Start),
+                ("exit", Action::Start),
+                ("client", Action::Start),
+            ]
+        );
+        assert!(
+            plan.items[0]
+                .detail
+                .contains("{pub,ctl,igw,rtr,vpc,exit,web,cli}"),
+            "{}",
+            plan.items[0].detail
+        );
+        assert!(plan.items[3].detail.contains("cw-t-web"));
+        assert!(plan.items[4].detail.contains("exit routes"));
+        assert!(plan.items[5].detail.contains("exit (tag:exit-node)"));
+        assert!(plan.items[7].detail.contains("cw-t-exit"));
+        assert!(plan.items[7].detail.contains("198.18.0.6"));
+        assert!(plan.items[8].detail.contains("through exit node exit"));
+
+        // A healthy exit deployment plans nothing; a dead echo server is restarted.
+        let mut up = healthy();
+        up.echo = true;
+        up.auth_keys.insert(Node::Exit, true);
+        up.nodes.insert(Node::Exit, Health::Up);
+        assert!(plan_from(&up, &exit_topo, &want).is_noop());
+        up.echo = false;
+        let again = plan_from(&up, &exit_topo, &want);
+        assert_eq!(again.items[3].action, Action::Start);
+        // The subnet-router plan has neither.
+        let single = plan_from(&healthy(), &topo(false), &all_wanted());
+        assert!(
+            !single
+                .items
+                .iter()
+                .any(|i| i.component == "echo" || i.component == "exit")
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! The real programs behind the subnet router, in the VPC namespace:
-//! PostgreSQL and an HTTP server; and the client-side probes that prove
+//! PostgreSQL and an HTTP server; with `--role exit-node`, the internet's
+//! echo server on the web host; and the client-side probes that prove
 //! they are reachable (`psql`, `curl`).
 
 use std::fs;
@@ -15,7 +16,7 @@ use super::exec;
 use super::netns::Netns;
 use super::process::{self, ProcessRecord, Stopped};
 use super::state::{DeploymentState, Secret, StateDir, write_if_changed};
-use super::topology::{HTTP_PORT, PG_PORT, VPC_HOST_ADDR, VPC_RANGE};
+use super::topology::{HTTP_PORT, PG_PORT, VPC_HOST_ADDR, VPC_RANGE, WEB_ADDR};
 use crate::console::StepOutcome;
 
 /// The row the database serves.
@@ -31,6 +32,14 @@ pub const DB_QUERY: &str = "select msg from greeting";
 pub const PG_KEY: &str = "postgres";
 /// Process key of the HTTP server in `state.json`.
 pub const HTTP_KEY: &str = "http";
+/// Process key of the internet's echo server in `state.json`
+/// (`--role exit-node`).
+pub const ECHO_KEY: &str = "echo";
+/// The echo server (Python's `http.server`): answers every GET with the
+/// caller's address and appends it to a log. Run as `python3 -c
+/// ECHO_SERVER_PY CALLERS_LOG PORT` or from a file; the end-to-end tests
+/// use the same script.
+pub const ECHO_SERVER_PY: &str = include_str!("echo_server.py");
 
 /// The newest `/usr/lib/postgresql/*/bin` holding `initdb`, unless overridden.
 pub fn find_pg_bin_dir(overridden: Option<&Path>) -> anyhow::Result<PathBuf> {
@@ -350,7 +359,7 @@ impl HttpServer {
         let page = format!(
             "<!doctype html>\n<title>causeway {name}</title>\n<h1>{HTTP_GREETING} (deployment {name})</h1>\n"
         );
-        let mut changed = write_if_changed(&www.join("index.html"), &page, 0o644)?;
+        let changed = write_if_changed(&www.join("index.html"), &page, 0o644)?;
         if self.is_healthy(state) {
             return Ok(if changed {
                 StepOutcome::Changed
@@ -358,46 +367,130 @@ impl HttpServer {
                 StepOutcome::Unchanged
             });
         }
-        if let Some(old) = state.processes.get(HTTP_KEY) {
-            old.stop(Duration::from_secs(2));
-        }
-        let python = if Path::new("/usr/bin/python3").is_file() {
-            "/usr/bin/python3"
-        } else {
-            "python3"
-        };
-        let mut cmd = self.ns.command(python);
+        let mut cmd = self.ns.command(python3());
         cmd.args(["-m", "http.server", "--bind", VPC_HOST_ADDR, "--directory"])
             .arg(&www)
             .arg(HTTP_PORT.to_string())
             .current_dir(&www);
-        let record = process::spawn_logged(&mut cmd, self.ns.name(), &self.dir.http_log())?;
-        state.processes.insert(HTTP_KEY.into(), record.clone());
-        changed = true;
-        let up = process::poll(timeout, || {
-            if !record.is_alive() {
-                bail!(
-                    "the HTTP server exited; its log ends with:\n{}",
-                    record.log_tail(10)
-                );
-            }
-            Ok(http_get(&self.ns, &vpc_url())
-                .ok()
-                .filter(|b| b.contains(HTTP_GREETING)))
-        })?;
-        if up.is_none() {
+        start_and_wait(
+            &self.ns,
+            state,
+            HTTP_KEY,
+            cmd,
+            &self.dir.http_log(),
+            timeout,
+            || http_get(&self.ns, &vpc_url()).is_ok_and(|b| b.contains(HTTP_GREETING)),
+        )?;
+        Ok(StepOutcome::Changed)
+    }
+}
+
+/// The internet's echo server (`--role exit-node`): on the web host,
+/// answers each request with the caller's address.
+#[derive(Debug, Clone)]
+pub struct EchoServer {
+    dir: StateDir,
+    ns: Netns,
+}
+
+impl EchoServer {
+    /// The echo server with its script and logs in `dir`, in namespace `ns`.
+    pub fn new(dir: StateDir, ns: Netns) -> Self {
+        Self { dir, ns }
+    }
+
+    /// Whether the recorded server runs and answers a request from its own
+    /// host with that host's address.
+    pub fn is_healthy(&self, state: &DeploymentState) -> bool {
+        state
+            .processes
+            .get(ECHO_KEY)
+            .is_some_and(ProcessRecord::is_alive)
+            && self.answers()
+    }
+
+    /// A request from its own host is answered with that host's address.
+    fn answers(&self) -> bool {
+        http_get(&self.ns, &echo_url()).is_ok_and(|b| b.trim() == WEB_ADDR)
+    }
+
+    /// Writes the script and starts the server unless it is healthy.
+    pub fn ensure(
+        &self,
+        state: &mut DeploymentState,
+        timeout: Duration,
+    ) -> anyhow::Result<StepOutcome> {
+        let script = self.dir.echo_script();
+        let changed = write_if_changed(&script, ECHO_SERVER_PY, 0o644)?;
+        if !changed && self.is_healthy(state) {
+            return Ok(StepOutcome::Unchanged);
+        }
+        let mut cmd = self.ns.command(python3());
+        cmd.arg(&script)
+            .arg(self.dir.echo_callers())
+            .arg(HTTP_PORT.to_string())
+            .current_dir(self.dir.root());
+        start_and_wait(
+            &self.ns,
+            state,
+            ECHO_KEY,
+            cmd,
+            &self.dir.echo_log(),
+            timeout,
+            || self.answers(),
+        )?;
+        Ok(StepOutcome::Changed)
+    }
+}
+
+/// The echo server's URL.
+pub fn echo_url() -> String {
+    format!("http://{WEB_ADDR}:{HTTP_PORT}/")
+}
+
+/// `python3`, preferring the system's.
+fn python3() -> &'static str {
+    if Path::new("/usr/bin/python3").is_file() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
+}
+
+/// Stops the recorded process `key` if any, spawns `cmd` in its place in
+/// `ns` (recorded under `key`, output to `log`), and waits until
+/// `answers` says it serves as it should.
+fn start_and_wait(
+    ns: &Netns,
+    state: &mut DeploymentState,
+    key: &str,
+    mut cmd: Command,
+    log: &Path,
+    timeout: Duration,
+    answers: impl Fn() -> bool,
+) -> anyhow::Result<()> {
+    if let Some(old) = state.processes.get(key) {
+        old.stop(Duration::from_secs(2));
+    }
+    let record = process::spawn_logged(&mut cmd, ns.name(), log)?;
+    state.processes.insert(key.into(), record.clone());
+    let up = process::poll(timeout, || {
+        if !record.is_alive() {
             bail!(
-                "the HTTP server did not answer on {} within {} s",
-                vpc_url(),
-                timeout.as_secs()
+                "the {key} server exited; its log ends with:\n{}",
+                record.log_tail(10)
             );
         }
-        Ok(if changed {
-            StepOutcome::Changed
-        } else {
-            StepOutcome::Unchanged
-        })
+        Ok(answers().then_some(()))
+    })?;
+    if up.is_none() {
+        bail!(
+            "the {key} server did not answer as expected within {} s; see {}",
+            timeout.as_secs(),
+            log.display()
+        );
     }
+    Ok(())
 }
 
 /// The HTTP server's URL.

@@ -25,6 +25,8 @@ pub enum Node {
     Router,
     /// With `--ha`: the second subnet router, for the same VPC subnet.
     Router2,
+    /// With `--role exit-node`: the exit node (host name `exit`).
+    Exit,
     /// The client device.
     Client,
 }
@@ -35,6 +37,7 @@ impl Node {
         match self {
             Node::Router => "router",
             Node::Router2 => "router2",
+            Node::Exit => "exit",
             Node::Client => "client",
         }
     }
@@ -43,7 +46,7 @@ impl Node {
     pub fn is_router(self) -> bool {
         match self {
             Node::Router | Node::Router2 => true,
-            Node::Client => false,
+            Node::Exit | Node::Client => false,
         }
     }
 }
@@ -106,6 +109,22 @@ impl StateDir {
     /// The HTTP server's log.
     pub fn http_log(&self) -> PathBuf {
         self.root.join("http.log")
+    }
+
+    /// With `--role exit-node`: the echo server's script.
+    pub fn echo_script(&self) -> PathBuf {
+        self.root.join("echo_server.py")
+    }
+
+    /// With `--role exit-node`: the address of every caller of the echo
+    /// server, one a line.
+    pub fn echo_callers(&self) -> PathBuf {
+        self.root.join("echo-callers.log")
+    }
+
+    /// With `--role exit-node`: the echo server's own log.
+    pub fn echo_log(&self) -> PathBuf {
+        self.root.join("echo.log")
     }
 
     /// Control's state directory (keys, database, admin token).
@@ -210,8 +229,9 @@ pub struct DeploymentState {
     pub ha: bool,
     /// Namespaces of the deployment.
     pub namespaces: Vec<String>,
-    /// Processes started, by key (`postgres`, `http`, `control`, `router`,
-    /// `router2`, `client`): each router's pid is `processes.KEY.pid`.
+    /// Processes started, by key (`postgres`, `http`, `echo`, `control`,
+    /// `router`, `router2`, `exit`, `client`): each node's pid is
+    /// `processes.KEY.pid`.
     pub processes: BTreeMap<String, ProcessRecord>,
     /// PostgreSQL's data directory.
     pub postgres_data_dir: PathBuf,

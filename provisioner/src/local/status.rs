@@ -5,12 +5,12 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::appliance::NodeSummary;
+use super::appliance::{ExitNodeSummary, NodeSummary};
 use super::netns::Netns;
 use super::observe::node_ready;
-use super::services::{self, HttpServer, PgState, Postgres};
+use super::services::{self, EchoServer, HttpServer, PgState, Postgres};
 use super::state::{DeploymentState, Node};
-use super::topology::Site;
+use super::topology::{ExitPlan, Site};
 use super::{LocalDeployment, RouterStatus, ha, network};
 
 /// Everything `status` reports.
@@ -48,6 +48,105 @@ pub struct StatusReport {
     /// With `--ha`: why control could not say which router is primary.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub routers_error: Option<String>,
+    /// With `--role exit-node`: the exit node, and whether the client's
+    /// traffic goes through it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_node: Option<ExitNodeReport>,
+}
+
+/// The exit node of a `--role exit-node` deployment, by its process,
+/// control's word, the client's status and the echo server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExitNodeReport {
+    /// Where it lives: host name (what the client's `exit_node` names),
+    /// namespace, public address.
+    pub plan: ExitPlan,
+    /// Its pid as `state.json` records it (none: never started).
+    pub pid: Option<i32>,
+    /// Whether that process runs.
+    pub alive: bool,
+    /// Whether control holds it online (none: control did not answer).
+    pub online: Option<bool>,
+    /// The exit routes control approved for it (none: control did not answer).
+    pub approved_routes: Option<Vec<String>>,
+    /// Why control did not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_error: Option<String>,
+    /// The client's exit node, as the client's status says (none: the
+    /// client did not answer or chose none).
+    pub client_uses: Option<ExitNodeSummary>,
+    /// Whether the echo server runs and answers on its host.
+    pub echo_healthy: bool,
+    /// The address the echo server saw the client's request come from, or
+    /// why the request failed (none: the client was not started).
+    pub client_seen_as: Option<Result<String, String>>,
+}
+
+impl ExitNodeReport {
+    /// Running, online and approved; the client routes all its traffic
+    /// through it, and the echo server sees the client as the exit node.
+    pub fn healthy(&self) -> bool {
+        self.alive
+            && self.online == Some(true)
+            && self
+                .approved_routes
+                .as_ref()
+                .is_some_and(|r| r.iter().any(|p| p == "0.0.0.0/0"))
+            && self
+                .client_uses
+                .as_ref()
+                .is_some_and(|c| c.routes_all_through(self.plan.key))
+            && self.echo_healthy
+            && self
+                .client_seen_as
+                .as_ref()
+                .and_then(|r| r.as_ref().ok())
+                .map(String::as_str)
+                == Some(self.plan.public_addr)
+    }
+}
+
+fn exit_node_report(
+    dep: &LocalDeployment,
+    state: Option<&DeploymentState>,
+    nodes: &[NodeStatus],
+) -> Option<ExitNodeReport> {
+    let plan = dep.topo.exit_node()?;
+    let record = state.and_then(|s| s.processes.get(plan.key));
+    let (online, approved_routes, control_error) = match ha::control_nodes(dep) {
+        Ok(all) => match all.iter().find(|n| n.hostname == plan.key) {
+            Some(n) => (
+                Some(n.online),
+                Some(n.approved_routes.iter().map(ToString::to_string).collect()),
+                None,
+            ),
+            None => (Some(false), Some(Vec::new()), None),
+        },
+        Err(e) => (None, None, Some(format!("{e:#}"))),
+    };
+    let client_uses = nodes
+        .iter()
+        .find(|n| n.node == Node::Client)
+        .and_then(|n| n.status.as_ref())
+        .and_then(|s| s.exit_node.clone());
+    let client_started = nodes.iter().any(|n| n.node == Node::Client);
+    let client_seen_as = client_started.then(|| {
+        services::http_get(&dep.netns(Site::Cli), &services::echo_url())
+            .map(|b| b.trim().to_owned())
+            .map_err(|e| format!("{e:#}"))
+    });
+    Some(ExitNodeReport {
+        plan,
+        pid: record.map(|r| r.pid),
+        alive: record.is_some_and(|r| r.is_alive()),
+        online,
+        approved_routes,
+        control_error,
+        client_uses,
+        echo_healthy: state
+            .is_some_and(|s| EchoServer::new(dep.dir.clone(), dep.netns(Site::Web)).is_healthy(s)),
+        client_seen_as,
+    })
 }
 
 /// One namespace.
@@ -135,11 +234,12 @@ pub fn report(dep: &LocalDeployment) -> anyhow::Result<StatusReport> {
             error,
         });
     }
-    let started = |router: bool| nodes.iter().any(|n| n.node.is_router() == router);
-    let client_reaches_vpc = (started(true) && started(false)).then(|| {
+    let started = |node: Node| nodes.iter().any(|n| n.node == node);
+    let client_reaches_vpc = (started(Node::Router) && started(Node::Client)).then(|| {
         services::http_get(&dep.netns(Site::Cli), &services::vpc_url())
             .is_ok_and(|page| page.contains(services::HTTP_GREETING))
     });
+    let exit_node = exit_node_report(dep, state.as_ref(), &nodes);
     let (routers, routers_error) = if dep.topo.ha() && state.is_some() {
         ha::routers(dep)
     } else {
@@ -155,9 +255,12 @@ pub fn report(dep: &LocalDeployment) -> anyhow::Result<StatusReport> {
         && processes.iter().all(|p| p.alive)
         && postgres_healthy
         && http_healthy
-        && nodes
-            .iter()
-            .all(|n| n.status.as_ref().is_some_and(|s| node_ready(n.node, s)));
+        && nodes.iter().all(|n| {
+            n.status
+                .as_ref()
+                .is_some_and(|s| node_ready(n.node, s, dep.client_exit_node()))
+        })
+        && exit_node.as_ref().is_none_or(ExitNodeReport::healthy);
     Ok(StatusReport {
         name: dep.name().to_string(),
         cloud: "local",
@@ -173,6 +276,7 @@ pub fn report(dep: &LocalDeployment) -> anyhow::Result<StatusReport> {
         client_reaches_vpc,
         routers,
         routers_error,
+        exit_node,
     })
 }
 
@@ -309,6 +413,9 @@ impl StatusReport {
                 let _ = writeln!(out, "  control did not answer: {e}");
             }
         }
+        if let Some(x) = &self.exit_node {
+            x.render(&mut out);
+        }
         if let Some(ok) = self.client_reaches_vpc {
             let _ = writeln!(
                 out,
@@ -318,6 +425,57 @@ impl StatusReport {
             );
         }
         out
+    }
+}
+
+impl ExitNodeReport {
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "\n{:<8} {:<16} {:>8}  {:<7} {:<14} {:<7} APPROVED (control's word)",
+            "EXIT", "NAMESPACE", "PID", "ALIVE", "PUBLIC", "ONLINE"
+        );
+        let approved = match &self.approved_routes {
+            Some(r) if r.is_empty() => "NONE".to_owned(),
+            Some(r) => r.join(","),
+            None => "unknown".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<8} {:<16} {:>8}  {:<7} {:<14} {:<7} {approved}",
+            self.plan.key,
+            self.plan.namespace,
+            self.pid.map_or("-".to_owned(), |p| p.to_string()),
+            yes(self.alive),
+            self.plan.public_addr,
+            self.online.map_or("unknown", yes),
+        );
+        if let Some(e) = &self.control_error {
+            let _ = writeln!(out, "  control did not answer: {e}");
+        }
+        let _ = writeln!(
+            out,
+            "client's exit node: {}",
+            self.client_uses.as_ref().map_or(
+                "NONE (or the client did not answer)".to_owned(),
+                ExitNodeSummary::describe
+            )
+        );
+        let seen = match &self.client_seen_as {
+            None => "not checked (the client was not started)".to_owned(),
+            Some(Ok(addr)) => self.plan.describe_caller(addr),
+            Some(Err(e)) => format!("NO ANSWER ({e})"),
+        };
+        let _ = writeln!(
+            out,
+            "client -> exit node -> internet ({}): echo server {}, saw the client as {seen}",
+            services::echo_url(),
+            if self.echo_healthy {
+                "answers"
+            } else {
+                "DOES NOT ANSWER"
+            },
+        );
     }
 }
 

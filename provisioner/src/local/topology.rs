@@ -24,6 +24,22 @@
 //! availability zone's would be. With `--ha` the VPC host's side is a
 //! bridge (`br-vpc` in `cw-NAME-vpc`, holding 198.19.1.10/24) with a port
 //! per router (`v-rtr`, `v-rtr2`); without it, a single veth (`eth0`).
+//!
+//! With `--role exit-node` the deployment adds an exit node and an
+//! "internet" host to reach through it:
+//!
+//! | node / host | namespace      | interfaces                                    | public address | pid in `state.json`   |
+//! |-------------|----------------|-----------------------------------------------|----------------|-----------------------|
+//! | `exit`      | `cw-NAME-exit` | `eth0` 198.19.3.3/24 via .3.1 (gateway `lan2`) | 198.18.0.6     | `.processes.exit.pid` |
+//! | echo server | `cw-NAME-web`  | `eth0` 198.18.0.10/24 (port `p-web` of `br0`)  | 198.18.0.10    | `.processes.echo.pid` |
+//!
+//! The exit node is placed like a router: its public address is held by
+//! the internet gateway and translated 1:1 to its uplink address, in its
+//! own public subnet (198.19.3.0/24). The echo server (port 80) answers
+//! every request with the address it came from, so a request the client
+//! sends through the exit node is seen from 198.18.0.6, and one that went
+//! out directly would be seen from the client's own 198.18.0.4. The
+//! client is configured with `exit_node = "exit"`.
 
 use serde::Serialize;
 
@@ -61,6 +77,16 @@ pub const ROUTER2_UPLINK_ADDR: &str = "198.19.2.3";
 pub const GATEWAY2_ADDR: &str = "198.19.2.1";
 /// With `--ha`: the second router's address inside the VPC.
 pub const ROUTER2_VPC_ADDR: &str = "198.19.1.2";
+/// With `--role exit-node`: the exit node's public address (on the
+/// gateway, translated 1:1 to [`EXIT_UPLINK_ADDR`]); what the internet sees.
+pub const EXIT_PUBLIC_ADDR: &str = "198.18.0.6";
+/// With `--role exit-node`: the exit node's uplink address, in its own
+/// public subnet.
+pub const EXIT_UPLINK_ADDR: &str = "198.19.3.3";
+/// With `--role exit-node`: the gateway's address in the exit node's subnet.
+pub const GATEWAY3_ADDR: &str = "198.19.3.1";
+/// With `--role exit-node`: the "internet" host running the echo server.
+pub const WEB_ADDR: &str = "198.18.0.10";
 /// Every router's interface on the VPC subnet.
 pub const ROUTER_VPC_IFNAME: &str = "vpc0";
 /// Every router's uplink interface (towards the internet gateway).
@@ -99,6 +125,11 @@ pub enum Site {
     Rtr2,
     /// The private VPC host (no route to the tailnet, no default route).
     Vpc,
+    /// With `--role exit-node`: the exit node.
+    Exit,
+    /// With `--role exit-node`: a host on the internet running the echo
+    /// server.
+    Web,
     /// A client device.
     Cli,
 }
@@ -125,6 +156,32 @@ impl Site {
         Site::Cli,
     ];
 
+    /// Every site of an exit-node deployment (`--role exit-node`), in
+    /// creation order.
+    pub const ALL_EXIT: [Site; 8] = [
+        Site::Pub,
+        Site::Ctl,
+        Site::Igw,
+        Site::Rtr,
+        Site::Vpc,
+        Site::Exit,
+        Site::Web,
+        Site::Cli,
+    ];
+
+    /// Every site any deployment may have: what destroy looks for.
+    pub const ANY: [Site; 9] = [
+        Site::Pub,
+        Site::Ctl,
+        Site::Igw,
+        Site::Rtr,
+        Site::Rtr2,
+        Site::Vpc,
+        Site::Exit,
+        Site::Web,
+        Site::Cli,
+    ];
+
     /// The suffix of the namespace name.
     pub fn suffix(self) -> &'static str {
         match self {
@@ -134,6 +191,8 @@ impl Site {
             Site::Rtr => "rtr",
             Site::Rtr2 => "rtr2",
             Site::Vpc => "vpc",
+            Site::Exit => "exit",
+            Site::Web => "web",
             Site::Cli => "cli",
         }
     }
@@ -200,22 +259,82 @@ pub struct RouterPlan {
     pub vpc_addr: &'static str,
 }
 
+/// The exit node (`--role exit-node`): where it lives and the address the
+/// internet sees it from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExitPlan {
+    /// Its host name in the tailnet (what the client's `exit_node` names),
+    /// and its key under `processes` in `state.json`.
+    pub key: &'static str,
+    /// Its namespace (`cw-NAME-exit`; uplink `eth0`, default route via
+    /// [`GATEWAY3_ADDR`]).
+    pub namespace: String,
+    /// The address the internet sees it from, held by the gateway.
+    pub public_addr: &'static str,
+    /// Its uplink address, behind the public one.
+    pub uplink_addr: &'static str,
+}
+
+impl ExitPlan {
+    /// Says whose address the echo server saw a client's request come
+    /// from: this exit node's public address, the client's own (the
+    /// request bypassed the exit node), or something else.
+    pub fn describe_caller(&self, seen: &str) -> String {
+        if seen == self.public_addr {
+            format!(
+                "{seen}: the exit node's public address, not the client's own {CLIENT_ADDR} (through exit node {})",
+                self.key
+            )
+        } else if seen == CLIENT_ADDR {
+            format!("{seen}: the client's own address (NOT through the exit node)")
+        } else {
+            format!(
+                "{seen:?} (neither the exit node's {} nor the client's {CLIENT_ADDR})",
+                self.public_addr
+            )
+        }
+    }
+}
+
+/// One 1:1 translation the internet gateway makes: a public address to a
+/// node's uplink address and back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PublicNat {
+    /// The public address (on the gateway's `eth0`).
+    pub public_addr: &'static str,
+    /// The node's uplink address behind it.
+    pub uplink_addr: &'static str,
+}
+
 /// The address plan of one deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
     name: DeploymentName,
     ha: bool,
+    exit_node: bool,
 }
 
 impl Topology {
     /// The topology of deployment `name`, with one subnet router.
     pub fn new(name: DeploymentName) -> Self {
-        Self { name, ha: false }
+        Self::for_layout(name, false, false)
     }
 
     /// The topology of deployment `name`, with two subnet routers if `ha`.
     pub fn with_ha(name: DeploymentName, ha: bool) -> Self {
-        Self { name, ha }
+        Self::for_layout(name, ha, false)
+    }
+
+    /// The topology of deployment `name`: two subnet routers if `ha`, an
+    /// exit node and the internet's echo server if `exit_node`. Both at
+    /// once is the union of every layout: not a deployment anyone deploys,
+    /// but everything a destroy must look for.
+    pub fn for_layout(name: DeploymentName, ha: bool, exit_node: bool) -> Self {
+        Self {
+            name,
+            ha,
+            exit_node,
+        }
     }
 
     /// The deployment name.
@@ -228,9 +347,19 @@ impl Topology {
         self.ha
     }
 
+    /// Whether it has an exit node (and the internet's echo server).
+    pub fn has_exit_node(&self) -> bool {
+        self.exit_node
+    }
+
     /// Its sites, in creation order.
     pub fn sites(&self) -> &'static [Site] {
-        if self.ha { &Site::ALL_HA } else { &Site::ALL }
+        match (self.ha, self.exit_node) {
+            (false, false) => &Site::ALL,
+            (true, false) => &Site::ALL_HA,
+            (false, true) => &Site::ALL_EXIT,
+            (true, true) => &Site::ANY,
+        }
     }
 
     /// The namespace of `site`: `cw-NAME-SUFFIX`.
@@ -272,6 +401,34 @@ impl Topology {
         out
     }
 
+    /// The exit node, with `--role exit-node`.
+    pub fn exit_node(&self) -> Option<ExitPlan> {
+        self.exit_node.then(|| ExitPlan {
+            key: "exit",
+            namespace: self.namespace(Site::Exit),
+            public_addr: EXIT_PUBLIC_ADDR,
+            uplink_addr: EXIT_UPLINK_ADDR,
+        })
+    }
+
+    /// Every 1:1 translation of the internet gateway: each router's, then
+    /// the exit node's.
+    pub fn public_nat(&self) -> Vec<PublicNat> {
+        let mut out: Vec<PublicNat> = self
+            .routers()
+            .iter()
+            .map(|r| PublicNat {
+                public_addr: r.public_addr,
+                uplink_addr: r.uplink_addr,
+            })
+            .collect();
+        out.extend(self.exit_node().map(|x| PublicNat {
+            public_addr: x.public_addr,
+            uplink_addr: x.uplink_addr,
+        }));
+        out
+    }
+
     /// The bridges: the internet's, and with `--ha` the VPC subnet's.
     pub fn bridges(&self) -> Vec<BridgePlan> {
         let mut out = vec![BridgePlan {
@@ -289,8 +446,10 @@ impl Topology {
         out
     }
 
-    /// The veth pairs, in creation order. Indexes (and so temporary names)
-    /// of the single-router plan are the same with `--ha`.
+    /// The veth pairs, in creation order. Each pair has a fixed index (and
+    /// so fixed temporary names) whatever the layout: 0-4 for every
+    /// deployment, 5-6 for the second router, 7-8 for the exit node and
+    /// the echo server's host; so destroy finds the links of any layout.
     pub fn links(&self) -> Vec<VethLink> {
         let end = |site, ifname, addrs: Vec<&'static str>, master| LinkEnd {
             site,
@@ -304,11 +463,13 @@ impl Topology {
                 end(Site::Pub, port, vec![], Some(BRIDGE)),
             )
         };
-        let gateway_addrs = if self.ha {
-            vec!["198.18.0.3/24", "198.18.0.5/24"]
-        } else {
-            vec!["198.18.0.3/24"]
-        };
+        let mut gateway_addrs = vec!["198.18.0.3/24"];
+        if self.ha {
+            gateway_addrs.push("198.18.0.5/24");
+        }
+        if self.exit_node {
+            gateway_addrs.push("198.18.0.6/24");
+        }
         let vpc_side = |router_addr, port| {
             let host = if self.ha {
                 end(Site::Vpc, port, vec![], Some(VPC_BRIDGE))
@@ -321,32 +482,52 @@ impl Topology {
             )
         };
         let mut pairs = vec![
-            public(vec!["198.18.0.2/24"], Site::Ctl, "p-ctl"),
-            public(gateway_addrs, Site::Igw, "p-igw"),
-            public(vec!["198.18.0.4/24"], Site::Cli, "p-cli"),
-            vpc_side("198.19.1.1/24", "v-rtr"),
+            (0, public(vec!["198.18.0.2/24"], Site::Ctl, "p-ctl")),
+            (1, public(gateway_addrs, Site::Igw, "p-igw")),
+            (2, public(vec!["198.18.0.4/24"], Site::Cli, "p-cli")),
+            (3, vpc_side("198.19.1.1/24", "v-rtr")),
             (
-                end(Site::Rtr, ROUTER_UPLINK_IFNAME, vec!["198.19.0.3/24"], None),
-                end(Site::Igw, "lan0", vec!["198.19.0.1/24"], None),
+                4,
+                (
+                    end(Site::Rtr, ROUTER_UPLINK_IFNAME, vec!["198.19.0.3/24"], None),
+                    end(Site::Igw, "lan0", vec!["198.19.0.1/24"], None),
+                ),
             ),
         ];
         if self.ha {
             let (mut a, b) = vpc_side("198.19.1.2/24", "v-rtr2");
             a.site = Site::Rtr2;
-            pairs.push((a, b));
+            pairs.push((5, (a, b)));
             pairs.push((
-                end(
-                    Site::Rtr2,
-                    ROUTER_UPLINK_IFNAME,
-                    vec!["198.19.2.3/24"],
-                    None,
+                6,
+                (
+                    end(
+                        Site::Rtr2,
+                        ROUTER_UPLINK_IFNAME,
+                        vec!["198.19.2.3/24"],
+                        None,
+                    ),
+                    end(Site::Igw, "lan1", vec!["198.19.2.1/24"], None),
                 ),
-                end(Site::Igw, "lan1", vec!["198.19.2.1/24"], None),
             ));
+        }
+        if self.exit_node {
+            pairs.push((
+                7,
+                (
+                    end(
+                        Site::Exit,
+                        ROUTER_UPLINK_IFNAME,
+                        vec!["198.19.3.3/24"],
+                        None,
+                    ),
+                    end(Site::Igw, "lan2", vec!["198.19.3.1/24"], None),
+                ),
+            ));
+            pairs.push((8, public(vec!["198.18.0.10/24"], Site::Web, "p-web")));
         }
         pairs
             .into_iter()
-            .enumerate()
             .map(|(i, (a, b))| VethLink {
                 temp_a: self.temp_name(i, 'a'),
                 temp_b: self.temp_name(i, 'b'),
@@ -356,13 +537,21 @@ impl Topology {
             .collect()
     }
 
-    /// The default route each site has: only the routers, through the
-    /// internet gateway (every other namespace reaches only its own links).
+    /// The default route each site has: only the routers and the exit
+    /// node, through the internet gateway (every other namespace reaches only its own links).
     pub fn default_gateway(&self, site: Site) -> Option<&'static str> {
         match site {
             Site::Rtr => Some(GATEWAY_ADDR),
             Site::Rtr2 if self.ha => Some(GATEWAY2_ADDR),
-            Site::Rtr2 | Site::Pub | Site::Ctl | Site::Igw | Site::Vpc | Site::Cli => None,
+            Site::Exit if self.exit_node => Some(GATEWAY3_ADDR),
+            Site::Rtr2
+            | Site::Exit
+            | Site::Pub
+            | Site::Ctl
+            | Site::Igw
+            | Site::Vpc
+            | Site::Web
+            | Site::Cli => None,
         }
     }
 
@@ -412,6 +601,14 @@ mod tests {
 
     fn all_ends(topo: &Topology) -> Vec<LinkEnd> {
         topo.links().into_iter().flat_map(|l| [l.a, l.b]).collect()
+    }
+
+    /// The addresses of the link ends at `site` (only on `ifname`, if given).
+    fn addrs_on(ends: &[LinkEnd], site: Site, ifname: Option<&str>) -> Vec<&'static str> {
+        ends.iter()
+            .filter(|e| e.site == site && ifname.is_none_or(|i| e.ifname == i))
+            .flat_map(|e| e.addrs.clone())
+            .collect()
     }
 
     /// Every address of the plan (link ends and bridges), with its place.
@@ -525,18 +722,10 @@ mod tests {
     fn each_routers_public_address_is_held_by_the_gateway_not_the_router() {
         let topo = longest(true);
         let ends = all_ends(&topo);
-        let gateway: Vec<&str> = ends
-            .iter()
-            .filter(|e| e.site == Site::Igw && e.ifname == "eth0")
-            .flat_map(|e| e.addrs.clone())
-            .collect();
+        let gateway = addrs_on(&ends, Site::Igw, Some("eth0"));
         assert_eq!(gateway, ["198.18.0.3/24", "198.18.0.5/24"]);
         for r in topo.routers() {
-            let own: Vec<&str> = ends
-                .iter()
-                .filter(|e| e.site == r.site)
-                .flat_map(|e| e.addrs.clone())
-                .collect();
+            let own = addrs_on(&ends, r.site, None);
             assert!(
                 !own.iter()
                     .any(|a| a.starts_with(&format!("{}/", r.public_addr))),
@@ -635,6 +824,133 @@ mod tests {
         assert_eq!(
             Topology::with_ha(DeploymentName::default(), true).summary(),
             "namespaces cw-demo-{pub,ctl,igw,rtr,rtr2,vpc,cli}, bridges br0 198.18.0.1/24 (pub) and br-vpc 198.19.1.10/24 (vpc), 7 veth pairs, VPC 198.19.1.0/24"
+        );
+    }
+
+    fn exit_layout() -> Topology {
+        Topology::for_layout("abcd-fgh".parse().expect("valid 8-char name"), false, true)
+    }
+
+    #[test]
+    fn the_exit_layout_adds_the_exit_node_and_the_web_host() {
+        let topo = Topology::for_layout(DeploymentName::default(), false, true);
+        assert_eq!(
+            topo.summary(),
+            "namespaces cw-demo-{pub,ctl,igw,rtr,vpc,exit,web,cli}, bridge br0 198.18.0.1/24 (pub), 7 veth pairs, VPC 198.19.1.0/24"
+        );
+        let exit = topo.exit_node().expect("an exit node");
+        assert_eq!(
+            (
+                exit.key,
+                exit.namespace.as_str(),
+                exit.public_addr,
+                exit.uplink_addr
+            ),
+            ("exit", "cw-demo-exit", "198.18.0.6", "198.19.3.3")
+        );
+        assert_eq!(topo.default_gateway(Site::Exit), Some("198.19.3.1"));
+        assert_eq!(topo.default_gateway(Site::Web), None);
+        assert_eq!(topo.routers().len(), 1);
+        assert!(
+            Topology::new(DeploymentName::default())
+                .exit_node()
+                .is_none()
+        );
+        let web: Vec<_> = all_ends(&topo)
+            .into_iter()
+            .filter(|e| e.site == Site::Web)
+            .collect();
+        assert_eq!(web.len(), 1);
+        assert_eq!(web[0].addrs, [format!("{WEB_ADDR}/24").as_str()]);
+    }
+
+    #[test]
+    fn the_gateway_translates_the_exit_nodes_public_address_which_it_alone_holds() {
+        let topo = exit_layout();
+        let ends = all_ends(&topo);
+        let gateway = addrs_on(&ends, Site::Igw, Some("eth0"));
+        assert_eq!(gateway, ["198.18.0.3/24", "198.18.0.6/24"]);
+        let own = addrs_on(&ends, Site::Exit, None);
+        assert_eq!(own, ["198.19.3.3/24"]);
+        assert_eq!(
+            topo.public_nat(),
+            [
+                PublicNat {
+                    public_addr: "198.18.0.3",
+                    uplink_addr: "198.19.0.3"
+                },
+                PublicNat {
+                    public_addr: "198.18.0.6",
+                    uplink_addr: "198.19.3.3"
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn exit_links_keep_their_own_indexes_and_names_fit() {
+        let topo = exit_layout();
+        let temps = topo.temp_link_names();
+        assert_eq!(temps.len(), 14);
+        assert_eq!(&temps[..10], &longest(false).temp_link_names()[..]);
+        assert_eq!(
+            &temps[10..],
+            [
+                "cw-abcd-fgh-7a",
+                "cw-abcd-fgh-7b",
+                "cw-abcd-fgh-8a",
+                "cw-abcd-fgh-8b"
+            ]
+        );
+        assert!(temps.iter().all(|t| t.len() <= MAX_IFNAME_LEN));
+        let mut ends: BTreeSet<_> = all_ends(&topo).iter().map(|e| (e.site, e.ifname)).collect();
+        assert_eq!(ends.len(), 14);
+        assert!(ends.insert((Site::Pub, BRIDGE)));
+    }
+
+    #[test]
+    fn the_union_layout_holds_every_layouts_namespaces_and_links_for_destroy() {
+        let name: DeploymentName = "abcd-fgh".parse().expect("valid");
+        let union = Topology::for_layout(name.clone(), true, true);
+        let all_ns: BTreeSet<String> = union.namespaces().into_iter().collect();
+        let all_temps: BTreeSet<String> = union.temp_link_names().into_iter().collect();
+        assert_eq!(all_ns.len(), Site::ANY.len());
+        assert_eq!(all_temps.len(), 18);
+        for (ha, exit) in [(false, false), (true, false), (false, true)] {
+            let topo = Topology::for_layout(name.clone(), ha, exit);
+            assert!(topo.namespaces().iter().all(|n| all_ns.contains(n)));
+            assert!(topo.temp_link_names().iter().all(|t| all_temps.contains(t)));
+        }
+    }
+
+    #[test]
+    fn no_address_is_used_twice_with_the_exit_node_either() {
+        for topo in [
+            exit_layout(),
+            Topology::for_layout("u".parse().expect("valid"), true, true),
+        ] {
+            let mut seen = BTreeSet::new();
+            for (place, addr) in all_addrs(&topo) {
+                let host = addr.split('/').next().unwrap_or(addr);
+                assert!(seen.insert(host), "{addr} on {place} is used twice");
+            }
+        }
+    }
+
+    #[test]
+    fn the_echo_servers_answer_is_named() {
+        let exit = exit_layout().exit_node().expect("exit");
+        assert_eq!(
+            exit.describe_caller("198.18.0.6"),
+            "198.18.0.6: the exit node's public address, not the client's own 198.18.0.4 (through exit node exit)"
+        );
+        assert_eq!(
+            exit.describe_caller("198.18.0.4"),
+            "198.18.0.4: the client's own address (NOT through the exit node)"
+        );
+        assert_eq!(
+            exit.describe_caller("10.0.0.1"),
+            "\"10.0.0.1\" (neither the exit node's 198.18.0.6 nor the client's 198.18.0.4)"
         );
     }
 }

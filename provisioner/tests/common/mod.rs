@@ -1,6 +1,6 @@
-//! What the provisioner's moto tests share: an SDK config for moto, the
-//! provisioner command with the environment every run needs, and how a
-//! failed run is shown.
+//! What the provisioner's tests share: an SDK config for moto, the
+//! provisioner command with the environment every run needs, how a
+//! failed run is shown, and the check that a local deployment left nothing.
 
 #![allow(dead_code)] // each test binary uses its own subset
 
@@ -63,4 +63,19 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Asserts that nothing of local deployment `name` is left after a
+/// destroy: no namespace `cw-NAME-…` and no interface of that name in the
+/// host namespace.
+pub fn assert_no_local_leftovers(name: &str) {
+    let prefix = format!("cw-{name}-");
+    let left = causeway_provisioner::local::Netns::list().expect("ip netns list");
+    assert!(!left.iter().any(|n| n.starts_with(&prefix)), "{left:?}");
+    let links = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .expect("ip link");
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(!links.contains(&prefix), "{links}");
 }
