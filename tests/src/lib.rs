@@ -53,6 +53,36 @@ pub const CLIENT_PUBLIC_ADDR: &str = "198.18.0.4";
 /// Process key of control in the deployment's `state.json`.
 pub const CONTROL_KEY: &str = "control";
 
+/// The "internet" echo server ([`TestDeployment::start_echo_internet`]).
+pub const INTERNET_URL: &str = "http://198.18.100.10:8000/";
+
+/// The same server's IPv6 "internet" address.
+pub const INTERNET_URL_V6: &str = "http://[2001:db8:100::10]:8000/";
+
+/// The "internet" namespace's address on the public bridge: the next hop
+/// to 198.18.100.0/24 and 2001:db8:100::/64 (via fd18::250).
+pub const INTERNET_GATEWAY: &str = "198.18.0.250";
+
+/// Answers every GET with the caller's address and appends it to a log.
+const ECHO_SERVER: &str = r#"
+import http.server, socket, sys
+log = open(sys.argv[1], "a", buffering=1)
+class Echo(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        caller = self.client_address[0].removeprefix("::ffff:")
+        log.write(caller + "\n")
+        body = caller.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+class DualStack(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+DualStack(("::", 8000), Echo).serve_forever()
+"#;
+
 /// A built binary of this workspace (`appliance`, `provisioner`). Looks in
 /// `$CARGO_TARGET_DIR/debug`, next to the test executable's `target/debug`,
 /// then `<workspace>/target/debug`; panics naming every place it looked.
@@ -430,6 +460,15 @@ impl TestDeployment {
         run(&mut cmd, WAIT)
     }
 
+    /// Runs `args` inside namespace `ns` (one a test added); panics
+    /// unless it succeeds; returns its output.
+    pub fn run_in_ns(&self, ns: &Netns, args: &[&str]) -> String {
+        let (program, rest) = args.split_first().expect("a program to run");
+        let mut cmd = ns.command(program);
+        cmd.args(rest);
+        run(&mut cmd, WAIT).expect_success().stdout
+    }
+
     /// `curl -sS --max-time SECS URL` from `site`.
     pub fn curl(&self, site: Site, url: &str, max_time_secs: u32) -> Ran {
         self.run_in(
@@ -442,6 +481,52 @@ impl TestDeployment {
                 url,
             ],
         )
+    }
+
+    /// Adds "the internet": namespace `inet` on the public bridge at
+    /// [`INTERNET_GATEWAY`] (and fd18::250) holding 198.18.100.10 and
+    /// 2001:db8:100::10, with an HTTP server on port 8000 that answers
+    /// every GET with the caller's address. Returns the log where the
+    /// server appends each caller ([`callers_from`]).
+    pub fn start_echo_internet(&mut self) -> PathBuf {
+        let root = self.dep.paths().root().to_owned();
+        let inet = self.add_bridge_namespace("inet", &format!("{INTERNET_GATEWAY}/24"));
+        for args in [
+            &["addr", "add", "198.18.100.10/32", "dev", "lo"][..],
+            &["link", "set", "dev", "lo", "up"],
+            &["addr", "add", "2001:db8:100::10/128", "dev", "lo"],
+            &["addr", "add", "fd18::250/64", "dev", "eth0", "nodad"],
+        ] {
+            inet.ip(args)
+                .unwrap_or_else(|e| panic!("setting up the internet: {e:#}"));
+        }
+        let script = root.join("echo.py");
+        fs::write(&script, ECHO_SERVER).expect("writing the echo server");
+        let callers = root.join("callers.log");
+        let mut server = inet.command("python3");
+        server.arg(&script).arg(&callers);
+        self.spawn_recorded("echo", inet.name(), &mut server, &root.join("echo.log"));
+        callers
+    }
+
+    /// The body of a GET from `site` (for the echo server: the address it
+    /// saw), with a 2 s bound on the request.
+    pub fn fetch_body(&self, site: Site, url: &str) -> anyhow::Result<String> {
+        let ran = self.curl(site, url, 2);
+        anyhow::ensure!(ran.success(), "{ran}");
+        Ok(ran.stdout.trim().to_owned())
+    }
+
+    /// `appliance set --exit-node CHOICE` in `site` for the node whose
+    /// state directory is `state_dir`.
+    pub fn set_exit_node(&self, site: Site, state_dir: &Path, choice: &str) {
+        let mut cmd = self.command_in(site, self.appliance_bin());
+        cmd.arg("set")
+            .arg("--state-dir")
+            .arg(state_dir)
+            .args(["--exit-node", choice]);
+        let ran = run(&mut cmd, WAIT);
+        assert!(ran.success(), "appliance set --exit-node {choice}: {ran}");
     }
 
     /// The VPC web page fetched from `site`, or why not.
@@ -910,6 +995,21 @@ fn logs_of(dir: &Path) -> String {
         let _ = writeln!(out, "--- {}\n{tail}", path.display());
     }
     out
+}
+
+/// How many requests the echo server logged from `addr`.
+pub fn callers_from(log: &Path, addr: &str) -> usize {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| *l == addr)
+        .count()
+}
+
+/// `seen` if it is `want`, else an error naming both.
+pub fn expect_from(seen: String, want: &str) -> anyhow::Result<String> {
+    anyhow::ensure!(seen == want, "the server saw {seen}, expected {want}");
+    Ok(seen)
 }
 
 /// The peers of a status document.

@@ -17,15 +17,13 @@
 //!       reaches the server from the client's address and is seen
 //! ```
 
-use std::path::Path;
 use std::time::Duration;
 
 use causeway_e2e::local::{Node, Site};
-use causeway_e2e::{TestDeployment, WAIT, run, wait_until};
+use causeway_e2e::{
+    INTERNET_URL, INTERNET_URL_V6, TestDeployment, WAIT, callers_from, expect_from, wait_until,
+};
 
-const INTERNET_URL: &str = "http://198.18.100.10:8000/";
-/// The same server's IPv6 "internet" address.
-const INTERNET_URL_V6: &str = "http://[2001:db8:100::10]:8000/";
 /// The "LAN host": the same server on the client's directly connected subnet.
 const LAN_URL: &str = "http://198.18.0.250:8000/";
 const CLIENT_ADDR: &str = "198.18.0.4";
@@ -34,47 +32,10 @@ const EXIT2_ADDR: &str = "198.18.0.22";
 const CLIENT_ADDR_V6: &str = "fd18::4";
 const EXIT1_ADDR_V6: &str = "fd18::21";
 
-/// Answers every GET with the caller's address and appends it to a log.
-const ECHO_SERVER: &str = r#"
-import http.server, socket, sys
-log = open(sys.argv[1], "a", buffering=1)
-class Echo(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        caller = self.client_address[0].removeprefix("::ffff:")
-        log.write(caller + "\n")
-        body = caller.encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-class DualStack(http.server.ThreadingHTTPServer):
-    address_family = socket.AF_INET6
-DualStack(("::", 8000), Echo).serve_forever()
-"#;
-
 #[test]
 fn client_traffic_leaves_through_the_exit_node_and_never_leaks() {
     let mut t = TestDeployment::deploy();
-    let root = t.dep().paths().root().to_owned();
-
-    // The internet and its echo server.
-    let inet = t.add_bridge_namespace("inet", "198.18.0.250/24");
-    inet.ip(&["addr", "add", "198.18.100.10/32", "dev", "lo"])
-        .expect("the internet address");
-    inet.ip(&["link", "set", "dev", "lo", "up"])
-        .expect("loopback up");
-    inet.ip(&["addr", "add", "2001:db8:100::10/128", "dev", "lo"])
-        .expect("the internet's IPv6 address");
-    inet.ip(&["addr", "add", "fd18::250/64", "dev", "eth0", "nodad"])
-        .expect("the gateway's IPv6 address");
-    let script = root.join("echo.py");
-    std::fs::write(&script, ECHO_SERVER).expect("writing the echo server");
-    let callers = root.join("callers.log");
-    let mut server = inet.command("python3");
-    server.arg(&script).arg(&callers);
-    t.spawn_recorded("echo", inet.name(), &mut server, &root.join("echo.log"));
+    let callers = t.start_echo_internet();
 
     // The client's own way to the internet: the leak path.
     t.run_in(
@@ -293,34 +254,12 @@ fn client_traffic_leaves_through_the_exit_node_and_never_leaks() {
 
 /// The body of a GET from the client (the address the server saw).
 fn fetch(t: &TestDeployment, url: &str) -> anyhow::Result<String> {
-    let ran = t.curl(Site::Cli, url, 2);
-    anyhow::ensure!(ran.success(), "{ran}");
-    Ok(ran.stdout.trim().to_owned())
-}
-
-fn expect_from(seen: String, want: &str) -> anyhow::Result<String> {
-    anyhow::ensure!(seen == want, "the server saw {seen}, expected {want}");
-    Ok(seen)
+    t.fetch_body(Site::Cli, url)
 }
 
 /// `appliance set --exit-node CHOICE` on the client.
-fn set_exit_node(t: &TestDeployment, state_dir: &Path, choice: &str) {
-    let mut cmd = t.command_in(Site::Cli, t.appliance_bin());
-    cmd.arg("set")
-        .arg("--state-dir")
-        .arg(state_dir)
-        .args(["--exit-node", choice]);
-    let ran = run(&mut cmd, WAIT);
-    assert!(ran.success(), "appliance set --exit-node {choice}: {ran}");
-}
-
-/// How many requests the server logged from `addr`.
-fn callers_from(log: &Path, addr: &str) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| *l == addr)
-        .count()
+fn set_exit_node(t: &TestDeployment, state_dir: &std::path::Path, choice: &str) {
+    t.set_exit_node(Site::Cli, state_dir, choice);
 }
 
 fn assert_no_exit_routing(t: &TestDeployment) {
