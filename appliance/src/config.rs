@@ -163,14 +163,7 @@ impl ExitNodeConfig {
             );
         }
         if let Some(name) = &self.egress_interface {
-            let valid = !name.is_empty()
-                && name.len() <= 15
-                && name != "."
-                && name != ".."
-                && !name
-                    .bytes()
-                    .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace());
-            if !valid {
+            if !causeway_netconf::is_interface_name(name) {
                 bail!(
                     "exit_node.egress_interface = {name:?}: expected an interface name of 1 to 15 bytes without '/', ':' or whitespace, e.g. \"eth1\""
                 );

@@ -620,18 +620,24 @@ fn table_name(name: &str) -> Result<CString, FirewallError> {
     CString::new(name).map_err(|_| invalid("table", name, EXPECTED))
 }
 
-fn interface_name(field: &'static str, name: &str) -> Result<CString, FirewallError> {
-    // The kernel's dev_valid_name(): at most IFNAMSIZ-1 bytes, not "." or
-    // "..", no '/', ':' or whitespace.
-    const EXPECTED: &str = "an interface name of 1 to 15 bytes without '/', ':', NUL or whitespace";
-    let valid = !name.is_empty()
+/// Whether the kernel accepts `name` as an interface name (its
+/// dev_valid_name(): 1 to 15 bytes, not "." or "..", no '/', ':', NUL or
+/// whitespace).
+pub fn is_interface_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= MAX_IFNAME
         && name != "."
         && name != ".."
         && !name
             .bytes()
-            .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace());
-    if !valid {
+            .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace())
+}
+
+fn interface_name(field: &'static str, name: &str) -> Result<CString, FirewallError> {
+    // The kernel's dev_valid_name(): at most IFNAMSIZ-1 bytes, not "." or
+    // "..", no '/', ':' or whitespace.
+    const EXPECTED: &str = "an interface name of 1 to 15 bytes without '/', ':', NUL or whitespace";
+    if !is_interface_name(name) {
         return Err(invalid(field, name, EXPECTED));
     }
     CString::new(name).map_err(|_| invalid(field, name, EXPECTED))

@@ -25,7 +25,8 @@ pub use exit_routing::{
     clear_exit_routing, plan_exit_routing,
 };
 pub use firewall::{
-    ExitEgress, FirewallError, FirewallPolicy, apply_firewall, firewall_exists, remove_firewall,
+    ExitEgress, FirewallError, FirewallPolicy, apply_firewall, firewall_exists, is_interface_name,
+    remove_firewall,
 };
 pub use forwarding::{
     Forwarding, SubnetRouter, SubnetRouterError, enable_forwarding, forwarding_enabled,
