@@ -114,16 +114,15 @@ pub struct ExitNodeConfig {
     /// Advertise and forward IPv6 (`::/0`) too (default true).
     #[serde(default = "default_true")]
     pub ipv6: bool,
-    /// The interface forwarded internet-bound traffic leaves through (by
-    /// name), masqueraded to its address; the node's own traffic keeps the
-    /// main routing table. At most one of this and `egress_mac`. Parsed
-    /// only on this branch: the policy routing is the `egress` branch's.
+    /// Forwarded internet-bound traffic leaves through this interface
+    /// (policy routing), masqueraded to its address; the node's own
+    /// WireGuard and control traffic keeps the main table.
     pub egress_interface: Option<String>,
-    /// The same interface, by MAC address (what a cloud provisioner that
-    /// created the interface knows).
-    pub egress_mac: Option<String>,
-    /// The next hop on the egress interface; default: the first host
-    /// address of the interface's IPv4 subnet.
+    /// Or: the interface with this MAC address (what a cloud knows of a
+    /// second network interface before the OS names it).
+    pub egress_mac: Option<MacText>,
+    /// The next hop on the egress interface (IPv4); default: the first
+    /// host address of the interface's IPv4 subnet (the VPC router).
     pub egress_gateway: Option<IpAddr>,
     /// Health probe of the internet path: a TCP connection to `host:port`
     /// must open within the probe timeout (default: only the forwarding
@@ -134,6 +133,17 @@ pub struct ExitNodeConfig {
     pub probe_icmp: Option<IpAddr>,
 }
 
+/// `exit_node.egress_mac`, checked when the file is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MacText(pub causeway_netconf::MacAddress);
+
+impl<'de> Deserialize<'de> for MacText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map(Self).map_err(serde::de::Error::custom)
+    }
+}
+
 impl ExitNodeConfig {
     /// The routes an exit node advertises.
     pub fn routes(&self) -> Vec<IpNet> {
@@ -142,6 +152,58 @@ impl ExitNodeConfig {
             routes.push(IpNet::V6(ipnet::Ipv6Net::default()));
         }
         routes
+    }
+
+    /// The egress interface, with the key that names it and its value
+    /// as written, if one is configured.
+    pub fn egress(&self) -> Option<(causeway_netconf::EgressSelector, &'static str, String)> {
+        use causeway_netconf::EgressSelector;
+        if let Some(name) = &self.egress_interface {
+            return Some((
+                EgressSelector::Name(name.clone()),
+                "egress_interface",
+                name.clone(),
+            ));
+        }
+        self.egress_mac
+            .map(|mac| (EgressSelector::Mac(mac.0), "egress_mac", mac.0.to_string()))
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.egress_interface.is_some() && self.egress_mac.is_some() {
+            bail!(
+                "[exit_node]: expected at most one of egress_interface and egress_mac (the egress interface by name or by MAC address)"
+            );
+        }
+        if let Some(name) = &self.egress_interface {
+            if !causeway_netconf::is_interface_name(name) {
+                bail!(
+                    "exit_node.egress_interface = {name:?}: expected an interface name of 1 to 15 bytes without '/', ':' or whitespace, e.g. \"eth1\""
+                );
+            }
+        }
+        if let Some(gateway) = self.egress_gateway {
+            if self.egress_interface.is_none() && self.egress_mac.is_none() {
+                bail!(
+                    "exit_node.egress_gateway = \"{gateway}\": set only with egress_interface or egress_mac (the interface it is the next hop on)"
+                );
+            }
+            let usable = match gateway {
+                IpAddr::V4(v4) => {
+                    !(v4.is_unspecified()
+                        || v4.is_loopback()
+                        || v4.is_multicast()
+                        || v4.is_broadcast())
+                }
+                IpAddr::V6(_) => false,
+            };
+            if !usable {
+                bail!(
+                    "exit_node.egress_gateway = \"{gateway}\": expected a unicast IPv4 address on the egress interface's subnet, e.g. \"198.19.3.1\""
+                );
+            }
+        }
+        Ok(())
     }
 }
 
@@ -317,6 +379,9 @@ impl Config {
         }
         if self.exit_node.is_some() && self.node.is_none() {
             bail!("[exit_node] needs a [node] section: an exit node is a mesh node");
+        }
+        if let Some(exit) = &self.exit_node {
+            exit.validate()?;
         }
         if let Some(node) = &self.node {
             if self.exit_node.is_some() && node.exit_node.0 != causeway_mesh::ExitNodeChoice::Off {
@@ -804,6 +869,77 @@ probe_icmp = "198.18.100.10""#,
         let err = parse(&format!("{NODE}\n[exit_node]\nprobe_icmp = \"internet\"\n"))
             .expect_err("not an address");
         assert!(format!("{err:#}").contains("probe_icmp"), "{err:#}");
+    }
+
+    #[test]
+    fn an_egress_interface_is_named_or_found_by_mac_with_an_optional_gateway() {
+        let exit = |keys: &str| parse(&format!("{NODE}\n[exit_node]\n{keys}\n"));
+        let by_name =
+            exit("egress_interface = \"eth1\"\negress_gateway = \"198.19.3.1\"").expect("valid");
+        let by_name = by_name.exit_node.expect("role");
+        assert_eq!(
+            by_name.egress(),
+            Some((
+                causeway_netconf::EgressSelector::Name("eth1".to_owned()),
+                "egress_interface",
+                "eth1".to_owned()
+            ))
+        );
+        assert_eq!(
+            by_name.egress_gateway,
+            Some("198.19.3.1".parse().expect("ip"))
+        );
+        let by_mac = exit("egress_mac = \"0A:1b:2c:3d:4e:5f\"").expect("valid");
+        let (selector, key, value) = by_mac.exit_node.expect("role").egress().expect("egress");
+        assert_eq!(
+            selector,
+            causeway_netconf::EgressSelector::Mac(causeway_netconf::MacAddress([
+                0x0a, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f
+            ]))
+        );
+        assert_eq!((key, value.as_str()), ("egress_mac", "0a:1b:2c:3d:4e:5f"));
+        assert_eq!(
+            exit("").expect("valid").exit_node.expect("role").egress(),
+            None
+        );
+    }
+
+    #[test]
+    fn bad_egress_keys_are_refused_by_name() {
+        for (keys, expected) in [
+            (
+                "egress_interface = \"eth1\"\negress_mac = \"0a:1b:2c:3d:4e:5f\"",
+                "expected at most one of egress_interface and egress_mac",
+            ),
+            (
+                "egress_mac = \"0a:1b:2c:3d:4e\"",
+                "\"0a:1b:2c:3d:4e\": expected a MAC address",
+            ),
+            (
+                "egress_interface = \"eth/1\"",
+                "exit_node.egress_interface = \"eth/1\": expected an interface name",
+            ),
+            (
+                "egress_interface = \"an-interface-name\"",
+                "exit_node.egress_interface = \"an-interface-name\": expected",
+            ),
+            (
+                "egress_gateway = \"198.19.3.1\"",
+                "exit_node.egress_gateway = \"198.19.3.1\": set only with egress_interface or egress_mac",
+            ),
+            (
+                "egress_interface = \"eth1\"\negress_gateway = \"fe80::1\"",
+                "exit_node.egress_gateway = \"fe80::1\": expected a unicast IPv4 address",
+            ),
+            (
+                "egress_interface = \"eth1\"\negress_gateway = \"255.255.255.255\"",
+                "exit_node.egress_gateway = \"255.255.255.255\": expected a unicast IPv4 address",
+            ),
+            ("egress_gw = \"198.19.3.1\"", "egress_gw"),
+        ] {
+            let err = parse(&format!("{NODE}\n[exit_node]\n{keys}\n")).expect_err(keys);
+            assert!(format!("{err:#}").contains(expected), "{keys}: {err:#}");
+        }
     }
 
     #[test]

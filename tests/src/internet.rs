@@ -42,7 +42,8 @@ pub fn start_internet(t: &mut TestDeployment) -> Internet {
             .unwrap_or_else(|e| panic!("internet namespace: ip {args:?}: {e:#}"));
     }
     let script = root.join("echo.py");
-    std::fs::write(&script, crate::local::services::ECHO_SERVER_PY).expect("writing the echo server");
+    std::fs::write(&script, crate::local::services::ECHO_SERVER_PY)
+        .expect("writing the echo server");
     let callers = root.join("callers.log");
     let mut server = ns.command("python3");
     server.arg(&script).arg(&callers).arg(ECHO_PORT);

@@ -435,6 +435,15 @@ impl TestDeployment {
         run(&mut cmd, WAIT)
     }
 
+    /// Runs `args` inside namespace `ns` (one a test added); panics
+    /// unless it succeeds; returns its output.
+    pub fn run_in_ns(&self, ns: &Netns, args: &[&str]) -> String {
+        let (program, rest) = args.split_first().expect("a program to run");
+        let mut cmd = ns.command(program);
+        cmd.args(rest);
+        run(&mut cmd, WAIT).expect_success().stdout
+    }
+
     /// `curl -sS --max-time SECS URL` from `site`.
     pub fn curl(&self, site: Site, url: &str, max_time_secs: u32) -> Ran {
         self.run_in(

@@ -141,7 +141,9 @@ impl ExitDriver {
                 .iter()
                 .filter_map(|r| match r {
                     causeway_netconf::PlannedRoute::Throw(p) => Some(*p),
-                    causeway_netconf::PlannedRoute::Default { .. } => None,
+                    causeway_netconf::PlannedRoute::Default { .. }
+                    | causeway_netconf::PlannedRoute::Unreachable { .. }
+                    | causeway_netconf::PlannedRoute::Gateway(_) => None,
                 })
                 .collect();
             if self.applied.as_ref() != Some(&plan) {

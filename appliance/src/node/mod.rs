@@ -7,6 +7,7 @@ mod control_client;
 mod dataplane;
 pub mod directory;
 mod dns_forward;
+mod egress;
 mod exit;
 mod exit_dns;
 mod health;
@@ -37,6 +38,7 @@ use tokio::sync::{mpsc, watch};
 use self::control_client::{ConnectError, ControlChannel};
 use self::dataplane::{Command, DataplaneDriver};
 use self::directory::Directory;
+use self::egress::{EgressDriver, EgressSetup};
 use self::exit::ExitDriver;
 use self::status::{NodeStatus, StatusState};
 use crate::cloud::{Cloud, Metadata};
@@ -91,6 +93,18 @@ pub async fn run(
         .map(|r| r.routes.iter().map(|r| r.prefix).collect())
         .unwrap_or_default();
     advertised.extend(exit_node.map(ExitNodeConfig::routes).unwrap_or_default());
+    // A bad egress interface or gateway stops the start before anything
+    // is set up.
+    let egress_setup = match exit_node {
+        Some(exit) => EgressSetup::resolve(exit, &config.tun_name).await?,
+        None => None,
+    };
+    // Interfaces whose addresses are not WireGuard endpoints: the tunnel
+    // itself, and the egress interface (its traffic is the tailnet's, and
+    // on a cloud its replies would leave by the public interface).
+    let unadvertised: BTreeSet<String> = std::iter::once(config.tun_name.clone())
+        .chain(egress_setup.as_ref().map(|e| e.interface_name().to_owned()))
+        .collect();
 
     let status = Arc::new(Mutex::new(NodeStatus::new(config, &advertised)));
 
@@ -178,7 +192,7 @@ pub async fn run(
     discovery.set_local(if fixed_endpoints {
         config.advertise_endpoints.iter().copied().collect()
     } else {
-        interface_endpoints(config)?
+        scan_interfaces(&unadvertised, config.listen_port)?
     });
     let (endpoints_tx, mut endpoints) = watch::channel(discovery.endpoints().to_vec());
     let mut dataplane_key = session.node_key.public_key();
@@ -193,7 +207,7 @@ pub async fn run(
     let mut dataplane = tokio::spawn(driver.run());
     let rescan = (!fixed_endpoints).then(|| {
         tokio::spawn(rescan_interfaces(
-            config.tun_name.clone(),
+            unadvertised.clone(),
             config.listen_port,
             commands.clone(),
         ))
@@ -218,10 +232,23 @@ pub async fn run(
         ))
     });
 
+    // The egress routing goes in before forwarding is turned on, so no
+    // forwarded packet takes the main table meanwhile.
+    let egress_plan = egress_setup
+        .as_ref()
+        .map(|setup| setup.plan(&config.tun_name, &keep_on_main_table(router, &registration)))
+        .transpose()?;
+    let egress = match &egress_plan {
+        Some(plan) => Some(EgressDriver::start(plan.clone(), Arc::clone(&status)).await?),
+        None => None,
+    };
     // Held until the node stops: dropping it, on any return below,
     // removes the nftables table and turns forwarding back.
     let subnet_router = (router.is_some() || exit_node.is_some())
-        .then(|| start_router(config, router, exit_node, &registration))
+        .then(|| {
+            let firewall_egress = egress_plan.as_ref().map(egress::firewall_egress);
+            start_router(config, router, exit_node, &registration, firewall_egress)
+        })
         .transpose()?;
     // Health probes run while the router serves its routes (an exit
     // node's internet path counts as its `0.0.0.0/0` route); with neither
@@ -341,6 +368,10 @@ pub async fn run(
     let _ = std::fs::remove_file(state.command_socket());
     exit.stop().await;
     drop(subnet_router);
+    // After forwarding is off: nothing forwarded meets the main table.
+    if let Some(egress) = egress {
+        egress.stop().await;
+    }
     drop(commands);
     dataplane.abort();
     let _ = dataplane.await;
@@ -862,13 +893,17 @@ async fn follow_cloud_address(cloud: Cloud, port: u16, commands: mpsc::Sender<Co
 
 /// Re-reads the interface addresses every [`INTERFACE_RESCAN`] and hands
 /// them to the data plane, which advertises them if they changed.
-async fn rescan_interfaces(tun_name: String, port: u16, commands: mpsc::Sender<Command>) {
+async fn rescan_interfaces(
+    unadvertised: BTreeSet<String>,
+    port: u16,
+    commands: mpsc::Sender<Command>,
+) {
     let mut tick = tokio::time::interval(INTERFACE_RESCAN);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tick.tick().await;
-        match scan_interfaces(&tun_name, port) {
+        match scan_interfaces(&unadvertised, port) {
             Ok(local) => {
                 if commands
                     .send(Command::SetLocalEndpoints(local))
@@ -883,13 +918,12 @@ async fn rescan_interfaces(tun_name: String, port: u16, commands: mpsc::Sender<C
     }
 }
 
-/// Every non-loopback, non-tailnet IPv4 address of this host, with the
-/// WireGuard port.
-fn interface_endpoints(config: &NodeConfig) -> anyhow::Result<BTreeSet<SocketAddr>> {
-    scan_interfaces(&config.tun_name, config.listen_port)
-}
-
-fn scan_interfaces(tun_name: &str, port: u16) -> anyhow::Result<BTreeSet<SocketAddr>> {
+/// Every non-loopback, non-tailnet IPv4 address of this host but those of
+/// the `unadvertised` interfaces, with the WireGuard port.
+fn scan_interfaces(
+    unadvertised: &BTreeSet<String>,
+    port: u16,
+) -> anyhow::Result<BTreeSet<SocketAddr>> {
     let tailnet: IpNet = TAILNET_V4.parse().expect("TAILNET_V4 is a valid prefix");
     let mut found = BTreeSet::new();
     for interface in nix::ifaddrs::getifaddrs().context("listing local addresses")? {
@@ -903,7 +937,7 @@ fn scan_interfaces(tun_name: &str, port: u16) -> anyhow::Result<BTreeSet<SocketA
         };
         if address.is_loopback()
             || tailnet.contains(&address)
-            || interface.interface_name == tun_name
+            || unadvertised.contains(&interface.interface_name)
         {
             continue;
         }
@@ -933,11 +967,9 @@ fn start_router(
     router: Option<&SubnetRouterConfig>,
     exit_node: Option<&ExitNodeConfig>,
     registration: &Registration,
+    egress: Option<causeway_netconf::ExitEgress>,
 ) -> anyhow::Result<SubnetRouter> {
-    let tailnet_v6 = registration.addresses.iter().find_map(|a| match a {
-        IpNet::V6(v6) => ipnet::Ipv6Net::new(v6.addr(), 48).ok().map(|n| n.trunc()),
-        IpNet::V4(_) => None,
-    });
+    let tailnet_v6 = tailnet_v6(registration);
     let subnet_routes = router.map(|r| r.routes.as_slice()).unwrap_or_default();
     // An exit node forwards anywhere and masquerades everything it
     // forwards (IPv6 only with a tailnet /48 to match as the source).
@@ -966,13 +998,40 @@ fn start_router(
             .map(|r| r.prefix)
             .chain(exit_routes.iter().copied())
             .collect(),
+        egress,
     };
     let setup = SubnetRouter::start(&policy, ipv6).context("starting the subnet router")?;
     tracing::info!(
         routes = ?policy.forward_to,
         masquerade = ?policy.masquerade,
         exit_node = exit_node.is_some(),
+        egress = ?policy.egress.as_ref().map(|e| &e.interface),
         "forwarding for the tailnet"
     );
     Ok(setup)
+}
+
+/// The tailnet's IPv6 /48, from the node's own IPv6 address.
+fn tailnet_v6(registration: &Registration) -> Option<ipnet::Ipv6Net> {
+    registration.addresses.iter().find_map(|a| match a {
+        IpNet::V6(v6) => ipnet::Ipv6Net::new(v6.addr(), 48).ok().map(|n| n.trunc()),
+        IpNet::V4(_) => None,
+    })
+}
+
+/// What forwarded traffic reaches by the main table even on an exit node
+/// with an egress interface: the tailnet, and the subnets this node routes.
+fn keep_on_main_table(
+    router: Option<&SubnetRouterConfig>,
+    registration: &Registration,
+) -> BTreeSet<IpNet> {
+    let tailnet: IpNet = TAILNET_V4.parse().expect("TAILNET_V4 is a valid prefix");
+    std::iter::once(tailnet)
+        .chain(tailnet_v6(registration).map(IpNet::V6))
+        .chain(
+            router
+                .into_iter()
+                .flat_map(|r| r.routes.iter().map(|r| r.prefix.trunc())),
+        )
+        .collect()
 }

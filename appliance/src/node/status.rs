@@ -100,6 +100,29 @@ pub struct NodeStatus {
     /// `subnet_router.aws_route_tables` and where its tailnet route stands.
     #[serde(default)]
     pub vpc_routes: BTreeMap<String, VpcRouteStatus>,
+    /// An exit node with `exit_node.egress_*`: where its forwarded
+    /// internet-bound traffic leaves.
+    #[serde(default)]
+    pub egress: Option<EgressStatus>,
+}
+
+/// An exit node's egress interface in the status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressStatus {
+    /// The interface's name.
+    pub interface: String,
+    /// Its address (masquerade's source).
+    pub address: std::net::Ipv4Addr,
+    /// The IPv4 next hop.
+    pub gateway: std::net::Ipv4Addr,
+    /// The IPv6 next hop, when IPv6 leaves there too (else IPv6 keeps
+    /// the main table).
+    pub ipv6_gateway: Option<std::net::Ipv6Addr>,
+    /// Whether the routes were all in place at the last check; while not
+    /// (the interface is down), forwarded traffic is unreachable.
+    pub installed: bool,
+    /// Why not, when not.
+    pub detail: String,
 }
 
 /// The client side of exit nodes in the status.
@@ -205,6 +228,7 @@ impl NodeStatus {
                 ..ExitNodeStatus::default()
             },
             vpc_routes: BTreeMap::new(),
+            egress: None,
         }
     }
 }
@@ -400,6 +424,28 @@ pub fn render(status: &NodeStatus) -> String {
             );
         }
     }
+    if let Some(egress) = &status.egress {
+        let _ = writeln!(
+            out,
+            "egress    {} {} via {}{}{}",
+            egress.interface,
+            egress.address,
+            egress.gateway,
+            egress
+                .ipv6_gateway
+                .map_or(" (IPv6 keeps the main table)".to_owned(), |g| format!(
+                    ", IPv6 via {g}"
+                )),
+            if egress.installed {
+                String::new()
+            } else {
+                format!(
+                    "; NOT INSTALLED, forwarded traffic unreachable: {}",
+                    egress.detail
+                )
+            }
+        );
+    }
     for (table, route) in &status.vpc_routes {
         let _ = writeln!(
             out,
@@ -535,6 +581,7 @@ mod tests {
             ],
             exit_node: ExitNodeStatus::default(),
             vpc_routes: BTreeMap::new(),
+            egress: None,
             route_health: vec![],
         }
     }

@@ -88,7 +88,7 @@ pub fn dns_redirect_exists() -> Result<bool, FirewallError> {
 
 fn plan(redirect: &DnsRedirect) -> Result<TablePlan, FirewallError> {
     let table = table_name(EXIT_DNS_TABLE)?;
-    let tun = interface_name(&redirect.tun_interface)?;
+    let tun = interface_name("tun_interface", &redirect.tun_interface)?;
     let tailnet_v4 = IpNet::V4(redirect.tailnet_v4);
     if redirect.tailnet_v4.trunc() != redirect.tailnet_v4 {
         return Err(invalid(

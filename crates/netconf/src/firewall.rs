@@ -42,6 +42,20 @@ pub struct FirewallPolicy {
     pub forward: bool,
     /// The subnet routes packets from the tailnet may be forwarded to.
     pub forward_to: Vec<IpNet>,
+    /// An exit node's egress interface: forwarded packets to a default
+    /// route (`0.0.0.0/0`, and `::/0` if [`ExitEgress::ipv6`]) in
+    /// [`FirewallPolicy::forward_to`] are accepted only out of it, so
+    /// they never leave by another interface (the public one).
+    pub egress: Option<ExitEgress>,
+}
+
+/// Where an exit node's forwarded internet-bound traffic must leave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitEgress {
+    /// The egress interface, e.g. `eth1`.
+    pub interface: String,
+    /// IPv6 is routed out of it too; else IPv6 keeps any interface.
+    pub ipv6: bool,
 }
 
 /// Why applying, removing or inspecting the firewall failed.
@@ -285,7 +299,12 @@ impl TablePlan {
 
     fn from_policy(policy: &FirewallPolicy) -> Result<Self, FirewallError> {
         let table = table_name(&policy.table)?;
-        let tun = interface_name(&policy.tun_interface)?;
+        let tun = interface_name("tun_interface", &policy.tun_interface)?;
+        let egress = policy
+            .egress
+            .as_ref()
+            .map(|e| interface_name("egress.interface", &e.interface).map(|name| (name, e.ipv6)))
+            .transpose()?;
         let tailnet_v4 = IpNet::V4(canonical_v4("tailnet_v4", policy.tailnet_v4)?);
         let tailnet_v6 = policy
             .tailnet_v6
@@ -337,13 +356,24 @@ impl TablePlan {
                     IpNet::V4(_) => Match::Ipv4,
                     IpNet::V6(_) => Match::Ipv6,
                 };
+                let mut matches = vec![Match::InputInterface(tun.clone())];
+                let out = egress.as_ref().filter(|(_, ipv6)| {
+                    prefix.prefix_len() == 0 && (prefix.addr().is_ipv4() || *ipv6)
+                });
+                let text = match out {
+                    Some((name, _)) => {
+                        matches.push(Match::OutputInterface(name.clone()));
+                        format!(
+                            "causeway: forward from the tailnet to {prefix} out of {}",
+                            name.to_string_lossy()
+                        )
+                    }
+                    None => format!("causeway: forward from the tailnet to {prefix}"),
+                };
+                matches.extend([family, Match::Destination(prefix)]);
                 rules.push(RulePlan {
-                    comment: comment(&format!("causeway: forward from the tailnet to {prefix}")),
-                    matches: vec![
-                        Match::InputInterface(tun.clone()),
-                        family,
-                        Match::Destination(prefix),
-                    ],
+                    comment: comment(&text),
+                    matches,
                     action: Action::Accept,
                 });
             }
@@ -664,21 +694,27 @@ pub(crate) fn table_name(name: &str) -> Result<CString, FirewallError> {
     CString::new(name).map_err(|_| invalid("table", name, EXPECTED))
 }
 
-pub(crate) fn interface_name(name: &str) -> Result<CString, FirewallError> {
-    // The kernel's dev_valid_name(): at most IFNAMSIZ-1 bytes, not "." or
-    // "..", no '/', ':' or whitespace.
-    const EXPECTED: &str = "an interface name of 1 to 15 bytes without '/', ':', NUL or whitespace";
-    let valid = !name.is_empty()
+/// Whether the kernel accepts `name` as an interface name (its
+/// dev_valid_name(): 1 to 15 bytes, not "." or "..", no '/', ':', NUL or
+/// whitespace).
+pub fn is_interface_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= MAX_IFNAME
         && name != "."
         && name != ".."
         && !name
             .bytes()
-            .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace());
-    if !valid {
-        return Err(invalid("tun_interface", name, EXPECTED));
+            .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace())
+}
+
+pub(crate) fn interface_name(field: &'static str, name: &str) -> Result<CString, FirewallError> {
+    // The kernel's dev_valid_name(): at most IFNAMSIZ-1 bytes, not "." or
+    // "..", no '/', ':' or whitespace.
+    const EXPECTED: &str = "an interface name of 1 to 15 bytes without '/', ':', NUL or whitespace";
+    if !is_interface_name(name) {
+        return Err(invalid(field, name, EXPECTED));
     }
-    CString::new(name).map_err(|_| invalid("tun_interface", name, EXPECTED))
+    CString::new(name).map_err(|_| invalid(field, name, EXPECTED))
 }
 
 /// The prefixes as a set (deterministic order on the wire, duplicates
@@ -907,6 +943,7 @@ mod tests {
                 "198.19.0.0/16".parse().expect("net"),
                 "fd00:1:2::/64".parse().expect("net"),
             ],
+            egress: None,
         }
     }
 
@@ -993,6 +1030,71 @@ mod tests {
                 "counter",
                 "immediate"
             ]
+        );
+    }
+
+    #[test]
+    fn an_exit_node_with_an_egress_interface_forwards_to_the_internet_only_out_of_it() {
+        let exit = FirewallPolicy {
+            forward_to: vec![
+                "0.0.0.0/0".parse().expect("net"),
+                "::/0".parse().expect("net"),
+                "198.19.0.0/16".parse().expect("net"),
+            ],
+            egress: Some(ExitEgress {
+                interface: "eth1".to_owned(),
+                ipv6: false,
+            }),
+            ..policy()
+        };
+
+        let plan = TablePlan::from_policy(&exit).expect("valid");
+
+        let tun = CString::new("cw0").expect("name");
+        let eth1 = CString::new("eth1").expect("name");
+        let matches: Vec<&[Match]> = plan.chains[1]
+            .rules
+            .iter()
+            .map(|r| r.matches.as_slice())
+            .collect();
+        assert_eq!(
+            matches[1..],
+            [
+                &[
+                    Match::InputInterface(tun.clone()),
+                    Match::OutputInterface(eth1),
+                    Match::Ipv4,
+                    Match::Destination("0.0.0.0/0".parse().expect("net")),
+                ][..],
+                &[
+                    Match::InputInterface(tun.clone()),
+                    Match::Ipv4,
+                    Match::Destination("198.19.0.0/16".parse().expect("net")),
+                ][..],
+                &[
+                    Match::InputInterface(tun),
+                    Match::Ipv6,
+                    Match::Destination("::/0".parse().expect("net")),
+                ][..],
+            ]
+        );
+        let bad = FirewallPolicy {
+            egress: Some(ExitEgress {
+                interface: "eth/1".to_owned(),
+                ipv6: true,
+            }),
+            ..exit
+        };
+        let error = TablePlan::from_policy(&bad).expect_err("a slash");
+        assert!(
+            matches!(
+                error,
+                FirewallError::InvalidPolicy {
+                    field: "egress.interface",
+                    ..
+                }
+            ),
+            "{error:?}"
         );
     }
 

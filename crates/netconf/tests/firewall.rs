@@ -28,6 +28,7 @@ fn router_policy() -> FirewallPolicy {
             "198.18.0.0/16".parse().unwrap(),
             "fd00:1:2::/64".parse().unwrap(),
         ],
+        egress: None,
     }
 }
 
