@@ -203,7 +203,7 @@ impl ExitNodeConfig {
                 );
             }
         }
-        Ok(())
+        check_probe(self.probe_tcp.as_deref(), self.probe_icmp).context("[exit_node]")
     }
 }
 
@@ -444,9 +444,6 @@ impl Config {
             }
             router.validate()?;
         }
-        if let Some(exit) = &self.exit_node {
-            exit.validate()?;
-        }
         Ok(())
     }
 }
@@ -500,12 +497,6 @@ impl SubnetRouterConfig {
                 .with_context(|| format!("subnet_router.routes: route {}", route.prefix))?;
         }
         Ok(())
-    }
-}
-
-impl ExitNodeConfig {
-    fn validate(&self) -> anyhow::Result<()> {
-        check_probe(self.probe_tcp.as_deref(), self.probe_icmp).context("[exit_node]")
     }
 }
 

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::local::{Netns, Site};
-use crate::{TestDeployment, WAIT, run};
+use crate::TestDeployment;
 
 /// The echo server's IPv4 "internet" address.
 pub const INTERNET_URL: &str = "http://198.18.100.10:8000/";

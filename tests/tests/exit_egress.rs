@@ -24,7 +24,7 @@ use std::time::Duration;
 use causeway_e2e::internet::{
     GATEWAY, INTERNET_URL, callers_from, expect_from, fetch, start_internet,
 };
-use causeway_e2e::local::{Netns, Node, Site};
+use causeway_e2e::local::{Netns, Node};
 use causeway_e2e::{TestDeployment, WAIT, wait_until};
 use serde_json::Value;
 
