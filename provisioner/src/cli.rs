@@ -620,26 +620,6 @@ mod tests {
     }
 
     #[test]
-    fn aws_exit_node_is_refused_clearly_until_aws_writes_its_config() {
-        let cli = parse(&[
-            "plan",
-            "--cloud",
-            "aws",
-            "--role",
-            "exit-node",
-            "--vpc",
-            "vpc-1",
-            "--endpoint-url",
-            "http://127.0.0.1:9",
-        ])
-        .expect("parses");
-        let err = run(cli).expect_err("not on aws yet");
-        let msg = format!("{err:#}");
-        assert!(msg.contains("--role exit-node"), "{msg}");
-        assert!(msg.contains("--cloud aws"), "{msg}");
-    }
-
-    #[test]
     fn aws_flags_parse_with_the_contract_defaults() {
         let cli = parse(&[
             "deploy",

@@ -410,6 +410,7 @@ resource "aws_network_interface" "egress" {
 }
 
 resource "aws_eip" "egress" {
+  #checkov:skip=CKV2_AWS_19: the address is attached to the instance's primary network interface by aws_eip_association.egress below, which this check does not follow.
   count  = local.egress ? 1 : 0
   domain = "vpc"
   tags   = local.tags
