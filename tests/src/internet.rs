@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::local::{Netns, Site};
 use crate::TestDeployment;
+use crate::local::{Netns, Site};
 
 /// The echo server's IPv4 "internet" address.
 pub const INTERNET_URL: &str = "http://198.18.100.10:8000/";

@@ -1093,6 +1093,36 @@ fn assert_nothing_tagged_left(aws: &Aws, name: &str, outputs: &Value) {
         "--tag-filters",
         &filter,
     ]);
+    // Terminated instances keep their tags for a while; any other state
+    // counts as left. One filtered call rather than one per instance: moto
+    // fails to describe a terminated instance whose extra interface was
+    // deleted (see the exit node's destroy above).
+    let live = aws.json(&[
+        "ec2",
+        "describe-instances",
+        "--filters",
+        "Name=instance-state-name,Values=pending,running,shutting-down,stopping,stopped",
+    ]);
+    let live: Vec<&str> = live["Reservations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["Instances"].as_array().into_iter().flatten())
+        .filter_map(|i| i["InstanceId"].as_str())
+        .collect();
+    // Deleted NAT gateways stay listed (state "deleted") for a while, too.
+    let gateways = aws.json(&[
+        "ec2",
+        "describe-nat-gateways",
+        "--filter",
+        "Name=state,Values=pending,available,deleting,failed",
+    ]);
+    let live_gateways: Vec<&str> = gateways["NatGateways"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g["NatGatewayId"].as_str())
+        .collect();
     let mut left = Vec::new();
     for arn in tagged["ResourceTagMappingList"]
         .as_array()
@@ -1100,11 +1130,15 @@ fn assert_nothing_tagged_left(aws: &Aws, name: &str, outputs: &Value) {
         .flatten()
     {
         let arn = arn["ResourceARN"].as_str().unwrap_or_default();
-        if let Some(id) = arn.split(":instance/").nth(1) {
-            let state = aws.json(&["ec2", "describe-instances", "--instance-ids", id]);
-            if state["Reservations"][0]["Instances"][0]["State"]["Name"] == "terminated" {
-                continue;
-            }
+        if let Some(id) = arn.split(":instance/").nth(1)
+            && !live.contains(&id)
+        {
+            continue;
+        }
+        if let Some(id) = arn.split(":natgateway/").nth(1)
+            && !live_gateways.contains(&id)
+        {
+            continue;
         }
         left.push(arn.to_owned());
     }

@@ -284,26 +284,14 @@ pub fn plan_from(obs: &Observation, topo: &Topology, want: &Wanted) -> Plan {
         pg_action,
         "PostgreSQL on 198.19.1.10:5432 in the VPC namespace, database causeway".into(),
     );
-    let http_action = if obs.http {
-        Action::Keep
-    } else if obs.state_exists {
-        Action::Start
-    } else {
-        Action::Create
-    };
+    let http_action = service_action(obs.http, obs.state_exists);
     item(
         "http",
         http_action,
         "python3 http.server on 198.19.1.10:80 in the VPC namespace".into(),
     );
     if want.exit_node {
-        let echo_action = if obs.echo {
-            Action::Keep
-        } else if obs.state_exists {
-            Action::Start
-        } else {
-            Action::Create
-        };
+        let echo_action = service_action(obs.echo, obs.state_exists);
         item(
             "echo",
             echo_action,
@@ -384,6 +372,18 @@ pub fn plan_from(obs: &Observation, topo: &Topology, want: &Wanted) -> Plan {
     Plan {
         name: name.to_owned(),
         items,
+    }
+}
+
+/// A service process: kept while it runs, started again in a deployment
+/// that exists, created in a new one.
+fn service_action(running: bool, state_exists: bool) -> Action {
+    if running {
+        Action::Keep
+    } else if state_exists {
+        Action::Start
+    } else {
+        Action::Create
     }
 }
 
