@@ -55,12 +55,9 @@ impl ProcessRecord {
     }
 
     /// Whether the recorded process still runs: same pid, same start time,
-    /// not a zombie.
+    /// and not yet a finished zombie (see [`running`]).
     pub fn is_alive(&self) -> bool {
-        match read_stat(self.pid) {
-            Some(stat) => stat.start_time == self.start_time && stat.state != 'Z',
-            None => false,
-        }
+        running(self.pid, self.start_time)
     }
 
     /// Sends SIGTERM, waits up to `grace`, then SIGKILL.
@@ -115,8 +112,7 @@ pub fn stop_stray(pid: i32, grace: Duration) -> Stopped {
     let Some(start) = read_stat(pid).map(|s| s.start_time) else {
         return Stopped::NotRunning;
     };
-    let alive = || read_stat(pid).is_some_and(|s| s.start_time == start && s.state != 'Z');
-    stop_pid(pid, grace, alive)
+    stop_pid(pid, grace, || running(pid, start))
 }
 
 /// Field 22 of `/proc/PID/stat`.
@@ -149,6 +145,23 @@ pub fn poll<T>(
         }
         sleep(Duration::from_millis(100));
     }
+}
+
+/// Whether `pid`, started at `start_time`, still holds anything: its files,
+/// sockets and listening ports. A thread-group leader shows as a zombie as
+/// soon as its own thread exits, while its other threads may still be
+/// exiting with the shared file table (and so a bound port) open. Only when
+/// the leader is the last task left has everything been released.
+fn running(pid: i32, start_time: u64) -> bool {
+    match read_stat(pid) {
+        Some(stat) if stat.start_time == start_time => stat.state != 'Z' || task_count(pid) > 1,
+        _ => false,
+    }
+}
+
+/// How many threads `/proc/PID/task` lists (0 once the pid is gone).
+fn task_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |dir| dir.count())
 }
 
 struct Stat {
