@@ -219,6 +219,10 @@ pub struct SubnetRouterConfig {
     /// needs).
     #[serde(default)]
     pub aws_route_tables: Vec<crate::node::RouteTableId>,
+    /// `--cloud local`: the VPC namespace whose `100.64.0.0/10` route this
+    /// node points via its own VPC-side address whenever control makes it
+    /// the primary router (the local stand-in for `aws_route_tables`).
+    pub local_route_table: Option<LocalRouteTable>,
     /// Among healthy routers for the same route, control gives a free
     /// route to the highest priority (default 0), then the lowest node id.
     #[serde(default)]
@@ -238,7 +242,57 @@ pub struct SubnetRouterConfig {
     pub healthy_after: u32,
 }
 
+/// `[subnet_router.local_route_table]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalRouteTable {
+    /// The namespace, as `ip netns` names it (`/run/netns/NAME`).
+    pub namespace: String,
+    /// This router's address on the VPC side, which that namespace reaches.
+    pub via: std::net::Ipv4Addr,
+}
+
+impl LocalRouteTable {
+    fn validate(&self) -> anyhow::Result<()> {
+        let name = &self.namespace;
+        if name.is_empty()
+            || name.len() > 255
+            || name == "."
+            || name == ".."
+            || name.contains(['/', '\0'])
+        {
+            bail!(
+                "subnet_router.local_route_table.namespace = {name:?}: expected the name of a network namespace in /run/netns, e.g. \"cw-demo-vpc\""
+            );
+        }
+        let via = self.via;
+        if via.is_unspecified()
+            || via.is_loopback()
+            || via.is_multicast()
+            || via.is_broadcast()
+            || via.is_link_local()
+        {
+            bail!(
+                "subnet_router.local_route_table.via = \"{via}\": expected this router's unicast IPv4 address on the VPC side, e.g. \"198.19.1.2\""
+            );
+        }
+        Ok(())
+    }
+}
+
 impl SubnetRouterConfig {
+    /// The route tables that follow this node when it is primary, if any.
+    pub fn return_route(&self) -> Option<crate::node::ReturnRoute> {
+        if let Some(local) = &self.local_route_table {
+            return Some(crate::node::ReturnRoute::Namespace {
+                name: local.namespace.clone(),
+                via: local.via,
+            });
+        }
+        (!self.aws_route_tables.is_empty())
+            .then(|| crate::node::ReturnRoute::Aws(self.aws_route_tables.clone()))
+    }
+
     /// The probe pacing and thresholds.
     pub fn probe_settings(&self) -> causeway_mesh::ProbeSettings {
         causeway_mesh::ProbeSettings {
@@ -442,6 +496,14 @@ impl Config {
                     "subnet_router.aws_route_tables lists {twice} twice; expected each table once"
                 );
             }
+            if let Some(local) = &router.local_route_table {
+                if !tables.is_empty() {
+                    bail!(
+                        "subnet_router: aws_route_tables and local_route_table are both set; expected at most one (the VPC route tables on AWS, the VPC namespace with --cloud local)"
+                    );
+                }
+                local.validate()?;
+            }
             router.validate()?;
         }
         Ok(())
@@ -574,6 +636,61 @@ mod tests {
         ))
         .expect_err("host bits refused");
         assert!(err.to_string().contains("198.19.1.7/24"), "{err}");
+    }
+
+    #[test]
+    fn a_local_route_table_names_a_namespace_and_a_unicast_address() {
+        let router = |node_extra: &str, table: &str| {
+            parse(&format!(
+                "{NODE}{node_extra}\n[subnet_router]\nroutes = [{{ prefix = \"198.19.1.0/24\", snat = false }}]\n{table}\n"
+            ))
+        };
+        let config = router(
+            "",
+            "[subnet_router.local_route_table]\nnamespace = \"cw-demo-vpc\"\nvia = \"198.19.1.2\"",
+        )
+        .expect("valid");
+        let route = config
+            .subnet_router
+            .expect("router")
+            .return_route()
+            .expect("a return route");
+        assert_eq!(
+            format!("{route:?}"),
+            "Namespace { name: \"cw-demo-vpc\", via: 198.19.1.2 }"
+        );
+        for (bad, expected) in [
+            (
+                "namespace = \"../etc\"\nvia = \"198.19.1.2\"",
+                "local_route_table.namespace = \"../etc\": expected the name of a network namespace",
+            ),
+            (
+                "namespace = \"\"\nvia = \"198.19.1.2\"",
+                "local_route_table.namespace = \"\"",
+            ),
+            (
+                "namespace = \"cw-demo-vpc\"\nvia = \"224.0.0.1\"",
+                "local_route_table.via = \"224.0.0.1\": expected this router's unicast IPv4 address",
+            ),
+        ] {
+            let err = format!(
+                "{:#}",
+                router("", &format!("[subnet_router.local_route_table]\n{bad}")).expect_err(bad)
+            );
+            assert!(err.contains(expected), "{bad}: {err}");
+        }
+        let err = format!(
+            "{:#}",
+            router(
+                "cloud = \"aws\"",
+                "aws_route_tables = [\"rtb-12345678\"]\n[subnet_router.local_route_table]\nnamespace = \"v\"\nvia = \"198.19.1.2\"",
+            )
+            .expect_err("both")
+        );
+        assert!(
+            err.contains("aws_route_tables and local_route_table are both set"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -222,9 +222,6 @@ pub struct AwsArgs {
     /// A route to advertise (repeatable) [default: the VPC's CIDR blocks].
     #[arg(long = "route", env = "CAUSEWAY_ROUTES", value_delimiter = ',')]
     pub routes: Vec<String>,
-    /// Keep tailnet source addresses: disables the source/destination check and adds 100.64.0.0/10 return routes.
-    #[arg(long, env = "CAUSEWAY_NO_SNAT")]
-    pub no_snat: bool,
     /// Exit node: a private subnet (same AZ as the instance) whose default route is a NAT gateway; forwarded internet traffic leaves through a second interface there, so third parties see the NAT gateway's address while peers keep direct connections.
     #[arg(long, env = "CAUSEWAY_EGRESS_SUBNET")]
     pub egress_subnet: Option<String>,
@@ -305,6 +302,9 @@ pub struct ChangeArgs {
     /// An HA pair: --cloud aws, two instances in two availability zones; --cloud local, a second subnet router namespace (cw-NAME-rtr2) for the same VPC subnet.
     #[arg(long, env = "CAUSEWAY_HA")]
     pub ha: bool,
+    /// Subnet routers keep tailnet source addresses, and the VPC gets a 100.64.0.0/10 return route that follows the primary: --cloud aws, route tables (source/destination check off); --cloud local, the VPC namespace's own table.
+    #[arg(long, env = "CAUSEWAY_NO_SNAT")]
+    pub no_snat: bool,
     /// Local-cloud options.
     #[command(flatten)]
     pub local: LocalArgs,
@@ -434,11 +434,14 @@ fn image_command(c: ImageCommand) -> anyhow::Result<()> {
 fn change_provider(a: &ChangeArgs) -> anyhow::Result<Box<dyn Provider>> {
     match a.target.cloud {
         Cloud::Local => match a.role {
-            Role::SubnetRouter => Ok(local_provider(&a.target, &a.local, a.ha, false)),
+            Role::SubnetRouter => Ok(local_provider(&a.target, &a.local, a.ha, false, !a.no_snat)),
             Role::ExitNode if a.ha => anyhow::bail!(
                 "--ha with --role exit-node: --cloud local deploys one exit node beside one subnet router; drop --ha"
             ),
-            Role::ExitNode => Ok(local_provider(&a.target, &a.local, false, true)),
+            Role::ExitNode if a.no_snat => anyhow::bail!(
+                "--no-snat with --role exit-node: an exit node masquerades the tailnet's traffic to its own address (the internet has no route back to 100.64.0.0/10)"
+            ),
+            Role::ExitNode => Ok(local_provider(&a.target, &a.local, false, true, true)),
             Role::Via6 | Role::AppConnector | Role::Recorder | Role::Control | Role::Relay => {
                 anyhow::bail!(
                     "--role {}: --cloud local deploys only subnet-router and exit-node; the other roles need --cloud aws",
@@ -457,7 +460,7 @@ fn change_provider(a: &ChangeArgs) -> anyhow::Result<Box<dyn Provider>> {
             opts.arch = x.arch;
             opts.ami = x.ami.clone();
             opts.routes = x.routes.clone();
-            opts.snat = !x.no_snat;
+            opts.snat = !a.no_snat;
             opts.egress_subnet = x.egress_subnet.clone();
             opts.dns = x.dns;
             opts.control_url = x.control_url.clone();
@@ -491,7 +494,7 @@ fn inspect_provider(a: &InspectArgs) -> anyhow::Result<Box<dyn Provider>> {
             Ok(Box::new(AwsProvider::new(opts)))
         }
         // status and destroy take no --ha: the deployment's state says.
-        Cloud::Local => Ok(local_provider(&a.target, &a.local, false, false)),
+        Cloud::Local => Ok(local_provider(&a.target, &a.local, false, false, true)),
         Cloud::Azure => Err(CloudError::NotImplemented(Cloud::Azure).into()),
     }
 }
@@ -520,10 +523,12 @@ fn local_provider(
     local: &LocalArgs,
     ha: bool,
     exit_node: bool,
+    snat: bool,
 ) -> Box<dyn Provider> {
     let mut opts = DeployOptions::new(target.name.clone());
     opts.ha = ha;
     opts.exit_node = exit_node;
+    opts.snat = snat;
     if let Some(dir) = &target.state_dir {
         opts.state_dir = dir.clone();
     }
@@ -649,7 +654,7 @@ mod tests {
             (a.aws.ia_days, a.aws.archive_days, a.aws.expire_days),
             (30, 90, 365)
         );
-        assert!(a.ha && a.aws.no_snat && !a.aws.allow_burstable);
+        assert!(a.ha && a.no_snat && !a.aws.allow_burstable);
         assert_eq!(a.aws.dns, DnsMode::ResolverEndpoint);
     }
 

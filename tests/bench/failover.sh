@@ -21,6 +21,9 @@ usage: tests/bench/failover.sh [options]
                       control's default 10 s route_hold_down, so each run
                       starts from a steady pair; 0 measures a pair that has
                       just recovered from the previous fault)
+  --no-snat           deploy the pair with --no-snat: the VPC host sees the
+                      client's tailnet address and the VPC namespace's
+                      100.64.0.0/10 route follows the primary
   --name NAME         deployment name (default fob, 1-8 characters)
   --json              print one JSON document instead of the table
   --no-build          do not run cargo build; use target/release as it is
@@ -47,6 +50,7 @@ NAME=fob
 JSON=0
 BUILD=1
 KEEP=0
+SNAT=1
 BIN="$REPO_ROOT/target/release"
 
 while [[ $# -gt 0 ]]; do
@@ -57,6 +61,7 @@ while [[ $# -gt 0 ]]; do
         --settle) SETTLE="${2:?--settle needs a number of seconds}"; shift 2 ;;
         --name) NAME="${2:?--name needs a deployment name}"; shift 2 ;;
         --json) JSON=1; shift ;;
+        --no-snat) SNAT=0; shift ;;
         --no-build) BUILD=0; shift ;;
         --bin-dir) BIN="$(cd "${2:?--bin-dir needs a directory}" && pwd)"; BUILD=0; shift 2 ;;
         --keep) KEEP=1; shift ;;
@@ -81,6 +86,9 @@ done
 for tool in jq ip; do
     command -v "$tool" >/dev/null || { echo "error: '$tool' not found; run ./.ci/install-deps" >&2; exit 2; }
 done
+
+DEPLOY_FLAGS=(--role subnet-router --ha)
+(( SNAT )) || DEPLOY_FLAGS+=(--no-snat)
 
 PROVISIONER="$BIN/provisioner"
 TRAFFIC="$BIN/failover-traffic"
@@ -156,7 +164,7 @@ restore() { # fault primary-json
     ns="$(jq -r .namespace <<<"$2")"
     pid="$(jq -r .pid <<<"$2")"
     case "$1" in
-        kill) prov deploy --role subnet-router --ha >/dev/null ;;
+        kill) prov deploy "${DEPLOY_FLAGS[@]}" >/dev/null ;;
         stop) kill -CONT "$pid" ;;
         vpc-link) ip -n "$ns" link set vpc0 up ;;
         uplink)
@@ -169,7 +177,7 @@ restore() { # fault primary-json
 }
 
 echo "deploying the HA pair ($NAME)..." >&2
-prov deploy --role subnet-router --ha >&2
+prov deploy "${DEPLOY_FLAGS[@]}" >&2
 ip netns exec "$NS_VPC" "$TRAFFIC" serve --udp "$VPC_HOST:9000" --tcp "$VPC_HOST:9001" \
     >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
@@ -212,10 +220,12 @@ for fault in "${FAULT_LIST[@]}"; do
 done
 
 if (( JSON )); then
-    jq -s '{interval_ms: 10, seconds: '"$SECONDS_PER_RUN"', runs: .}' "$results"
+    jq -s --argjson snat "$( (( SNAT )) && echo true || echo false)" \
+        '{interval_ms: 10, seconds: '"$SECONDS_PER_RUN"', snat: $snat, runs: .}' "$results"
     exit 0
 fi
-printf '\nFailover of a local HA pair; traffic every 10 ms; reference: Tailscale documents up to ~15 s\n'
+printf '\nFailover of a local HA pair (%s); traffic every 10 ms; reference: Tailscale documents up to ~15 s\n' \
+    "$( (( SNAT )) && echo "SNAT" || echo "no SNAT")"
 printf '%-9s %3s  %-8s %-8s %10s %6s  %-9s %10s %12s\n' \
     FAULT RUN BEFORE AFTER "UDP GAP" LOST "TCP CONN" "TCP STALL" "TCP NEW CONN"
 jq -r '[.fault, (.run|tostring), .primary_before, .primary_after,

@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use causeway_e2e::local::{self, Node, RouterStatus, Site, StatusReport};
-use causeway_e2e::{DB_GREETING, TestDeployment, VPC_URL, WAIT, pid_alive, wait_until};
+use causeway_e2e::{
+    DB_GREETING, TestDeployment, VPC_URL, WAIT, pid_alive, tailnet_ipv4, wait_until,
+};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -23,15 +25,12 @@ const FAILOVER_WAIT: Duration = Duration::from_secs(90);
 fn ha_pair_fails_over_when_the_primary_is_killed() {
     let t = TestDeployment::deploy_with(|o| o.ha = true);
     let opts = t.dep().options().clone();
-    let routers = t.dep().topology().routers();
-    assert_eq!(routers.len(), 2, "--ha plans two routers");
-    let vpc_addr = |node: Node| {
-        routers
-            .iter()
-            .find(|r| r.key == node.as_str())
-            .map(|r| r.vpc_addr)
-            .unwrap_or_else(|| panic!("no router {node:?} in the plan"))
-    };
+    assert_eq!(
+        t.dep().topology().routers().len(),
+        2,
+        "--ha plans two routers"
+    );
+    let vpc_addr = |node| vpc_addr_of(&t, node);
 
     // Both routers run and are approved; exactly one is primary.
     let report = local::status(&opts).expect("status");
@@ -136,6 +135,71 @@ fn ha_pair_fails_over_when_the_primary_is_killed() {
     t.finish();
 }
 
+/// `--no-snat`: the VPC host sees the client's own tailnet address, and the
+/// VPC namespace's `100.64.0.0/10` route (the local route table) follows
+/// the primary when it is killed.
+#[test]
+fn without_snat_the_vpc_route_follows_the_primary() {
+    let t = TestDeployment::deploy_with(|o| {
+        o.ha = true;
+        o.snat = false;
+    });
+    let opts = t.dep().options().clone();
+    let vpc_addr = |node| vpc_addr_of(&t, node);
+    let client = tailnet_ipv4(&t.status(Node::Client).expect("client status"))
+        .expect("the client's tailnet address");
+    let report = local::status(&opts).expect("status");
+    assert!(report.healthy, "{}", report.render());
+    let primary = local::ha::sole_primary(&report.routers)
+        .unwrap_or_else(|| panic!("no single primary:\n{}", report.render()))
+        .node;
+    let standby = other(primary);
+    let route = report
+        .vpc_return_route
+        .clone()
+        .expect("a return route report");
+    assert_eq!(route.router.as_deref(), Some(primary.as_str()), "{route:?}");
+    assert!(
+        report
+            .render()
+            .contains(&format!("via {} ", vpc_addr(primary))),
+        "{}",
+        report.render()
+    );
+    assert_eq!(seen_from(&t, "before").expect("HTTP"), client);
+
+    let victim = t.process(primary.as_str());
+    kill(Pid::from_raw(victim.pid), Signal::SIGKILL).expect("SIGKILL the primary");
+    let mut n = 0;
+    wait_until(FAILOVER_WAIT, "the VPC route to follow the standby", || {
+        n += 1;
+        let shown = t
+            .run_in(Site::Vpc, &["ip", "route", "show", "100.64.0.0/10"])
+            .expect_success()
+            .stdout;
+        anyhow::ensure!(
+            shown.contains(&format!("via {} ", vpc_addr(standby))),
+            "{shown}"
+        );
+        let from = seen_from(&t, &format!("after-{n}"))?;
+        anyhow::ensure!(from == client, "the VPC host saw {from}");
+        Ok(())
+    });
+    assert_eq!(
+        t.dep().query_db(Site::Cli).expect("psql after failover"),
+        DB_GREETING
+    );
+    // The standby's appliance says it moved the route.
+    let status = t.status(standby).expect("standby status");
+    let table = format!("netns:{}", t.dep().namespace(Site::Vpc));
+    assert_eq!(
+        status["vpc_routes"][&table]["ok"], true,
+        "{}",
+        status["vpc_routes"]
+    );
+    t.finish();
+}
+
 /// Fetches the VPC page from the client with a unique query string and
 /// returns the source address the VPC web server logged for it: the VPC
 /// address of the router that carried it.
@@ -155,6 +219,17 @@ fn seen_from(t: &TestDeployment, tag: &str) -> anyhow::Result<String> {
         .next()
         .unwrap_or_default()
         .to_owned())
+}
+
+/// The VPC-side address of router `node`.
+fn vpc_addr_of(t: &TestDeployment, node: Node) -> &'static str {
+    t.dep()
+        .topology()
+        .routers()
+        .iter()
+        .find(|r| r.key == node.as_str())
+        .map(|r| r.vpc_addr)
+        .unwrap_or_else(|| panic!("no router {node:?} in the plan"))
 }
 
 fn roles(report: &StatusReport) -> BTreeMap<Node, String> {

@@ -14,7 +14,7 @@ mod health;
 pub mod status;
 mod vpc_route;
 
-pub use self::vpc_route::RouteTableId;
+pub use self::vpc_route::{ReturnRoute, RouteTableId};
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -222,15 +222,11 @@ pub async fn run(
     };
 
     // The prefixes control made this node primary for, for the task that
-    // points the VPC's return route here (AWS without SNAT).
+    // points the VPC's return route here (without SNAT, on AWS or --cloud local).
     let (primary, primary_rx) = watch::channel(Vec::new());
-    let vpc_routes = router.filter(|r| !r.aws_route_tables.is_empty()).map(|r| {
-        tokio::spawn(vpc_route::follow(
-            r.aws_route_tables.clone(),
-            primary_rx,
-            Arc::clone(&status),
-        ))
-    });
+    let vpc_routes = router
+        .and_then(|r| r.return_route())
+        .map(|route| tokio::spawn(vpc_route::follow(route, primary_rx, Arc::clone(&status))));
 
     // The egress routing goes in before forwarding is turned on, so no
     // forwarded packet takes the main table meanwhile.

@@ -6,13 +6,16 @@
 //!
 //! Everything here acts on the network namespace of the calling thread: the
 //! netlink sockets are opened per call (firewall) or in [`RouteTable::new`],
-//! and `/proc/sys/net` resolves against the caller's namespace.
+//! and `/proc/sys/net` resolves against the caller's namespace. The one
+//! exception is [`NamespaceRoutes`], which opens its socket in a named
+//! namespace: the local cloud's stand-in for a VPC route table.
 
 mod egress_routing;
 mod exit_dns;
 mod exit_routing;
 mod firewall;
 mod forwarding;
+mod namespace_route;
 mod nfnetlink;
 mod policy_routing;
 mod routes;
@@ -36,5 +39,6 @@ pub use firewall::{
 pub use forwarding::{
     Forwarding, SubnetRouter, SubnetRouterError, enable_forwarding, forwarding_enabled,
 };
+pub use namespace_route::{NamespaceRoute, NamespaceRoutes};
 pub use policy_routing::{FALLBACK_METRIC, PlannedRoute, PlannedRule};
 pub use routes::{LinkState, RouteChanges, RouteError, RouteTable, sync_routes};

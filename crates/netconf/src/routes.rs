@@ -28,6 +28,15 @@ pub enum RouteError {
     /// The rtnetlink socket could not be opened.
     #[error("opening the rtnetlink socket")]
     Socket(#[source] std::io::Error),
+    /// A named network namespace could not be entered.
+    #[error("entering network namespace {path}: {source}")]
+    Namespace {
+        /// `/run/netns/NAME`.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// No interface has this name.
     #[error("no network interface named {name:?}")]
     NoSuchInterface {

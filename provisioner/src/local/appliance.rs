@@ -209,11 +209,25 @@ struct NodeSection {
 #[derive(Serialize)]
 struct SubnetRouterSection {
     routes: Vec<RouteEntry>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    local_route_table: Option<LocalReturnRoute>,
+}
+
+/// `[subnet_router.local_route_table]` (`--no-snat`): the VPC namespace,
+/// and this router's address in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LocalReturnRoute {
+    /// The VPC namespace (`cw-NAME-vpc`).
+    pub namespace: String,
+    /// The router's VPC-side address.
+    pub via: String,
 }
 
 #[derive(Serialize)]
 struct RouteEntry {
     prefix: String,
+    /// Off with `--no-snat`: the VPC host sees tailnet addresses.
+    snat: bool,
     /// The VPC host: the router reports the route unhealthy (and an HA
     /// pair fails over) when it stops answering through this router.
     probe_icmp: String,
@@ -237,15 +251,24 @@ pub fn control_config(dir: &StateDir) -> anyhow::Result<String> {
 /// names one, sends all its traffic through that exit node. None names its
 /// endpoints: each finds them itself (interface addresses, and the address
 /// control's STUN port sees, which for a router or the exit node is its
-/// public address on the internet gateway).
-pub fn node_config(dir: &StateDir, node: Node, exit_node: Option<&str>) -> anyhow::Result<String> {
+/// public address on the internet gateway). A router given a
+/// `return_route` does not masquerade, and points that route table at
+/// itself when primary.
+pub fn node_config(
+    dir: &StateDir,
+    node: Node,
+    exit_node: Option<&str>,
+    return_route: Option<LocalReturnRoute>,
+) -> anyhow::Result<String> {
     let (subnet_router, exit_section, accept_routes, choice) = match node {
         Node::Router | Node::Router2 => (
             Some(SubnetRouterSection {
                 routes: vec![RouteEntry {
                     prefix: VPC_SUBNET.to_owned(),
+                    snat: return_route.is_none(),
                     probe_icmp: VPC_HOST_ADDR.to_owned(),
                 }],
+                local_route_table: return_route,
             }),
             None,
             false,
@@ -485,7 +508,7 @@ mod tests {
     #[test]
     fn router_config_advertises_the_vpc_subnet() {
         let dir = StateDir::new("/run/causeway/local/demo");
-        let text = node_config(&dir, Node::Router, None).expect("renders");
+        let text = node_config(&dir, Node::Router, None, None).expect("renders");
         let v: toml::Value = toml::from_str(&text).expect("valid toml");
         assert_eq!(
             v["state_dir"].as_str(),
@@ -510,10 +533,46 @@ mod tests {
     }
 
     #[test]
+    fn without_snat_a_router_names_the_vpc_namespace_and_its_own_address() {
+        let dir = StateDir::new("/s");
+        let route = LocalReturnRoute {
+            namespace: "cw-demo-vpc".into(),
+            via: "198.19.1.2".into(),
+        };
+        let v: toml::Value =
+            toml::from_str(&node_config(&dir, Node::Router2, None, Some(route)).expect("renders"))
+                .expect("toml");
+        assert_eq!(
+            v["subnet_router"]["routes"][0]["snat"].as_bool(),
+            Some(false)
+        );
+        assert_eq!(
+            v["subnet_router"]["local_route_table"]["namespace"].as_str(),
+            Some("cw-demo-vpc")
+        );
+        assert_eq!(
+            v["subnet_router"]["local_route_table"]["via"].as_str(),
+            Some("198.19.1.2")
+        );
+        let with_snat: toml::Value =
+            toml::from_str(&node_config(&dir, Node::Router2, None, None).expect("renders"))
+                .expect("toml");
+        assert_eq!(
+            with_snat["subnet_router"]["routes"][0]["snat"].as_bool(),
+            Some(true)
+        );
+        assert!(
+            with_snat["subnet_router"]
+                .get("local_route_table")
+                .is_none()
+        );
+    }
+
+    #[test]
     fn the_second_router_advertises_the_same_subnet_under_its_own_name() {
         let dir = StateDir::new("/s");
         let v: toml::Value =
-            toml::from_str(&node_config(&dir, Node::Router2, None).expect("renders"))
+            toml::from_str(&node_config(&dir, Node::Router2, None, None).expect("renders"))
                 .expect("toml");
         assert_eq!(v["state_dir"].as_str(), Some("/s/router2"));
         assert_eq!(v["node"]["hostname"].as_str(), Some("router2"));
@@ -531,7 +590,8 @@ mod tests {
     fn client_config_accepts_routes_and_has_no_router_section() {
         let dir = StateDir::new("/s");
         let v: toml::Value =
-            toml::from_str(&node_config(&dir, Node::Client, None).expect("renders")).expect("toml");
+            toml::from_str(&node_config(&dir, Node::Client, None, None).expect("renders"))
+                .expect("toml");
         assert_eq!(v["node"]["accept_routes"].as_bool(), Some(true));
         assert!(v["node"].get("advertise_endpoints").is_none());
         assert!(v.get("subnet_router").is_none());
@@ -617,14 +677,14 @@ mod tests {
     fn exit_node_config_advertises_ipv4_exit_routes_and_the_client_selects_it() {
         let dir = StateDir::new("/s");
         let exit: toml::Value =
-            toml::from_str(&node_config(&dir, Node::Exit, Some("exit")).expect("renders"))
+            toml::from_str(&node_config(&dir, Node::Exit, Some("exit"), None).expect("renders"))
                 .expect("toml");
         assert_eq!(exit["node"]["hostname"].as_str(), Some("exit"));
         assert_eq!(exit["exit_node"]["ipv6"].as_bool(), Some(false));
         assert!(exit.get("subnet_router").is_none());
         assert!(exit["node"].get("exit_node").is_none(), "{exit}");
         let client: toml::Value =
-            toml::from_str(&node_config(&dir, Node::Client, Some("exit")).expect("renders"))
+            toml::from_str(&node_config(&dir, Node::Client, Some("exit"), None).expect("renders"))
                 .expect("toml");
         assert_eq!(client["node"]["exit_node"].as_str(), Some("exit"));
         assert!(client.get("exit_node").is_none());

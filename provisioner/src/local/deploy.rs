@@ -156,6 +156,7 @@ fn initial_state(dep: &LocalDeployment) -> anyhow::Result<DeploymentState> {
         cloud: "local".into(),
         role: dep.opts.role().to_string(),
         ha: dep.topo.ha(),
+        snat: dep.opts.snat,
         namespaces: dep.topo.namespaces(),
         processes: Default::default(),
         postgres_data_dir: dep.dir.pg_data(),
@@ -311,7 +312,12 @@ fn keys_and_configs(
         let config = dep.dir.node_config(node);
         let config_changed = write_if_changed(
             &config,
-            &appliance::node_config(&dep.dir, node, dep.client_exit_node())?,
+            &appliance::node_config(
+                &dep.dir,
+                node,
+                dep.client_exit_node(),
+                dep.return_route(node),
+            )?,
             0o644,
         )?;
         state.configs.insert(node.as_str().into(), config);
@@ -452,6 +458,18 @@ fn verify(dep: &LocalDeployment, details: &mut Vec<String>) -> anyhow::Result<St
     }
     if dep.topo.ha() {
         details.push(primary_router(dep)?);
+    }
+    if !dep.opts.snat {
+        let report = super::status::return_route_report(dep);
+        match (report.route, report.router) {
+            (Some(route), Some(router)) => details.push(format!(
+                "no SNAT: the VPC's tailnet route is `{route}`, set by {router}"
+            )),
+            (route, _) => bail!(
+                "no SNAT, but the VPC's tailnet route does not lead to a router: {}",
+                route.as_deref().unwrap_or("missing")
+            ),
+        }
     }
     if let Some(exit) = dep.topo.exit_node() {
         details.push(through_exit_node(dep, &exit)?);

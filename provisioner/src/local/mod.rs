@@ -80,6 +80,11 @@ pub struct DeployOptions {
     /// traffic through the exit node. Not with `ha`. The exit node starts
     /// with the router(s) (`start_router`).
     pub exit_node: bool,
+    /// Masquerade the client to the router's VPC address (default). Off
+    /// (`--no-snat`): the VPC host sees tailnet addresses, and the primary
+    /// router points the VPC namespace's `100.64.0.0/10` route at itself
+    /// (`[subnet_router.local_route_table]`). Not with `exit_node`.
+    pub snat: bool,
     /// Start the client (needs control).
     pub start_client: bool,
     /// Prove the path client → router → VPC with `psql` and `curl`
@@ -102,6 +107,7 @@ impl DeployOptions {
             start_router: true,
             ha: false,
             exit_node: false,
+            snat: true,
             start_client: true,
             verify: true,
             progress: ProgressSink::Stdout,
@@ -189,6 +195,11 @@ impl LocalDeployment {
                 "--ha with --role exit-node: --cloud local deploys one exit node beside one subnet router; drop --ha"
             );
         }
+        if !self.opts.snat && self.opts.exit_node {
+            anyhow::bail!(
+                "--no-snat with --role exit-node: an exit node masquerades the tailnet's traffic to its own address (the internet has no route back to 100.64.0.0/10)"
+            );
+        }
         let Some(state) = DeploymentState::load(&self.dir)? else {
             return Ok(());
         };
@@ -208,6 +219,17 @@ impl LocalDeployment {
             ),
             (false, true) => anyhow::bail!(
                 "--ha: deployment {} exists with one subnet router; destroy it first, then deploy with --ha",
+                self.name()
+            ),
+            (true, true) | (false, false) => {}
+        }
+        match (state.snat, self.opts.snat) {
+            (false, true) => anyhow::bail!(
+                "deployment {} was deployed with --no-snat: pass --no-snat, or destroy it first",
+                self.name()
+            ),
+            (true, false) => anyhow::bail!(
+                "--no-snat: deployment {} exists with SNAT on; destroy it first, then deploy with --no-snat",
                 self.name()
             ),
             (true, true) | (false, false) => Ok(()),
@@ -241,6 +263,23 @@ impl LocalDeployment {
         }
         out.push(Node::Client);
         out
+    }
+
+    /// With `--no-snat`, the route table `node` (a router) points at
+    /// itself when primary: the VPC namespace, via its VPC-side address.
+    pub fn return_route(&self, node: Node) -> Option<appliance::LocalReturnRoute> {
+        if self.opts.snat {
+            return None;
+        }
+        let router = self
+            .topo
+            .routers()
+            .into_iter()
+            .find(|r| r.key == node.as_str())?;
+        Some(appliance::LocalReturnRoute {
+            namespace: self.topo.namespace(Site::Vpc),
+            via: router.vpc_addr.to_owned(),
+        })
     }
 
     /// The exit node the client is configured to use, if any.
@@ -393,6 +432,7 @@ pub fn status(opts: &DeployOptions) -> anyhow::Result<StatusReport> {
     if let Some(state) = DeploymentState::load(&StateDir::new(&opts.state_dir))? {
         opts.ha = state.ha;
         opts.exit_node = state.role == Role::ExitNode.as_str();
+        opts.snat = state.snat;
     }
     let dep = LocalDeployment::open(&opts)?;
     status::report(&dep)

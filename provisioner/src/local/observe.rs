@@ -63,6 +63,8 @@ pub struct Wanted {
     pub ha: bool,
     /// An exit node and the echo server (`--role exit-node`).
     pub exit_node: bool,
+    /// The routers masquerade the client (off with `--no-snat`).
+    pub snat: bool,
     /// The client runs.
     pub client: bool,
 }
@@ -74,6 +76,7 @@ impl From<&DeployOptions> for Wanted {
             router: o.start_router,
             ha: o.ha,
             exit_node: o.exit_node,
+            snat: o.snat,
             client: o.start_client,
         }
     }
@@ -335,17 +338,23 @@ pub fn plan_from(obs: &Observation, topo: &Topology, want: &Wanted) -> Plan {
     );
     let health = |n: Node| obs.nodes.get(&n).copied().unwrap_or(Health::Down);
     let router = daemon(want.router, health(Node::Router));
+    let snat = if want.snat {
+        "SNAT on"
+    } else {
+        "no SNAT: as primary it points cw-NAME-vpc's 100.64.0.0/10 route at itself"
+    };
     item(
         "router",
         router,
-        "appliance subnet router in cw-NAME-rtr advertising 198.19.1.0/24".replace("NAME", name),
+        format!("appliance subnet router in cw-NAME-rtr advertising 198.19.1.0/24 ({snat})")
+            .replace("NAME", name),
     );
     if want.ha {
         let router2 = daemon(want.router, health(Node::Router2));
         item(
             "router2",
             router2,
-            "second appliance subnet router in cw-NAME-rtr2 advertising 198.19.1.0/24 (HA pair; control picks the primary; SNAT on)"
+            format!("second appliance subnet router in cw-NAME-rtr2 advertising 198.19.1.0/24 (HA pair; control picks the primary; {snat})")
                 .replace("NAME", name),
         );
     }
@@ -396,6 +405,7 @@ mod tests {
             control: true,
             router: true,
             ha: false,
+            snat: true,
             exit_node: false,
             client: true,
         }
@@ -498,6 +508,7 @@ mod tests {
             control: false,
             router: false,
             ha: false,
+            snat: true,
             exit_node: false,
             client: false,
         };
@@ -517,6 +528,7 @@ mod tests {
         obs.nodes.insert(Node::Router2, Health::Down);
         let want = Wanted {
             ha: true,
+            snat: true,
             ..all_wanted()
         };
         let plan = plan_from(&obs, &topo(true), &want);

@@ -243,10 +243,13 @@ impl Postgres {
              password_encryption = 'scram-sha-256'\n",
             sock.display()
         );
+        // Tailnet sources arrive only when the routers do not masquerade
+        // (`--no-snat`).
         let hba = format!(
             "# Written by the Causeway provisioner.\n\
              local all      postgres            peer\n\
-             host  {DB_NAME} {DB_NAME} {VPC_RANGE} scram-sha-256\n"
+             host  {DB_NAME} {DB_NAME} {VPC_RANGE} scram-sha-256\n\
+             host  {DB_NAME} {DB_NAME} 100.64.0.0/10 scram-sha-256\n"
         );
         let mut changed = write_if_changed(&data.join("causeway.conf"), &conf, 0o600)?;
         changed |= write_if_changed(&data.join("pg_hba.conf"), &hba, 0o600)?;

@@ -227,6 +227,10 @@ pub struct DeploymentState {
     /// Two subnet routers (`--ha`). Absent in older files: one router.
     #[serde(default)]
     pub ha: bool,
+    /// The routers masquerade the client (`--no-snat` turns it off).
+    /// Absent in older files: on.
+    #[serde(default = "snat_default")]
+    pub snat: bool,
     /// Namespaces of the deployment.
     pub namespaces: Vec<String>,
     /// Processes started, by key (`postgres`, `http`, `echo`, `control`,
@@ -239,6 +243,10 @@ pub struct DeploymentState {
     pub configs: BTreeMap<String, PathBuf>,
     /// Secret files (paths only), by key.
     pub secret_files: BTreeMap<String, PathBuf>,
+}
+
+fn snat_default() -> bool {
+    true
 }
 
 impl DeploymentState {
@@ -361,6 +369,7 @@ mod tests {
             cloud: "local".into(),
             role: "subnet-router".into(),
             ha: true,
+            snat: true,
             namespaces: vec!["cw-t1-pub".into()],
             processes: BTreeMap::new(),
             postgres_data_dir: sd.pg_data(),

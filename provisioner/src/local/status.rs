@@ -52,6 +52,18 @@ pub struct StatusReport {
     /// traffic goes through it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_node: Option<ExitNodeReport>,
+    /// With `--no-snat`: the VPC namespace's `100.64.0.0/10` route, as
+    /// `ip route` prints it (none: missing), and the router it leads to.
+    pub vpc_return_route: Option<ReturnRouteReport>,
+}
+
+/// Where the VPC sends the tailnet's replies, without SNAT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReturnRouteReport {
+    /// The route as `ip route show 100.64.0.0/10` prints it.
+    pub route: Option<String>,
+    /// The router whose VPC-side address it goes via.
+    pub router: Option<String>,
 }
 
 /// The exit node of a `--role exit-node` deployment, by its process,
@@ -245,7 +257,9 @@ pub fn report(dep: &LocalDeployment) -> anyhow::Result<StatusReport> {
     } else {
         (Vec::new(), None)
     };
+    let vpc_return_route = (!dep.opts.snat && deployed).then(|| return_route_report(dep));
     let healthy = deployed
+        && vpc_return_route.as_ref().is_none_or(|r| r.router.is_some())
         && routers
             .iter()
             .all(|r| r.appliance.as_ref().is_some_and(|a| a.healthy()))
@@ -277,7 +291,30 @@ pub fn report(dep: &LocalDeployment) -> anyhow::Result<StatusReport> {
         routers,
         routers_error,
         exit_node,
+        vpc_return_route,
     })
+}
+
+/// Reads the VPC namespace's tailnet route and names the router it leads to.
+pub(super) fn return_route_report(dep: &LocalDeployment) -> ReturnRouteReport {
+    let route = dep
+        .netns(Site::Vpc)
+        .ip(&["route", "show", "100.64.0.0/10"])
+        .ok()
+        .map(|text| text.trim().to_owned())
+        .filter(|text| !text.is_empty());
+    let router = route.as_deref().and_then(|route| {
+        let via = route
+            .split_whitespace()
+            .skip_while(|w| *w != "via")
+            .nth(1)?;
+        dep.topo
+            .routers()
+            .into_iter()
+            .find(|r| r.vpc_addr == via)
+            .map(|r| r.key.to_owned())
+    });
+    ReturnRouteReport { route, router }
 }
 
 impl StatusReport {
@@ -412,6 +449,21 @@ impl StatusReport {
             if let Some(e) = &self.routers_error {
                 let _ = writeln!(out, "  control did not answer: {e}");
             }
+        }
+        if let Some(r) = &self.vpc_return_route {
+            let _ = match (&r.route, &r.router) {
+                (Some(route), Some(router)) => {
+                    writeln!(out, "VPC return route (no SNAT): {route} ({router})")
+                }
+                (Some(route), None) => writeln!(
+                    out,
+                    "VPC return route (no SNAT): {route} (NOT VIA A ROUTER)"
+                ),
+                (None, _) => writeln!(
+                    out,
+                    "VPC return route (no SNAT): MISSING (no router has been primary yet)"
+                ),
+            };
         }
         if let Some(x) = &self.exit_node {
             x.render(&mut out);

@@ -10,15 +10,22 @@
 //! Only the IPv4 route moves: the tailnet's IPv6 addresses are a ULA that
 //! the VPC does not route, so without SNAT only IPv4 VPC prefixes get
 //! replies back.
+//!
+//! `--cloud local` has the same failover with the VPC namespace's own
+//! routing table standing in for the VPC route table
+//! (`[subnet_router.local_route_table]`): the primary points that
+//! namespace's `100.64.0.0/10` route via its own VPC-side address.
 
 mod decide;
 mod ec2;
+mod namespace;
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -26,26 +33,139 @@ use tokio::time::Instant;
 pub use self::decide::RouteTableId;
 use self::decide::{Step, decide, retry_delay};
 use self::ec2::Ec2;
+use self::namespace::Namespace;
 use super::status::{self, NodeStatus, VpcRouteStatus};
 use crate::cloud::{Cloud, Metadata};
 
+/// Which route tables follow this node when it becomes primary.
+#[derive(Debug, Clone)]
+pub enum ReturnRoute {
+    /// VPC route tables, pointed at this instance's interface.
+    Aws(Vec<RouteTableId>),
+    /// A network namespace's main table, pointed via `via` (this node's
+    /// address on the VPC side).
+    Namespace {
+        /// The namespace, as `ip netns` names it.
+        name: String,
+        /// This router's address that the VPC namespace reaches.
+        via: Ipv4Addr,
+    },
+}
+
+/// One table and the API that changes it.
+#[derive(Debug, Clone)]
+enum Table {
+    Ec2(Ec2, RouteTableId),
+    Namespace(Namespace, String, Ipv4Addr),
+}
+
+impl Table {
+    /// The table's name in logs and in the status (`rtb-…`, `netns:NAME`).
+    fn name(&self) -> String {
+        match self {
+            Table::Ec2(_, id) => id.to_string(),
+            Table::Namespace(_, name, _) => format!("netns:{name}"),
+        }
+    }
+
+    /// Where its tailnet route points now.
+    async fn observe(&self) -> anyhow::Result<decide::Seen> {
+        match self {
+            Table::Ec2(ec2, id) => ec2.observe(id, super::TAILNET_V4).await,
+            Table::Namespace(ns, _, _) => ns.observe(tailnet_v4()).await,
+        }
+    }
+
+    /// Carries out `step`, pointing the route at `target`.
+    async fn apply(&self, step: &Step, target: &str) -> anyhow::Result<()> {
+        match (self, step) {
+            (_, Step::Keep) => Ok(()),
+            (Table::Ec2(ec2, id), Step::Replace { .. }) => {
+                ec2.replace(id, super::TAILNET_V4, target).await
+            }
+            (Table::Ec2(ec2, id), Step::Create) => ec2.create(id, super::TAILNET_V4, target).await,
+            (Table::Namespace(ns, _, via), Step::Replace { .. } | Step::Create) => {
+                ns.point(tailnet_v4(), *via).await
+            }
+        }
+    }
+}
+
+fn tailnet_v4() -> Ipv4Net {
+    super::TAILNET_V4
+        .parse()
+        .expect("TAILNET_V4 is a valid IPv4 prefix")
+}
+
 /// Follows `primary` (the prefixes control made this node primary for;
 /// re-sent on every full map) until its sender is dropped: whenever it is
-/// not empty, points the tailnet route of every table at this instance's
-/// interface. Progress and errors show in the status, per table.
+/// not empty, points the tailnet route of every table at this node.
+/// Progress and errors show in the status, per table.
 pub async fn follow(
-    tables: Vec<RouteTableId>,
-    mut primary: watch::Receiver<Vec<IpNet>>,
+    route: ReturnRoute,
+    primary: watch::Receiver<Vec<IpNet>>,
     node_status: Arc<Mutex<NodeStatus>>,
 ) {
     let report = Report {
         status: node_status,
     };
-    for table in &tables {
-        report.set(table, false, "starting: reading this instance's interface");
+    let (tables, target) = match route {
+        ReturnRoute::Aws(ids) => {
+            for id in &ids {
+                report.set(
+                    &id.to_string(),
+                    false,
+                    "starting: reading this instance's interface",
+                );
+            }
+            let ec2 = Ec2::connect().await;
+            let names: Vec<String> = ids.iter().map(ToString::to_string).collect();
+            let eni = interface_id(&names, &report).await;
+            let tables = ids
+                .into_iter()
+                .map(|id| Table::Ec2(ec2.clone(), id))
+                .collect();
+            (tables, eni)
+        }
+        ReturnRoute::Namespace { name, via } => {
+            let ns = open_namespace(&name, &report).await;
+            (vec![Table::Namespace(ns, name, via)], via.to_string())
+        }
+    };
+    follow_tables(tables, target, primary, report).await;
+}
+
+/// Opens the namespace, retrying until it exists.
+async fn open_namespace(name: &str, report: &Report) -> Namespace {
+    let table = format!("netns:{name}");
+    let mut failures = 0;
+    loop {
+        match Namespace::open(name).await {
+            Ok(ns) => return ns,
+            Err(e) => {
+                failures += 1;
+                let delay = retry_delay(failures);
+                let error = format!("{e:#}");
+                tracing::warn!(%table, error = %error, retry_ms = delay.as_millis(), "opening the VPC namespace");
+                report.set(
+                    &table,
+                    false,
+                    &format!("{error} (retry in {})", secs(delay)),
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
     }
-    let ec2 = Ec2::connect().await;
-    let eni = interface_id(&tables, &report).await;
+}
+
+/// The loop of [`follow`], once the tables and this node's `target` (its
+/// interface ID, or its address) are known.
+async fn follow_tables(
+    tables: Vec<Table>,
+    target: String,
+    mut primary: watch::Receiver<Vec<IpNet>>,
+    report: Report,
+) {
     // Before anything is asked of this node: where each table points now,
     // shown while it is standby (an error there, such as a missing
     // permission, shows before a failover needs the table). The first call
@@ -53,15 +173,16 @@ pub async fn follow(
     // then does not wait for.
     let mut at_start = BTreeMap::new();
     for table in &tables {
-        let seen = match ec2.observe(table, super::TAILNET_V4).await {
-            Ok(seen) => (true, describe(&seen, &eni)),
+        let name = table.name();
+        let seen = match table.observe().await {
+            Ok(seen) => (true, describe(&seen, &target)),
             Err(e) => {
                 let error = format!("{e:#}");
-                tracing::warn!(%table, error = %error, "reading a VPC route table");
+                tracing::warn!(table = %name, error = %error, "reading a VPC route table");
                 (false, error)
             }
         };
-        at_start.insert(table.clone(), seen);
+        at_start.insert(name, seen);
     }
     loop {
         let is_primary = !primary.borrow_and_update().is_empty();
@@ -70,9 +191,8 @@ pub async fn follow(
             let mut moving = JoinSet::new();
             for table in &tables {
                 moving.spawn(converge(
-                    ec2.clone(),
                     table.clone(),
-                    eni.clone(),
+                    target.clone(),
                     report.clone(),
                     began,
                 ));
@@ -115,7 +235,7 @@ async fn drain(set: &mut JoinSet<()>) {
 }
 
 /// This instance's primary interface, asked of IMDSv2 until it answers.
-async fn interface_id(tables: &[RouteTableId], report: &Report) -> String {
+async fn interface_id(tables: &[String], report: &Report) -> String {
     let metadata = Metadata::new(Cloud::Aws);
     let mut failures = 0;
     loop {
@@ -138,21 +258,24 @@ async fn interface_id(tables: &[RouteTableId], report: &Report) -> String {
     }
 }
 
-/// Points `table`'s tailnet route at `eni`, retrying until it does.
-async fn converge(ec2: Ec2, table: RouteTableId, eni: String, report: Report, began: Instant) {
+/// Points `table`'s tailnet route at `eni` (this node's interface or
+/// address), retrying until it does.
+async fn converge(api: Table, eni: String, report: Report, began: Instant) {
+    let name = api.name();
+    let table = &name;
     let mut failures = 0;
     loop {
-        match attempt(&ec2, &table, &eni).await {
+        match attempt(&api, &eni).await {
             Ok(step) => {
                 let elapsed = began.elapsed();
                 let detail = match &step {
                     Step::Keep => {
-                        tracing::debug!(%table, %eni, "VPC return route already points here");
+                        tracing::debug!(%table, target = %eni, "VPC return route already points here");
                         format!("{} -> {eni} (this node), unchanged", super::TAILNET_V4)
                     }
                     Step::Replace { from } => {
                         let from = from.as_deref().unwrap_or("a deleted target");
-                        tracing::info!(%table, %from, %eni, elapsed_ms = elapsed.as_millis(), attempts = failures + 1, "VPC return route moved here");
+                        tracing::info!(%table, %from, target = %eni, elapsed_ms = elapsed.as_millis(), attempts = failures + 1, "VPC return route moved here");
                         format!(
                             "{} -> {eni} (this node), moved from {from} in {} ms",
                             super::TAILNET_V4,
@@ -160,7 +283,7 @@ async fn converge(ec2: Ec2, table: RouteTableId, eni: String, report: Report, be
                         )
                     }
                     Step::Create => {
-                        tracing::info!(%table, %eni, elapsed_ms = elapsed.as_millis(), attempts = failures + 1, "VPC return route created");
+                        tracing::info!(%table, target = %eni, elapsed_ms = elapsed.as_millis(), attempts = failures + 1, "VPC return route created");
                         format!(
                             "{} -> {eni} (this node), created in {} ms",
                             super::TAILNET_V4,
@@ -188,14 +311,10 @@ async fn converge(ec2: Ec2, table: RouteTableId, eni: String, report: Report, be
 }
 
 /// One round for one table: read it, decide, change it if needed.
-async fn attempt(ec2: &Ec2, table: &RouteTableId, eni: &str) -> anyhow::Result<Step> {
-    let seen = ec2.observe(table, super::TAILNET_V4).await?;
+async fn attempt(table: &Table, eni: &str) -> anyhow::Result<Step> {
+    let seen = table.observe().await?;
     let step = decide(eni, &seen);
-    match &step {
-        Step::Keep => {}
-        Step::Replace { .. } => ec2.replace(table, super::TAILNET_V4, eni).await?,
-        Step::Create => ec2.create(table, super::TAILNET_V4, eni).await?,
-    }
+    table.apply(&step, eni).await?;
     Ok(step)
 }
 
@@ -222,10 +341,10 @@ struct Report {
 }
 
 impl Report {
-    fn set(&self, table: &RouteTableId, ok: bool, detail: &str) {
+    fn set(&self, table: &str, ok: bool, detail: &str) {
         status::set(&self.status, |s| {
             s.vpc_routes.insert(
-                table.to_string(),
+                table.to_owned(),
                 VpcRouteStatus {
                     ok,
                     detail: detail.to_owned(),
