@@ -625,6 +625,14 @@ mod tests {
     }
 
     #[test]
+    fn local_exit_node_without_snat_is_refused_naming_both_flags() {
+        let cli = parse(&["deploy", "--role", "exit-node", "--no-snat"]).expect("parses");
+        let err = run(cli).expect_err("an exit node masquerades");
+        let msg = format!("{err:#}");
+        assert!(msg.contains("--no-snat with --role exit-node"), "{msg}");
+    }
+
+    #[test]
     fn aws_flags_parse_with_the_contract_defaults() {
         let cli = parse(&[
             "deploy",

@@ -88,6 +88,14 @@ fn a_failed_ha_deploy_builds_both_routers_network_and_destroy_removes_it() {
     single.ha = false;
     let refused = local::plan(&single).expect_err("switching to one router");
     assert!(format!("{refused:#}").contains("--ha"), "{refused:#}");
+    // So is switching SNAT off: the deployment was made with it on.
+    let mut no_snat = opts.clone();
+    no_snat.snat = false;
+    let refused = local::plan(&no_snat).expect_err("switching SNAT off");
+    assert!(
+        format!("{refused:#}").contains("--no-snat: deployment"),
+        "{refused:#}"
+    );
 
     // Destroy after the failed deploy, with state.json gone as well.
     std::fs::remove_file(dep.paths().state_file()).expect("remove state.json");
