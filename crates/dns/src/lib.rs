@@ -1,6 +1,7 @@
-//! The sans-IO core of the appliance's DNS forwarder: what an exit node
-//! needs to answer its clients' queries by asking its own resolvers, with
-//! no sockets, no clock and no randomness here (the shell in
+//! The sans-IO core of the appliance's DNS service: what an exit node
+//! needs to answer its clients' queries by asking its own resolvers, and
+//! the MagicDNS and split-DNS decisions of the node resolver, with no
+//! sockets, no clock and no randomness here (the shell in
 //! `appliance/src/node/dns_forward.rs` owns those).
 //!
 //! - [`Query`]: a query checked with hickory-proto before anything is
@@ -12,13 +13,16 @@
 //! - [`AdmissionState`]: bounded work in flight, in total and per source.
 //! - [`upstreams_from_resolv_conf`]: the resolvers to forward to, from the
 //!   host's `resolv.conf`.
-//!
-//! Issue 14's node resolver is meant to reuse these pieces: its "everything
-//! else" path forwards exactly like this, to the exit node's service while
-//! one is in use.
+//! - [`MagicDns`]: per query, answer a tailnet name or reverse name from
+//!   the netmap's records (only of nodes this one may see), send a name
+//!   under a split-DNS domain to that domain's resolvers, or send it to
+//!   the machine's own. The node resolver that serves it is not built
+//!   yet; its "everything else" path is meant to forward exactly as the
+//!   exit node's forwarder does.
 
 mod access;
 mod admission;
+mod magic;
 mod query;
 mod upstream;
 
@@ -26,6 +30,7 @@ use std::time::Duration;
 
 pub use access::DnsAccess;
 pub use admission::{AdmissionState, Limits, Refused};
+pub use magic::{BadDnsConfig, MAGIC_TTL, MAX_RECORDS, MAX_SPLIT_DOMAINS, MagicDns, Route};
 pub use query::{BadAnswer, BadQuery, MAX_QUERY_LEN, MAX_UDP_PAYLOAD, Query};
 pub use upstream::{MAX_UPSTREAMS, upstreams_from_resolv_conf};
 

@@ -108,6 +108,11 @@ impl Query {
         })
     }
 
+    /// The decoded query.
+    pub(crate) fn message(&self) -> &Message {
+        &self.message
+    }
+
     /// The client's message id.
     pub fn id(&self) -> u16 {
         self.message.id

@@ -291,7 +291,7 @@ async fn converge(api: Table, eni: String, report: Report, began: Instant) {
                         )
                     }
                 };
-                report.set(&table, true, &detail);
+                report.set(table, true, &detail);
                 return;
             }
             Err(e) => {
@@ -300,7 +300,7 @@ async fn converge(api: Table, eni: String, report: Report, began: Instant) {
                 let error = format!("{e:#}");
                 tracing::warn!(%table, error = %error, attempt = failures, retry_ms = delay.as_millis(), "pointing the VPC return route here");
                 report.set(
-                    &table,
+                    table,
                     false,
                     &format!("{error} (attempt {failures}, retry in {})", secs(delay)),
                 );
