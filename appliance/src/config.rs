@@ -175,12 +175,12 @@ impl ExitNodeConfig {
                 "[exit_node]: expected at most one of egress_interface and egress_mac (the egress interface by name or by MAC address)"
             );
         }
-        if let Some(name) = &self.egress_interface {
-            if !causeway_netconf::is_interface_name(name) {
-                bail!(
-                    "exit_node.egress_interface = {name:?}: expected an interface name of 1 to 15 bytes without '/', ':' or whitespace, e.g. \"eth1\""
-                );
-            }
+        if let Some(name) = &self.egress_interface
+            && !causeway_netconf::is_interface_name(name)
+        {
+            bail!(
+                "exit_node.egress_interface = {name:?}: expected an interface name of 1 to 15 bytes without '/', ':' or whitespace, e.g. \"eth1\""
+            );
         }
         if let Some(gateway) = self.egress_gateway {
             if self.egress_interface.is_none() && self.egress_mac.is_none() {

@@ -345,10 +345,8 @@ async fn route_timer(control: Arc<Control>, mut wakeup: watch::Receiver<Option<U
                     tracing::warn!(error = %format!("{e:#}"), "route reselection failed");
                 }
                 // Nothing moved and nothing new is due: wait for a change.
-                if *wakeup.borrow() == due {
-                    if wakeup.changed().await.is_err() {
-                        return;
-                    }
+                if *wakeup.borrow() == due && wakeup.changed().await.is_err() {
+                    return;
                 }
             }
             changed = wakeup.changed() => if changed.is_err() { return },

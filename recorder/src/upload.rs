@@ -102,7 +102,7 @@ mod tests {
 
     impl Storage for FirstKeyTaken {
         async fn put(&self, key: &str, path: &Path, _len: u64) -> anyhow::Result<()> {
-            let mut refused = self.refused.lock().unwrap();
+            let mut refused = self.refused.lock().expect("lock");
             if refused.is_empty() {
                 refused.push(key.to_owned());
                 return Err(AlreadyStored {
@@ -111,7 +111,10 @@ mod tests {
                 .into());
             }
             let bytes = std::fs::read(path)?;
-            self.stored.lock().unwrap().push((key.to_owned(), bytes));
+            self.stored
+                .lock()
+                .expect("lock")
+                .push((key.to_owned(), bytes));
             Ok(())
         }
 
@@ -151,8 +154,8 @@ mod tests {
         .await
         .expect("stored at once under a new key, without a retry delay");
 
-        let refused = storage.refused.lock().unwrap().clone();
-        let stored = storage.stored.lock().unwrap().clone();
+        let refused = storage.refused.lock().expect("lock").clone();
+        let stored = storage.stored.lock().expect("lock").clone();
         assert_eq!(refused.len(), 1);
         assert_eq!(stored.len(), 1);
         assert_ne!(stored[0].0, refused[0]);

@@ -252,12 +252,13 @@ mod tests {
 
     #[test]
     fn requests_refuse_unknown_fields_and_name_them() {
-        let e = serde_json::from_str::<CreateKeyRequest>(r#"{"reuseable": true}"#).unwrap_err();
+        let e = serde_json::from_str::<CreateKeyRequest>(r#"{"reuseable": true}"#)
+            .expect_err("refused");
         assert!(e.to_string().contains("reuseable"), "{e}");
         let e = serde_json::from_str::<RouteRequest>(
             r#"{"node": "a", "prefix": "10.0.0.0/8", "x": 1}"#,
         )
-        .unwrap_err();
+        .expect_err("refused");
         assert!(e.to_string().contains("`x`"), "{e}");
     }
 
@@ -288,10 +289,13 @@ mod tests {
             },
             key: "secret".into(),
         };
-        let json = serde_json::to_value(&created).unwrap();
+        let json = serde_json::to_value(&created).expect("encodes");
         assert_eq!(json["id"], "k1");
         assert_eq!(json["key"], "secret");
-        assert_eq!(serde_json::from_value::<CreatedKey>(json).unwrap(), created);
+        assert_eq!(
+            serde_json::from_value::<CreatedKey>(json).expect("decodes"),
+            created
+        );
     }
 
     #[test]
@@ -309,7 +313,7 @@ mod tests {
         assert_eq!(node.user.as_deref(), Some("alice@example.com"));
         assert_eq!(
             node.advertised_routes,
-            vec!["198.19.1.0/24".parse::<IpNet>().unwrap()]
+            vec!["198.19.1.0/24".parse::<IpNet>().expect("prefix")]
         );
     }
 }

@@ -217,7 +217,7 @@ mod tests {
     }
 
     fn node(hostname: &str, online: bool, approved: bool, primary: bool) -> NodeView {
-        let prefix: Vec<IpNet> = vec!["10.0.0.0/16".parse().unwrap()];
+        let prefix: Vec<IpNet> = vec!["10.0.0.0/16".parse().expect("prefix")];
         NodeView {
             name: hostname.into(),
             hostname: hostname.into(),
@@ -320,7 +320,10 @@ mod tests {
     #[test]
     fn exit_routes_need_approval_and_no_primary() {
         let instances = [instance("i-a", "ip-10-0-1-5")];
-        let exit: Vec<IpNet> = vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()];
+        let exit: Vec<IpNet> = vec![
+            "0.0.0.0/0".parse().expect("prefix"),
+            "::/0".parse().expect("prefix"),
+        ];
         let mut n = node("ip-10-0-1-5", true, false, false);
         n.advertised_routes = exit.clone();
         let routes: Vec<String> = vec!["0.0.0.0/0".into(), "::/0".into()];

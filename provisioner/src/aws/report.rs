@@ -375,8 +375,8 @@ mod tests {
             name: host.into(),
             hostname: host.into(),
             addresses: vec![
-                format!("{v4}/32").parse().unwrap(),
-                "fd7a:115c:a1e0::5/128".parse().unwrap(),
+                format!("{v4}/32").parse().expect("prefix"),
+                "fd7a:115c:a1e0::5/128".parse().expect("prefix"),
             ],
             ..NodeView::default()
         };

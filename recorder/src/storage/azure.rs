@@ -274,13 +274,13 @@ impl AzureStorage {
     /// blob (Azure answers 409 `BlobAlreadyExists`, or 412), else
     /// [`Self::error`].
     fn put_error(e: azure_core::Error, key: &str) -> anyhow::Error {
-        if let azure_core::error::ErrorKind::HttpResponse { status, .. } = e.kind() {
-            if matches!(u16::from(*status), 409 | 412) {
-                return AlreadyStored {
-                    key: key.to_owned(),
-                }
-                .into();
+        if let azure_core::error::ErrorKind::HttpResponse { status, .. } = e.kind()
+            && matches!(u16::from(*status), 409 | 412)
+        {
+            return AlreadyStored {
+                key: key.to_owned(),
             }
+            .into();
         }
         Self::error(e)
     }

@@ -88,13 +88,13 @@ impl S3Storage {
                     .send()
                     .await;
                 match completed {
-                    Ok(_) => return Ok(()),
+                    Ok(_) => Ok(()),
                     Err(e) if precondition_failed(e.raw_response()) => {
                         self.abort(key, &upload_id).await;
-                        return Err(AlreadyStored {
+                        Err(AlreadyStored {
                             key: key.to_owned(),
                         }
-                        .into());
+                        .into())
                     }
                     Err(e) => Err(anyhow::Error::new(e))
                         .with_context(|| format!("completing the multipart upload of {key}")),
