@@ -92,6 +92,11 @@ pub struct NodeConfig {
     /// a LAN resolver off it).
     #[serde(default = "default_true")]
     pub exit_node_dns: bool,
+    /// Run the node resolver on 100.100.100.100 (MagicDNS names of the
+    /// peers, split DNS, the host's resolvers for the rest; default
+    /// false). The OS is not pointed at it yet.
+    #[serde(default)]
+    pub dns_resolver: bool,
 }
 
 /// `node.exit_node`, checked when the file is parsed.

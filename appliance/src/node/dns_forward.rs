@@ -1,7 +1,10 @@
 //! The shell of the DNS forwarder (`causeway_dns`): UDP and TCP port 53 on
 //! the node's tailnet addresses, each query forwarded to the resolvers in
 //! the host's `resolv.conf` and the checked answer relayed. An exit node
-//! runs it for the clients that route through it (see `exit_dns`).
+//! runs it for the clients that route through it (see `exit_dns`); with
+//! a MagicDNS table it is also the node's own resolver (see `resolver`),
+//! answering tailnet names itself and sending split-DNS domains to their
+//! resolvers.
 //!
 //! Everything that listens here is reachable by peers, so, in this order
 //! and before any work: the sockets are bound to the TUN device (a query
@@ -20,9 +23,9 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 use causeway_dns::{
-    AdmissionState, DNS_PORT, DnsAccess, MAX_QUERY_LEN, Query, Refused, TCP_CONNECTIONS,
-    TCP_QUERIES_PER_CONNECTION, TCP_READ_DEADLINE, Transport, UDP_IN_FLIGHT, UPSTREAM_DEADLINE,
-    upstreams_from_resolv_conf,
+    AdmissionState, DNS_PORT, DnsAccess, MAX_QUERY_LEN, MagicDns, Query, Refused, Route,
+    TCP_CONNECTIONS, TCP_QUERIES_PER_CONNECTION, TCP_READ_DEADLINE, Transport, UDP_IN_FLIGHT,
+    UPSTREAM_DEADLINE, upstreams_from_resolv_conf,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
@@ -52,16 +55,21 @@ impl Drop for DnsForwarder {
 
 impl DnsForwarder {
     /// Listens on port 53 (UDP and TCP) of each of `addresses`, bound to
-    /// the TUN device `tun_name`, answering the sources `access` allows,
-    /// with the resolvers named in `resolv_conf` (re-read when it changes).
+    /// the device `device` when given (the TUN device, so that only the
+    /// data plane delivers queries), answering the sources `access`
+    /// allows, with the resolvers named in `resolv_conf` (re-read when it
+    /// changes). With `names`, each query is first routed by that table
+    /// (answered here, or sent to a split-DNS domain's resolvers).
     pub fn start(
         addresses: &[IpAddr],
-        tun_name: &str,
+        device: Option<&str>,
         access: watch::Receiver<DnsAccess>,
         resolv_conf: PathBuf,
+        names: Option<watch::Receiver<Arc<MagicDns>>>,
     ) -> anyhow::Result<Self> {
         let shared = Arc::new(Shared {
             access,
+            names,
             udp: Mutex::new(AdmissionState::new(UDP_IN_FLIGHT)),
             tcp: Mutex::new(AdmissionState::new(TCP_CONNECTIONS)),
             upstreams: Upstreams {
@@ -74,10 +82,10 @@ impl DnsForwarder {
         let mut failures = Vec::new();
         for &address in addresses {
             let local = SocketAddr::new(address, DNS_PORT);
-            let sockets = udp_socket(local, tun_name)
+            let sockets = udp_socket(local, device)
                 .with_context(|| format!("listening for DNS on udp {local}"))
                 .and_then(|udp| {
-                    let tcp = tcp_listener(local, tun_name)
+                    let tcp = tcp_listener(local, device)
                         .with_context(|| format!("listening for DNS on tcp {local}"))?;
                     Ok((udp, tcp))
                 });
@@ -106,6 +114,8 @@ impl DnsForwarder {
 
 struct Shared {
     access: watch::Receiver<DnsAccess>,
+    /// The node resolver's MagicDNS and split-DNS table.
+    names: Option<watch::Receiver<Arc<MagicDns>>>,
     udp: Mutex<AdmissionState>,
     tcp: Mutex<AdmissionState>,
     upstreams: Upstreams,
@@ -345,11 +355,34 @@ async fn write_message(
     Ok(())
 }
 
+/// The answer to `query`: from the MagicDNS table when it has one, else
+/// from a split-DNS domain's resolvers, else from the upstreams.
+async fn forward(shared: &Shared, query: &Query) -> Vec<u8> {
+    let route = shared
+        .names
+        .as_ref()
+        .map_or(Route::Upstream, |names| names.borrow().route(query));
+    let upstreams = match route {
+        Route::Answer(answer) => {
+            tracing::trace!(question = %query.question(), "DNS answered from the netmap");
+            return answer;
+        }
+        Route::Split { domain, resolvers } => {
+            tracing::trace!(question = %query.question(), %domain, "DNS to a split domain's resolvers");
+            resolvers
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, DNS_PORT))
+                .collect()
+        }
+        Route::Upstream => shared.upstreams.current(),
+    };
+    ask_in_turn(&upstreams, query).await
+}
+
 /// Asks each upstream in turn, over the transport the query came by,
 /// until one answers within [`UPSTREAM_DEADLINE`]; SERVFAIL if none does.
-async fn forward(shared: &Shared, query: &Query) -> Vec<u8> {
-    let upstreams = shared.upstreams.current();
-    for upstream in upstreams {
+async fn ask_in_turn(upstreams: &[SocketAddr], query: &Query) -> Vec<u8> {
+    for &upstream in upstreams {
         let attempt = async {
             match query.transport() {
                 Transport::Udp => ask_over_udp(upstream, query).await,
@@ -421,11 +454,11 @@ fn unspecified(peer: SocketAddr) -> SocketAddr {
     }
 }
 
-/// A socket for `local`, bound to the TUN device, that may bind the
+/// A socket for `local`, bound to `device` if given, that may bind the
 /// address before the kernel has it ready (IPv6 duplicate detection).
 fn bound_socket(
     local: SocketAddr,
-    tun_name: &str,
+    device: Option<&str>,
     kind: socket2::Type,
 ) -> anyhow::Result<socket2::Socket> {
     use nix::sys::socket::{setsockopt, sockopt};
@@ -434,8 +467,10 @@ fn bound_socket(
     if local.is_ipv6() {
         socket.set_only_v6(true).context("IPV6_V6ONLY")?;
     }
-    setsockopt(&socket, sockopt::BindToDevice, &OsString::from(tun_name))
-        .with_context(|| format!("binding to device {tun_name}"))?;
+    if let Some(device) = device {
+        setsockopt(&socket, sockopt::BindToDevice, &OsString::from(device))
+            .with_context(|| format!("binding to device {device}"))?;
+    }
     if let Err(e) = setsockopt(&socket, sockopt::IpFreebind, &true) {
         tracing::debug!(error = %e, "IP_FREEBIND");
     }
@@ -445,13 +480,13 @@ fn bound_socket(
     Ok(socket)
 }
 
-fn udp_socket(local: SocketAddr, tun_name: &str) -> anyhow::Result<UdpSocket> {
-    let socket = bound_socket(local, tun_name, socket2::Type::DGRAM)?;
+fn udp_socket(local: SocketAddr, device: Option<&str>) -> anyhow::Result<UdpSocket> {
+    let socket = bound_socket(local, device, socket2::Type::DGRAM)?;
     UdpSocket::from_std(socket.into()).context("registering with tokio")
 }
 
-fn tcp_listener(local: SocketAddr, tun_name: &str) -> anyhow::Result<TcpListener> {
-    let socket = bound_socket(local, tun_name, socket2::Type::STREAM)?;
+fn tcp_listener(local: SocketAddr, device: Option<&str>) -> anyhow::Result<TcpListener> {
+    let socket = bound_socket(local, device, socket2::Type::STREAM)?;
     socket.listen(TCP_BACKLOG).context("listening")?;
     TcpListener::from_std(socket.into()).context("registering with tokio")
 }

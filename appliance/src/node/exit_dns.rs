@@ -26,7 +26,7 @@ use crate::config::NodeConfig;
 
 /// Where the host's resolvers are named. Under `ip netns exec NAME` this is
 /// the namespace's own `/etc/netns/NAME/resolv.conf`, mounted over it.
-const RESOLV_CONF: &str = "/etc/resolv.conf";
+pub(super) const RESOLV_CONF: &str = "/etc/resolv.conf";
 
 /// Owns the exit node's forwarder and the client's redirect.
 pub struct ExitDnsDriver {
@@ -82,9 +82,10 @@ impl ExitDnsDriver {
             (true, false) => {
                 match DnsForwarder::start(
                     own,
-                    &self.tun_name,
+                    Some(&self.tun_name),
                     self.access.subscribe(),
                     PathBuf::from(RESOLV_CONF),
+                    None,
                 ) {
                     Ok(forwarder) => {
                         tracing::info!("answering DNS for the clients of this exit node");

@@ -11,6 +11,7 @@ mod egress;
 mod exit;
 mod exit_dns;
 mod health;
+mod resolver;
 pub mod status;
 mod vpc_route;
 
@@ -168,6 +169,11 @@ pub async fn run(
         .set_up(ifindex)
         .await
         .context("bringing the TUN device up")?;
+    let resolver = if config.dns_resolver {
+        Some(resolver::NodeResolver::start(&routes, ifindex).await?)
+    } else {
+        None
+    };
     let socket = UdpSocket::bind(SocketAddr::from((
         Ipv4Addr::UNSPECIFIED,
         config.listen_port,
@@ -304,6 +310,7 @@ pub async fn run(
             &mut exit,
             &mut exit_requests,
             &primary,
+            resolver.as_ref(),
         );
         let failure = tokio::select! {
             failure = stream => failure,
@@ -577,6 +584,7 @@ async fn follow_control(
     exit: &mut ExitDriver,
     exit_requests: &mut mpsc::Receiver<commands::Pending>,
     primary: &watch::Sender<Vec<IpNet>>,
+    resolver: Option<&resolver::NodeResolver>,
 ) -> SessionFailure {
     let lost = |e: anyhow::Error| SessionFailure::Unreachable(format!("{e:#}"));
     let mut channel =
@@ -689,6 +697,9 @@ async fn follow_control(
                         tracing::warn!(error = %e, "control sent cap grants over the limits; granting no application capability");
                     }
                     let peers = exit.update(netmap).await;
+                    if let Some(resolver) = resolver {
+                        resolver.update(netmap);
+                    }
                     if let Some(e) = netmap.filter_refused() {
                         tracing::warn!(error = %e, "control sent a packet filter over the limits; accepting no new flows");
                     }

@@ -98,6 +98,7 @@ impl NetmapState {
             }
         }
         if let Some(dns) = map.dns {
+            changed |= self.dns != dns;
             self.dns = dns;
         }
         if let Some(filter) = map.packet_filter {
@@ -275,6 +276,29 @@ mod tests {
             map.peers().map(|n| n.id).collect::<Vec<_>>(),
             vec![NodeId(3)]
         );
+    }
+
+    #[test]
+    fn a_dns_only_delta_is_a_change_and_the_same_dns_again_is_not() {
+        let mut map = NetmapState::default();
+        map.apply(full(1, vec![])).expect("full map applies");
+        let dns = DnsConfig {
+            domain: "t.example".into(),
+            split: [(
+                "corp.internal".to_owned(),
+                vec!["198.19.1.10".parse().expect("ip")],
+            )]
+            .into(),
+            ..Default::default()
+        };
+        let delta = |seq| MapResponse {
+            seq,
+            dns: Some(dns.clone()),
+            ..Default::default()
+        };
+        assert_eq!(map.apply(delta(2)), Ok(true));
+        assert_eq!(map.dns(), &dns);
+        assert_eq!(map.apply(delta(3)), Ok(false));
     }
 
     #[test]
