@@ -3,6 +3,7 @@
 
 mod cloud;
 mod config;
+mod dns_query;
 mod metrics;
 mod node;
 mod secrets;
@@ -50,6 +51,9 @@ enum Command {
     Status(StatusArgs),
     /// Change a running node: its exit node.
     Set(SetArgs),
+    /// DNS tools.
+    #[command(subcommand)]
+    Dns(DnsCommand),
     /// Coordination-server set-up.
     #[command(subcommand)]
     Control(ControlCommand),
@@ -88,6 +92,12 @@ struct StateVolumeArgs {
     /// How long to wait for the volume to be attached, in seconds.
     #[arg(long, default_value_t = 600)]
     wait_secs: u64,
+}
+
+#[derive(clap::Subcommand)]
+enum DnsCommand {
+    /// Ask a resolver (the node resolver by default) one question and print the answer.
+    Query(dns_query::QueryArgs),
 }
 
 #[derive(Args)]
@@ -301,6 +311,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 }
             );
         }
+        Command::Dns(DnsCommand::Query(args)) => dns_query::run(args).await?,
         Command::Control(ControlCommand::Init { state_dir }) => {
             let output = causeway_control::init(&state_dir)?;
             println!("{}", output.public_key);

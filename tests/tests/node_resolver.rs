@@ -19,6 +19,14 @@ fn dig(t: &TestDeployment, site: Site, args: &[&str]) -> anyhow::Result<String> 
     Ok(ran.stdout)
 }
 
+/// `appliance dns query ARGS…` in the client's namespace; must succeed.
+fn dns_query(t: &TestDeployment, args: &[&str]) -> causeway_e2e::Ran {
+    let bin = t.appliance_bin();
+    let mut full = vec![bin.to_str().expect("utf-8 path"), "dns", "query"];
+    full.extend_from_slice(args);
+    t.run_in(Site::Cli, &full).expect_success()
+}
+
 #[test]
 fn the_client_resolves_tailnet_names_on_its_own_resolver() {
     let t = TestDeployment::deploy();
@@ -54,6 +62,32 @@ fn the_client_resolves_tailnet_names_on_its_own_resolver() {
     // Over TCP as well.
     let tcp = dig(&t, Site::Cli, &["+tcp", "+short", &name, "A"]).expect("A over TCP");
     assert_eq!(tcp.trim(), router, "A {name} over TCP");
+
+    // `appliance dns query` asks the node resolver by default.
+    let bin = t.appliance_bin();
+    let query = t
+        .run_in(
+            Site::Cli,
+            &[
+                bin.to_str().expect("utf-8 path"),
+                "dns",
+                "query",
+                &name,
+                "--json",
+            ],
+        )
+        .expect_success();
+    let report: serde_json::Value = serde_json::from_str(&query.stdout).expect("JSON");
+    assert_eq!(report["status"], "NOERROR", "{report}");
+    assert_eq!(report["server"], "100.100.100.100:53", "{report}");
+    assert_eq!(
+        report["records"][0],
+        format!("{name} 60 IN A {router}"),
+        "{report}"
+    );
+    let text = dns_query(&t, &[&format!("nobody.{domain}"), "AAAA", "--tcp"]);
+    assert!(text.stdout.contains(";; NXDOMAIN, authoritative"), "{text}");
+    assert!(text.stdout.contains("(tcp)"), "{text}");
 
     // Split DNS: corp.internal goes to the VPC's resolver, through the mesh.
     let vpc = t.dep().netns(Site::Vpc);

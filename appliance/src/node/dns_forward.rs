@@ -343,7 +343,7 @@ async fn read_query(stream: &mut TcpStream) -> anyhow::Result<Option<Vec<u8>>> {
 
 /// Writes one length-prefixed message (at most 65535 bytes, which every
 /// DNS message is).
-async fn write_message(
+pub(crate) async fn write_message(
     stream: &mut (impl AsyncWriteExt + Unpin),
     bytes: &[u8],
 ) -> anyhow::Result<()> {
@@ -434,6 +434,14 @@ async fn ask_over_tcp(upstream: SocketAddr, query: &Query) -> anyhow::Result<Vec
     super::mark_socket(&socket);
     let mut stream = socket.connect(upstream).await.context("connecting")?;
     write_message(&mut stream, query.wire()).await?;
+    let answer = read_answer(&mut stream).await?;
+    query.check_answer(&answer).context("checking the answer")
+}
+
+/// Reads one length-prefixed answer (any length up to 65535 bytes).
+pub(crate) async fn read_answer(
+    stream: &mut (impl AsyncReadExt + Unpin),
+) -> anyhow::Result<Vec<u8>> {
     let mut prefix = [0u8; 2];
     stream
         .read_exact(&mut prefix)
@@ -444,7 +452,7 @@ async fn ask_over_tcp(upstream: SocketAddr, query: &Query) -> anyhow::Result<Vec
         .read_exact(&mut answer)
         .await
         .context("reading the answer")?;
-    query.check_answer(&answer).context("checking the answer")
+    Ok(answer)
 }
 
 fn unspecified(peer: SocketAddr) -> SocketAddr {

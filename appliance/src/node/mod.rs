@@ -15,6 +15,8 @@ mod resolver;
 pub mod status;
 mod vpc_route;
 
+pub(crate) use self::dns_forward::{read_answer, write_message};
+pub use self::resolver::RESOLVER_ADDR;
 pub use self::vpc_route::{ReturnRoute, RouteTableId};
 
 use std::collections::BTreeSet;

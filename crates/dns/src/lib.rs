@@ -16,12 +16,14 @@
 //! - [`MagicDns`]: per query, answer a tailnet name or reverse name from
 //!   the netmap's records (only of nodes this one may see), send a name
 //!   under a split-DNS domain to that domain's resolvers, or send it to
-//!   the machine's own. The node resolver that serves it is not built
-//!   yet; its "everything else" path is meant to forward exactly as the
-//!   exit node's forwarder does.
+//!   the machine's own. The node resolver (`node.dns_resolver`) serves it
+//!   with the exit node's forwarder.
+//! - [`Lookup`]: one query of our own and the reading of its answer
+//!   (`appliance dns query`).
 
 mod access;
 mod admission;
+mod lookup;
 mod magic;
 mod query;
 mod upstream;
@@ -30,6 +32,7 @@ use std::time::Duration;
 
 pub use access::DnsAccess;
 pub use admission::{AdmissionState, Limits, Refused};
+pub use lookup::{Answer, BadLookup, Lookup};
 pub use magic::{BadDnsConfig, MAGIC_TTL, MAX_RECORDS, MAX_SPLIT_DOMAINS, MagicDns, Route};
 pub use query::{BadAnswer, BadQuery, MAX_QUERY_LEN, MAX_UDP_PAYLOAD, Query};
 pub use upstream::{MAX_UPSTREAMS, upstreams_from_resolv_conf};
