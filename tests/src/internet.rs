@@ -72,3 +72,21 @@ pub fn callers_from(log: &Path, addr: &str) -> usize {
         .filter(|l| *l == addr)
         .count()
 }
+
+/// dnsmasq in `ns`, in the foreground, answering only `name` (and its
+/// subdomains) with `answer` on `listen`: no upstream, no hosts file.
+/// Callers add options (query logging) and start it recorded.
+pub fn dnsmasq(ns: &Netns, listen: &str, name: &str, answer: &str) -> std::process::Command {
+    let mut cmd = ns.command("dnsmasq");
+    cmd.args([
+        "--keep-in-foreground",
+        "--no-resolv",
+        "--no-hosts",
+        "--user=root",
+        "--pid-file=",
+        "--bind-interfaces",
+        &format!("--listen-address={listen}"),
+        &format!("--address=/{name}/{answer}"),
+    ]);
+    cmd
+}

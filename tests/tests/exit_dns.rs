@@ -18,7 +18,7 @@
 //! ```
 
 use causeway_e2e::local::{Netns, Node, Site};
-use causeway_e2e::{ExtraNode, TestDeployment, WAIT, run, tailnet_ipv4, wait_until};
+use causeway_e2e::{ExtraNode, TestDeployment, WAIT, internet, run, tailnet_ipv4, wait_until};
 
 const INTERNET_RESOLVER: &str = "198.18.100.53";
 const LAN_RESOLVER: &str = "198.18.0.250";
@@ -61,18 +61,10 @@ fn a_client_resolves_through_its_exit_node_and_a_stranger_gets_no_answer() {
             &root.join("lan-dns.log"),
         ),
     ] {
-        let mut dnsmasq = inet.command("dnsmasq");
+        let mut dnsmasq = internet::dnsmasq(&inet, listen, NAME, answer);
         dnsmasq.args([
-            "--keep-in-foreground",
-            "--no-resolv",
-            "--no-hosts",
-            "--user=root",
-            "--pid-file=",
-            "--bind-interfaces",
-            "--log-queries",
-            &format!("--listen-address={listen}"),
-            &format!("--address=/{NAME}/{answer}"),
-            &format!("--log-facility={}", log.display()),
+            "--log-queries".to_owned(),
+            format!("--log-facility={}", log.display()),
         ]);
         t.spawn_recorded(
             key,

@@ -91,17 +91,8 @@ fn the_client_resolves_tailnet_names_on_its_own_resolver() {
 
     // Split DNS: corp.internal goes to the VPC's resolver, through the mesh.
     let vpc = t.dep().netns(Site::Vpc);
-    let mut dnsmasq = vpc.command("dnsmasq");
-    dnsmasq.args([
-        "--keep-in-foreground",
-        "--no-resolv",
-        "--no-hosts",
-        "--user=root",
-        "--pid-file=",
-        "--bind-interfaces",
-        &format!("--listen-address={VPC_HOST_ADDR}"),
-        &format!("--address=/db.corp.internal/{VPC_HOST_ADDR}"),
-    ]);
+    let mut dnsmasq =
+        causeway_e2e::internet::dnsmasq(&vpc, VPC_HOST_ADDR, "db.corp.internal", VPC_HOST_ADDR);
     let log = t.dep().paths().root().join("vpc-dns.log");
     t.spawn_recorded("vpc-dns", vpc.name(), &mut dnsmasq, &log);
     t.admin(&[

@@ -35,9 +35,7 @@ fn ha_pair_fails_over_when_the_primary_is_killed() {
     // Both routers run and are approved; exactly one is primary.
     let report = local::status(&opts).expect("status");
     assert!(report.healthy, "{}", report.render());
-    let primary = local::ha::sole_primary(&report.routers)
-        .unwrap_or_else(|| panic!("no single primary:\n{}", report.render()))
-        .node;
+    let primary = sole_primary(&report);
     let standby = other(primary);
     assert_eq!(
         roles(&report),
@@ -150,9 +148,7 @@ fn without_snat_the_vpc_route_follows_the_primary() {
         .expect("the client's tailnet address");
     let report = local::status(&opts).expect("status");
     assert!(report.healthy, "{}", report.render());
-    let primary = local::ha::sole_primary(&report.routers)
-        .unwrap_or_else(|| panic!("no single primary:\n{}", report.render()))
-        .node;
+    let primary = sole_primary(&report);
     let standby = other(primary);
     let route = report
         .vpc_return_route
@@ -219,6 +215,13 @@ fn seen_from(t: &TestDeployment, tag: &str) -> anyhow::Result<String> {
         .next()
         .unwrap_or_default()
         .to_owned())
+}
+
+/// The router control names primary; fails the test unless exactly one is.
+fn sole_primary(report: &StatusReport) -> Node {
+    local::ha::sole_primary(&report.routers)
+        .unwrap_or_else(|| panic!("no single primary:\n{}", report.render()))
+        .node
 }
 
 /// The VPC-side address of router `node`.
