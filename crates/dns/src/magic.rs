@@ -10,13 +10,13 @@
 //! built, so a name never reveals a node the policy hides.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use causeway_wire::DnsConfig;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, PTR};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 
 use crate::Query;
 
@@ -32,7 +32,10 @@ pub const MAX_RECORDS: usize = 100_000;
 pub const MAX_SPLIT_DOMAINS: usize = 1_000;
 
 /// The tailnet's IPv4 range, whose reverse zone is answered here.
-const TAILNET_V4: &str = "100.64.0.0/10";
+const TAILNET_V4: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(100, 64, 0, 0), 10) {
+    Ok(net) => net,
+    Err(_) => panic!("100.64.0.0/10 is a valid prefix"),
+};
 
 /// Where a query goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,9 +222,9 @@ impl MagicDns {
     fn answer_reverse(&self, query: &Message, name: &Name, qtype: RecordType) -> Option<Vec<u8>> {
         let net = name.parse_arpa_name().ok()?;
         let addr = single_address(net)?;
-        let tailnet: IpNet = TAILNET_V4.parse().ok()?;
         let host = self.reverse.get(&addr);
-        if host.is_none() && !tailnet.contains(&addr) {
+        let in_tailnet = matches!(addr, IpAddr::V4(v4) if TAILNET_V4.contains(&v4));
+        if host.is_none() && !in_tailnet {
             return None;
         }
         let Some(host) = host else {
