@@ -94,9 +94,15 @@ pub struct NodeConfig {
     pub exit_node_dns: bool,
     /// Run the node resolver on 100.100.100.100 (MagicDNS names of the
     /// peers, split DNS, the host's resolvers for the rest; default
-    /// false). The OS is not pointed at it yet.
+    /// false).
     #[serde(default)]
     pub dns_resolver: bool,
+    /// With the node resolver: point this machine's `resolv.conf` at it
+    /// while the appliance runs, and put the original back on stop (or at
+    /// the next start after a crash). Default true; false leaves the
+    /// machine's DNS alone (ask 100.100.100.100 directly).
+    #[serde(default = "default_true")]
+    pub accept_dns: bool,
 }
 
 /// `node.exit_node`, checked when the file is parsed.

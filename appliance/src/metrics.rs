@@ -523,6 +523,7 @@ mod tests {
             exit_node: Default::default(),
             vpc_routes: std::collections::BTreeMap::new(),
             egress: None,
+            os_dns: None,
         }
     }
 

@@ -43,6 +43,11 @@ impl StateDir {
         })
     }
 
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Path of the status socket.
     pub fn status_socket(&self) -> PathBuf {
         self.root.join("appliance.sock")

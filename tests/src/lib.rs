@@ -524,6 +524,22 @@ impl TestDeployment {
             .unwrap_or_else(|| panic!("state.json records no process {key:?}"))
     }
 
+    /// Kills the recorded process `key` with SIGKILL (a crash: nothing of
+    /// its own clean-up runs) and waits until it is gone.
+    pub fn kill_process(&self, key: &str) -> ProcessRecord {
+        let rec = self.process(key);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(rec.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap_or_else(|e| panic!("SIGKILL {key} (pid {}): {e}", rec.pid));
+        wait_until(WAIT, &format!("{key} to die"), || {
+            anyhow::ensure!(!rec.is_alive(), "pid {} still alive", rec.pid);
+            Ok(())
+        });
+        rec
+    }
+
     /// `state.json`.
     pub fn state(&self) -> DeploymentState {
         self.dep

@@ -6,8 +6,6 @@ use std::time::{Duration, Instant};
 
 use causeway_e2e::local::{Node, Site};
 use causeway_e2e::{CONTROL_KEY, KillOnDrop, TestDeployment, WAIT, wait_until};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 
 /// 2 MB at 200 KiB/s: a transfer of about ten seconds.
 const FILE_LEN: usize = 2_000_000;
@@ -51,12 +49,7 @@ fn control_restart_does_not_interrupt_an_established_flow() {
     let partial = std::fs::metadata(&download).map_or(0, |m| m.len());
     assert!(partial > 0, "nothing arrived in the first 2 s");
 
-    let control = t.process(CONTROL_KEY);
-    kill(Pid::from_raw(control.pid), Signal::SIGKILL).expect("SIGKILL control");
-    wait_until(Duration::from_secs(5), "control to die", || {
-        anyhow::ensure!(!control.is_alive(), "pid {} still alive", control.pid);
-        Ok(())
-    });
+    let control = t.kill_process(CONTROL_KEY);
     wait_until(
         Duration::from_secs(10),
         "the client to notice control is gone",

@@ -211,15 +211,7 @@ fn client_traffic_leaves_through_the_exit_node_and_never_leaks() {
     wait_until(WAIT, "traffic through exit1 before the crash", || {
         expect_from(fetch(&t, INTERNET_URL)?, EXIT1_ADDR)
     });
-    let client = t.process(Node::Client.as_str());
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(client.pid),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-    wait_until(WAIT, "the client to die", || {
-        anyhow::ensure!(!client.is_alive(), "still running");
-        Ok(())
-    });
+    t.kill_process(Node::Client.as_str());
     let left = t
         .run_in(Site::Cli, &["ip", "rule", "list"])
         .expect_success();

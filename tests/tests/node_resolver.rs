@@ -3,7 +3,12 @@
 //! forward (A, AAAA) and reverse (PTR), says a name that is not in the
 //! tailnet does not exist, answers over TCP too, and sends a split-DNS
 //! domain to its resolver behind the subnet router (dnsmasq on the VPC
-//! host, answering `db.corp.internal`).
+//! host, answering `db.corp.internal`). With `node.accept_dns` (the
+//! default) the client's namespace resolves through it (its own
+//! `/etc/netns/NAME/resolv.conf`), gets its file back after a stop and
+//! after a crash, and the host's `/etc/resolv.conf` never changes.
+
+use std::path::{Path, PathBuf};
 
 use causeway_e2e::local::topology::VPC_HOST_ADDR;
 use causeway_e2e::local::{Node, Site};
@@ -109,4 +114,151 @@ fn the_client_resolves_tailnet_names_on_its_own_resolver() {
         Ok(())
     });
     t.finish();
+}
+
+/// The file's bytes, `None` if it does not exist.
+fn bytes(path: &Path) -> Option<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => panic!("reading {}: {e}", path.display()),
+    }
+}
+
+/// `getent ahostsv4 NAME` in the client's namespace, through the C
+/// library and so through whatever the namespace's `resolv.conf` names:
+/// the first IPv4 address it found.
+fn getent(t: &TestDeployment, name: &str) -> anyhow::Result<String> {
+    let ran = t.run_in(Site::Cli, &["getent", "ahostsv4", name]);
+    anyhow::ensure!(ran.success(), "getent ahostsv4 {name}: {ran}");
+    ran.stdout
+        .split_whitespace()
+        .next()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("getent ahostsv4 {name}: no address in {ran}"))
+}
+
+/// Waits until the namespace's file points at the node resolver with the
+/// tailnet's domain; returns that domain.
+fn wait_pointed_here(file: &Path) -> String {
+    wait_until(
+        WAIT,
+        "the client's resolv.conf to name the node resolver",
+        || {
+            let text = std::fs::read_to_string(file)?;
+            anyhow::ensure!(text.contains("nameserver 100.100.100.100\n"), "{text}");
+            let domain = text
+                .lines()
+                .find_map(|line| line.strip_prefix("search "))
+                .and_then(|search| search.split_whitespace().next())
+                .ok_or_else(|| anyhow::anyhow!("no search domain yet: {text}"))?;
+            Ok(domain.to_owned())
+        },
+    )
+}
+
+#[test]
+fn the_client_machine_resolves_through_it_and_gets_its_file_back() {
+    let host_file = Path::new("/etc/resolv.conf");
+    let host_before = bytes(host_file);
+    let t = TestDeployment::deploy();
+    let cli = t.dep().netns(Site::Cli).name().to_owned();
+    let netns_dir = PathBuf::from("/etc/netns").join(&cli);
+    let file = netns_dir.join("resolv.conf");
+    assert_eq!(
+        bytes(&file),
+        None,
+        "the deployment wrote no {}",
+        file.display()
+    );
+    let router = tailnet_ipv4(&t.status(Node::Router).expect("router status"))
+        .expect("the router's tailnet address");
+
+    t.restart_node_with_config(Node::Client, |old| {
+        old.replace("[node]\n", "[node]\ndns_resolver = true\n")
+    });
+    let domain = wait_pointed_here(&file);
+    let status = t.status(Node::Client).expect("client status");
+    assert_eq!(
+        status["os_dns"],
+        format!("{} -> 100.100.100.100", file.display()),
+        "{status}"
+    );
+    // The C library in the namespace now asks the node resolver: a bare
+    // host name is found through the tailnet's search domain.
+    let found = wait_until(WAIT, "getent ahostsv4 router", || getent(&t, "router"));
+    assert_eq!(found, router);
+    assert_eq!(
+        getent(&t, &format!("router.{domain}")).expect("FQDN"),
+        router
+    );
+    assert_eq!(
+        bytes(host_file),
+        host_before,
+        "the host's file while it runs"
+    );
+
+    // A crash leaves the file; the next start puts it back, then takes
+    // it over again.
+    t.kill_process(Node::Client.as_str());
+    let left = std::fs::read_to_string(&file).expect("the file a crash leaves");
+    assert!(left.contains("100.100.100.100"), "{left}");
+    t.respawn_node(Node::Client);
+    wait_until(WAIT, "the client to run again after the crash", || {
+        let s = t.status(Node::Client)?;
+        anyhow::ensure!(s["state"] == "running", "{s}");
+        Ok(())
+    });
+    wait_pointed_here(&file);
+    wait_until(WAIT, "getent after the crash", || {
+        anyhow::ensure!(getent(&t, "router")? == router, "wrong address");
+        Ok(())
+    });
+    let log = std::fs::read_to_string(t.dep().paths().node_log(Node::Client)).expect("log");
+    assert!(
+        log.contains("putting back the resolver configuration an earlier run left"),
+        "the restart recovered the crash's file"
+    );
+
+    // accept_dns = false: the resolver still answers, the file is gone
+    // (it did not exist before), and the namespace resolves as before.
+    t.restart_node_with_config(Node::Client, |old| {
+        old.replace(
+            "dns_resolver = true\n",
+            "dns_resolver = true\naccept_dns = false\n",
+        )
+    });
+    assert_eq!(
+        bytes(&file),
+        None,
+        "{} after accept_dns = false",
+        file.display()
+    );
+    assert!(
+        !netns_dir.exists(),
+        "the directory the node created is gone"
+    );
+    let status = t.status(Node::Client).expect("client status");
+    assert_eq!(
+        status["os_dns"], "not pointed here (node.accept_dns = false)",
+        "{status}"
+    );
+    let direct =
+        dig(&t, Site::Cli, &["+short", &format!("router.{domain}"), "A"]).expect("asked directly");
+    assert_eq!(direct.trim(), router);
+
+    // Taken over again, killed, then destroyed: destroy removes the file
+    // the killed appliance could not put back, and the host's is byte for
+    // byte what it was.
+    t.restart_node_with_config(Node::Client, |old| old.replace("accept_dns = false\n", ""));
+    wait_pointed_here(&file);
+    t.kill_process(Node::Client.as_str());
+    t.finish();
+    assert_eq!(bytes(&file), None, "{} after destroy", file.display());
+    assert!(!netns_dir.exists(), "{} after destroy", netns_dir.display());
+    assert_eq!(
+        bytes(host_file),
+        host_before,
+        "the host's file after destroy"
+    );
 }

@@ -11,6 +11,7 @@ mod egress;
 mod exit;
 mod exit_dns;
 mod health;
+mod os_dns;
 mod resolver;
 pub mod status;
 mod vpc_route;
@@ -109,6 +110,11 @@ pub async fn run(
         .chain(egress_setup.as_ref().map(|e| e.interface_name().to_owned()))
         .collect();
 
+    // A crash may have left this machine pointed at a resolver that is
+    // gone: put its DNS configuration back first, whatever the
+    // configuration says now.
+    os_dns::OsDns::recover(state.root())
+        .context("putting back the resolver configuration a crashed run left")?;
     let status = Arc::new(Mutex::new(NodeStatus::new(config, &advertised)));
 
     let registration = state.registration()?;
@@ -171,8 +177,17 @@ pub async fn run(
         .set_up(ifindex)
         .await
         .context("bringing the TUN device up")?;
-    let resolver = if config.dns_resolver {
-        Some(resolver::NodeResolver::start(&routes, ifindex).await?)
+    let mut resolver = if config.dns_resolver {
+        Some(
+            resolver::NodeResolver::start(
+                &routes,
+                ifindex,
+                config,
+                state.root(),
+                Arc::clone(&status),
+            )
+            .await?,
+        )
     } else {
         None
     };
@@ -312,7 +327,7 @@ pub async fn run(
             &mut exit,
             &mut exit_requests,
             &primary,
-            resolver.as_ref(),
+            resolver.as_mut(),
         );
         let failure = tokio::select! {
             failure = stream => failure,
@@ -360,6 +375,11 @@ pub async fn run(
 
     // Tear down what we installed: nftables table, then the TUN device (its
     // routes and addresses go with it when the driver drops it).
+    // First: nothing on this machine should keep asking a resolver that
+    // is about to go.
+    if let Some(resolver) = resolver {
+        resolver.stop();
+    }
     status_server.abort();
     command_server.abort();
     for task in [rescan, cloud_address, vpc_routes].into_iter().flatten() {
@@ -586,7 +606,7 @@ async fn follow_control(
     exit: &mut ExitDriver,
     exit_requests: &mut mpsc::Receiver<commands::Pending>,
     primary: &watch::Sender<Vec<IpNet>>,
-    resolver: Option<&resolver::NodeResolver>,
+    mut resolver: Option<&mut resolver::NodeResolver>,
 ) -> SessionFailure {
     let lost = |e: anyhow::Error| SessionFailure::Unreachable(format!("{e:#}"));
     let mut channel =
@@ -699,7 +719,7 @@ async fn follow_control(
                         tracing::warn!(error = %e, "control sent cap grants over the limits; granting no application capability");
                     }
                     let peers = exit.update(netmap).await;
-                    if let Some(resolver) = resolver {
+                    if let Some(resolver) = resolver.as_deref_mut() {
                         resolver.update(netmap);
                     }
                     if let Some(e) = netmap.filter_refused() {

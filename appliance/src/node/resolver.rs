@@ -5,16 +5,16 @@
 //! address, is answered from the netmap (only names of nodes this one may
 //! see); a name under a split-DNS domain goes to that domain's resolvers,
 //! through the mesh; anything else to the resolvers of the host's
-//! `resolv.conf`. The answering is `causeway_dns::MagicDns`; the sockets
-//! and forwarding are the exit node's forwarder's ([`DnsForwarder`]).
-//!
-//! Not built yet: pointing the OS at it (systemd-resolved or
-//! `resolv.conf`). Ask it directly, e.g. `dig @100.100.100.100 NAME`.
+//! `resolv.conf` as it was before the node changed it. The answering is
+//! `causeway_dns::MagicDns`; the sockets and forwarding are the exit
+//! node's forwarder's ([`DnsForwarder`]). With `node.accept_dns` (the
+//! default) the machine's `resolv.conf` points at it while it runs
+//! ([`OsDns`]).
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use causeway_dns::{DnsAccess, MagicDns};
@@ -25,6 +25,9 @@ use tokio::sync::watch;
 
 use super::dns_forward::DnsForwarder;
 use super::exit_dns::RESOLV_CONF;
+use super::os_dns::{self, OsDns, Target};
+use super::status::{self, NodeStatus};
+use crate::config::NodeConfig;
 
 /// Where the node resolver listens.
 pub const RESOLVER_ADDR: Ipv4Addr = Ipv4Addr::new(100, 100, 100, 100);
@@ -33,18 +36,62 @@ pub const RESOLVER_ADDR: Ipv4Addr = Ipv4Addr::new(100, 100, 100, 100);
 pub struct NodeResolver {
     names: watch::Sender<Arc<MagicDns>>,
     access: watch::Sender<DnsAccess>,
+    /// The machine's `resolv.conf`, while it points here.
+    os: Option<OsDns>,
+    domain: Option<String>,
+    status: Arc<Mutex<NodeStatus>>,
     _forwarder: DnsForwarder,
 }
 
 impl NodeResolver {
-    /// Puts [`RESOLVER_ADDR`] on the TUN device and listens there. Until
-    /// the first netmap it answers nothing from the tailnet and sends
-    /// every query to the host's resolvers.
-    pub async fn start(routes: &RouteTable, ifindex: u32) -> anyhow::Result<Self> {
+    /// Puts [`RESOLVER_ADDR`] on the TUN device, points the machine at it
+    /// (with `accept_dns`) and listens there. Until the first netmap it
+    /// answers nothing from the tailnet and sends every query to the
+    /// host's resolvers. A `resolv.conf` that cannot be taken over is left
+    /// alone, and the status says why.
+    pub async fn start(
+        routes: &RouteTable,
+        ifindex: u32,
+        config: &NodeConfig,
+        state_dir: &Path,
+        status: Arc<Mutex<NodeStatus>>,
+    ) -> anyhow::Result<Self> {
         routes
             .add_address(ifindex, IpNet::from(IpAddr::V4(RESOLVER_ADDR)))
             .await
             .with_context(|| format!("adding the resolver address {RESOLVER_ADDR}"))?;
+        let resolver = IpAddr::V4(RESOLVER_ADDR);
+        let (os, shown) = if config.accept_dns {
+            match Target::locate() {
+                Target::Unmanaged(reason) => {
+                    tracing::warn!(%reason, "leaving this machine's DNS configuration alone");
+                    (None, format!("not pointed here: {reason}"))
+                }
+                target => match OsDns::take_over(state_dir, &target, resolver, None) {
+                    Ok(os) => {
+                        let shown = format!("{} -> {RESOLVER_ADDR}", os.path().display());
+                        (Some(os), shown)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "pointing this machine at the node resolver");
+                        (None, format!("not pointed here: {e:#}"))
+                    }
+                },
+            }
+        } else {
+            (
+                None,
+                "not pointed here (node.accept_dns = false)".to_owned(),
+            )
+        };
+        status::set(&status, |s| s.os_dns = Some(shown));
+        // The resolvers this machine had: saved before the takeover, since
+        // the file itself now names us.
+        let upstreams = if os.is_some() {
+            state_dir.join(os_dns::UPSTREAM)
+        } else {
+            PathBuf::from(RESOLV_CONF)
+        };
         let (names, names_rx) = watch::channel(Arc::new(MagicDns::default()));
         let (access, access_rx) = watch::channel(local_only(&[]));
         // Not bound to the TUN device: this machine's own queries arrive
@@ -56,22 +103,47 @@ impl NodeResolver {
             &[IpAddr::V4(RESOLVER_ADDR)],
             None,
             access_rx,
-            PathBuf::from(RESOLV_CONF),
+            upstreams,
             Some(names_rx),
-        )
-        .context("starting the node resolver")?;
+        );
+        let forwarder = match forwarder {
+            Ok(forwarder) => forwarder,
+            Err(e) => {
+                if let Some(os) = os {
+                    let _ = os.restore();
+                }
+                return Err(e).context("starting the node resolver");
+            }
+        };
         tracing::info!(listen = %RESOLVER_ADDR, "node resolver answering MagicDNS and split DNS");
         Ok(Self {
             names,
             access,
+            os,
+            domain: None,
+            status,
             _forwarder: forwarder,
         })
+    }
+
+    /// Puts the machine's `resolv.conf` back, then stops answering.
+    pub fn stop(mut self) {
+        if let Some(os) = self.os.take() {
+            let path = os.path().display().to_string();
+            match os.restore() {
+                Ok(()) => tracing::info!(file = %path, "put back the resolver configuration"),
+                Err(e) => {
+                    tracing::warn!(file = %path, error = %format!("{e:#}"), "putting back the resolver configuration")
+                }
+            }
+        }
+        status::set(&self.status, |s| s.os_dns = None);
     }
 
     /// Follows the netmap: the names of this node and its peers, and the
     /// split-DNS domains. A configuration that cannot be used keeps the
     /// previous table and says why.
-    pub fn update(&self, netmap: &NetmapState) {
+    pub fn update(&mut self, netmap: &NetmapState) {
         let own: Vec<IpAddr> = netmap
             .node()
             .map(|me| me.addresses.iter().map(IpNet::addr).collect())
@@ -95,6 +167,15 @@ impl NodeResolver {
             }
         }
         self.access.send_replace(local_only(&own));
+        let domain = Some(netmap.dns().domain.clone()).filter(|domain| !domain.is_empty());
+        if domain != self.domain {
+            if let Some(os) = &mut self.os
+                && let Err(e) = os.set_domain(domain.as_deref())
+            {
+                tracing::warn!(error = %format!("{e:#}"), "updating the search domain");
+            }
+            self.domain = domain;
+        }
     }
 }
 

@@ -104,6 +104,11 @@ pub struct NodeStatus {
     /// internet-bound traffic leaves.
     #[serde(default)]
     pub egress: Option<EgressStatus>,
+    /// Where this machine's resolver configuration points while the node
+    /// resolver runs (`/etc/netns/NAME/resolv.conf -> 100.100.100.100`), or
+    /// why it was left alone; `None` without the node resolver.
+    #[serde(default)]
+    pub os_dns: Option<String>,
 }
 
 /// An exit node's egress interface in the status.
@@ -229,6 +234,7 @@ impl NodeStatus {
             },
             vpc_routes: BTreeMap::new(),
             egress: None,
+            os_dns: None,
         }
     }
 }
@@ -344,6 +350,9 @@ pub fn render(status: &NodeStatus) -> String {
     );
     if !status.session.is_empty() {
         let _ = writeln!(out, "session   {}", status.session);
+    }
+    if let Some(dns) = &status.os_dns {
+        let _ = writeln!(out, "dns       {dns}");
     }
     let exit = &status.exit_node;
     if exit.choice != "none" {
@@ -582,6 +591,7 @@ mod tests {
             exit_node: ExitNodeStatus::default(),
             vpc_routes: BTreeMap::new(),
             egress: None,
+            os_dns: None,
             route_health: vec![],
         }
     }

@@ -18,6 +18,8 @@
 //!   under a split-DNS domain to that domain's resolvers, or send it to
 //!   the machine's own. The node resolver (`node.dns_resolver`) serves it
 //!   with the exit node's forwarder.
+//! - [`resolv_conf_pointing_at`]: the `resolv.conf` a node writes while
+//!   its resolver runs (`node.accept_dns`).
 //! - [`Lookup`]: one query of our own and the reading of its answer
 //!   (`appliance dns query`).
 
@@ -25,6 +27,7 @@ mod access;
 mod admission;
 mod lookup;
 mod magic;
+mod os_resolv;
 mod query;
 mod upstream;
 
@@ -34,6 +37,7 @@ pub use access::DnsAccess;
 pub use admission::{AdmissionState, Limits, Refused};
 pub use lookup::{Answer, BadLookup, Lookup};
 pub use magic::{BadDnsConfig, MAGIC_TTL, MAX_RECORDS, MAX_SPLIT_DOMAINS, MagicDns, Route};
+pub use os_resolv::{WRITTEN_BY, resolv_conf_pointing_at};
 pub use query::{BadAnswer, BadQuery, MAX_QUERY_LEN, MAX_UDP_PAYLOAD, Query};
 pub use upstream::{MAX_UPSTREAMS, upstreams_from_resolv_conf};
 

@@ -204,6 +204,13 @@ pub fn run(dep: &LocalDeployment) -> anyhow::Result<DestroyReport> {
             Err(e) => report.errors.push(format!("{e:#}")),
         }
     }
+    // An appliance stopped with SIGKILL cannot put back its namespace's
+    // resolv.conf.
+    for name in &ours {
+        if let Err(e) = Netns::new(name).remove_appliance_resolv_conf() {
+            report.errors.push(format!("{e:#}"));
+        }
+    }
     for link in host_links {
         match HostLinks.delete_if_exists(&link) {
             Ok(_) => report.host_links_deleted.push(link),

@@ -3,6 +3,7 @@
 //! has its own netlink adapters where it matters.
 
 use std::ffi::OsStr;
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::Context;
@@ -96,6 +97,26 @@ impl Netns {
     pub fn delete(&self) -> anyhow::Result<()> {
         exec::run(Command::new("ip").args(["netns", "delete", &self.name]))?;
         Ok(())
+    }
+
+    /// Removes the `/etc/netns/NAME/resolv.conf` an appliance in this
+    /// namespace wrote (`node.accept_dns`) and could not put back (it was
+    /// killed), and the directory if that leaves it empty. A file anyone
+    /// else wrote is kept. Returns whether something was removed.
+    pub fn remove_appliance_resolv_conf(&self) -> anyhow::Result<bool> {
+        let dir = Path::new("/etc/netns").join(&self.name);
+        let file = dir.join("resolv.conf");
+        match std::fs::read(&file) {
+            Ok(bytes) if bytes.starts_with(causeway_dns::WRITTEN_BY.as_bytes()) => {
+                std::fs::remove_file(&file)
+                    .with_context(|| format!("removing {}", file.display()))?;
+                let _ = std::fs::remove_dir(&dir);
+                Ok(true)
+            }
+            Ok(_) => Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("reading {}", file.display())),
+        }
     }
 
     /// Runs `ip -n NAME ARGS…`.
