@@ -26,7 +26,7 @@ fn a_failed_ha_deploy_builds_both_routers_network_and_destroy_removes_it() {
 
     let err = local::deploy(&opts).expect_err("control cannot start with /bin/false");
     assert!(
-        format!("{err:#}").contains("stopped at [5/10] control"),
+        format!("{err:#}").contains("stopped at [6/11] control"),
         "{err:#}"
     );
     let dep = local::LocalDeployment::open(&opts).expect("open");

@@ -73,6 +73,10 @@ fn a_client_resolves_through_its_exit_node_and_a_stranger_gets_no_answer() {
             &root.join(format!("{key}.out")),
         );
     }
+    // This test is about the exit node's forwarder and the client's
+    // redirect, not the node resolver: the client resolves with its
+    // namespace's own resolv.conf, written here.
+    t.restart_node_with_config(Node::Client, |old| old.replace("dns_resolver = true\n", ""));
     let cli_ns = t.dep().netns(Site::Cli).name().to_owned();
     t.write_netns_file(
         &cli_ns,

@@ -1,9 +1,10 @@
-//! The node resolver (`node.dns_resolver = true`) in a local deployment:
+//! The node resolver (`node.dns_resolver = true`, which `--cloud local`
+//! sets for its client), in a local deployment:
 //! the client answers its own queries on 100.100.100.100 from the netmap,
 //! forward (A, AAAA) and reverse (PTR), says a name that is not in the
 //! tailnet does not exist, answers over TCP too, and sends a split-DNS
-//! domain to its resolver behind the subnet router (dnsmasq on the VPC
-//! host, answering `db.corp.internal`). With `node.accept_dns` (the
+//! domain the deployment registers (`corp.internal`) to the VPC's resolver
+//! behind the subnet router. With `node.accept_dns` (the
 //! default) the client's namespace resolves through it (its own
 //! `/etc/netns/NAME/resolv.conf`), gets its file back after a stop and
 //! after a crash, and the host's `/etc/resolv.conf` never changes.
@@ -35,9 +36,6 @@ fn dns_query(t: &TestDeployment, args: &[&str]) -> causeway_e2e::Ran {
 #[test]
 fn the_client_resolves_tailnet_names_on_its_own_resolver() {
     let t = TestDeployment::deploy();
-    t.restart_node_with_config(Node::Client, |old| {
-        old.replace("[node]\n", "[node]\ndns_resolver = true\n")
-    });
     let router = tailnet_ipv4(&t.status(Node::Router).expect("router status"))
         .expect("the router's tailnet address");
     let client = tailnet_ipv4(&t.status(Node::Client).expect("client status"))
@@ -94,25 +92,15 @@ fn the_client_resolves_tailnet_names_on_its_own_resolver() {
     assert!(text.stdout.contains(";; NXDOMAIN, authoritative"), "{text}");
     assert!(text.stdout.contains("(tcp)"), "{text}");
 
-    // Split DNS: corp.internal goes to the VPC's resolver, through the mesh.
-    let vpc = t.dep().netns(Site::Vpc);
-    let mut dnsmasq =
-        causeway_e2e::internet::dnsmasq(&vpc, VPC_HOST_ADDR, "db.corp.internal", VPC_HOST_ADDR);
-    let log = t.dep().paths().root().join("vpc-dns.log");
-    t.spawn_recorded("vpc-dns", vpc.name(), &mut dnsmasq, &log);
-    t.admin(&[
-        "dns",
-        "set-split",
-        "--resolver",
-        VPC_HOST_ADDR,
-        "corp.internal",
-    ])
-    .expect_success();
-    wait_until(WAIT, "db.corp.internal through split DNS", || {
-        let out = dig(&t, Site::Cli, &["+short", "db.corp.internal", "A"])?;
-        anyhow::ensure!(out.trim() == VPC_HOST_ADDR, "{out:?}");
-        Ok(())
-    });
+    // Split DNS: the deployment registered corp.internal with the VPC's
+    // resolver, reached through the mesh; other names in that private
+    // zone do not exist.
+    let split = t.admin_json(&["dns", "list"]).get("corp.internal").cloned();
+    assert_eq!(split, Some(serde_json::json!([VPC_HOST_ADDR])));
+    let db = dig(&t, Site::Cli, &["+short", "db.corp.internal", "A"]).expect("split DNS");
+    assert_eq!(db.trim(), VPC_HOST_ADDR);
+    let other = dig(&t, Site::Cli, &["nothing.corp.internal", "A"]).expect("NXDOMAIN");
+    assert!(other.contains("status: NXDOMAIN"), "{other}");
     t.finish();
 }
 
@@ -165,18 +153,11 @@ fn the_client_machine_resolves_through_it_and_gets_its_file_back() {
     let cli = t.dep().netns(Site::Cli).name().to_owned();
     let netns_dir = PathBuf::from("/etc/netns").join(&cli);
     let file = netns_dir.join("resolv.conf");
-    assert_eq!(
-        bytes(&file),
-        None,
-        "the deployment wrote no {}",
-        file.display()
-    );
     let router = tailnet_ipv4(&t.status(Node::Router).expect("router status"))
         .expect("the router's tailnet address");
 
-    t.restart_node_with_config(Node::Client, |old| {
-        old.replace("[node]\n", "[node]\ndns_resolver = true\n")
-    });
+    // The deployment's client runs the resolver; the namespace had no
+    // file of its own, so the node created one.
     let domain = wait_pointed_here(&file);
     let status = t.status(Node::Client).expect("client status");
     assert_eq!(

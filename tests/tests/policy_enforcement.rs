@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use causeway_e2e::local::services::{self, DB_QUERY};
+use causeway_e2e::local::topology::VPC_HOST_ADDR;
 use causeway_e2e::local::{Netns, Node, Secret, Site};
 use causeway_e2e::{
     DB_GREETING, HTTP_GREETING, TestDeployment, VPC_SUBNET, VPC_URL, WAIT, has_kernel_route, peer,
@@ -97,7 +98,13 @@ impl Client {
     /// `psql` against the VPC database, for the real protocol.
     fn query_db(&self, t: &TestDeployment) -> anyhow::Result<String> {
         let password = Secret::read(&t.dep().paths().pg_password())?;
-        services::query(&self.ns, t.dep().pg_bin_dir(), &password, DB_QUERY)
+        services::query(
+            &self.ns,
+            VPC_HOST_ADDR,
+            t.dep().pg_bin_dir(),
+            &password,
+            DB_QUERY,
+        )
     }
 
     /// `curl` of the VPC page.

@@ -2,6 +2,8 @@
 //! `admin keys …`, `status --json`, `run --config`; and the config files
 //! and policy it is given (see docs/reference/appliance.md).
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -128,6 +130,35 @@ impl Appliance {
         Ok(Secret::new(key.to_owned()))
     }
 
+    /// Makes control send queries under `domain` to `resolver` (split
+    /// DNS), unless it already does exactly that; returns whether it
+    /// changed anything.
+    pub fn ensure_split_dns(
+        &self,
+        ns: &Netns,
+        token_file: &Path,
+        domain: &str,
+        resolver: &str,
+    ) -> anyhow::Result<bool> {
+        let mut list = self.admin_command(ns, token_file, &["--json", "dns", "list"]);
+        let out = exec::run(&mut list).context("asking control for its split DNS")?;
+        let now: BTreeMap<String, Vec<IpAddr>> =
+            serde_json::from_str(&out).context("parsing `appliance admin --json dns list`")?;
+        let want: IpAddr = resolver
+            .parse()
+            .with_context(|| format!("split-DNS resolver {resolver:?}: not an IP address"))?;
+        if now.get(domain).is_some_and(|have| have == &[want]) {
+            return Ok(false);
+        }
+        let mut set = self.admin_command(
+            ns,
+            token_file,
+            &["dns", "set-split", "--resolver", resolver, domain],
+        );
+        exec::run(&mut set).with_context(|| format!("registering split DNS for {domain}"))?;
+        Ok(true)
+    }
+
     /// Every node control knows (`appliance admin --json nodes list`), in
     /// the control namespace `ns`.
     pub fn nodes(&self, ns: &Netns, token_file: &Path) -> anyhow::Result<Vec<NodeView>> {
@@ -204,6 +235,10 @@ struct NodeSection {
     accept_routes: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     exit_node: Option<String>,
+    /// The client runs the node resolver (MagicDNS, and the VPC's zone by
+    /// split DNS); its namespace resolves through it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    dns_resolver: bool,
 }
 
 #[derive(Serialize)]
@@ -288,6 +323,7 @@ pub fn node_config(
             tun_name: TUN_NAME.to_owned(),
             accept_routes,
             exit_node: choice,
+            dns_resolver: node == Node::Client,
         },
         subnet_router,
         exit_node: exit_section,

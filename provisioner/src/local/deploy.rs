@@ -15,11 +15,11 @@ use super::appliance::{self, EXIT_TAG, ROUTER_TAG};
 use super::exec;
 use super::observe::{CONTROL_KEY, node_ready};
 use super::process::{self, ProcessRecord};
-use super::services::{DB_QUERY, EchoServer, HttpServer, Postgres, echo_url, vpc_url};
+use super::services::{DB_QUERY, DnsServer, EchoServer, HttpServer, Postgres, echo_url, vpc_url};
 use super::state::{
     DeploymentLock, DeploymentState, Node, STATE_VERSION, Secret, write_if_changed,
 };
-use super::topology::{ExitPlan, Site, Topology, VPC_HOST_ADDR};
+use super::topology::{ExitPlan, Site, Topology, VPC_DB_NAME, VPC_DNS_ZONE, VPC_HOST_ADDR};
 use super::{LocalDeployment, ha, network, node_site, services};
 use crate::console::{Progress, StepOutcome};
 
@@ -30,6 +30,7 @@ enum Step {
     Network,
     Postgres,
     Http,
+    Dns,
     Echo,
     Control,
     KeysAndConfigs,
@@ -45,6 +46,7 @@ fn steps(topo: &Topology) -> Vec<(Step, &'static str)> {
         (Step::Network, "network namespaces and links"),
         (Step::Postgres, "postgres in the VPC"),
         (Step::Http, "http server in the VPC"),
+        (Step::Dns, "dns resolver in the VPC (corp.internal)"),
     ];
     if topo.has_exit_node() {
         out.push((Step::Echo, "echo server on the internet"));
@@ -94,6 +96,8 @@ pub fn run(dep: &LocalDeployment) -> anyhow::Result<()> {
                 dep.name().as_str(),
                 dep.opts.wait_timeout,
             ),
+            Step::Dns => DnsServer::new(dep.dir.clone(), dep.netns(Site::Vpc))
+                .ensure(&mut state, dep.opts.wait_timeout),
             Step::Echo => EchoServer::new(dep.dir.clone(), dep.netns(Site::Web))
                 .ensure(&mut state, dep.opts.wait_timeout),
             Step::Control => control(dep, &mut state),
@@ -171,7 +175,9 @@ fn preflight(dep: &LocalDeployment, state: &mut DeploymentState) -> anyhow::Resu
     if !nix::unistd::geteuid().is_root() {
         bail!("the local cloud needs root (network namespaces, PostgreSQL as user postgres)");
     }
-    for tool in ["ip", "runuser", "curl", "sysctl"] {
+    for tool in [
+        "ip", "runuser", "curl", "sysctl", "dnsmasq", "dig", "getent",
+    ] {
         if find_in_path(tool).is_none() {
             bail!("`{tool}` is not installed (needed by --cloud local)");
         }
@@ -276,7 +282,9 @@ fn control(dep: &LocalDeployment, state: &mut DeploymentState) -> anyhow::Result
             dir.control_log().display()
         );
     }
-    Ok(outcome(changed || config_changed))
+    // The VPC's private zone, answered by its resolver through the router.
+    let split = app.ensure_split_dns(&ctl, &dir.admin_token(), VPC_DNS_ZONE, VPC_HOST_ADDR)?;
+    Ok(outcome(changed || config_changed || split))
 }
 
 /// Writes auth keys and node configs; `restart` collects the nodes whose
@@ -414,7 +422,10 @@ fn wait_node(dep: &LocalDeployment, node: Node, record: &ProcessRecord) -> anyho
 }
 
 /// The proof: from the client namespace, which has no route to the VPC
-/// except through the tailnet, query the database and fetch the page.
+/// except through the tailnet, resolve the database's name (the C library,
+/// the namespace's resolv.conf, the client's node resolver, split DNS, the
+/// VPC's resolver through the router), query the database by that name and
+/// fetch the page.
 fn verify(dep: &LocalDeployment, details: &mut Vec<String>) -> anyhow::Result<StepOutcome> {
     if !(dep.opts.verify && dep.opts.start_router && dep.opts.start_client) {
         return Ok(StepOutcome::Skipped);
@@ -423,17 +434,18 @@ fn verify(dep: &LocalDeployment, details: &mut Vec<String>) -> anyhow::Result<St
     let pw = Secret::read(&dep.dir.pg_password())?;
     let mut last = String::new();
     let proof = process::poll(dep.opts.wait_timeout, || {
-        let row = services::query(&cli, &dep.pg_bin, &pw, DB_QUERY);
+        let resolved = services::resolve(&cli, VPC_DB_NAME);
+        let row = services::query(&cli, VPC_DB_NAME, &dep.pg_bin, &pw, DB_QUERY);
         let page = services::http_get(&cli, &vpc_url());
-        match (row, page) {
-            (Ok(row), Ok(page)) => Ok(Some((row, page))),
-            (Err(e), _) | (_, Err(e)) => {
+        match (resolved, row, page) {
+            (Ok(resolved), Ok(row), Ok(page)) => Ok(Some((resolved, row, page))),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                 last = format!("{e:#}");
                 Ok(None)
             }
         }
     })?;
-    let Some((row, page)) = proof else {
+    let Some((resolved, row, page)) = proof else {
         bail!(
             "the client could not reach the VPC host through the router within {} s: {last}",
             dep.opts.wait_timeout.as_secs()
@@ -444,7 +456,11 @@ fn verify(dep: &LocalDeployment, details: &mut Vec<String>) -> anyhow::Result<St
         .find(|l| l.contains(services::HTTP_GREETING))
         .unwrap_or("(page without the expected line)");
     details.push(format!(
-        "psql {VPC_HOST_ADDR}:5432 from {} -> {row}",
+        "getent ahostsv4 {VPC_DB_NAME} from {} -> {resolved} (node resolver, split DNS to the VPC's resolver)",
+        cli.name()
+    ));
+    details.push(format!(
+        "psql {VPC_DB_NAME}:5432 from {} -> {row}",
         cli.name()
     ));
     details.push(format!(
@@ -453,6 +469,9 @@ fn verify(dep: &LocalDeployment, details: &mut Vec<String>) -> anyhow::Result<St
         cli.name(),
         line.trim()
     ));
+    if resolved != VPC_HOST_ADDR {
+        bail!("{VPC_DB_NAME} resolved to {resolved} in the client, expected {VPC_HOST_ADDR}");
+    }
     if row != services::DB_GREETING || !page.contains(services::HTTP_GREETING) {
         bail!("the VPC services answered, but not with the expected content");
     }

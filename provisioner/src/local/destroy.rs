@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::netns::{HostLinks, Netns};
 use super::observe::CONTROL_KEY;
 use super::process::{self, Stopped};
-use super::services::{ECHO_KEY, HTTP_KEY, PG_KEY, Postgres};
+use super::services::{DNS_KEY, ECHO_KEY, HTTP_KEY, PG_KEY, Postgres};
 use super::state::{DeploymentLock, DeploymentState};
 use super::topology::Site;
 use super::{LocalDeployment, network};
@@ -174,7 +174,7 @@ pub fn run(dep: &LocalDeployment) -> anyhow::Result<DestroyReport> {
             Err(e) => report.errors.push(format!("{e:#}")),
         }
     }
-    for key in [PG_KEY, HTTP_KEY, ECHO_KEY] {
+    for key in [PG_KEY, HTTP_KEY, DNS_KEY, ECHO_KEY] {
         if let Some(rec) = records.get(key)
             && rec.is_alive()
         {

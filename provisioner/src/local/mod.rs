@@ -359,7 +359,13 @@ impl LocalDeployment {
     /// Queries the VPC database as user `causeway` from `site`; returns the row.
     pub fn query_db(&self, site: Site) -> anyhow::Result<String> {
         let pw = Secret::read(&self.dir.pg_password())?;
-        services::query(&self.netns(site), &self.pg_bin, &pw, services::DB_QUERY)
+        services::query(
+            &self.netns(site),
+            topology::VPC_HOST_ADDR,
+            &self.pg_bin,
+            &pw,
+            services::DB_QUERY,
+        )
     }
 
     /// Fetches the VPC web page from `site`.

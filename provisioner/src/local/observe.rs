@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use super::services::{EchoServer, HttpServer, PgState, Postgres};
+use super::services::{DnsServer, EchoServer, HttpServer, PgState, Postgres};
 use super::state::{DeploymentState, Node};
 use super::topology::{Site, Topology, VPC_SUBNET};
 use super::{DeployOptions, LocalDeployment, network};
@@ -42,6 +42,8 @@ pub struct Observation {
     pub postgres: PgState,
     /// Whether the HTTP server runs and serves the page.
     pub http: bool,
+    /// Whether the VPC's resolver runs and answers for its zone.
+    pub dns: bool,
     /// With `--role exit-node`: whether the echo server runs and answers.
     pub echo: bool,
     /// Control.
@@ -177,7 +179,10 @@ pub fn observe(dep: &LocalDeployment) -> anyhow::Result<Observation> {
     let postgres = Postgres::new(dep.pg_bin.clone(), dep.dir.clone(), vpc.clone()).observe();
     let http = state
         .as_ref()
-        .is_some_and(|s| HttpServer::new(dep.dir.clone(), vpc).is_healthy(s));
+        .is_some_and(|s| HttpServer::new(dep.dir.clone(), vpc.clone()).is_healthy(s));
+    let dns = state
+        .as_ref()
+        .is_some_and(|s| DnsServer::new(dep.dir.clone(), vpc).is_healthy(s));
     let echo = topo.has_exit_node()
         && state
             .as_ref()
@@ -224,6 +229,7 @@ pub fn observe(dep: &LocalDeployment) -> anyhow::Result<Observation> {
         network_absent,
         postgres,
         http,
+        dns,
         echo,
         control,
         auth_keys,
@@ -292,6 +298,12 @@ pub fn plan_from(obs: &Observation, topo: &Topology, want: &Wanted) -> Plan {
         "http",
         http_action,
         "python3 http.server on 198.19.1.10:80 in the VPC namespace".into(),
+    );
+    item(
+        "dns",
+        service_action(obs.dns, obs.state_exists),
+        "dnsmasq on 198.19.1.10:53 in the VPC namespace, zone corp.internal (split DNS in control)"
+            .into(),
     );
     if want.exit_node {
         let echo_action = service_action(obs.echo, obs.state_exists);
@@ -425,6 +437,7 @@ mod tests {
             network_absent: true,
             postgres: PgState::Absent,
             http: false,
+            dns: false,
             echo: false,
             control: Health::Absent,
             auth_keys: [(Node::Router, false), (Node::Client, false)].into(),
@@ -439,11 +452,20 @@ mod tests {
             network_absent: false,
             postgres: PgState::Healthy,
             http: true,
+            dns: true,
             echo: false,
             control: Health::Up,
             auth_keys: [(Node::Router, true), (Node::Client, true)].into(),
             nodes: [(Node::Router, Health::Up), (Node::Client, Health::Up)].into(),
         }
+    }
+
+    /// The plan's item for `component`.
+    fn item<'a>(plan: &'a Plan, component: &str) -> &'a PlanItem {
+        plan.items
+            .iter()
+            .find(|i| i.component == component)
+            .unwrap_or_else(|| panic!("no {component} in {:?}", plan.items))
     }
 
     fn actions(plan: &Plan) -> Vec<(&'static str, Action)> {
@@ -459,6 +481,7 @@ mod tests {
                 ("network", Action::Create),
                 ("postgres", Action::Create),
                 ("http", Action::Create),
+                ("dns", Action::Create),
                 ("control", Action::Create),
                 ("auth-keys", Action::Create),
                 ("router", Action::Start),
@@ -474,7 +497,7 @@ mod tests {
         );
         assert!(!text.contains("router2"), "{text}");
         assert!(
-            text.contains("5 to create, 2 to start, 0 to repair, 0 unchanged"),
+            text.contains("6 to create, 2 to start, 0 to repair, 0 unchanged"),
             "{text}"
         );
     }
@@ -498,8 +521,8 @@ mod tests {
         let plan = plan_from(&obs, &topo(false), &all_wanted());
         assert_eq!(plan.items[0].action, Action::Repair);
         assert_eq!(plan.items[0].detail, "p-rtr in cw-t-pub is missing");
-        assert_eq!(plan.items[5].action, Action::Start);
-        assert_eq!(plan.items[6].action, Action::Keep);
+        assert_eq!(item(&plan, "router").action, Action::Start);
+        assert_eq!(item(&plan, "client").action, Action::Keep);
     }
 
     #[test]
@@ -539,6 +562,7 @@ mod tests {
                 "network",
                 "postgres",
                 "http",
+                "dns",
                 "control",
                 "auth-keys",
                 "router",
@@ -546,12 +570,9 @@ mod tests {
                 "client"
             ]
         );
-        assert_eq!(plan.items[6].action, Action::Start);
-        assert!(
-            plan.items[6].detail.contains("cw-t-rtr2"),
-            "{:?}",
-            plan.items[6]
-        );
+        let router2 = item(&plan, "router2");
+        assert_eq!(router2.action, Action::Start);
+        assert!(router2.detail.contains("cw-t-rtr2"), "{router2:?}");
         assert!(
             plan.items[0]
                 .detail
@@ -560,7 +581,7 @@ mod tests {
             "{}",
             plan.items[0].detail
         );
-        assert!(plan.items[4].detail.contains("router2"));
+        assert!(item(&plan, "auth-keys").detail.contains("router2"));
     }
 
     #[test]
@@ -580,6 +601,7 @@ mod tests {
                 ("network", Action::Create),
                 ("postgres", Action::Create),
                 ("http", Action::Create),
+                ("dns", Action::Create),
                 ("echo", Action::Create),
                 ("control", Action::Create),
                 ("auth-keys", Action::Create),
@@ -595,12 +617,20 @@ mod tests {
             "{}",
             plan.items[0].detail
         );
-        assert!(plan.items[3].detail.contains("cw-t-web"));
-        assert!(plan.items[4].detail.contains("exit routes"));
-        assert!(plan.items[5].detail.contains("exit (tag:exit-node)"));
-        assert!(plan.items[7].detail.contains("cw-t-exit"));
-        assert!(plan.items[7].detail.contains("198.18.0.6"));
-        assert!(plan.items[8].detail.contains("through exit node exit"));
+        assert!(item(&plan, "echo").detail.contains("cw-t-web"));
+        assert!(item(&plan, "control").detail.contains("exit routes"));
+        assert!(
+            item(&plan, "auth-keys")
+                .detail
+                .contains("exit (tag:exit-node)")
+        );
+        assert!(item(&plan, "exit").detail.contains("cw-t-exit"));
+        assert!(item(&plan, "exit").detail.contains("198.18.0.6"));
+        assert!(
+            item(&plan, "client")
+                .detail
+                .contains("through exit node exit")
+        );
 
         // A healthy exit deployment plans nothing; a dead echo server is restarted.
         let mut up = healthy();
@@ -610,7 +640,7 @@ mod tests {
         assert!(plan_from(&up, &exit_topo, &want).is_noop());
         up.echo = false;
         let again = plan_from(&up, &exit_topo, &want);
-        assert_eq!(again.items[3].action, Action::Start);
+        assert_eq!(item(&again, "echo").action, Action::Start);
         // The subnet-router plan has neither.
         let single = plan_from(&healthy(), &topo(false), &all_wanted());
         assert!(

@@ -1,7 +1,8 @@
 //! The real programs behind the subnet router, in the VPC namespace:
-//! PostgreSQL and an HTTP server; with `--role exit-node`, the internet's
-//! echo server on the web host; and the client-side probes that prove
-//! they are reachable (`psql`, `curl`).
+//! PostgreSQL, an HTTP server and a resolver with a private zone; with
+//! `--role exit-node`, the internet's echo server on the web host; and the
+//! client-side probes that prove they are reachable (`psql`, `curl`,
+//! `getent`).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -16,7 +17,9 @@ use super::exec;
 use super::netns::Netns;
 use super::process::{self, ProcessRecord, Stopped};
 use super::state::{DeploymentState, Secret, StateDir, write_if_changed};
-use super::topology::{HTTP_PORT, PG_PORT, VPC_HOST_ADDR, VPC_RANGE, WEB_ADDR};
+use super::topology::{
+    HTTP_PORT, PG_PORT, VPC_DB_NAME, VPC_DNS_ZONE, VPC_HOST_ADDR, VPC_RANGE, WEB_ADDR,
+};
 use crate::console::StepOutcome;
 
 /// The row the database serves.
@@ -32,6 +35,8 @@ pub const DB_QUERY: &str = "select msg from greeting";
 pub const PG_KEY: &str = "postgres";
 /// Process key of the HTTP server in `state.json`.
 pub const HTTP_KEY: &str = "http";
+/// Process key of the VPC's resolver in `state.json`.
+pub const DNS_KEY: &str = "dns";
 /// Process key of the internet's echo server in `state.json`
 /// (`--role exit-node`).
 pub const ECHO_KEY: &str = "echo";
@@ -184,8 +189,14 @@ impl Postgres {
         if !self.answers() {
             self.seed()?;
             changed = true;
-            let row = query(&self.ns, &self.bin, &Secret::read(&pw_file)?, DB_QUERY)
-                .context("querying the freshly seeded database over TCP")?;
+            let row = query(
+                &self.ns,
+                VPC_HOST_ADDR,
+                &self.bin,
+                &Secret::read(&pw_file)?,
+                DB_QUERY,
+            )
+            .context("querying the freshly seeded database over TCP")?;
             if row != DB_GREETING {
                 bail!("the database answered {row:?}, expected {DB_GREETING:?}");
             }
@@ -219,7 +230,7 @@ impl Postgres {
         let Ok(pw) = Secret::read(&self.dir.pg_password()) else {
             return false;
         };
-        query(&self.ns, &self.bin, &pw, DB_QUERY).is_ok_and(|row| row == DB_GREETING)
+        query(&self.ns, VPC_HOST_ADDR, &self.bin, &pw, DB_QUERY).is_ok_and(|row| row == DB_GREETING)
     }
 
     fn postmaster_pid(&self) -> anyhow::Result<i32> {
@@ -318,10 +329,16 @@ impl Postgres {
 
 /// Runs `sql` as user `causeway` against the VPC host over TCP, from
 /// namespace `ns`; returns the unaligned, trimmed result.
-pub fn query(ns: &Netns, pg_bin: &Path, password: &Secret, sql: &str) -> anyhow::Result<String> {
+pub fn query(
+    ns: &Netns,
+    host: &str,
+    pg_bin: &Path,
+    password: &Secret,
+    sql: &str,
+) -> anyhow::Result<String> {
     let mut cmd = ns.command(pg_bin.join("psql"));
     cmd.arg(format!(
-        "host={VPC_HOST_ADDR} port={PG_PORT} dbname={DB_NAME} user={DB_NAME} connect_timeout=5 sslmode=disable"
+        "host={host} port={PG_PORT} dbname={DB_NAME} user={DB_NAME} connect_timeout=5 sslmode=disable"
     ))
     .args(["-X", "-A", "-t", "-c", sql])
     .env("PGPASSWORD", password.expose());
@@ -386,6 +403,104 @@ impl HttpServer {
         )?;
         Ok(StepOutcome::Changed)
     }
+}
+
+/// The VPC's resolver (dnsmasq) on the VPC host, port 53: the private zone
+/// [`VPC_DNS_ZONE`], whose one name [`VPC_DB_NAME`] is the VPC host; other
+/// names in the zone do not exist, and nothing is forwarded anywhere. Like
+/// a VPC's own resolver, it is reachable only inside the VPC (and through
+/// the subnet router).
+#[derive(Debug, Clone)]
+pub struct DnsServer {
+    dir: StateDir,
+    ns: Netns,
+}
+
+impl DnsServer {
+    /// The resolver with its log in `dir`, in namespace `ns`.
+    pub fn new(dir: StateDir, ns: Netns) -> Self {
+        Self { dir, ns }
+    }
+
+    /// Whether the recorded server runs and answers for the database.
+    pub fn is_healthy(&self, state: &DeploymentState) -> bool {
+        state
+            .processes
+            .get(DNS_KEY)
+            .is_some_and(ProcessRecord::is_alive)
+            && self.answers()
+    }
+
+    fn answers(&self) -> bool {
+        ask(&self.ns, VPC_HOST_ADDR, VPC_DB_NAME).is_ok_and(|a| a == VPC_HOST_ADDR)
+    }
+
+    /// Starts the server unless it is healthy.
+    pub fn ensure(
+        &self,
+        state: &mut DeploymentState,
+        timeout: Duration,
+    ) -> anyhow::Result<StepOutcome> {
+        if self.is_healthy(state) {
+            return Ok(StepOutcome::Unchanged);
+        }
+        let mut cmd = self.ns.command("dnsmasq");
+        cmd.args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--user=root",
+            "--pid-file=",
+            "--bind-interfaces",
+            "--log-facility=-",
+            &format!("--listen-address={VPC_HOST_ADDR}"),
+            &format!("--local=/{VPC_DNS_ZONE}/"),
+            &format!("--host-record={VPC_DB_NAME},{VPC_HOST_ADDR}"),
+        ]);
+        start_and_wait(
+            &self.ns,
+            state,
+            DNS_KEY,
+            cmd,
+            &self.dir.dns_log(),
+            timeout,
+            || self.answers(),
+        )?;
+        Ok(StepOutcome::Changed)
+    }
+}
+
+/// `dig @server NAME A` in `ns`: the first address of the answer.
+fn ask(ns: &Netns, server: &str, name: &str) -> anyhow::Result<String> {
+    let mut cmd = ns.command("dig");
+    cmd.args([
+        &format!("@{server}"),
+        "+short",
+        "+time=1",
+        "+tries=2",
+        name,
+        "A",
+    ]);
+    let out = exec::run(&mut cmd)?;
+    out.lines()
+        .next()
+        .map(|line| line.trim().to_owned())
+        .filter(|line| !line.is_empty())
+        .with_context(|| format!("{server} has no address for {name}"))
+}
+
+/// `getent ahostsv4 NAME` in `ns`: the first IPv4 address the C library
+/// finds, through the namespace's own `resolv.conf` (as any program there
+/// would).
+pub fn resolve(ns: &Netns, name: &str) -> anyhow::Result<String> {
+    let mut cmd = ns.command("getent");
+    cmd.args(["ahostsv4", name]);
+    let out = exec::run(&mut cmd).with_context(|| format!("resolving {name}"))?;
+    out.split_whitespace()
+        .next()
+        .map(str::to_owned)
+        .with_context(|| format!("getent ahostsv4 {name} printed no address"))
 }
 
 /// The internet's echo server (`--role exit-node`): on the web host,

@@ -111,6 +111,11 @@ impl StateDir {
         self.root.join("http.log")
     }
 
+    /// The VPC resolver's log.
+    pub fn dns_log(&self) -> PathBuf {
+        self.root.join("dns.log")
+    }
+
     /// With `--role exit-node`: the echo server's script.
     pub fn echo_script(&self) -> PathBuf {
         self.root.join("echo_server.py")

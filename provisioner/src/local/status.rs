@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::appliance::{ExitNodeSummary, NodeSummary};
 use super::netns::Netns;
 use super::observe::node_ready;
-use super::services::{self, EchoServer, HttpServer, PgState, Postgres};
+use super::services::{self, DnsServer, EchoServer, HttpServer, PgState, Postgres};
 use super::state::{DeploymentState, Node};
 use super::topology::{ExitPlan, Site};
 use super::{LocalDeployment, RouterStatus, ha, network};
@@ -36,6 +36,8 @@ pub struct StatusReport {
     pub postgres_healthy: bool,
     /// The HTTP server serves its page inside the VPC.
     pub http_healthy: bool,
+    /// The VPC's resolver answers for its zone inside the VPC.
+    pub dns_healthy: bool,
     /// Each node's status, as the appliance reports it.
     pub nodes: Vec<NodeStatus>,
     /// Whether the client reaches the VPC web server through the router
@@ -230,7 +232,10 @@ pub fn report(dep: &LocalDeployment) -> anyhow::Result<StatusReport> {
             == PgState::Healthy;
     let http_healthy = state
         .as_ref()
-        .is_some_and(|s| HttpServer::new(dep.dir.clone(), vpc).is_healthy(s));
+        .is_some_and(|s| HttpServer::new(dep.dir.clone(), vpc.clone()).is_healthy(s));
+    let dns_healthy = state
+        .as_ref()
+        .is_some_and(|s| DnsServer::new(dep.dir.clone(), vpc).is_healthy(s));
     let mut nodes = Vec::new();
     for node in dep.nodes() {
         if !processes.iter().any(|p| p.key == node.as_str()) {
@@ -269,6 +274,7 @@ pub fn report(dep: &LocalDeployment) -> anyhow::Result<StatusReport> {
         && processes.iter().all(|p| p.alive)
         && postgres_healthy
         && http_healthy
+        && dns_healthy
         && nodes.iter().all(|n| {
             n.status
                 .as_ref()
@@ -286,6 +292,7 @@ pub fn report(dep: &LocalDeployment) -> anyhow::Result<StatusReport> {
         processes,
         postgres_healthy,
         http_healthy,
+        dns_healthy,
         nodes,
         client_reaches_vpc,
         routers,
@@ -360,13 +367,18 @@ impl StatusReport {
         }
         let _ = writeln!(
             out,
-            "\nservices: postgres {} / http {} (checked from inside the VPC)",
+            "\nservices: postgres {} / http {} / dns {} (checked from inside the VPC)",
             if self.postgres_healthy {
                 "answers"
             } else {
                 "DOES NOT ANSWER"
             },
             if self.http_healthy {
+                "answers"
+            } else {
+                "DOES NOT ANSWER"
+            },
+            if self.dns_healthy {
                 "answers"
             } else {
                 "DOES NOT ANSWER"

@@ -107,6 +107,11 @@ pub const WG_PORT: u16 = 41641;
 pub const PG_PORT: u16 = 5432;
 /// The HTTP server's port.
 pub const HTTP_PORT: u16 = 80;
+/// The VPC's private DNS zone, served by the VPC's resolver on
+/// [`VPC_HOST_ADDR`] and registered in control as split DNS.
+pub const VPC_DNS_ZONE: &str = "corp.internal";
+/// The database's name in [`VPC_DNS_ZONE`]; it names [`VPC_HOST_ADDR`].
+pub const VPC_DB_NAME: &str = "db.corp.internal";
 
 /// One of the namespaces of a local deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
