@@ -524,6 +524,18 @@ impl TestDeployment {
             .unwrap_or_else(|| panic!("state.json records no process {key:?}"))
     }
 
+    /// `getent ahostsv4 NAME` in `site`: the first IPv4 address the C
+    /// library finds, through the namespace's own `resolv.conf`.
+    pub fn resolve(&self, site: Site, name: &str) -> anyhow::Result<String> {
+        let ran = self.run_in(site, &["getent", "ahostsv4", name]);
+        anyhow::ensure!(ran.success(), "getent ahostsv4 {name}: {ran}");
+        ran.stdout
+            .split_whitespace()
+            .next()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("getent ahostsv4 {name}: no address in {ran}"))
+    }
+
     /// Kills the recorded process `key` with SIGKILL (a crash: nothing of
     /// its own clean-up runs) and waits until it is gone.
     pub fn kill_process(&self, key: &str) -> ProcessRecord {

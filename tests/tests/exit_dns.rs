@@ -249,6 +249,29 @@ fn a_client_resolves_through_its_exit_node_and_a_stranger_gets_no_answer() {
     });
     assert_eq!(again, LAN_ANSWER);
     assert!(!redirect_exists(&t), "the redirect outlived the exit node");
+
+    // With the node resolver on, the namespace's resolv.conf names
+    // 100.100.100.100 (which the redirect leaves alone). While exit1 is
+    // in use the resolver sends names outside the tailnet to exit1's
+    // forwarder; with `none`, to the LAN resolver the namespace had.
+    t.restart_node_with_config(Node::Client, |old| {
+        old.replace("[node]\n", "[node]\ndns_resolver = true\n")
+    });
+    wait_until(
+        WAIT,
+        "the exit node's resolver through the node resolver",
+        || expect_answer(lookup(&t, NAME)?, EXIT_ANSWER),
+    );
+    t.set_exit_node(&client_dir, "none");
+    wait_until(WAIT, "the LAN resolver through the node resolver", || {
+        expect_answer(lookup(&t, NAME)?, LAN_ANSWER)
+    });
+    t.set_exit_node(&client_dir, "exit1");
+    wait_until(
+        WAIT,
+        "the exit node's resolver through the node resolver again",
+        || expect_answer(lookup(&t, NAME)?, EXIT_ANSWER),
+    );
     // Figures, not assertions: what the detour through the exit node costs.
     let direct = query_times(&t, LAN_RESOLVER);
     eprintln!(
@@ -272,16 +295,9 @@ fn start_running(t: &TestDeployment, node: &ExtraNode, ns: &Netns) -> serde_json
     })
 }
 
-/// The first IPv4 address `getent ahostsv4 NAME` finds in the client
-/// (through the C library and the namespace's resolv.conf).
+/// The first IPv4 address the client's C library finds for `name`.
 fn lookup(t: &TestDeployment, name: &str) -> anyhow::Result<String> {
-    let ran = t.run_in(Site::Cli, &["getent", "ahostsv4", name]);
-    anyhow::ensure!(ran.success(), "{ran}");
-    ran.stdout
-        .split_whitespace()
-        .next()
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow::anyhow!("no address in {ran}"))
+    t.resolve(Site::Cli, name)
 }
 
 /// `dig +short NAME` with `args`, from `site`.

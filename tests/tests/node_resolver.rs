@@ -113,17 +113,8 @@ fn bytes(path: &Path) -> Option<Vec<u8>> {
     }
 }
 
-/// `getent ahostsv4 NAME` in the client's namespace, through the C
-/// library and so through whatever the namespace's `resolv.conf` names:
-/// the first IPv4 address it found.
 fn getent(t: &TestDeployment, name: &str) -> anyhow::Result<String> {
-    let ran = t.run_in(Site::Cli, &["getent", "ahostsv4", name]);
-    anyhow::ensure!(ran.success(), "getent ahostsv4 {name}: {ran}");
-    ran.stdout
-        .split_whitespace()
-        .next()
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow::anyhow!("getent ahostsv4 {name}: no address in {ran}"))
+    t.resolve(Site::Cli, name)
 }
 
 /// Waits until the namespace's file points at the node resolver with the

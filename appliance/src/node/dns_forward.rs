@@ -43,6 +43,7 @@ const TCP_BACKLOG: i32 = 64;
 /// A running forwarder; dropping it stops it and closes its sockets.
 pub struct DnsForwarder {
     tasks: Vec<JoinHandle<()>>,
+    shared: Arc<Shared>,
 }
 
 impl Drop for DnsForwarder {
@@ -76,9 +77,13 @@ impl DnsForwarder {
                 path: resolv_conf,
                 own: addresses.to_vec(),
                 cache: Mutex::new(None),
+                instead: Mutex::new(None),
             },
         });
-        let mut forwarder = Self { tasks: Vec::new() };
+        let mut forwarder = Self {
+            tasks: Vec::new(),
+            shared: Arc::clone(&shared),
+        };
         let mut failures = Vec::new();
         for &address in addresses {
             let local = SocketAddr::new(address, DNS_PORT);
@@ -109,6 +114,22 @@ impl DnsForwarder {
             tracing::warn!(error = %failure, "the DNS forwarder skips an address");
         }
         Ok(forwarder)
+    }
+
+    /// Sends what would go to the upstream resolvers to `server` instead
+    /// (port 53), until called again with `None`.
+    pub fn send_upstream_to(&self, server: Option<IpAddr>) {
+        let instead = server.map(|ip| vec![SocketAddr::new(ip, DNS_PORT)]);
+        let mut slot = self
+            .shared
+            .upstreams
+            .instead
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *slot != instead {
+            tracing::info!(upstream = ?instead, "node resolver's upstream (none: the machine's resolvers)");
+            *slot = instead;
+        }
     }
 }
 
@@ -172,10 +193,21 @@ struct Upstreams {
     path: PathBuf,
     own: Vec<IpAddr>,
     cache: Mutex<Option<(SystemTime, Vec<SocketAddr>)>>,
+    /// Used instead of the file's resolvers when set (the exit node's
+    /// forwarder).
+    instead: Mutex<Option<Vec<SocketAddr>>>,
 }
 
 impl Upstreams {
     fn current(&self) -> Vec<SocketAddr> {
+        if let Some(instead) = self
+            .instead
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+        {
+            return instead;
+        }
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         let modified = std::fs::metadata(&self.path)
             .and_then(|m| m.modified())

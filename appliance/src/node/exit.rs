@@ -111,6 +111,12 @@ impl ExitDriver {
         self.state.set_choice(choice);
     }
 
+    /// The exit node's tailnet address while this host's DNS goes to its
+    /// forwarder; the node resolver then forwards there too.
+    pub fn exit_resolver(&self) -> Option<std::net::IpAddr> {
+        self.dns.exit_resolver()
+    }
+
     /// Re-selects against the netmap, installs or removes policy routing,
     /// and returns the peers for the data plane.
     pub async fn update(&mut self, netmap: &NetmapState) -> Vec<Node> {

@@ -36,6 +36,8 @@ pub struct ExitDnsDriver {
     redirect: Option<DnsRedirect>,
     access: watch::Sender<DnsAccess>,
     forwarder: Option<DnsForwarder>,
+    /// The exit node's resolver while this host's DNS goes to it.
+    exit_resolver: Option<IpAddr>,
 }
 
 impl ExitDnsDriver {
@@ -51,6 +53,7 @@ impl ExitDnsDriver {
             redirect: None,
             access: watch::Sender::new(DnsAccess::default()),
             forwarder: None,
+            exit_resolver: None,
         }
     }
 
@@ -61,6 +64,11 @@ impl ExitDnsDriver {
         let Some(me) = netmap.node() else {
             return;
         };
+        // The node resolver's upstream: the exit node's forwarder while
+        // this host's DNS goes to it.
+        self.exit_resolver = exit_peer
+            .filter(|_| self.redirect_enabled)
+            .and_then(|peer| peer.addresses.iter().map(IpNet::addr).find(IpAddr::is_ipv4));
         let own: Vec<IpAddr> = me.addresses.iter().map(IpNet::addr).collect();
         self.access
             .send_replace(DnsAccess::from_filter(netmap.filter(), &own));
@@ -69,6 +77,12 @@ impl ExitDnsDriver {
             .filter(|_| self.redirect_enabled)
             .map(|peer| redirect_to(&self.tun_name, me, peer));
         self.redirect(wanted);
+    }
+
+    /// The exit node's tailnet address while this host's DNS goes to its
+    /// forwarder (an exit node in use and `exit_node_dns`).
+    pub fn exit_resolver(&self) -> Option<IpAddr> {
+        self.exit_resolver
     }
 
     /// Stops the forwarder and removes the redirect.

@@ -720,7 +720,7 @@ async fn follow_control(
                     }
                     let peers = exit.update(netmap).await;
                     if let Some(resolver) = resolver.as_deref_mut() {
-                        resolver.update(netmap);
+                        resolver.update(netmap, exit.exit_resolver());
                     }
                     if let Some(e) = netmap.filter_refused() {
                         tracing::warn!(error = %e, "control sent a packet filter over the limits; accepting no new flows");

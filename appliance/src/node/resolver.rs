@@ -40,7 +40,7 @@ pub struct NodeResolver {
     os: Option<OsDns>,
     domain: Option<String>,
     status: Arc<Mutex<NodeStatus>>,
-    _forwarder: DnsForwarder,
+    forwarder: DnsForwarder,
 }
 
 impl NodeResolver {
@@ -122,7 +122,7 @@ impl NodeResolver {
             os,
             domain: None,
             status,
-            _forwarder: forwarder,
+            forwarder,
         })
     }
 
@@ -143,7 +143,12 @@ impl NodeResolver {
     /// Follows the netmap: the names of this node and its peers, and the
     /// split-DNS domains. A configuration that cannot be used keeps the
     /// previous table and says why.
-    pub fn update(&mut self, netmap: &NetmapState) {
+    ///
+    /// `exit_resolver`: while an exit node is in use (with
+    /// `exit_node_dns`), names that are neither the tailnet's nor a split
+    /// domain's go to its forwarder instead of the machine's resolvers.
+    pub fn update(&mut self, netmap: &NetmapState, exit_resolver: Option<IpAddr>) {
+        self.forwarder.send_upstream_to(exit_resolver);
         let own: Vec<IpAddr> = netmap
             .node()
             .map(|me| me.addresses.iter().map(IpNet::addr).collect())
