@@ -20,11 +20,16 @@
 //!   with the exit node's forwarder.
 //! - [`resolv_conf_pointing_at`]: the `resolv.conf` a node writes while
 //!   its resolver runs (`node.accept_dns`).
+//! - [`ConnectorRoutes`]: an app connector's routes, learned from the
+//!   answers it relays for its domains, with TTL expiry (and a floor), a
+//!   cap, exact merging into wider prefixes, and removal with a domain.
+//!   Not yet used by the appliance (the `app-connector` role is not built).
 //! - [`Lookup`]: one query of our own and the reading of its answer
 //!   (`appliance dns query`).
 
 mod access;
 mod admission;
+mod connector;
 mod lookup;
 mod magic;
 mod os_resolv;
@@ -35,6 +40,10 @@ use std::time::Duration;
 
 pub use access::DnsAccess;
 pub use admission::{AdmissionState, Limits, Refused};
+pub use connector::{
+    BadDomain, ConnectorLimits, ConnectorRoutes, DEFAULT_MAX_ROUTES, DEFAULT_TTL_FLOOR,
+    DomainPattern, Learned, MAX_DOMAINS, MAX_ROUTES_LIMIT,
+};
 pub use lookup::{Answer, BadLookup, Lookup};
 pub use magic::{BadDnsConfig, MAGIC_TTL, MAX_RECORDS, MAX_SPLIT_DOMAINS, MagicDns, Route};
 pub use os_resolv::{WRITTEN_BY, resolv_conf_pointing_at};
