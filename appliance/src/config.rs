@@ -97,10 +97,11 @@ pub struct NodeConfig {
     /// false).
     #[serde(default)]
     pub dns_resolver: bool,
-    /// With the node resolver: point this machine's `resolv.conf` at it
-    /// while the appliance runs, and put the original back on stop (or at
-    /// the next start after a crash). Default true; false leaves the
-    /// machine's DNS alone (ask 100.100.100.100 directly).
+    /// With the node resolver: point this machine at it while the
+    /// appliance runs (systemd-resolved's settings for the TUN device, or
+    /// the `resolv.conf` of this network namespace), and undo it on stop
+    /// (or at the next start after a crash). Default true; false leaves
+    /// the machine's DNS alone (ask 100.100.100.100 directly).
     #[serde(default = "default_true")]
     pub accept_dns: bool,
 }

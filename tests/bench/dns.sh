@@ -52,15 +52,11 @@ done
 
 STATE="/run/causeway/local/$NAME"
 NS_CLI="cw-$NAME-cli"
-NS_VPC="cw-$NAME-vpc"
-NS_CTL="cw-$NAME-ctl"
 VPC_HOST=198.19.1.10
 WORK="$(mktemp -d /tmp/cwdns.XXXXXX)"
 prov() { "$BIN/provisioner" "$1" --cloud local --name "$NAME" "${@:2}"; }
 cleanup() {
     local rc=$?
-    # destroy also stops the hand-started client and dnsmasq: it stops
-    # every process left in the deployment's namespaces.
     prov destroy >/dev/null 2>&1 || echo "warning: destroy of $NAME failed; run: $BIN/provisioner destroy --cloud local --name $NAME" >&2
     rm -rf "$WORK"
     exit "$rc"
@@ -70,20 +66,9 @@ trap cleanup EXIT INT TERM
 echo "deploying $NAME..." >&2
 prov deploy --role subnet-router >/dev/null
 
-# The client again, with the node resolver on.
-config="$(jq -r '.configs.client' "$STATE/state.json")"
-pid="$(jq -r '.processes.client.pid' "$STATE/state.json")"
-sed 's/^\[node\]$/[node]\ndns_resolver = true/' "$config" >"$WORK/client.toml"
-kill "$pid"
-while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-ip netns exec "$NS_CLI" "$BIN/appliance" run --config "$WORK/client.toml" >"$WORK/client.log" 2>&1 &
-
-# The VPC's resolver, and split DNS for corp.internal in control.
-ip netns exec "$NS_VPC" dnsmasq --keep-in-foreground --no-resolv --no-hosts --user=root \
-    --pid-file= --bind-interfaces --listen-address="$VPC_HOST" \
-    --address=/db.corp.internal/"$VPC_HOST" --cache-size=0 >"$WORK/dnsmasq.log" 2>&1 &
-ip netns exec "$NS_CTL" "$BIN/appliance" admin --token-file "$STATE/control/admin.token" \
-    dns set-split --resolver "$VPC_HOST" corp.internal >/dev/null
+# The deployment's client already runs the node resolver, dnsmasq on the
+# VPC host serves the private zone corp.internal from local data, and
+# control holds corp.internal as split DNS.
 
 ask() { ip netns exec "$NS_CLI" "$BIN/appliance" dns query "$@" --json 2>/dev/null; }
 domain=""
@@ -94,7 +79,7 @@ for _ in $(seq 1 100); do
     [[ -n "$domain" && -n "$split_ok" ]] && break
     sleep 0.2
 done
-[[ -n "$domain" && -n "$split_ok" ]] || { echo "error: the node resolver did not answer; see $WORK/client.log" >&2; cat "$WORK/client.log" >&2; exit 1; }
+[[ -n "$domain" && -n "$split_ok" ]] || { echo "error: the node resolver did not answer; see $STATE/client.log" >&2; tail -20 "$STATE/client.log" >&2; exit 1; }
 
 printf 'router.%s A\n' "$domain" >"$WORK/magic.txt"
 printf 'db.corp.internal A\n' >"$WORK/split.txt"

@@ -674,7 +674,9 @@ async fn follow_control(
                 continue;
             }
             () = sleep_until_some(exit.next_path_check()) => {
-                if let Some(peers) = exit.check_paths(netmap).await
+                let peers = exit.check_paths(netmap).await;
+                follow_exit_dns(resolver.as_deref(), exit);
+                if let Some(peers) = peers
                     && send_exit_peers(commands, netmap, peers).await.is_err()
                 {
                     return lost(anyhow::anyhow!("data plane gone"));
@@ -684,6 +686,7 @@ async fn follow_control(
             Some((choice, reply)) = exit_requests.recv() => {
                 exit.set_choice(choice);
                 let peers = exit.update(netmap).await;
+                follow_exit_dns(resolver.as_deref(), exit);
                 if send_exit_peers(commands, netmap, peers).await.is_err() {
                     return lost(anyhow::anyhow!("data plane gone"));
                 }
@@ -720,8 +723,9 @@ async fn follow_control(
                     }
                     let peers = exit.update(netmap).await;
                     if let Some(resolver) = resolver.as_deref_mut() {
-                        resolver.update(netmap, exit.exit_resolver());
+                        resolver.update(netmap);
                     }
+                    follow_exit_dns(resolver.as_deref(), exit);
                     if let Some(e) = netmap.filter_refused() {
                         tracing::warn!(error = %e, "control sent a packet filter over the limits; accepting no new flows");
                     }
@@ -813,6 +817,14 @@ async fn follow_control(
 /// Hands the data plane the peers after the exit node changed; `Err`
 /// when the data plane is gone. Before a stream's first full map the
 /// netmap is empty: the map applies the change when it comes.
+/// The node resolver's upstream follows the exit node in use (see
+/// `NodeResolver::follow_exit`); called after every change of the choice.
+fn follow_exit_dns(resolver: Option<&resolver::NodeResolver>, exit: &ExitDriver) {
+    if let Some(resolver) = resolver {
+        resolver.follow_exit(exit.exit_resolver());
+    }
+}
+
 async fn send_exit_peers(
     commands: &mpsc::Sender<Command>,
     netmap: &NetmapState,

@@ -25,7 +25,7 @@ use tokio::sync::watch;
 
 use super::dns_forward::DnsForwarder;
 use super::exit_dns::RESOLV_CONF;
-use super::os_dns::{self, OsDns, Target};
+use super::os_dns::{self, Names, OsDns, Target};
 use super::status::{self, NodeStatus};
 use crate::config::NodeConfig;
 
@@ -38,7 +38,8 @@ pub struct NodeResolver {
     access: watch::Sender<DnsAccess>,
     /// The machine's `resolv.conf`, while it points here.
     os: Option<OsDns>,
-    domain: Option<String>,
+    /// The names the OS was last told of.
+    os_names: Names,
     status: Arc<Mutex<NodeStatus>>,
     forwarder: DnsForwarder,
 }
@@ -67,9 +68,15 @@ impl NodeResolver {
                     tracing::warn!(%reason, "leaving this machine's DNS configuration alone");
                     (None, format!("not pointed here: {reason}"))
                 }
-                target => match OsDns::take_over(state_dir, &target, resolver, None) {
+                target => match OsDns::take_over(
+                    state_dir,
+                    &target,
+                    &config.tun_name,
+                    resolver,
+                    &Names::default(),
+                ) {
                     Ok(os) => {
-                        let shown = format!("{} -> {RESOLVER_ADDR}", os.path().display());
+                        let shown = os.describe(resolver);
                         (Some(os), shown)
                     }
                     Err(e) => {
@@ -87,7 +94,7 @@ impl NodeResolver {
         status::set(&status, |s| s.os_dns = Some(shown));
         // The resolvers this machine had: saved before the takeover, since
         // the file itself now names us.
-        let upstreams = if os.is_some() {
+        let upstreams = if os.as_ref().is_some_and(OsDns::saved_upstreams) {
             state_dir.join(os_dns::UPSTREAM)
         } else {
             PathBuf::from(RESOLV_CONF)
@@ -120,20 +127,27 @@ impl NodeResolver {
             names,
             access,
             os,
-            domain: None,
+            os_names: Names::default(),
             status,
             forwarder,
         })
     }
 
+    /// While an exit node is in use (with `exit_node_dns`), names that are
+    /// neither the tailnet's nor a split domain's go to its forwarder
+    /// (`exit_resolver`) instead of the machine's resolvers.
+    pub fn follow_exit(&self, exit_resolver: Option<IpAddr>) {
+        self.forwarder.send_upstream_to(exit_resolver);
+    }
+
     /// Puts the machine's `resolv.conf` back, then stops answering.
     pub fn stop(mut self) {
         if let Some(os) = self.os.take() {
-            let path = os.path().display().to_string();
+            let what = os.describe(IpAddr::V4(RESOLVER_ADDR));
             match os.restore() {
-                Ok(()) => tracing::info!(file = %path, "put back the resolver configuration"),
+                Ok(()) => tracing::info!(%what, "put back the resolver configuration"),
                 Err(e) => {
-                    tracing::warn!(file = %path, error = %format!("{e:#}"), "putting back the resolver configuration")
+                    tracing::warn!(%what, error = %format!("{e:#}"), "putting back the resolver configuration")
                 }
             }
         }
@@ -143,12 +157,7 @@ impl NodeResolver {
     /// Follows the netmap: the names of this node and its peers, and the
     /// split-DNS domains. A configuration that cannot be used keeps the
     /// previous table and says why.
-    ///
-    /// `exit_resolver`: while an exit node is in use (with
-    /// `exit_node_dns`), names that are neither the tailnet's nor a split
-    /// domain's go to its forwarder instead of the machine's resolvers.
-    pub fn update(&mut self, netmap: &NetmapState, exit_resolver: Option<IpAddr>) {
-        self.forwarder.send_upstream_to(exit_resolver);
+    pub fn update(&mut self, netmap: &NetmapState) {
         let own: Vec<IpAddr> = netmap
             .node()
             .map(|me| me.addresses.iter().map(IpNet::addr).collect())
@@ -172,14 +181,24 @@ impl NodeResolver {
             }
         }
         self.access.send_replace(local_only(&own));
-        let domain = Some(netmap.dns().domain.clone()).filter(|domain| !domain.is_empty());
-        if domain != self.domain {
-            if let Some(os) = &mut self.os
-                && let Err(e) = os.set_domain(domain.as_deref())
-            {
-                tracing::warn!(error = %format!("{e:#}"), "updating the search domain");
+        let dns = netmap.dns();
+        let names = Names {
+            tailnet_domain: Some(dns.domain.clone()).filter(|domain| !domain.is_empty()),
+            split: dns.split.keys().cloned().collect(),
+        };
+        if names != self.os_names {
+            if let Some(os) = &mut self.os {
+                match os.set_names(&names) {
+                    Ok(()) => {
+                        let shown = os.describe(IpAddr::V4(RESOLVER_ADDR));
+                        status::set(&self.status, |s| s.os_dns = Some(shown));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "telling the OS the resolver's domains");
+                    }
+                }
             }
-            self.domain = domain;
+            self.os_names = names;
         }
     }
 }

@@ -1,46 +1,20 @@
-//! Points this machine at the node resolver while the appliance runs
-//! (`node.accept_dns`, with `node.dns_resolver`), and puts back exactly
-//! what was there when it stops, or, after a crash, when it next starts.
-//!
-//! Which file is this machine's is decided by the network namespace the
-//! appliance runs in, never by the path `/etc/resolv.conf` alone: under
-//! `ip netns exec NAME` that path is the namespace's own file only if
-//! `/etc/netns/NAME/resolv.conf` existed when the process started, and is
-//! otherwise the host's.
-//! - In a namespace named under `/run/netns`: `/etc/netns/NAME/resolv.conf`
-//!   (created if missing, and removed again on stop), which every later
-//!   `ip netns exec NAME` mounts over `/etc/resolv.conf`.
-//! - In the first process's namespace (the machine itself): the file
-//!   `/etc/resolv.conf`, unless it is a symbolic link (another program,
-//!   such as systemd-resolved, owns it; working with systemd-resolved is
-//!   not built yet), in which case nothing is touched.
-//! - In any other namespace, or where the first process's namespace
-//!   cannot be read: nothing, and the status says why.
-//!
-//! The file is rewritten in place (same inode), so that bind mounts of it
-//! see the change. The original bytes, and the configuration the machine
-//! had (the forwarder's upstream resolvers), are saved in the state
-//! directory first. On stop the original is written back unless someone
-//! else has changed the file since, in which case theirs is kept.
+//! `resolv.conf` pointed at the node resolver: the file for this
+//! network namespace (see the parent module), rewritten in place (same
+//! inode), so that bind mounts of it see the change. The original bytes,
+//! and the configuration the machine had (the forwarder's upstream
+//! resolvers), are saved in the state directory first. On stop the
+//! original is written back unless someone else has changed the file
+//! since, in which case theirs is kept; after a crash the next start does
+//! it ([`ResolvConf::recover`]).
 
 use std::fs;
 use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-
-/// The machine's own file, and, inside a named namespace, the host's.
-const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
-/// The host's file seen from any mount namespace (the first process's
-/// root), for a named namespace that has no file of its own.
-const HOST_RESOLV_CONF_FROM_INIT: &str = "/proc/1/root/etc/resolv.conf";
-/// Where `ip netns add` names namespaces.
-const NAMED_NAMESPACES: &str = "/run/netns";
-/// Where `ip netns exec` finds a namespace's own `/etc` files.
-const NAMESPACE_ETC: &str = "/etc/netns";
 
 /// In the state directory: what was changed, so that a crash can be undone.
 const RECORD: &str = "dns-takeover.json";
@@ -49,76 +23,6 @@ const ORIGINAL: &str = "dns-original.conf";
 /// In the state directory: the configuration this machine had before,
 /// which names the resolvers the node resolver forwards to.
 pub const UPSTREAM: &str = "dns-upstream.conf";
-
-/// Which file belongs to this machine's network namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// Write this file.
-    File {
-        path: PathBuf,
-        /// What the namespace's processes resolve with when `path` does
-        /// not exist: the first of these that can be read and that we did
-        /// not write (the host's file, seen from the first process, or
-        /// from this process when `ip netns exec` mounted nothing over it).
-        fallback: Vec<PathBuf>,
-    },
-    /// Leave DNS alone, for this reason.
-    Unmanaged(String),
-}
-
-impl Target {
-    /// Finds the file for the network namespace this process is in.
-    pub fn locate() -> Self {
-        match locate() {
-            Ok(target) => target,
-            Err(e) => Self::Unmanaged(format!("{e:#}")),
-        }
-    }
-}
-
-fn locate() -> anyhow::Result<Target> {
-    let own = namespace_id(Path::new("/proc/thread-self/ns/net"))?;
-    let named = fs::read_dir(NAMED_NAMESPACES)
-        .into_iter()
-        .flatten()
-        .flatten();
-    for entry in named {
-        if namespace_id(&entry.path()).ok() == Some(own) {
-            let name = entry.file_name();
-            return Ok(Target::File {
-                path: Path::new(NAMESPACE_ETC).join(&name).join("resolv.conf"),
-                fallback: vec![
-                    PathBuf::from(HOST_RESOLV_CONF_FROM_INIT),
-                    PathBuf::from(HOST_RESOLV_CONF),
-                ],
-            });
-        }
-    }
-    // Where the first process cannot be inspected (some sandboxes), this
-    // cannot be told to be the machine's own namespace: touch nothing.
-    if own == namespace_id(Path::new("/proc/1/ns/net"))? {
-        let host = Path::new(HOST_RESOLV_CONF);
-        if let Ok(link) = fs::read_link(host) {
-            return Ok(Target::Unmanaged(format!(
-                "{HOST_RESOLV_CONF} is a link to {}: another program manages it (working with systemd-resolved is not built yet)",
-                link.display()
-            )));
-        }
-        return Ok(Target::File {
-            path: host.to_owned(),
-            fallback: vec![],
-        });
-    }
-    Ok(Target::Unmanaged(format!(
-        "this network namespace has no name under {NAMED_NAMESPACES}, so no resolv.conf is its own"
-    )))
-}
-
-/// A namespace's identity: the device and inode of its nsfs file.
-fn namespace_id(path: &Path) -> anyhow::Result<(u64, u64)> {
-    let meta = fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok((meta.dev(), meta.ino()))
-}
 
 /// What a takeover changed, saved before the change.
 #[derive(Debug, Serialize, Deserialize)]
@@ -132,14 +36,14 @@ struct Record {
     written: String,
 }
 
-/// The machine's DNS, pointed at the node resolver until [`OsDns::restore`].
-pub struct OsDns {
+/// A `resolv.conf` pointed at the node resolver until [`ResolvConf::restore`].
+pub struct ResolvConf {
     state_dir: PathBuf,
     record: Record,
     resolver: IpAddr,
 }
 
-impl OsDns {
+impl ResolvConf {
     /// Undoes a takeover an earlier run left behind (a crash), if any.
     pub fn recover(state_dir: &Path) -> anyhow::Result<()> {
         let path = state_dir.join(RECORD);
@@ -154,16 +58,16 @@ impl OsDns {
         put_back(state_dir, &record)
     }
 
-    /// Saves the file `target` names and points it at `resolver`.
+    /// Saves the file at `path` and points it at `resolver`. When the file
+    /// does not exist, what the namespace resolves with is the first of
+    /// `fallback` that can be read and that we did not write.
     pub fn take_over(
         state_dir: &Path,
-        target: &Target,
+        path: &Path,
+        fallback: &[PathBuf],
         resolver: IpAddr,
         tailnet_domain: Option<&str>,
     ) -> anyhow::Result<Self> {
-        let Target::File { path, fallback } = target else {
-            anyhow::bail!("no resolv.conf to manage");
-        };
         let original = match fs::read(path) {
             Ok(bytes) => Some(bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -182,7 +86,7 @@ impl OsDns {
             .context("resolv.conf path without a directory")?;
         let created_dir = !dir.exists();
         let record = Record {
-            path: path.clone(),
+            path: path.to_owned(),
             existed: original.is_some(),
             created_dir,
             written: causeway_dns::resolv_conf_pointing_at(&in_effect, resolver, tailnet_domain),
@@ -304,15 +208,9 @@ fn write_state(state_dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     const RESOLVER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(100, 100, 100, 100));
-
-    fn file(path: &Path) -> Target {
-        Target::File {
-            path: path.to_owned(),
-            fallback: vec![],
-        }
-    }
 
     #[test]
     fn take_over_then_restore_puts_back_every_byte() {
@@ -323,7 +221,7 @@ mod tests {
         let original = b"# odd spacing kept\nnameserver   198.19.0.2\nsearch a.example\n\n";
         fs::write(&path, original).expect("original");
 
-        let takeover = OsDns::take_over(&state, &file(&path), RESOLVER, Some("tailnet.example"))
+        let takeover = ResolvConf::take_over(&state, &path, &[], RESOLVER, Some("tailnet.example"))
             .expect("takeover");
 
         let written = fs::read_to_string(&path).expect("written");
@@ -349,12 +247,10 @@ mod tests {
         let path = dir.path().join("netns").join("resolv.conf");
         let fallback = dir.path().join("host-resolv.conf");
         fs::write(&fallback, "nameserver 198.18.0.53\n").expect("host file");
-        let target = Target::File {
-            path: path.clone(),
-            fallback: vec![dir.path().join("missing"), fallback],
-        };
+        let fallback = [dir.path().join("missing"), fallback];
 
-        let takeover = OsDns::take_over(&state, &target, RESOLVER, None).expect("takeover");
+        let takeover =
+            ResolvConf::take_over(&state, &path, &fallback, RESOLVER, None).expect("takeover");
         std::mem::forget(takeover); // the process dies here
 
         assert_eq!(
@@ -362,13 +258,13 @@ mod tests {
             b"nameserver 198.18.0.53\n"
         );
         assert!(path.exists());
-        OsDns::recover(&state).expect("recover");
+        ResolvConf::recover(&state).expect("recover");
         assert!(!path.exists());
         assert!(
             !path.parent().expect("dir").exists(),
             "the directory we created is gone"
         );
-        OsDns::recover(&state).expect("nothing left to recover");
+        ResolvConf::recover(&state).expect("nothing left to recover");
     }
 
     #[test]
@@ -379,7 +275,7 @@ mod tests {
         fs::write(&path, "nameserver 198.19.0.2\n").expect("original");
 
         let mut takeover =
-            OsDns::take_over(&state, &file(&path), RESOLVER, None).expect("takeover");
+            ResolvConf::take_over(&state, &path, &[], RESOLVER, None).expect("takeover");
         fs::write(&path, "nameserver 198.19.9.9\n").expect("someone else");
         takeover
             .set_domain(Some("tailnet.example"))
@@ -397,7 +293,7 @@ mod tests {
         let inode = fs::metadata(&path).expect("meta").ino();
 
         let mut takeover =
-            OsDns::take_over(dir.path(), &file(&path), RESOLVER, None).expect("takeover");
+            ResolvConf::take_over(dir.path(), &path, &[], RESOLVER, None).expect("takeover");
         takeover
             .set_domain(Some("tailnet.example"))
             .expect("domain");
@@ -410,56 +306,5 @@ mod tests {
             "same inode"
         );
         takeover.restore().expect("restore");
-    }
-
-    /// Runs `locate` on a thread of its own that first enters a network
-    /// namespace (a thread's namespace is its own; the test process's
-    /// other threads stay where they are).
-    fn locate_in(enter: impl FnOnce() + Send + 'static) -> Target {
-        std::thread::spawn(move || {
-            enter();
-            Target::locate()
-        })
-        .join()
-        .expect("the locating thread")
-    }
-
-    #[test]
-    fn a_named_namespace_gets_its_own_file_and_an_unnamed_one_none() {
-        use nix::sched::CloneFlags;
-        let name = format!("cw-osdns-{}", std::process::id());
-        let added = std::process::Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("running ip");
-        assert!(added.success(), "ip netns add {name}");
-        let handle = Path::new(NAMED_NAMESPACES).join(&name);
-        let named = locate_in(move || {
-            let ns = fs::File::open(handle).expect("the namespace");
-            nix::sched::setns(ns, CloneFlags::CLONE_NEWNET).expect("setns");
-        });
-        let unnamed = locate_in(|| {
-            nix::sched::unshare(CloneFlags::CLONE_NEWNET).expect("unshare");
-        });
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &name])
-            .status();
-
-        assert_eq!(
-            named,
-            Target::File {
-                path: Path::new(NAMESPACE_ETC).join(&name).join("resolv.conf"),
-                fallback: vec![
-                    PathBuf::from(HOST_RESOLV_CONF_FROM_INIT),
-                    PathBuf::from(HOST_RESOLV_CONF)
-                ],
-            }
-        );
-        // "No name", or, where the first process cannot be inspected,
-        // the reason for that; never a file.
-        assert!(
-            matches!(&unnamed, Target::Unmanaged(reason) if reason.contains("no name") || reason.contains("/proc/1/ns/net")),
-            "{unnamed:?}"
-        );
     }
 }
