@@ -8,8 +8,8 @@
 //! `resolv.conf` as it was before the node changed it. The answering is
 //! `causeway_dns::MagicDns`; the sockets and forwarding are the exit
 //! node's forwarder's ([`DnsForwarder`]). With `node.accept_dns` (the
-//! default) the machine's `resolv.conf` points at it while it runs
-//! ([`OsDns`]).
+//! default) the machine points at it while it runs: its `resolv.conf`,
+//! or systemd-resolved's settings for the TUN device ([`OsDns`]).
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -36,7 +36,7 @@ pub const RESOLVER_ADDR: Ipv4Addr = Ipv4Addr::new(100, 100, 100, 100);
 pub struct NodeResolver {
     names: watch::Sender<Arc<MagicDns>>,
     access: watch::Sender<DnsAccess>,
-    /// The machine's `resolv.conf`, while it points here.
+    /// The machine's DNS settings, while they point here.
     os: Option<OsDns>,
     /// The names the OS was last told of.
     os_names: Names,
@@ -48,7 +48,7 @@ impl NodeResolver {
     /// Puts [`RESOLVER_ADDR`] on the TUN device, points the machine at it
     /// (with `accept_dns`) and listens there. Until the first netmap it
     /// answers nothing from the tailnet and sends every query to the
-    /// host's resolvers. A `resolv.conf` that cannot be taken over is left
+    /// host's resolvers. DNS settings that cannot be taken over are left
     /// alone, and the status says why.
     pub async fn start(
         routes: &RouteTable,
@@ -140,7 +140,7 @@ impl NodeResolver {
         self.forwarder.send_upstream_to(exit_resolver);
     }
 
-    /// Puts the machine's `resolv.conf` back, then stops answering.
+    /// Puts the machine's DNS settings back, then stops answering.
     pub fn stop(mut self) {
         if let Some(os) = self.os.take() {
             let what = os.describe(IpAddr::V4(RESOLVER_ADDR));
