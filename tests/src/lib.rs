@@ -598,6 +598,12 @@ impl TestDeployment {
             node.as_str()
         );
         rewrite_file(&self.dep.paths().node_config(node), edit);
+        self.respawn_node_running(node)
+    }
+
+    /// [`TestDeployment::respawn_node`], then waits until its status says
+    /// `running`.
+    pub fn respawn_node_running(&self, node: Node) -> ProcessRecord {
         let rec = self.respawn_node(node);
         wait_until(
             WAIT,

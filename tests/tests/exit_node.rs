@@ -222,12 +222,7 @@ fn client_traffic_leaves_through_the_exit_node_and_never_leaks() {
     causeway_e2e::rewrite_file(&t.dep().paths().node_config(Node::Client), |old| {
         old.replace("exit_node = \"exit1\"\n", "exit_node = \"none\"\n")
     });
-    t.respawn_node(Node::Client);
-    wait_until(WAIT, "the client to run again after the crash", || {
-        let s = t.status(Node::Client)?;
-        anyhow::ensure!(s["state"] == "running", "{s}");
-        Ok(())
-    });
+    t.respawn_node_running(Node::Client);
     assert_no_exit_routing(&t);
     assert_eq!(
         fetch(&t, INTERNET_URL).expect("direct after the crash"),

@@ -175,12 +175,7 @@ fn the_client_machine_resolves_through_it_and_gets_its_file_back() {
     t.kill_process(Node::Client.as_str());
     let left = std::fs::read_to_string(&file).expect("the file a crash leaves");
     assert!(left.contains("100.100.100.100"), "{left}");
-    t.respawn_node(Node::Client);
-    wait_until(WAIT, "the client to run again after the crash", || {
-        let s = t.status(Node::Client)?;
-        anyhow::ensure!(s["state"] == "running", "{s}");
-        Ok(())
-    });
+    t.respawn_node_running(Node::Client);
     wait_pointed_here(&file);
     wait_until(WAIT, "getent after the crash", || {
         anyhow::ensure!(getent(&t, "router")? == router, "wrong address");
