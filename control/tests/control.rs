@@ -405,6 +405,7 @@ impl TestNode {
             advertised_routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
             health: None,
             priority: None,
+            app_connector: None,
         };
         self.send(&ClientMessage::Map(req)).await;
         match self.recv().await {
@@ -567,6 +568,7 @@ async fn register_map_delta_and_endpoint_patch() {
         advertised_routes: None,
         health: None,
         priority: None,
+        app_connector: None,
     }))
     .await;
     let patch = a.next_delta().await;

@@ -27,6 +27,8 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
+
+use crate::Query;
 use hickory_proto::rr::{Name, RData};
 use ipnet::{IpNet, Ipv4Net};
 
@@ -104,6 +106,14 @@ impl FromStr for DomainPattern {
 }
 
 impl DomainPattern {
+    /// The zone whose queries go to the connector (split DNS):
+    /// `example.com` for both `example.com` and `*.example.com`.
+    pub fn zone(&self) -> &Name {
+        match self {
+            Self::Exact(name) | Self::Below(name) => name,
+        }
+    }
+
     /// Whether `name` (lower-case, fully qualified) is covered.
     fn covers(&self, name: &Name) -> bool {
         match self {
@@ -199,6 +209,29 @@ impl ConnectorRoutes {
     pub fn serves(&self, name: &Name) -> bool {
         let name = name.to_lowercase();
         self.domains.iter().any(|d| d.covers(&name))
+    }
+
+    /// Whether `query` asks for a name inside one of the domains' zones
+    /// ([`DomainPattern::zone`]): the queries split DNS sends here, which
+    /// the connector answers (only those it [serves](Self::serves) are
+    /// learned); any other is refused.
+    pub fn answers(&self, query: &Query) -> bool {
+        let Some(question) = query.message().queries.first() else {
+            return false;
+        };
+        let name = question.name().to_lowercase();
+        self.domains.iter().any(|d| d.zone().zone_of(&name))
+    }
+
+    /// The zones to announce to control as split DNS, without the final
+    /// dot, sorted and without duplicates.
+    pub fn zones(&self) -> Vec<String> {
+        let zones: BTreeSet<String> = self
+            .domains
+            .iter()
+            .map(|d| d.zone().to_utf8().trim_end_matches('.').to_owned())
+            .collect();
+        zones.into_iter().collect()
     }
 
     /// Learns the addresses an upstream's answer gives for its question,
@@ -439,6 +472,27 @@ mod tests {
         assert!(!c.serves(&name("badexample.com.")));
         assert!(c.serves(&name("app.other.net.")));
         assert!(!c.serves(&name("x.app.other.net.")));
+    }
+
+    #[test]
+    fn queries_inside_the_zones_are_answered_and_the_zones_announced() {
+        let c = ConnectorRoutes::new(
+            domains(&["*.example.com", "app.other.net", "x.example.com"]),
+            ConnectorLimits::default(),
+        );
+        let ask = |text: &str| {
+            let mut message = Message::new(3, MessageType::Query, OpCode::Query);
+            message.add_query(Question::query(name(text), RecordType::A));
+            let bytes = message.to_vec().expect("encodes");
+            c.answers(&Query::parse(&bytes, crate::Transport::Udp).expect("a query"))
+        };
+        assert!(ask("example.com."));
+        assert!(ask("a.b.Example.COM."));
+        assert!(ask("app.other.net."));
+        assert!(ask("deep.app.other.net."));
+        assert!(!ask("other.net."));
+        assert!(!ask("example.org."));
+        assert_eq!(c.zones(), ["app.other.net", "example.com", "x.example.com"]);
     }
 
     #[test]

@@ -240,6 +240,7 @@ impl World {
                     advertised_routes: vec![],
                     health: None,
                     priority: None,
+                    app_connector: None,
                 };
                 match self.control.connect(self.machine_key, &request, T0) {
                     Ok(_) => {

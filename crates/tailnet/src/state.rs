@@ -9,7 +9,7 @@ use std::sync::Arc;
 use causeway_wire::caps::check_cap_grants;
 use causeway_wire::{
     CapGrant, DnsConfig, ErrorCode, FilterDestination, FilterRule, MAX_HEALTH_REASON,
-    MAX_ROUTE_HEALTH, MapRequest, Node, NodeId, NodeUpdate, PacketFilter, PortRange, PublicKey,
+    MAX_CONNECTOR_DOMAINS, MAX_ROUTE_HEALTH, MapRequest, Node, NodeId, NodeUpdate, PacketFilter, PortRange, PublicKey,
     RegisterRequest, RouteHealth, UnixTime,
 };
 use ipnet::{IpNet, Ipv6Net};
@@ -151,6 +151,10 @@ pub struct RouterReport {
     /// Per prefix: healthy or not, and why. A prefix it does not mention
     /// counts as healthy.
     pub health: BTreeMap<IpNet, PrefixHealth>,
+    /// On an app connector: the domains it resolves for the tailnet
+    /// (normalized, sorted, at most [`MAX_CONNECTOR_DOMAINS`]); empty on
+    /// any other node.
+    pub connector_domains: Vec<String>,
 }
 
 /// One prefix's health as a router reported it.
@@ -167,6 +171,24 @@ impl RouterReport {
     /// Whether the router reports `prefix` healthy (unmentioned: yes).
     pub fn is_healthy(&self, prefix: &IpNet) -> bool {
         self.health.get(prefix).is_none_or(|h| h.healthy)
+    }
+
+    /// Whether the node is an app connector.
+    pub fn is_connector(&self) -> bool {
+        !self.connector_domains.is_empty()
+    }
+
+    /// Keeps the domains that are DNS names (a bad one is dropped, not
+    /// fatal: the stream carries other news), bounded.
+    fn set_connector_domains(&mut self, reported: &[String]) {
+        let mut domains: Vec<String> = reported
+            .iter()
+            .filter_map(|d| normalize_domain(d).ok())
+            .collect();
+        domains.sort();
+        domains.dedup();
+        domains.truncate(MAX_CONNECTOR_DOMAINS);
+        self.connector_domains = domains;
     }
 
     fn set_health(&mut self, reported: &[RouteHealth]) {
@@ -437,6 +459,13 @@ pub struct TailnetState {
     dns_names: BTreeMap<NodeId, String>,
     dns_generation: u64,
     split_dns: BTreeMap<String, Vec<IpAddr>>,
+    /// Nodes that announce app-connector domains (online or not).
+    connectors: BTreeSet<NodeId>,
+    /// Split DNS to the online app connectors: domain → their IPv4
+    /// addresses. An admin's entry for the same domain wins.
+    connector_split: BTreeMap<String, Vec<IpAddr>>,
+    /// The connectors [`Self::connector_split`] was made from.
+    connector_split_from: BTreeSet<NodeId>,
     /// Each node's compiled policy, while a policy is set.
     compiled: BTreeMap<NodeId, Arc<NodePolicy>>,
     /// The nodes as the compiler last saw them: a change to one of these
@@ -477,6 +506,9 @@ impl TailnetState {
             dns_names: BTreeMap::new(),
             dns_generation: 1,
             split_dns: BTreeMap::new(),
+            connectors: BTreeSet::new(),
+            connector_split: BTreeMap::new(),
+            connector_split_from: BTreeSet::new(),
             compiled: BTreeMap::new(),
             compiled_inputs: BTreeMap::new(),
             policy_dirty: false,
@@ -838,6 +870,8 @@ impl TailnetState {
             ..RouterReport::default()
         };
         report.set_health(req.health.as_deref().unwrap_or_default());
+        report.set_connector_domains(req.app_connector.as_deref().unwrap_or_default());
+        self.note_connector(id, &report);
         self.routers.insert(id, report);
         let session = SessionId(self.next_session);
         self.next_session += 1;
@@ -874,6 +908,11 @@ impl TailnetState {
         }
         if let Some(priority) = update.priority {
             report.priority = priority;
+        }
+        if let Some(domains) = &update.app_connector {
+            report.set_connector_domains(domains);
+            let report = report.clone();
+            self.note_connector(id, &report);
         }
         self.auto_approve(id);
         self.commit(ChangeSet::node(id), now)
@@ -1247,14 +1286,71 @@ impl TailnetState {
     }
 
     /// The DNS configuration every node gets, and its generation (bumped
-    /// whenever a record changes).
+    /// whenever a record changes). Split DNS holds the admin's entries and
+    /// the domains of the online app connectors.
     pub fn dns(&self) -> (u64, DnsConfig) {
+        let mut split = self.split_dns.clone();
+        for (domain, resolvers) in &self.connector_split {
+            split
+                .entry(domain.clone())
+                .or_insert_with(|| resolvers.clone());
+        }
         let config = DnsConfig {
             domain: self.info.domain.clone(),
             records: self.dns_records.clone(),
-            split: self.split_dns.clone(),
+            split,
         };
         (self.dns_generation, config)
+    }
+
+    /// Keeps [`Self::connectors`] in step with a router's report.
+    fn note_connector(&mut self, id: NodeId, report: &RouterReport) {
+        if report.is_connector() {
+            self.connectors.insert(id);
+        } else {
+            self.connectors.remove(&id);
+        }
+    }
+
+    /// Recomputes the connectors' split DNS when a changed node is, or
+    /// was, a connector (work in the number of connectors, not nodes);
+    /// returns whether it changed.
+    fn recompute_connector_split(&mut self, changed: &BTreeSet<NodeId>, now: UnixTime) -> bool {
+        if !changed
+            .iter()
+            .any(|id| self.connectors.contains(id) || self.connector_split_from.contains(id))
+        {
+            return false;
+        }
+        let mut split: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+        let mut from = BTreeSet::new();
+        for &id in &self.connectors {
+            let Some(node) = self.nodes.get(&id) else {
+                continue;
+            };
+            if !self.is_online(id) || node.is_expired(now) {
+                continue;
+            }
+            let Some(report) = self.routers.get(&id) else {
+                continue;
+            };
+            from.insert(id);
+            for domain in &report.connector_domains {
+                split
+                    .entry(domain.clone())
+                    .or_default()
+                    .push(IpAddr::V4(node.ipv4));
+            }
+        }
+        for resolvers in split.values_mut() {
+            resolvers.truncate(MAX_SPLIT_DNS_RESOLVERS);
+        }
+        self.connector_split_from = from;
+        if split == self.connector_split {
+            return false;
+        }
+        self.connector_split = split;
+        true
     }
 
     // --- internals -------------------------------------------------------
@@ -1280,6 +1376,7 @@ impl TailnetState {
         }
         self.presence.remove(&id);
         self.routers.remove(&id);
+        self.connectors.remove(&id);
         self.expired_announced.remove(&id);
         self.commit(ChangeSet::node(id), now)
     }
@@ -1298,14 +1395,18 @@ impl TailnetState {
         let Some(node) = self.nodes.get(&id) else {
             return false;
         };
+        let connector = self.routers.get(&id).is_some_and(RouterReport::is_connector);
         let newly: Vec<IpNet> = node
             .advertised_routes
             .iter()
             .filter(|p| {
                 !node.approved_routes.contains(p)
-                    && self
-                        .policy
-                        .auto_approves_for(p, &node.tags, node.user.as_deref())
+                    && self.policy.auto_approves_for(
+                        p,
+                        &node.tags,
+                        node.user.as_deref(),
+                        connector,
+                    )
             })
             .copied()
             .collect();
@@ -1345,6 +1446,7 @@ impl TailnetState {
             }
         }
         changes.dns_changed |= changes.split_dns_changed;
+        changes.dns_changed |= self.recompute_connector_split(&changes.nodes, now);
         if changes.dns_changed {
             self.dns_generation += 1;
         }

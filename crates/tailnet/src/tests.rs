@@ -58,6 +58,7 @@ fn join(state: &mut TailnetState, key_text: &str, n: u8, routes: &[&str]) -> (No
         advertised_routes: routes.iter().map(|r| net(r)).collect(),
         health: None,
         priority: None,
+        app_connector: None,
     };
     let (id, session, _) = state.connect(key(n), &map, T0).expect("connects");
     (id, session)
@@ -426,6 +427,7 @@ fn failover_moves_the_primary_and_sticks() {
         advertised_routes: vec![p],
         health: None,
         priority: None,
+        app_connector: None,
     };
     state.connect(key(1), &map, T0 + 2).expect("reconnects");
     assert_eq!(state.primaries().get(&p), Some(&b));
@@ -445,6 +447,7 @@ fn stale_session_close_does_not_mark_offline() {
         advertised_routes: vec![],
         health: None,
         priority: None,
+        app_connector: None,
     };
     state.connect(key(1), &map, T0).expect("reconnects");
     assert!(state.disconnect(a, old, T0).is_empty());
@@ -489,6 +492,7 @@ fn endpoint_only_change_is_a_patch() {
         advertised_routes: None,
         health: None,
         priority: None,
+        app_connector: None,
     };
     let changes = state.update(a, sa, &update, T0);
     let DeltaOutcome::Send(delta) = session.delta(&PreparedChange::new(&state, &changes, T0))
@@ -587,7 +591,7 @@ proptest! {
                     match state.register(key(n), &req, LIFETIME, now) {
                         Ok(reg) => {
                             let mut changes = reg.changes;
-                            let map = MapRequest { node_key: key(n + 100), hostname: format!("h{n}"), endpoints: vec![], advertised_routes: routes, health: None, priority: None };
+                            let map = MapRequest { node_key: key(n + 100), hostname: format!("h{n}"), endpoints: vec![], advertised_routes: routes, health: None, priority: None, app_connector: None };
                             if let Ok((_, s, c)) = state.connect(key(n), &map, now) {
                                 sessions.insert(n, s);
                                 changes.merge(c);
@@ -602,7 +606,7 @@ proptest! {
                     _ => ChangeSet::default(),
                 },
                 Op::Reconnect(n) => {
-                    let map = MapRequest { node_key: key(n + 100), hostname: format!("h{n}"), endpoints: vec![], advertised_routes: vec![prefix_a, prefix_b], health: None, priority: None };
+                    let map = MapRequest { node_key: key(n + 100), hostname: format!("h{n}"), endpoints: vec![], advertised_routes: vec![prefix_a, prefix_b], health: None, priority: None, app_connector: None };
                     match state.connect(key(n), &map, now) {
                         Ok((_, s, c)) => { sessions.insert(n, s); c }
                         Err(_) => ChangeSet::default(),
@@ -611,14 +615,14 @@ proptest! {
                 Op::Endpoints(n, port) => match (id_of(&state, n), sessions.get(&n)) {
                     (Some(id), Some(&s)) => {
                         let ep = SocketAddr::from(([198, 18, 0, n], port));
-                        state.update(id, s, &NodeUpdate { endpoints: Some(vec![ep]), advertised_routes: None, health: None, priority: None }, now)
+                        state.update(id, s, &NodeUpdate { endpoints: Some(vec![ep]), advertised_routes: None, health: None, priority: None, app_connector: None }, now)
                     }
                     _ => ChangeSet::default(),
                 },
                 Op::Routes(n, on) => match (id_of(&state, n), sessions.get(&n)) {
                     (Some(id), Some(&s)) => {
                         let routes = if on { vec![prefix_a, prefix_b] } else { vec![] };
-                        state.update(id, s, &NodeUpdate { endpoints: None, advertised_routes: Some(routes), health: None, priority: None }, now)
+                        state.update(id, s, &NodeUpdate { endpoints: None, advertised_routes: Some(routes), health: None, priority: None, app_connector: None }, now)
                     }
                     _ => ChangeSet::default(),
                 },
@@ -965,6 +969,7 @@ fn endpoint_updates_do_not_recompile_but_a_new_router_does() {
         advertised_routes: None,
         health: None,
         priority: None,
+        app_connector: None,
     };
 
     let moved = state.update(dba, s, &update, T0 + 1);
@@ -985,6 +990,7 @@ fn endpoint_updates_do_not_recompile_but_a_new_router_does() {
         advertised_routes: vec![net("198.19.1.0/24")],
         health: None,
         priority: None,
+        app_connector: None,
     };
     let (r, _, connected) = state.connect(key(1), &map, T0 + 2).expect("connects");
 
@@ -1209,6 +1215,7 @@ fn priority_decides_a_free_route_and_a_reconnect_resets_the_report() {
         sb,
         &NodeUpdate {
             priority: Some(5),
+            app_connector: None,
             ..NodeUpdate::default()
         },
         now,
@@ -1229,6 +1236,7 @@ fn priority_decides_a_free_route_and_a_reconnect_resets_the_report() {
             reason: String::new(),
         }]),
         priority: Some(9),
+        app_connector: None,
     };
     let (_, sa, _) = state.connect(key(1), &map, now + 1).expect("reconnects");
     assert_eq!(state.primaries().get(&p), Some(&b));
@@ -1348,4 +1356,114 @@ fn a_subnet_routers_health_never_marks_it_an_unhealthy_exit_node() {
     let view = state.view(a).expect("a exists");
     assert!(view.exit_routes.is_empty());
     assert!(!view.exit_unhealthy);
+}
+
+/// Connects machine `n` as an app connector for `domains`, advertising
+/// `routes`.
+fn join_connector(
+    state: &mut TailnetState,
+    key_text: &str,
+    n: u8,
+    domains: &[&str],
+    routes: &[&str],
+) -> (NodeId, SessionId) {
+    let (id, _) = join(state, key_text, n, &[]);
+    let map = MapRequest {
+        node_key: key(n + 100),
+        hostname: format!("host{n}"),
+        endpoints: vec![],
+        advertised_routes: routes.iter().map(|r| net(r)).collect(),
+        health: None,
+        priority: None,
+        app_connector: Some(domains.iter().map(|d| (*d).to_owned()).collect()),
+    };
+    let (again, session, _) = state.connect(key(n), &map, T0).expect("connects");
+    assert_eq!(id, again);
+    (id, session)
+}
+
+#[test]
+fn app_connector_routes_are_approved_inside_a_named_prefix_only_when_public() {
+    let mut state = tailnet();
+    state
+        .set_policy(
+            r#"{"autoApprovers": {"routes": {"0.0.0.0/0": ["tag:connector"], "198.19.0.0/16": ["tag:router"]}}, "acls": []}"#,
+            T0,
+        )
+        .expect("valid policy");
+    let connector_key = auth_key(&mut state, &["tag:connector"], 1);
+    let router_key = auth_key(&mut state, &["tag:router"], 2);
+    let (c, _) = join_connector(
+        &mut state,
+        &connector_key,
+        1,
+        &["example.com"],
+        &["198.18.7.1/32", "203.0.113.0/31", "10.1.2.3/32", "0.0.0.0/0"],
+    );
+    let approved: Vec<IpNet> = state.node(c).expect("c").approved_routes.iter().copied().collect();
+    // Public prefixes inside 0.0.0.0/0 are approved; a private one and the
+    // exit route are not.
+    assert_eq!(approved, [net("198.18.7.1/32"), net("203.0.113.0/31")]);
+    // A subnet router (no connector domains) still needs the exact prefix,
+    // even if it claims a public address inside a named range.
+    let (r, _) = join(&mut state, &router_key, 2, &["198.19.5.0/24", "198.19.0.0/16"]);
+    let approved: Vec<IpNet> = state.node(r).expect("r").approved_routes.iter().copied().collect();
+    assert_eq!(approved, [net("198.19.0.0/16")]);
+}
+
+#[test]
+fn a_connectors_domains_are_split_dns_while_it_is_online() {
+    let mut state = tailnet();
+    let k = auth_key(&mut state, &[], 1);
+    let (client, _) = join(&mut state, &k, 2, &[]);
+    let mut session = MapSession::new(client);
+    session.full_map(&state, T0);
+    let (c, c_session) = join_connector(
+        &mut state,
+        &k,
+        1,
+        &["Example.COM.", "app.example.net", "not a name", "example.com"],
+        &[],
+    );
+    let ip: std::net::IpAddr = state.node(c).expect("c").ipv4.into();
+    let (_, dns) = state.dns();
+    assert_eq!(
+        dns.split,
+        [
+            ("app.example.net".to_owned(), vec![ip]),
+            ("example.com".to_owned(), vec![ip]),
+        ]
+        .into()
+    );
+    // An admin's entry for the same domain wins.
+    let admin: std::net::IpAddr = "198.19.0.2".parse().expect("addr");
+    state
+        .set_split_dns("example.com", vec![admin], T0)
+        .expect("valid entry");
+    assert_eq!(state.dns().1.split.get("example.com"), Some(&vec![admin]));
+    state.remove_split_dns("example.com", T0).expect("exists");
+
+    // Changing the domains is a DNS delta for the other nodes.
+    session.full_map(&state, T0);
+    let changes = state.update(
+        c,
+        c_session,
+        &NodeUpdate {
+            app_connector: Some(vec!["app.example.net".to_owned()]),
+            ..NodeUpdate::default()
+        },
+        T0,
+    );
+    assert!(changes.dns_changed);
+    let DeltaOutcome::Send(delta) = session.delta(&PreparedChange::new(&state, &changes, T0))
+    else {
+        panic!("expected a DNS delta")
+    };
+    let split = delta.dns.expect("the delta carries DNS").split;
+    assert_eq!(split, [("app.example.net".to_owned(), vec![ip])].into());
+
+    // Offline: its domains leave split DNS.
+    let changes = state.disconnect(c, c_session, T0);
+    assert!(changes.dns_changed);
+    assert!(state.dns().1.split.is_empty());
 }

@@ -129,7 +129,18 @@ pub struct MapRequest {
     /// routers, control gives a route to the highest (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<u32>,
+    /// On an app connector: the domains it resolves for the tailnet
+    /// (`example.com` for `*.example.com`), at most
+    /// [`MAX_CONNECTOR_DOMAINS`]. Control sends their queries to it as
+    /// split DNS while it is online, and lets `autoApprovers` approve the
+    /// public routes it learns inside a prefix they name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_connector: Option<Vec<String>>,
 }
+
+/// The most domains one app connector may announce; control ignores the
+/// rest.
+pub const MAX_CONNECTOR_DOMAINS: usize = 1000;
 
 /// A change reported on an open map stream.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +156,10 @@ pub struct NodeUpdate {
     /// [`MapRequest::priority`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<u32>,
+    /// The app connector's domains, when they changed (see
+    /// [`MapRequest::app_connector`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_connector: Option<Vec<String>>,
 }
 
 /// What a subnet router's health probes found for one route it advertises.

@@ -367,6 +367,7 @@ mod tests {
             advertised_routes: None,
             health: None,
             priority: None,
+            app_connector: None,
         });
         tx.seal(&msg, &mut wire).expect("seal");
         wire[5] ^= 1;
@@ -522,6 +523,7 @@ mod tests {
                 ),
                 health: None,
                 priority: None,
+                app_connector: None,
             })
         };
         let mut wire = Vec::new();

@@ -333,15 +333,27 @@ impl Policy {
     /// Whether a node with `tags` may have `prefix` approved automatically
     /// (a node without an owning user; see [`Policy::auto_approves_for`]).
     pub fn auto_approves(&self, prefix: &IpNet, tags: &[String]) -> bool {
-        self.auto_approves_for(prefix, tags, None)
+        self.auto_approves_for(prefix, tags, None, false)
     }
 
     /// Whether a node with `tags`, owned by `user`, may have `prefix`
-    /// approved automatically. Only a prefix named exactly is approved: a
+    /// approved automatically. A tagged node matches only tag approvers.
+    ///
+    /// For a subnet router only a prefix named exactly is approved: a
     /// narrower one inside it needs its own entry (or an admin), so an
     /// approval for a VPC's /16 cannot be stretched to a /32 a router was
-    /// never meant to attract. A tagged node matches only tag approvers.
-    pub fn auto_approves_for(&self, prefix: &IpNet, tags: &[String], user: Option<&str>) -> bool {
+    /// never meant to attract. For an app connector (`connector`), whose
+    /// routes are the addresses its domains resolve to, a prefix inside a
+    /// named one is approved too, as in Tailscale, but only a public one
+    /// (inside `autogroup:internet`), so a connector's approval can never
+    /// reach a private range.
+    pub fn auto_approves_for(
+        &self,
+        prefix: &IpNet,
+        tags: &[String],
+        user: Option<&str>,
+        connector: bool,
+    ) -> bool {
         let user = if tags.is_empty() { user } else { None };
         let matches = |approvers: &[Approver]| {
             approvers.iter().any(|a| match a {
@@ -354,13 +366,30 @@ impl Policy {
                 }),
             })
         };
-        if is_default_route(prefix) && matches(&self.auto_approvers.exit_node) {
-            return true;
+        // Exit routes only through `exitNode`: a `0.0.0.0/0` entry under
+        // `routes` (Tailscale's advice for app connectors) must not make
+        // every connector an exit node.
+        if is_default_route(prefix) {
+            return matches(&self.auto_approvers.exit_node);
         }
-        self.auto_approvers
+        if self
+            .auto_approvers
             .routes
             .get(prefix)
             .is_some_and(|approvers| matches(approvers))
+        {
+            return true;
+        }
+        connector
+            && !is_default_route(prefix)
+            && compile::internet_prefixes()
+                .iter()
+                .any(|internet| internet.contains(prefix))
+            && self
+                .auto_approvers
+                .routes
+                .iter()
+                .any(|(named, approvers)| named.contains(prefix) && matches(approvers))
     }
 }
 
@@ -497,16 +526,16 @@ mod tests {
     fn user_and_group_approvers_match_untagged_nodes_of_that_user() {
         let policy = Policy::parse(SAMPLE).expect("valid policy");
         let vpc = net("198.19.0.0/16");
-        assert!(policy.auto_approves_for(&vpc, &[], Some("alice@example.com")));
+        assert!(policy.auto_approves_for(&vpc, &[], Some("alice@example.com"), false));
         assert!(
-            policy.auto_approves_for(&vpc, &[], Some("bob@example.com")),
+            policy.auto_approves_for(&vpc, &[], Some("bob@example.com"), false),
             "group:ops"
         );
-        assert!(!policy.auto_approves_for(&vpc, &[], Some("eve@example.com")));
-        assert!(!policy.auto_approves_for(&vpc, &[], None));
+        assert!(!policy.auto_approves_for(&vpc, &[], Some("eve@example.com"), false));
+        assert!(!policy.auto_approves_for(&vpc, &[], None, false));
         // A tagged node acts as its tags, not as the user who made its key.
         let web = vec!["tag:web".to_string()];
-        assert!(!policy.auto_approves_for(&vpc, &web, Some("alice@example.com")));
+        assert!(!policy.auto_approves_for(&vpc, &web, Some("alice@example.com"), false));
     }
 
     #[test]

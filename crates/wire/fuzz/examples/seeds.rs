@@ -63,12 +63,14 @@ fn main() {
         advertised_routes: vec!["198.19.1.0/24".parse().expect("net")],
         health: None,
         priority: None,
+        app_connector: None,
     });
     let update = ClientMessage::Update(NodeUpdate {
         endpoints: Some(vec!["198.18.0.9:41641".parse().expect("addr")]),
         advertised_routes: None,
         health: None,
         priority: None,
+        app_connector: None,
     });
     let full_map = ServerMessage::Map(MapResponse {
         seq: 1,
