@@ -29,6 +29,8 @@ pub struct Config {
     pub subnet_router: Option<SubnetRouterConfig>,
     /// Role `exit-node`.
     pub exit_node: Option<ExitNodeConfig>,
+    /// Role `app-connector`.
+    pub app_connector: Option<AppConnectorConfig>,
     /// Prometheus metrics (off when absent).
     pub metrics: Option<crate::metrics::MetricsConfig>,
 }
@@ -143,6 +145,88 @@ pub struct ExitNodeConfig {
     /// Health probe of the internet path: an ICMP echo to this address
     /// must be answered within the probe timeout.
     pub probe_icmp: Option<IpAddr>,
+}
+
+/// `[app_connector]`: resolve `domains` for the tailnet and route the
+/// addresses they resolve to. Control sends the tailnet's queries for
+/// those domains here (split DNS); each answer's addresses become routes
+/// this node advertises (approved by an admin or by a policy
+/// `autoApprovers.routes` entry containing them) and forwards to,
+/// masqueraded.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConnectorConfig {
+    /// `app.example.com` (that name) or `*.example.com` (every name below
+    /// it); at most `causeway_dns::MAX_DOMAINS`.
+    pub domains: Vec<String>,
+    /// Shortest life of a learned route, whatever the answer's TTL
+    /// (default `10m`).
+    #[serde(default = "default_route_ttl_floor", with = "duration_text")]
+    pub route_ttl_floor: Duration,
+    /// Most addresses held; an address over it is not routed (default
+    /// 1000, at most `causeway_dns::MAX_ROUTES_LIMIT`).
+    #[serde(default = "default_max_routes")]
+    pub max_routes: usize,
+}
+
+impl AppConnectorConfig {
+    /// The domains, parsed.
+    pub fn patterns(&self) -> anyhow::Result<std::collections::BTreeSet<causeway_dns::DomainPattern>> {
+        self.domains
+            .iter()
+            .map(|d| {
+                d.parse::<causeway_dns::DomainPattern>()
+                    .map_err(|e| anyhow::anyhow!("app_connector.domains: {e}"))
+            })
+            .collect()
+    }
+
+    /// The route limits.
+    pub fn limits(&self) -> causeway_dns::ConnectorLimits {
+        causeway_dns::ConnectorLimits {
+            ttl_floor: self.route_ttl_floor,
+            max_routes: self.max_routes,
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.domains.is_empty() {
+            bail!("app_connector.domains is empty: expected at least one domain, e.g. [\"app.example.com\", \"*.example.com\"]");
+        }
+        if self.domains.len() > causeway_dns::MAX_DOMAINS {
+            bail!(
+                "app_connector.domains has {} entries: expected at most {}",
+                self.domains.len(),
+                causeway_dns::MAX_DOMAINS
+            );
+        }
+        self.patterns()?;
+        if !(1..=causeway_dns::MAX_ROUTES_LIMIT).contains(&self.max_routes) {
+            bail!(
+                "app_connector.max_routes = {}: expected 1 to {}",
+                self.max_routes,
+                causeway_dns::MAX_ROUTES_LIMIT
+            );
+        }
+        if self.route_ttl_floor > MAX_ROUTE_TTL_FLOOR {
+            bail!(
+                "app_connector.route_ttl_floor = {:?}: expected at most {:?}",
+                self.route_ttl_floor,
+                MAX_ROUTE_TTL_FLOOR
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The longest `app_connector.route_ttl_floor` accepted.
+const MAX_ROUTE_TTL_FLOOR: Duration = Duration::from_secs(7 * 24 * 3600);
+
+fn default_route_ttl_floor() -> Duration {
+    causeway_dns::DEFAULT_TTL_FLOOR
+}
+fn default_max_routes() -> usize {
+    causeway_dns::DEFAULT_MAX_ROUTES
 }
 
 /// `exit_node.egress_mac`, checked when the file is parsed.
@@ -424,6 +508,9 @@ impl Config {
         if self.exit_node.is_some() {
             roles.push("exit-node");
         }
+        if self.app_connector.is_some() {
+            roles.push("app-connector");
+        }
         roles
     }
 
@@ -448,6 +535,12 @@ impl Config {
         }
         if let Some(exit) = &self.exit_node {
             exit.validate()?;
+        }
+        if self.app_connector.is_some() && self.node.is_none() {
+            bail!("[app_connector] needs a [node] section: an app connector is a mesh node");
+        }
+        if let Some(connector) = &self.app_connector {
+            connector.validate()?;
         }
         if let Some(node) = &self.node {
             if self.exit_node.is_some() && node.exit_node.0 != causeway_mesh::ExitNodeChoice::Off {
@@ -625,6 +718,50 @@ mod tests {
             err.contains("state_volume = \"/dev/sdf\": expected an EBS volume ID"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_app_connector_needs_domains_and_bounded_limits() {
+        let connector = |body: &str| parse(&format!("{NODE}\n[app_connector]\n{body}"));
+        let config = connector(r#"domains = ["app.example.com", "*.example.net"]"#).expect("valid");
+        assert_eq!(config.roles(), ["device", "app-connector"]);
+        let c = config.app_connector.expect("connector");
+        assert_eq!(c.limits(), causeway_dns::ConnectorLimits::default());
+        assert_eq!(c.patterns().expect("parsed").len(), 2);
+        let c = connector("domains = [\"a.example.com\"]\nroute_ttl_floor = \"30s\"\nmax_routes = 5")
+            .expect("valid")
+            .app_connector
+            .expect("connector");
+        assert_eq!(c.limits().ttl_floor, Duration::from_secs(30));
+        assert_eq!(c.limits().max_routes, 5);
+        for (body, expected) in [
+            ("domains = []", "app_connector.domains is empty"),
+            (
+                r#"domains = ["*.com"]"#,
+                "app connector domain \"*.com\": a wildcard over a top-level domain is too broad",
+            ),
+            (
+                r#"domains = ["a.*.example.com"]"#,
+                "a wildcard is allowed only as the whole first label",
+            ),
+            (
+                "domains = [\"a.example.com\"]\nmax_routes = 0",
+                "app_connector.max_routes = 0: expected 1 to 65536",
+            ),
+            (
+                "domains = [\"a.example.com\"]\nroute_ttl_floor = \"30d\"",
+                "app_connector.route_ttl_floor",
+            ),
+        ] {
+            let err = format!("{:#}", connector(body).expect_err(body));
+            assert!(err.contains(expected), "{body}: {err}");
+        }
+        let err = format!(
+            "{:#}",
+            parse("state_dir = \"/tmp/x\"\n[control]\n[app_connector]\ndomains = [\"a.example.com\"]")
+                .expect_err("no node")
+        );
+        assert!(err.contains("[app_connector] needs a [node] section"), "{err}");
     }
 
     #[test]

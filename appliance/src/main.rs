@@ -421,8 +421,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             let state = StateDir::open(&config.state_dir)?;
             node::run(
                 node_config,
-                config.subnet_router.as_ref(),
-                config.exit_node.as_ref(),
+                node::Roles {
+                    router: config.subnet_router.as_ref(),
+                    exit_node: config.exit_node.as_ref(),
+                    app_connector: config.app_connector.as_ref(),
+                },
                 state,
                 &sources,
                 &tailnet,

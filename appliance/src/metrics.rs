@@ -524,6 +524,7 @@ mod tests {
             vpc_routes: std::collections::BTreeMap::new(),
             egress: None,
             os_dns: None,
+            app_connector: None,
         }
     }
 

@@ -1653,6 +1653,7 @@ mod appliance {
             advertised_routes: routes,
             health: None,
             priority: None,
+            app_connector: None,
         });
         sealer.seal(&map, &mut out).expect("sealed");
         stream.write_all(&out).await.expect("sent");

@@ -485,6 +485,7 @@ mod tests {
                 advertised_routes: vec![],
                 health: None,
                 priority: None,
+                app_connector: None,
             }))
             .await
             .expect("map request sent");

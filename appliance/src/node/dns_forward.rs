@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use anyhow::Context;
+use ipnet::IpNet;
 use causeway_dns::{
     AdmissionState, DNS_PORT, DnsAccess, MAX_QUERY_LEN, MagicDns, Query, Refused, Route,
     TCP_CONNECTIONS, TCP_QUERIES_PER_CONNECTION, TCP_READ_DEADLINE, Transport, UDP_IN_FLIGHT,
@@ -33,12 +34,34 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
+use super::connector::{ConnectorHook, ROUTE_WAIT};
+
 /// The largest datagram read from an upstream resolver. Queries ask for
 /// at most `causeway_dns::MAX_UDP_PAYLOAD`; this leaves room for one that
 /// ignores it (the answer is then truncated for the client).
 const UPSTREAM_UDP_BUFFER: usize = 4096;
 /// Pending TCP connections the kernel queues for us.
 const TCP_BACKLOG: i32 = 64;
+
+/// What the forwarder does with a query, besides relaying it.
+pub enum Answering {
+    /// Every query goes to the upstreams (an exit node's forwarder).
+    Upstream,
+    /// The node resolver: each query is first routed by this table
+    /// (answered here, or sent to a split-DNS domain's resolvers). An
+    /// answer from a resolver inside the tailnet (an app connector) is
+    /// held, at most [`ROUTE_WAIT`], until this node routes every address
+    /// in it (`routed`: its kernel routes into the tunnel), so that the
+    /// first packet to an address the connector just learned finds its
+    /// route.
+    Names {
+        names: watch::Receiver<Arc<MagicDns>>,
+        routed: watch::Receiver<Vec<IpNet>>,
+    },
+    /// An app connector: queries outside its domains' zones are refused,
+    /// and each answer is learned before it is relayed.
+    Connector(Arc<ConnectorHook>),
+}
 
 /// A running forwarder; dropping it stops it and closes its sockets.
 pub struct DnsForwarder {
@@ -59,18 +82,17 @@ impl DnsForwarder {
     /// the device `device` when given (the TUN device, so that only the
     /// data plane delivers queries), answering the sources `access`
     /// allows, with the resolvers named in `resolv_conf` (re-read when it
-    /// changes). With `names`, each query is first routed by that table
-    /// (answered here, or sent to a split-DNS domain's resolvers).
+    /// changes), doing what `answering` says besides.
     pub fn start(
         addresses: &[IpAddr],
         device: Option<&str>,
         access: watch::Receiver<DnsAccess>,
         resolv_conf: PathBuf,
-        names: Option<watch::Receiver<Arc<MagicDns>>>,
+        answering: Answering,
     ) -> anyhow::Result<Self> {
         let shared = Arc::new(Shared {
             access,
-            names,
+            answering,
             udp: Mutex::new(AdmissionState::new(UDP_IN_FLIGHT)),
             tcp: Mutex::new(AdmissionState::new(TCP_CONNECTIONS)),
             upstreams: Upstreams {
@@ -135,8 +157,7 @@ impl DnsForwarder {
 
 struct Shared {
     access: watch::Receiver<DnsAccess>,
-    /// The node resolver's MagicDNS and split-DNS table.
-    names: Option<watch::Receiver<Arc<MagicDns>>>,
+    answering: Answering,
     udp: Mutex<AdmissionState>,
     tcp: Mutex<AdmissionState>,
     upstreams: Upstreams,
@@ -388,12 +409,22 @@ pub(crate) async fn write_message(
 }
 
 /// The answer to `query`: from the MagicDNS table when it has one, else
-/// from a split-DNS domain's resolvers, else from the upstreams.
+/// from a split-DNS domain's resolvers, else from the upstreams; on an
+/// app connector, learned from before it is relayed.
 async fn forward(shared: &Shared, query: &Query) -> Vec<u8> {
-    let route = shared
-        .names
-        .as_ref()
-        .map_or(Route::Upstream, |names| names.borrow().route(query));
+    let route = match &shared.answering {
+        Answering::Upstream => Route::Upstream,
+        Answering::Names { names, .. } => names.borrow().route(query),
+        Answering::Connector(hook) => {
+            if !hook.answers(query) {
+                tracing::trace!(question = %query.question(), "DNS query outside the connector's domains refused");
+                return query.refused();
+            }
+            let answer = ask_in_turn(&shared.upstreams.current(), query).await;
+            hook.learn(&answer).await;
+            return answer;
+        }
+    };
     let upstreams = match route {
         Route::Answer(answer) => {
             tracing::trace!(question = %query.question(), "DNS answered from the netmap");
@@ -401,14 +432,45 @@ async fn forward(shared: &Shared, query: &Query) -> Vec<u8> {
         }
         Route::Split { domain, resolvers } => {
             tracing::trace!(question = %query.question(), %domain, "DNS to a split domain's resolvers");
-            resolvers
+            let in_tailnet = resolvers.iter().all(|ip| in_tailnet(*ip));
+            let upstreams: Vec<SocketAddr> = resolvers
                 .into_iter()
                 .map(|ip| SocketAddr::new(ip, DNS_PORT))
-                .collect()
+                .collect();
+            let answer = ask_in_turn(&upstreams, query).await;
+            if in_tailnet && let Answering::Names { routed, .. } = &shared.answering {
+                until_routed(routed.clone(), &answer).await;
+            }
+            return answer;
         }
         Route::Upstream => shared.upstreams.current(),
     };
     ask_in_turn(&upstreams, query).await
+}
+
+/// Whether `ip` is a tailnet address (a peer's, e.g. an app connector's).
+fn in_tailnet(ip: IpAddr) -> bool {
+    let tailnet: ipnet::IpNet = super::TAILNET_V4
+        .parse()
+        .expect("TAILNET_V4 is a valid prefix");
+    tailnet.contains(&ip)
+}
+
+/// Waits, at most [`ROUTE_WAIT`], until `routed` covers every address in
+/// `answer`.
+async fn until_routed(mut routed: watch::Receiver<Vec<IpNet>>, answer: &[u8]) {
+    let addresses = causeway_dns::answer_addresses(answer);
+    if addresses.is_empty() {
+        return;
+    }
+    let covered = |routes: &Vec<IpNet>| {
+        addresses
+            .iter()
+            .all(|ip| routes.iter().any(|r| r.contains(ip)))
+    };
+    if timeout(ROUTE_WAIT, routed.wait_for(covered)).await.is_err() {
+        tracing::debug!(?addresses, "answering before this node routes the addresses");
+    }
 }
 
 /// Asks each upstream in turn, over the transport the query came by,

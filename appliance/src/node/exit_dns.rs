@@ -21,7 +21,7 @@ use causeway_wire::Node;
 use ipnet::IpNet;
 use tokio::sync::watch;
 
-use super::dns_forward::DnsForwarder;
+use super::dns_forward::{Answering, DnsForwarder};
 use crate::config::NodeConfig;
 
 /// Where the host's resolvers are named. Under `ip netns exec NAME` this is
@@ -99,7 +99,7 @@ impl ExitDnsDriver {
                     Some(&self.tun_name),
                     self.access.subscribe(),
                     PathBuf::from(RESOLV_CONF),
-                    None,
+                    Answering::Upstream,
                 ) {
                     Ok(forwarder) => {
                         tracing::info!("answering DNS for the clients of this exit node");

@@ -3,6 +3,7 @@
 //! node selected one).
 
 pub mod commands;
+mod connector;
 mod control_client;
 mod dataplane;
 pub mod directory;
@@ -46,7 +47,7 @@ use self::egress::{EgressDriver, EgressSetup};
 use self::exit::ExitDriver;
 use self::status::{NodeStatus, StatusState};
 use crate::cloud::{Cloud, Metadata};
-use crate::config::{ExitNodeConfig, NodeConfig, SubnetRouterConfig};
+use crate::config::{AppConnectorConfig, ExitNodeConfig, NodeConfig, SubnetRouterConfig};
 use crate::state::{Registration, StateDir};
 
 /// The nftables table the appliance owns.
@@ -83,13 +84,17 @@ impl NodeHandle {
 /// Runs the node until `shutdown` fires, then removes what it installed.
 pub async fn run(
     config: &NodeConfig,
-    router: Option<&SubnetRouterConfig>,
-    exit_node: Option<&ExitNodeConfig>,
+    roles: Roles<'_>,
     state: StateDir,
     metrics: &crate::metrics::Sources,
     tailnet: &Directory,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let Roles {
+        router,
+        exit_node,
+        app_connector,
+    } = roles;
     let control_key = control_key(config)?;
     let machine_key = state.machine_key()?;
     let (node_key, pending_key) = state.node_keys()?;
@@ -250,6 +255,16 @@ pub async fn run(
     let vpc_routes = router
         .and_then(|r| r.return_route())
         .map(|route| tokio::spawn(vpc_route::follow(route, primary_rx, Arc::clone(&status))));
+    let mut connector = app_connector
+        .map(|c| {
+            connector::AppConnector::start(
+                c,
+                &config.tun_name,
+                primary.subscribe(),
+                Arc::clone(&status),
+            )
+        })
+        .transpose()?;
 
     // The egress routing goes in before forwarding is turned on, so no
     // forwarded packet takes the main table meanwhile.
@@ -263,10 +278,10 @@ pub async fn run(
     };
     // Held until the node stops: dropping it, on any return below,
     // removes the nftables table and turns forwarding back.
-    let subnet_router = (router.is_some() || exit_node.is_some())
+    let subnet_router = (router.is_some() || exit_node.is_some() || connector.is_some())
         .then(|| {
             let firewall_egress = egress_plan.as_ref().map(egress::firewall_egress);
-            start_router(config, router, exit_node, &registration, firewall_egress)
+            start_router(config, roles, &registration, firewall_egress)
         })
         .transpose()?;
     // Health probes run while the router serves its routes (an exit
@@ -328,6 +343,7 @@ pub async fn run(
             &mut exit_requests,
             &primary,
             resolver.as_mut(),
+            connector.as_mut(),
         );
         let failure = tokio::select! {
             failure = stream => failure,
@@ -595,7 +611,7 @@ async fn follow_control(
     machine: &mut ControlSessionState,
     endpoints: &mut watch::Receiver<Vec<SocketAddr>>,
     fixed_endpoints: bool,
-    advertised: &[IpNet],
+    configured: &[IpNet],
     (health, priority): (&mut watch::Receiver<Option<Vec<RouteHealth>>>, Option<u32>),
     netmap: &mut NetmapState,
     commands: &mpsc::Sender<Command>,
@@ -607,6 +623,7 @@ async fn follow_control(
     exit_requests: &mut mpsc::Receiver<commands::Pending>,
     primary: &watch::Sender<Vec<IpNet>>,
     mut resolver: Option<&mut resolver::NodeResolver>,
+    mut connector: Option<&mut connector::AppConnector>,
 ) -> SessionFailure {
     let lost = |e: anyhow::Error| SessionFailure::Unreachable(format!("{e:#}"));
     let mut channel =
@@ -617,14 +634,22 @@ async fn follow_control(
         };
     let current = endpoints.borrow_and_update().clone();
     status::set(status, |s| s.endpoints = current.clone());
+    // What this node advertises: the configured routes, and an app
+    // connector's learned ones (which change while the stream is open).
+    let mut advertising = configured.to_vec();
+    if let Some(c) = connector.as_deref_mut() {
+        advertising.extend(c.routes());
+    }
     let request = ClientMessage::Map(MapRequest {
         node_key: node_key.public_key(),
         hostname: config.hostname(),
         endpoints: current,
-        advertised_routes: advertised.to_vec(),
+        advertised_routes: advertising.clone(),
         health: health.borrow_and_update().clone(),
         priority,
+        app_connector: connector.as_deref().map(connector::AppConnector::zones),
     });
+    status::set(status, |s| s.advertised_routes = advertising.clone());
     if let ClientMessage::Map(map) = &request {
         let current = map.health.clone().unwrap_or_default();
         status::set(status, |s| s.route_health = current);
@@ -666,6 +691,23 @@ async fn follow_control(
                 status::set(status, |s| s.route_health = current.clone().unwrap_or_default());
                 let update = ClientMessage::Update(NodeUpdate {
                     health: current,
+                    ..NodeUpdate::default()
+                });
+                if let Err(e) = channel.send(&update).await {
+                    return lost(e);
+                }
+                continue;
+            }
+            () = connector_changed(connector.as_deref_mut()) => {
+                let Some(c) = connector.as_deref_mut() else {
+                    continue;
+                };
+                advertising = configured.to_vec();
+                advertising.extend(c.routes());
+                tracing::info!(routes = advertising.len(), "advertising the app connector's routes");
+                status::set(status, |s| s.advertised_routes = advertising.clone());
+                let update = ClientMessage::Update(NodeUpdate {
+                    advertised_routes: Some(advertising.clone()),
                     ..NodeUpdate::default()
                 });
                 if let Err(e) = channel.send(&update).await {
@@ -725,6 +767,9 @@ async fn follow_control(
                     if let Some(resolver) = resolver.as_deref_mut() {
                         resolver.update(netmap);
                     }
+                    if let Some(c) = connector.as_deref_mut() {
+                        c.update(netmap);
+                    }
                     follow_exit_dns(resolver.as_deref(), exit);
                     if let Some(e) = netmap.filter_refused() {
                         tracing::warn!(error = %e, "control sent a packet filter over the limits; accepting no new flows");
@@ -743,9 +788,14 @@ async fn follow_control(
                     {
                         return lost(anyhow::anyhow!("data plane gone"));
                     }
-                    let wanted = netmap.kernel_routes(config.accept_routes, advertised);
-                    if let Err(e) = sync_routes(routes, ifindex, &wanted).await {
-                        tracing::warn!(error = %format!("{e:#}"), "installing routes");
+                    let wanted = netmap.kernel_routes(config.accept_routes, &advertising);
+                    match sync_routes(routes, ifindex, &wanted).await {
+                        Ok(()) => {
+                            if let Some(resolver) = resolver.as_deref() {
+                                resolver.routed(&wanted);
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %format!("{e:#}"), "installing routes"),
                     }
                 }
                 if full {
@@ -766,7 +816,7 @@ async fn follow_control(
                 status::set(status, |s| {
                     s.netmap_seq = netmap.seq();
                     s.kernel_routes = netmap
-                        .kernel_routes(config.accept_routes, advertised)
+                        .kernel_routes(config.accept_routes, &advertising)
                         .into_iter()
                         .collect();
                     if let Some(me) = netmap.node() {
@@ -1000,13 +1050,41 @@ pub(crate) fn mark_socket(socket: &impl std::os::fd::AsFd) {
     }
 }
 
-/// Subnet-router and exit-node set-up: forwarding and the nftables table
-/// (masquerade, and forwarding only to the routes, or anywhere for an exit
-/// node, and replies back), undone on drop.
+/// Resolves when an app connector's learned routes change; never without
+/// one.
+async fn connector_changed(connector: Option<&mut connector::AppConnector>) {
+    match connector {
+        Some(c) => c.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The roles a node runs besides `device`: those that forward for the
+/// tailnet.
+#[derive(Clone, Copy, Default)]
+pub struct Roles<'a> {
+    /// `[subnet_router]`.
+    pub router: Option<&'a SubnetRouterConfig>,
+    /// `[exit_node]`.
+    pub exit_node: Option<&'a ExitNodeConfig>,
+    /// `[app_connector]`: its routes are learned at run time, so the
+    /// kernel forwards (masqueraded) anywhere and the data plane, which
+    /// delivers only traffic to the routes control made this node primary
+    /// for, decides what is forwarded.
+    pub app_connector: Option<&'a AppConnectorConfig>,
+}
+
+/// Subnet-router, exit-node and app-connector set-up: forwarding and the
+/// nftables table (masquerade, and forwarding only to the routes, or
+/// anywhere for an exit node or app connector, and replies back), undone
+/// on drop.
 fn start_router(
     config: &NodeConfig,
-    router: Option<&SubnetRouterConfig>,
-    exit_node: Option<&ExitNodeConfig>,
+    Roles {
+        router,
+        exit_node,
+        app_connector,
+    }: Roles<'_>,
     registration: &Registration,
     egress: Option<causeway_netconf::ExitEgress>,
 ) -> anyhow::Result<SubnetRouter> {
@@ -1014,9 +1092,15 @@ fn start_router(
     let subnet_routes = router.map(|r| r.routes.as_slice()).unwrap_or_default();
     // An exit node forwards anywhere and masquerades everything it
     // forwards (IPv6 only with a tailnet /48 to match as the source).
-    let exit_routes: Vec<IpNet> = exit_node
-        .map(ExitNodeConfig::routes)
-        .unwrap_or_default()
+    let anywhere = match (exit_node, app_connector.is_some()) {
+        (Some(exit), _) => exit.routes(),
+        (None, true) => vec![
+            IpNet::V4(ipnet::Ipv4Net::default()),
+            IpNet::V6(ipnet::Ipv6Net::default()),
+        ],
+        (None, false) => Vec::new(),
+    };
+    let exit_routes: Vec<IpNet> = anywhere
         .into_iter()
         .filter(|p| p.addr().is_ipv4() || tailnet_v6.is_some())
         .collect();
@@ -1046,6 +1130,7 @@ fn start_router(
         routes = ?policy.forward_to,
         masquerade = ?policy.masquerade,
         exit_node = exit_node.is_some(),
+        app_connector = app_connector.is_some(),
         egress = ?policy.egress.as_ref().map(|e| &e.interface),
         "forwarding for the tailnet"
     );

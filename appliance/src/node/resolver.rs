@@ -23,7 +23,7 @@ use causeway_netconf::RouteTable;
 use ipnet::IpNet;
 use tokio::sync::watch;
 
-use super::dns_forward::DnsForwarder;
+use super::dns_forward::{Answering, DnsForwarder};
 use super::exit_dns::RESOLV_CONF;
 use super::os_dns::{self, Names, OsDns, Target};
 use super::status::{self, NodeStatus};
@@ -35,6 +35,8 @@ pub const RESOLVER_ADDR: Ipv4Addr = Ipv4Addr::new(100, 100, 100, 100);
 /// The running resolver; dropping it stops it.
 pub struct NodeResolver {
     names: watch::Sender<Arc<MagicDns>>,
+    /// This node's kernel routes into the tunnel (see [`Self::routed`]).
+    routed: watch::Sender<Vec<IpNet>>,
     access: watch::Sender<DnsAccess>,
     /// The machine's DNS settings, while they point here.
     os: Option<OsDns>,
@@ -100,6 +102,7 @@ impl NodeResolver {
             PathBuf::from(RESOLV_CONF)
         };
         let (names, names_rx) = watch::channel(Arc::new(MagicDns::default()));
+        let (routed, routed_rx) = watch::channel(Vec::new());
         let (access, access_rx) = watch::channel(local_only(&[]));
         // Not bound to the TUN device: this machine's own queries arrive
         // on the loopback path. Peers cannot reach the address (no peer's
@@ -111,7 +114,10 @@ impl NodeResolver {
             None,
             access_rx,
             upstreams,
-            Some(names_rx),
+            Answering::Names {
+                names: names_rx,
+                routed: routed_rx,
+            },
         );
         let forwarder = match forwarder {
             Ok(forwarder) => forwarder,
@@ -125,6 +131,7 @@ impl NodeResolver {
         tracing::info!(listen = %RESOLVER_ADDR, "node resolver answering MagicDNS and split DNS");
         Ok(Self {
             names,
+            routed,
             access,
             os,
             os_names: Names::default(),
@@ -138,6 +145,20 @@ impl NodeResolver {
     /// (`exit_resolver`) instead of the machine's resolvers.
     pub fn follow_exit(&self, exit_resolver: Option<IpAddr>) {
         self.forwarder.send_upstream_to(exit_resolver);
+    }
+
+    /// The prefixes this node now routes into the tunnel (its kernel
+    /// routes, installed): an answer from an app connector waits for its
+    /// addresses to be among them.
+    pub fn routed(&self, routes: &BTreeSet<IpNet>) {
+        let routes: Vec<IpNet> = routes.iter().copied().collect();
+        self.routed.send_if_modified(|held| {
+            let changed = *held != routes;
+            if changed {
+                held.clone_from(&routes);
+            }
+            changed
+        });
     }
 
     /// Puts the machine's DNS settings back, then stops answering.

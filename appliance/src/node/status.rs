@@ -109,6 +109,10 @@ pub struct NodeStatus {
     /// why it was left alone; `None` without the node resolver.
     #[serde(default)]
     pub os_dns: Option<String>,
+    /// The app connector's domains and learned routes; `None` on other
+    /// nodes.
+    #[serde(default)]
+    pub app_connector: Option<super::connector::AppConnectorStatus>,
 }
 
 /// An exit node's egress interface in the status.
@@ -235,6 +239,7 @@ impl NodeStatus {
             vpc_routes: BTreeMap::new(),
             egress: None,
             os_dns: None,
+            app_connector: None,
         }
     }
 }
@@ -353,6 +358,17 @@ pub fn render(status: &NodeStatus) -> String {
     }
     if let Some(dns) = &status.os_dns {
         let _ = writeln!(out, "dns       {dns}");
+    }
+    if let Some(c) = &status.app_connector {
+        let _ = writeln!(
+            out,
+            "connector {} ; {} addresses routed (max {}), {} refused over the cap{}",
+            c.domains.join(" "),
+            c.addresses,
+            c.max_routes,
+            c.over_cap,
+            if c.serving { "" } else { " ; DNS not answering yet" }
+        );
     }
     let exit = &status.exit_node;
     if exit.choice != "none" {
@@ -592,6 +608,7 @@ mod tests {
             vpc_routes: BTreeMap::new(),
             egress: None,
             os_dns: None,
+            app_connector: None,
             route_health: vec![],
         }
     }

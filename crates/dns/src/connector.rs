@@ -200,6 +200,11 @@ impl ConnectorRoutes {
         }
     }
 
+    /// The limits it was made with.
+    pub fn limits(&self) -> ConnectorLimits {
+        self.limits
+    }
+
     /// The domains served.
     pub fn domains(&self) -> &BTreeSet<DomainPattern> {
         &self.domains
@@ -375,6 +380,23 @@ impl ConnectorRoutes {
     pub fn over_cap(&self) -> u64 {
         self.over_cap
     }
+}
+
+/// The addresses (A and AAAA records) in an answer's answer section; none
+/// for bytes that are not a DNS message.
+pub fn answer_addresses(answer: &[u8]) -> Vec<IpAddr> {
+    let Ok(message) = Message::from_vec(answer) else {
+        return Vec::new();
+    };
+    message
+        .answers
+        .iter()
+        .filter_map(|record| match &record.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Whether `ip` may be a connector route: an address on the internet, not

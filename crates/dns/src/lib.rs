@@ -42,7 +42,7 @@ pub use access::DnsAccess;
 pub use admission::{AdmissionState, Limits, Refused};
 pub use connector::{
     BadDomain, ConnectorLimits, ConnectorRoutes, DEFAULT_MAX_ROUTES, DEFAULT_TTL_FLOOR,
-    DomainPattern, Learned, MAX_DOMAINS, MAX_ROUTES_LIMIT,
+    DomainPattern, Learned, MAX_DOMAINS, MAX_ROUTES_LIMIT, answer_addresses,
 };
 pub use lookup::{Answer, BadLookup, Lookup};
 pub use magic::{BadDnsConfig, MAGIC_TTL, MAX_RECORDS, MAX_SPLIT_DOMAINS, MagicDns, Route};

@@ -1391,11 +1391,20 @@ impl TailnetState {
 
     /// Approves advertised routes the policy's `autoApprovers` allow;
     /// returns whether anything was approved.
+    ///
+    /// An app connector's approvals follow what it advertises: a route it
+    /// no longer advertises (expired, or its domain removed) loses its
+    /// approval, so they cannot pile up (advertised again, it is approved
+    /// again).
     fn auto_approve(&mut self, id: NodeId) -> bool {
+        let connector = self.routers.get(&id).is_some_and(RouterReport::is_connector);
+        if connector && let Some(node) = self.nodes.get_mut(&id) {
+            let advertised = &node.advertised_routes;
+            node.approved_routes.retain(|p| advertised.contains(p));
+        }
         let Some(node) = self.nodes.get(&id) else {
             return false;
         };
-        let connector = self.routers.get(&id).is_some_and(RouterReport::is_connector);
         let newly: Vec<IpNet> = node
             .advertised_routes
             .iter()

@@ -1404,6 +1404,19 @@ fn app_connector_routes_are_approved_inside_a_named_prefix_only_when_public() {
     // Public prefixes inside 0.0.0.0/0 are approved; a private one and the
     // exit route are not.
     assert_eq!(approved, [net("198.18.7.1/32"), net("203.0.113.0/31")]);
+    // A route the connector stops advertising loses its approval.
+    let session = state.presence(c).session.expect("online");
+    state.update(
+        c,
+        session,
+        &NodeUpdate {
+            advertised_routes: Some(vec![net("203.0.113.0/31")]),
+            ..NodeUpdate::default()
+        },
+        T0,
+    );
+    let approved: Vec<IpNet> = state.node(c).expect("c").approved_routes.iter().copied().collect();
+    assert_eq!(approved, [net("203.0.113.0/31")]);
     // A subnet router (no connector domains) still needs the exact prefix,
     // even if it claims a public address inside a named range.
     let (r, _) = join(&mut state, &router_key, 2, &["198.19.5.0/24", "198.19.0.0/16"]);
