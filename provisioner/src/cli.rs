@@ -442,12 +442,13 @@ fn change_provider(a: &ChangeArgs) -> anyhow::Result<Box<dyn Provider>> {
                 "--no-snat with --role exit-node: an exit node masquerades the tailnet's traffic to its own address (the internet has no route back to 100.64.0.0/10)"
             ),
             Role::ExitNode => Ok(local_provider(&a.target, &a.local, false, true, true)),
-            Role::Via6 | Role::AppConnector | Role::Recorder | Role::Control | Role::Relay => {
-                anyhow::bail!(
-                    "--role {}: --cloud local deploys only subnet-router and exit-node; the other roles need --cloud aws",
-                    a.role
-                )
-            }
+            role @ (Role::Via6 | Role::AppConnector | Role::Relay) => anyhow::bail!(
+                "--role {role} is not built yet: {}",
+                role.not_built_yet().unwrap_or_default()
+            ),
+            role @ (Role::Recorder | Role::Control) => anyhow::bail!(
+                "--role {role}: --cloud local deploys only subnet-router and exit-node; {role} needs --cloud aws"
+            ),
         },
         Cloud::Aws => {
             let mut opts = aws_options(&a.target, Some(a.role), &a.aws.common);

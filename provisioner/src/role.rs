@@ -14,7 +14,8 @@ pub enum Role {
     /// An exit node: advertises `0.0.0.0/0` and `::/0` and forwards the
     /// tailnet's internet traffic, masqueraded.
     ExitNode,
-    /// An app connector routing configured domains (not built yet).
+    /// An app connector routing configured domains (the appliance runs it;
+    /// the provisioner does not deploy it yet).
     AppConnector,
     /// The SSH session recorder, with its recordings bucket (AWS only).
     Recorder,
@@ -45,7 +46,9 @@ impl Role {
         match self {
             Role::SubnetRouter | Role::ExitNode | Role::Recorder | Role::Control => None,
             Role::Via6 => Some("the appliance has no 4via6 mapping yet"),
-            Role::AppConnector => Some("the appliance has no domain-based routing yet"),
+            Role::AppConnector => Some(
+                "the provisioner cannot deploy app connectors yet (the appliance runs one: configure [app_connector] on a node, see docs/dns.md)",
+            ),
             Role::Relay => Some("the appliance has no relay server yet"),
         }
     }
