@@ -8,6 +8,7 @@
 //! (`cargo nextest run -p causeway-e2e --test-threads 1`).
 
 pub mod aws;
+pub mod connector;
 pub mod internet;
 
 use std::fmt::Write as _;

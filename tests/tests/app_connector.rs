@@ -6,106 +6,39 @@
 //! masqueraded. Routes are coalesced, capped, expire after the TTL and go
 //! when the domain is removed.
 //!
-//! Topology, beside the usual deployment (control, router, client on the
-//! public bridge 198.18.0.0/24):
-//!
-//! ```text
-//! inet      198.18.0.250 (bridge); on lo: 198.18.100.11-.15 (the apps: one
-//!           echo server answering with the caller's address) and
-//!           198.18.100.53 (dnsmasq, authoritative for apps.example from a
-//!           hosts file, TTL 4 s)
-//! connector 198.18.0.22: `[app_connector] domains = ["*.apps.example"]`,
-//!           route to 198.18.100.0/24 via inet; the client has none
-//! ```
+//! Topology: the usual deployment, and beside it the internet and the
+//! connector of `causeway_e2e::connector`. The apps are 198.18.100.11-.15
+//! (one echo server answering with the caller's address), served with a
+//! TTL of 4 s; the connector serves `*.apps.example` and
+//! `solo.other.example` with a floor of 1 s and a cap of 3 addresses. The
+//! client has no route to the apps but through the connector.
 
-use std::path::Path;
 use std::time::Duration;
 
-use causeway_e2e::local::{Netns, Node, Site};
-use causeway_e2e::{ExtraNode, TestDeployment, WAIT, internet, rewrite_file, tailnet_ipv4, wait_until};
+use causeway_e2e::connector::{self, CONNECTOR_ADDR, strings};
+use causeway_e2e::local::{Node, Site};
+use causeway_e2e::{TestDeployment, WAIT, internet, rewrite_file, tailnet_ipv4, wait_until};
 use serde_json::Value;
 
-const CONNECTOR_ADDR: &str = "198.18.0.22";
-const APPS_RESOLVER: &str = "198.18.100.53";
 /// The TTL of the apps' records; the connector's floor is below it.
-const TTL_SECS: u64 = 4;
+const TTL_SECS: u32 = 4;
 /// The connector's cap on addresses.
 const MAX_ROUTES: usize = 3;
 
 #[test]
 fn a_client_reaches_apps_by_name_through_the_connector_whose_routes_follow_dns() {
     let mut t = TestDeployment::deploy();
-    let root = t.dep().paths().root().to_owned();
-
-    // The internet: the apps and their authoritative resolver.
-    let inet = internet::start_internet(&mut t);
-    for last in 11..=15 {
-        inet.ns
-            .ip(&["addr", "add", &format!("198.18.100.{last}/32"), "dev", "lo"])
-            .expect("an app's address");
-    }
-    inet.ns
-        .ip(&["addr", "add", &format!("{APPS_RESOLVER}/32"), "dev", "lo"])
-        .expect("the resolver's address");
-    let hosts = root.join("apps.hosts");
-    write_hosts(&hosts, &[("a", 11), ("b", 12), ("c", 13), ("d", 14)]);
-    let mut dnsmasq = inet.ns.command("dnsmasq");
-    dnsmasq.args([
-        "--keep-in-foreground".to_owned(),
-        "--no-resolv".to_owned(),
-        "--no-hosts".to_owned(),
-        "--user=root".to_owned(),
-        "--pid-file=".to_owned(),
-        "--bind-interfaces".to_owned(),
-        format!("--listen-address={APPS_RESOLVER}"),
-        "--local=/apps.example/".to_owned(),
-        format!("--addn-hosts={}", hosts.display()),
-        format!("--local-ttl={TTL_SECS}"),
-    ]);
-    let dns = t.spawn_recorded("apps-dns", inet.ns.name(), &mut dnsmasq, &root.join("apps-dns.log"));
-
-    // The policy: tag:connector's public routes are approved; everyone may
-    // reach everything.
-    let policy = root.join("connector-policy.hujson");
-    std::fs::write(
-        &policy,
-        r#"{"tagOwners": {"tag:subnet-router": ["autogroup:admin"], "tag:connector": ["autogroup:admin"]},
-            "autoApprovers": {"routes": {"198.19.1.0/24": ["tag:subnet-router"], "0.0.0.0/0": ["tag:connector"]}},
-            "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#,
-    )
-    .expect("writing the policy");
-    t.admin(&["policy", "set", policy.to_str().expect("a UTF-8 path")])
-        .expect_success();
-
-    // The connector, whose resolv.conf names the apps' resolver.
-    let key = t.admin_json(&["keys", "create", "--reusable", "--tag", "tag:connector"])["key"]
-        .as_str()
-        .expect("an auth key")
-        .to_owned();
-    let ns = t.add_bridge_namespace("ac", &format!("{CONNECTOR_ADDR}/24"));
-    ns.ip(&["route", "add", "198.18.100.0/24", "via", internet::GATEWAY])
-        .expect("the connector's uplink route");
-    let ns_name = ns.name().to_owned();
-    t.write_netns_file(&ns_name, "resolv.conf", &format!("nameserver {APPS_RESOLVER}\n"));
-    let connector = t.write_extra_node(
-        "connector",
-        &key,
-        format!("{CONNECTOR_ADDR}:41641").parse().expect("a socket address"),
-        "cw0",
-        false,
+    let apps: Vec<String> = (11..=15).map(|last| format!("198.18.100.{last}")).collect();
+    let site = connector::start(
+        &mut t,
+        &hosts(&[("a", 11), ("b", 12), ("c", 13), ("d", 14)]),
+        &apps,
+        TTL_SECS,
+        &format!(
+            "domains = [\"*.apps.example\", \"solo.other.example\"]\nroute_ttl_floor = \"1s\"\nmax_routes = {MAX_ROUTES}"
+        ),
     );
-    rewrite_file(&connector.config, |old| {
-        format!(
-            "{old}\n[app_connector]\ndomains = [\"*.apps.example\", \"solo.other.example\"]\nroute_ttl_floor = \"1s\"\nmax_routes = {MAX_ROUTES}\n"
-        )
-    });
-    t.start_extra_node(&connector, &ns);
-    let status = wait_until(WAIT, "the connector to answer DNS", || {
-        let s = connector_status(&t, &connector, &ns)?;
-        anyhow::ensure!(s["app_connector"]["serving"] == true, "{}", s["app_connector"]);
-        Ok(s)
-    });
-    let connector_tailnet = tailnet_ipv4(&status).expect("the connector's address");
+    let connector_tailnet = tailnet_ipv4(&site.status).expect("the connector's address");
 
     // Control made its domains split DNS: the client's resolver asks it.
     wait_until(WAIT, "the client to learn the connector's domains", || {
@@ -122,7 +55,7 @@ fn a_client_reaches_apps_by_name_through_the_connector_whose_routes_follow_dns()
         assert_eq!(seen, CONNECTOR_ADDR, "{url} was not reached through the connector");
     }
     // Three addresses, coalesced where nothing else is covered.
-    let s = connector_status(&t, &connector, &ns).expect("status");
+    let s = site.status(&t).expect("status");
     assert_eq!(
         strings(&s["advertised_routes"]),
         ["198.18.100.11/32", "198.18.100.12/31"],
@@ -132,7 +65,7 @@ fn a_client_reaches_apps_by_name_through_the_connector_whose_routes_follow_dns()
 
     // A fourth name is answered but not routed: the cap holds.
     assert_eq!(t.resolve(Site::Cli, "d.apps.example").expect("d"), "198.18.100.14");
-    let s = connector_status(&t, &connector, &ns).expect("status");
+    let s = site.status(&t).expect("status");
     assert_eq!(s["app_connector"]["addresses"], MAX_ROUTES, "{s}");
     assert!(s["app_connector"]["over_cap"].as_u64() >= Some(1), "{s}");
     assert!(
@@ -148,7 +81,7 @@ fn a_client_reaches_apps_by_name_through_the_connector_whose_routes_follow_dns()
 
     // TTL: the routes expire (floor 1 s, TTL 4 s) and leave the client.
     wait_until(WAIT, "the connector's routes to expire", || {
-        let s = connector_status(&t, &connector, &ns)?;
+        let s = site.status(&t)?;
         anyhow::ensure!(s["app_connector"]["addresses"] == 0, "{}", s["app_connector"]);
         Ok(())
     });
@@ -160,9 +93,7 @@ fn a_client_reaches_apps_by_name_through_the_connector_whose_routes_follow_dns()
     });
 
     // The address changes: the client gets the new one, and reaches it.
-    write_hosts(&hosts, &[("a", 15), ("b", 12), ("c", 13), ("d", 14)]);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(dns.pid), nix::sys::signal::Signal::SIGHUP)
-        .expect("dnsmasq re-reads its hosts");
+    site.set_hosts(&hosts(&[("a", 15), ("b", 12), ("c", 13), ("d", 14)]));
     let moved = wait_until(WAIT, "a.apps.example to move", || {
         let got = t.resolve(Site::Cli, "a.apps.example")?;
         anyhow::ensure!(got == "198.18.100.15", "still {got}");
@@ -173,7 +104,7 @@ fn a_client_reaches_apps_by_name_through_the_connector_whose_routes_follow_dns()
         internet::fetch(&t, "http://a.apps.example:8000/").expect("the moved app"),
         CONNECTOR_ADDR
     );
-    let s = connector_status(&t, &connector, &ns).expect("status");
+    let s = site.status(&t).expect("status");
     assert_eq!(strings(&s["advertised_routes"]), ["198.18.100.15/32"], "{s}");
 
     // The domain is removed: its split DNS, routes and approvals go.
@@ -183,12 +114,12 @@ fn a_client_reaches_apps_by_name_through_the_connector_whose_routes_follow_dns()
         "{nodes_before:?}"
     );
     stop(&t, "connector");
-    rewrite_file(&connector.config, |old| {
+    rewrite_file(&site.node.config, |old| {
         old.replace("\"*.apps.example\", ", "")
     });
-    t.start_extra_node(&connector, &ns);
+    t.start_extra_node(&site.node, &site.ns);
     wait_until(WAIT, "the connector to serve only solo.other.example", || {
-        let s = connector_status(&t, &connector, &ns)?;
+        let s = site.status(&t)?;
         anyhow::ensure!(
             s["app_connector"]["domains"] == serde_json::json!(["solo.other.example"])
                 && s["app_connector"]["serving"] == true
@@ -211,19 +142,6 @@ fn a_client_reaches_apps_by_name_through_the_connector_whose_routes_follow_dns()
     assert!(app_routes(&t.status(Node::Client).expect("status")).is_empty());
 
     t.finish();
-}
-
-/// `apps.example` names → `198.18.100.LAST`, as a hosts file dnsmasq reads.
-fn write_hosts(path: &Path, names: &[(&str, u8)]) {
-    let text: String = names
-        .iter()
-        .map(|(name, last)| format!("198.18.100.{last} {name}.apps.example\n"))
-        .collect();
-    std::fs::write(path, text).expect("writing the apps' hosts file");
-}
-
-fn connector_status(t: &TestDeployment, node: &ExtraNode, ns: &Netns) -> anyhow::Result<Value> {
-    t.status_in(ns, &node.state_dir)
 }
 
 /// Stops the recorded process `key` with SIGTERM and waits until it is gone.
@@ -258,8 +176,10 @@ fn approved_of(nodes: &[Value], name: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
-        .unwrap_or_default()
+/// `apps.example` names → `198.18.100.LAST`.
+fn hosts(names: &[(&str, u8)]) -> Vec<(String, String)> {
+    names
+        .iter()
+        .map(|(name, last)| ((*name).to_owned(), format!("198.18.100.{last}")))
+        .collect()
 }

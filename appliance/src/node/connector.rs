@@ -29,7 +29,6 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use super::dns_forward::{Answering, DnsForwarder};
-use super::exit_dns::RESOLV_CONF;
 use super::status::{self, NodeStatus};
 use crate::config::AppConnectorConfig;
 
@@ -137,6 +136,7 @@ pub struct AppConnector {
     routes: watch::Receiver<Vec<IpNet>>,
     access: watch::Sender<DnsAccess>,
     tun_name: String,
+    upstreams: PathBuf,
     forwarder: Option<DnsForwarder>,
     expiry: JoinHandle<()>,
 }
@@ -150,9 +150,13 @@ impl Drop for AppConnector {
 impl AppConnector {
     /// Starts with no routes; serves DNS from the first netmap on.
     /// `primary` follows the routes control makes this node primary for.
+    ///
+    /// It resolves with the resolvers named in `upstreams` (the machine's
+    /// `resolv.conf`, or the node resolver's copy of what it named).
     pub fn start(
         config: &AppConnectorConfig,
         tun_name: &str,
+        upstreams: PathBuf,
         primary: watch::Receiver<Vec<IpNet>>,
         status: Arc<Mutex<NodeStatus>>,
     ) -> anyhow::Result<Self> {
@@ -176,6 +180,7 @@ impl AppConnector {
             routes,
             access: watch::Sender::new(DnsAccess::default()),
             tun_name: tun_name.to_owned(),
+            upstreams,
             forwarder: None,
             expiry,
         })
@@ -214,7 +219,7 @@ impl AppConnector {
             &own,
             Some(&self.tun_name),
             self.access.subscribe(),
-            PathBuf::from(RESOLV_CONF),
+            self.upstreams.clone(),
             Answering::Connector(Arc::clone(&self.hook)),
         ) {
             Ok(forwarder) => {

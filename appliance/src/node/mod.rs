@@ -257,9 +257,16 @@ pub async fn run(
         .map(|route| tokio::spawn(vpc_route::follow(route, primary_rx, Arc::clone(&status))));
     let mut connector = app_connector
         .map(|c| {
+            // With the node resolver, `resolv.conf` names it, and it sends
+            // the connector's own domains back here: ask what it saved.
+            let upstreams = resolver.as_ref().map_or_else(
+                || std::path::PathBuf::from(exit_dns::RESOLV_CONF),
+                resolver::NodeResolver::upstreams,
+            );
             connector::AppConnector::start(
                 c,
                 &config.tun_name,
+                upstreams,
                 primary.subscribe(),
                 Arc::clone(&status),
             )

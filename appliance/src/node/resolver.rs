@@ -35,6 +35,9 @@ pub const RESOLVER_ADDR: Ipv4Addr = Ipv4Addr::new(100, 100, 100, 100);
 /// The running resolver; dropping it stops it.
 pub struct NodeResolver {
     names: watch::Sender<Arc<MagicDns>>,
+    /// The file naming the machine's own resolvers (see
+    /// [`Self::upstreams`]).
+    upstreams: PathBuf,
     /// This node's kernel routes into the tunnel (see [`Self::routed`]).
     routed: watch::Sender<Vec<IpNet>>,
     access: watch::Sender<DnsAccess>,
@@ -113,7 +116,7 @@ impl NodeResolver {
             &[IpAddr::V4(RESOLVER_ADDR)],
             None,
             access_rx,
-            upstreams,
+            upstreams.clone(),
             Answering::Names {
                 names: names_rx,
                 routed: routed_rx,
@@ -131,6 +134,7 @@ impl NodeResolver {
         tracing::info!(listen = %RESOLVER_ADDR, "node resolver answering MagicDNS and split DNS");
         Ok(Self {
             names,
+            upstreams,
             routed,
             access,
             os,
@@ -145,6 +149,14 @@ impl NodeResolver {
     /// (`exit_resolver`) instead of the machine's resolvers.
     pub fn follow_exit(&self, exit_resolver: Option<IpAddr>) {
         self.forwarder.send_upstream_to(exit_resolver);
+    }
+
+    /// The file that names the resolvers this machine had before the node
+    /// resolver took its place: what anything on the node that resolves
+    /// for others must ask (asking `resolv.conf`, which may now name the
+    /// node resolver, could loop back through split DNS).
+    pub fn upstreams(&self) -> PathBuf {
+        self.upstreams.clone()
     }
 
     /// The prefixes this node now routes into the tunnel (its kernel

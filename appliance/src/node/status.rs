@@ -678,6 +678,26 @@ mod tests {
     }
 
     #[test]
+    fn render_shows_the_app_connectors_domains_and_cap() {
+        assert!(!render(&status()).contains("connector"));
+        let mut s = status();
+        s.app_connector = Some(super::super::connector::AppConnectorStatus {
+            domains: vec!["app.example.com".into(), "*.example.net".into()],
+            addresses: 12,
+            max_routes: 1000,
+            over_cap: 3,
+            serving: false,
+        });
+        let text = render(&s);
+        assert!(
+            text.contains(
+                "connector app.example.com *.example.net ; 12 addresses routed (max 1000), 3 refused over the cap ; DNS not answering yet"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn ages_are_short() {
         assert_eq!(age(0), "0ms");
         assert_eq!(age(999), "999ms");
