@@ -167,6 +167,10 @@ pub struct AppConnectorConfig {
     /// 1000, at most `causeway_dns::MAX_ROUTES_LIMIT`).
     #[serde(default = "default_max_routes")]
     pub max_routes: usize,
+    /// The resolvers the connector asks, port 53 (at most
+    /// `causeway_dns::MAX_UPSTREAMS`); default: the machine's own.
+    #[serde(default)]
+    pub resolvers: Vec<IpAddr>,
 }
 
 impl AppConnectorConfig {
@@ -206,6 +210,13 @@ impl AppConnectorConfig {
                 "app_connector.max_routes = {}: expected 1 to {}",
                 self.max_routes,
                 causeway_dns::MAX_ROUTES_LIMIT
+            );
+        }
+        if self.resolvers.len() > causeway_dns::MAX_UPSTREAMS {
+            bail!(
+                "app_connector.resolvers has {} entries: expected at most {}",
+                self.resolvers.len(),
+                causeway_dns::MAX_UPSTREAMS
             );
         }
         if self.route_ttl_floor > MAX_ROUTE_TTL_FLOOR {
@@ -751,6 +762,10 @@ mod tests {
             (
                 "domains = [\"a.example.com\"]\nroute_ttl_floor = \"30d\"",
                 "app_connector.route_ttl_floor",
+            ),
+            (
+                "domains = [\"a.example.com\"]\nresolvers = [\"192.0.2.1\", \"192.0.2.2\", \"192.0.2.3\", \"192.0.2.4\"]",
+                "app_connector.resolvers has 4 entries: expected at most 3",
             ),
         ] {
             let err = format!("{:#}", connector(body).expect_err(body));

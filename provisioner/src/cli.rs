@@ -442,7 +442,15 @@ fn change_provider(a: &ChangeArgs) -> anyhow::Result<Box<dyn Provider>> {
                 "--no-snat with --role exit-node: an exit node masquerades the tailnet's traffic to its own address (the internet has no route back to 100.64.0.0/10)"
             ),
             Role::ExitNode => Ok(local_provider(&a.target, &a.local, false, true, true)),
-            role @ (Role::Via6 | Role::AppConnector | Role::Relay) => anyhow::bail!(
+            Role::AppConnector if a.ha || a.no_snat => anyhow::bail!(
+                "--role app-connector with --ha or --no-snat: --cloud local deploys one app connector beside one subnet router with SNAT; drop them"
+            ),
+            Role::AppConnector => {
+                let mut provider = local_options(&a.target, &a.local, false, false, true);
+                provider.app_connector = true;
+                Ok(Box::new(LocalProvider::new(provider)))
+            }
+            role @ (Role::Via6 | Role::Relay) => anyhow::bail!(
                 "--role {role} is not built yet: {}",
                 role.not_built_yet().unwrap_or_default()
             ),
@@ -526,6 +534,16 @@ fn local_provider(
     exit_node: bool,
     snat: bool,
 ) -> Box<dyn Provider> {
+    Box::new(LocalProvider::new(local_options(target, local, ha, exit_node, snat)))
+}
+
+fn local_options(
+    target: &TargetArgs,
+    local: &LocalArgs,
+    ha: bool,
+    exit_node: bool,
+    snat: bool,
+) -> DeployOptions {
     let mut opts = DeployOptions::new(target.name.clone());
     opts.ha = ha;
     opts.exit_node = exit_node;
@@ -536,7 +554,7 @@ fn local_provider(
     opts.appliance_bin = local.appliance_bin.clone();
     opts.pg_bin_dir = local.pg_bin_dir.clone();
     opts.wait_timeout = Duration::from_secs(local.wait_timeout);
-    Box::new(LocalProvider::new(opts))
+    opts
 }
 
 #[cfg(test)]

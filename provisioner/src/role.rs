@@ -14,8 +14,8 @@ pub enum Role {
     /// An exit node: advertises `0.0.0.0/0` and `::/0` and forwards the
     /// tailnet's internet traffic, masqueraded.
     ExitNode,
-    /// An app connector routing configured domains (the appliance runs it;
-    /// the provisioner does not deploy it yet).
+    /// An app connector routing configured domains (`--cloud local` only so
+    /// far).
     AppConnector,
     /// The SSH session recorder, with its recordings bucket (AWS only).
     Recorder,
@@ -39,21 +39,23 @@ impl Role {
         }
     }
 
-    /// Why the appliance cannot run the role yet, for a role that has no
-    /// config section of its own: `plan` and `deploy` refuse it rather than
-    /// boot a plain node under its name.
+    /// Why `--cloud aws` cannot deploy the role yet (the appliance has no
+    /// config section for it, or the AWS deployment does not write one):
+    /// `plan` and `deploy` refuse it rather than boot a plain node under
+    /// its name. `--cloud local` decides for itself (see `cli.rs`).
     pub fn not_built_yet(self) -> Option<&'static str> {
         match self {
             Role::SubnetRouter | Role::ExitNode | Role::Recorder | Role::Control => None,
             Role::Via6 => Some("the appliance has no 4via6 mapping yet"),
             Role::AppConnector => Some(
-                "the provisioner cannot deploy app connectors yet (the appliance runs one: configure [app_connector] on a node, see docs/dns.md)",
+                "--cloud aws cannot deploy app connectors yet (--cloud local can; on an instance of your own, configure [app_connector], see docs/dns.md)",
             ),
             Role::Relay => Some("the appliance has no relay server yet"),
         }
     }
 
-    /// The roles the appliance runs today: those `plan` and `deploy` accept.
+    /// The roles `--cloud aws` deploys today: those its `plan` and `deploy`
+    /// accept.
     pub fn built() -> Vec<Role> {
         <Role as clap::ValueEnum>::value_variants()
             .iter()

@@ -80,10 +80,11 @@ fn the_clients_internet_traffic_leaves_from_the_exit_nodes_public_address() {
     eprintln!("status:\n{text}");
     assert!(report.healthy, "{text}");
     let exit = report.exit_node.as_ref().expect("an exit node section");
-    assert_eq!(exit.plan.key, "exit");
-    assert_eq!(exit.online, Some(true), "{text}");
+    assert_eq!(exit.node.plan.key, "exit");
+    assert_eq!(exit.node.online, Some(true), "{text}");
     assert!(
-        exit.approved_routes
+        exit.node
+            .approved_routes
             .as_ref()
             .is_some_and(|r| r.iter().any(|p| p == "0.0.0.0/0")),
         "{text}"
@@ -118,7 +119,7 @@ fn the_clients_internet_traffic_leaves_from_the_exit_nodes_public_address() {
     assert!(!callers(&dep).iter().any(|c| c == CLIENT_OWN));
     let report = local::status(&plain).expect("status");
     assert!(!report.healthy, "{}", report.render());
-    assert!(!report.exit_node.as_ref().expect("exit section").alive);
+    assert!(!report.exit_node.as_ref().expect("exit section").node.alive);
 
     // Destroy removes all eight namespaces, every process and host link,
     // and the state directory.

@@ -247,7 +247,9 @@ fn other(node: Node) -> Node {
     match node {
         Node::Router => Node::Router2,
         Node::Router2 => Node::Router,
-        Node::Exit | Node::Client => panic!("{} is not a subnet router", node.as_str()),
+        Node::Exit | Node::Connector | Node::Client => {
+            panic!("{} is not a subnet router", node.as_str())
+        }
     }
 }
 

@@ -81,10 +81,15 @@ impl ConnectorHook {
     pub async fn learn(&self, answer: &[u8]) {
         let routes = {
             let mut table = self.table();
+            let before = table.over_cap();
             let learned = table.learn(answer, Instant::now());
-            if learned.over_cap > 0 {
+            // Once, then at every doubling: a busy connector at its cap
+            // refuses on most answers, and a line for each would flood the
+            // log.
+            let after = table.over_cap();
+            if crossed_a_power_of_two(before, after) {
                 tracing::warn!(
-                    refused = learned.over_cap,
+                    refused_in_all = after,
                     max_routes = table.limits().max_routes,
                     "app connector at its route cap: new addresses are not routed"
                 );
@@ -137,6 +142,8 @@ pub struct AppConnector {
     access: watch::Sender<DnsAccess>,
     tun_name: String,
     upstreams: PathBuf,
+    /// `app_connector.resolvers`: asked instead of `upstreams`' when set.
+    resolvers: Vec<IpAddr>,
     forwarder: Option<DnsForwarder>,
     expiry: JoinHandle<()>,
 }
@@ -151,8 +158,9 @@ impl AppConnector {
     /// Starts with no routes; serves DNS from the first netmap on.
     /// `primary` follows the routes control makes this node primary for.
     ///
-    /// It resolves with the resolvers named in `upstreams` (the machine's
-    /// `resolv.conf`, or the node resolver's copy of what it named).
+    /// It resolves with `app_connector.resolvers`, else with the resolvers
+    /// named in `upstreams` (the machine's `resolv.conf`, or the node
+    /// resolver's copy of what it named).
     pub fn start(
         config: &AppConnectorConfig,
         tun_name: &str,
@@ -181,6 +189,7 @@ impl AppConnector {
             access: watch::Sender::new(DnsAccess::default()),
             tun_name: tun_name.to_owned(),
             upstreams,
+            resolvers: config.resolvers.clone(),
             forwarder: None,
             expiry,
         })
@@ -223,6 +232,9 @@ impl AppConnector {
             Answering::Connector(Arc::clone(&self.hook)),
         ) {
             Ok(forwarder) => {
+                if !self.resolvers.is_empty() {
+                    forwarder.send_upstreams_to(Some(self.resolvers.clone()));
+                }
                 tracing::info!(zones = ?self.zones, "app connector answering DNS for its domains");
                 self.forwarder = Some(forwarder);
                 self.hook.serving.store(true, Ordering::Relaxed);
@@ -233,6 +245,12 @@ impl AppConnector {
             }
         }
     }
+}
+
+/// Whether a count went from `before` to a higher power of two (or past
+/// one) at `after`: 0 → 1, 1 → 2, 3 → 4, 7 → 9, ...
+fn crossed_a_power_of_two(before: u64, after: u64) -> bool {
+    after > before && (before == 0 || after.ilog2() > before.ilog2())
 }
 
 /// Removes routes whose time is up, sleeping until the next expiry (or
@@ -263,5 +281,21 @@ async fn expire(hook: Arc<ConnectorHook>) {
             }
             () = hook.rearm.notified() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crossed_a_power_of_two;
+
+    #[test]
+    fn a_count_is_logged_at_its_first_and_at_every_doubling() {
+        let logged: Vec<u64> = (1..=40)
+            .filter(|&n| crossed_a_power_of_two(n - 1, n))
+            .collect();
+        assert_eq!(logged, [1, 2, 4, 8, 16, 32]);
+        assert!(crossed_a_power_of_two(7, 9));
+        assert!(!crossed_a_power_of_two(9, 9));
+        assert!(!crossed_a_power_of_two(9, 12));
     }
 }

@@ -141,7 +141,17 @@ impl DnsForwarder {
     /// Sends what would go to the upstream resolvers to `server` instead
     /// (port 53), until called again with `None`.
     pub fn send_upstream_to(&self, server: Option<IpAddr>) {
-        let instead = server.map(|ip| vec![SocketAddr::new(ip, DNS_PORT)]);
+        self.send_upstreams_to(server.map(|ip| vec![ip]));
+    }
+
+    /// Sends what would go to the upstream resolvers to `servers` instead
+    /// (port 53, asked in turn), until called again with `None`.
+    pub fn send_upstreams_to(&self, servers: Option<Vec<IpAddr>>) {
+        let instead = servers.map(|list| {
+            list.into_iter()
+                .map(|ip| SocketAddr::new(ip, DNS_PORT))
+                .collect::<Vec<_>>()
+        });
         let mut slot = self
             .shared
             .upstreams

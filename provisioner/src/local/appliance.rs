@@ -15,7 +15,10 @@ use serde_json::Value;
 use super::exec;
 use super::netns::Netns;
 use super::state::{Node, Secret, StateDir};
-use super::topology::{ADMIN_PORT, CONTROL_ADDR, CONTROL_PORT, VPC_HOST_ADDR, VPC_SUBNET, WG_PORT};
+use super::topology::{
+    ADMIN_PORT, APPS_RESOLVER, APPS_ZONE, CONTROL_ADDR, CONTROL_PORT, VPC_HOST_ADDR, VPC_SUBNET,
+    WG_PORT,
+};
 
 /// The tag the subnet router's auth key carries; the policy auto-approves
 /// the VPC subnet for it.
@@ -23,6 +26,9 @@ pub const ROUTER_TAG: &str = "tag:subnet-router";
 /// The tag the exit node's auth key carries; the policy auto-approves its
 /// exit routes (`autoApprovers.exitNode`).
 pub const EXIT_TAG: &str = "tag:exit-node";
+/// The tag the app connector's auth key carries; the policy auto-approves
+/// the public routes it learns.
+pub const CONNECTOR_TAG: &str = "tag:app-connector";
 /// The TUN device name of every node.
 pub const TUN_NAME: &str = "cw0";
 /// Each node serves Prometheus metrics on this port of its namespace's
@@ -210,7 +216,17 @@ struct NodeFile {
     subnet_router: Option<SubnetRouterSection>,
     #[serde(skip_serializing_if = "Option::is_none")]
     exit_node: Option<ExitNodeSection>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app_connector: Option<AppConnectorSection>,
     metrics: MetricsSection,
+}
+
+/// `[app_connector]`: the apps' domain, asked of its resolver on the
+/// internet host.
+#[derive(Serialize)]
+struct AppConnectorSection {
+    domains: Vec<String>,
+    resolvers: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -310,8 +326,17 @@ pub fn node_config(
             None,
         ),
         Node::Exit => (None, Some(ExitNodeSection { ipv6: false }), false, None),
-        Node::Client => (None, None, true, exit_node.map(str::to_owned)),
+        Node::Connector | Node::Client => (None, None, node == Node::Client, None),
     };
+    let choice = if node == Node::Client {
+        exit_node.map(str::to_owned)
+    } else {
+        choice
+    };
+    let app_connector = (node == Node::Connector).then(|| AppConnectorSection {
+        domains: vec![format!("*.{APPS_ZONE}")],
+        resolvers: vec![APPS_RESOLVER.to_owned()],
+    });
     let file = NodeFile {
         state_dir: dir.node_dir(node),
         node: NodeSection {
@@ -327,6 +352,7 @@ pub fn node_config(
         },
         subnet_router,
         exit_node: exit_section,
+        app_connector,
         metrics: MetricsSection {
             listen: format!("127.0.0.1:{METRICS_PORT}"),
         },
@@ -337,16 +363,19 @@ pub fn node_config(
 /// The tailnet policy: everyone may reach everything (this is a demo
 /// tailnet of a few devices), the VPC subnet is auto-approved for routers
 /// tagged [`ROUTER_TAG`] and, with `exit_node`, exit routes for the node
-/// tagged [`EXIT_TAG`].
-pub fn policy(exit_node: bool) -> String {
-    let (exit_owner, exit_approver) = if exit_node {
-        (
-            format!("\n    \"{EXIT_TAG}\": [\"autogroup:admin\"],"),
-            format!("\n    \"exitNode\": [\"{EXIT_TAG}\"],"),
-        )
-    } else {
-        (String::new(), String::new())
-    };
+/// tagged [`EXIT_TAG`]; with `app_connector`, the public routes the node
+/// tagged [`CONNECTOR_TAG`] learns (any inside `0.0.0.0/0`).
+pub fn policy(exit_node: bool, app_connector: bool) -> String {
+    let (mut owners, mut approvers, mut routes) = (String::new(), String::new(), String::new());
+    if exit_node {
+        owners.push_str(&format!("\n    \"{EXIT_TAG}\": [\"autogroup:admin\"],"));
+        approvers.push_str(&format!("\n    \"exitNode\": [\"{EXIT_TAG}\"],"));
+    }
+    if app_connector {
+        owners.push_str(&format!("\n    \"{CONNECTOR_TAG}\": [\"autogroup:admin\"],"));
+        routes.push_str(&format!("\n      \"0.0.0.0/0\": [\"{CONNECTOR_TAG}\"],"));
+    }
+    let (exit_owner, exit_approver) = (owners, approvers);
     format!(
         r#"// Written by the Causeway provisioner (--cloud local).
 {{
@@ -355,7 +384,7 @@ pub fn policy(exit_node: bool) -> String {
   }},
   "autoApprovers": {{
     "routes": {{
-      "{VPC_SUBNET}": ["{ROUTER_TAG}"],
+      "{VPC_SUBNET}": ["{ROUTER_TAG}"],{routes}
     }},{exit_approver}
   }},
   "acls": [
@@ -382,6 +411,20 @@ pub struct NodeSummary {
     pub peers: Vec<PeerSummary>,
     /// Its exit node choice (`None`: the status has none, or it is `none`).
     pub exit_node: Option<ExitNodeSummary>,
+    /// On an app connector: whether it answers DNS, and the addresses it
+    /// routes (`None` on other nodes).
+    pub app_connector: Option<ConnectorSummary>,
+}
+
+/// What an app connector's status says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConnectorSummary {
+    /// Whether its DNS forwarder answers.
+    pub serving: bool,
+    /// Addresses it routes now.
+    pub addresses: u64,
+    /// Its cap.
+    pub max_routes: u64,
 }
 
 /// What a client's status says of its exit node.
@@ -461,6 +504,14 @@ impl NodeSummary {
                     .collect::<Vec<_>>()
             })
         };
+        let app_connector = v
+            .get("app_connector")
+            .filter(|c| c.is_object())
+            .map(|c| ConnectorSummary {
+                serving: c.get("serving").and_then(Value::as_bool).unwrap_or(false),
+                addresses: c.get("addresses").and_then(Value::as_u64).unwrap_or(0),
+                max_routes: c.get("max_routes").and_then(Value::as_u64).unwrap_or(0),
+            });
         let exit_node = v
             .get("exit_node")
             .filter(|e| e.get("choice").and_then(Value::as_str) != Some("none"))
@@ -482,6 +533,7 @@ impl NodeSummary {
             kernel_routes: strings("kernel_routes"),
             peers,
             exit_node,
+            app_connector,
         }
     }
 
@@ -704,7 +756,7 @@ mod tests {
 
     #[test]
     fn policy_auto_approves_the_vpc_subnet_for_the_router_tag() {
-        let p = policy(false);
+        let p = policy(false, false);
         assert!(p.contains(r#""198.19.1.0/24": ["tag:subnet-router"]"#));
         assert!(!p.contains("exitNode"), "{p}");
     }
@@ -728,12 +780,29 @@ mod tests {
 
     #[test]
     fn the_exit_policy_auto_approves_exit_routes_for_the_exit_tag_only() {
-        let p = policy(true);
+        let p = policy(true, false);
         assert!(p.contains(r#""exitNode": ["tag:exit-node"]"#), "{p}");
         assert!(p.contains(r#""tag:exit-node": ["autogroup:admin"]"#), "{p}");
         assert!(
             p.contains(r#""198.19.1.0/24": ["tag:subnet-router"]"#),
             "{p}"
         );
+    }
+
+    #[test]
+    fn the_connector_serves_the_apps_and_its_routes_are_auto_approved() {
+        let dir = StateDir::new("/s");
+        let c: toml::Value =
+            toml::from_str(&node_config(&dir, Node::Connector, None, None).expect("renders"))
+                .expect("toml");
+        assert_eq!(c["node"]["hostname"].as_str(), Some("connector"));
+        assert_eq!(c["app_connector"]["domains"][0].as_str(), Some("*.apps.example"));
+        assert_eq!(c["app_connector"]["resolvers"][0].as_str(), Some("198.18.100.53"));
+        assert!(c.get("exit_node").is_none() && c.get("subnet_router").is_none());
+        assert_eq!(c["node"]["accept_routes"].as_bool(), Some(false));
+        let p = policy(false, true);
+        assert!(p.contains(r#""0.0.0.0/0": ["tag:app-connector"]"#), "{p}");
+        assert!(p.contains(r#""tag:app-connector": ["autogroup:admin"]"#), "{p}");
+        assert!(!p.contains("exitNode"), "{p}");
     }
 }

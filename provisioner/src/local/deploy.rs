@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use super::appliance::{self, EXIT_TAG, ROUTER_TAG};
+use super::appliance::{self, CONNECTOR_TAG, EXIT_TAG, ROUTER_TAG};
 use super::exec;
 use super::observe::{CONTROL_KEY, node_ready};
 use super::process::{self, ProcessRecord};
@@ -19,7 +19,9 @@ use super::services::{DB_QUERY, DnsServer, EchoServer, HttpServer, Postgres, ech
 use super::state::{
     DeploymentLock, DeploymentState, Node, STATE_VERSION, Secret, write_if_changed,
 };
-use super::topology::{ExitPlan, Site, Topology, VPC_DB_NAME, VPC_DNS_ZONE, VPC_HOST_ADDR};
+use super::topology::{
+    APPS, APPS_ZONE, ExitPlan, HTTP_PORT, Site, Topology, VPC_DB_NAME, VPC_DNS_ZONE, VPC_HOST_ADDR,
+};
 use super::{LocalDeployment, ha, network, node_site, services};
 use crate::console::{Progress, StepOutcome};
 
@@ -32,6 +34,7 @@ enum Step {
     Http,
     Dns,
     Echo,
+    AppsDns,
     Control,
     KeysAndConfigs,
     Start(Node),
@@ -48,8 +51,11 @@ fn steps(topo: &Topology) -> Vec<(Step, &'static str)> {
         (Step::Http, "http server in the VPC"),
         (Step::Dns, "dns resolver in the VPC (corp.internal)"),
     ];
-    if topo.has_exit_node() {
+    if topo.has_internet() {
         out.push((Step::Echo, "echo server on the internet"));
+    }
+    if topo.has_app_connector() {
+        out.push((Step::AppsDns, "the apps' resolver on the internet (apps.example)"));
     }
     out.push((Step::Control, "control"));
     out.push((Step::KeysAndConfigs, "auth keys and node configs"));
@@ -60,13 +66,19 @@ fn steps(topo: &Topology) -> Vec<(Step, &'static str)> {
     if topo.has_exit_node() {
         out.push((Step::Start(Node::Exit), "exit node"));
     }
+    if topo.has_app_connector() {
+        out.push((Step::Start(Node::Connector), "app connector"));
+    }
     out.push((Step::Start(Node::Client), "client"));
     out.push((
         Step::Verify,
-        match (topo.ha(), topo.has_exit_node()) {
-            (true, _) => "verify client -> primary router -> VPC",
-            (false, false) => "verify client -> router -> VPC",
-            (false, true) => "verify client -> router -> VPC and client -> exit node -> internet",
+        match (topo.ha(), topo.has_exit_node(), topo.has_app_connector()) {
+            (true, _, _) => "verify client -> primary router -> VPC",
+            (false, true, _) => "verify client -> router -> VPC and client -> exit node -> internet",
+            (false, false, true) => {
+                "verify client -> router -> VPC and client -> app connector -> apps by name"
+            }
+            (false, false, false) => "verify client -> router -> VPC",
         },
     ));
     out
@@ -96,9 +108,11 @@ pub fn run(dep: &LocalDeployment) -> anyhow::Result<()> {
                 dep.name().as_str(),
                 dep.opts.wait_timeout,
             ),
-            Step::Dns => DnsServer::new(dep.dir.clone(), dep.netns(Site::Vpc))
+            Step::Dns => DnsServer::vpc(&dep.dir, dep.netns(Site::Vpc))
                 .ensure(&mut state, dep.opts.wait_timeout),
             Step::Echo => EchoServer::new(dep.dir.clone(), dep.netns(Site::Web))
+                .ensure(&mut state, dep.opts.wait_timeout),
+            Step::AppsDns => DnsServer::apps(&dep.dir, dep.netns(Site::Web))
                 .ensure(&mut state, dep.opts.wait_timeout),
             Step::Control => control(dep, &mut state),
             Step::KeysAndConfigs => keys_and_configs(dep, &mut state, &mut restart),
@@ -230,7 +244,7 @@ fn control(dep: &LocalDeployment, state: &mut DeploymentState) -> anyhow::Result
     }
     let mut config_changed = write_if_changed(
         &dir.policy(),
-        &appliance::policy(dep.topo.has_exit_node()),
+        &appliance::policy(dep.topo.has_exit_node(), dep.topo.has_app_connector()),
         0o644,
     )?;
     config_changed |= write_if_changed(
@@ -306,6 +320,7 @@ fn keys_and_configs(
             let tags: &[&str] = match node {
                 Node::Router | Node::Router2 => &[ROUTER_TAG],
                 Node::Exit => &[EXIT_TAG],
+                Node::Connector => &[CONNECTOR_TAG],
                 Node::Client => &[],
             };
             app.create_auth_key(&ctl, &dep.dir.admin_token(), tags)?
@@ -344,7 +359,7 @@ fn node(
     restart: &BTreeSet<Node>,
 ) -> anyhow::Result<StepOutcome> {
     let wanted = match node {
-        Node::Router | Node::Router2 | Node::Exit => dep.opts.start_router,
+        Node::Router | Node::Router2 | Node::Exit | Node::Connector => dep.opts.start_router,
         Node::Client => dep.opts.start_client,
     };
     let must_restart = restart.contains(&node);
@@ -402,6 +417,9 @@ fn wait_node(dep: &LocalDeployment, node: Node, record: &ProcessRecord) -> anyho
     if ready.is_none() {
         let wanted = match (node, dep.client_exit_node()) {
             (Node::Router | Node::Router2 | Node::Exit, _) => "\"state\": \"running\"".to_owned(),
+            (Node::Connector, _) => {
+                "\"state\": \"running\" and the connector answering DNS".to_owned()
+            }
             (Node::Client, None) => format!(
                 "\"state\": \"running\" and a peer routing {}",
                 super::topology::VPC_SUBNET
@@ -493,7 +511,66 @@ fn verify(dep: &LocalDeployment, details: &mut Vec<String>) -> anyhow::Result<St
     if let Some(exit) = dep.topo.exit_node() {
         details.push(through_exit_node(dep, &exit)?);
     }
+    if let Some(connector) = dep.topo.app_connector() {
+        details.extend(through_app_connector(dep, &connector)?);
+    }
     Ok(StepOutcome::Checked)
+}
+
+/// With `--role app-connector`: the client resolves each app's name (its
+/// node resolver sends `apps.example` to the connector, as split DNS
+/// control made from the connector's domains) and fetches it; the client
+/// has no route to the apps but the one the connector advertised, and the
+/// echo server must see the connector's public address.
+fn through_app_connector(dep: &LocalDeployment, connector: &ExitPlan) -> anyhow::Result<Vec<String>> {
+    let cli = dep.netns(Site::Cli);
+    let mut lines = Vec::new();
+    for (name, addr) in APPS {
+        let fqdn = format!("{name}.{APPS_ZONE}");
+        let url = format!("http://{fqdn}:{HTTP_PORT}/");
+        let mut last = String::new();
+        let proof = process::poll(dep.opts.wait_timeout, || {
+            let resolved = match services::resolve(&cli, &fqdn) {
+                Ok(resolved) => resolved,
+                Err(e) => {
+                    last = format!("{e:#}");
+                    return Ok(None);
+                }
+            };
+            match services::http_get(&cli, &url) {
+                Ok(body) if body.trim() == connector.public_addr => {
+                    Ok(Some((resolved, body.trim().to_owned())))
+                }
+                Ok(body) => {
+                    last = format!("the echo server saw {}", connector.describe_caller(body.trim()));
+                    Ok(None)
+                }
+                Err(e) => {
+                    last = format!("{e:#}");
+                    Ok(None)
+                }
+            }
+        })?;
+        let Some((resolved, seen)) = proof else {
+            bail!(
+                "the client could not fetch {url} through the app connector within {} s (last: {last})",
+                dep.opts.wait_timeout.as_secs()
+            );
+        };
+        if resolved != addr {
+            bail!("{fqdn} resolved to {resolved} in the client, expected {addr}");
+        }
+        lines.push(format!(
+            "getent ahostsv4 {fqdn} from {} -> {resolved} (node resolver, split DNS to the app connector)",
+            cli.name()
+        ));
+        lines.push(format!(
+            "curl {url} from {} -> the echo server saw {}",
+            cli.name(),
+            connector.describe_caller(&seen)
+        ));
+    }
+    Ok(lines)
 }
 
 /// With `--role exit-node`: the client's request to the internet's echo

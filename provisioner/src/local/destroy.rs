@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::netns::{HostLinks, Netns};
 use super::observe::CONTROL_KEY;
 use super::process::{self, Stopped};
-use super::services::{DNS_KEY, ECHO_KEY, HTTP_KEY, PG_KEY, Postgres};
+use super::services::{APPS_DNS_KEY, DNS_KEY, ECHO_KEY, HTTP_KEY, PG_KEY, Postgres};
 use super::state::{DeploymentLock, DeploymentState};
 use super::topology::Site;
 use super::{LocalDeployment, network};
@@ -160,7 +160,7 @@ pub fn run(dep: &LocalDeployment) -> anyhow::Result<DestroyReport> {
 
     // Appliances first, clients before the routers before control, each
     // with SIGTERM so it removes its TUN device, routes and nftables table.
-    for key in ["client", "exit", "router2", "router", CONTROL_KEY] {
+    for key in ["client", "exit", "connector", "router2", "router", CONTROL_KEY] {
         if let Some(rec) = records.get(key) {
             report.stopped.insert(key.into(), rec.stop(GRACE));
         }
@@ -174,7 +174,7 @@ pub fn run(dep: &LocalDeployment) -> anyhow::Result<DestroyReport> {
             Err(e) => report.errors.push(format!("{e:#}")),
         }
     }
-    for key in [PG_KEY, HTTP_KEY, DNS_KEY, ECHO_KEY] {
+    for key in [PG_KEY, HTTP_KEY, DNS_KEY, ECHO_KEY, APPS_DNS_KEY] {
         if let Some(rec) = records.get(key)
             && rec.is_alive()
         {

@@ -80,6 +80,12 @@ pub struct DeployOptions {
     /// traffic through the exit node. Not with `ha`. The exit node starts
     /// with the router(s) (`start_router`).
     pub exit_node: bool,
+    /// `--role app-connector`: also an app connector (`connector` in
+    /// `cw-NAME-exit`, where the exit node would be, serving
+    /// `*.apps.example`, its routes auto-approved by the policy), and on
+    /// the internet host the apps and their resolver. Not with `ha`,
+    /// `exit_node` or without `snat`. Starts with the router(s).
+    pub app_connector: bool,
     /// Masquerade the client to the router's VPC address (default). Off
     /// (`--no-snat`): the VPC host sees tailnet addresses, and the primary
     /// router points the VPC namespace's `100.64.0.0/10` route at itself
@@ -107,6 +113,7 @@ impl DeployOptions {
             start_router: true,
             ha: false,
             exit_node: false,
+            app_connector: false,
             snat: true,
             start_client: true,
             verify: true,
@@ -127,6 +134,8 @@ impl DeployOptions {
     pub fn role(&self) -> Role {
         if self.exit_node {
             Role::ExitNode
+        } else if self.app_connector {
+            Role::AppConnector
         } else {
             Role::SubnetRouter
         }
@@ -167,7 +176,11 @@ impl LocalDeployment {
         };
         Ok(Self {
             opts: opts.clone(),
-            topo: Topology::for_layout(opts.name.clone(), opts.ha, opts.exit_node),
+            topo: if opts.app_connector && !opts.ha {
+                Topology::with_app_connector(opts.name.clone())
+            } else {
+                Topology::for_layout(opts.name.clone(), opts.ha, opts.exit_node || opts.app_connector)
+            },
             dir: StateDir::new(&opts.state_dir),
             pg_bin,
             appliance,
@@ -193,6 +206,11 @@ impl LocalDeployment {
         if self.opts.ha && self.opts.exit_node {
             anyhow::bail!(
                 "--ha with --role exit-node: --cloud local deploys one exit node beside one subnet router; drop --ha"
+            );
+        }
+        if self.opts.app_connector && (self.opts.ha || self.opts.exit_node || !self.opts.snat) {
+            anyhow::bail!(
+                "--role app-connector: --cloud local deploys one app connector beside one subnet router with SNAT; drop --ha and --no-snat"
             );
         }
         if !self.opts.snat && self.opts.exit_node {
@@ -260,6 +278,9 @@ impl LocalDeployment {
         }
         if self.topo.has_exit_node() {
             out.push(Node::Exit);
+        }
+        if self.topo.has_app_connector() {
+            out.push(Node::Connector);
         }
         out.push(Node::Client);
         out
@@ -404,7 +425,7 @@ pub fn node_site(node: Node) -> Site {
     match node {
         Node::Router => Site::Rtr,
         Node::Router2 => Site::Rtr2,
-        Node::Exit => Site::Exit,
+        Node::Exit | Node::Connector => Site::Exit,
         Node::Client => Site::Cli,
     }
 }
@@ -438,6 +459,7 @@ pub fn status(opts: &DeployOptions) -> anyhow::Result<StatusReport> {
     if let Some(state) = DeploymentState::load(&StateDir::new(&opts.state_dir))? {
         opts.ha = state.ha;
         opts.exit_node = state.role == Role::ExitNode.as_str();
+        opts.app_connector = state.role == Role::AppConnector.as_str();
         opts.snat = state.snat;
     }
     let dep = LocalDeployment::open(&opts)?;

@@ -42,7 +42,12 @@ pub fn ensure(topo: &Topology) -> anyhow::Result<bool> {
     changed |= ensure_forwarding(&netns(topo, Site::Igw))?;
     changed |= ensure_gateway_nat(&netns(topo, Site::Igw), &topo.public_nat())?;
     for &site in topo.sites() {
-        changed |= ensure_default_route(&netns(topo, site), topo.default_gateway(site))?;
+        let ns = netns(topo, site);
+        changed |= ensure_default_route(&ns, topo.default_gateway(site))?;
+        changed |= ensure_loopback_addrs(&ns, &topo.loopback_addrs(site))?;
+        for (dst, via) in topo.static_routes(site) {
+            changed |= ensure_route(&ns, dst, via)?;
+        }
     }
     let problems = findings(topo)?;
     if !problems.is_empty() {
@@ -75,6 +80,22 @@ pub fn findings(topo: &Topology) -> anyhow::Result<Vec<String>> {
             (_, Some(gateway)) => out.push(format!(
                 "namespace {name} has no default route via {gateway}"
             )),
+        }
+        let wanted = topo.loopback_addrs(site);
+        if !wanted.is_empty() {
+            let ifaces = ns.interfaces()?;
+            let lo = ifaces.iter().find(|i| i.ifname == "lo");
+            for addr in wanted {
+                if !lo.is_some_and(|lo| lo.has_addr(&addr)) {
+                    out.push(format!("namespace {name} lacks {addr} on lo"));
+                }
+            }
+        }
+        let routes = ns.routes()?;
+        for (dst, via) in topo.static_routes(site) {
+            if !routes.iter().any(|r| r.starts_with(&format!("{dst} ")) && routes_via(r, via)) {
+                out.push(format!("namespace {name} has no route to {dst} via {via}"));
+            }
         }
     }
     if !out.is_empty() {
@@ -341,6 +362,36 @@ fn ensure_default_route(ns: &Netns, gateway: Option<&str>) -> anyhow::Result<boo
             Ok(true)
         }
     }
+}
+
+/// Puts each of `addrs` on the namespace's loopback.
+fn ensure_loopback_addrs(ns: &Netns, addrs: &[String]) -> anyhow::Result<bool> {
+    if addrs.is_empty() {
+        return Ok(false);
+    }
+    let ifaces = ns.interfaces()?;
+    let lo = ifaces.iter().find(|i| i.ifname == "lo");
+    let mut changed = false;
+    for addr in addrs {
+        if !lo.is_some_and(|lo| lo.has_addr(addr)) {
+            ns.ip(&["addr", "add", addr, "dev", "lo"])?;
+            changed = true;
+        }
+    }
+    Ok(changed)
+}
+
+/// Makes the route to `dst` go via `via`.
+fn ensure_route(ns: &Netns, dst: &str, via: &str) -> anyhow::Result<bool> {
+    let present = ns
+        .routes()?
+        .iter()
+        .any(|r| r.starts_with(&format!("{dst} ")) && routes_via(r, via));
+    if present {
+        return Ok(false);
+    }
+    ns.ip(&["route", "replace", dst, "via", via])?;
+    Ok(true)
 }
 
 fn default_route(ns: &Netns) -> anyhow::Result<Option<String>> {

@@ -44,8 +44,12 @@ pub struct Observation {
     pub http: bool,
     /// Whether the VPC's resolver runs and answers for its zone.
     pub dns: bool,
-    /// With `--role exit-node`: whether the echo server runs and answers.
+    /// With `--role exit-node` or `app-connector`: whether the echo server
+    /// runs and answers.
     pub echo: bool,
+    /// With `--role app-connector`: whether the apps' resolver runs and
+    /// answers.
+    pub apps_dns: bool,
     /// Control.
     pub control: Health,
     /// Which nodes have an auth key file.
@@ -65,6 +69,9 @@ pub struct Wanted {
     pub ha: bool,
     /// An exit node and the echo server (`--role exit-node`).
     pub exit_node: bool,
+    /// An app connector, the echo server and the apps' resolver (`--role
+    /// app-connector`).
+    pub app_connector: bool,
     /// The routers masquerade the client (off with `--no-snat`).
     pub snat: bool,
     /// The client runs.
@@ -78,6 +85,7 @@ impl From<&DeployOptions> for Wanted {
             router: o.start_router,
             ha: o.ha,
             exit_node: o.exit_node,
+            app_connector: o.app_connector,
             snat: o.snat,
             client: o.start_client,
         }
@@ -182,11 +190,15 @@ pub fn observe(dep: &LocalDeployment) -> anyhow::Result<Observation> {
         .is_some_and(|s| HttpServer::new(dep.dir.clone(), vpc.clone()).is_healthy(s));
     let dns = state
         .as_ref()
-        .is_some_and(|s| DnsServer::new(dep.dir.clone(), vpc).is_healthy(s));
-    let echo = topo.has_exit_node()
+        .is_some_and(|s| DnsServer::vpc(&dep.dir, vpc).is_healthy(s));
+    let echo = topo.has_internet()
         && state
             .as_ref()
             .is_some_and(|s| EchoServer::new(dep.dir.clone(), dep.netns(Site::Web)).is_healthy(s));
+    let apps_dns = topo.has_app_connector()
+        && state
+            .as_ref()
+            .is_some_and(|s| DnsServer::apps(&dep.dir, dep.netns(Site::Web)).is_healthy(s));
     let proc_alive = |key: &str| {
         state
             .as_ref()
@@ -231,6 +243,7 @@ pub fn observe(dep: &LocalDeployment) -> anyhow::Result<Observation> {
         http,
         dns,
         echo,
+        apps_dns,
         control,
         auth_keys,
         nodes,
@@ -244,6 +257,7 @@ pub fn observe(dep: &LocalDeployment) -> anyhow::Result<Observation> {
 pub fn node_ready(node: Node, s: &super::NodeSummary, exit_node: Option<&str>) -> bool {
     match node {
         Node::Router | Node::Router2 | Node::Exit => s.is_running(),
+        Node::Connector => s.is_running() && s.app_connector.as_ref().is_some_and(|c| c.serving),
         Node::Client => {
             s.is_running()
                 && s.has_route(VPC_SUBNET)
@@ -305,12 +319,20 @@ pub fn plan_from(obs: &Observation, topo: &Topology, want: &Wanted) -> Plan {
         "dnsmasq on 198.19.1.10:53 in the VPC namespace, zone corp.internal (split DNS in control)"
             .into(),
     );
-    if want.exit_node {
+    if want.exit_node || want.app_connector {
         let echo_action = service_action(obs.echo, obs.state_exists);
         item(
             "echo",
             echo_action,
             "echo server on 198.18.0.10:80 in cw-NAME-web (the internet): answers with the caller's address"
+                .replace("NAME", name),
+        );
+    }
+    if want.app_connector {
+        item(
+            "apps-dns",
+            service_action(obs.apps_dns, obs.state_exists),
+            "dnsmasq on 198.18.100.53:53 in cw-NAME-web, zone apps.example (app1, app2 on 198.18.100.11-12, TTL 60 s), routed only through the connector"
                 .replace("NAME", name),
         );
     }
@@ -327,6 +349,8 @@ pub fn plan_from(obs: &Observation, topo: &Topology, want: &Wanted) -> Plan {
         daemon(want.control, obs.control),
         if want.exit_node {
             "appliance control on 198.18.0.2:8080 (admin 127.0.0.1:8081), policy auto-approving 198.19.1.0/24 and the exit node's exit routes"
+        } else if want.app_connector {
+            "appliance control on 198.18.0.2:8080 (admin 127.0.0.1:8081), policy auto-approving 198.19.1.0/24 and the app connector's public routes"
         } else {
             "appliance control on 198.18.0.2:8080 (admin 127.0.0.1:8081), policy auto-approving 198.19.1.0/24"
         }
@@ -341,10 +365,11 @@ pub fn plan_from(obs: &Observation, topo: &Topology, want: &Wanted) -> Plan {
     item(
         "auth-keys",
         keys_action,
-        match (want.ha, want.exit_node) {
-            (true, _) => "auth keys for router and router2 (tag:subnet-router) and client, in 0600 files; node configs",
-            (false, true) => "auth keys for router (tag:subnet-router), exit (tag:exit-node) and client, in 0600 files; node configs",
-            (false, false) => "auth keys for router (tag:subnet-router) and client, in 0600 files; node configs",
+        match (want.ha, want.exit_node, want.app_connector) {
+            (true, _, _) => "auth keys for router and router2 (tag:subnet-router) and client, in 0600 files; node configs",
+            (false, true, _) => "auth keys for router (tag:subnet-router), exit (tag:exit-node) and client, in 0600 files; node configs",
+            (false, false, true) => "auth keys for router (tag:subnet-router), connector (tag:app-connector) and client, in 0600 files; node configs",
+            (false, false, false) => "auth keys for router (tag:subnet-router) and client, in 0600 files; node configs",
         }
         .into(),
     );
@@ -376,6 +401,15 @@ pub fn plan_from(obs: &Observation, topo: &Topology, want: &Wanted) -> Plan {
             "exit",
             exit,
             "appliance exit node in cw-NAME-exit advertising 0.0.0.0/0, public address 198.18.0.6 on the internet gateway"
+                .replace("NAME", name),
+        );
+    }
+    if want.app_connector {
+        let connector = daemon(want.router, health(Node::Connector));
+        item(
+            "connector",
+            connector,
+            "appliance app connector in cw-NAME-exit for *.apps.example, public address 198.18.0.6 on the internet gateway"
                 .replace("NAME", name),
         );
     }
@@ -419,6 +453,7 @@ mod tests {
             ha: false,
             snat: true,
             exit_node: false,
+            app_connector: false,
             client: true,
         }
     }
@@ -439,6 +474,7 @@ mod tests {
             http: false,
             dns: false,
             echo: false,
+            apps_dns: false,
             control: Health::Absent,
             auth_keys: [(Node::Router, false), (Node::Client, false)].into(),
             nodes: [(Node::Router, Health::Down), (Node::Client, Health::Down)].into(),
@@ -454,6 +490,7 @@ mod tests {
             http: true,
             dns: true,
             echo: false,
+            apps_dns: false,
             control: Health::Up,
             auth_keys: [(Node::Router, true), (Node::Client, true)].into(),
             nodes: [(Node::Router, Health::Up), (Node::Client, Health::Up)].into(),
@@ -526,6 +563,30 @@ mod tests {
     }
 
     #[test]
+    fn an_app_connector_plans_the_echo_server_the_apps_resolver_and_the_connector() {
+        let want = Wanted {
+            app_connector: true,
+            ..all_wanted()
+        };
+        let topo = Topology::with_app_connector("t".parse().expect("valid"));
+        let plan = plan_from(&nothing(), &topo, &want);
+        let components: Vec<&str> = plan.items.iter().map(|i| i.component).collect();
+        assert_eq!(
+            components,
+            [
+                "network", "postgres", "http", "dns", "echo", "apps-dns", "control", "auth-keys",
+                "router", "connector", "client"
+            ]
+        );
+        let keys = plan
+            .items
+            .iter()
+            .find(|i| i.component == "auth-keys")
+            .expect("auth keys");
+        assert!(keys.detail.contains("connector (tag:app-connector)"), "{}", keys.detail);
+    }
+
+    #[test]
     fn services_only_skips_the_appliance() {
         let want = Wanted {
             control: false,
@@ -533,6 +594,7 @@ mod tests {
             ha: false,
             snat: true,
             exit_node: false,
+            app_connector: false,
             client: false,
         };
         let plan = plan_from(&nothing(), &topo(false), &want);

@@ -18,7 +18,8 @@ use super::netns::Netns;
 use super::process::{self, ProcessRecord, Stopped};
 use super::state::{DeploymentState, Secret, StateDir, write_if_changed};
 use super::topology::{
-    HTTP_PORT, PG_PORT, VPC_DB_NAME, VPC_DNS_ZONE, VPC_HOST_ADDR, VPC_RANGE, WEB_ADDR,
+    APPS, APPS_RESOLVER, APPS_ZONE, HTTP_PORT, PG_PORT, VPC_DB_NAME, VPC_DNS_ZONE, VPC_HOST_ADDR,
+    VPC_RANGE, WEB_ADDR,
 };
 use crate::console::StepOutcome;
 
@@ -37,6 +38,9 @@ pub const PG_KEY: &str = "postgres";
 pub const HTTP_KEY: &str = "http";
 /// Process key of the VPC's resolver in `state.json`.
 pub const DNS_KEY: &str = "dns";
+/// Process key of the apps' resolver in `state.json` (`--role
+/// app-connector`).
+pub const APPS_DNS_KEY: &str = "apps-dns";
 /// Process key of the internet's echo server in `state.json`
 /// (`--role exit-node`).
 pub const ECHO_KEY: &str = "echo";
@@ -405,34 +409,77 @@ impl HttpServer {
     }
 }
 
-/// The VPC's resolver (dnsmasq) on the VPC host, port 53: the private zone
-/// [`VPC_DNS_ZONE`], whose one name [`VPC_DB_NAME`] is the VPC host; other
-/// names in the zone do not exist, and nothing is forwarded anywhere. Like
-/// a VPC's own resolver, it is reachable only inside the VPC (and through
-/// the subnet router).
+/// A resolver (dnsmasq, port 53) answering one zone from local data;
+/// other names in the zone do not exist, and nothing is forwarded
+/// anywhere.
+///
+/// - [`DnsServer::vpc`]: the VPC's resolver on the VPC host, zone
+///   [`VPC_DNS_ZONE`], whose one name [`VPC_DB_NAME`] is the VPC host. Like
+///   a VPC's own resolver, it is reachable only inside the VPC (and through
+///   the subnet router).
+/// - [`DnsServer::apps`] (`--role app-connector`): the apps' resolver on
+///   the internet host, zone [`APPS_ZONE`] with the [`APPS`], reached by
+///   the app connector.
 #[derive(Debug, Clone)]
 pub struct DnsServer {
-    dir: StateDir,
     ns: Netns,
+    key: &'static str,
+    listen: &'static str,
+    zone: &'static str,
+    /// Name → address; the first is the health check.
+    records: Vec<(String, &'static str)>,
+    log: PathBuf,
+    /// The TTL of its answers (dnsmasq's default, 0, without).
+    ttl: Option<u32>,
 }
 
+/// The TTL of the apps' answers: the connector's routes live at least
+/// this long.
+pub const APPS_TTL_SECS: u32 = 60;
+
 impl DnsServer {
-    /// The resolver with its log in `dir`, in namespace `ns`.
-    pub fn new(dir: StateDir, ns: Netns) -> Self {
-        Self { dir, ns }
+    /// The VPC's resolver, in the VPC namespace `ns`, logging in `dir`.
+    pub fn vpc(dir: &StateDir, ns: Netns) -> Self {
+        Self {
+            ns,
+            key: DNS_KEY,
+            listen: VPC_HOST_ADDR,
+            zone: VPC_DNS_ZONE,
+            records: vec![(VPC_DB_NAME.to_owned(), VPC_HOST_ADDR)],
+            log: dir.dns_log(),
+            ttl: None,
+        }
     }
 
-    /// Whether the recorded server runs and answers for the database.
+    /// The apps' resolver, in the internet host's namespace `ns`.
+    pub fn apps(dir: &StateDir, ns: Netns) -> Self {
+        Self {
+            ns,
+            key: APPS_DNS_KEY,
+            listen: APPS_RESOLVER,
+            zone: APPS_ZONE,
+            records: APPS
+                .iter()
+                .map(|(name, addr)| (format!("{name}.{APPS_ZONE}"), *addr))
+                .collect(),
+            log: dir.apps_dns_log(),
+            ttl: Some(APPS_TTL_SECS),
+        }
+    }
+
+    /// Whether the recorded server runs and answers for its first name.
     pub fn is_healthy(&self, state: &DeploymentState) -> bool {
         state
             .processes
-            .get(DNS_KEY)
+            .get(self.key)
             .is_some_and(ProcessRecord::is_alive)
             && self.answers()
     }
 
     fn answers(&self) -> bool {
-        ask(&self.ns, VPC_HOST_ADDR, VPC_DB_NAME).is_ok_and(|a| a == VPC_HOST_ADDR)
+        self.records
+            .first()
+            .is_some_and(|(name, addr)| ask(&self.ns, self.listen, name).is_ok_and(|a| a == *addr))
     }
 
     /// Starts the server unless it is healthy.
@@ -454,19 +501,18 @@ impl DnsServer {
             "--pid-file=",
             "--bind-interfaces",
             "--log-facility=-",
-            &format!("--listen-address={VPC_HOST_ADDR}"),
-            &format!("--local=/{VPC_DNS_ZONE}/"),
-            &format!("--host-record={VPC_DB_NAME},{VPC_HOST_ADDR}"),
+            &format!("--listen-address={}", self.listen),
+            &format!("--local=/{}/", self.zone),
         ]);
-        start_and_wait(
-            &self.ns,
-            state,
-            DNS_KEY,
-            cmd,
-            &self.dir.dns_log(),
-            timeout,
-            || self.answers(),
-        )?;
+        for (name, addr) in &self.records {
+            cmd.arg(format!("--host-record={name},{addr}"));
+        }
+        if let Some(ttl) = self.ttl {
+            cmd.arg(format!("--local-ttl={ttl}"));
+        }
+        start_and_wait(&self.ns, state, self.key, cmd, &self.log, timeout, || {
+            self.answers()
+        })?;
         Ok(StepOutcome::Changed)
     }
 }

@@ -27,6 +27,9 @@ pub enum Node {
     Router2,
     /// With `--role exit-node`: the exit node (host name `exit`).
     Exit,
+    /// With `--role app-connector`: the app connector (host name
+    /// `connector`).
+    Connector,
     /// The client device.
     Client,
 }
@@ -38,6 +41,7 @@ impl Node {
             Node::Router => "router",
             Node::Router2 => "router2",
             Node::Exit => "exit",
+            Node::Connector => "connector",
             Node::Client => "client",
         }
     }
@@ -46,7 +50,7 @@ impl Node {
     pub fn is_router(self) -> bool {
         match self {
             Node::Router | Node::Router2 => true,
-            Node::Exit | Node::Client => false,
+            Node::Exit | Node::Connector | Node::Client => false,
         }
     }
 }
@@ -114,6 +118,11 @@ impl StateDir {
     /// The VPC resolver's log.
     pub fn dns_log(&self) -> PathBuf {
         self.root.join("dns.log")
+    }
+
+    /// With `--role app-connector`: the apps' resolver's log.
+    pub fn apps_dns_log(&self) -> PathBuf {
+        self.root.join("apps-dns.log")
     }
 
     /// With `--role exit-node`: the echo server's script.

@@ -5,12 +5,12 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::appliance::{ExitNodeSummary, NodeSummary};
+use super::appliance::{ConnectorSummary, ExitNodeSummary, NodeSummary};
 use super::netns::Netns;
 use super::observe::node_ready;
 use super::services::{self, DnsServer, EchoServer, HttpServer, PgState, Postgres};
 use super::state::{DeploymentState, Node};
-use super::topology::{ExitPlan, Site};
+use super::topology::{APPS, APPS_ZONE, ExitPlan, HTTP_PORT, Site};
 use super::{LocalDeployment, RouterStatus, ha, network};
 
 /// Everything `status` reports.
@@ -54,6 +54,10 @@ pub struct StatusReport {
     /// traffic goes through it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_node: Option<ExitNodeReport>,
+    /// With `--role app-connector`: the connector, and whether the client
+    /// reaches an app through it by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_connector: Option<AppConnectorReport>,
     /// With `--no-snat`: the VPC namespace's `100.64.0.0/10` route, as
     /// `ip route` prints it (none: missing), and the router it leads to.
     pub vpc_return_route: Option<ReturnRouteReport>,
@@ -68,10 +72,9 @@ pub struct ReturnRouteReport {
     pub router: Option<String>,
 }
 
-/// The exit node of a `--role exit-node` deployment, by its process,
-/// control's word, the client's status and the echo server.
+/// The exit node or app connector: its process and control's word on it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ExitNodeReport {
+pub struct EdgeNodeStatus {
     /// Where it lives: host name (what the client's `exit_node` names),
     /// namespace, public address.
     pub plan: ExitPlan,
@@ -81,11 +84,72 @@ pub struct ExitNodeReport {
     pub alive: bool,
     /// Whether control holds it online (none: control did not answer).
     pub online: Option<bool>,
-    /// The exit routes control approved for it (none: control did not answer).
+    /// The routes control approved for it (none: control did not answer).
     pub approved_routes: Option<Vec<String>>,
     /// Why control did not answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub control_error: Option<String>,
+}
+
+impl EdgeNodeStatus {
+    /// A table of one row under `title`, and control's error if any.
+    fn render(&self, out: &mut String, title: &str) {
+        let _ = writeln!(
+            out,
+            "\n{:<10} {:<16} {:>8}  {:<7} {:<14} {:<7} APPROVED (control's word)",
+            title, "NAMESPACE", "PID", "ALIVE", "PUBLIC", "ONLINE"
+        );
+        let approved = match &self.approved_routes {
+            Some(r) if r.is_empty() => "NONE".to_owned(),
+            Some(r) => r.join(","),
+            None => "unknown".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<10} {:<16} {:>8}  {:<7} {:<14} {:<7} {approved}",
+            self.plan.key,
+            self.plan.namespace,
+            self.pid.map_or("-".to_owned(), |p| p.to_string()),
+            yes(self.alive),
+            self.plan.public_addr,
+            self.online.map_or("unknown", yes),
+        );
+        if let Some(e) = &self.control_error {
+            let _ = writeln!(out, "  control did not answer: {e}");
+        }
+    }
+
+    fn observe(dep: &LocalDeployment, state: Option<&DeploymentState>, plan: ExitPlan) -> Self {
+        let record = state.and_then(|s| s.processes.get(plan.key));
+        let (online, approved_routes, control_error) = match ha::control_nodes(dep) {
+            Ok(all) => match all.iter().find(|n| n.hostname == plan.key) {
+                Some(n) => (
+                    Some(n.online),
+                    Some(n.approved_routes.iter().map(ToString::to_string).collect()),
+                    None,
+                ),
+                None => (Some(false), Some(Vec::new()), None),
+            },
+            Err(e) => (None, None, Some(format!("{e:#}"))),
+        };
+        Self {
+            pid: record.map(|r| r.pid),
+            alive: record.is_some_and(|r| r.is_alive()),
+            plan,
+            online,
+            approved_routes,
+            control_error,
+        }
+    }
+}
+
+/// The exit node of a `--role exit-node` deployment, by its process,
+/// control's word, the client's status and the echo server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExitNodeReport {
+    /// Its process and control's word.
+    #[serde(flatten)]
+    pub node: EdgeNodeStatus,
     /// The client's exit node, as the client's status says (none: the
     /// client did not answer or chose none).
     pub client_uses: Option<ExitNodeSummary>,
@@ -100,23 +164,24 @@ impl ExitNodeReport {
     /// Running, online and approved; the client routes all its traffic
     /// through it, and the echo server sees the client as the exit node.
     pub fn healthy(&self) -> bool {
-        self.alive
-            && self.online == Some(true)
+        self.node.alive
+            && self.node.online == Some(true)
             && self
+                .node
                 .approved_routes
                 .as_ref()
                 .is_some_and(|r| r.iter().any(|p| p == "0.0.0.0/0"))
             && self
                 .client_uses
                 .as_ref()
-                .is_some_and(|c| c.routes_all_through(self.plan.key))
+                .is_some_and(|c| c.routes_all_through(self.node.plan.key))
             && self.echo_healthy
             && self
                 .client_seen_as
                 .as_ref()
                 .and_then(|r| r.as_ref().ok())
                 .map(String::as_str)
-                == Some(self.plan.public_addr)
+                == Some(self.node.plan.public_addr)
     }
 }
 
@@ -125,19 +190,7 @@ fn exit_node_report(
     state: Option<&DeploymentState>,
     nodes: &[NodeStatus],
 ) -> Option<ExitNodeReport> {
-    let plan = dep.topo.exit_node()?;
-    let record = state.and_then(|s| s.processes.get(plan.key));
-    let (online, approved_routes, control_error) = match ha::control_nodes(dep) {
-        Ok(all) => match all.iter().find(|n| n.hostname == plan.key) {
-            Some(n) => (
-                Some(n.online),
-                Some(n.approved_routes.iter().map(ToString::to_string).collect()),
-                None,
-            ),
-            None => (Some(false), Some(Vec::new()), None),
-        },
-        Err(e) => (None, None, Some(format!("{e:#}"))),
-    };
+    let node = EdgeNodeStatus::observe(dep, state, dep.topo.exit_node()?);
     let client_uses = nodes
         .iter()
         .find(|n| n.node == Node::Client)
@@ -150,16 +203,111 @@ fn exit_node_report(
             .map_err(|e| format!("{e:#}"))
     });
     Some(ExitNodeReport {
-        plan,
-        pid: record.map(|r| r.pid),
-        alive: record.is_some_and(|r| r.is_alive()),
-        online,
-        approved_routes,
-        control_error,
+        node,
         client_uses,
         echo_healthy: state
             .is_some_and(|s| EchoServer::new(dep.dir.clone(), dep.netns(Site::Web)).is_healthy(s)),
         client_seen_as,
+    })
+}
+
+/// The app connector of a `--role app-connector` deployment, by its
+/// process, control's word, its own status, the apps' servers and a fetch
+/// by name from the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AppConnectorReport {
+    /// Its process and control's word.
+    #[serde(flatten)]
+    pub node: EdgeNodeStatus,
+    /// What its own status says (none: it did not answer).
+    pub connector: Option<ConnectorSummary>,
+    /// Whether the apps' resolver and the echo server run and answer.
+    pub apps_healthy: bool,
+    /// The first app's URL, and the address the echo server saw the
+    /// client's request come from, or why it failed (none: the client was
+    /// not started).
+    pub client_fetch: Option<(String, Result<String, String>)>,
+}
+
+impl AppConnectorReport {
+    /// Running, online, answering DNS, the apps up, and the client's
+    /// fetch by name seen from the connector's public address.
+    pub fn healthy(&self) -> bool {
+        self.node.alive
+            && self.node.online == Some(true)
+            && self.connector.as_ref().is_some_and(|c| c.serving)
+            && self.apps_healthy
+            && self
+                .client_fetch
+                .as_ref()
+                .and_then(|(_, r)| r.as_ref().ok())
+                .map(String::as_str)
+                == Some(self.node.plan.public_addr)
+    }
+
+    fn render(&self, out: &mut String) {
+        self.node.render(out, "CONNECTOR");
+        match &self.connector {
+            Some(c) => {
+                let _ = writeln!(
+                    out,
+                    "  *.{APPS_ZONE}: DNS {}, {} addresses routed (max {})",
+                    if c.serving { "answering" } else { "NOT ANSWERING" },
+                    c.addresses,
+                    c.max_routes
+                );
+            }
+            None => {
+                let _ = writeln!(out, "  its status did not answer");
+            }
+        }
+        let fetched = match &self.client_fetch {
+            None => "not checked (the client was not started)".to_owned(),
+            Some((url, Ok(addr))) => format!("{url}: {}", self.node.plan.describe_caller(addr)),
+            Some((url, Err(e))) => format!("{url}: NO ANSWER ({e})"),
+        };
+        let _ = writeln!(
+            out,
+            "client -> app connector -> apps: resolver and echo server {}; {fetched}",
+            if self.apps_healthy {
+                "answer"
+            } else {
+                "DO NOT ANSWER"
+            },
+        );
+    }
+}
+
+fn app_connector_report(
+    dep: &LocalDeployment,
+    state: Option<&DeploymentState>,
+    nodes: &[NodeStatus],
+) -> Option<AppConnectorReport> {
+    let node = EdgeNodeStatus::observe(dep, state, dep.topo.app_connector()?);
+    let connector = nodes
+        .iter()
+        .find(|n| n.node == Node::Connector)
+        .and_then(|n| n.status.as_ref())
+        .and_then(|s| s.app_connector.clone());
+    let web = dep.netns(Site::Web);
+    let apps_healthy = state.is_some_and(|s| {
+        DnsServer::apps(&dep.dir, web.clone()).is_healthy(s)
+            && EchoServer::new(dep.dir.clone(), web.clone()).is_healthy(s)
+    });
+    let client_started = nodes.iter().any(|n| n.node == Node::Client);
+    let client_fetch = client_started.then(|| {
+        let (name, _) = APPS[0];
+        let url = format!("http://{name}.{APPS_ZONE}:{HTTP_PORT}/");
+        let seen = services::http_get(&dep.netns(Site::Cli), &url)
+            .map(|b| b.trim().to_owned())
+            .map_err(|e| format!("{e:#}"));
+        (url, seen)
+    });
+    Some(AppConnectorReport {
+        node,
+        connector,
+        apps_healthy,
+        client_fetch,
     })
 }
 
@@ -235,7 +383,7 @@ pub fn report(dep: &LocalDeployment) -> anyhow::Result<StatusReport> {
         .is_some_and(|s| HttpServer::new(dep.dir.clone(), vpc.clone()).is_healthy(s));
     let dns_healthy = state
         .as_ref()
-        .is_some_and(|s| DnsServer::new(dep.dir.clone(), vpc).is_healthy(s));
+        .is_some_and(|s| DnsServer::vpc(&dep.dir, vpc).is_healthy(s));
     let mut nodes = Vec::new();
     for node in dep.nodes() {
         if !processes.iter().any(|p| p.key == node.as_str()) {
@@ -257,6 +405,7 @@ pub fn report(dep: &LocalDeployment) -> anyhow::Result<StatusReport> {
             .is_ok_and(|page| page.contains(services::HTTP_GREETING))
     });
     let exit_node = exit_node_report(dep, state.as_ref(), &nodes);
+    let app_connector = app_connector_report(dep, state.as_ref(), &nodes);
     let (routers, routers_error) = if dep.topo.ha() && state.is_some() {
         ha::routers(dep)
     } else {
@@ -280,7 +429,8 @@ pub fn report(dep: &LocalDeployment) -> anyhow::Result<StatusReport> {
                 .as_ref()
                 .is_some_and(|s| node_ready(n.node, s, dep.client_exit_node()))
         })
-        && exit_node.as_ref().is_none_or(ExitNodeReport::healthy);
+        && exit_node.as_ref().is_none_or(ExitNodeReport::healthy)
+        && app_connector.as_ref().is_none_or(AppConnectorReport::healthy);
     Ok(StatusReport {
         name: dep.name().to_string(),
         cloud: "local",
@@ -298,6 +448,7 @@ pub fn report(dep: &LocalDeployment) -> anyhow::Result<StatusReport> {
         routers,
         routers_error,
         exit_node,
+        app_connector,
         vpc_return_route,
     })
 }
@@ -480,6 +631,9 @@ impl StatusReport {
         if let Some(x) = &self.exit_node {
             x.render(&mut out);
         }
+        if let Some(c) = &self.app_connector {
+            c.render(&mut out);
+        }
         if let Some(ok) = self.client_reaches_vpc {
             let _ = writeln!(
                 out,
@@ -494,29 +648,7 @@ impl StatusReport {
 
 impl ExitNodeReport {
     fn render(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "\n{:<8} {:<16} {:>8}  {:<7} {:<14} {:<7} APPROVED (control's word)",
-            "EXIT", "NAMESPACE", "PID", "ALIVE", "PUBLIC", "ONLINE"
-        );
-        let approved = match &self.approved_routes {
-            Some(r) if r.is_empty() => "NONE".to_owned(),
-            Some(r) => r.join(","),
-            None => "unknown".to_owned(),
-        };
-        let _ = writeln!(
-            out,
-            "{:<8} {:<16} {:>8}  {:<7} {:<14} {:<7} {approved}",
-            self.plan.key,
-            self.plan.namespace,
-            self.pid.map_or("-".to_owned(), |p| p.to_string()),
-            yes(self.alive),
-            self.plan.public_addr,
-            self.online.map_or("unknown", yes),
-        );
-        if let Some(e) = &self.control_error {
-            let _ = writeln!(out, "  control did not answer: {e}");
-        }
+        self.node.render(out, "EXIT");
         let _ = writeln!(
             out,
             "client's exit node: {}",
@@ -527,7 +659,7 @@ impl ExitNodeReport {
         );
         let seen = match &self.client_seen_as {
             None => "not checked (the client was not started)".to_owned(),
-            Some(Ok(addr)) => self.plan.describe_caller(addr),
+            Some(Ok(addr)) => self.node.plan.describe_caller(addr),
             Some(Err(e)) => format!("NO ANSWER ({e})"),
         };
         let _ = writeln!(

@@ -112,6 +112,17 @@ pub const HTTP_PORT: u16 = 80;
 pub const VPC_DNS_ZONE: &str = "corp.internal";
 /// The database's name in [`VPC_DNS_ZONE`]; it names [`VPC_HOST_ADDR`].
 pub const VPC_DB_NAME: &str = "db.corp.internal";
+/// With `--role app-connector`: the domain the connector serves
+/// (`*.apps.example`), whose resolver and apps are on the internet host.
+pub const APPS_ZONE: &str = "apps.example";
+/// The apps: names under [`APPS_ZONE`] and their addresses, held by the
+/// internet host on its loopback and reached from the tailnet only through
+/// the app connector.
+pub const APPS: [(&str, &str); 2] = [("app1", "198.18.100.11"), ("app2", "198.18.100.12")];
+/// The apps' range: the internet gateway routes it to the internet host.
+pub const APPS_RANGE: &str = "198.18.100.0/24";
+/// The apps' authoritative resolver (dnsmasq on the internet host).
+pub const APPS_RESOLVER: &str = "198.18.100.53";
 
 /// One of the namespaces of a local deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -130,10 +141,11 @@ pub enum Site {
     Rtr2,
     /// The private VPC host (no route to the tailnet, no default route).
     Vpc,
-    /// With `--role exit-node`: the exit node.
+    /// With `--role exit-node`: the exit node; with `--role app-connector`:
+    /// the app connector.
     Exit,
-    /// With `--role exit-node`: a host on the internet running the echo
-    /// server.
+    /// With `--role exit-node` or `app-connector`: a host on the internet
+    /// running the echo server (and, for a connector, the apps' resolver).
     Web,
     /// A client device.
     Cli,
@@ -264,15 +276,16 @@ pub struct RouterPlan {
     pub vpc_addr: &'static str,
 }
 
-/// The exit node (`--role exit-node`): where it lives and the address the
-/// internet sees it from.
+/// The exit node (`--role exit-node`) or app connector (`--role
+/// app-connector`): where it lives and the address the internet sees it
+/// from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ExitPlan {
     /// Its host name in the tailnet (what the client's `exit_node` names),
     /// and its key under `processes` in `state.json`.
     pub key: &'static str,
-    /// Its namespace (`cw-NAME-exit`; uplink `eth0`, default route via
-    /// [`GATEWAY3_ADDR`]).
+    /// Its namespace (`cw-NAME-exit` for both; uplink `eth0`, default route
+    /// via [`GATEWAY3_ADDR`]).
     pub namespace: String,
     /// The address the internet sees it from, held by the gateway.
     pub public_addr: &'static str,
@@ -285,18 +298,32 @@ impl ExitPlan {
     /// from: this exit node's public address, the client's own (the
     /// request bypassed the exit node), or something else.
     pub fn describe_caller(&self, seen: &str) -> String {
+        let what = self.what();
         if seen == self.public_addr {
             format!(
-                "{seen}: the exit node's public address, not the client's own {CLIENT_ADDR} (through exit node {})",
-                self.key
+                "{seen}: the {what}'s public address, not the client's own {CLIENT_ADDR} (through {})",
+                if self.key == "connector" {
+                    "the app connector".to_owned()
+                } else {
+                    format!("{what} {}", self.key)
+                }
             )
         } else if seen == CLIENT_ADDR {
-            format!("{seen}: the client's own address (NOT through the exit node)")
+            format!("{seen}: the client's own address (NOT through the {what})")
         } else {
             format!(
-                "{seen:?} (neither the exit node's {} nor the client's {CLIENT_ADDR})",
+                "{seen:?} (neither the {what}'s {} nor the client's {CLIENT_ADDR})",
                 self.public_addr
             )
+        }
+    }
+
+    /// "exit node" or "app connector".
+    pub fn what(&self) -> &'static str {
+        if self.key == "connector" {
+            "app connector"
+        } else {
+            "exit node"
         }
     }
 }
@@ -316,7 +343,10 @@ pub struct PublicNat {
 pub struct Topology {
     name: DeploymentName,
     ha: bool,
-    exit_node: bool,
+    /// The node behind the gateway's third address, and the internet host.
+    edge: bool,
+    /// That node is an app connector, not an exit node.
+    connector: bool,
 }
 
 impl Topology {
@@ -338,7 +368,20 @@ impl Topology {
         Self {
             name,
             ha,
-            exit_node,
+            edge: exit_node,
+            connector: false,
+        }
+    }
+
+    /// The topology of deployment `name` with an app connector where an
+    /// exit node would be (`--role app-connector`): the same namespaces and
+    /// links, and the apps and their resolver on the internet host.
+    pub fn with_app_connector(name: DeploymentName) -> Self {
+        Self {
+            name,
+            ha: false,
+            edge: true,
+            connector: true,
         }
     }
 
@@ -354,12 +397,24 @@ impl Topology {
 
     /// Whether it has an exit node (and the internet's echo server).
     pub fn has_exit_node(&self) -> bool {
-        self.exit_node
+        self.edge && !self.connector
+    }
+
+    /// Whether it has an app connector (and the internet's echo server,
+    /// apps and their resolver).
+    pub fn has_app_connector(&self) -> bool {
+        self.edge && self.connector
+    }
+
+    /// Whether it has the internet host (the echo server): with an exit
+    /// node or an app connector.
+    pub fn has_internet(&self) -> bool {
+        self.edge
     }
 
     /// Its sites, in creation order.
     pub fn sites(&self) -> &'static [Site] {
-        match (self.ha, self.exit_node) {
+        match (self.ha, self.edge) {
             (false, false) => &Site::ALL,
             (true, false) => &Site::ALL_HA,
             (false, true) => &Site::ALL_EXIT,
@@ -408,12 +463,46 @@ impl Topology {
 
     /// The exit node, with `--role exit-node`.
     pub fn exit_node(&self) -> Option<ExitPlan> {
-        self.exit_node.then(|| ExitPlan {
-            key: "exit",
+        self.edge_node().filter(|_| !self.connector)
+    }
+
+    /// The app connector, with `--role app-connector`.
+    pub fn app_connector(&self) -> Option<ExitPlan> {
+        self.edge_node().filter(|_| self.connector)
+    }
+
+    /// The exit node or app connector.
+    fn edge_node(&self) -> Option<ExitPlan> {
+        self.edge.then(|| ExitPlan {
+            key: if self.connector { "connector" } else { "exit" },
             namespace: self.namespace(Site::Exit),
             public_addr: EXIT_PUBLIC_ADDR,
             uplink_addr: EXIT_UPLINK_ADDR,
         })
+    }
+
+    /// Routes besides the default one, as (destination, via): with an app
+    /// connector, the internet gateway reaches the apps through the
+    /// internet host.
+    pub fn static_routes(&self, site: Site) -> Vec<(&'static str, &'static str)> {
+        match site {
+            Site::Igw if self.has_app_connector() => vec![(APPS_RANGE, WEB_ADDR)],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Addresses on a site's loopback (with prefix length): with an app
+    /// connector, the internet host holds the apps and their resolver.
+    pub fn loopback_addrs(&self, site: Site) -> Vec<String> {
+        match site {
+            Site::Web if self.has_app_connector() => APPS
+                .iter()
+                .map(|(_, addr)| *addr)
+                .chain([APPS_RESOLVER])
+                .map(|addr| format!("{addr}/32"))
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// Every 1:1 translation of the internet gateway: each router's, then
@@ -427,7 +516,7 @@ impl Topology {
                 uplink_addr: r.uplink_addr,
             })
             .collect();
-        out.extend(self.exit_node().map(|x| PublicNat {
+        out.extend(self.edge_node().map(|x| PublicNat {
             public_addr: x.public_addr,
             uplink_addr: x.uplink_addr,
         }));
@@ -472,7 +561,7 @@ impl Topology {
         if self.ha {
             gateway_addrs.push("198.18.0.5/24");
         }
-        if self.exit_node {
+        if self.edge {
             gateway_addrs.push("198.18.0.6/24");
         }
         let vpc_side = |router_addr, port| {
@@ -516,7 +605,7 @@ impl Topology {
                 ),
             ));
         }
-        if self.exit_node {
+        if self.edge {
             pairs.push((
                 7,
                 (
@@ -548,7 +637,7 @@ impl Topology {
         match site {
             Site::Rtr => Some(GATEWAY_ADDR),
             Site::Rtr2 if self.ha => Some(GATEWAY2_ADDR),
-            Site::Exit if self.exit_node => Some(GATEWAY3_ADDR),
+            Site::Exit if self.edge => Some(GATEWAY3_ADDR),
             Site::Rtr2
             | Site::Exit
             | Site::Pub
@@ -830,6 +919,31 @@ mod tests {
             Topology::with_ha(DeploymentName::default(), true).summary(),
             "namespaces cw-demo-{pub,ctl,igw,rtr,rtr2,vpc,cli}, bridges br0 198.18.0.1/24 (pub) and br-vpc 198.19.1.10/24 (vpc), 7 veth pairs, VPC 198.19.1.0/24"
         );
+    }
+
+    #[test]
+    fn an_app_connector_takes_the_exit_nodes_place_and_the_apps_sit_behind_the_gateway() {
+        let exit = exit_layout();
+        let topo = Topology::with_app_connector("abcd-fgh".parse().expect("valid 8-char name"));
+        // The same namespaces and links: destroy's union layout finds both.
+        assert_eq!(topo.sites(), exit.sites());
+        assert_eq!(topo.links(), exit.links());
+        assert_eq!(topo.public_nat(), exit.public_nat());
+        assert!(topo.exit_node().is_none() && !topo.has_exit_node());
+        let connector = topo.app_connector().expect("a connector");
+        assert_eq!(connector.key, "connector");
+        assert_eq!(connector.namespace, "cw-abcd-fgh-exit");
+        assert_eq!(connector.what(), "app connector");
+        // The apps and their resolver on the internet host, which the
+        // gateway (and so only the connector) routes to.
+        assert_eq!(
+            topo.loopback_addrs(Site::Web),
+            ["198.18.100.11/32", "198.18.100.12/32", "198.18.100.53/32"]
+        );
+        assert_eq!(topo.static_routes(Site::Igw), [(APPS_RANGE, WEB_ADDR)]);
+        assert!(topo.static_routes(Site::Cli).is_empty());
+        assert!(exit.loopback_addrs(Site::Web).is_empty());
+        assert!(exit.static_routes(Site::Igw).is_empty());
     }
 
     fn exit_layout() -> Topology {
