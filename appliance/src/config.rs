@@ -175,7 +175,9 @@ pub struct AppConnectorConfig {
 
 impl AppConnectorConfig {
     /// The domains, parsed.
-    pub fn patterns(&self) -> anyhow::Result<std::collections::BTreeSet<causeway_dns::DomainPattern>> {
+    pub fn patterns(
+        &self,
+    ) -> anyhow::Result<std::collections::BTreeSet<causeway_dns::DomainPattern>> {
         self.domains
             .iter()
             .map(|d| {
@@ -195,7 +197,9 @@ impl AppConnectorConfig {
 
     fn validate(&self) -> anyhow::Result<()> {
         if self.domains.is_empty() {
-            bail!("app_connector.domains is empty: expected at least one domain, e.g. [\"app.example.com\", \"*.example.com\"]");
+            bail!(
+                "app_connector.domains is empty: expected at least one domain, e.g. [\"app.example.com\", \"*.example.com\"]"
+            );
         }
         if self.domains.len() > causeway_dns::MAX_DOMAINS {
             bail!(
@@ -739,10 +743,11 @@ mod tests {
         let c = config.app_connector.expect("connector");
         assert_eq!(c.limits(), causeway_dns::ConnectorLimits::default());
         assert_eq!(c.patterns().expect("parsed").len(), 2);
-        let c = connector("domains = [\"a.example.com\"]\nroute_ttl_floor = \"30s\"\nmax_routes = 5")
-            .expect("valid")
-            .app_connector
-            .expect("connector");
+        let c =
+            connector("domains = [\"a.example.com\"]\nroute_ttl_floor = \"30s\"\nmax_routes = 5")
+                .expect("valid")
+                .app_connector
+                .expect("connector");
         assert_eq!(c.limits().ttl_floor, Duration::from_secs(30));
         assert_eq!(c.limits().max_routes, 5);
         for (body, expected) in [
@@ -773,10 +778,15 @@ mod tests {
         }
         let err = format!(
             "{:#}",
-            parse("state_dir = \"/tmp/x\"\n[control]\n[app_connector]\ndomains = [\"a.example.com\"]")
-                .expect_err("no node")
+            parse(
+                "state_dir = \"/tmp/x\"\n[control]\n[app_connector]\ndomains = [\"a.example.com\"]"
+            )
+            .expect_err("no node")
         );
-        assert!(err.contains("[app_connector] needs a [node] section"), "{err}");
+        assert!(
+            err.contains("[app_connector] needs a [node] section"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -534,7 +534,9 @@ fn local_provider(
     exit_node: bool,
     snat: bool,
 ) -> Box<dyn Provider> {
-    Box::new(LocalProvider::new(local_options(target, local, ha, exit_node, snat)))
+    Box::new(LocalProvider::new(local_options(
+        target, local, ha, exit_node, snat,
+    )))
 }
 
 fn local_options(

@@ -49,14 +49,19 @@ fn the_client_reaches_the_apps_by_name_through_the_connector() {
 
     // By name, through the connector: the echo server sees its public
     // address. The client's only route to the apps is the connector's.
-    assert_eq!(fetch(&dep, Site::Cli, APP_URL), Ok(CONNECTOR_PUBLIC.to_owned()));
+    assert_eq!(
+        fetch(&dep, Site::Cli, APP_URL),
+        Ok(CONNECTOR_PUBLIC.to_owned())
+    );
     let routes = dep
         .exec_in(Site::Cli, &["ip", "route", "get", "198.18.100.12"])
         .expect("ip route get");
     let route = String::from_utf8_lossy(&routes.stdout);
     assert!(route.contains("dev cw0"), "{route}");
     // The VPC is still reached through the subnet router.
-    let page = dep.http_get(Site::Cli).expect("the VPC page from the client");
+    let page = dep
+        .http_get(Site::Cli)
+        .expect("the VPC page from the client");
     assert!(page.contains(local::services::HTTP_GREETING), "{page}");
 
     // `status` learns the layout from state.json (no --role).
@@ -79,10 +84,7 @@ fn the_client_reaches_the_apps_by_name_through_the_connector() {
             .is_some_and(|r| r.iter().any(|p| p == "198.18.100.11/32")),
         "{text}"
     );
-    assert!(
-        text.contains("*.apps.example: DNS answering"),
-        "{text}"
-    );
+    assert!(text.contains("*.apps.example: DNS answering"), "{text}");
     assert!(
         text.contains("198.18.0.6: the app connector's public address"),
         "{text}"

@@ -46,13 +46,19 @@ fn a_client_reaches_apps_by_name_through_the_connector_whose_routes_follow_dns()
         anyhow::ensure!(ran.success(), "{ran}");
         Ok(())
     });
-    assert_eq!(t.resolve(Site::Cli, "a.apps.example").expect("a"), "198.18.100.11");
+    assert_eq!(
+        t.resolve(Site::Cli, "a.apps.example").expect("a"),
+        "198.18.100.11"
+    );
 
     // By name, through the connector: the app sees the connector's address.
     for name in ["a", "b", "c"] {
         let url = format!("http://{name}.apps.example:8000/");
         let seen = internet::fetch(&t, &url).unwrap_or_else(|e| panic!("GET {url}: {e:#}"));
-        assert_eq!(seen, CONNECTOR_ADDR, "{url} was not reached through the connector");
+        assert_eq!(
+            seen, CONNECTOR_ADDR,
+            "{url} was not reached through the connector"
+        );
     }
     // Three addresses, coalesced where nothing else is covered.
     let s = site.status(&t).expect("status");
@@ -64,7 +70,10 @@ fn a_client_reaches_apps_by_name_through_the_connector_whose_routes_follow_dns()
     assert_eq!(s["app_connector"]["addresses"], 3);
 
     // A fourth name is answered but not routed: the cap holds.
-    assert_eq!(t.resolve(Site::Cli, "d.apps.example").expect("d"), "198.18.100.14");
+    assert_eq!(
+        t.resolve(Site::Cli, "d.apps.example").expect("d"),
+        "198.18.100.14"
+    );
     let s = site.status(&t).expect("status");
     assert_eq!(s["app_connector"]["addresses"], MAX_ROUTES, "{s}");
     assert!(s["app_connector"]["over_cap"].as_u64() >= Some(1), "{s}");
@@ -75,14 +84,23 @@ fn a_client_reaches_apps_by_name_through_the_connector_whose_routes_follow_dns()
 
     // A name outside the connector's domains is refused by it.
     let mut outside = t.command_in(Site::Cli, "dig");
-    outside.args([&format!("@{connector_tailnet}"), "+time=2", "+tries=1", "example.org"]);
+    outside.args([
+        &format!("@{connector_tailnet}"),
+        "+time=2",
+        "+tries=1",
+        "example.org",
+    ]);
     let ran = causeway_e2e::run(&mut outside, WAIT);
     assert!(ran.stdout.contains("status: REFUSED"), "{ran}");
 
     // TTL: the routes expire (floor 1 s, TTL 4 s) and leave the client.
     wait_until(WAIT, "the connector's routes to expire", || {
         let s = site.status(&t)?;
-        anyhow::ensure!(s["app_connector"]["addresses"] == 0, "{}", s["app_connector"]);
+        anyhow::ensure!(
+            s["app_connector"]["addresses"] == 0,
+            "{}",
+            s["app_connector"]
+        );
         Ok(())
     });
     wait_until(WAIT, "the client's routes to the apps to go", || {
@@ -105,7 +123,11 @@ fn a_client_reaches_apps_by_name_through_the_connector_whose_routes_follow_dns()
         CONNECTOR_ADDR
     );
     let s = site.status(&t).expect("status");
-    assert_eq!(strings(&s["advertised_routes"]), ["198.18.100.15/32"], "{s}");
+    assert_eq!(
+        strings(&s["advertised_routes"]),
+        ["198.18.100.15/32"],
+        "{s}"
+    );
 
     // The domain is removed: its split DNS, routes and approvals go.
     let nodes_before = t.nodes();
@@ -118,22 +140,30 @@ fn a_client_reaches_apps_by_name_through_the_connector_whose_routes_follow_dns()
         old.replace("\"*.apps.example\", ", "")
     });
     t.start_extra_node(&site.node, &site.ns);
-    wait_until(WAIT, "the connector to serve only solo.other.example", || {
-        let s = site.status(&t)?;
-        anyhow::ensure!(
-            s["app_connector"]["domains"] == serde_json::json!(["solo.other.example"])
-                && s["app_connector"]["serving"] == true
-                && s["state"] == "running",
-            "{}",
-            s["app_connector"]
-        );
-        Ok(())
-    });
-    wait_until(WAIT, "the client to stop sending apps.example to the connector", || {
-        let ran = t.run_in(Site::Cli, &["getent", "ahostsv4", "a.apps.example"]);
-        anyhow::ensure!(!ran.success(), "still resolves: {ran}");
-        Ok(())
-    });
+    wait_until(
+        WAIT,
+        "the connector to serve only solo.other.example",
+        || {
+            let s = site.status(&t)?;
+            anyhow::ensure!(
+                s["app_connector"]["domains"] == serde_json::json!(["solo.other.example"])
+                    && s["app_connector"]["serving"] == true
+                    && s["state"] == "running",
+                "{}",
+                s["app_connector"]
+            );
+            Ok(())
+        },
+    );
+    wait_until(
+        WAIT,
+        "the client to stop sending apps.example to the connector",
+        || {
+            let ran = t.run_in(Site::Cli, &["getent", "ahostsv4", "a.apps.example"]);
+            anyhow::ensure!(!ran.success(), "still resolves: {ran}");
+            Ok(())
+        },
+    );
     wait_until(WAIT, "control to drop the connector's old approval", || {
         let approved = approved_of(&t.nodes(), "connector");
         anyhow::ensure!(approved.is_empty(), "still approved: {approved:?}");

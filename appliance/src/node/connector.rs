@@ -116,7 +116,9 @@ impl ConnectorHook {
             .await
             .is_err()
         {
-            tracing::debug!("app connector answers before control made it primary for the new routes");
+            tracing::debug!(
+                "app connector answers before control made it primary for the new routes"
+            );
         }
     }
 

@@ -22,12 +22,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use anyhow::Context;
-use ipnet::IpNet;
 use causeway_dns::{
     AdmissionState, DNS_PORT, DnsAccess, MAX_QUERY_LEN, MagicDns, Query, Refused, Route,
     TCP_CONNECTIONS, TCP_QUERIES_PER_CONNECTION, TCP_READ_DEADLINE, Transport, UDP_IN_FLIGHT,
     UPSTREAM_DEADLINE, upstreams_from_resolv_conf,
 };
+use ipnet::IpNet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::watch;
@@ -479,7 +479,10 @@ async fn until_routed(mut routed: watch::Receiver<Vec<IpNet>>, answer: &[u8]) {
             .all(|ip| routes.iter().any(|r| r.contains(ip)))
     };
     if timeout(ROUTE_WAIT, routed.wait_for(covered)).await.is_err() {
-        tracing::debug!(?addresses, "answering before this node routes the addresses");
+        tracing::debug!(
+            ?addresses,
+            "answering before this node routes the addresses"
+        );
     }
 }
 

@@ -367,7 +367,11 @@ pub fn render(status: &NodeStatus) -> String {
             c.addresses,
             c.max_routes,
             c.over_cap,
-            if c.serving { "" } else { " ; DNS not answering yet" }
+            if c.serving {
+                ""
+            } else {
+                " ; DNS not answering yet"
+            }
         );
     }
     let exit = &status.exit_node;

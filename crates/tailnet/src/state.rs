@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use causeway_wire::caps::check_cap_grants;
 use causeway_wire::{
-    CapGrant, DnsConfig, ErrorCode, FilterDestination, FilterRule, MAX_HEALTH_REASON,
-    MAX_CONNECTOR_DOMAINS, MAX_ROUTE_HEALTH, MapRequest, Node, NodeId, NodeUpdate, PacketFilter, PortRange, PublicKey,
-    RegisterRequest, RouteHealth, UnixTime,
+    CapGrant, DnsConfig, ErrorCode, FilterDestination, FilterRule, MAX_CONNECTOR_DOMAINS,
+    MAX_HEALTH_REASON, MAX_ROUTE_HEALTH, MapRequest, Node, NodeId, NodeUpdate, PacketFilter,
+    PortRange, PublicKey, RegisterRequest, RouteHealth, UnixTime,
 };
 use ipnet::{IpNet, Ipv6Net};
 
@@ -1397,7 +1397,10 @@ impl TailnetState {
     /// approval, so they cannot pile up (advertised again, it is approved
     /// again).
     fn auto_approve(&mut self, id: NodeId) -> bool {
-        let connector = self.routers.get(&id).is_some_and(RouterReport::is_connector);
+        let connector = self
+            .routers
+            .get(&id)
+            .is_some_and(RouterReport::is_connector);
         if connector && let Some(node) = self.nodes.get_mut(&id) {
             let advertised = &node.advertised_routes;
             node.approved_routes.retain(|p| advertised.contains(p));
@@ -1410,12 +1413,9 @@ impl TailnetState {
             .iter()
             .filter(|p| {
                 !node.approved_routes.contains(p)
-                    && self.policy.auto_approves_for(
-                        p,
-                        &node.tags,
-                        node.user.as_deref(),
-                        connector,
-                    )
+                    && self
+                        .policy
+                        .auto_approves_for(p, &node.tags, node.user.as_deref(), connector)
             })
             .copied()
             .collect();

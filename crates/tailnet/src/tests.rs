@@ -1398,9 +1398,20 @@ fn app_connector_routes_are_approved_inside_a_named_prefix_only_when_public() {
         &connector_key,
         1,
         &["example.com"],
-        &["198.18.7.1/32", "203.0.113.0/31", "10.1.2.3/32", "0.0.0.0/0"],
+        &[
+            "198.18.7.1/32",
+            "203.0.113.0/31",
+            "10.1.2.3/32",
+            "0.0.0.0/0",
+        ],
     );
-    let approved: Vec<IpNet> = state.node(c).expect("c").approved_routes.iter().copied().collect();
+    let approved: Vec<IpNet> = state
+        .node(c)
+        .expect("c")
+        .approved_routes
+        .iter()
+        .copied()
+        .collect();
     // Public prefixes inside 0.0.0.0/0 are approved; a private one and the
     // exit route are not.
     assert_eq!(approved, [net("198.18.7.1/32"), net("203.0.113.0/31")]);
@@ -1415,12 +1426,29 @@ fn app_connector_routes_are_approved_inside_a_named_prefix_only_when_public() {
         },
         T0,
     );
-    let approved: Vec<IpNet> = state.node(c).expect("c").approved_routes.iter().copied().collect();
+    let approved: Vec<IpNet> = state
+        .node(c)
+        .expect("c")
+        .approved_routes
+        .iter()
+        .copied()
+        .collect();
     assert_eq!(approved, [net("203.0.113.0/31")]);
     // A subnet router (no connector domains) still needs the exact prefix,
     // even if it claims a public address inside a named range.
-    let (r, _) = join(&mut state, &router_key, 2, &["198.19.5.0/24", "198.19.0.0/16"]);
-    let approved: Vec<IpNet> = state.node(r).expect("r").approved_routes.iter().copied().collect();
+    let (r, _) = join(
+        &mut state,
+        &router_key,
+        2,
+        &["198.19.5.0/24", "198.19.0.0/16"],
+    );
+    let approved: Vec<IpNet> = state
+        .node(r)
+        .expect("r")
+        .approved_routes
+        .iter()
+        .copied()
+        .collect();
     assert_eq!(approved, [net("198.19.0.0/16")]);
 }
 
@@ -1435,7 +1463,12 @@ fn a_connectors_domains_are_split_dns_while_it_is_online() {
         &mut state,
         &k,
         1,
-        &["Example.COM.", "app.example.net", "not a name", "example.com"],
+        &[
+            "Example.COM.",
+            "app.example.net",
+            "not a name",
+            "example.com",
+        ],
         &[],
     );
     let ip: std::net::IpAddr = state.node(c).expect("c").ipv4.into();

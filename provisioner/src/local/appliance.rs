@@ -372,7 +372,9 @@ pub fn policy(exit_node: bool, app_connector: bool) -> String {
         approvers.push_str(&format!("\n    \"exitNode\": [\"{EXIT_TAG}\"],"));
     }
     if app_connector {
-        owners.push_str(&format!("\n    \"{CONNECTOR_TAG}\": [\"autogroup:admin\"],"));
+        owners.push_str(&format!(
+            "\n    \"{CONNECTOR_TAG}\": [\"autogroup:admin\"],"
+        ));
         routes.push_str(&format!("\n      \"0.0.0.0/0\": [\"{CONNECTOR_TAG}\"],"));
     }
     let (exit_owner, exit_approver) = (owners, approvers);
@@ -504,14 +506,14 @@ impl NodeSummary {
                     .collect::<Vec<_>>()
             })
         };
-        let app_connector = v
-            .get("app_connector")
-            .filter(|c| c.is_object())
-            .map(|c| ConnectorSummary {
-                serving: c.get("serving").and_then(Value::as_bool).unwrap_or(false),
-                addresses: c.get("addresses").and_then(Value::as_u64).unwrap_or(0),
-                max_routes: c.get("max_routes").and_then(Value::as_u64).unwrap_or(0),
-            });
+        let app_connector =
+            v.get("app_connector")
+                .filter(|c| c.is_object())
+                .map(|c| ConnectorSummary {
+                    serving: c.get("serving").and_then(Value::as_bool).unwrap_or(false),
+                    addresses: c.get("addresses").and_then(Value::as_u64).unwrap_or(0),
+                    max_routes: c.get("max_routes").and_then(Value::as_u64).unwrap_or(0),
+                });
         let exit_node = v
             .get("exit_node")
             .filter(|e| e.get("choice").and_then(Value::as_str) != Some("none"))
@@ -796,13 +798,22 @@ mod tests {
             toml::from_str(&node_config(&dir, Node::Connector, None, None).expect("renders"))
                 .expect("toml");
         assert_eq!(c["node"]["hostname"].as_str(), Some("connector"));
-        assert_eq!(c["app_connector"]["domains"][0].as_str(), Some("*.apps.example"));
-        assert_eq!(c["app_connector"]["resolvers"][0].as_str(), Some("198.18.100.53"));
+        assert_eq!(
+            c["app_connector"]["domains"][0].as_str(),
+            Some("*.apps.example")
+        );
+        assert_eq!(
+            c["app_connector"]["resolvers"][0].as_str(),
+            Some("198.18.100.53")
+        );
         assert!(c.get("exit_node").is_none() && c.get("subnet_router").is_none());
         assert_eq!(c["node"]["accept_routes"].as_bool(), Some(false));
         let p = policy(false, true);
         assert!(p.contains(r#""0.0.0.0/0": ["tag:app-connector"]"#), "{p}");
-        assert!(p.contains(r#""tag:app-connector": ["autogroup:admin"]"#), "{p}");
+        assert!(
+            p.contains(r#""tag:app-connector": ["autogroup:admin"]"#),
+            "{p}"
+        );
         assert!(!p.contains("exitNode"), "{p}");
     }
 }

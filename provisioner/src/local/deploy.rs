@@ -55,7 +55,10 @@ fn steps(topo: &Topology) -> Vec<(Step, &'static str)> {
         out.push((Step::Echo, "echo server on the internet"));
     }
     if topo.has_app_connector() {
-        out.push((Step::AppsDns, "the apps' resolver on the internet (apps.example)"));
+        out.push((
+            Step::AppsDns,
+            "the apps' resolver on the internet (apps.example)",
+        ));
     }
     out.push((Step::Control, "control"));
     out.push((Step::KeysAndConfigs, "auth keys and node configs"));
@@ -74,7 +77,9 @@ fn steps(topo: &Topology) -> Vec<(Step, &'static str)> {
         Step::Verify,
         match (topo.ha(), topo.has_exit_node(), topo.has_app_connector()) {
             (true, _, _) => "verify client -> primary router -> VPC",
-            (false, true, _) => "verify client -> router -> VPC and client -> exit node -> internet",
+            (false, true, _) => {
+                "verify client -> router -> VPC and client -> exit node -> internet"
+            }
             (false, false, true) => {
                 "verify client -> router -> VPC and client -> app connector -> apps by name"
             }
@@ -522,7 +527,10 @@ fn verify(dep: &LocalDeployment, details: &mut Vec<String>) -> anyhow::Result<St
 /// control made from the connector's domains) and fetches it; the client
 /// has no route to the apps but the one the connector advertised, and the
 /// echo server must see the connector's public address.
-fn through_app_connector(dep: &LocalDeployment, connector: &ExitPlan) -> anyhow::Result<Vec<String>> {
+fn through_app_connector(
+    dep: &LocalDeployment,
+    connector: &ExitPlan,
+) -> anyhow::Result<Vec<String>> {
     let cli = dep.netns(Site::Cli);
     let mut lines = Vec::new();
     for (name, addr) in APPS {
@@ -542,7 +550,10 @@ fn through_app_connector(dep: &LocalDeployment, connector: &ExitPlan) -> anyhow:
                     Ok(Some((resolved, body.trim().to_owned())))
                 }
                 Ok(body) => {
-                    last = format!("the echo server saw {}", connector.describe_caller(body.trim()));
+                    last = format!(
+                        "the echo server saw {}",
+                        connector.describe_caller(body.trim())
+                    );
                     Ok(None)
                 }
                 Err(e) => {

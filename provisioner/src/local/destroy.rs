@@ -160,7 +160,14 @@ pub fn run(dep: &LocalDeployment) -> anyhow::Result<DestroyReport> {
 
     // Appliances first, clients before the routers before control, each
     // with SIGTERM so it removes its TUN device, routes and nftables table.
-    for key in ["client", "exit", "connector", "router2", "router", CONTROL_KEY] {
+    for key in [
+        "client",
+        "exit",
+        "connector",
+        "router2",
+        "router",
+        CONTROL_KEY,
+    ] {
         if let Some(rec) = records.get(key) {
             report.stopped.insert(key.into(), rec.stop(GRACE));
         }

@@ -179,7 +179,11 @@ impl LocalDeployment {
             topo: if opts.app_connector && !opts.ha {
                 Topology::with_app_connector(opts.name.clone())
             } else {
-                Topology::for_layout(opts.name.clone(), opts.ha, opts.exit_node || opts.app_connector)
+                Topology::for_layout(
+                    opts.name.clone(),
+                    opts.ha,
+                    opts.exit_node || opts.app_connector,
+                )
             },
             dir: StateDir::new(&opts.state_dir),
             pg_bin,

@@ -93,7 +93,10 @@ pub fn findings(topo: &Topology) -> anyhow::Result<Vec<String>> {
         }
         let routes = ns.routes()?;
         for (dst, via) in topo.static_routes(site) {
-            if !routes.iter().any(|r| r.starts_with(&format!("{dst} ")) && routes_via(r, via)) {
+            if !routes
+                .iter()
+                .any(|r| r.starts_with(&format!("{dst} ")) && routes_via(r, via))
+            {
                 out.push(format!("namespace {name} has no route to {dst} via {via}"));
             }
         }

@@ -574,8 +574,17 @@ mod tests {
         assert_eq!(
             components,
             [
-                "network", "postgres", "http", "dns", "echo", "apps-dns", "control", "auth-keys",
-                "router", "connector", "client"
+                "network",
+                "postgres",
+                "http",
+                "dns",
+                "echo",
+                "apps-dns",
+                "control",
+                "auth-keys",
+                "router",
+                "connector",
+                "client"
             ]
         );
         let keys = plan
@@ -583,7 +592,11 @@ mod tests {
             .iter()
             .find(|i| i.component == "auth-keys")
             .expect("auth keys");
-        assert!(keys.detail.contains("connector (tag:app-connector)"), "{}", keys.detail);
+        assert!(
+            keys.detail.contains("connector (tag:app-connector)"),
+            "{}",
+            keys.detail
+        );
     }
 
     #[test]

@@ -252,7 +252,11 @@ impl AppConnectorReport {
                 let _ = writeln!(
                     out,
                     "  *.{APPS_ZONE}: DNS {}, {} addresses routed (max {})",
-                    if c.serving { "answering" } else { "NOT ANSWERING" },
+                    if c.serving {
+                        "answering"
+                    } else {
+                        "NOT ANSWERING"
+                    },
                     c.addresses,
                     c.max_routes
                 );
@@ -430,7 +434,9 @@ pub fn report(dep: &LocalDeployment) -> anyhow::Result<StatusReport> {
                 .is_some_and(|s| node_ready(n.node, s, dep.client_exit_node()))
         })
         && exit_node.as_ref().is_none_or(ExitNodeReport::healthy)
-        && app_connector.as_ref().is_none_or(AppConnectorReport::healthy);
+        && app_connector
+            .as_ref()
+            .is_none_or(AppConnectorReport::healthy);
     Ok(StatusReport {
         name: dep.name().to_string(),
         cloud: "local",

@@ -129,7 +129,11 @@ fn main() -> anyhow::Result<()> {
             .find(|n| n["name"] == "connector")
             .map(|n| strings(&n["approved_routes"]).len())
             .unwrap_or_default();
-        anyhow::ensure!(approved == advertised.len(), "{approved} of {}", advertised.len());
+        anyhow::ensure!(
+            approved == advertised.len(),
+            "{approved} of {}",
+            advertised.len()
+        );
         Ok(approved)
     });
 
@@ -155,7 +159,10 @@ fn main() -> anyhow::Result<()> {
     );
     println!(
         "connector: {} addresses held (cap {}), {} refused over the cap, {} advertised prefixes, {approved} approved by control",
-        held["addresses"], held["max_routes"], held["over_cap"], advertised.len()
+        held["addresses"],
+        held["max_routes"],
+        held["over_cap"],
+        advertised.len()
     );
     println!(
         "connector RSS: {rss_idle} KiB idle, {rss_learned} KiB after the first pass, {rss_steady} KiB after the steady pass"
