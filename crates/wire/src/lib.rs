@@ -16,6 +16,7 @@ pub mod liveness;
 pub mod messages;
 pub mod noise;
 pub mod stun;
+pub mod via6;
 
 pub use caps::{CapGrant, PeerCapMap};
 pub use keys::{KeyError, PrivateKey, PublicKey};
