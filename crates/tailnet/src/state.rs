@@ -1413,9 +1413,13 @@ impl TailnetState {
             .iter()
             .filter(|p| {
                 !node.approved_routes.contains(p)
-                    && self
-                        .policy
-                        .auto_approves_for(p, &node.tags, node.user.as_deref(), connector)
+                    && self.policy.auto_approves_for(
+                        p,
+                        &node.tags,
+                        node.user.as_deref(),
+                        connector,
+                        self.info.ula,
+                    )
             })
             .copied()
             .collect();

@@ -8,7 +8,7 @@
 //! say which tag an address carries, so an address matches only prefixes,
 //! hosts and `*`, and a tag or user matches only names.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use causeway_wire::PortRange;
 
@@ -44,6 +44,8 @@ enum Identity {
     User(String),
     Tag(String),
     Address(IpAddr),
+    /// `site:SITE:ADDRESS`: one address at a 4via6 site.
+    SiteAddress(u16, Ipv4Addr),
     /// An alias that names neither (a group, `*`, a prefix wider than one
     /// address): matches only what names it exactly.
     Other(Alias),
@@ -54,6 +56,9 @@ fn identity(policy: &Policy, alias: &Alias) -> Identity {
         Alias::User(u) => Identity::User(u.clone()),
         Alias::Tag(t) => Identity::Tag(t.clone()),
         Alias::Prefix(p) if p.prefix_len() == p.max_prefix_len() => Identity::Address(p.addr()),
+        Alias::Site { site, range } if range.prefix_len() == 32 => {
+            Identity::SiteAddress(*site, range.addr())
+        }
         Alias::Host(h) => match policy.hosts.get(h) {
             Some(p) if p.prefix_len() == p.max_prefix_len() => Identity::Address(p.addr()),
             _ => Identity::Other(alias.clone()),
@@ -82,7 +87,13 @@ fn allows(policy: &Policy, src: &Identity, dst: &Identity, proto: u8, port: u16)
 /// destination (for `autogroup:self`).
 fn matches(policy: &Policy, alias: &Alias, who: &Identity, src: Option<&Identity>) -> bool {
     match (alias, who) {
-        (Alias::Any, Identity::Address(_) | Identity::User(_) | Identity::Tag(_)) => true,
+        (
+            Alias::Any,
+            Identity::Address(_) | Identity::SiteAddress(..) | Identity::User(_) | Identity::Tag(_),
+        ) => true,
+        (Alias::Site { site, range }, Identity::SiteAddress(s, a)) => {
+            site == s && range.contains(a)
+        }
         (Alias::User(u), Identity::User(w)) => u == w,
         (Alias::Group(g), Identity::User(w)) => policy
             .groups
@@ -108,8 +119,9 @@ fn matches(policy: &Policy, alias: &Alias, who: &Identity, src: Option<&Identity
             | Alias::Tag(_)
             | Alias::Host(_)
             | Alias::Prefix(_)
+            | Alias::Site { .. }
             | Alias::AutoGroup(_),
-            Identity::User(_) | Identity::Tag(_) | Identity::Address(_),
+            Identity::User(_) | Identity::Tag(_) | Identity::Address(_) | Identity::SiteAddress(..),
         ) => false,
     }
 }
@@ -137,6 +149,10 @@ pub(crate) fn alias_text(alias: &Alias) -> String {
         Alias::User(s) | Alias::Group(s) | Alias::Tag(s) | Alias::Host(s) => s.clone(),
         Alias::Prefix(p) if p.prefix_len() == p.max_prefix_len() => p.addr().to_string(),
         Alias::Prefix(p) => p.to_string(),
+        Alias::Site { site, range } if range.prefix_len() == 32 => {
+            format!("site:{site}:{}", range.addr())
+        }
+        Alias::Site { site, range } => format!("site:{site}:{range}"),
         Alias::AutoGroup(AutoGroup::Member) => "autogroup:member".to_owned(),
         Alias::AutoGroup(AutoGroup::Tagged) => "autogroup:tagged".to_owned(),
         Alias::AutoGroup(AutoGroup::SelfDevices) => "autogroup:self".to_owned(),

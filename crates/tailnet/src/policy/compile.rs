@@ -26,7 +26,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
-use causeway_wire::{CapGrant, FilterDestination, FilterRule, NodeId, PacketFilter, PortRange};
+use causeway_wire::{
+    CapGrant, FilterDestination, FilterRule, NodeId, PacketFilter, PortRange, via6,
+};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{Alias, AutoGroup, Policy, Rule, is_default_route};
@@ -289,6 +291,8 @@ pub(super) struct Index<'a> {
     nodes: &'a [PolicyNode],
     /// `*` as a source ([`tailnet_sources`]).
     star: Vec<IpNet>,
+    /// The tailnet's IPv6 range, for `site:` aliases.
+    ula: Ipv6Net,
     pub(super) by_user: BTreeMap<&'a str, Vec<usize>>,
     by_tag: BTreeMap<&'a str, Vec<usize>>,
 }
@@ -309,6 +313,7 @@ impl<'a> Index<'a> {
             policy,
             nodes,
             star: tailnet_sources(ula, nodes),
+            ula,
             by_user,
             by_tag,
         }
@@ -345,6 +350,7 @@ impl<'a> Index<'a> {
                     Alias::AutoGroup(AutoGroup::SelfDevices) => Target::SelfDevices,
                     Alias::AutoGroup(AutoGroup::Internet) => Target::Internet,
                     Alias::Prefix(p) => Target::Prefix(*p),
+                    Alias::Site { site, range } => Target::Prefix(self.site_prefix(*site, *range)),
                     Alias::Host(h) => match self.policy.hosts.get(h) {
                         Some(p) => Target::Prefix(*p),
                         None => Target::Nodes(BTreeSet::new()),
@@ -379,6 +385,7 @@ impl<'a> Index<'a> {
         match alias {
             Alias::Any => Some(self.star.clone()),
             Alias::Prefix(p) => Some(vec![*p]),
+            Alias::Site { site, range } => Some(vec![self.site_prefix(*site, *range)]),
             Alias::Host(h) => Some(self.policy.hosts.get(h).copied().into_iter().collect()),
             Alias::AutoGroup(AutoGroup::Internet) => Some(internet_prefixes().to_vec()),
             Alias::User(_)
@@ -414,11 +421,17 @@ impl<'a> Index<'a> {
             Alias::Any
             | Alias::Host(_)
             | Alias::Prefix(_)
+            | Alias::Site { .. }
             | Alias::AutoGroup(AutoGroup::SelfDevices | AutoGroup::Internet) => Vec::new(),
         };
         out.sort_unstable();
         out.dedup();
         out
+    }
+
+    /// The tailnet's 4via6 route for `range` at `site`.
+    fn site_prefix(&self, site: u16, range: Ipv4Net) -> IpNet {
+        IpNet::V6(via6::via6_prefix(self.ula, site, range))
     }
 
     /// Nodes with an address inside `prefix`.

@@ -39,9 +39,11 @@ mod syntax;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use causeway_wire::{PeerCapMap, PortRange};
-use ipnet::IpNet;
+use causeway_wire::{PeerCapMap, PortRange, via6};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde_json::Value;
+
+use syntax::RouteKey;
 
 pub use compile::{NodePolicy, PolicyNode, compile, internet_prefixes, tailnet_sources};
 pub(crate) use syntax::is_user;
@@ -111,6 +113,15 @@ pub enum Alias {
     Host(String),
     /// An IP address or prefix.
     Prefix(IpNet),
+    /// `site:SITE:PREFIX`: an IPv4 range at a 4via6 site, that is the
+    /// tailnet's IPv6 route for it (`causeway_wire::via6`). Destinations
+    /// and `autoApprovers.routes` only.
+    Site {
+        /// The site ID.
+        site: u16,
+        /// The IPv4 range at that site.
+        range: Ipv4Net,
+    },
     /// `autogroup:…`.
     AutoGroup(AutoGroup),
 }
@@ -148,6 +159,9 @@ pub struct AutoApprovers {
     /// An advertised prefix equal to a key is approved for nodes matching
     /// one of its approvers.
     pub routes: BTreeMap<IpNet, Vec<Approver>>,
+    /// `site:SITE:PREFIX` keys: the 4via6 route for that range at that
+    /// site, in the tailnet's own IPv6 range, is approved likewise.
+    pub site_routes: BTreeMap<(u16, Ipv4Net), Vec<Approver>>,
     /// Nodes matching one of these may have the default routes approved.
     pub exit_node: Vec<Approver>,
 }
@@ -300,9 +314,19 @@ impl Policy {
                 policy.rules.push(rule);
             }
         }
-        for (prefix, approvers) in raw.auto_approvers.routes {
+        for (key, approvers) in raw.auto_approvers.routes {
             let approvers: Vec<Approver> = approvers.into_iter().map(|a| a.0).collect();
-            policy.auto_approvers.routes.insert(prefix.0, approvers);
+            match key.0 {
+                RouteKey::Prefix(prefix) => {
+                    policy.auto_approvers.routes.insert(prefix, approvers);
+                }
+                RouteKey::Site(site, range) => {
+                    policy
+                        .auto_approvers
+                        .site_routes
+                        .insert((site, range), approvers);
+                }
+            }
         }
         policy.auto_approvers.exit_node = raw
             .auto_approvers
@@ -330,12 +354,6 @@ impl Policy {
         Ok(policy)
     }
 
-    /// Whether a node with `tags` may have `prefix` approved automatically
-    /// (a node without an owning user; see [`Policy::auto_approves_for`]).
-    pub fn auto_approves(&self, prefix: &IpNet, tags: &[String]) -> bool {
-        self.auto_approves_for(prefix, tags, None, false)
-    }
-
     /// Whether a node with `tags`, owned by `user`, may have `prefix`
     /// approved automatically. A tagged node matches only tag approvers.
     ///
@@ -347,12 +365,16 @@ impl Policy {
     /// named one is approved too, as in Tailscale, but only a public one
     /// (inside `autogroup:internet`), so a connector's approval can never
     /// reach a private range.
+    ///
+    /// A 4via6 route of the tailnet whose IPv6 range is `ula` is approved
+    /// by a `site:SITE:PREFIX` key naming exactly its site and range.
     pub fn auto_approves_for(
         &self,
         prefix: &IpNet,
         tags: &[String],
         user: Option<&str>,
         connector: bool,
+        ula: Ipv6Net,
     ) -> bool {
         let user = if tags.is_empty() { user } else { None };
         let matches = |approvers: &[Approver]| {
@@ -379,6 +401,15 @@ impl Policy {
             .is_some_and(|approvers| matches(approvers))
         {
             return true;
+        }
+        if let IpNet::V6(v6) = prefix
+            && let Some(site_range) = via6::parse_via6_prefix(ula, *v6)
+        {
+            return self
+                .auto_approvers
+                .site_routes
+                .get(&site_range)
+                .is_some_and(|approvers| matches(approvers));
         }
         connector
             && !is_default_route(prefix)
@@ -435,6 +466,7 @@ fn invalid(message: impl Into<String>) -> PolicyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use causeway_wire::NodeId;
     use proptest::prelude::*;
 
     const SAMPLE: &str = r#"{
@@ -463,6 +495,10 @@ mod tests {
 
     fn net(s: &str) -> IpNet {
         s.parse().expect("valid prefix")
+    }
+
+    fn ula() -> Ipv6Net {
+        "fd7a:115c:a1e0::/48".parse().expect("valid prefix")
     }
 
     fn range(first: u16, last: u16) -> PortRange {
@@ -513,29 +549,139 @@ mod tests {
     fn approves_only_the_prefixes_named() {
         let policy = Policy::parse(SAMPLE).expect("valid policy");
         let router = vec!["tag:router".to_string()];
-        assert!(policy.auto_approves(&net("198.19.0.0/16"), &router));
+        assert!(policy.auto_approves_for(&net("198.19.0.0/16"), &router, None, false, ula()));
         // A narrower prefix inside an approved one is not approved.
-        assert!(!policy.auto_approves(&net("198.19.1.0/24"), &router));
-        assert!(!policy.auto_approves(&net("198.18.0.0/16"), &router));
-        assert!(!policy.auto_approves(&net("198.19.0.0/16"), &["tag:other".to_string()]));
-        assert!(!policy.auto_approves(&net("0.0.0.0/0"), &router));
-        assert!(policy.auto_approves(&net("::/0"), &["tag:exit".to_string()]));
+        assert!(!policy.auto_approves_for(&net("198.19.1.0/24"), &router, None, false, ula()));
+        assert!(!policy.auto_approves_for(&net("198.18.0.0/16"), &router, None, false, ula()));
+        assert!(!policy.auto_approves_for(
+            &net("198.19.0.0/16"),
+            &["tag:other".to_string()],
+            None,
+            false,
+            ula()
+        ));
+        assert!(!policy.auto_approves_for(&net("0.0.0.0/0"), &router, None, false, ula()));
+        assert!(policy.auto_approves_for(
+            &net("::/0"),
+            &["tag:exit".to_string()],
+            None,
+            false,
+            ula()
+        ));
+    }
+
+    const SITES: &str = r#"{
+        "tagOwners": {"tag:site7": [], "tag:site8": []},
+        "autoApprovers": {"routes": {
+            "site:7:10.0.0.0/24": ["tag:site7"],
+            "site:8:10.0.0.0/24": ["tag:site8"],
+        }},
+        "acls": [{"action": "accept", "src": ["*"], "dst": ["site:7:10.0.0.0/24:80", "site:8:10.0.0.5:22"]}],
+        "tests": [{
+            "src": "alice@example.com",
+            "accept": ["site:7:10.0.0.5:80", "site:8:10.0.0.5:22"],
+            "deny": ["site:8:10.0.0.5:80", "site:7:10.0.0.5:22", "10.0.0.5:80"],
+        }],
+    }"#;
+
+    #[test]
+    fn a_site_range_approves_its_4via6_route_only_for_that_site() {
+        let policy = Policy::parse(SITES).expect("valid policy");
+        let site7 =
+            |range: &str| IpNet::V6(via6::via6_prefix(ula(), 7, range.parse().expect("valid")));
+        let tags7 = ["tag:site7".to_string()];
+        let tags8 = ["tag:site8".to_string()];
+        let approves = |prefix: &IpNet, tags: &[String]| {
+            policy.auto_approves_for(prefix, tags, None, false, ula())
+        };
+        assert!(approves(&site7("10.0.0.0/24"), &tags7));
+        assert!(!approves(&site7("10.0.0.0/24"), &tags8), "site 8's router");
+        assert!(!approves(&site7("10.0.0.0/25"), &tags7), "a narrower range");
+        assert!(
+            !approves(&net("10.0.0.0/24"), &tags7),
+            "the plain IPv4 range"
+        );
+        // The same route in another tailnet's range.
+        let other: Ipv6Net = "fd00:1:2::/48".parse().expect("valid prefix");
+        let foreign = IpNet::V6(via6::via6_prefix(
+            other,
+            7,
+            "10.0.0.0/24".parse().expect("valid"),
+        ));
+        assert!(!approves(&foreign, &tags7));
+    }
+
+    #[test]
+    fn a_site_range_compiles_to_its_4via6_route() {
+        let policy = Policy::parse(SITES).expect("valid policy (its tests pass)");
+        assert_eq!(
+            policy.rules[0].destinations[0].0,
+            Alias::Site {
+                site: 7,
+                range: "10.0.0.0/24".parse().expect("valid")
+            }
+        );
+        let mut router = PolicyNode::new(
+            NodeId(1),
+            ["100.64.0.1".parse().expect("valid")],
+            &["tag:site7".to_string()],
+            None,
+        );
+        router.routes = ["10.0.0.0/24", "10.0.0.5/32"]
+            .iter()
+            .zip([7, 8])
+            .map(|(r, site)| IpNet::V6(via6::via6_prefix(ula(), site, r.parse().expect("valid"))))
+            .collect();
+        let nodes = [router];
+        let compiled = compile(&policy, ula(), &nodes);
+        let text = format!("{:?}", compiled[&NodeId(1)].filter);
+        assert!(text.contains("fd7a:115c:a1e0:b1a:0:7:a00:0/120"), "{text}");
+        assert!(text.contains("fd7a:115c:a1e0:b1a:0:8:a00:5/128"), "{text}");
+    }
+
+    #[test]
+    fn site_aliases_are_checked() {
+        for (text, expected) in [
+            (
+                r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["site:70000:10.0.0.0/24:80"]}]}"#,
+                "a site ID from 0 to 65535",
+            ),
+            (
+                r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["site:7:fd00::/64:80"]}]}"#,
+                "holds IPv4 ranges",
+            ),
+            (
+                r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["site:7:10.0.0.1/24:80"]}]}"#,
+                "did you mean 10.0.0.0/24",
+            ),
+            (
+                r#"{"acls": [{"action": "accept", "src": ["site:7:10.0.0.0/24"], "dst": ["*:*"]}]}"#,
+                "not valid on the src side",
+            ),
+            (
+                r#"{"autoApprovers": {"routes": {"site:x:10.0.0.0/24": []}}}"#,
+                "expected site:SITE:PREFIX",
+            ),
+        ] {
+            let err = Policy::parse(text).expect_err(text).to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
     }
 
     #[test]
     fn user_and_group_approvers_match_untagged_nodes_of_that_user() {
         let policy = Policy::parse(SAMPLE).expect("valid policy");
         let vpc = net("198.19.0.0/16");
-        assert!(policy.auto_approves_for(&vpc, &[], Some("alice@example.com"), false));
+        assert!(policy.auto_approves_for(&vpc, &[], Some("alice@example.com"), false, ula()));
         assert!(
-            policy.auto_approves_for(&vpc, &[], Some("bob@example.com"), false),
+            policy.auto_approves_for(&vpc, &[], Some("bob@example.com"), false, ula()),
             "group:ops"
         );
-        assert!(!policy.auto_approves_for(&vpc, &[], Some("eve@example.com"), false));
-        assert!(!policy.auto_approves_for(&vpc, &[], None, false));
+        assert!(!policy.auto_approves_for(&vpc, &[], Some("eve@example.com"), false, ula()));
+        assert!(!policy.auto_approves_for(&vpc, &[], None, false, ula()));
         // A tagged node acts as its tags, not as the user who made its key.
         let web = vec!["tag:web".to_string()];
-        assert!(!policy.auto_approves_for(&vpc, &web, Some("alice@example.com"), false));
+        assert!(!policy.auto_approves_for(&vpc, &web, Some("alice@example.com"), false, ula()));
     }
 
     #[test]

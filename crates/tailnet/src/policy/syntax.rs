@@ -16,12 +16,13 @@ use std::net::IpAddr;
 
 use causeway_wire::PortRange;
 use causeway_wire::caps::{PeerCapMap, RECORDER_CAP, recorder_actions};
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use serde_json::Value;
 
 use super::{Alias, Approver, AutoGroup};
+
 use crate::auth_keys::validate_tag;
 
 /// Names defined anywhere in the file, for cross-reference checks.
@@ -134,7 +135,7 @@ pub(super) struct RawTest {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAutoApprovers {
     #[serde(default)]
-    pub routes: BTreeMap<PrefixText, Vec<ApproverText>>,
+    pub routes: BTreeMap<RouteKeyText, Vec<ApproverText>>,
     #[serde(default, rename = "exitNode")]
     pub exit_node: Vec<ApproverText>,
 }
@@ -207,6 +208,50 @@ string_leaf!(HostName, String, "a host name", |s| {
 pub(super) struct PrefixText(pub IpNet);
 string_leaf!(PrefixText, IpNet, "an IP address or prefix", parse_prefix);
 
+/// An `autoApprovers.routes` key: a prefix, or `site:SITE:PREFIX` for a
+/// 4via6 site's IPv4 range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum RouteKey {
+    Prefix(IpNet),
+    Site(u16, Ipv4Net),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct RouteKeyText(pub RouteKey);
+string_leaf!(
+    RouteKeyText,
+    RouteKey,
+    "an IP prefix or site:SITE:PREFIX",
+    |s| match parse_site(s) {
+        Some(site) => site.map(|(site, range)| RouteKey::Site(site, range)),
+        None => parse_prefix(s).map(RouteKey::Prefix),
+    }
+);
+
+/// `site:SITE:PREFIX` (a 4via6 site's IPv4 range): `None` when `s` does
+/// not start with `site:`.
+fn parse_site(s: &str) -> Option<Result<(u16, Ipv4Net), String>> {
+    let rest = s.strip_prefix("site:")?;
+    let expected = || {
+        format!(
+            "{s:?}: expected site:SITE:PREFIX, a site ID from 0 to 65535 and an IPv4 address or prefix (like site:7:10.0.0.0/24)"
+        )
+    };
+    let Some((site, prefix)) = rest.split_once(':') else {
+        return Some(Err(expected()));
+    };
+    let Ok(site) = site.parse::<u16>() else {
+        return Some(Err(expected()));
+    };
+    Some(match parse_prefix(prefix) {
+        Ok(IpNet::V4(range)) => Ok((site, range)),
+        Ok(IpNet::V6(_)) => Err(format!(
+            "{s:?}: a 4via6 site holds IPv4 ranges; name an IPv6 prefix without site:"
+        )),
+        Err(e) => Err(format!("{s:?}: {e}")),
+    })
+}
+
 /// `tag:NAME`, a `tagOwners` key.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct TagName(pub String);
@@ -271,6 +316,9 @@ string_leaf!(SrcAlias, Alias, "a source alias", |s| {
         )),
         Alias::AutoGroup(AutoGroup::Internet) => Err(format!(
             "{s:?} is not valid on the src side: autogroup:internet may only be a destination"
+        )),
+        Alias::Site { .. } => Err(format!(
+            "{s:?} is not valid on the src side: a 4via6 site's range may only be a destination"
         )),
         other => Ok(other),
     }
@@ -599,6 +647,9 @@ fn parse_alias(s: &str) -> Result<Alias, String> {
                 "{s:?}: unknown or unsupported autogroup; expected autogroup:member, autogroup:tagged, autogroup:self or autogroup:internet"
             )),
         };
+    }
+    if let Some(site) = parse_site(s) {
+        return site.map(|(site, range)| Alias::Site { site, range });
     }
     if s.starts_with("group:") {
         defined_group(s)?;
