@@ -200,8 +200,16 @@ impl NodeResolver {
             .flat_map(|peer| peer.addresses.iter().map(IpNet::addr))
             .chain(own.iter().copied())
             .collect();
+        let ula = own.iter().find_map(|a| match a {
+            IpAddr::V6(v6) => Some(causeway_wire::via6::tailnet_ula(*v6)),
+            IpAddr::V4(_) => None,
+        });
         match MagicDns::new(netmap.dns(), &visible) {
             Ok(table) => {
+                let table = match ula {
+                    Some(ula) => table.with_via6(ula),
+                    None => table,
+                };
                 tracing::debug!(
                     hosts = table.hosts(),
                     skipped = table.skipped(),

@@ -10,13 +10,13 @@
 //! built, so a name never reveals a node the policy hides.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use causeway_wire::DnsConfig;
+use causeway_wire::{DnsConfig, via6};
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, PTR};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::Query;
 
@@ -94,6 +94,8 @@ pub struct MagicDns {
     /// Records left out because they named a node this one may not see,
     /// or were malformed, or over [`MAX_RECORDS`].
     skipped: usize,
+    /// The tailnet's IPv6 range, for 4via6 names (see [`MagicDns::with_via6`]).
+    via6: Option<Ipv6Net>,
 }
 
 impl MagicDns {
@@ -161,6 +163,15 @@ impl MagicDns {
         Ok(table)
     }
 
+    /// Answers 4via6 names under the tailnet domain: `10-0-0-5-via-7` is
+    /// the address `10.0.0.5` at site 7, whose AAAA is its address in the
+    /// tailnet's IPv6 range `ula` (`causeway_wire::via6`). A host name
+    /// from the netmap of the same spelling wins.
+    pub fn with_via6(mut self, ula: Ipv6Net) -> Self {
+        self.via6 = Some(ula);
+        self
+    }
+
     /// Records left out (not visible to this node, malformed, or over the cap).
     pub fn skipped(&self) -> usize {
         self.skipped
@@ -198,8 +209,16 @@ impl MagicDns {
     /// family, NOERROR with no answer for another type, NXDOMAIN for an
     /// unknown name.
     fn answer_host(&self, query: &Message, name: &Name, qtype: RecordType) -> Vec<u8> {
-        let Some(addrs) = self.hosts.get(name) else {
-            return respond(query, ResponseCode::NXDomain, Vec::new());
+        let via;
+        let addrs = match self.hosts.get(name) {
+            Some(addrs) => addrs,
+            None => match self.via6_address(name) {
+                Some(address) => {
+                    via = [IpAddr::V6(address)];
+                    &via[..]
+                }
+                None => return respond(query, ResponseCode::NXDomain, Vec::new()),
+            },
         };
         let records = addrs
             .iter()
@@ -213,6 +232,20 @@ impl MagicDns {
             .map(|rdata| Record::from_rdata(query.queries[0].name().clone(), MAGIC_TTL, rdata))
             .collect();
         respond(query, ResponseCode::NoError, records)
+    }
+
+    /// The 4via6 address `name` spells (`A-B-C-D-via-SITE.DOMAIN.`).
+    fn via6_address(&self, name: &Name) -> Option<Ipv6Addr> {
+        let ula = self.via6?;
+        let domain = self.domain.as_ref()?;
+        if name.num_labels() != domain.num_labels() + 1 {
+            return None;
+        }
+        let label = std::str::from_utf8(name.iter().next()?).ok()?;
+        let (v4, site) = label.split_once("-via-")?;
+        let site: u16 = site.parse().ok()?;
+        let v4: Ipv4Addr = v4.replace('-', ".").parse().ok()?;
+        Some(via6::via6_address(ula, site, v4))
     }
 
     /// A reverse name (`in-addr.arpa.`, `ip6.arpa.`) of a tailnet address:
@@ -361,6 +394,34 @@ mod tests {
         let mx = answered(ask(&t, "router.tailnet.example.", RecordType::MX));
         assert_eq!(mx.metadata.response_code, ResponseCode::NoError);
         assert!(mx.answers.is_empty());
+    }
+
+    #[test]
+    fn via_names_are_answered_with_the_4via6_address() {
+        let t = table().with_via6("fd7a:115c:a1e0::/48".parse().expect("valid"));
+        let aaaa = answered(ask(&t, "10-0-0-5-VIA-7.tailnet.example.", RecordType::AAAA));
+        let got: Vec<String> = aaaa.answers.iter().map(|r| r.data.to_string()).collect();
+        assert_eq!(got, ["fd7a:115c:a1e0:b1a:0:7:a00:5"]);
+        // No IPv4 address: the name exists, with no A record.
+        let a = answered(ask(&t, "10-0-0-5-via-7.tailnet.example.", RecordType::A));
+        assert_eq!(a.metadata.response_code, ResponseCode::NoError);
+        assert!(a.answers.is_empty());
+        for name in [
+            "10-0-0-5-via-70000.tailnet.example.",
+            "10-0-0-256-via-7.tailnet.example.",
+            "10-0-5-via-7.tailnet.example.",
+            "x.10-0-0-5-via-7.tailnet.example.",
+        ] {
+            let a = answered(ask(&t, name, RecordType::AAAA));
+            assert_eq!(a.metadata.response_code, ResponseCode::NXDomain, "{name}");
+        }
+        // Without the tailnet's range (the node has no IPv6 address yet).
+        let a = answered(ask(
+            &table(),
+            "10-0-0-5-via-7.tailnet.example.",
+            RecordType::AAAA,
+        ));
+        assert_eq!(a.metadata.response_code, ResponseCode::NXDomain);
     }
 
     #[test]
