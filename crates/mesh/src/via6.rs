@@ -38,6 +38,7 @@ use std::num::NonZeroUsize;
 use std::time::Instant;
 
 use causeway_wire::via6::{parse_via6_address, via6_address};
+use etherparse::{IpNumber, icmpv4};
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use self::flows::{Class, FlowEntry, FlowKey, Via6Flows};
@@ -410,18 +411,16 @@ impl Via6State {
         let Some(ula) = self.ula else {
             return Ok(false);
         };
-        let parsed = match parse_v4(packet) {
-            Ok(parsed) => parsed,
-            // Refusals only count for packets of a flow; the rest is the
-            // plain IPv4 path's business. A packet we cannot read far
-            // enough to find its flow is the plain path's too.
-            Err(refusal) => {
-                return match self.flow_of_unparsed(packet, now) {
-                    true => Err(refusal),
-                    false => Ok(false),
-                };
-            }
+        // Most packets from the TUN device are the plain IPv4 path's: find
+        // the flow from the headers alone before reading (and checksumming)
+        // the whole packet. Refusals count only for packets of a flow.
+        let Some(key) = reply_flow_key(packet) else {
+            return Ok(false);
         };
+        if self.flows.get(&key, now, false).is_none() {
+            return Ok(false);
+        }
+        let parsed = parse_v4(packet)?;
         let remote = Ipv4Addr::from(parsed.ip.source);
         let client = Ipv4Addr::from(parsed.ip.destination);
         if let Some(ports) = parsed.body.ports() {
@@ -471,30 +470,6 @@ impl Via6State {
         emit_v6(&parsed, source, entry.client, Some(inner_addresses), out)?;
         Ok(true)
     }
-
-    /// Whether an IPv4 packet that cannot be translated still names a
-    /// tracked flow by its addresses and first transport bytes (a fragment
-    /// of a reply, a reply with a bad checksum): then its refusal counts.
-    fn flow_of_unparsed(&mut self, packet: &[u8], now: Instant) -> bool {
-        let Ok((ip, rest)) = etherparse::Ipv4Header::from_slice(packet) else {
-            return false;
-        };
-        let ports = if ip.fragment_offset.value() != 0 {
-            None
-        } else {
-            quoted_ports(ip.protocol.0, rest)
-        };
-        let client = Ipv4Addr::from(ip.destination);
-        let remote = Ipv4Addr::from(ip.source);
-        // A later fragment has no ports to find its flow by: it takes the
-        // plain IPv4 path, where the client cannot reassemble it without
-        // the first fragment (which is refused here).
-        ports.is_some_and(|ports| {
-            self.flows
-                .get(&flow_key(ports.reversed(), client, remote), now, false)
-                .is_some()
-        })
-    }
 }
 
 impl Ports {
@@ -516,6 +491,43 @@ fn flow_key(ports: Ports, client: Ipv4Addr, remote: Ipv4Addr) -> FlowKey {
         client_port: ports.source,
         remote,
         remote_port: ports.destination,
+    }
+}
+
+/// The flow an IPv4 packet from the TUN device would answer, read from
+/// its headers only: a TCP or UDP reply, an echo reply, or an ICMP error
+/// quoting a packet of the client's. `None` for anything else, later
+/// fragments included (they have no ports: they take the plain IPv4 path,
+/// where the client cannot reassemble them without the first fragment,
+/// which is refused here).
+fn reply_flow_key(packet: &[u8]) -> Option<FlowKey> {
+    let (ip, rest) = etherparse::Ipv4Header::from_slice(packet).ok()?;
+    if ip.fragment_offset.value() != 0 {
+        return None;
+    }
+    let client = Ipv4Addr::from(ip.destination);
+    let remote = Ipv4Addr::from(ip.source);
+    let reply = |ports: Ports| flow_key(ports.reversed(), client, remote);
+    match (ip.protocol, *rest.first()?) {
+        (IpNumber::TCP | IpNumber::UDP, _) => quoted_ports(ip.protocol.0, rest).map(reply),
+        (IpNumber::ICMP, icmpv4::TYPE_ECHO_REPLY) => quoted_ports(ip.protocol.0, rest).map(reply),
+        (
+            IpNumber::ICMP,
+            icmpv4::TYPE_DEST_UNREACH | icmpv4::TYPE_TIME_EXCEEDED | icmpv4::TYPE_PARAMETER_PROBLEM,
+        ) => {
+            let (inner, quoted) = etherparse::Ipv4Header::from_slice(rest.get(8..)?).ok()?;
+            let inner_client = Ipv4Addr::from(inner.source);
+            if inner_client != client {
+                return None;
+            }
+            let ports = quoted_ports(inner.protocol.0, quoted)?;
+            Some(flow_key(
+                ports,
+                inner_client,
+                Ipv4Addr::from(inner.destination),
+            ))
+        }
+        _ => None,
     }
 }
 

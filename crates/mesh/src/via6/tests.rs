@@ -729,3 +729,60 @@ fn icmp_echo_identifiers_are_kept_apart_per_flow() {
     assert_eq!(other_id, Via6Outcome::NotVia6);
     assert_eq!(same_id, Via6Outcome::Translated);
 }
+
+#[test]
+fn a_reply_with_a_bad_checksum_is_refused_only_when_it_belongs_to_a_flow() {
+    let now = Instant::now();
+    let mut state = router(16);
+    let mut out = Vec::new();
+    state.to_ipv4(&udp6(1000, 53, b"query"), Some(CLIENT_V4), &mut out, now);
+    let corrupt = |ports| {
+        let mut packet = udp4(REMOTE, ports, b"answer");
+        let last = packet.len() - 1;
+        packet[last] ^= 0xff;
+        packet
+    };
+
+    let of_flow = state.to_ipv6(&corrupt((53, 1000)), &mut out, now);
+    let of_no_flow = state.to_ipv6(&corrupt((53, 2000)), &mut out, now);
+
+    assert_eq!(of_flow, Via6Outcome::Refused(Via6Refusal::BadChecksum));
+    assert_eq!(of_no_flow, Via6Outcome::NotVia6);
+    assert_eq!(state.stats().refused(Via6Refusal::BadChecksum), 1);
+}
+
+#[test]
+fn a_time_exceeded_from_a_router_outside_the_range_names_it_at_the_site() {
+    let now = Instant::now();
+    let mut state = router(16);
+    let mut v4 = Vec::new();
+    state.to_ipv4(
+        &request(Kind::Echo, (5, 1), 64, 0, b"trace"),
+        Some(CLIENT_V4),
+        &mut v4,
+        now,
+    );
+    let hop = Ipv4Addr::new(192, 168, 1, 1);
+    let mut error = Vec::new();
+    from_remote(hop)
+        .icmpv4(Icmpv4Type::TimeExceeded(
+            icmpv4::TimeExceededCode::TtlExceededInTransit,
+        ))
+        .write(&mut error, &v4[..28])
+        .expect("written");
+    let mut v6 = Vec::new();
+
+    let outcome = state.to_ipv6(&error, &mut v6, now);
+
+    assert_eq!(outcome, Via6Outcome::Translated);
+    let (ip, transport) = valid_v6(&v6);
+    assert_eq!(ip.source_addr(), via6_address(ula(), SITE, hop));
+    let icmp = Icmpv6Slice::from_slice(&transport).expect("ICMPv6");
+    assert_eq!(
+        icmp.icmp_type(),
+        Icmpv6Type::TimeExceeded(icmpv6::TimeExceededCode::HopLimitExceeded)
+    );
+    let (inner, quoted) = Ipv6Header::from_slice(icmp.payload()).expect("quoted IPv6");
+    assert_eq!(inner.next_header, IpNumber::IPV6_ICMP);
+    assert_eq!(quoted[0], icmpv6::TYPE_ECHO_REQUEST, "quoted echo type mapped");
+}
