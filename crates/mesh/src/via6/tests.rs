@@ -784,5 +784,9 @@ fn a_time_exceeded_from_a_router_outside_the_range_names_it_at_the_site() {
     );
     let (inner, quoted) = Ipv6Header::from_slice(icmp.payload()).expect("quoted IPv6");
     assert_eq!(inner.next_header, IpNumber::IPV6_ICMP);
-    assert_eq!(quoted[0], icmpv6::TYPE_ECHO_REQUEST, "quoted echo type mapped");
+    assert_eq!(
+        quoted[0],
+        icmpv6::TYPE_ECHO_REQUEST,
+        "quoted echo type mapped"
+    );
 }
