@@ -14,6 +14,7 @@ use etherparse::{
 use ipnet::{Ipv4Net, Ipv6Net};
 use proptest::prelude::*;
 
+use super::translate::{PseudoHeader, Segment};
 use super::*;
 
 const SITE: u16 = 7;
@@ -70,6 +71,26 @@ fn udp4(source: Ipv4Addr, ports: (u16, u16), payload: &[u8]) -> Vec<u8> {
     packet
 }
 
+/// Checks a TCP or UDP segment's checksum with etherparse's calculation
+/// under `ip`; false for other protocols.
+fn segment_checksum_ok(protocol: IpNumber, transport: &[u8], ip: PseudoHeader<'_>) -> bool {
+    match protocol {
+        IpNumber::TCP => {
+            let tcp = TcpSlice::from_slice(transport).expect("TCP");
+            let expected = tcp.to_header().checksum_under(&ip, tcp.payload());
+            assert_eq!(Some(tcp.checksum()), expected, "TCP checksum");
+            true
+        }
+        IpNumber::UDP => {
+            let udp = UdpSlice::from_slice(transport).expect("UDP");
+            let expected = udp.to_header().checksum_under(&ip, udp.payload());
+            assert_eq!(Some(udp.checksum()), expected, "UDP checksum");
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Checks an IPv4 packet's header and transport checksums with etherparse's
 /// own calculations; returns the header and the transport bytes.
 fn valid_v4(packet: &[u8]) -> (Ipv4Header, Vec<u8>) {
@@ -80,29 +101,11 @@ fn valid_v4(packet: &[u8]) -> (Ipv4Header, Vec<u8>) {
         "IPv4 header checksum"
     );
     assert_eq!(usize::from(ip.total_len), packet.len(), "total length");
-    match ip.protocol {
-        IpNumber::TCP => {
-            let tcp = TcpSlice::from_slice(rest).expect("TCP");
-            let expected = tcp
-                .to_header()
-                .calc_checksum_ipv4(&ip, tcp.payload())
-                .expect("fits");
-            assert_eq!(tcp.checksum(), expected, "TCP checksum");
-        }
-        IpNumber::UDP => {
-            let udp = UdpSlice::from_slice(rest).expect("UDP");
-            let expected = udp
-                .to_header()
-                .calc_checksum_ipv4(&ip, udp.payload())
-                .expect("fits");
-            assert_eq!(udp.checksum(), expected, "UDP checksum");
-        }
-        IpNumber::ICMP => {
-            let icmp = Icmpv4Slice::from_slice(rest).expect("ICMP");
-            let expected = icmp.icmp_type().calc_checksum(icmp.payload());
-            assert_eq!(icmp.checksum(), expected, "ICMP checksum");
-        }
-        other => panic!("unexpected protocol {other:?}"),
+    if !segment_checksum_ok(ip.protocol, rest, (&ip).into()) {
+        assert_eq!(ip.protocol, IpNumber::ICMP);
+        let icmp = Icmpv4Slice::from_slice(rest).expect("ICMP");
+        let expected = icmp.icmp_type().calc_checksum(icmp.payload());
+        assert_eq!(icmp.checksum(), expected, "ICMP checksum");
     }
     (ip, rest.to_vec())
 }
@@ -111,31 +114,13 @@ fn valid_v4(packet: &[u8]) -> (Ipv4Header, Vec<u8>) {
 fn valid_v6(packet: &[u8]) -> (Ipv6Header, Vec<u8>) {
     let (ip, rest) = Ipv6Header::from_slice(packet).expect("IPv6 header");
     assert_eq!(usize::from(ip.payload_length), rest.len(), "payload length");
-    match ip.next_header {
-        IpNumber::TCP => {
-            let tcp = TcpSlice::from_slice(rest).expect("TCP");
-            let expected = tcp
-                .to_header()
-                .calc_checksum_ipv6(&ip, tcp.payload())
-                .expect("fits");
-            assert_eq!(tcp.checksum(), expected, "TCP checksum");
-        }
-        IpNumber::UDP => {
-            let udp = UdpSlice::from_slice(rest).expect("UDP");
-            let expected = udp
-                .to_header()
-                .calc_checksum_ipv6(&ip, udp.payload())
-                .expect("fits");
-            assert_eq!(udp.checksum(), expected, "UDP checksum");
-        }
-        IpNumber::IPV6_ICMP => {
-            let icmp = Icmpv6Slice::from_slice(rest).expect("ICMPv6");
-            assert!(
-                icmp.is_checksum_valid(ip.source, ip.destination),
-                "ICMPv6 checksum"
-            );
-        }
-        other => panic!("unexpected next header {other:?}"),
+    if !segment_checksum_ok(ip.next_header, rest, (&ip).into()) {
+        assert_eq!(ip.next_header, IpNumber::IPV6_ICMP);
+        let icmp = Icmpv6Slice::from_slice(rest).expect("ICMPv6");
+        assert!(
+            icmp.is_checksum_valid(ip.source, ip.destination),
+            "ICMPv6 checksum"
+        );
     }
     (ip, rest.to_vec())
 }

@@ -81,6 +81,29 @@ pub(super) struct Parsed4<'a> {
 }
 
 impl<T, H> Body<'_, T, H> {
+    /// The protocol number of the translated packet, `icmp` being the
+    /// target family's ICMP.
+    fn protocol(&self, icmp: IpNumber) -> IpNumber {
+        match self {
+            Body::Tcp(..) => IpNumber::TCP,
+            Body::Udp(..) => IpNumber::UDP,
+            Body::Echo { .. } | Body::Error { .. } => icmp,
+        }
+    }
+
+    /// The translated packet's length above IP: an error's quote gets an
+    /// IP header of `inner_header_len` and at most `quote_room` bytes.
+    fn len(&self, inner_header_len: usize, quote_room: usize) -> usize {
+        match self {
+            Body::Tcp(h, p) => h.header_len() + p.len(),
+            Body::Udp(h, p) => h.header_len() + p.len(),
+            Body::Echo { payload, .. } => ICMP_ERROR_HEADER_LEN + payload.len(),
+            Body::Error { quoted, .. } => {
+                ICMP_ERROR_HEADER_LEN + inner_header_len + quoted.len().min(quote_room)
+            }
+        }
+    }
+
     /// TCP FIN or RST: the connection is closing.
     pub(super) fn closes(&self) -> bool {
         matches!(self, Body::Tcp(tcp, _) if tcp.fin || tcp.rst)
@@ -145,26 +168,11 @@ pub(super) fn parse_v6(packet: &[u8]) -> Result<Parsed6<'_>, Via6Refusal> {
     let payload = rest
         .get(..usize::from(ip.payload_length))
         .ok_or(Via6Refusal::Malformed)?;
-    let (src, dst) = (ip.source, ip.destination);
     let body = match ip.next_header {
-        IpNumber::TCP => {
-            if !checksum_ok_v6(src, dst, IpNumber::TCP.0, payload) {
-                return Err(Via6Refusal::BadChecksum);
-            }
-            let tcp = TcpSlice::from_slice(payload).map_err(|_| Via6Refusal::Malformed)?;
-            Body::Tcp(tcp.to_header(), tcp.payload())
-        }
-        IpNumber::UDP => {
-            // A zero UDP checksum is not allowed over IPv6 (RFC 8200 §8.1).
-            let udp = UdpSlice::from_slice(payload).map_err(|_| Via6Refusal::Malformed)?;
-            if udp.checksum() == 0 || !checksum_ok_v6(src, dst, IpNumber::UDP.0, payload) {
-                return Err(Via6Refusal::BadChecksum);
-            }
-            Body::Udp(udp.to_header(), udp.payload())
-        }
+        IpNumber::TCP | IpNumber::UDP => segment_body((&ip).into(), ip.next_header, payload)?,
         IpNumber::IPV6_ICMP => {
             let icmp = Icmpv6Slice::from_slice(payload).map_err(|_| Via6Refusal::Malformed)?;
-            if !icmp.is_checksum_valid(src, dst) {
+            if !icmp.is_checksum_valid(ip.source, ip.destination) {
                 return Err(Via6Refusal::BadChecksum);
             }
             icmpv6_body(icmp)?
@@ -202,24 +210,8 @@ pub(super) fn parse_v4(packet: &[u8]) -> Result<Parsed4<'_>, Via6Refusal> {
         .checked_sub(ip.header_len())
         .ok_or(Via6Refusal::Malformed)?;
     let payload = rest.get(..payload_len).ok_or(Via6Refusal::Malformed)?;
-    let (src, dst) = (ip.source, ip.destination);
     let body = match ip.protocol {
-        IpNumber::TCP => {
-            if !checksum_ok_v4(src, dst, IpNumber::TCP.0, payload) {
-                return Err(Via6Refusal::BadChecksum);
-            }
-            let tcp = TcpSlice::from_slice(payload).map_err(|_| Via6Refusal::Malformed)?;
-            Body::Tcp(tcp.to_header(), tcp.payload())
-        }
-        IpNumber::UDP => {
-            // Zero: the sender computed no checksum (RFC 768); one is
-            // computed for IPv6, which requires it (RFC 7915 §4.5).
-            let udp = UdpSlice::from_slice(payload).map_err(|_| Via6Refusal::Malformed)?;
-            if udp.checksum() != 0 && !checksum_ok_v4(src, dst, IpNumber::UDP.0, payload) {
-                return Err(Via6Refusal::BadChecksum);
-            }
-            Body::Udp(udp.to_header(), udp.payload())
-        }
+        IpNumber::TCP | IpNumber::UDP => segment_body((&ip).into(), ip.protocol, payload)?,
         IpNumber::ICMP => {
             let icmp = Icmpv4Slice::from_slice(payload).map_err(|_| Via6Refusal::Malformed)?;
             if Sum16BitWords::new().add_slice(payload).ones_complement() != 0 {
@@ -242,35 +234,14 @@ pub(super) fn emit_v4(
     inner: Option<(Ipv4Addr, Ipv4Addr)>,
     out: &mut Vec<u8>,
 ) -> Result<(), Via6Refusal> {
-    let (protocol, transport_len) = match &parsed.body {
-        Body::Tcp(h, p) => (IpNumber::TCP, h.header_len() + p.len()),
-        Body::Udp(h, p) => (IpNumber::UDP, h.header_len() + p.len()),
-        Body::Echo { payload, .. } => (IpNumber::ICMP, ICMP_ERROR_HEADER_LEN + payload.len()),
-        Body::Error { quoted, .. } => (
-            IpNumber::ICMP,
-            ICMP_ERROR_HEADER_LEN + IPV4_HEADER_LEN + quoted.len(),
-        ),
-    };
+    let protocol = parsed.body.protocol(IpNumber::ICMP);
+    let transport_len = parsed.body.len(IPV4_HEADER_LEN, usize::MAX);
     let ip = ipv4_from(&parsed.ip, transport_len, protocol, source, destination)?;
     out.clear();
     out.extend_from_slice(&ip.to_bytes());
     match &parsed.body {
-        Body::Tcp(h, payload) => {
-            let mut h = h.clone();
-            h.checksum = h
-                .calc_checksum_ipv4(&ip, payload)
-                .map_err(|_| Via6Refusal::Unsupported)?;
-            out.extend_from_slice(&h.to_bytes());
-            out.extend_from_slice(payload);
-        }
-        Body::Udp(h, payload) => {
-            let mut h = h.clone();
-            h.checksum = h
-                .calc_checksum_ipv4(&ip, payload)
-                .map_err(|_| Via6Refusal::Unsupported)?;
-            out.extend_from_slice(&h.to_bytes());
-            out.extend_from_slice(payload);
-        }
+        Body::Tcp(h, payload) => write_segment(h, &ip, payload, out)?,
+        Body::Udp(h, payload) => write_segment(h, &ip, payload, out)?,
         Body::Echo {
             target, payload, ..
         } => {
@@ -293,20 +264,8 @@ pub(super) fn emit_v4(
                 inner_source,
                 inner_destination,
             )?;
-            let start = out.len() + ICMP_ERROR_HEADER_LEN;
-            out.resize(start, 0);
-            out.extend_from_slice(&inner_ip.to_bytes());
-            let transport_at = out.len();
-            out.extend_from_slice(quoted);
-            if quoted_protocol == IpNumber::ICMP {
-                rewrite_echo_type(
-                    &mut out[transport_at..],
-                    &[
-                        (icmpv6::TYPE_ECHO_REQUEST, icmpv4::TYPE_ECHO_REQUEST),
-                        (icmpv6::TYPE_ECHO_REPLY, icmpv4::TYPE_ECHO_REPLY),
-                    ],
-                );
-            }
+            let echo_types = (quoted_protocol == IpNumber::ICMP).then_some(ECHO_6_TO_4);
+            let start = write_quote(&inner_ip.to_bytes(), quoted, echo_types, out);
             let icmp = Icmpv4Header::with_checksum(target.clone(), &out[start..]);
             out[IPV4_HEADER_LEN..start].copy_from_slice(&icmp.to_bytes());
         }
@@ -324,35 +283,14 @@ pub(super) fn emit_v6(
 ) -> Result<(), Via6Refusal> {
     // An ICMPv6 error is cut to the minimum MTU.
     let quote_room = IPV6_MIN_MTU - IPV6_HEADER_LEN - ICMP_ERROR_HEADER_LEN - IPV6_HEADER_LEN;
-    let (next_header, transport_len) = match &parsed.body {
-        Body::Tcp(h, p) => (IpNumber::TCP, h.header_len() + p.len()),
-        Body::Udp(h, p) => (IpNumber::UDP, h.header_len() + p.len()),
-        Body::Echo { payload, .. } => (IpNumber::IPV6_ICMP, ICMP_ERROR_HEADER_LEN + payload.len()),
-        Body::Error { quoted, .. } => (
-            IpNumber::IPV6_ICMP,
-            ICMP_ERROR_HEADER_LEN + IPV6_HEADER_LEN + quoted.len().min(quote_room),
-        ),
-    };
+    let next_header = parsed.body.protocol(IpNumber::IPV6_ICMP);
+    let transport_len = parsed.body.len(IPV6_HEADER_LEN, quote_room);
     let ip = ipv6_from(&parsed.ip, transport_len, next_header, source, destination)?;
     out.clear();
     out.extend_from_slice(&ip.to_bytes());
     match &parsed.body {
-        Body::Tcp(h, payload) => {
-            let mut h = h.clone();
-            h.checksum = h
-                .calc_checksum_ipv6(&ip, payload)
-                .map_err(|_| Via6Refusal::Unsupported)?;
-            out.extend_from_slice(&h.to_bytes());
-            out.extend_from_slice(payload);
-        }
-        Body::Udp(h, payload) => {
-            let mut h = h.clone();
-            h.checksum = h
-                .calc_checksum_ipv6(&ip, payload)
-                .map_err(|_| Via6Refusal::Unsupported)?;
-            out.extend_from_slice(&h.to_bytes());
-            out.extend_from_slice(payload);
-        }
+        Body::Tcp(h, payload) => write_segment(h, &ip, payload, out)?,
+        Body::Udp(h, payload) => write_segment(h, &ip, payload, out)?,
         Body::Echo {
             target, payload, ..
         } => {
@@ -377,26 +315,84 @@ pub(super) fn emit_v6(
                 inner_source,
                 inner_destination,
             )?;
-            let start = out.len() + ICMP_ERROR_HEADER_LEN;
-            out.resize(start, 0);
-            out.extend_from_slice(&inner_ip.to_bytes());
-            let transport_at = out.len();
-            out.extend_from_slice(&quoted[..quoted.len().min(quote_room)]);
-            if quoted_next == IpNumber::IPV6_ICMP {
-                rewrite_echo_type(
-                    &mut out[transport_at..],
-                    &[
-                        (icmpv4::TYPE_ECHO_REQUEST, icmpv6::TYPE_ECHO_REQUEST),
-                        (icmpv4::TYPE_ECHO_REPLY, icmpv6::TYPE_ECHO_REPLY),
-                    ],
-                );
-            }
+            let quoted = &quoted[..quoted.len().min(quote_room)];
+            let echo_types = (quoted_next == IpNumber::IPV6_ICMP).then_some(ECHO_4_TO_6);
+            let start = write_quote(&inner_ip.to_bytes(), quoted, echo_types, out);
             let icmp =
                 Icmpv6Header::with_checksum(*target, ip.source, ip.destination, &out[start..])
                     .map_err(|_| Via6Refusal::Unsupported)?;
             out[IPV6_HEADER_LEN..start].copy_from_slice(&icmp.to_bytes());
         }
     }
+    Ok(())
+}
+
+/// A TCP or UDP header whose checksum covers an IP pseudo-header.
+pub(super) trait Segment: Clone {
+    /// The checksum of this header and `payload` under `ip`'s
+    /// pseudo-header, by etherparse.
+    fn checksum_under(&self, ip: &PseudoHeader<'_>, payload: &[u8]) -> Option<u16>;
+    fn set_checksum(&mut self, checksum: u16);
+    fn write_to(&self, out: &mut Vec<u8>);
+}
+
+/// The IP header a transport checksum is computed under.
+pub(super) enum PseudoHeader<'a> {
+    V4(&'a Ipv4Header),
+    V6(&'a Ipv6Header),
+}
+
+impl<'a> From<&'a Ipv4Header> for PseudoHeader<'a> {
+    fn from(ip: &'a Ipv4Header) -> Self {
+        PseudoHeader::V4(ip)
+    }
+}
+
+impl<'a> From<&'a Ipv6Header> for PseudoHeader<'a> {
+    fn from(ip: &'a Ipv6Header) -> Self {
+        PseudoHeader::V6(ip)
+    }
+}
+
+/// TCP and UDP headers offer the same checksum calls in etherparse.
+macro_rules! segment {
+    ($header:ty) => {
+        impl Segment for $header {
+            fn checksum_under(&self, ip: &PseudoHeader<'_>, payload: &[u8]) -> Option<u16> {
+                match ip {
+                    PseudoHeader::V4(ip) => self.calc_checksum_ipv4(ip, payload).ok(),
+                    PseudoHeader::V6(ip) => self.calc_checksum_ipv6(ip, payload).ok(),
+                }
+            }
+
+            fn set_checksum(&mut self, checksum: u16) {
+                self.checksum = checksum;
+            }
+
+            fn write_to(&self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_bytes());
+            }
+        }
+    };
+}
+
+segment!(TcpHeader);
+segment!(UdpHeader);
+
+/// Appends a TCP or UDP segment with its checksum recomputed under `ip`.
+fn write_segment<'a, S: Segment>(
+    header: &S,
+    ip: impl Into<PseudoHeader<'a>>,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), Via6Refusal> {
+    let mut header = header.clone();
+    let checksum = header
+        .checksum_under(&ip.into(), payload)
+        .ok_or(Via6Refusal::Unsupported)?;
+    header.set_checksum(checksum);
+    header.write_to(out);
+    out.extend_from_slice(payload);
     Ok(())
 }
 
@@ -674,45 +670,90 @@ fn ipv6_next_header(protocol: IpNumber) -> Result<IpNumber, Via6Refusal> {
     }
 }
 
-/// Rewrites a quoted ICMP echo's type byte to the other family's.
-fn rewrite_echo_type(transport: &mut [u8], mapping: &[(u8, u8)]) {
-    if let Some(kind) = transport.first_mut()
+/// ICMPv6 echo types and their ICMPv4 counterparts, and back.
+const ECHO_6_TO_4: &[(u8, u8)] = &[
+    (icmpv6::TYPE_ECHO_REQUEST, icmpv4::TYPE_ECHO_REQUEST),
+    (icmpv6::TYPE_ECHO_REPLY, icmpv4::TYPE_ECHO_REPLY),
+];
+const ECHO_4_TO_6: &[(u8, u8)] = &[
+    (icmpv4::TYPE_ECHO_REQUEST, icmpv6::TYPE_ECHO_REQUEST),
+    (icmpv4::TYPE_ECHO_REPLY, icmpv6::TYPE_ECHO_REPLY),
+];
+
+/// Appends room for an ICMP error header, then the quoted packet: its
+/// translated IP header and the quoted bytes, a quoted echo's type
+/// rewritten by `echo_types`. Returns where the ICMP payload starts.
+fn write_quote(
+    inner_ip: &[u8],
+    quoted: &[u8],
+    echo_types: Option<&[(u8, u8)]>,
+    out: &mut Vec<u8>,
+) -> usize {
+    let start = out.len() + ICMP_ERROR_HEADER_LEN;
+    out.resize(start, 0);
+    out.extend_from_slice(inner_ip);
+    let transport_at = out.len();
+    out.extend_from_slice(quoted);
+    if let Some(mapping) = echo_types
+        && let Some(kind) = out.get_mut(transport_at)
         && let Some(&(_, to)) = mapping.iter().find(|(from, _)| from == kind)
     {
         *kind = to;
     }
+    start
 }
 
-/// Whether a TCP or UDP segment's checksum over the IPv6 pseudo-header
-/// (RFC 8200 §8.1) is right: the sum including the checksum is all ones.
-fn checksum_ok_v6(source: [u8; 16], destination: [u8; 16], protocol: u8, segment: &[u8]) -> bool {
-    let Ok(len) = u32::try_from(segment.len()) else {
-        return false;
-    };
-    Sum16BitWords::new()
-        .add_16bytes(source)
-        .add_16bytes(destination)
-        .add_4bytes(len.to_be_bytes())
-        .add_2bytes([0, protocol])
-        .add_slice(segment)
-        .ones_complement()
-        == 0
+/// Reads a TCP or UDP segment, refusing it if its checksum is wrong.
+fn segment_body<'a, T, H>(
+    ip: PseudoHeader<'_>,
+    protocol: IpNumber,
+    segment: &'a [u8],
+) -> Result<Body<'a, T, H>, Via6Refusal> {
+    if protocol == IpNumber::UDP {
+        let udp = UdpSlice::from_slice(segment).map_err(|_| Via6Refusal::Malformed)?;
+        // Zero: the sender computed no checksum. Allowed over IPv4 (RFC
+        // 768; the IPv6 packet gets one, RFC 7915 §4.5), not over IPv6
+        // (RFC 8200 §8.1).
+        let unchecked = udp.checksum() == 0 && matches!(ip, PseudoHeader::V4(_));
+        if !unchecked && (udp.checksum() == 0 || !checksum_ok(&ip, protocol, segment)) {
+            return Err(Via6Refusal::BadChecksum);
+        }
+        return Ok(Body::Udp(udp.to_header(), udp.payload()));
+    }
+    if !checksum_ok(&ip, protocol, segment) {
+        return Err(Via6Refusal::BadChecksum);
+    }
+    let tcp = TcpSlice::from_slice(segment).map_err(|_| Via6Refusal::Malformed)?;
+    Ok(Body::Tcp(tcp.to_header(), tcp.payload()))
 }
 
-/// Whether a TCP or UDP segment's checksum over the IPv4 pseudo-header
-/// (RFC 9293 §3.1, RFC 768) is right.
-fn checksum_ok_v4(source: [u8; 4], destination: [u8; 4], protocol: u8, segment: &[u8]) -> bool {
-    let Ok(len) = u16::try_from(segment.len()) else {
-        return false;
+/// Whether a TCP or UDP segment's checksum over the pseudo-header (RFC
+/// 9293 §3.1, RFC 768, RFC 8200 §8.1) is right: the sum including the
+/// checksum is all ones.
+fn checksum_ok(ip: &PseudoHeader<'_>, protocol: IpNumber, segment: &[u8]) -> bool {
+    let sum = match ip {
+        PseudoHeader::V4(ip) => {
+            let Ok(len) = u16::try_from(segment.len()) else {
+                return false;
+            };
+            Sum16BitWords::new()
+                .add_4bytes(ip.source)
+                .add_4bytes(ip.destination)
+                .add_2bytes([0, protocol.0])
+                .add_2bytes(len.to_be_bytes())
+        }
+        PseudoHeader::V6(ip) => {
+            let Ok(len) = u32::try_from(segment.len()) else {
+                return false;
+            };
+            Sum16BitWords::new()
+                .add_16bytes(ip.source)
+                .add_16bytes(ip.destination)
+                .add_4bytes(len.to_be_bytes())
+                .add_2bytes([0, protocol.0])
+        }
     };
-    Sum16BitWords::new()
-        .add_4bytes(source)
-        .add_4bytes(destination)
-        .add_2bytes([0, protocol])
-        .add_2bytes(len.to_be_bytes())
-        .add_slice(segment)
-        .ones_complement()
-        == 0
+    sum.add_slice(segment).ones_complement() == 0
 }
 
 /// Whether IPv4 options hold a source route (RFC 791 §3.1): option type
