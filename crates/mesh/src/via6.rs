@@ -27,6 +27,13 @@
 //! addresses outside the served ranges, and new flows when the table is
 //! full. What the table holds and for how long: see the `flows` module.
 //!
+//! Not built: fragmenting a reply that the 20 bytes of the larger IPv6
+//! header take past the tailnet MTU (RFC 7915 §4.1 would fragment it when
+//! DF is clear, or answer "fragmentation needed" when set); such a packet
+//! goes to the client whole. TCP is unaffected (its MSS comes from the
+//! client's IPv6 SYN, 20 bytes smaller than IPv4 would allow); a UDP reply
+//! that fills the LAN's MTU is not.
+//!
 //! Time is passed in; nothing here does I/O.
 
 mod flows;

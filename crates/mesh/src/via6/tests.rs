@@ -775,3 +775,126 @@ fn a_time_exceeded_from_a_router_outside_the_range_names_it_at_the_site() {
         "quoted echo type mapped"
     );
 }
+
+/// ICMPv4 errors about a translated packet, and what they become.
+fn icmpv4_error_strategy() -> impl Strategy<Value = (Icmpv4Type, Icmpv6Type)> {
+    use icmpv4::DestUnreachableHeader as Unreach4;
+    use icmpv6::DestUnreachableCode as Unreach6;
+    prop_oneof![
+        Just((
+            Icmpv4Type::DestinationUnreachable(Unreach4::Port),
+            Icmpv6Type::DestinationUnreachable(Unreach6::Port)
+        )),
+        Just((
+            Icmpv4Type::DestinationUnreachable(Unreach4::Host),
+            Icmpv6Type::DestinationUnreachable(Unreach6::NoRoute)
+        )),
+        Just((
+            Icmpv4Type::DestinationUnreachable(Unreach4::FilterProhibited),
+            Icmpv6Type::DestinationUnreachable(Unreach6::Prohibited)
+        )),
+        Just((
+            Icmpv4Type::TimeExceeded(icmpv4::TimeExceededCode::TtlExceededInTransit),
+            Icmpv6Type::TimeExceeded(icmpv6::TimeExceededCode::HopLimitExceeded)
+        )),
+        (1u16..).prop_map(|mtu| (
+            Icmpv4Type::DestinationUnreachable(Unreach4::FragmentationNeeded {
+                next_hop_mtu: mtu
+            }),
+            Icmpv6Type::PacketTooBig {
+                mtu: u32::from(mtu) + 20
+            }
+        )),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn icmpv4_errors_about_a_flow_become_icmpv6_errors_quoting_the_ipv6_packet(
+        kind in kind_strategy(),
+        ports in (1u16.., 1u16..),
+        (v4_type, v6_type) in icmpv4_error_strategy(),
+        payload in proptest::collection::vec(any::<u8>(), 0..1400),
+        quote_len in 28usize..1500,
+    ) {
+        let now = Instant::now();
+        let mut state = router(16);
+        let mut v4 = Vec::new();
+        let outcome = state.to_ipv4(
+            &request(kind, ports, 64, 0, &payload),
+            Some(CLIENT_V4),
+            &mut v4,
+            now,
+        );
+        prop_assert_eq!(outcome, Via6Outcome::Translated);
+        // A router on the way quotes as much of the packet as it likes.
+        let quote = &v4[..quote_len.min(v4.len())];
+        let mut error = Vec::new();
+        from_remote(Ipv4Addr::new(192, 168, 1, 1))
+            .icmpv4(v4_type)
+            .write(&mut error, quote)
+            .expect("written");
+        let mut v6 = Vec::new();
+
+        let outcome = state.to_ipv6(&error, &mut v6, now);
+
+        prop_assert_eq!(outcome, Via6Outcome::Translated);
+        prop_assert!(v6.len() <= 1280, "an ICMPv6 error fits the minimum MTU");
+        let (ip, transport) = valid_v6(&v6);
+        prop_assert_eq!(ip.destination_addr(), client_v6());
+        let icmp = Icmpv6Slice::from_slice(&transport).expect("ICMPv6");
+        prop_assert_eq!(icmp.icmp_type(), v6_type);
+        let (inner, quoted) = Ipv6Header::from_slice(icmp.payload()).expect("quoted IPv6");
+        prop_assert_eq!(inner.source_addr(), client_v6());
+        prop_assert_eq!(inner.destination_addr(), remote_v6());
+        prop_assert_eq!(usize::from(inner.payload_length), v4.len() - 20);
+        prop_assert_eq!(&quoted[4..8], &quote[24..28], "quoted transport kept");
+    }
+
+    #[test]
+    fn ipv4_fragments_of_a_flow_are_refused_and_counted(
+        more_fragments: bool,
+        offset in 0u16..8192,
+    ) {
+        prop_assume!(more_fragments || offset != 0);
+        let now = Instant::now();
+        let mut state = router(16);
+        let mut out = Vec::new();
+        state.to_ipv4(&udp6(1000, 53, b"query"), Some(CLIENT_V4), &mut out, now);
+        let packet = udp4(REMOTE, (53, 1000), b"a long answer");
+        let (mut ip, rest) = Ipv4Header::from_slice(&packet).expect("IPv4");
+        ip.more_fragments = more_fragments;
+        ip.fragment_offset = etherparse::IpFragOffset::try_new(offset).expect("13 bits");
+        ip.header_checksum = ip.calc_header_checksum();
+        let mut fragment = ip.to_bytes().to_vec();
+        fragment.extend_from_slice(rest);
+
+        let outcome = state.to_ipv6(&fragment, &mut out, now);
+
+        if offset == 0 {
+            // The first fragment carries the ports: it is the flow's.
+            prop_assert_eq!(outcome, Via6Outcome::Refused(Via6Refusal::Fragment));
+            prop_assert_eq!(state.stats().refused(Via6Refusal::Fragment), 1);
+        } else {
+            prop_assert_eq!(outcome, Via6Outcome::NotVia6);
+        }
+        prop_assert_eq!(state.stats().to_ipv6, 0);
+    }
+}
+
+#[test]
+fn a_udp_reply_without_a_checksum_gets_one_over_ipv6() {
+    let now = Instant::now();
+    let mut state = router(16);
+    let mut out = Vec::new();
+    state.to_ipv4(&udp6(1000, 53, b"query"), Some(CLIENT_V4), &mut out, now);
+    let mut reply = udp4(REMOTE, (53, 1000), b"answer");
+    reply[26..28].copy_from_slice(&[0, 0]);
+    let mut v6 = Vec::new();
+
+    let outcome = state.to_ipv6(&reply, &mut v6, now);
+
+    assert_eq!(outcome, Via6Outcome::Translated);
+    let (_, transport) = valid_v6(&v6);
+    assert_ne!(&transport[6..8], &[0, 0]);
+}
