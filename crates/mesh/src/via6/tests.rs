@@ -798,9 +798,7 @@ fn icmpv4_error_strategy() -> impl Strategy<Value = (Icmpv4Type, Icmpv6Type)> {
             Icmpv6Type::TimeExceeded(icmpv6::TimeExceededCode::HopLimitExceeded)
         )),
         (1u16..).prop_map(|mtu| (
-            Icmpv4Type::DestinationUnreachable(Unreach4::FragmentationNeeded {
-                next_hop_mtu: mtu
-            }),
+            Icmpv4Type::DestinationUnreachable(Unreach4::FragmentationNeeded { next_hop_mtu: mtu }),
             Icmpv6Type::PacketTooBig {
                 mtu: u32::from(mtu) + 20
             }
