@@ -372,6 +372,8 @@ impl Via6State {
                 }
                 _ => Some(first_class(ports.protocol)),
             };
+            // Translate first: a packet refused opens no flow.
+            emit_v4(&parsed, client, remote, None, out)?;
             if let Some(class) = class {
                 let mut entry = FlowEntry::new(client_v6, site, now);
                 entry.closing = parsed.body.closes();
@@ -379,7 +381,7 @@ impl Via6State {
                     .put(key, entry, class, now)
                     .map_err(|_| Via6Refusal::FlowTableFull)?;
             }
-            return emit_v4(&parsed, client, remote, None, out);
+            return Ok(());
         }
         // An ICMPv6 error from the client, about a packet the router sent
         // it: from a 4via6 address at a site it serves, to the client.
