@@ -11,6 +11,8 @@ usage: tests/bench/dataplane.sh [options]
 
   --duration N        iperf3 run length in seconds (default 10)
   --only IMPL         run one implementation: causeway | wireguard-go
+  --via6              instead: through a subnet router to a host behind it,
+                      by its IPv4 route (subnet) and by its 4via6 route (via6)
   --mtu N             tunnel MTU on both sides (default 1420)
   --json              print one JSON document instead of the table
   --no-build          do not run cargo build; use the existing binary
@@ -30,6 +32,7 @@ DURATION=10
 ONLY=""
 MTU=1420
 JSON=0
+VIA6=0
 BUILD=1
 KEEP=0
 PROFILE=0
@@ -41,6 +44,7 @@ while [[ $# -gt 0 ]]; do
         --duration) DURATION="${2:?--duration needs a number of seconds}"; shift 2 ;;
         --only) ONLY="${2:?--only needs causeway or wireguard-go}"; shift 2 ;;
         --mtu) MTU="${2:?--mtu needs a number}"; shift 2 ;;
+        --via6) VIA6=1; shift ;;
         --json) JSON=1; shift ;;
         --no-build) BUILD=0; shift ;;
         --appliance) APPLIANCE="${2:?--appliance needs a path}"; BUILD=0; shift 2 ;;
@@ -53,10 +57,13 @@ done
 
 [[ "$DURATION" =~ ^[1-9][0-9]*$ ]] || { echo "error: --duration '$DURATION': expected a whole number of seconds > 0" >&2; exit 2; }
 [[ "$MTU" =~ ^[0-9]+$ ]] && (( MTU >= 1280 && MTU <= 9000 )) || { echo "error: --mtu '$MTU': expected 1280..9000" >&2; exit 2; }
-case "$ONLY" in
-    "") IMPLS=(causeway wireguard-go) ;;
-    causeway|wireguard-go) IMPLS=("$ONLY") ;;
-    *) echo "error: --only '$ONLY': expected causeway or wireguard-go" >&2; exit 2 ;;
+case "$VIA6:$ONLY" in
+    0:) IMPLS=(causeway wireguard-go) ;;
+    0:causeway|0:wireguard-go) IMPLS=("$ONLY") ;;
+    1:) IMPLS=(subnet via6) ;;
+    1:subnet|1:via6) IMPLS=("$ONLY") ;;
+    0:*) echo "error: --only '$ONLY': expected causeway or wireguard-go" >&2; exit 2 ;;
+    1:*) echo "error: --only '$ONLY' with --via6: expected subnet or via6" >&2; exit 2 ;;
 esac
 
 log() { echo "bench: $*" >&2; }
@@ -91,6 +98,8 @@ CLK_TCK="$(getconf CLK_TCK)"
 
 NS_A="cwb-$$-a"
 NS_B="cwb-$$-b"
+NS_C="cwb-$$-c"   # --via6: the LAN behind node a
+SERVER_NS="$NS_A" # where the iperf3 server runs
 WORK="$(mktemp -d /tmp/cwb-$$.XXXXXX)"
 PIDS=()
 
@@ -127,6 +136,7 @@ stop_all() {
     PIDS=()
     ip netns del "$NS_A" 2>/dev/null || true
     ip netns del "$NS_B" 2>/dev/null || true
+    ip netns del "$NS_C" 2>/dev/null || true
 }
 
 # Prints the tail of every log in the work directory, then exits.
@@ -174,6 +184,17 @@ setup_topology() {
     done
     ip -n "$NS_A" link set "cwb$$a" up
     ip -n "$NS_B" link set "cwb$$b" up
+    if [[ $VIA6 -eq 1 ]]; then
+        # A LAN behind node a: 198.19.201.0/24, its host at .10.
+        ip netns add "$NS_C"
+        ip link add "cwb$$l" netns "$NS_A" type veth peer name "cwb$$c" netns "$NS_C"
+        ip -n "$NS_A" addr add 198.19.201.1/24 dev "cwb$$l"
+        ip -n "$NS_C" addr add 198.19.201.10/24 dev "cwb$$c"
+        ip -n "$NS_C" link set lo up
+        ip -n "$NS_A" link set "cwb$$l" up
+        ip -n "$NS_C" link set "cwb$$c" up
+        ip -n "$NS_C" route add default via 198.19.201.1
+    fi
 }
 
 # ---------------------------------------------------------------- measuring
@@ -212,8 +233,8 @@ wait_for_tcp_listen() { # ns port what
 measure() {
     local addr="$1" impl="$2"
     shift 2
-    bg_in "$NS_A" "$WORK/$impl-iperf3-server.log" iperf3 -s -B "$addr"
-    wait_for_tcp_listen "$NS_A" 5201 "iperf3 server"
+    bg_in "$SERVER_NS" "$WORK/$impl-iperf3-server.log" iperf3 -s -B "${SERVER_BIND:-$addr}"
+    wait_for_tcp_listen "$SERVER_NS" 5201 "iperf3 server"
     # Warm-up: one short run so handshakes and route set-up are not measured.
     run_in "$NS_B" "$WORK/$impl-warmup.json" iperf3 -c "$addr" -t 1 -J \
         || die "$impl: warm-up iperf3 to $addr failed (tunnel not passing traffic?)"
@@ -275,7 +296,11 @@ wait_running() {
     die "causeway: node $name not running with one peer within 30 s (last status: $(cat "$WORK/$name-status.json" 2>/dev/null || echo none))"
 }
 
+# $1: causeway (node b to node a's tailnet address), or with --via6:
+# subnet (node b to the LAN host behind node a by its IPv4 route) or via6
+# (the same host by its 4via6 route, site 1).
 run_causeway() {
+    local mode="${1:-causeway}"
     local ctl="$WORK/control" da="$WORK/node-a" db="$WORK/node-b"
     mkdir -p "$ctl" "$da" "$db"
     ip netns exec "$NS_A" "$APPLIANCE" control init --state-dir "$ctl" >"$WORK/control-init.log" 2>&1 \
@@ -311,6 +336,14 @@ mtu = $MTU
 advertise_endpoints = ["${ip[$side]}:41641"]
 EOF
     done
+    if [[ $mode != causeway ]]; then
+        # Node a routes the LAN both ways; node b takes routes.
+        cat >>"$WORK/node-a.toml" <<EOF
+[subnet_router]
+routes = [{ prefix = "198.19.201.0/24" }, { prefix = "198.19.201.0/24", site_id = 1 }]
+EOF
+        sed -i 's/^\[node\]$/[node]\naccept_routes = true/' "$WORK/node-b.toml"
+    fi
     bg_in "$NS_A" "$WORK/node-a.log" "$APPLIANCE" run --config "$WORK/node-a.toml"
     local pid_a=$BG_PID
     bg_in "$NS_B" "$WORK/node-b.log" "$APPLIANCE" run --config "$WORK/node-b.toml"
@@ -323,8 +356,31 @@ EOF
     local tun_mtu
     tun_mtu="$(ip -n "$NS_A" -o link show cw0 | sed -n 's/.* mtu \([0-9]*\).*/\1/p')"
     [[ "$tun_mtu" == "$MTU" ]] || die "causeway: cw0 in ns a has MTU '$tun_mtu', expected $MTU"
-    log "causeway: nodes running, node a at $addr; iperf3 for $DURATION s"
-    measure "$addr" causeway "$pid_a" "$pid_b"
+    if [[ $mode != causeway ]]; then
+        local route
+        for route in $(json_field "$WORK/a-status.json" '" ".join(d["advertised_routes"])'); do
+            ip netns exec "$NS_A" "$APPLIANCE" admin --url http://127.0.0.1:8081 --token-file "$ctl/admin.token" \
+                routes approve bench-a "$route" >>"$WORK/admin-a.log" 2>&1 \
+                || die "causeway: approving $route failed"
+        done
+        SERVER_NS="$NS_C" SERVER_BIND=198.19.201.10
+        if [[ $mode == subnet ]]; then
+            addr=198.19.201.10
+        else
+            addr="$(json_field "$WORK/a-status.json" \
+                '[str(__import__("ipaddress").ip_network(r).network_address + 10) for r in d["advertised_routes"] if ":" in r][0]')" \
+                || die "causeway: node a advertises no 4via6 route"
+        fi
+        local i
+        for ((i = 0; i < 100; i++)); do
+            ip netns exec "$NS_B" ping -c 1 -W 1 "$addr" >/dev/null 2>&1 && break
+            sleep 0.1
+        done
+        ((i < 100)) || die "causeway: $addr not reachable from node b within 10 s after approving the routes"
+    fi
+    log "causeway ($mode): nodes running, target $addr; iperf3 for $DURATION s"
+    measure "$addr" "$mode" "$pid_a" "$pid_b"
+    SERVER_NS="$NS_A" SERVER_BIND=""
 }
 
 # ---------------------------------------------------------------- wireguard-go
@@ -378,6 +434,7 @@ for impl in "${IMPLS[@]}"; do
     setup_topology
     case "$impl" in
         causeway) run_causeway ;;
+        subnet|via6) run_causeway "$impl" ;;
         wireguard-go) run_wireguard_go ;;
     esac
     read -r BPS[$impl] BYTES[$impl] CPU[$impl] MCPU[$impl] <<<"$RESULT"
@@ -410,8 +467,13 @@ for line in """$rows""".strip().splitlines():
         "machine_cpu_seconds_per_gb": float(mcpu) / gb if gb else None,
     }
 ratio = None
-if "causeway" in rows and "wireguard-go" in rows:
-    c, w = rows["causeway"], rows["wireguard-go"]
+# The figure and its baseline: causeway against wireguard-go, or with
+# --via6 the 4via6 route against the IPv4 route to the same host.
+pair = ("via6", "subnet") if "subnet" in rows or "via6" in rows else ("causeway", "wireguard-go")
+topology = ("3 network namespaces: node b, node a routing a LAN, the LAN host"
+            if pair[0] == "via6" else "2 network namespaces on one veth")
+if pair[0] in rows and pair[1] in rows:
+    c, w = rows[pair[0]], rows[pair[1]]
     div = lambda a, b: a / b if a is not None and b else None
     ratio = {
         "throughput": div(c["bits_per_second"], w["bits_per_second"]),
@@ -422,14 +484,14 @@ if as_json == "1":
     print(json.dumps({
         "benchmark": "dataplane",
         "test": "iperf3 TCP", "duration_seconds": int(duration), "mtu": int(mtu),
-        "topology": "2 network namespaces on one veth",
+        "topology": topology,
         "machine": {"cores": int(cores), "cpu": cpu_model},
         "versions": {"causeway": cw_version, "wireguard-go": wg_version},
-        "results": rows, "ratio_causeway_to_wireguard_go": ratio,
+        "results": rows, f"ratio_{pair[0]}_to_{pair[1]}".replace("-", "_"): ratio,
     }, indent=2))
     sys.exit(0)
 fmt = lambda v, f: "-" if v is None else f.format(v)
-print(f"data plane, iperf3 TCP {duration} s, MTU {mtu}, 2 namespaces on one veth, this machine: {cores} cores ({cpu_model})")
+print(f"data plane, iperf3 TCP {duration} s, MTU {mtu}, {topology}, this machine: {cores} cores ({cpu_model})")
 print(f"{'impl':<16}{'throughput':<16}{'CPU s/GB'}")
 for impl, r in rows.items():
     print(f"{impl:<16}{fmt(r['bits_per_second'] / 1e6, '{:.0f} Mbit/s'):<16}"
