@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use causeway_wire::PublicKey;
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::Deserialize;
 
 /// The whole file.
@@ -431,6 +431,33 @@ pub struct RouteConfig {
     /// Health probe: an ICMP echo to this address must be answered within
     /// the probe timeout.
     pub probe_icmp: Option<IpAddr>,
+    /// 4via6: serve this IPv4 range as site `site_id` (0–65535). The node
+    /// advertises the range's IPv6 route in the tailnet's range instead of
+    /// the IPv4 prefix, and translates between the two, so sites that use
+    /// the same range stay apart (docs/dns.md, "4via6").
+    pub site_id: Option<u16>,
+}
+
+impl RouteConfig {
+    /// The route this node advertises for the range: the prefix, or for a
+    /// 4via6 site its IPv6 route in the tailnet whose range is `ula`.
+    pub fn advertised(&self, ula: Option<Ipv6Net>) -> Option<IpNet> {
+        match (self.site_id, self.prefix, ula) {
+            (None, prefix, _) => Some(prefix),
+            (Some(site), IpNet::V4(range), Some(ula)) => Some(IpNet::V6(
+                causeway_wire::via6::via6_prefix(ula, site, range),
+            )),
+            (Some(_), _, _) => None,
+        }
+    }
+
+    /// The 4via6 site and range this route serves, if it is one.
+    pub fn via6_site(&self) -> Option<(u16, Ipv4Net)> {
+        match (self.site_id, self.prefix) {
+            (Some(site), IpNet::V4(range)) => Some((site, range)),
+            _ => None,
+        }
+    }
 }
 
 /// Serde adapter for durations written as `500ms`, `2s`, `1m`.
@@ -677,6 +704,43 @@ impl SubnetRouterConfig {
             }
             check_probe(route.probe_tcp.as_deref(), route.probe_icmp)
                 .with_context(|| format!("subnet_router.routes: route {}", route.prefix))?;
+            if let Some(site) = route.site_id
+                && route.prefix.addr().is_ipv6()
+            {
+                bail!(
+                    "subnet_router.routes: route {} with site_id = {site}: 4via6 sites hold IPv4 ranges; drop site_id for an IPv6 prefix",
+                    route.prefix
+                );
+            }
+        }
+        let sites: Vec<(u16, Ipv4Net)> = self
+            .routes
+            .iter()
+            .filter_map(RouteConfig::via6_site)
+            .collect();
+        for (i, (site_a, a)) in sites.iter().enumerate() {
+            for (site_b, b) in &sites[i + 1..] {
+                if site_a != site_b && (a.contains(b) || b.contains(a)) {
+                    bail!(
+                        "subnet_router.routes: {a} at site_id = {site_a} overlaps {b} at site_id = {site_b}; one router reaches one LAN, which cannot hold both"
+                    );
+                }
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for route in &self.routes {
+            if !seen.insert((route.prefix, route.site_id)) {
+                match route.site_id {
+                    Some(site) => bail!(
+                        "subnet_router.routes: route {} at site_id = {site} is listed twice",
+                        route.prefix
+                    ),
+                    None => bail!(
+                        "subnet_router.routes: route {} is listed twice",
+                        route.prefix
+                    ),
+                }
+            }
         }
         Ok(())
     }
@@ -810,6 +874,51 @@ mod tests {
         ))
         .expect_err("host bits refused");
         assert!(err.to_string().contains("198.19.1.7/24"), "{err}");
+    }
+
+    #[test]
+    fn a_4via6_site_route_is_advertised_in_the_tailnet_range_and_checked() {
+        let router = |routes: &str| parse(&format!("{NODE}\n[subnet_router]\nroutes = [{routes}]"));
+        let ok = router(r#"{ prefix = "10.0.0.0/24", site_id = 7 }, { prefix = "198.19.1.0/24" }"#)
+            .expect("valid");
+        let routes = ok.subnet_router.expect("router role").routes;
+        let ula: Ipv6Net = "fd7a:115c:a1e0::/48".parse().expect("valid");
+        assert_eq!(
+            routes[0]
+                .advertised(Some(ula))
+                .map(|p| p.to_string())
+                .as_deref(),
+            Some("fd7a:115c:a1e0:b1a:0:7:a00:0/120")
+        );
+        assert_eq!(routes[0].advertised(None), None, "not before registering");
+        assert_eq!(
+            routes[1].advertised(None).map(|p| p.to_string()).as_deref(),
+            Some("198.19.1.0/24")
+        );
+        assert_eq!(
+            routes[0].via6_site(),
+            Some((7, "10.0.0.0/24".parse().expect("valid")))
+        );
+        // The same range at two sites may not share a router; the same
+        // site twice, an IPv6 range, or a site ID out of range are refused.
+        for (routes, expected) in [
+            (
+                r#"{ prefix = "10.0.0.0/24", site_id = 7 }, { prefix = "10.0.0.0/25", site_id = 8 }"#,
+                "overlaps 10.0.0.0/25 at site_id = 8",
+            ),
+            (
+                r#"{ prefix = "10.0.0.0/24", site_id = 7 }, { prefix = "10.0.0.0/24", site_id = 7 }"#,
+                "listed twice",
+            ),
+            (
+                r#"{ prefix = "fd00::/64", site_id = 7 }"#,
+                "4via6 sites hold IPv4 ranges",
+            ),
+            (r#"{ prefix = "10.0.0.0/24", site_id = 70000 }"#, "site_id"),
+        ] {
+            let err = router(routes).expect_err(routes);
+            assert!(format!("{err:#}").contains(expected), "{routes}: {err:#}");
+        }
     }
 
     #[test]

@@ -525,6 +525,7 @@ mod tests {
             egress: None,
             os_dns: None,
             app_connector: None,
+            via6: None,
         }
     }
 

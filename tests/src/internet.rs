@@ -17,7 +17,7 @@ pub const INTERNET_URL_V6: &str = "http://[2001:db8:100::10]:8000/";
 pub const GATEWAY: &str = "198.18.0.250";
 
 /// The echo server's port.
-const ECHO_PORT: &str = "8000";
+pub const ECHO_PORT: &str = "8000";
 
 /// The internet namespace and the log of every caller the server saw.
 pub struct Internet {

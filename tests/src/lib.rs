@@ -10,6 +10,7 @@
 pub mod aws;
 pub mod connector;
 pub mod internet;
+pub mod via6;
 
 use std::fmt::Write as _;
 use std::fs;
@@ -784,6 +785,31 @@ impl TestDeployment {
             n.ip(&args)
                 .unwrap_or_else(|e| panic!("wiring {}: {e:#}", ns.name()));
         }
+        ns
+    }
+
+    /// Creates namespace `cw-NAME-SUFFIX` with only its loopback up, and a
+    /// veth pair joining it (as `eth0`) to `peer` (as `peer_link`).
+    /// Removed again when the deployment is torn down.
+    pub fn add_namespace_behind(&mut self, suffix: &str, peer: &Netns, peer_link: &str) -> Netns {
+        let ns = Netns::new(format!("cw-{}-{suffix}", self.name()));
+        self.extra_namespaces.push(ns.name().to_owned());
+        ns.create().expect("creating the extra namespace");
+        ns.ip(&["link", "set", "dev", "lo", "up"])
+            .expect("loopback up");
+        peer.ip(&[
+            "link",
+            "add",
+            peer_link,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns.name(),
+        ])
+        .unwrap_or_else(|e| panic!("joining {} to {}: {e:#}", ns.name(), peer.name()));
         ns
     }
 

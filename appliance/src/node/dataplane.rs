@@ -16,12 +16,12 @@ use std::collections::BTreeSet;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::time::Instant;
 
 use anyhow::Context;
 use causeway_mesh::{
-    Delivery, DiscoveryEvent, DropCounts, EndpointDiscoveryState, NodeState, PeerStats,
+    Delivery, DiscoveryEvent, DropCounts, EndpointDiscoveryState, NodeState, PeerStats, Via6Stats,
 };
 use causeway_wire::{Node, NodeId, PacketFilter, PrivateKey};
 use tokio::net::UdpSocket;
@@ -44,6 +44,10 @@ const BUF_LEN: usize = 65_536;
 /// WireGuard adds at most this much to a packet (header, counter, tag).
 const OVERHEAD: usize = 32;
 
+/// A 4via6 reply grows by up to this much when the core translates it to
+/// IPv6 before encrypting it.
+const VIA6_GROWTH: usize = 40;
+
 /// The core writes handshake messages (148 bytes) into any output buffer.
 const MIN_OUT: usize = 256;
 
@@ -56,7 +60,7 @@ pub enum Command {
     /// The node key was rotated: rebuild every tunnel under the new key.
     SetKey(PrivateKey, Vec<Node>),
     /// Counters for `appliance status`.
-    Stats(oneshot::Sender<(Vec<PeerStats>, DropCounts)>),
+    Stats(oneshot::Sender<(Vec<PeerStats>, DropCounts, Via6Stats)>),
     /// The addresses of the node's own interfaces changed.
     SetLocalEndpoints(BTreeSet<SocketAddr>),
     /// The cloud's public address for this node, from its metadata service.
@@ -82,19 +86,26 @@ pub struct DataplaneDriver {
     served: Option<Vec<IpNet>>,
     /// The peers kept warm, likewise.
     warm: BTreeSet<NodeId>,
+    /// The tailnet's IPv6 range and the 4via6 sites served, likewise.
+    via6: Option<(Ipv6Net, Vec<(u16, Ipv4Net)>)>,
 }
 
 impl DataplaneDriver {
     /// Wires the cores to their devices. Every change of the endpoints to
-    /// advertise is published on `endpoints`.
+    /// advertise is published on `endpoints`. `via6`: the tailnet's IPv6
+    /// range and the 4via6 sites and ranges this node serves.
     pub fn new(
-        node: NodeState,
+        mut node: NodeState,
+        via6: Option<(Ipv6Net, Vec<(u16, Ipv4Net)>)>,
         discovery: EndpointDiscoveryState,
         tun: AsyncDevice,
         socket: UdpSocket,
         commands: mpsc::Receiver<Command>,
         endpoints: watch::Sender<Vec<SocketAddr>>,
     ) -> Self {
+        if let Some((ula, sites)) = &via6 {
+            set_via6(&mut node, *ula, sites);
+        }
         Self {
             node,
             discovery,
@@ -105,6 +116,7 @@ impl DataplaneDriver {
             filter: None,
             served: None,
             warm: BTreeSet::new(),
+            via6,
         }
     }
 
@@ -200,6 +212,9 @@ impl DataplaneDriver {
                 self.node = NodeState::new(&key, rand::random());
                 self.node.set_peers(peers.iter());
                 self.node.set_warm(self.warm.clone());
+                if let Some((ula, sites)) = &self.via6 {
+                    set_via6(&mut self.node, *ula, sites);
+                }
                 // The new core enforces what the old one did.
                 self.node.set_filter(self.filter.clone());
                 if let Some(served) = &self.served {
@@ -210,6 +225,7 @@ impl DataplaneDriver {
                 let _ = reply.send((
                     self.node.peer_stats(Instant::now()),
                     self.node.dropped().clone(),
+                    self.node.via6_stats(),
                 ));
             }
             Command::SetLocalEndpoints(local) => self.discovery.set_local(local),
@@ -242,6 +258,19 @@ impl DataplaneDriver {
     }
 }
 
+/// Turns on 4via6 translation for `sites` (the configuration refuses
+/// overlapping sites, so an error here is a bug worth a loud log line,
+/// not a stop: the node's other routes still work).
+fn set_via6(node: &mut NodeState, ula: Ipv6Net, sites: &[(u16, Ipv4Net)]) {
+    if sites.is_empty() {
+        return;
+    }
+    match node.set_via6(ula, sites) {
+        Ok(()) => tracing::info!(%ula, ?sites, "4via6 translation on"),
+        Err(e) => tracing::error!(error = %e, "4via6 translation stays off"),
+    }
+}
+
 /// Encrypts a packet from the TUN device straight into the pending GSO run,
 /// sending the run first when this datagram cannot join it.
 async fn encrypt(
@@ -250,7 +279,7 @@ async fn encrypt(
     batch: &mut GsoBatch,
     packet: &[u8],
 ) {
-    let need = (packet.len() + OVERHEAD).max(MIN_OUT);
+    let need = (packet.len() + OVERHEAD + VIA6_GROWTH).max(MIN_OUT);
     if batch.spare_len() < need {
         send_pending(udp, batch).await;
         batch.clear();

@@ -222,7 +222,7 @@ impl ExitDriver {
         self.next_path_check = Instant::now() + PATH_CHECK;
         let (reply, answer) = oneshot::channel();
         self.dataplane.send(Command::Stats(reply)).await.ok()?;
-        let (peers, _) = answer.await.ok()?;
+        let (peers, ..) = answer.await.ok()?;
         self.state.set_rtts(peers.iter().map(|p| (p.id, p.rtt)));
         let before = self.selected;
         let peers = self.update(netmap).await;

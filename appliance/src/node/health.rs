@@ -22,7 +22,7 @@ use causeway_mesh::{ProbeSettings, RouteHealthState};
 use causeway_netconf::{RouteTable, forwarding_enabled};
 use causeway_wire::RouteHealth;
 use futures::StreamExt;
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv6Net};
 use tokio::sync::watch;
 
 use crate::config::{ExitNodeConfig, SubnetRouterConfig};
@@ -39,8 +39,11 @@ pub(crate) const MAX_CONCURRENT_PROBES: usize = 16;
 /// What one route is checked against.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct RouteProbe {
-    /// The advertised prefix.
+    /// The advertised prefix (health is reported for it).
     pub prefix: IpNet,
+    /// What the node forwards it to: the prefix itself, or for a 4via6
+    /// route the site's IPv4 range.
+    pub range: IpNet,
     /// The probe target beyond the forwarding path.
     pub target: Option<ProbeTarget>,
 }
@@ -55,13 +58,16 @@ pub(crate) enum ProbeTarget {
 }
 
 impl RouteProbe {
-    /// The routes of a `[subnet_router]` section and their probes.
-    pub(crate) fn from_config(router: &SubnetRouterConfig) -> Vec<Self> {
+    /// The routes of a `[subnet_router]` section and their probes, in the
+    /// tailnet whose IPv6 range is `ula` (for 4via6 routes).
+    pub(crate) fn from_config(router: &SubnetRouterConfig, ula: Option<Ipv6Net>) -> Vec<Self> {
         router
             .routes
             .iter()
-            .map(|r| RouteProbe {
-                prefix: r.prefix,
+            .filter_map(|r| Some((r.advertised(ula)?, r)))
+            .map(|(prefix, r)| RouteProbe {
+                prefix,
+                range: r.prefix,
                 target: match (&r.probe_tcp, r.probe_icmp) {
                     (Some(tcp), _) => Some(ProbeTarget::Tcp(tcp.clone())),
                     (None, Some(ip)) => Some(ProbeTarget::Icmp(ip)),
@@ -76,6 +82,7 @@ impl RouteProbe {
     pub(crate) fn for_exit_node(exit: &ExitNodeConfig) -> Self {
         RouteProbe {
             prefix: IpNet::V4(ipnet::Ipv4Net::default()),
+            range: IpNet::V4(ipnet::Ipv4Net::default()),
             target: match (&exit.probe_tcp, exit.probe_icmp) {
                 (Some(tcp), _) => Some(ProbeTarget::Tcp(tcp.clone())),
                 (None, Some(ip)) => Some(ProbeTarget::Icmp(ip)),
@@ -94,13 +101,13 @@ impl RouteProbe {
             Some(ProbeTarget::Tcp(t)) => t.parse::<SocketAddr>().ok().map(|a| a.ip()),
             None => None,
         };
-        if self.prefix.prefix_len() == 0 {
+        if self.range.prefix_len() == 0 {
             return target.unwrap_or(IpAddr::V4(INTERNET_PATH_V4));
         }
-        if let Some(ip) = target.filter(|ip| self.prefix.contains(ip)) {
+        if let Some(ip) = target.filter(|ip| self.range.contains(ip)) {
             return ip;
         }
-        match self.prefix {
+        match self.range {
             IpNet::V4(v4) if v4.prefix_len() < 32 => {
                 IpAddr::V4(Ipv4Addr::from(u32::from(v4.network()).saturating_add(1)))
             }
@@ -336,6 +343,7 @@ mod tests {
     fn probe(prefix: &str, target: Option<ProbeTarget>) -> RouteProbe {
         RouteProbe {
             prefix: prefix.parse().expect("valid prefix"),
+            range: prefix.parse().expect("valid prefix"),
             target,
         }
     }

@@ -98,10 +98,8 @@ pub async fn run(
     let control_key = control_key(config)?;
     let machine_key = state.machine_key()?;
     let (node_key, pending_key) = state.node_keys()?;
-    let mut advertised: Vec<IpNet> = router
-        .map(|r| r.routes.iter().map(|r| r.prefix).collect())
-        .unwrap_or_default();
-    advertised.extend(exit_node.map(ExitNodeConfig::routes).unwrap_or_default());
+    // 4via6 routes lie in the tailnet's IPv6 range, known once registered.
+    let advertised = advertised_routes(router, exit_node, None);
     // A bad egress interface or gateway stops the start before anything
     // is set up.
     let egress_setup = match exit_node {
@@ -163,6 +161,14 @@ pub async fn run(
         .clone()
         .context("control session opened the map without a registration")?;
     tracing::info!(node_id = %registration.node_id, addresses = ?registration.addresses, "registered");
+    let ula = tailnet_v6(&registration);
+    let advertised = advertised_routes(router, exit_node, ula);
+    status::set(&status, |s| s.advertised_routes = advertised.clone());
+    // What this node forwards to on its own side: the subnets it routes
+    // (a 4via6 site's IPv4 range rather than its IPv6 route).
+    let local_ranges: Vec<IpNet> = router
+        .map(|r| r.routes.iter().map(|r| r.prefix).collect())
+        .unwrap_or_default();
 
     // Data plane: TUN device, UDP socket, driver task.
     let tun = dataplane::open_tun(&config.tun_name, config.mtu.unwrap_or(DEFAULT_MTU))
@@ -207,7 +213,7 @@ pub async fn run(
     let (commands, command_rx) = mpsc::channel(64);
     let mut exit = ExitDriver::start(
         config,
-        &advertised,
+        &local_ranges,
         ifindex,
         Arc::clone(&status),
         commands.clone(),
@@ -224,8 +230,13 @@ pub async fn run(
     });
     let (endpoints_tx, mut endpoints) = watch::channel(discovery.endpoints().to_vec());
     let mut dataplane_key = session.node_key.public_key();
+    let via6 = ula.map(|ula| (ula, via6_sites(router)));
+    if via6.as_ref().is_some_and(|(_, sites)| !sites.is_empty()) {
+        status::set(&status, |s| s.via6 = Some(status::Via6Status::default()));
+    }
     let driver = DataplaneDriver::new(
         NodeState::new(&session.node_key, rand::random()),
+        via6,
         discovery,
         tun,
         socket,
@@ -296,7 +307,7 @@ pub async fn run(
     // role the sender stays idle and nothing is reported.
     let (health_tx, mut health) = watch::channel(None::<Vec<RouteHealth>>);
     let mut probed = router
-        .map(health::RouteProbe::from_config)
+        .map(|r| health::RouteProbe::from_config(r, ula))
         .unwrap_or_default();
     probed.extend(exit_node.map(health::RouteProbe::for_exit_node));
     let probes = (!probed.is_empty()).then(|| {
@@ -1144,10 +1155,33 @@ fn start_router(
     Ok(setup)
 }
 
+/// The routes this node advertises: its subnet routes (a 4via6 site's
+/// IPv6 route in the tailnet's range `ula`, left out while it is not
+/// known) and an exit node's default routes.
+fn advertised_routes(
+    router: Option<&SubnetRouterConfig>,
+    exit_node: Option<&ExitNodeConfig>,
+    ula: Option<ipnet::Ipv6Net>,
+) -> Vec<IpNet> {
+    router
+        .into_iter()
+        .flat_map(|r| r.routes.iter().filter_map(|r| r.advertised(ula)))
+        .chain(exit_node.map(ExitNodeConfig::routes).unwrap_or_default())
+        .collect()
+}
+
+/// The 4via6 sites and ranges this node serves.
+fn via6_sites(router: Option<&SubnetRouterConfig>) -> Vec<(u16, ipnet::Ipv4Net)> {
+    router
+        .into_iter()
+        .flat_map(|r| r.routes.iter().filter_map(|r| r.via6_site()))
+        .collect()
+}
+
 /// The tailnet's IPv6 /48, from the node's own IPv6 address.
 fn tailnet_v6(registration: &Registration) -> Option<ipnet::Ipv6Net> {
     registration.addresses.iter().find_map(|a| match a {
-        IpNet::V6(v6) => ipnet::Ipv6Net::new(v6.addr(), 48).ok().map(|n| n.trunc()),
+        IpNet::V6(v6) => Some(causeway_wire::via6::tailnet_ula(v6.addr())),
         IpNet::V4(_) => None,
     })
 }

@@ -223,8 +223,14 @@ impl NodeResolver {
         }
         self.access.send_replace(local_only(&own));
         let dns = netmap.dns();
+        let tailnet_domain = Some(dns.domain.clone()).filter(|domain| !domain.is_empty());
         let names = Names {
-            tailnet_domain: Some(dns.domain.clone()).filter(|domain| !domain.is_empty()),
+            // Reverse names are answered with MagicDNS only.
+            reverse: match tailnet_domain {
+                Some(_) => causeway_dns::reverse_zones(ula),
+                None => Vec::new(),
+            },
+            tailnet_domain,
             split: dns.split.keys().cloned().collect(),
         };
         if names != self.os_names {

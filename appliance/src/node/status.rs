@@ -113,6 +113,41 @@ pub struct NodeStatus {
     /// nodes.
     #[serde(default)]
     pub app_connector: Option<super::connector::AppConnectorStatus>,
+    /// 4via6 translation counters; `None` on a node that serves no site.
+    #[serde(default)]
+    pub via6: Option<Via6Status>,
+}
+
+/// A subnet router's 4via6 translation in the status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Via6Status {
+    /// Client packets translated from IPv6 to IPv4.
+    pub to_ipv4: u64,
+    /// Replies translated from IPv4 to IPv6.
+    pub to_ipv6: u64,
+    /// Flows in the translation table.
+    pub flows: usize,
+    /// The table's bound.
+    pub flow_capacity: usize,
+    /// Packets refused, per reason (also counted under `via6` in
+    /// `dropped_by_reason`).
+    pub refused: BTreeMap<String, u64>,
+}
+
+impl From<&causeway_mesh::Via6Stats> for Via6Status {
+    fn from(stats: &causeway_mesh::Via6Stats) -> Self {
+        Self {
+            to_ipv4: stats.to_ipv4,
+            to_ipv6: stats.to_ipv6,
+            flows: stats.flows,
+            flow_capacity: stats.flow_capacity,
+            refused: stats
+                .iter_refused()
+                .filter(|&(_, n)| n > 0)
+                .map(|(reason, n)| (reason.as_str().to_owned(), n))
+                .collect(),
+        }
+    }
 }
 
 /// An exit node's egress interface in the status.
@@ -240,6 +275,7 @@ impl NodeStatus {
             egress: None,
             os_dns: None,
             app_connector: None,
+            via6: None,
         }
     }
 }
@@ -283,8 +319,11 @@ pub async fn snapshot(
     let (reply, answer) = oneshot::channel();
     let mut snapshot = set(status, |s| s.clone());
     if dataplane.send(Command::Stats(reply)).await.is_ok()
-        && let Ok((peers, dropped)) = answer.await
+        && let Ok((peers, dropped, via6)) = answer.await
     {
+        if let Some(status) = &mut snapshot.via6 {
+            *status = Via6Status::from(&via6);
+        }
         snapshot.dropped_packets = dropped.total();
         snapshot.dropped_by_reason = dropped
             .iter()
@@ -371,6 +410,22 @@ pub fn render(status: &NodeStatus) -> String {
                 ""
             } else {
                 " ; DNS not answering yet"
+            }
+        );
+    }
+    if let Some(v) = &status.via6 {
+        let refused: Vec<String> = v.refused.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        let _ = writeln!(
+            out,
+            "4via6     {} to IPv4, {} to IPv6 ; {} of {} flows ; refused: {}",
+            v.to_ipv4,
+            v.to_ipv6,
+            v.flows,
+            v.flow_capacity,
+            if refused.is_empty() {
+                "none".to_owned()
+            } else {
+                refused.join(", ")
             }
         );
     }
@@ -613,6 +668,7 @@ mod tests {
             egress: None,
             os_dns: None,
             app_connector: None,
+            via6: None,
             route_health: vec![],
         }
     }
@@ -678,6 +734,25 @@ mod tests {
         assert!(
             other.contains("offline") && other.contains("UNHEALTHY") && !other.contains("warm"),
             "{other}"
+        );
+    }
+
+    #[test]
+    fn render_shows_4via6_counters() {
+        let mut s = status();
+        s.via6 = Some(Via6Status {
+            to_ipv4: 12,
+            to_ipv6: 10,
+            flows: 2,
+            flow_capacity: 65_536,
+            refused: BTreeMap::from([("fragment".to_owned(), 3)]),
+        });
+        let text = render(&s);
+        assert!(
+            text.contains(
+                "4via6     12 to IPv4, 10 to IPv6 ; 2 of 65536 flows ; refused: fragment 3"
+            ),
+            "{text}"
         );
     }
 

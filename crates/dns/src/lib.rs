@@ -45,7 +45,9 @@ pub use connector::{
     DomainPattern, Learned, MAX_DOMAINS, MAX_ROUTES_LIMIT, answer_addresses,
 };
 pub use lookup::{Answer, BadLookup, Lookup};
-pub use magic::{BadDnsConfig, MAGIC_TTL, MAX_RECORDS, MAX_SPLIT_DOMAINS, MagicDns, Route};
+pub use magic::{
+    BadDnsConfig, MAGIC_TTL, MAX_RECORDS, MAX_SPLIT_DOMAINS, MagicDns, Route, reverse_zones,
+};
 pub use os_resolv::{WRITTEN_BY, resolv_conf_pointing_at};
 pub use query::{BadAnswer, BadQuery, MAX_QUERY_LEN, MAX_UDP_PAYLOAD, Query};
 pub use upstream::{MAX_UPSTREAMS, upstreams_from_resolv_conf};

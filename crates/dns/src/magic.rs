@@ -275,6 +275,32 @@ impl MagicDns {
     }
 }
 
+/// The reverse zones whose names this table answers (PTR): the tailnet's
+/// IPv4 range, as the 64 zones `64.100.in-addr.arpa` to
+/// `127.100.in-addr.arpa` (100.64.0.0/10 is not on an octet boundary), and
+/// the tailnet's IPv6 /48 `ula` as one `ip6.arpa` zone. A resolver that
+/// routes by domain (systemd-resolved) sends reverse lookups of tailnet
+/// addresses here only for these.
+pub fn reverse_zones(ula: Option<Ipv6Net>) -> Vec<String> {
+    let first = TAILNET_V4.network().octets()[1];
+    let last = TAILNET_V4.broadcast().octets()[1];
+    let v4 = (first..=last).map(|second| format!("{second}.100.in-addr.arpa"));
+    let v6 = ula.map(|ula| {
+        let nibbles: String = ula
+            .trunc()
+            .network()
+            .octets()
+            .iter()
+            .take(6)
+            .flat_map(|byte| [byte >> 4, byte & 0xf])
+            .rev()
+            .map(|nibble| format!("{nibble:x}."))
+            .collect();
+        format!("{nibbles}ip6.arpa")
+    });
+    v4.chain(v6).collect()
+}
+
 /// A lower-case, fully qualified name from configuration text.
 fn fqdn(text: &str) -> Result<Name, String> {
     let mut name = Name::from_ascii(text).map_err(|e| format!("{e}; expected a domain name"))?;
@@ -394,6 +420,25 @@ mod tests {
         let mx = answered(ask(&t, "router.tailnet.example.", RecordType::MX));
         assert_eq!(mx.metadata.response_code, ResponseCode::NoError);
         assert!(mx.answers.is_empty());
+    }
+
+    #[test]
+    fn reverse_zones_cover_the_tailnet_and_are_answered_here() {
+        let zones = reverse_zones(Some("fd7a:115c:a1e0::/48".parse().expect("valid")));
+        assert_eq!(zones.len(), 65);
+        assert_eq!(zones[0], "64.100.in-addr.arpa");
+        assert_eq!(zones[63], "127.100.in-addr.arpa");
+        assert_eq!(zones[64], "0.e.1.a.c.5.1.1.a.7.d.f.ip6.arpa");
+        assert_eq!(reverse_zones(None).len(), 64);
+        // The names a PTR query for a tailnet address asks fall in them,
+        // and the table answers them.
+        let t = table();
+        for (address, zone) in [("100.64.0.1", &zones[0]), ("fd7a:115c:a1e0::1", &zones[64])] {
+            let arpa = Name::from(addr(address)).to_ascii();
+            assert!(arpa.ends_with(&format!("{zone}.")), "{arpa} in {zone}");
+            let answer = answered(ask(&t, &arpa, RecordType::PTR));
+            assert_eq!(answer.answers.len(), 1, "{arpa}");
+        }
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! node advertises, including the one control's STUN port sees.
 //! [`ControlSessionState`] decides when to register, open the map stream,
 //! rotate the node key and retry, keeping the old key until control
-//! confirms the new one. The shell
+//! confirms the new one. [`Via6State`] translates 4via6 on a subnet
+//! router: IPv6 to a site's overlapping IPv4 range and back (RFC 7915).
+//! The shell
 //! (the appliance's data-plane driver) owns the TUN device, the one UDP
 //! socket and one timer, and hands in the time.
 
@@ -25,6 +27,7 @@ mod packet;
 mod route_health;
 mod session;
 mod tunnel;
+mod via6;
 
 pub use conntrack::{DEFAULT_FLOW_CAPACITY, FlowStats};
 pub use discovery::{DiscoveryEvent, EndpointDiscoveryState, PROBE_INTERVAL};
@@ -44,4 +47,7 @@ pub use route_health::{ProbeSettings, RouteHealthState};
 pub use session::{
     ControlSessionState, NodeKeys, RETRY_MAX, RETRY_MIN, RegisterAttempt, SessionCommand,
     SessionFailure, SessionPhase, SessionStatus,
+};
+pub use via6::{
+    DEFAULT_VIA6_FLOW_CAPACITY, Via6ConfigError, Via6Outcome, Via6Refusal, Via6State, Via6Stats,
 };

@@ -1,19 +1,22 @@
 //! [`NodeState`]: the packet path of one node.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use boringtun::noise::errors::WireGuardError;
 use causeway_wire::{Node, NodeId, PacketFilter, PrivateKey, PublicKey};
 use ip_network::IpNetwork;
 use ip_network_table::IpNetworkTable;
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::conntrack::{DEFAULT_FLOW_CAPACITY, FlowStats};
 use crate::filter::{FilterDrop, PacketFilterState};
 use crate::packet::parse_ip_header;
 use crate::tunnel::{Addressee, Identity, Output, Tunnel};
+use crate::via6::{
+    DEFAULT_VIA6_FLOW_CAPACITY, Via6ConfigError, Via6Outcome, Via6Refusal, Via6State, Via6Stats,
+};
 
 /// How often the shell should call [`NodeState::handle_timeout`]; boringtun's
 /// own timers have a resolution of about this (WireGuard paper §6.1).
@@ -99,6 +102,9 @@ pub enum Drop {
     NotIp,
     /// WireGuard refused it (replay, expired session, …).
     Tunnel(String),
+    /// A 4via6 packet that cannot be translated (see [`Via6Refusal`];
+    /// [`NodeState::via6_stats`] counts them per reason).
+    Via6(Via6Refusal),
 }
 
 impl Drop {
@@ -115,6 +121,7 @@ impl Drop {
             Drop::NoEndpoint(_) => DropReason::NoEndpoint,
             Drop::NotIp => DropReason::NotIp,
             Drop::Tunnel(_) => DropReason::Tunnel,
+            Drop::Via6(_) => DropReason::Via6,
         }
     }
 }
@@ -142,11 +149,13 @@ pub enum DropReason {
     NotIp,
     /// See [`Drop::Tunnel`].
     Tunnel,
+    /// See [`Drop::Via6`].
+    Via6,
 }
 
 impl DropReason {
     /// Every reason, in the order counters are reported.
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::Garbage,
         DropReason::UnknownPeer,
         DropReason::SpoofedSource,
@@ -157,6 +166,7 @@ impl DropReason {
         DropReason::NoEndpoint,
         DropReason::NotIp,
         DropReason::Tunnel,
+        DropReason::Via6,
     ];
 
     /// The reason's name in status output and metric labels.
@@ -172,6 +182,7 @@ impl DropReason {
             DropReason::NoEndpoint => "no_endpoint",
             DropReason::NotIp => "not_ip",
             DropReason::Tunnel => "tunnel",
+            DropReason::Via6 => "via6",
         }
     }
 }
@@ -248,6 +259,10 @@ pub struct NodeState {
     sprays: VecDeque<(SocketAddr, Vec<u8>)>,
     /// Peers kept warm with keepalives (see [`NodeState::set_warm`]).
     warm: BTreeSet<NodeId>,
+    /// 4via6 translation, when this node is a router for 4via6 routes.
+    via6: Via6State,
+    /// Where 4via6 translates to; reused, so no allocation per packet.
+    via6_scratch: Vec<u8>,
 }
 
 struct Peer {
@@ -312,6 +327,8 @@ impl NodeState {
             cookie_replies: 0,
             sprays: VecDeque::new(),
             warm: BTreeSet::new(),
+            via6: Via6State::new(DEFAULT_VIA6_FLOW_CAPACITY),
+            via6_scratch: Vec::new(),
         }
     }
 
@@ -393,10 +410,46 @@ impl NodeState {
         self.filter.flow_stats()
     }
 
+    /// Makes this node translate 4via6 (see the `via6` module): IPv6
+    /// packets for the 4via6 addresses of these (site, IPv4 range) pairs in
+    /// the tailnet whose /48 is `ula` go to the TUN device as IPv4, and
+    /// their replies come back to the client as IPv6. An empty list turns
+    /// it off. The packet filter still judges the IPv6 packet, and the
+    /// node must serve the 4via6 routes ([`NodeState::set_served`]). On an
+    /// error nothing changes.
+    pub fn set_via6(
+        &mut self,
+        ula: Ipv6Net,
+        served: &[(u16, Ipv4Net)],
+    ) -> Result<(), Via6ConfigError> {
+        self.via6.configure(ula, served)
+    }
+
+    /// Counters of 4via6 translation.
+    pub fn via6_stats(&self) -> Via6Stats {
+        self.via6.stats()
+    }
+
     /// Encrypts a packet read from the TUN device for the peer that owns
-    /// its destination. `out` must be at least `packet.len() + 32` and 148
-    /// bytes long.
+    /// its destination. `out` must be at least `packet.len() + 72` and 148
+    /// bytes long (a 4via6 reply grows by up to 40 bytes as IPv6).
     pub fn handle_tun_packet<'a>(
+        &mut self,
+        packet: &[u8],
+        out: &'a mut [u8],
+        now: Instant,
+    ) -> Result<Option<Transmit<'a>>, Drop> {
+        let mut scratch = std::mem::take(&mut self.via6_scratch);
+        let result = match self.via6.to_ipv6(packet, &mut scratch, now) {
+            Via6Outcome::NotVia6 => self.encrypt(packet, out, now),
+            Via6Outcome::Translated => self.encrypt(&scratch, out, now),
+            Via6Outcome::Refused(refusal) => Err(self.drop(Drop::Via6(refusal))),
+        };
+        self.via6_scratch = scratch;
+        result
+    }
+
+    fn encrypt<'a>(
         &mut self,
         packet: &[u8],
         out: &'a mut [u8],
@@ -529,13 +582,54 @@ impl NodeState {
                     };
                     return Delivery::Dropped(self.drop(why));
                 }
-                Delivery::Tun(&out[range])
+                self.deliver(id, range, out, now)
             }
             Output::Error(WireGuardError::NoCurrentSession | WireGuardError::WrongIndex) => {
                 self.rescue_session(from, datagram, out, now)
             }
             Output::Error(e) => Delivery::Dropped(self.drop(Drop::Tunnel(format!("{e:?}")))),
         }
+    }
+
+    /// A decrypted packet that passed the source check and the filter:
+    /// for the TUN device as it is, or translated from 4via6.
+    fn deliver<'a>(
+        &mut self,
+        id: NodeId,
+        range: std::ops::Range<usize>,
+        out: &'a mut [u8],
+        now: Instant,
+    ) -> Delivery<'a> {
+        if !self.via6.is_enabled() {
+            return Delivery::Tun(&out[range]);
+        }
+        let client = self.peers.get(&id).and_then(|peer| {
+            peer.node.addresses.iter().find_map(|a| match a.addr() {
+                IpAddr::V4(v4) => Some(v4),
+                IpAddr::V6(_) => None::<Ipv4Addr>,
+            })
+        });
+        let mut scratch = std::mem::take(&mut self.via6_scratch);
+        let outcome = self
+            .via6
+            .to_ipv4(&out[range.clone()], client, &mut scratch, now);
+        let delivery = match outcome {
+            Via6Outcome::NotVia6 => Delivery::Tun(&out[range]),
+            Via6Outcome::Refused(refusal) => Delivery::Dropped(self.drop(Drop::Via6(refusal))),
+            Via6Outcome::Translated => {
+                // IPv4 is shorter than the IPv6 it came from: it fits.
+                let end = range.start + scratch.len();
+                match out.get_mut(range.start..end) {
+                    Some(slot) if end <= range.end => {
+                        slot.copy_from_slice(&scratch);
+                        Delivery::Tun(&out[range.start..end])
+                    }
+                    _ => Delivery::Dropped(self.drop(Drop::Via6(Via6Refusal::Malformed))),
+                }
+            }
+        };
+        self.via6_scratch = scratch;
+        delivery
     }
 
     /// A message for a session we do not have, from where a known peer
@@ -585,6 +679,7 @@ impl NodeState {
         }
         if self.next_tick.is_none_or(|t| now >= t) {
             self.filter.handle_timeout(now);
+            self.via6.handle_timeout(now);
             self.work
                 .extend(self.peers.keys().map(|&id| Work::Timers(id)));
             for &id in &self.warm {

@@ -139,6 +139,9 @@ pub struct Names {
     pub tailnet_domain: Option<String>,
     /// The split-DNS domains.
     pub split: Vec<String>,
+    /// Reverse zones of the tailnet's addresses (routed to the node
+    /// resolver by systemd-resolved; `resolv.conf` sends it everything).
+    pub reverse: Vec<String>,
 }
 
 impl Names {
@@ -147,6 +150,7 @@ impl Names {
         self.tailnet_domain
             .iter()
             .chain(&self.split)
+            .chain(&self.reverse)
             .cloned()
             .collect()
     }

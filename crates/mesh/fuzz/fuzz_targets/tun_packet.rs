@@ -23,8 +23,8 @@ fuzz_target!(|data: &[u8]| {
         let mut b = node(2);
         establish(&mut a, &mut b, now);
     }
-    // Documented contract: at least packet.len() + 32 and 148 bytes.
-    let mut out = vec![0u8; (packet.len() + 32).max(148)];
+    // Documented contract: at least packet.len() + 72 and 148 bytes.
+    let mut out = vec![0u8; (packet.len() + 72).max(148)];
     if let Ok(Some(Transmit { destination, payload })) = a.handle_tun_packet(packet, &mut out, now) {
         assert!(destination == endpoint(2) || destination == endpoint(3));
         assert!(!payload.is_empty());
