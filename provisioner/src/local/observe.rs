@@ -336,8 +336,12 @@ pub fn plan_from(obs: &Observation, topo: &Topology, want: &Wanted) -> Plan {
     item(
         "dns",
         service_action(obs.dns, obs.state_exists),
-        "dnsmasq on 198.19.1.10:53 in the VPC namespace, zone corp.internal (split DNS in control)"
-            .into(),
+        if want.via6 {
+            "dnsmasq on 198.19.1.10:53 in the VPC namespace, zone corp.internal (not split DNS: 198.19.1.10 is reached only by 4via6 names)"
+        } else {
+            "dnsmasq on 198.19.1.10:53 in the VPC namespace, zone corp.internal (split DNS in control)"
+        }
+        .into(),
     );
     if want.exit_node || want.app_connector {
         let echo_action = service_action(obs.echo, obs.state_exists);
