@@ -18,18 +18,6 @@ mod common;
 use causeway_provisioner::console::ProgressSink;
 use causeway_provisioner::local::{self, DeployOptions, DestroyGuard, Node, Site};
 
-/// A GET of `url` from the client: the body, or why not.
-fn fetch_plain(dep: &local::LocalDeployment, url: &str) -> Result<String, String> {
-    let out = dep
-        .exec_in(Site::Cli, &["curl", "-fsS", "--max-time", "3", url])
-        .map_err(|e| format!("{e:#}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-    }
-}
-
 #[test]
 fn each_4via6_name_reaches_its_own_site_of_two_with_the_same_range() {
     assert!(
@@ -78,7 +66,7 @@ fn each_4via6_name_reaches_its_own_site_of_two_with_the_same_range() {
         );
     }
     // The shared range itself is routed nowhere from the client.
-    assert!(fetch_plain(&dep, "http://198.19.1.10/").is_err());
+    assert!(local::services::http_get(&dep.netns(Site::Cli), "http://198.19.1.10/").is_err());
 
     // `status` learns the layout from state.json (no --role).
     let plain = DeployOptions {
