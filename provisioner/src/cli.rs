@@ -450,7 +450,15 @@ fn change_provider(a: &ChangeArgs) -> anyhow::Result<Box<dyn Provider>> {
                 provider.app_connector = true;
                 Ok(Box::new(LocalProvider::new(provider)))
             }
-            role @ (Role::Via6 | Role::Relay) => anyhow::bail!(
+            Role::Via6 if a.ha || a.no_snat => anyhow::bail!(
+                "--role via6 with --ha or --no-snat: --cloud local deploys one subnet router per 4via6 site, with SNAT; drop them"
+            ),
+            Role::Via6 => {
+                let mut provider = local_options(&a.target, &a.local, false, false, true);
+                provider.via6 = true;
+                Ok(Box::new(LocalProvider::new(provider)))
+            }
+            role @ Role::Relay => anyhow::bail!(
                 "--role {role} is not built yet: {}",
                 role.not_built_yet().unwrap_or_default()
             ),
@@ -643,6 +651,16 @@ mod tests {
         let err = run(cli).expect_err("one exit node only");
         let msg = format!("{err:#}");
         assert!(msg.contains("--ha with --role exit-node"), "{msg}");
+    }
+
+    #[test]
+    fn local_via6_with_ha_or_without_snat_is_refused_naming_the_flags() {
+        for flag in ["--ha", "--no-snat"] {
+            let cli = parse(&["deploy", "--role", "via6", flag]).expect("parses");
+            let err = run(cli).expect_err("one router per site, with SNAT");
+            let msg = format!("{err:#}");
+            assert!(msg.contains("--role via6 with --ha or --no-snat"), "{msg}");
+        }
     }
 
     #[test]

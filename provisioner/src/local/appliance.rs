@@ -9,6 +9,8 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 use causeway_wire::admin::NodeView;
+use causeway_wire::via6;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -282,6 +284,10 @@ struct RouteEntry {
     /// The VPC host: the router reports the route unhealthy (and an HA
     /// pair fails over) when it stops answering through this router.
     probe_icmp: String,
+    /// With `--role via6`: the site ID; the router advertises the range as
+    /// its 4via6 prefix instead of the IPv4 prefix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    site_id: Option<u16>,
 }
 
 /// Control's config file.
@@ -304,12 +310,14 @@ pub fn control_config(dir: &StateDir) -> anyhow::Result<String> {
 /// control's STUN port sees, which for a router or the exit node is its
 /// public address on the internet gateway). A router given a
 /// `return_route` does not masquerade, and points that route table at
-/// itself when primary.
+/// itself when primary. A router given a `site_id` (`--role via6`)
+/// serves the VPC subnet as that 4via6 site.
 pub fn node_config(
     dir: &StateDir,
     node: Node,
     exit_node: Option<&str>,
     return_route: Option<LocalReturnRoute>,
+    site_id: Option<u16>,
 ) -> anyhow::Result<String> {
     let (subnet_router, exit_section, accept_routes, choice) = match node {
         Node::Router | Node::Router2 => (
@@ -318,6 +326,7 @@ pub fn node_config(
                     prefix: VPC_SUBNET.to_owned(),
                     snat: return_route.is_none(),
                     probe_icmp: VPC_HOST_ADDR.to_owned(),
+                    site_id,
                 }],
                 local_route_table: return_route,
             }),
@@ -364,8 +373,10 @@ pub fn node_config(
 /// tailnet of a few devices), the VPC subnet is auto-approved for routers
 /// tagged [`ROUTER_TAG`] and, with `exit_node`, exit routes for the node
 /// tagged [`EXIT_TAG`]; with `app_connector`, the public routes the node
-/// tagged [`CONNECTOR_TAG`] learns (any inside `0.0.0.0/0`).
-pub fn policy(exit_node: bool, app_connector: bool) -> String {
+/// tagged [`CONNECTOR_TAG`] learns (any inside `0.0.0.0/0`). With
+/// `via6_sites` (`--role via6`) the VPC subnet is approved only as those
+/// 4via6 sites (`site:SITE:198.19.1.0/24`), never as the IPv4 prefix.
+pub fn policy(exit_node: bool, app_connector: bool, via6_sites: &[u16]) -> String {
     let (mut owners, mut approvers, mut routes) = (String::new(), String::new(), String::new());
     if exit_node {
         owners.push_str(&format!("\n    \"{EXIT_TAG}\": [\"autogroup:admin\"],"));
@@ -377,6 +388,18 @@ pub fn policy(exit_node: bool, app_connector: bool) -> String {
         ));
         routes.push_str(&format!("\n      \"0.0.0.0/0\": [\"{CONNECTOR_TAG}\"],"));
     }
+    let vpc_keys: Vec<String> = if via6_sites.is_empty() {
+        vec![VPC_SUBNET.to_owned()]
+    } else {
+        via6_sites
+            .iter()
+            .map(|site| format!("site:{site}:{VPC_SUBNET}"))
+            .collect()
+    };
+    let vpc_routes: String = vpc_keys
+        .iter()
+        .map(|key| format!("\n      \"{key}\": [\"{ROUTER_TAG}\"],"))
+        .collect();
     let (exit_owner, exit_approver) = (owners, approvers);
     format!(
         r#"// Written by the Causeway provisioner (--cloud local).
@@ -385,8 +408,7 @@ pub fn policy(exit_node: bool, app_connector: bool) -> String {
     "{ROUTER_TAG}": ["autogroup:admin"],{exit_owner}
   }},
   "autoApprovers": {{
-    "routes": {{
-      "{VPC_SUBNET}": ["{ROUTER_TAG}"],{routes}
+    "routes": {{{vpc_routes}{routes}
     }},{exit_approver}
   }},
   "acls": [
@@ -544,6 +566,31 @@ impl NodeSummary {
         self.state == "running"
     }
 
+    /// The tailnet's unique local /48 (where 4via6 addresses live), from
+    /// this node's own IPv6 address.
+    pub fn tailnet_ula(&self) -> Option<Ipv6Net> {
+        self.addresses
+            .iter()
+            .find_map(|a| match a.parse::<IpNet>() {
+                Ok(IpNet::V6(v6)) => Ipv6Net::new(v6.addr(), 48).ok().map(|n| n.trunc()),
+                Ok(IpNet::V4(_)) | Err(_) => None,
+            })
+    }
+
+    /// The 4via6 prefix of `range` at `site` in this node's tailnet, if
+    /// it knows its tailnet's range.
+    pub fn via6_prefix(&self, site: u16, range: Ipv4Net) -> Option<Ipv6Net> {
+        Some(via6::via6_prefix(self.tailnet_ula()?, site, range))
+    }
+
+    /// Whether some peer routes the 4via6 prefix of `range` at `site`
+    /// and, where the status reports kernel routes, it points at the TUN
+    /// device.
+    pub fn has_via6_route(&self, site: u16, range: Ipv4Net) -> bool {
+        self.via6_prefix(site, range)
+            .is_some_and(|p| self.has_route(&p.to_string()))
+    }
+
     /// Whether some peer routes `prefix` and, where the status reports
     /// kernel routes, the route points at the TUN device.
     pub fn has_route(&self, prefix: &str) -> bool {
@@ -598,7 +645,7 @@ mod tests {
     #[test]
     fn router_config_advertises_the_vpc_subnet() {
         let dir = StateDir::new("/run/causeway/local/demo");
-        let text = node_config(&dir, Node::Router, None, None).expect("renders");
+        let text = node_config(&dir, Node::Router, None, None, None).expect("renders");
         let v: toml::Value = toml::from_str(&text).expect("valid toml");
         assert_eq!(
             v["state_dir"].as_str(),
@@ -629,9 +676,10 @@ mod tests {
             namespace: "cw-demo-vpc".into(),
             via: "198.19.1.2".into(),
         };
-        let v: toml::Value =
-            toml::from_str(&node_config(&dir, Node::Router2, None, Some(route)).expect("renders"))
-                .expect("toml");
+        let v: toml::Value = toml::from_str(
+            &node_config(&dir, Node::Router2, None, Some(route), None).expect("renders"),
+        )
+        .expect("toml");
         assert_eq!(
             v["subnet_router"]["routes"][0]["snat"].as_bool(),
             Some(false)
@@ -645,7 +693,7 @@ mod tests {
             Some("198.19.1.2")
         );
         let with_snat: toml::Value =
-            toml::from_str(&node_config(&dir, Node::Router2, None, None).expect("renders"))
+            toml::from_str(&node_config(&dir, Node::Router2, None, None, None).expect("renders"))
                 .expect("toml");
         assert_eq!(
             with_snat["subnet_router"]["routes"][0]["snat"].as_bool(),
@@ -662,7 +710,7 @@ mod tests {
     fn the_second_router_advertises_the_same_subnet_under_its_own_name() {
         let dir = StateDir::new("/s");
         let v: toml::Value =
-            toml::from_str(&node_config(&dir, Node::Router2, None, None).expect("renders"))
+            toml::from_str(&node_config(&dir, Node::Router2, None, None, None).expect("renders"))
                 .expect("toml");
         assert_eq!(v["state_dir"].as_str(), Some("/s/router2"));
         assert_eq!(v["node"]["hostname"].as_str(), Some("router2"));
@@ -680,7 +728,7 @@ mod tests {
     fn client_config_accepts_routes_and_has_no_router_section() {
         let dir = StateDir::new("/s");
         let v: toml::Value =
-            toml::from_str(&node_config(&dir, Node::Client, None, None).expect("renders"))
+            toml::from_str(&node_config(&dir, Node::Client, None, None, None).expect("renders"))
                 .expect("toml");
         assert_eq!(v["node"]["accept_routes"].as_bool(), Some(true));
         assert!(v["node"].get("advertise_endpoints").is_none());
@@ -758,7 +806,7 @@ mod tests {
 
     #[test]
     fn policy_auto_approves_the_vpc_subnet_for_the_router_tag() {
-        let p = policy(false, false);
+        let p = policy(false, false, &[]);
         assert!(p.contains(r#""198.19.1.0/24": ["tag:subnet-router"]"#));
         assert!(!p.contains("exitNode"), "{p}");
     }
@@ -766,23 +814,25 @@ mod tests {
     #[test]
     fn exit_node_config_advertises_ipv4_exit_routes_and_the_client_selects_it() {
         let dir = StateDir::new("/s");
-        let exit: toml::Value =
-            toml::from_str(&node_config(&dir, Node::Exit, Some("exit"), None).expect("renders"))
-                .expect("toml");
+        let exit: toml::Value = toml::from_str(
+            &node_config(&dir, Node::Exit, Some("exit"), None, None).expect("renders"),
+        )
+        .expect("toml");
         assert_eq!(exit["node"]["hostname"].as_str(), Some("exit"));
         assert_eq!(exit["exit_node"]["ipv6"].as_bool(), Some(false));
         assert!(exit.get("subnet_router").is_none());
         assert!(exit["node"].get("exit_node").is_none(), "{exit}");
-        let client: toml::Value =
-            toml::from_str(&node_config(&dir, Node::Client, Some("exit"), None).expect("renders"))
-                .expect("toml");
+        let client: toml::Value = toml::from_str(
+            &node_config(&dir, Node::Client, Some("exit"), None, None).expect("renders"),
+        )
+        .expect("toml");
         assert_eq!(client["node"]["exit_node"].as_str(), Some("exit"));
         assert!(client.get("exit_node").is_none());
     }
 
     #[test]
     fn the_exit_policy_auto_approves_exit_routes_for_the_exit_tag_only() {
-        let p = policy(true, false);
+        let p = policy(true, false, &[]);
         assert!(p.contains(r#""exitNode": ["tag:exit-node"]"#), "{p}");
         assert!(p.contains(r#""tag:exit-node": ["autogroup:admin"]"#), "{p}");
         assert!(
@@ -795,7 +845,7 @@ mod tests {
     fn the_connector_serves_the_apps_and_its_routes_are_auto_approved() {
         let dir = StateDir::new("/s");
         let c: toml::Value =
-            toml::from_str(&node_config(&dir, Node::Connector, None, None).expect("renders"))
+            toml::from_str(&node_config(&dir, Node::Connector, None, None, None).expect("renders"))
                 .expect("toml");
         assert_eq!(c["node"]["hostname"].as_str(), Some("connector"));
         assert_eq!(
@@ -808,7 +858,7 @@ mod tests {
         );
         assert!(c.get("exit_node").is_none() && c.get("subnet_router").is_none());
         assert_eq!(c["node"]["accept_routes"].as_bool(), Some(false));
-        let p = policy(false, true);
+        let p = policy(false, true, &[]);
         assert!(p.contains(r#""0.0.0.0/0": ["tag:app-connector"]"#), "{p}");
         assert!(
             p.contains(r#""tag:app-connector": ["autogroup:admin"]"#),

@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 
 use super::appliance::{self, CONNECTOR_TAG, EXIT_TAG, ROUTER_TAG};
 use super::exec;
-use super::observe::{CONTROL_KEY, node_ready};
+use super::observe::CONTROL_KEY;
 use super::process::{self, ProcessRecord};
 use super::services::{DB_QUERY, DnsServer, EchoServer, HttpServer, Postgres, echo_url, vpc_url};
 use super::state::{
@@ -22,7 +22,7 @@ use super::state::{
 use super::topology::{
     APPS, APPS_ZONE, ExitPlan, HTTP_PORT, Site, Topology, VPC_DB_NAME, VPC_DNS_ZONE, VPC_HOST_ADDR,
 };
-use super::{LocalDeployment, ha, network, node_site, services};
+use super::{LocalDeployment, ha, network, node_site, services, via6};
 use crate::console::{Progress, StepOutcome};
 
 /// One deploy step.
@@ -34,6 +34,7 @@ enum Step {
     Http,
     Dns,
     Echo,
+    Site2Echo,
     AppsDns,
     Control,
     KeysAndConfigs,
@@ -54,6 +55,12 @@ fn steps(topo: &Topology) -> Vec<(Step, &'static str)> {
     if topo.has_internet() {
         out.push((Step::Echo, "echo server on the internet"));
     }
+    if topo.has_via6() {
+        out.push((
+            Step::Site2Echo,
+            "echo server in site 2's VPC (198.19.1.10 again)",
+        ));
+    }
     if topo.has_app_connector() {
         out.push((
             Step::AppsDns,
@@ -63,7 +70,9 @@ fn steps(topo: &Topology) -> Vec<(Step, &'static str)> {
     out.push((Step::Control, "control"));
     out.push((Step::KeysAndConfigs, "auth keys and node configs"));
     out.push((Step::Start(Node::Router), "subnet router"));
-    if topo.ha() {
+    if topo.has_via6() {
+        out.push((Step::Start(Node::Router2), "site 2's subnet router"));
+    } else if topo.ha() {
         out.push((Step::Start(Node::Router2), "second subnet router"));
     }
     if topo.has_exit_node() {
@@ -76,6 +85,7 @@ fn steps(topo: &Topology) -> Vec<(Step, &'static str)> {
     out.push((
         Step::Verify,
         match (topo.ha(), topo.has_exit_node(), topo.has_app_connector()) {
+            _ if topo.has_via6() => "verify client -> each site's router -> its VPC, by 4via6 name",
             (true, _, _) => "verify client -> primary router -> VPC",
             (false, true, _) => {
                 "verify client -> router -> VPC and client -> exit node -> internet"
@@ -116,6 +126,8 @@ pub fn run(dep: &LocalDeployment) -> anyhow::Result<()> {
             Step::Dns => DnsServer::vpc(&dep.dir, dep.netns(Site::Vpc))
                 .ensure(&mut state, dep.opts.wait_timeout),
             Step::Echo => EchoServer::new(dep.dir.clone(), dep.netns(Site::Web))
+                .ensure(&mut state, dep.opts.wait_timeout),
+            Step::Site2Echo => EchoServer::site2(dep.dir.clone(), dep.netns(Site::Vpc2))
                 .ensure(&mut state, dep.opts.wait_timeout),
             Step::AppsDns => DnsServer::apps(&dep.dir, dep.netns(Site::Web))
                 .ensure(&mut state, dep.opts.wait_timeout),
@@ -249,7 +261,11 @@ fn control(dep: &LocalDeployment, state: &mut DeploymentState) -> anyhow::Result
     }
     let mut config_changed = write_if_changed(
         &dir.policy(),
-        &appliance::policy(dep.topo.has_exit_node(), dep.topo.has_app_connector()),
+        &appliance::policy(
+            dep.topo.has_exit_node(),
+            dep.topo.has_app_connector(),
+            &via6_site_ids(dep),
+        ),
         0o644,
     )?;
     config_changed |= write_if_changed(
@@ -301,8 +317,12 @@ fn control(dep: &LocalDeployment, state: &mut DeploymentState) -> anyhow::Result
             dir.control_log().display()
         );
     }
-    // The VPC's private zone, answered by its resolver through the router.
-    let split = app.ensure_split_dns(&ctl, &dir.admin_token(), VPC_DNS_ZONE, VPC_HOST_ADDR)?;
+    // The VPC's private zone, answered by its resolver through the
+    // router. Not with 4via6 sites: the resolver's IPv4 address is routed
+    // nowhere in the tailnet (each site's range is reached only by its
+    // 4via6 names).
+    let split = !dep.topo.has_via6()
+        && app.ensure_split_dns(&ctl, &dir.admin_token(), VPC_DNS_ZONE, VPC_HOST_ADDR)?;
     Ok(outcome(changed || config_changed || split))
 }
 
@@ -345,6 +365,7 @@ fn keys_and_configs(
                 node,
                 dep.client_exit_node(),
                 dep.return_route(node),
+                dep.via6_site_id(node),
             )?,
             0o644,
         )?;
@@ -408,7 +429,7 @@ fn wait_node(dep: &LocalDeployment, node: Node, record: &ProcessRecord) -> anyho
             );
         }
         match dep.node_status(node) {
-            Ok(s) if node_ready(node, &s, dep.client_exit_node()) => Ok(Some(())),
+            Ok(s) if dep.node_ready(node, &s) => Ok(Some(())),
             Ok(s) => {
                 last = format!("state {:?}, {} peer(s)", s.state, s.peers.len());
                 Ok(None)
@@ -425,6 +446,11 @@ fn wait_node(dep: &LocalDeployment, node: Node, record: &ProcessRecord) -> anyho
             (Node::Connector, _) => {
                 "\"state\": \"running\" and the connector answering DNS".to_owned()
             }
+            (Node::Client, None) if dep.topo.has_via6() => format!(
+                "\"state\": \"running\" and a peer routing each site's 4via6 prefix of {} (sites {:?})",
+                super::topology::VPC_SUBNET,
+                super::topology::VIA6_SITE_IDS
+            ),
             (Node::Client, None) => format!(
                 "\"state\": \"running\" and a peer routing {}",
                 super::topology::VPC_SUBNET
@@ -452,6 +478,10 @@ fn wait_node(dep: &LocalDeployment, node: Node, record: &ProcessRecord) -> anyho
 fn verify(dep: &LocalDeployment, details: &mut Vec<String>) -> anyhow::Result<StepOutcome> {
     if !(dep.opts.verify && dep.opts.start_router && dep.opts.start_client) {
         return Ok(StepOutcome::Skipped);
+    }
+    if dep.topo.has_via6() {
+        details.extend(through_via6_sites(dep)?);
+        return Ok(StepOutcome::Checked);
     }
     let cli = dep.netns(Site::Cli);
     let pw = Secret::read(&dep.dir.pg_password())?;
@@ -520,6 +550,76 @@ fn verify(dep: &LocalDeployment, details: &mut Vec<String>) -> anyhow::Result<St
         details.extend(through_app_connector(dep, &connector)?);
     }
     Ok(StepOutcome::Checked)
+}
+
+/// The 4via6 site IDs of the deployment (empty without `--role via6`).
+fn via6_site_ids(dep: &LocalDeployment) -> Vec<u16> {
+    dep.topo.via6_sites().iter().map(|s| s.id).collect()
+}
+
+/// With `--role via6`: for each site, the client resolves
+/// `198-19-1-10-via-SITE.DOMAIN` (its node resolver answers the site's
+/// 4via6 address: checked against the tailnet's range and the site ID)
+/// and fetches the page by that name. The client has no route to
+/// 198.19.1.0/24, only to each site's 4via6 prefix, so each fetch crosses
+/// its own site's router; the answers tell the sites apart: site 1 serves
+/// the VPC page, site 2's echo server answers with the address it saw,
+/// its router's VPC address (SNAT). Site 1's database is queried by its
+/// 4via6 name too.
+fn through_via6_sites(dep: &LocalDeployment) -> anyhow::Result<Vec<String>> {
+    let cli = dep.netns(Site::Cli);
+    let mut lines = Vec::new();
+    for site in dep.topo.via6_sites() {
+        let mut last = String::new();
+        let proof = process::poll(dep.opts.wait_timeout, || match via6::fetch(dep, &site) {
+            Ok(fetched) if fetched.answer_is_from(&site) => Ok(Some(fetched)),
+            Ok(fetched) => {
+                last = format!("{} answered {:?}", fetched.url, fetched.body);
+                Ok(None)
+            }
+            Err(e) => {
+                last = format!("{e:#}");
+                Ok(None)
+            }
+        })?;
+        let Some(fetched) = proof else {
+            bail!(
+                "the client could not reach 198.19.1.10 at 4via6 site {} through {} within {} s (last: {last})",
+                site.id,
+                site.router,
+                dep.opts.wait_timeout.as_secs()
+            );
+        };
+        lines.push(format!(
+            "getent ahostsv6 {} from {} -> {} (node resolver: 4via6 site {}, 198.19.1.10)",
+            fetched.name,
+            cli.name(),
+            fetched.address,
+            site.id
+        ));
+        lines.push(format!(
+            "curl {} from {} -> {}",
+            fetched.url,
+            cli.name(),
+            fetched.describe(&site)
+        ));
+        if via6::serves_the_page(&site) {
+            let pw = Secret::read(&dep.dir.pg_password())?;
+            let row = services::query(&cli, &fetched.name, &dep.pg_bin, &pw, DB_QUERY)
+                .with_context(|| {
+                    format!("querying the database at {} from the client", fetched.name)
+                })?;
+            if row != services::DB_GREETING {
+                bail!("the database at {} answered {row:?}", fetched.name);
+            }
+            lines.push(format!(
+                "psql {}:5432 from {} -> {row}",
+                fetched.name,
+                cli.name()
+            ));
+        }
+    }
+    Ok(lines)
 }
 
 /// With `--role app-connector`: the client resolves each app's name (its

@@ -13,7 +13,9 @@ use serde::Serialize;
 use super::netns::{HostLinks, Netns};
 use super::observe::CONTROL_KEY;
 use super::process::{self, Stopped};
-use super::services::{APPS_DNS_KEY, DNS_KEY, ECHO_KEY, HTTP_KEY, PG_KEY, Postgres};
+use super::services::{
+    APPS_DNS_KEY, DNS_KEY, ECHO_KEY, HTTP_KEY, PG_KEY, Postgres, SITE2_ECHO_KEY,
+};
 use super::state::{DeploymentLock, DeploymentState};
 use super::topology::Site;
 use super::{LocalDeployment, network};
@@ -181,7 +183,14 @@ pub fn run(dep: &LocalDeployment) -> anyhow::Result<DestroyReport> {
             Err(e) => report.errors.push(format!("{e:#}")),
         }
     }
-    for key in [PG_KEY, HTTP_KEY, DNS_KEY, ECHO_KEY, APPS_DNS_KEY] {
+    for key in [
+        PG_KEY,
+        HTTP_KEY,
+        DNS_KEY,
+        ECHO_KEY,
+        SITE2_ECHO_KEY,
+        APPS_DNS_KEY,
+    ] {
         if let Some(rec) = records.get(key)
             && rec.is_alive()
         {

@@ -26,6 +26,7 @@ pub mod services;
 pub mod state;
 mod status;
 pub mod topology;
+pub mod via6;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -86,6 +87,14 @@ pub struct DeployOptions {
     /// the internet host the apps and their resolver. Not with `ha`,
     /// `exit_node` or without `snat`. Starts with the router(s).
     pub app_connector: bool,
+    /// `--role via6`: two 4via6 sites with the same VPC range: site 1 is
+    /// the router and VPC as without it, site 2 a second router
+    /// (`router2` in `cw-NAME-rtr2`) in front of a second VPC
+    /// (`cw-NAME-vpc2`) whose host has the same address and runs an echo
+    /// server. Each router advertises the range as its site's 4via6
+    /// prefix, approved by the policy as `site:ID:198.19.1.0/24`. Not with
+    /// `ha`, `exit_node`, `app_connector` or without `snat`.
+    pub via6: bool,
     /// Masquerade the client to the router's VPC address (default). Off
     /// (`--no-snat`): the VPC host sees tailnet addresses, and the primary
     /// router points the VPC namespace's `100.64.0.0/10` route at itself
@@ -114,6 +123,7 @@ impl DeployOptions {
             ha: false,
             exit_node: false,
             app_connector: false,
+            via6: false,
             snat: true,
             start_client: true,
             verify: true,
@@ -136,6 +146,8 @@ impl DeployOptions {
             Role::ExitNode
         } else if self.app_connector {
             Role::AppConnector
+        } else if self.via6 {
+            Role::Via6
         } else {
             Role::SubnetRouter
         }
@@ -176,7 +188,9 @@ impl LocalDeployment {
         };
         Ok(Self {
             opts: opts.clone(),
-            topo: if opts.app_connector && !opts.ha {
+            topo: if opts.via6 && !opts.ha {
+                Topology::with_via6(opts.name.clone())
+            } else if opts.app_connector && !opts.ha {
                 Topology::with_app_connector(opts.name.clone())
             } else {
                 Topology::for_layout(
@@ -215,6 +229,13 @@ impl LocalDeployment {
         if self.opts.app_connector && (self.opts.ha || self.opts.exit_node || !self.opts.snat) {
             anyhow::bail!(
                 "--role app-connector: --cloud local deploys one app connector beside one subnet router with SNAT; drop --ha and --no-snat"
+            );
+        }
+        if self.opts.via6
+            && (self.opts.ha || self.opts.exit_node || self.opts.app_connector || !self.opts.snat)
+        {
+            anyhow::bail!(
+                "--role via6: --cloud local deploys one subnet router per 4via6 site, with SNAT; drop --ha and --no-snat"
             );
         }
         if !self.opts.snat && self.opts.exit_node {
@@ -277,7 +298,7 @@ impl LocalDeployment {
     /// router(s), the exit node if any, then the client.
     pub fn nodes(&self) -> Vec<Node> {
         let mut out = vec![Node::Router];
-        if self.topo.ha() {
+        if self.topo.has_router2() {
             out.push(Node::Router2);
         }
         if self.topo.has_exit_node() {
@@ -304,6 +325,38 @@ impl LocalDeployment {
         Some(appliance::LocalReturnRoute {
             namespace: self.topo.namespace(Site::Vpc),
             via: router.vpc_addr.to_owned(),
+        })
+    }
+
+    /// With `--role via6`: the 4via6 site ID `node` (a router) serves.
+    pub fn via6_site_id(&self, node: Node) -> Option<u16> {
+        self.topo
+            .via6_sites()
+            .into_iter()
+            .find(|s| s.router == node.as_str())
+            .map(|s| s.id)
+    }
+
+    /// What a node's status must show before deploy goes on (see
+    /// [`observe::node_ready`]).
+    pub fn node_ready(&self, node: Node, s: &NodeSummary) -> bool {
+        observe::node_ready(node, s, self.client_exit_node(), self.topo.has_via6())
+    }
+
+    /// With `--role via6`: the tailnet's MagicDNS domain, as the client's
+    /// appliance wrote it (first `search` entry) into its namespace's
+    /// `/etc/netns/cw-NAME-cli/resolv.conf`.
+    pub fn tailnet_domain(&self) -> anyhow::Result<String> {
+        let file = Path::new("/etc/netns")
+            .join(self.namespace(Site::Cli))
+            .join("resolv.conf");
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        search_domain(&text).with_context(|| {
+            format!(
+                "{} has no search domain: the client's node resolver has not written it yet",
+                file.display()
+            )
         })
     }
 
@@ -424,6 +477,18 @@ impl LocalDeployment {
     }
 }
 
+/// The first `search` entry of a resolv.conf: the tailnet's domain, where
+/// the node resolver puts it.
+fn search_domain(resolv_conf: &str) -> Option<String> {
+    resolv_conf.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        (words.next() == Some("search"))
+            .then(|| words.next())
+            .flatten()
+            .map(|d| d.trim_end_matches('.').to_owned())
+    })
+}
+
 /// The namespace a node runs in.
 pub fn node_site(node: Node) -> Site {
     match node {
@@ -464,6 +529,7 @@ pub fn status(opts: &DeployOptions) -> anyhow::Result<StatusReport> {
         opts.ha = state.ha;
         opts.exit_node = state.role == Role::ExitNode.as_str();
         opts.app_connector = state.role == Role::AppConnector.as_str();
+        opts.via6 = state.role == Role::Via6.as_str();
         opts.snat = state.snat;
     }
     let dep = LocalDeployment::open(&opts)?;
@@ -609,5 +675,49 @@ impl Provider for LocalProvider {
             );
         }
         Ok(Verdict::Healthy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tailnet_domain_is_the_first_search_entry() {
+        let written = "# written by causeway\nnameserver 100.100.100.100\nsearch tailnet.causeway.internal corp.example\n";
+        assert_eq!(
+            search_domain(written).as_deref(),
+            Some("tailnet.causeway.internal")
+        );
+        assert_eq!(search_domain("nameserver 100.100.100.100\n"), None);
+        assert_eq!(search_domain("search\n"), None);
+        assert_eq!(
+            search_domain("searchx a\nsearch b.example.\n").as_deref(),
+            Some("b.example")
+        );
+    }
+
+    #[test]
+    fn via6_options_are_refused_with_ha_or_without_snat_naming_the_flags() {
+        for (ha, snat) in [(true, true), (false, false)] {
+            let mut opts = DeployOptions::new("t".parse().expect("valid"));
+            opts.via6 = true;
+            opts.ha = ha;
+            opts.snat = snat;
+            opts.state_dir = std::env::temp_dir().join("causeway-via6-refusal-never-created");
+            opts.appliance_bin = Some(PathBuf::from("/bin/true"));
+            // Only the layout check: opening needs PostgreSQL's binaries.
+            let dep = LocalDeployment {
+                topo: Topology::with_via6(opts.name.clone()),
+                dir: StateDir::new(&opts.state_dir),
+                pg_bin: PathBuf::from("/nonexistent"),
+                appliance: None,
+                appliance_missing: None,
+                opts,
+            };
+            let err = dep.check_layout_matches().expect_err("refused");
+            assert!(err.to_string().contains("--role via6"), "{err}");
+            assert!(err.to_string().contains("--ha and --no-snat"), "{err}");
+        }
     }
 }

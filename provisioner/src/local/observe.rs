@@ -9,8 +9,9 @@ use serde::Serialize;
 
 use super::services::{DnsServer, EchoServer, HttpServer, PgState, Postgres};
 use super::state::{DeploymentState, Node};
-use super::topology::{Site, Topology, VPC_SUBNET};
+use super::topology::{Site, Topology, VIA6_SITE_IDS, VPC_SUBNET};
 use super::{DeployOptions, LocalDeployment, network};
+use ipnet::Ipv4Net;
 
 /// Process key of control in `state.json`.
 pub const CONTROL_KEY: &str = "control";
@@ -50,6 +51,8 @@ pub struct Observation {
     /// With `--role app-connector`: whether the apps' resolver runs and
     /// answers.
     pub apps_dns: bool,
+    /// With `--role via6`: whether site 2's echo server runs and answers.
+    pub site2_echo: bool,
     /// Control.
     pub control: Health,
     /// Which nodes have an auth key file.
@@ -72,6 +75,8 @@ pub struct Wanted {
     /// An app connector, the echo server and the apps' resolver (`--role
     /// app-connector`).
     pub app_connector: bool,
+    /// Two 4via6 sites, a router each (`--role via6`).
+    pub via6: bool,
     /// The routers masquerade the client (off with `--no-snat`).
     pub snat: bool,
     /// The client runs.
@@ -86,6 +91,7 @@ impl From<&DeployOptions> for Wanted {
             ha: o.ha,
             exit_node: o.exit_node,
             app_connector: o.app_connector,
+            via6: o.via6,
             snat: o.snat,
             client: o.start_client,
         }
@@ -199,6 +205,10 @@ pub fn observe(dep: &LocalDeployment) -> anyhow::Result<Observation> {
         && state
             .as_ref()
             .is_some_and(|s| DnsServer::apps(&dep.dir, dep.netns(Site::Web)).is_healthy(s));
+    let site2_echo = topo.has_via6()
+        && state.as_ref().is_some_and(|s| {
+            EchoServer::site2(dep.dir.clone(), dep.netns(Site::Vpc2)).is_healthy(s)
+        });
     let proc_alive = |key: &str| {
         state
             .as_ref()
@@ -229,7 +239,7 @@ pub fn observe(dep: &LocalDeployment) -> anyhow::Result<Observation> {
             Health::Down
         } else {
             match dep.node_status(node) {
-                Ok(s) if node_ready(node, &s, dep.client_exit_node()) => Health::Up,
+                Ok(s) if dep.node_ready(node, &s) => Health::Up,
                 _ => Health::Degraded,
             }
         };
@@ -244,6 +254,7 @@ pub fn observe(dep: &LocalDeployment) -> anyhow::Result<Observation> {
         dns,
         echo,
         apps_dns,
+        site2_echo,
         control,
         auth_keys,
         nodes,
@@ -251,16 +262,25 @@ pub fn observe(dep: &LocalDeployment) -> anyhow::Result<Observation> {
 }
 
 /// Whether a node's status is what deploy waits for: running, and for the
-/// client a peer routing the VPC subnet and, when it is configured with
-/// `exit_node`, all its traffic going through that exit node (selected,
-/// online: which needs its exit routes approved by control).
-pub fn node_ready(node: Node, s: &super::NodeSummary, exit_node: Option<&str>) -> bool {
+/// client a peer routing the VPC subnet (with `via6`, each site's 4via6
+/// prefix of it) and, when it is configured with `exit_node`, all its
+/// traffic going through that exit node (selected, online: which needs
+/// its exit routes approved by control).
+pub fn node_ready(node: Node, s: &super::NodeSummary, exit_node: Option<&str>, via6: bool) -> bool {
     match node {
         Node::Router | Node::Router2 | Node::Exit => s.is_running(),
         Node::Connector => s.is_running() && s.app_connector.as_ref().is_some_and(|c| c.serving),
         Node::Client => {
+            let routed = if via6 {
+                let range: Ipv4Net = VPC_SUBNET.parse().unwrap_or_default();
+                VIA6_SITE_IDS
+                    .iter()
+                    .all(|&site| s.has_via6_route(site, range))
+            } else {
+                s.has_route(VPC_SUBNET)
+            };
             s.is_running()
-                && s.has_route(VPC_SUBNET)
+                && routed
                 && exit_node.is_none_or(|name| {
                     s.exit_node
                         .as_ref()
@@ -316,8 +336,12 @@ pub fn plan_from(obs: &Observation, topo: &Topology, want: &Wanted) -> Plan {
     item(
         "dns",
         service_action(obs.dns, obs.state_exists),
-        "dnsmasq on 198.19.1.10:53 in the VPC namespace, zone corp.internal (split DNS in control)"
-            .into(),
+        if want.via6 {
+            "dnsmasq on 198.19.1.10:53 in the VPC namespace, zone corp.internal (not split DNS: 198.19.1.10 is reached only by 4via6 names)"
+        } else {
+            "dnsmasq on 198.19.1.10:53 in the VPC namespace, zone corp.internal (split DNS in control)"
+        }
+        .into(),
     );
     if want.exit_node || want.app_connector {
         let echo_action = service_action(obs.echo, obs.state_exists);
@@ -325,6 +349,14 @@ pub fn plan_from(obs: &Observation, topo: &Topology, want: &Wanted) -> Plan {
             "echo",
             echo_action,
             "echo server on 198.18.0.10:80 in cw-NAME-web (the internet): answers with the caller's address"
+                .replace("NAME", name),
+        );
+    }
+    if want.via6 {
+        item(
+            "echo2",
+            service_action(obs.site2_echo, obs.state_exists),
+            "echo server on 198.19.1.10:80 in cw-NAME-vpc2 (site 2's VPC, the same range as site 1's): answers with the caller's address"
                 .replace("NAME", name),
         );
     }
@@ -349,6 +381,8 @@ pub fn plan_from(obs: &Observation, topo: &Topology, want: &Wanted) -> Plan {
         daemon(want.control, obs.control),
         if want.exit_node {
             "appliance control on 198.18.0.2:8080 (admin 127.0.0.1:8081), policy auto-approving 198.19.1.0/24 and the exit node's exit routes"
+        } else if want.via6 {
+            "appliance control on 198.18.0.2:8080 (admin 127.0.0.1:8081), policy auto-approving site:1:198.19.1.0/24 and site:2:198.19.1.0/24 (4via6), not 198.19.1.0/24 itself"
         } else if want.app_connector {
             "appliance control on 198.18.0.2:8080 (admin 127.0.0.1:8081), policy auto-approving 198.19.1.0/24 and the app connector's public routes"
         } else {
@@ -365,7 +399,7 @@ pub fn plan_from(obs: &Observation, topo: &Topology, want: &Wanted) -> Plan {
     item(
         "auth-keys",
         keys_action,
-        match (want.ha, want.exit_node, want.app_connector) {
+        match (want.ha || want.via6, want.exit_node, want.app_connector) {
             (true, _, _) => "auth keys for router and router2 (tag:subnet-router) and client, in 0600 files; node configs",
             (false, true, _) => "auth keys for router (tag:subnet-router), exit (tag:exit-node) and client, in 0600 files; node configs",
             (false, false, true) => "auth keys for router (tag:subnet-router), connector (tag:app-connector) and client, in 0600 files; node configs",
@@ -380,12 +414,23 @@ pub fn plan_from(obs: &Observation, topo: &Topology, want: &Wanted) -> Plan {
     } else {
         "no SNAT: as primary it points cw-NAME-vpc's 100.64.0.0/10 route at itself"
     };
-    item(
-        "router",
-        router,
+    let router_detail = if want.via6 {
+        format!(
+            "site 1: appliance subnet router in cw-NAME-rtr serving 198.19.1.0/24 of cw-NAME-vpc as 4via6 site 1, advertised as its IPv6 prefix, reached as 198-19-1-10-via-1.TAILNET-DOMAIN ({snat})"
+        )
+    } else {
         format!("appliance subnet router in cw-NAME-rtr advertising 198.19.1.0/24 ({snat})")
-            .replace("NAME", name),
-    );
+    };
+    item("router", router, router_detail.replace("NAME", name));
+    if want.via6 {
+        let router2 = daemon(want.router, health(Node::Router2));
+        item(
+            "router2",
+            router2,
+            format!("site 2: appliance subnet router in cw-NAME-rtr2 serving 198.19.1.0/24 of cw-NAME-vpc2 as 4via6 site 2, reached as 198-19-1-10-via-2.TAILNET-DOMAIN ({snat})")
+                .replace("NAME", name),
+        );
+    }
     if want.ha {
         let router2 = daemon(want.router, health(Node::Router2));
         item(
@@ -444,6 +489,7 @@ fn service_action(running: bool, state_exists: bool) -> Action {
 
 #[cfg(test)]
 mod tests {
+    use super::super::NodeSummary;
     use super::*;
 
     fn all_wanted() -> Wanted {
@@ -454,6 +500,7 @@ mod tests {
             snat: true,
             exit_node: false,
             app_connector: false,
+            via6: false,
             client: true,
         }
     }
@@ -475,6 +522,7 @@ mod tests {
             dns: false,
             echo: false,
             apps_dns: false,
+            site2_echo: false,
             control: Health::Absent,
             auth_keys: [(Node::Router, false), (Node::Client, false)].into(),
             nodes: [(Node::Router, Health::Down), (Node::Client, Health::Down)].into(),
@@ -491,6 +539,7 @@ mod tests {
             dns: true,
             echo: false,
             apps_dns: false,
+            site2_echo: false,
             control: Health::Up,
             auth_keys: [(Node::Router, true), (Node::Client, true)].into(),
             nodes: [(Node::Router, Health::Up), (Node::Client, Health::Up)].into(),
@@ -600,6 +649,91 @@ mod tests {
     }
 
     #[test]
+    fn via6_plans_site_2s_echo_server_and_router_and_lists_both_sites() {
+        let want = Wanted {
+            via6: true,
+            ..all_wanted()
+        };
+        let mut obs = nothing();
+        obs.auth_keys.insert(Node::Router2, false);
+        obs.nodes.insert(Node::Router2, Health::Down);
+        let topo = Topology::with_via6("t".parse().expect("valid"));
+        let plan = plan_from(&obs, &topo, &want);
+        let components: Vec<&str> = plan.items.iter().map(|i| i.component).collect();
+        assert_eq!(
+            components,
+            [
+                "network",
+                "postgres",
+                "http",
+                "dns",
+                "echo2",
+                "control",
+                "auth-keys",
+                "router",
+                "router2",
+                "client"
+            ]
+        );
+        assert!(
+            item(&plan, "router").detail.starts_with("site 1: ")
+                && item(&plan, "router").detail.contains("198-19-1-10-via-1"),
+            "{:?}",
+            item(&plan, "router")
+        );
+        assert!(
+            item(&plan, "router2")
+                .detail
+                .contains("cw-t-vpc2 as 4via6 site 2"),
+            "{:?}",
+            item(&plan, "router2")
+        );
+        assert!(
+            item(&plan, "control")
+                .detail
+                .contains("site:1:198.19.1.0/24 and site:2:198.19.1.0/24"),
+            "{:?}",
+            item(&plan, "control")
+        );
+        assert!(
+            item(&plan, "network").detail.contains("rtr2,vpc,vpc2,cli"),
+            "{:?}",
+            item(&plan, "network")
+        );
+    }
+
+    #[test]
+    fn a_via6_client_is_ready_only_with_both_sites_4via6_routes() {
+        let ula = "fd7a:115c:a1e0::/48";
+        let status = |routes: &[&str]| {
+            NodeSummary::from_status(&serde_json::json!({
+                "state": "running",
+                "addresses": ["100.64.0.3/32", "fd7a:115c:a1e0::3/128"],
+                "kernel_routes": routes,
+                "peers": [{"name": "router", "allowed_ips": routes}],
+            }))
+        };
+        let site1 = "fd7a:115c:a1e0:b1a:0:1:c613:100/120";
+        let site2 = "fd7a:115c:a1e0:b1a:0:2:c613:100/120";
+        let both = status(&[site1, site2]);
+        assert_eq!(
+            both.tailnet_ula().map(|n| n.to_string()).as_deref(),
+            Some(ula)
+        );
+        assert!(node_ready(Node::Client, &both, None, true));
+        assert!(!node_ready(Node::Client, &status(&[site1]), None, true));
+        // The plain IPv4 route is not what a via6 client waits for, and
+        // the via6 routes are not what a plain one waits for.
+        assert!(!node_ready(
+            Node::Client,
+            &status(&[VPC_SUBNET]),
+            None,
+            true
+        ));
+        assert!(!node_ready(Node::Client, &both, None, false));
+    }
+
+    #[test]
     fn services_only_skips_the_appliance() {
         let want = Wanted {
             control: false,
@@ -608,6 +742,7 @@ mod tests {
             snat: true,
             exit_node: false,
             app_connector: false,
+            via6: false,
             client: false,
         };
         let plan = plan_from(&nothing(), &topo(false), &want);

@@ -44,6 +44,8 @@ pub const APPS_DNS_KEY: &str = "apps-dns";
 /// Process key of the internet's echo server in `state.json`
 /// (`--role exit-node`).
 pub const ECHO_KEY: &str = "echo";
+/// Process key of site 2's echo server in `state.json` (`--role via6`).
+pub const SITE2_ECHO_KEY: &str = "echo2";
 /// The echo server (Python's `http.server`): answers every GET with the
 /// caller's address and appends it to a log. Run as `python3 -c
 /// ECHO_SERVER_PY CALLERS_LOG PORT` or from a file; the end-to-end tests
@@ -536,6 +538,26 @@ fn ask(ns: &Netns, server: &str, name: &str) -> anyhow::Result<String> {
         .with_context(|| format!("{server} has no address for {name}"))
 }
 
+/// `getent ahostsv6 NAME` in `ns`: the first IPv6 address the C library
+/// finds through the namespace's own `resolv.conf`. An IPv4-mapped answer
+/// (the name has only an A record) is refused.
+pub fn resolve_v6(ns: &Netns, name: &str) -> anyhow::Result<std::net::Ipv6Addr> {
+    let mut cmd = ns.command("getent");
+    cmd.args(["ahostsv6", name]);
+    let out = exec::run(&mut cmd).with_context(|| format!("resolving {name} (AAAA)"))?;
+    let first = out
+        .split_whitespace()
+        .next()
+        .with_context(|| format!("getent ahostsv6 {name} printed no address"))?;
+    let addr: std::net::Ipv6Addr = first.parse().with_context(|| {
+        format!("getent ahostsv6 {name} printed {first:?}, not an IPv6 address")
+    })?;
+    if addr.to_ipv4_mapped().is_some() {
+        bail!("{name} has only an IPv4 address ({addr}), no AAAA record");
+    }
+    Ok(addr)
+}
+
 /// `getent ahostsv4 NAME` in `ns`: the first IPv4 address the C library
 /// finds, through the namespace's own `resolv.conf` (as any program there
 /// would).
@@ -549,18 +571,47 @@ pub fn resolve(ns: &Netns, name: &str) -> anyhow::Result<String> {
         .with_context(|| format!("getent ahostsv4 {name} printed no address"))
 }
 
-/// The internet's echo server (`--role exit-node`): on the web host,
-/// answers each request with the caller's address.
+/// An echo server answering each request with the caller's address:
+/// the internet's (`--role exit-node`, `app-connector`) on the web host,
+/// or site 2's (`--role via6`) on the VPC host behind the second router.
 #[derive(Debug, Clone)]
 pub struct EchoServer {
     dir: StateDir,
     ns: Netns,
+    /// Its process key in `state.json`.
+    key: &'static str,
+    /// Its host's address: where its own health check asks, and so the
+    /// address it must answer with.
+    host: &'static str,
+    callers: PathBuf,
+    log: PathBuf,
 }
 
 impl EchoServer {
-    /// The echo server with its script and logs in `dir`, in namespace `ns`.
+    /// The internet's echo server with its script and logs in `dir`, in
+    /// the web host's namespace `ns`.
     pub fn new(dir: StateDir, ns: Netns) -> Self {
-        Self { dir, ns }
+        Self {
+            key: ECHO_KEY,
+            host: WEB_ADDR,
+            callers: dir.echo_callers(),
+            log: dir.echo_log(),
+            dir,
+            ns,
+        }
+    }
+
+    /// Site 2's echo server (`--role via6`), on [`VPC_HOST_ADDR`] in site
+    /// 2's VPC namespace `ns`.
+    pub fn site2(dir: StateDir, ns: Netns) -> Self {
+        Self {
+            key: SITE2_ECHO_KEY,
+            host: VPC_HOST_ADDR,
+            callers: dir.site2_echo_callers(),
+            log: dir.site2_echo_log(),
+            dir,
+            ns,
+        }
     }
 
     /// Whether the recorded server runs and answers a request from its own
@@ -568,14 +619,15 @@ impl EchoServer {
     pub fn is_healthy(&self, state: &DeploymentState) -> bool {
         state
             .processes
-            .get(ECHO_KEY)
+            .get(self.key)
             .is_some_and(ProcessRecord::is_alive)
             && self.answers()
     }
 
     /// A request from its own host is answered with that host's address.
     fn answers(&self) -> bool {
-        http_get(&self.ns, &echo_url()).is_ok_and(|b| b.trim() == WEB_ADDR)
+        http_get(&self.ns, &format!("http://{}:{HTTP_PORT}/", self.host))
+            .is_ok_and(|b| b.trim() == self.host)
     }
 
     /// Writes the script and starts the server unless it is healthy.
@@ -591,18 +643,12 @@ impl EchoServer {
         }
         let mut cmd = self.ns.command(python3());
         cmd.arg(&script)
-            .arg(self.dir.echo_callers())
+            .arg(&self.callers)
             .arg(HTTP_PORT.to_string())
             .current_dir(self.dir.root());
-        start_and_wait(
-            &self.ns,
-            state,
-            ECHO_KEY,
-            cmd,
-            &self.dir.echo_log(),
-            timeout,
-            || self.answers(),
-        )?;
+        start_and_wait(&self.ns, state, self.key, cmd, &self.log, timeout, || {
+            self.answers()
+        })?;
         Ok(StepOutcome::Changed)
     }
 }

@@ -141,6 +141,17 @@ impl StateDir {
         self.root.join("echo.log")
     }
 
+    /// With `--role via6`: the address of every caller of site 2's echo
+    /// server, one a line.
+    pub fn site2_echo_callers(&self) -> PathBuf {
+        self.root.join("site2-echo-callers.log")
+    }
+
+    /// With `--role via6`: site 2's echo server's own log.
+    pub fn site2_echo_log(&self) -> PathBuf {
+        self.root.join("site2-echo.log")
+    }
+
     /// Control's state directory (keys, database, admin token).
     pub fn control_dir(&self) -> PathBuf {
         self.root.join("control")

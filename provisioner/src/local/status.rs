@@ -7,10 +7,10 @@ use serde::Serialize;
 
 use super::appliance::{ConnectorSummary, ExitNodeSummary, NodeSummary};
 use super::netns::Netns;
-use super::observe::node_ready;
 use super::services::{self, DnsServer, EchoServer, HttpServer, PgState, Postgres};
 use super::state::{DeploymentState, Node};
 use super::topology::{APPS, APPS_ZONE, ExitPlan, HTTP_PORT, Site};
+use super::via6::{self, Via6SiteReport};
 use super::{LocalDeployment, RouterStatus, ha, network};
 
 /// Everything `status` reports.
@@ -41,8 +41,16 @@ pub struct StatusReport {
     /// Each node's status, as the appliance reports it.
     pub nodes: Vec<NodeStatus>,
     /// Whether the client reaches the VPC web server through the router
-    /// (checked only when both nodes were started).
+    /// (checked only when both nodes were started, and not with `--role
+    /// via6`, where [`StatusReport::via6_sites`] says it by site).
     pub client_reaches_vpc: Option<bool>,
+    /// With `--role via6`: each 4via6 site's router, its routes by
+    /// control's word, and a fetch by 4via6 name from the client.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub via6_sites: Vec<Via6SiteReport>,
+    /// With `--role via6`: why control did not answer about the routers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via6_error: Option<String>,
     /// With `--ha`: each subnet router's place in the pair (primary,
     /// standby, offline), by control's word.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -404,10 +412,16 @@ pub fn report(dep: &LocalDeployment) -> anyhow::Result<StatusReport> {
         });
     }
     let started = |node: Node| nodes.iter().any(|n| n.node == node);
-    let client_reaches_vpc = (started(Node::Router) && started(Node::Client)).then(|| {
-        services::http_get(&dep.netns(Site::Cli), &services::vpc_url())
-            .is_ok_and(|page| page.contains(services::HTTP_GREETING))
-    });
+    let client_reaches_vpc =
+        (started(Node::Router) && started(Node::Client) && !dep.topo.has_via6()).then(|| {
+            services::http_get(&dep.netns(Site::Cli), &services::vpc_url())
+                .is_ok_and(|page| page.contains(services::HTTP_GREETING))
+        });
+    let (via6_sites, via6_error) = via6::report(dep, state.as_ref(), started(Node::Client));
+    let site2_echo_healthy = !dep.topo.has_via6()
+        || state.as_ref().is_some_and(|s| {
+            EchoServer::site2(dep.dir.clone(), dep.netns(Site::Vpc2)).is_healthy(s)
+        });
     let exit_node = exit_node_report(dep, state.as_ref(), &nodes);
     let app_connector = app_connector_report(dep, state.as_ref(), &nodes);
     let (routers, routers_error) = if dep.topo.ha() && state.is_some() {
@@ -428,11 +442,11 @@ pub fn report(dep: &LocalDeployment) -> anyhow::Result<StatusReport> {
         && postgres_healthy
         && http_healthy
         && dns_healthy
-        && nodes.iter().all(|n| {
-            n.status
-                .as_ref()
-                .is_some_and(|s| node_ready(n.node, s, dep.client_exit_node()))
-        })
+        && nodes
+            .iter()
+            .all(|n| n.status.as_ref().is_some_and(|s| dep.node_ready(n.node, s)))
+        && site2_echo_healthy
+        && via6_sites.iter().all(Via6SiteReport::healthy)
         && exit_node.as_ref().is_none_or(ExitNodeReport::healthy)
         && app_connector
             .as_ref()
@@ -451,6 +465,8 @@ pub fn report(dep: &LocalDeployment) -> anyhow::Result<StatusReport> {
         dns_healthy,
         nodes,
         client_reaches_vpc,
+        via6_sites,
+        via6_error,
         routers,
         routers_error,
         exit_node,
@@ -633,6 +649,9 @@ impl StatusReport {
                     "VPC return route (no SNAT): MISSING (no router has been primary yet)"
                 ),
             };
+        }
+        if !self.via6_sites.is_empty() {
+            via6::render(&self.via6_sites, self.via6_error.as_deref(), &mut out);
         }
         if let Some(x) = &self.exit_node {
             x.render(&mut out);

@@ -40,6 +40,20 @@
 //! sends through the exit node is seen from 198.18.0.6, and one that went
 //! out directly would be seen from the client's own 198.18.0.4. The
 //! client is configured with `exit_node = "exit"`.
+//!
+//! With `--role via6` two sites use the same VPC range 198.19.1.0/24 and
+//! are told apart by a 4via6 site ID (see docs/dns.md, "4via6"):
+//!
+//! | site | router (namespace)        | its VPC address | VPC host (namespace)          | serves on port 80                   |
+//! |------|---------------------------|-----------------|-------------------------------|-------------------------------------|
+//! | 1    | `router` (`cw-NAME-rtr`)  | 198.19.1.1      | 198.19.1.10 (`cw-NAME-vpc`)   | the VPC web page (and db, resolver) |
+//! | 2    | `router2` (`cw-NAME-rtr2`) | 198.19.1.2     | 198.19.1.10 (`cw-NAME-vpc2`)  | the echo server: the caller's address |
+//!
+//! Site 2's router sits where `--ha`'s second router does (public address
+//! 198.18.0.5, uplink 198.19.2.3), but in front of its own VPC: a plain
+//! veth to `cw-NAME-vpc2`, no bridge. Neither router advertises
+//! 198.19.1.0/24 itself, only its site's 4via6 prefix; the client reaches
+//! 198.19.1.10 at site N as `198-19-1-10-via-N.TAILNET-DOMAIN`.
 
 use serde::Serialize;
 
@@ -87,6 +101,8 @@ pub const EXIT_UPLINK_ADDR: &str = "198.19.3.3";
 pub const GATEWAY3_ADDR: &str = "198.19.3.1";
 /// With `--role exit-node`: the "internet" host running the echo server.
 pub const WEB_ADDR: &str = "198.18.0.10";
+/// With `--role via6`: the 4via6 site IDs, each served by one router.
+pub const VIA6_SITE_IDS: [u16; 2] = [1, 2];
 /// Every router's interface on the VPC subnet.
 pub const ROUTER_VPC_IFNAME: &str = "vpc0";
 /// Every router's uplink interface (towards the internet gateway).
@@ -141,6 +157,9 @@ pub enum Site {
     Rtr2,
     /// The private VPC host (no route to the tailnet, no default route).
     Vpc,
+    /// With `--role via6`: site 2's VPC host, at the same address as
+    /// site 1's (198.19.1.10), behind the second router.
+    Vpc2,
     /// With `--role exit-node`: the exit node; with `--role app-connector`:
     /// the app connector.
     Exit,
@@ -186,14 +205,28 @@ impl Site {
         Site::Cli,
     ];
 
-    /// Every site any deployment may have: what destroy looks for.
-    pub const ANY: [Site; 9] = [
+    /// Every site of a 4via6 deployment (`--role via6`), in creation
+    /// order.
+    pub const ALL_VIA6: [Site; 8] = [
         Site::Pub,
         Site::Ctl,
         Site::Igw,
         Site::Rtr,
         Site::Rtr2,
         Site::Vpc,
+        Site::Vpc2,
+        Site::Cli,
+    ];
+
+    /// Every site any deployment may have: what destroy looks for.
+    pub const ANY: [Site; 10] = [
+        Site::Pub,
+        Site::Ctl,
+        Site::Igw,
+        Site::Rtr,
+        Site::Rtr2,
+        Site::Vpc,
+        Site::Vpc2,
         Site::Exit,
         Site::Web,
         Site::Cli,
@@ -208,6 +241,7 @@ impl Site {
             Site::Rtr => "rtr",
             Site::Rtr2 => "rtr2",
             Site::Vpc => "vpc",
+            Site::Vpc2 => "vpc2",
             Site::Exit => "exit",
             Site::Web => "web",
             Site::Cli => "cli",
@@ -328,6 +362,37 @@ impl ExitPlan {
     }
 }
 
+/// With `--role via6`: one 4via6 site, the router serving it and the VPC
+/// behind that router.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Via6SitePlan {
+    /// The site ID in the router's config and in the 4via6 addresses.
+    pub id: u16,
+    /// The router serving it (its host name and process key).
+    pub router: &'static str,
+    /// The router's namespace.
+    pub router_namespace: String,
+    /// The router's address in this site's VPC: what the site's hosts see
+    /// the client as (SNAT).
+    pub router_vpc_addr: &'static str,
+    /// The VPC host's namespace.
+    pub vpc: Site,
+    /// The VPC host's namespace name.
+    pub vpc_namespace: String,
+}
+
+impl Via6SitePlan {
+    /// The MagicDNS name of the VPC host at this site,
+    /// `198-19-1-10-via-SITE.DOMAIN` (answered with its 4via6 address).
+    pub fn host_name(&self, domain: &str) -> String {
+        format!(
+            "{}-via-{}.{domain}",
+            VPC_HOST_ADDR.replace('.', "-"),
+            self.id
+        )
+    }
+}
+
 /// One 1:1 translation the internet gateway makes: a public address to a
 /// node's uplink address and back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -347,6 +412,9 @@ pub struct Topology {
     edge: bool,
     /// That node is an app connector, not an exit node.
     connector: bool,
+    /// Two 4via6 sites (`--role via6`): the second router in front of its
+    /// own VPC.
+    via6: bool,
 }
 
 impl Topology {
@@ -370,6 +438,20 @@ impl Topology {
             ha,
             edge: exit_node,
             connector: false,
+            via6: false,
+        }
+    }
+
+    /// The topology of deployment `name` with two 4via6 sites (`--role
+    /// via6`): site 1 as with one router, site 2's router where `--ha`'s
+    /// second router is, in front of its own VPC with the same range.
+    pub fn with_via6(name: DeploymentName) -> Self {
+        Self {
+            name,
+            ha: false,
+            edge: false,
+            connector: false,
+            via6: true,
         }
     }
 
@@ -382,6 +464,7 @@ impl Topology {
             ha: false,
             edge: true,
             connector: true,
+            via6: false,
         }
     }
 
@@ -393,6 +476,36 @@ impl Topology {
     /// Whether it has two subnet routers.
     pub fn ha(&self) -> bool {
         self.ha
+    }
+
+    /// Whether it has two 4via6 sites (`--role via6`).
+    pub fn has_via6(&self) -> bool {
+        self.via6
+    }
+
+    /// Whether it has a second router: the HA pair's, or site 2's.
+    pub fn has_router2(&self) -> bool {
+        self.ha || self.via6
+    }
+
+    /// With `--role via6`: the sites, in site ID order.
+    pub fn via6_sites(&self) -> Vec<Via6SitePlan> {
+        if !self.via6 {
+            return Vec::new();
+        }
+        self.routers()
+            .into_iter()
+            .zip(VIA6_SITE_IDS)
+            .zip([Site::Vpc, Site::Vpc2])
+            .map(|((r, id), vpc)| Via6SitePlan {
+                id,
+                router: r.key,
+                router_namespace: r.namespace,
+                router_vpc_addr: r.vpc_addr,
+                vpc,
+                vpc_namespace: self.namespace(vpc),
+            })
+            .collect()
     }
 
     /// Whether it has an exit node (and the internet's echo server).
@@ -414,6 +527,9 @@ impl Topology {
 
     /// Its sites, in creation order.
     pub fn sites(&self) -> &'static [Site] {
+        if self.via6 {
+            return &Site::ALL_VIA6;
+        }
         match (self.ha, self.edge) {
             (false, false) => &Site::ALL,
             (true, false) => &Site::ALL_HA,
@@ -432,7 +548,7 @@ impl Topology {
         self.sites().iter().map(|s| self.namespace(*s)).collect()
     }
 
-    /// The subnet routers: one, or two with `--ha`.
+    /// The subnet routers: one, or two with `--ha` or `--role via6`.
     pub fn routers(&self) -> Vec<RouterPlan> {
         let mut out = vec![RouterPlan {
             key: "router",
@@ -445,7 +561,7 @@ impl Topology {
             vpc_ifname: ROUTER_VPC_IFNAME,
             vpc_addr: ROUTER_VPC_ADDR,
         }];
-        if self.ha {
+        if self.has_router2() {
             out.push(RouterPlan {
                 key: "router2",
                 site: Site::Rtr2,
@@ -542,7 +658,8 @@ impl Topology {
 
     /// The veth pairs, in creation order. Each pair has a fixed index (and
     /// so fixed temporary names) whatever the layout: 0-4 for every
-    /// deployment, 5-6 for the second router, 7-8 for the exit node and
+    /// deployment, 5-6 for the second router (`--ha` or site 2 of `--role
+    /// via6`), 7-8 for the exit node and
     /// the echo server's host; so destroy finds the links of any layout.
     pub fn links(&self) -> Vec<VethLink> {
         let end = |site, ifname, addrs: Vec<&'static str>, master| LinkEnd {
@@ -558,7 +675,7 @@ impl Topology {
             )
         };
         let mut gateway_addrs = vec!["198.18.0.3/24"];
-        if self.ha {
+        if self.has_router2() {
             gateway_addrs.push("198.18.0.5/24");
         }
         if self.edge {
@@ -588,9 +705,13 @@ impl Topology {
                 ),
             ),
         ];
-        if self.ha {
-            let (mut a, b) = vpc_side("198.19.1.2/24", "v-rtr2");
+        if self.has_router2() {
+            let (mut a, mut b) = vpc_side("198.19.1.2/24", "v-rtr2");
             a.site = Site::Rtr2;
+            if self.via6 {
+                // Site 2's own VPC, with the same host address as site 1's.
+                b = end(Site::Vpc2, "eth0", vec!["198.19.1.10/24"], None);
+            }
             pairs.push((5, (a, b)));
             pairs.push((
                 6,
@@ -636,7 +757,7 @@ impl Topology {
     pub fn default_gateway(&self, site: Site) -> Option<&'static str> {
         match site {
             Site::Rtr => Some(GATEWAY_ADDR),
-            Site::Rtr2 if self.ha => Some(GATEWAY2_ADDR),
+            Site::Rtr2 if self.has_router2() => Some(GATEWAY2_ADDR),
             Site::Exit if self.edge => Some(GATEWAY3_ADDR),
             Site::Rtr2
             | Site::Exit
@@ -644,6 +765,7 @@ impl Topology {
             | Site::Ctl
             | Site::Igw
             | Site::Vpc
+            | Site::Vpc2
             | Site::Web
             | Site::Cli => None,
         }
@@ -1053,6 +1175,63 @@ mod tests {
                 let host = addr.split('/').next().unwrap_or(addr);
                 assert!(seen.insert(host), "{addr} on {place} is used twice");
             }
+        }
+    }
+
+    #[test]
+    fn via6_puts_a_second_vpc_with_the_same_range_behind_the_second_router() {
+        let topo = Topology::with_via6("abcd-fgh".parse().expect("valid 8-char name"));
+        assert_eq!(
+            topo.summary(),
+            "namespaces cw-abcd-fgh-{pub,ctl,igw,rtr,rtr2,vpc,vpc2,cli}, bridge br0 198.18.0.1/24 (pub), 7 veth pairs, VPC 198.19.1.0/24"
+        );
+        let ends = all_ends(&topo);
+        // The same host address at both sites, each on its own link.
+        assert_eq!(addrs_on(&ends, Site::Vpc, Some("eth0")), ["198.19.1.10/24"]);
+        assert_eq!(
+            addrs_on(&ends, Site::Vpc2, Some("eth0")),
+            ["198.19.1.10/24"]
+        );
+        assert_eq!(addrs_on(&ends, Site::Rtr2, Some("vpc0")), ["198.19.1.2/24"]);
+        assert_eq!(topo.bridges().len(), 1, "no VPC bridge: two separate VPCs");
+        assert_eq!(topo.default_gateway(Site::Rtr2), Some(GATEWAY2_ADDR));
+        assert_eq!(topo.default_gateway(Site::Vpc2), None);
+        assert!(!topo.ha() && topo.has_router2() && topo.has_via6());
+        let sites: Vec<_> = topo
+            .via6_sites()
+            .into_iter()
+            .map(|s| (s.id, s.router, s.router_vpc_addr, s.vpc_namespace))
+            .collect();
+        assert_eq!(
+            sites,
+            [
+                (1, "router", "198.19.1.1", "cw-abcd-fgh-vpc".to_owned()),
+                (2, "router2", "198.19.1.2", "cw-abcd-fgh-vpc2".to_owned()),
+            ]
+        );
+        assert_eq!(
+            topo.via6_sites()[1].host_name("tailnet.causeway.internal"),
+            "198-19-1-10-via-2.tailnet.causeway.internal"
+        );
+        assert!(longest(true).via6_sites().is_empty());
+        // Its links keep the HA pair's indexes, so the union layout (what
+        // destroy looks for) holds its names and namespaces.
+        let union = Topology::for_layout("abcd-fgh".parse().expect("valid"), true, true);
+        let union_temps: BTreeSet<String> = union.temp_link_names().into_iter().collect();
+        assert!(
+            topo.temp_link_names()
+                .iter()
+                .all(|t| union_temps.contains(t))
+        );
+        let union_ns: BTreeSet<String> = union.namespaces().into_iter().collect();
+        assert!(topo.namespaces().iter().all(|n| union_ns.contains(n)));
+        let mut seen = BTreeSet::new();
+        for (place, addr) in all_addrs(&topo) {
+            if place.starts_with("Vpc2/") {
+                continue; // the overlap is the point
+            }
+            let host = addr.split('/').next().unwrap_or(addr);
+            assert!(seen.insert(host), "{addr} on {place} is used twice");
         }
     }
 
