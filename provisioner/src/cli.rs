@@ -463,7 +463,7 @@ fn change_provider(a: &ChangeArgs) -> anyhow::Result<Box<dyn Provider>> {
                 role.not_built_yet().unwrap_or_default()
             ),
             role @ (Role::Recorder | Role::Control) => anyhow::bail!(
-                "--role {role}: --cloud local deploys only subnet-router and exit-node; {role} needs --cloud aws"
+                "--role {role}: --cloud local deploys subnet-router, exit-node, app-connector and via6; {role} needs --cloud aws"
             ),
         },
         Cloud::Aws => {

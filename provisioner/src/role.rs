@@ -9,7 +9,9 @@ use std::fmt;
 pub enum Role {
     /// A subnet router advertising a VPC's CIDR to the tailnet, with SNAT.
     SubnetRouter,
-    /// 4via6: a site's IPv4 ranges advertised as IPv6 prefixes (not built yet).
+    /// 4via6: a site's IPv4 range advertised under a site ID as an IPv6
+    /// route in the tailnet's range, and translated (`--cloud local` only so
+    /// far).
     Via6,
     /// An exit node: advertises `0.0.0.0/0` and `::/0` and forwards the
     /// tailnet's internet traffic, masqueraded.
