@@ -23,7 +23,9 @@
 //! Refused, and counted per reason ([`Via6Stats`]): fragments (RFC 7915
 //! §4.1 and §5.1.1 allow translating them; we do not), IPv6 extension
 //! headers, IPv4 source routes, protocols other than TCP, UDP and ICMP,
-//! ICMP messages without a counterpart, bad checksums, hop limit 1 or 0,
+//! ICMP messages without a counterpart, bad ICMP or IPv4 header checksums
+//! (a TCP or UDP checksum is carried over, wrong if it was wrong; see the
+//! `translate` module), hop limit 1 or 0,
 //! addresses outside the served ranges, and new flows when the table is
 //! full. What the table holds and for how long: see the `flows` module.
 //!
@@ -74,8 +76,8 @@ pub enum Via6Refusal {
     OutOfRange,
     /// An IPv6 hop limit of 1 or 0: forwarding it would take it to 0.
     HopLimit,
-    /// A TCP, UDP, ICMP or IPv4 header checksum is wrong (or a UDP over
-    /// IPv6 checksum is zero).
+    /// An ICMP or IPv4 header checksum is wrong, or a UDP over IPv6
+    /// checksum is zero.
     BadChecksum,
     /// Truncated, or lengths that disagree.
     Malformed,
@@ -421,8 +423,7 @@ impl Via6State {
             return Ok(false);
         };
         // Most packets from the TUN device are the plain IPv4 path's: find
-        // the flow from the headers alone before reading (and checksumming)
-        // the whole packet. Refusals count only for packets of a flow.
+        // the flow from the headers alone before reading the whole packet. Refusals count only for packets of a flow.
         let Some(key) = reply_flow_key(packet) else {
             return Ok(false);
         };

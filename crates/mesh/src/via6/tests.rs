@@ -73,6 +73,25 @@ fn udp4(source: Ipv4Addr, ports: (u16, u16), payload: &[u8]) -> Vec<u8> {
 
 /// Checks a TCP or UDP segment's checksum with etherparse's calculation
 /// under `ip`; false for other protocols.
+/// IPv6's fixed header and IPv4's header without options.
+const IPV6_LEN: usize = 40;
+const IPV4_LEN: usize = 20;
+
+/// Whether a TCP or UDP segment's checksum is right under `ip`.
+fn transport_checksum_right(protocol: IpNumber, transport: &[u8], ip: PseudoHeader<'_>) -> bool {
+    match protocol {
+        IpNumber::TCP => {
+            let tcp = TcpSlice::from_slice(transport).expect("TCP");
+            tcp.to_header().checksum_under(&ip, tcp.payload()) == Some(tcp.checksum())
+        }
+        IpNumber::UDP => {
+            let udp = UdpSlice::from_slice(transport).expect("UDP");
+            udp.to_header().checksum_under(&ip, udp.payload()) == Some(udp.checksum())
+        }
+        other => panic!("not TCP or UDP: {other:?}"),
+    }
+}
+
 fn segment_checksum_ok(protocol: IpNumber, transport: &[u8], ip: PseudoHeader<'_>) -> bool {
     match protocol {
         IpNumber::TCP => {
@@ -413,18 +432,52 @@ fn a_hop_limit_of_one_is_refused() {
 }
 
 #[test]
-fn a_bad_checksum_stays_refused_instead_of_being_recomputed() {
+fn a_bad_checksum_stays_bad_instead_of_being_recomputed() {
     let now = Instant::now();
     let mut state = router(16);
-    let mut packet = udp6(1000, 53, b"query");
-    let last = packet.len() - 1;
-    packet[last] ^= 0xff;
+    for kind in [Kind::Udp, Kind::Tcp] {
+        let mut packet = request(kind, (1000, 53), 64, 0, b"query");
+        let last = packet.len() - 1;
+        packet[last] ^= 0xff;
+        let mut out = Vec::new();
+
+        let outcome = state.to_ipv4(&packet, Some(CLIENT_V4), &mut out, now);
+
+        // Translated, with the error carried over exactly: undoing the
+        // corruption in the IPv4 packet makes its checksum right.
+        assert_eq!(outcome, Via6Outcome::Translated, "{kind:?}");
+        let (ip, _) = Ipv4Header::from_slice(&out).expect("IPv4 header");
+        let segment = &out[ip.header_len()..];
+        assert!(
+            !transport_checksum_right(ip.protocol, segment, (&ip).into()),
+            "{kind:?}"
+        );
+        let last = out.len() - 1;
+        out[last] ^= 0xff;
+        valid_v4(&out);
+    }
+}
+
+#[test]
+fn a_udp_datagram_without_a_checksum_is_refused_over_ipv6_and_given_one_from_ipv4() {
+    let now = Instant::now();
+    let mut state = router(16);
     let mut out = Vec::new();
-
-    let outcome = state.to_ipv4(&packet, Some(CLIENT_V4), &mut out, now);
-
-    assert_eq!(outcome, Via6Outcome::Refused(Via6Refusal::BadChecksum));
-    assert_eq!(state.stats().flows, 0);
+    let mut packet = udp6(1000, 53, b"query");
+    packet[IPV6_LEN + 6..IPV6_LEN + 8].copy_from_slice(&[0, 0]);
+    assert_eq!(
+        state.to_ipv4(&packet, Some(CLIENT_V4), &mut out, now),
+        Via6Outcome::Refused(Via6Refusal::BadChecksum)
+    );
+    state.to_ipv4(&udp6(1000, 53, b"query"), Some(CLIENT_V4), &mut out, now);
+    let mut reply = udp4(REMOTE, (53, 1000), b"answer");
+    reply[IPV4_LEN + 6..IPV4_LEN + 8].copy_from_slice(&[0, 0]);
+    assert_eq!(
+        state.to_ipv6(&reply, &mut out, now),
+        Via6Outcome::Translated
+    );
+    let (_, segment) = valid_v6(&out);
+    assert_ne!(segment[6..8], [0, 0]);
 }
 
 #[test]
@@ -716,7 +769,7 @@ fn icmp_echo_identifiers_are_kept_apart_per_flow() {
 }
 
 #[test]
-fn a_reply_with_a_bad_checksum_is_refused_only_when_it_belongs_to_a_flow() {
+fn a_reply_with_a_bad_checksum_keeps_it_when_it_belongs_to_a_flow() {
     let now = Instant::now();
     let mut state = router(16);
     let mut out = Vec::new();
@@ -731,9 +784,15 @@ fn a_reply_with_a_bad_checksum_is_refused_only_when_it_belongs_to_a_flow() {
     let of_flow = state.to_ipv6(&corrupt((53, 1000)), &mut out, now);
     let of_no_flow = state.to_ipv6(&corrupt((53, 2000)), &mut out, now);
 
-    assert_eq!(of_flow, Via6Outcome::Refused(Via6Refusal::BadChecksum));
+    assert_eq!(of_flow, Via6Outcome::Translated);
+    let (ip, _) = Ipv6Header::from_slice(&out).expect("IPv6 header");
+    assert!(!transport_checksum_right(
+        ip.next_header,
+        &out[IPV6_LEN..],
+        (&ip).into()
+    ));
     assert_eq!(of_no_flow, Via6Outcome::NotVia6);
-    assert_eq!(state.stats().refused(Via6Refusal::BadChecksum), 1);
+    assert_eq!(state.stats().refused(Via6Refusal::BadChecksum), 0);
 }
 
 #[test]

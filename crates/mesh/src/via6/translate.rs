@@ -3,12 +3,17 @@
 //! translated and maps its ICMP type; `emit_*` writes the other family's
 //! packet with the addresses the caller chose.
 //!
-//! Transport checksums are verified on the way in and recomputed in full on
-//! the way out (over the new pseudo-header), so a corrupted packet stays
-//! refused rather than being given a fresh, valid checksum. The transport
-//! header inside an ICMP error's quote is copied as it is: the quote may be
-//! truncated, so its checksum cannot be recomputed (RFC 7915 §4.3 and §5.3
-//! leave it alone too).
+//! TCP and UDP checksums are updated, not recomputed: translation changes
+//! only the pseudo-header the checksum covers, so the old pseudo-header's
+//! sum is taken out and the new one's put in (RFC 1624, equation 3)
+//! without reading the payload. A corrupted segment thus stays corrupted
+//! and the receiving host drops it, as it would have without translation;
+//! it is never given a fresh, valid checksum. (A UDP datagram over IPv4
+//! without a checksum gets one computed over the whole datagram, as IPv6
+//! requires one.) ICMP checksums are verified and recomputed: the message
+//! itself changes. The transport header inside an ICMP error's quote is
+//! copied as it is: the quote may be truncated, so its checksum cannot be
+//! recomputed (RFC 7915 §4.3 and §5.3 leave it alone too).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -240,8 +245,8 @@ pub(super) fn emit_v4(
     out.clear();
     out.extend_from_slice(&ip.to_bytes());
     match &parsed.body {
-        Body::Tcp(h, payload) => write_segment(h, &ip, payload, out)?,
-        Body::Udp(h, payload) => write_segment(h, &ip, payload, out)?,
+        Body::Tcp(h, payload) => write_segment(h, IpNumber::TCP, &parsed.ip, &ip, payload, out)?,
+        Body::Udp(h, payload) => write_segment(h, IpNumber::UDP, &parsed.ip, &ip, payload, out)?,
         Body::Echo {
             target, payload, ..
         } => {
@@ -289,8 +294,8 @@ pub(super) fn emit_v6(
     out.clear();
     out.extend_from_slice(&ip.to_bytes());
     match &parsed.body {
-        Body::Tcp(h, payload) => write_segment(h, &ip, payload, out)?,
-        Body::Udp(h, payload) => write_segment(h, &ip, payload, out)?,
+        Body::Tcp(h, payload) => write_segment(h, IpNumber::TCP, &parsed.ip, &ip, payload, out)?,
+        Body::Udp(h, payload) => write_segment(h, IpNumber::UDP, &parsed.ip, &ip, payload, out)?,
         Body::Echo {
             target, payload, ..
         } => {
@@ -332,7 +337,9 @@ pub(super) trait Segment: Clone {
     /// The checksum of this header and `payload` under `ip`'s
     /// pseudo-header, by etherparse.
     fn checksum_under(&self, ip: &PseudoHeader<'_>, payload: &[u8]) -> Option<u16>;
+    fn checksum(&self) -> u16;
     fn set_checksum(&mut self, checksum: u16);
+    fn header_len(&self) -> usize;
     fn write_to(&self, out: &mut Vec<u8>);
 }
 
@@ -365,8 +372,16 @@ macro_rules! segment {
                 }
             }
 
+            fn checksum(&self) -> u16 {
+                self.checksum
+            }
+
             fn set_checksum(&mut self, checksum: u16) {
                 self.checksum = checksum;
+            }
+
+            fn header_len(&self) -> usize {
+                usize::from(<$header>::header_len(self))
             }
 
             fn write_to(&self, out: &mut Vec<u8>) {
@@ -379,17 +394,49 @@ macro_rules! segment {
 segment!(TcpHeader);
 segment!(UdpHeader);
 
-/// Appends a TCP or UDP segment with its checksum recomputed under `ip`.
-fn write_segment<'a, S: Segment>(
+/// Appends a TCP or UDP segment that travelled under `from` with its
+/// checksum moved to `to`'s pseudo-header (RFC 1624, equation 3:
+/// `HC' = ~(~HC + ~m + m')`, `m` and `m'` the two pseudo-headers' sums).
+/// A UDP checksum of 0 (none, over IPv4) is computed in full instead.
+fn write_segment<'a, 'b, S: Segment>(
     header: &S,
-    ip: impl Into<PseudoHeader<'a>>,
+    protocol: IpNumber,
+    from: impl Into<PseudoHeader<'a>>,
+    to: impl Into<PseudoHeader<'b>>,
     payload: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), Via6Refusal> {
     let mut header = header.clone();
-    let checksum = header
-        .checksum_under(&ip.into(), payload)
-        .ok_or(Via6Refusal::Unsupported)?;
+    let (from, to) = (from.into(), to.into());
+    let old = header.checksum();
+    let checksum = if old == 0 && protocol == IpNumber::UDP {
+        header
+            .checksum_under(&to, payload)
+            .ok_or(Via6Refusal::Unsupported)?
+    } else {
+        // etherparse sums the words as they lie in memory (native byte
+        // order): words go in and come out as wire bytes.
+        let len = header.header_len() + payload.len();
+        let taken_out = pseudo_sum(Sum16BitWords::new(), &from, protocol, len)
+            .ok_or(Via6Refusal::Unsupported)?
+            .ones_complement()
+            .to_ne_bytes();
+        let start = Sum16BitWords::new()
+            .add_2bytes((!old).to_be_bytes())
+            .add_2bytes(taken_out);
+        let updated = u16::from_be_bytes(
+            pseudo_sum(start, &to, protocol, len)
+                .ok_or(Via6Refusal::Unsupported)?
+                .ones_complement()
+                .to_ne_bytes(),
+        );
+        // In UDP a computed 0 is sent as all ones (0 means "none").
+        if updated == 0 && protocol == IpNumber::UDP {
+            0xffff
+        } else {
+            updated
+        }
+    };
     header.set_checksum(checksum);
     header.write_to(out);
     out.extend_from_slice(payload);
@@ -703,7 +750,10 @@ fn write_quote(
     start
 }
 
-/// Reads a TCP or UDP segment, refusing it if its checksum is wrong.
+/// Reads a TCP or UDP segment. Its checksum is not verified here (the
+/// update in [`write_segment`] keeps a wrong one wrong), except that a UDP
+/// datagram over IPv6 must have one (RFC 8200 §8.1); over IPv4, 0 means
+/// none (RFC 768) and the IPv6 packet gets one (RFC 7915 §4.5).
 fn segment_body<'a, T, H>(
     ip: PseudoHeader<'_>,
     protocol: IpNumber,
@@ -711,49 +761,36 @@ fn segment_body<'a, T, H>(
 ) -> Result<Body<'a, T, H>, Via6Refusal> {
     if protocol == IpNumber::UDP {
         let udp = UdpSlice::from_slice(segment).map_err(|_| Via6Refusal::Malformed)?;
-        // Zero: the sender computed no checksum. Allowed over IPv4 (RFC
-        // 768; the IPv6 packet gets one, RFC 7915 §4.5), not over IPv6
-        // (RFC 8200 §8.1).
-        let unchecked = udp.checksum() == 0 && matches!(ip, PseudoHeader::V4(_));
-        if !unchecked && (udp.checksum() == 0 || !checksum_ok(&ip, protocol, segment)) {
+        if udp.checksum() == 0 && matches!(ip, PseudoHeader::V6(_)) {
             return Err(Via6Refusal::BadChecksum);
         }
         return Ok(Body::Udp(udp.to_header(), udp.payload()));
-    }
-    if !checksum_ok(&ip, protocol, segment) {
-        return Err(Via6Refusal::BadChecksum);
     }
     let tcp = TcpSlice::from_slice(segment).map_err(|_| Via6Refusal::Malformed)?;
     Ok(Body::Tcp(tcp.to_header(), tcp.payload()))
 }
 
-/// Whether a TCP or UDP segment's checksum over the pseudo-header (RFC
-/// 9293 §3.1, RFC 768, RFC 8200 §8.1) is right: the sum including the
-/// checksum is all ones.
-fn checksum_ok(ip: &PseudoHeader<'_>, protocol: IpNumber, segment: &[u8]) -> bool {
-    let sum = match ip {
-        PseudoHeader::V4(ip) => {
-            let Ok(len) = u16::try_from(segment.len()) else {
-                return false;
-            };
-            Sum16BitWords::new()
-                .add_4bytes(ip.source)
-                .add_4bytes(ip.destination)
-                .add_2bytes([0, protocol.0])
-                .add_2bytes(len.to_be_bytes())
-        }
-        PseudoHeader::V6(ip) => {
-            let Ok(len) = u32::try_from(segment.len()) else {
-                return false;
-            };
-            Sum16BitWords::new()
-                .add_16bytes(ip.source)
-                .add_16bytes(ip.destination)
-                .add_4bytes(len.to_be_bytes())
-                .add_2bytes([0, protocol.0])
-        }
-    };
-    sum.add_slice(segment).ones_complement() == 0
+/// Adds the words of `ip`'s pseudo-header for a `len`-byte `protocol`
+/// segment (RFC 9293 §3.1, RFC 768, RFC 8200 §8.1) to `sum`; `None` when
+/// the length does not fit it.
+fn pseudo_sum(
+    mut sum: Sum16BitWords,
+    ip: &PseudoHeader<'_>,
+    protocol: IpNumber,
+    len: usize,
+) -> Option<Sum16BitWords> {
+    Some(match ip {
+        PseudoHeader::V4(ip) => sum
+            .add_4bytes(ip.source)
+            .add_4bytes(ip.destination)
+            .add_2bytes([0, protocol.0])
+            .add_2bytes(u16::try_from(len).ok()?.to_be_bytes()),
+        PseudoHeader::V6(ip) => sum
+            .add_16bytes(ip.source)
+            .add_16bytes(ip.destination)
+            .add_4bytes(u32::try_from(len).ok()?.to_be_bytes())
+            .add_2bytes([0, protocol.0]),
+    })
 }
 
 /// Whether IPv4 options hold a source route (RFC 791 §3.1): option type
