@@ -2548,3 +2548,206 @@ fn exit_node_egress_through_a_nat_gateway_is_created_shown_and_destroyed() {
         );
     });
 }
+
+/// An app connector: `--domain` is required with it and refused with any
+/// other role, and a bad domain is refused, each before anything is
+/// created; deploy writes the domains into the user data's
+/// `[app_connector]`, turns the source/destination check off (it forwards
+/// to whatever its domains resolve to) and adds no return route; a second
+/// plan changes nothing; status names the domains; destroy leaves nothing.
+#[test]
+fn app_connector_writes_its_domains_forwards_and_destroys_cleanly() {
+    let cloud = Cloud::new();
+    let c = &cloud.c;
+    let key_file = cloud.key_file();
+    let with = |verb: &'static str, role: &'static str, extra: &[&'static str]| {
+        let mut args: Vec<String> = cloud
+            .deploy_args(verb, "conn1", role)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        args.extend(["--auth-key-file".to_owned(), key_file.clone()]);
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    };
+    let run = |args: &[String]| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        cloud.run(&refs)
+    };
+
+    for (args, expect) in [
+        (
+            with("plan", "app-connector", &[]),
+            "--domain is required with --role app-connector",
+        ),
+        (
+            with("deploy", "app-connector", &["--domain", "*.com"]),
+            "--domain *.com: app connector domain \"*.com\": a wildcard over a top-level domain is too broad",
+        ),
+        (
+            with("deploy", "exit-node", &["--domain", "app.example.com"]),
+            "--domain app.example.com with --role exit-node: only an app connector routes domains",
+        ),
+        (
+            with(
+                "deploy",
+                "app-connector",
+                &["--domain", "app.example.com", "--no-snat"],
+            ),
+            "--no-snat with --role app-connector",
+        ),
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}:\n{}", text(&out));
+        let t = text(&out);
+        assert!(t.contains(expect), "expected {expect:?} in\n{t}");
+    }
+    assert_eq!(cloud.block(tagged(c, "conn1")), Vec::<String>::new());
+
+    let domains: [&'static str; 4] = ["--domain", "app.example.com", "--domain", "*.example.net"];
+    let out = run(&with("plan", "app-connector", &domains));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "changes pending:\n{}",
+        text(&out)
+    );
+    let planned = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        planned.contains("  domains: app.example.com, *.example.net\n"),
+        "{planned}"
+    );
+    assert!(
+        planned.contains("create    launch template causeway-conn1-app-connector"),
+        "{planned}"
+    );
+    assert_eq!(
+        cloud.block(tagged(c, "conn1")),
+        Vec::<String>::new(),
+        "plan created something"
+    );
+
+    let mut deploy = with("deploy", "app-connector", &domains);
+    deploy.extend(["--output".to_owned(), "json".to_owned()]);
+    let report = json(&ok(run(&deploy)));
+    assert_eq!(report["role"], "app-connector");
+    assert_eq!(report["routes"], serde_json::json!([]));
+    assert_eq!(
+        report["domains"],
+        serde_json::json!(["app.example.com", "*.example.net"])
+    );
+
+    let found = cloud.block(instances(c, "conn1"));
+    assert_eq!(found.len(), 1, "one connector");
+    assert_eq!(
+        found[0].source_dest_check(),
+        Some(false),
+        "an app connector forwards to arbitrary destinations"
+    );
+    let ud = cloud.block(template_user_data(c, "causeway-conn1-app-connector"));
+    let v: toml::Value = toml::from_str(&ud).expect("TOML");
+    assert!(
+        v.get("subnet_router").is_none() && v.get("exit_node").is_none(),
+        "{ud}"
+    );
+    let written: Vec<&str> = v["app_connector"]["domains"]
+        .as_array()
+        .expect("domains")
+        .iter()
+        .filter_map(toml::Value::as_str)
+        .collect();
+    assert_eq!(written, ["app.example.com", "*.example.net"], "{ud}");
+    assert!(!ud.contains(SECRET), "{ud}");
+
+    // No tailnet return route, only WireGuard in, only its secret readable.
+    let (tables, groups, policies) = cloud.block(async {
+        let tables = c
+            .ec2
+            .describe_route_tables()
+            .filters(filter("vpc-id", &cloud.vpc))
+            .send()
+            .await
+            .expect("tables");
+        let tailnet_routes: Vec<String> = tables
+            .route_tables()
+            .iter()
+            .flat_map(|t| t.routes())
+            .filter_map(|r| r.destination_cidr_block().map(str::to_owned))
+            .filter(|d| d == "100.64.0.0/10")
+            .collect();
+        let groups = c
+            .ec2
+            .describe_security_groups()
+            .filters(filter("tag:causeway:deployment", "conn1"))
+            .send()
+            .await
+            .expect("groups")
+            .security_groups()
+            .iter()
+            .map(|g| (g.group_name().unwrap_or_default().to_owned(), ingress(g)))
+            .collect::<std::collections::BTreeMap<_, _>>();
+        let policies = c
+            .iam
+            .list_role_policies()
+            .role_name("causeway-conn1-app-connector")
+            .send()
+            .await
+            .expect("policies")
+            .policy_names()
+            .to_vec();
+        (tailnet_routes, groups, policies)
+    });
+    assert_eq!(tables, Vec::<String>::new(), "no tailnet return route");
+    assert_eq!(
+        groups,
+        std::collections::BTreeMap::from([(
+            "causeway-conn1-app-connector".to_owned(),
+            BTreeSet::from([
+                "udp 41641-41641 0.0.0.0/0".to_owned(),
+                "udp 41641-41641 ::/0".to_owned()
+            ])
+        )])
+    );
+    assert_eq!(policies, ["causeway-auth-key"]);
+
+    // A second run changes nothing; other domains change the template.
+    let out = run(&with("plan", "app-connector", &domains));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "nothing to change:\n{}",
+        text(&out)
+    );
+    let out = run(&with(
+        "plan",
+        "app-connector",
+        &["--domain", "app.example.com"],
+    ));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("update    launch template causeway-conn1-app-connector"),
+        "{}",
+        text(&out)
+    );
+
+    // status: the connector and its domains.
+    let status = |format: &str| {
+        cloud.run(&[
+            "status", "--cloud", "aws", "--name", "conn1", "--output", format,
+        ])
+    };
+    let s = json(&status("json"));
+    assert_eq!(
+        s["instances"][0]["app_connector"]["domains"],
+        serde_json::json!(["app.example.com", "*.example.net"])
+    );
+    let t = String::from_utf8_lossy(&status("text").stdout).to_string();
+    assert!(
+        t.contains("app connector: routes what app.example.com, *.example.net resolve to"),
+        "{t}"
+    );
+
+    ok(cloud.run(&["destroy", "--cloud", "aws", "--name", "conn1"]));
+    assert_eq!(cloud.block(tagged(c, "conn1")), Vec::<String>::new());
+}
