@@ -3,7 +3,7 @@
 //! with the Rust SDK. Needs `moto_server` (`pip install 'moto[server]'`):
 //! without it these tests fail, loudly.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -125,6 +125,52 @@ fn ok(out: Output) -> Output {
 fn json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", text(out)))
+}
+
+/// The report of a `plan` with changes pending (exit 3).
+fn pending(out: &Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "changes pending:\n{}",
+        text(out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The security groups tagged with `deployment`, by name, with their
+/// inbound rules.
+async fn groups_of(c: &Clients, deployment: &str) -> BTreeMap<String, BTreeSet<String>> {
+    c.ec2
+        .describe_security_groups()
+        .filters(filter("tag:causeway:deployment", deployment))
+        .send()
+        .await
+        .expect("groups")
+        .security_groups()
+        .iter()
+        .map(|g| (g.group_name().unwrap_or_default().to_owned(), ingress(g)))
+        .collect()
+}
+
+/// The inline policies of IAM role `role`, by name.
+async fn role_policy_names(c: &Clients, role: &str) -> Vec<String> {
+    c.iam
+        .list_role_policies()
+        .role_name(role)
+        .send()
+        .await
+        .expect("policies")
+        .policy_names()
+        .to_vec()
+}
+
+/// WireGuard from anywhere: a node's one inbound rule, as [`ingress`] lists it.
+fn wireguard_only() -> BTreeSet<String> {
+    BTreeSet::from([
+        "udp 41641-41641 0.0.0.0/0".to_owned(),
+        "udp 41641-41641 ::/0".to_owned(),
+    ])
 }
 
 fn tag(k: &str, v: &str) -> Tag {
@@ -473,14 +519,7 @@ fn ha_subnet_router_is_hardened_converges_and_destroys_exactly_its_own() {
     let key_file = cloud.key_file();
     let mut plan = cloud.deploy_args("plan", "ha1", "subnet-router");
     plan.extend(["--ha", "--auth-key-file", &key_file]);
-    let out = cloud.run(&plan);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "plan shows pending changes:\n{}",
-        text(&out)
-    );
-    let planned = String::from_utf8_lossy(&out.stdout).to_string();
+    let planned = pending(&cloud.run(&plan));
     assert!(
         planned.contains("create    launch template causeway-ha1-subnet-router"),
         "{planned}"
@@ -2332,14 +2371,7 @@ fn exit_node_egress_through_a_nat_gateway_is_created_shown_and_destroyed() {
 
     let mut plan = cloud.deploy_args("plan", "exit1", "exit-node");
     plan.extend(["--auth-key-file", &key_file, "--egress-subnet", &private]);
-    let out = cloud.run(&plan);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "changes pending:\n{}",
-        text(&out)
-    );
-    let planned = String::from_utf8_lossy(&out.stdout).to_string();
+    let planned = pending(&cloud.run(&plan));
     assert!(
         planned.contains(&format!(
             "create    egress interface causeway-exit1-exit-node-egress (in {private} (us-east-1a), device index 1, source/destination check off, 0.0.0.0/0 via {nat} in {private_table}; third parties see {nat_ip})"
@@ -2451,28 +2483,10 @@ fn exit_node_egress_through_a_nat_gateway_is_created_shown_and_destroyed() {
         "{ud}"
     );
     // Only WireGuard in, and the egress interface takes nothing.
-    let groups = cloud.block(async {
-        c.ec2
-            .describe_security_groups()
-            .filters(filter("tag:causeway:deployment", "exit1"))
-            .send()
-            .await
-            .expect("groups")
-            .security_groups()
-            .iter()
-            .map(|g| (g.group_name().unwrap_or_default().to_owned(), ingress(g)))
-            .collect::<std::collections::BTreeMap<_, _>>()
-    });
     assert_eq!(
-        groups,
-        std::collections::BTreeMap::from([
-            (
-                "causeway-exit1-exit-node".to_owned(),
-                BTreeSet::from([
-                    "udp 41641-41641 0.0.0.0/0".to_owned(),
-                    "udp 41641-41641 ::/0".to_owned()
-                ])
-            ),
+        cloud.block(groups_of(c, "exit1")),
+        BTreeMap::from([
+            ("causeway-exit1-exit-node".to_owned(), wireguard_only()),
             (
                 "causeway-exit1-exit-node-egress".to_owned(),
                 BTreeSet::new()
@@ -2480,17 +2494,10 @@ fn exit_node_egress_through_a_nat_gateway_is_created_shown_and_destroyed() {
         ])
     );
     // IAM: reading its own secret, nothing more.
-    let policies = cloud.block(async {
-        c.iam
-            .list_role_policies()
-            .role_name("causeway-exit1-exit-node")
-            .send()
-            .await
-            .expect("policies")
-            .policy_names()
-            .to_vec()
-    });
-    assert_eq!(policies, ["causeway-auth-key"]);
+    assert_eq!(
+        cloud.block(role_policy_names(c, "causeway-exit1-exit-node")),
+        ["causeway-auth-key"]
+    );
 
     // A second deploy changes nothing.
     let mut again = cloud.deploy_args("plan", "exit1", "exit-node");
@@ -2605,14 +2612,7 @@ fn app_connector_writes_its_domains_forwards_and_destroys_cleanly() {
     assert_eq!(cloud.block(tagged(c, "conn1")), Vec::<String>::new());
 
     let domains: [&'static str; 4] = ["--domain", "app.example.com", "--domain", "*.example.net"];
-    let out = run(&with("plan", "app-connector", &domains));
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "changes pending:\n{}",
-        text(&out)
-    );
-    let planned = String::from_utf8_lossy(&out.stdout).to_string();
+    let planned = pending(&run(&with("plan", "app-connector", &domains)));
     assert!(
         planned.contains("  domains: app.example.com, *.example.net\n"),
         "{planned}"
@@ -2660,55 +2660,29 @@ fn app_connector_writes_its_domains_forwards_and_destroys_cleanly() {
     assert!(!ud.contains(SECRET), "{ud}");
 
     // No tailnet return route, only WireGuard in, only its secret readable.
-    let (tables, groups, policies) = cloud.block(async {
-        let tables = c
-            .ec2
+    let tables = cloud.block(async {
+        c.ec2
             .describe_route_tables()
             .filters(filter("vpc-id", &cloud.vpc))
             .send()
             .await
-            .expect("tables");
-        let tailnet_routes: Vec<String> = tables
+            .expect("tables")
             .route_tables()
             .iter()
             .flat_map(|t| t.routes())
             .filter_map(|r| r.destination_cidr_block().map(str::to_owned))
             .filter(|d| d == "100.64.0.0/10")
-            .collect();
-        let groups = c
-            .ec2
-            .describe_security_groups()
-            .filters(filter("tag:causeway:deployment", "conn1"))
-            .send()
-            .await
-            .expect("groups")
-            .security_groups()
-            .iter()
-            .map(|g| (g.group_name().unwrap_or_default().to_owned(), ingress(g)))
-            .collect::<std::collections::BTreeMap<_, _>>();
-        let policies = c
-            .iam
-            .list_role_policies()
-            .role_name("causeway-conn1-app-connector")
-            .send()
-            .await
-            .expect("policies")
-            .policy_names()
-            .to_vec();
-        (tailnet_routes, groups, policies)
+            .collect::<Vec<String>>()
     });
     assert_eq!(tables, Vec::<String>::new(), "no tailnet return route");
     assert_eq!(
-        groups,
-        std::collections::BTreeMap::from([(
-            "causeway-conn1-app-connector".to_owned(),
-            BTreeSet::from([
-                "udp 41641-41641 0.0.0.0/0".to_owned(),
-                "udp 41641-41641 ::/0".to_owned()
-            ])
-        )])
+        cloud.block(groups_of(c, "conn1")),
+        BTreeMap::from([("causeway-conn1-app-connector".to_owned(), wireguard_only())])
     );
-    assert_eq!(policies, ["causeway-auth-key"]);
+    assert_eq!(
+        cloud.block(role_policy_names(c, "causeway-conn1-app-connector")),
+        ["causeway-auth-key"]
+    );
 
     // A second run changes nothing; other domains change the template.
     let out = run(&with("plan", "app-connector", &domains));
@@ -2723,12 +2697,10 @@ fn app_connector_writes_its_domains_forwards_and_destroys_cleanly() {
         "app-connector",
         &["--domain", "app.example.com"],
     ));
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let planned = pending(&out);
     assert!(
-        String::from_utf8_lossy(&out.stdout)
-            .contains("update    launch template causeway-conn1-app-connector"),
-        "{}",
-        text(&out)
+        planned.contains("update    launch template causeway-conn1-app-connector"),
+        "{planned}"
     );
 
     // status: the connector and its domains.
