@@ -672,21 +672,10 @@ fn inspect_ha_subnet_router(aws: &Aws, outputs: &Value, _name: &str) {
         .collect();
     assert_eq!(azs.len(), 2, "two distinct AZs: {azs:?}");
 
-    // The example runs without SNAT: no source/dest check (read from the
-    // instance: moto leaves the ENI's flag at true), 100.64.0.0/10 -> router 0.
+    // The example runs without SNAT: no source/dest check, 100.64.0.0/10 ->
+    // router 0.
     for id in &ids {
-        let attr = aws.json(&[
-            "ec2",
-            "describe-instance-attribute",
-            "--instance-id",
-            id,
-            "--attribute",
-            "sourceDestCheck",
-        ]);
-        assert_eq!(
-            attr["SourceDestCheck"]["Value"], false,
-            "{id}: source/dest check"
-        );
+        assert_forwards(aws, id);
     }
     let rtb = outputs["route_table_id"].as_str().expect("route_table_id");
     let tables = aws.json(&["ec2", "describe-route-tables", "--route-table-ids", rtb]);
@@ -866,20 +855,7 @@ fn inspect_app_connector(aws: &Aws, outputs: &Value, _name: &str) {
     let ids = strings(&outputs["instance_ids"]);
     assert_eq!(ids.len(), 1, "one app connector");
     let id = ids[0].as_str();
-    // Read from the instance: moto leaves a single-interface instance's ENI
-    // flag at true (as for the router pair above).
-    let attr = aws.json(&[
-        "ec2",
-        "describe-instance-attribute",
-        "--instance-id",
-        id,
-        "--attribute",
-        "sourceDestCheck",
-    ]);
-    assert_eq!(
-        attr["SourceDestCheck"]["Value"], false,
-        "{id}: source/dest check"
-    );
+    assert_forwards(aws, id);
     let routes = aws.json(&[
         "ec2",
         "describe-route-tables",
@@ -961,6 +937,23 @@ fn app_connector_section(text: &str) -> std::collections::BTreeMap<String, Value
             (k.to_owned(), v)
         })
         .collect()
+}
+
+/// The instance's source/destination check is off, read from the instance
+/// (moto leaves a single-interface instance's ENI flag at true).
+fn assert_forwards(aws: &Aws, id: &str) {
+    let attr = aws.json(&[
+        "ec2",
+        "describe-instance-attribute",
+        "--instance-id",
+        id,
+        "--attribute",
+        "sourceDestCheck",
+    ]);
+    assert_eq!(
+        attr["SourceDestCheck"]["Value"], false,
+        "{id}: source/dest check"
+    );
 }
 
 /// The launch template's latest version's data (from `launch_template_id`).
