@@ -1847,8 +1847,15 @@ fn control_mints_the_key_and_gets_the_split_dns_entries() {
 
 /// The appliances of deployment `name`'s instances join as they would on
 /// boot: once `count` instances exist, each registers with the key its
-/// role reads from the secret, under the instance's host name.
-fn instances_join(cloud: &Cloud, control: &LiveControl, name: &str, count: usize) -> String {
+/// role reads from the secret, under the instance's host name, advertising
+/// `routes`.
+fn instances_join(
+    cloud: &Cloud,
+    control: &LiveControl,
+    (name, role): (&str, &str),
+    count: usize,
+    routes: &[&str],
+) -> String {
     let deadline = Instant::now() + Duration::from_secs(120);
     let hostnames = loop {
         let found = cloud.block(instances(&cloud.c, name));
@@ -1865,10 +1872,10 @@ fn instances_join(cloud: &Cloud, control: &LiveControl, name: &str, count: usize
         assert!(Instant::now() < deadline, "the deploy launched {names:?}");
         std::thread::sleep(Duration::from_millis(500));
     };
-    let key = secret_value(cloud, &format!("causeway/{name}/subnet-router-authkey"));
+    let key = secret_value(cloud, &format!("causeway/{name}/{role}-authkey"));
     for hostname in &hostnames {
         control
-            .appliance_joins(&key, hostname, &["10.0.0.0/16"])
+            .appliance_joins(&key, hostname, routes)
             .unwrap_or_else(|e| panic!("{hostname} could not join: {e}"));
     }
     key
@@ -1910,7 +1917,13 @@ fn minted_keys_expire_are_retired_once_the_pair_joins_and_a_relaunch_mints_anew(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("provisioner runs");
-    let minted = instances_join(&cloud, &control, "ret1", 2);
+    let minted = instances_join(
+        &cloud,
+        &control,
+        ("ret1", "subnet-router"),
+        2,
+        &["10.0.0.0/16"],
+    );
     let out = ok(run.wait_with_output().expect("provisioner ends"));
     eprintln!(
         "healthy HA deploy with retirement: {:.1} s",
@@ -2722,4 +2735,49 @@ fn app_connector_writes_its_domains_forwards_and_destroys_cleanly() {
 
     ok(cloud.run(&["destroy", "--cloud", "aws", "--name", "conn1"]));
     assert_eq!(cloud.block(tagged(c, "conn1")), Vec::<String>::new());
+}
+
+/// An app connector's health is its appliance's: deploy mints a key
+/// tagged `tag:app-connector`, waits until the connector has registered
+/// and holds its netmap stream (it asks for no route: none is known until
+/// a client resolves a name), then retires the key; status calls it an app
+/// connector, not a standby.
+#[test]
+fn app_connector_is_healthy_once_registered_and_online() {
+    let cloud = Cloud::new();
+    let control = LiveControl::start();
+    let admin = control.admin_args();
+    let mut deploy = cloud.deploy_args("deploy", "conn2", "app-connector");
+    deploy.extend(["--domain", "app.example.com", "--health-timeout", "120"]);
+    deploy.extend(admin.iter().map(String::as_str));
+    let run = common::provisioner(cloud.moto.url())
+        .args(&deploy)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("provisioner runs");
+    let minted = instances_join(&cloud, &control, ("conn2", "app-connector"), 1, &[]);
+    let out = ok(run.wait_with_output().expect("provisioner ends"));
+    let t = text(&out);
+    assert!(!t.contains(&minted), "the key leaked:\n{t}");
+    assert!(t.contains("appliance healthy (node "), "{t}");
+
+    let keys = control.get("/api/v1/keys");
+    let keys = keys.as_array().expect("key list");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(keys[0]["tags"], serde_json::json!(["tag:app-connector"]));
+    assert_eq!(keys[0]["revoked"], true, "retired once healthy: {keys:?}");
+
+    let mut status = vec![
+        "status", "--cloud", "aws", "--name", "conn2", "--output", "json",
+    ];
+    status.extend(admin.iter().map(String::as_str));
+    let s = json(&ok(cloud.run(&status)));
+    assert_eq!(s["healthy"], true, "{s}");
+    assert_eq!(s["instances"][0]["ha_role"], "app connector", "{s}");
+    assert_eq!(
+        s["instances"][0]["app_connector"]["domains"],
+        serde_json::json!(["app.example.com"]),
+        "{s}"
+    );
 }
