@@ -112,6 +112,17 @@ impl Cloud {
         ]
     }
 
+    /// Starts the provisioner against moto and returns at once (a deploy
+    /// that waits while the test plays the appliances), output captured.
+    fn spawn(&self, args: &[&str]) -> std::process::Child {
+        common::provisioner(self.moto.url())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("provisioner runs")
+    }
+
     fn block<F: std::future::Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
     }
@@ -1911,12 +1922,7 @@ fn minted_keys_expire_are_retired_once_the_pair_joins_and_a_relaunch_mints_anew(
     until_healthy.extend(["--health-timeout", "120"]);
 
     let started = Instant::now();
-    let run = common::provisioner(cloud.moto.url())
-        .args(&until_healthy)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("provisioner runs");
+    let run = cloud.spawn(&until_healthy);
     let minted = instances_join(
         &cloud,
         &control,
@@ -2750,12 +2756,7 @@ fn app_connector_is_healthy_once_registered_and_online() {
     let mut deploy = cloud.deploy_args("deploy", "conn2", "app-connector");
     deploy.extend(["--domain", "app.example.com", "--health-timeout", "120"]);
     deploy.extend(admin.iter().map(String::as_str));
-    let run = common::provisioner(cloud.moto.url())
-        .args(&deploy)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("provisioner runs");
+    let run = cloud.spawn(&deploy);
     let minted = instances_join(&cloud, &control, ("conn2", "app-connector"), 1, &[]);
     let out = ok(run.wait_with_output().expect("provisioner ends"));
     let t = text(&out);
