@@ -225,6 +225,15 @@ pub struct AwsArgs {
     /// Exit node: a private subnet (same AZ as the instance) whose default route is a NAT gateway; forwarded internet traffic leaves through a second interface there, so third parties see the NAT gateway's address while peers keep direct connections.
     #[arg(long, env = "CAUSEWAY_EGRESS_SUBNET")]
     pub egress_subnet: Option<String>,
+    /// App connector: a domain it routes, `app.example.com` (that name) or `*.example.com` (every name below it); repeatable, required with --role app-connector.
+    #[arg(long = "domain", env = "CAUSEWAY_DOMAINS", value_delimiter = ',')]
+    pub domains: Vec<String>,
+    /// App connector: most addresses it routes at once, 1 to 65536 [default: the appliance's, 1000].
+    #[arg(long, env = "CAUSEWAY_MAX_ROUTES")]
+    pub max_routes: Option<usize>,
+    /// App connector: shortest life of a learned route in seconds, at most 604800 (7 days) [default: the appliance's, 600].
+    #[arg(long, env = "CAUSEWAY_ROUTE_TTL_FLOOR")]
+    pub route_ttl_floor: Option<u64>,
     /// Split DNS: the VPC resolver (base + 2) or a Route 53 Resolver inbound endpoint.
     #[arg(long, env = "CAUSEWAY_DNS", value_enum, default_value_t = DnsMode::Vpc)]
     pub dns: DnsMode,
@@ -433,6 +442,9 @@ fn image_command(c: ImageCommand) -> anyhow::Result<()> {
 
 fn change_provider(a: &ChangeArgs) -> anyhow::Result<Box<dyn Provider>> {
     match a.target.cloud {
+        Cloud::Local if !a.aws.domains.is_empty() => anyhow::bail!(
+            "--domain with --cloud local: the local app connector serves its own apps zone; --domain is for --cloud aws"
+        ),
         Cloud::Local => match a.role {
             Role::SubnetRouter => Ok(local_provider(&a.target, &a.local, a.ha, false, !a.no_snat)),
             Role::ExitNode if a.ha => anyhow::bail!(
@@ -479,6 +491,9 @@ fn change_provider(a: &ChangeArgs) -> anyhow::Result<Box<dyn Provider>> {
             opts.routes = x.routes.clone();
             opts.snat = !a.no_snat;
             opts.egress_subnet = x.egress_subnet.clone();
+            opts.domains = x.domains.clone();
+            opts.max_routes = x.max_routes;
+            opts.route_ttl_floor = x.route_ttl_floor;
             opts.dns = x.dns;
             opts.control_url = x.control_url.clone();
             opts.control_public_key = x.control_public_key.clone();
@@ -719,6 +734,51 @@ mod tests {
         .expect("parses");
         let err = run(cli).expect_err("no --vpc");
         assert!(format!("{err:#}").contains("--vpc is required"), "{err:#}");
+    }
+
+    #[test]
+    fn domains_parse_repeated_or_comma_separated_and_local_refuses_them() {
+        let cli = parse(&[
+            "plan",
+            "--cloud",
+            "aws",
+            "--role",
+            "app-connector",
+            "--domain",
+            "app.example.com,*.example.net",
+            "--domain",
+            "b.example.org",
+            "--max-routes",
+            "50",
+            "--route-ttl-floor",
+            "3600",
+        ])
+        .expect("parses");
+        let Command::Plan(a) = cli.command else {
+            panic!("expected plan");
+        };
+        assert_eq!(
+            a.aws.domains,
+            ["app.example.com", "*.example.net", "b.example.org"]
+        );
+        assert_eq!(
+            (a.aws.max_routes, a.aws.route_ttl_floor),
+            (Some(50), Some(3600))
+        );
+
+        let cli = parse(&[
+            "deploy",
+            "--role",
+            "app-connector",
+            "--domain",
+            "a.example.com",
+        ])
+        .expect("parses");
+        let err = run(cli).expect_err("local has its own zone");
+        assert!(
+            err.to_string().starts_with("--domain with --cloud local"),
+            "{err}"
+        );
     }
 
     #[test]

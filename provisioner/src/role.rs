@@ -16,8 +16,8 @@ pub enum Role {
     /// An exit node: advertises `0.0.0.0/0` and `::/0` and forwards the
     /// tailnet's internet traffic, masqueraded.
     ExitNode,
-    /// An app connector routing configured domains (`--cloud local` only so
-    /// far).
+    /// An app connector: routes the addresses its domains resolve to,
+    /// forwarding to them masqueraded.
     AppConnector,
     /// The SSH session recorder, with its recordings bucket (AWS only).
     Recorder,
@@ -47,11 +47,12 @@ impl Role {
     /// its name. `--cloud local` decides for itself (see `cli.rs`).
     pub fn not_built_yet(self) -> Option<&'static str> {
         match self {
-            Role::SubnetRouter | Role::ExitNode | Role::Recorder | Role::Control => None,
+            Role::SubnetRouter
+            | Role::ExitNode
+            | Role::AppConnector
+            | Role::Recorder
+            | Role::Control => None,
             Role::Via6 => Some("the appliance has no 4via6 mapping yet"),
-            Role::AppConnector => Some(
-                "--cloud aws cannot deploy app connectors yet (--cloud local can; on an instance of your own, configure [app_connector], see docs/dns.md)",
-            ),
             Role::Relay => Some("the appliance has no relay server yet"),
         }
     }
@@ -84,13 +85,18 @@ impl Role {
         }
     }
 
-    /// Whether the role forwards the tailnet's internet traffic, and so may
-    /// send it out of a second interface (`--egress-subnet`): an exit node,
-    /// and an app connector once the appliance runs one.
+    /// Whether the role may send the tailnet's internet traffic out of a
+    /// second interface (`--egress-subnet`): an exit node (the appliance's
+    /// `[app_connector]` has no egress interface).
     pub fn takes_egress_subnet(self) -> bool {
         match self {
-            Role::ExitNode | Role::AppConnector => true,
-            Role::SubnetRouter | Role::Via6 | Role::Recorder | Role::Control | Role::Relay => false,
+            Role::ExitNode => true,
+            Role::AppConnector
+            | Role::SubnetRouter
+            | Role::Via6
+            | Role::Recorder
+            | Role::Control
+            | Role::Relay => false,
         }
     }
 
@@ -136,13 +142,11 @@ mod tests {
             [
                 Role::SubnetRouter,
                 Role::ExitNode,
+                Role::AppConnector,
                 Role::Recorder,
                 Role::Control
             ]
         );
-        assert_eq!(
-            Role::not_built(),
-            [Role::Via6, Role::AppConnector, Role::Relay]
-        );
+        assert_eq!(Role::not_built(), [Role::Via6, Role::Relay]);
     }
 }

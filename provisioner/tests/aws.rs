@@ -3,7 +3,7 @@
 //! with the Rust SDK. Needs `moto_server` (`pip install 'moto[server]'`):
 //! without it these tests fail, loudly.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -112,6 +112,17 @@ impl Cloud {
         ]
     }
 
+    /// Starts the provisioner against moto and returns at once (a deploy
+    /// that waits while the test plays the appliances), output captured.
+    fn spawn(&self, args: &[&str]) -> std::process::Child {
+        common::provisioner(self.moto.url())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("provisioner runs")
+    }
+
     fn block<F: std::future::Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
     }
@@ -125,6 +136,52 @@ fn ok(out: Output) -> Output {
 fn json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", text(out)))
+}
+
+/// The report of a `plan` with changes pending (exit 3).
+fn pending(out: &Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "changes pending:\n{}",
+        text(out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The security groups tagged with `deployment`, by name, with their
+/// inbound rules.
+async fn groups_of(c: &Clients, deployment: &str) -> BTreeMap<String, BTreeSet<String>> {
+    c.ec2
+        .describe_security_groups()
+        .filters(filter("tag:causeway:deployment", deployment))
+        .send()
+        .await
+        .expect("groups")
+        .security_groups()
+        .iter()
+        .map(|g| (g.group_name().unwrap_or_default().to_owned(), ingress(g)))
+        .collect()
+}
+
+/// The inline policies of IAM role `role`, by name.
+async fn role_policy_names(c: &Clients, role: &str) -> Vec<String> {
+    c.iam
+        .list_role_policies()
+        .role_name(role)
+        .send()
+        .await
+        .expect("policies")
+        .policy_names()
+        .to_vec()
+}
+
+/// WireGuard from anywhere: a node's one inbound rule, as [`ingress`] lists it.
+fn wireguard_only() -> BTreeSet<String> {
+    BTreeSet::from([
+        "udp 41641-41641 0.0.0.0/0".to_owned(),
+        "udp 41641-41641 ::/0".to_owned(),
+    ])
 }
 
 fn tag(k: &str, v: &str) -> Tag {
@@ -473,14 +530,7 @@ fn ha_subnet_router_is_hardened_converges_and_destroys_exactly_its_own() {
     let key_file = cloud.key_file();
     let mut plan = cloud.deploy_args("plan", "ha1", "subnet-router");
     plan.extend(["--ha", "--auth-key-file", &key_file]);
-    let out = cloud.run(&plan);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "plan shows pending changes:\n{}",
-        text(&out)
-    );
-    let planned = String::from_utf8_lossy(&out.stdout).to_string();
+    let planned = pending(&cloud.run(&plan));
     assert!(
         planned.contains("create    launch template causeway-ha1-subnet-router"),
         "{planned}"
@@ -1808,8 +1858,15 @@ fn control_mints_the_key_and_gets_the_split_dns_entries() {
 
 /// The appliances of deployment `name`'s instances join as they would on
 /// boot: once `count` instances exist, each registers with the key its
-/// role reads from the secret, under the instance's host name.
-fn instances_join(cloud: &Cloud, control: &LiveControl, name: &str, count: usize) -> String {
+/// role reads from the secret, under the instance's host name, advertising
+/// `routes`.
+fn instances_join(
+    cloud: &Cloud,
+    control: &LiveControl,
+    (name, role): (&str, &str),
+    count: usize,
+    routes: &[&str],
+) -> String {
     let deadline = Instant::now() + Duration::from_secs(120);
     let hostnames = loop {
         let found = cloud.block(instances(&cloud.c, name));
@@ -1826,10 +1883,10 @@ fn instances_join(cloud: &Cloud, control: &LiveControl, name: &str, count: usize
         assert!(Instant::now() < deadline, "the deploy launched {names:?}");
         std::thread::sleep(Duration::from_millis(500));
     };
-    let key = secret_value(cloud, &format!("causeway/{name}/subnet-router-authkey"));
+    let key = secret_value(cloud, &format!("causeway/{name}/{role}-authkey"));
     for hostname in &hostnames {
         control
-            .appliance_joins(&key, hostname, &["10.0.0.0/16"])
+            .appliance_joins(&key, hostname, routes)
             .unwrap_or_else(|e| panic!("{hostname} could not join: {e}"));
     }
     key
@@ -1865,13 +1922,14 @@ fn minted_keys_expire_are_retired_once_the_pair_joins_and_a_relaunch_mints_anew(
     until_healthy.extend(["--health-timeout", "120"]);
 
     let started = Instant::now();
-    let run = common::provisioner(cloud.moto.url())
-        .args(&until_healthy)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("provisioner runs");
-    let minted = instances_join(&cloud, &control, "ret1", 2);
+    let run = cloud.spawn(&until_healthy);
+    let minted = instances_join(
+        &cloud,
+        &control,
+        ("ret1", "subnet-router"),
+        2,
+        &["10.0.0.0/16"],
+    );
     let out = ok(run.wait_with_output().expect("provisioner ends"));
     eprintln!(
         "healthy HA deploy with retirement: {:.1} s",
@@ -2332,14 +2390,7 @@ fn exit_node_egress_through_a_nat_gateway_is_created_shown_and_destroyed() {
 
     let mut plan = cloud.deploy_args("plan", "exit1", "exit-node");
     plan.extend(["--auth-key-file", &key_file, "--egress-subnet", &private]);
-    let out = cloud.run(&plan);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "changes pending:\n{}",
-        text(&out)
-    );
-    let planned = String::from_utf8_lossy(&out.stdout).to_string();
+    let planned = pending(&cloud.run(&plan));
     assert!(
         planned.contains(&format!(
             "create    egress interface causeway-exit1-exit-node-egress (in {private} (us-east-1a), device index 1, source/destination check off, 0.0.0.0/0 via {nat} in {private_table}; third parties see {nat_ip})"
@@ -2451,28 +2502,10 @@ fn exit_node_egress_through_a_nat_gateway_is_created_shown_and_destroyed() {
         "{ud}"
     );
     // Only WireGuard in, and the egress interface takes nothing.
-    let groups = cloud.block(async {
-        c.ec2
-            .describe_security_groups()
-            .filters(filter("tag:causeway:deployment", "exit1"))
-            .send()
-            .await
-            .expect("groups")
-            .security_groups()
-            .iter()
-            .map(|g| (g.group_name().unwrap_or_default().to_owned(), ingress(g)))
-            .collect::<std::collections::BTreeMap<_, _>>()
-    });
     assert_eq!(
-        groups,
-        std::collections::BTreeMap::from([
-            (
-                "causeway-exit1-exit-node".to_owned(),
-                BTreeSet::from([
-                    "udp 41641-41641 0.0.0.0/0".to_owned(),
-                    "udp 41641-41641 ::/0".to_owned()
-                ])
-            ),
+        cloud.block(groups_of(c, "exit1")),
+        BTreeMap::from([
+            ("causeway-exit1-exit-node".to_owned(), wireguard_only()),
             (
                 "causeway-exit1-exit-node-egress".to_owned(),
                 BTreeSet::new()
@@ -2480,17 +2513,10 @@ fn exit_node_egress_through_a_nat_gateway_is_created_shown_and_destroyed() {
         ])
     );
     // IAM: reading its own secret, nothing more.
-    let policies = cloud.block(async {
-        c.iam
-            .list_role_policies()
-            .role_name("causeway-exit1-exit-node")
-            .send()
-            .await
-            .expect("policies")
-            .policy_names()
-            .to_vec()
-    });
-    assert_eq!(policies, ["causeway-auth-key"]);
+    assert_eq!(
+        cloud.block(role_policy_names(c, "causeway-exit1-exit-node")),
+        ["causeway-auth-key"]
+    );
 
     // A second deploy changes nothing.
     let mut again = cloud.deploy_args("plan", "exit1", "exit-node");
@@ -2547,4 +2573,212 @@ fn exit_node_egress_through_a_nat_gateway_is_created_shown_and_destroyed() {
             "the Elastic IP is left: {released:?}"
         );
     });
+}
+
+/// An app connector: `--domain` is required with it and refused with any
+/// other role, and a bad domain is refused, each before anything is
+/// created; deploy writes the domains into the user data's
+/// `[app_connector]`, turns the source/destination check off (it forwards
+/// to whatever its domains resolve to) and adds no return route; a second
+/// plan changes nothing; status names the domains; destroy leaves nothing.
+#[test]
+fn app_connector_writes_its_domains_forwards_and_destroys_cleanly() {
+    let cloud = Cloud::new();
+    let c = &cloud.c;
+    let key_file = cloud.key_file();
+    let with = |verb: &'static str, role: &'static str, extra: &[&'static str]| {
+        let mut args: Vec<String> = cloud
+            .deploy_args(verb, "conn1", role)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        args.extend(["--auth-key-file".to_owned(), key_file.clone()]);
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    };
+    let run = |args: &[String]| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        cloud.run(&refs)
+    };
+
+    for (args, expect) in [
+        (
+            with("plan", "app-connector", &[]),
+            "--domain is required with --role app-connector",
+        ),
+        (
+            with("deploy", "app-connector", &["--domain", "*.com"]),
+            "--domain *.com: app connector domain \"*.com\": a wildcard over a top-level domain is too broad",
+        ),
+        (
+            with("deploy", "exit-node", &["--domain", "app.example.com"]),
+            "--domain app.example.com with --role exit-node: only an app connector routes domains",
+        ),
+        (
+            with(
+                "deploy",
+                "app-connector",
+                &["--domain", "app.example.com", "--no-snat"],
+            ),
+            "--no-snat with --role app-connector",
+        ),
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}:\n{}", text(&out));
+        let t = text(&out);
+        assert!(t.contains(expect), "expected {expect:?} in\n{t}");
+    }
+    assert_eq!(cloud.block(tagged(c, "conn1")), Vec::<String>::new());
+
+    let domains: [&'static str; 4] = ["--domain", "app.example.com", "--domain", "*.example.net"];
+    let planned = pending(&run(&with("plan", "app-connector", &domains)));
+    assert!(
+        planned.contains("  domains: app.example.com, *.example.net\n"),
+        "{planned}"
+    );
+    assert!(
+        planned.contains("create    launch template causeway-conn1-app-connector"),
+        "{planned}"
+    );
+    assert_eq!(
+        cloud.block(tagged(c, "conn1")),
+        Vec::<String>::new(),
+        "plan created something"
+    );
+
+    let mut deploy = with("deploy", "app-connector", &domains);
+    deploy.extend(["--output".to_owned(), "json".to_owned()]);
+    let report = json(&ok(run(&deploy)));
+    assert_eq!(report["role"], "app-connector");
+    assert_eq!(report["routes"], serde_json::json!([]));
+    assert_eq!(
+        report["domains"],
+        serde_json::json!(["app.example.com", "*.example.net"])
+    );
+
+    let found = cloud.block(instances(c, "conn1"));
+    assert_eq!(found.len(), 1, "one connector");
+    assert_eq!(
+        found[0].source_dest_check(),
+        Some(false),
+        "an app connector forwards to arbitrary destinations"
+    );
+    let ud = cloud.block(template_user_data(c, "causeway-conn1-app-connector"));
+    let v: toml::Value = toml::from_str(&ud).expect("TOML");
+    assert!(
+        v.get("subnet_router").is_none() && v.get("exit_node").is_none(),
+        "{ud}"
+    );
+    let written: Vec<&str> = v["app_connector"]["domains"]
+        .as_array()
+        .expect("domains")
+        .iter()
+        .filter_map(toml::Value::as_str)
+        .collect();
+    assert_eq!(written, ["app.example.com", "*.example.net"], "{ud}");
+    assert!(!ud.contains(SECRET), "{ud}");
+
+    // No tailnet return route, only WireGuard in, only its secret readable.
+    let tables = cloud.block(async {
+        c.ec2
+            .describe_route_tables()
+            .filters(filter("vpc-id", &cloud.vpc))
+            .send()
+            .await
+            .expect("tables")
+            .route_tables()
+            .iter()
+            .flat_map(|t| t.routes())
+            .filter_map(|r| r.destination_cidr_block().map(str::to_owned))
+            .filter(|d| d == "100.64.0.0/10")
+            .collect::<Vec<String>>()
+    });
+    assert_eq!(tables, Vec::<String>::new(), "no tailnet return route");
+    assert_eq!(
+        cloud.block(groups_of(c, "conn1")),
+        BTreeMap::from([("causeway-conn1-app-connector".to_owned(), wireguard_only())])
+    );
+    assert_eq!(
+        cloud.block(role_policy_names(c, "causeway-conn1-app-connector")),
+        ["causeway-auth-key"]
+    );
+
+    // A second run changes nothing; other domains change the template.
+    let out = run(&with("plan", "app-connector", &domains));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "nothing to change:\n{}",
+        text(&out)
+    );
+    let out = run(&with(
+        "plan",
+        "app-connector",
+        &["--domain", "app.example.com"],
+    ));
+    let planned = pending(&out);
+    assert!(
+        planned.contains("update    launch template causeway-conn1-app-connector"),
+        "{planned}"
+    );
+
+    // status: the connector and its domains.
+    let status = |format: &str| {
+        cloud.run(&[
+            "status", "--cloud", "aws", "--name", "conn1", "--output", format,
+        ])
+    };
+    let s = json(&status("json"));
+    assert_eq!(
+        s["instances"][0]["app_connector"]["domains"],
+        serde_json::json!(["app.example.com", "*.example.net"])
+    );
+    let t = String::from_utf8_lossy(&status("text").stdout).to_string();
+    assert!(
+        t.contains("app connector: routes what app.example.com, *.example.net resolve to"),
+        "{t}"
+    );
+
+    ok(cloud.run(&["destroy", "--cloud", "aws", "--name", "conn1"]));
+    assert_eq!(cloud.block(tagged(c, "conn1")), Vec::<String>::new());
+}
+
+/// An app connector's health is its appliance's: deploy mints a key
+/// tagged `tag:app-connector`, waits until the connector has registered
+/// and holds its netmap stream (it asks for no route: none is known until
+/// a client resolves a name), then retires the key; status calls it an app
+/// connector, not a standby.
+#[test]
+fn app_connector_is_healthy_once_registered_and_online() {
+    let cloud = Cloud::new();
+    let control = LiveControl::start();
+    let admin = control.admin_args();
+    let mut deploy = cloud.deploy_args("deploy", "conn2", "app-connector");
+    deploy.extend(["--domain", "app.example.com", "--health-timeout", "120"]);
+    deploy.extend(admin.iter().map(String::as_str));
+    let run = cloud.spawn(&deploy);
+    let minted = instances_join(&cloud, &control, ("conn2", "app-connector"), 1, &[]);
+    let out = ok(run.wait_with_output().expect("provisioner ends"));
+    let t = text(&out);
+    assert!(!t.contains(&minted), "the key leaked:\n{t}");
+    assert!(t.contains("appliance healthy (node "), "{t}");
+
+    let keys = control.get("/api/v1/keys");
+    let keys = keys.as_array().expect("key list");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(keys[0]["tags"], serde_json::json!(["tag:app-connector"]));
+    assert_eq!(keys[0]["revoked"], true, "retired once healthy: {keys:?}");
+
+    let mut status = vec![
+        "status", "--cloud", "aws", "--name", "conn2", "--output", "json",
+    ];
+    status.extend(admin.iter().map(String::as_str));
+    let s = json(&ok(cloud.run(&status)));
+    assert_eq!(s["healthy"], true, "{s}");
+    assert_eq!(s["instances"][0]["ha_role"], "app connector", "{s}");
+    assert_eq!(
+        s["instances"][0]["app_connector"]["domains"],
+        serde_json::json!(["app.example.com"]),
+        "{s}"
+    );
 }

@@ -106,6 +106,7 @@ pub fn appliance_roles(role: causeway_provisioner::role::Role) -> &'static str {
     match role {
         Role::SubnetRouter => "device, subnet-router",
         Role::ExitNode => "device, exit-node",
+        Role::AppConnector => "device, app-connector",
         Role::Recorder => "recorder, device",
         Role::Control => "control",
         other => panic!("no expected appliance roles for {other}: is it built now?"),

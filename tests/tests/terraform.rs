@@ -113,6 +113,11 @@ fn module_user_data_of_every_role_passes_appliance_check_config() {
         } else {
             "null"
         };
+        let domains = if *role == Role::AppConnector {
+            r#"["app.example.com", "*.example.net"]"#
+        } else {
+            "[]"
+        };
         config.push_str(&format!(
             r#"
 module "{role}" {{
@@ -123,6 +128,7 @@ module "{role}" {{
   auth_key_secret    = {secret}
   state_volume       = {state_volume}
   egress_mac         = {egress_mac}
+  app_connector_domains = {domains}
   routes             = ["198.19.0.0/16", "fd00:198:19::/48"]
   snat               = false
   recorder           = {recorder}
@@ -151,6 +157,17 @@ output "{role}" {{
             ran.stdout
         );
     }
+    // The connector's section is the provisioner's for the same domains.
+    let module_text = outputs["app-connector"]["value"]
+        .as_str()
+        .expect("the app connector's user data");
+    let provisioners =
+        provisioner_connector_user_data(&["app.example.com".into(), "*.example.net".into()]);
+    assert_eq!(
+        app_connector_section(module_text),
+        app_connector_section(&provisioners),
+        "{module_text}\n---\n{provisioners}"
+    );
 }
 
 /// One statement of an instance role's inline policy, reduced to what the
@@ -355,10 +372,11 @@ fn examples_apply_to_moto_inspect_and_destroy_cleanly() {
     let tree = tf.copy_tree();
     let tag = format!("tf{}", std::process::id() % 100_000);
 
-    let examples: [(&str, Inspect); 3] = [
+    let examples: [(&str, Inspect); 4] = [
         ("ha-subnet-router", inspect_ha_subnet_router),
         ("recorder", inspect_recorder),
         ("exit-node", inspect_exit_node),
+        ("app-connector", inspect_app_connector),
     ];
     // The examples share moto but not names or state: run them side by side
     // (the recorder's apply alone waits ~55 s on S3 lifecycle polling).
@@ -654,21 +672,10 @@ fn inspect_ha_subnet_router(aws: &Aws, outputs: &Value, _name: &str) {
         .collect();
     assert_eq!(azs.len(), 2, "two distinct AZs: {azs:?}");
 
-    // The example runs without SNAT: no source/dest check (read from the
-    // instance: moto leaves the ENI's flag at true), 100.64.0.0/10 -> router 0.
+    // The example runs without SNAT: no source/dest check, 100.64.0.0/10 ->
+    // router 0.
     for id in &ids {
-        let attr = aws.json(&[
-            "ec2",
-            "describe-instance-attribute",
-            "--instance-id",
-            id,
-            "--attribute",
-            "sourceDestCheck",
-        ]);
-        assert_eq!(
-            attr["SourceDestCheck"]["Value"], false,
-            "{id}: source/dest check"
-        );
+        assert_forwards(aws, id);
     }
     let rtb = outputs["route_table_id"].as_str().expect("route_table_id");
     let tables = aws.json(&["ec2", "describe-route-tables", "--route-table-ids", rtb]);
@@ -837,6 +844,115 @@ fn inspect_exit_node(aws: &Aws, outputs: &Value, name: &str) {
         gateways["NatGateways"][0]["NatGatewayAddresses"][0]["PublicIp"],
         outputs["egress_public_ip"],
         "{gateways:#}"
+    );
+}
+
+/// The app connector: source/destination check off (it forwards to
+/// whatever its domains resolve to), no tailnet return route, and user data
+/// whose `[app_connector]` section is the one the provisioner writes for
+/// the same domains.
+fn inspect_app_connector(aws: &Aws, outputs: &Value, _name: &str) {
+    let ids = strings(&outputs["instance_ids"]);
+    assert_eq!(ids.len(), 1, "one app connector");
+    let id = ids[0].as_str();
+    assert_forwards(aws, id);
+    let routes = aws.json(&[
+        "ec2",
+        "describe-route-tables",
+        "--filters",
+        &format!(
+            "Name=vpc-id,Values={}",
+            outputs["vpc_id"].as_str().expect("vpc_id")
+        ),
+    ]);
+    assert!(
+        !routes.to_string().contains("100.64.0.0/10"),
+        "an app connector gets no tailnet return route: {routes:#}"
+    );
+
+    let user_data = decode_base64(
+        latest_template_data(aws, outputs)["UserData"]
+            .as_str()
+            .expect("UserData"),
+    );
+    let domains = strings(&outputs["domains"]);
+    assert!(!domains.is_empty(), "the example routes some domains");
+    let provisioners = provisioner_connector_user_data(&domains);
+    assert_eq!(
+        app_connector_section(&user_data),
+        app_connector_section(&provisioners),
+        "the module's [app_connector] differs from the provisioner's:\n{user_data}\n---\n{provisioners}"
+    );
+    assert_eq!(
+        app_connector_section(&user_data).get("domains"),
+        Some(&serde_json::json!(domains)),
+        "{user_data}"
+    );
+    assert!(
+        !user_data.contains("[subnet_router]") && !user_data.contains("[exit_node]"),
+        "{user_data}"
+    );
+}
+
+/// The user data `deploy --cloud aws --role app-connector --domain …`
+/// writes for `domains`.
+fn provisioner_connector_user_data(domains: &[String]) -> String {
+    use causeway_provisioner::aws::spec;
+    spec::user_data(&spec::ApplianceConfig {
+        role: Role::AppConnector,
+        control_url: CONTROL_URL.into(),
+        control_public_key: CONTROL_PUBLIC_KEY.into(),
+        auth_key_secret: None,
+        secrets_manager_endpoint: None,
+        state_volume: None,
+        routes: vec![],
+        snat: true,
+        aws_route_tables: vec![],
+        recorder: None,
+        egress_mac: None,
+        app_connector: Some(spec::ConnectorData {
+            domains: domains.to_vec(),
+            max_routes: None,
+            route_ttl_floor: None,
+        }),
+    })
+    .expect("the provisioner's user data for an app connector")
+}
+
+/// The `[app_connector]` section of an appliance config, key by key. Both
+/// the provisioner and the module write each value as JSON (a TOML basic
+/// string, integer or array of strings is JSON too), so the values are read
+/// as JSON and compared by meaning, not spacing.
+fn app_connector_section(text: &str) -> std::collections::BTreeMap<String, Value> {
+    let (_, body) = text
+        .split_once("[app_connector]\n")
+        .unwrap_or_else(|| panic!("no [app_connector] in {text}"));
+    body.lines()
+        .take_while(|l| !l.trim().is_empty() && !l.starts_with('['))
+        .map(|l| {
+            let (k, v) = l
+                .split_once(" = ")
+                .unwrap_or_else(|| panic!("not `key = value`: {l:?}"));
+            let v: Value = serde_json::from_str(v).unwrap_or_else(|e| panic!("{l:?}: {e}"));
+            (k.to_owned(), v)
+        })
+        .collect()
+}
+
+/// The instance's source/destination check is off, read from the instance
+/// (moto leaves a single-interface instance's ENI flag at true).
+fn assert_forwards(aws: &Aws, id: &str) {
+    let attr = aws.json(&[
+        "ec2",
+        "describe-instance-attribute",
+        "--instance-id",
+        id,
+        "--attribute",
+        "sourceDestCheck",
+    ]);
+    assert_eq!(
+        attr["SourceDestCheck"]["Value"], false,
+        "{id}: source/dest check"
     );
 }
 

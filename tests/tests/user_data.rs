@@ -4,7 +4,7 @@
 //! terraform.rs). A role whose user data the appliance refuses fails here.
 
 use causeway_e2e::{appliance_roles, check_config};
-use causeway_provisioner::aws::spec::{self, ApplianceConfig, RecorderData};
+use causeway_provisioner::aws::spec::{self, ApplianceConfig, ConnectorData, RecorderData};
 use causeway_provisioner::role::Role;
 
 const SECRET_ARN: &str =
@@ -36,6 +36,11 @@ fn config(role: Role, ui: bool) -> ApplianceConfig {
             ui,
         }),
         egress_mac: (role == Role::ExitNode).then(|| "0a:1b:2c:3d:4e:5f".into()),
+        app_connector: (role == Role::AppConnector).then(|| ConnectorData {
+            domains: vec!["app.example.com".into(), "*.example.net".into()],
+            max_routes: Some(5000),
+            route_ttl_floor: Some(3600),
+        }),
     }
 }
 
@@ -47,6 +52,7 @@ fn the_user_data_of_every_role_deploy_accepts_passes_appliance_check_config() {
         [
             Role::SubnetRouter,
             Role::ExitNode,
+            Role::AppConnector,
             Role::Recorder,
             Role::Control
         ]
@@ -92,6 +98,30 @@ fn check_config_refuses_an_exit_node_with_a_misspelt_egress_key() {
     let ran = check_config("exit-node", &broken);
     assert!(!ran.success(), "a misspelt key passed: {ran}");
     assert!(ran.stderr.contains("egress_macs"), "{}", ran.stderr);
+}
+
+#[test]
+fn check_config_refuses_an_app_connector_with_a_bad_domain_or_limit() {
+    // The connector's check above can fail: the appliance reads
+    // [app_connector] strictly, so a domain or a limit out of its bounds is
+    // refused by name.
+    let text = spec::user_data(&config(Role::AppConnector, false)).expect("connector user data");
+    assert!(text.contains("\"*.example.net\""), "{text}");
+    for (from, to, named) in [
+        ("\"*.example.net\"", "\"*.net\"", "*.net"),
+        ("max_routes = 5000", "max_routes = 70000", "max_routes"),
+        (
+            "route_ttl_floor = \"3600s\"",
+            "route_ttl_floor = \"8d\"",
+            "route_ttl_floor",
+        ),
+    ] {
+        let broken = text.replace(from, to);
+        assert_ne!(text, broken, "{from} is in the user data");
+        let ran = check_config("app-connector", &broken);
+        assert!(!ran.success(), "{to} passed: {ran}");
+        assert!(ran.stderr.contains(named), "{to}: {}", ran.stderr);
+    }
 }
 
 #[test]

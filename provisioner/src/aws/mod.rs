@@ -85,6 +85,14 @@ pub struct AwsOptions {
     /// the instance gets a second interface there and sends forwarded
     /// internet traffic out of it (`--egress-subnet`).
     pub egress_subnet: Option<String>,
+    /// App connector: the domains it routes (`--domain`).
+    pub domains: Vec<String>,
+    /// App connector: most addresses held (`--max-routes`; `None`: the
+    /// appliance's default).
+    pub max_routes: Option<usize>,
+    /// App connector: shortest life of a learned route, in seconds
+    /// (`--route-ttl-floor`; `None`: the appliance's default).
+    pub route_ttl_floor: Option<u64>,
     /// Split-DNS mode.
     pub dns: DnsMode,
     /// Control's node-facing URL (user data).
@@ -143,6 +151,9 @@ impl AwsOptions {
             routes: Vec::new(),
             snat: true,
             egress_subnet: None,
+            domains: Vec::new(),
+            max_routes: None,
+            route_ttl_floor: None,
             dns: DnsMode::Vpc,
             control_url: None,
             control_public_key: None,

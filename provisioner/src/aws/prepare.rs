@@ -135,6 +135,10 @@ pub async fn prepare(aws: &Aws, opts: &AwsOptions, role: Role) -> anyhow::Result
 
     let routes = if role == Role::ExitNode {
         spec::EXIT_ROUTES.iter().map(|r| (*r).to_owned()).collect()
+    } else if role == Role::AppConnector {
+        // Its routes are what its domains resolve to, learned at run time:
+        // none are known here, so health asks for none.
+        Vec::new()
     } else if opts.routes.is_empty() {
         vpc.cidrs.clone()
     } else {

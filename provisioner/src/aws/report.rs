@@ -206,6 +206,10 @@ pub struct Report {
     /// Role recorder: the recorders and the producer's list of them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recorders: Option<Recorders>,
+    /// Role app-connector: the domains it routes (its routes are learned
+    /// from their DNS answers at run time).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<String>,
 }
 
 impl Report {
@@ -243,7 +247,15 @@ impl Report {
             .map(|s| format!("{} ({}, {:?})", s.id, s.az, s.exposure).to_lowercase())
             .collect();
         let _ = writeln!(out, "  subnets: {}", subnets.join(", "));
-        let _ = writeln!(out, "  routes:  {}", r.routes.join(", "));
+        if r.domains.is_empty() {
+            let _ = writeln!(out, "  routes:  {}", r.routes.join(", "));
+        } else {
+            let _ = writeln!(out, "  domains: {}", r.domains.join(", "));
+            let _ = writeln!(
+                out,
+                "  routes:  learned from the domains' DNS answers, masqueraded (approved by control's policy autoApprovers.routes for tag:app-connector, or by an admin)"
+            );
+        }
         for w in &r.warnings {
             let _ = writeln!(out, "  warning: {w}");
         }

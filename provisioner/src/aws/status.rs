@@ -13,6 +13,7 @@ use super::api::{Aws, Instance};
 use super::control::NodeView;
 use super::health::{self, ApplianceHealth};
 use super::network;
+use super::spec;
 use crate::cloud::Verdict;
 use crate::console::OutputFormat;
 use crate::role::Role;
@@ -32,6 +33,18 @@ pub struct InstanceStatus {
     /// An exit node's egress interface and the NAT gateway behind it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub egress: Option<EgressStatus>,
+    /// An app connector's domains, as its launch template's user data
+    /// names them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_connector: Option<ConnectorStatus>,
+}
+
+/// An app connector, as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectorStatus {
+    /// The domains it routes (`[app_connector] domains`); empty when the
+    /// launch template could not be read.
+    pub domains: Vec<String>,
 }
 
 /// An exit node's egress interface, as `status` shows it.
@@ -114,6 +127,14 @@ async fn inspect(aws: &Aws, opts: &AwsOptions) -> anyhow::Result<StatusReport> {
         }
     };
     let judged = nodes.as_ref().map(|nodes| judge(&instances, nodes));
+    let connector = if instances
+        .iter()
+        .any(|i| role_of(i) == Some(Role::AppConnector))
+    {
+        Some(connector_of(aws, opts, &mut notes).await?)
+    } else {
+        None
+    };
     let notes_before_egress = notes.len();
     let mut egress = egress_of(aws, name, &instances, &mut notes).await?;
     let egress_sound = notes.len() == notes_before_egress;
@@ -128,11 +149,19 @@ async fn inspect(aws: &Aws, opts: &AwsOptions) -> anyhow::Result<StatusReport> {
             let ha_role = match (role_of(&i), &appliance) {
                 // Exit nodes serve side by side: none is primary.
                 (Some(Role::ExitNode), Some(h)) if h.node.is_some() && h.online => "exit node",
+                // A connector is primary for what it learned, and may
+                // have learned nothing yet: it is no standby.
+                (Some(Role::AppConnector), Some(h)) if h.node.is_some() && h.online => {
+                    "app connector"
+                }
                 (_, h) => h.as_ref().map_or("unknown", ApplianceHealth::ha_role),
             }
             .to_owned();
             InstanceStatus {
                 egress: egress.remove(&i.id),
+                app_connector: connector
+                    .clone()
+                    .filter(|_| role_of(&i) == Some(Role::AppConnector)),
                 instance: i,
                 ha_role,
                 appliance,
@@ -249,6 +278,41 @@ async fn egress_of(
     Ok(out)
 }
 
+/// The app connector's domains, read from its launch template's user data
+/// (the config its instances boot with); a template that is missing or
+/// names none is a note, and the domains are left empty.
+async fn connector_of(
+    aws: &Aws,
+    opts: &AwsOptions,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<ConnectorStatus> {
+    let name = spec::Names::new(opts.name.clone(), Role::AppConnector).base();
+    let template = aws.launch_template(&name).await?;
+    let domains = template
+        .as_ref()
+        .and_then(|t| t.data.as_ref())
+        .and_then(|d| domains_in_user_data(&d.user_data));
+    if domains.is_none() {
+        notes.push(format!(
+            "launch template {name}: no [app_connector] domains in its user data; the connector's domains are unknown"
+        ));
+    }
+    Ok(ConnectorStatus {
+        domains: domains.unwrap_or_default(),
+    })
+}
+
+/// `[app_connector] domains` in an appliance config.
+fn domains_in_user_data(text: &str) -> Option<Vec<String>> {
+    let v: toml::Value = toml::from_str(text).ok()?;
+    let list = v.get("app_connector")?.get("domains")?.as_array()?;
+    Some(
+        list.iter()
+            .filter_map(|d| d.as_str().map(str::to_owned))
+            .collect(),
+    )
+}
+
 /// The role an instance's tag names, if it is one we know.
 fn role_of(i: &Instance) -> Option<Role> {
     <Role as clap::ValueEnum>::from_str(&i.role, false).ok()
@@ -318,6 +382,9 @@ fn render(r: &StatusReport) -> String {
         if i.role == Role::ExitNode.as_str() {
             let _ = writeln!(out, "    {}", exit_node_line(s));
         }
+        if let Some(c) = &s.app_connector {
+            let _ = writeln!(out, "    {}", connector_line(c, s.appliance.as_ref()));
+        }
     }
     for res in &r.resources {
         let _ = writeln!(out, "  {res}");
@@ -350,5 +417,64 @@ fn exit_node_line(s: &InstanceStatus) -> String {
                 .as_deref()
                 .unwrap_or("(no public address)")
         ),
+    }
+}
+
+/// What an app connector's line says: the domains it routes and, when
+/// control was asked, how many routes it has learned and advertises.
+fn connector_line(c: &ConnectorStatus, health: Option<&ApplianceHealth>) -> String {
+    let domains = if c.domains.is_empty() {
+        "(unknown)".to_owned()
+    } else {
+        c.domains.join(", ")
+    };
+    match health.filter(|h| h.node.is_some()) {
+        Some(h) => format!(
+            "app connector: routes what {domains} resolve to; {} learned route(s) advertised",
+            h.routes.len()
+        ),
+        None => format!("app connector: routes what {domains} resolve to"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connector_domains_are_read_from_its_user_data() {
+        let text = "state_dir = \"/var/lib/causeway\"\n[node]\ncontrol_url = \"http://c\"\n\n[app_connector]\ndomains = [\"app.example.com\", \"*.example.net\"]\nmax_routes = 5\n";
+        assert_eq!(
+            domains_in_user_data(text),
+            Some(vec![
+                "app.example.com".to_owned(),
+                "*.example.net".to_owned()
+            ])
+        );
+        assert_eq!(domains_in_user_data("[exit_node]\nipv6 = true\n"), None);
+        assert_eq!(domains_in_user_data("not toml ["), None);
+
+        let c = ConnectorStatus {
+            domains: vec!["app.example.com".into(), "*.example.net".into()],
+        };
+        assert_eq!(
+            connector_line(&c, None),
+            "app connector: routes what app.example.com, *.example.net resolve to"
+        );
+        let health = ApplianceHealth {
+            node: Some("ip-10-0-1-5".into()),
+            online: true,
+            last_seen: None,
+            key_expiry: None,
+            routes: vec!["198.18.100.12/31".into()],
+            primary_routes: vec!["198.18.100.12/31".into()],
+            missing: vec![],
+        };
+        assert_eq!(
+            connector_line(&c, Some(&health)),
+            "app connector: routes what app.example.com, *.example.net resolve to; 1 learned route(s) advertised"
+        );
+        let unknown = ConnectorStatus { domains: vec![] };
+        assert!(connector_line(&unknown, None).contains("(unknown)"));
     }
 }

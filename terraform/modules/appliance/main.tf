@@ -38,7 +38,9 @@ locals {
     [for a in data.aws_vpc.this.cidr_block_associations : a.cidr_block if a.state == "associated"],
     [data.aws_vpc.this.ipv6_cidr_block],
   ))
-  routes = var.role == "exit-node" ? ["0.0.0.0/0", "::/0"] : var.routes != null ? var.routes : local.vpc_cidrs
+  # An app connector's routes are learned from its domains' DNS answers at
+  # run time: it is configured with none.
+  routes = var.role == "exit-node" ? ["0.0.0.0/0", "::/0"] : var.role == "app-connector" ? [] : var.routes != null ? var.routes : local.vpc_cidrs
 }
 
 # ---------------------------------------------------------------------------
@@ -342,8 +344,9 @@ resource "aws_vpc_security_group_egress_rule" "all" {
 locals {
   egress           = length(var.egress_subnet_ids) > 0
   egress_subnet_id = one(var.egress_subnet_ids)
-  # An exit node forwards traffic; a router only when it keeps sources.
-  source_dest_check = var.role == "exit-node" ? false : var.snat
+  # An exit node and an app connector forward to arbitrary destinations;
+  # a router forwards only when it keeps sources.
+  source_dest_check = contains(["exit-node", "app-connector"], var.role) ? false : var.snat
 }
 
 data "aws_subnet" "egress" {
@@ -454,6 +457,7 @@ module "user_data" {
   snat                     = var.snat
   aws_route_tables         = local.moves_return_route ? var.route_table_ids : []
   egress_mac               = local.egress ? aws_network_interface.egress[0].mac_address : null
+  app_connector_domains    = var.app_connector_domains
   recorder = var.recorder == null ? null : {
     bucket = var.recorder.bucket
     region = coalesce(var.recorder.region, data.aws_region.current.name)

@@ -9,16 +9,38 @@ variable "name" {
 }
 
 variable "role" {
-  description = "Required. Appliance role: subnet-router, exit-node, recorder or control. via6, app-connector and relay are refused: the appliance cannot run them yet."
+  description = "Required. Appliance role: subnet-router, exit-node, app-connector, recorder or control. via6 and relay are refused: the appliance cannot run them yet."
   type        = string
 
   validation {
-    condition     = !contains(["via6", "app-connector", "relay"], var.role)
-    error_message = "role ${var.role} is not built yet: the appliance cannot run it (no 4via6 mapping, domain-based routing or relay server yet); the roles this module deploys today are subnet-router, exit-node, recorder and control."
+    condition     = !contains(["via6", "relay"], var.role)
+    error_message = "role ${var.role} is not built yet: the appliance cannot run it (no 4via6 mapping or relay server yet); the roles this module deploys today are subnet-router, exit-node, app-connector, recorder and control."
   }
   validation {
     condition     = contains(["subnet-router", "via6", "exit-node", "app-connector", "recorder", "control", "relay"], var.role)
-    error_message = "role must be one of subnet-router, exit-node, recorder, control."
+    error_message = "role must be one of subnet-router, exit-node, app-connector, recorder, control."
+  }
+}
+
+variable "app_connector_domains" {
+  description = "Role app-connector only, and required there: the domains it routes, \"app.example.com\" (that name) or \"*.example.com\" (every name below it), at most 1000. The addresses their DNS answers give become routes the connector advertises and forwards to, masqueraded."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = (length(var.app_connector_domains) > 0) == (var.role == "app-connector")
+    error_message = "Set app_connector_domains (at least one domain) for role app-connector, and only for it: a connector without domains would boot a config the appliance refuses."
+  }
+  validation {
+    condition     = length(var.app_connector_domains) <= 1000
+    error_message = "app_connector_domains holds at most 1000 domains."
+  }
+  validation {
+    # The appliance's check, in outline: a name of letters, digits, '-'
+    # and '.', optionally under one leading "*." label, the wildcard over
+    # at least two labels. `appliance check-config` is the full check.
+    condition     = alltrue([for d in var.app_connector_domains : can(regex("^(\\*\\.[A-Za-z0-9_-]+\\.|)[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*\\.?$", d))])
+    error_message = "app_connector_domains: each is a domain name, app.example.com, or a wildcard over every name below one, *.example.com (not *.com, not a.*.example.com)."
   }
 }
 
@@ -46,6 +68,10 @@ variable "ha" {
     condition     = !(var.ha && var.role == "control")
     error_message = "ha = true with role control: control runs as one instance (its state volume attaches to one instance in one AZ)."
   }
+  validation {
+    condition     = !(var.ha && var.role == "app-connector")
+    error_message = "ha = true with role app-connector: HA pairs of app connectors are not built (two connectors would each learn and advertise what they resolve, and their answers may differ); deploy one connector."
+  }
 }
 
 variable "egress_subnet_ids" {
@@ -58,8 +84,8 @@ variable "egress_subnet_ids" {
     error_message = "egress_subnet_ids holds at most one subnet: the exit node's one egress interface."
   }
   validation {
-    condition     = length(var.egress_subnet_ids) == 0 || contains(["exit-node", "app-connector"], var.role)
-    error_message = "egress_subnet_ids is for role exit-node: only an exit node sends traffic out of an egress subnet."
+    condition     = length(var.egress_subnet_ids) == 0 || var.role == "exit-node"
+    error_message = "egress_subnet_ids is for role exit-node: only an exit node sends traffic out of an egress subnet (the appliance's [app_connector] has no egress interface)."
   }
   validation {
     condition     = length(var.egress_subnet_ids) == 0 || !var.ha
@@ -126,7 +152,7 @@ variable "secret_recovery_window_in_days" {
 }
 
 variable "routes" {
-  description = "Optional. Role subnet-router: prefixes to advertise. Default: the VPC's IPv4 and IPv6 CIDR blocks. An exit node advertises 0.0.0.0/0 and ::/0 and takes no routes."
+  description = "Optional. Role subnet-router: prefixes to advertise. Default: the VPC's IPv4 and IPv6 CIDR blocks. An exit node advertises 0.0.0.0/0 and ::/0 and takes no routes; an app connector advertises what its domains resolve to and takes none."
   type        = list(string)
   default     = null
 
@@ -134,16 +160,20 @@ variable "routes" {
     condition     = var.routes == null || var.role != "exit-node"
     error_message = "routes with role exit-node: an exit node advertises 0.0.0.0/0 and ::/0 and nothing else."
   }
+  validation {
+    condition     = var.routes == null || var.role != "app-connector"
+    error_message = "routes with role app-connector: an app connector advertises the addresses its domains resolve to and nothing else."
+  }
 }
 
 variable "snat" {
-  description = "Optional. Masquerade tailnet sources. false keeps source addresses: source/destination check is then disabled and 100.64.0.0/10 is added to route_table_ids, pointing at the primary's ENI. An exit node always masquerades."
+  description = "Optional. Masquerade tailnet sources. false keeps source addresses: source/destination check is then disabled and 100.64.0.0/10 is added to route_table_ids, pointing at the primary's ENI. An exit node and an app connector always masquerade."
   type        = bool
   default     = true
 
   validation {
-    condition     = var.snat || var.role != "exit-node"
-    error_message = "snat = false with role exit-node: an exit node masquerades the tailnet's traffic to its own address (the internet has no route back to 100.64.0.0/10)."
+    condition     = var.snat || !contains(["exit-node", "app-connector"], var.role)
+    error_message = "snat = false with role ${var.role}: it masquerades the tailnet's traffic to its own address (the internet has no route back to 100.64.0.0/10)."
   }
 }
 

@@ -216,6 +216,11 @@ pub async fn run(opts: &AwsOptions, format: OutputFormat, mode: Mode) -> anyhow:
         split_dns: walk.split_dns.clone(),
         health,
         recorders: walk.recorders.clone(),
+        domains: if prepared.role == Role::AppConnector {
+            opts.domains.clone()
+        } else {
+            Vec::new()
+        },
     };
     match format {
         OutputFormat::Text => crate::console::print_result(&report.render()),
@@ -495,6 +500,11 @@ impl Walk<'_> {
                     || "(the egress interface's MAC address, known after deploy)".into(),
                     |(_, mac)| mac.clone(),
                 )
+            }),
+            app_connector: (self.p.role == Role::AppConnector).then(|| spec::ConnectorData {
+                domains: self.opts.domains.clone(),
+                max_routes: self.opts.max_routes,
+                route_ttl_floor: self.opts.route_ttl_floor,
             }),
         };
         Ok(TemplateData::wanted(

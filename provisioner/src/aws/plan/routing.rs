@@ -11,8 +11,9 @@ use crate::role::Role;
 /// the tailnet; without SNAT the check is off and every route table sends
 /// the tailnet to the first instance, unless it already sends it to one
 /// of the instances (the HA primary moves it to itself, and a second
-/// deploy leaves it there). An exit node has the check off and no return
-/// routes: it forwards to the internet, masqueraded.
+/// deploy leaves it there). An exit node and an app connector have the
+/// check off and no return routes: they forward to the internet (to
+/// arbitrary destinations), masqueraded.
 pub fn routing(
     instances: &[Instance],
     tables: &[RouteTable],
@@ -22,8 +23,13 @@ pub fn routing(
 ) -> Planned {
     let mut p = Planned::default();
     let forwards = role.advertises_routes();
-    let exit_node = role == Role::ExitNode;
-    let want_check = !exit_node && (snat || !forwards);
+    // (who, what it forwards) for the roles that forward to the internet.
+    let internet = match role {
+        Role::ExitNode => Some(("exit node", "forwards the tailnet's internet traffic")),
+        Role::AppConnector => Some(("app connector", "forwards to what its domains resolve to")),
+        Role::SubnetRouter | Role::Via6 | Role::Recorder | Role::Control | Role::Relay => None,
+    };
+    let want_check = internet.is_none() && (snat || !forwards);
     for inst in instances
         .iter()
         .filter(|i| i.source_dest_check != want_check)
@@ -32,18 +38,16 @@ pub fn routing(
             id: inst.id.clone(),
             on: want_check,
         });
-        let detail = if want_check {
-            "enabled (SNAT on)"
-        } else if exit_node {
-            "disabled (exit node: forwards the tailnet's internet traffic)"
-        } else {
-            "disabled (--no-snat)"
+        let detail = match internet {
+            _ if want_check => "enabled (SNAT on)".to_owned(),
+            Some((who, what)) => format!("disabled ({who}: {what})"),
+            None => "disabled (--no-snat)".to_owned(),
         };
         p.item(
             "source/destination check",
             &inst.id,
             Change::Update,
-            Some(detail.into()),
+            Some(detail),
         );
     }
     if forwards {
@@ -84,14 +88,18 @@ pub fn routing(
         }
     }
     if p.items.is_empty() {
-        let detail = if exit_node {
-            "exit node: source/destination check off, no tailnet return routes"
-        } else if snat || !forwards {
-            "SNAT on: source/destination check on, no tailnet return routes"
-        } else {
-            "SNAT off: source/destination check off, tailnet return routes in place"
+        let detail = match internet {
+            Some((who, _)) => {
+                format!("{who}: source/destination check off, no tailnet return routes")
+            }
+            None if snat || !forwards => {
+                "SNAT on: source/destination check on, no tailnet return routes".to_owned()
+            }
+            None => {
+                "SNAT off: source/destination check off, tailnet return routes in place".to_owned()
+            }
         };
-        p.item("routing", base, Change::Unchanged, Some(detail.into()));
+        p.item("routing", base, Change::Unchanged, Some(detail));
     }
     p
 }
@@ -155,29 +163,49 @@ mod tests {
     }
 
     #[test]
-    fn an_exit_node_has_the_check_off_and_no_return_routes() {
+    fn an_exit_node_and_an_app_connector_have_the_check_off_and_no_return_routes() {
         let tables = [RouteTable {
             id: "rtb-1".into(),
             main: true,
             subnet_ids: vec![],
             routes: vec![],
         }];
-        let one = [instance("x", "i-0", Some(1))];
-        let p = routing(&one, &tables, Role::ExitNode, true, "x");
-        assert_eq!(
-            actions(&p),
-            [&Action::SetSourceDestCheck {
-                id: "i-0".into(),
-                on: false
-            }]
-        );
-        let mut off = one.clone();
-        off[0].source_dest_check = false;
-        let p = routing(&off, &tables, Role::ExitNode, true, "x");
-        assert!(p.actions.is_empty(), "{:?}", p.actions);
-        assert_eq!(
-            p.items[0].detail.as_deref(),
-            Some("exit node: source/destination check off, no tailnet return routes")
-        );
+        for (role, who, what) in [
+            (
+                Role::ExitNode,
+                "exit node",
+                "forwards the tailnet's internet traffic",
+            ),
+            (
+                Role::AppConnector,
+                "app connector",
+                "forwards to what its domains resolve to",
+            ),
+        ] {
+            let one = [instance("x", "i-0", Some(1))];
+            let p = routing(&one, &tables, role, true, "x");
+            assert_eq!(
+                actions(&p),
+                [&Action::SetSourceDestCheck {
+                    id: "i-0".into(),
+                    on: false
+                }]
+            );
+            assert_eq!(
+                p.items[0].detail.as_deref(),
+                Some(format!("disabled ({who}: {what})").as_str())
+            );
+            let mut off = one.clone();
+            off[0].source_dest_check = false;
+            let p = routing(&off, &tables, role, true, "x");
+            assert!(p.actions.is_empty(), "{:?}", p.actions);
+            assert_eq!(
+                p.items[0].detail.as_deref(),
+                Some(
+                    format!("{who}: source/destination check off, no tailnet return routes")
+                        .as_str()
+                )
+            );
+        }
     }
 }

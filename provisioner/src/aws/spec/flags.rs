@@ -1,6 +1,7 @@
 //! The checks of `plan`/`deploy --cloud aws` flags that need no AWS call,
 //! made before connecting: required flags, route syntax, lifecycle days,
-//! bucket names, volume size. Each error names the flag.
+//! bucket names, volume size, an app connector's domains. Each error names
+//! the flag.
 
 use std::net::IpAddr;
 
@@ -50,6 +51,7 @@ pub fn check_flags(opts: &AwsOptions) -> anyhow::Result<Role> {
         check_prefix(r).with_context(|| format!("--route {r}"))?;
     }
     check_exit_node_flags(opts, role)?;
+    check_app_connector_flags(opts, role)?;
     for a in &opts.recorder_allow {
         check_prefix(a).with_context(|| format!("--recorder-allow {a}"))?;
     }
@@ -88,21 +90,30 @@ pub fn check_flags(opts: &AwsOptions) -> anyhow::Result<Role> {
     Ok(role)
 }
 
-/// The flags an exit node refuses or alone takes: it advertises the
-/// default routes and masquerades, so `--route` and `--no-snat` mean
-/// nothing to it; `--egress-subnet` is for roles that forward internet
-/// traffic, one instance (the second interface lives in one subnet, so in
-/// one availability zone).
+/// The flags an exit node or an app connector refuses, and those an exit
+/// node alone takes: both advertise routes of their own and masquerade, so
+/// `--route` and `--no-snat` mean nothing to them; `--egress-subnet` is for
+/// an exit node ([`Role::takes_egress_subnet`]), one instance (the second
+/// interface lives in one subnet, so in one availability zone).
 fn check_exit_node_flags(opts: &AwsOptions, role: Role) -> anyhow::Result<()> {
-    if role == Role::ExitNode {
+    let (what, who) = match role {
+        Role::ExitNode => (
+            "an exit node advertises 0.0.0.0/0 and ::/0 and nothing else",
+            "an exit node",
+        ),
+        Role::AppConnector => (
+            "an app connector advertises the addresses its domains resolve to and nothing else",
+            "an app connector",
+        ),
+        Role::SubnetRouter | Role::Via6 | Role::Recorder | Role::Control | Role::Relay => ("", ""),
+    };
+    if !who.is_empty() {
         if let Some(r) = opts.routes.first() {
-            anyhow::bail!(
-                "--route {r} with --role exit-node: an exit node advertises 0.0.0.0/0 and ::/0 and nothing else; --route is for subnet-router"
-            );
+            anyhow::bail!("--route {r} with --role {role}: {what}; --route is for subnet-router");
         }
         if !opts.snat {
             anyhow::bail!(
-                "--no-snat with --role exit-node: an exit node masquerades the tailnet's traffic to its own address (the internet has no route back to 100.64.0.0/10)"
+                "--no-snat with --role {role}: {who} masquerades the tailnet's traffic to its own address (the internet has no route back to 100.64.0.0/10)"
             );
         }
     }
@@ -111,7 +122,7 @@ fn check_exit_node_flags(opts: &AwsOptions, role: Role) -> anyhow::Result<()> {
     };
     if !role.takes_egress_subnet() {
         anyhow::bail!(
-            "--egress-subnet {subnet} with --role {role}: only an exit node (or an app connector) sends traffic out of an egress subnet"
+            "--egress-subnet {subnet} with --role {role}: only an exit node sends traffic out of an egress subnet"
         );
     }
     let id_ok = subnet
@@ -123,6 +134,70 @@ fn check_exit_node_flags(opts: &AwsOptions, role: Role) -> anyhow::Result<()> {
     if opts.ha {
         anyhow::bail!(
             "--egress-subnet with --ha: the egress interface lives in one subnet, so in one availability zone, and an HA pair spans two; deploy one exit node per egress subnet instead"
+        );
+    }
+    Ok(())
+}
+
+/// The longest `--route-ttl-floor` the appliance accepts (its
+/// `app_connector.route_ttl_floor` bound): 7 days.
+const MAX_ROUTE_TTL_FLOOR_SECONDS: u64 = 7 * 24 * 3600;
+
+/// The flags of an app connector: `--domain` is required with it (checked
+/// as the appliance checks `app_connector.domains`, with `causeway-dns`'s
+/// parser and bounds) and, like `--max-routes` and `--route-ttl-floor`,
+/// refused with any other role; an HA pair is refused (two connectors
+/// would each learn and advertise what they resolve, and the appliance
+/// does not run connector pairs yet).
+fn check_app_connector_flags(opts: &AwsOptions, role: Role) -> anyhow::Result<()> {
+    if role != Role::AppConnector {
+        let given = [
+            opts.domains.first().map(|d| format!("--domain {d}")),
+            opts.max_routes.map(|n| format!("--max-routes {n}")),
+            opts.route_ttl_floor
+                .map(|s| format!("--route-ttl-floor {s}")),
+        ];
+        if let Some(flag) = given.into_iter().flatten().next() {
+            anyhow::bail!(
+                "{flag} with --role {role}: only an app connector routes domains (--role app-connector)"
+            );
+        }
+        return Ok(());
+    }
+    if opts.domains.is_empty() {
+        anyhow::bail!(
+            "--domain is required with --role app-connector: expected at least one domain the connector routes, e.g. --domain app.example.com or --domain '*.example.com'"
+        );
+    }
+    if opts.domains.len() > causeway_dns::MAX_DOMAINS {
+        anyhow::bail!(
+            "--domain given {} times: expected at most {} domains",
+            opts.domains.len(),
+            causeway_dns::MAX_DOMAINS
+        );
+    }
+    for d in &opts.domains {
+        d.parse::<causeway_dns::DomainPattern>()
+            .with_context(|| format!("--domain {d}"))?;
+    }
+    if let Some(n) = opts.max_routes
+        && !(1..=causeway_dns::MAX_ROUTES_LIMIT).contains(&n)
+    {
+        anyhow::bail!(
+            "--max-routes {n}: expected 1 to {}",
+            causeway_dns::MAX_ROUTES_LIMIT
+        );
+    }
+    if let Some(secs) = opts.route_ttl_floor
+        && secs > MAX_ROUTE_TTL_FLOOR_SECONDS
+    {
+        anyhow::bail!(
+            "--route-ttl-floor {secs}: expected at most {MAX_ROUTE_TTL_FLOOR_SECONDS} seconds (7 days)"
+        );
+    }
+    if opts.ha {
+        anyhow::bail!(
+            "--ha with --role app-connector: HA pairs of app connectors are not built (two connectors would each learn and advertise what they resolve, and their answers may differ); deploy one connector"
         );
     }
     Ok(())
@@ -337,9 +412,101 @@ mod tests {
             assert_eq!(
                 err.to_string(),
                 format!(
-                    "--egress-subnet subnet-0abc123 with --role {role}: only an exit node (or an app connector) sends traffic out of an egress subnet"
+                    "--egress-subnet subnet-0abc123 with --role {role}: only an exit node sends traffic out of an egress subnet"
                 )
             );
+        }
+    }
+
+    #[test]
+    fn app_connector_flags_are_checked_naming_the_flag() {
+        let connector = |domains: &[&str]| {
+            let mut o = opts(Role::AppConnector);
+            o.domains = domains.iter().map(|d| (*d).to_owned()).collect();
+            o
+        };
+        let mut o = connector(&["app.example.com", "*.example.net"]);
+        o.max_routes = Some(65_536);
+        o.route_ttl_floor = Some(0);
+        assert_eq!(check_flags(&o).expect("valid"), Role::AppConnector);
+
+        let refused = |o: &AwsOptions| format!("{:#}", check_flags(o).expect_err("refused"));
+        assert!(
+            refused(&connector(&[])).starts_with("--domain is required with --role app-connector"),
+            "{}",
+            refused(&connector(&[]))
+        );
+        assert_eq!(
+            refused(&connector(&["*.com"])),
+            "--domain *.com: app connector domain \"*.com\": a wildcard over a top-level domain is too broad: expected at least *.example.com"
+        );
+        assert!(
+            refused(&connector(&["a.*.example.com"])).starts_with("--domain a.*.example.com: ")
+        );
+        let many: Vec<String> = (0..=causeway_dns::MAX_DOMAINS)
+            .map(|n| format!("a{n}.example.com"))
+            .collect();
+        let mut o = connector(&[]);
+        o.domains = many;
+        assert_eq!(
+            refused(&o),
+            "--domain given 1001 times: expected at most 1000 domains"
+        );
+        for (max_routes, ttl, expect) in [
+            (Some(0), None, "--max-routes 0: expected 1 to 65536"),
+            (
+                Some(65_537),
+                None,
+                "--max-routes 65537: expected 1 to 65536",
+            ),
+            (
+                None,
+                Some(604_801),
+                "--route-ttl-floor 604801: expected at most 604800 seconds (7 days)",
+            ),
+        ] {
+            let mut o = connector(&["app.example.com"]);
+            o.max_routes = max_routes;
+            o.route_ttl_floor = ttl;
+            assert_eq!(refused(&o), expect);
+        }
+        let mut o = connector(&["app.example.com"]);
+        o.routes = vec!["10.0.0.0/16".into()];
+        assert!(refused(&o).starts_with("--route 10.0.0.0/16 with --role app-connector"));
+        let mut o = connector(&["app.example.com"]);
+        o.snat = false;
+        assert!(refused(&o).starts_with("--no-snat with --role app-connector"));
+        let mut o = connector(&["app.example.com"]);
+        o.egress_subnet = Some("subnet-0abc123".into());
+        assert_eq!(
+            refused(&o),
+            "--egress-subnet subnet-0abc123 with --role app-connector: only an exit node sends traffic out of an egress subnet"
+        );
+        let mut o = connector(&["app.example.com"]);
+        o.ha = true;
+        assert!(refused(&o).starts_with("--ha with --role app-connector"));
+
+        // The connector's flags with any other role, naming the flag.
+        for role in [
+            Role::SubnetRouter,
+            Role::ExitNode,
+            Role::Recorder,
+            Role::Control,
+        ] {
+            let mut o = opts(role);
+            o.domains = vec!["app.example.com".into()];
+            assert_eq!(
+                refused(&o),
+                format!(
+                    "--domain app.example.com with --role {role}: only an app connector routes domains (--role app-connector)"
+                )
+            );
+            let mut o = opts(role);
+            o.max_routes = Some(10);
+            assert!(refused(&o).starts_with(&format!("--max-routes 10 with --role {role}")));
+            let mut o = opts(role);
+            o.route_ttl_floor = Some(60);
+            assert!(refused(&o).starts_with(&format!("--route-ttl-floor 60 with --role {role}")));
         }
     }
 

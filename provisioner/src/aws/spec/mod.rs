@@ -24,8 +24,8 @@ pub use self::policy::{
 pub use self::split_dns::{SplitDnsEntry, split_dns_entries, vpc_internal_domain};
 pub use self::template::{TemplateData, template_diff};
 pub use self::user_data::{
-    ApplianceConfig, DEFAULT_RECORDER_ALLOW, EXIT_ROUTES, RECORDER_LISTEN, RECORDER_SPOOL_DIR,
-    RECORDER_WEB_LISTEN, RECORDINGS_PREFIX, RecorderData, user_data,
+    ApplianceConfig, ConnectorData, DEFAULT_RECORDER_ALLOW, EXIT_ROUTES, RECORDER_LISTEN,
+    RECORDER_SPOOL_DIR, RECORDER_WEB_LISTEN, RECORDINGS_PREFIX, RecorderData, user_data,
 };
 
 use crate::name::DeploymentName;

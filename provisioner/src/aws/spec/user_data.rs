@@ -34,6 +34,18 @@ pub struct RecorderData {
     pub ui: bool,
 }
 
+/// The app connector's part of the config: its domains and limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorData {
+    /// The domains it routes (`app.example.com`, `*.example.com`).
+    pub domains: Vec<String>,
+    /// Most addresses held (`None`: the appliance's default).
+    pub max_routes: Option<usize>,
+    /// Shortest life of a learned route in seconds (`None`: the
+    /// appliance's default).
+    pub route_ttl_floor: Option<u64>,
+}
+
 /// The non-secret appliance config put in user data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplianceConfig {
@@ -63,6 +75,8 @@ pub struct ApplianceConfig {
     /// Exit node with `--egress-subnet`: the MAC address of the second
     /// interface forwarded internet traffic leaves through.
     pub egress_mac: Option<String>,
+    /// The app connector's domains and limits (role app-connector).
+    pub app_connector: Option<ConnectorData>,
 }
 
 fn q(s: &str) -> String {
@@ -75,9 +89,10 @@ fn list(items: &[String]) -> String {
 }
 
 /// The appliance's TOML config for user data: control URL and key, the
-/// auth key's secret ARN, routes, the recorder's bucket. Never the key
-/// itself. Fails for a role whose config cannot be complete: a role the
-/// appliance cannot run, or a recorder without its bucket.
+/// auth key's secret ARN, routes, the recorder's bucket, the app
+/// connector's domains. Never the key itself. Fails for a role whose config
+/// cannot be complete: a role the appliance cannot run, a recorder without
+/// its bucket, an app connector without domains.
 pub fn user_data(c: &ApplianceConfig) -> anyhow::Result<String> {
     if let Some(why) = c.role.not_built_yet() {
         anyhow::bail!("role {}: not built yet: {why}", c.role);
@@ -141,7 +156,24 @@ pub fn user_data(c: &ApplianceConfig) -> anyhow::Result<String> {
                 out.push_str(&format!("egress_mac = {}\n", q(mac)));
             }
         }
-        Role::Via6 | Role::AppConnector | Role::Recorder | Role::Control | Role::Relay => {}
+        Role::AppConnector => {
+            // The appliance learns its routes from the answers for these
+            // domains and masquerades what it forwards to its uplink.
+            let Some(a) = c.app_connector.as_ref().filter(|a| !a.domains.is_empty()) else {
+                anyhow::bail!("role app-connector: the user data needs at least one domain");
+            };
+            out.push_str(&format!(
+                "\n[app_connector]\ndomains = {}\n",
+                list(&a.domains)
+            ));
+            if let Some(n) = a.max_routes {
+                out.push_str(&format!("max_routes = {n}\n"));
+            }
+            if let Some(secs) = a.route_ttl_floor {
+                out.push_str(&format!("route_ttl_floor = \"{secs}s\"\n"));
+            }
+        }
+        Role::Via6 | Role::Recorder | Role::Control | Role::Relay => {}
     }
     if c.role == Role::Recorder {
         let Some(r) = &c.recorder else {
@@ -187,6 +219,7 @@ mod tests {
             aws_route_tables: vec![],
             recorder: None,
             egress_mac: None,
+            app_connector: None,
         }
     }
 
@@ -277,6 +310,66 @@ mod tests {
             ..config(Role::SubnetRouter)
         })
         .expect_err("a router has no egress interface");
+        assert!(err.to_string().contains("egress interface"), "{err}");
+    }
+
+    #[test]
+    fn an_app_connector_gets_its_domains_and_limits_and_no_routes() {
+        let connector = |max_routes, route_ttl_floor| ApplianceConfig {
+            routes: vec![],
+            app_connector: Some(ConnectorData {
+                domains: vec!["app.example.com".into(), "*.example.net".into()],
+                max_routes,
+                route_ttl_floor,
+            }),
+            ..config(Role::AppConnector)
+        };
+        let text = user_data(&connector(None, None)).expect("a connector's config");
+        let v: toml::Value = toml::from_str(&text).expect("valid TOML");
+        assert!(v.get("subnet_router").is_none(), "{text}");
+        assert!(v.get("exit_node").is_none(), "{text}");
+        let domains: Vec<&str> = v["app_connector"]["domains"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter_map(toml::Value::as_str)
+            .collect();
+        assert_eq!(domains, ["app.example.com", "*.example.net"]);
+        assert!(v["app_connector"].get("max_routes").is_none(), "{text}");
+        assert!(
+            v["app_connector"].get("route_ttl_floor").is_none(),
+            "{text}"
+        );
+        assert_eq!(v["node"]["cloud"].as_str(), Some("aws"));
+
+        let text = user_data(&connector(Some(5000), Some(3600))).expect("with limits");
+        let v: toml::Value = toml::from_str(&text).expect("valid TOML");
+        assert_eq!(v["app_connector"]["max_routes"].as_integer(), Some(5000));
+        assert_eq!(
+            v["app_connector"]["route_ttl_floor"].as_str(),
+            Some("3600s")
+        );
+
+        for missing in [
+            None,
+            Some(ConnectorData {
+                domains: vec![],
+                max_routes: None,
+                route_ttl_floor: None,
+            }),
+        ] {
+            let err = user_data(&ApplianceConfig {
+                app_connector: missing,
+                ..config(Role::AppConnector)
+            })
+            .expect_err("no domains");
+            assert!(err.to_string().contains("at least one domain"), "{err}");
+        }
+        let err = user_data(&ApplianceConfig {
+            egress_mac: Some("0a:1b:2c:3d:4e:5f".into()),
+            ..connector(None, None)
+        })
+        .expect_err("no egress interface for a connector");
         assert!(err.to_string().contains("egress interface"), "{err}");
     }
 

@@ -418,14 +418,6 @@ run "via6_refused_as_not_built" {
   expect_failures = [var.role]
 }
 
-run "app_connector_refused_as_not_built" {
-  command = plan
-  variables {
-    role = "app-connector"
-  }
-  expect_failures = [var.role]
-}
-
 run "relay_refused_as_not_built" {
   command = plan
   variables {
@@ -619,4 +611,84 @@ run "exit_node_routes_or_no_snat_refused" {
     snat   = false
   }
   expect_failures = [var.routes, var.snat]
+}
+
+run "app_connector_writes_its_domains_and_forwards" {
+  command = apply
+
+  variables {
+    role                  = "app-connector"
+    app_connector_domains = ["app.example.com", "*.example.net"]
+  }
+
+  assert {
+    condition     = strcontains(local.user_data, "[app_connector]\ndomains = [\"app.example.com\",\"*.example.net\"]\n") && !strcontains(local.user_data, "[subnet_router]") && !strcontains(local.user_data, "[exit_node]")
+    error_message = "an app connector gets an [app_connector] section with its domains, not a router's or an exit node's"
+  }
+  assert {
+    condition     = length(local.routes) == 0
+    error_message = "an app connector is configured with no routes: it learns them from its domains' answers"
+  }
+  assert {
+    condition     = aws_instance.this[0].source_dest_check == false && length(aws_route.tailnet) == 0 && length(aws_iam_role_policy.return_route) == 0
+    error_message = "an app connector forwards to arbitrary destinations: source/destination check off, no return route"
+  }
+  assert {
+    condition     = [for r in aws_vpc_security_group_ingress_rule.listen : "${r.ip_protocol} ${r.from_port}"] == ["udp 41641", "udp 41641"]
+    error_message = "only WireGuard in"
+  }
+  assert {
+    condition     = aws_secretsmanager_secret.auth_key[0].name == "causeway/t1/app-connector-authkey" && aws_instance.this[0].tags["causeway:role"] == "app-connector"
+    error_message = "the contract's names and tags, with the role app-connector"
+  }
+}
+
+run "app_connector_without_domains_refused" {
+  command = plan
+  variables {
+    role = "app-connector"
+  }
+  expect_failures = [var.app_connector_domains]
+}
+
+run "app_connector_domains_for_a_router_refused" {
+  command = plan
+  variables {
+    app_connector_domains = ["app.example.com"]
+  }
+  expect_failures = [var.app_connector_domains]
+}
+
+run "app_connector_bad_domains_refused" {
+  command = plan
+  variables {
+    role                  = "app-connector"
+    app_connector_domains = ["*.com", "a.*.example.com", "app example.com"]
+  }
+  expect_failures = [var.app_connector_domains]
+}
+
+run "app_connector_routes_no_snat_or_ha_refused" {
+  command = plan
+  variables {
+    role                  = "app-connector"
+    app_connector_domains = ["app.example.com"]
+    routes                = ["10.0.0.0/16"]
+    snat                  = false
+    ha                    = true
+    subnet_ids            = ["subnet-a", "subnet-b"]
+  }
+  expect_failures = [var.routes, var.snat, var.ha]
+}
+
+# Separately: a validation that reads a variable which failed its own
+# (ha) is not evaluated.
+run "app_connector_egress_subnet_refused" {
+  command = plan
+  variables {
+    role                  = "app-connector"
+    app_connector_domains = ["app.example.com"]
+    egress_subnet_ids     = ["subnet-p"]
+  }
+  expect_failures = [var.egress_subnet_ids]
 }

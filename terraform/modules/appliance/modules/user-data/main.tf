@@ -53,6 +53,14 @@ locals {
     "egress_mac = ${jsonencode(var.egress_mac)}",
   ], [""]))
 
+  # The appliance learns its routes from the answers for these domains and
+  # masquerades what it forwards to its uplink.
+  app_connector = var.role != "app-connector" ? "" : join("\n", [
+    "[app_connector]",
+    "domains = ${jsonencode(var.app_connector_domains)}",
+    "",
+  ])
+
   recorder = var.recorder == null ? "" : join("\n", concat([
     "[recorder]",
     "listen = \"0.0.0.0:80\"",
@@ -71,5 +79,5 @@ locals {
     "allow = ${jsonencode(var.recorder.allow)}",
   ] : [], [""]))
 
-  text = var.role == "control" ? local.control : join("\n", compact([local.node, local.subnet_router, local.exit_node, local.recorder]))
+  text = var.role == "control" ? local.control : join("\n", compact([local.node, local.subnet_router, local.exit_node, local.app_connector, local.recorder]))
 }

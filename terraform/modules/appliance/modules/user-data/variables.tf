@@ -1,10 +1,10 @@
 variable "role" {
-  description = "Required. A role the appliance runs: subnet-router, exit-node, recorder or control."
+  description = "Required. A role the appliance runs: subnet-router, exit-node, app-connector, recorder or control."
   type        = string
 
   validation {
-    condition     = contains(["subnet-router", "exit-node", "recorder", "control"], var.role)
-    error_message = "role must be subnet-router, exit-node, recorder or control (the roles the appliance runs today)."
+    condition     = contains(["subnet-router", "exit-node", "app-connector", "recorder", "control"], var.role)
+    error_message = "role must be subnet-router, exit-node, app-connector, recorder or control (the roles the appliance runs today)."
   }
 }
 
@@ -83,5 +83,16 @@ variable "egress_mac" {
   validation {
     condition     = var.egress_mac == null || var.role == "exit-node"
     error_message = "egress_mac is for role exit-node only."
+  }
+}
+
+variable "app_connector_domains" {
+  description = "Role app-connector only (required there): the domains it routes."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = (length(var.app_connector_domains) > 0) == (var.role == "app-connector")
+    error_message = "app_connector_domains is required for role app-connector, and only for it."
   }
 }
