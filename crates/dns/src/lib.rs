@@ -23,7 +23,9 @@
 //! - [`ConnectorRoutes`]: an app connector's routes, learned from the
 //!   answers it relays for its domains, with TTL expiry (and a floor), a
 //!   cap, exact merging into wider prefixes, and removal with a domain.
-//!   Not yet used by the appliance (the `app-connector` role is not built).
+//!   Used by the appliance's `app-connector` role.
+//! - [`reverse_zones`]: the tailnet's reverse zones, which systemd-resolved
+//!   routes to the node resolver.
 //! - [`Lookup`]: one query of our own and the reading of its answer
 //!   (`appliance dns query`).
 
