@@ -789,6 +789,25 @@ mod tests {
     }
 
     #[test]
+    fn site_id_parses_for_aws_and_local_refuses_it() {
+        let cli =
+            parse(&["plan", "--cloud", "aws", "--role", "via6", "--site-id", "7"]).expect("parses");
+        let Command::Plan(a) = cli.command else {
+            panic!("expected plan");
+        };
+        assert_eq!(a.aws.site_id, Some(7));
+        let err = parse(&["plan", "--site-id", "seven"]).expect_err("not a number");
+        assert!(err.to_string().contains("--site-id"), "{err}");
+
+        let cli = parse(&["deploy", "--role", "via6", "--site-id", "7"]).expect("parses");
+        let err = run(cli).expect_err("local numbers its own sites");
+        assert!(
+            err.to_string().starts_with("--site-id with --cloud local"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn clap_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
