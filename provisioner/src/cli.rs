@@ -234,6 +234,9 @@ pub struct AwsArgs {
     /// App connector: shortest life of a learned route in seconds, at most 604800 (7 days) [default: the appliance's, 600].
     #[arg(long, env = "CAUSEWAY_ROUTE_TTL_FLOOR")]
     pub route_ttl_floor: Option<u64>,
+    /// 4via6: the site ID (0 to 65535) the routes are advertised under, so that two VPCs with the same range are told apart; required with --role via6.
+    #[arg(long, env = "CAUSEWAY_SITE_ID")]
+    pub site_id: Option<u32>,
     /// Split DNS: the VPC resolver (base + 2) or a Route 53 Resolver inbound endpoint.
     #[arg(long, env = "CAUSEWAY_DNS", value_enum, default_value_t = DnsMode::Vpc)]
     pub dns: DnsMode,
@@ -445,6 +448,9 @@ fn change_provider(a: &ChangeArgs) -> anyhow::Result<Box<dyn Provider>> {
         Cloud::Local if !a.aws.domains.is_empty() => anyhow::bail!(
             "--domain with --cloud local: the local app connector serves its own apps zone; --domain is for --cloud aws"
         ),
+        Cloud::Local if a.aws.site_id.is_some() => anyhow::bail!(
+            "--site-id with --cloud local: the local via6 deployment numbers its own two sites; --site-id is for --cloud aws"
+        ),
         Cloud::Local => match a.role {
             Role::SubnetRouter => Ok(local_provider(&a.target, &a.local, a.ha, false, !a.no_snat)),
             Role::ExitNode if a.ha => anyhow::bail!(
@@ -494,6 +500,7 @@ fn change_provider(a: &ChangeArgs) -> anyhow::Result<Box<dyn Provider>> {
             opts.domains = x.domains.clone();
             opts.max_routes = x.max_routes;
             opts.route_ttl_floor = x.route_ttl_floor;
+            opts.site_id = x.site_id;
             opts.dns = x.dns;
             opts.control_url = x.control_url.clone();
             opts.control_public_key = x.control_public_key.clone();
@@ -777,6 +784,25 @@ mod tests {
         let err = run(cli).expect_err("local has its own zone");
         assert!(
             err.to_string().starts_with("--domain with --cloud local"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn site_id_parses_for_aws_and_local_refuses_it() {
+        let cli =
+            parse(&["plan", "--cloud", "aws", "--role", "via6", "--site-id", "7"]).expect("parses");
+        let Command::Plan(a) = cli.command else {
+            panic!("expected plan");
+        };
+        assert_eq!(a.aws.site_id, Some(7));
+        let err = parse(&["plan", "--site-id", "seven"]).expect_err("not a number");
+        assert!(err.to_string().contains("--site-id"), "{err}");
+
+        let cli = parse(&["deploy", "--role", "via6", "--site-id", "7"]).expect("parses");
+        let err = run(cli).expect_err("local numbers its own sites");
+        assert!(
+            err.to_string().starts_with("--site-id with --cloud local"),
             "{err}"
         );
     }

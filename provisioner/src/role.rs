@@ -10,8 +10,7 @@ pub enum Role {
     /// A subnet router advertising a VPC's CIDR to the tailnet, with SNAT.
     SubnetRouter,
     /// 4via6: a site's IPv4 range advertised under a site ID as an IPv6
-    /// route in the tailnet's range, and translated (`--cloud local` only so
-    /// far).
+    /// route in the tailnet's range, and translated.
     Via6,
     /// An exit node: advertises `0.0.0.0/0` and `::/0` and forwards the
     /// tailnet's internet traffic, masqueraded.
@@ -50,9 +49,9 @@ impl Role {
             Role::SubnetRouter
             | Role::ExitNode
             | Role::AppConnector
+            | Role::Via6
             | Role::Recorder
             | Role::Control => None,
-            Role::Via6 => Some("the appliance has no 4via6 mapping yet"),
             Role::Relay => Some("the appliance has no relay server yet"),
         }
     }
@@ -141,12 +140,13 @@ mod tests {
             Role::built(),
             [
                 Role::SubnetRouter,
+                Role::Via6,
                 Role::ExitNode,
                 Role::AppConnector,
                 Role::Recorder,
                 Role::Control
             ]
         );
-        assert_eq!(Role::not_built(), [Role::Via6, Role::Relay]);
+        assert_eq!(Role::not_built(), [Role::Relay]);
     }
 }

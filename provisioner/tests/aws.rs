@@ -1566,7 +1566,7 @@ impl LiveControl {
 
     /// Joins as the appliance of the instance with host name `hostname`
     /// would: registers with `auth_key` and holds its netmap stream,
-    /// advertising `routes`, on control's runtime (so it stays online
+    /// advertising `routes` (a prefix, or `site:N:CIDR` for a 4via6 route), on control's runtime (so it stays online
     /// while the test waits for a provisioner run). Control's refusal, in
     /// its words.
     fn appliance_joins(
@@ -1575,7 +1575,7 @@ impl LiveControl {
         hostname: &str,
         routes: &[&str],
     ) -> Result<(), String> {
-        let routes = routes.iter().map(|r| r.parse().expect("prefix")).collect();
+        let routes = routes.iter().map(|r| (*r).to_owned()).collect();
         self.rt.block_on(appliance::join(
             self.node_addr,
             self.public_key,
@@ -1633,7 +1633,7 @@ mod appliance {
         control_key: PublicKey,
         auth_key: String,
         hostname: String,
-        routes: Vec<IpNet>,
+        routes: Vec<String>,
     ) -> Result<(), String> {
         // The oldest version control serves: such a node sends no
         // keepalives and control sets no read deadline on it, so this
@@ -1690,11 +1690,31 @@ mod appliance {
         });
         sealer.seal(&register, &mut out).expect("sealed");
         stream.write_all(&out).await.expect("sent");
-        match next(&mut stream, &mut opener).await {
-            Some(ServerMessage::Registered(_)) => {}
+        let addresses = match next(&mut stream, &mut opener).await {
+            Some(ServerMessage::Registered(r)) => r.addresses,
             Some(ServerMessage::Error(e)) => return Err(e.message),
             other => panic!("unexpected answer to register: {other:?}"),
-        }
+        };
+        // A 4via6 route `site:N:CIDR` is advertised as the appliance
+        // advertises it: the site's IPv6 route in the tailnet's /48, which
+        // only the node's own address tells.
+        let ula = addresses.iter().find_map(|a| match a {
+            IpNet::V6(v6) => Some(causeway_wire::via6::tailnet_ula(v6.addr())),
+            IpNet::V4(_) => None,
+        });
+        let routes: Vec<IpNet> = routes
+            .iter()
+            .map(
+                |r| match r.strip_prefix("site:").and_then(|x| x.split_once(':')) {
+                    Some((site, range)) => IpNet::V6(causeway_wire::via6::via6_prefix(
+                        ula.expect("an IPv6 address"),
+                        site.parse().expect("site ID"),
+                        range.parse().expect("IPv4 range"),
+                    )),
+                    None => r.parse().expect("prefix"),
+                },
+            )
+            .collect();
         out.clear();
         let map = ClientMessage::Map(MapRequest {
             node_key,
@@ -2780,5 +2800,212 @@ fn app_connector_is_healthy_once_registered_and_online() {
         s["instances"][0]["app_connector"]["domains"],
         serde_json::json!(["app.example.com"]),
         "{s}"
+    );
+}
+
+/// A 4via6 router: `--site-id` is required with it, bounded and refused
+/// with any other role, and `--ha` and `--no-snat` are refused, each before
+/// anything is created; deploy writes the VPC's range with `site_id` into
+/// the user data's routes, keeps the source/destination check on (SNAT)
+/// and adds no return route; a second plan changes nothing, another site
+/// ID changes the template; status names the site and range; destroy
+/// leaves nothing.
+#[test]
+fn via6_router_writes_its_site_id_and_destroys_cleanly() {
+    let cloud = Cloud::new();
+    let c = &cloud.c;
+    let key_file = cloud.key_file();
+    let with = |verb: &'static str, role: &'static str, extra: &[&'static str]| {
+        let mut args: Vec<String> = cloud
+            .deploy_args(verb, "via1", role)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        args.extend(["--auth-key-file".to_owned(), key_file.clone()]);
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    };
+    let run = |args: &[String]| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        cloud.run(&refs)
+    };
+
+    for (args, expect) in [
+        (
+            with("plan", "via6", &[]),
+            "--site-id is required with --role via6",
+        ),
+        (
+            with("deploy", "via6", &["--site-id", "65536"]),
+            "--site-id 65536: expected 0 to 65535",
+        ),
+        (
+            with("deploy", "subnet-router", &["--site-id", "7"]),
+            "--site-id 7 with --role subnet-router: only a 4via6 router",
+        ),
+        (
+            with("deploy", "via6", &["--site-id", "7", "--ha"]),
+            "--ha with --role via6: HA pairs of 4via6 routers are not built",
+        ),
+        (
+            with("deploy", "via6", &["--site-id", "7", "--no-snat"]),
+            "--no-snat with --role via6",
+        ),
+        (
+            with(
+                "deploy",
+                "via6",
+                &["--site-id", "7", "--route", "fd00::/64"],
+            ),
+            "--route fd00::/64 with --role via6: 4via6 maps IPv4 ranges",
+        ),
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}:\n{}", text(&out));
+        let t = text(&out);
+        assert!(t.contains(expect), "expected {expect:?} in\n{t}");
+    }
+    assert_eq!(cloud.block(tagged(c, "via1")), Vec::<String>::new());
+
+    let site: [&'static str; 2] = ["--site-id", "7"];
+    let planned = pending(&run(&with("plan", "via6", &site)));
+    assert!(
+        planned.contains("  routes:  10.0.0.0/16 at 4via6 site 7, advertised as the site's IPv6 routes in the tailnet's range (approved by control's policy autoApprovers.routes site:7:10.0.0.0/16 for tag:via6, or by an admin)\n"),
+        "{planned}"
+    );
+    assert!(
+        planned.contains("create    launch template causeway-via1-via6"),
+        "{planned}"
+    );
+    assert_eq!(
+        cloud.block(tagged(c, "via1")),
+        Vec::<String>::new(),
+        "plan created something"
+    );
+
+    let mut deploy = with("deploy", "via6", &site);
+    deploy.extend(["--output".to_owned(), "json".to_owned()]);
+    let report = json(&ok(run(&deploy)));
+    assert_eq!(report["role"], "via6");
+    assert_eq!(report["routes"], serde_json::json!(["10.0.0.0/16"]));
+    assert_eq!(report["site_id"], 7);
+
+    let found = cloud.block(instances(c, "via1"));
+    assert_eq!(found.len(), 1, "one router");
+    assert_eq!(
+        found[0].source_dest_check(),
+        Some(true),
+        "a 4via6 router masquerades: the check stays on"
+    );
+    let ud = cloud.block(template_user_data(c, "causeway-via1-via6"));
+    let v: toml::Value = toml::from_str(&ud).expect("TOML");
+    let routes = v["subnet_router"]["routes"].as_array().expect("routes");
+    let written: Vec<(Option<&str>, Option<i64>, Option<bool>)> = routes
+        .iter()
+        .map(|r| {
+            (
+                r.get("prefix").and_then(toml::Value::as_str),
+                r.get("site_id").and_then(toml::Value::as_integer),
+                r.get("snat").and_then(toml::Value::as_bool),
+            )
+        })
+        .collect();
+    assert_eq!(
+        written,
+        [(Some("10.0.0.0/16"), Some(7), Some(true))],
+        "{ud}"
+    );
+    assert!(v["subnet_router"].get("aws_route_tables").is_none(), "{ud}");
+    assert!(!ud.contains(SECRET), "{ud}");
+    assert_eq!(
+        cloud.block(groups_of(c, "via1")),
+        BTreeMap::from([("causeway-via1-via6".to_owned(), wireguard_only())])
+    );
+
+    // A second run changes nothing; another site changes the template.
+    let out = run(&with("plan", "via6", &site));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "nothing to change:\n{}",
+        text(&out)
+    );
+    let planned = pending(&run(&with("plan", "via6", &["--site-id", "8"])));
+    assert!(
+        planned.contains("update    launch template causeway-via1-via6"),
+        "{planned}"
+    );
+
+    // status: the site and its range (control not asked: no IPv6 route).
+    let status = |format: &str| {
+        cloud.run(&[
+            "status", "--cloud", "aws", "--name", "via1", "--output", format,
+        ])
+    };
+    let s = json(&status("json"));
+    assert_eq!(s["instances"][0]["via6"]["site_id"], 7, "{s}");
+    assert_eq!(
+        s["instances"][0]["via6"]["ranges"],
+        serde_json::json!(["10.0.0.0/16"]),
+        "{s}"
+    );
+    let t = String::from_utf8_lossy(&status("text").stdout).to_string();
+    assert!(t.contains("4via6 site 7: serves 10.0.0.0/16"), "{t}");
+
+    ok(cloud.run(&["destroy", "--cloud", "aws", "--name", "via1"]));
+    assert_eq!(cloud.block(tagged(c, "via1")), Vec::<String>::new());
+}
+
+/// A 4via6 router's health is judged on the site's IPv6 route, not the
+/// VPC's range: deploy mints a key tagged `tag:via6`, the router joins
+/// advertising `site:7:10.0.0.0/16` as the IPv6 route in the tailnet's
+/// /48, control's policy approves it by its `site:7:10.0.0.0/16` key, and
+/// deploy calls it healthy and retires the key; status shows the site and
+/// the IPv6 route.
+#[test]
+fn via6_router_is_healthy_once_its_site_route_is_approved() {
+    let cloud = Cloud::new();
+    let control = LiveControl::start();
+    control.put_policy(r#"{"autoApprovers": {"routes": {"site:7:10.0.0.0/16": ["tag:via6"]}}}"#);
+    let admin = control.admin_args();
+    let mut deploy = cloud.deploy_args("deploy", "via2", "via6");
+    deploy.extend(["--site-id", "7", "--health-timeout", "120"]);
+    deploy.extend(admin.iter().map(String::as_str));
+    let run = cloud.spawn(&deploy);
+    let minted = instances_join(
+        &cloud,
+        &control,
+        ("via2", "via6"),
+        1,
+        &["site:7:10.0.0.0/16"],
+    );
+    let out = ok(run.wait_with_output().expect("provisioner ends"));
+    let t = text(&out);
+    assert!(!t.contains(&minted), "the key leaked:\n{t}");
+    assert!(t.contains("appliance healthy (node "), "{t}");
+
+    let keys = control.get("/api/v1/keys");
+    let keys = keys.as_array().expect("key list");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(keys[0]["tags"], serde_json::json!(["tag:via6"]));
+    assert_eq!(keys[0]["revoked"], true, "retired once healthy: {keys:?}");
+
+    let mut status = vec![
+        "status", "--cloud", "aws", "--name", "via2", "--output", "json",
+    ];
+    status.extend(admin.iter().map(String::as_str));
+    let s = json(&ok(cloud.run(&status)));
+    assert_eq!(s["healthy"], true, "{s}");
+    assert_eq!(s["instances"][0]["ha_role"], "primary", "{s}");
+    let via6 = &s["instances"][0]["via6"];
+    assert_eq!(via6["site_id"], 7, "{s}");
+    let routes = via6["routes"].as_array().expect("routes");
+    assert_eq!(routes.len(), 1, "{s}");
+    assert_eq!(routes[0]["site_id"], 7);
+    assert_eq!(routes[0]["range"], "10.0.0.0/16");
+    let prefix = routes[0]["prefix"].as_str().expect("prefix");
+    assert!(
+        prefix.contains(":b1a:0:7:a00:0/112"),
+        "the site's route in the tailnet's /48: {prefix}"
     );
 }

@@ -104,7 +104,7 @@ pub fn check_config(label: &str, text: &str) -> Ran {
 pub fn appliance_roles(role: causeway_provisioner::role::Role) -> &'static str {
     use causeway_provisioner::role::Role;
     match role {
-        Role::SubnetRouter => "device, subnet-router",
+        Role::SubnetRouter | Role::Via6 => "device, subnet-router",
         Role::ExitNode => "device, exit-node",
         Role::AppConnector => "device, app-connector",
         Role::Recorder => "recorder, device",

@@ -118,6 +118,13 @@ fn module_user_data_of_every_role_passes_appliance_check_config() {
         } else {
             "[]"
         };
+        // A 4via6 router maps IPv4 ranges, with SNAT (the appliance module
+        // refuses IPv6 routes and snat = false with it).
+        let (site_id, routes, snat) = if *role == Role::Via6 {
+            ("7", r#"["198.19.0.0/16", "10.0.0.0/16"]"#, "true")
+        } else {
+            ("null", r#"["198.19.0.0/16", "fd00:198:19::/48"]"#, "false")
+        };
         config.push_str(&format!(
             r#"
 module "{role}" {{
@@ -129,8 +136,9 @@ module "{role}" {{
   state_volume       = {state_volume}
   egress_mac         = {egress_mac}
   app_connector_domains = {domains}
-  routes             = ["198.19.0.0/16", "fd00:198:19::/48"]
-  snat               = false
+  site_id            = {site_id}
+  routes             = {routes}
+  snat               = {snat}
   recorder           = {recorder}
 }}
 output "{role}" {{
@@ -167,6 +175,26 @@ output "{role}" {{
         app_connector_section(module_text),
         app_connector_section(&provisioners),
         "{module_text}\n---\n{provisioners}"
+    );
+    // The 4via6 router's routes are the provisioner's for the same ranges
+    // and site, site_id on each.
+    let module_text = outputs["via6"]["value"]
+        .as_str()
+        .expect("the 4via6 router's user data");
+    let provisioners =
+        provisioner_via6_user_data(&["198.19.0.0/16".into(), "10.0.0.0/16".into()], 7);
+    let routes = subnet_router_routes(module_text);
+    assert_eq!(
+        routes,
+        subnet_router_routes(&provisioners),
+        "{module_text}\n---\n{provisioners}"
+    );
+    assert_eq!(routes.len(), 2, "{module_text}");
+    assert!(
+        routes
+            .iter()
+            .all(|r| r.get("site_id") == Some(&serde_json::json!(7))),
+        "{module_text}"
     );
 }
 
@@ -372,11 +400,12 @@ fn examples_apply_to_moto_inspect_and_destroy_cleanly() {
     let tree = tf.copy_tree();
     let tag = format!("tf{}", std::process::id() % 100_000);
 
-    let examples: [(&str, Inspect); 4] = [
+    let examples: [(&str, Inspect); 5] = [
         ("ha-subnet-router", inspect_ha_subnet_router),
         ("recorder", inspect_recorder),
         ("exit-node", inspect_exit_node),
         ("app-connector", inspect_app_connector),
+        ("via6", inspect_via6),
     ];
     // The examples share moto but not names or state: run them side by side
     // (the recorder's apply alone waits ~55 s on S3 lifecycle polling).
@@ -906,6 +935,7 @@ fn provisioner_connector_user_data(domains: &[String]) -> String {
         secrets_manager_endpoint: None,
         state_volume: None,
         routes: vec![],
+        site_id: None,
         snat: true,
         aws_route_tables: vec![],
         recorder: None,
@@ -935,6 +965,107 @@ fn app_connector_section(text: &str) -> std::collections::BTreeMap<String, Value
                 .unwrap_or_else(|| panic!("not `key = value`: {l:?}"));
             let v: Value = serde_json::from_str(v).unwrap_or_else(|e| panic!("{l:?}: {e}"));
             (k.to_owned(), v)
+        })
+        .collect()
+}
+
+fn inspect_via6(aws: &Aws, outputs: &Value, _name: &str) {
+    let ids = strings(&outputs["instance_ids"]);
+    assert_eq!(ids.len(), 1, "one 4via6 router");
+    let routes = aws.json(&[
+        "ec2",
+        "describe-route-tables",
+        "--filters",
+        &format!(
+            "Name=vpc-id,Values={}",
+            outputs["vpc_id"].as_str().expect("vpc_id")
+        ),
+    ]);
+    assert!(
+        !routes.to_string().contains("100.64.0.0/10"),
+        "a 4via6 router masquerades: no tailnet return route: {routes:#}"
+    );
+
+    let user_data = decode_base64(
+        latest_template_data(aws, outputs)["UserData"]
+            .as_str()
+            .expect("UserData"),
+    );
+    let ranges = strings(&outputs["routes"]);
+    let site = outputs["site_id"].as_u64().expect("site_id");
+    let site = u16::try_from(site).expect("a 16-bit site ID");
+    let provisioners = provisioner_via6_user_data(&ranges, site);
+    let written = subnet_router_routes(&user_data);
+    assert_eq!(
+        written,
+        subnet_router_routes(&provisioners),
+        "the module's routes differ from the provisioner's:\n{user_data}\n---\n{provisioners}"
+    );
+    assert_eq!(written.len(), 1, "the VPC's one IPv4 range: {user_data}");
+    assert_eq!(
+        written[0].get("site_id"),
+        Some(&serde_json::json!(site)),
+        "{user_data}"
+    );
+    assert_eq!(
+        outputs["approval_policy_key"].as_str(),
+        Some(format!("site:{site}:{}", ranges[0]).as_str())
+    );
+    let ran = check_config("via6", &user_data);
+    assert!(
+        ran.success(),
+        "the appliance refuses it: {ran}\n{user_data}"
+    );
+}
+
+/// The user data `deploy --cloud aws --role via6 --site-id SITE` writes
+/// for the ranges `routes`.
+fn provisioner_via6_user_data(routes: &[String], site: u16) -> String {
+    use causeway_provisioner::aws::spec;
+    spec::user_data(&spec::ApplianceConfig {
+        role: Role::Via6,
+        control_url: CONTROL_URL.into(),
+        control_public_key: CONTROL_PUBLIC_KEY.into(),
+        auth_key_secret: None,
+        secrets_manager_endpoint: None,
+        state_volume: None,
+        routes: routes.to_vec(),
+        site_id: Some(site),
+        snat: true,
+        aws_route_tables: vec![],
+        recorder: None,
+        egress_mac: None,
+        app_connector: None,
+    })
+    .expect("the provisioner's user data for a 4via6 router")
+}
+
+/// The routes of `[subnet_router]` in an appliance config, each key by
+/// key (`{ prefix = "…", snat = true, site_id = 7 }`); values are read as
+/// JSON, as in [`app_connector_section`].
+fn subnet_router_routes(text: &str) -> Vec<std::collections::BTreeMap<String, Value>> {
+    let (_, body) = text
+        .split_once("[subnet_router]\nroutes = [\n")
+        .unwrap_or_else(|| panic!("no [subnet_router] routes in {text}"));
+    body.lines()
+        .take_while(|l| l.trim() != "]")
+        .map(|l| {
+            let inner = l
+                .trim()
+                .strip_prefix("{ ")
+                .and_then(|l| l.strip_suffix(" },"))
+                .unwrap_or_else(|| panic!("not `{{ key = value, … }},`: {l:?}"));
+            inner
+                .split(", ")
+                .map(|kv| {
+                    let (k, v) = kv
+                        .split_once(" = ")
+                        .unwrap_or_else(|| panic!("not `key = value`: {kv:?}"));
+                    let v: Value =
+                        serde_json::from_str(v).unwrap_or_else(|e| panic!("{kv:?}: {e}"));
+                    (k.to_owned(), v)
+                })
+                .collect()
         })
         .collect()
 }

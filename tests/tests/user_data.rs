@@ -22,9 +22,16 @@ fn config(role: Role, ui: bool) -> ApplianceConfig {
             .then(|| SECRET_ARN.replace("ROLE", role.as_str())),
         secrets_manager_endpoint: None,
         state_volume: (role == Role::Control).then(|| "vol-0123456789abcdef0".into()),
-        routes: vec!["198.19.0.0/16".into(), "fd00:198:19::/48".into()],
-        snat: false,
-        aws_route_tables: if role.advertises_routes() {
+        // A 4via6 router maps IPv4 ranges, with SNAT (deploy refuses
+        // --no-snat and IPv6 routes with it).
+        routes: if role == Role::Via6 {
+            vec!["198.19.0.0/16".into(), "10.0.0.0/16".into()]
+        } else {
+            vec!["198.19.0.0/16".into(), "fd00:198:19::/48".into()]
+        },
+        site_id: (role == Role::Via6).then_some(7),
+        snat: role == Role::Via6,
+        aws_route_tables: if role.advertises_routes() && role != Role::Via6 {
             vec!["rtb-0123456789abcdef0".into()]
         } else {
             vec![]
@@ -51,6 +58,7 @@ fn the_user_data_of_every_role_deploy_accepts_passes_appliance_check_config() {
         roles,
         [
             Role::SubnetRouter,
+            Role::Via6,
             Role::ExitNode,
             Role::AppConnector,
             Role::Recorder,
@@ -122,6 +130,23 @@ fn check_config_refuses_an_app_connector_with_a_bad_domain_or_limit() {
         assert!(!ran.success(), "{to} passed: {ran}");
         assert!(ran.stderr.contains(named), "{to}: {}", ran.stderr);
     }
+}
+
+#[test]
+fn check_config_refuses_a_via6_router_with_a_bad_site_id() {
+    // The via6 check above can fail: the appliance reads site_id as a
+    // 16-bit site ID, so one out of range is refused by name, and so is a
+    // route listed twice at the same site.
+    let text = spec::user_data(&config(Role::Via6, false)).expect("via6 user data");
+    assert_eq!(text.matches(", site_id = 7 }").count(), 2, "{text}");
+    let broken = text.replace("site_id = 7", "site_id = 70000");
+    let ran = check_config("via6", &broken);
+    assert!(!ran.success(), "site_id 70000 passed: {ran}");
+    assert!(ran.stderr.contains("site_id"), "{}", ran.stderr);
+    let twice = text.replace("10.0.0.0/16", "198.19.0.0/16");
+    let ran = check_config("via6", &twice);
+    assert!(!ran.success(), "a route twice at one site passed: {ran}");
+    assert!(ran.stderr.contains("listed twice"), "{}", ran.stderr);
 }
 
 #[test]

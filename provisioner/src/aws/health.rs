@@ -5,7 +5,8 @@
 //! the deployment. This module judges that from control's node list; it
 //! does no I/O, so `deploy`'s wait and `status` share one judgement.
 
-use ipnet::IpNet;
+use causeway_wire::via6;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::Serialize;
 
 use super::api::Instance;
@@ -105,7 +106,8 @@ pub fn node_of<'a>(instance: &Instance, nodes: &'a [NodeView]) -> Option<&'a Nod
 }
 
 /// Judges every instance of a deployment. `routes` are the prefixes each
-/// instance should serve (empty for roles that route nothing); a route
+/// instance should serve (empty for roles that route nothing), or for a
+/// 4via6 router its routes as `site:N:CIDR` ([`via6_route`]); a route
 /// with no primary among `instances`, or with more than one, is missing
 /// on every instance that serves it.
 pub fn assess(
@@ -125,7 +127,7 @@ pub fn assess_matched(matched: &[Option<&NodeView>], routes: &[String]) -> Vec<A
         matched
             .iter()
             .flatten()
-            .filter(|n| lists(&n.primary_routes, prefix))
+            .filter(|n| lists(n, &n.primary_routes, prefix))
             .count()
     };
     matched
@@ -150,10 +152,10 @@ pub fn assess_matched(matched: &[Option<&NodeView>], routes: &[String]) -> Vec<A
                 missing.push("its node key has expired".to_owned());
             }
             for prefix in routes {
-                if !lists(&node.advertised_routes, prefix) {
-                    missing.push(format!("does not advertise {prefix}"));
-                } else if !lists(&node.approved_routes, prefix) {
-                    missing.push(format!("{prefix} is not approved"));
+                if !lists(node, &node.advertised_routes, prefix) {
+                    missing.push(format!("does not advertise {}", named(node, prefix)));
+                } else if !lists(node, &node.approved_routes, prefix) {
+                    missing.push(format!("{} is not approved", named(node, prefix)));
                 } else if is_exit_route(prefix) {
                     // Every approved exit node serves at once and each
                     // client picks one: control makes none primary.
@@ -178,10 +180,68 @@ pub fn assess_matched(matched: &[Option<&NodeView>], routes: &[String]) -> Vec<A
         .collect()
 }
 
-/// Whether `list` holds the prefix `prefix` names (the deployment's routes
-/// are text; control's are parsed).
-fn lists(list: &[IpNet], prefix: &str) -> bool {
-    prefix.parse::<IpNet>().is_ok_and(|p| list.contains(&p))
+/// The deployment's name for the route of IPv4 range `range` at 4via6
+/// site `site`: `site:N:CIDR`, as control's policy names it in
+/// `autoApprovers.routes`.
+pub fn via6_route(site: u16, range: &str) -> String {
+    format!("site:{site}:{range}")
+}
+
+/// The site and IPv4 range a `site:N:CIDR` route names.
+fn parse_via6_route(route: &str) -> Option<(u16, Ipv4Net)> {
+    let (site, range) = route.strip_prefix("site:")?.split_once(':')?;
+    Some((site.parse().ok()?, range.parse().ok()?))
+}
+
+/// The tailnet's /48 (where 4via6 routes live), from the node's own IPv6
+/// address; none when control lists no IPv6 address for it.
+pub fn node_ula(node: &NodeView) -> Option<Ipv6Net> {
+    node.addresses.iter().find_map(|a| match a {
+        IpNet::V6(v6) => Some(via6::tailnet_ula(v6.addr())),
+        IpNet::V4(_) => None,
+    })
+}
+
+/// The prefix `route` names on `node`: the prefix itself, or for a 4via6
+/// route `site:N:CIDR` the site's IPv6 route in the node's tailnet (the
+/// tailnet's /48 is random, so only the node's address tells it).
+fn resolve(node: &NodeView, route: &str) -> Option<IpNet> {
+    match parse_via6_route(route) {
+        Some((site, range)) => {
+            node_ula(node).map(|ula| IpNet::V6(via6::via6_prefix(ula, site, range)))
+        }
+        None => route.parse().ok(),
+    }
+}
+
+/// How a missing route is named: as the deployment names it and, for a
+/// 4via6 route, the IPv6 prefix looked for.
+fn named(node: &NodeView, route: &str) -> String {
+    match (parse_via6_route(route), resolve(node, route)) {
+        (Some(_), Some(prefix)) => format!("{route} ({prefix})"),
+        (Some(_), None) => format!("{route} (control lists no IPv6 address for the node)"),
+        (None, _) => route.to_owned(),
+    }
+}
+
+/// Whether `list` (one of `node`'s) holds the prefix `route` names (the
+/// deployment's routes are text; control's are parsed).
+fn lists(node: &NodeView, list: &[IpNet], route: &str) -> bool {
+    resolve(node, route).is_some_and(|p| list.contains(&p))
+}
+
+/// The 4via6 routes among `routes` (control's, of a node in the tailnet
+/// `ula`), as (site, IPv4 range, the IPv6 route).
+pub fn via6_routes(ula: Ipv6Net, routes: &[IpNet]) -> Vec<(u16, Ipv4Net, Ipv6Net)> {
+    routes
+        .iter()
+        .filter_map(|r| match r {
+            IpNet::V6(v6) => {
+                via6::parse_via6_prefix(ula, *v6).map(|(site, range)| (site, range, *v6))
+            }
+            IpNet::V4(_) => None,
+        })
+        .collect()
 }
 
 /// A default route (`0.0.0.0/0`, `::/0`): an exit node's.
@@ -234,6 +294,62 @@ mod tests {
 
     fn routes() -> Vec<String> {
         vec!["10.0.0.0/16".to_owned()]
+    }
+
+    #[test]
+    fn a_via6_route_is_looked_up_as_the_sites_ipv6_route_in_the_nodes_tailnet() {
+        let instances = [instance("i-a", "ip-10-0-1-5")];
+        let wanted = [via6_route(7, "10.0.0.0/16")];
+        assert_eq!(wanted, ["site:7:10.0.0.0/16"]);
+        let six: Vec<IpNet> = vec!["fd7a:115c:a1e0:b1a:0:7:a00:0/112".parse().expect("prefix")];
+        let mut n = node("ip-10-0-1-5", true, false, false);
+        n.addresses = vec![
+            "100.64.0.5/32".parse().expect("v4"),
+            "fd7a:115c:a1e0::5/128".parse().expect("v6"),
+        ];
+        // Advertising the IPv4 range itself is not advertising the site's route.
+        let health = assess(&instances, std::slice::from_ref(&n), &wanted);
+        assert_eq!(
+            health[0].missing,
+            ["does not advertise site:7:10.0.0.0/16 (fd7a:115c:a1e0:b1a:0:7:a00:0/112)"]
+        );
+        n.advertised_routes = six.clone();
+        let health = assess(&instances, std::slice::from_ref(&n), &wanted);
+        assert_eq!(
+            health[0].missing,
+            ["site:7:10.0.0.0/16 (fd7a:115c:a1e0:b1a:0:7:a00:0/112) is not approved"]
+        );
+        n.approved_routes = six.clone();
+        let health = assess(&instances, std::slice::from_ref(&n), &wanted);
+        assert_eq!(
+            health[0].missing,
+            ["no instance is primary for site:7:10.0.0.0/16"]
+        );
+        n.primary_routes = six.clone();
+        let health = assess(&instances, std::slice::from_ref(&n), &wanted);
+        assert!(health[0].healthy(), "{:?}", health[0].missing);
+        // Another site's route for the same range is not this site's.
+        let health = assess(
+            &instances,
+            std::slice::from_ref(&n),
+            &[via6_route(8, "10.0.0.0/16")],
+        );
+        assert!(!health[0].healthy());
+        assert_eq!(
+            via6_routes(node_ula(&n).expect("an IPv6 address"), &n.advertised_routes),
+            [(
+                7,
+                "10.0.0.0/16".parse().expect("v4"),
+                six[0].to_string().parse().expect("v6")
+            )]
+        );
+        // Without an IPv6 address control's view cannot name the route.
+        n.addresses.truncate(1);
+        let health = assess(&instances, &[n], &wanted);
+        assert_eq!(
+            health[0].missing,
+            ["does not advertise site:7:10.0.0.0/16 (control lists no IPv6 address for the node)"]
+        );
     }
 
     #[test]

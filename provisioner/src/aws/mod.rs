@@ -93,6 +93,10 @@ pub struct AwsOptions {
     /// App connector: shortest life of a learned route, in seconds
     /// (`--route-ttl-floor`; `None`: the appliance's default).
     pub route_ttl_floor: Option<u64>,
+    /// 4via6: the site ID every route is advertised under (`--site-id`,
+    /// 0 to 65535; required with role via6, refused with any other). Kept
+    /// wide so that an out-of-range value is refused naming the flag.
+    pub site_id: Option<u32>,
     /// Split-DNS mode.
     pub dns: DnsMode,
     /// Control's node-facing URL (user data).
@@ -154,6 +158,7 @@ impl AwsOptions {
             domains: Vec::new(),
             max_routes: None,
             route_ttl_floor: None,
+            site_id: None,
             dns: DnsMode::Vpc,
             control_url: None,
             control_public_key: None,

@@ -33,6 +33,8 @@ pub struct Prepared {
     pub choice: Choice,
     /// Advertised routes.
     pub routes: Vec<String>,
+    /// Role via6: the site ID of every route.
+    pub site_id: Option<u16>,
     /// The VPC's route tables (IDs, sorted): with SNAT off each gets the
     /// tailnet's return route, which the HA primary points at itself.
     pub route_tables: Vec<String>,
@@ -182,6 +184,10 @@ pub async fn prepare(aws: &Aws, opts: &AwsOptions, role: Role) -> anyhow::Result
         arch,
         choice: sizing,
         routes,
+        site_id: (role == Role::Via6)
+            .then_some(opts.site_id)
+            .flatten()
+            .and_then(|s| u16::try_from(s).ok()),
         route_tables,
         egress,
         nat_public_ip,

@@ -193,6 +193,9 @@ pub struct Report {
     pub subnets: Vec<Subnet>,
     /// Advertised routes.
     pub routes: Vec<String>,
+    /// Role via6: the site ID the routes are advertised under.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site_id: Option<u16>,
     /// Warnings.
     pub warnings: Vec<String>,
     /// Resources.
@@ -247,7 +250,19 @@ impl Report {
             .map(|s| format!("{} ({}, {:?})", s.id, s.az, s.exposure).to_lowercase())
             .collect();
         let _ = writeln!(out, "  subnets: {}", subnets.join(", "));
-        if r.domains.is_empty() {
+        if let Some(site) = r.site_id {
+            let keys: Vec<String> = r
+                .routes
+                .iter()
+                .map(|range| super::health::via6_route(site, range))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  routes:  {} at 4via6 site {site}, advertised as the site's IPv6 routes in the tailnet's range (approved by control's policy autoApprovers.routes {} for tag:via6, or by an admin)",
+                r.routes.join(", "),
+                keys.join(", ")
+            );
+        } else if r.domains.is_empty() {
             let _ = writeln!(out, "  routes:  {}", r.routes.join(", "));
         } else {
             let _ = writeln!(out, "  domains: {}", r.domains.join(", "));

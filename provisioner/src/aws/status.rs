@@ -37,6 +37,34 @@ pub struct InstanceStatus {
     /// names them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub app_connector: Option<ConnectorStatus>,
+    /// A 4via6 router's site and routes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via6: Option<Via6Status>,
+}
+
+/// A 4via6 router, as `status` shows it: the site and IPv4 ranges its
+/// launch template's user data names, and the IPv6 routes control lists
+/// for it, read back into site and range.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Via6Status {
+    /// The site ID of its routes (none when the launch template could not
+    /// be read).
+    pub site_id: Option<u16>,
+    /// The IPv4 ranges it serves at the site.
+    pub ranges: Vec<String>,
+    /// The 4via6 routes control lists as advertised by it.
+    pub routes: Vec<Via6Route>,
+}
+
+/// One advertised 4via6 route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Via6Route {
+    /// The site ID in the route.
+    pub site_id: u16,
+    /// The IPv4 range it stands for.
+    pub range: String,
+    /// The IPv6 route in the tailnet's range.
+    pub prefix: String,
 }
 
 /// An app connector, as `status` shows it.
@@ -126,7 +154,22 @@ async fn inspect(aws: &Aws, opts: &AwsOptions) -> anyhow::Result<StatusReport> {
             None
         }
     };
-    let judged = nodes.as_ref().map(|nodes| judge(&instances, nodes));
+    let via6 = if instances.iter().any(|i| role_of(i) == Some(Role::Via6)) {
+        Some(via6_of(aws, opts, &mut notes).await?)
+    } else {
+        None
+    };
+    let via6_wanted: Vec<String> = via6.as_ref().map_or_else(Vec::new, |v| {
+        v.site_id.map_or_else(Vec::new, |site| {
+            v.ranges
+                .iter()
+                .map(|r| health::via6_route(site, r))
+                .collect()
+        })
+    });
+    let judged = nodes
+        .as_ref()
+        .map(|nodes| judge(&instances, nodes, &via6_wanted));
     let connector = if instances
         .iter()
         .any(|i| role_of(i) == Some(Role::AppConnector))
@@ -162,6 +205,17 @@ async fn inspect(aws: &Aws, opts: &AwsOptions) -> anyhow::Result<StatusReport> {
                 app_connector: connector
                     .clone()
                     .filter(|_| role_of(&i) == Some(Role::AppConnector)),
+                via6: via6
+                    .clone()
+                    .filter(|_| role_of(&i) == Some(Role::Via6))
+                    .map(|v| Via6Status {
+                        routes: nodes
+                            .as_deref()
+                            .and_then(|nodes| health::node_of(&i, nodes))
+                            .map(advertised_via6)
+                            .unwrap_or_default(),
+                        ..v
+                    }),
                 instance: i,
                 ha_role,
                 appliance,
@@ -313,14 +367,78 @@ fn domains_in_user_data(text: &str) -> Option<Vec<String>> {
     )
 }
 
+/// The 4via6 router's site and ranges, read from its launch template's
+/// user data; a template that is missing or names no site is a note.
+async fn via6_of(
+    aws: &Aws,
+    opts: &AwsOptions,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Via6Status> {
+    let name = spec::Names::new(opts.name.clone(), Role::Via6).base();
+    let template = aws.launch_template(&name).await?;
+    let site = template
+        .as_ref()
+        .and_then(|t| t.data.as_ref())
+        .and_then(|d| site_in_user_data(&d.user_data));
+    if site.is_none() {
+        notes.push(format!(
+            "launch template {name}: no [subnet_router] routes with a site_id in its user data; the 4via6 site is unknown"
+        ));
+    }
+    let (site_id, ranges) = site.map_or((None, Vec::new()), |(s, r)| (Some(s), r));
+    Ok(Via6Status {
+        site_id,
+        ranges,
+        routes: Vec::new(),
+    })
+}
+
+/// The site ID and the ranges of `[subnet_router] routes` in an appliance
+/// config, when every route carries the same `site_id`.
+fn site_in_user_data(text: &str) -> Option<(u16, Vec<String>)> {
+    let v: toml::Value = toml::from_str(text).ok()?;
+    let routes = v.get("subnet_router")?.get("routes")?.as_array()?;
+    let mut site = None;
+    let mut ranges = Vec::new();
+    for r in routes {
+        let this = u16::try_from(r.get("site_id")?.as_integer()?).ok()?;
+        if *site.get_or_insert(this) != this {
+            return None;
+        }
+        ranges.push(r.get("prefix")?.as_str()?.to_owned());
+    }
+    site.map(|s| (s, ranges))
+}
+
+/// The 4via6 routes control lists as advertised by `node`, read back
+/// into site and range with the node's tailnet /48.
+fn advertised_via6(node: &NodeView) -> Vec<Via6Route> {
+    health::node_ula(node).map_or_else(Vec::new, |ula| {
+        health::via6_routes(ula, &node.advertised_routes)
+            .into_iter()
+            .map(|(site_id, range, prefix)| Via6Route {
+                site_id,
+                range: range.to_string(),
+                prefix: prefix.to_string(),
+            })
+            .collect()
+    })
+}
+
 /// The role an instance's tag names, if it is one we know.
 fn role_of(i: &Instance) -> Option<Role> {
     <Role as clap::ValueEnum>::from_str(&i.role, false).ok()
 }
 
 /// Each instance's health, judged per role: a router should have every
-/// route any router of its role advertises approved, with one primary.
-fn judge(instances: &[Instance], nodes: &[NodeView]) -> Vec<Option<ApplianceHealth>> {
+/// route any router of its role advertises approved, with one primary; a
+/// 4via6 router every route its user data names (`via6_wanted`, as
+/// `site:N:CIDR`), when known.
+fn judge(
+    instances: &[Instance],
+    nodes: &[NodeView],
+    via6_wanted: &[String],
+) -> Vec<Option<ApplianceHealth>> {
     let mut out = vec![None; instances.len()];
     let roles: BTreeSet<&str> = instances.iter().map(|i| i.role.as_str()).collect();
     for role in roles {
@@ -328,17 +446,20 @@ fn judge(instances: &[Instance], nodes: &[NodeView]) -> Vec<Option<ApplianceHeal
             .filter(|&n| instances[n].role == role)
             .collect();
         let group: Vec<Instance> = members.iter().map(|&n| instances[n].clone()).collect();
-        let routes: Vec<String> = if role_of(&group[0]).is_some_and(Role::advertises_routes) {
-            group
-                .iter()
-                .filter_map(|i| health::node_of(i, nodes))
-                .flat_map(|n| n.advertised_routes.iter().map(ToString::to_string))
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let routes: Vec<String> =
+            if role_of(&group[0]) == Some(Role::Via6) && !via6_wanted.is_empty() {
+                via6_wanted.to_vec()
+            } else if role_of(&group[0]).is_some_and(Role::advertises_routes) {
+                group
+                    .iter()
+                    .filter_map(|i| health::node_of(i, nodes))
+                    .flat_map(|n| n.advertised_routes.iter().map(ToString::to_string))
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect()
+            } else {
+                Vec::new()
+            };
         for (n, h) in members
             .into_iter()
             .zip(health::assess(&group, nodes, &routes))
@@ -384,6 +505,9 @@ fn render(r: &StatusReport) -> String {
         }
         if let Some(c) = &s.app_connector {
             let _ = writeln!(out, "    {}", connector_line(c, s.appliance.as_ref()));
+        }
+        if let Some(v) = &s.via6 {
+            let _ = writeln!(out, "    {}", via6_line(v));
         }
     }
     for res in &r.resources {
@@ -437,9 +561,85 @@ fn connector_line(c: &ConnectorStatus, health: Option<&ApplianceHealth>) -> Stri
     }
 }
 
+/// What a 4via6 router's line says: its site, its ranges and the IPv6
+/// routes control lists for them.
+fn via6_line(v: &Via6Status) -> String {
+    let site = v
+        .site_id
+        .map_or_else(|| "(unknown)".to_owned(), |s| s.to_string());
+    let ranges = if v.ranges.is_empty() {
+        "(unknown)".to_owned()
+    } else {
+        v.ranges.join(", ")
+    };
+    let routes: Vec<String> = v
+        .routes
+        .iter()
+        .map(|r| format!("site {} {} as {}", r.site_id, r.range, r.prefix))
+        .collect();
+    if routes.is_empty() {
+        format!(
+            "4via6 site {site}: serves {ranges}; no 4via6 route advertised (or control not asked)"
+        )
+    } else {
+        format!(
+            "4via6 site {site}: serves {ranges}; advertises {}",
+            routes.join(", ")
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_via6_site_is_read_from_its_user_data_and_its_routes_from_control() {
+        let text = "[node]\ncontrol_url = \"http://c\"\n\n[subnet_router]\nroutes = [\n  { prefix = \"10.0.0.0/16\", snat = true, site_id = 7 },\n  { prefix = \"10.1.0.0/24\", snat = true, site_id = 7 },\n]\n";
+        assert_eq!(
+            site_in_user_data(text),
+            Some((7, vec!["10.0.0.0/16".to_owned(), "10.1.0.0/24".to_owned()]))
+        );
+        let plain = "[subnet_router]\nroutes = [{ prefix = \"10.0.0.0/16\", snat = true }]\n";
+        assert_eq!(site_in_user_data(plain), None);
+        let mixed = "[subnet_router]\nroutes = [{ prefix = \"10.0.0.0/16\", site_id = 7 }, { prefix = \"10.1.0.0/16\", site_id = 8 }]\n";
+        assert_eq!(site_in_user_data(mixed), None);
+        assert_eq!(site_in_user_data("not toml ["), None);
+
+        let node: NodeView = serde_json::from_value(serde_json::json!({
+            "id": 1, "name": "ip-10-0-1-5", "hostname": "ip-10-0-1-5",
+            "node_key": "k", "machine_key": null,
+            "addresses": ["100.64.0.5/32", "fd7a:115c:a1e0::5/128"],
+            "tags": ["tag:via6"], "user": null, "ephemeral": false,
+            "wireguard_only": false, "online": true, "key_expiry": null,
+            "expired": false, "last_seen": null, "endpoints": [],
+            "advertised_routes": ["fd7a:115c:a1e0:b1a:0:7:a00:0/112", "198.19.0.0/16"],
+            "approved_routes": [], "primary_routes": [], "standby_routes": []
+        }))
+        .expect("a node view");
+        let routes = advertised_via6(&node);
+        assert_eq!(
+            routes,
+            [Via6Route {
+                site_id: 7,
+                range: "10.0.0.0/16".into(),
+                prefix: "fd7a:115c:a1e0:b1a:0:7:a00:0/112".into(),
+            }]
+        );
+        let v = Via6Status {
+            site_id: Some(7),
+            ranges: vec!["10.0.0.0/16".into()],
+            routes,
+        };
+        assert_eq!(
+            via6_line(&v),
+            "4via6 site 7: serves 10.0.0.0/16; advertises site 7 10.0.0.0/16 as fd7a:115c:a1e0:b1a:0:7:a00:0/112"
+        );
+        assert!(
+            via6_line(&Via6Status::default())
+                .starts_with("4via6 site (unknown): serves (unknown); no 4via6 route")
+        );
+    }
 
     #[test]
     fn the_connector_domains_are_read_from_its_user_data() {

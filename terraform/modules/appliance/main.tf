@@ -34,13 +34,15 @@ data "aws_subnet" "this" {
 locals {
   availability_zones = data.aws_subnet.this[*].availability_zone
 
+  vpc_ipv4_cidrs = [for a in data.aws_vpc.this.cidr_block_associations : a.cidr_block if a.state == "associated"]
   vpc_cidrs = compact(concat(
-    [for a in data.aws_vpc.this.cidr_block_associations : a.cidr_block if a.state == "associated"],
+    local.vpc_ipv4_cidrs,
     [data.aws_vpc.this.ipv6_cidr_block],
   ))
   # An app connector's routes are learned from its domains' DNS answers at
   # run time: it is configured with none.
-  routes = var.role == "exit-node" ? ["0.0.0.0/0", "::/0"] : var.role == "app-connector" ? [] : var.routes != null ? var.routes : local.vpc_cidrs
+  # A 4via6 router maps IPv4 ranges only: by default the VPC's IPv4 blocks.
+  routes = var.role == "exit-node" ? ["0.0.0.0/0", "::/0"] : var.role == "app-connector" ? [] : var.routes != null ? var.routes : var.role == "via6" ? local.vpc_ipv4_cidrs : local.vpc_cidrs
 }
 
 # ---------------------------------------------------------------------------
@@ -458,6 +460,7 @@ module "user_data" {
   aws_route_tables         = local.moves_return_route ? var.route_table_ids : []
   egress_mac               = local.egress ? aws_network_interface.egress[0].mac_address : null
   app_connector_domains    = var.app_connector_domains
+  site_id                  = var.site_id
   recorder = var.recorder == null ? null : {
     bucket = var.recorder.bucket
     region = coalesce(var.recorder.region, data.aws_region.current.name)

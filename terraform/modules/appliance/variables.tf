@@ -9,16 +9,31 @@ variable "name" {
 }
 
 variable "role" {
-  description = "Required. Appliance role: subnet-router, exit-node, app-connector, recorder or control. via6 and relay are refused: the appliance cannot run them yet."
+  description = "Required. Appliance role: subnet-router, via6, exit-node, app-connector, recorder or control. relay is refused: the appliance cannot run it yet."
   type        = string
 
   validation {
-    condition     = !contains(["via6", "relay"], var.role)
-    error_message = "role ${var.role} is not built yet: the appliance cannot run it (no 4via6 mapping or relay server yet); the roles this module deploys today are subnet-router, exit-node, app-connector, recorder and control."
+    condition     = var.role != "relay"
+    error_message = "role ${var.role} is not built yet: the appliance cannot run it (no relay server yet); the roles this module deploys today are subnet-router, via6, exit-node, app-connector, recorder and control."
   }
   validation {
     condition     = contains(["subnet-router", "via6", "exit-node", "app-connector", "recorder", "control", "relay"], var.role)
-    error_message = "role must be one of subnet-router, exit-node, app-connector, recorder, control."
+    error_message = "role must be one of subnet-router, via6, exit-node, app-connector, recorder, control."
+  }
+}
+
+variable "site_id" {
+  description = "Role via6 only, and required there: the 4via6 site ID, 0 to 65535, written as site_id on every route. The appliance advertises each IPv4 route as the site's IPv6 route in the tailnet's range, so two VPCs with the same range are told apart; control's policy approves it as \"site:ID:CIDR\" in autoApprovers.routes."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = (var.site_id != null) == (var.role == "via6")
+    error_message = "Set site_id (0 to 65535) for role via6, and only for it: only a 4via6 router advertises its routes under a site ID."
+  }
+  validation {
+    condition     = var.site_id == null || try(var.site_id >= 0 && var.site_id <= 65535 && floor(var.site_id) == var.site_id, false)
+    error_message = "site_id: expected a whole number from 0 to 65535."
   }
 }
 
@@ -71,6 +86,10 @@ variable "ha" {
   validation {
     condition     = !(var.ha && var.role == "app-connector")
     error_message = "ha = true with role app-connector: HA pairs of app connectors are not built (two connectors would each learn and advertise what they resolve, and their answers may differ); deploy one connector."
+  }
+  validation {
+    condition     = !(var.ha && var.role == "via6")
+    error_message = "ha = true with role via6: HA pairs of 4via6 routers are not built or tested on AWS yet; deploy one router per site."
   }
 }
 
@@ -152,7 +171,7 @@ variable "secret_recovery_window_in_days" {
 }
 
 variable "routes" {
-  description = "Optional. Role subnet-router: prefixes to advertise. Default: the VPC's IPv4 and IPv6 CIDR blocks. An exit node advertises 0.0.0.0/0 and ::/0 and takes no routes; an app connector advertises what its domains resolve to and takes none."
+  description = "Optional. Role subnet-router: prefixes to advertise. Default: the VPC's IPv4 and IPv6 CIDR blocks (role via6: IPv4 prefixes only, default the VPC's IPv4 blocks). An exit node advertises 0.0.0.0/0 and ::/0 and takes no routes; an app connector advertises what its domains resolve to and takes none."
   type        = list(string)
   default     = null
 
@@ -164,6 +183,10 @@ variable "routes" {
     condition     = var.routes == null || var.role != "app-connector"
     error_message = "routes with role app-connector: an app connector advertises the addresses its domains resolve to and nothing else."
   }
+  validation {
+    condition     = var.routes == null ? true : var.role != "via6" || alltrue([for r in var.routes : !strcontains(r, ":")])
+    error_message = "routes with role via6: 4via6 maps IPv4 ranges into the tailnet's IPv6 range; expected IPv4 prefixes such as 10.0.0.0/16."
+  }
 }
 
 variable "snat" {
@@ -174,6 +197,10 @@ variable "snat" {
   validation {
     condition     = var.snat || !contains(["exit-node", "app-connector"], var.role)
     error_message = "snat = false with role ${var.role}: it masquerades the tailnet's traffic to its own address (the internet has no route back to 100.64.0.0/10)."
+  }
+  validation {
+    condition     = var.snat || var.role != "via6"
+    error_message = "snat = false with role via6: a 4via6 router without SNAT (tailnet return routes in the VPC) is not built or tested on AWS yet."
   }
 }
 

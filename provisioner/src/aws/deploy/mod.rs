@@ -210,6 +210,7 @@ pub async fn run(opts: &AwsOptions, format: OutputFormat, mode: Mode) -> anyhow:
         arch: prepared.arch,
         subnets: prepared.subnets.subnets.clone(),
         routes: prepared.routes.clone(),
+        site_id: prepared.site_id,
         warnings: prepared.subnets.warning.iter().cloned().collect(),
         items: walk.items.clone(),
         instances: walk.instances.clone(),
@@ -487,6 +488,7 @@ impl Walk<'_> {
                     .unwrap_or_else(|| "(the state volume's ID, known after deploy)".into())
             }),
             routes: self.p.routes.clone(),
+            site_id: self.p.site_id,
             snat: self.opts.snat,
             aws_route_tables: self.return_route_tables().to_vec(),
             recorder: self.p.bucket.as_ref().map(|bucket| spec::RecorderData {
@@ -594,7 +596,16 @@ impl Walk<'_> {
             self.progress.end(StepOutcome::Skipped);
             return Ok(Health::NotChecked(why_not.unwrap_or_default()));
         };
-        let routes = if self.p.role.advertises_routes() {
+        let routes = if let Some(site) = self.p.site_id {
+            // A 4via6 router advertises each range as its site's IPv6
+            // route, which only the node's address tells: health looks it
+            // up per node.
+            self.p
+                .routes
+                .iter()
+                .map(|r| super::health::via6_route(site, r))
+                .collect()
+        } else if self.p.role.advertises_routes() {
             self.p.routes.clone()
         } else {
             Vec::new()

@@ -52,6 +52,7 @@ pub fn check_flags(opts: &AwsOptions) -> anyhow::Result<Role> {
     }
     check_exit_node_flags(opts, role)?;
     check_app_connector_flags(opts, role)?;
+    check_via6_flags(opts, role)?;
     for a in &opts.recorder_allow {
         check_prefix(a).with_context(|| format!("--recorder-allow {a}"))?;
     }
@@ -198,6 +199,46 @@ fn check_app_connector_flags(opts: &AwsOptions, role: Role) -> anyhow::Result<()
     if opts.ha {
         anyhow::bail!(
             "--ha with --role app-connector: HA pairs of app connectors are not built (two connectors would each learn and advertise what they resolve, and their answers may differ); deploy one connector"
+        );
+    }
+    Ok(())
+}
+
+/// The flags of a 4via6 router: `--site-id` (0 to 65535) is required with
+/// it and refused with any other role; its routes are IPv4 ranges (4via6
+/// maps an IPv4 range into the tailnet's IPv6 range); `--ha` and
+/// `--no-snat` are refused, as `--cloud local` refuses them: an HA pair and
+/// return routes for a 4via6 site are not built or tested on AWS yet.
+fn check_via6_flags(opts: &AwsOptions, role: Role) -> anyhow::Result<()> {
+    if role != Role::Via6 {
+        if let Some(site) = opts.site_id {
+            anyhow::bail!(
+                "--site-id {site} with --role {role}: only a 4via6 router advertises its routes under a site ID (--role via6)"
+            );
+        }
+        return Ok(());
+    }
+    let Some(site) = opts.site_id else {
+        anyhow::bail!(
+            "--site-id is required with --role via6: expected the site's ID, 0 to 65535, e.g. --site-id 7"
+        );
+    };
+    if u16::try_from(site).is_err() {
+        anyhow::bail!("--site-id {site}: expected 0 to 65535");
+    }
+    if let Some(r) = opts.routes.iter().find(|r| r.contains(':')) {
+        anyhow::bail!(
+            "--route {r} with --role via6: 4via6 maps IPv4 ranges into the tailnet's IPv6 range; expected an IPv4 prefix such as 10.0.0.0/16"
+        );
+    }
+    if opts.ha {
+        anyhow::bail!(
+            "--ha with --role via6: HA pairs of 4via6 routers are not built or tested on AWS yet; deploy one router per site"
+        );
+    }
+    if !opts.snat {
+        anyhow::bail!(
+            "--no-snat with --role via6: a 4via6 router without SNAT (tailnet return routes in the VPC) is not built or tested on AWS yet; drop --no-snat"
         );
     }
     Ok(())
@@ -507,6 +548,61 @@ mod tests {
             let mut o = opts(role);
             o.route_ttl_floor = Some(60);
             assert!(refused(&o).starts_with(&format!("--route-ttl-floor 60 with --role {role}")));
+        }
+    }
+
+    #[test]
+    fn via6_flags_are_checked_naming_the_flag() {
+        let via6 = |site: Option<u32>| {
+            let mut o = opts(Role::Via6);
+            o.site_id = site;
+            o
+        };
+        assert_eq!(check_flags(&via6(Some(0))).expect("valid"), Role::Via6);
+        let mut o = via6(Some(65_535));
+        o.routes = vec!["10.0.0.0/16".into(), "10.1.0.0/24".into()];
+        assert_eq!(check_flags(&o).expect("valid"), Role::Via6);
+
+        let refused = |o: &AwsOptions| format!("{:#}", check_flags(o).expect_err("refused"));
+        assert_eq!(
+            refused(&via6(None)),
+            "--site-id is required with --role via6: expected the site's ID, 0 to 65535, e.g. --site-id 7"
+        );
+        assert_eq!(
+            refused(&via6(Some(65_536))),
+            "--site-id 65536: expected 0 to 65535"
+        );
+        let mut o = via6(Some(7));
+        o.routes = vec!["fd00::/64".into()];
+        assert!(
+            refused(&o).starts_with("--route fd00::/64 with --role via6: 4via6 maps IPv4 ranges"),
+            "{}",
+            refused(&o)
+        );
+        let mut o = via6(Some(7));
+        o.ha = true;
+        assert!(
+            refused(&o)
+                .starts_with("--ha with --role via6: HA pairs of 4via6 routers are not built")
+        );
+        let mut o = via6(Some(7));
+        o.snat = false;
+        assert!(refused(&o).starts_with("--no-snat with --role via6: "));
+
+        for role in [
+            Role::SubnetRouter,
+            Role::ExitNode,
+            Role::Recorder,
+            Role::Control,
+        ] {
+            let mut o = opts(role);
+            o.site_id = Some(7);
+            assert_eq!(
+                refused(&o),
+                format!(
+                    "--site-id 7 with --role {role}: only a 4via6 router advertises its routes under a site ID (--role via6)"
+                )
+            );
         }
     }
 

@@ -65,6 +65,8 @@ pub struct ApplianceConfig {
     pub state_volume: Option<String>,
     /// Advertised routes.
     pub routes: Vec<String>,
+    /// Role via6: the site ID every route is advertised under.
+    pub site_id: Option<u16>,
     /// Masquerade tailnet sources.
     pub snat: bool,
     /// The VPC route tables whose tailnet route the HA primary points at
@@ -135,10 +137,25 @@ pub fn user_data(c: &ApplianceConfig) -> anyhow::Result<String> {
         anyhow::bail!("role {}: an egress interface is for an exit node", c.role);
     }
     match c.role {
-        Role::SubnetRouter => {
+        Role::SubnetRouter | Role::Via6 => {
+            // A 4via6 router is a subnet router whose routes carry its
+            // site ID: the appliance advertises each as the site's IPv6
+            // route in the tailnet's range and translates.
+            let site = match (c.role, c.site_id) {
+                (Role::Via6, Some(site)) => format!(", site_id = {site}"),
+                (Role::Via6, None) => {
+                    anyhow::bail!("role via6: the user data needs the site ID")
+                }
+                (_, Some(_)) => anyhow::bail!("role {}: a site ID is for role via6", c.role),
+                (_, None) => String::new(),
+            };
             out.push_str("\n[subnet_router]\nroutes = [\n");
             for r in &c.routes {
-                out.push_str(&format!("  {{ prefix = {}, snat = {} }},\n", q(r), c.snat));
+                out.push_str(&format!(
+                    "  {{ prefix = {}, snat = {}{site} }},\n",
+                    q(r),
+                    c.snat
+                ));
             }
             out.push_str("]\n");
             if !c.aws_route_tables.is_empty() {
@@ -173,7 +190,7 @@ pub fn user_data(c: &ApplianceConfig) -> anyhow::Result<String> {
                 out.push_str(&format!("route_ttl_floor = \"{secs}s\"\n"));
             }
         }
-        Role::Via6 | Role::Recorder | Role::Control | Role::Relay => {}
+        Role::Recorder | Role::Control | Role::Relay => {}
     }
     if c.role == Role::Recorder {
         let Some(r) = &c.recorder else {
@@ -215,12 +232,60 @@ mod tests {
             secrets_manager_endpoint: None,
             state_volume: (role == Role::Control).then(|| "vol-0123456789abcdef0".into()),
             routes: vec!["10.0.0.0/16".into()],
+            site_id: None,
             snat: true,
             aws_route_tables: vec![],
             recorder: None,
             egress_mac: None,
             app_connector: None,
         }
+    }
+
+    #[test]
+    fn a_via6_router_writes_its_site_id_on_every_route() {
+        let text = user_data(&ApplianceConfig {
+            routes: vec!["10.0.0.0/16".into(), "10.1.0.0/24".into()],
+            site_id: Some(7),
+            ..config(Role::Via6)
+        })
+        .expect("a via6 router's config");
+        let v: toml::Value = toml::from_str(&text).expect("valid TOML");
+        let routes = v["subnet_router"]["routes"].as_array().expect("a list");
+        let got: Vec<(&str, Option<i64>, Option<bool>)> = routes
+            .iter()
+            .map(|r| {
+                (
+                    r["prefix"].as_str().unwrap_or_default(),
+                    r.get("site_id").and_then(toml::Value::as_integer),
+                    r.get("snat").and_then(toml::Value::as_bool),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("10.0.0.0/16", Some(7), Some(true)),
+                ("10.1.0.0/24", Some(7), Some(true))
+            ]
+        );
+        assert!(
+            text.starts_with("# Causeway appliance config, role via6"),
+            "{text}"
+        );
+
+        let err = user_data(&config(Role::Via6)).expect_err("no site ID");
+        assert!(err.to_string().contains("needs the site ID"), "{err}");
+        let err = user_data(&ApplianceConfig {
+            site_id: Some(7),
+            ..config(Role::SubnetRouter)
+        })
+        .expect_err("a site ID on a plain subnet router");
+        assert!(
+            err.to_string().contains("a site ID is for role via6"),
+            "{err}"
+        );
+        let plain = user_data(&config(Role::SubnetRouter)).expect("plain router");
+        assert!(!plain.contains("site_id"), "{plain}");
     }
 
     fn recorder(ui: bool) -> RecorderData {

@@ -410,14 +410,6 @@ run "unknown_role_refused" {
 
 # The roles the appliance cannot run yet are refused, like the provisioner
 # does, rather than deployed as a plain node under their name.
-run "via6_refused_as_not_built" {
-  command = plan
-  variables {
-    role = "via6"
-  }
-  expect_failures = [var.role]
-}
-
 run "relay_refused_as_not_built" {
   command = plan
   variables {
@@ -691,4 +683,77 @@ run "app_connector_egress_subnet_refused" {
     egress_subnet_ids     = ["subnet-p"]
   }
   expect_failures = [var.egress_subnet_ids]
+}
+
+run "via6_writes_its_site_id_on_every_route" {
+  command = apply
+
+  variables {
+    role    = "via6"
+    site_id = 7
+  }
+
+  assert {
+    condition     = strcontains(local.user_data, "[subnet_router]\nroutes = [\n  { prefix = \"10.0.0.0/16\", snat = true, site_id = 7 },\n]\n") && !strcontains(local.user_data, "aws_route_tables")
+    error_message = "a 4via6 router gets the VPC's IPv4 range with its site ID, masqueraded"
+  }
+  assert {
+    condition     = aws_instance.this[0].source_dest_check == true && length(aws_route.tailnet) == 0
+    error_message = "a 4via6 router masquerades: source/destination check on, no return route"
+  }
+  assert {
+    condition     = aws_secretsmanager_secret.auth_key[0].name == "causeway/t1/via6-authkey" && aws_instance.this[0].tags["causeway:role"] == "via6"
+    error_message = "the contract's names and tags, with the role via6"
+  }
+}
+
+run "via6_site_id_boundaries_accepted" {
+  command = plan
+  variables {
+    role    = "via6"
+    site_id = 65535
+    routes  = ["10.0.0.0/16", "10.1.0.0/24"]
+  }
+  assert {
+    condition     = strcontains(local.user_data, "  { prefix = \"10.1.0.0/24\", snat = true, site_id = 65535 },\n")
+    error_message = "every given route carries the site ID"
+  }
+}
+
+run "via6_without_site_id_refused" {
+  command = plan
+  variables {
+    role = "via6"
+  }
+  expect_failures = [var.site_id]
+}
+
+run "via6_site_id_out_of_range_refused" {
+  command = plan
+  variables {
+    role    = "via6"
+    site_id = 65536
+  }
+  expect_failures = [var.site_id]
+}
+
+run "via6_site_id_for_a_router_refused" {
+  command = plan
+  variables {
+    site_id = 7
+  }
+  expect_failures = [var.site_id]
+}
+
+run "via6_ipv6_routes_no_snat_or_ha_refused" {
+  command = plan
+  variables {
+    role       = "via6"
+    site_id    = 7
+    routes     = ["fd00::/64"]
+    snat       = false
+    ha         = true
+    subnet_ids = ["subnet-a", "subnet-b"]
+  }
+  expect_failures = [var.routes, var.snat, var.ha]
 }

@@ -4,7 +4,10 @@
 # role). Pure: no provider, so it can be rendered and checked offline.
 
 locals {
-  routing_roles = ["subnet-router"]
+  routing_roles = ["subnet-router", "via6"]
+  # A 4via6 router's routes carry its site ID: the appliance advertises
+  # each as the site's IPv6 route in the tailnet's range and translates.
+  site = var.role == "via6" ? ", site_id = ${var.site_id}" : ""
 
   control = join("\n", [
     "# Causeway appliance config, role control (written by Terraform; no secrets)",
@@ -38,7 +41,7 @@ locals {
   subnet_router = !contains(local.routing_roles, var.role) ? "" : join("\n", concat([
     "[subnet_router]",
     "routes = [",
-    join("\n", [for r in var.routes : "  { prefix = ${jsonencode(r)}, snat = ${var.snat} },"]),
+    join("\n", [for r in var.routes : "  { prefix = ${jsonencode(r)}, snat = ${var.snat}${local.site} },"]),
     "]",
     ], length(var.aws_route_tables) == 0 ? [] : [
     "aws_route_tables = ${jsonencode(var.aws_route_tables)}",

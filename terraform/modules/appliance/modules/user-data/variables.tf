@@ -1,10 +1,25 @@
 variable "role" {
-  description = "Required. A role the appliance runs: subnet-router, exit-node, app-connector, recorder or control."
+  description = "Required. A role the appliance runs: subnet-router, via6, exit-node, app-connector, recorder or control."
   type        = string
 
   validation {
-    condition     = contains(["subnet-router", "exit-node", "app-connector", "recorder", "control"], var.role)
-    error_message = "role must be subnet-router, exit-node, app-connector, recorder or control (the roles the appliance runs today)."
+    condition     = contains(["subnet-router", "via6", "exit-node", "app-connector", "recorder", "control"], var.role)
+    error_message = "role must be subnet-router, via6, exit-node, app-connector, recorder or control (the roles the appliance runs today)."
+  }
+}
+
+variable "site_id" {
+  description = "Role via6 only (required there): the 4via6 site ID, 0 to 65535, written on every route."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = (var.site_id != null) == (var.role == "via6")
+    error_message = "site_id is required for role via6, and only for it."
+  }
+  validation {
+    condition     = var.site_id == null || try(var.site_id >= 0 && var.site_id <= 65535 && floor(var.site_id) == var.site_id, false)
+    error_message = "site_id: expected a whole number from 0 to 65535."
   }
 }
 
